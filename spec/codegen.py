@@ -486,7 +486,8 @@ def gen_properties(c: ClassSpec, structs: Structs) -> list[str]:
             fmt = FIXED_FORMATS[p.type]
             L.append(f"                parts.append({structs.name(fmt)}.pack(v))")
     L.append("        except _ENCODE_ERRORS as exc:")
-    L.append("            raise AMQPConnectionError(INTERNAL_ERROR, f\"cannot encode content properties: {exc}\") from None")
+    L.append("            text = f\"INTERNAL_ERROR - cannot encode content properties: {exc}\"")
+    L.append("            raise AMQPConnectionError(INTERNAL_ERROR, text) from None")
     L.append("        parts[0] = _S_H.pack(flags)")
     L.append('        return b"".join(parts)')
     L.append("")
@@ -523,11 +524,15 @@ def gen_properties(c: ClassSpec, structs: Structs) -> list[str]:
         L.append("            else:")
         L.append(f"                self.{p.py_name} = None")
     L.append("        except _TRUNCATED:")
-    L.append('            raise AMQPConnectionError(SYNTAX_ERROR, "content properties are truncated") from None')
+    L.append('            raise AMQPConnectionError(SYNTAX_ERROR, "SYNTAX_ERROR - content properties are truncated") from None')
     L.append("        if o != len(raw):")
     L.append(
-        '            raise AMQPConnectionError(SYNTAX_ERROR, "content properties are truncated" '
-        'if o > len(raw) else "content properties have trailing octets")'
+        "            raise AMQPConnectionError(\n"
+        "                SYNTAX_ERROR,\n"
+        '                "SYNTAX_ERROR - content properties are truncated"\n'
+        "                if o > len(raw)\n"
+        '                else "SYNTAX_ERROR - content properties have trailing octets",\n'
+        "            )"
     )
     L.append("        return self")
     L.append("")
@@ -586,6 +591,7 @@ Conventions:
   except ``reply_text``, which is cut at 255 octets. ``longstr`` decodes to ``bytes`` and
   encodes from ``bytes`` or ``str``. Tables are dicts (``None`` encodes as the empty table and
   compares equal to ``{}``); see :mod:`syncmq.wire.fields`.
+* Reply texts are RabbitMQ-style, ``"FRAME_ERROR - explanation"``.
 * Decoding malformed arguments raises ``AMQPConnectionError`` carrying the method's class and
   method id: 501 FRAME_ERROR for truncated arguments, trailing octets or bad UTF-8 (RabbitMQ:
   ``rabbit_misc:frame_error`` -> "cannot decode", and ``assert_utf8``), 502 SYNTAX_ERROR for a
@@ -622,11 +628,11 @@ _ENCODE_ERRORS = (struct.error, TypeError, ValueError, OverflowError, AMQPConnec
 
 def _cannot_decode(cls: type[Method], extra: int) -> AMQPConnectionError:
     why = "truncated arguments" if extra < 0 else f"{extra} trailing octets after the arguments"
-    return AMQPConnectionError(FRAME_ERROR, f"cannot decode {cls.NAME}: {why}", cls.CLASS_ID, cls.METHOD_ID)
+    return AMQPConnectionError(FRAME_ERROR, f"FRAME_ERROR - cannot decode {cls.NAME}: {why}", cls.CLASS_ID, cls.METHOD_ID)
 
 
 def _bad_utf8(cls: type[Method]) -> AMQPConnectionError:
-    return AMQPConnectionError(FRAME_ERROR, f"malformed UTF-8 in shortstr of {cls.NAME}", cls.CLASS_ID, cls.METHOD_ID)
+    return AMQPConnectionError(FRAME_ERROR, f"FRAME_ERROR - malformed UTF-8 in shortstr of {cls.NAME}", cls.CLASS_ID, cls.METHOD_ID)
 
 
 def _in_method(exc: AMQPConnectionError, cls: type[Method]) -> AMQPConnectionError:
@@ -635,10 +641,10 @@ def _in_method(exc: AMQPConnectionError, cls: type[Method]) -> AMQPConnectionErr
 
 def _cannot_encode(method: Method, exc: Exception) -> AMQPConnectionError:
     if isinstance(exc, AMQPConnectionError):
-        text = exc.reply_text
+        text = exc.reply_text.partition(" - ")[2] or exc.reply_text
     else:
         text = f"{type(exc).__name__}: {exc}"
-    text = f"cannot encode {method.NAME}: {text}"
+    text = f"INTERNAL_ERROR - cannot encode {method.NAME}: {text}"
     return AMQPConnectionError(INTERNAL_ERROR, text, method.CLASS_ID, method.METHOD_ID)
 
 
@@ -699,16 +705,16 @@ def decode_method(payload: bytes | bytearray | memoryview) -> Method:
     if payload.__class__ is not bytes:
         payload = bytes(payload)
     if len(payload) < 4:
-        raise AMQPConnectionError(FRAME_ERROR, f"method frame payload of {len(payload)} octets is too short")
+        raise AMQPConnectionError(FRAME_ERROR, f"FRAME_ERROR - method frame payload of {len(payload)} octets is too short")
     index = _U32(payload, 0)[0]
     cls = _METHODS_GET(index)
     if cls is None:
         class_id = index >> 16
         method_id = index & 0xFFFF
         if class_id in CLASS_NAMES:
-            text = f"unknown method {method_id} in class {CLASS_NAMES[class_id]} ({class_id})"
+            text = f"NOT_IMPLEMENTED - unknown method {method_id} in class {CLASS_NAMES[class_id]} ({class_id})"
         else:
-            text = f"unknown class {class_id} (method {method_id})"
+            text = f"NOT_IMPLEMENTED - unknown class {class_id} (method {method_id})"
         raise AMQPConnectionError(NOT_IMPLEMENTED, text, class_id, method_id)
     return cls.decode(payload, 4)
 '''

@@ -32,7 +32,8 @@ Encoding picks the type from the Python value: bool -> t, int -> I (or l when it
 32 bits), float -> d, Decimal -> D, str -> S, bytes/bytearray/memoryview -> x, dict -> F,
 list/tuple -> A, datetime -> T, None -> V.
 
-Errors: anything malformed on decode raises :class:`AMQPConnectionError` with 502 SYNTAX_ERROR
+Errors (reply texts are RabbitMQ-style, ``"SYNTAX_ERROR - explanation"``): anything malformed
+on decode raises :class:`AMQPConnectionError` with 502 SYNTAX_ERROR
 (never IndexError, struct.error, UnicodeDecodeError or RecursionError). Table keys are decoded
 as UTF-8 with ``surrogateescape`` so that any key round-trips to the same octets. Values that
 cannot be encoded (a key longer than 255 octets, an int beyond 64 bits, an unsupported type,
@@ -104,11 +105,11 @@ _DECODE_ERRORS = (struct.error, IndexError, ValueError, OverflowError, Recursion
 
 
 def _syntax(text: str) -> AMQPConnectionError:
-    return AMQPConnectionError(_SYNTAX_ERROR, text)
+    return AMQPConnectionError(_SYNTAX_ERROR, "SYNTAX_ERROR - " + text)
 
 
 def _internal(text: str) -> AMQPConnectionError:
-    return AMQPConnectionError(_INTERNAL_ERROR, text)
+    return AMQPConnectionError(_INTERNAL_ERROR, "INTERNAL_ERROR - " + text)
 
 
 # --------------------------------------------------------------------------------------------
