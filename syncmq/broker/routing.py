@@ -430,12 +430,18 @@ def topic_words(key: str) -> list[str]:
 class _TNode:
     """One trie node: the binding-key words so far.  Immutable once built.
 
-    ``closure`` is the node followed by its chain of ``#`` children (``#`` matching zero words);
-    ``is_hash`` says the edge into this node was ``#``, so the node may also consume any word and
-    stay where it is.
+    ``is_hash`` says the edge into this node was ``#``, so the node may also consume any word
+    and stay where it is.  A ``#`` node without children is *terminal*: once reached, whatever
+    words follow, its destinations match.  Derived fields, for ``route``:
+
+    * ``closure``: the nodes reachable without consuming a word (the node and its chain of ``#``
+      children, ``#`` matching zero words), leaving out a terminal ``#`` node;
+    * ``sure``: the destinations of the terminal ``#`` node of that chain (None if none);
+    * ``simple``: no ``*``/``#`` edge out and not a ``#`` node, so one word leads to at most one
+      node (a literal child).
     """
 
-    __slots__ = ("words", "star", "hash", "dests", "closure", "is_hash")
+    __slots__ = ("words", "star", "hash", "dests", "is_hash", "closure", "sure", "simple")
 
     def __init__(self, words: dict, star, hash_, dests: frozenset, is_hash: bool) -> None:
         self.words = words
@@ -443,7 +449,16 @@ class _TNode:
         self.hash = hash_
         self.dests = dests
         self.is_hash = is_hash
-        self.closure = (self,) + hash_.closure if hash_ is not None else (self,)
+        self.simple = star is None and hash_ is None and not is_hash
+        if hash_ is not None:
+            self.closure = (self,) + hash_.closure
+            self.sure = hash_.sure
+        elif is_hash and star is None and not words:
+            self.closure = ()
+            self.sure = dests or None
+        else:
+            self.closure = (self,)
+            self.sure = None
 
     def child(self, word: str):
         if word == "*":
@@ -546,9 +561,15 @@ def _t_dump(node: _TNode | None):
     if node is None:
         return None
     assert type(node.dests) is frozenset
-    assert node.closure[0] is node
-    expect = (node,) + node.hash.closure if node.hash is not None else (node,)
-    assert node.closure == expect, "stale closure"
+    terminal = node.is_hash and not node.words and node.star is None and node.hash is None
+    if node.hash is not None:
+        closure, sure = (node,) + node.hash.closure, node.hash.sure
+    elif terminal:
+        closure, sure = (), node.dests
+    else:
+        closure, sure = (node,), None
+    assert node.closure == closure and node.sure == sure, "stale closure"
+    assert node.simple == (node.star is None and node.hash is None and not node.is_hash)
     if node.hash is not None:
         assert node.hash.is_hash
     if node.star is not None:
@@ -617,46 +638,55 @@ class TopicMatcher(Matcher):
         """Destinations whose binding key matches ``routing_key``.
 
         O(w * s): w words, s live trie nodes per step (deduplicated, so bounded by the trie).
-        Allocates the word list, one list per word, and a result set only when two or more
-        trie nodes contribute destinations (else the node's own frozenset is returned).
+        Walks a literal-only prefix without any allocation; stops early once only terminal
+        ``#`` nodes are left.  Returns a node's own frozenset when one node matches.
         """
-        root = self._root
-        if root is None:
+        node = self._root
+        if node is None:
             return _EMPTY
-        states = root.closure
-        if routing_key:
-            for w in routing_key.split("."):
-                nxt: list = []
-                ext = nxt.extend
-                stay = False
-                for s in states:
-                    c = s.words.get(w)
-                    if c is not None:
-                        ext(c.closure)
-                    c = s.star
-                    if c is not None:
-                        ext(c.closure)
-                    if s.is_hash:
-                        ext(s.closure)
-                        stay = True
-                if not nxt:
-                    return _EMPTY
-                # without a '#' node staying put, no node can be reached twice
-                states = set(nxt) if stay else nxt
-        res = None
-        merged = False
+        words = routing_key.split(".") if routing_key else ()
+        n = len(words)
+        i = 0
+        # fast path: while one word leads to at most one node
+        while i < n and node.simple:
+            node = node.words.get(words[i])
+            if node is None:
+                return _EMPTY
+            i += 1
+        states = node.closure
+        sure = [node.sure] if node.sure is not None else []
+        while i < n and states:
+            w = words[i]
+            i += 1
+            nxt: list = []
+            ext = nxt.extend
+            stay = False
+            for s in states:
+                c = s.words.get(w)
+                if c is not None:
+                    ext(c.closure)
+                    if c.sure is not None:
+                        sure.append(c.sure)
+                c = s.star
+                if c is not None:
+                    ext(c.closure)
+                    if c.sure is not None:
+                        sure.append(c.sure)
+                if s.is_hash:
+                    ext(s.closure)
+                    stay = True
+            # without a '#' node staying put, no node can be reached twice
+            states = set(nxt) if stay and len(nxt) > 1 else nxt
+        if i < n:
+            states = ()
         for s in states:
-            d = s.dests
-            if d:
-                if res is None:
-                    res = d
-                elif merged:
-                    res.update(d)
-                else:
-                    res = set(res)
-                    res.update(d)
-                    merged = True
-        return _EMPTY if res is None else res
+            if s.dests:
+                sure.append(s.dests)
+        if not sure:
+            return _EMPTY
+        if len(sure) == 1:
+            return sure[0]
+        return _EMPTY.union(*sure)
 
 
 # ---------------------------------------------------------------------------------------------
