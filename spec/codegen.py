@@ -397,7 +397,8 @@ def gen_method(m: MethodSpec, structs: Structs) -> list[str]:
     ind = "        "
     named = [f for f in m.fields if f.py_name]
     L = [f"    class {m.py_class}(Method):"]
-    L.append(f'        """{m.klass}.{m.name} ({m.class_id}/{m.method_id}): {m.label}."""')
+    label = f": {m.label}" if m.label else ""
+    L.append(f'        """{m.klass}.{m.name} ({m.class_id}/{m.method_id}){label}."""')
     L.append("")
     slots = ", ".join(f'"{f.py_name}"' for f in named)
     L.append(f"        __slots__ = ({slots}{',' if len(named) == 1 else ''})")

@@ -3205,7 +3205,7 @@ class Confirm:
     NAME = "confirm"
 
     class Select(Method):
-        """confirm.select (85/10): ."""
+        """confirm.select (85/10)."""
 
         __slots__ = ("nowait",)
         CLASS_ID = 85
@@ -3245,7 +3245,7 @@ class Confirm:
             return self
 
     class SelectOk(Method):
-        """confirm.select-ok (85/11): ."""
+        """confirm.select-ok (85/11)."""
 
         __slots__ = ()
         CLASS_ID = 85
