@@ -1,0 +1,49 @@
+"""Exchanges: a name, a type and an immutable matcher over its bindings.
+
+The matcher (``syncmq.broker.routing``) is copy-on-write: binding changes build a new one under
+the vhost's lock and publish it with a single attribute store, so routing a message reads
+``exchange.matcher`` once and takes no lock.
+"""
+
+from __future__ import annotations
+
+from .routing import Matcher, matcher_for
+
+EXCHANGE_TYPES = ("direct", "fanout", "topic", "headers")
+
+
+class Exchange:
+    """One exchange. ``matcher`` and ``e2e`` are replaced (never mutated) under the vhost lock."""
+
+    __slots__ = (
+        "vhost", "name", "type", "durable", "auto_delete", "internal", "arguments", "matcher",
+        "e2e", "needs_headers",
+    )
+
+    def __init__(
+        self,
+        vhost: str,
+        name: str,
+        type_: str,
+        durable: bool,
+        auto_delete: bool,
+        internal: bool,
+        arguments: dict | None,
+    ) -> None:
+        self.vhost = vhost
+        self.name = name
+        self.type = type_
+        self.durable = durable
+        self.auto_delete = auto_delete
+        self.internal = internal
+        self.arguments = arguments or {}
+        self.matcher: Matcher = matcher_for(type_)
+        self.e2e = 0  # number of bindings whose destination is an exchange
+        self.needs_headers = type_ == "headers"
+
+    def __repr__(self) -> str:
+        return f"<Exchange {self.vhost!r}/{self.name!r} {self.type}>"
+
+    def route(self, routing_key: str, headers: dict | None):
+        """Destinations (queues and exchanges) bound to this exchange that match."""
+        return self.matcher.route(routing_key, headers)

@@ -1,0 +1,367 @@
+"""Virtual hosts: the unit of isolation, owning exchanges, queues and bindings.
+
+Every check of declare/delete/bind that RabbitMQ makes lives here and raises
+:class:`AMQPChannelError` (or :class:`AMQPConnectionError` where RabbitMQ's error is hard) with
+RabbitMQ's reply text. The caller (a method handler) supplies the class/method ids.
+
+Locking: ``VirtualHost.lock`` serialises changes to the exchange and queue tables and to
+bindings. The tables are plain dicts that are only mutated under that lock and read without it
+(single ``dict.get`` calls are atomic, also on free-threaded CPython); matchers are replaced,
+never mutated, so routing takes no lock at all. Queue locks may be taken while holding the vhost
+lock (vhost lock first), never the other way round.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from ..wire import _spec
+from ..wire.errors import AMQPChannelError, AMQPConnectionError
+from .exchange import EXCHANGE_TYPES, Exchange
+from .message import Message
+from .queue import Consumer, Queue
+from .routing import validate_headers_binding
+
+PREDECLARED = (
+    ("amq.direct", "direct"),
+    ("amq.fanout", "fanout"),
+    ("amq.topic", "topic"),
+    ("amq.headers", "headers"),
+    ("amq.match", "headers"),
+)
+
+
+def _b(v: bool) -> str:
+    return "true" if v else "false"
+
+
+class VirtualHost:
+    """A vhost with its default and pre-declared exchanges."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        # Guards changes to ``exchanges``, ``queues`` and every exchange's matcher.
+        self.lock = threading.Lock()
+        self.exchanges: dict[str, Exchange] = {}
+        self.queues: dict[str, Queue] = {}
+        self.default_exchange = Exchange(name, "", "direct", True, False, False, None)
+        self.exchanges[""] = self.default_exchange
+        for ename, etype in PREDECLARED:
+            self.exchanges[ename] = Exchange(name, ename, etype, True, False, False, None)
+
+    def _not_found_exchange(self, name: str) -> AMQPChannelError:
+        return AMQPChannelError(
+            _spec.NOT_FOUND, f"NOT_FOUND - no exchange '{name}' in vhost '{self.name}'"
+        )
+
+    def _not_found_queue(self, name: str) -> AMQPChannelError:
+        return AMQPChannelError(
+            _spec.NOT_FOUND, f"NOT_FOUND - no queue '{name}' in vhost '{self.name}'"
+        )
+
+    # ---- exchanges ----
+
+    def get_exchange(self, name: str) -> Exchange:
+        ex = self.exchanges.get(name)
+        if ex is None:
+            raise self._not_found_exchange(name)
+        return ex
+
+    def declare_exchange(
+        self,
+        name: str,
+        type_: str,
+        passive: bool,
+        durable: bool,
+        auto_delete: bool,
+        internal: bool,
+        arguments: dict | None,
+    ) -> tuple[Exchange, bool]:
+        """exchange.declare; returns (exchange, created)."""
+        if passive:
+            return self.get_exchange(name), False
+        if name == "" or name.startswith("amq."):
+            raise AMQPChannelError(
+                _spec.ACCESS_REFUSED,
+                f"ACCESS_REFUSED - exchange name '{name}' contains reserved prefix 'amq.*'"
+                if name else "ACCESS_REFUSED - operation not permitted on the default exchange",
+            )
+        if type_ not in EXCHANGE_TYPES:
+            raise AMQPConnectionError(
+                _spec.COMMAND_INVALID, f"COMMAND_INVALID - unknown exchange type '{type_}'"
+            )
+        ae = (arguments or {}).get("alternate-exchange")
+        if ae is not None and not isinstance(ae, str):
+            raise AMQPChannelError(
+                _spec.PRECONDITION_FAILED,
+                "PRECONDITION_FAILED - invalid arg 'alternate-exchange' for exchange "
+                f"'{name}' in vhost '{self.name}'",
+            )
+        with self.lock:
+            ex = self.exchanges.get(name)
+            if ex is not None:
+                self._check_equivalent_exchange(ex, type_, durable, auto_delete, internal,
+                                                arguments)
+                return ex, False
+            ex = Exchange(self.name, name, type_, durable, auto_delete, internal, arguments)
+            self.exchanges[name] = ex
+            return ex, True
+
+    def _check_equivalent_exchange(self, ex, type_, durable, auto_delete, internal, arguments):
+        for arg, got, cur in (
+            ("type", type_, ex.type),
+            ("durable", durable, ex.durable),
+            ("auto_delete", auto_delete, ex.auto_delete),
+            ("internal", internal, ex.internal),
+        ):
+            if got != cur:
+                g, c = (_b(got), _b(cur)) if isinstance(got, bool) else (got, cur)
+                raise AMQPChannelError(
+                    _spec.PRECONDITION_FAILED,
+                    f"PRECONDITION_FAILED - inequivalent arg '{arg}' for exchange "
+                    f"'{ex.name}' in vhost '{self.name}': received '{g}' but current is '{c}'",
+                )
+        if (arguments or {}) != ex.arguments:
+            raise AMQPChannelError(
+                _spec.PRECONDITION_FAILED,
+                f"PRECONDITION_FAILED - inequivalent arguments for exchange '{ex.name}' in "
+                f"vhost '{self.name}'",
+            )
+
+    def delete_exchange(self, name: str, if_unused: bool) -> Exchange | None:
+        """exchange.delete; deleting a missing exchange is not an error (RabbitMQ 3.x)."""
+        if name == "" or name.startswith("amq."):
+            raise AMQPChannelError(
+                _spec.ACCESS_REFUSED,
+                f"ACCESS_REFUSED - operation not permitted on exchange '{name}'"
+                if name else "ACCESS_REFUSED - operation not permitted on the default exchange",
+            )
+        with self.lock:
+            ex = self.exchanges.get(name)
+            if ex is None:
+                return None
+            if if_unused and (len(ex.matcher) or self._is_destination(ex)):
+                raise AMQPChannelError(
+                    _spec.PRECONDITION_FAILED,
+                    f"PRECONDITION_FAILED - exchange '{name}' in vhost '{self.name}' in use",
+                )
+            self._delete_exchange_locked(ex)
+            return ex
+
+    def _is_destination(self, ex: Exchange) -> bool:
+        return any(
+            e.e2e and any(d is ex for d, _, _ in e.matcher.bindings())
+            for e in self.exchanges.values()
+        )
+
+    def _delete_exchange_locked(self, ex: Exchange) -> None:
+        del self.exchanges[ex.name]
+        # bindings where it is the destination go too
+        for other in list(self.exchanges.values()):
+            if other.e2e:
+                self._drop_destination_locked(other, ex)
+
+    def _drop_destination_locked(self, ex: Exchange, dest: Any) -> None:
+        before = len(ex.matcher)
+        if before == 0:
+            return
+        m = ex.matcher.without_destination(dest)
+        removed = before - len(m)
+        if removed:
+            ex.matcher = m
+            if isinstance(dest, Exchange):
+                ex.e2e -= removed
+            if ex.auto_delete and len(m) == 0 and ex.name in self.exchanges:
+                self._delete_exchange_locked(ex)
+
+    # ---- queues ----
+
+    def get_queue(self, name: str, owner: Any = None) -> Queue:
+        """The queue named ``name``; 404 if missing, 405 if exclusive to another connection."""
+        q = self.queues.get(name)
+        if q is None:
+            raise self._not_found_queue(name)
+        if q.exclusive_owner is not None and q.exclusive_owner is not owner:
+            raise self._locked(name)
+        return q
+
+    def _locked(self, name: str) -> AMQPChannelError:
+        return AMQPChannelError(
+            _spec.RESOURCE_LOCKED,
+            f"RESOURCE_LOCKED - cannot obtain exclusive access to locked queue '{name}' in "
+            f"vhost '{self.name}'. It could be originally declared on another connection or "
+            "the exclusive property value does not match that of the original declaration.",
+        )
+
+    def declare_queue(
+        self,
+        name: str,
+        passive: bool,
+        durable: bool,
+        exclusive: bool,
+        auto_delete: bool,
+        arguments: dict | None,
+        owner: Any,
+        server_named: bool = False,
+    ) -> tuple[Queue, bool]:
+        """queue.declare; ``name`` is already server-generated if it was empty."""
+        if passive:
+            return self.get_queue(name, owner), False
+        if name.startswith("amq.") and not server_named:
+            raise AMQPChannelError(
+                _spec.ACCESS_REFUSED,
+                f"ACCESS_REFUSED - queue name '{name}' contains reserved prefix 'amq.*'",
+            )
+        with self.lock:
+            q = self.queues.get(name)
+            if q is not None:
+                if q.exclusive_owner is not None and q.exclusive_owner is not owner:
+                    raise self._locked(name)
+                self._check_equivalent_queue(q, durable, exclusive, auto_delete, arguments)
+                return q, False
+            q = Queue(self.name, name, durable, owner if exclusive else None, auto_delete,
+                      arguments)
+            self.queues[name] = q
+            return q, True
+
+    def _check_equivalent_queue(self, q, durable, exclusive, auto_delete, arguments):
+        for arg, got, cur in (
+            ("durable", durable, q.durable),
+            ("exclusive", exclusive, q.exclusive_owner is not None),
+            ("auto_delete", auto_delete, q.auto_delete),
+        ):
+            if got != cur:
+                raise AMQPChannelError(
+                    _spec.PRECONDITION_FAILED,
+                    f"PRECONDITION_FAILED - inequivalent arg '{arg}' for queue '{q.name}' in "
+                    f"vhost '{self.name}': received '{_b(got)}' but current is '{_b(cur)}'",
+                )
+        args = arguments or {}
+        for key in set(args) | set(q.arguments):
+            if key.startswith("x-") and args.get(key) != q.arguments.get(key):
+                raise AMQPChannelError(
+                    _spec.PRECONDITION_FAILED,
+                    f"PRECONDITION_FAILED - inequivalent arg '{key}' for queue '{q.name}' in "
+                    f"vhost '{self.name}': received {_fmt_arg(args.get(key))} but current is "
+                    f"{_fmt_arg(q.arguments.get(key))}",
+                )
+
+    def delete_queue(
+        self, name: str, if_unused: bool, if_empty: bool, owner: Any
+    ) -> tuple[int, list[Consumer]] | None:
+        """queue.delete; returns (message_count, detached consumers), None if missing."""
+        with self.lock:
+            q = self.queues.get(name)
+            if q is None:
+                return None
+            if q.exclusive_owner is not None and q.exclusive_owner is not owner:
+                raise self._locked(name)
+            if if_unused and q.consumer_count():
+                raise AMQPChannelError(
+                    _spec.PRECONDITION_FAILED,
+                    f"PRECONDITION_FAILED - queue '{name}' in vhost '{self.name}' in use",
+                )
+            if if_empty and q.message_count():
+                raise AMQPChannelError(
+                    _spec.PRECONDITION_FAILED,
+                    f"PRECONDITION_FAILED - queue '{name}' in vhost '{self.name}' is not empty",
+                )
+            return self._delete_queue_locked(q)
+
+    def delete_queue_object(self, q: Queue) -> tuple[int, list[Consumer]] | None:
+        """Delete ``q`` if it is still the queue of that name (auto-delete, exclusive)."""
+        with self.lock:
+            if self.queues.get(q.name) is not q:
+                return None
+            return self._delete_queue_locked(q)
+
+    def _delete_queue_locked(self, q: Queue) -> tuple[int, list[Consumer]]:
+        del self.queues[q.name]
+        for ex in list(self.exchanges.values()):
+            self._drop_destination_locked(ex, q)
+        return q.mark_deleted()
+
+    # ---- bindings ----
+
+    def bind(
+        self, source: str, destination: Any, routing_key: str, arguments: dict | None
+    ) -> None:
+        """Bind ``destination`` (a Queue or Exchange) to exchange ``source``."""
+        if source == "":
+            what = "queue" if isinstance(destination, Queue) else "exchange"
+            raise AMQPChannelError(
+                _spec.ACCESS_REFUSED,
+                f"ACCESS_REFUSED - operation not permitted on the default exchange ({what} "
+                "bind)",
+            )
+        with self.lock:
+            ex = self.get_exchange(source)
+            if ex.type == "headers":
+                err = validate_headers_binding(arguments or {})
+                if err:
+                    raise AMQPChannelError(_spec.PRECONDITION_FAILED,
+                                           f"PRECONDITION_FAILED - {err}")
+            if isinstance(destination, Queue) and self.queues.get(destination.name) is not \
+                    destination:
+                raise self._not_found_queue(destination.name)
+            if isinstance(destination, Exchange) and self.exchanges.get(destination.name) is \
+                    not destination:
+                raise self._not_found_exchange(destination.name)
+            args = arguments or {}
+            if ex.matcher.has_binding(destination, routing_key, args):
+                return
+            ex.matcher = ex.matcher.with_binding(destination, routing_key, args)
+            if isinstance(destination, Exchange):
+                ex.e2e += 1
+
+    def unbind(
+        self, source: str, destination: Any, routing_key: str, arguments: dict | None
+    ) -> None:
+        """Remove a binding; a missing binding is not an error (RabbitMQ 3.x)."""
+        if source == "":
+            raise AMQPChannelError(
+                _spec.ACCESS_REFUSED,
+                "ACCESS_REFUSED - operation not permitted on the default exchange",
+            )
+        with self.lock:
+            ex = self.get_exchange(source)
+            args = arguments or {}
+            if not ex.matcher.has_binding(destination, routing_key, args):
+                return
+            ex.matcher = ex.matcher.without_binding(destination, routing_key, args)
+            if isinstance(destination, Exchange):
+                ex.e2e -= 1
+            if ex.auto_delete and len(ex.matcher) == 0 and ex.name in self.exchanges:
+                self._delete_exchange_locked(ex)
+
+    # ---- routing ----
+
+    def route(self, ex: Exchange, message: Message) -> list[Queue]:
+        """Every queue ``message`` published to ``ex`` reaches (each once). Takes no lock."""
+        if ex is self.default_exchange:
+            q = self.queues.get(message.routing_key)
+            return [q] if q is not None else []
+        headers = message.headers if ex.needs_headers else None
+        dests = ex.matcher.route(message.routing_key, headers)
+        if not ex.e2e:
+            return list(dests)
+        # exchange-to-exchange: breadth-first over exchanges, each visited once
+        queues: dict[int, Queue] = {}
+        seen = {id(ex)}
+        pending = list(dests)
+        while pending:
+            d = pending.pop()
+            if isinstance(d, Queue):
+                queues[id(d)] = d
+            elif id(d) not in seen:
+                seen.add(id(d))
+                h = message.headers if d.needs_headers else None
+                pending.extend(d.matcher.route(message.routing_key, h))
+        return list(queues.values())
+
+
+def _fmt_arg(v: Any) -> str:
+    if v is None:
+        return "none"
+    return f"'{v}'"

@@ -1,0 +1,50 @@
+"""The ``syncmq`` console script. Exit codes: 0 clean, 1 runtime failure, 2 bad configuration."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from .config import build_parser, setup_logging, validate
+from .server import Server, ServerConfig
+
+log = logging.getLogger("syncmq")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)  # exits 2 with a message naming the option
+    try:
+        validate(args)
+    except ValueError as e:
+        parser.error(str(e))
+    handler = setup_logging(args.log_level, args.log_format, args.log_file)
+    config = ServerConfig(
+        bind=args.bind,
+        port=args.port,
+        data_dir=args.data_dir,
+        workers=args.workers,
+        frame_max=args.frame_max,
+        channel_max=args.channel_max,
+        heartbeat=args.heartbeat,
+        handshake_timeout=args.handshake_timeout,
+        max_message_size=args.max_message_size,
+    )
+    server = Server(config)
+    try:
+        server.start()
+    except OSError as e:
+        log.error("cannot listen on %s:%s: %s", args.bind, args.port, e.strerror)
+        return 1
+    if hasattr(handler, "reopenIfNeeded"):
+        server.on_hup = handler.reopenIfNeeded
+    try:
+        server.serve_forever()
+    except Exception:
+        log.exception("fatal error")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

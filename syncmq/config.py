@@ -1,0 +1,127 @@
+"""Configuration: one option set from defaults < INI file < SYNCMQ_* env vars < flags.
+
+The only importer of configargparse and python-json-logger (with ``syncmq.cli``).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+
+import configargparse
+
+from . import __version__
+
+_SIZE = re.compile(r"^\s*(\d+)\s*([KMG]i?B?|B)?\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """'256MiB' -> 268435456; plain numbers are bytes."""
+    m = _SIZE.match(str(text))
+    if not m:
+        raise ValueError(f"not a size: {text!r}")
+    n = int(m.group(1))
+    unit = (m.group(2) or "B").upper()
+    mult = {"B": 1, "K": 1024, "M": 1024**2, "G": 1024**3}[unit[0]]
+    return n * mult
+
+
+def _positive(text: str) -> int:
+    v = int(text)
+    if v < 1:
+        raise ValueError
+    return v
+
+
+def _port(text: str) -> int:
+    v = int(text)
+    if not 0 <= v <= 65535:
+        raise ValueError
+    return v
+
+
+def build_parser() -> configargparse.ArgumentParser:
+    p = configargparse.ArgumentParser(
+        prog="syncmq",
+        description="syncmq: an AMQP 0-9-1 broker in pure Python",
+        config_file_parser_class=configargparse.IniConfigParser(["syncmq"], split_ml_text_to_list=False),
+        auto_env_var_prefix="SYNCMQ_",
+        args_for_setting_config_path=["-c", "--config"],
+        config_arg_help_message="INI file with a [syncmq] section (same names, no dashes)",
+    )
+    p.add_argument("--bind", default="127.0.0.1", help="address to listen on (default %(default)s)")
+    p.add_argument("--port", type=_port, default=5672,
+                   help="AMQP port; 0 picks an ephemeral port and logs it (default %(default)s)")
+    p.add_argument("--data-dir", default="syncmq-data", help="journal directory (default %(default)s)")
+    p.add_argument("--workers", type=_positive, default=2,
+                   help="worker threads; each connection is pinned to one (default %(default)s)")
+    p.add_argument("--log-level", default="info",
+                   choices=["debug", "info", "warning", "error", "critical"],
+                   help="log level (default %(default)s)")
+    p.add_argument("--log-format", default="json", choices=["json", "text"],
+                   help="log line format (default %(default)s)")
+    p.add_argument("--log-file", default=None, help="log to this file instead of stderr")
+    p.add_argument("--frame-max", type=int, default=131072,
+                   help="largest frame offered in connection.tune, >= 4096 (default %(default)s)")
+    p.add_argument("--channel-max", type=int, default=2047,
+                   help="most channels per connection offered in tune (default %(default)s)")
+    p.add_argument("--heartbeat", type=int, default=60,
+                   help="heartbeat interval offered in tune, seconds; 0 disables (default %(default)s)")
+    p.add_argument("--handshake-timeout", type=float, default=10.0,
+                   help="seconds a client has to complete the AMQP handshake (default %(default)s)")
+    p.add_argument("--max-message-size", type=parse_size, default="128MiB",
+                   help="largest message body accepted (default %(default)s)")
+    p.add_argument("--version", action="version", version=f"syncmq {__version__}")
+    return p
+
+
+def validate(args) -> None:
+    """Cross-field checks; raises ValueError naming the option."""
+    if args.frame_max < 4096:
+        raise ValueError("--frame-max must be >= 4096")
+    if not 1 <= args.channel_max <= 65535:
+        raise ValueError("--channel-max must be between 1 and 65535")
+    if args.heartbeat < 0:
+        raise ValueError("--heartbeat must be >= 0")
+
+
+class _TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        base = super().format(record)
+        extras = {
+            k: v for k, v in record.__dict__.items()
+            if k not in logging.LogRecord("", 0, "", 0, "", (), None).__dict__
+            and k not in ("message", "asctime")
+        }
+        if extras:
+            base += " " + " ".join(f"{k}={v}" for k, v in extras.items())
+        return base
+
+
+def setup_logging(level: str, fmt: str, path: str | None) -> logging.Handler:
+    """Configure the root logger; returns the handler (reopened on SIGHUP when a file)."""
+    if path:
+        handler: logging.Handler = logging.handlers.WatchedFileHandler(path)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        try:
+            from pythonjsonlogger.json import JsonFormatter
+        except ImportError:  # python-json-logger < 3
+            from pythonjsonlogger.jsonlogger import JsonFormatter
+        handler.setFormatter(JsonFormatter(
+            "%(asctime)s %(levelname)s %(name)s %(message)s",
+            rename_fields={"levelname": "level", "asctime": "time"},
+        ))
+    else:
+        handler.setFormatter(_TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    return handler
+
+
+import logging.handlers  # noqa: E402  (WatchedFileHandler)

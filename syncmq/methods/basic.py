@@ -1,0 +1,187 @@
+"""basic.* handlers: qos, consume, cancel, publish, get, ack, nack, reject, recover.
+
+``publish`` is the per-message hot path: one exchange lookup, a cached permission check, one
+``Message`` object shared by every queue it is routed to, and no logging.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..broker.broker import generate_consumer_tag
+from ..broker.message import Message
+from ..broker.queue import Consumer
+from ..protocol.channel import deliver_prefix
+from ..wire import _spec
+from ..wire.errors import AMQPChannelError, AMQPConnectionError
+from . import access
+from .queue import _queue_name
+
+if TYPE_CHECKING:
+    from ..broker.exchange import Exchange
+    from .session import Channel, Session
+
+B = _spec.Basic
+
+
+def qos(session: Session, ch: Channel, m: B.Qos, _p, _b) -> None:
+    if m.prefetch_size:
+        raise AMQPConnectionError(
+            _spec.NOT_IMPLEMENTED, f"NOT_IMPLEMENTED - prefetch_size!=0 ({m.prefetch_size})"
+        )
+    with ch.lock:
+        if m.global_:
+            ch.global_prefetch = m.prefetch_count
+        else:
+            ch.prefetch_count = m.prefetch_count
+    session.send_method(ch.id, B.QosOk())
+    ch.refill()
+
+
+def consume(session: Session, ch: Channel, m: B.Consume, _p, _b) -> None:
+    name = _queue_name(ch, m.queue)
+    q = session.vhost.get_queue(name, session)
+    access.read(session, "queue", name)
+    tag = m.consumer_tag or generate_consumer_tag()
+    if tag in ch.consumers:
+        raise AMQPConnectionError(
+            _spec.NOT_ALLOWED, f"NOT_ALLOWED - attempt to reuse consumer tag '{tag}'"
+        )
+    if q.has_exclusive_consumer() or (m.exclusive and q.consumer_count()):
+        raise AMQPChannelError(
+            _spec.ACCESS_REFUSED,
+            f"ACCESS_REFUSED - queue '{name}' in vhost '{session.vhost.name}' in exclusive use",
+        )
+    consumer = Consumer(tag, q, ch, m.no_ack, m.exclusive, ch.prefetch_count, m.arguments,
+                        deliver_prefix(tag))
+    with ch.lock:
+        ch.consumers[tag] = consumer
+    if not m.no_wait:
+        session.send_method(ch.id, B.ConsumeOk(consumer_tag=tag))
+    q.add_consumer(consumer)
+
+
+def cancel(session: Session, ch: Channel, m: B.Cancel, _p, _b) -> None:
+    with ch.lock:
+        c = ch.consumers.pop(m.consumer_tag, None)
+    if c is not None and c.queue.remove_consumer(c):
+        session.auto_delete_queue(c.queue)
+    if not m.no_wait:
+        session.send_method(ch.id, B.CancelOk(consumer_tag=m.consumer_tag))
+
+
+def publish(session: Session, ch: Channel, m: B.Publish, props: bytes, body: bytes) -> None:
+    vhost = session.vhost
+    name = m.exchange
+    ex = vhost.exchanges.get(name)
+    if ex is None:
+        raise AMQPChannelError(
+            _spec.NOT_FOUND, f"NOT_FOUND - no exchange '{name}' in vhost '{vhost.name}'"
+        )
+    if name not in ch.write_ok:
+        access.write(session, "exchange", name)
+        ch.write_ok.add(name)
+    if m.immediate:
+        raise AMQPConnectionError(_spec.NOT_IMPLEMENTED, "NOT_IMPLEMENTED - immediate=true")
+    if ex.internal:
+        raise AMQPChannelError(
+            _spec.ACCESS_REFUSED,
+            f"ACCESS_REFUSED - cannot publish to internal exchange '{name}' in vhost "
+            f"'{vhost.name}'",
+        )
+    message = Message(name, m.routing_key, props, body)
+    if ch.tx:
+        ch.tx_publishes.append((ex, message, m.mandatory))
+        return
+    route(session, ch, ex, message, m.mandatory)
+    if ch.confirm:
+        ch.publish_seq += 1
+        session.confirm_dirty.add(ch)
+
+
+def route(session: Session, ch: Channel, ex: Exchange, message: Message, mandatory: bool) -> None:
+    """Route ``message`` and enqueue it; basic.return it if mandatory and unroutable."""
+    delivered = False
+    for q in session.vhost.route(ex, message):
+        if q.publish(message):
+            delivered = True
+    if not delivered and mandatory:
+        session.send_content(
+            ch.id,
+            B.Return(reply_code=_spec.NO_ROUTE, reply_text="NO_ROUTE", exchange=message.exchange,
+                     routing_key=message.routing_key),
+            message.properties, message.body,
+        )
+
+
+def get(session: Session, ch: Channel, m: B.Get, _p, _b) -> None:
+    name = _queue_name(ch, m.queue)
+    q = session.vhost.get_queue(name, session)
+    access.read(session, "queue", name)
+    r = q.get(m.no_ack)
+    if r is None:
+        session.send_method(ch.id, B.GetEmpty())
+        return
+    seq, message, redelivered, remaining = r
+    ch.send_get_ok(q, seq, message, redelivered, remaining, m.no_ack)
+
+
+def ack(session: Session, ch: Channel, m: B.Ack, _p, _b) -> None:
+    if ch.tx:
+        ch.check_tags(m.delivery_tag, m.multiple)
+        ch.tx_acks.append((m.delivery_tag, m.multiple, False))
+        return
+    ch.settle(ch.take_unacked(m.delivery_tag, m.multiple), requeue=False)
+
+
+def nack(session: Session, ch: Channel, m: B.Nack, _p, _b) -> None:
+    if ch.tx:
+        ch.check_tags(m.delivery_tag, m.multiple)
+        ch.tx_acks.append((m.delivery_tag, m.multiple, m.requeue))
+        return
+    ch.settle(ch.take_unacked(m.delivery_tag, m.multiple), requeue=m.requeue)
+
+
+def reject(session: Session, ch: Channel, m: B.Reject, _p, _b) -> None:
+    if ch.tx:
+        ch.check_tags(m.delivery_tag, False)
+        ch.tx_acks.append((m.delivery_tag, False, m.requeue))
+        return
+    ch.settle(ch.take_unacked(m.delivery_tag, False), requeue=m.requeue)
+
+
+def _recover(session: Session, ch: Channel, requeue: bool) -> None:
+    if not requeue:
+        raise AMQPConnectionError(_spec.NOT_IMPLEMENTED, "NOT_IMPLEMENTED - requeue=false")
+    with ch.lock:
+        entries = ch.unacked.pop_all()
+        for e in entries:
+            c = e[3]
+            if c is not None and not c.no_ack:
+                c.unacked -= 1
+        ch.global_unacked = 0
+    if entries:
+        ch.settle(entries, requeue=True)
+
+
+def recover(session: Session, ch: Channel, m: B.Recover, _p, _b) -> None:
+    _recover(session, ch, m.requeue)
+    session.send_method(ch.id, B.RecoverOk())
+
+
+def recover_async(session: Session, ch: Channel, m: B.RecoverAsync, _p, _b) -> None:
+    _recover(session, ch, m.requeue)
+
+
+HANDLERS = {
+    B.Qos.INDEX: qos,
+    B.Consume.INDEX: consume,
+    B.Cancel.INDEX: cancel,
+    B.Publish.INDEX: publish,
+    B.Get.INDEX: get,
+    B.Ack.INDEX: ack,
+    B.Nack.INDEX: nack,
+    B.Reject.INDEX: reject,
+    B.Recover.INDEX: recover,
+    B.RecoverAsync.INDEX: recover_async,
+}

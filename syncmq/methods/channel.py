@@ -1,0 +1,49 @@
+"""channel.* handlers: open, close, close-ok, flow."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..wire import _spec
+from ..wire.errors import AMQPConnectionError
+
+if TYPE_CHECKING:
+    from .session import Channel, Session
+
+Ch = _spec.Channel
+
+
+def open_(session: Session, ch: Channel, m: Ch.Open, _p, _b) -> None:
+    """The session created ``ch`` when the protocol accepted the channel number."""
+    session.send_method(ch.id, Ch.OpenOk())
+
+
+def close(session: Session, ch: Channel, m: Ch.Close, _p, _b) -> None:
+    session.forget_channel(ch.id)
+    session.send_method(ch.id, Ch.CloseOk())
+
+
+def close_ok(session: Session, ch: Channel, m: Ch.CloseOk, _p, _b) -> None:
+    session.forget_channel(ch.id)
+
+
+def flow(session: Session, ch: Channel, m: Ch.Flow, _p, _b) -> None:
+    if not m.active:
+        # RabbitMQ no longer lets clients stop deliveries this way (use basic.qos).
+        raise AMQPConnectionError(
+            _spec.NOT_IMPLEMENTED, "NOT_IMPLEMENTED - active=false", m.CLASS_ID, m.METHOD_ID
+        )
+    session.send_method(ch.id, Ch.FlowOk(active=True))
+
+
+def flow_ok(session: Session, ch: Channel, m: Ch.FlowOk, _p, _b) -> None:
+    """We never send channel.flow, so a flow-ok is simply ignored."""
+
+
+HANDLERS = {
+    Ch.Open.INDEX: open_,
+    Ch.Close.INDEX: close,
+    Ch.CloseOk.INDEX: close_ok,
+    Ch.Flow.INDEX: flow,
+    Ch.FlowOk.INDEX: flow_ok,
+}

@@ -1,0 +1,155 @@
+"""connection.* handlers: login, tune, open, close."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from ..protocol import connection as pconn
+from ..wire import _spec
+from ..wire.errors import AMQPConnectionError
+from ..wire.fields import decode_table
+
+if TYPE_CHECKING:
+    from .session import Session
+
+log = logging.getLogger("syncmq.connection")
+
+C = _spec.Connection
+
+
+def _credentials(mechanism: str, response: bytes) -> tuple[str, str]:
+    """(username, password) from a PLAIN or AMQPLAIN response; 403-style failure as ValueError."""
+    if mechanism == "PLAIN":
+        parts = bytes(response).split(b"\x00")
+        if len(parts) != 3:
+            raise ValueError("malformed PLAIN response")
+        return parts[1].decode("utf-8", "replace"), parts[2].decode("utf-8", "replace")
+    # AMQPLAIN: a field table without its length prefix
+    raw = bytes(response)
+    table, _ = decode_table(len(raw).to_bytes(4, "big") + raw, 0)
+    login, password = table.get("LOGIN"), table.get("PASSWORD")
+    if isinstance(login, bytes):
+        login = login.decode("utf-8", "replace")
+    if isinstance(password, bytes):
+        password = password.decode("utf-8", "replace")
+    if not isinstance(login, str) or not isinstance(password, str):
+        raise ValueError("malformed AMQPLAIN response")
+    return login, password
+
+
+def start_ok(session: Session, _ch, m: C.StartOk, _p, _b) -> None:
+    props = m.client_properties or {}
+    session.client_properties = props
+    caps = props.get("capabilities")
+    session.capabilities = caps if isinstance(caps, dict) else {}
+    mechanism = m.mechanism
+    if mechanism not in ("PLAIN", "AMQPLAIN"):
+        raise AMQPConnectionError(
+            _spec.COMMAND_INVALID,
+            f"COMMAND_INVALID - unknown authentication mechanism '{mechanism}'",
+        )
+    try:
+        username, password = _credentials(mechanism, m.response)
+    except (ValueError, AMQPConnectionError):
+        username, password = "", None
+    user, reason = (None, "malformed response")
+    if password is not None:
+        user, reason = session.broker.users.authenticate(username, password, session.peer)
+    if user is None:
+        log.warning(
+            "login refused: %s (mechanism %s)", reason, mechanism,
+            extra={"peer": _peer(session), "user": username},
+        )
+        raise AMQPConnectionError(
+            _spec.ACCESS_REFUSED,
+            f"ACCESS_REFUSED - Login was refused using authentication mechanism {mechanism}. "
+            "For details see the broker logfile.",
+        )
+    session.user = user
+    session.username = user.name
+    s = session.settings
+    session.proto.state = pconn.AWAIT_TUNE_OK
+    session.send_method(0, C.Tune(channel_max=s.channel_max, frame_max=s.frame_max,
+                                  heartbeat=s.heartbeat))
+
+
+def tune_ok(session: Session, _ch, m: C.TuneOk, _p, _b) -> None:
+    s = session.settings
+    frame_max = m.frame_max or s.frame_max
+    if frame_max < _spec.FRAME_MIN_SIZE:
+        raise AMQPConnectionError(
+            _spec.NOT_ALLOWED,
+            f"NOT_ALLOWED - frame_max={frame_max} < {_spec.FRAME_MIN_SIZE} min size",
+        )
+    if frame_max > s.frame_max:
+        raise AMQPConnectionError(
+            _spec.NOT_ALLOWED, f"NOT_ALLOWED - frame_max={frame_max} > {s.frame_max} max size"
+        )
+    channel_max = m.channel_max or s.channel_max
+    if channel_max > s.channel_max:
+        raise AMQPConnectionError(
+            _spec.NOT_ALLOWED,
+            f"NOT_ALLOWED - channel_max={channel_max} > {s.channel_max} max",
+        )
+    session.frame_max = frame_max
+    session.channel_max = channel_max
+    session.proto.frame_max = frame_max
+    session.proto.channel_max = channel_max
+    session.transport.set_frame_max(frame_max)
+    session.heartbeat = m.heartbeat
+    if m.heartbeat:
+        session.transport.set_heartbeat(m.heartbeat)
+    session.proto.state = pconn.AWAIT_OPEN
+
+
+def open_(session: Session, _ch, m: C.Open, _p, _b) -> None:
+    name = m.virtual_host
+    vhost = session.broker.vhosts.get(name)
+    if vhost is None:
+        raise AMQPConnectionError(_spec.NOT_ALLOWED, f"NOT_ALLOWED - vhost {name} not found")
+    if name not in session.user.permissions:
+        raise AMQPConnectionError(
+            _spec.NOT_ALLOWED,
+            f"NOT_ALLOWED - access to vhost '{name}' refused for user '{session.username}'",
+        )
+    session.vhost = vhost
+    session.proto.state = pconn.OPEN
+    session.transport.mark_open()
+    session.send_method(0, C.OpenOk())
+    log.info(
+        "connection opened", extra={"peer": _peer(session), "user": session.username,
+                                    "vhost": name},
+    )
+
+
+def close(session: Session, _ch, m: C.Close, _p, _b) -> None:
+    """Client-initiated close (or the client's close crossing ours): close-ok, then hang up."""
+    session.send_method(0, C.CloseOk())
+    was_open = session.proto.state == pconn.OPEN
+    session.proto.state = pconn.CLOSED
+    session.release()
+    session.transport.close_after_flush()
+    if was_open:
+        log.info("connection closed by client", extra={"peer": _peer(session),
+                                                       "user": session.username})
+
+
+def close_ok(session: Session, _ch, m: C.CloseOk, _p, _b) -> None:
+    session.proto.state = pconn.CLOSED
+    session.release()
+    session.transport.close_after_flush()
+
+
+def _peer(session: Session) -> str:
+    p = session.peer
+    return f"{p[0]}:{p[1]}" if isinstance(p, tuple) else str(p)
+
+
+HANDLERS = {
+    C.StartOk.INDEX: start_ok,
+    C.TuneOk.INDEX: tune_ok,
+    C.Open.INDEX: open_,
+    C.Close.INDEX: close,
+    C.CloseOk.INDEX: close_ok,
+}

@@ -1,0 +1,105 @@
+"""queue.* handlers: declare, bind, unbind, purge, delete."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..broker.broker import generate_queue_name
+from ..wire import _spec
+from ..wire.errors import AMQPChannelError
+from . import access
+
+if TYPE_CHECKING:
+    from .session import Channel, Session
+
+Q = _spec.Queue
+
+
+def _queue_name(ch: Channel, name: str) -> str:
+    """An empty queue name means the channel's most recently declared queue (RabbitMQ)."""
+    if name:
+        return name
+    if not ch.last_queue:
+        raise AMQPChannelError(
+            _spec.NOT_FOUND, "NOT_FOUND - no previously declared queue"
+        )
+    return ch.last_queue
+
+
+def declare(session: Session, ch: Channel, m: Q.Declare, _p, _b) -> None:
+    name = m.queue or ("" if m.passive else generate_queue_name())
+    if m.passive and not name:
+        name = _queue_name(ch, name)
+    if not m.passive:
+        access.configure(session, "queue", name)
+    q, created = session.vhost.declare_queue(
+        name, m.passive, m.durable, m.exclusive, m.auto_delete, m.arguments, session,
+        server_named=not m.queue,
+    )
+    if created and m.exclusive:
+        session.exclusive_queues.append(q)
+    ch.last_queue = q.name
+    if not m.no_wait:
+        session.send_method(
+            ch.id,
+            Q.DeclareOk(queue=q.name, message_count=q.message_count(),
+                        consumer_count=q.consumer_count()),
+        )
+
+
+def bind(session: Session, ch: Channel, m: Q.Bind, _p, _b) -> None:
+    vh = session.vhost
+    name = _queue_name(ch, m.queue)
+    if m.exchange == "":
+        vh.bind("", None, m.routing_key, m.arguments)  # raises 403
+    q = vh.get_queue(name, session)
+    vh.get_exchange(m.exchange)
+    access.write(session, "queue", name)
+    access.read(session, "exchange", m.exchange)
+    vh.bind(m.exchange, q, m.routing_key, m.arguments)
+    if not m.no_wait:
+        session.send_method(ch.id, Q.BindOk())
+
+
+def unbind(session: Session, ch: Channel, m: Q.Unbind, _p, _b) -> None:
+    vh = session.vhost
+    name = _queue_name(ch, m.queue)
+    if m.exchange == "":
+        vh.unbind("", None, m.routing_key, m.arguments)  # raises 403
+    q = vh.get_queue(name, session)
+    vh.get_exchange(m.exchange)
+    access.write(session, "queue", name)
+    access.read(session, "exchange", m.exchange)
+    vh.unbind(m.exchange, q, m.routing_key, m.arguments)
+    session.send_method(ch.id, Q.UnbindOk())
+
+
+def purge(session: Session, ch: Channel, m: Q.Purge, _p, _b) -> None:
+    name = _queue_name(ch, m.queue)
+    q = session.vhost.get_queue(name, session)
+    access.read(session, "queue", name)
+    n = q.purge()
+    if not m.no_wait:
+        session.send_method(ch.id, Q.PurgeOk(message_count=n))
+
+
+def delete(session: Session, ch: Channel, m: Q.Delete, _p, _b) -> None:
+    name = _queue_name(ch, m.queue)
+    access.configure(session, "queue", name)
+    result = session.vhost.delete_queue(name, m.if_unused, m.if_empty, session)
+    count = 0
+    if result is not None:
+        count, consumers = result
+        for c in consumers:
+            c.channel.consumer_cancelled(c)
+    if not m.no_wait:
+        session.send_method(ch.id, Q.DeleteOk(message_count=count))
+
+
+HANDLERS = {
+    Q.Declare.INDEX: declare,
+    Q.Bind.INDEX: bind,
+    Q.Unbind.INDEX: unbind,
+    Q.Purge.INDEX: purge,
+    Q.Delete.INDEX: delete,
+}

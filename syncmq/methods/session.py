@@ -1,0 +1,479 @@
+"""Per-connection and per-channel state where the protocol meets the broker.
+
+A :class:`Session` is the reactor's handler for one connection; every call into it runs on the
+connection's worker thread (``syncmq.workers``), so its own fields need no lock. The exceptions
+are the parts of a :class:`Channel` that queues touch from *other* workers when they deliver to
+its consumers: those are guarded by ``Channel.lock`` (see its docstring), which is always taken
+after a queue lock, never before one.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .. import __version__
+from ..broker.broker import Broker
+from ..broker.message import Message
+from ..broker.queue import Consumer, Queue
+from ..protocol import connection as pconn
+from ..protocol.channel import encode_deliver, encode_get_ok
+from ..protocol.connection import ChannelEventError, ConnectionProtocol
+from ..queues.unacked import UnackedMap
+from ..wire import _spec
+from ..wire.errors import AMQPChannelError, AMQPConnectionError
+from ..wire.frames import encode_delivery, encode_method_frame
+
+if TYPE_CHECKING:
+    from ..broker.vhost import VirtualHost
+    from ..reactor import Transport
+
+log = logging.getLogger("syncmq.connection")
+
+CLOSE_OK_TIMEOUT = 3.0  # seconds to wait for connection.close-ok before dropping the socket
+
+
+@dataclass
+class Settings:
+    """Limits the server offers in connection.tune, and other per-connection settings."""
+
+    frame_max: int = 131072
+    channel_max: int = 2047
+    heartbeat: int = 60
+    max_message_size: int = 128 * 1024 * 1024
+    product: str = "syncmq"
+    cluster_name: str = "syncmq@localhost"
+
+
+SERVER_CAPABILITIES = {
+    "publisher_confirms": True,
+    "exchange_exchange_bindings": True,
+    "basic.nack": True,
+    "consumer_cancel_notify": True,
+    "connection.blocked": True,
+    "consumer_priorities": False,
+    "authentication_failure_close": True,
+    "per_consumer_qos": True,
+    "direct_reply_to": False,
+}
+
+
+class Channel:
+    """One open channel.
+
+    ``lock`` guards ``unacked``, ``next_tag``, ``consumers``, ``global_unacked``, every
+    consumer's ``unacked`` count, ``flow_active`` and ``closing``: deliveries arrive from any
+    worker (with a queue lock held), while acks, consume and cancel come from this connection's
+    worker. Everything else (confirm and tx state, prefetch settings, ``last_queue``) is touched
+    only by the connection's worker.
+    """
+
+    __slots__ = (
+        "session", "id", "lock", "unacked", "next_tag", "consumers", "prefetch_count",
+        "global_prefetch", "global_unacked", "flow_active", "closing", "confirm",
+        "publish_seq", "confirm_sent", "tx", "tx_publishes", "tx_acks", "last_queue",
+        "write_ok", "read_ok",
+    )
+
+    def __init__(self, session: Session, channel_id: int) -> None:
+        self.session = session
+        self.id = channel_id
+        self.lock = threading.Lock()
+        self.unacked = UnackedMap()
+        self.next_tag = 1
+        self.consumers: dict[str, Consumer] = {}
+        self.prefetch_count = 0
+        self.global_prefetch = 0
+        self.global_unacked = 0
+        self.flow_active = True
+        self.closing = False
+        self.confirm = False
+        self.publish_seq = 0
+        self.confirm_sent = 0
+        self.tx = False
+        self.tx_publishes: list = []
+        self.tx_acks: list = []
+        self.last_queue = ""
+        self.write_ok: set[str] = set()  # exchanges this user may publish to (cache)
+        self.read_ok: set[str] = set()
+
+    # ---- called by queues (any worker, queue lock held) ----
+
+    def deliver(
+        self, consumer: Consumer, queue: Queue, seq: int, message: Message, redelivered: bool
+    ) -> bool:
+        with self.lock:
+            if self.closing or not self.flow_active:
+                return False
+            if not consumer.no_ack:
+                if consumer.prefetch and consumer.unacked >= consumer.prefetch:
+                    return False
+                if self.global_prefetch and self.global_unacked >= self.global_prefetch:
+                    return False
+                consumer.unacked += 1
+                self.global_unacked += 1
+            tag = self.next_tag
+            self.next_tag = tag + 1
+            if not consumer.no_ack:
+                self.unacked.add(tag, (queue, seq, message, consumer))
+            session = self.session
+            session.transport.write(
+                encode_deliver(
+                    self.id, consumer.prefix, tag, redelivered, message.exchange_rk,
+                    message.properties, message.body, session.frame_max,
+                )
+            )
+        return True
+
+    def consumer_cancelled(self, consumer: Consumer) -> None:
+        """The consumer's queue was deleted: forget it and tell the client (if it listens)."""
+        with self.lock:
+            if self.consumers.get(consumer.tag) is not consumer:
+                return
+            del self.consumers[consumer.tag]
+            closing = self.closing
+        session = self.session
+        if not closing and session.capabilities.get("consumer_cancel_notify"):
+            session.send_method(self.id, _spec.Basic.Cancel(consumer_tag=consumer.tag,
+                                                           no_wait=True))
+
+    # ---- called by this connection's worker ----
+
+    def send_get_ok(
+        self, queue: Queue, seq: int, message: Message, redelivered: bool, remaining: int,
+        no_ack: bool,
+    ) -> None:
+        with self.lock:
+            tag = self.next_tag
+            self.next_tag = tag + 1
+            if not no_ack:
+                self.unacked.add(tag, (queue, seq, message, None))
+            session = self.session
+            session.transport.write(
+                encode_get_ok(
+                    self.id, tag, redelivered, message.exchange_rk, remaining,
+                    message.properties, message.body, session.frame_max,
+                )
+            )
+
+    def take_unacked(self, tag: int, multiple: bool) -> list:
+        """Remove and return the entries ``tag`` names; 406 if it names none."""
+        with self.lock:
+            if multiple:
+                entries = self.unacked.pop_all() if tag == 0 else self.unacked.pop_upto(tag)
+                if not entries and tag != 0:
+                    raise _unknown_tag(tag)
+            else:
+                e = self.unacked.pop(tag)
+                if e is None:
+                    raise _unknown_tag(tag)
+                entries = [e]
+            for e in entries:
+                c = e[3]
+                if c is not None and not c.no_ack:
+                    c.unacked -= 1
+                    self.global_unacked -= 1
+        return entries
+
+    def check_tags(self, tag: int, multiple: bool) -> None:
+        """406 unless ``tag`` names an unacked delivery (tx mode checks before commit)."""
+        with self.lock:
+            if multiple and tag == 0:
+                return
+            if multiple:
+                if not any(t <= tag for t in self.unacked_tags()):
+                    raise _unknown_tag(tag)
+            elif tag not in self.unacked:
+                raise _unknown_tag(tag)
+
+    def unacked_tags(self) -> list[int]:
+        return [t for t, _ in self.unacked.items()]
+
+    def settle(self, entries: list, requeue: bool) -> None:
+        """Apply acks (requeue=False) or requeues to the queues, then refill consumers."""
+        by_queue: dict[int, tuple[Queue, list]] = {}
+        for q, seq, msg, _c in entries:
+            slot = by_queue.get(id(q))
+            if slot is None:
+                by_queue[id(q)] = (q, [(seq, msg)])
+            else:
+                slot[1].append((seq, msg))
+        for q, items in by_queue.values():
+            if requeue:
+                q.requeue(items)
+            else:
+                q.settle(len(items))
+        self.refill()
+
+    def refill(self) -> None:
+        """Credit was freed: let each queue this channel consumes from deliver more."""
+        with self.lock:
+            queues = {id(c.queue): c.queue for c in self.consumers.values() if not c.no_ack}
+        for q in queues.values():
+            q.dispatch()
+
+    def release(self) -> None:
+        """Channel closed (by either side) or connection gone: cancel consumers, requeue
+        unacked messages in order, drop tx state. Idempotent."""
+        with self.lock:
+            self.closing = True
+            consumers = list(self.consumers.values())
+            self.consumers.clear()
+            entries = self.unacked.pop_all()
+            self.global_unacked = 0
+        session = self.session
+        for c in consumers:
+            if c.queue.remove_consumer(c):
+                session.auto_delete_queue(c.queue)
+        if entries:
+            self.settle(entries, requeue=True)
+        self.tx_publishes = []
+        self.tx_acks = []
+
+
+def _unknown_tag(tag: int) -> AMQPChannelError:
+    return AMQPChannelError(
+        _spec.PRECONDITION_FAILED, f"PRECONDITION_FAILED - unknown delivery tag {tag}"
+    )
+
+
+Handler = Callable[["Session", "Channel | None", Any, "bytes | None", "bytes | None"], None]
+
+
+class Session:
+    """The handler of one client connection (see ``syncmq.reactor.Handler``)."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        broker: Broker,
+        settings: Settings,
+        handlers: dict[int, Handler],
+        on_close: Callable[[Session], None] | None = None,
+    ) -> None:
+        self.transport = transport
+        self.broker = broker
+        self.settings = settings
+        self.handlers = handlers
+        self.on_close = on_close
+        self.proto = ConnectionProtocol(
+            settings.channel_max, settings.frame_max, settings.max_message_size
+        )
+        self.channels: dict[int, Channel] = {}
+        self.frame_max = settings.frame_max
+        self.channel_max = settings.channel_max
+        self.heartbeat = 0
+        self.user = None
+        self.username = ""
+        self.vhost: VirtualHost | None = None
+        self.client_properties: dict = {}
+        self.capabilities: dict = {}
+        self.exclusive_queues: list[Queue] = []
+        self.confirm_dirty: set[Channel] = set()
+        self.released = False
+        self.connected_at = time.time()
+        self.peer = transport.peer
+
+    # ---- output ----
+
+    def send_method(self, channel_id: int, method: _spec.Method) -> None:
+        self.transport.write1(encode_method_frame(channel_id, method))
+
+    def send_content(self, channel_id: int, method: _spec.Method, props: bytes,
+                     body: bytes) -> None:
+        self.transport.write(
+            encode_delivery(channel_id, method.encode(), props, body, self.frame_max)
+        )
+
+    # ---- reactor callbacks (on this connection's worker) ----
+
+    def connection_made(self) -> None:
+        s = self.settings
+        self.send_method(
+            0,
+            _spec.Connection.Start(
+                version_major=0,
+                version_minor=9,
+                server_properties={
+                    "product": s.product,
+                    "version": __version__,
+                    "platform": "Python",
+                    "copyright": "syncmq contributors",
+                    "information": "An AMQP 0-9-1 broker in pure Python",
+                    "cluster_name": s.cluster_name,
+                    "capabilities": dict(SERVER_CAPABILITIES),
+                },
+                mechanisms=b"PLAIN AMQPLAIN",
+                locales=b"en_US",
+            ),
+        )
+
+    def frames_received(self, frames: list) -> None:
+        if self.proto.state == pconn.CLOSED:
+            return
+        try:
+            while frames:
+                try:
+                    events, frames = self.proto.receive(frames)
+                except ChannelEventError as e:
+                    self._handle(e.events)
+                    self.channel_error(e.channel_id, e.error)
+                    frames = e.rest
+                    continue
+                self._handle(events)
+        except AMQPConnectionError as e:
+            self.connection_error(e)
+        if self.confirm_dirty:
+            self.flush_confirms()
+
+    def _handle(self, events: list) -> None:
+        handlers = self.handlers
+        channels = self.channels
+        for ch_id, method, props, body in events:
+            if self.proto.state == pconn.CLOSED:
+                return
+            channel = channels.get(ch_id) if ch_id else None
+            if method.INDEX == _CHANNEL_OPEN and channel is None:
+                channel = self.open_channel(ch_id)
+            if channel is not None and channel.closing and not _CLOSE_METHODS.__contains__(
+                method.INDEX
+            ):
+                continue
+            handler = handlers.get(method.INDEX)
+            if handler is None:
+                raise AMQPConnectionError(
+                    _spec.NOT_IMPLEMENTED if method.INDEX in _SERVER_ONLY_OK else
+                    _spec.COMMAND_INVALID,
+                    f"COMMAND_INVALID - method {method.NAME} is not accepted from a client",
+                    method.CLASS_ID, method.METHOD_ID,
+                )
+            try:
+                handler(self, channel, method, props, body)
+            except AMQPChannelError as e:
+                if not e.class_id:
+                    e.class_id, e.method_id = method.CLASS_ID, method.METHOD_ID
+                self.channel_error(ch_id, e)
+            except AMQPConnectionError as e:
+                if not e.class_id:
+                    e.class_id, e.method_id = method.CLASS_ID, method.METHOD_ID
+                raise
+
+    def frame_error(self, exc: AMQPConnectionError) -> None:
+        """The byte stream is broken: send connection.close and drop the socket."""
+        self._log_error("connection", exc)
+        if self.proto.state not in (pconn.CLOSING, pconn.CLOSED):
+            self.send_method(0, _spec.Connection.Close(
+                reply_code=exc.reply_code, reply_text=exc.reply_text[:255],
+                class_id=exc.class_id, method_id=exc.method_id))
+        self.proto.state = pconn.CLOSED
+        self.release()
+        self.transport.close_after_flush()
+
+    def connection_lost(self) -> None:
+        if self.proto.state not in (pconn.CLOSED,) and self.proto.state != pconn.CLOSING:
+            if self.user is not None:
+                log.info("client unexpectedly closed TCP connection",
+                         extra={"peer": _peer(self.peer), "user": self.username})
+        self.proto.state = pconn.CLOSED
+        self.release()
+
+    # ---- errors ----
+
+    def channel_error(self, ch_id: int, e: AMQPChannelError) -> None:
+        """Close channel ``ch_id`` with a soft error."""
+        self._log_error("channel", e, ch_id)
+        ch = self.channels.get(ch_id)
+        if ch is not None:
+            ch.release()
+            self.confirm_dirty.discard(ch)
+        self.proto.channel_closing(ch_id)
+        self.send_method(ch_id, _spec.Channel.Close(
+            reply_code=e.reply_code, reply_text=e.reply_text[:255],
+            class_id=e.class_id, method_id=e.method_id))
+
+    def connection_error(self, e: AMQPConnectionError) -> None:
+        """Close the connection with a hard error; wait a while for close-ok."""
+        self._log_error("connection", e)
+        self.close(e.reply_code, e.reply_text, e.class_id, e.method_id)
+
+    def close(self, code: int, text: str, class_id: int = 0, method_id: int = 0) -> None:
+        """Server-initiated connection.close (errors, shutdown)."""
+        if self.proto.state in (pconn.CLOSING, pconn.CLOSED):
+            return
+        self.send_method(0, _spec.Connection.Close(
+            reply_code=code, reply_text=text[:255], class_id=class_id, method_id=method_id))
+        self.proto.state = pconn.CLOSING
+        self.release()
+        t = self.transport
+        t.reactor.call_later(CLOSE_OK_TIMEOUT, t.abort)
+
+    def _log_error(self, scope: str, e: Exception, ch_id: int = 0) -> None:
+        extra = {"peer": _peer(self.peer), "user": self.username,
+                 "reply_code": getattr(e, "reply_code", 0)}
+        if scope == "channel":
+            extra["channel"] = ch_id
+        log.warning("%s error: %s", scope, e, extra=extra)
+
+    # ---- resources ----
+
+    def open_channel(self, ch_id: int) -> Channel:
+        ch = Channel(self, ch_id)
+        self.channels[ch_id] = ch
+        return ch
+
+    def forget_channel(self, ch_id: int) -> None:
+        ch = self.channels.pop(ch_id, None)
+        if ch is not None:
+            ch.release()
+            self.confirm_dirty.discard(ch)
+        self.proto.channel_closed(ch_id)
+
+    def auto_delete_queue(self, q: Queue) -> None:
+        vh = self.broker.vhosts.get(q.vhost)
+        if vh is None:
+            return
+        deleted = vh.delete_queue_object(q)
+        if deleted:
+            for c in deleted[1]:
+                c.channel.consumer_cancelled(c)
+
+    def release(self) -> None:
+        """Give back every broker resource of the connection (idempotent)."""
+        if self.released:
+            return
+        self.released = True
+        for ch in list(self.channels.values()):
+            ch.release()
+        self.confirm_dirty.clear()
+        for q in self.exclusive_queues:
+            self.auto_delete_queue(q)
+        self.exclusive_queues = []
+        if self.on_close is not None:
+            self.on_close(self)
+
+    def flush_confirms(self) -> None:
+        """Send the publisher confirms accumulated during one batch: one ack per channel,
+        with ``multiple`` when it covers several publishes."""
+        for ch in self.confirm_dirty:
+            upto = ch.publish_seq
+            if upto > ch.confirm_sent and not ch.closing:
+                multiple = upto - ch.confirm_sent > 1
+                ch.confirm_sent = upto
+                self.send_method(ch.id, _spec.Basic.Ack(delivery_tag=upto, multiple=multiple))
+        self.confirm_dirty.clear()
+
+
+_CHANNEL_OPEN = _spec.Channel.Open.INDEX
+_CLOSE_METHODS = frozenset({_spec.Channel.Close.INDEX, _spec.Channel.CloseOk.INDEX})
+# Methods only a server sends; a client sending one gets 540 like RabbitMQ's "not implemented".
+_SERVER_ONLY_OK: frozenset[int] = frozenset()
+
+
+def _peer(peer: Any) -> str:
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return str(peer)

@@ -1,0 +1,202 @@
+"""Sans-IO state of one AMQP channel as the wire sees it: open/closing, and content assembly.
+
+A content-bearing method (``basic.publish``) must be followed on the same channel by exactly one
+content header frame and then body frames until ``body_size`` bytes have arrived; any other frame
+on that channel in between is a 505 UNEXPECTED_FRAME connection error (frames of other channels
+may interleave). The assembled body is one immutable ``bytes`` object: a single body frame's
+payload is used as it is, several are joined once.
+
+Also here: the per-delivery encoder (``DeliveryEncoder``), the hot path of every consumer.
+
+Owned by the connection's worker thread; no locks.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from ..wire import _spec
+from ..wire.errors import AMQPChannelError, AMQPConnectionError
+from ..wire.frames import encode_delivery, parse_content_header
+
+OPEN = "open"
+CLOSING = "closing"  # we sent channel.close and wait for close-ok; everything else is dropped
+
+_EXPECT_METHOD = 0
+_EXPECT_HEADER = 1
+_EXPECT_BODY = 2
+
+_HH = struct.Struct(">HH")
+_QB = struct.Struct(">QB")
+_B = struct.Struct(">B")
+
+
+class ChannelProtocol:
+    """Wire-level state of one channel (content assembly and open/closing)."""
+
+    __slots__ = (
+        "channel_id", "state", "_expect", "_method", "_props", "_body_size", "_parts",
+        "_received", "max_body_size",
+    )
+
+    def __init__(self, channel_id: int, max_body_size: int) -> None:
+        self.channel_id = channel_id
+        self.state = OPEN
+        self.max_body_size = max_body_size
+        self._expect = _EXPECT_METHOD
+        self._method: _spec.Method | None = None
+        self._props = b""
+        self._body_size = 0
+        self._parts: list[bytes] = []
+        self._received = 0
+
+    @property
+    def expecting_content(self) -> bool:
+        return self._expect != _EXPECT_METHOD
+
+    def method_frame(self, method: _spec.Method) -> tuple | None:
+        """Take a decoded method; returns a complete event or None while content is pending.
+
+        Events: ``(method, None, None)`` for a method without content; the content event is
+        returned by :meth:`body_frame`/:meth:`header_frame` once complete.
+        """
+        if self._expect != _EXPECT_METHOD:
+            raise AMQPConnectionError(
+                _spec.UNEXPECTED_FRAME,
+                f"UNEXPECTED_FRAME - expected content header for class 60, got "
+                f"method frame {method.NAME} instead",
+                method.CLASS_ID, method.METHOD_ID,
+            )
+        if method.HAS_CONTENT:
+            self._method = method
+            self._expect = _EXPECT_HEADER
+            return None
+        return (method, None, None)
+
+    def header_frame(self, payload: bytes) -> tuple | None:
+        """Take a content header payload; returns the content event if the body is empty."""
+        if self._expect != _EXPECT_HEADER:
+            raise AMQPConnectionError(
+                _spec.UNEXPECTED_FRAME,
+                "UNEXPECTED_FRAME - expected method frame, got non method frame instead",
+            )
+        method = self._method
+        class_id, body_size, props = parse_content_header(payload)
+        if class_id != method.CLASS_ID:
+            raise AMQPConnectionError(
+                _spec.UNEXPECTED_FRAME,
+                f"UNEXPECTED_FRAME - content header for class {class_id} does not match "
+                f"method {method.NAME}",
+                method.CLASS_ID, method.METHOD_ID,
+            )
+        if body_size > self.max_body_size:
+            # RabbitMQ: a message over max_message_size is a soft (channel) error.
+            self._expect = _EXPECT_BODY
+            self._body_size = body_size
+            self._props = b""
+            self._parts = []
+            self._received = 0
+            self._method = None
+            raise AMQPChannelError(
+                _spec.PRECONDITION_FAILED,
+                f"PRECONDITION_FAILED - message size {body_size} is larger than configured "
+                f"max size {self.max_body_size}",
+                method.CLASS_ID, method.METHOD_ID,
+            )
+        if body_size == 0:
+            self._expect = _EXPECT_METHOD
+            self._method = None
+            return (method, props, b"")
+        self._props = props
+        self._body_size = body_size
+        self._parts = []
+        self._received = 0
+        self._expect = _EXPECT_BODY
+        return None
+
+    def body_frame(self, payload: bytes) -> tuple | None:
+        """Take a body frame payload; returns the content event when the body is complete."""
+        if self._expect != _EXPECT_BODY:
+            raise AMQPConnectionError(
+                _spec.UNEXPECTED_FRAME,
+                "UNEXPECTED_FRAME - expected method frame, got non method frame instead"
+                if self._expect == _EXPECT_METHOD
+                else "UNEXPECTED_FRAME - expected content header, got content body instead",
+            )
+        self._received += len(payload)
+        if self._received > self._body_size:
+            raise AMQPConnectionError(
+                _spec.FRAME_ERROR,
+                f"FRAME_ERROR - content body larger than the declared size {self._body_size}",
+            )
+        if self._method is None:
+            # discarding an oversize message (see header_frame)
+            if self._received == self._body_size:
+                self._expect = _EXPECT_METHOD
+            return None
+        if self._received < self._body_size:
+            self._parts.append(payload)
+            return None
+        parts = self._parts
+        if parts:
+            parts.append(payload)
+            body = b"".join(parts)
+        else:
+            body = payload
+        event = (self._method, self._props, body)
+        self._expect = _EXPECT_METHOD
+        self._method = None
+        self._props = b""
+        self._parts = []
+        return event
+
+
+def shortstr(s: str) -> bytes:
+    """Encode a shortstr (length octet + UTF-8). Raises ValueError when over 255 bytes."""
+    b = s.encode("utf-8")
+    if len(b) > 255:
+        raise ValueError("shortstr longer than 255 bytes")
+    return _B.pack(len(b)) + b
+
+
+_DELIVER_IDS = _HH.pack(_spec.Basic.Deliver.CLASS_ID, _spec.Basic.Deliver.METHOD_ID)
+_GET_OK_IDS = _HH.pack(_spec.Basic.GetOk.CLASS_ID, _spec.Basic.GetOk.METHOD_ID)
+_L = struct.Struct(">L")
+
+
+def deliver_prefix(consumer_tag: str) -> bytes:
+    """The constant start of every ``basic.deliver`` payload for one consumer."""
+    return _DELIVER_IDS + shortstr(consumer_tag)
+
+
+def encode_deliver(
+    channel_id: int,
+    prefix: bytes,
+    delivery_tag: int,
+    redelivered: bool,
+    exchange_rk: bytes,
+    props: bytes,
+    body: bytes,
+    frame_max: int,
+) -> list:
+    """Chunks for one ``basic.deliver`` with its content (hot path: a few small packs)."""
+    payload = prefix + _QB.pack(delivery_tag, 1 if redelivered else 0) + exchange_rk
+    return encode_delivery(channel_id, payload, props, body, frame_max)
+
+
+def encode_get_ok(
+    channel_id: int,
+    delivery_tag: int,
+    redelivered: bool,
+    exchange_rk: bytes,
+    message_count: int,
+    props: bytes,
+    body: bytes,
+    frame_max: int,
+) -> list:
+    """Chunks for one ``basic.get-ok`` with its content."""
+    payload = (
+        _GET_OK_IDS + _QB.pack(delivery_tag, 1 if redelivered else 0) + exchange_rk
+        + _L.pack(message_count)
+    )
+    return encode_delivery(channel_id, payload, props, body, frame_max)

@@ -1,0 +1,532 @@
+"""The reactor: the one thread that owns the selector, every socket, outbound buffer and timer.
+
+What it does, per wake-up (each bounded):
+
+- readable listener: ``accept`` every pending connection, make a :class:`Transport` for it, pin it
+  to a worker and ask the server's handler factory for its protocol handler.
+- readable connection: ``recv`` once (up to ``RECV_SIZE``), check the 8-byte protocol header on a
+  new connection, cut out *every* complete frame with :func:`syncmq.wire.frames.parse_frames` and
+  hand the whole batch to the connection's worker in one ``submit``.
+- writable connection / wake-up: write the connection's pending chunks with ``socket.sendmsg``
+  (scatter/gather; bodies are never joined into one buffer).
+- due timers: heartbeats (send when idle, close when the peer has been silent for two intervals)
+  and the handshake timeout.
+
+Workers talk to the reactor only through :class:`Transport` methods, which append to the
+transport's outbound list under its ``out_lock`` and wake the reactor through one wake-up pipe
+when that list goes from empty to non-empty. The reactor never runs broker logic: handler
+callbacks are always submitted to the connection's worker.
+"""
+
+from __future__ import annotations
+
+import errno
+import heapq
+import itertools
+import logging
+import os
+import queue
+import selectors
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from .wire.errors import AMQPConnectionError
+from .wire.frames import HEARTBEAT_FRAME, PROTOCOL_HEADER, parse_frames
+from .workers import Worker, WorkerPool
+
+log = logging.getLogger("syncmq.reactor")
+
+RECV_SIZE = 256 * 1024
+IOV_MAX = 512  # chunks per sendmsg call (Linux allows 1024)
+HANDSHAKE_FRAME_MAX = 4096  # frame_max before tune-ok (spec: FRAME_MIN_SIZE)
+_LISTENER = object()
+_WAKE = object()
+
+
+class Handler(Protocol):
+    """What the reactor calls on a connection's handler; every call runs on its worker."""
+
+    def connection_made(self) -> None: ...
+    def frames_received(self, frames: list) -> None: ...
+    def frame_error(self, exc: AMQPConnectionError) -> None: ...
+    def connection_lost(self) -> None: ...
+
+
+class Transport:
+    """The reactor's view of one client connection.
+
+    Ownership: ``sock``, ``inbuf``, ``sending`` and the timestamps belong to the reactor thread.
+    ``out`` is shared: workers append, the reactor drains; ``out_lock`` guards it (and only it).
+    ``frame_max`` is written by the worker after tune-ok and read by the reactor; a plain int
+    attribute store, so a stale read only means one more frame checked against the old limit.
+    """
+
+    __slots__ = (
+        "reactor", "sock", "fd", "peer", "sockname", "worker", "handler", "inbuf", "out",
+        "out_lock", "sending", "header_done", "discard_input", "closed", "close_when_flushed",
+        "writing", "frame_max", "heartbeat", "last_recv", "last_send", "opened", "bytes_in",
+        "bytes_out", "created",
+    )
+
+    def __init__(self, reactor: Reactor, sock: socket.socket, peer: Any, worker: Worker) -> None:
+        self.reactor = reactor
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.peer = peer
+        self.sockname = sock.getsockname()
+        self.worker = worker
+        self.handler: Handler | None = None
+        self.inbuf = bytearray()
+        self.out: list = []
+        # Guards ``out`` only: workers of several connections may append deliveries to this
+        # transport at once (a publish on one connection delivers to consumers on others).
+        self.out_lock = threading.Lock()
+        self.sending: deque = deque()
+        self.header_done = False
+        self.discard_input = False
+        self.closed = False
+        self.close_when_flushed = False
+        self.writing = False
+        self.frame_max = HANDSHAKE_FRAME_MAX
+        self.heartbeat = 0
+        self.opened = False
+        now = time.monotonic()
+        self.last_recv = now
+        self.last_send = now
+        self.created = now
+        self.bytes_in = 0
+        self.bytes_out = 0
+
+    # ---- called from any thread ----
+
+    def write(self, chunks: list) -> None:
+        """Queue ``chunks`` (bytes or memoryviews) for sending, in order. Thread-safe."""
+        if self.closed:
+            return
+        with self.out_lock:
+            was_empty = not self.out
+            self.out.extend(chunks)
+        if was_empty:
+            self.reactor.call_soon(self.reactor._flush, self)
+
+    def write1(self, data: bytes) -> None:
+        """Queue one chunk. Thread-safe."""
+        if self.closed:
+            return
+        with self.out_lock:
+            was_empty = not self.out
+            self.out.append(data)
+        if was_empty:
+            self.reactor.call_soon(self.reactor._flush, self)
+
+    def close_after_flush(self) -> None:
+        """Close the socket once everything written so far has been sent. Thread-safe."""
+        self.reactor.call_soon(self.reactor._close_after_flush, self)
+
+    def abort(self) -> None:
+        """Close the socket now, dropping unsent data. Thread-safe."""
+        self.reactor.call_soon(self.reactor._lost, self)
+
+    def set_frame_max(self, frame_max: int) -> None:
+        self.frame_max = frame_max
+
+    def set_heartbeat(self, seconds: int) -> None:
+        """Start heartbeats (0 disables). Thread-safe."""
+        self.reactor.call_soon(self.reactor._start_heartbeat, self, seconds)
+
+    def mark_open(self) -> None:
+        """The handshake completed: cancel the handshake timeout."""
+        self.opened = True
+
+    def pending_bytes(self) -> int:
+        """Approximate unsent bytes (for back-pressure and metrics)."""
+        with self.out_lock:
+            n = sum(len(c) for c in self.out)
+        return n + sum(len(c) for c in self.sending)
+
+
+HandlerFactory = Callable[[Transport], Handler]
+
+
+class Reactor:
+    """Owner of the selector. ``run()`` is the thread body (thread name ``syncmq-reactor``)."""
+
+    def __init__(
+        self,
+        pool: WorkerPool,
+        handler_factory: HandlerFactory,
+        handshake_timeout: float = 10.0,
+    ) -> None:
+        self.pool = pool
+        self.handler_factory = handler_factory
+        self.handshake_timeout = handshake_timeout
+        self.selector = selectors.DefaultSelector()
+        self.listeners: list[socket.socket] = []
+        self.transports: dict[int, Transport] = {}
+        self._calls: queue.SimpleQueue = queue.SimpleQueue()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        # Guards ``_woken``: set when a byte is in the wake pipe, so that concurrent callers
+        # write at most one byte per reactor wake-up.
+        self._wake_lock = threading.Lock()
+        self._woken = False
+        self.selector.register(self._wake_r, selectors.EVENT_READ, _WAKE)
+        self._timers: list = []  # heap of (deadline, seq, fn, args); reactor thread only
+        self._timer_seq = itertools.count()
+        self._running = False
+        self._accepting = True
+        self.thread: threading.Thread | None = None
+
+    # ---- set-up ----
+
+    def listen(self, host: str, port: int, backlog: int = 1024) -> tuple[str, int]:
+        """Bind a listening socket (before ``start``); returns the address actually bound."""
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, type_, proto, _, addr = infos[0]
+        s = socket.socket(family, type_, proto)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(addr)
+        s.listen(backlog)
+        s.setblocking(False)
+        self.listeners.append(s)
+        self.selector.register(s, selectors.EVENT_READ, _LISTENER)
+        return s.getsockname()[:2]
+
+    def start(self) -> None:
+        self._running = True
+        self.thread = threading.Thread(target=self.run, name="syncmq-reactor", daemon=True)
+        self.thread.start()
+
+    # ---- cross-thread entry points ----
+
+    def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` on the reactor thread, in call order. Thread-safe."""
+        self._calls.put((fn, args))
+        if threading.get_ident() == self._ident():
+            return  # the loop drains _calls before it sleeps again
+        with self._wake_lock:
+            if self._woken:
+                return
+            self._woken = True
+        try:
+            os.write(self._wake_w, b"x")
+        except BlockingIOError:
+            pass
+
+    def call_later(self, delay: float, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` on the reactor thread after ``delay`` seconds. Thread-safe."""
+        self.call_soon(self._add_timer, time.monotonic() + delay, fn, args)
+
+    def stop_accepting(self) -> None:
+        self.call_soon(self._stop_accepting)
+
+    def stop(self) -> None:
+        """Stop the loop and close every socket (after the server closed connections)."""
+        self.call_soon(self._stop)
+        if self.thread is not None and self.thread is not threading.current_thread():
+            self.thread.join(10)
+
+    def _ident(self) -> int | None:
+        t = self.thread
+        return t.ident if t is not None else None
+
+    # ---- the loop ----
+
+    def run(self) -> None:
+        select = self.selector.select
+        calls = self._calls
+        while self._running:
+            timeout = None
+            if self._timers:
+                timeout = max(0.0, self._timers[0][0] - time.monotonic())
+            if not calls.empty():
+                timeout = 0
+            try:
+                events = select(timeout)
+            except InterruptedError:
+                continue
+            for key, mask in events:
+                data = key.data
+                if data is _WAKE:
+                    self._drain_wake()
+                elif data is _LISTENER:
+                    self._accept(key.fileobj)
+                else:
+                    if mask & selectors.EVENT_READ and not data.closed:
+                        self._read(data)
+                    if mask & selectors.EVENT_WRITE and not data.closed:
+                        self._flush(data)
+            self._run_calls()
+            if self._timers:
+                self._run_timers()
+        self._shutdown_sockets()
+
+    def _drain_wake(self) -> None:
+        with self._wake_lock:
+            self._woken = False
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _run_calls(self) -> None:
+        calls = self._calls
+        # Bounded: only what was queued before we started, so a flood cannot starve I/O.
+        for _ in range(calls.qsize()):
+            try:
+                fn, args = calls.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                fn(*args)
+            except Exception:
+                log.exception("unhandled error in reactor call %r", fn)
+
+    def _add_timer(self, deadline: float, fn: Callable[..., Any], args: tuple) -> None:
+        heapq.heappush(self._timers, (deadline, next(self._timer_seq), fn, args))
+
+    def _run_timers(self) -> None:
+        now = time.monotonic()
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            _, _, fn, args = heapq.heappop(timers)
+            try:
+                fn(*args)
+            except Exception:
+                log.exception("unhandled error in timer %r", fn)
+
+    # ---- connections ----
+
+    def _accept(self, lsock: socket.socket) -> None:
+        for _ in range(256):
+            try:
+                sock, peer = lsock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    log.error("cannot accept connection: %s", e.strerror)
+                    return
+                raise
+            if not self._accepting:
+                sock.close()
+                continue
+            sock.setblocking(False)
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+            worker = self.pool.assign()
+            t = Transport(self, sock, peer, worker)
+            try:
+                t.handler = self.handler_factory(t)
+            except Exception:
+                log.exception("handler factory failed")
+                self.pool.release(worker)
+                sock.close()
+                continue
+            self.transports[t.fd] = t
+            self.selector.register(sock, selectors.EVENT_READ, t)
+            if self.handshake_timeout:
+                self._add_timer(
+                    time.monotonic() + self.handshake_timeout, self._check_handshake, (t,)
+                )
+
+    def _check_handshake(self, t: Transport) -> None:
+        if not t.closed and not t.opened:
+            log.info(
+                "closing connection from %s: handshake not completed within %.0fs",
+                _fmt_peer(t.peer), self.handshake_timeout,
+            )
+            self._lost(t)
+
+    def _read(self, t: Transport) -> None:
+        try:
+            data = t.sock.recv(RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._lost(t)
+            return
+        if not data:
+            self._lost(t)
+            return
+        t.last_recv = time.monotonic()
+        t.bytes_in += len(data)
+        if t.discard_input:
+            return
+        if t.inbuf:
+            t.inbuf += data
+            data = t.inbuf
+        if not t.header_done:
+            if len(data) < 8:
+                if data is not t.inbuf:
+                    t.inbuf += data
+                if bytes(t.inbuf[:len(PROTOCOL_HEADER)]) != PROTOCOL_HEADER[: len(t.inbuf)]:
+                    self._bad_header(t)
+                return
+            if bytes(data[:8]) != PROTOCOL_HEADER:
+                self._bad_header(t)
+                return
+            t.header_done = True
+            t.worker.submit(t.handler.connection_made)
+            data = data[8:]
+            if not data:
+                t.inbuf = bytearray()
+                return
+        try:
+            frames, consumed = parse_frames(data, t.frame_max)
+        except AMQPConnectionError as exc:
+            t.discard_input = True
+            t.inbuf = bytearray()
+            t.worker.submit(t.handler.frame_error, exc)
+            return
+        if consumed == len(data):
+            t.inbuf = bytearray()
+        elif data is t.inbuf:
+            del data[:consumed]
+        else:
+            t.inbuf = bytearray(data[consumed:])
+        if frames:
+            t.worker.submit(t.handler.frames_received, frames)
+
+    def _bad_header(self, t: Transport) -> None:
+        """A wrong protocol header: answer with ours and close, as the spec says."""
+        log.info("bad AMQP protocol header from %s", _fmt_peer(t.peer))
+        t.discard_input = True
+        t.inbuf = bytearray()
+        with t.out_lock:
+            t.out.append(PROTOCOL_HEADER)
+        self._close_after_flush(t)
+
+    def _flush(self, t: Transport) -> None:
+        if t.closed:
+            return
+        with t.out_lock:
+            if t.out:
+                t.sending.extend(t.out)
+                t.out.clear()
+        sending = t.sending
+        sock = t.sock
+        while sending:
+            batch = list(itertools.islice(sending, IOV_MAX)) if len(sending) > 1 else [sending[0]]
+            try:
+                n = sock.sendmsg(batch)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                self._lost(t)
+                return
+            t.bytes_out += n
+            t.last_send = time.monotonic()
+            while n:
+                c = sending[0]
+                size = len(c)
+                if size <= n:
+                    sending.popleft()
+                    n -= size
+                else:
+                    sending[0] = memoryview(c)[n:]
+                    n = 0
+            if sending:
+                # partial write: the kernel buffer is full, wait for EVENT_WRITE
+                break
+            with t.out_lock:
+                if t.out:
+                    sending.extend(t.out)
+                    t.out.clear()
+        if sending:
+            if not t.writing:
+                t.writing = True
+                self.selector.modify(sock, selectors.EVENT_READ | selectors.EVENT_WRITE, t)
+        else:
+            if t.writing:
+                t.writing = False
+                self.selector.modify(sock, selectors.EVENT_READ, t)
+            if t.close_when_flushed:
+                self._lost(t)
+
+    def _close_after_flush(self, t: Transport) -> None:
+        if t.closed:
+            return
+        t.close_when_flushed = True
+        self._flush(t)
+
+    def _lost(self, t: Transport) -> None:
+        """Close the socket (once) and tell the handler on its worker."""
+        if t.closed:
+            return
+        t.closed = True
+        self.transports.pop(t.fd, None)
+        try:
+            self.selector.unregister(t.sock)
+        except (KeyError, ValueError):
+            pass
+        try:
+            t.sock.close()
+        except OSError:
+            pass
+        self.pool.release(t.worker)
+        if t.handler is not None:
+            t.worker.submit(t.handler.connection_lost)
+
+    # ---- heartbeats ----
+
+    def _start_heartbeat(self, t: Transport, seconds: int) -> None:
+        t.heartbeat = seconds
+        if seconds > 0 and not t.closed:
+            self._add_timer(time.monotonic() + seconds / 2, self._heartbeat_tick, (t,))
+
+    def _heartbeat_tick(self, t: Transport) -> None:
+        if t.closed or t.heartbeat <= 0:
+            return
+        now = time.monotonic()
+        hb = t.heartbeat
+        if now - t.last_recv > 2 * hb:
+            log.warning(
+                "missed heartbeats from client %s, timeout: %ds; closing connection",
+                _fmt_peer(t.peer), hb,
+            )
+            self._lost(t)
+            return
+        if now - t.last_send >= hb / 2:
+            with t.out_lock:
+                t.out.append(HEARTBEAT_FRAME)
+            self._flush(t)
+        self._add_timer(now + hb / 2, self._heartbeat_tick, (t,))
+
+    # ---- shutdown ----
+
+    def _stop_accepting(self) -> None:
+        self._accepting = False
+        for s in self.listeners:
+            try:
+                self.selector.unregister(s)
+            except (KeyError, ValueError):
+                pass
+            s.close()
+        self.listeners = []
+
+    def _stop(self) -> None:
+        self._running = False
+
+    def _shutdown_sockets(self) -> None:
+        for t in list(self.transports.values()):
+            self._lost(t)
+        for s in self.listeners:
+            s.close()
+        self.selector.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+
+def _fmt_peer(peer: Any) -> str:
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return str(peer)

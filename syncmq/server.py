@@ -1,0 +1,125 @@
+"""Wiring: builds the broker, the worker pool and the reactor, and owns start and stop.
+
+Signal handlers (installed by :meth:`Server.serve_forever`) only put the signal number on a
+queue; the main thread acts on it: SIGTERM/SIGINT shut down gracefully (stop accepting, close
+every connection with 320 CONNECTION_FORCED, wait a bounded time for them to go, stop threads),
+SIGHUP calls the ``on_hup`` hook (log reopening).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from . import __version__
+from .broker.broker import Broker
+from .methods.registry import HANDLERS
+from .methods.session import Session, Settings
+from .reactor import Reactor, Transport
+from .wire import _spec
+from .workers import WorkerPool
+
+log = logging.getLogger("syncmq.server")
+
+
+@dataclass
+class ServerConfig:
+    """Everything the server needs, already validated (see ``syncmq.config``)."""
+
+    bind: str = "127.0.0.1"
+    port: int = 5672
+    data_dir: str = "syncmq-data"
+    workers: int = 2
+    frame_max: int = 131072
+    channel_max: int = 2047
+    heartbeat: int = 60
+    handshake_timeout: float = 10.0
+    max_message_size: int = 128 * 1024 * 1024
+    shutdown_timeout: float = 10.0
+    extra: dict = field(default_factory=dict)
+
+
+class Server:
+    def __init__(self, config: ServerConfig, broker: Broker | None = None) -> None:
+        self.config = config
+        self.broker = broker or Broker()
+        self.settings = Settings(
+            frame_max=config.frame_max,
+            channel_max=config.channel_max,
+            heartbeat=config.heartbeat,
+            max_message_size=config.max_message_size,
+        )
+        self.pool = WorkerPool(config.workers)
+        self.reactor = Reactor(self.pool, self._make_session, config.handshake_timeout)
+        # Guards ``sessions``: sessions are added by the reactor thread and removed by workers.
+        self._sessions_lock = threading.Lock()
+        self.sessions: set[Session] = set()
+        self.address: tuple[str, int] | None = None
+        self.signals: queue.SimpleQueue = queue.SimpleQueue()
+        self.on_hup: Callable[[], None] | None = None
+        self.started_at = time.time()
+
+    def _make_session(self, transport: Transport) -> Session:
+        s = Session(transport, self.broker, self.settings, HANDLERS, self._session_closed)
+        with self._sessions_lock:
+            self.sessions.add(s)
+        return s
+
+    def _session_closed(self, session: Session) -> None:
+        with self._sessions_lock:
+            self.sessions.discard(session)
+
+    def start(self) -> tuple[str, int]:
+        """Bind, start the threads; returns the bound address (port 0 gets an ephemeral one)."""
+        self.address = self.reactor.listen(self.config.bind, self.config.port)
+        self.pool.start()
+        self.reactor.start()
+        log.info(
+            "syncmq %s started", __version__,
+            extra={"listener": f"{self.address[0]}:{self.address[1]}",
+                   "port": self.address[1], "data_dir": self.config.data_dir,
+                   "workers": self.config.workers},
+        )
+        return self.address
+
+    def stop(self) -> None:
+        """Graceful shutdown: stop accepting, close connections with 320, stop threads."""
+        log.info("shutting down")
+        self.reactor.stop_accepting()
+        with self._sessions_lock:
+            sessions = list(self.sessions)
+        text = "CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'"
+        for s in sessions:
+            s.transport.worker.submit(s.close, _spec.CONNECTION_FORCED, text)
+        deadline = time.monotonic() + self.config.shutdown_timeout
+        while time.monotonic() < deadline and self.reactor.transports:
+            time.sleep(0.05)
+        self.reactor.stop()
+        self.pool.stop()
+        log.info("stopped")
+
+    def request_stop(self) -> None:
+        """Ask :meth:`serve_forever` to stop (thread-safe)."""
+        self.signals.put(signal.SIGTERM)
+
+    def serve_forever(self, install_signals: bool = True) -> None:
+        """Run until SIGTERM/SIGINT (or :meth:`request_stop`); then shut down gracefully."""
+        if install_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                signal.signal(sig, lambda signum, _frame: self.signals.put(signum))
+        while True:
+            try:
+                signum = self.signals.get(timeout=1.0)
+            except queue.Empty:
+                continue
+            if signum == signal.SIGHUP:
+                if self.on_hup is not None:
+                    self.on_hup()
+                continue
+            break
+        self.stop()

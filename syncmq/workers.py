@@ -1,0 +1,86 @@
+"""The worker pool: threads that run broker logic for the connections pinned to them.
+
+Invariants:
+
+- A connection is pinned to exactly one worker for its whole life (``WorkerPool.assign``), so
+  the frames of one connection are handled in order and the connection's protocol state needs
+  no lock of its own: only its worker touches it.
+- The reactor hands over *batches* (every frame cut from one ``recv``), never single frames,
+  so the cost of a hand-off (one ``SimpleQueue.put``) is spread over many messages.
+- A task that raises is logged and dropped; it never kills the worker thread.
+
+Thread names are ``syncmq-worker-N``.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger("syncmq.workers")
+
+_STOP = object()
+
+
+class Worker:
+    """One worker thread with its own task queue (a ``queue.SimpleQueue``, lock-free for us)."""
+
+    __slots__ = ("index", "tasks", "thread", "load")
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.tasks: queue.SimpleQueue = queue.SimpleQueue()
+        self.load = 0  # number of connections pinned here; changed only by the reactor thread
+        self.thread = threading.Thread(
+            target=self._run, name=f"syncmq-worker-{index}", daemon=True
+        )
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Queue ``fn(*args)`` to run on this worker, after everything queued before it."""
+        self.tasks.put((fn, args))
+
+    def _run(self) -> None:
+        get = self.tasks.get
+        while True:
+            item = get()
+            if item is _STOP:
+                return
+            fn, args = item
+            try:
+                fn(*args)
+            except Exception:  # a bug in a handler must not kill the worker
+                log.exception("unhandled error in worker task %r", fn)
+
+
+class WorkerPool:
+    """A fixed pool of :class:`Worker` threads."""
+
+    def __init__(self, size: int) -> None:
+        if size < 1:
+            raise ValueError("worker pool size must be >= 1")
+        self.workers = [Worker(i) for i in range(size)]
+
+    def start(self) -> None:
+        for w in self.workers:
+            w.thread.start()
+
+    def assign(self) -> Worker:
+        """Pick the least loaded worker for a new connection (reactor thread only). O(workers)."""
+        w = min(self.workers, key=lambda w: w.load)
+        w.load += 1
+        return w
+
+    def release(self, worker: Worker) -> None:
+        """Forget one connection of ``worker`` (reactor thread only)."""
+        worker.load -= 1
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Let every worker finish what is queued, then stop it."""
+        for w in self.workers:
+            w.tasks.put(_STOP)
+        for w in self.workers:
+            if w.thread.is_alive():
+                w.thread.join(timeout)
