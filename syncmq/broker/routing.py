@@ -710,33 +710,42 @@ def validate_headers_binding(arguments: dict | None) -> str | None:
     """None if ``arguments`` is a valid headers-exchange binding, else a reply text for the
     broker's 406 PRECONDITION_FAILED.  O(1).
 
-    As RabbitMQ: ``x-match`` may be absent (meaning ``all``); otherwise it must be a long string
-    equal to ``all``, ``any``, ``all-with-x`` or ``any-with-x``.
+    As RabbitMQ (rabbit_exchange_type_headers:validate_binding): ``x-match`` may be absent
+    (meaning ``all``); otherwise it must be a long string (``str`` from the codec) equal to
+    ``all``, ``any``, ``all-with-x`` or ``any-with-x``.
     """
     if not arguments:
         return None
     value = arguments.get("x-match", _MISSING)
     if value is _MISSING:
         return None
-    if isinstance(value, bytes | bytearray):
-        try:
-            value = bytes(value).decode("utf-8")
-        except UnicodeDecodeError:
-            return f"invalid x-match field value {value!r}; expected all, any, all-with-x or any-with-x"
-    if not isinstance(value, str):
-        return (f"invalid x-match field type {type(value).__name__} (value {value!r}); "
-                f"expected a long string")
-    if value not in _X_MATCH_MODES:
+    if type(value) is str:
+        if value in _X_MATCH_MODES:
+            return None
         return f"invalid x-match field value {value!r}; expected all, any, all-with-x or any-with-x"
-    return None
+    if isinstance(value, bytes | bytearray | memoryview):
+        # the codec hands a long string over as bytes only when it is not UTF-8 (so it cannot
+        # be a valid mode); bytes that are UTF-8 came from a byte array ('x'), the wrong type
+        try:
+            bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            return (f"invalid x-match field value {bytes(value)!r}; "
+                    f"expected all, any, all-with-x or any-with-x")
+        kind = "byte array"
+    else:
+        kind = _FIELD_KIND.get(type(value), type(value).__name__)
+    return f"invalid x-match field type {kind} (value {value!r}); expected a long string"
+
+
+_FIELD_KIND = {bool: "boolean", int: "integer", float: "float", Decimal: "decimal",
+               dict: "table", list: "array", tuple: "array", datetime: "timestamp",
+               type(None): "void"}
 
 
 def _x_match(args: dict) -> tuple[bool, bool]:
     """(match all?, include x- keys?) of a binding; anything unknown counts as ``all``."""
-    value = args.get("x-match", "all")
-    if isinstance(value, bytes | bytearray):
-        value = bytes(value).decode("utf-8", "replace")
-    return _X_MATCH_MODES.get(value, (True, False)) if isinstance(value, str) else (True, False)
+    value = args.get("x-match")
+    return _X_MATCH_MODES.get(value, (True, False)) if type(value) is str else (True, False)
 
 
 def _as_bytes(v) -> bytes:
