@@ -138,6 +138,10 @@ class Transport:
         """Start heartbeats (0 disables). Thread-safe."""
         self.reactor.call_soon(self.reactor._start_heartbeat, self, seconds)
 
+    def call_later(self, delay: float, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` on the reactor thread after ``delay`` seconds. Thread-safe."""
+        self.reactor.call_later(delay, fn, *args)
+
     def mark_open(self) -> None:
         """The handshake completed: cancel the handshake timeout."""
         self.opened = True

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import __version__
 from ..broker.broker import Broker
@@ -30,9 +30,24 @@ from ..wire.frames import encode_delivery, encode_method_frame
 
 if TYPE_CHECKING:
     from ..broker.vhost import VirtualHost
-    from ..reactor import Transport
 
 log = logging.getLogger("syncmq.connection")
+
+
+class Transport(Protocol):
+    """What a session needs of its connection's transport (``syncmq.reactor.Transport``,
+    which lives a layer above and is therefore not imported here). All thread-safe."""
+
+    peer: Any
+
+    def write(self, chunks: list) -> None: ...
+    def write1(self, data: bytes) -> None: ...
+    def close_after_flush(self) -> None: ...
+    def abort(self) -> None: ...
+    def set_frame_max(self, frame_max: int) -> None: ...
+    def set_heartbeat(self, seconds: int) -> None: ...
+    def mark_open(self) -> None: ...
+    def call_later(self, delay: float, fn: Callable[..., Any], *args: Any) -> None: ...
 
 CLOSE_OK_TIMEOUT = 3.0  # seconds to wait for connection.close-ok before dropping the socket
 
@@ -409,7 +424,7 @@ class Session:
         self.proto.state = pconn.CLOSING
         self.release()
         t = self.transport
-        t.reactor.call_later(CLOSE_OK_TIMEOUT, t.abort)
+        t.call_later(CLOSE_OK_TIMEOUT, t.abort)
 
     def _log_error(self, scope: str, e: Exception, ch_id: int = 0) -> None:
         extra = {"peer": _peer(self.peer), "user": self.username,

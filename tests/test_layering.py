@@ -1,0 +1,96 @@
+"""The layering of DESIGN.md, checked by reading every module's imports (ast).
+
+Imports point downwards only: cli/config -> server -> reactor/workers -> methods ->
+{protocol, broker} -> {queues, journal} -> wire. protocol and broker never import each other.
+"""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent / "syncmq"
+
+# layer name -> rank; a module may import only modules of a strictly lower rank, or its own
+# package. Same-rank siblings listed in ALLOWED_SAME may import each other one way.
+RANK = {
+    "cli": 7, "config": 7,
+    "server": 6,
+    "reactor": 5, "workers": 4,
+    "methods": 3,
+    "protocol": 2, "broker": 2,
+    "queues": 1, "journal": 1,
+    "wire": 0,
+    "__init__": -1,
+}
+ALLOWED_SAME = {("cli", "config")}
+
+
+def _layer(module: str) -> str:
+    parts = module.split(".")
+    assert parts[0] == "syncmq"
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def _modules():
+    for path in sorted(ROOT.rglob("*.py")):
+        rel = path.relative_to(ROOT.parent).with_suffix("")
+        name = ".".join(rel.parts)
+        if name.endswith(".__init__"):
+            name = name[: -len(".__init__")]
+        yield name, path
+
+
+def _imports(name: str, path: pathlib.Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    pkg = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("syncmq"))
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = pkg.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            if mod.startswith("syncmq"):
+                found.add(mod)
+    return found
+
+
+@pytest.mark.parametrize("name,path", list(_modules()), ids=lambda v: str(v))
+def test_imports_point_downwards(name, path):
+    me = _layer(name)
+    for imp in _imports(name, path):
+        other = _layer(imp)
+        if other == me or other == "__init__":
+            continue
+        if (me, other) in ALLOWED_SAME:
+            continue
+        assert RANK[other] < RANK[me], f"{name} imports {imp}: {other} is not below {me}"
+        assert {me, other} != {"protocol", "broker"}, f"{name} imports {imp}"
+
+
+def test_no_import_cycles():
+    graph = {name: {i for i in _imports(name, path)} for name, path in _modules()}
+    names = set(graph)
+    for k in graph:
+        graph[k] = {i for i in graph[k] if i in names and i != k}
+    visiting, done = set(), set()
+
+    def visit(n, stack):
+        if n in done:
+            return
+        assert n not in visiting, "import cycle: " + " -> ".join(stack + [n])
+        visiting.add(n)
+        for m in graph[n]:
+            visit(m, stack + [n])
+        visiting.discard(n)
+        done.add(n)
+
+    for n in graph:
+        visit(n, [])
