@@ -1,0 +1,495 @@
+"""Compaction: make disk use track the live backlog, not the history.
+
+What it does
+============
+
+The journal's :class:`~syncmq.journal.state.JournalState` knows, per segment, how many record
+bytes are live (``seg.live``). A *closed* segment (any but the current one) is *dirty* when
+``live + floor < threshold * size`` (``floor`` is what its last compaction had to keep although
+not live, so a segment is not rewritten again for nothing). Two neighbouring closed segments
+that are both *small* (under ``segment_bytes / 8``) are worth merging.
+
+A compaction *job* takes a *run* of consecutive closed segments ``a..b`` (starting at the oldest
+dirty or mergeable one, extended while the expected output stays under ``segment_bytes``),
+copies the records that must be kept, **in their original order**, into
+``<b>.seg.tmp`` whose header says ``segment_no = b, covers_from = a`` (or ``a``'s own
+``covers_from``), fsyncs it, renames it over ``<b>.seg``, fsyncs the directory, and only then
+deletes ``a..b-1`` (oldest first) and fsyncs the directory again. If nothing must be kept, it
+writes no file and deletes ``a..b`` oldest first.
+
+Which records are kept
+======================
+
+* live PUBLISH records and live entity declares (per the state), byte for byte;
+* a delete / purge (VHOST_DELETE, EXCHANGE_DELETE, QUEUE_DELETE, QUEUE_PURGE, BINDING_REMOVE) if
+  a record it could affect is still on disk before it: a record mentioning its target (vhost,
+  exchange, queue or binding key) in a segment older than ``a`` (``state.key_segs``) or among
+  the records this job has already kept;
+* the ids of an ACK whose PUBLISH is still on disk before it: live, kept by this job, or dead
+  but in a segment older than ``a`` (``state.dead_seg``); the ACK is re-encoded with just those;
+* the ids of a DELIVERED whose message is still live and delivered on that queue.
+
+Everything else (dead publishes and declares, acks and deletes whose targets are gone) is
+dropped.
+
+Why a crash never loses a live record nor resurrects a dead one
+================================================================
+
+Nothing ever moves in log order: the output replaces ``a..b`` at ``b``'s place, and the records
+it keeps are a subsequence of theirs in the same order. So recovery after compaction replays a
+subsequence of the original history, and it is enough that each dropped record be irrelevant to
+the final state:
+
+* a dead PUBLISH/declare is dropped only while what killed it is still on disk *after* it (a
+  killer is never dropped while its target is on disk before it: rules above), so replay
+  without it ends the same;
+* a delete, purge or ACK is dropped only when nothing it affects remains before it; records
+  appended later are after it in log order, where it never applied;
+* decisions made at one step stay right at the later ones: new records only go to the current
+  segment (after ``b``), a dead record never comes back to life, and a record kept because it
+  was live at its step (then killed by a new record) is kept with every ACK/delete in the run
+  that still applies to it (the ``kept`` id set and the keys of kept records).
+
+For the files: until the rename, ``a..b`` are untouched and the ``.tmp`` is deleted by
+recovery. The rename is atomic (the output was fsynced first, the directory right after): from
+then on ``b`` holds everything needed from ``a..b``, and ``covers_from`` makes recovery delete
+whatever of ``a..b-1`` is still there without reading it, so no record is replayed twice.
+When nothing is kept, deleting oldest first is safe at every point: a file is deleted only when
+all files before it in the run are gone, and a record never kills a record after it.
+
+Cost: a job reads each input byte once (mmap) and writes the kept bytes once; it runs on the
+journal thread in steps of about ``step_bytes`` of input between write batches, or all at once
+through :meth:`Journal.compact`. The state is owned by that thread (see ``state.py``), so no
+lock is needed.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import mmap
+import os
+import struct
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+
+from . import format as fmt
+from .recovery import fsync_dir
+from .state import JournalState, Segment, binding_key
+
+__all__ = ["Compactor", "CompactionStats", "CompactionAborted"]
+
+log = logging.getLogger("syncmq.journal")
+
+_U64 = struct.Struct(">Q")
+_TOMBSTONES = {fmt.T_VHOST_DELETE, fmt.T_EXCHANGE_DELETE, fmt.T_QUEUE_DELETE, fmt.T_QUEUE_PURGE,
+               fmt.T_BINDING_REMOVE}
+
+
+class CompactionAborted(Exception):
+    """A job gave up (I/O error or an unreadable input); nothing was changed."""
+
+
+@dataclass(slots=True)
+class CompactionStats:
+    """Counters (plain ints, written by the journal thread only)."""
+
+    jobs: int = 0
+    segments_in: int = 0
+    segments_deleted: int = 0  # files removed (inputs not replaced by an output)
+    bytes_read: int = 0
+    bytes_written: int = 0
+    records_kept: int = 0
+    records_dropped: int = 0
+    aborted: int = 0
+
+
+def _target_key(rtype: int, rec: fmt.Record) -> tuple:
+    if rtype == fmt.T_VHOST_DELETE:
+        return ("v", rec.name)
+    if rtype == fmt.T_EXCHANGE_DELETE:
+        return ("x", rec.vhost, rec.name)
+    if rtype in (fmt.T_QUEUE_DELETE, fmt.T_QUEUE_PURGE):
+        return ("q", rec.vhost, rec.name)
+    return binding_key(rec)
+
+
+def _entity_keys(rec: fmt.Record) -> list[tuple]:
+    t = rec.TYPE
+    if t == fmt.T_VHOST_ADD:
+        return [("v", rec.name)]
+    if t == fmt.T_EXCHANGE_DECLARE:
+        return [("v", rec.vhost), ("x", rec.vhost, rec.name)]
+    if t == fmt.T_QUEUE_DECLARE:
+        return [("v", rec.vhost), ("q", rec.vhost, rec.name)]
+    dkind = "q" if rec.destination_kind == fmt.DEST_QUEUE else "x"
+    return [("v", rec.vhost), ("x", rec.vhost, rec.source), (dkind, rec.vhost, rec.destination),
+            binding_key(rec)]
+
+
+class Compactor:
+    """Picks runs and runs jobs against one data directory and its state.
+
+    Used only from the thread that owns ``state`` (see ``state.py``). ``crash_hook`` (tests)
+    is called with a step name at each point where a crash matters: ``"written"``,
+    ``"synced"``, ``"renamed"``, ``"deleted"`` (after each unlink of an input file).
+    """
+
+    def __init__(self, data_dir: str, state: JournalState, segment_bytes: int,
+                 threshold: float = 0.5, step_bytes: int = 4 << 20,
+                 do_fsync: bool = True) -> None:
+        self.data_dir = data_dir
+        self.state = state
+        self.segment_bytes = segment_bytes
+        self.threshold = threshold
+        self.step_bytes = step_bytes
+        self.do_fsync = do_fsync
+        self.stats = CompactionStats()
+        self.crash_hook: Callable[[str], None] | None = None
+        self._job: Generator[None, None, None] | None = None
+        self._tmp_path: str | None = None
+        self._tmp_fd: int | None = None
+
+    # -- choosing work ------------------------------------------------------------------------
+
+    def _dirty(self, seg: Segment) -> bool:
+        if seg.size == 0:
+            return True
+        kept = seg.live + seg.floor
+        return kept < seg.size and kept < self.threshold * seg.size
+
+    def _small(self, seg: Segment) -> bool:
+        return fmt.FILE_HEADER.size + seg.size < self.segment_bytes // 8
+
+    def find_run(self, current: int) -> list[int] | None:
+        """The next run to compact (segment numbers, ascending), or None. O(segments)."""
+        segs = self.state.segments
+        closed = sorted(no for no in segs if no < current)
+        for i, no in enumerate(closed):
+            seg = segs[no]
+            dirty = self._dirty(seg)
+            nxt = segs[closed[i + 1]] if i + 1 < len(closed) else None
+            if not dirty and not (self._small(seg) and nxt is not None and self._small(nxt)):
+                continue
+            run = [no]
+            est = seg.live + seg.floor if dirty else seg.size
+            for n in closed[i + 1 :]:
+                s = segs[n]
+                d = self._dirty(s)
+                if not (d or self._small(s)):
+                    break
+                e = s.live + s.floor if d else s.size
+                if est + e > self.segment_bytes:
+                    break
+                run.append(n)
+                est += e
+            return run
+        return None
+
+    @property
+    def busy(self) -> bool:
+        """True while a job is in progress."""
+        return self._job is not None
+
+    def start(self, run: list[int]) -> None:
+        assert self._job is None
+        self._job = self._run_job(run)
+
+    def step(self) -> bool:
+        """Run the current job for about ``step_bytes`` of input; True when it is finished.
+
+        An I/O error aborts the job (nothing changed, logged) and is not raised."""
+        assert self._job is not None
+        try:
+            next(self._job)
+            return False
+        except StopIteration:
+            self._job = None
+            return True
+        except (OSError, CompactionAborted) as exc:
+            self._job = None
+            self.stats.aborted += 1
+            self._cleanup_tmp()
+            log.error("journal compaction aborted, nothing changed: %s", exc)
+            return True
+        except BaseException:
+            self._job = None
+            raise
+
+    def abort(self) -> None:
+        """Abandon the current job, if any (its output is deleted; inputs untouched)."""
+        if self._job is not None:
+            self._job.close()
+            self._job = None
+            self._cleanup_tmp()
+
+    def run_all(self, current: int, max_jobs: int = 1000) -> int:
+        """Run jobs until no run qualifies; return how many ran."""
+        n = 0
+        if self._job is not None:
+            while not self.step():
+                pass
+            n += 1
+        while n < max_jobs:
+            run = self.find_run(current)
+            if run is None:
+                break
+            self.start(run)
+            while not self.step():
+                pass
+            n += 1
+        return n
+
+    def _cleanup_tmp(self) -> None:
+        if self._tmp_fd is not None:
+            try:
+                os.close(self._tmp_fd)
+            except OSError:
+                pass
+            self._tmp_fd = None
+        if self._tmp_path is not None:
+            try:
+                os.unlink(self._tmp_path)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                log.warning("journal compaction: could not remove %s: %s", self._tmp_path, exc)
+            self._tmp_path = None
+
+    def _hook(self, name: str) -> None:
+        if self.crash_hook is not None:
+            self.crash_hook(name)
+
+    def _path(self, no: int) -> str:
+        return os.path.join(self.data_dir, fmt.segment_name(no))
+
+    # -- one job ------------------------------------------------------------------------------
+
+    def _run_job(self, run: list[int]) -> Generator[None, None, None]:
+        st = self.state
+        a, b = run[0], run[-1]
+        covers_from = st.segments[a].covers_from
+        msgs, dead_seg, key_segs = st.msgs, st.dead_seg, st.key_segs
+        tables = {fmt.T_VHOST_ADD: st.vhosts, fmt.T_EXCHANGE_DECLARE: st.exchanges,
+                  fmt.T_QUEUE_DECLARE: st.queues, fmt.T_BINDING_ADD: st.bindings}
+        header = fmt.encode_file_header(b, covers_from)
+        out: list[bytes] = []
+        out_pending = 0
+        out_off = len(header)
+        fd: int | None = None
+        # kept: (kind, ident, old_seg, old_off, new_off, size); kind 'm' message, else table
+        kept: list[tuple] = []
+        kept_ids: set[int] = set()
+        run_keys: set[tuple] = set()
+        stats = self.stats
+        read_since_yield = 0
+        self._tmp_path = self._path(b) + ".tmp"
+
+        def keep(data: bytes) -> None:
+            nonlocal out_off, out_pending, fd
+            out.append(data)
+            out_off += len(data)
+            out_pending += len(data)
+            stats.records_kept += 1
+
+        def flush() -> None:
+            nonlocal out_pending, fd
+            if not out:
+                return
+            if fd is None:
+                fd = os.open(self._tmp_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                self._tmp_fd = fd
+                _write_all(fd, header)
+                stats.bytes_written += len(header)
+            data = b"".join(out)
+            _write_all(fd, data)
+            stats.bytes_written += len(data)
+            out.clear()
+            out_pending = 0
+
+        hsize = fmt.RECORD_HEADER.size
+        for no in run:
+            stats.segments_in += 1
+            with open(self._path(no), "rb") as f:
+                fsize = os.fstat(f.fileno()).st_size
+                mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if fsize else b""
+            try:
+                pos = fmt.FILE_HEADER.size
+                end_of_data = fmt.FILE_HEADER.size + st.segments[no].size
+                if end_of_data > fsize:
+                    raise CompactionAborted(f"segment {no:016x} shorter than expected")
+                while pos < end_of_data:
+                    length, _crc, rtype = fmt.RECORD_HEADER.unpack_from(mm, pos)
+                    rend = pos + hsize + length
+                    if rend > end_of_data:
+                        raise CompactionAborted(f"record past the end in segment {no:016x}")
+                    size = rend - pos
+                    off = pos
+                    pos = rend
+                    read_since_yield += size
+                    stats.bytes_read += size
+                    new_off = out_off
+                    if rtype == fmt.T_PUBLISH:
+                        mid = _U64.unpack_from(mm, off + hsize)[0]
+                        m = msgs.get(mid)
+                        if m is not None and m.seg == no and m.off == off:
+                            _mid, vh, queues = fmt.decode_publish_head(mm, off + hsize, rend)
+                            run_keys.add(("v", vh))
+                            for q in queues:
+                                run_keys.add(("q", vh, q))
+                            keep(mm[off:rend])
+                            kept.append(("m", mid, no, off, new_off, size))
+                            kept_ids.add(mid)
+                        else:
+                            stats.records_dropped += 1
+                    elif rtype == fmt.T_ACK or rtype == fmt.T_DELIVERED:
+                        try:
+                            vh, q, ids = fmt.decode_ids_record(mm, off + hsize, rend)
+                        except fmt.FormatError:
+                            stats.records_dropped += 1
+                            continue
+                        if rtype == fmt.T_ACK:
+                            need = []
+                            for x in ids:
+                                if x in kept_ids:
+                                    need.append(x)
+                                    continue
+                                m = msgs.get(x)
+                                s = m.seg if m is not None else dead_seg.get(x)
+                                if s is not None and s < a:
+                                    need.append(x)
+                        else:
+                            qk = (vh, q)
+                            need = [x for x in ids if (m := msgs.get(x)) is not None
+                                    and m.delivered is not None and qk in m.delivered]
+                        if len(need) == len(ids):
+                            keep(mm[off:rend])
+                        elif need:
+                            rec = (fmt.encode_ack if rtype == fmt.T_ACK
+                                   else fmt.encode_delivered)(vh, q, need)
+                            keep(rec)
+                        else:
+                            stats.records_dropped += 1
+                    else:
+                        try:
+                            rec = fmt.decode_payload(rtype, mm, off + hsize, rend)
+                        except fmt.FormatError:
+                            stats.records_dropped += 1
+                            continue
+                        if rtype in _TOMBSTONES:
+                            key = _target_key(rtype, rec)
+                            if key in run_keys or any(s < a for s in key_segs.get(key, ())):
+                                keep(mm[off:rend])
+                            else:
+                                stats.records_dropped += 1
+                        else:
+                            table = tables[rtype]
+                            tkey = _table_key(rtype, rec)
+                            ent = table.get(tkey)
+                            if ent is not None and (no, off, size) in ent.locs:
+                                run_keys.update(_entity_keys(rec))
+                                keep(mm[off:rend])
+                                kept.append((rtype, tkey, no, off, new_off, size))
+                            else:
+                                stats.records_dropped += 1
+                    if out_pending >= (1 << 20):
+                        flush()
+                    if read_since_yield >= self.step_bytes:
+                        read_since_yield = 0
+                        yield
+            finally:
+                if isinstance(mm, mmap.mmap):
+                    mm.close()
+        flush()
+        self._hook("written")
+
+        run_segs = [st.segments[no] for no in run]
+        if fd is None:
+            # Nothing to keep: delete oldest first (see the module docstring).
+            self._tmp_path = None
+            for no in run:
+                os.unlink(self._path(no))
+                stats.segments_deleted += 1
+                self._hook("deleted")
+            if self.do_fsync:
+                fsync_dir(self.data_dir)
+            for no in run:
+                st.drop_segment(no)
+            stats.jobs += 1
+            log.info("journal compaction: deleted %d dead segment(s) (%d bytes)", len(run),
+                     sum(fmt.FILE_HEADER.size + s.size for s in run_segs))
+            return
+
+        if self.do_fsync:
+            os.fsync(fd)
+        os.close(fd)
+        self._tmp_fd = None
+        self._hook("synced")
+        os.replace(self._tmp_path, self._path(b))
+        self._tmp_path = None
+        if self.do_fsync:
+            fsync_dir(self.data_dir)
+        self._hook("renamed")
+
+        # The output is now the truth for a..b: update the state before deleting the inputs.
+        new = Segment(b, covers_from)
+        new.size = out_off - len(header)
+        dead_kept: list[int] = []
+        for kind, ident, old_seg, old_off, new_off, size in kept:
+            if kind == "m":
+                m = msgs.get(ident)
+                if m is not None and m.seg == old_seg and m.off == old_off:
+                    m.seg = b
+                    m.off = new_off
+                    new.live += size
+                else:
+                    dead_kept.append(ident)
+            else:
+                ent = tables[kind].get(ident)
+                if ent is not None:
+                    locs = ent.locs
+                    for i, loc in enumerate(locs):
+                        if loc == (old_seg, old_off, size):
+                            locs[i] = (b, new_off, size)
+                            new.live += size
+                            break
+        for no in run:
+            st.drop_segment(no)
+        st.segments[b] = new
+        for mid in dead_kept:
+            if mid not in msgs:
+                dead_seg[mid] = b
+                new.dead_ids.append(mid)
+        for key in run_keys:
+            st.mention(new, key)
+        new.floor = new.size - new.live
+        for no in run[:-1]:
+            try:
+                os.unlink(self._path(no))
+            except FileNotFoundError:
+                pass
+            stats.segments_deleted += 1
+            self._hook("deleted")
+        if self.do_fsync and len(run) > 1:
+            fsync_dir(self.data_dir)
+        stats.jobs += 1
+        in_bytes = sum(fmt.FILE_HEADER.size + s.size for s in run_segs)
+        log.info("journal compaction: %d segment(s) %016x..%016x, %d -> %d bytes", len(run),
+                 a, b, in_bytes, out_off)
+
+
+def _table_key(rtype: int, rec: fmt.Record) -> object:
+    if rtype == fmt.T_VHOST_ADD:
+        return rec.name
+    if rtype == fmt.T_BINDING_ADD:
+        return binding_key(rec)
+    return (rec.vhost, rec.name)
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    mv = memoryview(data)
+    while mv:
+        n = os.write(fd, mv)
+        if n <= 0:  # pragma: no cover - os.write raises instead
+            raise OSError(errno.EIO, "short write")
+        mv = mv[n:]

@@ -1,0 +1,402 @@
+"""The journal's model of what is live, and where on disk it lives.
+
+:class:`JournalState` applies records in log order. Recovery builds one by replaying every
+segment (and keeps the decoded PUBLISH records so it can hand the live messages to the broker);
+the writer thread then keeps it up to date by applying every record it writes, and compaction
+reads it to decide which records of a closed segment must be kept.
+
+Ownership: a ``JournalState`` has no lock. It belongs to the thread that runs recovery until
+:meth:`Journal.start`, then to the ``syncmq-journal`` thread alone (the writer and compaction
+both run there). Other threads only read the plain-int counters exposed by the journal.
+
+Liveness (what compaction keeps):
+
+* an entity record (VHOST_ADD, EXCHANGE_DECLARE, QUEUE_DECLARE, BINDING_ADD) is live while its
+  entity exists; a re-declare does not kill the earlier declare (both stay live, the last one
+  gives the attributes), so dropping records never turns a re-declare into a creation;
+* a PUBLISH is live while its message is on at least one queue;
+* ACK, DELIVERED and the deletes/purge are never counted live; compaction keeps the ones that
+  still matter (see ``compaction.py``), using :attr:`key_segs` and :attr:`dead_seg`.
+
+Invariants (checked by :meth:`check`):
+
+* ``seg.live`` is the byte size of the live records located in ``seg``;
+* every live message is in ``queue_msgs[q]`` for each ``q`` in its ``queues`` and nowhere else;
+* ``dead_seg[m] == s`` only if ``m`` is not live and ``m`` is listed in ``segments[s].dead_ids``;
+* ``key_segs[k]`` is the set of segments whose ``keys`` contain ``k``.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable
+
+from . import format as fmt
+
+__all__ = ["JournalState", "Segment", "Entity", "Message", "vhost_key", "exchange_key",
+           "queue_key", "binding_key"]
+
+_U16 = struct.Struct(">H")
+_U64 = struct.Struct(">Q")
+
+Key = tuple  # ('v', vh) | ('x', vh, name) | ('q', vh, name) | ('b', vh, src, dst, kind, rk, args)
+QKey = tuple[str, str]
+
+
+def vhost_key(vhost: str) -> Key:
+    return ("v", vhost)
+
+
+def exchange_key(vhost: str, name: str) -> Key:
+    return ("x", vhost, name)
+
+
+def queue_key(vhost: str, name: str) -> Key:
+    return ("q", vhost, name)
+
+
+def binding_key(rec: fmt.BindingAdd | fmt.BindingRemove) -> Key:
+    return ("b", *rec)
+
+
+class Segment:
+    """In-memory facts about one segment file (record bytes exclude the file header)."""
+
+    __slots__ = ("no", "covers_from", "size", "live", "floor", "keys", "dead_ids")
+
+    def __init__(self, no: int, covers_from: int | None = None) -> None:
+        self.no = no
+        self.covers_from = no if covers_from is None else covers_from
+        self.size = 0  # bytes of records in the file
+        self.live = 0  # bytes of live records (see module docstring)
+        self.floor = 0  # bytes kept by the last compaction although not live (needed tombstones)
+        self.keys: set[Key] = set()  # entity keys mentioned by non-tombstone records here
+        self.dead_ids: list[int] = []  # ids of dead PUBLISH records still in this file
+
+    def __repr__(self) -> str:
+        return f"<Segment {self.no} size={self.size} live={self.live} floor={self.floor}>"
+
+
+class Entity:
+    """A live vhost, exchange, queue or binding: its latest record and where its records are."""
+
+    __slots__ = ("rec", "locs")
+
+    def __init__(self, rec: fmt.Record, loc: tuple[int, int, int]) -> None:
+        self.rec = rec
+        self.locs: list[tuple[int, int, int]] = [loc]  # (segment, offset, size), log order
+
+
+class Message:
+    """A live message: where its PUBLISH is, which queues still hold it."""
+
+    __slots__ = ("seg", "off", "size", "queues", "delivered", "rec")
+
+    def __init__(self, seg: int, off: int, size: int, queues: list[QKey],
+                 rec: fmt.Publish | None) -> None:
+        self.seg = seg
+        self.off = off
+        self.size = size
+        self.queues = queues  # queues it is still on (each at most once)
+        self.delivered: set[QKey] | None = None  # queues where it was delivered
+        self.rec = rec  # the decoded PUBLISH, kept only during recovery
+
+
+class JournalState:
+    """Live entities and messages, and per-segment liveness; see the module docstring."""
+
+    def __init__(self) -> None:
+        self.vhosts: dict[str, Entity] = {}
+        self.exchanges: dict[QKey, Entity] = {}
+        self.queues: dict[QKey, Entity] = {}
+        self.bindings: dict[Key, Entity] = {}
+        self.msgs: dict[int, Message] = {}
+        #: per queue key, the ids of its live messages in publish order (dict as ordered set)
+        self.queue_msgs: dict[QKey, dict[int, None]] = {}
+        #: id -> segment of a dead PUBLISH record still on disk
+        self.dead_seg: dict[int, int] = {}
+        self.segments: dict[int, Segment] = {}
+        self.key_segs: dict[Key, set[int]] = {}
+        self.max_id = 0
+        self.duplicate_publishes = 0
+        self._qkeys: dict[QKey, QKey] = {}  # interning of (vhost, queue) tuples
+
+    # -- segments -----------------------------------------------------------------------------
+
+    def add_segment(self, no: int, covers_from: int | None = None) -> Segment:
+        seg = Segment(no, covers_from)
+        self.segments[no] = seg
+        return seg
+
+    def mention(self, seg: Segment, key: Key) -> None:
+        if key not in seg.keys:
+            seg.keys.add(key)
+            s = self.key_segs.get(key)
+            if s is None:
+                self.key_segs[key] = {seg.no}
+            else:
+                s.add(seg.no)
+
+    def forget_segment_keys(self, seg: Segment) -> None:
+        for key in seg.keys:
+            s = self.key_segs.get(key)
+            if s is not None:
+                s.discard(seg.no)
+                if not s:
+                    del self.key_segs[key]
+        seg.keys = set()
+
+    def drop_segment(self, no: int) -> None:
+        """Forget segment ``no`` (its file is gone or stale): keys and dead ids."""
+        seg = self.segments.pop(no)
+        self.forget_segment_keys(seg)
+        dead = self.dead_seg
+        for mid in seg.dead_ids:
+            if dead.get(mid) == no:
+                del dead[mid]
+
+    # -- applying records ---------------------------------------------------------------------
+
+    def _qkey(self, vhost: str, name: str) -> QKey:
+        k = (vhost, name)
+        return self._qkeys.setdefault(k, k)
+
+    def apply(self, rtype: int, buf: bytes | memoryview, pos: int, length: int, seg: Segment,
+              keep_rec: bool = False, off: int | None = None) -> None:
+        """Apply the record whose header is at ``buf[pos]`` (payload ``length`` bytes), which
+        lives at offset ``off`` (default ``pos``) of ``seg``'s file. ``keep_rec`` keeps decoded
+        PUBLISH records (recovery). Raises :class:`format.FormatError` if the payload does not
+        decode (the record's bytes still count in ``seg.size``)."""
+        start = pos + fmt.RECORD_HEADER.size
+        end = start + length
+        size = end - pos
+        if off is None:
+            off = pos
+        seg.size += size
+        if rtype == fmt.T_PUBLISH:
+            if keep_rec:
+                rec = fmt.decode_payload(rtype, buf, start, end)
+                self.publish(rec.msg_id, rec.vhost, rec.queues, seg, off, size, rec)
+            else:
+                mid, vhost, queues = fmt.decode_publish_head(buf, start, end)
+                self.publish(mid, vhost, queues, seg, off, size, None)
+        elif rtype == fmt.T_ACK:
+            vhost, queue, ids = fmt.decode_ids_record(buf, start, end)
+            self.ack(vhost, queue, ids)
+        elif rtype == fmt.T_DELIVERED:
+            vhost, queue, ids = fmt.decode_ids_record(buf, start, end)
+            self.delivered(vhost, queue, ids)
+        else:
+            self.apply_entity(fmt.decode_payload(rtype, buf, start, end), seg, off, size)
+
+    def publish(self, mid: int, vhost: str, queues: Iterable[str], seg: Segment, off: int,
+                size: int, rec: fmt.Publish | None) -> None:
+        if mid > self.max_id:
+            self.max_id = mid
+        self.mention(seg, ("v", vhost))
+        if mid in self.msgs:
+            # Broken contract (ids must be unique): keep the first, this record is dead.
+            self.duplicate_publishes += 1
+            seg.dead_ids.append(mid)
+            return
+        qkeys: list[QKey] = []
+        qm_all = self.queue_msgs
+        for q in queues:
+            qk = self._qkey(vhost, q)
+            if qk in qkeys:
+                continue
+            qkeys.append(qk)
+            self.mention(seg, ("q", vhost, q))
+            qm = qm_all.get(qk)
+            if qm is None:
+                qm_all[qk] = {mid: None}
+            else:
+                qm[mid] = None
+        if not qkeys:
+            self.dead_seg[mid] = seg.no
+            seg.dead_ids.append(mid)
+            return
+        self.dead_seg.pop(mid, None)
+        self.msgs[mid] = Message(seg.no, off, size, qkeys, rec)
+        seg.live += size
+
+    def _kill(self, mid: int, msg: Message) -> None:
+        del self.msgs[mid]
+        seg = self.segments.get(msg.seg)
+        if seg is not None:
+            seg.live -= msg.size
+            seg.dead_ids.append(mid)
+            self.dead_seg[mid] = msg.seg
+
+    def ack(self, vhost: str, queue: str, ids: Iterable[int]) -> None:
+        qk = self._qkey(vhost, queue)
+        qm = self.queue_msgs.get(qk)
+        msgs = self.msgs
+        for mid in ids:
+            if mid > self.max_id:
+                self.max_id = mid
+            msg = msgs.get(mid)
+            if msg is None or qm is None or mid not in qm:
+                continue
+            del qm[mid]
+            msg.queues.remove(qk)
+            if msg.delivered is not None:
+                msg.delivered.discard(qk)
+            if not msg.queues:
+                self._kill(mid, msg)
+
+    def delivered(self, vhost: str, queue: str, ids: Iterable[int]) -> None:
+        qk = self._qkey(vhost, queue)
+        qm = self.queue_msgs.get(qk)
+        for mid in ids:
+            if mid > self.max_id:
+                self.max_id = mid
+            if qm is None or mid not in qm:
+                continue
+            msg = self.msgs[mid]
+            if msg.delivered is None:
+                msg.delivered = {qk}
+            else:
+                msg.delivered.add(qk)
+
+    def _kill_queue_msgs(self, qk: QKey) -> None:
+        qm = self.queue_msgs.pop(qk, None)
+        if not qm:
+            return
+        msgs = self.msgs
+        for mid in qm:
+            msg = msgs[mid]
+            msg.queues.remove(qk)
+            if msg.delivered is not None:
+                msg.delivered.discard(qk)
+            if not msg.queues:
+                self._kill(mid, msg)
+
+    def _dead_entity(self, ent: Entity) -> None:
+        segs = self.segments
+        for seg_no, _off, size in ent.locs:
+            seg = segs.get(seg_no)
+            if seg is not None:
+                seg.live -= size
+
+    def _declare(self, table: dict, key: object, rec: fmt.Record, seg: Segment, off: int,
+                 size: int) -> bool:
+        """Create or re-declare; return True if it created the entity."""
+        seg.live += size
+        ent = table.get(key)
+        if ent is None:
+            table[key] = Entity(rec, (seg.no, off, size))
+            return True
+        ent.rec = rec
+        ent.locs.append((seg.no, off, size))
+        return False
+
+    def _remove_bindings(self, pred) -> None:
+        dead = [k for k, ent in self.bindings.items() if pred(ent.rec)]
+        for k in dead:
+            self._dead_entity(self.bindings.pop(k))
+
+    def apply_entity(self, rec: fmt.Record, seg: Segment, off: int, size: int) -> None:
+        t = rec.TYPE
+        if t == fmt.T_QUEUE_DECLARE:
+            vh, name = rec.vhost, rec.name
+            self.mention(seg, ("v", vh))
+            self.mention(seg, ("q", vh, name))
+            qk = self._qkey(vh, name)
+            if self._declare(self.queues, qk, rec, seg, off, size):
+                self._kill_queue_msgs(qk)  # a new queue starts empty
+        elif t == fmt.T_EXCHANGE_DECLARE:
+            self.mention(seg, ("v", rec.vhost))
+            self.mention(seg, ("x", rec.vhost, rec.name))
+            self._declare(self.exchanges, (rec.vhost, rec.name), rec, seg, off, size)
+        elif t == fmt.T_BINDING_ADD:
+            vh = rec.vhost
+            self.mention(seg, ("v", vh))
+            self.mention(seg, ("x", vh, rec.source))
+            dkind = "q" if rec.destination_kind == fmt.DEST_QUEUE else "x"
+            self.mention(seg, (dkind, vh, rec.destination))
+            bk = binding_key(rec)
+            self.mention(seg, bk)
+            self._declare(self.bindings, bk, rec, seg, off, size)
+        elif t == fmt.T_VHOST_ADD:
+            self.mention(seg, ("v", rec.name))
+            self._declare(self.vhosts, rec.name, rec, seg, off, size)
+        elif t == fmt.T_BINDING_REMOVE:
+            ent = self.bindings.pop(("b", *rec), None)
+            if ent is not None:
+                self._dead_entity(ent)
+        elif t == fmt.T_QUEUE_PURGE:
+            self._kill_queue_msgs(self._qkey(rec.vhost, rec.name))
+        elif t == fmt.T_QUEUE_DELETE:
+            vh, name = rec.vhost, rec.name
+            qk = self._qkey(vh, name)
+            ent = self.queues.pop(qk, None)
+            if ent is not None:
+                self._dead_entity(ent)
+            self._kill_queue_msgs(qk)
+            self._remove_bindings(
+                lambda b: b.vhost == vh and b.destination_kind == fmt.DEST_QUEUE
+                and b.destination == name)
+        elif t == fmt.T_EXCHANGE_DELETE:
+            vh, name = rec.vhost, rec.name
+            ent = self.exchanges.pop((vh, name), None)
+            if ent is not None:
+                self._dead_entity(ent)
+            self._remove_bindings(
+                lambda b: b.vhost == vh and (b.source == name or (
+                    b.destination_kind == fmt.DEST_EXCHANGE and b.destination == name)))
+        elif t == fmt.T_VHOST_DELETE:
+            vh = rec.name
+            ent = self.vhosts.pop(vh, None)
+            if ent is not None:
+                self._dead_entity(ent)
+            for table in (self.exchanges, self.queues):
+                for k in [k for k in table if k[0] == vh]:
+                    self._dead_entity(table.pop(k))
+            self._remove_bindings(lambda b: b.vhost == vh)
+            for qk in [qk for qk in self.queue_msgs if qk[0] == vh]:
+                self._kill_queue_msgs(qk)
+        else:  # pragma: no cover - apply() routes the other types
+            raise fmt.FormatError(f"not an entity record type {t}")
+
+    def kill_orphans(self) -> int:
+        """Kill messages on queues that do not exist (end of recovery); return how many
+        (message, queue) pairs were dropped."""
+        n = 0
+        for qk in [qk for qk in self.queue_msgs if qk not in self.queues]:
+            n += len(self.queue_msgs[qk])
+            self._kill_queue_msgs(qk)
+        return n
+
+    # -- checks -------------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Assert the invariants of the module docstring (tests; O(state))."""
+        live: dict[int, int] = {}
+        for mid, msg in self.msgs.items():
+            assert msg.queues, mid
+            assert len(set(msg.queues)) == len(msg.queues)
+            for qk in msg.queues:
+                assert mid in self.queue_msgs[qk], (mid, qk)
+            if msg.delivered:
+                assert msg.delivered <= set(msg.queues)
+            live[msg.seg] = live.get(msg.seg, 0) + msg.size
+            assert mid not in self.dead_seg
+        for qk, qm in self.queue_msgs.items():
+            for mid in qm:
+                assert qk in self.msgs[mid].queues
+        for table in (self.vhosts, self.exchanges, self.queues, self.bindings):
+            for ent in table.values():
+                for seg_no, _off, size in ent.locs:
+                    live[seg_no] = live.get(seg_no, 0) + size
+        for no, seg in self.segments.items():
+            assert seg.live == live.get(no, 0), (seg, live.get(no, 0))
+            assert 0 <= seg.live <= seg.size, seg
+            for key in seg.keys:
+                assert no in self.key_segs[key]
+        for mid, s in self.dead_seg.items():
+            assert mid not in self.msgs
+            assert mid in self.segments[s].dead_ids
+        for key, segs in self.key_segs.items():
+            for s in segs:
+                assert key in self.segments[s].keys

@@ -1,0 +1,683 @@
+"""The journal: group commit of records to append-only segment files.
+
+Life cycle (one ``Journal`` per data directory; the directory is ``flock``-ed while open)::
+
+    j = Journal(data_dir, fsync="batch")
+    j.open()                  # create the directory, take the lock
+    state = j.recover()       # RecoveredState: rebuild the broker from it
+    j.start()                 # thread "syncmq-journal"
+    j.append(format.encode_publish(...), callback)   # from any thread, never blocks on disk
+    ...
+    j.close()                 # write + fsync what is queued, stop the thread (idempotent)
+
+Threads and locks
+=================
+
+Worker threads call :meth:`append`, :meth:`append_many` and :meth:`sync_barrier`; they only
+take ``_lock`` for a few list operations. The ``syncmq-journal`` thread takes everything queued
+at once (a *batch*), writes it with one ``writev`` per segment touched, fsyncs once, fires the
+callbacks in append order, then updates its liveness state and, when idle or between batches,
+runs a bounded compaction step. fsync releases the GIL, so workers keep appending meanwhile.
+
+* ``_lock`` guards ``_pending`` (queued items), ``_error``, ``_closing`` and ``_thread``; its
+  condition ``_wakeup`` wakes the journal thread. It is never held during I/O or callbacks.
+* Everything else (file descriptors, segment numbers, the :class:`JournalState`, the
+  compactor) belongs to the journal thread once started (before that, to the caller of
+  ``open``/``recover``/``start``); no lock.
+* :attr:`metrics` are plain ints written by the journal thread; reading them without a lock
+  may see a slightly old value, nothing worse.
+
+fsync modes
+===========
+
+``"batch"`` (default, group commit): every batch that contains a callback or a barrier is
+written then fsynced once; callbacks fire after the fsync. A batch of callback-less records
+(e.g. DELIVERED) is written without an fsync of its own and becomes durable with the next one.
+
+``"always"``: no coalescing across calls: each ``append``/``append_many`` call (one *item*) is
+written and fsynced on its own, in order, before the next item; its callback fires after its
+own fsync. Costs one fsync per call that has a callback.
+
+``"never"``: batches are written but never fsynced (except by :meth:`sync_barrier` and
+:meth:`close`); callbacks fire once the data is written (it survives a process crash, not a
+power loss).
+
+Callbacks
+=========
+
+``callback(error)``: ``error`` is None once the records are durable (as above), or the
+exception that prevented it. Callbacks run on the journal thread, in the order their items
+were appended, and must be cheap and non-blocking (e.g. queue a confirm to the reactor):
+the next batch waits for them. An exception raised by a callback is logged and ignored.
+
+Errors
+======
+
+An ``OSError`` while writing, fsyncing or starting a segment (ENOSPC, EIO, ...) puts the
+journal into the *failed* state: one ``ERROR`` line is logged on ``syncmq.journal``, every
+callback of the failed batch and of everything queued behind it is called with the error,
+then ``on_error(exc)`` is called (on the journal thread). While failed, ``append`` and friends
+raise :class:`JournalFailed` at once (its ``__cause__`` is the original error). Nothing that
+was reported durable is lost: the failed batch never got a success callback.
+:meth:`reset_error` (any thread) cuts the current segment back to its last durable end,
+rebuilds the liveness state from disk and resumes; it raises if that fails again.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from . import format as fmt
+from .compaction import CompactionStats, Compactor
+from .recovery import RecoveredState, fsync_dir, recover_dir
+from .state import JournalState
+
+__all__ = ["Journal", "JournalError", "JournalFailed", "JournalClosed", "JournalMetrics",
+           "Callback", "FSYNC_MODES"]
+
+log = logging.getLogger("syncmq.journal")
+
+Callback = Callable[[Exception | None], None]
+FSYNC_MODES = ("batch", "always", "never")
+MiB = 1 << 20
+_IOV_MAX = 1024
+_fdatasync = getattr(os, "fdatasync", os.fsync)
+
+
+class JournalError(Exception):
+    """Base of the journal's own errors."""
+
+
+class JournalFailed(JournalError):
+    """The journal hit an I/O error and refuses appends until :meth:`Journal.reset_error`."""
+
+
+class JournalClosed(JournalError):
+    """The journal is not running (not started yet, or closed)."""
+
+
+@dataclass(slots=True)
+class JournalMetrics:
+    """Group-commit counters (plain ints, written by the journal thread only)."""
+
+    appends: int = 0  # items written (append/append_many calls, barriers excluded)
+    records: int = 0  # records written
+    bytes: int = 0  # record bytes written
+    batches: int = 0  # batches written (one or more items each)
+    fsyncs: int = 0  # fsync/fdatasync calls on segment files
+    max_batch: int = 0  # most items in one batch
+    segments_created: int = 0
+    errors: int = 0
+    apply_errors: int = 0  # written records the liveness state could not decode
+
+    @property
+    def mean_batch(self) -> float:
+        """Mean items per batch."""
+        return self.appends / self.batches if self.batches else 0.0
+
+
+class _Item:
+    """One append call (or barrier / control request) waiting for the journal thread."""
+
+    __slots__ = ("records", "callback", "sync", "control")
+
+    def __init__(self, records: list[bytes] | tuple[bytes, ...], callback: Callback | None,
+                 sync: bool = False, control: Callable[[], None] | None = None) -> None:
+        self.records = records
+        self.callback = callback
+        self.sync = sync  # force an fsync even in "never" mode (barrier)
+        self.control = control  # run on the journal thread instead of writing (internal)
+
+
+class Journal:
+    """Append-only, group-committed journal in ``data_dir``; see the module docstring.
+
+    :param fsync: ``"batch"`` (default), ``"always"`` or ``"never"``.
+    :param segment_bytes: a segment is closed once it would grow past this (a single larger
+        record gets a segment of its own).
+    :param on_error: called as ``on_error(exc)`` on the journal thread after an I/O error.
+    :param compact_threshold: closed segments whose live fraction falls below it are compacted.
+    :param auto_compact: compact on the journal thread between batches (bounded steps).
+    :param compact_step_bytes: input bytes per compaction step.
+    """
+
+    def __init__(self, data_dir: str | os.PathLike[str], fsync: str = "batch",
+                 segment_bytes: int = 64 * MiB, on_error: Callable[[Exception], None] | None = None,
+                 *, compact_threshold: float = 0.5, auto_compact: bool = True,
+                 compact_step_bytes: int = 4 * MiB) -> None:
+        if fsync not in FSYNC_MODES:
+            raise ValueError(f"fsync must be one of {FSYNC_MODES}, not {fsync!r}")
+        if segment_bytes < 4096:
+            raise ValueError("segment_bytes must be at least 4096")
+        self.data_dir = os.fspath(data_dir)
+        self.fsync_mode = fsync
+        self.segment_bytes = segment_bytes
+        self.on_error = on_error
+        self.compact_threshold = compact_threshold
+        self.auto_compact = auto_compact
+        self.compact_step_bytes = compact_step_bytes
+        self.metrics = JournalMetrics()
+
+        # Guards _pending, _error, _closing and _thread: shared between appending threads and
+        # the journal thread. Never held during I/O or callbacks.
+        self._lock = threading.Lock()
+        self._wakeup = threading.Condition(self._lock)  # "there is work" for the journal thread
+        self._pending: list[_Item] = []
+        self._error: Exception | None = None
+        self._closing = False
+        self._thread: threading.Thread | None = None
+
+        # Owned by the journal thread once started (see the module docstring).
+        self._lock_fd: int | None = None
+        self._state: JournalState | None = None
+        self._compactor: Compactor | None = None
+        self._fd: int | None = None  # current segment, opened O_APPEND
+        self._seg_no = 0
+        self._seg_size = 0  # file size of the current segment
+        self._durable_end = 0  # offset up to which the current segment is known durable
+        self._dirty = False  # current segment written since its last fsync
+        self._unsynced: list[str] = []  # closed segments written but not fsynced ("never")
+        self._compact_failed_at = -1  # segment number when compaction last failed
+        self._closed = False
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Create ``data_dir`` if needed and lock it (``JournalError`` if another journal has
+        it)."""
+        if self._lock_fd is not None:
+            return
+        os.makedirs(self.data_dir, exist_ok=True)
+        fd = os.open(os.path.join(self.data_dir, "LOCK"), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise JournalError(f"journal directory {self.data_dir} is in use") from None
+        self._lock_fd = fd
+
+    def recover(self) -> RecoveredState:
+        """Replay the segments (truncating a torn tail) and return what they hold; see
+        ``recovery.py``. Must be called after :meth:`open` and before :meth:`start`."""
+        if self._lock_fd is None:
+            raise JournalError("open() the journal before recover()")
+        if self._thread is not None:
+            raise JournalError("recover() must be called before start()")
+        result, state = recover_dir(self.data_dir)
+        self._state = state
+        self._compactor = Compactor(self.data_dir, state, self.segment_bytes,
+                                    self.compact_threshold, self.compact_step_bytes,
+                                    do_fsync=self.fsync_mode != "never")
+        self._open_current()
+        st = result.stats
+        log.info("journal recovered %s: %d segment(s), %d record(s), %d live message(s), "
+                 "%d queue(s) in %.3f s", self.data_dir, st.segments, st.records,
+                 st.live_messages, len(result.queues), st.seconds)
+        return result
+
+    def start(self) -> None:
+        """Start the ``syncmq-journal`` thread. Requires :meth:`recover`."""
+        if self._state is None:
+            raise JournalError("recover() must be called before start()")
+        with self._lock:
+            if self._thread is not None or self._closing:
+                raise JournalError("journal already started or closed")
+            self._thread = threading.Thread(target=self._run, name="syncmq-journal",
+                                            daemon=True)
+            self._thread.start()
+
+    def close(self, timeout: float | None = None) -> None:
+        """Write and fsync everything queued, stop the thread, release the directory.
+
+        Idempotent; later appends raise :class:`JournalClosed`. An in-progress compaction
+        job is abandoned (safe: see ``compaction.py``)."""
+        with self._lock:
+            self._closing = True
+            thread = self._thread
+            self._wakeup.notify()
+        if thread is threading.current_thread():
+            return  # called from a callback: the thread finishes up when it stops
+        if thread is not None:
+            thread.join(timeout)
+            if thread.is_alive():
+                raise JournalError("journal thread did not stop in time")
+        else:
+            self._finish()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _finish(self) -> None:
+        """Abandon compaction, fsync and close the segment (journal thread, or the caller of
+        close() if the thread never ran). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._compactor is not None:
+            self._compactor.abort()
+        if self._fd is not None:
+            try:
+                if self._error is None:
+                    self._sync_all()
+            except OSError as exc:
+                log.error("journal: final fsync of %s failed: %s", self.data_dir, exc)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- appending (any thread) ---------------------------------------------------------------
+
+    def append(self, record: bytes, callback: Callback | None = None) -> None:
+        """Queue one framed record (from the ``format.encode_*`` builders).
+
+        Never blocks on disk. ``callback(error)`` fires on the journal thread once the record
+        is durable (per the fsync mode) or failed. Raises ``format.FormatError`` for a
+        malformed record, :class:`JournalFailed` / :class:`JournalClosed` when not accepting.
+        """
+        fmt.check_record(record)
+        self._enqueue(_Item((record,), callback))
+
+    def append_many(self, records: Iterable[bytes], callback: Callback | None = None) -> None:
+        """Queue several records as one item: written contiguously, in order, with a single
+        ``callback`` for all of them (e.g. a transaction's publishes and acks)."""
+        recs = list(records)
+        for r in recs:
+            fmt.check_record(r)
+        self._enqueue(_Item(recs, callback))
+
+    def sync_barrier(self, callback: Callback) -> None:
+        """``callback(None)`` once everything appended before this call is durable (forces an
+        fsync, also in ``"never"`` mode)."""
+        self._enqueue(_Item((), callback, sync=True))
+
+    def _enqueue(self, item: _Item) -> None:
+        with self._lock:
+            if self._error is not None:
+                raise JournalFailed(f"journal failed: {self._error}") from self._error
+            if self._closing or self._thread is None:
+                raise JournalClosed("journal is not running")
+            self._pending.append(item)
+            if len(self._pending) == 1:
+                self._wakeup.notify()
+
+    @property
+    def error(self) -> Exception | None:
+        """The I/O error that put the journal into the failed state, or None."""
+        return self._error
+
+    def reset_error(self, timeout: float | None = None) -> None:
+        """Leave the failed state: truncate the current segment to its last durable end,
+        rebuild the liveness state from disk, accept appends again. Raises the new error if
+        that fails (the journal stays failed)."""
+        done = threading.Event()
+        box: list[BaseException] = []
+
+        def control() -> None:
+            try:
+                self._reset_locked_out()
+            except BaseException as exc:  # reported to the caller below
+                box.append(exc)
+            finally:
+                done.set()
+
+        with self._lock:
+            if self._error is None:
+                return
+            if self._thread is None or self._closing:
+                raise JournalClosed("journal is not running")
+            self._pending.append(_Item((), None, control=control))
+            self._wakeup.notify()
+        if not done.wait(timeout):
+            raise JournalError("reset_error timed out")
+        if box:
+            raise box[0]
+
+    # -- compaction (any thread) --------------------------------------------------------------
+
+    def compact(self, timeout: float | None = None) -> int:
+        """Run compaction until no closed segment qualifies; return the number of jobs.
+
+        On the journal thread when it runs (this call waits for it), else inline."""
+        if self._compactor is None:
+            raise JournalError("recover() must be called before compact()")
+        with self._lock:
+            running = self._thread is not None and not self._closing
+        if self._closed:
+            raise JournalClosed("journal is closed")
+        if not running:
+            return self._compactor.run_all(self._seg_no)
+        done = threading.Event()
+        box: list = []
+
+        def control() -> None:
+            try:
+                box.append(self._compactor.run_all(self._seg_no))
+            except BaseException as exc:  # reported to the caller below
+                box.append(exc)
+            finally:
+                done.set()
+
+        with self._lock:
+            self._pending.append(_Item((), None, control=control))
+            self._wakeup.notify()
+        if not done.wait(timeout):
+            raise JournalError("compact timed out")
+        if isinstance(box[0], BaseException):
+            raise box[0]
+        return box[0]
+
+    @property
+    def compaction_stats(self) -> CompactionStats:
+        assert self._compactor is not None
+        return self._compactor.stats
+
+    def segment_numbers(self) -> list[int]:
+        """Segment files currently in the data directory (reads the directory)."""
+        return sorted(n for n in (fmt.parse_segment_name(x) for x in os.listdir(self.data_dir))
+                      if n is not None)
+
+    def disk_usage(self) -> int:
+        """Total bytes of the segment files (reads the directory)."""
+        return sum(os.path.getsize(os.path.join(self.data_dir, fmt.segment_name(n)))
+                   for n in self.segment_numbers())
+
+    # -- the journal thread -------------------------------------------------------------------
+
+    def _compaction_wanted(self) -> bool:
+        c = self._compactor
+        if c is None or not self.auto_compact:
+            return False
+        if c.busy:
+            return True
+        if self._compact_failed_at == self._seg_no:
+            return False
+        run = c.find_run(self._seg_no)
+        if run is None:
+            return False
+        c.start(run)
+        return True
+
+    def _run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            self._finish()
+
+    def _loop(self) -> None:
+        want_compact = self._compaction_wanted()
+        while True:
+            with self._lock:
+                while not self._pending and not self._closing and not want_compact:
+                    self._wakeup.wait()
+                items = self._pending
+                self._pending = []
+                closing = self._closing
+            if items:
+                try:
+                    self._process(items)
+                except BaseException:  # pragma: no cover - a bug; keep the thread honest
+                    log.exception("journal thread: unexpected error")
+                    self._fail(OSError(errno.EIO, "internal journal error"), [])
+            if closing and not items:
+                break
+            compactor = self._compactor
+            assert compactor is not None
+            if want_compact or compactor.busy:
+                before = compactor.stats.aborted
+                try:
+                    compactor.step()
+                except BaseException:
+                    log.exception("journal compaction failed")
+                    compactor.abort()
+                if compactor.stats.aborted != before:
+                    self._compact_failed_at = self._seg_no
+            want_compact = self._error is None and self._compaction_wanted()
+
+    def _process(self, items: list[_Item]) -> None:
+        """Write, sync and call back one batch (journal thread)."""
+        if self._error is not None:
+            self._fail_items(items, self._error)
+            return
+        if self.fsync_mode == "always":
+            groups = [[it] for it in items]
+        else:
+            groups = [items]
+        for gi, group in enumerate(groups):
+            writes = [it for it in group if it.control is None]
+            try:
+                self._write_group(writes)
+            except OSError as exc:
+                rest = [it for g in groups[gi:] for it in g if it.control is None]
+                self._fail(exc, rest)
+                # control items still run (reset_error, compact)
+                for g in groups[gi:]:
+                    for it in g:
+                        if it.control is not None:
+                            it.control()
+                return
+            for it in group:
+                if it.control is not None:
+                    it.control()
+                elif it.callback is not None:
+                    try:
+                        it.callback(None)
+                    except Exception:
+                        log.exception("journal callback raised")
+
+    def _write_group(self, items: list[_Item]) -> None:
+        if not items:
+            return
+        m = self.metrics
+        need_sync = False
+        n_appends = 0
+        for it in items:
+            if it.sync or (it.callback is not None and self.fsync_mode != "never"):
+                need_sync = True
+            if it.records:
+                n_appends += 1
+        bufs: list[bytes] = []
+        offs: list[int] = []
+        pos = self._seg_size
+        nbytes = 0
+        for it in items:
+            for rec in it.records:
+                if pos + len(rec) > self.segment_bytes and pos > fmt.FILE_HEADER.size:
+                    self._write_chunk(bufs, offs)
+                    bufs, offs = [], []
+                    self._roll()
+                    pos = self._seg_size
+                bufs.append(rec)
+                offs.append(pos)
+                pos += len(rec)
+                nbytes += len(rec)
+        self._write_chunk(bufs, offs)
+        if need_sync:
+            self._sync_all()
+        if self.fsync_mode == "never":
+            self._durable_end = self._seg_size
+        m.records += sum(len(it.records) for it in items)
+        m.bytes += nbytes
+        m.appends += n_appends
+        m.batches += 1
+        if n_appends > m.max_batch:
+            m.max_batch = n_appends
+
+    def _write_chunk(self, bufs: list[bytes], offs: list[int]) -> None:
+        """Write ``bufs`` at the end of the current segment, then apply them to the state."""
+        if not bufs:
+            return
+        fd = self._fd
+        assert fd is not None
+        total = 0
+        for i in range(0, len(bufs), _IOV_MAX):
+            part = bufs[i : i + _IOV_MAX]
+            want = sum(len(b) for b in part)
+            n = os.writev(fd, part)
+            if n != want:
+                mv = memoryview(b"".join(part))[n:]
+                while mv:
+                    k = os.write(fd, mv)
+                    mv = mv[k:]
+            total += want
+        self._seg_size += total
+        self._dirty = True
+        state = self._state
+        assert state is not None
+        seg = state.segments[self._seg_no]
+        hsize = fmt.RECORD_HEADER.size
+        for rec, off in zip(bufs, offs, strict=True):
+            try:
+                state.apply(rec[8], rec, 0, len(rec) - hsize, seg, False, off)
+            except (fmt.FormatError, UnicodeDecodeError) as exc:
+                self.metrics.apply_errors += 1
+                log.warning("journal: written record at %016x:%d does not decode (%s)",
+                            self._seg_no, off, exc)
+
+    def _sync(self) -> None:
+        assert self._fd is not None
+        _fdatasync(self._fd)
+        self.metrics.fsyncs += 1
+        self._dirty = False
+        self._durable_end = self._seg_size
+
+    def _sync_all(self) -> None:
+        """fsync closed segments left unsynced ("never" mode), then the current one."""
+        while self._unsynced:
+            path = self._unsynced[0]
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                self._unsynced.pop(0)
+                continue
+            try:
+                os.fsync(fd)
+                self.metrics.fsyncs += 1
+            finally:
+                os.close(fd)
+            self._unsynced.pop(0)
+        if self._dirty:
+            self._sync()
+
+    # -- segments -----------------------------------------------------------------------------
+
+    def _seg_path(self, no: int) -> str:
+        return os.path.join(self.data_dir, fmt.segment_name(no))
+
+    def _open_current(self) -> None:
+        """After recovery: append to the last segment if it is a plain one with room, else
+        start a new one."""
+        state = self._state
+        assert state is not None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        last = max(state.segments) if state.segments else 0
+        seg = state.segments.get(last)
+        if seg is not None and seg.covers_from == last and \
+                fmt.FILE_HEADER.size + seg.size < self.segment_bytes:
+            self._fd = os.open(self._seg_path(last), os.O_WRONLY | os.O_APPEND)
+            self._seg_no = last
+            self._seg_size = fmt.FILE_HEADER.size + seg.size
+            self._durable_end = self._seg_size
+            self._dirty = False
+        else:
+            self._new_segment(last + 1)
+
+    def _roll(self) -> None:
+        """Close the current segment (fsynced unless "never") and start the next one."""
+        if self._dirty:
+            if self.fsync_mode != "never":
+                self._sync()
+            else:
+                self._unsynced.append(self._seg_path(self._seg_no))
+        self._new_segment(self._seg_no + 1)
+
+    def _new_segment(self, no: int) -> None:
+        path = self._seg_path(no)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        try:
+            header = fmt.encode_file_header(no)
+            if os.write(fd, header) != len(header):
+                raise OSError(errno.EIO, "short write of a segment header")
+            if self.fsync_mode != "never":
+                os.fsync(fd)
+                fsync_dir(self.data_dir)
+        except BaseException:
+            os.close(fd)
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+            raise
+        if self._fd is not None:
+            os.close(self._fd)
+        self._fd = fd
+        self._seg_no = no
+        self._seg_size = len(header)
+        self._durable_end = self._seg_size
+        self._dirty = False
+        assert self._state is not None
+        self._state.add_segment(no)
+        self.metrics.segments_created += 1
+
+    # -- errors -------------------------------------------------------------------------------
+
+    def _fail_items(self, items: list[_Item], exc: Exception) -> None:
+        for it in items:
+            if it.control is not None:
+                it.control()
+            elif it.callback is not None:
+                try:
+                    it.callback(exc)
+                except Exception:
+                    log.exception("journal callback raised")
+
+    def _fail(self, exc: Exception, items: list[_Item]) -> None:
+        """Enter the failed state: fail ``items`` and everything queued, then ``on_error``."""
+        with self._lock:
+            first = self._error is None
+            self._error = exc
+            queued = self._pending
+            self._pending = []
+        self.metrics.errors += 1
+        if self._compactor is not None:
+            self._compactor.abort()
+        if first:
+            log.error("journal write to %s failed: %s; failing %d pending append(s); appends "
+                      "refused until reset_error()", self.data_dir, exc,
+                      len(items) + len(queued))
+        self._fail_items(items, exc)
+        self._fail_items(queued, exc)
+        if self.on_error is not None:
+            try:
+                self.on_error(exc)
+            except Exception:
+                log.exception("journal on_error callback raised")
+
+    def _reset_locked_out(self) -> None:
+        """Journal thread: recover from the failed state (see :meth:`reset_error`)."""
+        if self._fd is not None:
+            os.ftruncate(self._fd, self._durable_end)
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = None
+        _result, state = recover_dir(self.data_dir)
+        self._state = state
+        self._compactor = Compactor(self.data_dir, state, self.segment_bytes,
+                                    self.compact_threshold, self.compact_step_bytes,
+                                    do_fsync=self.fsync_mode != "never")
+        self._open_current()
+        with self._lock:
+            self._error = None
+        log.warning("journal %s: error state cleared, appends accepted again", self.data_dir)
