@@ -78,32 +78,41 @@ class VirtualHost:
         internal: bool,
         arguments: dict | None,
     ) -> tuple[Exchange, bool]:
-        """exchange.declare; returns (exchange, created)."""
+        """exchange.declare; returns (exchange, created).
+
+        RabbitMQ's order: passive declares only look up (the default exchange is 403); else
+        the type is checked (503), then the default exchange (403); an existing exchange only
+        has to be equivalent (406), so redeclaring ``amq.direct`` as it is succeeds, while the
+        reserved ``amq.`` prefix (403) is checked only when creating.
+        """
         if passive:
+            if name == "":
+                raise _default_exchange_refused()
             return self.get_exchange(name), False
-        if name == "" or name.startswith("amq."):
-            raise AMQPChannelError(
-                _spec.ACCESS_REFUSED,
-                f"ACCESS_REFUSED - exchange name '{name}' contains reserved prefix 'amq.*'"
-                if name else "ACCESS_REFUSED - operation not permitted on the default exchange",
-            )
         if type_ not in EXCHANGE_TYPES:
             raise AMQPConnectionError(
                 _spec.COMMAND_INVALID, f"COMMAND_INVALID - unknown exchange type '{type_}'"
             )
-        ae = (arguments or {}).get("alternate-exchange")
-        if ae is not None and not isinstance(ae, str):
-            raise AMQPChannelError(
-                _spec.PRECONDITION_FAILED,
-                "PRECONDITION_FAILED - invalid arg 'alternate-exchange' for exchange "
-                f"'{name}' in vhost '{self.name}'",
-            )
+        if name == "":
+            raise _default_exchange_refused()
         with self.lock:
             ex = self.exchanges.get(name)
             if ex is not None:
                 self._check_equivalent_exchange(ex, type_, durable, auto_delete, internal,
                                                 arguments)
                 return ex, False
+            if name.startswith("amq."):
+                raise AMQPChannelError(
+                    _spec.ACCESS_REFUSED,
+                    f"ACCESS_REFUSED - exchange name '{name}' contains reserved prefix 'amq.*'",
+                )
+            ae = (arguments or {}).get("alternate-exchange")
+            if ae is not None and not isinstance(ae, str):
+                raise AMQPChannelError(
+                    _spec.PRECONDITION_FAILED,
+                    "PRECONDITION_FAILED - invalid arg 'alternate-exchange' for exchange "
+                    f"'{name}' in vhost '{self.name}'",
+                )
             ex = Exchange(self.name, name, type_, durable, auto_delete, internal, arguments)
             self.exchanges[name] = ex
             return ex, True
@@ -134,7 +143,8 @@ class VirtualHost:
         if name == "" or name.startswith("amq."):
             raise AMQPChannelError(
                 _spec.ACCESS_REFUSED,
-                f"ACCESS_REFUSED - operation not permitted on exchange '{name}'"
+                f"ACCESS_REFUSED - deletion of system exchange '{name}' in vhost "
+                f"'{self.name}' not allowed"
                 if name else "ACCESS_REFUSED - operation not permitted on the default exchange",
             )
         with self.lock:
@@ -288,7 +298,7 @@ class VirtualHost:
         self, source: str, destination: Any, routing_key: str, arguments: dict | None
     ) -> None:
         """Bind ``destination`` (a Queue or Exchange) to exchange ``source``."""
-        if source == "":
+        if source == "" or destination is self.default_exchange:
             what = "queue" if isinstance(destination, Queue) else "exchange"
             raise AMQPChannelError(
                 _spec.ACCESS_REFUSED,
@@ -319,7 +329,7 @@ class VirtualHost:
         self, source: str, destination: Any, routing_key: str, arguments: dict | None
     ) -> None:
         """Remove a binding; a missing binding is not an error (RabbitMQ 3.x)."""
-        if source == "":
+        if source == "" or destination is self.default_exchange:
             raise AMQPChannelError(
                 _spec.ACCESS_REFUSED,
                 "ACCESS_REFUSED - operation not permitted on the default exchange",
@@ -359,6 +369,12 @@ class VirtualHost:
                 h = message.headers if d.needs_headers else None
                 pending.extend(d.matcher.route(message.routing_key, h))
         return list(queues.values())
+
+
+def _default_exchange_refused() -> AMQPChannelError:
+    return AMQPChannelError(
+        _spec.ACCESS_REFUSED, "ACCESS_REFUSED - operation not permitted on the default exchange"
+    )
 
 
 def _fmt_arg(v: Any) -> str:
