@@ -36,7 +36,7 @@ from typing import Any, Protocol
 
 from .wire.errors import AMQPConnectionError
 from .wire.frames import HEARTBEAT_FRAME, PROTOCOL_HEADER, parse_frames
-from .workers import Worker, WorkerPool
+from .workers import Worker, WorkerPool, current_worker
 
 log = logging.getLogger("syncmq.reactor")
 
@@ -111,7 +111,7 @@ class Transport:
             was_empty = not self.out
             self.out.extend(chunks)
         if was_empty:
-            self.reactor.call_soon(self.reactor._flush, self)
+            self._wake()
 
     def write1(self, data: bytes) -> None:
         """Queue one chunk. Thread-safe."""
@@ -121,6 +121,15 @@ class Transport:
             was_empty = not self.out
             self.out.append(data)
         if was_empty:
+            self._wake()
+
+    def _wake(self) -> None:
+        """Get the reactor to flush us: at the end of the current worker task if called on a
+        worker (one wake-up per batch), else now."""
+        w = current_worker()
+        if w is not None:
+            w.defer(self)
+        else:
             self.reactor.call_soon(self.reactor._flush, self)
 
     def close_after_flush(self) -> None:
@@ -185,6 +194,7 @@ class Reactor:
         self._running = False
         self._accepting = True
         self.thread: threading.Thread | None = None
+        pool.set_on_deferred(self._flush_later)
 
     # ---- set-up ----
 
@@ -225,6 +235,14 @@ class Reactor:
     def call_later(self, delay: float, fn: Callable[..., Any], *args: Any) -> None:
         """Run ``fn(*args)`` on the reactor thread after ``delay`` seconds. Thread-safe."""
         self.call_soon(self._add_timer, time.monotonic() + delay, fn, args)
+
+    def _flush_later(self, transports: list) -> None:
+        """A worker's batch left output for ``transports`` (called on that worker)."""
+        self.call_soon(self._flush_many, transports)
+
+    def _flush_many(self, transports: list) -> None:
+        for t in transports:
+            self._flush(t)
 
     def stop_accepting(self) -> None:
         self.call_soon(self._stop_accepting)

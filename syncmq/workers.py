@@ -23,17 +23,27 @@ from typing import Any
 log = logging.getLogger("syncmq.workers")
 
 _STOP = object()
+_local = threading.local()
+
+
+def current_worker() -> Worker | None:
+    """The :class:`Worker` running the calling thread, or None on any other thread."""
+    return getattr(_local, "worker", None)
 
 
 class Worker:
     """One worker thread with its own task queue (a ``queue.SimpleQueue``, lock-free for us)."""
 
-    __slots__ = ("index", "tasks", "thread", "load")
+    __slots__ = ("index", "tasks", "thread", "load", "deferred", "on_deferred")
 
     def __init__(self, index: int) -> None:
         self.index = index
         self.tasks: queue.SimpleQueue = queue.SimpleQueue()
         self.load = 0  # number of connections pinned here; changed only by the reactor thread
+        # Objects handed to ``defer`` during the current task; only this worker's thread
+        # touches the list, so it needs no lock.
+        self.deferred: list = []
+        self.on_deferred: Callable[[list], None] | None = None
         self.thread = threading.Thread(
             target=self._run, name=f"syncmq-worker-{index}", daemon=True
         )
@@ -42,7 +52,16 @@ class Worker:
         """Queue ``fn(*args)`` to run on this worker, after everything queued before it."""
         self.tasks.put((fn, args))
 
+    def defer(self, obj: Any) -> None:
+        """Hand ``obj`` back to the reactor once the current task is done (this thread only).
+
+        Used for outbound buffers that went from empty to non-empty: a task that delivers a
+        thousand messages to one connection wakes the reactor once, not a thousand times.
+        """
+        self.deferred.append(obj)
+
     def _run(self) -> None:
+        _local.worker = self
         get = self.tasks.get
         while True:
             item = get()
@@ -53,6 +72,12 @@ class Worker:
                 fn(*args)
             except Exception:  # a bug in a handler must not kill the worker
                 log.exception("unhandled error in worker task %r", fn)
+            if self.deferred:
+                deferred, self.deferred = self.deferred, []
+                try:
+                    self.on_deferred(deferred)
+                except Exception:
+                    log.exception("unhandled error handing deferred work to the reactor")
 
 
 class WorkerPool:
@@ -62,6 +87,11 @@ class WorkerPool:
         if size < 1:
             raise ValueError("worker pool size must be >= 1")
         self.workers = [Worker(i) for i in range(size)]
+
+    def set_on_deferred(self, fn: Callable[[list], None]) -> None:
+        """Install the reactor's hand-back (before ``start``)."""
+        for w in self.workers:
+            w.on_deferred = fn
 
     def start(self) -> None:
         for w in self.workers:
