@@ -22,7 +22,7 @@ pub.channel().basic_publish("logs", "", b"hello, subscribers")
 pub.close()
 
 for q in queues:
-    for method, _props, body in sch.consume(q, auto_ack=True, inactivity_timeout=2):
+    for _method, _props, body in sch.consume(q, auto_ack=True, inactivity_timeout=2):
         print(f"{q} got {body.decode()}")
         break
     sch.cancel()
