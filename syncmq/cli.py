@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         max_message_size=args.max_message_size,
     )
     server = Server(config)
+    server.install_signal_handlers()
     try:
         server.start()
     except OSError as e:

@@ -107,11 +107,14 @@ class Server:
         """Ask :meth:`serve_forever` to stop (thread-safe)."""
         self.signals.put(signal.SIGTERM)
 
-    def serve_forever(self, install_signals: bool = True) -> None:
+    def install_signal_handlers(self) -> None:
+        """SIGTERM/SIGINT/SIGHUP only enqueue; call before :meth:`start` so that a signal
+        arriving during start-up is not lost (main thread only)."""
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, lambda signum, _frame: self.signals.put(signum))
+
+    def serve_forever(self) -> None:
         """Run until SIGTERM/SIGINT (or :meth:`request_stop`); then shut down gracefully."""
-        if install_signals:
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                signal.signal(sig, lambda signum, _frame: self.signals.put(signum))
         while True:
             try:
                 signum = self.signals.get(timeout=1.0)
