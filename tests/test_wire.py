@@ -117,6 +117,7 @@ def test_decode_each_field_type(code: bytes, raw: bytes, expected: Any) -> None:
         (-(2**31), b"I"),
         (2**31, b"l"),
         (-(2**63), b"l"),
+        (2**64 - 1, b"T"),
         (1.5, b"d"),
         (Decimal("1.50"), b"D"),
         ("text", b"S"),
@@ -151,7 +152,7 @@ def test_encode_exact_bytes() -> None:
 
 @pytest.mark.parametrize(
     "value",
-    [2**63, -(2**63) - 1, Decimal("NaN"), Decimal("1e-300"), Decimal(2**40), object(), {1: 2},
+    [2**64, -(2**63) - 1, Decimal("NaN"), Decimal("1e-300"), Decimal(2**40), object(), {1: 2},
      {"k" * 256: 1}, datetime.datetime(1969, 12, 31)],
 )
 def test_unencodable_values_raise_internal_error(value: Any) -> None:

@@ -29,16 +29,18 @@ x     uint32 length + octets      bytes
 ====  ==========================  ===============================================
 
 Encoding picks the type from the Python value: bool -> t, int -> I (or l when it does not fit
-32 bits), float -> d, Decimal -> D, str -> S, bytes/bytearray/memoryview -> x, dict -> F,
+32 bits, or T for 2**63 .. 2**64-1, which only a timestamp can hold), float -> d, Decimal -> D, str -> S, bytes/bytearray/memoryview -> x, dict -> F,
 list/tuple -> A, datetime -> T, None -> V.
 
 Errors (reply texts are RabbitMQ-style, ``"SYNTAX_ERROR - explanation"``): anything malformed
 on decode raises :class:`AMQPConnectionError` with 502 SYNTAX_ERROR
 (never IndexError, struct.error, UnicodeDecodeError or RecursionError). Table keys are decoded
 as UTF-8 with ``surrogateescape`` so that any key round-trips to the same octets. Values that
-cannot be encoded (a key longer than 255 octets, an int beyond 64 bits, an unsupported type,
+cannot be encoded (a key longer than 255 octets, an int outside -2**63 .. 2**64-1, an unsupported type,
 nesting deeper than :data:`MAX_DEPTH`) raise :class:`AMQPConnectionError` with 541
-INTERNAL_ERROR: encoding is the broker's own doing, not the peer's.
+INTERNAL_ERROR: encoding is the broker's own doing, not the peer's. Every decoded table
+re-encodes (equal values, though not always the same type codes: ``i`` comes back as ``I``/``l``,
+``S`` holding invalid UTF-8 as ``x``).
 """
 
 from __future__ import annotations
@@ -100,6 +102,7 @@ _UTC = datetime.UTC
 
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_UINT64_MAX = 2**64 - 1
 
 _DECODE_ERRORS = (struct.error, IndexError, ValueError, OverflowError, RecursionError)
 
@@ -397,8 +400,13 @@ def _encode_value(value: Any, out: list[bytes], depth: int) -> None:
         elif _INT64_MIN <= value <= _INT64_MAX:
             out.append(b"l")
             out.append(_S_q.pack(value))
+        elif _INT64_MAX < value <= _UINT64_MAX:
+            # Only a timestamp holds an unsigned 64-bit value; it is also what such a number
+            # decoded from (a timestamp past year 9999), so every decoded table re-encodes.
+            out.append(b"T")
+            out.append(_S_Q.pack(value))
         else:
-            raise _internal(f"integer {value} does not fit in a signed 64-bit field")
+            raise _internal(f"integer {value} does not fit in a 64-bit field")
     elif t is dict:
         out.append(b"F")
         out.append(_table_bytes(value, depth + 1))
