@@ -228,7 +228,24 @@ def _decode_entries(buf: bytes, pos: int, end: int, depth: int) -> dict[str, Any
         if kend >= end:  # the key and at least the type code must fit
             raise _syntax("field table: truncated entry")
         key = buf[pos + 1 : kend].decode("utf-8", "surrogateescape")
-        table[key], pos = _decode_value(buf, buf[kend], kend + 1, end, depth)
+        code = buf[kend]
+        pos = kend + 1
+        # The commonest types inline (same checks as _decode_value), the rest there.
+        if code == 83 and pos + 4 <= end:  # 'S'
+            vend = pos + 4 + _U32(buf, pos)[0]
+            if vend > end:
+                raise _syntax("field table: long string runs past the end")
+            raw = buf[pos + 4 : vend]
+            try:
+                table[key] = raw.decode()
+            except UnicodeDecodeError:
+                table[key] = raw
+            pos = vend
+        elif code == 73 and pos + 4 <= end:  # 'I'
+            table[key] = _S_i.unpack_from(buf, pos)[0]
+            pos += 4
+        else:
+            table[key], pos = _decode_value(buf, code, pos, end, depth)
     return table
 
 
