@@ -24,12 +24,18 @@ from syncmq.broker.routing import matcher_for
 from syncmq.queues.ready import PriorityReadyQueue, ReadyQueue
 from syncmq.queues.unacked import UnackedMap
 
-EXAMPLES = int(os.environ.get("SYNCMQ_FUZZ_EXAMPLES", "200"))
+# Inherit the profile fuzz/conftest.py loads; without it, read the same variable ourselves.
+_profile = settings()
+_extra = {}
+if _profile.deadline is not None:  # the library default: no project profile loaded
+    _extra = {"max_examples": int(os.environ.get("SYNCMQ_FUZZ_EXAMPLES", "200")),
+              "deadline": None}
 SETTINGS = settings(
-    max_examples=EXAMPLES,
-    deadline=None,
+    _profile,
     stateful_step_count=60,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+    suppress_health_check=[*_profile.suppress_health_check, HealthCheck.too_slow,
+                           HealthCheck.filter_too_much],
+    **_extra,
 )
 
 items = st.integers(0, 9)  # few values, so predicates and duplicates are common
