@@ -184,8 +184,8 @@ class Reactor:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
-        # Guards ``_woken``: set when a byte is in the wake pipe, so that concurrent callers
-        # write at most one byte per reactor wake-up.
+        # Guards ``_woken`` and the wake pipe's content together: ``_woken`` is True exactly
+        # when a byte is in the pipe, so concurrent callers write at most one byte per wake-up.
         self._wake_lock = threading.Lock()
         self._woken = False
         self.selector.register(self._wake_r, selectors.EVENT_READ, _WAKE)
@@ -227,10 +227,10 @@ class Reactor:
             if self._woken:
                 return
             self._woken = True
-        try:
-            os.write(self._wake_w, b"x")
-        except BlockingIOError:
-            pass
+            try:
+                os.write(self._wake_w, b"x")
+            except BlockingIOError:
+                pass
 
     def call_later(self, delay: float, fn: Callable[..., Any], *args: Any) -> None:
         """Run ``fn(*args)`` on the reactor thread after ``delay`` seconds. Thread-safe."""
@@ -289,13 +289,16 @@ class Reactor:
         self._shutdown_sockets()
 
     def _drain_wake(self) -> None:
+        # Drain and clear the flag in one critical section (writers write under the same lock):
+        # clearing first and draining after would swallow a byte written in between and leave
+        # the flag set with an empty pipe, and every later call_soon would then skip its wake-up.
         with self._wake_lock:
-            self._woken = False
-        try:
-            while os.read(self._wake_r, 4096):
+            try:
+                while os.read(self._wake_r, 4096):
+                    pass
+            except BlockingIOError:
                 pass
-        except BlockingIOError:
-            pass
+            self._woken = False
 
     def _run_calls(self) -> None:
         calls = self._calls
