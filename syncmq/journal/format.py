@@ -119,7 +119,7 @@ __all__ = [
     "encode_exchange_delete", "encode_queue_declare", "encode_queue_delete",
     "encode_queue_purge", "encode_binding_add", "encode_binding_remove", "encode_publish",
     "encode_ack", "encode_delivered", "publish_body_span", "decode_publish_head",
-    "decode_ids_record",
+    "decode_ids_record", "decode_publish",
 ]
 
 MAGIC = b"SYNCMQJ1"
@@ -569,7 +569,9 @@ def _dec_binding(r: _Reader) -> tuple[str, str, str, int, str, bytes]:
 
 def _decode(rtype: int, r: _Reader) -> Record:
     if rtype == T_PUBLISH:
-        return Publish(r.u64(), r.s(), r.str_list(), r.s(), r.s(), r.b(), r.b())
+        rec = _publish_fast(r.buf, r.pos, r.end, True)
+        r.pos = r.end
+        return rec
     if rtype == T_ACK:
         return Ack(r.s(), r.s(), r.ids())
     if rtype == T_DELIVERED:
@@ -608,20 +610,86 @@ def decode_payload(
     return rec
 
 
+_U64_U16 = struct.Struct(">QH")
+
+
+def _publish_fast(buf: bytes | memoryview, p: int, end: int, full: bool) -> tuple:
+    """Hot path of PUBLISH decoding (recovery and the writer): no cursor object. Overruns
+    show up as ``p != end`` at the end, or as struct/Unicode errors."""
+    try:
+        mid, n = _U64_U16.unpack_from(buf, p)
+        p += 10
+        vhost = str(buf[p : p + n], "utf-8")
+        p += n
+        cnt = _U16.unpack_from(buf, p)[0]
+        p += 2
+        queues = []
+        for _ in range(cnt):
+            n = _U16.unpack_from(buf, p)[0]
+            p += 2
+            queues.append(str(buf[p : p + n], "utf-8"))
+            p += n
+        if not full:
+            if p > end:
+                raise FormatError("PUBLISH payload truncated")
+            return mid, vhost, tuple(queues)
+        n = _U16.unpack_from(buf, p)[0]
+        p += 2
+        exchange = str(buf[p : p + n], "utf-8")
+        p += n
+        n = _U16.unpack_from(buf, p)[0]
+        p += 2
+        routing_key = str(buf[p : p + n], "utf-8")
+        p += n
+        n = _U32.unpack_from(buf, p)[0]
+        p += 4
+        properties = bytes(buf[p : p + n])
+        p += n
+        n = _U32.unpack_from(buf, p)[0]
+        p += 4
+        body = bytes(buf[p : p + n])
+        p += n
+    except (struct.error, UnicodeDecodeError) as exc:
+        raise FormatError(f"bad PUBLISH payload: {exc}") from None
+    if p != end:
+        raise FormatError("PUBLISH payload length mismatch")
+    return Publish(mid, vhost, tuple(queues), exchange, routing_key, properties, body)
+
+
+def decode_publish(buf: bytes | memoryview, start: int, end: int) -> Publish:
+    """Decode the PUBLISH payload ``buf[start:end]`` (fast path of :func:`decode_payload`)."""
+    return _publish_fast(buf, start, end, True)
+
+
 def decode_publish_head(
     buf: bytes | memoryview, start: int, end: int
 ) -> tuple[int, str, tuple[str, ...]]:
     """``(msg_id, vhost, queues)`` of the PUBLISH payload ``buf[start:end]``, body not copied."""
-    r = _Reader(buf, start, end)
-    return r.u64(), r.s(), r.str_list()
+    return _publish_fast(buf, start, end, False)
 
 
-def decode_ids_record(buf: bytes | memoryview, start: int, end: int) -> tuple[str, str, tuple[int, ...]]:
+def decode_ids_record(
+    buf: bytes | memoryview, start: int, end: int
+) -> tuple[str, str, tuple[int, ...]]:
     """``(vhost, queue, msg_ids)`` of an ACK or DELIVERED payload ``buf[start:end]``."""
-    r = _Reader(buf, start, end)
-    out = (r.s(), r.s(), r.ids())
-    r.done()
-    return out
+    p = start
+    try:
+        n = _U16.unpack_from(buf, p)[0]
+        p += 2
+        vhost = str(buf[p : p + n], "utf-8")
+        p += n
+        n = _U16.unpack_from(buf, p)[0]
+        p += 2
+        queue = str(buf[p : p + n], "utf-8")
+        p += n
+        n = _U32.unpack_from(buf, p)[0]
+        p += 4
+        if p + 8 * n != end:
+            raise FormatError("id list length mismatch")
+        ids = struct.unpack_from(f">{n}Q", buf, p)
+    except (struct.error, UnicodeDecodeError) as exc:
+        raise FormatError(f"bad id-list payload: {exc}") from None
+    return vhost, queue, ids
 
 
 def decode_record(record: bytes | memoryview) -> Record:

@@ -120,6 +120,7 @@ class JournalState:
         self.max_id = 0
         self.duplicate_publishes = 0
         self._qkeys: dict[QKey, QKey] = {}  # interning of (vhost, queue) tuples
+        self._routes: dict[tuple, tuple[QKey, ...]] = {}  # see _route; cleared with keys
 
     # -- segments -----------------------------------------------------------------------------
 
@@ -138,6 +139,7 @@ class JournalState:
                 s.add(seg.no)
 
     def forget_segment_keys(self, seg: Segment) -> None:
+        self._routes.clear()
         for key in seg.keys:
             s = self.key_segs.get(key)
             if s is not None:
@@ -175,7 +177,7 @@ class JournalState:
         seg.size += size
         if rtype == fmt.T_PUBLISH:
             if keep_rec:
-                rec = fmt.decode_payload(rtype, buf, start, end)
+                rec = fmt.decode_publish(buf, start, end)
                 self.publish(rec.msg_id, rec.vhost, rec.queues, seg, off, size, rec)
             else:
                 mid, vhost, queues = fmt.decode_publish_head(buf, start, end)
@@ -189,35 +191,46 @@ class JournalState:
         else:
             self.apply_entity(fmt.decode_payload(rtype, buf, start, end), seg, off, size)
 
-    def publish(self, mid: int, vhost: str, queues: Iterable[str], seg: Segment, off: int,
+    def _route(self, seg: Segment, vhost: str, queues: tuple[str, ...]) -> tuple[QKey, ...]:
+        """Deduplicated queue keys of a PUBLISH, its keys mentioned in ``seg`` (cached: most
+        publishes repeat a few routes)."""
+        ck = (seg.no, vhost, queues)
+        route = self._routes.get(ck)
+        if route is None:
+            if len(self._routes) > 4096:
+                self._routes.clear()
+            self.mention(seg, ("v", vhost))
+            qkeys: list[QKey] = []
+            for q in queues:
+                qk = self._qkey(vhost, q)
+                if qk not in qkeys:
+                    qkeys.append(qk)
+                    self.mention(seg, ("q", vhost, q))
+            route = self._routes[ck] = tuple(qkeys)
+        return route
+
+    def publish(self, mid: int, vhost: str, queues: tuple[str, ...], seg: Segment, off: int,
                 size: int, rec: fmt.Publish | None) -> None:
         if mid > self.max_id:
             self.max_id = mid
-        self.mention(seg, ("v", vhost))
-        if mid in self.msgs:
-            # Broken contract (ids must be unique): keep the first, this record is dead.
-            self.duplicate_publishes += 1
+        route = self._route(seg, vhost, queues)
+        if mid in self.msgs or not route:
+            if route:  # broken contract (ids must be unique): keep the first
+                self.duplicate_publishes += 1
+            else:
+                self.dead_seg[mid] = seg.no
             seg.dead_ids.append(mid)
             return
-        qkeys: list[QKey] = []
         qm_all = self.queue_msgs
-        for q in queues:
-            qk = self._qkey(vhost, q)
-            if qk in qkeys:
-                continue
-            qkeys.append(qk)
-            self.mention(seg, ("q", vhost, q))
+        for qk in route:
             qm = qm_all.get(qk)
             if qm is None:
                 qm_all[qk] = {mid: None}
             else:
                 qm[mid] = None
-        if not qkeys:
-            self.dead_seg[mid] = seg.no
-            seg.dead_ids.append(mid)
-            return
-        self.dead_seg.pop(mid, None)
-        self.msgs[mid] = Message(seg.no, off, size, qkeys, rec)
+        if self.dead_seg:
+            self.dead_seg.pop(mid, None)
+        self.msgs[mid] = Message(seg.no, off, size, list(route), rec)
         seg.live += size
 
     def _kill(self, mid: int, msg: Message) -> None:

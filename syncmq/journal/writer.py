@@ -153,8 +153,8 @@ class Journal:
                  compact_step_bytes: int = 4 * MiB) -> None:
         if fsync not in FSYNC_MODES:
             raise ValueError(f"fsync must be one of {FSYNC_MODES}, not {fsync!r}")
-        if segment_bytes < 4096:
-            raise ValueError("segment_bytes must be at least 4096")
+        if segment_bytes < 1024:
+            raise ValueError("segment_bytes must be at least 1024")
         self.data_dir = os.fspath(data_dir)
         self.fsync_mode = fsync
         self.segment_bytes = segment_bytes
