@@ -167,6 +167,9 @@ class ConnectionProtocol:
                     # after we sent channel.close: only close/close-ok matter
                     if method.INDEX == _CHANNEL_CLOSE_OK or method.INDEX == _CHANNEL_CLOSE:
                         append((ch, method, None, None))
+                        # the handler frees the number before the rest is read: a
+                        # channel.open for it may follow in this very batch
+                        return events, frames[i + 1:]
                     continue
                 if method.INDEX == _CHANNEL_OPEN:
                     raise AMQPConnectionError(
@@ -177,6 +180,8 @@ class ConnectionProtocol:
                 ev = cp.method_frame(method)
                 if ev is not None:
                     append((ch, method, None, None))
+                    if method.INDEX == _CHANNEL_CLOSE:
+                        return events, frames[i + 1:]  # as above
             elif ftype == FRAME_HEADER or ftype == FRAME_BODY:
                 if ch == 0 or state not in (OPEN, CLOSING):
                     if state == CLOSING:
