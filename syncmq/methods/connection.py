@@ -125,10 +125,11 @@ def open_(session: Session, _ch, m: C.Open, _p, _b) -> None:
 
 def close(session: Session, _ch, m: C.Close, _p, _b) -> None:
     """Client-initiated close (or the client's close crossing ours): close-ok, then hang up."""
-    session.send_method(0, C.CloseOk())
     was_open = session.proto.state == pconn.OPEN
     session.proto.state = pconn.CLOSED
+    # RabbitMQ deletes exclusive queues (and requeues unacked messages) before close-ok
     session.release()
+    session.send_method(0, C.CloseOk())
     session.transport.close_after_flush()
     if was_open:
         log.info("connection closed by client", extra={"peer": _peer(session),
