@@ -39,6 +39,7 @@ def barrier(j: Journal, timeout: float = 30) -> None:
     j.sync_barrier(cb)
     assert ev.wait(timeout), "sync_barrier did not fire"
     assert errors == [None]
+    assert j.metrics.internal_errors == 0
 
 
 def recover_snapshot(path: Path, **kw):

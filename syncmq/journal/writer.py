@@ -115,6 +115,7 @@ class JournalMetrics:
     segments_created: int = 0
     errors: int = 0
     apply_errors: int = 0  # written records the liveness state could not decode
+    internal_errors: int = 0  # bugs caught on the journal thread (logged); should stay 0
 
     @property
     def mean_batch(self) -> float:
@@ -212,8 +213,7 @@ class Journal:
         result, state = recover_dir(self.data_dir)
         self._state = state
         self._compactor = Compactor(self.data_dir, state, self.segment_bytes,
-                                    self.compact_threshold, self.compact_step_bytes,
-                                    do_fsync=self.fsync_mode != "never")
+                                    self.compact_threshold, self.compact_step_bytes)
         self._open_current()
         st = result.stats
         log.info("journal recovered %s: %d segment(s), %d record(s), %d live message(s), "
@@ -362,6 +362,8 @@ class Journal:
 
         def control() -> None:
             try:
+                if self._error is not None:
+                    raise JournalFailed(f"journal failed: {self._error}") from self._error
                 box.append(self._compactor.run_all(self._seg_no))
             except BaseException as exc:  # reported to the caller below
                 box.append(exc)
@@ -427,19 +429,22 @@ class Journal:
                 try:
                     self._process(items)
                 except BaseException:  # pragma: no cover - a bug; keep the thread honest
+                    self.metrics.internal_errors += 1
                     log.exception("journal thread: unexpected error")
                     self._fail(OSError(errno.EIO, "internal journal error"), [])
             if closing and not items:
                 break
             compactor = self._compactor
             assert compactor is not None
-            if want_compact or compactor.busy:
+            if compactor.busy:  # started by _compaction_wanted, maybe finished by compact()
                 before = compactor.stats.aborted
                 try:
                     compactor.step()
-                except BaseException:
+                except Exception:  # a bug: stop compacting, keep journaling
+                    self.metrics.internal_errors += 1
                     log.exception("journal compaction failed")
                     compactor.abort()
+                    before = -1
                 if compactor.stats.aborted != before:
                     self._compact_failed_at = self._seg_no
             want_compact = self._error is None and self._compaction_wanted()
@@ -675,8 +680,7 @@ class Journal:
         _result, state = recover_dir(self.data_dir)
         self._state = state
         self._compactor = Compactor(self.data_dir, state, self.segment_bytes,
-                                    self.compact_threshold, self.compact_step_bytes,
-                                    do_fsync=self.fsync_mode != "never")
+                                    self.compact_threshold, self.compact_step_bytes)
         self._open_current()
         with self._lock:
             self._error = None
