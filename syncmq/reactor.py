@@ -547,8 +547,13 @@ class Reactor:
         for s in self.listeners:
             s.close()
         self.selector.close()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+        # A call_soon racing with the shutdown (e.g. stop() itself: its _stop can run and the
+        # loop end between its put and its write) must not write to a closed (or reused) fd:
+        # _woken stays True from now on, so call_soon never writes again.
+        with self._wake_lock:
+            self._woken = True
+            os.close(self._wake_r)
+            os.close(self._wake_w)
 
 
 def _fmt_peer(peer: Any) -> str:
