@@ -40,13 +40,13 @@ def qos(session: Session, ch: Channel, m: B.Qos, _p, _b) -> None:
 
 def consume(session: Session, ch: Channel, m: B.Consume, _p, _b) -> None:
     name = _queue_name(ch, m.queue)
-    q = session.vhost.get_queue(name, session)
-    access.read(session, "queue", name)
-    tag = m.consumer_tag or generate_consumer_tag()
-    if tag in ch.consumers:
+    if m.consumer_tag and m.consumer_tag in ch.consumers:
         raise AMQPConnectionError(
-            _spec.NOT_ALLOWED, f"NOT_ALLOWED - attempt to reuse consumer tag '{tag}'"
+            _spec.NOT_ALLOWED, f"NOT_ALLOWED - attempt to reuse consumer tag '{m.consumer_tag}'"
         )
+    access.read(session, "queue", name)
+    q = session.vhost.get_queue(name, session)
+    tag = m.consumer_tag or generate_consumer_tag()
     if q.has_exclusive_consumer() or (m.exclusive and q.consumer_count()):
         raise AMQPChannelError(
             _spec.ACCESS_REFUSED,
@@ -73,14 +73,14 @@ def cancel(session: Session, ch: Channel, m: B.Cancel, _p, _b) -> None:
 def publish(session: Session, ch: Channel, m: B.Publish, props: bytes, body: bytes) -> None:
     vhost = session.vhost
     name = m.exchange
+    if name not in ch.write_ok:  # RabbitMQ: the write check comes before the lookup
+        access.write(session, "exchange", name)
+        ch.write_ok.add(name)
     ex = vhost.exchanges.get(name)
     if ex is None:
         raise AMQPChannelError(
             _spec.NOT_FOUND, f"NOT_FOUND - no exchange '{name}' in vhost '{vhost.name}'"
         )
-    if name not in ch.write_ok:
-        access.write(session, "exchange", name)
-        ch.write_ok.add(name)
     if m.immediate:
         raise AMQPConnectionError(_spec.NOT_IMPLEMENTED, "NOT_IMPLEMENTED - immediate=true")
     if ex.internal:
@@ -116,8 +116,8 @@ def route(session: Session, ch: Channel, ex: Exchange, message: Message, mandato
 
 def get(session: Session, ch: Channel, m: B.Get, _p, _b) -> None:
     name = _queue_name(ch, m.queue)
-    q = session.vhost.get_queue(name, session)
     access.read(session, "queue", name)
+    q = session.vhost.get_queue(name, session)
     r = q.get(m.no_ack)
     if r is None:
         session.send_method(ch.id, B.GetEmpty())
@@ -128,26 +128,50 @@ def get(session: Session, ch: Channel, m: B.Get, _p, _b) -> None:
 
 def ack(session: Session, ch: Channel, m: B.Ack, _p, _b) -> None:
     if ch.tx:
-        ch.check_tags(m.delivery_tag, m.multiple)
-        ch.tx_acks.append((m.delivery_tag, m.multiple, False))
+        _tx_collect(ch, m.delivery_tag, m.multiple, False)
         return
     ch.settle(ch.take_unacked(m.delivery_tag, m.multiple), requeue=False)
 
 
 def nack(session: Session, ch: Channel, m: B.Nack, _p, _b) -> None:
     if ch.tx:
-        ch.check_tags(m.delivery_tag, m.multiple)
-        ch.tx_acks.append((m.delivery_tag, m.multiple, m.requeue))
+        _tx_collect(ch, m.delivery_tag, m.multiple, m.requeue)
         return
     ch.settle(ch.take_unacked(m.delivery_tag, m.multiple), requeue=m.requeue)
 
 
 def reject(session: Session, ch: Channel, m: B.Reject, _p, _b) -> None:
     if ch.tx:
-        ch.check_tags(m.delivery_tag, False)
-        ch.tx_acks.append((m.delivery_tag, False, m.requeue))
+        _tx_collect(ch, m.delivery_tag, False, m.requeue)
         return
     ch.settle(ch.take_unacked(m.delivery_tag, False), requeue=m.requeue)
+
+
+def _tx_collect(ch: Channel, tag: int, multiple: bool, requeue: bool) -> None:
+    """An ack/nack/reject in tx mode: record the tags it names (applied on tx.commit).
+
+    As RabbitMQ does, the tags are collected now: a tag that is not outstanding, or already
+    acknowledged in this transaction, is a 406 at once (not a partial commit later). Until
+    the commit the deliveries stay unacked (and keep counting against prefetch); a rollback
+    simply forgets them. ``ch.tx_acks`` maps tag -> requeue, in the order collected.
+    """
+    pending = ch.tx_acks
+    with ch.lock:
+        if multiple:
+            tags = []
+            for t in ch.unacked:
+                if tag and t > tag:
+                    break
+                if t not in pending:
+                    tags.append(t)
+        else:
+            tags = [tag] if tag in ch.unacked and tag not in pending else []
+    if not tags and not (multiple and tag == 0):
+        raise AMQPChannelError(
+            _spec.PRECONDITION_FAILED, f"PRECONDITION_FAILED - unknown delivery tag {tag}"
+        )
+    for t in tags:
+        pending[t] = requeue
 
 
 def _recover(session: Session, ch: Channel, requeue: bool) -> None:

@@ -26,7 +26,9 @@ def select(session: Session, ch: Channel, m: T.Select, _p, _b) -> None:
             _spec.PRECONDITION_FAILED,
             "PRECONDITION_FAILED - cannot switch from confirm to tx mode",
         )
-    ch.tx = True
+    if not ch.tx:
+        ch.tx = True
+        ch.tx_publishes, ch.tx_acks = [], {}
     session.send_method(ch.id, T.SelectOk())
 
 
@@ -34,18 +36,30 @@ def commit(session: Session, ch: Channel, m: T.Commit, _p, _b) -> None:
     if not ch.tx:
         raise _not_transactional()
     publishes, acks = ch.tx_publishes, ch.tx_acks
-    ch.tx_publishes, ch.tx_acks = [], []
-    for tag, multiple, requeue in acks:
-        ch.settle(ch.take_unacked(tag, multiple), requeue=requeue)
+    ch.tx_publishes, ch.tx_acks = [], {}
+    # As RabbitMQ: the publishes first, then the acks/rejects (collected and checked when
+    # they arrived, see basic._tx_collect, so nothing here can fail half-way).
     for ex, message, mandatory in publishes:
         route(session, ch, ex, message, mandatory)
+    settled: list = []
+    requeued: list = []
+    for tag, requeue in acks.items():
+        try:
+            entries = ch.take_unacked(tag, False)
+        except AMQPChannelError:
+            continue  # requeued meanwhile by basic.recover
+        (requeued if requeue else settled).extend(entries)
+    if settled:
+        ch.settle(settled, requeue=False)
+    if requeued:
+        ch.settle(requeued, requeue=True)
     session.send_method(ch.id, T.CommitOk())
 
 
 def rollback(session: Session, ch: Channel, m: T.Rollback, _p, _b) -> None:
     if not ch.tx:
         raise _not_transactional()
-    ch.tx_publishes, ch.tx_acks = [], []
+    ch.tx_publishes, ch.tx_acks = [], {}
     session.send_method(ch.id, T.RollbackOk())
 
 
