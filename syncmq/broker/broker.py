@@ -31,6 +31,18 @@ class Broker:
         self.lock = threading.Lock()
         self.vhosts: dict[str, VirtualHost] = {"/": VirtualHost("/")}
         self.users = users or UserStore()
+        # Guards ``closed_stats``: message counters of closed channels, added up (management).
+        self.stats_lock = threading.Lock()
+        self.closed_stats: list[int] = []
+
+    def add_closed_stats(self, counts: tuple[int, ...]) -> None:
+        """Add a closed channel's message counters to the totals (not on the message path)."""
+        with self.stats_lock:
+            cs = self.closed_stats
+            if len(cs) < len(counts):
+                cs.extend([0] * (len(counts) - len(cs)))
+            for i, n in enumerate(counts):
+                cs[i] += n
 
     def add_vhost(self, name: str) -> VirtualHost:
         with self.lock:

@@ -90,6 +90,7 @@ def publish(session: Session, ch: Channel, m: B.Publish, props: bytes, body: byt
             f"'{vhost.name}'",
         )
     message = Message(name, m.routing_key, props, body)
+    ch.n_publish += 1
     if ch.tx:
         ch.tx_publishes.append((ex, message, m.mandatory))
         return
@@ -106,6 +107,7 @@ def route(session: Session, ch: Channel, ex: Exchange, message: Message, mandato
         if q.publish(message):
             delivered = True
     if not delivered and mandatory:
+        ch.n_return += 1
         session.send_content(
             ch.id,
             B.Return(reply_code=_spec.NO_ROUTE, reply_text="NO_ROUTE", exchange=message.exchange,
@@ -130,7 +132,9 @@ def ack(session: Session, ch: Channel, m: B.Ack, _p, _b) -> None:
     if ch.tx:
         _tx_collect(ch, m.delivery_tag, m.multiple, False)
         return
-    ch.settle(ch.take_unacked(m.delivery_tag, m.multiple), requeue=False)
+    entries = ch.take_unacked(m.delivery_tag, m.multiple)
+    ch.n_ack += len(entries)
+    ch.settle(entries, requeue=False)
 
 
 def nack(session: Session, ch: Channel, m: B.Nack, _p, _b) -> None:

@@ -9,6 +9,7 @@ from ..protocol import connection as pconn
 from ..wire import _spec
 from ..wire.errors import AMQPConnectionError
 from ..wire.fields import decode_table
+from . import access
 
 if TYPE_CHECKING:
     from .session import Session
@@ -108,7 +109,7 @@ def open_(session: Session, _ch, m: C.Open, _p, _b) -> None:
     vhost = session.broker.vhosts.get(name)
     if vhost is None:
         raise AMQPConnectionError(_spec.NOT_ALLOWED, f"NOT_ALLOWED - vhost {name} not found")
-    if name not in session.user.permissions:
+    if not access.vhost_allowed(session.broker.users, session.username, name):
         raise AMQPConnectionError(
             _spec.NOT_ALLOWED,
             f"NOT_ALLOWED - access to vhost '{name}' refused for user '{session.username}'",

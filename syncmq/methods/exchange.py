@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..broker.exchange import EXCHANGE_TYPES
 from ..wire import _spec
 from . import access
 
@@ -14,9 +15,20 @@ E = _spec.Exchange
 
 
 def declare(session: Session, ch: Channel, m: E.Declare, _p, _b) -> None:
+    vh = session.vhost
     if not m.passive:
+        # RabbitMQ's order: unknown type (503) and the default exchange (403) come before the
+        # configure check; declare_exchange raises those, so let it.
+        if m.exchange == "" or m.type not in EXCHANGE_TYPES:
+            vh.declare_exchange(m.exchange, m.type, m.passive, m.durable, m.auto_delete,
+                                m.internal, m.arguments)
         access.configure(session, "exchange", m.exchange)
-    session.vhost.declare_exchange(
+        ae = (m.arguments or {}).get("alternate-exchange")
+        if isinstance(ae, str) and m.exchange not in vh.exchanges:
+            # creating with an alternate exchange: read on this one, write on the AE
+            access.read(session, "exchange", m.exchange)
+            access.write(session, "exchange", ae)
+    vh.declare_exchange(
         m.exchange, m.type, m.passive, m.durable, m.auto_delete, m.internal, m.arguments
     )
     if not m.no_wait:
@@ -24,6 +36,8 @@ def declare(session: Session, ch: Channel, m: E.Declare, _p, _b) -> None:
 
 
 def delete(session: Session, ch: Channel, m: E.Delete, _p, _b) -> None:
+    if m.exchange == "" or m.exchange.startswith("amq."):
+        session.vhost.delete_exchange(m.exchange, m.if_unused)  # 403 before configure
     access.configure(session, "exchange", m.exchange)
     session.vhost.delete_exchange(m.exchange, m.if_unused)
     if not m.no_wait:
@@ -32,10 +46,12 @@ def delete(session: Session, ch: Channel, m: E.Delete, _p, _b) -> None:
 
 def bind(session: Session, ch: Channel, m: E.Bind, _p, _b) -> None:
     vh = session.vhost
+    access.write(session, "exchange", m.destination)
+    if m.destination == "" or m.source == "":
+        vh.bind("", vh.default_exchange, m.routing_key, m.arguments)  # 403
+    access.read(session, "exchange", m.source)
     dest = vh.get_exchange(m.destination)
     vh.get_exchange(m.source)
-    access.write(session, "exchange", m.destination)
-    access.read(session, "exchange", m.source)
     vh.bind(m.source, dest, m.routing_key, m.arguments)
     if not m.no_wait:
         session.send_method(ch.id, E.BindOk())
@@ -43,10 +59,12 @@ def bind(session: Session, ch: Channel, m: E.Bind, _p, _b) -> None:
 
 def unbind(session: Session, ch: Channel, m: E.Unbind, _p, _b) -> None:
     vh = session.vhost
+    access.write(session, "exchange", m.destination)
+    if m.destination == "" or m.source == "":
+        vh.unbind("", vh.default_exchange, m.routing_key, m.arguments)  # 403
+    access.read(session, "exchange", m.source)
     dest = vh.get_exchange(m.destination)
     vh.get_exchange(m.source)
-    access.write(session, "exchange", m.destination)
-    access.read(session, "exchange", m.source)
     vh.unbind(m.source, dest, m.routing_key, m.arguments)
     if not m.no_wait:
         session.send_method(ch.id, E.UnbindOk())

@@ -31,7 +31,17 @@ def declare(session: Session, ch: Channel, m: Q.Declare, _p, _b) -> None:
     if m.passive and not name:
         name = _queue_name(ch, name)
     if not m.passive:
+        if m.queue.startswith("amq."):
+            # RabbitMQ checks the reserved prefix before the configure permission
+            session.vhost.declare_queue(name, False, m.durable, m.exclusive, m.auto_delete,
+                                        m.arguments, session)
+        # a server-named queue is checked against its generated amq.gen-* name (RabbitMQ)
         access.configure(session, "queue", name)
+        dlx = (m.arguments or {}).get("x-dead-letter-exchange")
+        if isinstance(dlx, str) and name not in session.vhost.queues:
+            # creating with a dead-letter exchange: read on the queue, write on the DLX
+            access.read(session, "queue", name)
+            access.write(session, "exchange", dlx)
     q, created = session.vhost.declare_queue(
         name, m.passive, m.durable, m.exclusive, m.auto_delete, m.arguments, session,
         server_named=not m.queue,
@@ -50,12 +60,14 @@ def declare(session: Session, ch: Channel, m: Q.Declare, _p, _b) -> None:
 def bind(session: Session, ch: Channel, m: Q.Bind, _p, _b) -> None:
     vh = session.vhost
     name = _queue_name(ch, m.queue)
+    # RabbitMQ's order (rabbit_channel:binding_action_with_checks): write on the queue, the
+    # default exchange (403), read on the exchange, and only then do the two have to exist
+    access.write(session, "queue", name)
     if m.exchange == "":
         vh.bind("", None, m.routing_key, m.arguments)  # raises 403
+    access.read(session, "exchange", m.exchange)
     q = vh.get_queue(name, session)
     vh.get_exchange(m.exchange)
-    access.write(session, "queue", name)
-    access.read(session, "exchange", m.exchange)
     vh.bind(m.exchange, q, m.routing_key, m.arguments)
     if not m.no_wait:
         session.send_method(ch.id, Q.BindOk())
@@ -64,20 +76,22 @@ def bind(session: Session, ch: Channel, m: Q.Bind, _p, _b) -> None:
 def unbind(session: Session, ch: Channel, m: Q.Unbind, _p, _b) -> None:
     vh = session.vhost
     name = _queue_name(ch, m.queue)
+    # RabbitMQ's order (rabbit_channel:binding_action_with_checks): write on the queue, the
+    # default exchange (403), read on the exchange, and only then do the two have to exist
+    access.write(session, "queue", name)
     if m.exchange == "":
         vh.unbind("", None, m.routing_key, m.arguments)  # raises 403
+    access.read(session, "exchange", m.exchange)
     q = vh.get_queue(name, session)
     vh.get_exchange(m.exchange)
-    access.write(session, "queue", name)
-    access.read(session, "exchange", m.exchange)
     vh.unbind(m.exchange, q, m.routing_key, m.arguments)
     session.send_method(ch.id, Q.UnbindOk())
 
 
 def purge(session: Session, ch: Channel, m: Q.Purge, _p, _b) -> None:
     name = _queue_name(ch, m.queue)
-    q = session.vhost.get_queue(name, session)
     access.read(session, "queue", name)
+    q = session.vhost.get_queue(name, session)
     n = q.purge()
     if not m.no_wait:
         session.send_method(ch.id, Q.PurgeOk(message_count=n))

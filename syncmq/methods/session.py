@@ -91,7 +91,8 @@ class Channel:
         "session", "id", "lock", "unacked", "next_tag", "consumers", "prefetch_count",
         "global_prefetch", "global_unacked", "flow_active", "closing", "confirm",
         "publish_seq", "confirm_sent", "tx", "tx_publishes", "tx_acks", "last_queue",
-        "write_ok", "read_ok",
+        "write_ok", "read_ok", "n_publish", "n_confirm", "n_return", "n_deliver", "n_get",
+        "n_redeliver", "n_ack", "stats_folded",
     )
 
     def __init__(self, session: Session, channel_id: int) -> None:
@@ -115,6 +116,12 @@ class Channel:
         self.last_queue = ""
         self.write_ok: set[str] = set()  # exchanges this user may publish to (cache)
         self.read_ok: set[str] = set()
+        # Message counters for the management API and /metrics: plain ints, each written by
+        # one thread at a time (n_deliver/n_get/n_redeliver under ``lock``, the rest by this
+        # connection's worker); readers take unlocked snapshots.
+        self.n_publish = self.n_confirm = self.n_return = self.n_ack = 0
+        self.n_deliver = self.n_get = self.n_redeliver = 0
+        self.stats_folded = False
 
     # ---- called by queues (any worker, queue lock held) ----
 
@@ -133,6 +140,9 @@ class Channel:
                 self.global_unacked += 1
             tag = self.next_tag
             self.next_tag = tag + 1
+            self.n_deliver += 1
+            if redelivered:
+                self.n_redeliver += 1
             if not consumer.no_ack:
                 self.unacked.add(tag, (queue, seq, message, consumer))
             session = self.session
@@ -165,6 +175,9 @@ class Channel:
         with self.lock:
             tag = self.next_tag
             self.next_tag = tag + 1
+            self.n_get += 1
+            if redelivered:
+                self.n_redeliver += 1
             if not no_ack:
                 self.unacked.add(tag, (queue, seq, message, None))
             session = self.session
@@ -230,6 +243,19 @@ class Channel:
             queues = {id(c.queue): c.queue for c in self.consumers.values() if not c.no_ack}
         for q in queues.values():
             q.dispatch()
+
+    STATS = ("publish", "confirm", "return_unroutable", "deliver", "get", "redeliver", "ack")
+
+    def stats(self) -> tuple[int, ...]:
+        """The counters in :attr:`STATS` order (an unlocked snapshot, for monitoring)."""
+        return (self.n_publish, self.n_confirm, self.n_return, self.n_deliver, self.n_get,
+                self.n_redeliver, self.n_ack)
+
+    def fold_stats(self) -> None:
+        """The channel is going away: add its counters to the broker's totals (once)."""
+        if not self.stats_folded:
+            self.stats_folded = True
+            self.session.broker.add_closed_stats(self.stats())
 
     def release(self) -> None:
         """Channel closed (by either side) or connection gone: cancel consumers, requeue
@@ -443,6 +469,7 @@ class Session:
     def forget_channel(self, ch_id: int) -> None:
         ch = self.channels.pop(ch_id, None)
         if ch is not None:
+            ch.fold_stats()
             ch.release()
             self.confirm_dirty.discard(ch)
         self.proto.channel_closed(ch_id)
@@ -462,6 +489,7 @@ class Session:
             return
         self.released = True
         for ch in list(self.channels.values()):
+            ch.fold_stats()
             ch.release()
         self.confirm_dirty.clear()
         for q in self.exclusive_queues:
@@ -477,6 +505,7 @@ class Session:
             upto = ch.publish_seq
             if upto > ch.confirm_sent and not ch.closing:
                 multiple = upto - ch.confirm_sent > 1
+                ch.n_confirm += upto - ch.confirm_sent
                 ch.confirm_sent = upto
                 self.send_method(ch.id, _spec.Basic.Ack(delivery_tag=upto, multiple=multiple))
         self.confirm_dirty.clear()
