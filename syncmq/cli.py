@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
+from .broker.auth import UsersFileError, UserStore
 from .config import build_parser, setup_logging, validate
 from .server import Server, ServerConfig
 
@@ -18,6 +19,12 @@ def main(argv: list[str] | None = None) -> int:
         validate(args)
     except ValueError as e:
         parser.error(str(e))
+    users = None
+    if args.users_file:
+        try:
+            users = UserStore.load(args.users_file)
+        except UsersFileError as e:
+            parser.error(f"--users-file: {e}")  # exits 2
     handler = setup_logging(args.log_level, args.log_format, args.log_file)
     config = ServerConfig(
         bind=args.bind,
@@ -29,8 +36,12 @@ def main(argv: list[str] | None = None) -> int:
         heartbeat=args.heartbeat,
         handshake_timeout=args.handshake_timeout,
         max_message_size=args.max_message_size,
+        users_file=args.users_file,
     )
     server = Server(config)
+    if users is not None:
+        server.set_users(users)
+        log.info("users file loaded", extra={"users_file": args.users_file, **users.summary()})
     server.install_signal_handlers()
     try:
         server.start()

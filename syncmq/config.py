@@ -72,6 +72,9 @@ def build_parser() -> configargparse.ArgumentParser:
                    help="seconds a client has to complete the AMQP handshake (default %(default)s)")
     p.add_argument("--max-message-size", type=parse_size, default="128MiB",
                    help="largest message body accepted (default %(default)s)")
+    p.add_argument("--users-file", default=None,
+                   help="TOML file of users, vhosts and permissions (docs/users-file.md); "
+                        "reloaded on SIGHUP; default: only guest/guest from localhost")
     p.add_argument("--version", action="version", version=f"syncmq {__version__}")
     return p
 

@@ -3,7 +3,7 @@
 Signal handlers (installed by :meth:`Server.serve_forever`) only put the signal number on a
 queue; the main thread acts on it: SIGTERM/SIGINT shut down gracefully (stop accepting, close
 every connection with 320 CONNECTION_FORCED, wait a bounded time for them to go, stop threads),
-SIGHUP calls the ``on_hup`` hook (log reopening).
+SIGHUP reloads ``--users-file`` and calls the ``on_hup`` hook (log reopening).
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import __version__
+from .broker.auth import UsersFileError, UserStore
 from .broker.broker import Broker
+from .methods import access
 from .methods.registry import HANDLERS
 from .methods.session import Session, Settings
 from .reactor import Reactor, Transport
@@ -41,6 +43,7 @@ class ServerConfig:
     handshake_timeout: float = 10.0
     max_message_size: int = 128 * 1024 * 1024
     shutdown_timeout: float = 10.0
+    users_file: str | None = None
     extra: dict = field(default_factory=dict)
 
 
@@ -73,6 +76,32 @@ class Server:
     def _session_closed(self, session: Session) -> None:
         with self._sessions_lock:
             self.sessions.discard(session)
+
+    def set_users(self, store: UserStore) -> None:
+        """Create the store's vhosts, then swap it in (one attribute store: atomic). Open
+        connections keep working; logins and permission checks from now on use ``store``."""
+        for name in store.vhosts:
+            self.broker.add_vhost(name)
+        self.broker.users = store
+
+    def reload_users(self) -> bool:
+        """SIGHUP: re-read ``--users-file``. A bad file is logged and the old store kept."""
+        path = self.config.users_file
+        if not path:
+            return False
+        try:
+            store = UserStore.load(path)
+        except UsersFileError as e:
+            log.error("users file not reloaded, keeping the previous one: %s", e,
+                      extra={"users_file": path})
+            return False
+        self.set_users(store)
+        with self._sessions_lock:
+            sessions = list(self.sessions)
+        for s in sessions:  # each on its own worker, which owns its channels
+            s.transport.worker.submit(access.clear_caches, s)
+        log.info("users file reloaded", extra={"users_file": path, **store.summary()})
+        return True
 
     def start(self) -> tuple[str, int]:
         """Bind, start the threads; returns the bound address (port 0 gets an ephemeral one)."""
@@ -121,6 +150,7 @@ class Server:
             except queue.Empty:
                 continue
             if signum == signal.SIGHUP:
+                self.reload_users()
                 if self.on_hup is not None:
                     self.on_hup()
                 continue
