@@ -1,0 +1,231 @@
+"""``syncmqctl``: manage users, vhosts and permissions, with rabbitmqctl's verbs and argument order.
+
+With ``--users-file PATH`` it edits the users file offline (atomically: temp file + rename);
+send the broker SIGHUP to apply the change. Without it, it would talk to a running broker's
+management API: :func:`run_remote` is the hook for that, not available yet.
+
+Exit codes: 0 ok, 1 error (user exists / not found, bad file ...), 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+
+from .broker.auth import Permission, User, UsersFileError, UserStore, hash_password, save
+
+REMOTE_UNAVAILABLE = (
+    "without --users-file, syncmqctl would manage a running broker through its management "
+    "API, which is not available yet; pass --users-file PATH to edit the users file offline "
+    "(then send the broker SIGHUP to reload it)"
+)
+
+
+class CtlError(Exception):
+    """An error reported as ``Error: ...`` with exit code 1."""
+
+
+def run_remote(args: argparse.Namespace) -> int:
+    """Hook for the management-API mode (run the verb against a live broker)."""
+    raise NotImplementedError(REMOTE_UNAVAILABLE)
+
+
+# ---- the verbs (each takes the store and the parsed args, returns output lines) ----
+
+
+def _load(path: str) -> UserStore:
+    if not os.path.exists(path):
+        # a new file: no users at all (no implicit guest once a users file is used)
+        return UserStore({}, ["/"], ["guest"], path)
+    return UserStore.load(path)
+
+
+def _user(store: UserStore, name: str) -> User:
+    user = store.users.get(name)
+    if user is None:
+        raise CtlError(f'User "{name}" does not exist')
+    return user
+
+
+def _vhost(store: UserStore, vhost: str) -> None:
+    if vhost not in store.vhosts:
+        raise CtlError(f'Virtual host "{vhost}" does not exist')
+
+
+def _password(args: argparse.Namespace) -> str:
+    if args.password is not None:
+        return args.password
+    line = sys.stdin.readline()  # rabbitmqctl reads it from stdin when not given
+    password = line.rstrip("\r\n")
+    if not password:
+        raise CtlError("Password is not provided via argument or stdin")
+    return password
+
+
+def add_user(store: UserStore, args) -> bool:
+    if args.username in store.users:
+        raise CtlError(f'User "{args.username}" already exists')
+    store.users[args.username] = User(args.username, hash_password(_password(args)))
+    return True
+
+
+def delete_user(store: UserStore, args) -> bool:
+    _user(store, args.username)
+    del store.users[args.username]
+    return True
+
+
+def change_password(store: UserStore, args) -> bool:
+    _user(store, args.username).password_hash = hash_password(_password(args))
+    return True
+
+
+def set_user_tags(store: UserStore, args) -> bool:
+    _user(store, args.username).tags = list(dict.fromkeys(args.tags))
+    return True
+
+
+def add_vhost(store: UserStore, args) -> bool:
+    if args.vhost in store.vhosts:
+        return False  # as in RabbitMQ, adding an existing vhost is not an error
+    store.vhosts.append(args.vhost)
+    return True
+
+
+def delete_vhost(store: UserStore, args) -> bool:
+    _vhost(store, args.vhost)
+    store.vhosts.remove(args.vhost)
+    for u in store.users.values():
+        u.permissions.pop(args.vhost, None)
+    return True
+
+
+def set_permissions(store: UserStore, args) -> bool:
+    user = _user(store, args.username)
+    _vhost(store, args.vhost)
+    for kind in ("conf", "write", "read"):
+        try:
+            re.compile(getattr(args, kind) or "^$")
+        except re.error as e:
+            raise CtlError(f"invalid regular expression '{getattr(args, kind)}': {e}") from None
+    user.permissions[args.vhost] = Permission(args.conf, args.write, args.read)
+    return True
+
+
+def clear_permissions(store: UserStore, args) -> bool:
+    user = _user(store, args.username)
+    _vhost(store, args.vhost)
+    user.permissions.pop(args.vhost, None)
+    return True
+
+
+def list_users(store: UserStore, args) -> list[str]:
+    return ["user\ttags"] + [
+        f"{u.name}\t[{', '.join(u.tags)}]" for u in sorted(store.users.values(), key=_by_name)
+    ]
+
+
+def list_vhosts(store: UserStore, args) -> list[str]:
+    return ["name"] + sorted(store.vhosts)
+
+
+def list_permissions(store: UserStore, args) -> list[str]:
+    _vhost(store, args.vhost)
+    rows = ["user\tconfigure\twrite\tread"]
+    for u in sorted(store.users.values(), key=_by_name):
+        p = u.permissions.get(args.vhost)
+        if p is not None:
+            rows.append(f"{u.name}\t{p.configure}\t{p.write}\t{p.read}")
+    return rows
+
+
+def _by_name(u: User) -> str:
+    return u.name
+
+
+# verb -> (function, banner, positional arguments, takes -p)
+VERBS = {
+    "add_user": (add_user, 'Adding user "{username}" ...', ["username", "password?"], False),
+    "delete_user": (delete_user, 'Deleting user "{username}" ...', ["username"], False),
+    "change_password": (change_password, 'Changing password for user "{username}" ...',
+                        ["username", "password?"], False),
+    "set_user_tags": (set_user_tags, 'Setting tags for user "{username}" to [{tags_text}] ...',
+                      ["username", "tags*"], False),
+    "add_vhost": (add_vhost, 'Adding vhost "{vhost}" ...', ["vhost"], False),
+    "delete_vhost": (delete_vhost, 'Deleting vhost "{vhost}" ...', ["vhost"], False),
+    "set_permissions": (set_permissions,
+                        'Setting permissions for user "{username}" in vhost "{vhost}" ...',
+                        ["username", "conf", "write", "read"], True),
+    "clear_permissions": (clear_permissions,
+                          'Clearing permissions for user "{username}" in vhost "{vhost}" ...',
+                          ["username"], True),
+    "list_users": (list_users, "Listing users ...", [], False),
+    "list_vhosts": (list_vhosts, "Listing vhosts ...", [], False),
+    "list_permissions": (list_permissions, 'Listing permissions for vhost "{vhost}" ...', [],
+                         True),
+}
+READ_ONLY = {"list_users", "list_vhosts", "list_permissions"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="syncmqctl",
+        description="Manage syncmq users, vhosts and permissions (rabbitmqctl's verbs).",
+        epilog="Edits --users-file offline; send the broker SIGHUP to apply.",
+    )
+    p.add_argument("--users-file", help="the broker's --users-file (TOML) to edit")
+    p.add_argument("-q", "--quiet", action="store_true", help="no banner lines")
+    sub = p.add_subparsers(dest="verb", metavar="COMMAND", required=True)
+    for verb, (_fn, _banner, positionals, takes_vhost) in VERBS.items():
+        sp = sub.add_parser(verb, help=verb.replace("_", " "))
+        sp.add_argument("--users-file", default=argparse.SUPPRESS,
+                        help="the broker's --users-file (TOML) to edit")
+        sp.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS)
+        if takes_vhost:
+            sp.add_argument("-p", "--vhost", default="/", help="virtual host (default /)")
+        for name in positionals:
+            if name.endswith("?"):
+                sp.add_argument(name[:-1], nargs="?", default=None,
+                                help="read from stdin when omitted")
+            elif name.endswith("*"):
+                sp.add_argument(name[:-1], nargs="*", metavar=name[:-1].upper())
+            else:
+                sp.add_argument(name, metavar=name.upper())
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)  # usage errors exit 2
+    if not args.users_file:
+        try:
+            return run_remote(args)
+        except NotImplementedError as e:
+            print(f"Error: {e}", file=sys.stderr)
+            return 1
+    fn, banner, _positionals, _v = VERBS[args.verb]
+    if not args.quiet:
+        fields = dict(vars(args))
+        fields["tags_text"] = ", ".join(getattr(args, "tags", []) or [])
+        print(banner.format(**fields))
+    try:
+        store = _load(args.users_file)
+        result = fn(store, args)
+        if args.verb in READ_ONLY:
+            for line in result:
+                print(line)
+        elif result:
+            save(store, args.users_file)
+    except (CtlError, UsersFileError) as e:
+        print(f"Error:\n{e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"Error:\ncannot write {args.users_file}: {e.strerror}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
