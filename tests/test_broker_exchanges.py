@@ -175,6 +175,16 @@ def test_delete_if_unused(conn, unique):
     expect_channel_close(404, ch.exchange_declare, unique, passive=True)
 
 
+def test_delete_if_unused_ignores_bindings_to_it(ch, unique):
+    # only bindings with the exchange as their *source* make it "in use" (RabbitMQ)
+    src, dst = unique + "-src", unique + "-dst"
+    ch.exchange_declare(src, "fanout")
+    ch.exchange_declare(dst, "fanout")
+    ch.exchange_bind(dst, src)
+    ch.exchange_delete(dst, if_unused=True)
+    ch.exchange_delete(src, if_unused=True)  # its only binding went with dst
+
+
 def test_delete_missing_exchange_is_ok(ch, unique):
     ch.exchange_delete(unique)
 

@@ -151,19 +151,15 @@ class VirtualHost:
             ex = self.exchanges.get(name)
             if ex is None:
                 return None
-            if if_unused and (len(ex.matcher) or self._is_destination(ex)):
+            # RabbitMQ: "unused" means no bindings with this exchange as their source; being
+            # the destination of an exchange-to-exchange binding does not count
+            if if_unused and len(ex.matcher):
                 raise AMQPChannelError(
                     _spec.PRECONDITION_FAILED,
                     f"PRECONDITION_FAILED - exchange '{name}' in vhost '{self.name}' in use",
                 )
             self._delete_exchange_locked(ex)
             return ex
-
-    def _is_destination(self, ex: Exchange) -> bool:
-        return any(
-            e.e2e and any(d is ex for d, _, _ in e.matcher.bindings())
-            for e in self.exchanges.values()
-        )
 
     def _delete_exchange_locked(self, ex: Exchange) -> None:
         del self.exchanges[ex.name]
