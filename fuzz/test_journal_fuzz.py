@@ -8,7 +8,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from syncmq.journal import Journal
@@ -161,6 +161,8 @@ def test_random_operations_recover_like_the_model(ops, threshold):
        prefix=st.sampled_from([b"", b"\x00\x00\x00\x05", fmt.encode_vhost_add("x")[:-1],
                                b"\x00" * 9]))
 def test_garbage_after_the_last_record_never_breaks_recovery(ops, garbage, prefix):
+    # a torn record completed by the "garbage" is a valid record, not garbage
+    assume(not (prefix + garbage).startswith(fmt.encode_vhost_add("x")))
     with tempfile.TemporaryDirectory() as d:
         path = Path(d)
         model = Model()

@@ -42,6 +42,22 @@ own fsync. Costs one fsync per call that has a callback.
 :meth:`close`); callbacks fire once the data is written (it survives a process crash, not a
 power loss).
 
+Compaction always fsyncs its output (and the directory) before deleting anything, whatever
+the mode, so it never puts data that was already durable at risk.
+
+Contract for the caller (the broker)
+====================================
+
+* ``msg_id`` values are unique for the life of the data directory: start from
+  ``RecoveredState.next_msg_id``.
+* Append a QUEUE_DECLARE before the queue can receive messages (a declare of a queue that does
+  not exist starts it empty at that point of the log), and a PUBLISH before the ACK/DELIVERED
+  records that refer to it. Records appended from one thread keep their order; across threads
+  the log order is the order in which ``append`` calls took the lock.
+* Encode binding/queue/exchange ``arguments`` deterministically (equal tables, equal bytes).
+* ``append`` does not apply back-pressure: bound what is in flight (e.g. the publisher-confirm
+  window, unconfirmed ``tx.commit``), as the queued records are held in memory until written.
+
 Callbacks
 =========
 
