@@ -91,6 +91,18 @@ def test_immediate_closes_the_connection_540(broker, unique):
     assert ei.value.reply_code == 540
 
 
+def test_immediate_checked_before_the_exchange(broker, unique):
+    c = connect(broker.port)
+    ch = c.channel()
+    ch._impl._send_method(
+        pika.spec.Basic.Publish(exchange=unique, routing_key="k", immediate=True),
+        (pika.BasicProperties(), b"x"),
+    )
+    with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as ei:
+        wait_until(c, lambda: False, what="connection.close")
+    assert ei.value.reply_code == 540
+
+
 # ---- basic.consume / cancel ----
 
 def test_consume_delivery_tags_and_order(conn, ch, unique):

@@ -71,6 +71,8 @@ def cancel(session: Session, ch: Channel, m: B.Cancel, _p, _b) -> None:
 
 
 def publish(session: Session, ch: Channel, m: B.Publish, props: bytes, body: bytes) -> None:
+    if m.immediate:  # RabbitMQ rejects this before any other check
+        raise AMQPConnectionError(_spec.NOT_IMPLEMENTED, "NOT_IMPLEMENTED - immediate=true")
     vhost = session.vhost
     name = m.exchange
     if name not in ch.write_ok:  # RabbitMQ: the write check comes before the lookup
@@ -81,8 +83,6 @@ def publish(session: Session, ch: Channel, m: B.Publish, props: bytes, body: byt
         raise AMQPChannelError(
             _spec.NOT_FOUND, f"NOT_FOUND - no exchange '{name}' in vhost '{vhost.name}'"
         )
-    if m.immediate:
-        raise AMQPConnectionError(_spec.NOT_IMPLEMENTED, "NOT_IMPLEMENTED - immediate=true")
     if ex.internal:
         raise AMQPChannelError(
             _spec.ACCESS_REFUSED,
