@@ -1,0 +1,174 @@
+"""syncmqctl: each verb run as a subprocess against a users file; file content and exit codes."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+import tomllib
+
+import pytest
+
+from syncmq.broker.auth import UserStore, check_password
+
+
+def ctl(*args, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "syncmq.ctl", *args], capture_output=True,
+                          text=True, input=stdin, timeout=60)
+
+
+@pytest.fixture
+def f(tmp_path):
+    return str(tmp_path / "users.toml")
+
+
+def load(path):
+    with open(path, "rb") as fh:
+        return tomllib.load(fh)
+
+
+def ok(*args, **kw) -> subprocess.CompletedProcess:
+    r = ctl(*args, **kw)
+    assert r.returncode == 0, r.stderr
+    return r
+
+
+def err(*args, msg: str) -> subprocess.CompletedProcess:
+    r = ctl(*args)
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert msg in r.stderr, r.stderr
+    return r
+
+
+def test_add_user(f):
+    r = ok("add_user", "--users-file", f, "alice", "s3cret")
+    assert 'Adding user "alice" ...' in r.stdout
+    data = load(f)
+    assert set(data["users"]) == {"alice"}  # a new file holds no implicit guest
+    assert data["vhosts"] == ["/"]
+    h = data["users"]["alice"]["password_hash"]
+    assert "s3cret" not in open(f).read() and check_password("s3cret", h)
+    assert stat.S_IMODE(os.stat(f).st_mode) == 0o600
+    err("add_user", "--users-file", f, "alice", "other", msg='User "alice" already exists')
+    assert load(f)["users"]["alice"]["password_hash"] == h
+
+
+def test_add_user_password_from_stdin(f):
+    ok("add_user", "--users-file", f, "bob", stdin="from-stdin\n")
+    assert check_password("from-stdin", load(f)["users"]["bob"]["password_hash"])
+
+
+def test_delete_user(f):
+    ok("add_user", "--users-file", f, "alice", "pw")
+    ok("add_user", "--users-file", f, "bob", "pw")
+    ok("delete_user", "--users-file", f, "alice")
+    assert set(load(f)["users"]) == {"bob"}
+    err("delete_user", "--users-file", f, "alice", msg='User "alice" does not exist')
+
+
+def test_change_password(f):
+    ok("add_user", "--users-file", f, "alice", "old")
+    ok("change_password", "--users-file", f, "alice", "new")
+    h = load(f)["users"]["alice"]["password_hash"]
+    assert check_password("new", h) and not check_password("old", h)
+    err("change_password", "--users-file", f, "nobody", "x", msg='User "nobody" does not exist')
+
+
+def test_set_user_tags(f):
+    ok("add_user", "--users-file", f, "alice", "pw")
+    ok("set_user_tags", "--users-file", f, "alice", "administrator", "monitoring")
+    assert load(f)["users"]["alice"]["tags"] == ["administrator", "monitoring"]
+    ok("set_user_tags", "--users-file", f, "alice")  # no tags clears them
+    assert load(f)["users"]["alice"]["tags"] == []
+    err("set_user_tags", "--users-file", f, "bob", "x", msg='User "bob" does not exist')
+
+
+def test_vhosts(f):
+    ok("add_vhost", "--users-file", f, "dev")
+    ok("add_vhost", "--users-file", f, "dev")  # adding an existing vhost is fine
+    ok("add_vhost", "--users-file", f, "odd \"name\"/x")
+    assert load(f)["vhosts"] == ["/", "dev", "odd \"name\"/x"]
+    r = ok("list_vhosts", "--users-file", f)
+    assert r.stdout.splitlines()[1:] == ["name", "/", "dev", "odd \"name\"/x"]
+    ok("add_user", "--users-file", f, "alice", "pw")
+    ok("set_permissions", "--users-file", f, "-p", "dev", "alice", ".*", ".*", ".*")
+    ok("delete_vhost", "--users-file", f, "dev")
+    data = load(f)
+    assert data["vhosts"] == ["/", "odd \"name\"/x"]
+    assert data["users"]["alice"].get("permissions", {}) == {}  # permissions on it went too
+    err("delete_vhost", "--users-file", f, "dev", msg='Virtual host "dev" does not exist')
+
+
+def test_set_and_clear_permissions(f):
+    ok("add_user", "--users-file", f, "alice", "pw")
+    ok("add_vhost", "--users-file", f, "dev")
+    ok("set_permissions", "--users-file", f, "alice", "^c-", "^w-", "")  # default -p /
+    ok("set_permissions", "--users-file", f, "-p", "dev", "alice", ".*", "", "^r\\.")
+    perms = load(f)["users"]["alice"]["permissions"]
+    assert perms == {"/": {"configure": "^c-", "write": "^w-", "read": ""},
+                     "dev": {"configure": ".*", "write": "", "read": "^r\\."}}
+    store = UserStore.load(f)  # what the broker would read
+    assert store.permission("alice", "dev").can_read("r.q")
+    r = ok("list_permissions", "--users-file", f, "-p", "dev")
+    assert "alice\t.*\t\t^r\\." in r.stdout.splitlines()
+    err("set_permissions", "--users-file", f, "-p", "nope", "alice", ".*", ".*", ".*",
+        msg='Virtual host "nope" does not exist')
+    err("set_permissions", "--users-file", f, "bob", ".*", ".*", ".*",
+        msg='User "bob" does not exist')
+    err("set_permissions", "--users-file", f, "alice", "(", ".*", ".*",
+        msg="invalid regular expression")
+    ok("clear_permissions", "--users-file", f, "-p", "dev", "alice")
+    assert set(load(f)["users"]["alice"]["permissions"]) == {"/"}
+    err("clear_permissions", "--users-file", f, "bob", msg='User "bob" does not exist')
+
+
+def test_list_users(f):
+    ok("add_user", "--users-file", f, "alice", "pw")
+    ok("add_user", "--users-file", f, "bob", "pw")
+    ok("set_user_tags", "--users-file", f, "bob", "monitoring")
+    r = ok("list_users", "--users-file", f)
+    assert r.stdout.splitlines() == ["Listing users ...", "user\ttags", "alice\t[]",
+                                     "bob\t[monitoring]"]
+    r = ok("-q", "list_users", "--users-file", f)
+    assert r.stdout.splitlines()[0] == "user\ttags"
+
+
+def test_usage_errors_exit_2(f):
+    assert ctl().returncode == 2
+    assert ctl("frobnicate", "--users-file", f).returncode == 2
+    assert ctl("delete_user", "--users-file", f).returncode == 2  # missing NAME
+    assert ctl("set_permissions", "--users-file", f, "alice", ".*").returncode == 2
+    assert not os.path.exists(f)
+
+
+def test_without_users_file_management_api_is_not_available(f):
+    r = ctl("list_users")
+    assert r.returncode == 1
+    assert "management API" in r.stderr and "not available yet" in r.stderr
+    assert "--users-file" in r.stderr
+
+
+def test_run_remote_hook_raises():
+    from syncmq import ctl as ctl_module
+    args = ctl_module.build_parser().parse_args(["list_users"])
+    with pytest.raises(NotImplementedError, match="management API"):
+        ctl_module.run_remote(args)
+
+
+def test_malformed_file_is_an_error_and_left_alone(f):
+    with open(f, "w") as fh:
+        fh.write("not = = toml")
+    r = err("add_user", "--users-file", f, "alice", "pw", msg="not valid TOML")
+    assert r.returncode == 1
+    assert open(f).read() == "not = = toml"
+
+
+def test_writes_are_atomic_and_keep_the_mode(f, tmp_path):
+    ok("add_user", "--users-file", f, "alice", "pw")
+    os.chmod(f, 0o640)
+    ino = os.stat(f).st_ino
+    ok("add_user", "--users-file", f, "bob", "pw")
+    assert os.stat(f).st_ino != ino  # replaced by rename, never rewritten in place
+    assert stat.S_IMODE(os.stat(f).st_mode) == 0o640
+    assert sorted(os.listdir(tmp_path)) == ["users.toml"]  # no temp file left behind
