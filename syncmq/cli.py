@@ -37,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
         handshake_timeout=args.handshake_timeout,
         max_message_size=args.max_message_size,
         users_file=args.users_file,
+        management_port=None if args.no_management or args.management_port < 0
+        else args.management_port,
     )
     server = Server(config)
     if users is not None:
@@ -46,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         server.start()
     except OSError as e:
-        log.error("cannot listen on %s:%s: %s", args.bind, args.port, e.strerror)
+        where = e.filename or f"{args.bind}:{args.port}"
+        log.error("cannot listen on %s: %s", where, e.strerror)
         return 1
     if hasattr(handler, "reopenIfNeeded"):
         server.on_hup = handler.reopenIfNeeded

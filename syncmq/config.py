@@ -75,6 +75,11 @@ def build_parser() -> configargparse.ArgumentParser:
     p.add_argument("--users-file", default=None,
                    help="TOML file of users, vhosts and permissions (docs/users-file.md); "
                         "reloaded on SIGHUP; default: only guest/guest from localhost")
+    p.add_argument("--management-port", type=int, default=15672,
+                   help="management HTTP API and /metrics port, bound to --bind; 0 picks an "
+                        "ephemeral port and logs it; -1 disables (default %(default)s)")
+    p.add_argument("--no-management", action="store_true",
+                   help="do not start the management HTTP API")
     p.add_argument("--version", action="version", version=f"syncmq {__version__}")
     return p
 
@@ -83,6 +88,8 @@ def validate(args) -> None:
     """Cross-field checks; raises ValueError naming the option."""
     if args.frame_max < 4096:
         raise ValueError("--frame-max must be >= 4096")
+    if not -1 <= args.management_port <= 65535:
+        raise ValueError("--management-port must be between 0 and 65535, or -1 to disable")
     if not 1 <= args.channel_max <= 65535:
         raise ValueError("--channel-max must be between 1 and 65535")
     if args.heartbeat < 0:

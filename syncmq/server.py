@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import queue
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -19,6 +20,8 @@ from dataclasses import dataclass, field
 from . import __version__
 from .broker.auth import UsersFileError, UserStore
 from .broker.broker import Broker
+from .management import Context as ManagementContext
+from .management import ManagementServer
 from .methods import access
 from .methods.registry import HANDLERS
 from .methods.session import Session, Settings
@@ -44,6 +47,7 @@ class ServerConfig:
     max_message_size: int = 128 * 1024 * 1024
     shutdown_timeout: float = 10.0
     users_file: str | None = None
+    management_port: int | None = None  # None: no management API; 0: an ephemeral port
     extra: dict = field(default_factory=dict)
 
 
@@ -66,6 +70,7 @@ class Server:
         self.signals: queue.SimpleQueue = queue.SimpleQueue()
         self.on_hup: Callable[[], None] | None = None
         self.started_at = time.time()
+        self.management: ManagementServer | None = None
 
     def _make_session(self, transport: Transport) -> Session:
         s = Session(transport, self.broker, self.settings, HANDLERS, self._session_closed)
@@ -106,19 +111,51 @@ class Server:
     def start(self) -> tuple[str, int]:
         """Bind, start the threads; returns the bound address (port 0 gets an ephemeral one)."""
         self.address = self.reactor.listen(self.config.bind, self.config.port)
+        listeners = [{"protocol": "amqp", "ip_address": self.address[0],
+                      "port": self.address[1]}]
+        extra: dict = {}
+        if self.config.management_port is not None:
+            maddr = self._start_management(listeners)
+            listeners.append({"protocol": "http", "ip_address": maddr[0], "port": maddr[1]})
+            extra["management_port"] = maddr[1]
         self.pool.start()
         self.reactor.start()
         log.info(
             "syncmq %s started", __version__,
-            extra={"listener": f"{self.address[0]}:{self.address[1]}",
-                   "port": self.address[1], "data_dir": self.config.data_dir,
-                   "workers": self.config.workers},
+            extra={"version": __version__, "listener": f"{self.address[0]}:{self.address[1]}",
+                   "port": self.address[1], "listeners": listeners, **extra,
+                   "data_dir": self.config.data_dir, "workers": self.config.workers},
         )
         return self.address
+
+    def _start_management(self, listeners: list[dict]) -> tuple[str, int]:
+        """Start the management HTTP API (``syncmq.management``), bound like the AMQP port."""
+        def sessions() -> list[Session]:
+            with self._sessions_lock:
+                return list(self.sessions)
+
+        def close(s: Session, code: int, text: str) -> None:
+            s.transport.worker.submit(s.close, code, text)
+
+        ctx = ManagementContext(
+            broker=self.broker, sessions=sessions, node=f"syncmq@{socket.gethostname()}",
+            version=__version__, started_at=self.started_at, data_dir=self.config.data_dir,
+            listeners=listeners, cluster_name=self.settings.cluster_name,
+            close_connection=close,
+        )
+        self.management = ManagementServer(ctx, self.config.bind, self.config.management_port)
+        try:
+            return self.management.start()
+        except OSError as e:
+            raise OSError(e.errno, e.strerror,
+                          f"{self.config.bind}:{self.config.management_port} (management)"
+                          ) from None
 
     def stop(self) -> None:
         """Graceful shutdown: stop accepting, close connections with 320, stop threads."""
         log.info("shutting down")
+        if self.management is not None:
+            self.management.stop()
         self.reactor.stop_accepting()
         with self._sessions_lock:
             sessions = list(self.sessions)

@@ -23,15 +23,18 @@ class BrokerProcess:
     def __init__(self, data_dir: str, *extra: str) -> None:
         self.data_dir = data_dir
         self.args = [sys.executable, "-m", "syncmq.cli", "--port", "0", "--data-dir", data_dir,
-                     "--log-format", "json", "--log-level", "info", *extra]
+                     "--log-format", "json", "--log-level", "info",
+                     "--management-port", "0", *extra]
         self.lines: list[str] = []
         self.port: int | None = None
+        self.management_port: int | None = None  # when the start-up line has one
         self._started = threading.Event()
         self._cond = threading.Condition()
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 30.0) -> BrokerProcess:
         self.port = None
+        self.management_port = None
         self._started.clear()
         self.proc = subprocess.Popen(self.args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                      text=True, bufsize=1)
@@ -53,6 +56,8 @@ class BrokerProcess:
                     continue
                 if "port" in rec:
                     self.port = int(rec["port"])
+                    if rec.get("management_port") is not None:
+                        self.management_port = int(rec["management_port"])
                     self._started.set()
 
     def wait_for_log(self, text: str, timeout: float = 15.0) -> str:

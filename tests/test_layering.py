@@ -17,7 +17,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent / "syncmq"
 # package. Same-rank siblings listed in ALLOWED_SAME may import each other one way.
 RANK = {
     "cli": 7, "config": 7, "ctl": 7, "perf": 7,
-    "server": 6,
+    "server": 6, "management": 6,
     "reactor": 5, "workers": 4,
     "methods": 3,
     "protocol": 2, "broker": 2,
@@ -25,7 +25,7 @@ RANK = {
     "wire": 0,
     "__init__": -1,
 }
-ALLOWED_SAME = {("cli", "config")}
+ALLOWED_SAME = {("cli", "config"), ("server", "management")}
 
 
 def _layer(module: str) -> str:

@@ -1,0 +1,22 @@
+"""The management HTTP API (RabbitMQ's shapes) and the Prometheus ``/metrics`` endpoint.
+
+Sits at the server level: ``syncmq.server`` builds a :class:`~.state.Context` (the broker, a
+function listing the open sessions, node facts) and starts a :class:`~.httpd.ManagementServer`,
+a stdlib ``ThreadingHTTPServer`` in its own daemon thread ``syncmq-management``.
+
+- ``state.py``: read-only snapshots of the broker for monitoring, message counters and rates.
+- ``api.py``: request routing, authorisation and the JSON shapes of ``/api/...``.
+- ``definitions.py``: RabbitMQ's definitions JSON, export and import.
+- ``metrics.py``: Prometheus text exposition.
+- ``httpd.py``: the HTTP server, basic auth, JSON encoding.
+
+Reading broker state from the management thread: monitoring snapshots read sessions,
+channels and queues without their locks (copying each dict with ``list(...)`` first); every
+change (declare, delete, purge, close) goes through the methods the AMQP handlers use, and
+work that belongs to a connection runs on that connection's worker.
+"""
+
+from .httpd import ManagementServer
+from .state import Context
+
+__all__ = ["Context", "ManagementServer"]

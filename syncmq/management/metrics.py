@@ -1,0 +1,112 @@
+"""``GET /metrics``: the Prometheus text exposition format (version 0.0.4).
+
+Counters are broker-wide message counts since start (kept per channel on the message path
+and folded into the broker's totals when a channel closes); gauges are read from the broker
+at scrape time. Per-queue gauges carry ``vhost`` and ``queue`` labels.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+import syncmq.management.state as state
+
+from .state import Context, Rates, open_sessions
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# (metric, help, counter names in state.STATS (+ deliver_get) that add up to it)
+COUNTERS = (
+    ("syncmq_messages_published_total", "Messages published by clients.", ("publish",)),
+    ("syncmq_messages_delivered_total",
+     "Messages delivered to consumers or fetched with basic.get.", ("deliver", "get")),
+    ("syncmq_messages_acked_total", "Deliveries acknowledged by clients.", ("ack",)),
+    ("syncmq_messages_redelivered_total", "Deliveries with the redelivered flag set.",
+     ("redeliver",)),
+    ("syncmq_messages_returned_total", "Mandatory messages returned as unroutable.",
+     ("return_unroutable",)),
+    ("syncmq_messages_confirmed_total", "Publishes confirmed to publishers (basic.ack).",
+     ("confirm",)),
+)
+
+
+def _escape(v: str) -> str:
+    return v.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _labels(**kw: str) -> str:
+    return "{" + ",".join(f'{k}="{_escape(str(v))}"' for k, v in kw.items()) + "}"
+
+
+def _family(name: str, kind: str, help_: str, samples: Iterable[tuple[str, float]]) -> str:
+    lines = [f"# HELP {name} {help_}", f"# TYPE {name} {kind}"]
+    lines += [f"{name}{labels} {_num(v)}" for labels, v in samples]
+    return "\n".join(lines)
+
+
+def _num(v: float) -> str:
+    return str(int(v)) if isinstance(v, int) or float(v).is_integer() else repr(float(v))
+
+
+def render(ctx: Context, rates: Rates) -> str:
+    """The whole scrape as text."""
+    totals = rates.monotonic("overview", state.with_deliver_get(state.channel_totals(ctx)))
+    out = []
+    for name, help_, parts in COUNTERS:
+        out.append(_family(name, "counter", help_, [("", sum(totals[p] for p in parts))]))
+
+    sessions = open_sessions(ctx)
+    channels = [ch for s in sessions for ch in list(s.channels.values())]
+    vhosts = sorted(list(ctx.broker.vhosts.items()))
+    queues = [q for _, vh in vhosts for q in sorted(list(vh.queues.values()),
+                                                      key=lambda q: q.name)]
+    gauges = [
+        ("syncmq_connections", "Open AMQP connections.", len(sessions)),
+        ("syncmq_channels", "Open channels.", len(channels)),
+        ("syncmq_queues", "Queues.", len(queues)),
+        ("syncmq_exchanges", "Exchanges (including the predeclared ones).",
+         sum(len(vh.exchanges) for _, vh in vhosts)),
+        ("syncmq_consumers", "Consumers.", sum(len(ch.consumers) for ch in channels)),
+        ("syncmq_vhosts", "Virtual hosts.", len(vhosts)),
+    ]
+    for name, help_, v in gauges:
+        out.append(_family(name, "gauge", help_, [("", v)]))
+
+    per_queue = (
+        ("syncmq_queue_messages_ready", "Messages ready for delivery, per queue.",
+         lambda q: len(q.ready)),
+        ("syncmq_queue_messages_unacked", "Messages delivered and not yet acknowledged, per "
+         "queue.", lambda q: q.unacked_count),
+        ("syncmq_queue_consumers", "Consumers, per queue.", lambda q: len(q.consumers)),
+    )
+    for name, help_, fn in per_queue:
+        out.append(_family(name, "gauge", help_,
+                           [(_labels(vhost=q.vhost, queue=q.name), fn(q)) for q in queues]))
+    per_queue_counters = (
+        ("syncmq_queue_messages_published_total", "Messages enqueued, per queue.",
+         "stats_published"),
+        ("syncmq_queue_messages_delivered_total", "Messages delivered or fetched, per queue.",
+         "stats_delivered"),
+        ("syncmq_queue_messages_acked_total", "Deliveries acknowledged, per queue.",
+         "stats_acked"),
+    )
+    for name, help_, attr in per_queue_counters:
+        out.append(_family(name, "counter", help_,
+                           [(_labels(vhost=q.vhost, queue=q.name), getattr(q, attr))
+                            for q in queues]))
+
+    jb = state.journal_bytes(ctx.data_dir) if ctx.data_dir else None
+    if jb is not None:
+        out.append(_family("syncmq_journal_bytes", "gauge",
+                           "Bytes in the journal's segment files.", [("", jb)]))
+    out.append(_family("process_resident_memory_bytes", "gauge",
+                       "Resident memory size in bytes.", [("", state.resident_memory())]))
+    out.append(_family("process_start_time_seconds", "gauge",
+                       "Start time of the process since the Unix epoch in seconds.",
+                       [("", round(ctx.started_at, 3))]))
+    out.append(_family("syncmq_uptime_seconds", "gauge", "Seconds since the broker started.",
+                       [("", round(time.time() - ctx.started_at, 3))]))
+    out.append(_family("syncmq_build_info", "gauge", "syncmq version (always 1).",
+                       [(_labels(version=ctx.version, node=ctx.node), 1)]))
+    return "\n".join(out) + "\n"
