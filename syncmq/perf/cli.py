@@ -319,8 +319,20 @@ def _redact(uri: str) -> str:
     return uri
 
 
+def _raise_nofile() -> None:
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ImportError, ValueError, OSError):
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     opts = build_parser().parse_args(argv)
+    _raise_nofile()
     if min(opts.producers, opts.consumers, opts.queues, opts.size, opts.confirm,
            opts.qos, opts.pmessages, opts.cmessages, opts.idle_connections) < 0:
         print("syncmq-perf: counts must be >= 0", file=sys.stderr)

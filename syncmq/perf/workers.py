@@ -3,11 +3,11 @@
 Each process owns one or more :class:`~syncmq.perf.client.Client` connections. The protocol with
 the parent, over a duplex ``multiprocessing`` pipe:
 
-1. the child connects and sets up (confirm.select / qos / consume), then sends
+1. the child connects and sets up (confirm.select / qos), then sends
    ``("ready", None)`` (or ``("error", text)`` and exits);
 2. the parent sends ``("go", t0, deadline)``: ``t0`` is a ``time.monotonic()`` instant (the
    clock is system-wide on Linux), ``deadline`` is ``t0 + --time`` or ``None``;
-3. the child runs, updating its slot of a shared progress array, until its count or the
+3. at ``t0`` the child starts (consumers issue basic.consume then) and runs, updating its slot of a shared progress array, until its count or the
    deadline, or until the parent sets the shared stop flag; then sends ``("result", dict)``.
 
 Rates are computed by the parent from the counts and instants in the result dicts.
@@ -193,13 +193,11 @@ def consumer_main(pipe: Any, index: int, progress: Any, stop: Any, cfg: dict[str
     clients: list[Client] = []
     errors: list[str] = []
     try:
-        for q in queues:
+        for _ in queues:
             c = Client(cfg["uri"], frame_max=cfg["frame_max"], name=f"perf-consumer-{index}")
             clients.append(c)
             if cfg["qos"]:
                 c.qos(cfg["qos"])
-            c.consume(q, no_ack=cfg["autoack"], ack_every=cfg["multi_ack_every"],
-                      latency=cfg["latency"], limit=cfg["cmessages"])
     except Exception as exc:  # noqa: BLE001 - reported to the parent
         pipe.send(("error", f"consumer {index}: setup failed: {exc!r}"))
         _close_all(clients)
@@ -207,6 +205,13 @@ def consumer_main(pipe: Any, index: int, progress: Any, stop: Any, cfg: dict[str
     pipe.send(("ready", None))
     t0, deadline = _await_go(pipe)
     try:
+        # basic.consume at the start instant, not during setup: draining a backlog must not
+        # begin before the clock does
+        while time.monotonic() < t0:
+            time.sleep(max(0.0, t0 - time.monotonic()))
+        for c, q in zip(clients, queues, strict=True):
+            c.consume(q, no_ack=cfg["autoack"], ack_every=cfg["multi_ack_every"],
+                      latency=cfg["latency"], limit=cfg["cmessages"])
         _consume(clients, cfg, deadline, progress, index, stop)
     except ClientError as exc:
         errors.append(f"consumer {index}: {exc}")
