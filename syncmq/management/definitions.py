@@ -9,7 +9,9 @@ permissions), so that RabbitMQ imports it.
 
 Import merges as RabbitMQ does: missing objects are created, users and permissions are
 overwritten, and a conflicting queue/exchange/binding (one that exists with other properties)
-is left as it is. Queues, exchanges and bindings are declared through the same vhost methods
+is left as it is; a binding whose source or destination does not exist is skipped with a
+warning (``rabbitmqctl export_definitions`` drops internal exchanges but keeps their
+bindings). Queues, exchanges and bindings are declared through the same vhost methods
 the AMQP handlers use.
 """
 
@@ -216,8 +218,12 @@ def import_(ctx: Context, defs: Any) -> dict[str, int]:
             continue  # the default exchange's bindings are implicit
         dtype = _str(b, "destination_type", what, "queue")
         target = (vh.queues if dtype == "queue" else vh.exchanges).get(dest)
-        if target is None:
-            raise DefinitionsError(f"{what}: no {dtype} '{dest}' in vhost '{vh.name}'")
+        if target is None or source not in vh.exchanges:
+            # e.g. rabbitmqctl export_definitions leaves internal exchanges out but keeps
+            # their bindings: skip what cannot be bound rather than refuse the whole file.
+            missing = f"{dtype} '{dest}'" if target is None else f"exchange '{source}'"
+            log.warning("definitions: %s skipped: no %s in vhost '%s'", what, missing, vh.name)
+            continue
         try:
             vh.bind(source, target, _str(b, "routing_key", what, ""), b.get("arguments") or {})
         except AMQPChannelError as err:
