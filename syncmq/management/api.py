@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import syncmq.management.definitions as definitions
 import syncmq.management.state as state
@@ -97,10 +98,11 @@ def jsonable(v: Any) -> Any:
 
 def _properties_key(routing_key: str, args: dict) -> str:
     """RabbitMQ's binding id: the routing key, plus ``~`` and a hash of the arguments."""
+    key = quote(routing_key, safe="")
     if not args:
-        return routing_key or "~"
+        return key or "~"
     digest = hashlib.sha1(json.dumps(jsonable(args), sort_keys=True).encode()).digest()
-    return routing_key + "~" + base64.urlsafe_b64encode(digest[:12]).decode().rstrip("=")
+    return key + "~" + base64.urlsafe_b64encode(digest[:6]).decode().rstrip("=")
 
 
 class API:
