@@ -1,8 +1,8 @@
 """``syncmqctl``: manage users, vhosts and permissions, with rabbitmqctl's verbs and argument order.
 
 With ``--users-file PATH`` it edits the users file offline (atomically: temp file + rename);
-send the broker SIGHUP to apply the change. Without it, it would talk to a running broker's
-management API: :func:`run_remote` is the hook for that, not available yet.
+send the broker SIGHUP to apply the change. Without it, it talks to a running broker's
+management API: :func:`run_remote` hands the command line to ``syncmq.ctl_remote``.
 
 Exit codes: 0 ok, 1 error (user exists / not found, bad file ...), 2 usage.
 """
@@ -16,20 +16,17 @@ import sys
 
 from .broker.auth import Permission, User, UsersFileError, UserStore, hash_password, save
 
-REMOTE_UNAVAILABLE = (
-    "without --users-file, syncmqctl would manage a running broker through its management "
-    "API, which is not available yet; pass --users-file PATH to edit the users file offline "
-    "(then send the broker SIGHUP to reload it)"
-)
-
 
 class CtlError(Exception):
     """An error reported as ``Error: ...`` with exit code 1."""
 
 
-def run_remote(args: argparse.Namespace) -> int:
-    """Hook for the management-API mode (run the verb against a live broker)."""
-    raise NotImplementedError(REMOTE_UNAVAILABLE)
+def run_remote(argv: list[str]) -> int:
+    """The management-API mode: run the command line against a live broker
+    (``syncmq.ctl_remote``, which has its own verbs and options)."""
+    from .ctl_remote import main as remote_main
+
+    return remote_main(argv)
 
 
 # ---- the verbs (each takes the store and the parsed args, returns output lines) ----
@@ -197,14 +194,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not any(a == "--users-file" or a.startswith("--users-file=") for a in argv):
+        return run_remote(argv)
     parser = build_parser()
     args = parser.parse_args(argv)  # usage errors exit 2
-    if not args.users_file:
-        try:
-            return run_remote(args)
-        except NotImplementedError as e:
-            print(f"Error: {e}", file=sys.stderr)
-            return 1
     fn, banner, _positionals, _v = VERBS[args.verb]
     if not args.quiet:
         fields = dict(vars(args))

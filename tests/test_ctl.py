@@ -142,18 +142,17 @@ def test_usage_errors_exit_2(f):
     assert not os.path.exists(f)
 
 
-def test_without_users_file_management_api_is_not_available(f):
-    r = ctl("list_users")
+def test_without_users_file_it_uses_the_management_api(f):
+    # the remote mode (syncmq.ctl_remote, tested in test_ctl_remote.py): no broker there
+    r = ctl("list_users", "--management-url", "http://127.0.0.1:9")
     assert r.returncode == 1
-    assert "management API" in r.stderr and "not available yet" in r.stderr
-    assert "--users-file" in r.stderr
+    assert "management API" in r.stderr and "--users-file" in r.stderr
 
 
-def test_run_remote_hook_raises():
+def test_run_remote_hook_runs_the_remote_mode(capsys):
     from syncmq import ctl as ctl_module
-    args = ctl_module.build_parser().parse_args(["list_users"])
-    with pytest.raises(NotImplementedError, match="management API"):
-        ctl_module.run_remote(args)
+    assert ctl_module.run_remote(["list_users", "--management-url", "http://127.0.0.1:9"]) == 1
+    assert "cannot reach the management API" in capsys.readouterr().err
 
 
 def test_malformed_file_is_an_error_and_left_alone(f):

@@ -1,0 +1,432 @@
+"""``syncmqctl`` against a running broker, through its management HTTP API (urllib only).
+
+The mode ``syncmqctl`` uses without ``--users-file`` (``syncmq.ctl.run_remote``). The verbs
+and their arguments are rabbitmqctl's; output is rabbitmqctl's tab-separated table with a
+header line (``--json`` for a JSON list, ``-q`` drops the banner). The broker is found at
+``--management-url`` (env ``SYNCMQ_MANAGEMENT_URL``, default ``http://127.0.0.1:15672``) and
+logged into with ``--username``/``--password`` (env ``SYNCMQ_MANAGEMENT_USERNAME``/
+``SYNCMQ_MANAGEMENT_PASSWORD``, default guest/guest).
+
+Exit codes: 0 ok, 1 error (broker unreachable, credentials refused, object not found, ...),
+2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+from urllib.parse import quote
+
+DEFAULT_URL = "http://127.0.0.1:15672"
+TIMEOUT = 30.0
+
+
+class RemoteError(Exception):
+    """Reported as ``Error: ...`` with exit code 1."""
+
+
+class Client:
+    def __init__(self, url: str, username: str, password: str) -> None:
+        self.url = url.rstrip("/")
+        self.username = username
+        token = base64.b64encode(f"{username}:{password}".encode()).decode()
+        self.auth = "Basic " + token
+
+    def call(self, method: str, path: str, body=None, not_found: str | None = None):
+        """The parsed JSON answer (None for 204); raises RemoteError with a clear message."""
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        req.add_header("Authorization", self.auth)
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=TIMEOUT) as resp:
+                raw = resp.read()
+        except urllib.error.HTTPError as e:
+            raise self._http_error(e, not_found) from None
+        except (urllib.error.URLError, OSError) as e:
+            reason = getattr(e, "reason", e)
+            raise RemoteError(
+                f"cannot reach the management API at {self.url}: {reason}. Is the broker "
+                "running with its management API (--management-port)? Set --management-url "
+                "(or SYNCMQ_MANAGEMENT_URL), or pass --users-file PATH to edit the users file "
+                "offline."
+            ) from None
+        return json.loads(raw) if raw.strip() else None
+
+    def _http_error(self, e: urllib.error.HTTPError, not_found: str | None) -> RemoteError:
+        try:
+            body = json.loads(e.read() or b"{}")
+            reason = body.get("reason") or body.get("error") or ""
+        except (ValueError, AttributeError):
+            reason = ""
+        if e.code == 401:
+            if reason == "Login failed":
+                return RemoteError(
+                    f"the management API at {self.url} refused the credentials of user "
+                    f"'{self.username}' (401 Login failed); set --username/--password")
+            return RemoteError(f"user '{self.username}' is not allowed to do this (401 "
+                               f"{reason or 'not authorised'}); it needs the administrator tag")
+        if e.code == 404 and not_found is not None:
+            return RemoteError(not_found)
+        return RemoteError(f"{e.code} {reason or e.reason}")
+
+
+# ---- output ----
+
+def _cell(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (dict, list)):
+        return json.dumps(v, separators=(",", ":"))
+    return str(v)
+
+
+def _pick(row: dict, column: str):
+    """A column of a row; dotted names reach into nested objects."""
+    v = row
+    for part in ALIASES.get(column, column).split("."):
+        v = v.get(part) if isinstance(v, dict) else None
+    return v
+
+
+# rabbitmqctl's column names -> the management API's fields
+ALIASES = {
+    "source_name": "source", "source_kind": "source_kind",
+    "destination_name": "destination", "destination_kind": "destination_type",
+    "queue_name": "queue.name", "channel_pid": "channel_details.name",
+    "peer_address": "peer_host",
+}
+
+
+def _table(args, rows: list[dict], columns: list[str]) -> None:
+    if args.json:
+        print(json.dumps([{c: _pick(r, c) for c in columns} for r in rows], indent=1))
+        return
+    print("\t".join(columns))
+    for r in rows:
+        print("\t".join(_cell(_pick(r, c)) for c in columns))
+
+
+def _banner(args, text: str) -> None:
+    if not args.quiet and not args.json:
+        print(text)
+
+
+def _vq(name: str) -> str:
+    return quote(name, safe="")
+
+
+def _password(args) -> str:
+    if args.new_password is not None:
+        return args.new_password
+    password = sys.stdin.readline().rstrip("\r\n")  # as rabbitmqctl: from stdin if omitted
+    if not password:
+        raise RemoteError("Password is not provided via argument or stdin")
+    return password
+
+
+# ---- verbs ----
+
+def status(c: Client, args) -> None:
+    o = c.call("GET", "/api/overview")
+    node = (c.call("GET", "/api/nodes") or [{}])[0]
+    if args.json:
+        print(json.dumps({"overview": o, "node": node}, indent=1))
+        return
+    _banner(args, f"Status of node {o.get('node')} ...")
+    ot, qt = o.get("object_totals", {}), o.get("queue_totals", {})
+    lines = [
+        ("Product", f"{o.get('product_name')} {o.get('product_version')}"),
+        ("Node", o.get("node")),
+        ("Uptime (seconds)", int(node.get("uptime", 0)) // 1000),
+        ("Memory used (bytes)", node.get("mem_used")),
+        ("Listeners", ", ".join(f"{li['protocol']} {li['ip_address']}:{li['port']}"
+                                for li in o.get("listeners", []))),
+        ("Connections", ot.get("connections")), ("Channels", ot.get("channels")),
+        ("Queues", ot.get("queues")), ("Exchanges", ot.get("exchanges")),
+        ("Consumers", ot.get("consumers")),
+        ("Messages", qt.get("messages")), ("Messages ready", qt.get("messages_ready")),
+        ("Messages unacknowledged", qt.get("messages_unacknowledged")),
+    ]
+    for k, v in lines:
+        print(f"{k}: {_cell(v)}")
+
+
+def _lister(path_all: str, what: str, default_cols: list[str], per_vhost: bool = True):
+    def run(c: Client, args) -> None:
+        if per_vhost:
+            path = f"{path_all}/{_vq(args.vhost)}"
+            _banner(args, f"Listing {what} for vhost {args.vhost} ...")
+            rows = c.call("GET", path, not_found=f'Virtual host "{args.vhost}" does not exist')
+        else:
+            _banner(args, f"Listing {what} ...")
+            rows = c.call("GET", path_all)
+        _table(args, rows, args.columns or default_cols)
+    return run
+
+
+def _bindings(c: Client, args) -> None:
+    _banner(args, f"Listing bindings for vhost {args.vhost}...")
+    rows = c.call("GET", f"/api/bindings/{_vq(args.vhost)}",
+                  not_found=f'Virtual host "{args.vhost}" does not exist')
+    for r in rows:
+        r["source_kind"] = "exchange"
+    _table(args, rows, args.columns or ["source_name", "source_kind", "destination_name",
+                                        "destination_kind", "routing_key", "arguments"])
+
+
+def _queue_path(args) -> str:
+    return f"/api/queues/{_vq(args.vhost)}/{_vq(args.queue)}"
+
+
+def _no_queue(args) -> str:
+    return f"Queue '{args.queue}' in vhost '{args.vhost}' does not exist"
+
+
+def purge_queue(c: Client, args) -> None:
+    _banner(args, f"Purging queue '{args.queue}' in vhost '{args.vhost}' ...")
+    c.call("DELETE", _queue_path(args) + "/contents", not_found=_no_queue(args))
+
+
+def delete_queue(c: Client, args) -> None:
+    _banner(args, f"Deleting queue '{args.queue}' on vhost '{args.vhost}' ...")
+    q = c.call("GET", _queue_path(args), not_found=_no_queue(args))
+    flags = [f for f, on in (("if-unused=true", args.if_unused),
+                             ("if-empty=true", args.if_empty)) if on]
+    c.call("DELETE", _queue_path(args) + ("?" + "&".join(flags) if flags else ""),
+           not_found=_no_queue(args))
+    if not args.quiet and not args.json:
+        print(f"Queue was successfully deleted with {q.get('messages', 0)} messages")
+
+
+def add_vhost(c: Client, args) -> None:
+    _banner(args, f'Adding vhost "{args.name}" ...')
+    c.call("PUT", f"/api/vhosts/{_vq(args.name)}", {})
+
+
+def delete_vhost(c: Client, args) -> None:
+    _banner(args, f'Deleting vhost "{args.name}" ...')
+    c.call("DELETE", f"/api/vhosts/{_vq(args.name)}",
+           not_found=f'Virtual host "{args.name}" does not exist')
+
+
+def _get_user(c: Client, name: str) -> dict:
+    return c.call("GET", f"/api/users/{_vq(name)}", not_found=f'User "{name}" does not exist')
+
+
+def add_user(c: Client, args) -> None:
+    _banner(args, f'Adding user "{args.username}" ...')
+    try:
+        c.call("GET", f"/api/users/{_vq(args.username)}", not_found="")
+    except RemoteError as e:
+        if str(e):
+            raise
+    else:
+        raise RemoteError(f'User "{args.username}" already exists')
+    c.call("PUT", f"/api/users/{_vq(args.username)}",
+           {"password": _password(args), "tags": ""})
+
+
+def delete_user(c: Client, args) -> None:
+    _banner(args, f'Deleting user "{args.username}" ...')
+    c.call("DELETE", f"/api/users/{_vq(args.username)}",
+           not_found=f'User "{args.username}" does not exist')
+
+
+def change_password(c: Client, args) -> None:
+    _banner(args, f'Changing password for user "{args.username}" ...')
+    user = _get_user(c, args.username)
+    c.call("PUT", f"/api/users/{_vq(args.username)}",
+           {"password": _password(args), "tags": user.get("tags", [])})
+
+
+def set_user_tags(c: Client, args) -> None:
+    _banner(args, f'Setting tags for user "{args.username}" to [{", ".join(args.tags)}] ...')
+    _get_user(c, args.username)
+    c.call("PUT", f"/api/users/{_vq(args.username)}", {"tags": list(args.tags)})
+
+
+def set_permissions(c: Client, args) -> None:
+    _banner(args, f'Setting permissions for user "{args.username}" in vhost "{args.vhost}" ...')
+    _get_user(c, args.username)
+    c.call("PUT", f"/api/permissions/{_vq(args.vhost)}/{_vq(args.username)}",
+           {"configure": args.conf, "write": args.write, "read": args.read},
+           not_found=f'Virtual host "{args.vhost}" does not exist')
+
+
+def clear_permissions(c: Client, args) -> None:
+    _banner(args, f'Clearing permissions for user "{args.username}" in vhost "{args.vhost}" '
+                  "...")
+    try:
+        c.call("DELETE", f"/api/permissions/{_vq(args.vhost)}/{_vq(args.username)}",
+               not_found="")
+    except RemoteError as e:
+        if str(e):
+            raise
+
+
+def list_users(c: Client, args) -> None:
+    _banner(args, "Listing users ...")
+    _table(args, c.call("GET", "/api/users"), args.columns or ["name", "tags"])
+
+
+def list_vhosts(c: Client, args) -> None:
+    _banner(args, "Listing vhosts ...")
+    _table(args, c.call("GET", "/api/vhosts"), args.columns or ["name"])
+
+
+def list_permissions(c: Client, args) -> None:
+    _banner(args, f'Listing permissions for vhost "{args.vhost}" ...')
+    rows = c.call("GET", f"/api/vhosts/{_vq(args.vhost)}/permissions",
+                  not_found=f'Virtual host "{args.vhost}" does not exist')
+    _table(args, rows, args.columns or ["user", "configure", "write", "read"])
+
+
+def export_definitions(c: Client, args) -> None:
+    defs = c.call("GET", "/api/definitions")
+    text = json.dumps(defs, indent=2)
+    if args.path == "-":
+        print(text)
+        return
+    _banner(args, f'Exporting definitions in JSON to a file at "{args.path}" ...')
+    try:
+        with open(args.path, "w") as f:
+            f.write(text + "\n")
+    except OSError as e:
+        raise RemoteError(f"cannot write {args.path}: {e.strerror}") from None
+
+
+def import_definitions(c: Client, args) -> None:
+    try:
+        if args.path == "-":
+            text = sys.stdin.read()
+        else:
+            _banner(args, f'Importing definitions in JSON from a file at "{args.path}" ...')
+            with open(args.path) as f:
+                text = f.read()
+    except OSError as e:
+        raise RemoteError(f"cannot read {args.path}: {e.strerror}") from None
+    try:
+        defs = json.loads(text)
+    except ValueError as e:
+        raise RemoteError(f"{args.path} is not valid JSON: {e}") from None
+    c.call("POST", "/api/definitions", defs)
+    _banner(args, "Definitions imported.")
+
+
+# verb -> (function, help, argument spec)
+#   spec items: "-p" (vhost option), "cols" (column names), NAME, NAME? (optional), NAME*
+VERBS = {
+    "status": (status, "broker status", []),
+    "list_queues": (_lister("/api/queues", "queues", ["name", "messages"]),
+                    "list queues", ["-p", "cols"]),
+    "list_exchanges": (_lister("/api/exchanges", "exchanges", ["name", "type"]),
+                       "list exchanges", ["-p", "cols"]),
+    "list_bindings": (_bindings, "list bindings", ["-p", "cols"]),
+    "list_connections": (_lister("/api/connections", "connections",
+                                 ["user", "peer_host", "peer_port", "state"], per_vhost=False),
+                         "list connections", ["cols"]),
+    "list_channels": (_lister("/api/channels", "channels",
+                              ["name", "user", "consumer_count", "messages_unacknowledged"],
+                              per_vhost=False), "list channels", ["cols"]),
+    "list_consumers": (_lister("/api/consumers", "consumers",
+                               ["queue_name", "channel_pid", "consumer_tag", "ack_required",
+                                "prefetch_count", "active", "arguments"]),
+                       "list consumers", ["-p", "cols"]),
+    "purge_queue": (purge_queue, "purge a queue", ["-p", "queue"]),
+    "delete_queue": (delete_queue, "delete a queue", ["-p", "queue", "--if-empty",
+                                                      "--if-unused"]),
+    "add_vhost": (add_vhost, "add a vhost", ["name"]),
+    "delete_vhost": (delete_vhost, "delete a vhost", ["name"]),
+    "add_user": (add_user, "add a user", ["username", "new_password?"]),
+    "delete_user": (delete_user, "delete a user", ["username"]),
+    "change_password": (change_password, "change a user's password",
+                        ["username", "new_password?"]),
+    "set_user_tags": (set_user_tags, "set a user's tags", ["username", "tags*"]),
+    "set_permissions": (set_permissions, "set a user's permissions in a vhost",
+                        ["-p", "username", "conf", "write", "read"]),
+    "clear_permissions": (clear_permissions, "clear a user's permissions in a vhost",
+                          ["-p", "username"]),
+    "list_users": (list_users, "list users", ["cols"]),
+    "list_vhosts": (list_vhosts, "list vhosts", ["cols"]),
+    "list_permissions": (list_permissions, "list permissions in a vhost", ["-p", "cols"]),
+    "export_definitions": (export_definitions, "write the definitions JSON to PATH (- for "
+                           "stdout)", ["path"]),
+    "import_definitions": (import_definitions, "load a definitions JSON file (- for stdin)",
+                           ["path"]),
+}
+
+
+def _common(p: argparse.ArgumentParser, top: bool) -> None:
+    d = (lambda v: v) if top else (lambda v: argparse.SUPPRESS)
+    p.add_argument("--management-url", default=d(os.environ.get("SYNCMQ_MANAGEMENT_URL",
+                                                                DEFAULT_URL)),
+                   help="the broker's management API (env SYNCMQ_MANAGEMENT_URL; default "
+                        f"{DEFAULT_URL})")
+    p.add_argument("-u", "--username", dest="api_username",
+                   default=d(os.environ.get("SYNCMQ_MANAGEMENT_USERNAME", "guest")),
+                   help="management API user (default guest)")
+    p.add_argument("--password", dest="api_password", default=d(os.environ.get("SYNCMQ_MANAGEMENT_PASSWORD",
+                                                           "guest")),
+                   help="management API password (default guest)")
+    p.add_argument("--json", action="store_true", default=d(False),
+                   help="print JSON instead of a table")
+    p.add_argument("-q", "--quiet", action="store_true", default=d(False),
+                   help="no banner lines")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="syncmqctl",
+        description="Manage a running syncmq through its management API (rabbitmqctl's verbs).",
+        epilog="With --users-file PATH, syncmqctl edits that users file offline instead.",
+    )
+    _common(p, True)
+    sub = p.add_subparsers(dest="verb", metavar="COMMAND", required=True)
+    for verb, (_fn, help_, spec) in VERBS.items():
+        sp = sub.add_parser(verb, help=help_)
+        _common(sp, False)
+        for item in spec:
+            if item == "-p":
+                sp.add_argument("-p", "--vhost", default="/", help="virtual host (default /)")
+            elif item == "cols":
+                sp.add_argument("columns", nargs="*", metavar="COLUMN",
+                                help="columns to show (management API field names)")
+            elif item.startswith("--"):
+                sp.add_argument(item, action="store_true")
+            elif item.endswith("?"):
+                sp.add_argument(item[:-1], nargs="?", default=None,
+                                metavar=item[:-1].upper(), help="read from stdin when omitted")
+            elif item.endswith("*"):
+                sp.add_argument(item[:-1], nargs="*", metavar=item[:-1].upper())
+            else:
+                sp.add_argument(item, metavar=item.upper())
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    fn = VERBS[args.verb][0]
+    client = Client(args.management_url, args.api_username, args.api_password)
+    try:
+        fn(client, args)
+    except RemoteError as e:
+        print(f"Error:\n{e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)  # usage errors exit 2
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
