@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import os
 import platform
 import time
@@ -38,6 +39,8 @@ from ..broker.vhost import VirtualHost
 from ..methods.session import Session
 from ..wire.errors import AMQPChannelError, AMQPConnectionError
 from .state import Context, Rates, connection_name, open_sessions, peer_parts
+
+log = logging.getLogger("syncmq.management")
 
 MANAGEMENT_TAGS = ("administrator", "monitoring", "management", "policymaker")
 CONNECTION_FORCED = 320
@@ -747,6 +750,10 @@ class API:
         return Response(204)
 
     def _close(self, s: Session, text: str) -> None:
+        log.info("closing connection via the management API: %s", text,
+                 extra={"peer": connection_name(s), "user": s.username,
+                        "vhost": s.vhost.name if s.vhost else None,
+                        "reply_code": CONNECTION_FORCED})
         if self.ctx.close_connection is not None:
             self.ctx.close_connection(s, CONNECTION_FORCED, text)
         else:

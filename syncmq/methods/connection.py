@@ -134,7 +134,8 @@ def close(session: Session, _ch, m: C.Close, _p, _b) -> None:
     session.transport.close_after_flush()
     if was_open:
         log.info("connection closed by client", extra={"peer": _peer(session),
-                                                       "user": session.username})
+                                                       "user": session.username,
+                                                       "vhost": session.vhost.name})
 
 
 def close_ok(session: Session, _ch, m: C.CloseOk, _p, _b) -> None:

@@ -418,7 +418,8 @@ class Session:
         if self.proto.state not in (pconn.CLOSED,) and self.proto.state != pconn.CLOSING:
             if self.user is not None:
                 log.info("client unexpectedly closed TCP connection",
-                         extra={"peer": _peer(self.peer), "user": self.username})
+                         extra={"peer": _peer(self.peer), "user": self.username,
+                                "vhost": self.vhost.name if self.vhost else None})
         self.proto.state = pconn.CLOSED
         self.release()
 
@@ -454,6 +455,7 @@ class Session:
 
     def _log_error(self, scope: str, e: Exception, ch_id: int = 0) -> None:
         extra = {"peer": _peer(self.peer), "user": self.username,
+                 "vhost": self.vhost.name if self.vhost else None,
                  "reply_code": getattr(e, "reply_code", 0)}
         if scope == "channel":
             extra["channel"] = ch_id

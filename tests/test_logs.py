@@ -1,0 +1,96 @@
+"""The broker's log with --log-format json: every line is one JSON object, and the lines that
+operators alert on carry the fields to do it (listeners at start-up; peer, user and vhost on
+connection open/close; reply_code on channel and connection errors)."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import urllib.error
+import urllib.request
+
+import pika
+import pika.exceptions
+import pytest
+from amqp_helpers import connect
+
+
+def _http(b, method: str, path: str, auth: str = "guest:guest") -> int:
+    req = urllib.request.Request(f"http://127.0.0.1:{b.management_port}{path}", method=method)
+    req.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
+    try:
+        with urllib.request.urlopen(req, timeout=20) as resp:
+            return resp.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def test_every_line_is_json_with_the_fields_operators_need(broker_factory):
+    b = broker_factory()
+    # a normal connection with a channel error (404) and a clean close
+    with contextlib.closing(connect(b.port)) as conn:
+        ch = conn.channel()
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker):
+            ch.queue_declare("no-such-queue", passive=True)
+    b.wait_for_log("connection closed by client")
+    # a connection error (530: unknown vhost)
+    with pytest.raises(pika.exceptions.AMQPConnectionError):
+        connect(b.port, virtual_host="no-such-vhost")
+    b.wait_for_log("connection error")
+    # a refused AMQP login, a refused HTTP login, a connection closed from the API
+    with pytest.raises(pika.exceptions.AMQPConnectionError):
+        connect(b.port, credentials=pika.PlainCredentials("guest", "wrong"))
+    assert _http(b, "GET", "/api/overview", "guest:wrong") == 401
+    conn = connect(b.port)
+    try:
+        name = json.loads(urllib.request.urlopen(urllib.request.Request(
+            f"http://127.0.0.1:{b.management_port}/api/connections",
+            headers={"Authorization": "Basic " + base64.b64encode(b"guest:guest").decode()}),
+            timeout=20).read())[0]["name"]
+        assert _http(b, "DELETE", "/api/connections/" + urllib.request.quote(name, safe="")) \
+            == 204
+        with pytest.raises(pika.exceptions.ConnectionClosedByBroker):
+            while True:
+                conn.process_data_events(0.1)
+    finally:
+        with contextlib.suppress(Exception):
+            conn.close()
+    assert b.stop() == 0
+    b.wait_for_log('"stopped"')
+
+    records = []
+    for line in b.lines:
+        rec = json.loads(line)  # every line, or the test fails here naming it
+        assert isinstance(rec, dict), line
+        for k in ("time", "level", "name", "message"):
+            assert k in rec, (k, line)
+        records.append(rec)
+
+    start = next(r for r in records if r["message"].endswith(" started"))
+    assert start["version"] and start["data_dir"] == b.data_dir
+    assert {li["protocol"] for li in start["listeners"]} == {"amqp", "http"}
+    assert start["port"] == b.port and start["management_port"] == b.management_port
+
+    opened = [r for r in records if r["message"] == "connection opened"]
+    closed = [r for r in records if r["message"] in ("connection closed by client",
+                                                      "client unexpectedly closed TCP connection")]
+    assert len(opened) >= 2 and closed
+    for r in opened + closed:
+        assert r["peer"].startswith("127.0.0.1:") and r["user"] == "guest", r
+        assert r["vhost"] == "/", r
+
+    errors = [r for r in records if " error: " in r["message"]]
+    assert {r["reply_code"] for r in errors} >= {404, 530}
+    for r in errors:
+        assert isinstance(r["reply_code"], int) and "peer" in r and "user" in r, r
+    chan_err = next(r for r in errors if r["reply_code"] == 404)
+    assert chan_err["channel"] == 1 and chan_err["vhost"] == "/"
+
+    forced = [r for r in records if "management API" in r["message"]
+              and r.get("reply_code") == 320]
+    assert forced and forced[0]["vhost"] == "/" and forced[0]["user"] == "guest"
+    refused = [r for r in records if r["level"] == "WARNING" and "user" in r
+               and ("login refused" in r["message"] or "HTTP access denied" in r["message"])]
+    assert len(refused) == 2
+    assert all("wrong" not in json.dumps(r) for r in records)  # never a password
