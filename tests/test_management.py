@@ -592,3 +592,21 @@ def test_management_can_be_disabled(broker_factory):
         line = json.loads(b.wait_for_log("started"))
         assert "management_port" not in line
         assert [li["protocol"] for li in line["listeners"]] == ["amqp"]
+
+
+def test_durable_objects_declared_through_the_api_survive_a_restart(broker_factory):
+    b = broker_factory()
+    assert call(b, "PUT", "/api/exchanges/%2F/dx", {"type": "topic", "durable": True})[0] == 201
+    assert call(b, "PUT", "/api/queues/%2F/dq", {"durable": True})[0] == 201
+    assert call(b, "POST", "/api/definitions", {"bindings": [
+        {"source": "dx", "vhost": "/", "destination": "dq", "destination_type": "queue",
+         "routing_key": "k.#", "arguments": {}}]})[0] == 204
+    assert call(b, "PUT", "/api/queues/%2F/gone", {"durable": True})[0] == 201
+    assert call(b, "DELETE", "/api/queues/%2F/gone")[0] == 204
+    assert b.stop() == 0
+    b.start()
+    assert get(b, "/api/queues/%2F/dq")["durable"] is True
+    assert get(b, "/api/exchanges/%2F/dx")["type"] == "topic"
+    assert call(b, "GET", "/api/queues/%2F/gone")[0] == 404
+    assert ("dx", "dq", "k.#") in {(x["source"], x["destination"], x["routing_key"])
+                                   for x in get(b, "/api/bindings/%2F")}

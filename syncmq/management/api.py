@@ -395,6 +395,9 @@ class API:
                 self._close(s, f"CONNECTION_FORCED - vhost '{vhost}' is deleted")
         for q in list(vh.queues.values()):
             self._drop_queue(vh, q)
+        for ex in list(vh.exchanges.values()):  # through the vhost, so the journal sees it
+            if ex.name and not ex.name.startswith("amq."):
+                vh.delete_exchange(ex.name, False)
 
         def change(users: dict, vhosts: list[str] | None) -> None:
             for u in users.values():
