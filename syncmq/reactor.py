@@ -43,6 +43,9 @@ log = logging.getLogger("syncmq.reactor")
 RECV_SIZE = 256 * 1024
 IOV_MAX = 512  # chunks per sendmsg call (Linux allows 1024)
 HANDSHAKE_FRAME_MAX = 4096  # frame_max before tune-ok (spec: FRAME_MIN_SIZE)
+# Octets a frame may exceed frame_max by: rabbit_reader's ?FRAME_SIZE_FUDGE (= the 8 octets of
+# an empty frame), "since quite a few [clients] get it wrong - off-by 1 or 8".
+FRAME_MAX_SLACK = 8
 _LISTENER = object()
 _WAKE = object()
 
@@ -406,10 +409,15 @@ class Reactor:
                 t.inbuf = bytearray()
                 return
         try:
-            frames, consumed = parse_frames(data, t.frame_max)
+            frames, consumed = parse_frames(data, t.frame_max, slack=FRAME_MAX_SLACK)
         except AMQPConnectionError as exc:
             t.discard_input = True
             t.inbuf = bytearray()
+            # The complete frames before the bad one still count, in order (RabbitMQ handles
+            # every frame before the one it cannot parse).
+            good = getattr(exc, "frames", None)
+            if good:
+                t.worker.submit(t.handler.frames_received, good)
             t.worker.submit(t.handler.frame_error, exc)
             return
         if consumed == len(data):

@@ -19,6 +19,13 @@ def open_(session: Session, ch: Channel, m: Ch.Open, _p, _b) -> None:
 
 
 def close(session: Session, ch: Channel, m: Ch.Close, _p, _b) -> None:
+    if session.proto.channel_is_closing(ch.id):
+        # The client's close crossed ours: answer it, and keep waiting for the close-ok to
+        # ours before the number may be reused (rabbit_channel, channel.close in state
+        # closing). Forgetting the channel here made that close-ok a 504 "expected
+        # 'channel.open'" that killed the connection.
+        session.send_method(ch.id, Ch.CloseOk())
+        return
     session.forget_channel(ch.id)
     session.send_method(ch.id, Ch.CloseOk())
 

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("syncmq.connection")
 
 C = _spec.Connection
+CHANNEL_MIN = 1  # rabbit.hrl ?CHANNEL_MIN
 
 
 def _credentials(mechanism: str, response: bytes) -> tuple[str, str]:
@@ -53,10 +54,15 @@ def start_ok(session: Session, _ch, m: C.StartOk, _p, _b) -> None:
     try:
         username, password = _credentials(mechanism, m.response)
     except (ValueError, AMQPConnectionError):
-        username, password = "", None
-    user, reason = (None, "malformed response")
-    if password is not None:
-        user, reason = session.broker.users.authenticate(username, password, session.peer)
+        # RabbitMQ's PLAIN/AMQPLAIN mechanisms answer a malformed response with
+        # {protocol_error, ...} -> syntax_error (502), which in the 'starting' state ends in a
+        # silent close (see Session._answers_with_close), not in access_refused.
+        raise AMQPConnectionError(
+            _spec.SYNTAX_ERROR,
+            f"SYNTAX_ERROR - malformed {mechanism} response",
+            m.CLASS_ID, m.METHOD_ID,
+        ) from None
+    user, reason = session.broker.users.authenticate(username, password, session.peer)
     if user is None:
         log.warning(
             "login refused: %s (mechanism %s)", reason, mechanism,
@@ -75,24 +81,31 @@ def start_ok(session: Session, _ch, m: C.StartOk, _p, _b) -> None:
                                   heartbeat=s.heartbeat))
 
 
+def _negotiated(field: str, value: int, minimum: int, server: int) -> None:
+    """rabbit_reader ``validate_negotiated_integer_value``: 530 NOT_ALLOWED, reported against
+    connection.tune, when the client's value is below the minimum, or is 0 ("no limit") or
+    above the server's value while the server has a limit."""
+    if value != 0 and value < minimum:
+        bound, side, limit = "lower", "minimum", minimum
+    elif server != 0 and (value == 0 or value > server):
+        bound, side, limit = "higher", "maximum", server
+    else:
+        return
+    detail = " (no limit)" if value == 0 else ""
+    raise AMQPConnectionError(
+        _spec.NOT_ALLOWED,
+        f"NOT_ALLOWED - negotiated {field} = {value}{detail} is {bound} than the {side} "
+        f"allowed value ({limit})",
+        C.Tune.CLASS_ID, C.Tune.METHOD_ID,
+    )
+
+
 def tune_ok(session: Session, _ch, m: C.TuneOk, _p, _b) -> None:
     s = session.settings
+    _negotiated("frame_max", m.frame_max, _spec.FRAME_MIN_SIZE, s.frame_max)
+    _negotiated("channel_max", m.channel_max, CHANNEL_MIN, s.channel_max)
     frame_max = m.frame_max or s.frame_max
-    if frame_max < _spec.FRAME_MIN_SIZE:
-        raise AMQPConnectionError(
-            _spec.NOT_ALLOWED,
-            f"NOT_ALLOWED - frame_max={frame_max} < {_spec.FRAME_MIN_SIZE} min size",
-        )
-    if frame_max > s.frame_max:
-        raise AMQPConnectionError(
-            _spec.NOT_ALLOWED, f"NOT_ALLOWED - frame_max={frame_max} > {s.frame_max} max size"
-        )
     channel_max = m.channel_max or s.channel_max
-    if channel_max > s.channel_max:
-        raise AMQPConnectionError(
-            _spec.NOT_ALLOWED,
-            f"NOT_ALLOWED - channel_max={channel_max} > {s.channel_max} max",
-        )
     session.frame_max = frame_max
     session.channel_max = channel_max
     session.proto.frame_max = frame_max

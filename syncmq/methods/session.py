@@ -50,6 +50,13 @@ class Transport(Protocol):
     def call_later(self, delay: float, fn: Callable[..., Any], *args: Any) -> None: ...
 
 CLOSE_OK_TIMEOUT = 3.0  # seconds to wait for connection.close-ok before dropping the socket
+# Seconds between a fatal error and the hang-up when we do not wait for close-ok: after a frame
+# error (the byte stream lost sync, so a close-ok could not be read) and for the silent close of
+# a failed handshake. RabbitMQ sleeps ?SILENT_CLOSE_DELAY (3 s) in both places (rabbit_reader
+# fatal_frame_error / handle_exception): a grace period for the connection.close to reach the
+# client, and a brake on clients that retry failed handshakes in a loop. We wait 1 s: it costs a
+# socket and a timer here (never a thread), and keeps the same two properties.
+SILENT_CLOSE_DELAY = 1.0
 
 
 @dataclass
@@ -368,6 +375,13 @@ class Session:
                 self._handle(events)
         except AMQPConnectionError as e:
             self.connection_error(e)
+        except Exception:
+            # A bug, not the peer's fault; still, never leave the connection hanging: log it
+            # (with its traceback) and close the connection with 541 like RabbitMQ's reader
+            # does when a handler crashes.
+            log.exception("internal error handling frames", extra={"peer": _peer(self.peer)})
+            self.connection_error(AMQPConnectionError(
+                _spec.INTERNAL_ERROR, "INTERNAL_ERROR - the broker failed to handle a frame"))
         if self.confirm_dirty:
             self.flush_confirms()
 
@@ -404,15 +418,26 @@ class Session:
                 raise
 
     def frame_error(self, exc: AMQPConnectionError) -> None:
-        """The byte stream is broken: send connection.close and drop the socket."""
+        """The byte stream is broken (the reactor stopped reading): say why, then hang up.
+
+        As RabbitMQ's ``fatal_frame_error``: the connection.close is sent (if the state allows
+        one, see :meth:`connection_error`) but no close-ok is awaited, since nothing after the
+        bad frame can be parsed; the socket is closed after a grace period.
+        """
         self._log_error("connection", exc)
-        if self.proto.state not in (pconn.CLOSING, pconn.CLOSED):
+        state = self.proto.state
+        if state in (pconn.CLOSING, pconn.CLOSED):
+            self.proto.state = pconn.CLOSED
+            self.release()
+            self._hang_up(0)
+            return
+        if self._answers_with_close(exc):
             self.send_method(0, _spec.Connection.Close(
                 reply_code=exc.reply_code, reply_text=exc.reply_text[:255],
                 class_id=exc.class_id, method_id=exc.method_id))
         self.proto.state = pconn.CLOSED
         self.release()
-        self.transport.close_after_flush()
+        self._hang_up(SILENT_CLOSE_DELAY)
 
     def connection_lost(self) -> None:
         if self.proto.state not in (pconn.CLOSED,) and self.proto.state != pconn.CLOSING:
@@ -438,9 +463,51 @@ class Session:
             class_id=e.class_id, method_id=e.method_id))
 
     def connection_error(self, e: AMQPConnectionError) -> None:
-        """Close the connection with a hard error; wait a while for close-ok."""
+        """Close the connection with a hard error; wait a while for close-ok.
+
+        During the handshake RabbitMQ answers only some errors with connection.close (see
+        :meth:`_answers_with_close`); the others end in a silent hang-up, as the spec asks of
+        a failed negotiation ("close the socket without sending any further data").
+        """
         self._log_error("connection", e)
+        state = self.proto.state
+        if state in (pconn.CLOSING, pconn.CLOSED):
+            return
+        if not self._answers_with_close(e):
+            self.proto.state = pconn.CLOSED
+            self.release()
+            self._hang_up(SILENT_CLOSE_DELAY)
+            return
         self.close(e.reply_code, e.reply_text, e.class_id, e.method_id)
+
+    def _answers_with_close(self, e: AMQPConnectionError) -> bool:
+        """Whether a hard error in the current state gets a connection.close.
+
+        rabbit_reader ``handle_exception``: always once the connection runs (or is closing);
+        in ``opening`` (after tune-ok) always; in ``tuning`` only for not_allowed (530, a
+        failed tune-ok negotiation); in ``starting`` only for access_refused (403) and only
+        if the client announced the ``authentication_failure_close`` capability. Every other
+        handshake error closes the socket silently.
+        """
+        state = self.proto.state
+        if state in (pconn.OPEN, pconn.AWAIT_OPEN):
+            return True
+        if state == pconn.AWAIT_TUNE_OK:
+            return e.reply_code == _spec.NOT_ALLOWED
+        if state == pconn.AWAIT_START_OK:
+            return (e.reply_code == _spec.ACCESS_REFUSED
+                    and self.capabilities.get("authentication_failure_close") is True)
+        return False
+
+    def _hang_up(self, delay: float) -> None:
+        """Close the socket after ``delay`` s, once what was written is sent; drop it anyway
+        ``CLOSE_OK_TIMEOUT`` s later if the client does not read."""
+        t = self.transport
+        if delay > 0:
+            t.reactor.call_later(delay, t.close_after_flush)
+        else:
+            t.close_after_flush()
+        t.reactor.call_later(delay + CLOSE_OK_TIMEOUT, t.abort)
 
     def close(self, code: int, text: str, class_id: int = 0, method_id: int = 0) -> None:
         """Server-initiated connection.close (errors, shutdown)."""

@@ -21,6 +21,7 @@ from ..wire.frames import encode_delivery, parse_content_header
 
 OPEN = "open"
 CLOSING = "closing"  # we sent channel.close and wait for close-ok; everything else is dropped
+PEER_CLOSED = "peer-closed"  # the client sent channel.close; dropped until we forget it
 
 _EXPECT_METHOD = 0
 _EXPECT_HEADER = 1
@@ -54,6 +55,12 @@ class ChannelProtocol:
     def expecting_content(self) -> bool:
         return self._expect != _EXPECT_METHOD
 
+    def _pending_ids(self) -> tuple[int, int]:
+        """Class and method id of the content method being assembled (RabbitMQ reports
+        content errors against it), 0/0 when there is none."""
+        m = self._method
+        return (m.CLASS_ID, m.METHOD_ID) if m is not None else (0, 0)
+
     def method_frame(self, method: _spec.Method) -> tuple | None:
         """Take a decoded method; returns a complete event or None while content is pending.
 
@@ -61,11 +68,13 @@ class ChannelProtocol:
         returned by :meth:`body_frame`/:meth:`header_frame` once complete.
         """
         if self._expect != _EXPECT_METHOD:
+            # rabbit_command_assembler:process, content_header / content_body states
             raise AMQPConnectionError(
                 _spec.UNEXPECTED_FRAME,
-                f"UNEXPECTED_FRAME - expected content header for class 60, got "
-                f"method frame {method.NAME} instead",
-                method.CLASS_ID, method.METHOD_ID,
+                "UNEXPECTED_FRAME - expected content header for class 60, got non content "
+                "header frame instead" if self._expect == _EXPECT_HEADER else
+                "UNEXPECTED_FRAME - expected content body, got non content body frame instead",
+                *self._pending_ids(),
             )
         if method.HAS_CONTENT:
             self._method = method
@@ -78,15 +87,18 @@ class ChannelProtocol:
         if self._expect != _EXPECT_HEADER:
             raise AMQPConnectionError(
                 _spec.UNEXPECTED_FRAME,
-                "UNEXPECTED_FRAME - expected method frame, got non method frame instead",
+                "UNEXPECTED_FRAME - expected method frame, got non method frame instead"
+                if self._expect == _EXPECT_METHOD else
+                "UNEXPECTED_FRAME - expected content body, got non content body frame instead",
+                *self._pending_ids(),
             )
         method = self._method
         class_id, body_size, props = parse_content_header(payload)
         if class_id != method.CLASS_ID:
             raise AMQPConnectionError(
                 _spec.UNEXPECTED_FRAME,
-                f"UNEXPECTED_FRAME - content header for class {class_id} does not match "
-                f"method {method.NAME}",
+                f"UNEXPECTED_FRAME - expected content header for class {method.CLASS_ID}, "
+                f"got one for class {class_id} instead",
                 method.CLASS_ID, method.METHOD_ID,
             )
         if body_size > self.max_body_size:
@@ -121,7 +133,9 @@ class ChannelProtocol:
                 _spec.UNEXPECTED_FRAME,
                 "UNEXPECTED_FRAME - expected method frame, got non method frame instead"
                 if self._expect == _EXPECT_METHOD
-                else "UNEXPECTED_FRAME - expected content header, got content body instead",
+                else "UNEXPECTED_FRAME - expected content header for class 60, got non "
+                "content header frame instead",
+                *self._pending_ids(),
             )
         self._received += len(payload)
         if self._received > self._body_size:
