@@ -43,6 +43,10 @@ log = logging.getLogger("syncmq.reactor")
 RECV_SIZE = 256 * 1024
 IOV_MAX = 512  # chunks per sendmsg call (Linux allows 1024)
 HANDSHAKE_FRAME_MAX = 4096  # frame_max before tune-ok (spec: FRAME_MIN_SIZE)
+# Protocol headers we speak: 0-9-1, and the 0-9 header, which rabbit_reader
+# version_negotiation({1, 1, 0, 9}) "can safely treat as though it were 0-9-1". Any other
+# header is answered with the 0-9-1 one and the socket closed.
+ACCEPTED_HEADERS = (PROTOCOL_HEADER, b"AMQP\x01\x01\x00\x09")
 # Octets a frame may exceed frame_max by: rabbit_reader's ?FRAME_SIZE_FUDGE (= the 8 octets of
 # an empty frame), "since quite a few [clients] get it wrong - off-by 1 or 8".
 FRAME_MAX_SLACK = 8
@@ -396,10 +400,11 @@ class Reactor:
             if len(data) < 8:
                 if data is not t.inbuf:
                     t.inbuf += data
-                if bytes(t.inbuf[:len(PROTOCOL_HEADER)]) != PROTOCOL_HEADER[: len(t.inbuf)]:
+                head = bytes(t.inbuf[:8])
+                if not any(h.startswith(head) for h in ACCEPTED_HEADERS):
                     self._bad_header(t)
                 return
-            if bytes(data[:8]) != PROTOCOL_HEADER:
+            if bytes(data[:8]) not in ACCEPTED_HEADERS:
                 self._bad_header(t)
                 return
             t.header_done = True

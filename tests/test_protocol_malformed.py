@@ -27,6 +27,7 @@ import pika.exceptions
 import pytest
 from amqp_raw import FRAME_BODY, FRAME_HEADER, FRAME_HEARTBEAT, FRAME_METHOD, RawClient, connect
 
+from syncmq.broker.auth import hash_password
 from syncmq.wire import _spec
 from syncmq.wire.fields import encode_table
 from syncmq.wire.frames import PROTOCOL_HEADER, encode_method_frame
@@ -90,6 +91,13 @@ def test_bad_protocol_header(broker, unique, header):
         assert c.read_octets(8) == PROTOCOL_HEADER
         assert c.expect_eof() == []
     assert_healthy(broker, unique)
+
+
+def test_amqp_0_9_header_is_accepted(broker, unique):
+    # rabbit_reader version_negotiation({1, 1, 0, 9}): treated as 0-9-1
+    with RawClient(broker.port) as c:
+        c.send(b"AMQP\x01\x01\x00\x09")
+        c.expect_method(0, C.Start)
 
 
 def test_bad_frame_end(broker, unique):
@@ -493,6 +501,28 @@ def test_missing_vhost(broker, unique):
         close_and_finish(c, (530, C.Open.CLASS_ID, C.Open.METHOD_ID))
         assert "no-such-vhost" in c.last_close.reply_text
     assert_healthy(broker, unique)
+
+
+def test_forbidden_vhost(broker_factory, tmp_path, unique):
+    # rabbit_access_control:check_vhost_access -> not_allowed "access to vhost '~ts' refused
+    # for user '~ts'" (530), answered with connection.close in 'opening'
+    users = tmp_path / "users.toml"
+    users.write_text(
+        'vhosts = ["/", "private"]\n\n'
+        f'[users.guest]\npassword_hash = "{hash_password("guest")}"\n\n'
+        '[users.guest.permissions."/"]\nconfigure = ".*"\nwrite = ".*"\nread = ".*"\n'
+    )
+    b = broker_factory("--users-file", str(users))
+    with connect(b.port, open_=False) as c:
+        c.send_method(0, C.Open(virtual_host="private"))
+        close_and_finish(c, (530, C.Open.CLASS_ID, C.Open.METHOD_ID))
+        assert "refused for user 'guest'" in c.last_close.reply_text
+    params = pika_params(b.port, virtual_host="private")
+    with pytest.raises((pika.exceptions.ConnectionClosedByBroker,
+                        pika.exceptions.ProbableAccessDeniedError)) as info:
+        pika.BlockingConnection(params)
+    assert "530" in str(info.value) or "NOT_ALLOWED" in str(info.value)
+    assert_healthy(b, unique)
 
 
 def test_missing_vhost_pika(broker, unique):
