@@ -7,6 +7,7 @@ import sys
 
 from .broker.auth import UsersFileError, UserStore
 from .config import build_parser, setup_logging, validate
+from .journal.writer import JournalError
 from .server import Server, ServerConfig
 
 log = logging.getLogger("syncmq")
@@ -37,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         handshake_timeout=args.handshake_timeout,
         max_message_size=args.max_message_size,
         users_file=args.users_file,
+        fsync=args.fsync,
         management_port=None if args.no_management or args.management_port < 0
         else args.management_port,
     )
@@ -47,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     server.install_signal_handlers()
     try:
         server.start()
+    except JournalError as e:
+        log.error("cannot open the journal in %s: %s", args.data_dir, e)
+        return 1
     except OSError as e:
         where = e.filename or f"{args.bind}:{args.port}"
         log.error("cannot listen on %s: %s", where, e.strerror)

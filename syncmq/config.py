@@ -72,6 +72,9 @@ def build_parser() -> configargparse.ArgumentParser:
                    help="seconds a client has to complete the AMQP handshake (default %(default)s)")
     p.add_argument("--max-message-size", type=parse_size, default="128MiB",
                    help="largest message body accepted (default %(default)s)")
+    p.add_argument("--fsync", default="batch", choices=["batch", "always", "never"],
+                   help="journal fsync policy: batch (group commit, default), always (one "
+                        "fsync per append), never (leave it to the OS)")
     p.add_argument("--users-file", default=None,
                    help="TOML file of users, vhosts and permissions (docs/users-file.md); "
                         "reloaded on SIGHUP; default: only guest/guest from localhost")

@@ -147,6 +147,11 @@ class Transport:
         """Close the socket now, dropping unsent data. Thread-safe."""
         self.reactor.call_soon(self.reactor._lost, self)
 
+    def stop_reading(self) -> None:
+        """From now on read and drop whatever the peer sends (the connection is closing and
+        nothing it says matters any more). Thread-safe."""
+        self.reactor.call_soon(self.reactor._discard_input, self)
+
     def set_frame_max(self, frame_max: int) -> None:
         self.frame_max = frame_max
 
@@ -433,6 +438,10 @@ class Reactor:
             t.inbuf = bytearray(data[consumed:])
         if frames:
             t.worker.submit(t.handler.frames_received, frames)
+
+    def _discard_input(self, t: Transport) -> None:
+        t.discard_input = True
+        t.inbuf = bytearray()
 
     def _bad_header(self, t: Transport) -> None:
         """A wrong protocol header: answer with ours and close, as the spec says."""

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from . import __version__
 from .broker.auth import UsersFileError, UserStore
 from .broker.broker import Broker
+from .broker.durability import Durability
+from .journal.writer import Journal
 from .management import Context as ManagementContext
 from .management import ManagementServer
 from .methods import access
@@ -48,13 +50,21 @@ class ServerConfig:
     shutdown_timeout: float = 10.0
     users_file: str | None = None
     management_port: int | None = None  # None: no management API; 0: an ephemeral port
+    fsync: str = "batch"  # journal fsync mode: batch (group commit), always, never
+    journal: bool = True  # False: nothing on disk at all (tests of the broker alone)
     extra: dict = field(default_factory=dict)
 
 
 class Server:
     def __init__(self, config: ServerConfig, broker: Broker | None = None) -> None:
         self.config = config
-        self.broker = broker or Broker()
+        self.journal: Journal | None = None
+        self.durability: Durability | None = None
+        if config.journal and broker is None:
+            self.journal = Journal(config.data_dir, fsync=config.fsync,
+                                   on_error=self._journal_failed)
+            self.durability = Durability(self.journal)
+        self.broker = broker or Broker(durability=self.durability)
         self.settings = Settings(
             frame_max=config.frame_max,
             channel_max=config.channel_max,
@@ -108,12 +118,29 @@ class Server:
         log.info("users file reloaded", extra={"users_file": path, **store.summary()})
         return True
 
+    def _journal_failed(self, exc: Exception) -> None:
+        log.error("journal write failed; persistent publishes are nacked until it recovers: %s",
+                  exc, extra={"data_dir": self.config.data_dir})
+
+    def recover(self) -> dict:
+        """Open the journal and rebuild durable state from it (before listening)."""
+        if self.journal is None:
+            return {}
+        self.journal.open()
+        t0 = time.monotonic()
+        counts = self.durability.recover_into(self.broker)
+        counts["seconds"] = round(time.monotonic() - t0, 3)
+        self.journal.start()
+        return counts
+
     def start(self) -> tuple[str, int]:
-        """Bind, start the threads; returns the bound address (port 0 gets an ephemeral one)."""
+        """Recover, bind, start the threads; returns the bound address (port 0 gets an
+        ephemeral one)."""
+        recovered = self.recover()
         self.address = self.reactor.listen(self.config.bind, self.config.port)
         listeners = [{"protocol": "amqp", "ip_address": self.address[0],
                       "port": self.address[1]}]
-        extra: dict = {}
+        extra: dict = {"recovered": recovered} if recovered else {}
         if self.config.management_port is not None:
             maddr = self._start_management(listeners)
             listeners.append({"protocol": "http", "ip_address": maddr[0], "port": maddr[1]})
@@ -167,6 +194,9 @@ class Server:
             time.sleep(0.05)
         self.reactor.stop()
         self.pool.stop()
+        if self.journal is not None:
+            self.journal.close()
+            log.info("journal flushed and closed", extra={"data_dir": self.config.data_dir})
         log.info("stopped")
 
     def request_stop(self) -> None:

@@ -43,6 +43,9 @@ def _modules():
         yield name, path
 
 
+_ALL: set[str] = set()
+
+
 def _imports(name: str, path: pathlib.Path) -> set[str]:
     tree = ast.parse(path.read_text())
     pkg = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
@@ -58,8 +61,13 @@ def _imports(name: str, path: pathlib.Path) -> set[str]:
             else:
                 mod = node.module or ""
             if mod.startswith("syncmq"):
-                found.add(mod)
+                # ``from pkg import submodule`` imports the submodule, not (only) the package
+                subs = [f"{mod}.{a.name}" for a in node.names if f"{mod}.{a.name}" in _ALL]
+                found.update(subs if subs else [mod])
     return found
+
+
+_ALL.update(name for name, _ in _modules())
 
 
 @pytest.mark.parametrize("name,path", list(_modules()), ids=lambda v: str(v))

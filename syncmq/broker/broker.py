@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import os
 import threading
+from typing import Any
 
 from .auth import UserStore
 from .vhost import VirtualHost
@@ -26,10 +27,12 @@ def generate_consumer_tag() -> str:
 class Broker:
     """Top of the broker model. ``vhosts`` is mutated only under ``lock``; read without it."""
 
-    def __init__(self, users: UserStore | None = None) -> None:
+    def __init__(self, users: UserStore | None = None, durability: Any = None) -> None:
         # Guards adding and removing vhosts.
         self.lock = threading.Lock()
-        self.vhosts: dict[str, VirtualHost] = {"/": VirtualHost("/")}
+        # ``durability.Durability`` when the broker has a journal, else None (all in memory).
+        self.durability = durability
+        self.vhosts: dict[str, VirtualHost] = {"/": VirtualHost("/", durability)}
         self.users = users or UserStore()
         # Guards ``closed_stats``: message counters of closed channels, added up (management).
         self.stats_lock = threading.Lock()
@@ -48,5 +51,5 @@ class Broker:
         with self.lock:
             vh = self.vhosts.get(name)
             if vh is None:
-                vh = self.vhosts[name] = VirtualHost(name)
+                vh = self.vhosts[name] = VirtualHost(name, self.durability)
             return vh

@@ -72,7 +72,7 @@ class Queue:
     __slots__ = (
         "vhost", "name", "durable", "exclusive_owner", "auto_delete", "arguments", "lock",
         "ready", "consumers", "unacked_count", "deleted", "had_consumers", "declared_at",
-        "stats_published", "stats_delivered", "stats_acked",
+        "stats_published", "stats_delivered", "stats_acked", "durability", "journaled",
     )
 
     def __init__(
@@ -83,10 +83,15 @@ class Queue:
         exclusive_owner: Any,
         auto_delete: bool,
         arguments: dict | None,
+        durability: Any = None,
     ) -> None:
         self.vhost = vhost
         self.name = name
         self.durable = durable
+        # A durable, non-exclusive queue on a broker with a journal keeps its persistent
+        # messages there (exclusive queues die with their connection, so never survive).
+        self.journaled = bool(durability is not None and durable and exclusive_owner is None)
+        self.durability = durability if self.journaled else None
         self.exclusive_owner = exclusive_owner
         self.auto_delete = auto_delete
         self.arguments = arguments or {}
@@ -140,6 +145,11 @@ class Queue:
                 if c.channel.deliver(c, self, seq, message, redelivered):
                     ready.pop()
                     self.stats_delivered += 1
+                    if message.msg_id and self.journaled:
+                        if c.no_ack:
+                            self.durability.acked(self, [message.msg_id])
+                        elif not redelivered:
+                            self.durability.delivered(self, message.msg_id)
                     if not c.no_ack:
                         self.unacked_count += 1
                     if n > 1:
@@ -156,6 +166,11 @@ class Queue:
                 return None
             seq, (message, redelivered) = item
             self.stats_delivered += 1
+            if message.msg_id and self.journaled:
+                if no_ack:
+                    self.durability.acked(self, [message.msg_id])
+                elif not redelivered:
+                    self.durability.delivered(self, message.msg_id)
             if not no_ack:
                 self.unacked_count += 1
             return seq, message, redelivered, len(self.ready)
@@ -170,11 +185,14 @@ class Queue:
             if self.consumers:
                 self._dispatch_locked()
 
-    def settle(self, count: int) -> None:
-        """``count`` unacked messages were acked (or rejected without requeue)."""
+    def settle(self, entries: list[tuple[int, Message]]) -> None:
+        """Unacked ``(seq, message)`` entries were acked (or rejected without requeue)."""
+        count = len(entries)
         with self.lock:
             self.unacked_count -= count
             self.stats_acked += count
+            if self.journaled and not self.deleted:
+                self.durability.acked(self, [m.msg_id for _, m in entries if m.msg_id])
 
     # ---- consumers ----
 
@@ -209,7 +227,17 @@ class Queue:
     def purge(self) -> int:
         """Drop every ready message (unacked ones stay); returns how many."""
         with self.lock:
-            return len(self.ready.purge())
+            purged = self.ready.purge()
+            if self.journaled:
+                # ACKs of exactly what was dropped: a QUEUE_PURGE record would also drop the
+                # unacked messages, which RabbitMQ keeps (they may still be requeued).
+                self.durability.acked(self, [m.msg_id for m, _ in purged if m.msg_id])
+            return len(purged)
+
+    def restore_message(self, message: Message, delivered: bool) -> None:
+        """Recovery: append a journaled message (redelivered if it had been delivered)."""
+        with self.lock:
+            self.ready.push((message, delivered))
 
     def mark_deleted(self) -> tuple[int, list[Consumer]]:
         """Delete: drop ready messages and detach consumers; returns (messages, consumers)."""

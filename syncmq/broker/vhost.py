@@ -39,8 +39,10 @@ def _b(v: bool) -> str:
 class VirtualHost:
     """A vhost with its default and pre-declared exchanges."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, durability: Any = None) -> None:
         self.name = name
+        # The journal side (``durability.Durability``) or None for a broker without one.
+        self.durability = durability
         # Guards changes to ``exchanges``, ``queues`` and every exchange's matcher.
         self.lock = threading.Lock()
         self.exchanges: dict[str, Exchange] = {}
@@ -115,6 +117,8 @@ class VirtualHost:
                 )
             ex = Exchange(self.name, name, type_, durable, auto_delete, internal, arguments)
             self.exchanges[name] = ex
+            if self.durability is not None:
+                self.durability.exchange_declared(ex)
             return ex, True
 
     def _check_equivalent_exchange(self, ex, type_, durable, auto_delete, internal, arguments):
@@ -163,6 +167,8 @@ class VirtualHost:
 
     def _delete_exchange_locked(self, ex: Exchange) -> None:
         del self.exchanges[ex.name]
+        if self.durability is not None:
+            self.durability.exchange_deleted(ex)
         # bindings where it is the destination go too
         for other in list(self.exchanges.values()):
             if other.e2e:
@@ -227,8 +233,10 @@ class VirtualHost:
                 self._check_equivalent_queue(q, durable, exclusive, auto_delete, arguments)
                 return q, False
             q = Queue(self.name, name, durable, owner if exclusive else None, auto_delete,
-                      arguments)
+                      arguments, self.durability)
             self.queues[name] = q
+            if q.journaled:
+                self.durability.queue_declared(q)
             return q, True
 
     def _check_equivalent_queue(self, q, durable, exclusive, auto_delete, arguments):
@@ -284,6 +292,8 @@ class VirtualHost:
 
     def _delete_queue_locked(self, q: Queue) -> tuple[int, list[Consumer]]:
         del self.queues[q.name]
+        if q.journaled:
+            self.durability.queue_deleted(q)
         for ex in list(self.exchanges.values()):
             self._drop_destination_locked(ex, q)
         return q.mark_deleted()
@@ -320,6 +330,8 @@ class VirtualHost:
             ex.matcher = ex.matcher.with_binding(destination, routing_key, args)
             if isinstance(destination, Exchange):
                 ex.e2e += 1
+            if self.durability is not None:
+                self.durability.binding_added(ex, destination, routing_key, args)
 
     def unbind(
         self, source: str, destination: Any, routing_key: str, arguments: dict | None
@@ -338,8 +350,37 @@ class VirtualHost:
             ex.matcher = ex.matcher.without_binding(destination, routing_key, args)
             if isinstance(destination, Exchange):
                 ex.e2e -= 1
+            if self.durability is not None:
+                self.durability.binding_removed(ex, destination, routing_key, args)
             if ex.auto_delete and len(ex.matcher) == 0 and ex.name in self.exchanges:
                 self._delete_exchange_locked(ex)
+
+    # ---- recovery (journal replay at start-up; nothing is journaled again) ----
+
+    def restore_exchange(self, name: str, type_: str, auto_delete: bool, internal: bool,
+                         arguments: dict) -> Exchange:
+        with self.lock:
+            ex = Exchange(self.name, name, type_, True, auto_delete, internal, arguments)
+            self.exchanges[name] = ex
+            return ex
+
+    def restore_queue(self, name: str, auto_delete: bool, arguments: dict) -> Queue:
+        with self.lock:
+            q = Queue(self.name, name, True, None, auto_delete, arguments, self.durability)
+            self.queues[name] = q
+            return q
+
+    def restore_binding(self, source: str, destination: str, to_exchange: bool,
+                        routing_key: str, arguments: dict) -> bool:
+        with self.lock:
+            ex = self.exchanges.get(source)
+            dest = (self.exchanges if to_exchange else self.queues).get(destination)
+            if ex is None or dest is None:
+                return False
+            ex.matcher = ex.matcher.with_binding(dest, routing_key, arguments)
+            if to_exchange:
+                ex.e2e += 1
+            return True
 
     # ---- routing ----
 

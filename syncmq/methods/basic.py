@@ -94,16 +94,30 @@ def publish(session: Session, ch: Channel, m: B.Publish, props: bytes, body: byt
     if ch.tx:
         ch.tx_publishes.append((ex, message, m.mandatory))
         return
-    route(session, ch, ex, message, m.mandatory)
+    journaled = route(session, ch, ex, message, m.mandatory)
     if ch.confirm:
         ch.publish_seq += 1
+        if journaled:
+            # confirm only once the PUBLISH record is fsynced (see Session.end_batch)
+            ch.durable_pending = ch.publish_seq
+            session.journal_waiters.add(ch)
         session.confirm_dirty.add(ch)
 
 
-def route(session: Session, ch: Channel, ex: Exchange, message: Message, mandatory: bool) -> None:
-    """Route ``message`` and enqueue it; basic.return it if mandatory and unroutable."""
+def route(session: Session, ch: Channel, ex: Exchange, message: Message, mandatory: bool) -> bool:
+    """Route ``message`` and enqueue it; basic.return it if mandatory and unroutable.
+
+    Returns True if the message was journaled (persistent, reaching a durable queue): its
+    record is appended before the message is on any queue, so no ACK can precede it.
+    """
     delivered = False
-    for q in session.vhost.route(ex, message):
+    queues = session.vhost.route(ex, message)
+    journaled = False
+    if message.persistent and queues:
+        durability = session.broker.durability
+        if durability is not None:
+            journaled = durability.publish(session.vhost.name, message, queues)
+    for q in queues:
         if q.publish(message):
             delivered = True
     if not delivered and mandatory:
@@ -114,6 +128,7 @@ def route(session: Session, ch: Channel, ex: Exchange, message: Message, mandato
                      routing_key=message.routing_key),
             message.properties, message.body,
         )
+    return journaled
 
 
 def get(session: Session, ch: Channel, m: B.Get, _p, _b) -> None:

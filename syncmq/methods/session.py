@@ -44,6 +44,7 @@ class Transport(Protocol):
     def write1(self, data: bytes) -> None: ...
     def close_after_flush(self) -> None: ...
     def abort(self) -> None: ...
+    def stop_reading(self) -> None: ...
     def set_frame_max(self, frame_max: int) -> None: ...
     def set_heartbeat(self, seconds: int) -> None: ...
     def mark_open(self) -> None: ...
@@ -98,7 +99,8 @@ class Channel:
         "session", "id", "lock", "unacked", "next_tag", "consumers", "prefetch_count",
         "global_prefetch", "global_unacked", "flow_active", "closing", "confirm",
         "publish_seq", "confirm_sent", "tx", "tx_publishes", "tx_acks", "last_queue",
-        "write_ok", "read_ok", "n_publish", "n_confirm", "n_return", "n_deliver", "n_get",
+        "write_ok", "read_ok", "durable_pending", "durable_done", "n_publish", "n_confirm",
+        "n_return", "n_deliver", "n_get",
         "n_redeliver", "n_ack", "stats_folded",
     )
 
@@ -121,6 +123,10 @@ class Channel:
         self.tx_publishes: list = []
         self.tx_acks: list = []
         self.last_queue = ""
+        # Publisher confirms of journaled messages: the highest publish seq waiting for an
+        # fsync, and the highest one known durable (worker-only, like the rest of confirms).
+        self.durable_pending = 0
+        self.durable_done = 0
         self.write_ok: set[str] = set()  # exchanges this user may publish to (cache)
         self.read_ok: set[str] = set()
         # Message counters for the management API and /metrics: plain ints, each written by
@@ -241,7 +247,7 @@ class Channel:
             if requeue:
                 q.requeue(items)
             else:
-                q.settle(len(items))
+                q.settle(items)
         self.refill()
 
     def refill(self) -> None:
@@ -322,6 +328,7 @@ class Session:
         self.capabilities: dict = {}
         self.exclusive_queues: list[Queue] = []
         self.confirm_dirty: set[Channel] = set()
+        self.journal_waiters: set[Channel] = set()
         self.released = False
         self.connected_at = time.time()
         self.peer = transport.peer
@@ -382,8 +389,37 @@ class Session:
             log.exception("internal error handling frames", extra={"peer": _peer(self.peer)})
             self.connection_error(AMQPConnectionError(
                 _spec.INTERNAL_ERROR, "INTERNAL_ERROR - the broker failed to handle a frame"))
+        if self.journal_waiters:
+            self._wait_for_journal()
         if self.confirm_dirty:
             self.flush_confirms()
+
+    def _wait_for_journal(self) -> None:
+        """One journal barrier per batch for every channel with journaled publishes."""
+        pending = [(ch, ch.durable_pending) for ch in self.journal_waiters]
+        self.journal_waiters.clear()
+        self.after_journal_sync(lambda err: self._journal_synced(pending, err))
+
+    def after_journal_sync(self, fn: Callable[[Exception | None], None]) -> None:
+        """Run ``fn(error)`` on this connection's worker once everything journaled so far is
+        durable (group commit: one fsync covers every connection's records of the batch)."""
+        worker = self.transport.worker
+        self.broker.durability.barrier(lambda err: worker.submit(fn, err))
+
+    def _journal_synced(self, pending: list, err: Exception | None) -> None:
+        for ch, upto in pending:
+            if ch.closing:
+                continue
+            if err is not None and upto > ch.confirm_sent:
+                # the journal failed: nack what it could not make durable
+                multiple = upto - ch.confirm_sent > 1
+                ch.confirm_sent = upto
+                self.send_method(ch.id, _spec.Basic.Nack(delivery_tag=upto, multiple=multiple,
+                                                         requeue=False))
+            if upto > ch.durable_done:
+                ch.durable_done = upto
+            self.confirm_dirty.add(ch)
+        self.flush_confirms()
 
     def _handle(self, events: list) -> None:
         handlers = self.handlers
@@ -476,6 +512,7 @@ class Session:
         if not self._answers_with_close(e):
             self.proto.state = pconn.CLOSED
             self.release()
+            self.transport.stop_reading()
             self._hang_up(SILENT_CLOSE_DELAY)
             return
         self.close(e.reply_code, e.reply_text, e.class_id, e.method_id)
@@ -504,10 +541,10 @@ class Session:
         ``CLOSE_OK_TIMEOUT`` s later if the client does not read."""
         t = self.transport
         if delay > 0:
-            t.reactor.call_later(delay, t.close_after_flush)
+            t.call_later(delay, t.close_after_flush)
         else:
             t.close_after_flush()
-        t.reactor.call_later(delay + CLOSE_OK_TIMEOUT, t.abort)
+        t.call_later(delay + CLOSE_OK_TIMEOUT, t.abort)
 
     def close(self, code: int, text: str, class_id: int = 0, method_id: int = 0) -> None:
         """Server-initiated connection.close (errors, shutdown)."""
@@ -572,6 +609,8 @@ class Session:
         with ``multiple`` when it covers several publishes."""
         for ch in self.confirm_dirty:
             upto = ch.publish_seq
+            if ch.durable_pending > ch.durable_done:
+                upto = ch.durable_done  # later confirms wait for the journal (multiple=True)
             if upto > ch.confirm_sent and not ch.closing:
                 multiple = upto - ch.confirm_sent > 1
                 ch.n_confirm += upto - ch.confirm_sent

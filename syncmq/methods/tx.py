@@ -39,8 +39,9 @@ def commit(session: Session, ch: Channel, m: T.Commit, _p, _b) -> None:
     ch.tx_publishes, ch.tx_acks = [], {}
     # As RabbitMQ: the publishes first, then the acks/rejects (collected and checked when
     # they arrived, see basic._tx_collect, so nothing here can fail half-way).
+    journaled = False
     for ex, message, mandatory in publishes:
-        route(session, ch, ex, message, mandatory)
+        journaled |= route(session, ch, ex, message, mandatory)
     settled: list = []
     requeued: list = []
     for tag, requeue in acks.items():
@@ -53,6 +54,22 @@ def commit(session: Session, ch: Channel, m: T.Commit, _p, _b) -> None:
         ch.settle(settled, requeue=False)
     if requeued:
         ch.settle(requeued, requeue=True)
+    if journaled:
+        # commit-ok only once the persistent publishes are on disk
+        session.after_journal_sync(lambda err: _commit_ok(session, ch, err))
+    else:
+        session.send_method(ch.id, T.CommitOk())
+
+
+def _commit_ok(session: Session, ch: Channel, err: Exception | None) -> None:
+    """On the connection's worker, after the journal barrier of a commit."""
+    if ch.closing:
+        return
+    if err is not None:
+        session.channel_error(ch.id, AMQPChannelError(
+            _spec.INTERNAL_ERROR, f"INTERNAL_ERROR - journal write failed: {err}",
+            T.Commit.CLASS_ID, T.Commit.METHOD_ID))
+        return
     session.send_method(ch.id, T.CommitOk())
 
 
