@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         max_message_size=args.max_message_size,
         users_file=args.users_file,
         fsync=args.fsync,
+        journal_segment_bytes=args.journal_segment_bytes,
         management_port=None if args.no_management or args.management_port < 0
         else args.management_port,
     )

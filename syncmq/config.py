@@ -75,6 +75,9 @@ def build_parser() -> configargparse.ArgumentParser:
     p.add_argument("--fsync", default="batch", choices=["batch", "always", "never"],
                    help="journal fsync policy: batch (group commit, default), always (one "
                         "fsync per append), never (leave it to the OS)")
+    # Hidden (tests): a small segment size makes segments roll and compaction run early.
+    p.add_argument("--journal-segment-bytes", type=parse_size, default="64MiB",
+                   help=configargparse.SUPPRESS)
     p.add_argument("--users-file", default=None,
                    help="TOML file of users, vhosts and permissions (docs/users-file.md); "
                         "reloaded on SIGHUP; default: only guest/guest from localhost")
@@ -97,6 +100,8 @@ def validate(args) -> None:
         raise ValueError("--channel-max must be between 1 and 65535")
     if args.heartbeat < 0:
         raise ValueError("--heartbeat must be >= 0")
+    if args.journal_segment_bytes < 1024:
+        raise ValueError("--journal-segment-bytes must be >= 1024")
 
 
 class _TextFormatter(logging.Formatter):

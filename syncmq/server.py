@@ -51,6 +51,7 @@ class ServerConfig:
     users_file: str | None = None
     management_port: int | None = None  # None: no management API; 0: an ephemeral port
     fsync: str = "batch"  # journal fsync mode: batch (group commit), always, never
+    journal_segment_bytes: int = 64 * 1024 * 1024  # hidden --journal-segment-bytes (tests)
     journal: bool = True  # False: nothing on disk at all (tests of the broker alone)
     extra: dict = field(default_factory=dict)
 
@@ -62,6 +63,7 @@ class Server:
         self.durability: Durability | None = None
         if config.journal and broker is None:
             self.journal = Journal(config.data_dir, fsync=config.fsync,
+                                   segment_bytes=config.journal_segment_bytes,
                                    on_error=self._journal_failed)
             self.durability = Durability(self.journal)
         self.broker = broker or Broker(durability=self.durability)
