@@ -12,7 +12,9 @@ in a temp dir, so a RabbitMQ already running on the machine is not disturbed). F
 scenario the runs alternate between the brokers (syncmq first on odd runs, RabbitMQ first on
 even ones); medians and the syncmq/RabbitMQ ratio are printed. While a run goes on, the broker's
 VmRSS is sampled from /proc/PID/status (peak during the run, and the increase over the RSS just
-before it) and its CPU seconds are the /proc/PID/stat utime+stime delta.
+before it) and its CPU seconds are the /proc/PID/stat utime+stime delta. Both brokers are
+restarted before each scenario, and before each run of S6 and S7, so that memory figures are
+the scenario's own.
 
 Scenarios (all through syncmq-perf, one process per producer/consumer):
 
@@ -452,6 +454,9 @@ def main(argv: list[str] | None = None) -> int:
             sc = all_sc[name]
             timeout = opts.time * 4 + 600
             raw[name] = {b.name: [] for b in brokers}
+            if name != wanted[0] and not sc.get("fresh"):
+                for b in brokers:  # RSS figures must not carry the previous scenario's heap
+                    b.restart()
             for i in range(opts.runs):
                 order = brokers if i % 2 == 0 else list(reversed(brokers))
                 for b in order:
