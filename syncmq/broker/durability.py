@@ -16,6 +16,12 @@ The journal (``syncmq.journal``) knows nothing of AMQP; this module is the trans
 
 Transient messages and non-durable queues never touch the disk.
 
+Journal failures: once the journal has failed (an I/O error, see ``journal.writer``) it refuses
+appends. :meth:`Durability.publish` then raises :class:`NotDurable` (the caller nacks the
+publish, or fails the tx.commit); the other records (declares, acks, DELIVERED) are dropped
+with one error line per failure: they are appended with queue or vhost locks held, where an
+exception would leave the broker half-changed, and nothing was promised to a client for them.
+
 Thread-safety: every method may be called from any worker; the journal's ``append`` is
 thread-safe and keeps call order. Callers that need two records in a given order (declare then
 delete) already hold the vhost lock or the queue lock while appending.
@@ -29,7 +35,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..journal import format as jf
-from ..journal.writer import Journal
+from ..journal.writer import Journal, JournalError
 from ..wire.fields import decode_table, encode_table
 from .message import Message
 
@@ -45,6 +51,10 @@ EX_AUTO_DELETE = 2
 EX_INTERNAL = 4
 Q_DURABLE = 1
 Q_AUTO_DELETE = 2
+
+
+class NotDurable(Exception):
+    """A persistent message could not be journaled (the journal failed or is closed)."""
 
 
 def _table(arguments: dict | None) -> bytes:
@@ -63,7 +73,17 @@ class Durability:
     def __init__(self, journal: Journal) -> None:
         self.journal = journal
         self._ids = itertools.count(1)
-        self._append = journal.append
+        self._dropped = 0  # records dropped since the journal failed (for the log)
+
+    def _append(self, record: bytes) -> None:
+        """Append a record nobody waits for; dropped (and logged once) if the journal failed."""
+        try:
+            self.journal.append(record)
+        except JournalError as e:
+            self._dropped += 1
+            if self._dropped == 1:
+                log.error("journal not accepting records, durable state changes are not "
+                          "recorded until restart: %s", e)
 
     # ---- entities (called with the vhost lock held) ----
 
@@ -117,14 +137,20 @@ class Durability:
     def publish(self, vhost: str, message: Message, queues: list[Queue]) -> bool:
         """Journal ``message`` if it is persistent and reaches a durable queue; True if so.
 
-        Must be called before the message is put on any queue.
+        Must be called before the message is put on any queue. Raises :class:`NotDurable` if
+        the journal refuses it (``message.msg_id`` stays 0: it is a transient message then).
         """
         names = [q.name for q in queues if q.journaled]
         if not names:
             return False
-        message.msg_id = msg_id = next(self._ids)
-        self._append(jf.encode_publish(msg_id, vhost, names, message.exchange,
-                                       message.routing_key, message.properties, message.body))
+        msg_id = next(self._ids)
+        try:
+            self.journal.append(jf.encode_publish(msg_id, vhost, names, message.exchange,
+                                                  message.routing_key, message.properties,
+                                                  message.body))
+        except JournalError as e:
+            raise NotDurable(str(e)) from e
+        message.msg_id = msg_id
         return True
 
     def acked(self, q: Queue, msg_ids: list[int]) -> None:
@@ -135,8 +161,14 @@ class Durability:
         self._append(jf.encode_delivered(q.vhost, q.name, (msg_id,)))
 
     def barrier(self, callback: Callable[[Exception | None], None]) -> None:
-        """``callback(error)`` once everything appended so far is durable (journal thread)."""
-        self.journal.sync_barrier(callback)
+        """``callback(error)`` once everything appended so far is durable (journal thread).
+
+        If the journal is not accepting (failed, closed), ``callback(error)`` is called at once
+        on the calling thread."""
+        try:
+            self.journal.sync_barrier(callback)
+        except JournalError as e:
+            callback(e)
 
     # ---- start-up ----
 

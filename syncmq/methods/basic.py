@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..broker.broker import generate_consumer_tag
+from ..broker.durability import NotDurable
 from ..broker.message import Message
 from ..broker.queue import Consumer
 from ..protocol.channel import deliver_prefix
@@ -94,29 +95,44 @@ def publish(session: Session, ch: Channel, m: B.Publish, props: bytes, body: byt
     if ch.tx:
         ch.tx_publishes.append((ex, message, m.mandatory))
         return
-    journaled = route(session, ch, ex, message, m.mandatory)
+    journaled = route(session, ch, ex, message, m.mandatory, drop_unjournaled=ch.confirm)
     if ch.confirm:
         ch.publish_seq += 1
         if journaled:
-            # confirm only once the PUBLISH record is fsynced (see Session.end_batch)
+            # confirm only once the PUBLISH record is fsynced (see Session.frames_received);
+            # NOT_JOURNALED: the journal refused it, its barrier fails and this publish (with
+            # every one not yet confirmed) is nacked
             ch.durable_pending = ch.publish_seq
             session.journal_waiters.add(ch)
         session.confirm_dirty.add(ch)
 
 
-def route(session: Session, ch: Channel, ex: Exchange, message: Message, mandatory: bool) -> bool:
+NOT_JOURNALED = 2  # route(): persistent, for a durable queue, but the journal refused it
+
+
+def route(session: Session, ch: Channel, ex: Exchange, message: Message, mandatory: bool,
+          drop_unjournaled: bool = True) -> int:
     """Route ``message`` and enqueue it; basic.return it if mandatory and unroutable.
 
-    Returns True if the message was journaled (persistent, reaching a durable queue): its
-    record is appended before the message is on any queue, so no ACK can precede it.
+    Returns true if the message was journaled (persistent, reaching a durable queue): its
+    record is appended before the message is on any queue, so no ACK can precede it; then
+    the caller must wait for a journal barrier before confirming it. Returns
+    :data:`NOT_JOURNALED` (also true) if the journal refused the record: the message is then
+    dropped when ``drop_unjournaled`` (confirm and tx channels: it is nacked, or the commit
+    fails, once the barrier reports the journal's error), else queued as a transient message.
     """
     delivered = False
     queues = session.vhost.route(ex, message)
-    journaled = False
+    journaled = 0
     if message.persistent and queues:
         durability = session.broker.durability
         if durability is not None:
-            journaled = durability.publish(session.vhost.name, message, queues)
+            try:
+                journaled = int(durability.publish(session.vhost.name, message, queues))
+            except NotDurable:
+                if drop_unjournaled:
+                    return NOT_JOURNALED
+                journaled = NOT_JOURNALED
     for q in queues:
         if q.publish(message):
             delivered = True
