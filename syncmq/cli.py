@@ -39,6 +39,12 @@ def main(argv: list[str] | None = None) -> int:
         max_message_size=args.max_message_size,
         users_file=args.users_file,
         fsync=args.fsync,
+        tls_port=args.tls_port,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_ca=args.tls_ca,
+        tls_verify_peer=args.tls_verify_peer or args.tls_fail_if_no_peer_cert,
+        tls_fail_if_no_peer_cert=args.tls_fail_if_no_peer_cert,
         journal_segment_bytes=args.journal_segment_bytes,
         management_port=None if args.no_management or args.management_port < 0
         else args.management_port,
@@ -55,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except OSError as e:
         where = e.filename or f"{args.bind}:{args.port}"
-        log.error("cannot listen on %s: %s", where, e.strerror)
+        log.error("cannot listen on %s: %s", where, e.strerror or e)
         return 1
     if hasattr(handler, "reopenIfNeeded"):
         server.on_hup = handler.reopenIfNeeded

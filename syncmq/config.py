@@ -6,6 +6,7 @@ The only importer of configargparse and python-json-logger (with ``syncmq.cli``)
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 
@@ -72,6 +73,17 @@ def build_parser() -> configargparse.ArgumentParser:
                    help="seconds a client has to complete the AMQP handshake (default %(default)s)")
     p.add_argument("--max-message-size", type=parse_size, default="128MiB",
                    help="largest message body accepted (default %(default)s)")
+    p.add_argument("--tls-port", type=_port, default=None,
+                   help="also listen for AMQP over TLS (amqps) on this port (0: ephemeral)")
+    p.add_argument("--tls-cert", default=None, help="server certificate chain (PEM) for TLS")
+    p.add_argument("--tls-key", default=None, help="private key (PEM) of --tls-cert")
+    p.add_argument("--tls-ca", default=None,
+                   help="CA certificates (PEM) to verify client certificates with")
+    p.add_argument("--tls-verify-peer", action="store_true",
+                   help="ask clients for a certificate and verify it against --tls-ca")
+    p.add_argument("--tls-fail-if-no-peer-cert", action="store_true",
+                   help="refuse TLS clients without a valid certificate (implies "
+                        "--tls-verify-peer); enables the EXTERNAL mechanism")
     p.add_argument("--fsync", default="batch", choices=["batch", "always", "never"],
                    help="journal fsync policy: batch (group commit, default), always (one "
                         "fsync per append), never (leave it to the OS)")
@@ -100,6 +112,15 @@ def validate(args) -> None:
         raise ValueError("--channel-max must be between 1 and 65535")
     if args.heartbeat < 0:
         raise ValueError("--heartbeat must be >= 0")
+    if args.tls_port is not None:
+        if not args.tls_cert or not args.tls_key:
+            raise ValueError("--tls-port needs --tls-cert and --tls-key")
+        for opt in ("tls_cert", "tls_key", "tls_ca"):
+            path = getattr(args, opt)
+            if path and not os.path.isfile(path):
+                raise ValueError(f"--{opt.replace('_', '-')}: no such file {path}")
+        if (args.tls_verify_peer or args.tls_fail_if_no_peer_cert) and not args.tls_ca:
+            raise ValueError("--tls-verify-peer/--tls-fail-if-no-peer-cert need --tls-ca")
     if args.journal_segment_bytes < 1024:
         raise ValueError("--journal-segment-bytes must be >= 1024")
 

@@ -28,6 +28,7 @@ import os
 import queue
 import selectors
 import socket
+import ssl
 import threading
 import time
 from collections import deque
@@ -50,7 +51,18 @@ ACCEPTED_HEADERS = (PROTOCOL_HEADER, b"AMQP\x01\x01\x00\x09")
 # Octets a frame may exceed frame_max by: rabbit_reader's ?FRAME_SIZE_FUDGE (= the 8 octets of
 # an empty frame), "since quite a few [clients] get it wrong - off-by 1 or 8".
 FRAME_MAX_SLACK = 8
-_LISTENER = object()
+
+
+class _Listener:
+    """Selector data of a listening socket: plain (``ssl_context`` None) or TLS."""
+
+    __slots__ = ("ssl_context",)
+
+    def __init__(self, ssl_context: ssl.SSLContext | None) -> None:
+        self.ssl_context = ssl_context
+
+
+TLS_SEND_MAX = 256 * 1024  # bytes joined per SSLSocket.send (TLS cannot scatter/gather)
 _WAKE = object()
 
 
@@ -76,7 +88,8 @@ class Transport:
         "reactor", "sock", "fd", "peer", "sockname", "worker", "handler", "inbuf", "out",
         "out_lock", "sending", "header_done", "discard_input", "closed", "close_when_flushed",
         "writing", "frame_max", "heartbeat", "last_recv", "last_send", "opened", "bytes_in",
-        "bytes_out", "created",
+        "bytes_out", "created", "tls", "tls_handshaking", "peer_cert",
+        "tls_retry",
     )
 
     def __init__(self, reactor: Reactor, sock: socket.socket, peer: Any, worker: Worker) -> None:
@@ -107,6 +120,10 @@ class Transport:
         self.created = now
         self.bytes_in = 0
         self.bytes_out = 0
+        self.tls = isinstance(sock, ssl.SSLSocket)
+        self.tls_handshaking = self.tls
+        self.peer_cert: dict | None = None  # the verified client certificate, after handshake
+        self.tls_retry = 0  # length of a TLS write that must be retried with the same bytes
 
     # ---- called from any thread ----
 
@@ -210,8 +227,14 @@ class Reactor:
 
     # ---- set-up ----
 
-    def listen(self, host: str, port: int, backlog: int = 1024) -> tuple[str, int]:
-        """Bind a listening socket (before ``start``); returns the address actually bound."""
+    def listen(
+        self, host: str, port: int, backlog: int = 1024,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> tuple[str, int]:
+        """Bind a listening socket (before ``start``); returns the address actually bound.
+
+        With ``ssl_context`` every accepted connection does a non-blocking TLS handshake
+        (driven by the selector) before the AMQP protocol header is read."""
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
         family, type_, proto, _, addr = infos[0]
         s = socket.socket(family, type_, proto)
@@ -220,7 +243,7 @@ class Reactor:
         s.listen(backlog)
         s.setblocking(False)
         self.listeners.append(s)
-        self.selector.register(s, selectors.EVENT_READ, _LISTENER)
+        self.selector.register(s, selectors.EVENT_READ, _Listener(ssl_context))
         return s.getsockname()[:2]
 
     def start(self) -> None:
@@ -288,8 +311,11 @@ class Reactor:
                 data = key.data
                 if data is _WAKE:
                     self._drain_wake()
-                elif data is _LISTENER:
-                    self._accept(key.fileobj)
+                elif type(data) is _Listener:
+                    self._accept(key.fileobj, data.ssl_context)
+                elif data.tls_handshaking:
+                    if not data.closed:
+                        self._tls_handshake(data)
                 else:
                     if mask & selectors.EVENT_READ and not data.closed:
                         self._read(data)
@@ -340,7 +366,7 @@ class Reactor:
 
     # ---- connections ----
 
-    def _accept(self, lsock: socket.socket) -> None:
+    def _accept(self, lsock: socket.socket, ssl_context: ssl.SSLContext | None) -> None:
         for _ in range(256):
             try:
                 sock, peer = lsock.accept()
@@ -359,6 +385,14 @@ class Reactor:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 pass
+            if ssl_context is not None:
+                try:
+                    sock = ssl_context.wrap_socket(sock, server_side=True,
+                                                   do_handshake_on_connect=False)
+                except (OSError, ValueError) as e:
+                    log.info("TLS set-up failed for %s: %s", _fmt_peer(peer), e)
+                    sock.close()
+                    continue
             worker = self.pool.assign()
             t = Transport(self, sock, peer, worker)
             try:
@@ -383,9 +417,61 @@ class Reactor:
             )
             self._lost(t)
 
+    def _tls_handshake(self, t: Transport) -> None:
+        """One non-blocking step of the server-side TLS handshake."""
+        try:
+            t.sock.do_handshake()
+        except ssl.SSLWantReadError:
+            self._want(t, selectors.EVENT_READ)
+            return
+        except ssl.SSLWantWriteError:
+            self._want(t, selectors.EVENT_READ | selectors.EVENT_WRITE)
+            return
+        except (OSError, ValueError) as e:
+            log.info("TLS handshake with %s failed: %s", _fmt_peer(t.peer),
+                     getattr(e, "reason", None) or e)
+            self._lost(t)
+            return
+        t.tls_handshaking = False
+        try:
+            t.peer_cert = t.sock.getpeercert() or None
+        except (OSError, ValueError):
+            t.peer_cert = None
+        self._want(t, selectors.EVENT_READ)
+        if t.sock.pending():
+            self._read(t)
+
+    def _want(self, t: Transport, events: int) -> None:
+        t.writing = bool(events & selectors.EVENT_WRITE)
+        self.selector.modify(t.sock, events, t)
+
+    def _recv_tls(self, t: Transport) -> bytes | None:
+        """Everything TLS has decrypted for us now (b"" on EOF, None if nothing yet)."""
+        parts = []
+        sock = t.sock
+        try:
+            while True:
+                chunk = sock.recv(RECV_SIZE)
+                if not chunk:
+                    if parts:
+                        break
+                    return b""
+                parts.append(chunk)
+                if not sock.pending():
+                    break
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            if not parts:
+                return None
+        return b"".join(parts) if len(parts) > 1 else parts[0]
+
     def _read(self, t: Transport) -> None:
         try:
-            data = t.sock.recv(RECV_SIZE)
+            if t.tls:
+                data = self._recv_tls(t)
+                if data is None:
+                    return
+            else:
+                data = t.sock.recv(RECV_SIZE)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -464,8 +550,18 @@ class Reactor:
         while sending:
             batch = list(itertools.islice(sending, IOV_MAX)) if len(sending) > 1 else [sending[0]]
             try:
-                n = sock.sendmsg(batch)
-            except (BlockingIOError, InterruptedError):
+                if t.tls:
+                    buf = _join_upto(batch, TLS_SEND_MAX)
+                    if t.tls_retry:
+                        # OpenSSL wants a retried write to carry the same bytes
+                        buf = memoryview(buf)[: t.tls_retry]
+                    t.tls_retry = len(buf)
+                    n = sock.send(buf)
+                    t.tls_retry = 0
+                else:
+                    n = sock.sendmsg(batch)
+            except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError,
+                    ssl.SSLWantReadError):
                 break
             except OSError:
                 self._lost(t)
@@ -576,6 +672,18 @@ class Reactor:
             self._woken = True
             os.close(self._wake_r)
             os.close(self._wake_w)
+
+
+def _join_upto(chunks: list, limit: int) -> bytes:
+    """The first chunks joined, up to about ``limit`` bytes (at least one whole chunk)."""
+    out = []
+    size = 0
+    for c in chunks:
+        out.append(c)
+        size += len(c)
+        if size >= limit:
+            break
+    return out[0] if len(out) == 1 else b"".join(out)
 
 
 def _fmt_peer(peer: Any) -> str:

@@ -12,6 +12,7 @@ import logging
 import queue
 import signal
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -50,6 +51,12 @@ class ServerConfig:
     shutdown_timeout: float = 10.0
     users_file: str | None = None
     management_port: int | None = None  # None: no management API; 0: an ephemeral port
+    tls_port: int | None = None  # None: no TLS listener
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_ca: str | None = None
+    tls_verify_peer: bool = False
+    tls_fail_if_no_peer_cert: bool = False
     fsync: str = "batch"  # journal fsync mode: batch (group commit), always, never
     journal_segment_bytes: int = 64 * 1024 * 1024  # hidden --journal-segment-bytes (tests)
     journal: bool = True  # False: nothing on disk at all (tests of the broker alone)
@@ -120,6 +127,23 @@ class Server:
         log.info("users file reloaded", extra={"users_file": path, **store.summary()})
         return True
 
+    def tls_context(self) -> ssl.SSLContext:
+        """The TLS listener's context: TLS 1.2 or newer only, the configured certificate, and
+        client-certificate verification as configured."""
+        c = self.config
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(c.tls_cert, c.tls_key)
+        if c.tls_ca:
+            ctx.load_verify_locations(c.tls_ca)
+        if c.tls_fail_if_no_peer_cert:
+            ctx.verify_mode = ssl.CERT_REQUIRED
+        elif c.tls_verify_peer:
+            ctx.verify_mode = ssl.CERT_OPTIONAL
+        else:
+            ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+
     def _journal_failed(self, exc: Exception) -> None:
         log.error("journal write failed; persistent publishes are nacked until it recovers: %s",
                   exc, extra={"data_dir": self.config.data_dir})
@@ -143,6 +167,12 @@ class Server:
         listeners = [{"protocol": "amqp", "ip_address": self.address[0],
                       "port": self.address[1]}]
         extra: dict = {"recovered": recovered} if recovered else {}
+        if self.config.tls_port is not None:
+            taddr = self.reactor.listen(self.config.bind, self.config.tls_port,
+                                        ssl_context=self.tls_context())
+            listeners.append({"protocol": "amqp/ssl", "ip_address": taddr[0],
+                              "port": taddr[1]})
+            extra["tls_port"] = taddr[1]
         if self.config.management_port is not None:
             maddr = self._start_management(listeners)
             listeners.append({"protocol": "http", "ip_address": maddr[0], "port": maddr[1]})

@@ -166,6 +166,16 @@ class UserStore:
             return None, f"user '{username}' can only connect via localhost"
         return user, ""
 
+    def authenticate_external(self, username: str, peer: object) -> tuple[User | None, str]:
+        """EXTERNAL (TLS client certificate): the certificate's CN names an existing user; no
+        password is checked (the TLS layer verified the certificate)."""
+        user = self.users.get(username)
+        if user is None:
+            return None, f"user '{username}' (certificate CN) does not exist"
+        if self.is_loopback_only(user) and not is_loopback(peer):
+            return None, f"user '{username}' can only connect via localhost"
+        return user, ""
+
     def is_loopback_only(self, user: User) -> bool:
         return user.loopback_only or user.name in self.loopback_users
 

@@ -46,6 +46,9 @@ def start_ok(session: Session, _ch, m: C.StartOk, _p, _b) -> None:
     caps = props.get("capabilities")
     session.capabilities = caps if isinstance(caps, dict) else {}
     mechanism = m.mechanism
+    if mechanism == "EXTERNAL" and getattr(session.transport, "peer_cert", None):
+        _login(session, mechanism, *_external(session))
+        return
     if mechanism not in ("PLAIN", "AMQPLAIN"):
         raise AMQPConnectionError(
             _spec.COMMAND_INVALID,
@@ -62,7 +65,23 @@ def start_ok(session: Session, _ch, m: C.StartOk, _p, _b) -> None:
             f"SYNTAX_ERROR - malformed {mechanism} response",
             m.CLASS_ID, m.METHOD_ID,
         ) from None
-    user, reason = session.broker.users.authenticate(username, password, session.peer)
+    _login(session, mechanism, username,
+           *session.broker.users.authenticate(username, password, session.peer))
+
+
+def _external(session: Session) -> tuple[str, object, str]:
+    """(username, user or None, reason) from the TLS client certificate's subject CN."""
+    cn = ""
+    for rdn in session.transport.peer_cert.get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                cn = value
+    user, reason = session.broker.users.authenticate_external(cn, session.peer)
+    return cn, user, reason
+
+
+def _login(session: Session, mechanism: str, username: str, user, reason: str) -> None:
+    """Finish start-ok: refuse (403) or move on to connection.tune."""
     if user is None:
         log.warning(
             "login refused: %s (mechanism %s)", reason, mechanism,

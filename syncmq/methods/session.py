@@ -362,7 +362,8 @@ class Session:
                     "cluster_name": s.cluster_name,
                     "capabilities": dict(SERVER_CAPABILITIES),
                 },
-                mechanisms=b"PLAIN AMQPLAIN",
+                mechanisms=b"PLAIN AMQPLAIN EXTERNAL"
+                if getattr(self.transport, "peer_cert", None) else b"PLAIN AMQPLAIN",
                 locales=b"en_US",
             ),
         )
