@@ -19,7 +19,7 @@ U_PERM = Permission("^c-", "^w-", "^r-")
 
 @pytest.fixture(scope="module")
 def sbroker(tmp_path_factory):
-    from conftest import _start
+    from brokerproc import start_broker as _start
     path = tmp_path_factory.mktemp("users") / "users.toml"
     users = {
         "admin": User("admin", hash_password("admin-pw"), ["administrator"],

@@ -1,0 +1,92 @@
+"""A real syncmq subprocess for tests (importable as ``brokerproc``; conftest modules of
+several test directories share the name ``conftest``, so import this module, not conftest)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+
+
+class BrokerProcess:
+    """A syncmq subprocess; ``port`` is known once it logged that it started."""
+
+    def __init__(self, data_dir: str, *extra: str) -> None:
+        self.data_dir = data_dir
+        self.args = [sys.executable, "-m", "syncmq.cli", "--port", "0", "--data-dir", data_dir,
+                     "--log-format", "json", "--log-level", "info",
+                     "--management-port", "0", *extra]
+        self.lines: list[str] = []
+        self.port: int | None = None
+        self.management_port: int | None = None  # when the start-up line has one
+        self._started = threading.Event()
+        self._cond = threading.Condition()
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 30.0) -> BrokerProcess:
+        self.port = None
+        self.management_port = None
+        self._started.clear()
+        self.proc = subprocess.Popen(self.args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                     text=True, bufsize=1)
+        threading.Thread(target=self._reader, args=(self.proc,), daemon=True).start()
+        if not self._started.wait(timeout):
+            self.proc.kill()
+            raise RuntimeError("syncmq did not start:\n" + "\n".join(self.lines[-50:]))
+        return self
+
+    def _reader(self, proc: subprocess.Popen) -> None:
+        for line in proc.stderr:
+            with self._cond:
+                self.lines.append(line.rstrip("\n"))
+                self._cond.notify_all()
+            if self.port is None and '"port"' in line:
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue
+                if "port" in rec:
+                    self.port = int(rec["port"])
+                    if rec.get("management_port") is not None:
+                        self.management_port = int(rec["management_port"])
+                    self._started.set()
+
+    def wait_for_log(self, text: str, timeout: float = 15.0) -> str:
+        """Block until a log line containing ``text`` appears; returns it."""
+        with self._cond:
+            ok = self._cond.wait_for(
+                lambda: any(text in line for line in self.lines), timeout
+            )
+            if not ok:
+                raise AssertionError(f"no log line with {text!r}; log:\n" + self.log_tail())
+            return next(line for line in self.lines if text in line)
+
+    def log_tail(self, n: int = 40) -> str:
+        return "\n".join(self.lines[-n:])
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+    def tracebacks(self) -> list[str]:
+        return [line for line in self.lines if "Traceback" in line or "unhandled error" in line]
+
+
+def start_broker(tmp_path_factory, *extra: str) -> BrokerProcess:
+    """Start a broker with its own data dir under pytest's ``tmp_path_factory``."""
+    data_dir = str(tmp_path_factory.mktemp("syncmq-data"))
+    return BrokerProcess(data_dir, *extra).start()
