@@ -29,7 +29,7 @@ import pika
 import pika.exceptions
 import pytest
 from amqp_helpers import TIMEOUT, connect
-from conftest import BrokerProcess
+from brokerproc import BrokerProcess
 
 from syncmq.journal import format as fmt
 
@@ -605,3 +605,37 @@ def test_compaction_gives_disk_back_after_acks_and_recovers_live_messages(broker
                 assert bd[6:] == payload
                 got.append(int(bd[:6]))
             assert got == list(range(first, first + live)), q
+
+
+def test_purge_delete_unbind_survive_restart(brokers, tmp_path):
+    b = brokers.start(str(tmp_path / "data"))
+    conn = connect(b.port)
+    ch = conn.channel()
+    declare_topology(ch)
+    ch.confirm_delivery()
+    publish_range(ch, range(40))
+    expected = expected_queues(range(40))
+    held, _p, _b = ch.basic_get("q1")  # unacked: a purge keeps it (as RabbitMQ)
+    assert ch.queue_purge("q1").method.message_count == len(expected["q1"]) - 1
+    ch.queue_delete("q3")
+    ch.queue_unbind("q2", "fx", "")
+    ch.exchange_delete("ix")  # with its bindings, as source and as destination
+    ch.queue_declare("q7", durable=True)  # deleted and declared again: starts empty
+    ch.basic_publish("", "q7", body_for(1000), props_for(1000))
+    ch.queue_delete("q7")
+    ch.queue_declare("q7", durable=True)
+    fence(ch)
+    assert b.stop() == 0
+    with contextlib.suppress(Exception):
+        conn.close()
+    b2 = brokers.restart(b)
+    qs = {q["name"] for q in api(b2, "queues/%2F")}
+    assert "q3" not in qs and "q7" in qs
+    assert "ix" not in {e["name"] for e in api(b2, "exchanges/%2F")}
+    binds = {(x["source"], x["destination"]) for x in api(b2, "bindings/%2F") if x["source"]}
+    assert ("fx", "q2") not in binds and ("ix", "q6") not in binds and ("dx", "ix") not in binds
+    assert ("fx", "q3") not in binds and ("dx", "q1") in binds
+    assert drain(b2.port, "q1") == [(expected["q1"][0], True)]
+    assert drain(b2.port, "q7") == []
+    for q in ("q2", "q4", "q5", "q6"):
+        assert [i for i, _ in drain(b2.port, q)] == expected[q], q
