@@ -101,13 +101,14 @@ def delete(session: Session, ch: Channel, m: Q.Delete, _p, _b) -> None:
     name = _queue_name(ch, m.queue)
     access.configure(session, "queue", name)
     result = session.vhost.delete_queue(name, m.if_unused, m.if_empty, session)
-    count = 0
-    if result is not None:
-        count, consumers = result
-        for c in consumers:
-            c.channel.consumer_cancelled(c)
+    count, consumers = result if result is not None else (0, [])
+    # RabbitMQ answers delete-ok first and only then sends basic.cancel to the queue's
+    # consumers (the channel learns of the queue's end afterwards): clients waiting for
+    # delete-ok on a consuming channel (py-amqp, kombu's SimpleQueue) depend on that order
     if not m.no_wait:
         session.send_method(ch.id, Q.DeleteOk(message_count=count))
+    for c in consumers:
+        c.channel.consumer_cancelled(c)
 
 
 HANDLERS = {
