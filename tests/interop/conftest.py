@@ -1,0 +1,29 @@
+"""Fixtures for the interoperability suite: every major client against syncmq, and a private
+RabbitMQ node for the differential suite.
+
+The syncmq fixtures (``broker``, ``fresh_broker``, ``broker_factory``, ``unique``) come from
+``tests/conftest.py``. Each client's module skips with a clear reason when the client is not
+installed; ``.ci/run`` installs all of them, so in CI nothing here skips.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+
+import pytest
+from interop_helpers import RabbitNode, rabbitmq_available
+
+
+@pytest.fixture(scope="session")
+def rabbitmq() -> Iterator[RabbitNode]:
+    """A private RabbitMQ node for the whole session (differential suite)."""
+    if not rabbitmq_available():
+        pytest.skip("rabbitmq-server is not installed (CI installs it: apt-get install "
+                    "rabbitmq-server)")
+    base = tempfile.mkdtemp(prefix="syncmq-interop-rabbit-")
+    node = RabbitNode(base).start()
+    yield node
+    node.stop()
+    shutil.rmtree(base, ignore_errors=True)

@@ -1,0 +1,99 @@
+"""Helpers shared by the interoperability suite (imported by name: tests/interop is on
+sys.path under pytest's default import mode)."""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import socket
+import subprocess
+
+RABBITMQ_LIB = "/usr/lib/rabbitmq/bin"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _raise_nofile() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
+    except (ValueError, OSError):
+        pass
+
+
+class RabbitNode:
+    """A private RabbitMQ node: its own node name, ports, mnesia/log dirs and cookie (HOME)."""
+
+    def __init__(self, base: str) -> None:
+        self.dir = base
+        os.chmod(base, 0o755)
+        self.port = free_port()
+        self.node = f"syncmq-interop-{os.getpid()}@localhost"
+        self.env = dict(
+            os.environ, HOME=base, RABBITMQ_NODENAME=self.node,
+            RABBITMQ_NODE_PORT=str(self.port), RABBITMQ_DIST_PORT=str(free_port()),
+            RABBITMQ_NODE_IP_ADDRESS="127.0.0.1",
+            RABBITMQ_MNESIA_BASE=os.path.join(base, "mnesia"),
+            RABBITMQ_LOG_BASE=os.path.join(base, "log"),
+            RABBITMQ_PID_FILE=os.path.join(base, "pid"),
+            RABBITMQ_ENABLED_PLUGINS_FILE=os.path.join(base, "enabled_plugins"),
+            RABBITMQ_CONFIG_FILE=os.path.join(base, "rabbitmq"),
+            RABBITMQ_ADVANCED_CONFIG_FILE=os.path.join(base, "advanced.config"),
+        )
+        with open(os.path.join(base, "enabled_plugins"), "w") as f:
+            f.write("[].\n")
+        # As root the Debian wrappers su to the rabbitmq user; the scripts in /usr/lib run as
+        # the caller, so the temp dir and the HOME cookie stay ours.
+        root = os.geteuid() == 0 and os.path.isdir(RABBITMQ_LIB)
+        self.server = os.path.join(RABBITMQ_LIB, "rabbitmq-server") if root else \
+            shutil.which("rabbitmq-server")
+        self.ctl = os.path.join(RABBITMQ_LIB, "rabbitmqctl") if root else "rabbitmqctl"
+        self.diag = os.path.join(RABBITMQ_LIB, "rabbitmq-diagnostics") if root else \
+            "rabbitmq-diagnostics"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> RabbitNode:
+        self.out = open(os.path.join(self.dir, "server.out"), "w")
+        self.proc = subprocess.Popen([self.server], env=self.env, stdout=self.out,
+                                     stderr=subprocess.STDOUT, cwd=self.dir,
+                                     preexec_fn=_raise_nofile)
+        # `rabbitmqctl wait` blocks until the node has booted (event-driven, bounded); then
+        # `rabbitmq-diagnostics ping` confirms it answers on its own node name.
+        r = subprocess.run([self.ctl, "-n", self.node, "wait", self.env["RABBITMQ_PID_FILE"],
+                            "--timeout", "120"], env=self.env, capture_output=True, text=True,
+                           timeout=150)
+        if r.returncode == 0:
+            r = subprocess.run([self.diag, "-n", self.node, "-q", "ping"], env=self.env,
+                               capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:
+            self.stop()
+            raise RuntimeError(f"RabbitMQ did not start: {r.stdout}{r.stderr}\n{self.log()}")
+        return self
+
+    def log(self) -> str:
+        try:
+            with open(os.path.join(self.dir, "server.out")) as f:
+                return f.read()[-3000:]
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        subprocess.run([self.ctl, "-n", self.node, "stop"], env=self.env, capture_output=True,
+                       timeout=120)
+        if self.proc is not None:
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.out.close()
+
+
+def rabbitmq_available() -> bool:
+    return bool(shutil.which("rabbitmq-server")
+                or os.path.exists(os.path.join(RABBITMQ_LIB, "rabbitmq-server")))
