@@ -62,6 +62,12 @@ class _Listener:
         self.ssl_context = ssl_context
 
 
+# Flow control: a connection whose worker has FLOW_HIGH frame batches not yet handled stops
+# being read until the backlog is down to FLOW_LOW. A publisher that floods faster than the
+# broker routes is slowed to the broker's pace instead of filling memory with unparsed frames
+# (RabbitMQ's credit flow between reader and channel plays the same part).
+FLOW_HIGH = 8
+FLOW_LOW = 2
 TLS_SEND_MAX = 256 * 1024  # bytes joined per SSLSocket.send (TLS cannot scatter/gather)
 _WAKE = object()
 
@@ -89,7 +95,7 @@ class Transport:
         "out_lock", "sending", "header_done", "discard_input", "closed", "close_when_flushed",
         "writing", "frame_max", "heartbeat", "last_recv", "last_send", "opened", "bytes_in",
         "bytes_out", "created", "tls", "tls_handshaking", "peer_cert",
-        "tls_retry",
+        "tls_retry", "inflight", "paused_flow", "paused_alarm", "registered_events",
     )
 
     def __init__(self, reactor: Reactor, sock: socket.socket, peer: Any, worker: Worker) -> None:
@@ -124,6 +130,12 @@ class Transport:
         self.tls_handshaking = self.tls
         self.peer_cert: dict | None = None  # the verified client certificate, after handshake
         self.tls_retry = 0  # length of a TLS write that must be retried with the same bytes
+        # Frame batches handed to the worker and not yet handled; guarded by ``out_lock``
+        # (incremented by the reactor, decremented by the worker).
+        self.inflight = 0
+        self.paused_flow = False  # reactor thread only
+        self.paused_alarm = False  # reactor thread only
+        self.registered_events = selectors.EVENT_READ  # what the selector watches for us
 
     # ---- called from any thread ----
 
@@ -168,6 +180,14 @@ class Transport:
         """From now on read and drop whatever the peer sends (the connection is closing and
         nothing it says matters any more). Thread-safe."""
         self.reactor.call_soon(self.reactor._discard_input, self)
+
+    def pause_reading(self) -> None:
+        """Stop reading from this connection (resource alarm: a blocked publisher). Thread-safe."""
+        self.reactor.call_soon(self.reactor._set_alarm_pause, self, True)
+
+    def resume_reading(self) -> None:
+        """Undo :meth:`pause_reading`. Thread-safe."""
+        self.reactor.call_soon(self.reactor._set_alarm_pause, self, False)
 
     def set_frame_max(self, frame_max: int) -> None:
         self.frame_max = frame_max
@@ -443,7 +463,7 @@ class Reactor:
 
     def _want(self, t: Transport, events: int) -> None:
         t.writing = bool(events & selectors.EVENT_WRITE)
-        self.selector.modify(t.sock, events, t)
+        self._update_events(t)
 
     def _recv_tls(self, t: Transport) -> bytes | None:
         """Everything TLS has decrypted for us now (b"" on EOF, None if nothing yet)."""
@@ -513,7 +533,7 @@ class Reactor:
             # every frame before the one it cannot parse).
             good = getattr(exc, "frames", None)
             if good:
-                t.worker.submit(t.handler.frames_received, good)
+                self._submit_frames(t, good)
             t.worker.submit(t.handler.frame_error, exc)
             return
         if consumed == len(data):
@@ -523,7 +543,58 @@ class Reactor:
         else:
             t.inbuf = bytearray(data[consumed:])
         if frames:
-            t.worker.submit(t.handler.frames_received, frames)
+            self._submit_frames(t, frames)
+
+    def _submit_frames(self, t: Transport, frames: list) -> None:
+        with t.out_lock:
+            t.inflight += 1
+            pause = t.inflight >= FLOW_HIGH
+        t.worker.submit(self._handle_frames, t, frames)
+        if pause and not t.paused_flow:
+            t.paused_flow = True
+            self._update_events(t)
+
+    def _handle_frames(self, t: Transport, frames: list) -> None:
+        """On the connection's worker: hand the batch over, then account for it (flow)."""
+        try:
+            t.handler.frames_received(frames)
+        finally:
+            with t.out_lock:
+                t.inflight -= 1
+                resume = t.inflight <= FLOW_LOW
+            if resume and t.paused_flow:
+                self.call_soon(self._resume_flow, t)
+
+    def _resume_flow(self, t: Transport) -> None:
+        if t.paused_flow and not t.closed:
+            t.paused_flow = False
+            self._update_events(t)
+
+    def _set_alarm_pause(self, t: Transport, paused: bool) -> None:
+        if t.closed or t.paused_alarm == paused:
+            return
+        t.paused_alarm = paused
+        self._update_events(t)
+
+    def _update_events(self, t: Transport) -> None:
+        """Make the selector watch what ``t`` needs: reads unless paused, writes while output
+        is pending. Reactor thread only."""
+        events = 0 if (t.paused_flow or t.paused_alarm) else selectors.EVENT_READ
+        if t.writing:
+            events |= selectors.EVENT_WRITE
+        old = t.registered_events
+        if events == old or t.closed:
+            return
+        if not old:
+            self.selector.register(t.sock, events, t)
+        elif not events:
+            self.selector.unregister(t.sock)
+        else:
+            self.selector.modify(t.sock, events, t)
+        t.registered_events = events
+        if events & selectors.EVENT_READ and t.tls and not t.tls_handshaking and \
+                t.sock.pending():
+            self._read(t)  # TLS may hold decrypted bytes the selector cannot see
 
     def _discard_input(self, t: Transport) -> None:
         t.discard_input = True
@@ -587,11 +658,11 @@ class Reactor:
         if sending:
             if not t.writing:
                 t.writing = True
-                self.selector.modify(sock, selectors.EVENT_READ | selectors.EVENT_WRITE, t)
+                self._update_events(t)
         else:
             if t.writing:
                 t.writing = False
-                self.selector.modify(sock, selectors.EVENT_READ, t)
+                self._update_events(t)
             if t.close_when_flushed:
                 self._lost(t)
 
@@ -608,7 +679,8 @@ class Reactor:
         t.closed = True
         self.transports.pop(t.fd, None)
         try:
-            self.selector.unregister(t.sock)
+            if t.registered_events:
+                self.selector.unregister(t.sock)
         except (KeyError, ValueError):
             pass
         try:
@@ -631,7 +703,9 @@ class Reactor:
             return
         now = time.monotonic()
         hb = t.heartbeat
-        if now - t.last_recv > 2 * hb:
+        if t.paused_flow or t.paused_alarm:
+            t.last_recv = now  # we are not reading: silence is ours, not the peer's
+        elif now - t.last_recv > 2 * hb:
             log.warning(
                 "missed heartbeats from client %s, timeout: %ds; closing connection",
                 _fmt_peer(t.peer), hb,
