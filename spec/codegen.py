@@ -36,6 +36,16 @@ FIXED_FORMATS = {"octet": "B", "short": "H", "long": "I", "longlong": "Q", "time
 # as a soft error; basic.return of an unroutable mandatory message carries it.
 EXTRA_CONSTANTS = [("no-route", 312, "soft-error")]
 
+# Methods RabbitMQ's broker speaks that the XML lacks (again from amqp-rabbitmq-0.9.1.json):
+# connection.blocked/unblocked (resource alarms, capability "connection.blocked") and
+# connection.update-secret/-ok (credential refresh). (class, name, method id, fields)
+EXTRA_METHODS = [
+    ("connection", "blocked", 60, [("reason", "shortstr")]),
+    ("connection", "unblocked", 61, []),
+    ("connection", "update-secret", 70, [("new-secret", "longstr"), ("reason", "shortstr")]),
+    ("connection", "update-secret-ok", 71, []),
+]
+
 # The basic class's last property is called "reserved" in the XML (formerly cluster-id);
 # clients (pika, py-amqp) call it cluster_id.
 PROPERTY_RENAMES = {"reserved": "cluster_id"}
@@ -139,6 +149,13 @@ def load(path: Path) -> tuple[list[tuple[str, int, str]], list[ClassSpec]]:
             )
             for m in c.findall("method")
         ]
+        known_methods = {m.name for m in methods}
+        for klass, mname, mid, mfields in EXTRA_METHODS:
+            if klass == c.get("name") and mname not in known_methods:
+                methods.append(MethodSpec(
+                    klass=klass, name=mname, class_id=cid, method_id=mid, synchronous=False,
+                    content=False, label=f"{mname} (RabbitMQ extension)",
+                    fields=[Field(n, py_name(n), t) for n, t in mfields]))
         classes.append(
             ClassSpec(
                 name=c.get("name"),

@@ -720,6 +720,161 @@ class Connection:
                 raise _cannot_decode(cls, len(buf) - offset)
             return self
 
+    class Blocked(Method):
+        """connection.blocked (10/60): blocked (RabbitMQ extension)."""
+
+        __slots__ = ("reason",)
+        CLASS_ID = 10
+        METHOD_ID = 60
+        INDEX = 655420
+        NAME = "connection.blocked"
+        SYNCHRONOUS = False
+        HAS_CONTENT = False
+        FIELDS = ("reason",)
+        FIELD_TYPES = ("shortstr",)
+
+        def __init__(self, reason: str = "") -> None:
+            self.reason = reason
+
+        def encode(self) -> bytes:
+            """The method-frame payload: class id, method id, arguments."""
+            try:
+                v0 = self.reason
+                if v0.__class__ is not bytes:
+                    v0 = _shortstr_bytes(v0)
+                if len(v0) > 255:
+                    raise ValueError("reason is longer than 255 octets")
+                return b"".join((b'\x00\n\x00<', _BYTE[len(v0)], v0))
+            except _ENCODE_ERRORS as exc:
+                raise _cannot_encode(self, exc) from None
+
+        @classmethod
+        def decode(cls, buf: bytes | bytearray | memoryview, offset: int = 4) -> Self:
+            """Decode the arguments in ``buf[offset:]`` (after the class and method ids)."""
+            if buf.__class__ is not bytes:
+                buf = bytes(buf)
+            self = _new(cls)
+            o = offset
+            try:
+                e = o + 1 + buf[o]
+                self.reason = buf[o + 1 : e].decode()
+                o = e
+            except _TRUNCATED:
+                raise _cannot_decode(cls, -1) from None
+            except UnicodeDecodeError:
+                raise _bad_utf8(cls) from None
+            if o != len(buf):
+                raise _cannot_decode(cls, len(buf) - o)
+            return self
+
+    class Unblocked(Method):
+        """connection.unblocked (10/61): unblocked (RabbitMQ extension)."""
+
+        __slots__ = ()
+        CLASS_ID = 10
+        METHOD_ID = 61
+        INDEX = 655421
+        NAME = "connection.unblocked"
+        SYNCHRONOUS = False
+        HAS_CONTENT = False
+        FIELDS = ()
+        FIELD_TYPES = ()
+
+        def encode(self) -> bytes:
+            """The method-frame payload: class id, method id, arguments."""
+            return b'\x00\n\x00='
+
+        @classmethod
+        def decode(cls, buf: bytes | bytearray | memoryview, offset: int = 4) -> Self:
+            """Decode the arguments in ``buf[offset:]`` (after the class and method ids)."""
+            if buf.__class__ is not bytes:
+                buf = bytes(buf)
+            self = _new(cls)
+            if len(buf) != offset:
+                raise _cannot_decode(cls, len(buf) - offset)
+            return self
+
+    class UpdateSecret(Method):
+        """connection.update-secret (10/70): update-secret (RabbitMQ extension)."""
+
+        __slots__ = ("new_secret", "reason")
+        CLASS_ID = 10
+        METHOD_ID = 70
+        INDEX = 655430
+        NAME = "connection.update-secret"
+        SYNCHRONOUS = False
+        HAS_CONTENT = False
+        FIELDS = ("new_secret", "reason")
+        FIELD_TYPES = ("longstr", "shortstr")
+
+        def __init__(self, new_secret: bytes | str = b"", reason: str = "") -> None:
+            self.new_secret = new_secret
+            self.reason = reason
+
+        def encode(self) -> bytes:
+            """The method-frame payload: class id, method id, arguments."""
+            try:
+                v0 = self.new_secret
+                if v0.__class__ is not bytes:
+                    v0 = _longstr_bytes(v0)
+                v1 = self.reason
+                if v1.__class__ is not bytes:
+                    v1 = _shortstr_bytes(v1)
+                if len(v1) > 255:
+                    raise ValueError("reason is longer than 255 octets")
+                return b"".join((b'\x00\n\x00F', _S_I.pack(len(v0)), v0, _BYTE[len(v1)], v1))
+            except _ENCODE_ERRORS as exc:
+                raise _cannot_encode(self, exc) from None
+
+        @classmethod
+        def decode(cls, buf: bytes | bytearray | memoryview, offset: int = 4) -> Self:
+            """Decode the arguments in ``buf[offset:]`` (after the class and method ids)."""
+            if buf.__class__ is not bytes:
+                buf = bytes(buf)
+            self = _new(cls)
+            o = offset
+            try:
+                e = o + 4 + _U32(buf, o)[0]
+                self.new_secret = buf[o + 4 : e]
+                o = e
+                e = o + 1 + buf[o]
+                self.reason = buf[o + 1 : e].decode()
+                o = e
+            except _TRUNCATED:
+                raise _cannot_decode(cls, -1) from None
+            except UnicodeDecodeError:
+                raise _bad_utf8(cls) from None
+            if o != len(buf):
+                raise _cannot_decode(cls, len(buf) - o)
+            return self
+
+    class UpdateSecretOk(Method):
+        """connection.update-secret-ok (10/71): update-secret-ok (RabbitMQ extension)."""
+
+        __slots__ = ()
+        CLASS_ID = 10
+        METHOD_ID = 71
+        INDEX = 655431
+        NAME = "connection.update-secret-ok"
+        SYNCHRONOUS = False
+        HAS_CONTENT = False
+        FIELDS = ()
+        FIELD_TYPES = ()
+
+        def encode(self) -> bytes:
+            """The method-frame payload: class id, method id, arguments."""
+            return b'\x00\n\x00G'
+
+        @classmethod
+        def decode(cls, buf: bytes | bytearray | memoryview, offset: int = 4) -> Self:
+            """Decode the arguments in ``buf[offset:]`` (after the class and method ids)."""
+            if buf.__class__ is not bytes:
+                buf = bytes(buf)
+            self = _new(cls)
+            if len(buf) != offset:
+                raise _cannot_decode(cls, len(buf) - offset)
+            return self
+
 
 class Channel:
     """channel (class 20): work with channels."""
@@ -3508,6 +3663,10 @@ METHODS: dict[int, type[Method]] = {
     655401: Connection.OpenOk,
     655410: Connection.Close,
     655411: Connection.CloseOk,
+    655420: Connection.Blocked,
+    655421: Connection.Unblocked,
+    655430: Connection.UpdateSecret,
+    655431: Connection.UpdateSecretOk,
     1310730: Channel.Open,
     1310731: Channel.OpenOk,
     1310740: Channel.Flow,
