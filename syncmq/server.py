@@ -82,6 +82,10 @@ class Server:
         )
         self.pool = WorkerPool(config.workers)
         self.reactor = Reactor(self.pool, self._make_session, config.handshake_timeout)
+        # Broker timers (TTL expiry, x-expires): the reactor owns timers, a worker runs them
+        timer_worker = self.pool.workers[0]
+        self.broker.scheduler.hook = lambda delay, fn: self.reactor.call_later(
+            delay, timer_worker.submit, fn)
         # Guards ``sessions``: sessions are added by the reactor thread and removed by workers.
         self._sessions_lock = threading.Lock()
         self.sessions: set[Session] = set()

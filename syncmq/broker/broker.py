@@ -8,6 +8,7 @@ import threading
 from typing import Any
 
 from .auth import UserStore
+from .timers import Scheduler
 from .vhost import VirtualHost
 
 
@@ -32,11 +33,21 @@ class Broker:
         self.lock = threading.Lock()
         # ``durability.Durability`` when the broker has a journal, else None (all in memory).
         self.durability = durability
-        self.vhosts: dict[str, VirtualHost] = {"/": VirtualHost("/", durability)}
+        # Timers for TTL expiry and x-expires; the server installs the hook (``schedule``).
+        self.scheduler = Scheduler()
+        self.vhosts: dict[str, VirtualHost] = {"/": VirtualHost("/", durability, self.scheduler)}
+        # Direct reply-to: the suffix of ``amq.rabbitmq.reply-to.<suffix>`` -> the consuming
+        # channel (``syncmq.methods`` object with ``deliver_reply``). Single dict operations
+        # only (atomic); entries are added and removed by the owning connection's worker.
+        self.reply_consumers: dict[str, Any] = {}
         self.users = users or UserStore()
         # Guards ``closed_stats``: message counters of closed channels, added up (management).
         self.stats_lock = threading.Lock()
         self.closed_stats: list[int] = []
+
+    def schedule(self, delay: float, fn) -> bool:
+        """Run ``fn()`` on a worker about ``delay`` seconds from now (see ``timers``)."""
+        return self.scheduler.schedule(delay, fn)
 
     def add_closed_stats(self, counts: tuple[int, ...]) -> None:
         """Add a closed channel's message counters to the totals (not on the message path)."""
@@ -51,5 +62,5 @@ class Broker:
         with self.lock:
             vh = self.vhosts.get(name)
             if vh is None:
-                vh = self.vhosts[name] = VirtualHost(name, self.durability)
+                vh = self.vhosts[name] = VirtualHost(name, self.durability, self.scheduler)
             return vh

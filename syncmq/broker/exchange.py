@@ -17,7 +17,7 @@ class Exchange:
 
     __slots__ = (
         "vhost", "name", "type", "durable", "auto_delete", "internal", "arguments", "matcher",
-        "e2e", "needs_headers",
+        "e2e", "needs_headers", "alternate",
     )
 
     def __init__(
@@ -40,6 +40,10 @@ class Exchange:
         self.matcher: Matcher = matcher_for(type_)
         self.e2e = 0  # number of bindings whose destination is an exchange
         self.needs_headers = type_ == "headers"
+        # The alternate exchange's name (``alternate-exchange`` argument): where messages go
+        # that this exchange's own bindings do not route anywhere.
+        ae = self.arguments.get("alternate-exchange")
+        self.alternate: str | None = ae if isinstance(ae, str) else None
 
     def __repr__(self) -> str:
         return f"<Exchange {self.vhost!r}/{self.name!r} {self.type}>"

@@ -7,6 +7,7 @@ priority, TTL, the headers exchange). The body is one ``bytes`` object, never co
 
 from __future__ import annotations
 
+import re
 import struct
 
 from ..wire import _spec
@@ -17,6 +18,10 @@ _H = struct.Struct(">H")
 # Property-flag bits of basic's content header (bit 15 is the first property).
 _FLAG_HEADERS = 1 << 13
 _FLAG_DELIVERY_MODE = 1 << 12
+_FLAG_PRIORITY = 1 << 11
+_FLAG_REPLY_TO = 1 << 9
+_FLAG_EXPIRATION = 1 << 8
+_DECODE_FLAGS = _FLAG_DELIVERY_MODE | _FLAG_EXPIRATION
 
 
 def _shortstr(s: str) -> bytes:
@@ -34,10 +39,11 @@ class Message:
 
     __slots__ = (
         "exchange", "routing_key", "properties", "body", "msg_id", "_props", "_exchange_rk",
-        "persistent",
+        "persistent", "ttl", "cc", "bcc",
     )
 
-    def __init__(self, exchange: str, routing_key: str, properties: bytes, body: bytes) -> None:
+    def __init__(self, exchange: str, routing_key: str, properties: bytes, body: bytes,
+                 cc: tuple[str, ...] = (), bcc: tuple[str, ...] = ()) -> None:
         self.exchange = exchange
         self.routing_key = routing_key
         self.properties = properties
@@ -45,7 +51,19 @@ class Message:
         self.msg_id = 0
         self._props: _spec.BasicProperties | None = None
         self._exchange_rk: bytes | None = None
-        self.persistent = _delivery_mode(properties) == 2
+        # Sender-selected distribution: routing keys from the CC and BCC headers (the BCC
+        # header itself is already gone from ``properties``).
+        self.cc = cc
+        self.bcc = bcc
+        # delivery-mode and expiration cost one flags test unless the publisher set them
+        self.persistent = False
+        # per-message TTL in ms (the ``expiration`` property), None when there is none
+        self.ttl: int | None = None
+        if len(properties) >= 2 and _H.unpack_from(properties)[0] & _DECODE_FLAGS:
+            p = self.props
+            self.persistent = p.delivery_mode == 2
+            if p.expiration is not None:
+                self.ttl = _ttl(p.expiration)
 
     @property
     def props(self) -> _spec.BasicProperties:
@@ -74,13 +92,50 @@ class Message:
     def size(self) -> int:
         return len(self.body)
 
+    @property
+    def priority(self) -> int:
+        """The ``priority`` property (0 when absent); decoded only by priority queues."""
+        props = self.properties
+        if len(props) < 2 or not _H.unpack_from(props)[0] & _FLAG_PRIORITY:
+            return 0
+        return self.props.priority or 0
 
-def _delivery_mode(properties: bytes) -> int:
-    """delivery-mode without decoding the whole header when it is cheap to skip to it."""
-    if len(properties) < 2:
-        return 0
-    flags = _H.unpack_from(properties)[0]
-    if not flags & _FLAG_DELIVERY_MODE:
-        return 0
-    dm = _spec.BasicProperties.decode(properties).delivery_mode
-    return dm or 0
+    @property
+    def routing_keys(self) -> list[str]:
+        """Every routing key the message was published with (its own, then CC, then BCC)."""
+        return [self.routing_key, *self.cc, *self.bcc]
+
+    def has_reply_to(self) -> bool:
+        props = self.properties
+        return len(props) >= 2 and bool(_H.unpack_from(props)[0] & _FLAG_REPLY_TO)
+
+
+MAX_EXPIRY = 4294967295  # ms; RabbitMQ's ?MAX_EXPIRY_TIMER
+_INT_PREFIX = re.compile(r"[+-]?[0-9]+")
+
+
+def parse_expiration(value: str) -> int:
+    """The ``expiration`` property as ms; ValueError carrying RabbitMQ's reason if invalid.
+
+    As rabbit_basic:parse_expiration: ``string:to_integer`` of the value (an optional sign and
+    digits), nothing may follow, and the number must be within 0 .. ``MAX_EXPIRY``.
+    """
+    m = _INT_PREFIX.match(value)
+    if m is None:
+        raise ValueError("no_integer")
+    rest = value[m.end():]
+    if rest:
+        raise ValueError(f'{{leftover_string,"{rest}"}}')
+    n = int(m.group())
+    if n < 0:
+        raise ValueError(f"{{value_negative,{n}}}")
+    if n > MAX_EXPIRY:
+        raise ValueError(f"{{value_too_large,{n}}}")
+    return n
+
+
+def _ttl(expiration: str) -> int:
+    try:
+        return parse_expiration(expiration)
+    except ValueError:
+        return -1  # invalid: basic.publish refuses the message (406)

@@ -8,16 +8,31 @@ Locking (see docs/architecture.md):
 - Delivery calls ``consumer.channel.deliver(...)`` with the queue lock held; the channel takes
   its own lock inside. The order is therefore always *queue lock, then channel lock*; code that
   holds a channel lock never takes a queue lock. No code holds two queue locks at once.
+- Dead letters (expired, rejected, dropped for a length limit) are collected under the queue
+  lock into ``_letters`` and published to the dead-letter exchange only after the lock is
+  released (``_publish_letters``): publishing takes other queues' locks.
+
+Extensions (``syncmq.broker.args``): TTL, dead-lettering, length limits, priorities, consumer
+priorities, single active consumer, ``x-expires``. A queue without them pays one ``if`` on a
+queue attribute per operation; see docs/architecture.md, "Expiry and dead-lettering".
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections import deque
 from typing import Any, Protocol
 
-from ..queues.ready import ReadyQueue
+from ..queues.ready import PriorityReadyQueue, ReadyQueue
+from .args import queue_options
 from .message import Message
+
+log = logging.getLogger("syncmq.queue")
+
+REJECTED = 2  # Queue.publish: refused by x-overflow=reject-publish(-dlx) (truthy: routed)
+_TIMER_SLACK = 0.002  # s after a deadline a timer fires, so that the deadline has passed
 
 
 class DeliveryTarget(Protocol):
@@ -41,7 +56,7 @@ class Consumer:
 
     __slots__ = (
         "tag", "queue", "channel", "no_ack", "exclusive", "prefetch", "unacked", "arguments",
-        "prefix",
+        "prefix", "priority",
     )
 
     def __init__(
@@ -54,6 +69,7 @@ class Consumer:
         prefetch: int,
         arguments: dict | None,
         prefix: bytes = b"",
+        priority: int = 0,
     ) -> None:
         self.tag = tag
         self.queue = queue
@@ -64,15 +80,24 @@ class Consumer:
         self.unacked = 0
         self.arguments = arguments or {}
         self.prefix = prefix  # encoded start of this consumer's basic.deliver payloads
+        self.priority = priority  # x-priority: higher-priority consumers are served first
 
 
 class Queue:
-    """A classic queue: FIFO of message references, consumers served round-robin."""
+    """A classic queue: FIFO of message references, consumers served round-robin (within the
+    highest consumer priority that has credit)."""
 
     __slots__ = (
         "vhost", "name", "durable", "exclusive_owner", "auto_delete", "arguments", "lock",
         "ready", "consumers", "unacked_count", "deleted", "had_consumers", "declared_at",
         "stats_published", "stats_delivered", "stats_acked", "durability", "journaled",
+        # extensions (see syncmq.broker.args); set once at creation
+        "host", "options", "message_ttl", "max_priority", "limited", "track_bytes",
+        "max_length", "max_bytes", "overflow", "dlx", "dlrk", "single_active",
+        "consumer_priorities",
+        # guarded by ``lock``
+        "expiry", "ready_bytes", "_letters", "_ttl_timer_at", "last_used", "_expires_armed",
+        "stats_expired", "stats_dead_lettered", "stats_dropped",
     )
 
     def __init__(
@@ -84,6 +109,7 @@ class Queue:
         auto_delete: bool,
         arguments: dict | None,
         durability: Any = None,
+        host: Any = None,
     ) -> None:
         self.vhost = vhost
         self.name = name
@@ -95,9 +121,25 @@ class Queue:
         self.exclusive_owner = exclusive_owner
         self.auto_delete = auto_delete
         self.arguments = arguments or {}
+        # The owning VirtualHost (dead-letter routing, scheduling, x-expires); None for a
+        # queue used alone.
+        self.host = host
+        o = self.options = queue_options(self.arguments)
+        self.message_ttl = o.message_ttl  # ms or None
+        self.max_priority = o.max_priority if o.max_priority else None
+        self.max_length = o.max_length
+        self.max_bytes = o.max_bytes
+        self.limited = o.max_length is not None or o.max_bytes is not None
+        self.track_bytes = o.max_bytes is not None
+        self.overflow = o.overflow
+        self.dlx = o.dlx
+        self.dlrk = o.dlrk
+        self.single_active = o.single_active
+        self.consumer_priorities = False  # set once a consumer with x-priority != 0 attaches
         # Guards everything below; see the module docstring for the lock order.
         self.lock = threading.Lock()
-        self.ready = ReadyQueue()
+        self.ready: ReadyQueue | PriorityReadyQueue = (
+            PriorityReadyQueue(self.max_priority) if self.max_priority else ReadyQueue())
         self.consumers: deque[Consumer] = deque()
         self.unacked_count = 0
         self.deleted = False
@@ -105,46 +147,118 @@ class Queue:
         self.stats_published = 0
         self.stats_delivered = 0
         self.stats_acked = 0
+        self.stats_expired = 0
+        self.stats_dead_lettered = 0
+        self.stats_dropped = 0
+        # seq -> monotonic deadline, for ready and unacked messages that can expire (empty
+        # unless the queue or a message has a TTL); entries leave on ack and when they expire
+        self.expiry: dict[int, float] = {}
+        self.ready_bytes = 0  # body bytes of ready messages (only when x-max-length-bytes)
+        self._letters: list[tuple[Message, str]] = []  # dead letters to publish after unlock
+        self._ttl_timer_at: float | None = None  # deadline of the pending expiry timer
+        self.last_used = time.monotonic()  # x-expires: last consume/get/declare
+        self._expires_armed = False
+        if o.expires is not None and host is not None:
+            self._arm_expires_locked()
 
     def __repr__(self) -> str:
         return f"<Queue {self.vhost!r}/{self.name!r}>"
 
     # ---- publishing and delivery ----
 
-    def publish(self, message: Message) -> bool:
+    def publish(self, message: Message) -> bool | int:
         """Enqueue ``message`` and deliver what consumers can take. O(1) + deliveries.
 
-        Returns False if the queue was deleted meanwhile.
+        Returns False if the queue was deleted meanwhile, :data:`REJECTED` if its length
+        limit refused it (``x-overflow`` = reject-publish or reject-publish-dlx), else True.
         """
         with self.lock:
             if self.deleted:
                 return False
-            self.ready.push((message, False))
-            self.stats_published += 1
-            if self.consumers:
-                self._dispatch_locked()
-        return True
+            if self.limited and self.overflow != "drop-head" and self._would_overflow(message):
+                self._refuse_locked(message)
+                letters = self._take_letters_locked()
+                result = REJECTED
+            else:
+                now = 0.0
+                ttl = message.ttl
+                if ttl is None and self.message_ttl is None and self.max_priority is None:
+                    self.ready.push((message, False))  # the plain queue's whole cost
+                else:
+                    now = self._push_locked(message, ttl)
+                self.stats_published += 1
+                if self.track_bytes:
+                    self.ready_bytes += len(message.body)
+                if self.consumers:
+                    self._dispatch_locked(now or None)
+                if self.limited:
+                    self._drop_over_limit_locked()
+                if self.expiry:
+                    self._expire_locked(time.monotonic())
+                    self._arm_ttl_timer_locked()
+                letters = self._take_letters_locked()
+                result = True
+        if letters:
+            self._publish_letters(letters)
+        return result
+
+    def _push_locked(self, message: Message, ttl: int | None) -> float:
+        """Push with a priority and/or an expiry; returns the time used as "now"."""
+        if self.max_priority is not None:
+            seq = self.ready.push((message, False), message.priority)
+        else:
+            seq = self.ready.push((message, False))
+        qttl = self.message_ttl
+        if ttl is None and qttl is None:
+            return 0.0
+        if ttl is None or (qttl is not None and qttl < ttl):
+            ttl = qttl
+        now = time.monotonic()
+        self.expiry[seq] = now + ttl / 1000.0
+        return now
 
     def dispatch(self) -> None:
         """Deliver ready messages to consumers with credit (after acks freed some)."""
         with self.lock:
             if self.consumers and self.ready:
                 self._dispatch_locked()
+            letters = self._take_letters_locked()
+        if letters:
+            self._publish_letters(letters)
 
-    def _dispatch_locked(self) -> None:
+    def _dispatch_locked(self, now: float | None = None) -> None:
+        """Deliver from the head while a consumer has credit.
+
+        ``now`` is the time expiry is judged by (a message whose deadline is not *before* it
+        is deliverable): the publish passes its enqueue time so that a message with a TTL of
+        0 still goes to a consumer that can take it at once, as in RabbitMQ.
+        """
         ready = self.ready
         consumers = self.consumers
+        expiry = self.expiry
         while consumers:
             head = ready.peek()
             if head is None:
                 return
             seq, (message, redelivered) = head
-            n = len(consumers)
+            if expiry:
+                deadline = expiry.get(seq)
+                if deadline is not None:
+                    if now is None:
+                        now = time.monotonic()
+                    if deadline < now:
+                        ready.pop()
+                        del expiry[seq]
+                        self._expired_locked(message)
+                        continue
+            n = 1 if self.single_active else len(consumers)
             for i in range(n):
                 c = consumers[i]
                 if c.channel.deliver(c, self, seq, message, redelivered):
                     ready.pop()
                     self.stats_delivered += 1
+                    if self.track_bytes:
+                        self.ready_bytes -= len(message.body)
                     if message.msg_id and self.journaled:
                         if c.no_ack:
                             self.durability.acked(self, [message.msg_id])
@@ -152,28 +266,58 @@ class Queue:
                             self.durability.delivered(self, message.msg_id)
                     if not c.no_ack:
                         self.unacked_count += 1
+                    elif expiry:
+                        expiry.pop(seq, None)
                     if n > 1:
-                        consumers.rotate(-(i + 1))
+                        self._rotate_locked(i)
                     break
             else:
                 return
 
+    def _rotate_locked(self, i: int) -> None:
+        """Round-robin: consumer ``i`` just got a message; it goes behind its equals."""
+        consumers = self.consumers
+        if not self.consumer_priorities:
+            consumers.rotate(-(i + 1))
+            return
+        c = consumers[i]
+        end = i + 1
+        while end < len(consumers) and consumers[end].priority == c.priority:
+            end += 1
+        if end - 1 > i:
+            del consumers[i]
+            consumers.insert(end - 1, c)
+
     def get(self, no_ack: bool) -> tuple[int, Message, bool, int] | None:
         """Pop the head for basic.get: ``(seq, message, redelivered, remaining)`` or None."""
         with self.lock:
+            self.last_used = time.monotonic()
+            if self.expiry:
+                self._expire_locked(self.last_used)
             item = self.ready.pop()
             if item is None:
-                return None
-            seq, (message, redelivered) = item
-            self.stats_delivered += 1
-            if message.msg_id and self.journaled:
-                if no_ack:
-                    self.durability.acked(self, [message.msg_id])
-                elif not redelivered:
-                    self.durability.delivered(self, message.msg_id)
-            if not no_ack:
-                self.unacked_count += 1
-            return seq, message, redelivered, len(self.ready)
+                result = None
+            else:
+                seq, (message, redelivered) = item
+                self.stats_delivered += 1
+                if self.track_bytes:
+                    self.ready_bytes -= len(message.body)
+                if message.msg_id and self.journaled:
+                    if no_ack:
+                        self.durability.acked(self, [message.msg_id])
+                    elif not redelivered:
+                        self.durability.delivered(self, message.msg_id)
+                if not no_ack:
+                    self.unacked_count += 1
+                elif self.expiry:
+                    self.expiry.pop(seq, None)
+                result = seq, message, redelivered, len(self.ready)
+            if self.expiry:
+                self._arm_ttl_timer_locked()
+            letters = self._take_letters_locked()
+        if letters:
+            self._publish_letters(letters)
+        return result
 
     def requeue(self, entries: list[tuple[int, Message]]) -> None:
         """Put unacked messages back at their original positions, marked redelivered."""
@@ -181,40 +325,228 @@ class Queue:
             self.unacked_count -= len(entries)
             if self.deleted:
                 return
-            self.ready.requeue_many([(seq, (msg, True)) for seq, msg in entries])
+            if self.max_priority is not None:
+                self.ready.requeue_many([(seq, (msg, True), msg.priority) for seq, msg in entries])
+            else:
+                self.ready.requeue_many([(seq, (msg, True)) for seq, msg in entries])
+            if self.track_bytes:
+                self.ready_bytes += sum(len(m.body) for _, m in entries)
             if self.consumers:
                 self._dispatch_locked()
+            if self.expiry:
+                self._expire_locked(time.monotonic())
+                self._arm_ttl_timer_locked()
+            if self.limited:
+                self._drop_over_limit_locked()
+            letters = self._take_letters_locked()
+        if letters:
+            self._publish_letters(letters)
 
-    def settle(self, entries: list[tuple[int, Message]]) -> None:
-        """Unacked ``(seq, message)`` entries were acked (or rejected without requeue)."""
+    def settle(self, entries: list[tuple[int, Message]], rejected: bool = False) -> None:
+        """Unacked ``(seq, message)`` entries were acked, or rejected without requeue
+        (``rejected``: then they are dead-lettered if the queue has a dead-letter exchange)."""
         count = len(entries)
         with self.lock:
             self.unacked_count -= count
             self.stats_acked += count
+            if self.expiry:
+                for seq, _ in entries:
+                    self.expiry.pop(seq, None)
             if self.journaled and not self.deleted:
                 self.durability.acked(self, [m.msg_id for _, m in entries if m.msg_id])
+            letters = None
+            if rejected and self.dlx is not None and not self.deleted:
+                letters = [(m, "rejected") for _, m in entries]
+        if letters:
+            self._publish_letters(letters)
+
+    # ---- expiry, length limits, dead letters (all *_locked: queue lock held) ----
+
+    def _expired_locked(self, message: Message) -> None:
+        """``message`` (already off the ready queue) expired: dead-letter or drop it."""
+        self.stats_expired += 1
+        if self.track_bytes:
+            self.ready_bytes -= len(message.body)
+        if message.msg_id and self.journaled:
+            self.durability.acked(self, [message.msg_id])
+        if self.dlx is not None:
+            self._letters.append((message, "expired"))
+
+    def _expire_locked(self, now: float) -> None:
+        """Drop (or dead-letter) expired messages at the head. O(expired)."""
+        ready = self.ready
+        expiry = self.expiry
+        while True:
+            head = ready.peek()
+            if head is None:
+                return
+            deadline = expiry.get(head[0])
+            if deadline is None or deadline >= now:
+                return
+            ready.pop()
+            del expiry[head[0]]
+            self._expired_locked(head[1][0])
+
+    def _arm_ttl_timer_locked(self) -> None:
+        """Make sure a timer fires when the head expires, consumers or not."""
+        head = self.ready.peek()
+        if head is None or self.host is None:
+            return
+        deadline = self.expiry.get(head[0])
+        if deadline is None:
+            return
+        at = self._ttl_timer_at
+        if at is not None and at <= deadline:
+            return
+        now = time.monotonic()
+        if self.host.scheduler.schedule(deadline - now + _TIMER_SLACK, self._ttl_timer):
+            self._ttl_timer_at = deadline
+
+    def _ttl_timer(self) -> None:
+        """On a worker: the head's deadline passed."""
+        with self.lock:
+            self._ttl_timer_at = None
+            if self.deleted:
+                return
+            if self.expiry:
+                self._expire_locked(time.monotonic())
+                if self.consumers and self.ready:
+                    self._dispatch_locked()
+                self._arm_ttl_timer_locked()
+            letters = self._take_letters_locked()
+        if letters:
+            self._publish_letters(letters)
+
+    def _would_overflow(self, message: Message) -> bool:
+        """RabbitMQ's ``will_overflow``: one more ready message would break a limit."""
+        if self.max_length is not None and len(self.ready) + 1 > self.max_length:
+            return True
+        return self.max_bytes is not None and self.ready_bytes + len(message.body) > \
+            self.max_bytes
+
+    def _over_limit(self) -> bool:
+        if self.max_length is not None and len(self.ready) > self.max_length:
+            return True
+        return self.max_bytes is not None and self.ready_bytes > self.max_bytes
+
+    def _refuse_locked(self, message: Message) -> None:
+        """reject-publish(-dlx): the message is not enqueued here."""
+        self.stats_dropped += 1
+        if message.msg_id and self.journaled:
+            self.durability.acked(self, [message.msg_id])  # its PUBLISH record named us
+        if self.overflow == "reject-publish-dlx" and self.dlx is not None:
+            self._letters.append((message, "maxlen"))
+
+    def _drop_over_limit_locked(self) -> None:
+        """drop-head: drop (or dead-letter) from the head until within the limits."""
+        if self.overflow != "drop-head":
+            return
+        ready = self.ready
+        while self._over_limit():
+            item = ready.pop()
+            if item is None:
+                return
+            seq, (message, _redelivered) = item
+            if self.expiry:
+                self.expiry.pop(seq, None)
+            self.stats_dropped += 1
+            if self.track_bytes:
+                self.ready_bytes -= len(message.body)
+            if message.msg_id and self.journaled:
+                self.durability.acked(self, [message.msg_id])
+            if self.dlx is not None:
+                self._letters.append((message, "maxlen"))
+
+    def _take_letters_locked(self) -> list | None:
+        letters = self._letters
+        if not letters:
+            return None
+        self._letters = []
+        return letters
+
+    def _publish_letters(self, letters: list[tuple[Message, str]]) -> None:
+        """Publish dead letters to the dead-letter exchange (no queue lock held)."""
+        host = self.host
+        if host is None or self.dlx is None:
+            return
+        self.stats_dead_lettered += len(letters)
+        host.dead_letter(self, letters)
 
     # ---- consumers ----
 
     def add_consumer(self, consumer: Consumer) -> None:
         """Attach ``consumer`` and start delivering to it. The caller checked exclusivity."""
         with self.lock:
-            self.consumers.append(consumer)
+            consumers = self.consumers
+            if consumer.priority and not self.single_active:
+                self.consumer_priorities = True
+            if self.consumer_priorities:
+                # behind every consumer of the same or a higher priority
+                i = len(consumers)
+                while i > 0 and consumers[i - 1].priority < consumer.priority:
+                    i -= 1
+                consumers.insert(i, consumer)
+            else:
+                consumers.append(consumer)
             self.had_consumers = True
             if self.ready:
                 self._dispatch_locked()
+            letters = self._take_letters_locked()
+        if letters:
+            self._publish_letters(letters)
 
     def has_exclusive_consumer(self) -> bool:
         return any(c.exclusive for c in self.consumers)
+
+    def active_consumer(self) -> Consumer | None:
+        """Single active consumer: the one receiving messages (None without SAC)."""
+        if not self.single_active:
+            return None
+        consumers = self.consumers
+        return consumers[0] if consumers else None
 
     def remove_consumer(self, consumer: Consumer) -> bool:
         """Detach ``consumer``; True if the queue should now be auto-deleted."""
         with self.lock:
             try:
+                was_active = self.single_active and self.consumers[0] is consumer
                 self.consumers.remove(consumer)
-            except ValueError:
+            except (ValueError, IndexError):
                 return False
-            return self.auto_delete and self.had_consumers and not self.consumers
+            if not self.consumers:
+                self.last_used = time.monotonic()
+                if self.options.expires is not None and not self._expires_armed:
+                    self._arm_expires_locked()
+            elif was_active and self.ready:
+                self._dispatch_locked()  # the next consumer takes over
+            letters = self._take_letters_locked()
+            auto = self.auto_delete and self.had_consumers and not self.consumers
+        if letters:
+            self._publish_letters(letters)
+        return auto
+
+    # ---- x-expires ----
+
+    def touch(self) -> None:
+        """queue.declare (also passive) renews an ``x-expires`` lease."""
+        if self.options.expires is not None:
+            self.last_used = time.monotonic()
+
+    def _arm_expires_locked(self) -> None:
+        delay = self.last_used + self.options.expires / 1000.0 - time.monotonic()
+        if self.host.scheduler.schedule(delay + _TIMER_SLACK, self._expires_timer):
+            self._expires_armed = True
+
+    def _expires_timer(self) -> None:
+        """On a worker: delete the queue if it has been unused for ``x-expires`` ms."""
+        with self.lock:
+            self._expires_armed = False
+            if self.deleted or self.consumers:
+                return  # re-armed when the last consumer goes
+            if time.monotonic() < self.last_used + self.options.expires / 1000.0:
+                self._arm_expires_locked()
+                return
+        self.host.expire_queue(self)
 
     # ---- management ----
 
@@ -227,7 +559,11 @@ class Queue:
     def purge(self) -> int:
         """Drop every ready message (unacked ones stay); returns how many."""
         with self.lock:
+            if self.expiry:
+                for seq, _ in list(self.ready.pairs()):
+                    self.expiry.pop(seq, None)
             purged = self.ready.purge()
+            self.ready_bytes = 0
             if self.journaled:
                 # ACKs of exactly what was dropped: a QUEUE_PURGE record would also drop the
                 # unacked messages, which RabbitMQ keeps (they may still be requeued).
@@ -235,9 +571,22 @@ class Queue:
             return len(purged)
 
     def restore_message(self, message: Message, delivered: bool) -> None:
-        """Recovery: append a journaled message (redelivered if it had been delivered)."""
+        """Recovery: append a journaled message (redelivered if it had been delivered).
+
+        TTLs count from now: the journal does not keep enqueue times."""
         with self.lock:
-            self.ready.push((message, delivered))
+            if self.max_priority is not None:
+                seq = self.ready.push((message, delivered), message.priority)
+            else:
+                seq = self.ready.push((message, delivered))
+            if self.track_bytes:
+                self.ready_bytes += len(message.body)
+            ttl, qttl = message.ttl, self.message_ttl
+            if ttl is not None or qttl is not None:
+                if ttl is None or (qttl is not None and qttl < ttl):
+                    ttl = qttl
+                self.expiry[seq] = time.monotonic() + ttl / 1000.0
+                self._arm_ttl_timer_locked()
 
     def mark_deleted(self) -> tuple[int, list[Consumer]]:
         """Delete: drop ready messages and detach consumers; returns (messages, consumers)."""
@@ -245,6 +594,9 @@ class Queue:
             self.deleted = True
             n = len(self.ready)
             self.ready.purge()
+            self.expiry.clear()
+            self.ready_bytes = 0
+            self._letters = []
             consumers = list(self.consumers)
             self.consumers.clear()
             return n, consumers

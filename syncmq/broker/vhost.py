@@ -13,15 +13,22 @@ lock (vhost lock first), never the other way round.
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
 from ..wire import _spec
 from ..wire.errors import AMQPChannelError, AMQPConnectionError
+from .args import check_declare_arguments, precondition_failed
+from .deadletter import dead_lettered, is_cycle
+from .durability import NotDurable
 from .exchange import EXCHANGE_TYPES, Exchange
 from .message import Message
 from .queue import Consumer, Queue
 from .routing import validate_headers_binding
+from .timers import Scheduler
+
+log = logging.getLogger("syncmq.vhost")
 
 PREDECLARED = (
     ("amq.direct", "direct"),
@@ -39,10 +46,14 @@ def _b(v: bool) -> str:
 class VirtualHost:
     """A vhost with its default and pre-declared exchanges."""
 
-    def __init__(self, name: str, durability: Any = None) -> None:
+    def __init__(self, name: str, durability: Any = None,
+                 scheduler: Scheduler | None = None) -> None:
         self.name = name
         # The journal side (``durability.Durability``) or None for a broker without one.
         self.durability = durability
+        # Timers for TTL and x-expires (the broker's; a hook-less one when used alone).
+        self.scheduler = scheduler if scheduler is not None else Scheduler()
+        self._cycles_logged: set = set()  # dead-letter cycles already warned about
         # Guards changes to ``exchanges``, ``queues`` and every exchange's matcher.
         self.lock = threading.Lock()
         self.exchanges: dict[str, Exchange] = {}
@@ -219,7 +230,9 @@ class VirtualHost:
     ) -> tuple[Queue, bool]:
         """queue.declare; ``name`` is already server-generated if it was empty."""
         if passive:
-            return self.get_queue(name, owner), False
+            q = self.get_queue(name, owner)
+            q.touch()
+            return q, False
         if name.startswith("amq.") and not server_named:
             raise AMQPChannelError(
                 _spec.ACCESS_REFUSED,
@@ -231,13 +244,43 @@ class VirtualHost:
                 if q.exclusive_owner is not None and q.exclusive_owner is not owner:
                     raise self._locked(name)
                 self._check_equivalent_queue(q, durable, exclusive, auto_delete, arguments)
+                q.touch()
                 return q, False
+            args = arguments or {}
+            if args:
+                check_declare_arguments(name, self.name, args)
+                self._check_queue_type(name, args, durable, exclusive, auto_delete)
             q = Queue(self.name, name, durable, owner if exclusive else None, auto_delete,
-                      arguments, self.durability)
+                      arguments, self.durability, self)
             self.queues[name] = q
             if q.journaled:
                 self.durability.queue_declared(q)
             return q, True
+
+    def _check_queue_type(self, name: str, args: dict, durable: bool, exclusive: bool,
+                          auto_delete: bool) -> None:
+        """``x-queue-type``: classic; quorum is served by a classic queue; stream is refused.
+
+        A quorum queue is a replicated FIFO; on one node its observable AMQP 0-9-1 behaviour
+        is a durable classic queue's, so clients that ask for one (Celery, MassTransit) keep
+        working, after RabbitMQ's declare-time checks of quorum queues (so code that works
+        here works there). A stream is not a FIFO (consuming does not remove, consumers
+        choose an offset); a classic queue in its place would silently change semantics, so
+        it is a 406.
+        """
+        qtype = args.get("x-queue-type")
+        if qtype == "quorum":
+            rs = f"queue '{name}' in vhost '{self.name}'"
+            for bad, what in ((auto_delete, "auto-delete"), (exclusive, "exclusive-owner"),
+                              (not durable, "non-durable")):
+                if bad:
+                    raise precondition_failed(f"invalid property '{what}' for {rs}")
+            log.warning("quorum queue declared; served by a classic queue (single node)",
+                        extra={"queue": name, "vhost": self.name})
+        elif qtype == "stream":
+            raise precondition_failed(
+                f"invalid arg 'x-queue-type' for queue '{name}' in vhost '{self.name}': "
+                "\"unsupported queue type 'stream'\"")
 
     def _check_equivalent_queue(self, q, durable, exclusive, auto_delete, arguments):
         for arg, got, cur in (
@@ -289,6 +332,14 @@ class VirtualHost:
             if self.queues.get(q.name) is not q:
                 return None
             return self._delete_queue_locked(q)
+
+    def expire_queue(self, q: Queue) -> None:
+        """``x-expires``: the queue has been unused long enough (no queue lock held)."""
+        deleted = self.delete_queue_object(q)
+        if deleted is not None:
+            log.debug("queue expired", extra={"queue": q.name, "vhost": self.name})
+            for c in deleted[1]:
+                c.channel.consumer_cancelled(c)
 
     def _delete_queue_locked(self, q: Queue) -> tuple[int, list[Consumer]]:
         del self.queues[q.name]
@@ -366,7 +417,8 @@ class VirtualHost:
 
     def restore_queue(self, name: str, auto_delete: bool, arguments: dict) -> Queue:
         with self.lock:
-            q = Queue(self.name, name, True, None, auto_delete, arguments, self.durability)
+            q = Queue(self.name, name, True, None, auto_delete, arguments, self.durability,
+                      self)
             self.queues[name] = q
             return q
 
@@ -386,26 +438,93 @@ class VirtualHost:
 
     def route(self, ex: Exchange, message: Message) -> list[Queue]:
         """Every queue ``message`` published to ``ex`` reaches (each once). Takes no lock."""
+        if ex.e2e or ex.alternate is not None or message.cc or message.bcc:
+            return self._route_walk(ex, message)
         if ex is self.default_exchange:
             q = self.queues.get(message.routing_key)
             return [q] if q is not None else []
         headers = message.headers if ex.needs_headers else None
-        dests = ex.matcher.route(message.routing_key, headers)
-        if not ex.e2e:
-            return list(dests)
-        # exchange-to-exchange: breadth-first over exchanges, each visited once
+        return list(ex.matcher.route(message.routing_key, headers))
+
+    def _route_walk(self, ex: Exchange, message: Message) -> list[Queue]:
+        """Routing with exchange-to-exchange bindings, alternate exchanges or CC/BCC keys.
+
+        As RabbitMQ's ``rabbit_exchange:route``: breadth-first over exchanges, each visited
+        once; an exchange whose own bindings match nothing hands the message to its alternate
+        exchange (if that exists); every routing key (the publish one, CC, BCC) is matched.
+        """
+        keys = message.routing_keys if (message.cc or message.bcc) else None
         queues: dict[int, Queue] = {}
-        seen = {id(ex)}
-        pending = list(dests)
+        seen: set[int] = set()
+        pending = [ex]
+        default = self.default_exchange
         while pending:
-            d = pending.pop()
-            if isinstance(d, Queue):
-                queues[id(d)] = d
-            elif id(d) not in seen:
-                seen.add(id(d))
-                h = message.headers if d.needs_headers else None
-                pending.extend(d.matcher.route(message.routing_key, h))
+            x = pending.pop()
+            if id(x) in seen:
+                continue
+            seen.add(id(x))
+            if x is default:
+                dests: Any = [q for k in (keys or (message.routing_key,))
+                              if (q := self.queues.get(k)) is not None]
+            else:
+                h = message.headers if x.needs_headers else None
+                if keys is None or x.type in ("fanout", "headers"):
+                    dests = x.matcher.route(message.routing_key, h)
+                else:
+                    dests = set()
+                    for k in keys:
+                        dests.update(x.matcher.route(k, h))
+            if not dests and x.alternate is not None:
+                ae = self.exchanges.get(x.alternate)
+                if ae is not None:
+                    pending.append(ae)
+            for d in dests:
+                if isinstance(d, Queue):
+                    queues[id(d)] = d
+                else:
+                    pending.append(d)
         return list(queues.values())
+
+    # ---- dead-lettering ----
+
+    def dead_letter(self, source: Queue, letters: list[tuple[Message, str]]) -> None:
+        """Publish ``letters`` (message, reason) from ``source`` to its dead-letter exchange.
+
+        Called with no queue lock held. A missing exchange drops them (as RabbitMQ); so do
+        cycles without a rejection. Persistent messages reaching durable queues are journaled
+        (a new PUBLISH record; the source already recorded their ACK).
+        """
+        dlx = source.dlx
+        ex = self.exchanges.get(dlx) if dlx is not None else None
+        if ex is None:
+            return
+        durability = self.durability
+        for message, reason in letters:
+            new, deaths = dead_lettered(message, reason, source.name, dlx, source.dlrk)
+            queues = self.route(ex, new)
+            if reason != "rejected" and queues:
+                kept = [q for q in queues if not is_cycle(q.name, deaths)]
+                if len(kept) != len(queues):
+                    self._log_cycle(source, queues, kept)
+                    queues = kept
+            if not queues:
+                continue
+            if new.persistent and durability is not None:
+                try:
+                    durability.publish(self.name, new, queues)
+                except NotDurable:
+                    pass  # the journal failed: it stays a transient message
+            for q in queues:
+                q.publish(new)
+
+    def _log_cycle(self, source: Queue, queues: list[Queue], kept: list[Queue]) -> None:
+        dropped = tuple(sorted(q.name for q in queues if q not in kept))
+        key = (source.name, dropped)
+        if key not in self._cycles_logged and len(self._cycles_logged) < 1000:
+            self._cycles_logged.add(key)
+            log.warning("message dropped: dead-letter cycle without a rejection",
+                        extra={"queue": source.name, "vhost": self.name,
+                               "cycle": list(dropped)})
 
 
 def _default_exchange_refused() -> AMQPChannelError:

@@ -6,12 +6,14 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import TYPE_CHECKING
 
+from ..broker.args import REPLY_TO, check_consume_arguments, wire_type
 from ..broker.broker import generate_consumer_tag
 from ..broker.durability import NotDurable
-from ..broker.message import Message
-from ..broker.queue import Consumer
+from ..broker.message import Message, parse_expiration
+from ..broker.queue import REJECTED, Consumer
 from ..protocol.channel import deliver_prefix
 from ..wire import _spec
 from ..wire.errors import AMQPChannelError, AMQPConnectionError
@@ -40,13 +42,19 @@ def qos(session: Session, ch: Channel, m: B.Qos, _p, _b) -> None:
 
 
 def consume(session: Session, ch: Channel, m: B.Consume, _p, _b) -> None:
-    name = _queue_name(ch, m.queue)
-    if m.consumer_tag and m.consumer_tag in ch.consumers:
+    if m.consumer_tag and (m.consumer_tag in ch.consumers or (
+            ch.reply_consumer is not None and ch.reply_consumer[0] == m.consumer_tag)):
         raise AMQPConnectionError(
             _spec.NOT_ALLOWED, f"NOT_ALLOWED - attempt to reuse consumer tag '{m.consumer_tag}'"
         )
+    if m.queue == REPLY_TO:
+        _consume_reply_to(session, ch, m)
+        return
+    name = _queue_name(ch, m.queue)
     access.read(session, "queue", name)
     q = session.vhost.get_queue(name, session)
+    priority = check_consume_arguments(name, session.vhost.name, m.arguments) \
+        if m.arguments else 0
     tag = m.consumer_tag or generate_consumer_tag()
     if q.has_exclusive_consumer() or (m.exclusive and q.consumer_count()):
         raise AMQPChannelError(
@@ -54,7 +62,7 @@ def consume(session: Session, ch: Channel, m: B.Consume, _p, _b) -> None:
             f"ACCESS_REFUSED - queue '{name}' in vhost '{session.vhost.name}' in exclusive use",
         )
     consumer = Consumer(tag, q, ch, m.no_ack, m.exclusive, ch.prefetch_count, m.arguments,
-                        deliver_prefix(tag))
+                        deliver_prefix(tag), priority)
     with ch.lock:
         ch.consumers[tag] = consumer
     if not m.no_wait:
@@ -62,7 +70,31 @@ def consume(session: Session, ch: Channel, m: B.Consume, _p, _b) -> None:
     q.add_consumer(consumer)
 
 
+def _consume_reply_to(session: Session, ch: Channel, m: B.Consume) -> None:
+    """Direct reply-to: consume from the ``amq.rabbitmq.reply-to`` pseudo-queue (no-ack only,
+    one per channel; rabbit_channel's texts)."""
+    if not m.no_ack:
+        raise AMQPChannelError(_spec.PRECONDITION_FAILED,
+                               "PRECONDITION_FAILED - reply consumer cannot acknowledge")
+    if ch.reply_consumer is not None:
+        raise AMQPChannelError(_spec.PRECONDITION_FAILED,
+                               "PRECONDITION_FAILED - reply consumer already set")
+    tag = m.consumer_tag or generate_consumer_tag()
+    suffix = secrets.token_urlsafe(18)
+    with ch.lock:
+        ch.reply_consumer = (tag, suffix, deliver_prefix(tag))
+    session.broker.reply_consumers[suffix] = ch
+    if not m.no_wait:
+        session.send_method(ch.id, B.ConsumeOk(consumer_tag=tag))
+
+
 def cancel(session: Session, ch: Channel, m: B.Cancel, _p, _b) -> None:
+    rc = ch.reply_consumer
+    if rc is not None and rc[0] == m.consumer_tag:
+        ch.drop_reply_consumer()
+        if not m.no_wait:
+            session.send_method(ch.id, B.CancelOk(consumer_tag=m.consumer_tag))
+        return
     with ch.lock:
         c = ch.consumers.pop(m.consumer_tag, None)
     if c is not None and c.queue.remove_consumer(c):
@@ -91,13 +123,22 @@ def publish(session: Session, ch: Channel, m: B.Publish, props: bytes, body: byt
             f"'{vhost.name}'",
         )
     message = Message(name, m.routing_key, props, body)
+    if message.ttl is not None and message.ttl < 0:
+        _invalid_expiration(message)
+    if message.has_reply_to() or (b"CC" in props and message.headers and (
+            "CC" in message.headers or "BCC" in message.headers)):
+        message = _rewrite(session, ch, message)
     ch.n_publish += 1
     if ch.tx:
         ch.tx_publishes.append((ex, message, m.mandatory))
         return
+    ch.publish_rejected = False
     journaled = route(session, ch, ex, message, m.mandatory, drop_unjournaled=ch.confirm)
     if ch.confirm:
         ch.publish_seq += 1
+        if ch.publish_rejected:
+            # x-overflow=reject-publish: basic.nack for this one (Session.flush_confirms)
+            ch.nack_seqs.append(ch.publish_seq)
         if journaled:
             # confirm only once the PUBLISH record is fsynced (see Session.frames_received);
             # NOT_JOURNALED: the journal refused it, its barrier fails and this publish (with
@@ -105,6 +146,74 @@ def publish(session: Session, ch: Channel, m: B.Publish, props: bytes, body: byt
             ch.durable_pending = ch.publish_seq
             session.journal_waiters.add(ch)
         session.confirm_dirty.add(ch)
+
+
+def _invalid_expiration(message: Message) -> None:
+    value = message.props.expiration
+    try:
+        parse_expiration(value)
+    except ValueError as e:
+        raise AMQPChannelError(
+            _spec.PRECONDITION_FAILED,
+            f"PRECONDITION_FAILED - invalid expiration '{value}': {e}") from None
+
+
+def _header_routes(headers: dict, key: str) -> tuple[str, ...]:
+    """CC/BCC routing keys (rabbit_basic:header_routes): an array of strings, else a 406."""
+    v = headers.get(key)
+    if v is None and key not in headers:
+        return ()
+    if not isinstance(v, list):
+        raise AMQPChannelError(
+            _spec.PRECONDITION_FAILED,
+            f'PRECONDITION_FAILED - invalid message: {{unacceptable_type_in_header,"{key}",'
+            f"{wire_type(v)}}}")
+    return tuple(r for r in v if isinstance(r, str))
+
+
+def _rewrite(session: Session, ch: Channel, message: Message) -> Message:
+    """Sender-selected distribution (CC/BCC headers) and direct reply-to (``reply_to``):
+    the few publishes that need their properties decoded, and perhaps re-encoded."""
+    props = message.props
+    cc: tuple[str, ...] = ()
+    bcc: tuple[str, ...] = ()
+    changed = False
+    headers = props.headers
+    if headers and ("CC" in headers or "BCC" in headers):
+        cc = _header_routes(headers, "CC")
+        bcc = _header_routes(headers, "BCC")
+        if "BCC" in headers:  # BCC keys route, but the header is not delivered
+            headers = dict(headers)
+            del headers["BCC"]
+            changed = True
+    reply_to = props.reply_to
+    if reply_to == REPLY_TO:
+        rc = ch.reply_consumer
+        if rc is None:
+            raise AMQPChannelError(
+                _spec.PRECONDITION_FAILED,
+                "PRECONDITION_FAILED - fast reply consumer does not exist")
+        reply_to = f"{REPLY_TO}.{rc[1]}"
+        changed = True
+    if not changed and not cc and not bcc:
+        return message
+    properties = message.properties
+    if changed:
+        new = _spec.BasicProperties(**{f: getattr(props, f) for f in props.FIELDS})
+        new.headers = headers
+        new.reply_to = reply_to
+        properties = new.encode()
+    return Message(message.exchange, message.routing_key, properties, message.body, cc, bcc)
+
+
+_REPLY_PREFIX = REPLY_TO + "."
+
+
+def _deliver_reply(session: Session, message: Message) -> bool:
+    """A publish to the default exchange with an ``amq.rabbitmq.reply-to.*`` key: straight
+    to the channel consuming that pseudo-queue; False if it is gone."""
+    target = session.broker.reply_consumers.get(message.routing_key[len(_REPLY_PREFIX):])
+    return target is not None and target.deliver_reply(message)
 
 
 NOT_JOURNALED = 2  # route(): persistent, for a durable queue, but the journal refused it
@@ -122,7 +231,12 @@ def route(session: Session, ch: Channel, ex: Exchange, message: Message, mandato
     fails, once the barrier reports the journal's error), else queued as a transient message.
     """
     delivered = False
-    queues = session.vhost.route(ex, message)
+    if not ex.name and message.routing_key.startswith(_REPLY_PREFIX):
+        if _deliver_reply(session, message) or not mandatory:
+            return 0
+        queues = []
+    else:
+        queues = session.vhost.route(ex, message)
     journaled = 0
     if message.persistent and queues:
         durability = session.broker.durability
@@ -134,8 +248,11 @@ def route(session: Session, ch: Channel, ex: Exchange, message: Message, mandato
                     return NOT_JOURNALED
                 journaled = NOT_JOURNALED
     for q in queues:
-        if q.publish(message):
+        r = q.publish(message)
+        if r:
             delivered = True
+            if r is REJECTED:
+                ch.publish_rejected = True
     if not delivered and mandatory:
         ch.n_return += 1
         session.send_content(
@@ -170,25 +287,26 @@ def ack(session: Session, ch: Channel, m: B.Ack, _p, _b) -> None:
 
 def nack(session: Session, ch: Channel, m: B.Nack, _p, _b) -> None:
     if ch.tx:
-        _tx_collect(ch, m.delivery_tag, m.multiple, m.requeue)
+        _tx_collect(ch, m.delivery_tag, m.multiple, True if m.requeue else None)
         return
-    ch.settle(ch.take_unacked(m.delivery_tag, m.multiple), requeue=m.requeue)
+    ch.settle(ch.take_unacked(m.delivery_tag, m.multiple), requeue=m.requeue, reject=True)
 
 
 def reject(session: Session, ch: Channel, m: B.Reject, _p, _b) -> None:
     if ch.tx:
-        _tx_collect(ch, m.delivery_tag, False, m.requeue)
+        _tx_collect(ch, m.delivery_tag, False, True if m.requeue else None)
         return
-    ch.settle(ch.take_unacked(m.delivery_tag, False), requeue=m.requeue)
+    ch.settle(ch.take_unacked(m.delivery_tag, False), requeue=m.requeue, reject=True)
 
 
-def _tx_collect(ch: Channel, tag: int, multiple: bool, requeue: bool) -> None:
+def _tx_collect(ch: Channel, tag: int, multiple: bool, requeue: bool | None) -> None:
     """An ack/nack/reject in tx mode: record the tags it names (applied on tx.commit).
 
     As RabbitMQ does, the tags are collected now: a tag that is not outstanding, or already
     acknowledged in this transaction, is a 406 at once (not a partial commit later). Until
     the commit the deliveries stay unacked (and keep counting against prefetch); a rollback
-    simply forgets them. ``ch.tx_acks`` maps tag -> requeue, in the order collected.
+    simply forgets them. ``ch.tx_acks`` maps tag -> requeue (False: ack, True: requeue,
+    None: reject without requeue, i.e. dead-letter), in the order collected.
     """
     pending = ch.tx_acks
     with ch.lock:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..broker.args import REPLY_TO
 from ..broker.broker import generate_queue_name
 from ..wire import _spec
 from ..wire.errors import AMQPChannelError
@@ -26,7 +27,24 @@ def _queue_name(ch: Channel, name: str) -> str:
     return ch.last_queue
 
 
+def _declare_reply_to(session: Session, ch: Channel, m: Q.Declare) -> None:
+    """Declaring the direct reply-to pseudo-queue (passive or not, as rabbit_channel): it
+    exists (0 messages, 1 consumer) if it is ``amq.rabbitmq.reply-to`` or names a channel
+    still consuming from it; else 404."""
+    name = m.queue
+    if name != REPLY_TO and (
+            not name.startswith(REPLY_TO + ".")
+            or session.broker.reply_consumers.get(name[len(REPLY_TO) + 1:]) is None):
+        raise AMQPChannelError(
+            _spec.NOT_FOUND, f"NOT_FOUND - no queue '{name}' in vhost '{session.vhost.name}'")
+    if not m.no_wait:
+        session.send_method(ch.id, Q.DeclareOk(queue=name, message_count=0, consumer_count=1))
+
+
 def declare(session: Session, ch: Channel, m: Q.Declare, _p, _b) -> None:
+    if m.queue.startswith(REPLY_TO):
+        _declare_reply_to(session, ch, m)
+        return
     name = m.queue or ("" if m.passive else generate_queue_name())
     if m.passive and not name:
         name = _queue_name(ch, name)

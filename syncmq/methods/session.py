@@ -78,10 +78,10 @@ SERVER_CAPABILITIES = {
     "basic.nack": True,
     "consumer_cancel_notify": True,
     "connection.blocked": True,
-    "consumer_priorities": False,
+    "consumer_priorities": True,
     "authentication_failure_close": True,
     "per_consumer_qos": True,
-    "direct_reply_to": False,
+    "direct_reply_to": True,
 }
 
 
@@ -101,7 +101,8 @@ class Channel:
         "publish_seq", "confirm_sent", "tx", "tx_publishes", "tx_acks", "last_queue",
         "write_ok", "read_ok", "durable_pending", "durable_done", "n_publish", "n_confirm",
         "n_return", "n_deliver", "n_get",
-        "n_redeliver", "n_ack", "stats_folded",
+        "n_redeliver", "n_ack", "stats_folded", "reply_consumer", "publish_rejected",
+        "nack_seqs",
     )
 
     def __init__(self, session: Session, channel_id: int) -> None:
@@ -135,6 +136,14 @@ class Channel:
         self.n_publish = self.n_confirm = self.n_return = self.n_ack = 0
         self.n_deliver = self.n_get = self.n_redeliver = 0
         self.stats_folded = False
+        # Direct reply-to: (consumer tag, reply-to suffix, deliver prefix) of this channel's
+        # amq.rabbitmq.reply-to consumer, or None; written by this connection's worker under
+        # ``lock``, read by other workers' deliver_reply under it.
+        self.reply_consumer: tuple[str, str, bytes] | None = None
+        # Publisher confirms to send as basic.nack (x-overflow=reject-publish), in order; and
+        # whether the publish being routed was refused (worker-only, like the rest).
+        self.nack_seqs: list[int] = []
+        self.publish_rejected = False
 
     # ---- called by queues (any worker, queue lock held) ----
 
@@ -166,6 +175,33 @@ class Channel:
                 )
             )
         return True
+
+    def deliver_reply(self, message: Message) -> bool:
+        """Direct reply-to: deliver ``message`` to this channel's reply consumer (any worker;
+        no-ack, so no unacked entry and no prefetch). False if there is none any more."""
+        with self.lock:
+            rc = self.reply_consumer
+            if rc is None or self.closing:
+                return False
+            tag = self.next_tag
+            self.next_tag = tag + 1
+            self.n_deliver += 1
+            session = self.session
+            session.transport.write(
+                encode_deliver(
+                    self.id, rc[2], tag, False, message.exchange_rk,
+                    message.properties, message.body, session.frame_max,
+                )
+            )
+        return True
+
+    def drop_reply_consumer(self) -> None:
+        """Forget the direct reply-to consumer (basic.cancel, channel close)."""
+        with self.lock:
+            rc = self.reply_consumer
+            self.reply_consumer = None
+        if rc is not None:
+            self.session.broker.reply_consumers.pop(rc[1], None)
 
     def consumer_cancelled(self, consumer: Consumer) -> None:
         """The consumer's queue was deleted: forget it and tell the client (if it listens)."""
@@ -234,8 +270,9 @@ class Channel:
     def unacked_tags(self) -> list[int]:
         return [t for t, _ in self.unacked.items()]
 
-    def settle(self, entries: list, requeue: bool) -> None:
-        """Apply acks (requeue=False) or requeues to the queues, then refill consumers."""
+    def settle(self, entries: list, requeue: bool, reject: bool = False) -> None:
+        """Apply acks (requeue=False), rejections (``reject``: dead-lettered where the queue
+        has a dead-letter exchange) or requeues to the queues, then refill consumers."""
         by_queue: dict[int, tuple[Queue, list]] = {}
         for q, seq, msg, _c in entries:
             slot = by_queue.get(id(q))
@@ -247,7 +284,7 @@ class Channel:
             if requeue:
                 q.requeue(items)
             else:
-                q.settle(items)
+                q.settle(items, reject)
         self.refill()
 
     def refill(self) -> None:
@@ -280,6 +317,8 @@ class Channel:
             entries = self.unacked.pop_all()
             self.global_unacked = 0
         session = self.session
+        if self.reply_consumer is not None:
+            self.drop_reply_consumer()
         for c in consumers:
             if c.queue.remove_consumer(c):
                 session.auto_delete_queue(c.queue)
@@ -612,12 +651,29 @@ class Session:
             upto = ch.publish_seq
             if ch.durable_pending > ch.durable_done:
                 upto = ch.durable_done  # later confirms wait for the journal (multiple=True)
+            if ch.nack_seqs and not ch.closing:
+                self._send_nacks(ch, upto)
             if upto > ch.confirm_sent and not ch.closing:
                 multiple = upto - ch.confirm_sent > 1
                 ch.n_confirm += upto - ch.confirm_sent
                 ch.confirm_sent = upto
                 self.send_method(ch.id, _spec.Basic.Ack(delivery_tag=upto, multiple=multiple))
         self.confirm_dirty.clear()
+
+    def _send_nacks(self, ch: Channel, upto: int) -> None:
+        """Refused publishes up to ``upto``: ack what precedes each, then nack it."""
+        nacks = ch.nack_seqs
+        while nacks and nacks[0] <= upto:
+            seq = nacks.pop(0)
+            if seq <= ch.confirm_sent:
+                continue  # already nacked (a journal failure covered it)
+            if seq - 1 > ch.confirm_sent:
+                ch.n_confirm += seq - 1 - ch.confirm_sent
+                self.send_method(ch.id, _spec.Basic.Ack(
+                    delivery_tag=seq - 1, multiple=seq - 1 - ch.confirm_sent > 1))
+            ch.confirm_sent = seq
+            self.send_method(ch.id, _spec.Basic.Nack(delivery_tag=seq, multiple=False,
+                                                     requeue=False))
 
 
 _CHANNEL_OPEN = _spec.Channel.Open.INDEX

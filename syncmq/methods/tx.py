@@ -43,15 +43,18 @@ def commit(session: Session, ch: Channel, m: T.Commit, _p, _b) -> None:
     for ex, message, mandatory in publishes:
         journaled |= route(session, ch, ex, message, mandatory)
     settled: list = []
+    rejected: list = []
     requeued: list = []
     for tag, requeue in acks.items():
         try:
             entries = ch.take_unacked(tag, False)
         except AMQPChannelError:
             continue  # requeued meanwhile by basic.recover
-        (requeued if requeue else settled).extend(entries)
+        (requeued if requeue else rejected if requeue is None else settled).extend(entries)
     if settled:
         ch.settle(settled, requeue=False)
+    if rejected:
+        ch.settle(rejected, requeue=False, reject=True)
     if requeued:
         ch.settle(requeued, requeue=True)
     if journaled:

@@ -54,6 +54,7 @@ from .errors import AMQPConnectionError
 
 __all__ = [
     "MAX_DEPTH",
+    "Long",
     "decode_table",
     "decode_table_body",
     "encode_table",
@@ -397,6 +398,13 @@ def _encode_key(key: Any, out: list[bytes]) -> None:
     out.append(raw)
 
 
+class Long(int):
+    """An int always encoded as ``l`` (signed 64-bit), however small: RabbitMQ types some
+    values so (the ``count`` of an ``x-death`` entry) and clients cast them to a long."""
+
+    __slots__ = ()
+
+
 def _encode_value(value: Any, out: list[bytes], depth: int) -> None:
     """Append the type code and encoding of ``value`` to ``out``."""
     t = value.__class__
@@ -445,6 +453,9 @@ def _encode_value(value: Any, out: list[bytes], depth: int) -> None:
     elif t is decimal.Decimal:
         out.append(b"D")
         out.append(_decimal_octets(value))
+    elif t is Long:
+        out.append(b"l")
+        out.append(_S_q.pack(value))
     # Subclasses of the above (IntEnum, OrderedDict, ...), checked in the same order.
     elif isinstance(value, str):
         _encode_value(str(value), out, depth)

@@ -1,0 +1,92 @@
+"""Dead-lettering: the message a queue republishes to its dead-letter exchange.
+
+What RabbitMQ (3.13, ``mc:record_death`` / ``rabbit_dead_letter``) does to a dead-lettered
+AMQP 0-9-1 message, and so do we:
+
+- ``x-death`` (an array of tables, most recent first) gets an entry per ``{queue, reason}``:
+  ``count`` (a long), ``reason``, ``queue``, ``time`` (a timestamp, of the first such death),
+  ``exchange`` and ``routing-keys`` (the publish routing key and the CC keys, never BCC), plus
+  ``original-expiration`` when the message had an ``expiration`` property. An existing entry
+  for the same queue and reason has its count incremented and moves to the front.
+- ``x-first-death-reason/queue/exchange`` are set once, on the first death;
+  ``x-last-death-reason/queue/exchange`` on every death (new in RabbitMQ 3.13).
+- The ``expiration`` property is removed (so the message does not expire again downstream).
+- The message is routed through the dead-letter exchange with the queue's
+  ``x-dead-letter-routing-key`` if it has one, else with all its original routing keys (CC and
+  BCC included).
+- Cycles: a message routed back to a queue it already died in is dropped for that queue,
+  unless one of the deaths since (that one included) was a rejection
+  (``mc:is_death_cycle``: "only drop if the cycle is fully automatic").
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from ..wire import _spec
+from ..wire.fields import Long
+from .message import Message
+
+Death = tuple[str, str]  # (queue, reason), most recent first
+
+
+def _utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC).replace(tzinfo=None, microsecond=0)
+
+
+def dead_lettered(message: Message, reason: str, queue: str, dlx: str,
+                  dlrk: str | None) -> tuple[Message, list[Death]]:
+    """The message to publish to ``dlx`` and its deaths (for cycle detection)."""
+    old = message.props
+    headers: dict[str, Any] = dict(old.headers) if old.headers else {}
+    deaths = headers.get("x-death")
+    entries = [d for d in deaths if isinstance(d, dict)] if isinstance(deaths, list) else []
+    found = None
+    for i, d in enumerate(entries):
+        if d.get("queue") == queue and d.get("reason") == reason:
+            found = entries.pop(i)
+            break
+    if found is not None:
+        entry = dict(found)
+        count = entry.get("count")
+        entry["count"] = Long((count if isinstance(count, int) else 0) + 1)
+    else:
+        entry = {
+            "count": Long(1),
+            "reason": reason,
+            "queue": queue,
+            "time": _utcnow(),
+            "exchange": message.exchange,
+            "routing-keys": [message.routing_key, *message.cc],
+        }
+        if old.expiration is not None:
+            entry["original-expiration"] = old.expiration
+    entries.insert(0, entry)
+    headers["x-death"] = entries
+    if "x-first-death-reason" not in headers:
+        headers["x-first-death-reason"] = reason
+        headers["x-first-death-queue"] = queue
+        headers["x-first-death-exchange"] = message.exchange
+    headers["x-last-death-reason"] = reason
+    headers["x-last-death-queue"] = queue
+    headers["x-last-death-exchange"] = message.exchange
+    props = _spec.BasicProperties(**{f: getattr(old, f) for f in _spec.BasicProperties.FIELDS})
+    props.headers = headers
+    props.expiration = None
+    if dlrk is not None:
+        new = Message(dlx, dlrk, props.encode(), message.body)
+    else:
+        new = Message(dlx, message.routing_key, props.encode(), message.body, message.cc,
+                      message.bcc)
+    return new, [(d.get("queue"), d.get("reason")) for d in entries]
+
+
+def is_cycle(target: str, deaths: list[Death]) -> bool:
+    """Whether dead-lettering to queue ``target`` closes a cycle with no rejection in it."""
+    for queue, reason in deaths:
+        if reason == "rejected":
+            return False
+        if queue == target:
+            return True
+    return False
