@@ -28,6 +28,25 @@ def parse_size(text: str) -> int:
     return n * mult
 
 
+def memory_limit(spec: str) -> int:
+    """``--memory-high-watermark``: a fraction of total RAM (``0.4``, RabbitMQ's default) or
+    an absolute size (``512MiB``, ``1G``, bytes); 0 disables."""
+    text = str(spec).strip()
+    try:
+        fraction = float(text)
+    except ValueError:
+        return parse_size(text)
+    if fraction <= 0:
+        return 0
+    if fraction > 1:
+        return int(fraction)
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
+    return int(total * fraction)
+
+
 def _positive(text: str) -> int:
     v = int(text)
     if v < 1:
@@ -84,6 +103,15 @@ def build_parser() -> configargparse.ArgumentParser:
     p.add_argument("--tls-fail-if-no-peer-cert", action="store_true",
                    help="refuse TLS clients without a valid certificate (implies "
                         "--tls-verify-peer); enables the EXTERNAL mechanism")
+    p.add_argument("--memory-high-watermark", default="0.4",
+                   help="block publishers (connection.blocked) while the broker's resident "
+                        "memory is above this: a fraction of total RAM (RabbitMQ's default "
+                        "0.4) or a size such as 512MiB; 0 disables")
+    p.add_argument("--disk-free-limit", type=parse_size, default="50MB",
+                   help="block publishers while the data dir's file system has less free "
+                        "space than this (default %(default)s; 0 disables)")
+    p.add_argument("--max-connections", type=int, default=0,
+                   help="refuse connections beyond this many (0: no limit)")
     p.add_argument("--fsync", default="batch", choices=["batch", "always", "never"],
                    help="journal fsync policy: batch (group commit, default), always (one "
                         "fsync per append), never (leave it to the OS)")
@@ -112,6 +140,14 @@ def validate(args) -> None:
         raise ValueError("--channel-max must be between 1 and 65535")
     if args.heartbeat < 0:
         raise ValueError("--heartbeat must be >= 0")
+    try:
+        args.memory_high_watermark = memory_limit(args.memory_high_watermark)
+    except ValueError:
+        raise ValueError(
+            f"--memory-high-watermark: not a fraction or size: {args.memory_high_watermark!r}"
+        ) from None
+    if args.max_connections < 0:
+        raise ValueError("--max-connections must be >= 0")
     if args.tls_port is not None:
         if not args.tls_cert or not args.tls_key:
             raise ValueError("--tls-port needs --tls-cert and --tls-key")

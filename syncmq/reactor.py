@@ -222,10 +222,12 @@ class Reactor:
         pool: WorkerPool,
         handler_factory: HandlerFactory,
         handshake_timeout: float = 10.0,
+        max_connections: int = 0,
     ) -> None:
         self.pool = pool
         self.handler_factory = handler_factory
         self.handshake_timeout = handshake_timeout
+        self.max_connections = max_connections  # 0: no limit
         self.selector = selectors.DefaultSelector()
         self.listeners: list[socket.socket] = []
         self.transports: dict[int, Transport] = {}
@@ -398,6 +400,11 @@ class Reactor:
                     return
                 raise
             if not self._accepting:
+                sock.close()
+                continue
+            if self.max_connections and len(self.transports) >= self.max_connections:
+                log.warning("connection from %s refused: the limit of %d connections is "
+                            "reached", _fmt_peer(peer), self.max_connections)
                 sock.close()
                 continue
             sock.setblocking(False)

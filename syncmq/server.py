@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import __version__
+from .alarms import ResourceMonitor
 from .broker.auth import UsersFileError, UserStore
 from .broker.broker import Broker
 from .broker.durability import Durability
@@ -57,6 +58,9 @@ class ServerConfig:
     tls_ca: str | None = None
     tls_verify_peer: bool = False
     tls_fail_if_no_peer_cert: bool = False
+    memory_high_watermark: int = 0  # bytes of RSS; 0 disables the memory alarm
+    disk_free_limit: int = 0  # bytes free in data_dir; 0 disables the disk alarm
+    max_connections: int = 0  # 0: no limit
     fsync: str = "batch"  # journal fsync mode: batch (group commit), always, never
     journal_segment_bytes: int = 64 * 1024 * 1024  # hidden --journal-segment-bytes (tests)
     journal: bool = True  # False: nothing on disk at all (tests of the broker alone)
@@ -81,7 +85,8 @@ class Server:
             max_message_size=config.max_message_size,
         )
         self.pool = WorkerPool(config.workers)
-        self.reactor = Reactor(self.pool, self._make_session, config.handshake_timeout)
+        self.reactor = Reactor(self.pool, self._make_session, config.handshake_timeout,
+                               config.max_connections)
         # Broker timers (TTL expiry, x-expires): the reactor owns timers, a worker runs them
         timer_worker = self.pool.workers[0]
         self.broker.scheduler.hook = lambda delay, fn: self.reactor.call_later(
@@ -182,6 +187,13 @@ class Server:
             listeners.append({"protocol": "http", "ip_address": maddr[0], "port": maddr[1]})
             extra["management_port"] = maddr[1]
         self.pool.start()
+        self.monitor = ResourceMonitor(
+            self.broker, self._session_list, self.reactor.call_later,
+            self.config.memory_high_watermark, self.config.disk_free_limit,
+            self.config.data_dir,
+        )
+        if self.config.memory_high_watermark or self.config.disk_free_limit:
+            self.monitor.start()
         self.reactor.start()
         log.info(
             "syncmq %s started", __version__,
@@ -213,6 +225,10 @@ class Server:
             raise OSError(e.errno, e.strerror,
                           f"{self.config.bind}:{self.config.management_port} (management)"
                           ) from None
+
+    def _session_list(self) -> list[Session]:
+        with self._sessions_lock:
+            return list(self.sessions)
 
     def stop(self) -> None:
         """Graceful shutdown: stop accepting, close connections with 320, stop threads."""

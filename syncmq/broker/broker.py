@@ -33,6 +33,8 @@ class Broker:
         self.lock = threading.Lock()
         # ``durability.Durability`` when the broker has a journal, else None (all in memory).
         self.durability = durability
+        # Resource alarms in effect ("memory", "disk"); replaced, never mutated (syncmq.alarms).
+        self.alarms: frozenset[str] = frozenset()
         # Timers for TTL expiry and x-expires; the server installs the hook (``schedule``).
         self.scheduler = Scheduler()
         self.vhosts: dict[str, VirtualHost] = {"/": VirtualHost("/", durability, self.scheduler)}

@@ -70,6 +70,10 @@ def _untable(raw: bytes) -> dict:
 class Durability:
     """The broker's side of the journal."""
 
+    # For callers that cannot import this module (vhost: durability imports the broker for
+    # typing): ``except durability.NotDurable``.
+    NotDurable = NotDurable
+
     def __init__(self, journal: Journal) -> None:
         self.journal = journal
         self._ids = itertools.count(1)

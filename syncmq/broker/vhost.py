@@ -21,7 +21,6 @@ from ..wire import _spec
 from ..wire.errors import AMQPChannelError, AMQPConnectionError
 from .args import check_declare_arguments, precondition_failed
 from .deadletter import dead_lettered, is_cycle
-from .durability import NotDurable
 from .exchange import EXCHANGE_TYPES, Exchange
 from .message import Message
 from .queue import Consumer, Queue
@@ -512,7 +511,7 @@ class VirtualHost:
             if new.persistent and durability is not None:
                 try:
                     durability.publish(self.name, new, queues)
-                except NotDurable:
+                except durability.NotDurable:
                     pass  # the journal failed: it stays a transient message
             for q in queues:
                 q.publish(new)

@@ -122,6 +122,8 @@ def publish(session: Session, ch: Channel, m: B.Publish, props: bytes, body: byt
             f"ACCESS_REFUSED - cannot publish to internal exchange '{name}' in vhost "
             f"'{vhost.name}'",
         )
+    if session.blocked:
+        session.block_publisher()  # a resource alarm is on: this is the last read for now
     message = Message(name, m.routing_key, props, body)
     if message.ttl is not None and message.ttl < 0:
         _invalid_expiration(message)

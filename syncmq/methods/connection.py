@@ -150,6 +150,8 @@ def open_(session: Session, _ch, m: C.Open, _p, _b) -> None:
     session.proto.state = pconn.OPEN
     session.transport.mark_open()
     session.send_method(0, C.OpenOk())
+    if session.broker.alarms:
+        session.alarms_changed(session.broker.alarms)
     log.info(
         "connection opened", extra={"peer": _peer(session), "user": session.username,
                                     "vhost": name},

@@ -45,6 +45,8 @@ class Transport(Protocol):
     def close_after_flush(self) -> None: ...
     def abort(self) -> None: ...
     def stop_reading(self) -> None: ...
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
     def set_frame_max(self, frame_max: int) -> None: ...
     def set_heartbeat(self, seconds: int) -> None: ...
     def mark_open(self) -> None: ...
@@ -368,6 +370,11 @@ class Session:
         self.exclusive_queues: list[Queue] = []
         self.confirm_dirty: set[Channel] = set()
         self.journal_waiters: set[Channel] = set()
+        # Resource alarms (worker-only): ``blocked`` is the set of alarms in effect (falsy when
+        # none); ``reading_paused`` once the connection published while blocked (RabbitMQ
+        # blocks publishers, not consumers).
+        self.blocked: frozenset | bool = False
+        self.reading_paused = False
         self.released = False
         self.connected_at = time.time()
         self.peer = transport.peer
@@ -643,6 +650,33 @@ class Session:
         self.exclusive_queues = []
         if self.on_close is not None:
             self.on_close(self)
+
+    def alarms_changed(self, alarms: frozenset) -> None:
+        """A resource alarm was set or cleared (on this connection's worker)."""
+        if self.proto.state != pconn.OPEN:
+            return
+        if alarms:
+            self.blocked = alarms
+        elif self.blocked:
+            self.blocked = False
+            if self.reading_paused:
+                # only a connection that was told it is blocked hears that it is not
+                self.reading_paused = False
+                self.transport.resume_reading()
+                if self.capabilities.get("connection.blocked") is True:
+                    self.send_method(0, _spec.Connection.Unblocked())
+
+    def block_publisher(self) -> None:
+        """A publish arrived while an alarm is on: as RabbitMQ's reader, the connection
+        becomes blocked now (consumers-only connections never are): connection.blocked to a
+        client with that capability, and no more reading from its socket until the alarm
+        clears."""
+        if not self.reading_paused:
+            self.reading_paused = True
+            self.transport.pause_reading()
+            if self.capabilities.get("connection.blocked") is True:
+                reason = "low on memory" if "memory" in self.blocked else "low on disk"
+                self.send_method(0, _spec.Connection.Blocked(reason=reason))
 
     def flush_confirms(self) -> None:
         """Send the publisher confirms accumulated during one batch: one ack per channel,
