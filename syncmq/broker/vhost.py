@@ -240,7 +240,9 @@ class VirtualHost:
         with self.lock:
             q = self.queues.get(name)
             if q is not None:
-                if q.exclusive_owner is not None and q.exclusive_owner is not owner:
+                # rabbit_amqqueue:check_exclusive_access(Q, Owner, strict), before durable and
+                # the rest: the declared exclusivity must match the queue's, else 405
+                if q.exclusive_owner is not (owner if exclusive else None):
                     raise self._locked(name)
                 self._check_equivalent_queue(q, durable, exclusive, auto_delete, arguments)
                 q.touch()
@@ -284,7 +286,6 @@ class VirtualHost:
     def _check_equivalent_queue(self, q, durable, exclusive, auto_delete, arguments):
         for arg, got, cur in (
             ("durable", durable, q.durable),
-            ("exclusive", exclusive, q.exclusive_owner is not None),
             ("auto_delete", auto_delete, q.auto_delete),
         ):
             if got != cur:
@@ -299,8 +300,9 @@ class VirtualHost:
                 raise AMQPChannelError(
                     _spec.PRECONDITION_FAILED,
                     f"PRECONDITION_FAILED - inequivalent arg '{key}' for queue '{q.name}' in "
-                    f"vhost '{self.name}': received {_fmt_arg(args.get(key))} but current is "
-                    f"{_fmt_arg(q.arguments.get(key))}",
+                    f"vhost '{self.name}': received "
+                    f"{_fmt_arg(args.get(key), key in q.arguments)} but current is "
+                    f"{_fmt_arg(q.arguments.get(key), key in args)}",
                 )
 
     def delete_queue(
@@ -321,7 +323,7 @@ class VirtualHost:
             if if_empty and q.message_count():
                 raise AMQPChannelError(
                     _spec.PRECONDITION_FAILED,
-                    f"PRECONDITION_FAILED - queue '{name}' in vhost '{self.name}' is not empty",
+                    f"PRECONDITION_FAILED - queue '{name}' in vhost '{self.name}' not empty",
                 )
             return self._delete_queue_locked(q)
 
@@ -355,12 +357,7 @@ class VirtualHost:
     ) -> None:
         """Bind ``destination`` (a Queue or Exchange) to exchange ``source``."""
         if source == "" or destination is self.default_exchange:
-            what = "queue" if isinstance(destination, Queue) else "exchange"
-            raise AMQPChannelError(
-                _spec.ACCESS_REFUSED,
-                f"ACCESS_REFUSED - operation not permitted on the default exchange ({what} "
-                "bind)",
-            )
+            raise _default_exchange_refused()  # RabbitMQ's text, for queue and exchange bind
         with self.lock:
             ex = self.get_exchange(source)
             if ex.type == "headers":
@@ -532,7 +529,29 @@ def _default_exchange_refused() -> AMQPChannelError:
     )
 
 
-def _fmt_arg(v: Any) -> str:
+def _fmt_arg(v: Any, both: bool = True) -> str:
+    """rabbit_misc ``val/1``: ``none`` when absent; ``'V'`` when both sides have the argument;
+    ``the value 'V' of type 'T'`` when only this side has it. The wire type is not kept, so
+    it is the one pika, py-amqp and amqp091-go pick for the Python value."""
     if v is None:
         return "none"
-    return f"'{v}'"
+    text = ("true" if v else "false") if isinstance(v, bool) else v
+    if not both:
+        return f"the value '{text}' of type '{_amqp_type(v)}'"
+    return f"'{text}'"
+
+
+def _amqp_type(v: Any) -> str:
+    if isinstance(v, bool):
+        return "bool"
+    if isinstance(v, int):
+        return "signedint" if -2 ** 31 <= v < 2 ** 31 else "long"
+    if isinstance(v, float):
+        return "double"
+    if isinstance(v, dict):
+        return "table"
+    if isinstance(v, list):
+        return "array"
+    if isinstance(v, (bytes, bytearray)):
+        return "binary"
+    return "longstr"

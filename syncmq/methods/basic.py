@@ -124,6 +124,8 @@ def publish(session: Session, ch: Channel, m: B.Publish, props: bytes, body: byt
         )
     if session.blocked:
         session.block_publisher()  # a resource alarm is on: this is the last read for now
+    if len(props) >= 2 and props[1] & _FLAG_USER_ID:  # rare: one flags test otherwise
+        _check_user_id(session, props)
     message = Message(name, m.routing_key, props, body)
     if message.ttl is not None and message.ttl < 0:
         _invalid_expiration(message)
@@ -216,6 +218,24 @@ def _deliver_reply(session: Session, message: Message) -> bool:
     to the channel consuming that pseudo-queue; False if it is gone."""
     target = session.broker.reply_consumers.get(message.routing_key[len(_REPLY_PREFIX):])
     return target is not None and target.deliver_reply(message)
+
+
+_FLAG_USER_ID = 0x10  # user-id in the low byte of the basic property flags (0x0010)
+
+
+def _check_user_id(session: Session, props: bytes) -> None:
+    """rabbit_channel check_user_id_header: a user-id property must name the connection's
+    user, unless that user has the ``impersonator`` tag (406 otherwise)."""
+    user_id = _spec.BasicProperties.decode(props).user_id
+    if user_id is None or user_id == session.username:
+        return
+    if "impersonator" in (getattr(session.user, "tags", None) or ()):
+        return
+    raise AMQPChannelError(
+        _spec.PRECONDITION_FAILED,
+        f"PRECONDITION_FAILED - user_id property set to '{user_id}' but authenticated user "
+        f"was '{session.username}'",
+    )
 
 
 NOT_JOURNALED = 2  # route(): persistent, for a durable queue, but the journal refused it
