@@ -722,22 +722,40 @@ def validate_headers_binding(arguments: dict | None) -> str | None:
     if type(value) is str:
         if value in _X_MATCH_MODES:
             return None
-        return f"invalid x-match field value {value!r}; expected all, any, all-with-x or any-with-x"
+        return (f"Invalid x-match field value {_erl(value)}; "
+                "expected all, any, all-with-x, or any-with-x")
     if isinstance(value, bytes | bytearray | memoryview):
         # the codec hands a long string over as bytes only when it is not UTF-8 (so it cannot
         # be a valid mode); bytes that are UTF-8 came from a byte array ('x'), the wrong type
         try:
             bytes(value).decode("utf-8")
         except UnicodeDecodeError:
-            return (f"invalid x-match field value {bytes(value)!r}; "
-                    f"expected all, any, all-with-x or any-with-x")
-        kind = "byte array"
+            return (f"Invalid x-match field value {_erl(bytes(value))}; "
+                    "expected all, any, all-with-x, or any-with-x")
+        kind = "binary"
     else:
         kind = _FIELD_KIND.get(type(value), type(value).__name__)
-    return f"invalid x-match field type {kind} (value {value!r}); expected a long string"
+        if kind == "signedint" and not -2 ** 31 <= value < 2 ** 31:
+            kind = "long"
+    return f"Invalid x-match field type {kind} (value {_erl(value)}); expected longstr"
 
 
-_FIELD_KIND = {bool: "boolean", int: "integer", float: "float", Decimal: "decimal",
+def _erl(value) -> str:
+    """A value as Erlang's ``~p`` prints it in RabbitMQ's text (binaries as <<"...">>)."""
+    if isinstance(value, str):
+        value = value.encode("utf-8")
+    if isinstance(value, bytes):
+        return '<<"' + value.decode("latin-1").replace("\\", "\\\\").replace('"', '\\"') + '">>'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "undefined"
+    return repr(value)
+
+
+# RabbitMQ's field type names (rabbit_binary_parser), as rabbit_exchange_type_headers prints
+# them; the codec keeps Python values, so these are the types a client encodes them as
+_FIELD_KIND = {bool: "bool", int: "signedint", float: "double", Decimal: "decimal",
                dict: "table", list: "array", tuple: "array", datetime: "timestamp",
                type(None): "void"}
 
