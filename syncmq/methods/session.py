@@ -321,11 +321,14 @@ class Channel:
         session = self.session
         if self.reply_consumer is not None:
             self.drop_reply_consumer()
+        # Requeue before detaching the consumers (``closing`` keeps them from taking anything
+        # meanwhile), as RabbitMQ's queue does on a consumer's channel going down: a single
+        # active consumer's successor then gets the requeued messages first, in order.
+        if entries:
+            self.settle(entries, requeue=True)
         for c in consumers:
             if c.queue.remove_consumer(c):
                 session.auto_delete_queue(c.queue)
-        if entries:
-            self.settle(entries, requeue=True)
         self.tx_publishes = []
         self.tx_acks = []
 
