@@ -140,7 +140,8 @@ def test_max_priority_equivalence(conn, unique):
     ch.queue_declare(unique, arguments={"x-max-priority": 10})
     e = expect_channel_close(406, ch.queue_declare, unique)
     assert e.reply_text == (f"PRECONDITION_FAILED - inequivalent arg 'x-max-priority' for queue "
-                            f"'{unique}' in vhost '/': received none but current is '10'")
+                            f"'{unique}' in vhost '/': received none but current is the value '10' of "
+                            f"type 'signedint'")
 
 
 def test_persistent_priority_messages_recovered_in_order(fresh_broker):
