@@ -177,7 +177,7 @@ class Queue:
                 return False
             if self.limited and self.overflow != "drop-head" and self._would_overflow(message):
                 self._refuse_locked(message)
-                letters = self._take_letters_locked()
+                letters = self._take_letters_locked() if self._letters else None
                 result = REJECTED
             else:
                 now = 0.0
@@ -196,7 +196,7 @@ class Queue:
                 if self.expiry:
                     self._expire_locked(time.monotonic())
                     self._arm_ttl_timer_locked()
-                letters = self._take_letters_locked()
+                letters = self._take_letters_locked() if self._letters else None
                 result = True
         if letters:
             self._publish_letters(letters)
@@ -222,7 +222,7 @@ class Queue:
         with self.lock:
             if self.consumers and self.ready:
                 self._dispatch_locked()
-            letters = self._take_letters_locked()
+            letters = self._take_letters_locked() if self._letters else None
         if letters:
             self._publish_letters(letters)
 
@@ -314,7 +314,7 @@ class Queue:
                 result = seq, message, redelivered, len(self.ready)
             if self.expiry:
                 self._arm_ttl_timer_locked()
-            letters = self._take_letters_locked()
+            letters = self._take_letters_locked() if self._letters else None
         if letters:
             self._publish_letters(letters)
         return result
@@ -338,7 +338,7 @@ class Queue:
                 self._arm_ttl_timer_locked()
             if self.limited:
                 self._drop_over_limit_locked()
-            letters = self._take_letters_locked()
+            letters = self._take_letters_locked() if self._letters else None
         if letters:
             self._publish_letters(letters)
 
@@ -413,7 +413,7 @@ class Queue:
                 if self.consumers and self.ready:
                     self._dispatch_locked()
                 self._arm_ttl_timer_locked()
-            letters = self._take_letters_locked()
+            letters = self._take_letters_locked() if self._letters else None
         if letters:
             self._publish_letters(letters)
 
@@ -491,7 +491,7 @@ class Queue:
             self.had_consumers = True
             if self.ready:
                 self._dispatch_locked()
-            letters = self._take_letters_locked()
+            letters = self._take_letters_locked() if self._letters else None
         if letters:
             self._publish_letters(letters)
 
@@ -519,7 +519,7 @@ class Queue:
                     self._arm_expires_locked()
             elif was_active and self.ready:
                 self._dispatch_locked()  # the next consumer takes over
-            letters = self._take_letters_locked()
+            letters = self._take_letters_locked() if self._letters else None
             auto = self.auto_delete and self.had_consumers and not self.consumers
         if letters:
             self._publish_letters(letters)
