@@ -81,13 +81,15 @@ rebuilds the liveness state from disk and resumes; it raises if that fails again
 
 from __future__ import annotations
 
+import bisect
 import errno
 import fcntl
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from . import format as fmt
 from .compaction import CompactionStats, Compactor
@@ -118,6 +120,10 @@ class JournalClosed(JournalError):
     """The journal is not running (not started yet, or closed)."""
 
 
+# Upper bounds (seconds) of the fsync latency histogram's buckets (plus +Inf).
+FSYNC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+
 @dataclass(slots=True)
 class JournalMetrics:
     """Group-commit counters (plain ints, written by the journal thread only)."""
@@ -132,6 +138,9 @@ class JournalMetrics:
     errors: int = 0
     apply_errors: int = 0  # written records the liveness state could not decode
     internal_errors: int = 0  # bugs caught on the journal thread (logged); should stay 0
+    # fsync latency histogram: counts per upper bound in FSYNC_BUCKETS (cumulative on export)
+    fsync_seconds_sum: float = 0.0
+    fsync_buckets: list = field(default_factory=lambda: [0] * (len(FSYNC_BUCKETS) + 1))
 
     @property
     def mean_batch(self) -> float:
@@ -567,8 +576,13 @@ class Journal:
 
     def _sync(self) -> None:
         assert self._fd is not None
+        t0 = time.perf_counter()
         _fdatasync(self._fd)
-        self.metrics.fsyncs += 1
+        elapsed = time.perf_counter() - t0
+        m = self.metrics
+        m.fsyncs += 1
+        m.fsync_seconds_sum += elapsed
+        m.fsync_buckets[bisect.bisect_left(FSYNC_BUCKETS, elapsed)] += 1
         self._dirty = False
         self._durable_end = self._seg_size
 

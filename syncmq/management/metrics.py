@@ -49,6 +49,24 @@ def _num(v: float) -> str:
     return str(int(v)) if isinstance(v, int) or float(v).is_integer() else repr(float(v))
 
 
+def _fsync_histogram(m) -> str:
+    """The journal's fsync latency as a Prometheus histogram (cumulative buckets)."""
+    from ..journal.writer import FSYNC_BUCKETS
+
+    name = "syncmq_journal_fsync_seconds"
+    lines = [f"# HELP {name} Latency of the journal's fsync calls (group commits).",
+             f"# TYPE {name} histogram"]
+    counts = list(m.fsync_buckets)
+    total = 0
+    for bound, n in zip((*FSYNC_BUCKETS, "+Inf"), counts, strict=True):
+        total += n
+        le = bound if bound == "+Inf" else repr(float(bound))
+        lines.append(f'{name}_bucket{{le="{le}"}} {total}')
+    lines.append(f"{name}_sum {m.fsync_seconds_sum!r}")
+    lines.append(f"{name}_count {total}")
+    return "\n".join(lines)
+
+
 def render(ctx: Context, rates: Rates) -> str:
     """The whole scrape as text."""
     totals = rates.monotonic("overview", state.with_deliver_get(state.channel_totals(ctx)))
@@ -100,6 +118,9 @@ def render(ctx: Context, rates: Rates) -> str:
     if jb is not None:
         out.append(_family("syncmq_journal_bytes", "gauge",
                            "Bytes in the journal's segment files.", [("", jb)]))
+    durability = getattr(ctx.broker, "durability", None)
+    if durability is not None:
+        out.append(_fsync_histogram(durability.journal.metrics))
     out.append(_family("process_resident_memory_bytes", "gauge",
                        "Resident memory size in bytes.", [("", state.resident_memory())]))
     out.append(_family("process_start_time_seconds", "gauge",
