@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         memory_high_watermark=args.memory_high_watermark,
         disk_free_limit=args.disk_free_limit,
         max_connections=args.max_connections,
+        memory_budget=args.memory_budget,
         tls_port=args.tls_port,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,

@@ -9,6 +9,7 @@ SIGHUP reloads ``--users-file`` and calls the ``on_hup`` hook (log reopening).
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import signal
 import socket
@@ -29,6 +30,7 @@ from .management import ManagementServer
 from .methods import access
 from .methods.registry import HANDLERS
 from .methods.session import Session, Settings
+from .queues.spill import SPILL_DIR, BodyStore
 from .reactor import Reactor, Transport
 from .wire import _spec
 from .workers import WorkerPool
@@ -64,6 +66,7 @@ class ServerConfig:
     fsync: str = "batch"  # journal fsync mode: batch (group commit), always, never
     journal_segment_bytes: int = 64 * 1024 * 1024  # hidden --journal-segment-bytes (tests)
     journal: bool = True  # False: nothing on disk at all (tests of the broker alone)
+    memory_budget: int = 0  # bytes of queued message bodies kept in memory; 0: unlimited
     extra: dict = field(default_factory=dict)
 
 
@@ -77,7 +80,12 @@ class Server:
                                    segment_bytes=config.journal_segment_bytes,
                                    on_error=self._journal_failed)
             self.durability = Durability(self.journal)
-        self.broker = broker or Broker(durability=self.durability)
+        # Memory budget: bodies of queued messages beyond it spill to <data-dir>/spill
+        self.body_store: BodyStore | None = None
+        if config.memory_budget > 0 and broker is None:
+            self.body_store = BodyStore(os.path.join(config.data_dir, SPILL_DIR),
+                                        config.memory_budget)
+        self.broker = broker or Broker(durability=self.durability, body_store=self.body_store)
         self.settings = Settings(
             frame_max=config.frame_max,
             channel_max=config.channel_max,
@@ -160,8 +168,12 @@ class Server:
     def recover(self) -> dict:
         """Open the journal and rebuild durable state from it (before listening)."""
         if self.journal is None:
+            if self.body_store is not None:
+                self.body_store.open()
             return {}
         self.journal.open()
+        if self.body_store is not None:
+            self.body_store.open()  # empties the spill directory: only once we hold the lock
         t0 = time.monotonic()
         counts = self.durability.recover_into(self.broker)
         counts["seconds"] = round(time.monotonic() - t0, 3)
@@ -176,6 +188,8 @@ class Server:
         listeners = [{"protocol": "amqp", "ip_address": self.address[0],
                       "port": self.address[1]}]
         extra: dict = {"recovered": recovered} if recovered else {}
+        if self.body_store is not None:
+            extra["memory_budget"] = self.config.memory_budget
         if self.config.tls_port is not None:
             taddr = self.reactor.listen(self.config.bind, self.config.tls_port,
                                         ssl_context=self.tls_context())
@@ -249,6 +263,10 @@ class Server:
         if self.journal is not None:
             self.journal.close()
             log.info("journal flushed and closed", extra={"data_dir": self.config.data_dir})
+        if self.body_store is not None:
+            stats = self.body_store.stats()
+            self.body_store.close()  # spilled bodies are transient: their files go
+            log.info("body store closed", extra={"body_store": stats})
         log.info("stopped")
 
     def request_stop(self) -> None:

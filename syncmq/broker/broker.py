@@ -28,7 +28,8 @@ def generate_consumer_tag() -> str:
 class Broker:
     """Top of the broker model. ``vhosts`` is mutated only under ``lock``; read without it."""
 
-    def __init__(self, users: UserStore | None = None, durability: Any = None) -> None:
+    def __init__(self, users: UserStore | None = None, durability: Any = None,
+                 body_store: Any = None) -> None:
         # Guards adding and removing vhosts.
         self.lock = threading.Lock()
         # ``durability.Durability`` when the broker has a journal, else None (all in memory).
@@ -37,7 +38,11 @@ class Broker:
         self.alarms: frozenset[str] = frozenset()
         # Timers for TTL expiry and x-expires; the server installs the hook (``schedule``).
         self.scheduler = Scheduler()
-        self.vhosts: dict[str, VirtualHost] = {"/": VirtualHost("/", durability, self.scheduler)}
+        # ``queues.spill.BodyStore`` with a memory budget (``--memory-budget``), else None:
+        # bodies of queued messages live there (see docs/architecture.md, "Memory budget").
+        self.body_store = body_store
+        self.vhosts: dict[str, VirtualHost] = {
+            "/": VirtualHost("/", durability, self.scheduler, body_store)}
         # Direct reply-to: the suffix of ``amq.rabbitmq.reply-to.<suffix>`` -> the consuming
         # channel (``syncmq.methods`` object with ``deliver_reply``). Single dict operations
         # only (atomic); entries are added and removed by the owning connection's worker.
@@ -64,5 +69,6 @@ class Broker:
         with self.lock:
             vh = self.vhosts.get(name)
             if vh is None:
-                vh = self.vhosts[name] = VirtualHost(name, self.durability, self.scheduler)
+                vh = self.vhosts[name] = VirtualHost(name, self.durability, self.scheduler,
+                                                     self.body_store)
             return vh

@@ -74,10 +74,13 @@ def dead_lettered(message: Message, reason: str, queue: str, dlx: str,
     props = _spec.BasicProperties(**{f: getattr(old, f) for f in _spec.BasicProperties.FIELDS})
     props.headers = headers
     props.expiration = None
+    body = message.body
+    if body is None:  # in the memory budget's body store (the source still holds it)
+        body = message.load_body()
     if dlrk is not None:
-        new = Message(dlx, dlrk, props.encode(), message.body)
+        new = Message(dlx, dlrk, props.encode(), body)
     else:
-        new = Message(dlx, message.routing_key, props.encode(), message.body, message.cc,
+        new = Message(dlx, message.routing_key, props.encode(), body, message.cc,
                       message.bcc)
     return new, [(d.get("queue"), d.get("reason")) for d in entries]
 

@@ -3,6 +3,12 @@
 The content header's property list is kept exactly as received (``properties``, raw bytes from
 the property-flags word on) and decoded only when a feature needs a property (persistence,
 priority, TTL, the headers exchange). The body is one ``bytes`` object, never copied.
+
+With a memory budget (``--memory-budget``, ``syncmq.queues.spill.BodyStore``) the body of a
+routed message lives in the store while queues hold it: ``BodyStore.put`` sets ``store_key``
+(non-zero), ``store``, ``store_refs``, ``stored_size`` and ``body = None`` before any queue
+sees the message; deliveries call :meth:`Message.load_body` when ``body`` is None. Without a
+budget ``store_key`` stays 0 and the other three are never set.
 """
 
 from __future__ import annotations
@@ -34,12 +40,15 @@ class Message:
 
     Invariant: every attribute is written before the message is handed to a queue and never
     changed afterwards, except the lazily computed caches (``_props``, ``_exchange_rk``), whose
-    racing computation by two threads yields equal values, so they need no lock.
+    racing computation by two threads yields equal values, so they need no lock, and
+    ``store_refs``, which the body store's lock guards.
     """
 
     __slots__ = (
         "exchange", "routing_key", "properties", "body", "msg_id", "_props", "_exchange_rk",
         "persistent", "ttl", "cc", "bcc",
+        # memory budget (set by BodyStore.put; the last three only when store_key != 0)
+        "store_key", "store", "store_refs", "stored_size",
     )
 
     def __init__(self, exchange: str, routing_key: str, properties: bytes, body: bytes,
@@ -49,6 +58,7 @@ class Message:
         self.properties = properties
         self.body = body
         self.msg_id = 0
+        self.store_key = 0
         self._props: _spec.BasicProperties | None = None
         self._exchange_rk: bytes | None = None
         # Sender-selected distribution: routing keys from the CC and BCC headers (the BCC
@@ -90,7 +100,28 @@ class Message:
 
     @property
     def size(self) -> int:
-        return len(self.body)
+        """Body size in bytes (also while the body is in the body store)."""
+        body = self.body
+        return len(body) if body is not None else self.stored_size
+
+    def load_body(self) -> bytes:
+        """The body of a message whose ``body`` is None (it is in the body store): read it
+        back (from disk if it spilled); the caller uses it for one delivery."""
+        return self.store.load(self)
+
+    def with_body(self) -> Message:
+        """A copy carrying its body, for a delivery made after the last queue released it
+        (basic.get with no-ack)."""
+        m = Message.__new__(Message)
+        for name in Message.__slots__:
+            try:
+                setattr(m, name, getattr(self, name))
+            except AttributeError:
+                pass
+        if self.body is None:
+            m.body = self.load_body()
+        m.store_key = 0
+        return m
 
     @property
     def priority(self) -> int:

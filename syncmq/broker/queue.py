@@ -15,6 +15,12 @@ Locking (see docs/architecture.md):
 Extensions (``syncmq.broker.args``): TTL, dead-lettering, length limits, priorities, consumer
 priorities, single active consumer, ``x-expires``. A queue without them pays one ``if`` on a
 queue attribute per operation; see docs/architecture.md, "Expiry and dead-lettering".
+
+Memory budget (``store``: the broker's ``BodyStore``, None without ``--memory-budget``):
+bodies of routed messages are put in the store by the router, with one reference per queue;
+each queue releases its reference wherever a message leaves it for good (ack, reject,
+no-ack delivery, expiry, length limit, purge, deletion; dead letters once they have been
+republished). The store's lock is a leaf, taken inside this queue's lock.
 """
 
 from __future__ import annotations
@@ -98,6 +104,7 @@ class Queue:
         # guarded by ``lock``
         "expiry", "ready_bytes", "_letters", "_ttl_timer_at", "last_used", "_expires_armed",
         "stats_expired", "stats_dead_lettered", "stats_dropped",
+        "store",  # BodyStore or None (memory budget); set once at creation
     )
 
     def __init__(
@@ -124,6 +131,7 @@ class Queue:
         # The owning VirtualHost (dead-letter routing, scheduling, x-expires); None for a
         # queue used alone.
         self.host = host
+        self.store = getattr(host, "body_store", None)
         o = self.options = queue_options(self.arguments)
         self.message_ttl = o.message_ttl  # ms or None
         self.max_priority = o.max_priority if o.max_priority else None
@@ -174,6 +182,8 @@ class Queue:
         """
         with self.lock:
             if self.deleted:
+                if self.store is not None:
+                    self.store.release(message)
                 return False
             if self.limited and self.overflow != "drop-head" and self._would_overflow(message):
                 self._refuse_locked(message)
@@ -188,7 +198,7 @@ class Queue:
                     now = self._push_locked(message, ttl)
                 self.stats_published += 1
                 if self.track_bytes:
-                    self.ready_bytes += len(message.body)
+                    self.ready_bytes += message.size
                 if self.consumers:
                     self._dispatch_locked(now or None)
                 if self.limited:
@@ -258,7 +268,7 @@ class Queue:
                     ready.pop()
                     self.stats_delivered += 1
                     if self.track_bytes:
-                        self.ready_bytes -= len(message.body)
+                        self.ready_bytes -= message.size
                     if message.msg_id and self.journaled:
                         if c.no_ack:
                             self.durability.acked(self, [message.msg_id])
@@ -266,8 +276,11 @@ class Queue:
                             self.durability.delivered(self, message.msg_id)
                     if not c.no_ack:
                         self.unacked_count += 1
-                    elif expiry:
-                        expiry.pop(seq, None)
+                    else:
+                        if expiry:
+                            expiry.pop(seq, None)
+                        if self.store is not None:
+                            self.store.release(message)
                     if n > 1:
                         self._rotate_locked(i)
                     break
@@ -301,7 +314,7 @@ class Queue:
                 seq, (message, redelivered) = item
                 self.stats_delivered += 1
                 if self.track_bytes:
-                    self.ready_bytes -= len(message.body)
+                    self.ready_bytes -= message.size
                 if message.msg_id and self.journaled:
                     if no_ack:
                         self.durability.acked(self, [message.msg_id])
@@ -309,8 +322,14 @@ class Queue:
                         self.durability.delivered(self, message.msg_id)
                 if not no_ack:
                     self.unacked_count += 1
-                elif self.expiry:
-                    self.expiry.pop(seq, None)
+                else:
+                    if self.expiry:
+                        self.expiry.pop(seq, None)
+                    if message.store_key:
+                        # the copy carries the body: ours is released now
+                        stored = message
+                        message = stored.with_body()
+                        self.store.release(stored)
                 result = seq, message, redelivered, len(self.ready)
             if self.expiry:
                 self._arm_ttl_timer_locked()
@@ -324,13 +343,15 @@ class Queue:
         with self.lock:
             self.unacked_count -= len(entries)
             if self.deleted:
+                if self.store is not None:
+                    self.store.release_many([m for _, m in entries])
                 return
             if self.max_priority is not None:
                 self.ready.requeue_many([(seq, (msg, True), msg.priority) for seq, msg in entries])
             else:
                 self.ready.requeue_many([(seq, (msg, True)) for seq, msg in entries])
             if self.track_bytes:
-                self.ready_bytes += sum(len(m.body) for _, m in entries)
+                self.ready_bytes += sum(m.size for _, m in entries)
             if self.consumers:
                 self._dispatch_locked()
             if self.expiry:
@@ -357,6 +378,8 @@ class Queue:
             letters = None
             if rejected and self.dlx is not None and not self.deleted:
                 letters = [(m, "rejected") for _, m in entries]
+            elif self.store is not None:
+                self.store.release_many([m for _, m in entries])
         if letters:
             self._publish_letters(letters)
 
@@ -366,11 +389,13 @@ class Queue:
         """``message`` (already off the ready queue) expired: dead-letter or drop it."""
         self.stats_expired += 1
         if self.track_bytes:
-            self.ready_bytes -= len(message.body)
+            self.ready_bytes -= message.size
         if message.msg_id and self.journaled:
             self.durability.acked(self, [message.msg_id])
         if self.dlx is not None:
             self._letters.append((message, "expired"))
+        elif self.store is not None:
+            self.store.release(message)
 
     def _expire_locked(self, now: float) -> None:
         """Drop (or dead-letter) expired messages at the head. O(expired)."""
@@ -421,7 +446,7 @@ class Queue:
         """RabbitMQ's ``will_overflow``: one more ready message would break a limit."""
         if self.max_length is not None and len(self.ready) + 1 > self.max_length:
             return True
-        return self.max_bytes is not None and self.ready_bytes + len(message.body) > \
+        return self.max_bytes is not None and self.ready_bytes + message.size > \
             self.max_bytes
 
     def _over_limit(self) -> bool:
@@ -436,6 +461,8 @@ class Queue:
             self.durability.acked(self, [message.msg_id])  # its PUBLISH record named us
         if self.overflow == "reject-publish-dlx" and self.dlx is not None:
             self._letters.append((message, "maxlen"))
+        elif self.store is not None:
+            self.store.release(message)
 
     def _drop_over_limit_locked(self) -> None:
         """drop-head: drop (or dead-letter) from the head until within the limits."""
@@ -451,11 +478,13 @@ class Queue:
                 self.expiry.pop(seq, None)
             self.stats_dropped += 1
             if self.track_bytes:
-                self.ready_bytes -= len(message.body)
+                self.ready_bytes -= message.size
             if message.msg_id and self.journaled:
                 self.durability.acked(self, [message.msg_id])
             if self.dlx is not None:
                 self._letters.append((message, "maxlen"))
+            elif self.store is not None:
+                self.store.release(message)
 
     def _take_letters_locked(self) -> list | None:
         letters = self._letters
@@ -465,12 +494,17 @@ class Queue:
         return letters
 
     def _publish_letters(self, letters: list[tuple[Message, str]]) -> None:
-        """Publish dead letters to the dead-letter exchange (no queue lock held)."""
+        """Publish dead letters to the dead-letter exchange (no queue lock held), then release
+        their bodies (they kept this queue's reference to be republished)."""
         host = self.host
-        if host is None or self.dlx is None:
-            return
-        self.stats_dead_lettered += len(letters)
-        host.dead_letter(self, letters)
+        try:
+            if host is None or self.dlx is None:
+                return
+            self.stats_dead_lettered += len(letters)
+            host.dead_letter(self, letters)
+        finally:
+            if self.store is not None:
+                self.store.release_many([m for m, _ in letters])
 
     # ---- consumers ----
 
@@ -568,6 +602,8 @@ class Queue:
                 # ACKs of exactly what was dropped: a QUEUE_PURGE record would also drop the
                 # unacked messages, which RabbitMQ keeps (they may still be requeued).
                 self.durability.acked(self, [m.msg_id for m, _ in purged if m.msg_id])
+            if self.store is not None:
+                self.store.release_many([m for m, _ in purged])
             return len(purged)
 
     def restore_message(self, message: Message, delivered: bool) -> None:
@@ -575,12 +611,14 @@ class Queue:
 
         TTLs count from now: the journal does not keep enqueue times."""
         with self.lock:
+            if self.store is not None:
+                self.store.put(message, 1)
             if self.max_priority is not None:
                 seq = self.ready.push((message, delivered), message.priority)
             else:
                 seq = self.ready.push((message, delivered))
             if self.track_bytes:
-                self.ready_bytes += len(message.body)
+                self.ready_bytes += message.size
             ttl, qttl = message.ttl, self.message_ttl
             if ttl is not None or qttl is not None:
                 if ttl is None or (qttl is not None and qttl < ttl):
@@ -593,9 +631,12 @@ class Queue:
         with self.lock:
             self.deleted = True
             n = len(self.ready)
-            self.ready.purge()
+            purged = self.ready.purge()
             self.expiry.clear()
             self.ready_bytes = 0
+            if self.store is not None:
+                self.store.release_many([m for m, _ in purged])
+                self.store.release_many([m for m, _ in self._letters])
             self._letters = []
             consumers = list(self.consumers)
             self.consumers.clear()

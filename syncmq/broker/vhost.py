@@ -46,8 +46,10 @@ class VirtualHost:
     """A vhost with its default and pre-declared exchanges."""
 
     def __init__(self, name: str, durability: Any = None,
-                 scheduler: Scheduler | None = None) -> None:
+                 scheduler: Scheduler | None = None, body_store: Any = None) -> None:
         self.name = name
+        # The memory budget's ``queues.spill.BodyStore`` (the broker's), or None.
+        self.body_store = body_store
         # The journal side (``durability.Durability``) or None for a broker without one.
         self.durability = durability
         # Timers for TTL and x-expires (the broker's; a hook-less one when used alone).
@@ -510,6 +512,8 @@ class VirtualHost:
                     durability.publish(self.name, new, queues)
                 except durability.NotDurable:
                     pass  # the journal failed: it stays a transient message
+            if self.body_store is not None:
+                self.body_store.put(new, len(queues))
             for q in queues:
                 q.publish(new)
 

@@ -260,6 +260,7 @@ def route(session: Session, ch: Channel, ex: Exchange, message: Message, mandato
     else:
         queues = session.vhost.route(ex, message)
     journaled = 0
+    body = message.body  # BodyStore.put takes it off the message
     if message.persistent and queues:
         durability = session.broker.durability
         if durability is not None:
@@ -269,6 +270,9 @@ def route(session: Session, ch: Channel, ex: Exchange, message: Message, mandato
                 if drop_unjournaled:
                     return NOT_JOURNALED
                 journaled = NOT_JOURNALED
+    store = session.broker.body_store
+    if store is not None and queues:
+        store.put(message, len(queues))  # one reference per queue, each releases its own
     for q in queues:
         r = q.publish(message)
         if r:
@@ -281,7 +285,7 @@ def route(session: Session, ch: Channel, ex: Exchange, message: Message, mandato
             ch.id,
             B.Return(reply_code=_spec.NO_ROUTE, reply_text="NO_ROUTE", exchange=message.exchange,
                      routing_key=message.routing_key),
-            message.properties, message.body,
+            message.properties, body,
         )
     return journaled
 

@@ -170,10 +170,13 @@ class Channel:
             if not consumer.no_ack:
                 self.unacked.add(tag, (queue, seq, message, consumer))
             session = self.session
+            body = message.body
+            if body is None:  # memory budget: the body is in the store (perhaps on disk)
+                body = message.load_body()
             session.transport.write(
                 encode_deliver(
                     self.id, consumer.prefix, tag, redelivered, message.exchange_rk,
-                    message.properties, message.body, session.frame_max,
+                    message.properties, body, session.frame_max,
                 )
             )
         return True
@@ -232,10 +235,13 @@ class Channel:
             if not no_ack:
                 self.unacked.add(tag, (queue, seq, message, None))
             session = self.session
+            body = message.body
+            if body is None:  # memory budget: the body is in the store (perhaps on disk)
+                body = message.load_body()
             session.transport.write(
                 encode_get_ok(
                     self.id, tag, redelivered, message.exchange_rk, remaining,
-                    message.properties, message.body, session.frame_max,
+                    message.properties, body, session.frame_max,
                 )
             )
 

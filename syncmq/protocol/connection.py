@@ -231,7 +231,7 @@ class ConnectionProtocol:
                     # rabbit_channel: channel_error "second 'channel.open' seen" (504)
                     raise AMQPConnectionError(
                         _spec.CHANNEL_ERROR,
-                        f"CHANNEL_ERROR - second 'channel.open' seen on channel {ch}",
+                        "CHANNEL_ERROR - second 'channel.open' seen",
                         method.CLASS_ID, method.METHOD_ID,
                     )
                 if method.CLASS_ID == _CONNECTION_CLASS:

@@ -25,10 +25,6 @@ SCENARIOS: dict[str, Callable[[Session], None]] = {}
 
 # scenario -> why syncmq differs from RabbitMQ there (mirrored in docs/compatibility.md)
 KNOWN_DIFFERENCES: dict[str, str] = {
-    "err_504_second_channel_open": (
-        "syncmq's 504 text adds the channel number (\"CHANNEL_ERROR - second 'channel.open' "
-        "seen on channel 1\"); RabbitMQ 3.10 says \"... seen\" (syncmq/protocol/connection.py, "
-        "outside the handlers this suite may change)"),
 }
 
 

@@ -1,0 +1,293 @@
+"""The memory budget: message bodies beyond it spill to disk.
+
+Two pieces:
+
+* :class:`SpillFiles`, a ``MutableMapping[int, bytes]`` over a few append-only files in
+  ``<data-dir>/spill/`` (never one file per message). An in-memory index maps a key to one
+  packed int (file number, offset, length: one int object per entry instead of a tuple of
+  three); values are appended with ``os.write`` to the *active* file and read back with
+  ``os.pread``. The active file is rotated once it reaches ``file_bytes``; a file is deleted
+  (the active one truncated) as soon as no entry lives in it any more. A file with one
+  long-lived entry keeps its whole size on disk: there is no compaction, which is fine for
+  queues (they drain in order, so files empty in order). Spilled bodies are transient (a
+  persistent message is in the journal too), so the directory is emptied when the store is
+  opened: nothing in it survives a restart.
+
+* :class:`BodyStore`, the broker's side: ``zict.Buffer(fast=dict, slow=SpillFiles, n=budget,
+  weight=len(body))``. ``put`` moves a message's body into the store under a unique key and
+  records how many queues hold it (``store_refs``: a message routed to several queues is
+  stored once); ``load`` reads it back for a delivery; ``release`` drops one queue's
+  reference and deletes the body with the last one. Eviction is zict's LRU: the least
+  recently stored bodies (a FIFO queue's head) go to disk first. ``load`` reads a spilled
+  body straight from the files without moving it back into memory (zict's ``__getitem__``
+  would, and would evict another body to make room): a delivered body is usually acked and
+  deleted soon, so promoting it would only write another body to disk.
+
+Thread-safety: zict is not thread-safe, and neither is :class:`SpillFiles`. ``BodyStore.lock``
+guards the buffer, the spill files and index, the key counter and every message's
+``store_refs``. It is a *leaf* lock: it is taken inside queue and channel locks (delivery
+loads a body with both held) and never held while taking any other lock. Disk reads and
+writes of spilled bodies happen with it held; they are ``pread``/``write`` calls on open
+files (no fsync: the data need not survive a crash), so it is held for microseconds.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import threading
+from collections.abc import Iterable, Iterator, MutableMapping
+from typing import Any
+
+from zict import Buffer
+
+__all__ = ["SpillFiles", "BodyStore", "SPILL_DIR"]
+
+log = logging.getLogger("syncmq.spill")
+
+SPILL_DIR = "spill"
+MiB = 1 << 20
+_LEN_BITS = 40  # length and offset: up to 1 TiB each
+_LEN_MASK = (1 << _LEN_BITS) - 1
+
+
+class _File:
+    __slots__ = ("no", "fd", "path", "size", "live")
+
+    def __init__(self, no: int, fd: int, path: str) -> None:
+        self.no = no
+        self.fd = fd
+        self.path = path
+        self.size = 0  # bytes appended (the next write's offset)
+        self.live = 0  # entries located in this file
+
+
+class SpillFiles(MutableMapping):
+    """``int -> bytes`` stored in a few append-only files; index in memory.
+
+    Costs: ``__setitem__`` one ``write`` (plus an ``open`` when rotating), ``__getitem__`` one
+    ``pread``, ``__delitem__`` O(1) (plus an ``unlink`` when a file empties). Not thread-safe:
+    :class:`BodyStore` calls it with its lock held.
+    """
+
+    def __init__(self, directory: str, file_bytes: int = 64 * MiB) -> None:
+        self.directory = directory
+        self.file_bytes = max(1, file_bytes)
+        self._index: dict[int, int] = {}  # key -> (file no << 80) | (offset << 40) | length
+        self._files: dict[int, _File] = {}
+        self._active: _File | None = None
+        self._next_no = 0
+        self.bytes = 0  # live bytes (sum of the lengths in the index)
+
+    def open(self) -> None:
+        """Create the directory and delete whatever a previous run left in it."""
+        os.makedirs(self.directory, exist_ok=True)
+        for name in os.listdir(self.directory):
+            if name.endswith(".spill"):
+                try:
+                    os.unlink(os.path.join(self.directory, name))
+                except FileNotFoundError:
+                    pass
+
+    def _new_file(self) -> _File:
+        no = self._next_no
+        self._next_no = no + 1
+        path = os.path.join(self.directory, f"{no:08d}.spill")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0),
+                     0o600)
+        f = self._files[no] = _File(no, fd, path)
+        return f
+
+    def __setitem__(self, key: int, value: bytes) -> None:
+        if key in self._index:
+            del self[key]
+        f = self._active
+        if f is None or f.size >= self.file_bytes:
+            if f is not None and f.live == 0:
+                self._drop(f)
+            f = self._active = self._new_file()
+        offset = f.size
+        view = memoryview(value)
+        n = len(view)
+        done = 0
+        while done < n:
+            done += os.pwrite(f.fd, view[done:], offset + done)
+        f.size = offset + n
+        f.live += 1
+        self.bytes += n
+        self._index[key] = (f.no << (2 * _LEN_BITS)) | (offset << _LEN_BITS) | n
+
+    def __getitem__(self, key: int) -> bytes:
+        loc = self._index[key]
+        n = loc & _LEN_MASK
+        offset = (loc >> _LEN_BITS) & _LEN_MASK
+        f = self._files[loc >> (2 * _LEN_BITS)]
+        data = os.pread(f.fd, n, offset)
+        if len(data) != n:  # a short read means the file was damaged under us
+            raise OSError(f"spill file {f.path}: short read at {offset} ({len(data)} of {n})")
+        return data
+
+    def __delitem__(self, key: int) -> None:
+        loc = self._index.pop(key)
+        self.bytes -= loc & _LEN_MASK
+        f = self._files[loc >> (2 * _LEN_BITS)]
+        f.live -= 1
+        if f.live == 0:
+            if f is self._active:
+                # empty again: start it over rather than rotating
+                os.ftruncate(f.fd, 0)
+                f.size = 0
+            else:
+                self._drop(f)
+
+    def _drop(self, f: _File) -> None:
+        del self._files[f.no]
+        if f is self._active:
+            self._active = None
+        os.close(f.fd)
+        try:
+            os.unlink(f.path)
+        except FileNotFoundError:
+            pass
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._index
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(list(self._index))
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def file_count(self) -> int:
+        return len(self._files)
+
+    def disk_bytes(self) -> int:
+        """Bytes in the spill files (live and dead)."""
+        return sum(f.size for f in self._files.values())
+
+    def close(self) -> None:
+        """Close and delete every file (spilled bodies never survive a restart)."""
+        for f in list(self._files.values()):
+            self._drop(f)
+        self._index.clear()
+        self.bytes = 0
+
+    def _check(self) -> None:
+        """Invariants (tests)."""
+        live: dict[int, int] = {}
+        total = 0
+        for loc in self._index.values():
+            no = loc >> (2 * _LEN_BITS)
+            live[no] = live.get(no, 0) + 1
+            total += loc & _LEN_MASK
+            assert ((loc >> _LEN_BITS) & _LEN_MASK) + (loc & _LEN_MASK) <= self._files[no].size
+        assert total == self.bytes
+        for no, f in self._files.items():
+            assert f.live == live.get(no, 0), (no, f.live, live.get(no, 0))
+            assert f.live > 0 or f is self._active
+
+
+def _weight(_key: int, value: bytes) -> int:
+    return len(value)
+
+
+class BodyStore:
+    """Message bodies of queued messages, within a memory budget (see the module docstring).
+
+    Every public method takes :attr:`lock` (a leaf lock) and is O(1) plus the disk access it
+    needs (eviction on ``put`` writes what no longer fits; ``load`` of a spilled body reads it).
+    """
+
+    def __init__(self, directory: str, budget: int, file_bytes: int | None = None) -> None:
+        if file_bytes is None:
+            # files of about the budget, 4..64 MiB: a drained file is deleted soon
+            file_bytes = min(64 * MiB, max(4 * MiB, budget))
+        self.budget = budget
+        self.slow = SpillFiles(directory, file_bytes)
+        self.buffer: Buffer = Buffer({}, self.slow, n=budget, weight=_weight)
+        self._fast = self.buffer.fast  # zict.LRU over the dict
+        self._keys = itertools.count(1)
+        # Guards the buffer, the spill files, the key counter and messages' ``store_refs``
+        # (zict is not thread-safe). Leaf lock: taken inside queue and channel locks.
+        self.lock = threading.Lock()
+        self._write_errors = 0
+
+    def open(self) -> None:
+        """Create ``<data-dir>/spill`` and empty it (call once the data dir is locked)."""
+        self.slow.open()
+
+    def put(self, message: Any, refs: int) -> None:
+        """Move ``message.body`` into the store for ``refs`` queues (refs >= 1).
+
+        Call before the message is visible to any queue: it sets ``store_key``, ``store``,
+        ``store_refs``, ``stored_size`` and then ``body = None``."""
+        body = message.body
+        with self.lock:
+            key = next(self._keys)
+            try:
+                self.buffer[key] = body
+            except OSError as e:
+                # eviction failed (disk full...): zict kept everything in memory
+                self._write_errors += 1
+                if self._write_errors == 1 or self._write_errors % 10000 == 0:
+                    log.error("cannot spill message bodies to disk, keeping them in memory "
+                              "(%d failures): %s", self._write_errors, e)
+            message.store_key = key
+            message.store = self
+            message.store_refs = refs
+            message.stored_size = len(body)
+            message.body = None
+
+    def load(self, message: Any) -> bytes:
+        """The body of a stored message (read from disk if spilled; not moved back)."""
+        key = message.store_key
+        with self.lock:
+            d = self._fast.d
+            body = d.get(key)
+            if body is None:
+                body = self.slow[key]
+        return body
+
+    def release(self, message: Any) -> None:
+        """One queue is done with ``message``; the last one deletes its body. A message that
+        was never stored (``store_key`` 0) is ignored."""
+        if not message.store_key:
+            return
+        with self.lock:
+            self._release_locked(message)
+
+    def release_many(self, messages: Iterable[Any]) -> None:
+        with self.lock:
+            for m in messages:
+                if m.store_key:
+                    self._release_locked(m)
+
+    def _release_locked(self, message: Any) -> None:
+        refs = message.store_refs - 1
+        message.store_refs = refs
+        if refs == 0:
+            try:
+                del self.buffer[message.store_key]
+            except KeyError:
+                log.error("message body %d missing from the store", message.store_key)
+        elif refs < 0:
+            log.error("message body %d released once too often", message.store_key)
+
+    def stats(self) -> dict[str, int]:
+        """Counters for logs, the management API and tests."""
+        with self.lock:
+            return {
+                "budget": self.budget,
+                "messages": len(self._fast.d) + len(self.slow),
+                "memory_bytes": int(self._fast.total_weight),
+                "spilled_messages": len(self.slow),
+                "spilled_bytes": self.slow.bytes,
+                "spill_files": self.slow.file_count(),
+                "spill_file_bytes": self.slow.disk_bytes(),
+            }
+
+    def close(self) -> None:
+        with self.lock:
+            self.slow.close()
