@@ -183,6 +183,9 @@ def test_basic_get(admin, user_conn, n):
     admin.queue_declare(n("r", "q"), auto_delete=True)
     admin.queue_declare(n("w", "q"), auto_delete=True)
     admin.basic_publish("", n("r", "q"), b"m")
+    # a round trip on the publishing connection: the publish (no confirm) is routed before
+    # the get on the other connection looks (publishes are asynchronous)
+    admin.queue_declare(n("r", "q"), passive=True)
     ch = user_conn.channel()
     assert ch.basic_get(n("r", "q"), auto_ack=True)[2] == b"m"
     deny(refused("read", "queue", n("w", "q")), ch.basic_get, n("w", "q"))
