@@ -98,3 +98,37 @@ def test_text_log_format(tmp_path):
     finally:
         p.terminate()
         assert p.wait(30) == 0
+
+
+def test_log_file_reopened_after_rotation(tmp_path):
+    """--log-file: after logrotate moves the file and sends SIGHUP, lines go to a new file."""
+    import json
+    import signal
+    import time
+
+    log = tmp_path / "syncmq.log"
+    p = subprocess.Popen([sys.executable, "-m", "syncmq.cli", "--port", "0", "--data-dir",
+                          str(tmp_path / "data"), "--log-file", str(log),
+                          "--management-port", "-1"])
+    try:
+        deadline = time.monotonic() + 30
+        port = None
+        while port is None:  # the broker writes its start-up line to the file we poll
+            assert time.monotonic() < deadline and p.poll() is None
+            if log.exists():
+                for line in log.read_text().splitlines():
+                    rec = json.loads(line)
+                    port = rec.get("port", port)
+            time.sleep(0.05)  # polling a file another process writes
+        log.rename(tmp_path / "syncmq.log.1")
+        p.send_signal(signal.SIGHUP)
+        conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", port))
+        conn.close()
+        deadline = time.monotonic() + 30
+        while not (log.exists() and "connection opened" in log.read_text()):
+            assert time.monotonic() < deadline, "no new log file after SIGHUP"
+            time.sleep(0.05)  # polling a file another process writes
+        assert "connection opened" not in (tmp_path / "syncmq.log.1").read_text()
+    finally:
+        p.terminate()
+        assert p.wait(30) == 0
