@@ -1,0 +1,169 @@
+#!/usr/bin/env python3
+"""Backlog: a large queue published completely, then drained completely, with broker RSS sampled.
+
+The memory budget's acceptance run (docs/architecture.md, "Memory budget"): 1,000,000 messages
+of 1 KiB into one queue with ``--memory-budget 64MiB``, published by ``syncmq-perf`` (one
+producer, publisher confirms) and then drained by one ``syncmq-perf`` consumer (manual acks).
+A sampler reads ``VmRSS`` and ``VmHWM`` from ``/proc/<broker pid>/status`` every 0.2 s; the
+spill directory is measured after the publish and after the drain. The last line printed is a
+JSON summary (figures, not assertions: nothing here fails on time).
+
+    python bench/backlog.py                            # 1M x 1 KiB, --memory-budget 64MiB
+    python bench/backlog.py --budget 0                 # the same backlog without a budget
+    python bench/backlog.py --messages 300000 --out bench/results/backlog.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+KiB = 1024
+
+
+def _status(pid: int) -> dict[str, int]:
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            if k in ("VmRSS", "VmHWM"):
+                out[k] = int(v.split()[0])  # KiB
+    return out
+
+
+class Sampler(threading.Thread):
+    """Max and last VmRSS per phase (KiB)."""
+
+    def __init__(self, pid: int, interval: float = 0.2) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.interval = interval
+        self.phase = "idle"
+        self.max_rss: dict[str, int] = {}
+        self.samples: list[tuple[float, str, int]] = []
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        t0 = time.monotonic()
+        while not self._halt.is_set():
+            try:
+                rss = _status(self.pid)["VmRSS"]
+            except (OSError, KeyError):
+                return
+            self.max_rss[self.phase] = max(self.max_rss.get(self.phase, 0), rss)
+            self.samples.append((round(time.monotonic() - t0, 1), self.phase, rss))
+            self._halt.wait(self.interval)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join()
+
+
+def start_broker(data_dir: str, budget: str, workers: int) -> tuple[subprocess.Popen, int]:
+    args = [sys.executable, "-m", "syncmq.cli", "--port", "0", "--data-dir", data_dir,
+            "--log-format", "json", "--log-level", "info", "--management-port", "-1",
+            "--workers", str(workers), "--memory-budget", budget,
+            "--memory-high-watermark", "0"]
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                            bufsize=1)
+    for line in proc.stderr:
+        if '"port"' in line:
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if "port" in rec:
+                threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()
+                return proc, int(rec["port"])
+    raise RuntimeError("syncmq did not start")
+
+
+def spill_usage(data_dir: str) -> dict[str, int]:
+    d = os.path.join(data_dir, "spill")
+    if not os.path.isdir(d):
+        return {"files": 0, "bytes": 0}
+    names = os.listdir(d)
+    return {"files": len(names), "bytes": sum(os.path.getsize(os.path.join(d, n))
+                                              for n in names)}
+
+
+def perf(port: int, *args: str) -> dict:
+    cmd = ["syncmq-perf", "--uri", f"amqp://guest:guest@127.0.0.1:{port}/%2f", *args]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--messages", type=int, default=1_000_000)
+    p.add_argument("--size", type=int, default=1024)
+    p.add_argument("--budget", default="64MiB", help="--memory-budget of the broker (0: none)")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--data-dir", default=None, help="default: a temporary directory")
+    p.add_argument("--out", default=None, help="also write the JSON summary here")
+    opts = p.parse_args()
+
+    data_dir = opts.data_dir or tempfile.mkdtemp(prefix="syncmq-backlog-")
+    proc, port = start_broker(data_dir, opts.budget, opts.workers)
+    sampler = Sampler(proc.pid)
+    sampler.start()
+    result: dict = {"messages": opts.messages, "size": opts.size, "budget": opts.budget,
+                    "volume_bytes": opts.messages * opts.size}
+    try:
+        time.sleep(0.5)
+        result["rss_idle_kib"] = _status(proc.pid)["VmRSS"]
+        sampler.phase = "publish"
+        t0 = time.monotonic()
+        pub = perf(port, "-x", "1", "-y", "0", "-C", str(opts.messages), "-s", str(opts.size),
+                   "-c", "2000", "--keep-queues")
+        result["publish_seconds"] = round(time.monotonic() - t0, 1)
+        result["publish_rate"] = round(opts.messages / result["publish_seconds"])
+        result["publish_perf"] = {k: pub.get(k) for k in ("sent", "confirmed", "send_rate")
+                                  if k in pub}
+        time.sleep(1.0)
+        st = _status(proc.pid)
+        result["after_publish"] = {"rss_kib": st["VmRSS"], "hwm_kib": st["VmHWM"],
+                                   "spill": spill_usage(data_dir)}
+        sampler.phase = "drain"
+        t0 = time.monotonic()
+        con = perf(port, "-x", "0", "-y", "1", "-D", str(opts.messages), "--predeclared",
+                   "-q", "1000", "-A", "100", "--drain-timeout", "3600")
+        result["drain_seconds"] = round(time.monotonic() - t0, 1)
+        result["drain_rate"] = round(opts.messages / result["drain_seconds"])
+        result["drain_perf"] = {k: con.get(k) for k in ("received", "receive_rate")
+                                if k in con}
+        time.sleep(1.0)
+        st = _status(proc.pid)
+        result["after_drain"] = {"rss_kib": st["VmRSS"], "hwm_kib": st["VmHWM"],
+                                 "spill": spill_usage(data_dir)}
+        result["max_rss_kib"] = dict(sampler.max_rss)
+        hwm = st["VmHWM"]
+        result["hwm_minus_idle_per_message_bytes"] = round(
+            (hwm - result["rss_idle_kib"]) * KiB / opts.messages, 1)
+    finally:
+        sampler.stop()
+        proc.terminate()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if opts.data_dir is None:
+            shutil.rmtree(data_dir, ignore_errors=True)
+    line = json.dumps(result)
+    print(line)
+    if opts.out:
+        with open(opts.out, "w") as f:
+            f.write(line + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
