@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -23,6 +24,13 @@ from typing import Any
 log = logging.getLogger("syncmq.workers")
 
 _STOP = object()
+# The interpreter's GIL switch interval while the pool runs (CPython's default is 5 ms). A
+# thread that becomes runnable (a worker handed a batch of acks, the reactor woken to send
+# deliveries) waits for the GIL until the running thread drops it, up to this long: with a
+# publisher keeping another thread busy, every hand-off of a consumer's ack/deliver round
+# trip cost up to 5 ms, which capped a prefetch-100 consumer at a few thousand msg/s. At
+# 0.2 ms: S2 (1 KiB, manual ack, prefetch 100) 7,855 -> 36,153 delivered/s, S1 and S3 unchanged.
+SWITCH_INTERVAL = 0.0002
 _local = threading.local()
 
 
@@ -94,6 +102,8 @@ class WorkerPool:
             w.on_deferred = fn
 
     def start(self) -> None:
+        if sys.getswitchinterval() > SWITCH_INTERVAL:
+            sys.setswitchinterval(SWITCH_INTERVAL)
         for w in self.workers:
             w.thread.start()
 
