@@ -363,9 +363,13 @@ class Queue:
         if letters:
             self._publish_letters(letters)
 
-    def settle(self, entries: list[tuple[int, Message]], rejected: bool = False) -> None:
+    def settle(
+        self, entries: list[tuple[int, Message]], rejected: bool = False, dispatch: bool = False
+    ) -> None:
         """Unacked ``(seq, message)`` entries were acked, or rejected without requeue
-        (``rejected``: then they are dead-lettered if the queue has a dead-letter exchange)."""
+        (``rejected``: then they are dead-lettered if the queue has a dead-letter exchange).
+        ``dispatch``: then deliver to consumers with credit under the same lock hold (what
+        :meth:`dispatch` would do next, without taking the lock a second time)."""
         count = len(entries)
         with self.lock:
             self.unacked_count -= count
@@ -380,6 +384,10 @@ class Queue:
                 letters = [(m, "rejected") for _, m in entries]
             elif self.store is not None:
                 self.store.release_many([m for _, m in entries])
+            if dispatch and self.consumers and self.ready:
+                self._dispatch_locked()
+            if self._letters:
+                letters = (letters or []) + self._take_letters_locked()
         if letters:
             self._publish_letters(letters)
 

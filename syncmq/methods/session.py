@@ -152,6 +152,15 @@ class Channel:
     def deliver(
         self, consumer: Consumer, queue: Queue, seq: int, message: Message, redelivered: bool
     ) -> bool:
+        if not consumer.no_ack and (
+            (consumer.prefetch and consumer.unacked >= consumer.prefetch)
+            or (self.global_prefetch and self.global_unacked >= self.global_prefetch)
+        ):
+            # No credit, read without the lock: a queue with a backlog asks on every publish,
+            # and taking the lock each time convoys the publisher's worker with the consumer's.
+            # A stale "full" is safe: credit is freed under the lock and then the queues
+            # are dispatched again (Channel.settle), after this refusal.
+            return False
         with self.lock:
             if self.closing or not self.flow_active:
                 return False
@@ -288,12 +297,19 @@ class Channel:
                 by_queue[id(q)] = (q, [(seq, msg)])
             else:
                 slot[1].append((seq, msg))
-        for q, items in by_queue.values():
-            if requeue:
+        if requeue:
+            for q, items in by_queue.values():
                 q.requeue(items)
-            else:
-                q.settle(items, reject)
-        self.refill()
+            self.refill()
+            return
+        # Acks and rejections: each queue settles and delivers what the freed credit allows
+        # under one hold of its lock. Without a global prefetch the credit freed is only that
+        # of these queues' consumers, so no refill (and no channel lock) is needed for the
+        # others; this connection's worker is the only writer of ``global_prefetch``.
+        for q, items in by_queue.values():
+            q.settle(items, reject, dispatch=True)
+        if self.global_prefetch:
+            self.refill()
 
     def refill(self) -> None:
         """Credit was freed: let each queue this channel consumes from deliver more."""
