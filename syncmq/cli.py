@@ -13,6 +13,37 @@ from .server import Server, ServerConfig
 log = logging.getLogger("syncmq")
 
 
+def raise_nofile_limit() -> None:
+    """Raise the soft limit of open files to the hard limit: every connection is a socket, and
+    distributions default the soft limit to 1024 (RabbitMQ asks for 65536 or more). Logged."""
+    try:
+        import resource
+    except ImportError:  # not on POSIX
+        return
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (OSError, ValueError):
+        return
+    target = hard
+    if hard == resource.RLIM_INFINITY:
+        target = 1 << 20  # Linux's default fs.nr_open, the most an unlimited hard limit allows
+        try:
+            with open("/proc/sys/fs/nr_open") as f:
+                target = int(f.read())
+        except (OSError, ValueError):
+            pass
+    if soft == resource.RLIM_INFINITY or soft >= target:
+        log.info("open files limit", extra={"nofile_soft": soft, "nofile_hard": hard})
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (OSError, ValueError) as e:
+        log.warning("cannot raise the open files limit from %d to %d: %s", soft, target, e)
+        return
+    log.info("raised the open files limit from %d to %d", soft, target,
+             extra={"nofile_soft": target, "nofile_hard": hard})
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # exits 2 with a message naming the option
@@ -27,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         except UsersFileError as e:
             parser.error(f"--users-file: {e}")  # exits 2
     handler = setup_logging(args.log_level, args.log_format, args.log_file)
+    raise_nofile_limit()
     config = ServerConfig(
         bind=args.bind,
         port=args.port,
@@ -43,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         disk_free_limit=args.disk_free_limit,
         max_connections=args.max_connections,
         memory_budget=args.memory_budget,
+        max_pending_output=args.max_pending_output,
         tls_port=args.tls_port,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,

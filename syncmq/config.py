@@ -118,6 +118,10 @@ def build_parser() -> configargparse.ArgumentParser:
     # Hidden (tests): a small segment size makes segments roll and compaction run early.
     p.add_argument("--journal-segment-bytes", type=parse_size, default="64MiB",
                    help=configargparse.SUPPRESS)
+    # Hidden (tests, tuning): unsent output per connection above which its consumers get no
+    # deliveries and it is not read, until sent down to a quarter of it (docs/architecture.md).
+    p.add_argument("--max-pending-output", type=parse_size, default="8MiB",
+                   help=configargparse.SUPPRESS)
     p.add_argument("--memory-budget", type=parse_size, default="0",
                    help="bytes of queued message bodies kept in memory (e.g. 256MiB); bodies "
                         "beyond it spill to DATA_DIR/spill; 0 (default) keeps them all in "

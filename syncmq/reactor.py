@@ -68,6 +68,15 @@ class _Listener:
 # (RabbitMQ's credit flow between reader and channel plays the same part).
 FLOW_HIGH = 8
 FLOW_LOW = 2
+# Output back-pressure (docs/architecture.md, "Flow control"): a connection with more than
+# OUT_HIGH bytes written but not yet sent gets no more deliveries (``Channel.deliver`` says "no
+# credit") and is not read (its own requests, such as mandatory publishes that come back as
+# basic.return, would add more output) until the reactor has sent enough of it to be down to
+# OUT_LOW; then its consumers are refilled on its worker. A consumer or publisher that never
+# reads its socket costs the broker at most about OUT_HIGH (plus one message) of memory.
+# Configurable with the hidden --max-pending-output option (OUT_LOW is a quarter of it).
+OUT_HIGH = 8 * 1024 * 1024
+OUT_LOW = 2 * 1024 * 1024
 TLS_SEND_MAX = 256 * 1024  # bytes joined per SSLSocket.send (TLS cannot scatter/gather)
 _WAKE = object()
 
@@ -79,15 +88,20 @@ class Handler(Protocol):
     def frames_received(self, frames: list) -> None: ...
     def frame_error(self, exc: AMQPConnectionError) -> None: ...
     def connection_lost(self) -> None: ...
+    def output_drained(self) -> None: ...
 
 
 class Transport:
     """The reactor's view of one client connection.
 
     Ownership: ``sock``, ``inbuf``, ``sending`` and the timestamps belong to the reactor thread.
-    ``out`` is shared: workers append, the reactor drains; ``out_lock`` guards it (and only it).
+    ``out`` is shared: workers append, the reactor drains; ``out_lock`` guards it, together
+    with ``pending_out`` (bytes in ``out`` and ``sending``: added by :meth:`write`, subtracted
+    by the reactor as it sends), ``throttled`` and ``inflight``.
     ``frame_max`` is written by the worker after tune-ok and read by the reactor; a plain int
     attribute store, so a stale read only means one more frame checked against the old limit.
+    ``pending_out`` is also read without the lock by :meth:`output_full`'s callers (one int
+    comparison per delivery); a stale read is settled under the lock by :meth:`throttle`.
     """
 
     __slots__ = (
@@ -96,6 +110,7 @@ class Transport:
         "writing", "frame_max", "heartbeat", "last_recv", "last_send", "opened", "bytes_in",
         "bytes_out", "created", "tls", "tls_handshaking", "peer_cert",
         "tls_retry", "inflight", "paused_flow", "paused_alarm", "registered_events",
+        "pending_out", "out_high", "out_low", "throttled", "paused_output",
     )
 
     def __init__(self, reactor: Reactor, sock: socket.socket, peer: Any, worker: Worker) -> None:
@@ -136,6 +151,14 @@ class Transport:
         self.paused_flow = False  # reactor thread only
         self.paused_alarm = False  # reactor thread only
         self.registered_events = selectors.EVENT_READ  # what the selector watches for us
+        # Output back-pressure (see OUT_HIGH): unsent bytes, the watermarks, whether a delivery
+        # was refused since the last drain (so the reactor must trigger a refill; guarded by
+        # ``out_lock``), and whether reading is paused for it (reactor thread only).
+        self.pending_out = 0
+        self.out_high = reactor.out_high
+        self.out_low = reactor.out_low
+        self.throttled = False
+        self.paused_output = False
 
     # ---- called from any thread ----
 
@@ -143,9 +166,13 @@ class Transport:
         """Queue ``chunks`` (bytes or memoryviews) for sending, in order. Thread-safe."""
         if self.closed:
             return
+        n = 0
+        for c in chunks:
+            n += len(c)
         with self.out_lock:
             was_empty = not self.out
             self.out.extend(chunks)
+            self.pending_out += n
         if was_empty:
             self._wake()
 
@@ -156,8 +183,22 @@ class Transport:
         with self.out_lock:
             was_empty = not self.out
             self.out.append(data)
+            self.pending_out += len(data)
         if was_empty:
             self._wake()
+
+    def throttle(self) -> bool:
+        """Called when ``pending_out > out_high`` was read without the lock (a consumer is about
+        to get a delivery): True if the output really is over the high watermark, and then the
+        reactor will call the handler's ``output_drained`` on our worker once it is down to
+        ``out_low``; False (deliver) otherwise. Thread-safe."""
+        if self.throttled:
+            return True  # set under the lock; cleared (and the refill queued) by the reactor
+        with self.out_lock:
+            if self.pending_out > self.out_high and not self.closed:
+                self.throttled = True
+                return True
+        return False
 
     def _wake(self) -> None:
         """Get the reactor to flush us: at the end of the current worker task if called on a
@@ -205,10 +246,8 @@ class Transport:
         self.opened = True
 
     def pending_bytes(self) -> int:
-        """Approximate unsent bytes (for back-pressure and metrics)."""
-        with self.out_lock:
-            n = sum(len(c) for c in self.out)
-        return n + sum(len(c) for c in self.sending)
+        """Unsent bytes (for metrics)."""
+        return self.pending_out
 
 
 HandlerFactory = Callable[[Transport], Handler]
@@ -223,8 +262,11 @@ class Reactor:
         handler_factory: HandlerFactory,
         handshake_timeout: float = 10.0,
         max_connections: int = 0,
+        max_pending_output: int = OUT_HIGH,
     ) -> None:
         self.pool = pool
+        self.out_high = max_pending_output
+        self.out_low = max_pending_output // 4
         self.handler_factory = handler_factory
         self.handshake_timeout = handshake_timeout
         self.max_connections = max_connections  # 0: no limit
@@ -586,7 +628,8 @@ class Reactor:
     def _update_events(self, t: Transport) -> None:
         """Make the selector watch what ``t`` needs: reads unless paused, writes while output
         is pending. Reactor thread only."""
-        events = 0 if (t.paused_flow or t.paused_alarm) else selectors.EVENT_READ
+        events = 0 if (t.paused_flow or t.paused_alarm or t.paused_output) \
+            else selectors.EVENT_READ
         if t.writing:
             events |= selectors.EVENT_WRITE
         old = t.registered_events
@@ -614,6 +657,7 @@ class Reactor:
         t.inbuf = bytearray()
         with t.out_lock:
             t.out.append(PROTOCOL_HEADER)
+            t.pending_out += len(PROTOCOL_HEADER)
         self._close_after_flush(t)
 
     def _flush(self, t: Transport) -> None:
@@ -625,6 +669,7 @@ class Reactor:
                 t.out.clear()
         sending = t.sending
         sock = t.sock
+        sent = 0
         while sending:
             batch = list(itertools.islice(sending, IOV_MAX)) if len(sending) > 1 else [sending[0]]
             try:
@@ -645,6 +690,7 @@ class Reactor:
                 self._lost(t)
                 return
             t.bytes_out += n
+            sent += n
             t.last_send = time.monotonic()
             while n:
                 c = sending[0]
@@ -662,6 +708,20 @@ class Reactor:
                 if t.out:
                     sending.extend(t.out)
                     t.out.clear()
+        with t.out_lock:
+            t.pending_out = pending = t.pending_out - sent
+            drained = t.throttled and pending <= t.out_low
+            if drained:
+                t.throttled = False
+        if drained:
+            t.worker.submit(t.handler.output_drained)
+        if t.paused_output:
+            if pending <= t.out_low:
+                t.paused_output = False
+                self._update_events(t)
+        elif pending > t.out_high:
+            t.paused_output = True
+            self._update_events(t)
         if sending:
             if not t.writing:
                 t.writing = True
@@ -710,7 +770,16 @@ class Reactor:
             return
         now = time.monotonic()
         hb = t.heartbeat
-        if t.paused_flow or t.paused_alarm:
+        if t.paused_output and now - t.last_send > 2 * hb:
+            # we stopped reading because the peer does not read: it has not taken a byte
+            # for two intervals (not even our heartbeats), so it is as dead as a silent one
+            log.warning(
+                "client %s has not read anything for %ds (heartbeat timeout %ds); closing "
+                "connection", _fmt_peer(t.peer), int(now - t.last_send), hb,
+            )
+            self._lost(t)
+            return
+        if t.paused_flow or t.paused_alarm or t.paused_output:
             t.last_recv = now  # we are not reading: silence is ours, not the peer's
         elif now - t.last_recv > 2 * hb:
             log.warning(
@@ -722,6 +791,7 @@ class Reactor:
         if now - t.last_send >= hb / 2:
             with t.out_lock:
                 t.out.append(HEARTBEAT_FRAME)
+                t.pending_out += len(HEARTBEAT_FRAME)
             self._flush(t)
         self._add_timer(now + hb / 2, self._heartbeat_tick, (t,))
 

@@ -63,6 +63,7 @@ class ServerConfig:
     memory_high_watermark: int = 0  # bytes of RSS; 0 disables the memory alarm
     disk_free_limit: int = 0  # bytes free in data_dir; 0 disables the disk alarm
     max_connections: int = 0  # 0: no limit
+    max_pending_output: int = 8 * 1024 * 1024  # hidden --max-pending-output (reactor.OUT_HIGH)
     fsync: str = "batch"  # journal fsync mode: batch (group commit), always, never
     journal_segment_bytes: int = 64 * 1024 * 1024  # hidden --journal-segment-bytes (tests)
     journal: bool = True  # False: nothing on disk at all (tests of the broker alone)
@@ -94,7 +95,7 @@ class Server:
         )
         self.pool = WorkerPool(config.workers)
         self.reactor = Reactor(self.pool, self._make_session, config.handshake_timeout,
-                               config.max_connections)
+                               config.max_connections, config.max_pending_output)
         # Broker timers (TTL expiry, x-expires): the reactor owns timers, a worker runs them
         timer_worker = self.pool.workers[0]
         self.broker.scheduler.hook = lambda delay, fn: self.reactor.call_later(

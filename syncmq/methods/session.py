@@ -39,7 +39,10 @@ class Transport(Protocol):
     which lives a layer above and is therefore not imported here). All thread-safe."""
 
     peer: Any
+    pending_out: int  # unsent output bytes (read without a lock: see ``throttle``)
+    out_high: int  # the output high watermark
 
+    def throttle(self) -> bool: ...
     def write(self, chunks: list) -> None: ...
     def write1(self, data: bytes) -> None: ...
     def close_after_flush(self) -> None: ...
@@ -152,6 +155,11 @@ class Channel:
     def deliver(
         self, consumer: Consumer, queue: Queue, seq: int, message: Message, redelivered: bool
     ) -> bool:
+        t = self.session.transport
+        if t.pending_out > t.out_high and t.throttle():
+            # Output back-pressure: the client is not reading what it was sent. No credit
+            # until the reactor has sent enough; it then calls Session.output_drained.
+            return False
         if not consumer.no_ack and (
             (consumer.prefetch and consumer.unacked >= consumer.prefetch)
             or (self.global_prefetch and self.global_unacked >= self.global_prefetch)
@@ -311,10 +319,12 @@ class Channel:
         if self.global_prefetch:
             self.refill()
 
-    def refill(self) -> None:
-        """Credit was freed: let each queue this channel consumes from deliver more."""
+    def refill(self, no_ack_too: bool = False) -> None:
+        """Credit was freed: let each queue this channel consumes from deliver more (acks free
+        credit of ack-mode consumers only; a drained output, ``no_ack_too``, of every one)."""
         with self.lock:
-            queues = {id(c.queue): c.queue for c in self.consumers.values() if not c.no_ack}
+            queues = {id(c.queue): c.queue for c in self.consumers.values()
+                      if no_ack_too or not c.no_ack}
         for q in queues.values():
             q.dispatch()
 
@@ -546,6 +556,14 @@ class Session:
         self.proto.state = pconn.CLOSED
         self.release()
         self._hang_up(SILENT_CLOSE_DELAY)
+
+    def output_drained(self) -> None:
+        """The reactor sent our output down to its low watermark after a delivery had been
+        refused for it (see ``Channel.deliver``): let every consumer have messages again."""
+        if self.proto.state == pconn.CLOSED:
+            return
+        for ch in list(self.channels.values()):
+            ch.refill(no_ack_too=True)
 
     def connection_lost(self) -> None:
         if self.proto.state not in (pconn.CLOSED,) and self.proto.state != pconn.CLOSING:
