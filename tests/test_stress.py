@@ -457,6 +457,30 @@ def test_consumer_that_never_reads(broker_factory, unique, no_ack):
     pub.close()
 
 
+def test_consumer_that_never_reads_is_closed_after_two_heartbeats(broker_factory, unique):
+    """Reading a connection is paused while its output is over the watermark, so its
+    heartbeats cannot be seen; one that has not taken a single octet (not even our heartbeats)
+    for two intervals is closed as a dead peer, and its queue goes to other consumers."""
+    b = broker_factory("--heartbeat", "1", *BP_ARGS)
+    slow = connect(b.port, heartbeat=1)
+    slow.open_channel(1)
+    slow.send_method(1, _spec.Queue.Declare(queue=unique))
+    slow.expect_method(1, _spec.Queue.DeclareOk)
+    slow.send_method(1, _spec.Basic.Consume(queue=unique, no_ack=True))
+    slow.expect_method(1, _spec.Basic.ConsumeOk)
+    pub = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", b.port, heartbeat=0))
+    ch = pub.channel()
+    body = os.urandom(256 * 1024)
+    for _ in range(160):  # 40 MiB: well over the kernel buffers and the 8 MiB watermark
+        ch.basic_publish("", unique, body)
+    b.wait_for_log("has not read anything", timeout=60)
+    wait_for(lambda: ch.queue_declare(unique, passive=True).method.consumer_count == 0, 30,
+             "the consumer to be gone")
+    assert ch.queue_declare(unique, passive=True).method.message_count > 0
+    pub.close()
+    slow.close()
+
+
 def test_publisher_that_never_reads(broker_factory):
     """Mandatory publishes to nowhere come back as basic.return (the whole body) and confirms:
     a publisher that never reads them is not read either once its unsent output is over the
