@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 from .broker.auth import UsersFileError, UserStore
@@ -57,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
             users = UserStore.load(args.users_file)
         except UsersFileError as e:
             parser.error(f"--users-file: {e}")  # exits 2
+    ready_fd = daemonize(args.log_file is not None) if args.daemonize else None
+    if args.pid_file:
+        write_pid_file(args.pid_file)
     handler = setup_logging(args.log_level, args.log_format, args.log_file)
     raise_nofile_limit()
     config = ServerConfig(
@@ -95,11 +99,14 @@ def main(argv: list[str] | None = None) -> int:
         server.start()
     except JournalError as e:
         log.error("cannot open the journal in %s: %s", args.data_dir, e)
+        _report_ready(ready_fd, False)
         return 1
     except OSError as e:
         where = e.filename or f"{args.bind}:{args.port}"
         log.error("cannot listen on %s: %s", where, e.strerror or e)
+        _report_ready(ready_fd, False)
         return 1
+    _report_ready(ready_fd, True)
     if hasattr(handler, "reopenIfNeeded"):
         server.on_hup = handler.reopenIfNeeded
     try:
@@ -107,7 +114,48 @@ def main(argv: list[str] | None = None) -> int:
     except Exception:
         log.exception("fatal error")
         return 1
+    finally:
+        if args.pid_file:
+            try:
+                os.unlink(args.pid_file)
+            except OSError:
+                pass
     return 0
+
+
+def daemonize(has_log_file: bool) -> int:
+    """Detach: fork, setsid, fork again. The original process waits for the daemon to say it
+    is listening (one byte on a pipe) and exits 0, or 1 if it failed to start. Returns the
+    daemon's end of that pipe. stdin/stdout go to /dev/null, and stderr too when logs go to
+    a file. Must run before any thread starts."""
+    r, w = os.pipe()
+    if os.fork() > 0:
+        os.close(w)
+        status = os.read(r, 1)
+        os._exit(0 if status == b"0" else 1)
+    os.close(r)
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(0)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.dup2(devnull, 1)
+    if has_log_file:
+        os.dup2(devnull, 2)
+    return w
+
+
+def write_pid_file(path: str) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        f.write(f"{os.getpid()}\n")
+    os.replace(tmp, path)
+
+
+def _report_ready(fd: int | None, ok: bool) -> None:
+    if fd is not None:
+        os.write(fd, b"0" if ok else b"1")
+        os.close(fd)
 
 
 if __name__ == "__main__":

@@ -112,6 +112,10 @@ def build_parser() -> configargparse.ArgumentParser:
                         "space than this (default %(default)s; 0 disables)")
     p.add_argument("--max-connections", type=int, default=0,
                    help="refuse connections beyond this many (0: no limit)")
+    p.add_argument("--daemonize", action="store_true",
+                   help="detach from the terminal (for hosts without a supervisor); the "
+                        "command returns once the broker listens, 1 if it could not start")
+    p.add_argument("--pid-file", default=None, help="write the broker's pid here")
     p.add_argument("--fsync", default="batch", choices=["batch", "always", "never"],
                    help="journal fsync policy: batch (group commit, default), always (one "
                         "fsync per append), never (leave it to the OS)")
