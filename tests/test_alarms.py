@@ -3,9 +3,13 @@ lets them go with connection.unblocked once memory is back under it."""
 
 from __future__ import annotations
 
+import select
 import time
 
+import amqp_raw
 import pika
+
+from syncmq.wire import _spec
 
 
 def _rss(pid: int) -> int:
@@ -25,39 +29,71 @@ def _wait(conn, cond, timeout: float) -> bool:
     return True
 
 
+def _method_of(frame):
+    if frame.type != _spec.FRAME_METHOD:
+        return None
+    return _spec.decode_method(frame.payload)
+
+
+def _next_method(client, cls, timeout: float):
+    """Wait for a method of type ``cls`` from the broker (other frames are skipped)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        m = _method_of(client.read_frame(max(0.01, deadline - time.monotonic())))
+        if isinstance(m, cls):
+            return m
+
+
 def test_memory_alarm_blocks_and_unblocks_publishers(broker_factory):
+    """A raw publisher (its sends never block the test: it only writes when the socket is
+    writable) floods 1 MiB messages until connection.blocked; a consumer on another connection
+    is still served and purges; connection.unblocked follows and publishing works again."""
     b = broker_factory("--memory-high-watermark", "160MiB")
     assert _rss(b.proc.pid) < 120 * 1024 * 1024, "idle broker already near the watermark"
-    events: list[str] = []
-    pub = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", b.port))
-    pub.add_on_connection_blocked_callback(lambda _c, m: events.append(m.method.reason))
-    pub.add_on_connection_unblocked_callback(lambda _c, _m: events.append("unblocked"))
-    ch = pub.channel()
-    ch.queue_declare("alarm-backlog")
+    admin = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", b.port))
+    ach = admin.channel()
+    ach.queue_declare("alarm-backlog")
+    pub = amqp_raw.connect(b.port, capabilities={"connection.blocked": True})
+    pub.open_channel(1)
     body = b"x" * (1024 * 1024)
-    for _ in range(400):  # 1 MiB bodies until the broker says it is blocked
-        ch.basic_publish("", "alarm-backlog", body)
-        pub.process_data_events(time_limit=0)
-        if events:
-            break
-    assert _wait(pub, lambda: bool(events), 30), "no connection.blocked"
-    assert events[0] == "low on memory"
+    one = b"".join(
+        [amqp_raw.encode_frame(_spec.FRAME_METHOD, 1, _spec.Basic.Publish(
+            exchange="", routing_key="alarm-backlog").encode())]
+        + [bytes(c) for c in amqp_raw.encode_content(1, 60, b"\x00\x00", body, pub.frame_max)])
+    pending = memoryview(b"")
+    blocked = None
+    deadline = time.monotonic() + 60
+    while blocked is None:  # at most ~400 MiB; the watermark is 160 MiB
+        assert time.monotonic() < deadline, "no connection.blocked"
+        if not pending:
+            pending = memoryview(one)
+        r, w, _ = select.select([pub.sock], [pub.sock], [], 0.5)
+        if w:
+            pending = pending[pub.sock.send(pending[:262144]):]
+        if r:
+            try:
+                m = _method_of(pub.read_frame(0.01))
+            except TimeoutError:
+                continue
+            if isinstance(m, _spec.Connection.Blocked):
+                blocked = m
+    assert blocked.reason == "low on memory"
     b.wait_for_log("memory resource limit alarm")
-    # a consumer on another connection is still served while publishers are blocked
-    other = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", b.port))
-    och = other.channel()
-    method, _props, got = och.basic_get("alarm-backlog", auto_ack=True)
+    # consumers are served while publishers are blocked
+    method, _props, got = ach.basic_get("alarm-backlog", auto_ack=True)
     assert got == body
-    och.queue_purge("alarm-backlog")
-    other.close()
-    assert _wait(pub, lambda: "unblocked" in events, 30), "no connection.unblocked"
+    ach.queue_purge("alarm-backlog")
+    _next_method(pub, _spec.Connection.Unblocked, 30)
     b.wait_for_log("cleared")
-    # and the publisher works again
-    ch.queue_declare("alarm-after")
-    ch.basic_publish("", "alarm-after", b"again")
-    assert _wait(pub, lambda: ch.queue_declare("alarm-after", passive=True).method.message_count
-                 == 1, 10)
+    # the broker reads the publisher again: finish the cut message, then publish once more
+    ach.queue_declare("alarm-after")
+    pub.sock.settimeout(30)
+    pub.sock.sendall(pending)
+    pub.publish(1, "", "alarm-after", b"again")
+    assert _wait(admin, lambda: ach.queue_declare("alarm-after", passive=True).method
+                 .message_count == 1, 30)
     pub.close()
+    admin.close()
 
 
 def test_disk_alarm_blocks_publishers_on_connect(broker_factory):
