@@ -6,7 +6,6 @@ that goes away holding unacked messages)."""
 from __future__ import annotations
 
 import threading
-import time
 from collections import Counter
 
 import pytest
@@ -115,12 +114,10 @@ def test_noack_every_message_delivered_exactly_once(broker, queues):
         h.spawn(consumer, c)
     for _ in range(CONSUMERS):
         assert ready.acquire(timeout=DEADLINE)
-    started = time.monotonic()
     for p in range(PRODUCERS):
         h.spawn(h.producer, p)
-    h.wait_for(lambda: total[0] >= TOTAL, f"{TOTAL} deliveries")
+    h.wait_for(lambda: total[0] >= TOTAL, f"{TOTAL} deliveries")  # bounded by DEADLINE
     h.finish()
-    elapsed = time.monotonic() - started
 
     everything = Counter(b for mine in received for b in mine)
     expected = {_body(p, i) for p in range(PRODUCERS) for i in range(PER_PRODUCER)}
@@ -137,7 +134,6 @@ def test_noack_every_message_delivered_exactly_once(broker, queues):
     with connection(broker.port) as conn:
         ch = conn.channel()
         assert [message_count(ch, q) for q in queues] == [0] * QUEUES
-    assert elapsed < DEADLINE
 
 
 def test_manual_ack_each_message_acked_exactly_once(broker, queues):
