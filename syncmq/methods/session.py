@@ -281,20 +281,6 @@ class Channel:
                     self.global_unacked -= 1
         return entries
 
-    def check_tags(self, tag: int, multiple: bool) -> None:
-        """406 unless ``tag`` names an unacked delivery (tx mode checks before commit)."""
-        with self.lock:
-            if multiple and tag == 0:
-                return
-            if multiple:
-                if not any(t <= tag for t in self.unacked_tags()):
-                    raise _unknown_tag(tag)
-            elif tag not in self.unacked:
-                raise _unknown_tag(tag)
-
-    def unacked_tags(self) -> list[int]:
-        return [t for t, _ in self.unacked.items()]
-
     def settle(self, entries: list, requeue: bool, reject: bool = False) -> None:
         """Apply acks (requeue=False), rejections (``reject``: dead-lettered where the queue
         has a dead-letter exchange) or requeues to the queues, then refill consumers."""
@@ -512,14 +498,11 @@ class Session:
             channel = channels.get(ch_id) if ch_id else None
             if method.INDEX == _CHANNEL_OPEN and channel is None:
                 channel = self.open_channel(ch_id)
-            if channel is not None and channel.closing and not _CLOSE_METHODS.__contains__(
-                method.INDEX
-            ):
+            if channel is not None and channel.closing and method.INDEX not in _CLOSE_METHODS:
                 continue
             handler = handlers.get(method.INDEX)
             if handler is None:
                 raise AMQPConnectionError(
-                    _spec.NOT_IMPLEMENTED if method.INDEX in _SERVER_ONLY_OK else
                     _spec.COMMAND_INVALID,
                     f"COMMAND_INVALID - method {method.NAME} is not accepted from a client",
                     method.CLASS_ID, method.METHOD_ID,
@@ -755,8 +738,6 @@ class Session:
 
 _CHANNEL_OPEN = _spec.Channel.Open.INDEX
 _CLOSE_METHODS = frozenset({_spec.Channel.Close.INDEX, _spec.Channel.CloseOk.INDEX})
-# Methods only a server sends; a client sending one gets 540 like RabbitMQ's "not implemented".
-_SERVER_ONLY_OK: frozenset[int] = frozenset()
 
 
 def _peer(peer: Any) -> str:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 from ..wire import _spec
 from ..wire.errors import AMQPChannelError, AMQPConnectionError
-from ..wire.frames import encode_method_frame
 from .channel import CLOSING as CH_CLOSING
 from .channel import OPEN as CH_OPEN
 from .channel import PEER_CLOSED as CH_PEER_CLOSED
@@ -289,10 +288,6 @@ class ConnectionProtocol:
         cp = self.channels.get(channel_id)
         if cp is not None and cp.state != CH_OPEN:
             del self.channels[channel_id]
-
-    @staticmethod
-    def method_frame(channel_id: int, method: _spec.Method) -> bytes:
-        return encode_method_frame(channel_id, method)
 
 
 # Connection methods after which the handler must run before the rest of the batch is read,
