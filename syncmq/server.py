@@ -86,6 +86,9 @@ class Server:
         if config.memory_budget > 0 and broker is None:
             self.body_store = BodyStore(os.path.join(config.data_dir, SPILL_DIR),
                                         config.memory_budget)
+            if self.journal is not None:
+                # persistent bodies already journaled are read back from it, not spilled
+                self.body_store.attach_journal(self.journal.reader)
         self.broker = broker or Broker(durability=self.durability, body_store=self.body_store)
         self.settings = Settings(
             frame_max=config.frame_max,

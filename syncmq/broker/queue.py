@@ -620,7 +620,7 @@ class Queue:
         TTLs count from now: the journal does not keep enqueue times."""
         with self.lock:
             if self.store is not None:
-                self.store.put(message, 1)
+                self.store.put(message, 1, True)  # its PUBLISH record names this queue
             if self.max_priority is not None:
                 seq = self.ready.push((message, delivered), message.priority)
             else:

@@ -507,13 +507,15 @@ class VirtualHost:
                     queues = kept
             if not queues:
                 continue
+            journaled = False
             if new.persistent and durability is not None:
                 try:
-                    durability.publish(self.name, new, queues)
+                    journaled = durability.publish(self.name, new, queues)
                 except durability.NotDurable:
                     pass  # the journal failed: it stays a transient message
             if self.body_store is not None:
-                self.body_store.put(new, len(queues))
+                self.body_store.put(new, len(queues),
+                                    journaled and all(q.journaled for q in queues))
             for q in queues:
                 q.publish(new)
 

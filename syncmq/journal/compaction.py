@@ -74,6 +74,7 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass
 
 from . import format as fmt
+from .reader import Move, SegmentReader
 from .recovery import fsync_dir
 from .state import JournalState, Segment, binding_key
 
@@ -137,8 +138,12 @@ class Compactor:
 
     def __init__(self, data_dir: str, state: JournalState, segment_bytes: int,
                  threshold: float = 0.5, step_bytes: int = 4 << 20,
-                 do_fsync: bool = True) -> None:
+                 do_fsync: bool = True, reader: SegmentReader | None = None) -> None:
         self.data_dir = data_dir
+        # the body references handed out for the memory budget (see reader.py): file swaps
+        # and state location updates happen under its lock, and it is told where kept
+        # messages went
+        self.reader = reader
         self.state = state
         self.segment_bytes = segment_bytes
         self.threshold = threshold
@@ -413,8 +418,16 @@ class Compactor:
                 self._hook("deleted")
             if self.do_fsync:
                 fsync_dir(self.data_dir)
-            for no in run:
-                st.drop_segment(no)
+
+            def drop_all() -> None:
+                for no in run:
+                    st.drop_segment(no)
+
+            if self.reader is not None:
+                # no live message was in them: nothing to relocate, just forget their fds
+                self.reader.swap(drop_all, run, None)
+            else:
+                drop_all()
             stats.jobs += 1
             log.info("journal compaction: deleted %d dead segment(s) (%d bytes)", len(run),
                      sum(fmt.FILE_HEADER.size + s.size for s in run_segs))
@@ -425,44 +438,25 @@ class Compactor:
         os.close(fd)
         self._tmp_fd = None
         self._hook("synced")
-        os.replace(self._tmp_path, self._path(b))
-        self._tmp_path = None
+        moves: list[Move] = []
+        tmp_path = self._tmp_path
+
+        def replace() -> None:
+            os.replace(tmp_path, self._path(b))
+            self._tmp_path = None
+            # The output is now the truth for a..b: update the state before deleting the
+            # inputs (under the reader's lock, with the rename: see reader.py).
+            self._install(run, b, covers_from, out_off - len(header), kept, run_keys, moves)
+
+        if self.reader is not None:
+            old_fds, new_fd = self.reader.swap(replace, run, b)
+        else:
+            replace()
         if self.do_fsync:
             fsync_dir(self.data_dir)
         self._hook("renamed")
-
-        # The output is now the truth for a..b: update the state before deleting the inputs.
-        new = Segment(b, covers_from)
-        new.size = out_off - len(header)
-        dead_kept: list[int] = []
-        for kind, ident, old_seg, old_off, new_off, size in kept:
-            if kind == "m":
-                m = msgs.get(ident)
-                if m is not None and m.seg == old_seg and m.off == old_off:
-                    m.seg = b
-                    m.off = new_off
-                    new.live += size
-                else:
-                    dead_kept.append(ident)
-            else:
-                ent = tables[kind].get(ident)
-                if ent is not None:
-                    locs = ent.locs
-                    for i, loc in enumerate(locs):
-                        if loc == (old_seg, old_off, size):
-                            locs[i] = (b, new_off, size)
-                            new.live += size
-                            break
-        for no in run:
-            st.drop_segment(no)
-        st.segments[b] = new
-        for mid in dead_kept:
-            if mid not in msgs:
-                dead_seg[mid] = b
-                new.dead_ids.append(mid)
-        for key in run_keys:
-            st.mention(new, key)
-        new.floor = new.size - new.live
+        if self.reader is not None:
+            self.reader.relocated(old_fds, new_fd, moves)
         for no in run[:-1]:
             try:
                 os.unlink(self._path(no))
@@ -476,6 +470,48 @@ class Compactor:
         in_bytes = sum(fmt.FILE_HEADER.size + s.size for s in run_segs)
         log.info("journal compaction: %d segment(s) %016x..%016x, %d -> %d bytes", len(run),
                  a, b, in_bytes, out_off)
+
+    def _install(self, run: list[int], b: int, covers_from: int, size: int, kept: list[tuple],
+                 run_keys: set[tuple], moves: list[Move]) -> None:
+        """Replace the state of segments ``run`` by the job's output ``b`` (``size`` record
+        bytes holding ``kept``); append ``(mid, old_seg, old_off, new_off)`` to ``moves`` for
+        every live message it kept."""
+        st = self.state
+        msgs, dead_seg = st.msgs, st.dead_seg
+        tables = {fmt.T_VHOST_ADD: st.vhosts, fmt.T_EXCHANGE_DECLARE: st.exchanges,
+                  fmt.T_QUEUE_DECLARE: st.queues, fmt.T_BINDING_ADD: st.bindings}
+        new = Segment(b, covers_from)
+        new.size = size
+        dead_kept: list[int] = []
+        for kind, ident, old_seg, old_off, new_off, rsize in kept:
+            if kind == "m":
+                m = msgs.get(ident)
+                if m is not None and m.seg == old_seg and m.off == old_off:
+                    m.seg = b
+                    m.off = new_off
+                    new.live += rsize
+                    moves.append((ident, old_seg, old_off, new_off))
+                else:
+                    dead_kept.append(ident)
+            else:
+                ent = tables[kind].get(ident)
+                if ent is not None:
+                    locs = ent.locs
+                    for i, loc in enumerate(locs):
+                        if loc == (old_seg, old_off, rsize):
+                            locs[i] = (b, new_off, rsize)
+                            new.live += rsize
+                            break
+        for no in run:
+            st.drop_segment(no)
+        st.segments[b] = new
+        for mid in dead_kept:
+            if mid not in msgs:
+                dead_seg[mid] = b
+                new.dead_ids.append(mid)
+        for key in run_keys:
+            st.mention(new, key)
+        new.floor = new.size - new.live
 
 
 def _table_key(rtype: int, rec: fmt.Record) -> object:

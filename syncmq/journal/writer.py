@@ -93,6 +93,7 @@ from dataclasses import dataclass, field
 
 from . import format as fmt
 from .compaction import CompactionStats, Compactor
+from .reader import SegmentReader
 from .recovery import RecoveredState, fsync_dir, recover_dir
 from .state import JournalState
 
@@ -211,6 +212,11 @@ class Journal:
         self._unsynced: list[str] = []  # closed segments written but not fsynced ("never")
         self._compact_failed_at = -1  # segment number when compaction last failed
         self._closed = False
+        #: ``(current segment, offset up to which it is durable)``, replaced as one tuple so
+        #: that another thread reads a consistent pair (``reader.SegmentReader.locate``)
+        self.durable_mark: tuple[int, int] = (0, 0)
+        #: body references into the segments for the memory budget (``reader.py``)
+        self.reader = SegmentReader(self.data_dir, self)
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -238,7 +244,8 @@ class Journal:
         result, state = recover_dir(self.data_dir)
         self._state = state
         self._compactor = Compactor(self.data_dir, state, self.segment_bytes,
-                                    self.compact_threshold, self.compact_step_bytes)
+                                    self.compact_threshold, self.compact_step_bytes,
+                                    reader=self.reader)
         self._open_current()
         st = result.stats
         log.info("journal recovered %s: %d segment(s), %d record(s), %d live message(s), "
@@ -536,6 +543,7 @@ class Journal:
             self._sync_all()
         if self.fsync_mode == "never":
             self._durable_end = self._seg_size
+            self.durable_mark = (self._seg_no, self._durable_end)
         m.records += sum(len(it.records) for it in items)
         m.bytes += nbytes
         m.appends += n_appends
@@ -585,6 +593,7 @@ class Journal:
         m.fsync_buckets[bisect.bisect_left(FSYNC_BUCKETS, elapsed)] += 1
         self._dirty = False
         self._durable_end = self._seg_size
+        self.durable_mark = (self._seg_no, self._durable_end)
 
     def _sync_all(self) -> None:
         """fsync closed segments left unsynced ("never" mode), then the current one."""
@@ -625,6 +634,7 @@ class Journal:
             self._seg_no = last
             self._seg_size = fmt.FILE_HEADER.size + seg.size
             self._durable_end = self._seg_size
+            self.durable_mark = (self._seg_no, self._durable_end)
             self._dirty = False
         else:
             self._new_segment(last + 1)
@@ -661,6 +671,7 @@ class Journal:
         self._seg_no = no
         self._seg_size = len(header)
         self._durable_end = self._seg_size
+        self.durable_mark = (self._seg_no, self._durable_end)
         self._dirty = False
         assert self._state is not None
         self._state.add_segment(no)
@@ -709,8 +720,10 @@ class Journal:
             self._fd = None
         _result, state = recover_dir(self.data_dir)
         self._state = state
+        self.reader.forget()
         self._compactor = Compactor(self.data_dir, state, self.segment_bytes,
-                                    self.compact_threshold, self.compact_step_bytes)
+                                    self.compact_threshold, self.compact_step_bytes,
+                                    reader=self.reader)
         self._open_current()
         with self._lock:
             self._error = None

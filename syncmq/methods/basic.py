@@ -272,7 +272,9 @@ def route(session: Session, ch: Channel, ex: Exchange, message: Message, mandato
                 journaled = NOT_JOURNALED
     store = session.broker.body_store
     if store is not None and queues:
-        store.put(message, len(queues))  # one reference per queue, each releases its own
+        # one reference per queue, each releases its own; journaled: all of them are in the
+        # PUBLISH record, so the body can be read back from the journal rather than spilled
+        store.put(message, len(queues), journaled == 1 and all(q.journaled for q in queues))
     for q in queues:
         r = q.publish(message)
         if r:

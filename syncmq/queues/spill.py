@@ -76,11 +76,20 @@ class SpillFiles(MutableMapping):
     def __init__(self, directory: str, file_bytes: int = 64 * MiB) -> None:
         self.directory = directory
         self.file_bytes = max(1, file_bytes)
-        self._index: dict[int, int] = {}  # key -> (file no << 80) | (offset << 40) | length
+        # key -> (file no << 80) | (offset << 40) | length, or for a body referenced in the
+        # journal -((fd serial << 80) | (offset << 40) | length)
+        self._index: dict[int, int] = {}
         self._files: dict[int, _File] = {}
         self._active: _File | None = None
         self._next_no = 0
-        self.bytes = 0  # live bytes (sum of the lengths in the index)
+        self.bytes = 0  # live bytes in the spill files (sum of their lengths in the index)
+        self.written_bytes = 0  # bytes ever written to the spill files
+        # Bodies already in the journal (see BodyStore.put): a negative key is ``-msg_id``;
+        # ``locator`` (journal.reader.SegmentReader, duck-typed) finds its PUBLISH record.
+        self.locator: Any = None
+        self._jfds: dict[int, list] = {}  # fd serial -> [SegmentFd, entries referencing it]
+        self.journal_bytes = 0  # live bytes referenced in the journal
+        self.journal_count = 0  # entries referenced in the journal
 
     def open(self) -> None:
         """Create the directory and delete whatever a previous run left in it."""
@@ -104,6 +113,11 @@ class SpillFiles(MutableMapping):
     def __setitem__(self, key: int, value: bytes) -> None:
         if key in self._index:
             del self[key]
+        if key < 0 and self.locator is not None:
+            loc = self.locator.locate(-key, len(value))
+            if loc is not None:  # in the journal already: keep a reference, write nothing
+                self._add_ref(key, loc[0], loc[1], len(value))
+                return
         f = self._active
         if f is None or f.size >= self.file_bytes:
             if f is not None and f.live == 0:
@@ -118,10 +132,67 @@ class SpillFiles(MutableMapping):
         f.size = offset + n
         f.live += 1
         self.bytes += n
+        self.written_bytes += n
         self._index[key] = (f.no << (2 * _LEN_BITS)) | (offset << _LEN_BITS) | n
+
+    def _add_ref(self, key: int, sfd: Any, offset: int, n: int) -> None:
+        """Index ``key`` as ``n`` bytes at ``offset`` of the journal segment open as ``sfd``."""
+        serial = sfd.serial
+        ent = self._jfds.get(serial)
+        if ent is None:
+            self._jfds[serial] = [sfd, 1]
+        else:
+            ent[1] += 1
+        self.journal_bytes += n
+        self.journal_count += 1
+        self._index[key] = -((serial << (2 * _LEN_BITS)) | (offset << _LEN_BITS) | n)
+
+    def _drop_ref(self, loc: int) -> None:
+        loc = -loc
+        serial = loc >> (2 * _LEN_BITS)
+        ent = self._jfds[serial]
+        ent[1] -= 1
+        if ent[1] == 0:
+            del self._jfds[serial]  # the fd closes once the journal's cache forgot it too
+        self.journal_bytes -= loc & _LEN_MASK
+        self.journal_count -= 1
+
+    def relocate(self, old: dict[int, Any], new: Any, moves: list[tuple[int, int, int, int]]
+                 ) -> int:
+        """Compaction moved ``(msg_id, old_seg, old_off, new_off)`` records into the file open
+        as ``new``; ``old`` maps each replaced segment number to its fd. Re-point the
+        references that were into those fds; returns how many."""
+        if new is None or not self._jfds:
+            return 0
+        old_serials = {seg: f.serial for seg, f in old.items() if f.serial in self._jfds}
+        if not old_serials:
+            return 0
+        index = self._index
+        n_moved = 0
+        shift = 2 * _LEN_BITS
+        for mid, old_seg, old_off, new_off in moves:
+            serial = old_serials.get(old_seg)
+            if serial is None:
+                continue
+            loc = index.get(-mid)
+            if loc is None or loc >= 0:
+                continue
+            p = -loc
+            if p >> shift != serial:
+                continue  # taken after the move (already points at the new file)
+            offset = (p >> _LEN_BITS) & _LEN_MASK
+            n = p & _LEN_MASK
+            self._drop_ref(loc)
+            self._add_ref(-mid, new, offset - old_off + new_off, n)
+            n_moved += 1
+        return n_moved
 
     def __getitem__(self, key: int) -> bytes:
         loc = self._index[key]
+        if loc < 0:
+            p = -loc
+            return self._jfds[p >> (2 * _LEN_BITS)][0].pread(
+                p & _LEN_MASK, (p >> _LEN_BITS) & _LEN_MASK)
         n = loc & _LEN_MASK
         offset = (loc >> _LEN_BITS) & _LEN_MASK
         f = self._files[loc >> (2 * _LEN_BITS)]
@@ -132,6 +203,9 @@ class SpillFiles(MutableMapping):
 
     def __delitem__(self, key: int) -> None:
         loc = self._index.pop(key)
+        if loc < 0:
+            self._drop_ref(loc)
+            return
         self.bytes -= loc & _LEN_MASK
         f = self._files[loc >> (2 * _LEN_BITS)]
         f.live -= 1
@@ -174,18 +248,30 @@ class SpillFiles(MutableMapping):
         for f in list(self._files.values()):
             self._drop(f)
         self._index.clear()
+        self._jfds.clear()
         self.bytes = 0
+        self.journal_bytes = 0
+        self.journal_count = 0
 
     def _check(self) -> None:
         """Invariants (tests)."""
         live: dict[int, int] = {}
         total = 0
+        refs: dict[int, int] = {}
+        jtotal = 0
         for loc in self._index.values():
+            if loc < 0:
+                serial = -loc >> (2 * _LEN_BITS)
+                refs[serial] = refs.get(serial, 0) + 1
+                jtotal += -loc & _LEN_MASK
+                continue
             no = loc >> (2 * _LEN_BITS)
             live[no] = live.get(no, 0) + 1
             total += loc & _LEN_MASK
             assert ((loc >> _LEN_BITS) & _LEN_MASK) + (loc & _LEN_MASK) <= self._files[no].size
         assert total == self.bytes
+        assert jtotal == self.journal_bytes and sum(refs.values()) == self.journal_count
+        assert {k: v[1] for k, v in self._jfds.items()} == refs
         for no, f in self._files.items():
             assert f.live == live.get(no, 0), (no, f.live, live.get(no, 0))
             assert f.live > 0 or f is self._active
@@ -236,8 +322,24 @@ class BodyStore:
         """Create ``<data-dir>/spill`` and empty it (call once the data dir is locked)."""
         self.slow.open()
 
-    def put(self, message: Any, refs: int) -> None:
+    def attach_journal(self, reader: Any) -> None:
+        """Let bodies of journaled messages be evicted to references into the journal
+        (``journal.reader.SegmentReader``) instead of spill files; call before any put."""
+        self.slow.locator = reader
+        reader.on_relocate = self._relocated
+
+    def _relocated(self, old: dict[int, Any], new: Any, moves: list) -> None:
+        """Compaction moved journal records (journal thread): re-point our references."""
+        with self.lock:
+            self.slow.relocate(old, new, moves)
+
+    def put(self, message: Any, refs: int, journaled: bool = False) -> None:
         """Move ``message.body`` into the store for ``refs`` queues (refs >= 1).
+
+        ``journaled``: every one of the ``refs`` queues is named by the message's PUBLISH
+        record (``message.msg_id``): if the body is evicted once that record is written and
+        fsynced, it is not written again but read back from the journal (``-msg_id`` is then
+        its key). Otherwise, or before that, it spills to the spill files.
 
         Call before the message is visible to any queue: it sets ``store_key``, ``store``,
         ``store_refs``, ``stored_size`` and then ``body = None``, and drops the message's
@@ -245,7 +347,10 @@ class BodyStore:
         queue needs a property)."""
         body = message.body
         with self.lock:
-            key = next(self._keys)
+            if journaled and message.msg_id and self.slow.locator is not None:
+                key = -message.msg_id
+            else:
+                key = next(self._keys)
             try:
                 self.buffer[key] = body
             except OSError as e:
@@ -309,6 +414,10 @@ class BodyStore:
                 "spilled_bytes": self.slow.bytes,
                 "spill_files": self.slow.file_count(),
                 "spill_file_bytes": self.slow.disk_bytes(),
+                "spill_written_bytes": self.slow.written_bytes,
+                "journal_messages": self.slow.journal_count,
+                "journal_bytes": self.slow.journal_bytes,
+                "journal_fds": len(self.slow._jfds),
             }
 
     def close(self) -> None:

@@ -1,0 +1,174 @@
+"""Reading message bodies back from the journal's segments (the memory budget's side).
+
+With ``--memory-budget`` a persistent message on durable queues is already in the journal: its
+PUBLISH record ends with the body (``format``: the body is the last ``len(body)`` bytes of the
+record). Rather than writing it a second time to a spill file, the body store asks
+:meth:`SegmentReader.locate` for a *reference*: an open :class:`SegmentFd` on the segment file
+plus the body's offset, and later reads it with one ``pread``.
+
+Why references stay valid whatever compaction does (the choice, see docs/architecture.md):
+
+* **The fd pins the bytes.** A reference holds an fd opened on the segment file *as it was when
+  the reference was taken*. Segment bytes are never rewritten in place: compaction writes a new
+  file and renames it over ``<b>.seg`` and unlinks ``a..b-1``; on POSIX a renamed-over or
+  unlinked file stays readable through an fd opened before. So a reference can never read the
+  wrong bytes, even for a message the journal has meanwhile declared dead (a no-ack ``basic.get``
+  or a dead letter read after its ACK record was appended), without any liveness contract
+  between queues and the journal.
+* **Relocation keeps disk use down.** A pinned inode costs its whole file until the last
+  reference to it goes, which would defeat compaction for a backlog that spans many segments. So
+  a compaction job, once its output has replaced its inputs, publishes where every live message
+  it kept went (:attr:`on_relocate`); the store re-points its references to the new file and
+  the old inode is freed when no reference remains (only references to messages the journal
+  already considers dead stay on an old inode, for the moment it takes to deliver them).
+* **Lookups and file swaps are atomic to each other.** :meth:`locate` resolves the message's
+  current location in the journal state and the fd for that segment under :attr:`lock`;
+  compaction renames its output, updates the state's locations and drops the replaced fds from
+  the cache under the same lock (:meth:`swap`), so a lookup never pairs an old offset with a new
+  file or the reverse.
+
+Only records known durable are handed out (a closed segment, or the current one up to its last
+fsync; :attr:`Journal.durable_mark`): after an I/O error the journal cuts its current segment
+back to the last fsync, which must not take a referenced body with it.
+
+Locks: :attr:`lock` guards the fd cache and the state's message locations (``seg``/``off``)
+against compaction; it is taken by worker threads (inside the body store's lock) and by the
+journal thread (compaction). Nothing else is taken while it is held, and it is held for a
+dict lookup and at most an ``open`` (locate) or a ``rename`` and a state update (swap).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from . import format as fmt
+
+__all__ = ["SegmentFd", "SegmentReader", "Move"]
+
+_serials = itertools.count(1)
+
+#: ``(msg_id, segment before, record offset before, record offset after)`` of one message
+#: moved by compaction (after: in the job's output segment).
+Move = tuple[int, int, int, int]
+
+
+class SegmentFd:
+    """A read-only fd on one segment file (one inode); closed when the last reference goes.
+
+    ``serial`` is unique for the process, so a holder can tell two generations of the same
+    segment number apart (compaction replaces ``<b>.seg`` by a new file)."""
+
+    __slots__ = ("fd", "no", "serial")
+
+    def __init__(self, path: str, no: int) -> None:
+        self.fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        self.no = no
+        self.serial = next(_serials)
+
+    def pread(self, n: int, offset: int) -> bytes:
+        data = os.pread(self.fd, n, offset)
+        if len(data) != n:
+            raise OSError(f"journal segment {self.no:016x}: short read at {offset} "
+                          f"({len(data)} of {n})")
+        return data
+
+    def __del__(self) -> None:
+        fd = getattr(self, "fd", -1)
+        if fd >= 0:
+            self.fd = -1
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+class SegmentReader:
+    """Hands out references to PUBLISH bodies and keeps them valid; see the module docstring.
+
+    :param journal: the owning ``Journal`` (duck-typed: ``durable_mark``, ``_state``).
+    """
+
+    def __init__(self, data_dir: str, journal: Any) -> None:
+        self.data_dir = data_dir
+        self.journal = journal
+        self.lock = threading.Lock()
+        self._fds: dict[int, SegmentFd] = {}  # segment number -> fd on its current file
+        #: ``on_relocate(old_fds, new_fd, moves)`` after a compaction job replaced segments
+        #: (journal thread, no journal lock held); ``old_fds`` maps a replaced segment number
+        #: to the fd that was current for it, ``moves`` lists the live messages kept.
+        self.on_relocate: Callable[[dict[int, SegmentFd], SegmentFd | None, list[Move]],
+                                   None] | None = None
+
+    def _path(self, no: int) -> str:
+        return os.path.join(self.data_dir, fmt.segment_name(no))
+
+    def _fd_locked(self, no: int) -> SegmentFd:
+        f = self._fds.get(no)
+        if f is None:
+            f = self._fds[no] = SegmentFd(self._path(no), no)
+        return f
+
+    def locate(self, msg_id: int, body_len: int) -> tuple[SegmentFd, int] | None:
+        """``(fd, offset)`` of the body of live message ``msg_id`` (``body_len`` bytes), or
+        None if its PUBLISH is not written and fsynced yet, or not live (any thread)."""
+        journal = self.journal
+        with self.lock:
+            state = journal._state
+            m = state.msgs.get(msg_id) if state is not None else None
+            if m is None or m.size < body_len:
+                return None
+            cur, durable = journal.durable_mark
+            seg, off, size = m.seg, m.off, m.size
+            if seg > cur or (seg == cur and off + size > durable):
+                return None
+            try:
+                f = self._fd_locked(seg)
+            except OSError:
+                return None
+        return f, off + size - body_len
+
+    def read(self, msg_id: int, body_len: int) -> bytes | None:
+        """The body of live message ``msg_id`` read now, or None (tests, diagnostics)."""
+        loc = self.locate(msg_id, body_len)
+        if loc is None:
+            return None
+        return loc[0].pread(body_len, loc[1])
+
+    # -- the journal thread -------------------------------------------------------------------
+
+    def swap(self, replace: Callable[[], None], run: Iterable[int], out: int | None) -> \
+            tuple[dict[int, SegmentFd], SegmentFd | None]:
+        """Compaction: run ``replace()`` (the rename and the state update) with the lock held,
+        forget the fds of ``run``'s segments and, if ``out`` is not None, open the new file of
+        segment ``out``. Returns the forgotten fds and the new one."""
+        with self.lock:
+            replace()
+            old = {no: f for no in run if (f := self._fds.pop(no, None)) is not None}
+            new = None
+            if out is not None and old:
+                try:
+                    new = self._fd_locked(out)
+                except OSError:
+                    new = None
+        return old, new
+
+    def relocated(self, old: dict[int, SegmentFd], new: SegmentFd | None,
+                  moves: list[Move]) -> None:
+        """Tell the listener (the body store) where kept messages went (journal thread)."""
+        cb = self.on_relocate
+        if cb is not None and old:
+            cb(old, new, moves)
+
+    def forget(self) -> None:
+        """Drop every cached fd (after the journal rebuilt its state, e.g. reset_error):
+        references taken before keep theirs."""
+        with self.lock:
+            self._fds.clear()
+
+    def cached_fds(self) -> int:
+        with self.lock:
+            return len(self._fds)
