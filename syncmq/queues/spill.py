@@ -13,6 +13,11 @@ Two pieces:
   persistent message is in the journal too), so the directory is emptied when the store is
   opened: nothing in it survives a restart.
 
+* Bodies of journaled messages (``BodyStore.put(..., journaled=True)``, key ``-msg_id``) are
+  not written: once their PUBLISH record is durable, eviction indexes a reference into the
+  journal segment instead (``journal.reader``: an fd that pins the file's bytes, re-pointed by
+  :meth:`SpillFiles.relocate` when compaction moves the record).
+
 * :class:`BodyStore`, the broker's side: ``zict.Buffer(fast=dict, slow=SpillFiles, n=budget,
   weight=len(body))``. ``put`` moves a message's body into the store under a unique key and
   records how many queues hold it (``store_refs``: a message routed to several queues is
@@ -25,8 +30,9 @@ Two pieces:
 
 Thread-safety: zict is not thread-safe, and neither is :class:`SpillFiles`. ``BodyStore.lock``
 guards the buffer, the spill files and index, the key counter and every message's
-``store_refs``. It is a *leaf* lock: it is taken inside queue and channel locks (delivery
-loads a body with both held) and never held while taking any other lock. Disk reads and
+``store_refs``. It is a *leaf* lock but for one: it is taken inside queue and channel locks
+(delivery loads a body with both held) and the only lock taken while holding it is the journal
+reader's (``SegmentReader.lock``, a leaf), to locate a record on eviction. Disk reads and
 writes of spilled bodies happen with it held; they are ``pread``/``write`` calls on open
 files (no fsync: the data need not survive a crash), so it is held for microseconds.
 """
