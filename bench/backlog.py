@@ -11,6 +11,13 @@ JSON summary (figures, not assertions: nothing here fails on time).
     python bench/backlog.py                            # 1M x 1 KiB, --memory-budget 64MiB
     python bench/backlog.py --budget 0                 # the same backlog without a budget
     python bench/backlog.py --messages 300000 --out bench/results/backlog.json
+    python bench/backlog.py --persistent               # delivery-mode 2 to a durable queue
+
+With ``--persistent`` the bodies are journaled too: the summary gives the journal's segment
+bytes after the publish and the drain, and the body store's counters from the broker's "body
+store closed" log line (``spill_written_bytes``: bodies written to spill files, which stays ~0
+once persistent bodies are read back from the journal). ``broker_cpu_seconds`` (user + system,
+from ``/proc/<pid>/stat``) per phase is the load-robust figure on a shared machine.
 """
 
 from __future__ import annotations
@@ -66,13 +73,45 @@ class Sampler(threading.Thread):
         self.join()
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def journal_bytes(data_dir: str) -> int:
+    """Bytes of the journal's segment files."""
+    total = 0
+    for n in os.listdir(data_dir):
+        if n.endswith(".seg"):
+            try:
+                total += os.path.getsize(os.path.join(data_dir, n))
+            except FileNotFoundError:
+                pass
+    return total
+
+
+_STORE_LINES: list[str] = []
+#: the checkout whose syncmq is benchmarked (broker and syncmq-perf): this script's, or
+#: $SYNCMQ_ROOT (e.g. to measure another branch with the same script)
+ROOT = os.environ.get("SYNCMQ_ROOT") or os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__)))
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
 def start_broker(data_dir: str, budget: str, workers: int) -> tuple[subprocess.Popen, int]:
     args = [sys.executable, "-m", "syncmq.cli", "--port", "0", "--data-dir", data_dir,
             "--log-format", "json", "--log-level", "info", "--management-port", "-1",
             "--workers", str(workers), "--memory-budget", budget,
             "--memory-high-watermark", "0"]
     proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-                            bufsize=1)
+                            bufsize=1, env=_env(), cwd=ROOT)
     for line in proc.stderr:
         if '"port"' in line:
             try:
@@ -80,7 +119,9 @@ def start_broker(data_dir: str, budget: str, workers: int) -> tuple[subprocess.P
             except ValueError:
                 continue
             if "port" in rec:
-                threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()
+                threading.Thread(target=lambda: [_STORE_LINES.append(x) for x in proc.stderr
+                                                 if "body store closed" in x],
+                                 daemon=True).start()
                 return proc, int(rec["port"])
     raise RuntimeError("syncmq did not start")
 
@@ -96,7 +137,7 @@ def spill_usage(data_dir: str) -> dict[str, int]:
 
 def perf(port: int, *args: str) -> dict:
     cmd = ["syncmq-perf", "--uri", f"amqp://guest:guest@127.0.0.1:{port}/%2f", *args]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=_env()).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -106,6 +147,8 @@ def main() -> int:
     p.add_argument("--size", type=int, default=1024)
     p.add_argument("--budget", default="64MiB", help="--memory-budget of the broker (0: none)")
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--persistent", action="store_true",
+                   help="publish persistent messages (delivery-mode 2) to a durable queue")
     p.add_argument("--data-dir", default=None, help="default: a temporary directory")
     p.add_argument("--out", default=None, help="also write the JSON summary here")
     opts = p.parse_args()
@@ -114,15 +157,19 @@ def main() -> int:
     proc, port = start_broker(data_dir, opts.budget, opts.workers)
     sampler = Sampler(proc.pid)
     sampler.start()
-    result: dict = {"messages": opts.messages, "size": opts.size, "budget": opts.budget,
-                    "volume_bytes": opts.messages * opts.size}
+    result: dict = {"syncmq_root": ROOT, "messages": opts.messages, "size": opts.size, "budget": opts.budget,
+                    "volume_bytes": opts.messages * opts.size, "persistent": opts.persistent}
+    persist = ["--persistent", "--durable"] if opts.persistent else []
+    cpu: dict[str, float] = {}
     try:
         time.sleep(0.5)
         result["rss_idle_kib"] = _status(proc.pid)["VmRSS"]
         sampler.phase = "publish"
         t0 = time.monotonic()
+        c0 = _cpu_seconds(proc.pid)
         pub = perf(port, "-x", "1", "-y", "0", "-C", str(opts.messages), "-s", str(opts.size),
-                   "-c", "2000", "--keep-queues")
+                   "-c", "2000", "--keep-queues", *persist)
+        cpu["publish"] = round(_cpu_seconds(proc.pid) - c0, 1)
         result["publish_seconds"] = round(time.monotonic() - t0, 1)
         result["publish_rate"] = round(opts.messages / result["publish_seconds"])
         result["publish_perf"] = {k: pub.get(k) for k in ("sent", "confirmed", "send_rate")
@@ -130,11 +177,15 @@ def main() -> int:
         time.sleep(1.0)
         st = _status(proc.pid)
         result["after_publish"] = {"rss_kib": st["VmRSS"], "hwm_kib": st["VmHWM"],
-                                   "spill": spill_usage(data_dir)}
+                                   "spill": spill_usage(data_dir),
+                                   "journal_bytes": journal_bytes(data_dir)}
         sampler.phase = "drain"
         t0 = time.monotonic()
+        c0 = _cpu_seconds(proc.pid)
         con = perf(port, "-x", "0", "-y", "1", "-D", str(opts.messages), "--predeclared",
                    "-q", "1000", "-A", "100", "--drain-timeout", "3600")
+        cpu["drain"] = round(_cpu_seconds(proc.pid) - c0, 1)
+        result["broker_cpu_seconds"] = cpu
         result["drain_seconds"] = round(time.monotonic() - t0, 1)
         result["drain_rate"] = round(opts.messages / result["drain_seconds"])
         result["drain_perf"] = {k: con.get(k) for k in ("received", "receive_rate")
@@ -142,7 +193,8 @@ def main() -> int:
         time.sleep(1.0)
         st = _status(proc.pid)
         result["after_drain"] = {"rss_kib": st["VmRSS"], "hwm_kib": st["VmHWM"],
-                                 "spill": spill_usage(data_dir)}
+                                 "spill": spill_usage(data_dir),
+                                 "journal_bytes": journal_bytes(data_dir)}
         result["max_rss_kib"] = dict(sampler.max_rss)
         hwm = st["VmHWM"]
         result["hwm_minus_idle_per_message_bytes"] = round(
@@ -155,6 +207,15 @@ def main() -> int:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        for _ in range(50):  # the drainer thread may still be reading the last lines
+            if _STORE_LINES:
+                break
+            time.sleep(0.1)
+        if _STORE_LINES:
+            try:
+                result["body_store_at_stop"] = json.loads(_STORE_LINES[-1]).get("body_store")
+            except ValueError:
+                pass
         if opts.data_dir is None:
             shutil.rmtree(data_dir, ignore_errors=True)
     line = json.dumps(result)
