@@ -50,6 +50,7 @@ from . import format as fmt
 __all__ = ["SegmentFd", "SegmentReader", "Move"]
 
 _serials = itertools.count(1)
+_MASK40 = (1 << 40) - 1
 
 #: ``(msg_id, segment before, record offset before, record offset after)`` of one message
 #: moved by compaction (after: in the job's output segment).
@@ -119,11 +120,12 @@ class SegmentReader:
         with self.lock:
             state = journal._state
             m = state.msgs.get(msg_id) if state is not None else None
-            if m is None or m.size < body_len:
+            if m is None:
                 return None
             cur, durable = journal.durable_mark
-            seg, off, size = m.seg, m.off, m.size
-            if seg > cur or (seg == cur and off + size > durable):
+            loc = m.loc  # (seg << 80) | (off << 40) | size, see state.Message
+            seg, off, size = loc >> 80, (loc >> 40) & _MASK40, loc & _MASK40
+            if size < body_len or seg > cur or (seg == cur and off + size > durable):
                 return None
             try:
                 f = self._fd_locked(seg)

@@ -87,19 +87,50 @@ class Entity:
         self.locs: list[tuple[int, int, int]] = [loc]  # (segment, offset, size), log order
 
 
+_LOC_BITS = 40
+_LOC_MASK = (1 << _LOC_BITS) - 1
+
+
 class Message:
-    """A live message: where its PUBLISH is, which queues still hold it."""
+    """A live message: where its PUBLISH is, which queues still hold it.
 
-    __slots__ = ("seg", "off", "size", "queues", "delivered", "rec")
+    Memory layout (one of these per message of a backlog): the record's segment, offset and
+    size are packed into one int (``loc``; read through the ``seg``/``off``/``size``
+    properties), and ``queues`` is a tuple shared by every message published with the same
+    route (replaced, never mutated, when the message leaves a queue)."""
 
-    def __init__(self, seg: int, off: int, size: int, queues: list[QKey],
+    __slots__ = ("loc", "queues", "delivered", "rec")
+
+    def __init__(self, seg: int, off: int, size: int, queues: tuple[QKey, ...],
                  rec: fmt.Publish | None) -> None:
-        self.seg = seg
-        self.off = off
-        self.size = size
+        self.loc = (seg << (2 * _LOC_BITS)) | (off << _LOC_BITS) | size
         self.queues = queues  # queues it is still on (each at most once)
         self.delivered: set[QKey] | None = None  # queues where it was delivered
         self.rec = rec  # the decoded PUBLISH, kept only during recovery
+
+    @property
+    def seg(self) -> int:
+        return self.loc >> (2 * _LOC_BITS)
+
+    @seg.setter
+    def seg(self, seg: int) -> None:
+        self.loc = (seg << (2 * _LOC_BITS)) | (self.loc & ((1 << (2 * _LOC_BITS)) - 1))
+
+    @property
+    def off(self) -> int:
+        return (self.loc >> _LOC_BITS) & _LOC_MASK
+
+    @off.setter
+    def off(self, off: int) -> None:
+        loc = self.loc
+        self.loc = (loc & ~(_LOC_MASK << _LOC_BITS)) | (off << _LOC_BITS)
+
+    @property
+    def size(self) -> int:
+        return self.loc & _LOC_MASK
+
+    def remove_queue(self, qk: QKey) -> None:
+        self.queues = tuple(q for q in self.queues if q != qk)
 
 
 class JournalState:
@@ -230,7 +261,7 @@ class JournalState:
                 qm[mid] = None
         if self.dead_seg:
             self.dead_seg.pop(mid, None)
-        self.msgs[mid] = Message(seg.no, off, size, list(route), rec)
+        self.msgs[mid] = Message(seg.no, off, size, route, rec)
         seg.live += size
 
     def _kill(self, mid: int, msg: Message) -> None:
@@ -252,7 +283,7 @@ class JournalState:
             if msg is None or qm is None or mid not in qm:
                 continue
             del qm[mid]
-            msg.queues.remove(qk)
+            msg.remove_queue(qk)
             if msg.delivered is not None:
                 msg.delivered.discard(qk)
             if not msg.queues:
@@ -279,7 +310,7 @@ class JournalState:
         msgs = self.msgs
         for mid in qm:
             msg = msgs[mid]
-            msg.queues.remove(qk)
+            msg.remove_queue(qk)
             if msg.delivered is not None:
                 msg.delivered.discard(qk)
             if not msg.queues:

@@ -13,7 +13,7 @@ Two pieces:
   persistent message is in the journal too), so the directory is emptied when the store is
   opened: nothing in it survives a restart.
 
-* Bodies of journaled messages (``BodyStore.put(..., journaled=True)``, key ``-msg_id``) are
+* Bodies of journaled messages (``BodyStore.put(..., journaled=True)``, key ``msg_id``) are
   not written: once their PUBLISH record is durable, eviction indexes a reference into the
   journal segment instead (``journal.reader``: an fd that pins the file's bytes, re-pointed by
   :meth:`SpillFiles.relocate` when compaction moves the record).
@@ -90,7 +90,7 @@ class SpillFiles(MutableMapping):
         self._next_no = 0
         self.bytes = 0  # live bytes in the spill files (sum of their lengths in the index)
         self.written_bytes = 0  # bytes ever written to the spill files
-        # Bodies already in the journal (see BodyStore.put): a negative key is ``-msg_id``;
+        # Bodies already in the journal (see BodyStore.put): a positive key is a ``msg_id``;
         # ``locator`` (journal.reader.SegmentReader, duck-typed) finds its PUBLISH record.
         self.locator: Any = None
         self._jfds: dict[int, list] = {}  # fd serial -> [SegmentFd, entries referencing it]
@@ -119,8 +119,8 @@ class SpillFiles(MutableMapping):
     def __setitem__(self, key: int, value: bytes) -> None:
         if key in self._index:
             del self[key]
-        if key < 0 and self.locator is not None:
-            loc = self.locator.locate(-key, len(value))
+        if key > 0 and self.locator is not None:
+            loc = self.locator.locate(key, len(value))
             if loc is not None:  # in the journal already: keep a reference, write nothing
                 self._add_ref(key, loc[0], loc[1], len(value))
                 return
@@ -180,7 +180,7 @@ class SpillFiles(MutableMapping):
             serial = old_serials.get(old_seg)
             if serial is None:
                 continue
-            loc = index.get(-mid)
+            loc = index.get(mid)
             if loc is None or loc >= 0:
                 continue
             p = -loc
@@ -189,7 +189,7 @@ class SpillFiles(MutableMapping):
             offset = (p >> _LEN_BITS) & _LEN_MASK
             n = p & _LEN_MASK
             self._drop_ref(loc)
-            self._add_ref(-mid, new, offset - old_off + new_off, n)
+            self._add_ref(mid, new, offset - old_off + new_off, n)
             n_moved += 1
         return n_moved
 
@@ -344,8 +344,8 @@ class BodyStore:
 
         ``journaled``: every one of the ``refs`` queues is named by the message's PUBLISH
         record (``message.msg_id``): if the body is evicted once that record is written and
-        fsynced, it is not written again but read back from the journal (``-msg_id`` is then
-        its key). Otherwise, or before that, it spills to the spill files.
+        fsynced, it is not written again but read back from the journal (``msg_id`` is then
+        its key; other bodies get negative keys). Otherwise, or before that, it spills to the spill files.
 
         Call before the message is visible to any queue: it sets ``store_key``, ``store``,
         ``store_refs``, ``stored_size`` and then ``body = None``, and drops the message's
@@ -354,9 +354,9 @@ class BodyStore:
         body = message.body
         with self.lock:
             if journaled and message.msg_id and self.slow.locator is not None:
-                key = -message.msg_id
+                key = message.msg_id  # shares the message's int: no extra object
             else:
-                key = next(self._keys)
+                key = -next(self._keys)
             try:
                 self.buffer[key] = body
             except OSError as e:
