@@ -31,6 +31,8 @@ class _Msg:
     def __init__(self, body: bytes) -> None:
         self.body = body
         self.store_key = 0
+        self.properties = b"\x10\x00\x02"
+        self.routing_key = "rk"
 
     def load_body(self) -> bytes:
         return self.store.load(self)
@@ -99,6 +101,25 @@ def test_body_store_refcounts_spills_beyond_budget_and_loads_without_promoting(t
     assert st["messages"] == 0 and st["spilled_bytes"] == 0 and st["memory_bytes"] == 0
     unstored = _Msg(b"x")
     store.release(unstored)  # never stored (store_key 0): ignored
+    store.close()
+
+
+def test_body_store_shares_repeated_sizes_properties_and_routing_keys(tmp_path):
+    store = BodyStore(str(tmp_path / "spill"), budget=64 * KiB)
+    store.open()
+    msgs = []
+    for i in range(3):
+        m = _Msg(bytes(bytearray(1000)))
+        m.properties = bytes(bytearray(b"\x10\x00\x02"))  # equal, distinct objects
+        m.routing_key = "".join(["r", "k", str(i % 2)])
+        msgs.append(m)
+    assert msgs[0].properties is not msgs[1].properties
+    for m in msgs:
+        store.put(m, 1)
+    assert msgs[0].properties is msgs[1].properties is msgs[2].properties
+    assert msgs[0].routing_key is msgs[2].routing_key and msgs[1].routing_key == "rk1"
+    assert msgs[0].stored_size is msgs[1].stored_size == 1000
+    store.release_many(msgs)
     store.close()
 
 

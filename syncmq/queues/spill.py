@@ -283,6 +283,20 @@ class SpillFiles(MutableMapping):
             assert f.live > 0 or f is self._active
 
 
+_INTERN_MAX = 4096
+_INTERN_PROPS_BYTES = 256
+
+
+def _intern(table: dict, value: Any) -> Any:
+    """``value`` or an equal object seen before (``table`` holds at most _INTERN_MAX)."""
+    v = table.get(value)
+    if v is not None:
+        return v
+    if len(table) < _INTERN_MAX:
+        table[value] = value
+    return value
+
+
 def _weight(_key: int, value: bytes) -> int:
     return len(value)
 
@@ -323,6 +337,11 @@ class BodyStore:
         # (zict is not thread-safe). Leaf lock: taken inside queue and channel locks.
         self.lock = threading.Lock()
         self._write_errors = 0
+        # Interning of what a backlog repeats in every message (see put): body sizes, raw
+        # property bytes, routing keys. Bounded: past _INTERN_MAX entries nothing new is added.
+        self._sizes: dict[int, int] = {}
+        self._props: dict[bytes, bytes] = {}
+        self._keys_rk: dict[str, str] = {}
 
     def open(self) -> None:
         """Create ``<data-dir>/spill`` and empty it (call once the data dir is locked)."""
@@ -368,11 +387,18 @@ class BodyStore:
             message.store_key = key
             message.store = self
             message.store_refs = refs
-            message.stored_size = len(body)
+            message.stored_size = _intern(self._sizes, len(body))
             message.body = None
             # the decoded properties (cached when the publisher set delivery-mode or
             # expiration) cost more than the raw bytes kept beside them: decoded again on use
             message._props = None
+            # a queued message's own copies of its property bytes and routing key cost ~90
+            # bytes; a publisher mostly repeats a few of them: share equal ones (the message
+            # is not visible to any queue yet, and an equal object changes nothing)
+            props = message.properties
+            if len(props) <= _INTERN_PROPS_BYTES:
+                message.properties = _intern(self._props, props)
+            message.routing_key = _intern(self._keys_rk, message.routing_key)
 
     def load(self, message: Any) -> bytes:
         """The body of a stored message (read from disk if spilled; not moved back)."""
