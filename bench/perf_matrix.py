@@ -24,7 +24,9 @@ S3 1/1, 1 KiB, persistent, confirms (window 100), durable queue, manual ack, pre
 S4 fanout exchange to 10 queues, 10 consumers (one a queue), 16 B, autoack
 S5 4 producers / 4 consumers / 4 queues, 16 B, autoack
 S6 backlog: N x 1 KiB published with no consumer, then drained (prefetch 1000, ack every 100);
-   N = --backlog (200,000; 1,000,000 with --full)
+   N = --backlog (200,000; 1,000,000 with --full). syncmq runs with ``--memory-budget``
+   (``--s6-memory-budget``, default 64MiB; ``0`` for none): S6 shows the budget at work, bodies
+   beyond it spill to disk and RSS is the budget plus a per-message index
 S7 M connections each publishing 1 msg/s (M = --connections, 500; 5,000 with --full), one
    consumer; RSS per connection = (peak RSS - RSS before) / M
 S8 latency at 1,000 msg/s (1/1, 16 B, manual ack, prefetch 100)
@@ -103,14 +105,16 @@ class Syncmq:
     def __init__(self) -> None:
         self.start()
 
-    def restart(self) -> None:
+    def restart(self, extra: list[str] | None = None) -> None:
+        """Restart, with ``extra`` command-line options (a scenario's, e.g. S6's budget)."""
         self.stop()
-        self.start()
+        self.start(extra)
 
-    def start(self) -> None:
+    def start(self, extra: list[str] | None = None) -> None:
         self.dir = tempfile.mkdtemp(prefix="perf-syncmq-")
         args = [sys.executable, "-m", "syncmq.cli", "--port", "0", "--data-dir",
-                os.path.join(self.dir, "data"), "--log-format", "json", "--log-level", "info"]
+                os.path.join(self.dir, "data"), "--log-format", "json", "--log-level", "info",
+                *(extra or [])]
         help_text = subprocess.run([sys.executable, "-m", "syncmq.cli", "--help"],
                                    capture_output=True, text=True, cwd=ROOT).stdout
         if "--no-management" in help_text:
@@ -276,7 +280,11 @@ def scenarios(opts: argparse.Namespace) -> dict[str, dict[str, Any]]:
                "steps": [["-x", "1", "--fanout", "10", "-y", "10", "-s", "16", "-a", "-z", t]]},
         "S5": {"desc": "4p/4c/4 queues 16 B autoack",
                "steps": [["-x", "4", "-y", "4", "--queues", "4", "-s", "16", "-a", "-z", t]]},
-        "S6": {"desc": f"backlog {opts.backlog} x 1 KiB: publish, then drain",
+        "S6": {"desc": f"backlog {opts.backlog} x 1 KiB: publish, then drain"
+                       + (f" (syncmq --memory-budget {opts.s6_memory_budget})"
+                          if opts.s6_memory_budget not in ("", "0") else ""),
+               "syncmq_args": (["--memory-budget", opts.s6_memory_budget]
+                               if opts.s6_memory_budget not in ("", "0") else []),
                "steps": [["-x", "1", "-y", "0", "-s", "1024", "-C", n, "--keep-queues"],
                          ["-x", "0", "-y", "1", "-D", n, "--predeclared", "-q", "1000",
                           "-A", "100", "--drain-timeout", "120"]], "fresh": True},
@@ -425,6 +433,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scenarios", default="S1,S2,S3,S4,S5,S6,S7,S8")
     ap.add_argument("--backlog", type=int, default=None)
     ap.add_argument("--connections", type=int, default=None)
+    ap.add_argument("--s6-memory-budget", default="64MiB",
+                    help="syncmq's --memory-budget in S6 (0: none)")
     ap.add_argument("--no-rabbitmq", action="store_true")
     ap.add_argument("--no-tool-check", action="store_true")
     ap.add_argument("--out", default=None, help="results file (default bench/results/...)")
@@ -461,7 +471,10 @@ def main(argv: list[str] | None = None) -> int:
                 order = brokers if i % 2 == 0 else list(reversed(brokers))
                 for b in order:
                     if sc.get("fresh"):  # memory figures from a broker of the run's own
-                        b.restart()
+                        if b is sq:
+                            b.restart(sc.get("syncmq_args"))
+                        else:
+                            b.restart()
                     res = run_one(b, sc, timeout)
                     raw[name][b.name].append(res)
                     print(f"# {name} run {i + 1} {b.name}: {json.dumps(res)}", file=sys.stderr,

@@ -81,6 +81,7 @@ ALL_RECORDS = [
     fmt.BindingRemove("/", "logs", "q1", fmt.DEST_QUEUE, "a.*.b", b"t"),
     fmt.Publish(2**64 - 1, "/", ("q1", "q2"), "logs", "a.b", b"props", b"\x00" * 1000),
     fmt.Publish(1, "/", ("q1",), "", "", b"", b""),
+    fmt.Publish(3, "/", ("q1", "q2"), "", "rk", b"\x01\x00", b"ttl" * 50, 1_795_000_000_123),
     fmt.Ack("/", "q1", (1, 2, 2**63)),
     fmt.Ack("/", "q1", ()),
     fmt.Delivered("/", "q2", (7,)),
@@ -94,10 +95,13 @@ ALL_RECORDS = [
 @pytest.mark.parametrize("rec", ALL_RECORDS, ids=lambda r: type(r).__name__)
 def test_round_trip_every_record_type(rec):
     data = rec.encode()
-    assert fmt.check_record(data) == rec.TYPE
+    rtype_expected = rec.TYPE
+    if rec.TYPE == fmt.T_PUBLISH and rec.published_ms:
+        rtype_expected = fmt.T_PUBLISH_AT  # a PUBLISH that records its publish time
+    assert fmt.check_record(data) == rtype_expected
     assert fmt.decode_record(data) == rec
     length, crc, rtype = fmt.RECORD_HEADER.unpack_from(data)
-    assert length == len(data) - fmt.RECORD_HEADER.size and rtype == rec.TYPE
+    assert length == len(data) - fmt.RECORD_HEADER.size and rtype == rtype_expected
     if rec.TYPE == fmt.T_PUBLISH:
         off, n = fmt.publish_body_span(data)
         assert data[off : off + n] == rec.body and off + n == len(data)
@@ -690,3 +694,27 @@ def test_io_error_reaches_callbacks_and_on_error(tmp_path, monkeypatch, where, c
     assert state == d.model.snapshot()
     assert [m[0] for m in state["queues"][("/", "q")][2]] == \
         [m[0] for m in good["queues"][("/", "q")][2]] + [9]
+
+
+def test_publish_at_recovers_its_time_and_survives_compaction(tmp_path):
+    """PUBLISH_AT (a PUBLISH with the publish time, written when a TTL applies) recovers with
+    its time, next to plain PUBLISH records (what journals written before it hold)."""
+    j, _ = open_journal(tmp_path, segment_bytes=4096, auto_compact=False)
+    d = Driver(j)
+    d.add(fmt.QueueDeclare("/", "q", 0, b""))
+    for mid in range(1, 121):
+        rec = publish(mid, ["q"], body=b"%d" % mid * 40)
+        if mid % 2:
+            rec = rec._replace(published_ms=1_700_000_000_000 + mid)
+        d.add(rec)
+    d.add(fmt.Ack("/", "q", tuple(mid for mid in range(1, 121) if mid % 3 != 1)))
+    barrier(j)
+    assert j.compact() >= 1  # the PUBLISH_AT records are moved like the others
+    j.close()
+    j2, state = open_journal(tmp_path, start=False)
+    msgs = {m.msg_id: m for m in state.queues[0].messages}
+    assert sorted(msgs) == [mid for mid in range(1, 121) if mid % 3 == 1]
+    for mid, m in msgs.items():
+        assert m.published_ms == (1_700_000_000_000 + mid if mid % 2 else 0)
+        assert m.body == b"%d" % mid * 40
+    j2.close()

@@ -437,15 +437,15 @@ def _ack(j, queue: str, ids: list[int]) -> None:
     assert done.wait(30)
 
 
-def _deleted_segment_fds() -> list[str]:
-    """Our open fds on journal segment files that were deleted or replaced."""
+def _deleted_segment_fds(under) -> list[str]:
+    """Our open fds on journal segment files under ``under`` that were deleted or replaced."""
     out = []
     for fd in os.listdir("/proc/self/fd"):
         try:
             target = os.readlink(f"/proc/self/fd/{fd}")
         except OSError:
             continue
-        if ".seg" in target and target.endswith("(deleted)"):
+        if target.startswith(str(under)) and ".seg" in target and target.endswith("(deleted)"):
             out.append(target)
     return out
 
@@ -475,7 +475,7 @@ def test_journaled_bodies_are_referenced_not_spilled_and_survive_compaction(tmp_
     store.slow._check()
     # every reference now points at a file that is still in the directory: the replaced
     # segments' inodes are not held open (disk use follows compaction)
-    assert _deleted_segment_fds() == []
+    assert _deleted_segment_fds(tmp_path) == []
     for mid in bodies:
         if mid % 3 == 0:
             assert msgs[mid].load_body() == bodies[mid], mid
@@ -492,7 +492,7 @@ def test_journaled_bodies_are_referenced_not_spilled_and_survive_compaction(tmp_
     assert st["messages"] == 0 and st["journal_messages"] == 0 and st["journal_fds"] == 0
     j.close()
     store.close()
-    assert _deleted_segment_fds() == []
+    assert _deleted_segment_fds(tmp_path) == []
 
 
 def test_bodies_spill_while_their_record_is_not_durable_or_not_in_the_journal(tmp_path):

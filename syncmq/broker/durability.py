@@ -7,6 +7,10 @@ The journal (``syncmq.journal``) knows nothing of AMQP; this module is the trans
 - A persistent message (delivery-mode 2) routed to at least one durable queue gets a
   broker-wide ``msg_id`` and one PUBLISH record listing its durable queues, appended *before*
   the message is put on any queue, so an ACK record can never precede its PUBLISH.
+- When a TTL applies to the message on one of its durable queues (its ``expiration``, or a
+  queue's ``x-message-ttl``) the record is a PUBLISH_AT, which also holds the wall-clock time
+  of the publish: after a restart the TTL counts from the original publish, not from the
+  restart (RabbitMQ persists a message's expiry with it).
 - Acks and rejects of journaled messages append ACK records; the first delivery of a journaled
   message appends a DELIVERED record (so recovery sets ``redelivered``); purge and delete append
   their records. None of these waits for an fsync: the journal's group commit makes them
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -149,9 +154,18 @@ class Durability:
             return False
         msg_id = next(self._ids)
         try:
-            self.journal.append(jf.encode_publish(msg_id, vhost, names, message.exchange,
-                                                  message.routing_key, message.properties,
-                                                  message.body))
+            if message.ttl is not None or any(
+                    q.message_ttl is not None for q in queues if q.journaled):
+                # a TTL applies: record the publish time, so that after a restart the TTL
+                # still counts from it (as RabbitMQ persists a message's expiry)
+                record = jf.encode_publish_at(int(time.time() * 1000), msg_id, vhost, names,
+                                              message.exchange, message.routing_key,
+                                              message.properties, message.body)
+            else:
+                record = jf.encode_publish(msg_id, vhost, names, message.exchange,
+                                           message.routing_key, message.properties,
+                                           message.body)
+            self.journal.append(record)
         except JournalError as e:
             raise NotDurable(str(e)) from e
         message.msg_id = msg_id
@@ -194,7 +208,7 @@ class Durability:
             for m in rq.messages:
                 msg = Message(m.exchange, m.routing_key, m.properties, m.body)
                 msg.msg_id = m.msg_id
-                q.restore_message(msg, m.delivered)
+                q.restore_message(msg, m.delivered, m.published_ms)
             counts["queues"] += 1
             counts["messages"] += len(rq.messages)
         for b in state.bindings:

@@ -614,10 +614,12 @@ class Queue:
                 self.store.release_many([m for m, _ in purged])
             return len(purged)
 
-    def restore_message(self, message: Message, delivered: bool) -> None:
+    def restore_message(self, message: Message, delivered: bool, published_ms: int = 0) -> None:
         """Recovery: append a journaled message (redelivered if it had been delivered).
 
-        TTLs count from now: the journal does not keep enqueue times."""
+        A TTL counts from ``published_ms`` (wall-clock ms of the original publish, journaled
+        when a TTL applies), so a message whose TTL ran out while the broker was down expires
+        at once; without it (a journal written before PUBLISH_AT) it counts from now."""
         with self.lock:
             if self.store is not None:
                 self.store.put(message, 1, True)  # its PUBLISH record names this queue
@@ -631,7 +633,8 @@ class Queue:
             if ttl is not None or qttl is not None:
                 if ttl is None or (qttl is not None and qttl < ttl):
                     ttl = qttl
-                self.expiry[seq] = time.monotonic() + ttl / 1000.0
+                left = ttl if not published_ms else published_ms + ttl - time.time() * 1000.0
+                self.expiry[seq] = time.monotonic() + left / 1000.0
                 self._arm_ttl_timer_locked()
 
     def mark_deleted(self) -> tuple[int, list[Consumer]]:

@@ -334,7 +334,7 @@ class Compactor:
                     read_since_yield += size
                     stats.bytes_read += size
                     new_off = out_off
-                    if rtype == fmt.T_PUBLISH:
+                    if rtype == fmt.T_PUBLISH or rtype == fmt.T_PUBLISH_AT:
                         mid = _U64.unpack_from(mm, off + hsize)[0]
                         m = msgs.get(mid)
                         if m is not None and m.seg == no and m.off == off:

@@ -78,10 +78,21 @@ Payloads by type (``flags`` are the broker's bits, stored verbatim)::
     9  BINDING_REMOVE    same as BINDING_ADD
     10 PUBLISH           msg_id:u64 vhost:str queues:str-list exchange:str routing_key:str
                          properties:bytes body:bytes
+    13 PUBLISH_AT        msg_id:u64 vhost:str queues:str-list exchange:str routing_key:str
+                         properties:bytes published_ms:u64 body:bytes
     11 ACK               vhost:str queue:str msg_ids:id-list
     12 DELIVERED         vhost:str queue:str msg_ids:id-list
 
-The body is the last field of PUBLISH, so it is the last ``len(body)`` bytes of the record.
+The body is the last field of PUBLISH and PUBLISH_AT, so it is the last ``len(body)`` bytes
+of the record (``reader.py`` reads bodies back from there).
+
+PUBLISH_AT (added after version 1's first records; a journal without it still recovers, and a
+PUBLISH is still written for a message no TTL applies to) is a PUBLISH that also carries the
+wall-clock time of the publish in ms since the epoch, written when a TTL applies to the message
+on one of its queues: recovery hands it to the broker so that a TTL keeps counting from the
+original publish across restarts (each queue's deadline is ``published_ms`` plus the lower of
+its ``x-message-ttl`` and the message's ``expiration``, both known at recovery). Everything
+that reads ``(msg_id, vhost, queues)`` treats both types alike.
 
 Meaning (applied in log order by recovery, see ``recovery.py`` and ``state.py``):
 
@@ -110,7 +121,7 @@ __all__ = [
     "MAGIC", "VERSION", "FILE_HEADER", "RECORD_HEADER", "MAX_PAYLOAD", "FormatError",
     "T_VHOST_ADD", "T_VHOST_DELETE", "T_EXCHANGE_DECLARE", "T_EXCHANGE_DELETE",
     "T_QUEUE_DECLARE", "T_QUEUE_DELETE", "T_QUEUE_PURGE", "T_BINDING_ADD", "T_BINDING_REMOVE",
-    "T_PUBLISH", "T_ACK", "T_DELIVERED", "TYPE_NAMES", "DEST_QUEUE", "DEST_EXCHANGE",
+    "T_PUBLISH", "T_ACK", "T_DELIVERED", "T_PUBLISH_AT", "PUBLISH_TYPES", "TYPE_NAMES", "DEST_QUEUE", "DEST_EXCHANGE",
     "VhostAdd", "VhostDelete", "ExchangeDeclare", "ExchangeDelete", "QueueDeclare",
     "QueueDelete", "QueuePurge", "BindingAdd", "BindingRemove", "Publish", "Ack", "Delivered",
     "Record", "encode_file_header", "decode_file_header", "segment_name", "parse_segment_name",
@@ -118,7 +129,7 @@ __all__ = [
     "encode_vhost_add", "encode_vhost_delete", "encode_exchange_declare",
     "encode_exchange_delete", "encode_queue_declare", "encode_queue_delete",
     "encode_queue_purge", "encode_binding_add", "encode_binding_remove", "encode_publish",
-    "encode_ack", "encode_delivered", "publish_body_span", "decode_publish_head",
+    "encode_ack", "encode_delivered", "encode_publish_at", "publish_body_span", "decode_publish_head",
     "decode_ids_record", "decode_publish",
 ]
 
@@ -149,6 +160,9 @@ T_BINDING_REMOVE = 9
 T_PUBLISH = 10
 T_ACK = 11
 T_DELIVERED = 12
+T_PUBLISH_AT = 13
+#: the record types of a message's publish
+PUBLISH_TYPES = (T_PUBLISH, T_PUBLISH_AT)
 
 DEST_QUEUE = 0
 DEST_EXCHANGE = 1
@@ -336,6 +350,21 @@ def encode_publish(
     return frame(T_PUBLISH, b"".join(parts))
 
 
+def encode_publish_at(
+    published_ms: int, msg_id: int, vhost: str, queues: Sequence[str], exchange: str,
+    routing_key: str, properties: bytes, body: bytes,
+) -> bytes:
+    """PUBLISH_AT: a PUBLISH that also records when it was published (wall-clock ms), for a
+    message a TTL applies to on one of ``queues``."""
+    if len(queues) > 0xFFFF:
+        raise FormatError("too many queues")
+    parts = [_U64.pack(msg_id), _s(vhost), _U16.pack(len(queues))]
+    parts.extend(_s(q) for q in queues)
+    parts += [_s(exchange), _s(routing_key), _U32.pack(len(properties)), properties,
+              _U64.pack(published_ms), _U32.pack(len(body)), body]
+    return frame(T_PUBLISH_AT, b"".join(parts))
+
+
 def encode_ack(vhost: str, queue: str, msg_ids: Sequence[int]) -> bytes:
     return frame(T_ACK, _s(vhost) + _s(queue) + _ids(msg_ids))
 
@@ -345,7 +374,7 @@ def encode_delivered(vhost: str, queue: str, msg_ids: Sequence[int]) -> bytes:
 
 
 def publish_body_span(record: bytes | memoryview) -> tuple[int, int]:
-    """``(offset, length)`` of the body inside the whole framed PUBLISH ``record``."""
+    """``(offset, length)`` of the body inside the whole framed PUBLISH(_AT) ``record``."""
     r = _Reader(record, RECORD_HEADER.size)
     r.u64()
     r.s()
@@ -353,6 +382,8 @@ def publish_body_span(record: bytes | memoryview) -> tuple[int, int]:
     r.s()
     r.s()
     r.b()
+    if record[8] == T_PUBLISH_AT:
+        r.u64()
     n = _U32.unpack_from(record, r._need(4))[0]
     return r.pos, n
 
@@ -461,10 +492,13 @@ class Publish(NamedTuple):
     routing_key: str
     properties: bytes
     body: bytes
+    published_ms: int = 0  # PUBLISH_AT's; 0 for a PUBLISH
     TYPE = T_PUBLISH
 
     def encode(self) -> bytes:
-        return encode_publish(*self)
+        if self.published_ms:
+            return encode_publish_at(self.published_ms, *self[:7])
+        return encode_publish(*self[:7])
 
 
 class Ack(NamedTuple):
@@ -498,7 +532,7 @@ TYPE_NAMES: dict[int, str] = {
     T_QUEUE_DECLARE: "QUEUE_DECLARE", T_QUEUE_DELETE: "QUEUE_DELETE",
     T_QUEUE_PURGE: "QUEUE_PURGE", T_BINDING_ADD: "BINDING_ADD",
     T_BINDING_REMOVE: "BINDING_REMOVE", T_PUBLISH: "PUBLISH", T_ACK: "ACK",
-    T_DELIVERED: "DELIVERED",
+    T_DELIVERED: "DELIVERED", T_PUBLISH_AT: "PUBLISH_AT",
 }
 
 
@@ -568,8 +602,8 @@ def _dec_binding(r: _Reader) -> tuple[str, str, str, int, str, bytes]:
 
 
 def _decode(rtype: int, r: _Reader) -> Record:
-    if rtype == T_PUBLISH:
-        rec = _publish_fast(r.buf, r.pos, r.end, True)
+    if rtype == T_PUBLISH or rtype == T_PUBLISH_AT:
+        rec = _publish_fast(r.buf, r.pos, r.end, True, rtype == T_PUBLISH_AT)
         r.pos = r.end
         return rec
     if rtype == T_ACK:
@@ -613,7 +647,8 @@ def decode_payload(
 _U64_U16 = struct.Struct(">QH")
 
 
-def _publish_fast(buf: bytes | memoryview, p: int, end: int, full: bool) -> tuple:
+def _publish_fast(buf: bytes | memoryview, p: int, end: int, full: bool,
+                  timed: bool = False) -> tuple:
     """Hot path of PUBLISH decoding (recovery and the writer): no cursor object. Overruns
     show up as ``p != end`` at the end, or as struct/Unicode errors."""
     try:
@@ -645,6 +680,10 @@ def _publish_fast(buf: bytes | memoryview, p: int, end: int, full: bool) -> tupl
         p += 4
         properties = bytes(buf[p : p + n])
         p += n
+        published_ms = 0
+        if timed:
+            published_ms = _U64.unpack_from(buf, p)[0]
+            p += 8
         n = _U32.unpack_from(buf, p)[0]
         p += 4
         body = bytes(buf[p : p + n])
@@ -653,12 +692,15 @@ def _publish_fast(buf: bytes | memoryview, p: int, end: int, full: bool) -> tupl
         raise FormatError(f"bad PUBLISH payload: {exc}") from None
     if p != end:
         raise FormatError("PUBLISH payload length mismatch")
-    return Publish(mid, vhost, tuple(queues), exchange, routing_key, properties, body)
+    return Publish(mid, vhost, tuple(queues), exchange, routing_key, properties, body,
+                   published_ms)
 
 
-def decode_publish(buf: bytes | memoryview, start: int, end: int) -> Publish:
-    """Decode the PUBLISH payload ``buf[start:end]`` (fast path of :func:`decode_payload`)."""
-    return _publish_fast(buf, start, end, True)
+def decode_publish(buf: bytes | memoryview, start: int, end: int,
+                   rtype: int = T_PUBLISH) -> Publish:
+    """Decode the PUBLISH (or, with ``rtype``, PUBLISH_AT) payload ``buf[start:end]`` (fast
+    path of :func:`decode_payload`)."""
+    return _publish_fast(buf, start, end, True, rtype == T_PUBLISH_AT)
 
 
 def decode_publish_head(

@@ -52,6 +52,8 @@ class RecoveredMessage:
     properties: bytes
     body: bytes
     delivered: bool
+    #: wall-clock ms of the original publish when a TTL applies (PUBLISH_AT), else 0
+    published_ms: int = 0
 
 
 @dataclass(slots=True)
@@ -225,7 +227,7 @@ def _replay(state: JournalState, data: mmap.mmap, seg: Segment, path: str,
     apply = state.apply
     publish = state.publish
     head = fmt.decode_publish_head
-    T_PUBLISH = fmt.T_PUBLISH
+    T_PUBLISH, T_PUBLISH_AT = fmt.T_PUBLISH, fmt.T_PUBLISH_AT
     n = 0
     problem = None
     try:
@@ -243,7 +245,7 @@ def _replay(state: JournalState, data: mmap.mmap, seg: Segment, path: str,
                 break
             n += 1
             try:
-                if rtype == T_PUBLISH:
+                if rtype == T_PUBLISH or rtype == T_PUBLISH_AT:
                     seg.size += end - pos
                     mid, vhost, queues = head(data, pos + hsize, end)
                     publish(mid, vhost, queues, seg, pos, end - pos, None)
@@ -278,7 +280,8 @@ def _build(state: JournalState, stats: RecoveryStats,
     hsize = fmt.RECORD_HEADER.size
     for m in msgs.values():
         if m.rec is None:
-            m.rec = fmt.decode_publish(images[m.seg], m.off + hsize, m.off + m.size)
+            img = images[m.seg]
+            m.rec = fmt.decode_publish(img, m.off + hsize, m.off + m.size, img[m.off + 8])
     for qk, ent in state.queues.items():
         rec = ent.rec
         rq = RecoveredQueue(rec.vhost, rec.name, rec.flags, rec.arguments)
@@ -289,7 +292,8 @@ def _build(state: JournalState, stats: RecoveryStats,
                 m = msgs[mid]
                 p = m.rec
                 out.append(RecoveredMessage(mid, p.exchange, p.routing_key, p.properties, p.body,
-                                            m.delivered is not None and qk in m.delivered))
+                                            m.delivered is not None and qk in m.delivered,
+                                            p.published_ms))
         queues.append(rq)
     for m in msgs.values():
         m.rec = None  # the broker owns the bodies now

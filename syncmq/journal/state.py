@@ -206,9 +206,9 @@ class JournalState:
         if off is None:
             off = pos
         seg.size += size
-        if rtype == fmt.T_PUBLISH:
+        if rtype == fmt.T_PUBLISH or rtype == fmt.T_PUBLISH_AT:
             if keep_rec:
-                rec = fmt.decode_publish(buf, start, end)
+                rec = fmt.decode_publish(buf, start, end, rtype)
                 self.publish(rec.msg_id, rec.vhost, rec.queues, seg, off, size, rec)
             else:
                 mid, vhost, queues = fmt.decode_publish_head(buf, start, end)
