@@ -192,7 +192,12 @@ class Durability:
 
     def recover_into(self, broker: Broker) -> dict[str, int]:
         """Replay the journal into an empty broker; returns counts for the start-up log."""
-        state = self.journal.recover()
+        # With a memory budget whose store reads bodies back from the journal, recovery does
+        # not read the bodies at all: each becomes a reference into its segment, so a restart
+        # with a backlog larger than RAM costs the per-message index, not the backlog.
+        store = broker.body_store
+        lazy = store is not None and getattr(store.slow, "locator", None) is self.journal.reader
+        state = self.journal.recover(load_bodies=not lazy)
         self._ids = itertools.count(max(state.next_msg_id, 1))
         for name in state.vhosts:
             broker.add_vhost(name)
@@ -206,8 +211,14 @@ class Durability:
             vh = broker.add_vhost(rq.vhost)
             q = vh.restore_queue(rq.name, bool(rq.flags & Q_AUTO_DELETE), _untable(rq.arguments))
             for m in rq.messages:
-                msg = Message(m.exchange, m.routing_key, m.properties, m.body)
+                msg = Message(m.exchange, m.routing_key, m.properties,
+                              m.body if m.body is not None else b"")
                 msg.msg_id = m.msg_id
+                if m.body is None and not store.put_journaled(msg, m.body_len):
+                    body = self.journal.reader.read(m.msg_id, m.body_len)
+                    if body is None:  # cannot happen: the record was just replayed
+                        raise RuntimeError(f"journaled message {m.msg_id} not readable")
+                    msg.body = body
                 q.restore_message(msg, m.delivered, m.published_ms)
             counts["queues"] += 1
             counts["messages"] += len(rq.messages)

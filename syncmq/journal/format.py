@@ -129,8 +129,8 @@ __all__ = [
     "encode_vhost_add", "encode_vhost_delete", "encode_exchange_declare",
     "encode_exchange_delete", "encode_queue_declare", "encode_queue_delete",
     "encode_queue_purge", "encode_binding_add", "encode_binding_remove", "encode_publish",
-    "encode_ack", "encode_delivered", "encode_publish_at", "publish_body_span", "decode_publish_head",
-    "decode_ids_record", "decode_publish",
+    "encode_ack", "encode_delivered", "encode_publish_at", "publish_body_span",
+    "decode_publish_head", "decode_ids_record", "decode_publish", "decode_publish_meta",
 ]
 
 MAGIC = b"SYNCMQJ1"
@@ -648,7 +648,7 @@ _U64_U16 = struct.Struct(">QH")
 
 
 def _publish_fast(buf: bytes | memoryview, p: int, end: int, full: bool,
-                  timed: bool = False) -> tuple:
+                  timed: bool = False, copy_body: bool = True) -> tuple:
     """Hot path of PUBLISH decoding (recovery and the writer): no cursor object. Overruns
     show up as ``p != end`` at the end, or as struct/Unicode errors."""
     try:
@@ -686,14 +686,16 @@ def _publish_fast(buf: bytes | memoryview, p: int, end: int, full: bool,
             p += 8
         n = _U32.unpack_from(buf, p)[0]
         p += 4
-        body = bytes(buf[p : p + n])
+        body = bytes(buf[p : p + n]) if copy_body else b""
+        body_len = n
         p += n
     except (struct.error, UnicodeDecodeError) as exc:
         raise FormatError(f"bad PUBLISH payload: {exc}") from None
     if p != end:
         raise FormatError("PUBLISH payload length mismatch")
-    return Publish(mid, vhost, tuple(queues), exchange, routing_key, properties, body,
-                   published_ms)
+    rec = Publish(mid, vhost, tuple(queues), exchange, routing_key, properties, body,
+                  published_ms)
+    return rec if copy_body else (rec, body_len)
 
 
 def decode_publish(buf: bytes | memoryview, start: int, end: int,
@@ -701,6 +703,13 @@ def decode_publish(buf: bytes | memoryview, start: int, end: int,
     """Decode the PUBLISH (or, with ``rtype``, PUBLISH_AT) payload ``buf[start:end]`` (fast
     path of :func:`decode_payload`)."""
     return _publish_fast(buf, start, end, True, rtype == T_PUBLISH_AT)
+
+
+def decode_publish_meta(buf: bytes | memoryview, start: int, end: int,
+                        rtype: int = T_PUBLISH) -> tuple[Publish, int]:
+    """Like :func:`decode_publish` but without copying the body: ``(record with body b"",
+    body length)`` (recovery with a memory budget reads bodies back only when needed)."""
+    return _publish_fast(buf, start, end, True, rtype == T_PUBLISH_AT, False)
 
 
 def decode_publish_head(

@@ -50,10 +50,11 @@ class RecoveredMessage:
     exchange: str
     routing_key: str
     properties: bytes
-    body: bytes
+    body: bytes | None  # None: left in the journal (``recover_dir(load_bodies=False)``)
     delivered: bool
     #: wall-clock ms of the original publish when a TTL applies (PUBLISH_AT), else 0
     published_ms: int = 0
+    body_len: int = 0
 
 
 @dataclass(slots=True)
@@ -133,7 +134,7 @@ def _read_header(path: str) -> tuple[int, int] | str:
         return str(exc)
 
 
-def recover_dir(data_dir: str) -> tuple[RecoveredState, JournalState]:
+def recover_dir(data_dir: str, load_bodies: bool = True) -> tuple[RecoveredState, JournalState]:
     """Recover ``data_dir`` (which must exist and be locked by the caller); see the module
     docstring. Returns the broker-facing state and the journal's liveness state."""
     t0 = time.perf_counter()
@@ -205,7 +206,7 @@ def recover_dir(data_dir: str) -> tuple[RecoveredState, JournalState]:
     stats.orphaned_messages = state.kill_orphans()
     stats.duplicate_publishes = state.duplicate_publishes
     try:
-        result = _build(state, stats, images)
+        result = _build(state, stats, images, load_bodies)
     finally:
         for image in images.values():
             image.close()
@@ -273,15 +274,22 @@ def _drop_from(nos: list[int], segs: dict[int, str], stats: RecoveryStats, why: 
             "journal recovery: %s: dropped %d segment(s) (%d bytes)", why, len(nos), total)
 
 
-def _build(state: JournalState, stats: RecoveryStats,
-           images: dict[int, mmap.mmap]) -> RecoveredState:
+def _build(state: JournalState, stats: RecoveryStats, images: dict[int, mmap.mmap],
+           load_bodies: bool = True) -> RecoveredState:
     queues: list[RecoveredQueue] = []
     msgs = state.msgs
     hsize = fmt.RECORD_HEADER.size
-    for m in msgs.values():
+    lens: dict[int, int] = {}
+    for mid, m in msgs.items():
         if m.rec is None:
             img = images[m.seg]
-            m.rec = fmt.decode_publish(img, m.off + hsize, m.off + m.size, img[m.off + 8])
+            if load_bodies:
+                m.rec = fmt.decode_publish(img, m.off + hsize, m.off + m.size, img[m.off + 8])
+            else:
+                m.rec, lens[mid] = fmt.decode_publish_meta(img, m.off + hsize, m.off + m.size,
+                                                           img[m.off + 8])
+        elif not load_bodies:
+            lens[mid] = len(m.rec.body)
     for qk, ent in state.queues.items():
         rec = ent.rec
         rq = RecoveredQueue(rec.vhost, rec.name, rec.flags, rec.arguments)
@@ -291,9 +299,10 @@ def _build(state: JournalState, stats: RecoveryStats,
             for mid in qm:
                 m = msgs[mid]
                 p = m.rec
-                out.append(RecoveredMessage(mid, p.exchange, p.routing_key, p.properties, p.body,
+                out.append(RecoveredMessage(mid, p.exchange, p.routing_key, p.properties,
+                                            p.body if load_bodies else None,
                                             m.delivered is not None and qk in m.delivered,
-                                            p.published_ms))
+                                            p.published_ms, lens.get(mid, len(p.body))))
         queues.append(rq)
     for m in msgs.values():
         m.rec = None  # the broker owns the bodies now

@@ -234,14 +234,16 @@ class Journal:
             raise JournalError(f"journal directory {self.data_dir} is in use") from None
         self._lock_fd = fd
 
-    def recover(self) -> RecoveredState:
+    def recover(self, load_bodies: bool = True) -> RecoveredState:
         """Replay the segments (truncating a torn tail) and return what they hold; see
-        ``recovery.py``. Must be called after :meth:`open` and before :meth:`start`."""
+        ``recovery.py``. Must be called after :meth:`open` and before :meth:`start`.
+        ``load_bodies=False`` leaves message bodies in the segments (``body`` None): read
+        them back through :attr:`reader`."""
         if self._lock_fd is None:
             raise JournalError("open() the journal before recover()")
         if self._thread is not None:
             raise JournalError("recover() must be called before start()")
-        result, state = recover_dir(self.data_dir)
+        result, state = recover_dir(self.data_dir, load_bodies)
         self._state = state
         self._compactor = Compactor(self.data_dir, state, self.segment_bytes,
                                     self.compact_threshold, self.compact_step_bytes,

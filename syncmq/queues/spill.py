@@ -384,21 +384,41 @@ class BodyStore:
                 if self._write_errors == 1 or self._write_errors % 10000 == 0:
                     log.error("cannot spill message bodies to disk, keeping them in memory "
                               "(%d failures): %s", self._write_errors, e)
-            message.store_key = key
-            message.store = self
-            message.store_refs = refs
-            message.stored_size = _intern(self._sizes, len(body))
-            message.body = None
-            # the decoded properties (cached when the publisher set delivery-mode or
-            # expiration) cost more than the raw bytes kept beside them: decoded again on use
-            message._props = None
-            # a queued message's own copies of its property bytes and routing key cost ~90
-            # bytes; a publisher mostly repeats a few of them: share equal ones (the message
-            # is not visible to any queue yet, and an equal object changes nothing)
-            props = message.properties
-            if len(props) <= _INTERN_PROPS_BYTES:
-                message.properties = _intern(self._props, props)
-            message.routing_key = _intern(self._keys_rk, message.routing_key)
+            self._adopt_locked(message, key, refs, len(body))
+
+    def put_journaled(self, message: Any, body_len: int) -> bool:
+        """Recovery: index the body of journaled ``message`` (on one queue), which was never
+        read into memory, as a reference into the journal (``body_len`` bytes). False if the
+        journal cannot locate it: load the body and :meth:`put` it instead."""
+        with self.lock:
+            locator = self.slow.locator
+            loc = locator.locate(message.msg_id, body_len) if locator is not None else None
+            if loc is None:
+                return False
+            key = message.msg_id
+            if key in self.buffer:
+                return False  # a duplicate id: keep the first, load this one
+            self.slow._add_ref(key, loc[0], loc[1], body_len)
+            self._adopt_locked(message, key, 1, body_len)
+        return True
+
+    def _adopt_locked(self, message: Any, key: int, refs: int, size: int) -> None:
+        """The message's body is now in the store under ``key`` (lock held)."""
+        message.store_key = key
+        message.store = self
+        message.store_refs = refs
+        message.stored_size = _intern(self._sizes, size)
+        message.body = None
+        # the decoded properties (cached when the publisher set delivery-mode or
+        # expiration) cost more than the raw bytes kept beside them: decoded again on use
+        message._props = None
+        # a queued message's own copies of its property bytes and routing key cost ~90
+        # bytes; a publisher mostly repeats a few of them: share equal ones (the message
+        # is not visible to any queue yet, and an equal object changes nothing)
+        props = message.properties
+        if len(props) <= _INTERN_PROPS_BYTES:
+            message.properties = _intern(self._props, props)
+        message.routing_key = _intern(self._keys_rk, message.routing_key)
 
     def load(self, message: Any) -> bytes:
         """The body of a stored message (read from disk if spilled; not moved back)."""
