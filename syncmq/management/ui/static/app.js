@@ -142,7 +142,9 @@
 
   /** Two-step confirmation in the page (no modal dialog): "Purge" -> "Really? Yes / Cancel". */
   function confirmButton(label, question, action, attrs) {
-    const box = h("span", { class: "confirm" });
+    const { id, ...rest } = attrs || {};
+    attrs = rest;
+    const box = h("span", { class: "confirm", id });
     const yes = h("button", { type: "button", class: "danger", "data-confirm": true }, "Yes, " + label.toLowerCase());
     const no = h("button", { type: "button", class: "secondary" }, "Cancel");
     const ask = h("span", { hidden: true }, " " + question + " ", yes, " ", no);
@@ -230,9 +232,8 @@
         h("thead", {}, h("tr", {}, cols.map(header))), h("tbody", {}, rows)));
       const first = data.item_count ? (data.page - 1) * data.page_size + 1 : 0;
       fill(summary, `${fmtNum(first)}–${fmtNum(first ? first + data.item_count - 1 : 0)} of ` +
-        `${fmtNum(data.filtered_count)}` +
-        (data.filtered_count !== data.total_count ? ` (filtered from ${fmtNum(data.total_count)})` : "") +
-        ` ${opts.noun}`);
+        `${fmtNum(data.filtered_count)} ${opts.noun}` +
+        (data.filtered_count !== data.total_count ? ` (filtered from ${fmtNum(data.total_count)})` : ""));
       const pages = Math.max(1, data.page_count);
       const go = p => () => { st.page = p; load().catch(err => banner(err.message)); };
       fill(pager,
@@ -264,11 +265,15 @@
       g.setTransform(dpr, 0, 0, dpr, 0, 0);
       g.clearRect(0, 0, w, hgt);
       const padL = 56, padR = 12, padT = 10, padB = 24;
-      const now = Date.now(), t0 = now - HISTORY_MS;
+      // the time axis spans what there is: 1 minute at least, 10 minutes at most
+      const now = Date.now();
+      const first = samples.length ? samples[0].t : now;
+      const span = Math.min(HISTORY_MS, Math.max(60000, Math.ceil((now - first) / 60000) * 60000));
+      const t0 = now - span;
       let max = 0;
       for (const s of samples) for (const se of series) max = Math.max(max, s[se.key] || 0);
       max = niceMax(max);
-      const x = t => padL + (w - padL - padR) * (t - t0) / HISTORY_MS;
+      const x = t => padL + (w - padL - padR) * (t - t0) / span;
       const y = v => padT + (hgt - padT - padB) * (1 - v / max);
       g.font = "11px system-ui, sans-serif"; g.fillStyle = "#66707f"; g.strokeStyle = "#e3e7ee"; g.lineWidth = 1;
       for (let i = 0; i <= 4; i++) {
@@ -278,11 +283,15 @@
         g.fillText(shortNum(v) + (unit || ""), padL - 6, yy);
       }
       g.textAlign = "center"; g.textBaseline = "top";
-      for (let m = 10; m >= 0; m -= 2) {
-        g.fillText(m ? `-${m} min` : "now", x(now - m * 60000), hgt - padB + 6);
+      const step = span / 5;
+      for (let i = 5; i >= 0; i--) {
+        const secs = Math.round(i * step / 1000);
+        const label = !secs ? "now" : secs % 60 ? `-${secs} s` : `-${secs / 60} min`;
+        g.fillText(label, x(now - i * step), hgt - padB + 6);
       }
-      for (const se of series) {
-        g.strokeStyle = se.color; g.lineWidth = 2; g.beginPath();
+      // lines thinner one after the other: equal series (publish = deliver = ack) stay visible
+      series.forEach((se, i) => {
+        g.strokeStyle = se.color; g.lineWidth = Math.max(1.5, 2 * (series.length - i)); g.beginPath();
         let started = false;
         for (const s of samples) {
           if (s.t < t0) continue;
@@ -290,7 +299,7 @@
           if (!started) { g.moveTo(px, py); started = true; } else g.lineTo(px, py);
         }
         g.stroke();
-      }
+      });
       const lastS = samples[samples.length - 1] || {};
       fill(legend, series.map(se => h("span", {}, swatch(se.color),
         `${se.label}: `, h("b", { "data-series": se.key }, unit ? fmtRate(lastS[se.key] || 0) : fmtNum(lastS[se.key] || 0)))));
@@ -335,8 +344,8 @@
     const node = h("dl", { class: "kv", id: "node-details" });
     const el = h("div", {}, h("h1", {}, "Overview"), tiles,
       h("div", { class: "grid2" },
-        h("div", { class: "card" }, h("h2", {}, "Message rates (last 10 minutes)"), rates.el),
-        h("div", { class: "card" }, h("h2", {}, "Queued messages (last 10 minutes)"), queued.el)),
+        h("div", { class: "card" }, h("h2", {}, "Message rates"), rates.el),
+        h("div", { class: "card" }, h("h2", {}, "Queued messages"), queued.el)),
       h("div", { class: "card" }, h("h2", {}, "Node"), node));
     async function refresh() {
       const [ov, nodes] = await Promise.all([api("GET", "/overview"), api("GET", "/nodes")]);
