@@ -246,3 +246,44 @@ def test_assets_are_package_data():
     assert {"/", "/static/app.js", "/static/style.css", "/static/favicon.svg"} <= set(assets)
     cfg = (__import__("pathlib").Path(__file__).parent.parent / "setup.cfg").read_text()
     assert "syncmq.management.ui = static/*" in cfg
+
+
+# ---- the overview's history (RabbitMQ's ?msg_rates_age=&lengths_age= samples) ----
+
+
+def test_history_samples_newest_first_spaced_and_aged():
+    from syncmq.management.history import History, details
+    n = {"v": 0}
+
+    def sample() -> dict[str, int]:
+        n["v"] += 10
+        return {"publish": n["v"]}
+
+    h = History(sample, interval=5.0, keep=60.0)
+    for i in range(20):  # one sample every 5 s, 95 s in all: only the last 60 s are kept
+        h.record(now_ms=1_000_000 + i * 5000 + (i % 2) * 40)  # a little timer jitter
+    got = h.samples("publish", 60, 5)
+    assert got[0] == {"sample": 200, "timestamp": 1_095_040}
+    assert [s["timestamp"] for s in got] == sorted((s["timestamp"] for s in got), reverse=True)
+    assert len(got) == 13  # 60 s back from the newest, one every 5 s
+    assert len(h.samples("publish", 60, 10)) == 7  # every other one
+    assert len(h.samples("publish", 20, 5)) == 5
+    assert h.samples("nope", 60, 5) == []
+    d = details(got, counter=True)
+    assert d["avg_rate"] == 2.0 and "avg" not in d  # 10 per 5 s
+    assert details(got[:1], counter=False)["avg"] == 200
+
+
+def test_overview_with_samples(broker):
+    ov = get(broker, "/api/overview?msg_rates_age=600&msg_rates_incr=5"
+                     "&lengths_age=600&lengths_incr=5")
+    pub = ov["message_stats"]["publish_details"]
+    assert {"rate", "samples", "avg_rate"} <= set(pub)
+    assert pub["samples"], "the sampler records one sample when it starts"
+    assert set(pub["samples"][0]) == {"sample", "timestamp"}
+    ready = ov["queue_totals"]["messages_ready_details"]
+    assert {"samples", "avg", "avg_rate"} <= set(ready)
+    # without the parameters the answer stays as it was
+    assert "samples" not in get(broker, "/api/overview")["message_stats"]["publish_details"]
+    status, body, _ = call(broker, "GET", "/api/overview?msg_rates_age=x")
+    assert status == 400

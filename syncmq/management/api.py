@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import quote
 
 import syncmq.management.definitions as definitions
+import syncmq.management.history as history
 import syncmq.management.state as state
 import syncmq.management.users as users_mod
 
@@ -223,6 +224,8 @@ class API:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.rates = Rates()
+        # the last minutes of the overview's counters and depths (started by the server)
+        self.history = history.History(self._history_sample)
         self.routes: list[tuple[str, tuple[str, ...], Callable[..., Response]]] = []
         r = self._route
         r("GET", "overview", self.overview)
@@ -387,6 +390,30 @@ class API:
         counts = self.rates.monotonic("overview", counts)
         return state.with_details(counts, self.rates.rates("overview", counts))
 
+    def _history_sample(self) -> dict[str, int]:
+        """One sample for :attr:`history`: the broker-wide counters and queue depths."""
+        counts = state.with_deliver_get(state.channel_totals(self.ctx))
+        counts = self.rates.monotonic("history", counts)
+        counts.update(self._queue_totals(list(self.ctx.broker.vhosts.values())))
+        return counts
+
+    def _with_samples(self, req: Request, stats: dict[str, Any], prefix: str,
+                      counter: bool) -> dict[str, Any]:
+        """Add RabbitMQ's ``samples``/``avg_rate`` to each ``*_details`` of ``stats`` when the
+        request asks for them with ``?{prefix}_age=&{prefix}_incr=``."""
+        h = self.history
+        try:
+            asked = history.age_and_incr(req.query, prefix, h.keep, h.interval)
+        except ValueError as e:
+            raise bad_request(str(e)) from None
+        if asked is None:
+            return stats
+        for key in [k for k in stats if not k.endswith("_details")]:
+            d = stats.get(key + "_details")
+            if isinstance(d, dict):
+                d.update(history.details(h.samples(key, *asked), counter))
+        return stats
+
     def _queue_totals(self, vhosts: list[VirtualHost]) -> dict[str, int]:
         ready = unacked = 0
         for vh in vhosts:
@@ -419,8 +446,8 @@ class API:
             "python_version": platform.python_version(),
             "disable_stats": False,
             "enable_queue_totals": False,
-            "message_stats": self._message_stats(),
-            "queue_totals": qt,
+            "message_stats": self._with_samples(req, self._message_stats(), "msg_rates", True),
+            "queue_totals": self._with_samples(req, qt, "lengths", False),
             "object_totals": {
                 "connections": len(sessions),
                 "channels": channels,

@@ -210,6 +210,7 @@ class ManagementServer:
         httpd.ctx = self.ctx
         httpd.api = API(self.ctx)
         httpd.assets = ui.load_assets()
+        httpd.api.history.start()
         self.httpd = httpd
         self.address = httpd.server_address[:2]
         self.thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.5},
@@ -219,6 +220,7 @@ class ManagementServer:
 
     def stop(self) -> None:
         if self.httpd is not None:
+            self.httpd.api.history.stop()
             self.httpd.shutdown()
             self.httpd.server_close()
             self.httpd = None

@@ -348,7 +348,12 @@
         h("div", { class: "card" }, h("h2", {}, "Queued messages"), queued.el)),
       h("div", { class: "card" }, h("h2", {}, "Node"), node));
     async function refresh() {
-      const [ov, nodes] = await Promise.all([api("GET", "/overview"), api("GET", "/nodes")]);
+      // the first time, ask for the server's last 10 minutes of samples (RabbitMQ's
+      // ?msg_rates_age=&lengths_age=) so the charts open with a history
+      const seed = !S.history.length;
+      const q = seed ? "?msg_rates_age=600&msg_rates_incr=5&lengths_age=600&lengths_incr=5" : "";
+      const [ov, nodes] = await Promise.all([api("GET", "/overview" + q), api("GET", "/nodes")]);
+      if (seed) seedHistory(ov);
       S.overview = ov;
       const n = nodes[0] || {};
       const ms = ov.message_stats || {}, qt = ov.queue_totals || {}, ot = ov.object_totals || {};
@@ -394,6 +399,27 @@
     }
     return { el, refresh };
   };
+
+  /** S.history from the overview's samples (newest first): rates from counter deltas. */
+  function seedHistory(ov) {
+    const ms = ov.message_stats || {}, qt = ov.queue_totals || {};
+    const samples = key => ((ms[key + "_details"] || {}).samples || []).slice().reverse();
+    const pub = samples("publish"), del = samples("deliver_get"), ack = samples("ack");
+    const depth = {};
+    for (const [k, name] of [["messages_ready", "ready"], ["messages_unacknowledged", "unacked"]]) {
+      for (const s of ((qt[k + "_details"] || {}).samples || [])) (depth[s.timestamp] = depth[s.timestamp] || {})[name] = s.sample;
+    }
+    const out = [];
+    for (let i = 1; i < pub.length; i++) {
+      const dt = (pub[i].timestamp - pub[i - 1].timestamp) / 1000;
+      if (dt <= 0) continue;
+      const r = (arr) => arr[i] && arr[i - 1] ? Math.max(0, arr[i].sample - arr[i - 1].sample) / dt : 0;
+      const d = depth[pub[i].timestamp] || {};
+      out.push({ t: pub[i].timestamp, publish: r(pub), deliver: r(del), ack: r(ack),
+                 ready: d.ready || 0, unacked: d.unacked || 0 });
+    }
+    S.history = out.filter(x => x.t > Date.now() - HISTORY_MS);
+  }
 
   function queueFeatures(q) {
     return [q.durable ? h("span", { class: "badge", title: "durable" }, "D") : null,
