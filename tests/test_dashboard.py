@@ -73,7 +73,9 @@ def dash_broker(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def driver():
+def driver(dash_broker):
+    """One headless Chromium for the module (set up after, so closed before, the broker:
+    the page stops polling before the broker stops)."""
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
@@ -85,7 +87,10 @@ def driver():
     d = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
     d.set_page_load_timeout(TIMEOUT)
     yield d
-    d.quit()
+    try:
+        d.get("about:blank")
+    finally:
+        d.quit()
 
 
 def _amqp_params(b):

@@ -314,7 +314,7 @@
   function niceMax(v) {
     if (v <= 0) return 1;
     const p = Math.pow(10, Math.floor(Math.log10(v)));
-    for (const m of [1, 2, 2.5, 5, 10]) if (v <= m * p) return m * p;
+    for (const m of [1, 2, 4, 8, 10]) if (v <= m * p) return m * p;
     return 10 * p;
   }
   function shortNum(v) {
