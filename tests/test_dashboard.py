@@ -13,6 +13,7 @@ set) a missing browser fails the run.
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import re
@@ -83,6 +84,9 @@ def driver(dash_broker):
                 "--disable-background-networking", "--disable-component-update",
                 "--disable-default-apps", "--disable-sync", "--force-device-scale-factor=1"):
         opts.add_argument(arg)
+    ARTEFACTS.mkdir(parents=True, exist_ok=True)
+    opts.add_experimental_option("prefs", {"download.default_directory": str(ARTEFACTS),
+                                           "download.prompt_for_download": False})
     # the system driver, named explicitly: selenium-manager must not try to download one
     d = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
     d.set_page_load_timeout(TIMEOUT)
@@ -295,6 +299,80 @@ def test_monitoring_user_sees_but_cannot_purge(driver, dash_broker, unique):
     assert "administrator" in text_of(d, "#banner")
     assert get(b, f"/api/queues/%2F/{unique}", auth=ADMIN)["messages_ready"] == 2
     wait(d, lambda d: text_of(d, "#tile-ready .v") == "2", "still 2 after the refusal")
+
+
+def test_publish_form_and_connection_close(driver, dash_broker, unique):
+    import pika
+    import pika.exceptions
+    d, b = driver, dash_broker
+    x, q = f"{unique}-x", f"{unique}-q"
+    params = _amqp_params(b)
+    params.client_properties = {"connection_name": f"client-{unique}"}
+    conn = pika.BlockingConnection(params)
+    try:
+        ch = conn.channel()
+        ch.exchange_declare(x, "direct")
+        ch.queue_declare(q)
+        ch.queue_bind(q, x, "to-q")
+        login(d, b, ADMIN)
+        goto(d, f"#/exchange/%2F/{x}")
+        wait(d, lambda d: q in (text_of(d, "#exchange-bindings") or ""), "the binding")
+        d.find_element(By.ID, "publish-routing-key").send_keys("to-q")
+        d.find_element(By.ID, "publish-headers").send_keys('{"origin": "dashboard"}')
+        d.find_element(By.ID, "publish-payload").send_keys("from the page")
+        d.find_element(By.ID, "publish-submit").click()
+        wait(d, lambda d: "published and routed" in (text_of(d, "#banner") or ""), "routed")
+        method, props, body = ch.basic_get(q, auto_ack=True)
+        assert body == b"from the page" and props.headers == {"origin": "dashboard"}
+        # the connection, found by its client-provided name, closed from the page
+        goto(d, "#/connections")
+        row = '#connections-grid tr[data-name] td:first-child div'
+        wait(d, lambda d: d.execute_script(
+            "return [...document.querySelectorAll(arguments[0])]"
+            ".some(e => e.textContent === arguments[1])", row, f"client-{unique}"),
+            "the connection listed")
+        d.execute_script(
+            "const cell = [...document.querySelectorAll(arguments[0])]"
+            "  .find(e => e.textContent === arguments[1]).closest('tr');"
+            "cell.querySelector('button[data-write]').click();"
+            "cell.querySelector('button[data-confirm]').click();", row, f"client-{unique}")
+        wait(d, lambda d: "closed" in (text_of(d, "#banner") or ""), "the close confirmed")
+
+        def closed(_d) -> bool:
+            try:
+                conn.process_data_events(0.05)
+            except pika.exceptions.ConnectionClosedByBroker as e:
+                assert e.reply_code == 320 and "dashboard" in e.reply_text
+                return True
+            return not conn.is_open
+        wait(d, closed, "the client told 320 CONNECTION_FORCED")
+    finally:
+        if conn.is_open:
+            conn.close()
+
+
+def test_definitions_export_and_import(driver, dash_broker, unique):
+    d, b = driver, dash_broker
+    login(d, b, ADMIN)
+    goto(d, "#/definitions")
+    before = set(ARTEFACTS.glob("syncmq-definitions-*.json"))
+    for f in before:
+        f.unlink()
+    wait(d, EC.element_to_be_clickable((By.ID, "export")), "the export button").click()
+    wait(d, lambda d: "queues" in (text_of(d, "#export-summary") or ""), "the export summary")
+    wait(d, lambda d: [f for f in ARTEFACTS.glob("syncmq-definitions-*.json")
+                       if f.stat().st_size > 0], "the downloaded file")
+    exported = json.loads(next(ARTEFACTS.glob("syncmq-definitions-*.json")).read_text())
+    assert {u["name"] for u in exported["users"]} >= {ADMIN[0], MONITOR[0]}
+    # import a file that adds a queue
+    path = ARTEFACTS / f"import-{unique}.json"
+    path.write_text(json.dumps({"queues": [{"name": unique, "vhost": "/", "durable": False,
+                                            "auto_delete": False, "arguments": {}}]}))
+    d.find_element(By.ID, "import-file").send_keys(str(path.resolve()))
+    d.find_element(By.ID, "import-submit").click()
+    wait(d, lambda d: "Definitions imported" in (text_of(d, "#banner") or ""), "imported")
+    assert get(b, f"/api/queues/%2F/{unique}", auth=ADMIN)["name"] == unique
+    path.unlink()
 
 
 def test_ten_thousand_queues_page(driver, dash_broker):
