@@ -218,6 +218,19 @@ _EXCHANGE_SORTS: dict[str, Callable[[Any], Any]] = {
 }
 
 
+class _LiveQueues:
+    """``("queue"|"depth", vhost, name) in live``: whether that queue still exists, looked up
+    in the vhost tables (only the keys with samples are asked, so a listing of 10,000 queues
+    does not build a set of all of them)."""
+
+    def __init__(self, vhosts: dict[str, VirtualHost]) -> None:
+        self.vhosts = vhosts
+
+    def __contains__(self, key: Any) -> bool:
+        vh = self.vhosts.get(key[1])
+        return vh is not None and key[2] in vh.queues
+
+
 class API:
     """The management API over one broker (shared by the HTTP server's threads)."""
 
@@ -844,8 +857,7 @@ class API:
         qs = [q for vh in self._vhosts(req, vhost)
               for q in sorted(list(vh.queues.values()), key=lambda q: q.name)]
         if vhost is None:
-            live = {(kind, q.vhost, q.name) for q in qs for kind in ("queue", "depth")}
-            self.rates.forget_missing(("queue", "depth"), live)
+            self.rates.forget_missing(("queue", "depth"), _LiveQueues(self.ctx.broker.vhosts))
         return self._listing(req, qs, lambda q: q.name, self._queue_json, _QUEUE_SORTS)
 
     def _get_queue(self, req: Request, vhost: str, name: str) -> tuple[VirtualHost, Queue]:
