@@ -109,8 +109,9 @@
   // ---------------------------------------------------------------- banner, errors
 
   let bannerTimer = null;
-  function banner(text, kind) {
+  function banner(text, kind, fromRefresh) {
     const b = $("#banner");
+    b.dataset.refresh = fromRefresh ? "1" : "";  // a refresh that works again clears only its own
     b.className = kind || "error";
     b.textContent = text;
     b.hidden = false;
@@ -793,7 +794,7 @@
   async function runRefresh(seq) {
     try {
       await S.view.refresh();
-      if (seq === S.seq && $("#banner").className === "error" && $("#banner").dataset.refresh) clearBanner();
+      if (seq === S.seq && $("#banner").dataset.refresh === "1") clearBanner();
     } catch (err) {
       if (seq !== S.seq) return;
       if (err instanceof ApiError && err.status === 401 && !S.view.keepOn401) {
@@ -801,8 +802,7 @@
         logout("Your login is no longer accepted: " + err.message);
         return;
       }
-      banner("Refresh failed: " + err.message, "error");
-      $("#banner").dataset.refresh = "1";
+      banner("Refresh failed: " + err.message, "error", true);
     }
   }
 
