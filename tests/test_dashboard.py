@@ -70,7 +70,7 @@ def dash_broker(tmp_path_factory):
     b = start_broker(tmp_path_factory, "--users-file", str(users))
     yield b
     assert b.stop() == 0, b.log_tail()
-    assert not b.tracebacks(), "\n".join(b.tracebacks())
+    assert not b.tracebacks(), b.log_tail(80)
 
 
 @pytest.fixture(scope="module")

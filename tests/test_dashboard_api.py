@@ -287,3 +287,20 @@ def test_overview_with_samples(broker):
     assert "samples" not in get(broker, "/api/overview")["message_stats"]["publish_details"]
     status, body, _ = call(broker, "GET", "/api/overview?msg_rates_age=x")
     assert status == 400
+
+
+def test_client_reset_mid_request_is_not_an_error(broker_factory):
+    """A browser leaving the page resets connections whose request is half sent: the server
+    keeps serving and its log gets no traceback (which would break one-JSON-object-a-line)."""
+    import socket
+    import struct
+    b = broker_factory()
+    for _ in range(3):
+        s = socket.create_connection(("127.0.0.1", b.management_port), timeout=TIMEOUT)
+        s.sendall(b"GET /api/overview HTTP/1.1\r\nHost: x\r\n")  # no blank line: unfinished
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()  # RST
+    assert get(b, "/api/overview")["product_name"] == "syncmq"
+    assert b.stop() == 0
+    assert not b.tracebacks(), b.log_tail()
+    assert not [line for line in b.lines if not line.startswith("{")], b.log_tail()

@@ -18,6 +18,7 @@ import binascii
 import json
 import logging
 import socket
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -40,6 +41,18 @@ class _HTTPServer(ThreadingHTTPServer):
     api: API
     ctx: Context
     assets: dict[str, ui.Asset]
+
+    def handle_error(self, request, client_address) -> None:
+        """An exception outside a request's dispatch (reading the request line or headers):
+        a client that went away (a browser leaving the page resets its connections) is not
+        an error; anything else is logged as one record, never printed to stderr (socketserver's
+        default), so the log stays one JSON object a line."""
+        exc = sys.exc_info()[1]
+        peer = f"{client_address[0]}:{client_address[1]}"
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            log.debug("management client went away: %s", exc, extra={"peer": peer})
+            return
+        log.error("management HTTP request failed: %r", exc, extra={"peer": peer})
 
 
 class _Handler(BaseHTTPRequestHandler):
