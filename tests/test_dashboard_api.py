@@ -10,7 +10,9 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
+import urllib.error
 import urllib.request
 
 import pika
@@ -174,7 +176,6 @@ def test_publish_through_the_api(broker, unique):
 
 
 def test_monitoring_user_cannot_get_or_publish(broker_factory):
-    import json
     import pathlib
     b = broker_factory()
     defs = json.loads((pathlib.Path(__file__).parent / "fixtures" /
@@ -304,3 +305,31 @@ def test_client_reset_mid_request_is_not_an_error(broker_factory):
     assert b.stop() == 0
     assert not b.tracebacks(), b.log_tail()
     assert not [line for line in b.lines if not line.startswith("{")], b.log_tail()
+
+
+def test_post_body_must_be_json(broker, unique):
+    """A cross-site form (text/plain, urlencoded) cannot import definitions with a browser's
+    cached credentials: a POST body must be declared application/json (415 otherwise)."""
+    body = json.dumps({"queues": [{"name": unique, "vhost": "/", "durable": False,
+                                   "auto_delete": False, "arguments": {}}]}).encode()
+    token = base64.b64encode(b"guest:guest").decode()
+    for ctype in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data"):
+        req = urllib.request.Request(f"http://127.0.0.1:{broker.management_port}"
+                                     "/api/definitions", data=body, method="POST",
+                                     headers={"Authorization": "Basic " + token,
+                                              "Content-Type": ctype})
+        status, _, raw = _send(req)
+        assert status == 415, (ctype, status, raw)
+    assert call(broker, "GET", f"/api/queues/%2F/{unique}")[0] == 404
+    status = call(broker, "POST", "/api/definitions", json.loads(body),
+                  headers={"Content-Type": "application/json; charset=utf-8"})[0]
+    assert status == 204
+    assert call(broker, "GET", f"/api/queues/%2F/{unique}")[0] == 200
+
+
+def _send(req):
+    try:
+        with urllib.request.urlopen(req, timeout=TIMEOUT) as resp:
+            return resp.status, resp.headers, resp.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read()

@@ -120,6 +120,12 @@ class _Handler(BaseHTTPRequestHandler):
         if not raw or raw[0] != "api":
             raise HTTPError(404, "Object Not Found", "Not Found")
         user = self._authenticate()
+        if method == "POST" and body.strip() and not self._json_body():
+            # A cross-site HTML form can POST text/plain with the browser's cached basic-auth
+            # credentials; it cannot send application/json without a CORS preflight (which
+            # this server never grants). As RabbitMQ, a POST body must be declared JSON.
+            raise HTTPError(415, "unsupported_media_type",
+                            "a request body must have Content-Type: application/json")
         try:
             parsed = json.loads(body) if body.strip() else None
         except ValueError:
@@ -137,6 +143,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(resp.status, b"", None)
         else:
             self._send_json(resp.status, resp.body)
+
+    def _json_body(self) -> bool:
+        ctype = (self.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
+        return ctype == "application/json"
 
     def _read_body(self) -> bytes:
         try:
