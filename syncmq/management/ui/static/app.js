@@ -190,15 +190,18 @@
     const pager = h("div", { class: "pager", id: opts.id + "-pager" });
     const tableBox = h("div", { id: opts.id + "-table" });
     let debounce = null;
+    const reload = () => load().catch(err => banner(err.message));
     filter.addEventListener("input", () => {
       clearTimeout(debounce);
-      debounce = setTimeout(() => { st.name = filter.value; st.page = 1; load(); }, 250);
+      debounce = setTimeout(() => { st.name = filter.value; st.page = 1; reload(); }, 250);
     });
-    regex.addEventListener("change", () => { st.regex = regex.checked; st.page = 1; load(); });
-    size.addEventListener("change", () => { st.pageSize = Number(size.value); st.page = 1; load(); });
+    regex.addEventListener("change", () => { st.regex = regex.checked; st.page = 1; reload(); });
+    size.addEventListener("change", () => { st.pageSize = Number(size.value); st.page = 1; reload(); });
 
     let lastData = null;
+    let generation = 0;  // a slower, older answer (a refresh racing a click) never wins
     async function load() {
+      const mine = ++generation;
       const q = new URLSearchParams({ page: st.page, page_size: st.pageSize });
       if (st.name) { q.set("name", st.name); if (st.regex) q.set("use_regex", "true"); }
       if (st.sort) { q.set("sort", st.sort); if (st.reverse) q.set("sort_reverse", "true"); }
@@ -211,6 +214,7 @@
         }
         throw err;
       }
+      if (mine !== generation) return;
       lastData = data;
       render(data);
     }
@@ -220,7 +224,7 @@
       if (st.sort === c.sort) cls += st.reverse ? " sorted-desc" : " sorted-asc";
       return h("th", { class: cls, "data-sort": c.sort, title: "Sort by " + c.label, onclick: () => {
         if (st.sort === c.sort) st.reverse = !st.reverse; else { st.sort = c.sort; st.reverse = !!c.num; }
-        st.page = 1; load().catch(err => banner(err.message));
+        st.page = 1; reload();
       } }, c.label);
     }
     function render(data) {
@@ -236,7 +240,7 @@
         `${fmtNum(data.filtered_count)} ${opts.noun}` +
         (data.filtered_count !== data.total_count ? ` (filtered from ${fmtNum(data.total_count)})` : ""));
       const pages = Math.max(1, data.page_count);
-      const go = p => () => { st.page = p; load().catch(err => banner(err.message)); };
+      const go = p => () => { st.page = p; reload(); };
       fill(pager,
         h("button", { type: "button", class: "secondary", disabled: st.page <= 1, onclick: go(1) }, "« First"),
         h("button", { type: "button", class: "secondary", disabled: st.page <= 1, onclick: go(st.page - 1),
