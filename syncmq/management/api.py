@@ -16,11 +16,13 @@ refused.", RabbitMQ's status for it).
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import json
 import logging
 import os
 import platform
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +30,7 @@ from typing import Any
 from urllib.parse import quote
 
 import syncmq.management.definitions as definitions
+import syncmq.management.history as history
 import syncmq.management.state as state
 import syncmq.management.users as users_mod
 
@@ -37,6 +40,7 @@ from ..broker.message import Message
 from ..broker.queue import Queue
 from ..broker.vhost import VirtualHost
 from ..methods.session import Session
+from ..wire import _spec
 from ..wire.errors import AMQPChannelError, AMQPConnectionError
 from .state import Context, Rates, connection_name, open_sessions, peer_parts
 
@@ -108,12 +112,133 @@ def _properties_key(routing_key: str, args: dict) -> str:
     return key + "~" + base64.urlsafe_b64encode(digest[:6]).decode().rstrip("=")
 
 
+PAGE_SIZE_DEFAULT = 100
+PAGE_SIZE_MAX = 500  # RabbitMQ's limit for ``page_size``
+ACK_MODES = ("ack_requeue_true", "ack_requeue_false", "reject_requeue_true",
+             "reject_requeue_false")
+_INT_PROPERTIES = ("delivery_mode", "priority", "timestamp")
+
+
+def _paging(query: dict[str, str]) -> tuple[int, int] | None:
+    """``(page, page_size)`` when the request asks for a page (``?page=``), else None."""
+    if "page" not in query:
+        return None
+    try:
+        page = int(query["page"])
+        size = int(query.get("page_size") or PAGE_SIZE_DEFAULT)
+    except ValueError:
+        raise bad_request("page and page_size must be integers") from None
+    if page < 1:
+        raise bad_request("page must be a positive integer")
+    if not 1 <= size <= PAGE_SIZE_MAX:
+        raise bad_request(f"page_size must be between 1 and {PAGE_SIZE_MAX}")
+    return page, size
+
+
+def _name_filter(query: dict[str, str]) -> Callable[[str], bool] | None:
+    """``?name=`` as a case-insensitive substring, or a regex with ``use_regex=true``."""
+    name = query.get("name", "")
+    if not name:
+        return None
+    if query.get("use_regex") == "true":
+        try:
+            rx = re.compile(name, re.IGNORECASE)
+        except re.error as e:
+            raise bad_request(f"invalid regular expression: {e}") from None
+        return lambda n: rx.search(n) is not None
+    low = name.lower()
+    return lambda n: low in n.lower()
+
+
+def _dig(obj: Any, path: str) -> Any:
+    """``obj["a"]["b"]`` for ``path`` ``"a.b"`` (None where a key is missing)."""
+    for part in path.split("."):
+        if not isinstance(obj, dict):
+            return None
+        obj = obj.get(part)
+    return obj
+
+
+def _sortable(v: Any) -> tuple:
+    """A key that orders values of mixed types: missing first, then numbers, then text."""
+    if v is None:
+        return (0, 0)
+    if isinstance(v, (int, float)):
+        return (1, v)
+    return (2, str(v))
+
+
+def _encode_properties(props: Any) -> bytes:
+    """The JSON ``properties`` of a publish request as encoded AMQP basic properties."""
+    if not isinstance(props, dict):
+        raise bad_request("properties must be an object")
+    kwargs: dict[str, Any] = {}
+    for k, v in props.items():
+        if k not in _spec.BasicProperties.FIELDS:
+            raise bad_request(f"unknown property '{k}'")
+        if v is None or v == "":
+            continue
+        if k in _INT_PROPERTIES:
+            try:
+                v = int(v)
+            except (TypeError, ValueError):
+                raise bad_request(f"property '{k}' must be an integer") from None
+        elif k == "headers":
+            if not isinstance(v, dict):
+                raise bad_request("headers must be an object")
+        elif not isinstance(v, str):
+            raise bad_request(f"property '{k}' must be a string")
+        kwargs[k] = v
+    try:
+        return _spec.BasicProperties(**kwargs).encode()
+    except Exception as e:  # a value out of range for its AMQP type
+        raise bad_request(f"bad properties: {e}") from None
+
+
+def _properties_json(message: Message) -> dict[str, Any]:
+    p = message.props
+    return {f: jsonable(v) for f in _spec.BasicProperties.FIELDS
+            if (v := getattr(p, f)) is not None}
+
+
+# Queue sort keys that need no JSON rendering: a page of 10,000 queues sorted by one of
+# these renders only the queues on the page.
+_QUEUE_SORTS: dict[str, Callable[[Queue], Any]] = {
+    "name": lambda q: q.name,
+    "vhost": lambda q: (q.vhost, q.name),
+    "messages_ready": lambda q: len(q.ready),
+    "messages_unacknowledged": lambda q: q.unacked_count,
+    "messages": lambda q: len(q.ready) + q.unacked_count,
+    "consumers": lambda q: len(q.consumers),
+}
+_EXCHANGE_SORTS: dict[str, Callable[[Any], Any]] = {
+    "name": lambda e: e.name,
+    "vhost": lambda e: (e.vhost, e.name),
+    "type": lambda e: e.type,
+}
+
+
+class _LiveQueues:
+    """``("queue"|"depth", vhost, name) in live``: whether that queue still exists, looked up
+    in the vhost tables (only the keys with samples are asked, so a listing of 10,000 queues
+    does not build a set of all of them)."""
+
+    def __init__(self, vhosts: dict[str, VirtualHost]) -> None:
+        self.vhosts = vhosts
+
+    def __contains__(self, key: Any) -> bool:
+        vh = self.vhosts.get(key[1])
+        return vh is not None and key[2] in vh.queues
+
+
 class API:
     """The management API over one broker (shared by the HTTP server's threads)."""
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.rates = Rates()
+        # the last minutes of the overview's counters and depths (started by the server)
+        self.history = history.History(self._history_sample)
         self.routes: list[tuple[str, tuple[str, ...], Callable[..., Response]]] = []
         r = self._route
         r("GET", "overview", self.overview)
@@ -141,6 +266,10 @@ class API:
         r("GET", "exchanges", self.exchanges)
         r("GET", "exchanges/{vhost}", self.exchanges)
         r("GET", "exchanges/{vhost}/{name}", self.exchange)
+        r("GET", "exchanges/{vhost}/{name}/bindings/source", self.exchange_bindings_source)
+        r("GET", "exchanges/{vhost}/{name}/bindings/destination",
+          self.exchange_bindings_destination)
+        r("POST", "exchanges/{vhost}/{name}/publish", self.publish)
         r("PUT", "exchanges/{vhost}/{name}", self.put_exchange)
         r("DELETE", "exchanges/{vhost}/{name}", self.delete_exchange)
         r("GET", "queues", self.queues)
@@ -150,6 +279,7 @@ class API:
         r("DELETE", "queues/{vhost}/{name}", self.delete_queue)
         r("DELETE", "queues/{vhost}/{name}/contents", self.purge_queue)
         r("GET", "queues/{vhost}/{name}/bindings", self.queue_bindings)
+        r("POST", "queues/{vhost}/{name}/get", self.get_messages)
         r("GET", "bindings", self.bindings)
         r("GET", "bindings/{vhost}", self.bindings)
         r("GET", "connections", self.connections)
@@ -195,6 +325,48 @@ class API:
             raise HTTPError(405, "Method Not Allowed", "Method Not Allowed")
         raise not_found()
 
+    # ---- listings: filter, sort, page (RabbitMQ's ?page=&page_size=&name=&sort=) ----
+
+    def _listing(self, req: Request, objs: list, name_of: Callable[[Any], str],
+                 to_json: Callable[[Any], dict[str, Any]],
+                 cheap_sorts: dict[str, Callable[[Any], Any]] | None = None) -> Response:
+        """A list endpoint's answer: ``objs`` (in their default order) filtered by ``?name=``,
+        sorted by ``?sort=`` (a field or dotted path; ``sort_reverse=true``) and, with
+        ``?page=``, RabbitMQ's page object ``{items, page, page_count, page_size,
+        filtered_count, item_count, total_count}``; without it the plain list. Sorting by a
+        key in ``cheap_sorts`` renders only the objects on the page."""
+        q = req.query
+        total = len(objs)
+        match = _name_filter(q)
+        if match is not None:
+            objs = [o for o in objs if match(name_of(o))]
+        sort, reverse = q.get("sort") or None, q.get("sort_reverse") == "true"
+        if sort is not None and cheap_sorts is not None and sort in cheap_sorts:
+            key = cheap_sorts[sort]
+            objs = sorted(objs, key=lambda o: _sortable(key(o)), reverse=reverse)
+            sort = None
+        elif sort is None and reverse:
+            objs = objs[::-1]
+        paging = _paging(q)
+        filtered = len(objs)
+        if sort is not None:  # a rendered field: render all, then sort
+            items = sorted((to_json(o) for o in objs),
+                           key=lambda x: _sortable(_dig(x, sort)), reverse=reverse)
+        if paging is None:
+            return Response(200, items if sort is not None else [to_json(o) for o in objs])
+        page, size = paging
+        page_count = -(-filtered // size)
+        if page > max(page_count, 1):
+            raise bad_request("page_out_of_range")
+        start = (page - 1) * size
+        if sort is not None:
+            items = items[start:start + size]
+        else:
+            items = [to_json(o) for o in objs[start:start + size]]
+        return Response(200, {"filtered_count": filtered, "item_count": len(items),
+                              "items": items, "page": page, "page_count": page_count,
+                              "page_size": size, "total_count": total})
+
     # ---- visibility ----
 
     def _sees_all(self, user: User) -> bool:
@@ -231,6 +403,30 @@ class API:
         counts = self.rates.monotonic("overview", counts)
         return state.with_details(counts, self.rates.rates("overview", counts))
 
+    def _history_sample(self) -> dict[str, int]:
+        """One sample for :attr:`history`: the broker-wide counters and queue depths."""
+        counts = state.with_deliver_get(state.channel_totals(self.ctx))
+        counts = self.rates.monotonic("history", counts)
+        counts.update(self._queue_totals(list(self.ctx.broker.vhosts.values())))
+        return counts
+
+    def _with_samples(self, req: Request, stats: dict[str, Any], prefix: str,
+                      counter: bool) -> dict[str, Any]:
+        """Add RabbitMQ's ``samples``/``avg_rate`` to each ``*_details`` of ``stats`` when the
+        request asks for them with ``?{prefix}_age=&{prefix}_incr=``."""
+        h = self.history
+        try:
+            asked = history.age_and_incr(req.query, prefix, h.keep, h.interval)
+        except ValueError as e:
+            raise bad_request(str(e)) from None
+        if asked is None:
+            return stats
+        for key in [k for k in stats if not k.endswith("_details")]:
+            d = stats.get(key + "_details")
+            if isinstance(d, dict):
+                d.update(history.details(h.samples(key, *asked), counter))
+        return stats
+
     def _queue_totals(self, vhosts: list[VirtualHost]) -> dict[str, int]:
         ready = unacked = 0
         for vh in vhosts:
@@ -263,8 +459,8 @@ class API:
             "python_version": platform.python_version(),
             "disable_stats": False,
             "enable_queue_totals": False,
-            "message_stats": self._message_stats(),
-            "queue_totals": qt,
+            "message_stats": self._with_samples(req, self._message_stats(), "msg_rates", True),
+            "queue_totals": self._with_samples(req, qt, "lengths", False),
             "object_totals": {
                 "connections": len(sessions),
                 "channels": channels,
@@ -308,9 +504,11 @@ class API:
             "os_pid": str(os.getpid()),
             "uptime": int((time.time() - ctx.started_at) * 1000),
             "mem_used": state.resident_memory(),
-            "mem_alarm": False,
+            "mem_alarm": "memory" in ctx.broker.alarms,
             "disk_free": disk_free,
-            "disk_free_alarm": False,
+            "disk_free_alarm": "disk" in ctx.broker.alarms,
+            # syncmq's own: bytes in the journal's segment files (0 without a data dir)
+            "journal_bytes": (state.journal_bytes(ctx.data_dir) or 0) if ctx.data_dir else 0,
             "fd_used": fd_used,
             "fd_total": fd_total,
             "sockets_used": len(ctx.sessions()),
@@ -537,9 +735,9 @@ class API:
                 "arguments": jsonable(ex.arguments), "user_who_performed_action": ""}
 
     def exchanges(self, req: Request, vhost: str | None = None) -> Response:
-        return Response(200, [self._exchange_json(ex) for vh in self._vhosts(req, vhost)
-                              for ex in sorted(list(vh.exchanges.values()),
-                                               key=lambda e: e.name)])
+        exs = [ex for vh in self._vhosts(req, vhost)
+               for ex in sorted(list(vh.exchanges.values()), key=lambda e: e.name)]
+        return self._listing(req, exs, lambda e: e.name, self._exchange_json, _EXCHANGE_SORTS)
 
     def _get_exchange(self, req: Request, vhost: str, name: str):
         vh = self._vhosts(req, vhost)[0]
@@ -553,6 +751,53 @@ class API:
         out = self._exchange_json(ex)
         out["outgoing"], out["incoming"] = [], []
         return Response(200, out)
+
+    def exchange_bindings_source(self, req: Request, vhost: str, name: str) -> Response:
+        vh, ex = self._get_exchange(req, vhost, name)
+        return Response(200, [b for b in self._binding_list([vh]) if b["source"] == ex.name])
+
+    def exchange_bindings_destination(self, req: Request, vhost: str, name: str) -> Response:
+        vh, ex = self._get_exchange(req, vhost, name)
+        return Response(200, [b for b in self._binding_list([vh])
+                              if b["destination_type"] == "exchange"
+                              and b["destination"] == ex.name])
+
+    def publish(self, req: Request, vhost: str, name: str) -> Response:
+        """Publish one message, as RabbitMQ's ``POST /api/exchanges/{vh}/{x}/publish``:
+        body ``{routing_key, payload, payload_encoding: string|base64, properties}``;
+        answers ``{"routed": bool}`` (true when at least one queue took it). Persistent
+        messages reaching durable queues are journaled as a basic.publish's are."""
+        vh, ex = self._get_exchange(req, vhost, name)
+        body = req.body if isinstance(req.body, dict) else {}
+        rk, payload = body.get("routing_key", ""), body.get("payload", "")
+        encoding = body.get("payload_encoding", "string")
+        if not isinstance(rk, str) or not isinstance(payload, str):
+            raise bad_request("routing_key and payload must be strings")
+        if encoding == "string":
+            data = payload.encode("utf-8")
+        elif encoding == "base64":
+            try:
+                data = base64.b64decode(payload, validate=True)
+            except (ValueError, binascii.Error):
+                raise bad_request("payload is not valid base64") from None
+        else:
+            raise bad_request("payload_encoding must be 'string' or 'base64'")
+        if ex.internal:
+            raise access_refused()
+        message = Message(ex.name, rk, _encode_properties(body.get("properties") or {}), data)
+        queues = vh.route(ex, message)
+        if message.persistent and queues and vh.durability is not None:
+            try:
+                vh.durability.publish(vh.name, message, queues)
+            except vh.durability.NotDurable:
+                pass  # the journal failed: it stays a transient message
+        if vh.body_store is not None and queues:
+            vh.body_store.put(message, len(queues))
+        routed = False
+        for q in queues:
+            if q.publish(message):
+                routed = True
+        return Response(200, {"routed": routed})
 
     def put_exchange(self, req: Request, vhost: str, name: str) -> Response:
         vh = self._vhost_or_404(vhost)
@@ -609,15 +854,11 @@ class API:
         }
 
     def queues(self, req: Request, vhost: str | None = None) -> Response:
-        out, live = [], set()
-        for vh in self._vhosts(req, vhost):
-            for q in sorted(list(vh.queues.values()), key=lambda q: q.name):
-                out.append(self._queue_json(q))
-                live.add(("queue", q.vhost, q.name))
-                live.add(("depth", q.vhost, q.name))
+        qs = [q for vh in self._vhosts(req, vhost)
+              for q in sorted(list(vh.queues.values()), key=lambda q: q.name)]
         if vhost is None:
-            self.rates.forget_missing(("queue", "depth"), live)
-        return Response(200, out)
+            self.rates.forget_missing(("queue", "depth"), _LiveQueues(self.ctx.broker.vhosts))
+        return self._listing(req, qs, lambda q: q.name, self._queue_json, _QUEUE_SORTS)
 
     def _get_queue(self, req: Request, vhost: str, name: str) -> tuple[VirtualHost, Queue]:
         vh = self._vhosts(req, vhost)[0]
@@ -672,6 +913,43 @@ class API:
         _, q = self._get_queue(req, vhost, name)
         q.purge()
         return Response(204)
+
+    def get_messages(self, req: Request, vhost: str, name: str) -> Response:
+        """RabbitMQ's ``POST /api/queues/{vh}/{q}/get``: take up to ``count`` messages from
+        the head, as basic.get without no-ack, then settle them by ``ackmode`` (``*_requeue_true``
+        puts them back where they were, marked redelivered, so a look changes no order).
+        Body: ``{count, ackmode, encoding: auto|base64, truncate}``."""
+        _, q = self._get_queue(req, vhost, name)
+        body = req.body if isinstance(req.body, dict) else {}
+        ackmode = body.get("ackmode")
+        if ackmode not in ACK_MODES:
+            raise bad_request("ackmode must be one of " + ", ".join(ACK_MODES))
+        encoding = body.get("encoding", "auto")
+        if encoding not in ("auto", "base64"):
+            raise bad_request("encoding must be 'auto' or 'base64'")
+        try:
+            count = int(body.get("count", 1))
+            truncate = body.get("truncate")
+            truncate = int(truncate) if truncate not in (None, "") else None
+        except (TypeError, ValueError):
+            raise bad_request("count and truncate must be integers") from None
+        taken: list[tuple[int, Message]] = []
+        out = []
+        try:
+            for _ in range(max(0, count)):
+                got = q.get(False)
+                if got is None:
+                    break
+                seq, message, redelivered, remaining = got
+                taken.append((seq, message))
+                out.append(_message_json(message, redelivered, remaining, encoding, truncate))
+        finally:
+            if taken:
+                if ackmode.endswith("requeue_true"):
+                    q.requeue(taken)
+                else:
+                    q.settle(taken, rejected=ackmode.startswith("reject"))
+        return Response(200, out)
 
     # ---- bindings ----
 
@@ -735,7 +1013,8 @@ class API:
         }
 
     def connections(self, req: Request, vhost: str | None = None) -> Response:
-        return Response(200, [self._connection_json(s) for s in self._sessions(req, vhost)])
+        return self._listing(req, self._sessions(req, vhost), connection_name,
+                             self._connection_json)
 
     def _find_session(self, req: Request, name: str) -> Session:
         for s in self._sessions(req):
@@ -865,3 +1144,24 @@ def _amqp_error(e: Exception) -> HTTPError:
     if code == 404:
         return not_found()
     return bad_request(reason)
+
+
+def _message_json(message: Message, redelivered: bool, remaining: int, encoding: str,
+                  truncate: int | None) -> dict[str, Any]:
+    """One message of a ``/get`` answer, in RabbitMQ's shape."""
+    data = message.body if message.body is not None else message.load_body()
+    size = len(data)
+    if truncate is not None:
+        data = data[:max(0, truncate)]
+    payload, how = None, "base64"
+    if encoding == "auto":
+        try:
+            payload, how = bytes(data).decode("utf-8"), "string"
+        except UnicodeDecodeError:
+            pass
+    if payload is None:
+        payload = base64.b64encode(data).decode()
+    return {"payload_bytes": size, "redelivered": redelivered, "exchange": message.exchange,
+            "routing_key": message.routing_key, "message_count": remaining,
+            "properties": _properties_json(message), "payload": payload,
+            "payload_encoding": how}

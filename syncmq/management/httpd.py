@@ -3,7 +3,10 @@
 Every ``/api/...`` request is authenticated with HTTP basic auth against the broker's user
 store (``broker.users.authenticate``, the check AMQP logins use, so ``guest`` is refused from
 a non-loopback address here too). ``/metrics`` (Prometheus) needs no credentials, as
-RabbitMQ's Prometheus endpoint. Request threads are daemon threads: a stuck client never
+RabbitMQ's Prometheus endpoint, and neither do the dashboard's static files (``/``,
+``/static/...``, see :mod:`.ui`): the page logs in by calling the API with the user's
+credentials. A 401 to a request with ``X-Requested-With`` (the dashboard's calls) carries no
+``WWW-Authenticate``, so the browser shows the page's login form, not its own dialog. Request threads are daemon threads: a stuck client never
 holds up shutdown. Access is logged at debug level through ``logging`` (never to stderr
 directly, so the log stays one JSON object a line).
 """
@@ -15,11 +18,13 @@ import binascii
 import json
 import logging
 import socket
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import syncmq.management.metrics as metrics
+import syncmq.management.ui as ui
 
 from .api import API, HTTPError, Request
 from .state import Context
@@ -35,6 +40,19 @@ class _HTTPServer(ThreadingHTTPServer):
     allow_reuse_address = True
     api: API
     ctx: Context
+    assets: dict[str, ui.Asset]
+
+    def handle_error(self, request, client_address) -> None:
+        """An exception outside a request's dispatch (reading the request line or headers):
+        a client that went away (a browser leaving the page resets its connections) is not
+        an error; anything else is logged as one record, never printed to stderr (socketserver's
+        default), so the log stays one JSON object a line."""
+        exc = sys.exc_info()[1]
+        peer = f"{client_address[0]}:{client_address[1]}"
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            log.debug("management client went away: %s", exc, extra={"peer": peer})
+            return
+        log.error("management HTTP request failed: %r", exc, extra={"peer": peer})
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -51,6 +69,14 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 (stdlib's naming)
         self._dispatch("GET")
 
+    def do_HEAD(self) -> None:  # noqa: N802
+        path = urlsplit(self.path).path
+        asset = self.server.assets.get(path)
+        if asset is None:
+            self._send(404, b"", None)
+            return
+        self._send_asset(asset, head=True)
+
     def do_PUT(self) -> None:  # noqa: N802
         self._dispatch("PUT")
 
@@ -66,8 +92,9 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             self._dispatch_inner(method)
         except HTTPError as e:
+            challenge = e.status == 401 and not self.headers.get("X-Requested-With")
             self._send_json(e.status, {"error": e.error, "reason": e.reason},
-                            {"WWW-Authenticate": REALM} if e.status == 401 else None)
+                            {"WWW-Authenticate": REALM} if challenge else None)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
         except Exception as e:
@@ -85,9 +112,20 @@ class _Handler(BaseHTTPRequestHandler):
             api = self.server.api
             self._send(200, metrics.render(api.ctx, api.rates).encode(), metrics.CONTENT_TYPE)
             return
+        if method == "GET" and (not raw or raw[0] in ("static", "index.html")):
+            asset = self.server.assets.get(url.path)
+            if asset is not None:
+                self._send_asset(asset)
+                return
         if not raw or raw[0] != "api":
             raise HTTPError(404, "Object Not Found", "Not Found")
         user = self._authenticate()
+        if method == "POST" and body.strip() and not self._json_body():
+            # A cross-site HTML form can POST text/plain with the browser's cached basic-auth
+            # credentials; it cannot send application/json without a CORS preflight (which
+            # this server never grants). As RabbitMQ, a POST body must be declared JSON.
+            raise HTTPError(415, "unsupported_media_type",
+                            "a request body must have Content-Type: application/json")
         try:
             parsed = json.loads(body) if body.strip() else None
         except ValueError:
@@ -105,6 +143,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(resp.status, b"", None)
         else:
             self._send_json(resp.status, resp.body)
+
+    def _json_body(self) -> bool:
+        ctype = (self.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
+        return ctype == "application/json"
 
     def _read_body(self) -> bytes:
         try:
@@ -140,6 +182,23 @@ class _Handler(BaseHTTPRequestHandler):
     def _send_json(self, status: int, obj, headers: dict | None = None) -> None:
         self._send(status, json.dumps(obj).encode(), "application/json", headers)
 
+    def _send_asset(self, asset: ui.Asset, head: bool = False) -> None:
+        """A dashboard file, with its ETag (304 when the browser has it) and the page's
+        security headers."""
+        if self.headers.get("If-None-Match") == asset.etag:
+            self._send(304, b"", None, {"ETag": asset.etag, **ui.SECURITY_HEADERS})
+            return
+        headers = {"ETag": asset.etag, **ui.SECURITY_HEADERS}
+        if head:
+            self.send_response(200)
+            self.send_header("Content-Type", asset.content_type)
+            self.send_header("Content-Length", str(len(asset.data)))
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.end_headers()
+            return
+        self._send(200, asset.data, asset.content_type, headers)
+
     def _send(self, status: int, data: bytes, ctype: str | None,
               headers: dict | None = None) -> None:
         self.send_response(status)
@@ -173,6 +232,8 @@ class ManagementServer:
         httpd = cls((self.host, self.port), _Handler)
         httpd.ctx = self.ctx
         httpd.api = API(self.ctx)
+        httpd.assets = ui.load_assets()
+        httpd.api.history.start()
         self.httpd = httpd
         self.address = httpd.server_address[:2]
         self.thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.5},
@@ -182,6 +243,7 @@ class ManagementServer:
 
     def stop(self) -> None:
         if self.httpd is not None:
+            self.httpd.api.history.stop()
             self.httpd.shutdown()
             self.httpd.server_close()
             self.httpd = None
