@@ -19,7 +19,8 @@ operations. The ``syncmq-journal`` thread takes everything queued at once (a *ba
 coalesced ids of :meth:`append_ids` last), writes it with one ``writev`` per segment touched,
 fsyncs once, fires the callbacks in append order, then applies the batch to its liveness state
 (after the callbacks, so a confirm never waits for that bookkeeping) and, when idle or between
-batches, runs a bounded compaction step. fsync releases the GIL, so workers keep appending
+batches, runs a bounded compaction step (put off, for at most ``COMPACT_MAX_DEFER``, while an
+item with a callback waits). fsync releases the GIL, so workers keep appending
 meanwhile.
 
 * ``_lock`` guards ``_pending`` (queued items), ``_ids`` (coalesced ACK/DELIVERED ids),
@@ -110,6 +111,8 @@ FSYNC_MODES = ("batch", "always", "never")
 MiB = 1 << 20
 _IOV_MAX = 1024
 _fdatasync = getattr(os, "fdatasync", os.fsync)
+#: Longest time (s) a compaction step is put off while confirms wait for a batch.
+COMPACT_MAX_DEFER = 0.05
 
 
 class JournalError(Exception):
@@ -193,7 +196,7 @@ class Journal:
     def __init__(self, data_dir: str | os.PathLike[str], fsync: str = "batch",
                  segment_bytes: int = 64 * MiB, on_error: Callable[[Exception], None] | None = None,
                  *, compact_threshold: float = 0.5, auto_compact: bool = True,
-                 compact_step_bytes: int = 4 * MiB) -> None:
+                 compact_step_bytes: int = 1 * MiB) -> None:
         if fsync not in FSYNC_MODES:
             raise ValueError(f"fsync must be one of {FSYNC_MODES}, not {fsync!r}")
         if segment_bytes < 1024:
@@ -215,6 +218,7 @@ class Journal:
         # Coalesced ACK/DELIVERED ids (append_ids): (type, vhost, queue) -> ids, in first-append
         # order; written as one record per key at the end of the next batch.
         self._ids: dict[tuple[int, str, str], list[int]] = {}
+        self._waiting = False  # an item in _pending has a callback (or is a barrier)
         self._error: Exception | None = None
         self._closing = False
         self._thread: threading.Thread | None = None
@@ -402,6 +406,8 @@ class Journal:
             if self._closing or self._thread is None:
                 raise JournalClosed("journal is not running")
             self._pending.append(item)
+            if item.callback is not None or item.sync:
+                self._waiting = True
             if len(self._pending) == 1 and not self._ids:
                 self._wakeup.notify()
 
@@ -512,6 +518,7 @@ class Journal:
 
     def _loop(self) -> None:
         want_compact = self._compaction_wanted()
+        last_step = 0.0
         while True:
             with self._lock:
                 while not self._pending and not self._ids and not self._closing and \
@@ -519,6 +526,7 @@ class Journal:
                     self._wakeup.wait()
                 items = self._pending
                 self._pending = []
+                self._waiting = False
                 ids = self._ids
                 if ids:
                     self._ids = {}
@@ -536,7 +544,15 @@ class Journal:
                 break
             compactor = self._compactor
             assert compactor is not None
+            if compactor.busy and self._waiting and not closing and \
+                    time.monotonic() - last_step < COMPACT_MAX_DEFER:
+                # a confirm or commit waits in _pending: its batch first (a step holds the
+                # thread for ~1-2 ms, the last one of a job for longer); compaction still
+                # gets a step at least every COMPACT_MAX_DEFER seconds
+                want_compact = True
+                continue
             if compactor.busy:  # started by _compaction_wanted, maybe finished by compact()
+                last_step = time.monotonic()
                 before = compactor.stats.aborted
                 try:
                     compactor.step()
@@ -802,6 +818,7 @@ class Journal:
             queued = self._pending
             self._pending = []
             self._ids = {}  # nobody waits for these (see append_ids)
+            self._waiting = False
         self.metrics.errors += 1
         if self._compactor is not None:
             self._compactor.abort()
