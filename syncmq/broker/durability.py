@@ -14,7 +14,9 @@ The journal (``syncmq.journal``) knows nothing of AMQP; this module is the trans
 - Acks and rejects of journaled messages append ACK records; the first delivery of a journaled
   message appends a DELIVERED record (so recovery sets ``redelivered``); purge and delete append
   their records. None of these waits for an fsync: the journal's group commit makes them
-  durable with the next batch that has a waiter.
+  durable with the next batch that has a waiter. ACK and DELIVERED ids are coalesced per queue
+  until the journal's next batch (``Journal.append_ids``: one record per queue per batch, not
+  one per message), written after everything appended before them.
 - Publisher confirms and tx.commit-ok wait for :meth:`Durability.barrier`, which fires once
   every record appended before it is on disk.
 
@@ -149,7 +151,7 @@ class Durability:
         Must be called before the message is put on any queue. Raises :class:`NotDurable` if
         the journal refuses it (``message.msg_id`` stays 0: it is a transient message then).
         """
-        names = [q.name for q in queues if q.journaled]
+        names = tuple([q.name for q in queues if q.journaled])
         if not names:
             return False
         msg_id = next(self._ids)
@@ -165,18 +167,30 @@ class Durability:
                 record = jf.encode_publish(msg_id, vhost, names, message.exchange,
                                            message.routing_key, message.properties,
                                            message.body)
-            self.journal.append(record)
+            self.journal.append_publish(record, msg_id, vhost, names)
         except JournalError as e:
             raise NotDurable(str(e)) from e
         message.msg_id = msg_id
         return True
 
     def acked(self, q: Queue, msg_ids: list[int]) -> None:
+        """ACK of ``msg_ids`` on ``q``: coalesced with the other acks of ``q`` until the
+        journal's next batch (``Journal.append_ids``); a later barrier covers it."""
         if msg_ids:
-            self._append(jf.encode_ack(q.vhost, q.name, msg_ids))
+            self._append_ids(jf.T_ACK, q, msg_ids)
 
     def delivered(self, q: Queue, msg_id: int) -> None:
-        self._append(jf.encode_delivered(q.vhost, q.name, (msg_id,)))
+        """First delivery of ``msg_id`` from ``q`` (coalesced like :meth:`acked`)."""
+        self._append_ids(jf.T_DELIVERED, q, (msg_id,))
+
+    def _append_ids(self, rtype: int, q: Queue, ids: list[int] | tuple[int, ...]) -> None:
+        try:
+            self.journal.append_ids(rtype, q.vhost, q.name, ids)
+        except JournalError as e:
+            self._dropped += 1
+            if self._dropped == 1:
+                log.error("journal not accepting records, durable state changes are not "
+                          "recorded until restart: %s", e)
 
     def barrier(self, callback: Callable[[Exception | None], None]) -> None:
         """``callback(error)`` once everything appended so far is durable (journal thread).

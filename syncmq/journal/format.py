@@ -336,18 +336,43 @@ def encode_binding_remove(
     )
 
 
+_PUBLISH_TYPE_CRC = zlib.crc32(_TYPE_BYTE[T_PUBLISH])
+#: (vhost, exchange, routing_key, *queues) -> the encoded fields between msg_id and properties
+_publish_routes: dict[tuple, bytes] = {}
+
+
+def _publish_route(vhost: str, queues: Sequence[str], exchange: str, routing_key: str) -> bytes:
+    if len(queues) > 0xFFFF:
+        raise FormatError("too many queues")
+    parts = [_s(vhost), _U16.pack(len(queues))]
+    parts.extend(_s(q) for q in queues)
+    parts += [_s(exchange), _s(routing_key)]
+    return b"".join(parts)
+
+
 def encode_publish(
     msg_id: int, vhost: str, queues: Sequence[str], exchange: str, routing_key: str,
     properties: bytes, body: bytes,
 ) -> bytes:
-    """PUBLISH of one message routed to ``queues`` (all durable, at least one)."""
-    if len(queues) > 0xFFFF:
-        raise FormatError("too many queues")
-    parts = [_U64.pack(msg_id), _s(vhost), _U16.pack(len(queues))]
-    parts.extend(_s(q) for q in queues)
-    parts += [_s(exchange), _s(routing_key), _U32.pack(len(properties)), properties,
-              _U32.pack(len(body)), body]
-    return frame(T_PUBLISH, b"".join(parts))
+    """PUBLISH of one message routed to ``queues`` (all durable, at least one).
+
+    Hot path (one call per persistent publish): the fields that repeat from one publish to the
+    next (vhost, queues, exchange, routing key) are encoded once per distinct route and cached
+    (bounded); the CRC runs over the parts, and the record is joined once."""
+    key = (vhost, exchange, routing_key, *queues)
+    route = _publish_routes.get(key)
+    if route is None:
+        route = _publish_route(vhost, queues, exchange, routing_key)
+        if len(_publish_routes) >= 4096:
+            _publish_routes.clear()
+        _publish_routes[key] = route
+    head = (_U64.pack(msg_id) + route + _U32.pack(len(properties)) + properties
+            + _U32.pack(len(body)))
+    n = len(head) + len(body)
+    if n > MAX_PAYLOAD:
+        raise FormatError("record payload too large")
+    crc = zlib.crc32(body, zlib.crc32(head, _PUBLISH_TYPE_CRC))
+    return b"".join((RECORD_HEADER.pack(n, crc, T_PUBLISH), head, body))
 
 
 def encode_publish_at(

@@ -222,6 +222,13 @@ class JournalState:
         else:
             self.apply_entity(fmt.decode_payload(rtype, buf, start, end), seg, off, size)
 
+    def apply_publish(self, head: tuple[int, str, tuple[str, ...]], size: int, seg: Segment,
+                      off: int) -> None:
+        """:meth:`apply` of a PUBLISH record of ``size`` bytes (header included) whose
+        ``(msg_id, vhost, queues)`` the writer already knows (no decoding)."""
+        seg.size += size
+        self.publish(head[0], head[1], head[2], seg, off, size, None)
+
     def _route(self, seg: Segment, vhost: str, queues: tuple[str, ...]) -> tuple[QKey, ...]:
         """Deduplicated queue keys of a PUBLISH, its keys mentioned in ``seg`` (cached: most
         publishes repeat a few routes)."""

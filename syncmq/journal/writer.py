@@ -13,14 +13,19 @@ Life cycle (one ``Journal`` per data directory; the directory is ``flock``-ed wh
 Threads and locks
 =================
 
-Worker threads call :meth:`append`, :meth:`append_many` and :meth:`sync_barrier`; they only
-take ``_lock`` for a few list operations. The ``syncmq-journal`` thread takes everything queued
-at once (a *batch*), writes it with one ``writev`` per segment touched, fsyncs once, fires the
-callbacks in append order, then updates its liveness state and, when idle or between batches,
-runs a bounded compaction step. fsync releases the GIL, so workers keep appending meanwhile.
+Worker threads call :meth:`append`, :meth:`append_publish`, :meth:`append_many`,
+:meth:`append_ids` and :meth:`sync_barrier`; they only take ``_lock`` for a few list
+operations. The ``syncmq-journal`` thread takes everything queued at once (a *batch*, the
+coalesced ids of :meth:`append_ids` last), writes it with one ``writev`` per segment touched,
+fsyncs once, fires the callbacks in append order, then applies the batch to its liveness state
+(after the callbacks, so a confirm never waits for that bookkeeping) and, when idle or between
+batches, runs a bounded compaction step (put off, for at most ``COMPACT_MAX_DEFER``, while an
+item with a callback waits). fsync releases the GIL, so workers keep appending
+meanwhile.
 
-* ``_lock`` guards ``_pending`` (queued items), ``_error``, ``_closing`` and ``_thread``; its
-  condition ``_wakeup`` wakes the journal thread. It is never held during I/O or callbacks.
+* ``_lock`` guards ``_pending`` (queued items), ``_ids`` (coalesced ACK/DELIVERED ids),
+  ``_error``, ``_closing`` and ``_thread``; its condition ``_wakeup`` wakes the journal thread.
+  It is never held during I/O or callbacks.
 * Everything else (file descriptors, segment numbers, the :class:`JournalState`, the
   compactor) belongs to the journal thread once started (before that, to the caller of
   ``open``/``recover``/``start``); no lock.
@@ -107,6 +112,8 @@ FSYNC_MODES = ("batch", "always", "never")
 MiB = 1 << 20
 _IOV_MAX = 1024
 _fdatasync = getattr(os, "fdatasync", os.fsync)
+#: Longest time (s) a compaction step is put off while confirms wait for a batch.
+COMPACT_MAX_DEFER = 0.05
 
 
 class JournalError(Exception):
@@ -152,14 +159,27 @@ class JournalMetrics:
 class _Item:
     """One append call (or barrier / control request) waiting for the journal thread."""
 
-    __slots__ = ("records", "callback", "sync", "control")
+    __slots__ = ("records", "callback", "sync", "control", "head")
 
     def __init__(self, records: list[bytes] | tuple[bytes, ...], callback: Callback | None,
-                 sync: bool = False, control: Callable[[], None] | None = None) -> None:
+                 sync: bool = False, control: Callable[[], None] | None = None,
+                 head: tuple[int, str, tuple[str, ...]] | None = None) -> None:
         self.records = records
         self.callback = callback
         self.sync = sync  # force an fsync even in "never" mode (barrier)
         self.control = control  # run on the journal thread instead of writing (internal)
+        # (msg_id, vhost, queues) of a single PUBLISH record (append_publish): applied to the
+        # state without decoding the record again
+        self.head = head
+
+
+def _encode_ids(ids: dict[tuple[int, str, str], list[int]]) -> list[bytes]:
+    """The coalesced ACK/DELIVERED records of :meth:`Journal.append_ids`, in key order."""
+    out = []
+    for (rtype, vhost, queue), lst in ids.items():
+        enc = fmt.encode_ack if rtype == fmt.T_ACK else fmt.encode_delivered
+        out.append(enc(vhost, queue, lst))
+    return out
 
 
 class Journal:
@@ -177,7 +197,7 @@ class Journal:
     def __init__(self, data_dir: str | os.PathLike[str], fsync: str = "batch",
                  segment_bytes: int = 64 * MiB, on_error: Callable[[Exception], None] | None = None,
                  *, compact_threshold: float = 0.5, auto_compact: bool = True,
-                 compact_step_bytes: int = 4 * MiB) -> None:
+                 compact_step_bytes: int = 1 * MiB) -> None:
         if fsync not in FSYNC_MODES:
             raise ValueError(f"fsync must be one of {FSYNC_MODES}, not {fsync!r}")
         if segment_bytes < 1024:
@@ -196,6 +216,10 @@ class Journal:
         self._lock = threading.Lock()
         self._wakeup = threading.Condition(self._lock)  # "there is work" for the journal thread
         self._pending: list[_Item] = []
+        # Coalesced ACK/DELIVERED ids (append_ids): (type, vhost, queue) -> ids, in first-append
+        # order; written as one record per key at the end of the next batch.
+        self._ids: dict[tuple[int, str, str], list[int]] = {}
+        self._waiting = False  # an item in _pending has a callback (or is a barrier)
         self._error: Exception | None = None
         self._closing = False
         self._thread: threading.Thread | None = None
@@ -217,6 +241,9 @@ class Journal:
         self.durable_mark: tuple[int, int] = (0, 0)
         #: body references into the segments for the memory budget (``reader.py``)
         self.reader = SegmentReader(self.data_dir, self)
+        # Written chunks not yet applied to the state: (records, offsets, segment). Applied
+        # after the batch's fsync and callbacks, so confirms do not wait for the bookkeeping.
+        self._unapplied: list[tuple[list[bytes], list[int], list, object]] = []
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -322,6 +349,14 @@ class Journal:
         fmt.check_record(record)
         self._enqueue(_Item((record,), callback))
 
+    def append_publish(self, record: bytes, msg_id: int, vhost: str,
+                       queues: tuple[str, ...]) -> None:
+        """:meth:`append` for a PUBLISH built by ``format.encode_publish(msg_id, vhost, queues,
+        ...)`` with these very values (the caller's promise: the record is not checked, and
+        the journal thread applies ``(msg_id, vhost, queues)`` to its state instead of
+        decoding the record). No callback: confirms wait for :meth:`sync_barrier`."""
+        self._enqueue(_Item((record,), None, head=(msg_id, vhost, queues)))
+
     def append_many(self, records: Iterable[bytes], callback: Callback | None = None) -> None:
         """Queue several records as one item: written contiguously, in order, with a single
         ``callback`` for all of them (e.g. a transaction's publishes and acks)."""
@@ -329,6 +364,44 @@ class Journal:
         for r in recs:
             fmt.check_record(r)
         self._enqueue(_Item(recs, callback))
+
+    def append_ids(self, rtype: int, vhost: str, queue: str, ids: Iterable[int]) -> None:
+        """Queue message ids for an ACK or DELIVERED record of ``queue`` (no callback).
+
+        Ids queued for the same ``(rtype, vhost, queue)`` between two batches are coalesced
+        into one record, written at the end of the next batch: after every item appended
+        before them (so never before the PUBLISH they refer to) and before that batch's fsync
+        (so a later :meth:`sync_barrier` covers them). They can only move *later* in the log,
+        which is safe for these two types (ids unknown at that point are ignored by replay).
+        In ``"always"`` mode they are appended at once as their own record instead (each item
+        is synced on its own there, and a barrier must not fire before them).
+        Raises like :meth:`append`; an empty ``ids`` is a no-op.
+        """
+        if rtype != fmt.T_ACK and rtype != fmt.T_DELIVERED:
+            raise fmt.FormatError(f"append_ids takes ACK or DELIVERED, not type {rtype}")
+        if self.fsync_mode == "always":
+            ids = list(ids)
+            if ids:
+                enc = fmt.encode_ack if rtype == fmt.T_ACK else fmt.encode_delivered
+                self._enqueue(_Item((enc(vhost, queue, ids),), None))
+            return
+        key = (rtype, vhost, queue)
+        with self._lock:
+            if self._error is not None:
+                raise JournalFailed(f"journal failed: {self._error}") from self._error
+            if self._closing or self._thread is None:
+                raise JournalClosed("journal is not running")
+            pending = self._ids
+            lst = pending.get(key)
+            if lst is not None:
+                lst.extend(ids)
+                return
+            lst = list(ids)
+            if not lst:
+                return
+            pending[key] = lst
+            if len(pending) == 1 and not self._pending:
+                self._wakeup.notify()
 
     def sync_barrier(self, callback: Callback) -> None:
         """``callback(None)`` once everything appended before this call is durable (forces an
@@ -342,7 +415,9 @@ class Journal:
             if self._closing or self._thread is None:
                 raise JournalClosed("journal is not running")
             self._pending.append(item)
-            if len(self._pending) == 1:
+            if item.callback is not None or item.sync:
+                self._waiting = True
+            if len(self._pending) == 1 and not self._ids:
                 self._wakeup.notify()
 
     @property
@@ -452,13 +527,21 @@ class Journal:
 
     def _loop(self) -> None:
         want_compact = self._compaction_wanted()
+        last_step = 0.0
         while True:
             with self._lock:
-                while not self._pending and not self._closing and not want_compact:
+                while not self._pending and not self._ids and not self._closing and \
+                        not want_compact:
                     self._wakeup.wait()
                 items = self._pending
                 self._pending = []
+                self._waiting = False
+                ids = self._ids
+                if ids:
+                    self._ids = {}
                 closing = self._closing
+            if ids:
+                items.append(_Item(_encode_ids(ids), None))
             if items:
                 try:
                     self._process(items)
@@ -470,7 +553,15 @@ class Journal:
                 break
             compactor = self._compactor
             assert compactor is not None
+            if compactor.busy and self._waiting and not closing and \
+                    time.monotonic() - last_step < COMPACT_MAX_DEFER:
+                # a confirm or commit waits in _pending: its batch first (a step holds the
+                # thread for ~1-2 ms, the last one of a job for longer); compaction still
+                # gets a step at least every COMPACT_MAX_DEFER seconds
+                want_compact = True
+                continue
             if compactor.busy:  # started by _compaction_wanted, maybe finished by compact()
+                last_step = time.monotonic()
                 before = compactor.stats.aborted
                 try:
                     compactor.step()
@@ -484,7 +575,7 @@ class Journal:
             want_compact = self._error is None and self._compaction_wanted()
 
     def _process(self, items: list[_Item]) -> None:
-        """Write, sync and call back one batch (journal thread)."""
+        """Write, sync and call back one batch, then apply it to the state (journal thread)."""
         if self._error is not None:
             self._fail_items(items, self._error)
             return
@@ -497,6 +588,7 @@ class Journal:
             try:
                 self._write_group(writes)
             except OSError as exc:
+                self._apply_written()
                 rest = [it for g in groups[gi:] for it in g if it.control is None]
                 self._fail(exc, rest)
                 # control items still run (reset_error, compact)
@@ -507,82 +599,122 @@ class Journal:
                 return
             for it in group:
                 if it.control is not None:
+                    self._apply_written()  # a control item may read the state
                     it.control()
                 elif it.callback is not None:
                     try:
                         it.callback(None)
                     except Exception:
                         log.exception("journal callback raised")
+            self._apply_written()
 
     def _write_group(self, items: list[_Item]) -> None:
+        """Write ``items`` (one ``writev`` per segment touched) and fsync if one waits.
+
+        The written chunks are queued in ``_unapplied``: the caller applies them to the state
+        after the callbacks (:meth:`_apply_written`), so a confirm never waits for that
+        bookkeeping. Nothing between the write and the fsync takes the GIL for long."""
         if not items:
             return
         m = self.metrics
         need_sync = False
         n_appends = 0
-        for it in items:
-            if it.sync or (it.callback is not None and self.fsync_mode != "never"):
-                need_sync = True
-            if it.records:
-                n_appends += 1
+        n_records = 0
+        never = self.fsync_mode == "never"
         bufs: list[bytes] = []
         offs: list[int] = []
+        heads: list[tuple | None] = []
         pos = self._seg_size
+        limit = self.segment_bytes
+        hsize = fmt.FILE_HEADER.size
         nbytes = 0
         for it in items:
-            for rec in it.records:
-                if pos + len(rec) > self.segment_bytes and pos > fmt.FILE_HEADER.size:
-                    self._write_chunk(bufs, offs)
-                    bufs, offs = [], []
+            if it.sync or (it.callback is not None and not never):
+                need_sync = True
+            recs = it.records
+            if not recs:
+                continue
+            n_appends += 1
+            n_records += len(recs)
+            head = it.head
+            for rec in recs:
+                n = len(rec)
+                if pos + n > limit and pos > hsize:
+                    self._write_chunk(bufs, offs, heads, pos - self._seg_size)
+                    bufs, offs, heads = [], [], []
                     self._roll()
                     pos = self._seg_size
                 bufs.append(rec)
                 offs.append(pos)
-                pos += len(rec)
-                nbytes += len(rec)
-        self._write_chunk(bufs, offs)
+                heads.append(head)
+                pos += n
+                nbytes += n
+        self._write_chunk(bufs, offs, heads, pos - self._seg_size)
         if need_sync:
             self._sync_all()
-        if self.fsync_mode == "never":
+        if never:
             self._durable_end = self._seg_size
             self.durable_mark = (self._seg_no, self._durable_end)
-        m.records += sum(len(it.records) for it in items)
+        m.records += n_records
         m.bytes += nbytes
         m.appends += n_appends
         m.batches += 1
         if n_appends > m.max_batch:
             m.max_batch = n_appends
 
-    def _write_chunk(self, bufs: list[bytes], offs: list[int]) -> None:
-        """Write ``bufs`` at the end of the current segment, then apply them to the state."""
+    def _write_chunk(self, bufs: list[bytes], offs: list[int], heads: list[tuple | None],
+                     want: int) -> None:
+        """Write ``bufs`` (``want`` bytes in all) at the end of the current segment; queue
+        them for :meth:`_apply_written`."""
         if not bufs:
             return
         fd = self._fd
         assert fd is not None
-        total = 0
-        for i in range(0, len(bufs), _IOV_MAX):
-            part = bufs[i : i + _IOV_MAX]
-            want = sum(len(b) for b in part)
-            n = os.writev(fd, part)
+        if len(bufs) <= _IOV_MAX:
+            n = os.writev(fd, bufs)
             if n != want:
-                mv = memoryview(b"".join(part))[n:]
-                while mv:
-                    k = os.write(fd, mv)
-                    mv = mv[k:]
-            total += want
-        self._seg_size += total
+                self._write_rest(fd, bufs, n)
+        else:
+            for i in range(0, len(bufs), _IOV_MAX):
+                part = bufs[i : i + _IOV_MAX]
+                n = os.writev(fd, part)
+                if n != sum(len(b) for b in part):
+                    self._write_rest(fd, part, n)
+        self._seg_size += want
         self._dirty = True
+        assert self._state is not None
+        self._unapplied.append((bufs, offs, heads, self._state.segments[self._seg_no]))
+
+    @staticmethod
+    def _write_rest(fd: int, bufs: list[bytes], done: int) -> None:
+        """Finish a short ``writev`` (rare: a signal, a full pipe-like device)."""
+        mv = memoryview(b"".join(bufs))[done:]
+        while mv:
+            k = os.write(fd, mv)
+            mv = mv[k:]
+
+    def _apply_written(self) -> None:
+        """Apply the written but not yet applied records to the state, in log order."""
+        chunks = self._unapplied
+        if not chunks:
+            return
+        self._unapplied = []
         state = self._state
         assert state is not None
-        seg = state.segments[self._seg_no]
+        apply = state.apply
+        apply_publish = state.apply_publish
         hsize = fmt.RECORD_HEADER.size
-        for rec, off in zip(bufs, offs, strict=True):
-            try:
-                state.apply(rec[8], rec, 0, len(rec) - hsize, seg, False, off)
-            except (fmt.FormatError, UnicodeDecodeError) as exc:
-                self.metrics.apply_errors += 1
-                log.warning("journal: written record at %016x:%d does not decode (%s)",
-                            self._seg_no, off, exc)
+        for bufs, offs, heads, seg in chunks:
+            for rec, off, head in zip(bufs, offs, heads, strict=True):
+                try:
+                    if head is not None:
+                        apply_publish(head, len(rec), seg, off)
+                    else:
+                        apply(rec[8], rec, 0, len(rec) - hsize, seg, False, off)
+                except (fmt.FormatError, UnicodeDecodeError) as exc:
+                    self.metrics.apply_errors += 1
+                    log.warning("journal: written record at %016x:%d does not decode (%s)",
+                                seg.no, off, exc)
 
     def _sync(self) -> None:
         assert self._fd is not None
@@ -698,6 +830,8 @@ class Journal:
             self._error = exc
             queued = self._pending
             self._pending = []
+            self._ids = {}  # nobody waits for these (see append_ids)
+            self._waiting = False
         self.metrics.errors += 1
         if self._compactor is not None:
             self._compactor.abort()

@@ -391,6 +391,14 @@ class Session:
         self.exclusive_queues: list[Queue] = []
         self.confirm_dirty: set[Channel] = set()
         self.journal_waiters: set[Channel] = set()
+        # Publisher confirms are sent by this connection's worker and, for journaled
+        # publishes, straight from the journal thread once their fsync is done
+        # (_confirm_synced). This lock serialises the two: it guards every channel's
+        # confirm_sent, durable_done and n_confirm and the writing of confirm frames, and the
+        # connection's move out of OPEN in close() (so no confirm follows connection.close).
+        # Order: confirm_lock, then Channel.lock, then Transport.out_lock; never taken with a
+        # queue lock or a Channel.lock held.
+        self.confirm_lock = threading.Lock()
         # Resource alarms (worker-only): ``blocked`` is the set of alarms in effect (falsy when
         # none); ``reading_paused`` once the connection published while blocked (RabbitMQ
         # blocks publishers, not consumers).
@@ -463,10 +471,13 @@ class Session:
             self.flush_confirms()
 
     def _wait_for_journal(self) -> None:
-        """One journal barrier per batch for every channel with journaled publishes."""
+        """One journal barrier per batch for every channel with journaled publishes; its
+        confirms are sent from the journal thread as soon as the fsync is done."""
         pending = [(ch, ch.durable_pending) for ch in self.journal_waiters]
         self.journal_waiters.clear()
-        self.after_journal_sync(lambda err: self._journal_synced(pending, err))
+        worker = self.transport.worker
+        self.broker.durability.barrier(
+            lambda err: self._confirm_synced(pending, err, worker))
 
     def after_journal_sync(self, fn: Callable[[Exception | None], None]) -> None:
         """Run ``fn(error)`` on this connection's worker once everything journaled so far is
@@ -474,19 +485,61 @@ class Session:
         worker = self.transport.worker
         self.broker.durability.barrier(lambda err: worker.submit(fn, err))
 
+    def _confirm_synced(self, pending: list, err: Exception | None, worker: Any) -> None:
+        """Journal thread (or the worker if the journal refused the barrier): the publishes
+        up to each ``(channel, upto)`` of ``pending`` are on disk; send their ``basic.ack``
+        now instead of waiting for a hop through the worker's task queue.
+
+        Only the plain case is handled here: a journal error, a channel with refused
+        publishes to nack (``nack_seqs``), or later publishes that no other barrier will
+        confirm (transient ones after ``upto``: the worker's end-of-batch flush may have held
+        them back, waiting for this barrier) go to the worker, :meth:`_journal_synced`.
+        Everything happens under ``confirm_lock`` and the channel's lock, so a confirm never
+        follows connection.close or channel.close-ok and never goes out twice.
+        """
+        follow = err is not None
+        if not follow:
+            with self.confirm_lock:
+                if self.proto.state != pconn.OPEN:
+                    return
+                for ch, upto in pending:
+                    with ch.lock:
+                        if ch.closing:
+                            continue
+                        if ch.nack_seqs:
+                            follow = True
+                            continue
+                        if upto > ch.durable_done:
+                            ch.durable_done = upto
+                        if upto > ch.confirm_sent:
+                            multiple = upto - ch.confirm_sent > 1
+                            ch.n_confirm += upto - ch.confirm_sent
+                            ch.confirm_sent = upto
+                            self.send_method(ch.id, _spec.Basic.Ack(delivery_tag=upto,
+                                                                    multiple=multiple))
+                    # read after our update: a publish the worker's flush held back for us
+                    if ch.publish_seq > ch.confirm_sent and ch.durable_pending <= upto:
+                        follow = True
+        if follow:
+            worker.submit(self._journal_synced, pending, err)
+
     def _journal_synced(self, pending: list, err: Exception | None) -> None:
-        for ch, upto in pending:
-            if ch.closing:
-                continue
-            if err is not None and upto > ch.confirm_sent:
-                # the journal failed: nack what it could not make durable
-                multiple = upto - ch.confirm_sent > 1
-                ch.confirm_sent = upto
-                self.send_method(ch.id, _spec.Basic.Nack(delivery_tag=upto, multiple=multiple,
-                                                         requeue=False))
-            if upto > ch.durable_done:
-                ch.durable_done = upto
-            self.confirm_dirty.add(ch)
+        """Worker: the rest of :meth:`_confirm_synced` (nacks, a journal error, trailing
+        transient publishes)."""
+        with self.confirm_lock:
+            for ch, upto in pending:
+                if ch.closing:
+                    continue
+                if err is not None and upto > ch.confirm_sent:
+                    # the journal failed: nack what it could not make durable
+                    multiple = upto - ch.confirm_sent > 1
+                    ch.confirm_sent = upto
+                    self.send_method(ch.id, _spec.Basic.Nack(delivery_tag=upto,
+                                                             multiple=multiple,
+                                                             requeue=False))
+                if upto > ch.durable_done:
+                    ch.durable_done = upto
+                self.confirm_dirty.add(ch)
         self.flush_confirms()
 
     def _handle(self, events: list) -> None:
@@ -621,11 +674,13 @@ class Session:
 
     def close(self, code: int, text: str, class_id: int = 0, method_id: int = 0) -> None:
         """Server-initiated connection.close (errors, shutdown)."""
-        if self.proto.state in (pconn.CLOSING, pconn.CLOSED):
-            return
-        self.send_method(0, _spec.Connection.Close(
-            reply_code=code, reply_text=text[:255], class_id=class_id, method_id=method_id))
-        self.proto.state = pconn.CLOSING
+        with self.confirm_lock:  # no confirm from the journal thread after our close
+            if self.proto.state in (pconn.CLOSING, pconn.CLOSED):
+                return
+            self.send_method(0, _spec.Connection.Close(
+                reply_code=code, reply_text=text[:255], class_id=class_id,
+                method_id=method_id))
+            self.proto.state = pconn.CLOSING
         self.release()
         t = self.transport
         t.call_later(CLOSE_OK_TIMEOUT, t.abort)
@@ -706,22 +761,25 @@ class Session:
 
     def flush_confirms(self) -> None:
         """Send the publisher confirms accumulated during one batch: one ack per channel,
-        with ``multiple`` when it covers several publishes."""
-        for ch in self.confirm_dirty:
-            upto = ch.publish_seq
-            if ch.durable_pending > ch.durable_done:
-                upto = ch.durable_done  # later confirms wait for the journal (multiple=True)
-            if ch.nack_seqs and not ch.closing:
-                self._send_nacks(ch, upto)
-            if upto > ch.confirm_sent and not ch.closing:
-                multiple = upto - ch.confirm_sent > 1
-                ch.n_confirm += upto - ch.confirm_sent
-                ch.confirm_sent = upto
-                self.send_method(ch.id, _spec.Basic.Ack(delivery_tag=upto, multiple=multiple))
+        with ``multiple`` when it covers several publishes (worker; takes ``confirm_lock``)."""
+        with self.confirm_lock:
+            for ch in self.confirm_dirty:
+                upto = ch.publish_seq
+                if ch.durable_pending > ch.durable_done:
+                    upto = ch.durable_done  # later confirms wait for the journal (multiple)
+                if ch.nack_seqs and not ch.closing:
+                    self._send_nacks(ch, upto)
+                if upto > ch.confirm_sent and not ch.closing:
+                    multiple = upto - ch.confirm_sent > 1
+                    ch.n_confirm += upto - ch.confirm_sent
+                    ch.confirm_sent = upto
+                    self.send_method(ch.id, _spec.Basic.Ack(delivery_tag=upto,
+                                                            multiple=multiple))
         self.confirm_dirty.clear()
 
     def _send_nacks(self, ch: Channel, upto: int) -> None:
-        """Refused publishes up to ``upto``: ack what precedes each, then nack it."""
+        """Refused publishes up to ``upto``: ack what precedes each, then nack it
+        (``confirm_lock`` held)."""
         nacks = ch.nack_seqs
         while nacks and nacks[0] <= upto:
             seq = nacks.pop(0)
