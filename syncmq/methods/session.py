@@ -198,6 +198,57 @@ class Channel:
             )
         return True
 
+    def deliver_many(self, consumer: Consumer, queue: Queue, pairs: list) -> int:
+        """Deliver a prefix of ``pairs`` (``(seq, (message, redelivered))`` as the ready queue
+        hands them out) as far as the consumer's credit goes; return how many were taken.
+
+        The batch form of :meth:`deliver` (same checks, same order of delivery tags): one
+        hold of the channel lock, one write of every delivery's frames to the transport.
+        Called with ``queue.lock`` held, like :meth:`deliver`; the caller puts back what was
+        not taken.
+        """
+        t = self.session.transport
+        if t.pending_out > t.out_high and t.throttle():
+            return 0
+        no_ack = consumer.no_ack
+        with self.lock:
+            if self.closing or not self.flow_active:
+                return 0
+            k = len(pairs)
+            if not no_ack:
+                if consumer.prefetch and consumer.prefetch - consumer.unacked < k:
+                    k = consumer.prefetch - consumer.unacked
+                if self.global_prefetch and self.global_prefetch - self.global_unacked < k:
+                    k = self.global_prefetch - self.global_unacked
+                if k <= 0:
+                    return 0
+                consumer.unacked += k
+                self.global_unacked += k
+            tag = self.next_tag
+            self.next_tag = tag + k
+            self.n_deliver += k
+            session = self.session
+            frame_max = session.frame_max
+            prefix = consumer.prefix
+            ch_id = self.id
+            add = self.unacked.add
+            chunks: list = []
+            extend = chunks.extend
+            for i in range(k):
+                seq, (message, redelivered) = pairs[i]
+                if redelivered:
+                    self.n_redeliver += 1
+                if not no_ack:
+                    add(tag, (queue, seq, message, consumer))
+                body = message.body
+                if body is None:  # memory budget: the body is in the store
+                    body = message.load_body()
+                extend(encode_deliver(ch_id, prefix, tag, redelivered, message.exchange_rk,
+                                      message.properties, body, frame_max))
+                tag += 1
+            session.transport.write(chunks)
+        return k
+
     def deliver_reply(self, message: Message) -> bool:
         """Direct reply-to: deliver ``message`` to this channel's reply consumer (any worker;
         no-ack, so no unacked entry and no prefetch). False if there is none any more."""

@@ -17,8 +17,13 @@ import struct
 
 from ..wire import _spec
 from ..wire.errors import AMQPChannelError, AMQPConnectionError
-from ..wire.frames import COPY_MAX, FRAME_END_BYTE, FRAME_OVERHEAD, encode_delivery, \
-    parse_content_header
+from ..wire.frames import (
+    COPY_MAX,
+    FRAME_END_BYTE,
+    FRAME_OVERHEAD,
+    encode_delivery,
+    parse_content_header,
+)
 
 OPEN = "open"
 CLOSING = "closing"  # we sent channel.close and wait for close-ok; everything else is dropped
