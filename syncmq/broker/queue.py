@@ -110,7 +110,7 @@ class Queue:
         # extensions (see syncmq.broker.args); set once at creation
         "host", "options", "message_ttl", "max_priority", "limited", "track_bytes",
         "max_length", "max_bytes", "overflow", "dlx", "dlrk", "single_active",
-        "consumer_priorities",
+        "consumer_priorities", "batchable",
         # guarded by ``lock``
         "expiry", "ready_bytes", "_letters", "_ttl_timer_at", "last_used", "_expires_armed",
         "stats_expired", "stats_dead_lettered", "stats_dropped",
@@ -154,6 +154,8 @@ class Queue:
         self.dlrk = o.dlrk
         self.single_active = o.single_active
         self.consumer_priorities = False  # set once a consumer with x-priority != 0 attaches
+        # publish_many may take this queue's messages (nothing per message to decide)
+        self.batchable = not self.limited and o.message_ttl is None and not self.max_priority
         # Guards everything below; see the module docstring for the lock order.
         self.lock = threading.Lock()
         self.ready: ReadyQueue | PriorityReadyQueue = (
@@ -221,6 +223,30 @@ class Queue:
         if letters:
             self._publish_letters(letters)
         return result
+
+    def publish_many(self, messages: list[Message]) -> None:
+        """Enqueue a run of messages without a TTL into a ``batchable`` queue (no length
+        limit, TTL or priorities), in order, then deliver what consumers can take: what
+        :meth:`publish` does for each, under one hold of the lock and with one dispatch.
+        Dropped if the queue was deleted meanwhile. O(len(messages)) + deliveries."""
+        with self.lock:
+            if self.deleted:
+                if self.store is not None:
+                    for message in messages:
+                        self.store.release(message)
+                return
+            push = self.ready.push
+            for message in messages:
+                push((message, False))
+            self.stats_published += len(messages)
+            if self.consumers:
+                self._dispatch_locked()
+            if self.expiry:
+                self._expire_locked(time.monotonic())
+                self._arm_ttl_timer_locked()
+            letters = self._take_letters_locked() if self._letters else None
+        if letters:
+            self._publish_letters(letters)
 
     def _push_locked(self, message: Message, ttl: int | None) -> float:
         """Push with a priority and/or an expiry; returns the time used as "now"."""

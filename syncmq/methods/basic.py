@@ -140,7 +140,8 @@ def publish(session: Session, ch: Channel, m: B.Publish, props: bytes, body: byt
         ch.tx_publishes.append((ex, message, m.mandatory))
         return
     ch.publish_rejected = False
-    journaled = route(session, ch, ex, message, m.mandatory, drop_unjournaled=ch.confirm)
+    journaled = route(session, ch, ex, message, m.mandatory, drop_unjournaled=ch.confirm,
+                      defer=True)
     if ch.confirm:
         ch.publish_seq += 1
         if ch.publish_rejected:
@@ -248,7 +249,7 @@ NOT_JOURNALED = 2  # route(): persistent, for a durable queue, but the journal r
 
 
 def route(session: Session, ch: Channel, ex: Exchange, message: Message, mandatory: bool,
-          drop_unjournaled: bool = True) -> int:
+          drop_unjournaled: bool = True, defer: bool = False) -> int:
     """Route ``message`` and enqueue it; basic.return it if mandatory and unroutable.
 
     Returns true if the message was journaled (persistent, reaching a durable queue): its
@@ -257,6 +258,12 @@ def route(session: Session, ch: Channel, ex: Exchange, message: Message, mandato
     :data:`NOT_JOURNALED` (also true) if the journal refused the record: the message is then
     dropped when ``drop_unjournaled`` (confirm and tx channels: it is nacked, or the commit
     fails, once the barrier reports the journal's error), else queued as a transient message.
+
+    ``defer`` (basic.publish outside tx): a non-mandatory message bound for a plain queue (no
+    length limit, TTL or priorities; no TTL on the message) is not enqueued at once but added
+    to the session's run of publishes (``Session.defer_publish``), enqueued with one lock hold
+    per queue before the session handles any other kind of method (and at the end of the
+    batch): such a publish's outcome does not depend on the queue's answer.
     """
     delivered = False
     if not ex.name and message.routing_key.startswith(_REPLY_PREFIX):
@@ -279,6 +286,15 @@ def route(session: Session, ch: Channel, ex: Exchange, message: Message, mandato
     store = session.broker.body_store
     if store is not None and queues:
         store.put(message, len(queues))  # one reference per queue, each releases its own
+    if defer and not mandatory and message.ttl is None:
+        later = session.defer_publish
+        for q in queues:
+            if q.batchable:
+                later(q, message)
+                continue
+            if q.publish(message) is REJECTED:
+                ch.publish_rejected = True
+        return journaled
     for q in queues:
         r = q.publish(message)
         if r:
@@ -314,7 +330,7 @@ def ack(session: Session, ch: Channel, m: B.Ack, _p, _b) -> None:
         return
     entries = ch.take_unacked(m.delivery_tag, m.multiple)
     ch.n_ack += len(entries)
-    ch.settle(entries, requeue=False)
+    session.defer_ack(ch, entries)  # settled with the rest of this run of acks
 
 
 def nack(session: Session, ch: Channel, m: B.Nack, _p, _b) -> None:

@@ -63,6 +63,8 @@ CLOSE_OK_TIMEOUT = 3.0  # seconds to wait for connection.close-ok before droppin
 # client, and a brake on clients that retry failed handshakes in a loop. We wait 1 s: it costs a
 # socket and a timer here (never a thread), and keeps the same two properties.
 SILENT_CLOSE_DELAY = 1.0
+# Most publishes to one queue a session holds back before enqueueing them (Session.flush_runs)
+RUN_MAX = 128
 
 
 @dataclass
@@ -381,13 +383,15 @@ class Channel:
     def release(self) -> None:
         """Channel closed (by either side) or connection gone: cancel consumers, requeue
         unacked messages in order, drop tx state. Idempotent."""
+        session = self.session
+        if session.pending_acks or session.pending_publish:
+            session.flush_runs()  # acks the client sent before this
         with self.lock:
             self.closing = True
             consumers = list(self.consumers.values())
             self.consumers.clear()
             entries = self.unacked.pop_all()
             self.global_unacked = 0
-        session = self.session
         if self.reply_consumer is not None:
             self.drop_reply_consumer()
         # Requeue before detaching the consumers (``closing`` keeps them from taking anything
@@ -441,6 +445,11 @@ class Session:
         self.capabilities: dict = {}
         self.exclusive_queues: list[Queue] = []
         self.confirm_dirty: set[Channel] = set()
+        # Runs of publishes and acks (see defer_publish / defer_ack): queue -> messages to
+        # enqueue, channel -> acked entries to settle; emptied by flush_runs before any other
+        # kind of method is handled and at the end of every batch.
+        self.pending_publish: dict[Queue, list[Message]] = {}
+        self.pending_acks: dict[Channel, list] = {}
         self.journal_waiters: set[Channel] = set()
         # Resource alarms (worker-only): ``blocked`` is the set of alarms in effect (falsy when
         # none); ``reading_paused`` once the connection published while blocked (RabbitMQ
@@ -540,12 +549,57 @@ class Session:
             self.confirm_dirty.add(ch)
         self.flush_confirms()
 
+    def defer_publish(self, queue: Queue, message: Message) -> None:
+        """Enqueue ``message`` on ``queue`` at the end of the current run of publishes (see
+        ``methods.basic.route``): one ``Queue.publish_many`` per queue and run."""
+        pending = self.pending_publish.get(queue)
+        if pending is None:
+            self.pending_publish[queue] = [message]
+        else:
+            pending.append(message)
+            if len(pending) >= RUN_MAX:  # bounds how long consumers wait for the first
+                self.flush_runs()
+
+    def defer_ack(self, ch: Channel, entries: list) -> None:
+        """Settle acked ``entries`` (already taken off ``ch``'s unacked map, so a repeated tag
+        is still a 406 at once) at the end of the current run of acks: one ``Queue.settle``
+        and one dispatch per queue and run instead of one per ack."""
+        pending = self.pending_acks.get(ch)
+        if pending is None:
+            self.pending_acks[ch] = entries
+        else:
+            pending.extend(entries)
+
+    def flush_runs(self) -> None:
+        """Enqueue deferred publishes and settle deferred acks (this connection's worker).
+
+        Called before any method other than basic.publish/basic.ack is handled, at the end of
+        each batch, and when a channel is released, so no other method of the connection can
+        observe a publish not yet enqueued or an ack not yet applied."""
+        if self.pending_publish:
+            pending, self.pending_publish = self.pending_publish, {}
+            for q, messages in pending.items():
+                q.publish_many(messages)
+        if self.pending_acks:
+            acks, self.pending_acks = self.pending_acks, {}
+            for ch, entries in acks.items():
+                ch.settle(entries, requeue=False)
+
     def _handle(self, events: list) -> None:
+        try:
+            self._handle_events(events)
+        finally:
+            if self.pending_publish or self.pending_acks:
+                self.flush_runs()
+
+    def _handle_events(self, events: list) -> None:
         handlers = self.handlers
         channels = self.channels
         for ch_id, method, props, body in events:
             if self.proto.state == pconn.CLOSED:
                 return
+            if (self.pending_publish or self.pending_acks) and method.INDEX not in _RUN_METHODS:
+                self.flush_runs()
             channel = channels.get(ch_id) if ch_id else None
             if method.INDEX == _CHANNEL_OPEN and channel is None:
                 channel = self.open_channel(ch_id)
@@ -788,6 +842,8 @@ class Session:
 
 
 _CHANNEL_OPEN = _spec.Channel.Open.INDEX
+# methods whose effects may be applied at the end of a run of them (Session.flush_runs)
+_RUN_METHODS = frozenset({_spec.Basic.Publish.INDEX, _spec.Basic.Ack.INDEX})
 _CLOSE_METHODS = frozenset({_spec.Channel.Close.INDEX, _spec.Channel.CloseOk.INDEX})
 
 
