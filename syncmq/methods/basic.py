@@ -125,6 +125,13 @@ def publish(session: Session, ch: Channel, m: B.Publish, props: bytes, body: byt
     if session.blocked:
         session.block_publisher()  # a resource alarm is on: this is the last read for now
     message = Message(name, m.routing_key, props, body)
+    if m is ch.last_publish:
+        # the same decoded method as the previous publish (the protocol's fast path reuses
+        # it): the same encoded exchange and routing key for deliveries
+        message._exchange_rk = ch.last_exchange_rk
+    else:
+        ch.last_publish = m
+        ch.last_exchange_rk = message.exchange_rk
     # One test of the property flags for the rare features: user-id check, expiration,
     # reply-to and CC/BCC headers (a publisher that sets none of them pays only this).
     if len(props) >= 2 and (props[0] << 8 | props[1]) & _FLAGS_RARE:

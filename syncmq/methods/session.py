@@ -109,7 +109,7 @@ class Channel:
         "write_ok", "read_ok", "durable_pending", "durable_done", "n_publish", "n_confirm",
         "n_return", "n_deliver", "n_get",
         "n_redeliver", "n_ack", "stats_folded", "reply_consumer", "publish_rejected",
-        "nack_seqs",
+        "nack_seqs", "last_publish", "last_exchange_rk",
     )
 
     def __init__(self, session: Session, channel_id: int) -> None:
@@ -151,6 +151,10 @@ class Channel:
         # whether the publish being routed was refused (worker-only, like the rest).
         self.nack_seqs: list[int] = []
         self.publish_rejected = False
+        # The last basic.publish method handled and its exchange and routing key encoded for
+        # deliveries (worker-only; see methods.basic.publish)
+        self.last_publish: _spec.Basic.Publish | None = None
+        self.last_exchange_rk = b""
 
     # ---- called by queues (any worker, queue lock held) ----
 

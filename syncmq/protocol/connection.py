@@ -69,6 +69,8 @@ _CHANNEL_CLOSE = _spec.Channel.Close.INDEX
 _CHANNEL_CLOSE_OK = _spec.Channel.CloseOk.INDEX
 
 _PUBLISH_IDS = b"\x00\x3c\x00\x28"  # class 60 (basic), method 40 (publish)
+_ACK_IDS = b"\x00\x3c\x00\x50"  # class 60 (basic), method 80 (ack)
+_ACK_DECODE = _spec.Basic.Ack.decode
 
 FRAME_METHOD = _spec.FRAME_METHOD
 FRAME_HEADER = _spec.FRAME_HEADER
@@ -179,16 +181,22 @@ class ConnectionProtocol:
                 )
             cp = channels.get(ch)
             if ftype == FRAME_METHOD:
-                if (payload[:4] == _PUBLISH_IDS and i < n and cp is not None
-                        and cp.state == CH_OPEN and frames[i][0] == FRAME_HEADER
-                        and frames[i][1] == ch and not cp.expecting_content):
-                    # The publish fast path: method + header (+ body) in one step; None when
-                    # anything is unusual, and the general path below raises what applies.
-                    ev = cp.publish_run(payload, frames[i][2], frames[i + 1] if i + 1 < n
-                                        else None)
-                    if ev is not None:
-                        append((ch, ev[0], ev[1], ev[2]))
-                        i += ev[3]
+                if cp is not None and cp.state == CH_OPEN and not cp.expecting_content:
+                    # Fast paths for an open channel between contents, where the general path
+                    # below would only decode the method and append it.
+                    ids = payload[:4]
+                    if ids == _PUBLISH_IDS:
+                        if i < n and frames[i][0] == FRAME_HEADER and frames[i][1] == ch:
+                            # method + header (+ body) in one step; None when anything is
+                            # unusual, and the general path raises what applies
+                            ev = cp.publish_run(payload, frames[i][2],
+                                                frames[i + 1] if i + 1 < n else None)
+                            if ev is not None:
+                                append((ch, ev[0], ev[1], ev[2]))
+                                i += ev[3]
+                                continue
+                    elif ids == _ACK_IDS:
+                        append((ch, _ACK_DECODE(payload, 4), None, None))
                         continue
                 method = _spec.decode_method(payload)
                 if cp is None:
