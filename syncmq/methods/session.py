@@ -599,17 +599,20 @@ class Session:
     def _handle_events(self, events: list) -> None:
         handlers = self.handlers
         channels = self.channels
+        proto = self.proto
+        closed = pconn.CLOSED
         for ch_id, method, props, body in events:
-            if self.proto.state == pconn.CLOSED:
+            if proto.state == closed:
                 return
-            if (self.pending_publish or self.pending_acks) and method.INDEX not in _RUN_METHODS:
+            index = method.INDEX
+            if (self.pending_publish or self.pending_acks) and index not in _RUN_METHODS:
                 self.flush_runs()
             channel = channels.get(ch_id) if ch_id else None
-            if method.INDEX == _CHANNEL_OPEN and channel is None:
+            if index == _CHANNEL_OPEN and channel is None:
                 channel = self.open_channel(ch_id)
-            if channel is not None and channel.closing and method.INDEX not in _CLOSE_METHODS:
+            if channel is not None and channel.closing and index not in _CLOSE_METHODS:
                 continue
-            handler = handlers.get(method.INDEX)
+            handler = handlers.get(index)
             if handler is None:
                 raise AMQPConnectionError(
                     _spec.COMMAND_INVALID,

@@ -112,8 +112,9 @@ def parse_frames(
     else:
         with memoryview(buf) as view:
             src = view.cast("B").tobytes() if view.format != "B" else view.tobytes()
+    last = n - 7  # a frame header starting after this is incomplete
     try:
-        while n - pos >= 7:
+        while pos <= last:
             ftype, channel, size = _unpack_frame(src, pos)
             if size > limit:
                 raise _frame_error(
@@ -128,7 +129,7 @@ def parse_frames(
                 raise _frame_error(
                     f"type {ftype}, channel {channel}: invalid frame end octet {src[end]:#04x}"
                 )
-            if ftype == _FRAME_BODY or ftype == _FRAME_METHOD or ftype == _FRAME_HEADER:
+            if 0 < ftype < 4:  # method, header or body (1, 2, 3)
                 append((ftype, channel, src[start:end]))
             elif ftype == _FRAME_HEARTBEAT:
                 if size:
