@@ -63,7 +63,7 @@ class _Listener:
         self.ssl_context = ssl_context
 
 
-# Flow control: a connection whose worker has FLOW_HIGH frame batches not yet handled stops
+# Flow control: a connection whose worker has FLOW_HIGH reads not yet handled stops
 # being read until the backlog is down to FLOW_LOW. A publisher that floods faster than the
 # broker routes is slowed to the broker's pace instead of filling memory with unparsed frames
 # (RabbitMQ's credit flow between reader and channel plays the same part).

@@ -278,3 +278,31 @@ def test_a_run_of_publishes_reaches_a_pika_consumer_in_order(broker, unique) -> 
             assert seen == list(range(1000))
         finally:
             conn.close()
+
+
+def test_frames_split_at_every_octet_are_reassembled(broker, unique) -> None:
+    # the worker keeps a partial frame between inputs (Transport.rest)
+    with connect(broker.port) as c:
+        c.open_channel(1)
+        _declare(c, unique)
+        data = _publish_bytes(1, unique, b"split" * 10) + _method(1, B.Get(queue=unique,
+                                                                          no_ack=True))
+        for i in range(len(data)):
+            c.send(data[i:i + 1])
+        ok = c.expect_method(1, B.GetOk)
+        assert ok.message_count == 0
+        assert c.read_frame().type == FRAME_HEADER
+        assert c.read_frame().payload == b"split" * 10
+
+
+def test_a_bad_frame_after_good_ones_in_one_read(broker, unique) -> None:
+    # the publishes before a framing error are handled, then the connection is closed (501)
+    with connect(broker.port) as c:
+        c.open_channel(1)
+        _declare(c, unique)
+        with connect(broker.port) as bad:
+            bad.open_channel(1)
+            bad.send(b"".join(_publish_bytes(1, unique, b"%d" % i) for i in range(5))
+                     + encode_frame(1, 1, B.Get(queue=unique).encode())[:-1] + b"\x00")
+            assert bad.expect_close()[0] == _spec.FRAME_ERROR
+        assert _ready(c, unique) == 5
