@@ -30,6 +30,7 @@ import queue
 import selectors
 import socket
 import ssl
+import struct
 import threading
 import time
 from collections import deque
@@ -80,6 +81,7 @@ OUT_HIGH = 8 * 1024 * 1024
 OUT_LOW = 2 * 1024 * 1024
 TLS_SEND_MAX = 256 * 1024  # bytes joined per SSLSocket.send (TLS cannot scatter/gather)
 _WAKE = object()
+_FRAME_SIZE = struct.Struct(">I").unpack_from  # a frame header's payload size, at offset 3
 
 
 class Handler(Protocol):
@@ -96,7 +98,8 @@ class Transport:
     """The reactor's view of one client connection.
 
     Ownership: ``sock``, ``inbuf``, ``sending`` and the timestamps belong to the reactor thread;
-    ``rest`` (a partial frame between two inputs) to the connection's worker.
+    ``rest``, ``rest_len`` and ``rest_need`` (a partial frame between two inputs) to the
+    connection's worker.
     ``out`` is shared: workers append, the reactor drains; ``out_lock`` guards it, together
     with ``pending_out`` (bytes in ``out`` and ``sending``: added by :meth:`write`, subtracted
     by the reactor as it sends), ``throttled`` and ``inflight``.
@@ -112,7 +115,8 @@ class Transport:
         "writing", "frame_max", "heartbeat", "last_recv", "last_send", "opened", "bytes_in",
         "bytes_out", "created", "tls", "tls_handshaking", "peer_cert",
         "tls_retry", "inflight", "paused_flow", "paused_alarm", "registered_events",
-        "pending_out", "out_high", "out_low", "throttled", "paused_output", "rest",
+        "pending_out", "out_high", "out_low", "throttled", "paused_output", "rest", "rest_len",
+        "rest_need",
     )
 
     def __init__(self, reactor: Reactor, sock: socket.socket, peer: Any, worker: Worker) -> None:
@@ -124,7 +128,11 @@ class Transport:
         self.worker = worker
         self.handler: Handler | None = None
         self.inbuf = bytearray()  # the protocol header while it is incomplete (reactor)
-        self.rest = b""  # a partial frame after the last input handled (the worker's)
+        # A partial frame after the last input handled (the worker's): its chunks, their total
+        # size and the size of the whole frame (or 7 while its header is incomplete).
+        self.rest: list[bytes] = []
+        self.rest_len = 0
+        self.rest_need = 0
         self.out: list = []
         # Guards ``out`` only: workers of several connections may append deliveries to this
         # transport at once (a publish on one connection delivers to consumers on others).
@@ -597,17 +605,27 @@ class Reactor:
         """On the connection's worker: cut ``data`` (after the partial frame left by the last
         call, ``t.rest``, which only this worker touches) into frames and hand them over; a
         framing error hands over the complete frames before it, then reports it, and every
-        later input is dropped. Then account for the batch (flow)."""
+        later input is dropped. Then account for the batch (flow).
+
+        A frame larger than one read is collected in ``t.rest`` (a list of chunks) until its
+        declared size is there (``t.rest_need``), then joined once: O(frame size), however
+        many reads it spans."""
         try:
             if t.discard_input:
                 return
-            if t.rest:
-                data = t.rest + data
+            rest = t.rest
+            if rest:
+                rest.append(data)
+                t.rest_len += len(data)
+                if t.rest_len < t.rest_need:
+                    return  # the partial frame is still incomplete
+                data = b"".join(rest)
+                t.rest = []
             try:
                 frames, consumed = parse_frames(data, t.frame_max, slack=FRAME_MAX_SLACK)
             except AMQPConnectionError as exc:
                 t.discard_input = True  # read by the reactor: drop what comes next
-                t.rest = b""
+                t.rest = []
                 # The complete frames before the bad one still count, in order (RabbitMQ
                 # handles every frame before the one it cannot parse).
                 good = getattr(exc, "frames", None)
@@ -615,7 +633,12 @@ class Reactor:
                     t.handler.frames_received(good)
                 t.handler.frame_error(exc)
                 return
-            t.rest = data[consumed:] if consumed < len(data) else b""
+            if consumed < len(data):
+                left = data[consumed:]
+                t.rest = [left]
+                t.rest_len = len(left)
+                # the whole frame (header, payload, end octet) once its header is there
+                t.rest_need = _FRAME_SIZE(left, 3)[0] + 8 if len(left) >= 7 else 7
             if frames:
                 t.handler.frames_received(frames)
         finally:

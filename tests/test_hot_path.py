@@ -306,3 +306,25 @@ def test_a_bad_frame_after_good_ones_in_one_read(broker, unique) -> None:
                      + encode_frame(1, 1, B.Get(queue=unique).encode())[:-1] + b"\x00")
             assert bad.expect_close()[0] == _spec.FRAME_ERROR
         assert _ready(c, unique) == 5
+
+
+def test_a_frame_spanning_many_reads(broker_factory, unique) -> None:
+    # a 3 MB body in one frame (frame_max 4 MiB) arrives in 64 KiB pieces: collected, joined
+    # once, delivered intact
+    b = broker_factory("--frame-max", str(4 * 1024 * 1024))
+    body = bytes(range(256)) * (3 * 1024 * 1024 // 256)
+    with connect(b.port, frame_max=4 * 1024 * 1024) as c:
+        c.open_channel(1)
+        _declare(c, unique)
+        data = _method(1, B.Publish(routing_key=unique)) + _content(
+            1, body, props=b"\x00\x00", frame_max=4 * 1024 * 1024)
+        assert data.count(b"\xce") >= 3
+        for i in range(0, len(data), 65536):
+            c.send(data[i:i + 65536])
+        c.send_method(1, B.Get(queue=unique, no_ack=True))
+        c.expect_method(1, B.GetOk)
+        assert c.read_frame().type == FRAME_HEADER
+        got = b""
+        while len(got) < len(body):
+            got += c.read_frame().payload
+        assert got == body
