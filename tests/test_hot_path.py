@@ -328,3 +328,31 @@ def test_a_frame_spanning_many_reads(broker_factory, unique) -> None:
         while len(got) < len(body):
             got += c.read_frame().payload
         assert got == body
+
+
+def test_routing_key_that_is_not_utf8_is_delivered_as_sent(broker, unique) -> None:
+    # the encoded exchange/routing key of a delivery carries the publish's octets
+    with connect(broker.port) as c:
+        c.open_channel(1)
+        _declare(c, unique)
+        c.send_method(1, _spec.Exchange.Declare(exchange=unique, type="fanout"))
+        c.expect_method(1, _spec.Exchange.DeclareOk)
+        c.send_method(1, Q.Bind(queue=unique, exchange=unique))
+        c.expect_method(1, Q.BindOk)
+        raw_key = b"\xff\xfe-key"
+        args = b"\x00\x00" + bytes([len(unique)]) + unique.encode() + bytes([len(raw_key)]) \
+            + raw_key + b"\x00"
+        for _ in range(2):  # the second one reuses the first one's decoded method
+            c.send_raw_method(1, 60, 40, args)
+            c.send_content(1, b"body")
+        c.send_raw_method(1, 60, 40, b"\x00\x00\x00" + bytes([len(raw_key)]) + raw_key + b"\x00")
+        c.send_content(1, b"to the default exchange: no such queue, dropped")
+        c.send_method(1, B.Consume(queue=unique, consumer_tag="u", no_ack=True))
+        c.expect_method(1, B.ConsumeOk)
+        for _ in range(2):
+            f = c.read_method()
+            assert isinstance(f.method, B.Deliver), f
+            assert f.payload.endswith(bytes([len(raw_key)]) + raw_key)
+            assert c.read_frame().type == FRAME_HEADER
+            assert c.read_frame().payload == b"body"
+        assert _ready(c, unique) == 0

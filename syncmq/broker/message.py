@@ -32,7 +32,8 @@ _DM_ONLY = _FLAG_DELIVERY_MODE >> 8  # the flags' high octet when delivery-mode 
 
 
 def _shortstr(s: str) -> bytes:
-    b = s.encode("utf-8")
+    # surrogateescape: a name decoded from octets that are not UTF-8 goes out as those octets
+    b = s.encode("utf-8", "surrogateescape")
     return _B.pack(len(b)) + b
 
 
