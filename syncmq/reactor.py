@@ -5,8 +5,9 @@ What it does, per wake-up (each bounded):
 - readable listener: ``accept`` every pending connection, make a :class:`Transport` for it, pin it
   to a worker and ask the server's handler factory for its protocol handler.
 - readable connection: ``recv`` once (up to ``RECV_SIZE``), check the 8-byte protocol header on a
-  new connection, cut out *every* complete frame with :func:`syncmq.wire.frames.parse_frames` and
-  hand the whole batch to the connection's worker in one ``submit``.
+  new connection and hand what came to the connection's worker in one ``submit``; the worker
+  cuts out every complete frame with :func:`syncmq.wire.frames.parse_frames` (``_handle_data``),
+  so that a publisher's large read does not hold up the reactor's turn for everyone else.
 - writable connection / wake-up: write the connection's pending chunks with ``socket.sendmsg``
   (scatter/gather; bodies are never joined into one buffer).
 - due timers: heartbeats (send when idle, close when the peer has been silent for two intervals)
@@ -29,6 +30,7 @@ import queue
 import selectors
 import socket
 import ssl
+import struct
 import threading
 import time
 from collections import deque
@@ -62,7 +64,7 @@ class _Listener:
         self.ssl_context = ssl_context
 
 
-# Flow control: a connection whose worker has FLOW_HIGH frame batches not yet handled stops
+# Flow control: a connection whose worker has FLOW_HIGH reads not yet handled stops
 # being read until the backlog is down to FLOW_LOW. A publisher that floods faster than the
 # broker routes is slowed to the broker's pace instead of filling memory with unparsed frames
 # (RabbitMQ's credit flow between reader and channel plays the same part).
@@ -79,6 +81,7 @@ OUT_HIGH = 8 * 1024 * 1024
 OUT_LOW = 2 * 1024 * 1024
 TLS_SEND_MAX = 256 * 1024  # bytes joined per SSLSocket.send (TLS cannot scatter/gather)
 _WAKE = object()
+_FRAME_SIZE = struct.Struct(">I").unpack_from  # a frame header's payload size, at offset 3
 
 
 class Handler(Protocol):
@@ -94,7 +97,9 @@ class Handler(Protocol):
 class Transport:
     """The reactor's view of one client connection.
 
-    Ownership: ``sock``, ``inbuf``, ``sending`` and the timestamps belong to the reactor thread.
+    Ownership: ``sock``, ``inbuf``, ``sending`` and the timestamps belong to the reactor thread;
+    ``rest``, ``rest_len`` and ``rest_need`` (a partial frame between two inputs) to the
+    connection's worker.
     ``out`` is shared: workers append, the reactor drains; ``out_lock`` guards it, together
     with ``pending_out`` (bytes in ``out`` and ``sending``: added by :meth:`write`, subtracted
     by the reactor as it sends), ``throttled`` and ``inflight``.
@@ -110,7 +115,8 @@ class Transport:
         "writing", "frame_max", "heartbeat", "last_recv", "last_send", "opened", "bytes_in",
         "bytes_out", "created", "tls", "tls_handshaking", "peer_cert",
         "tls_retry", "inflight", "paused_flow", "paused_alarm", "registered_events",
-        "pending_out", "out_high", "out_low", "throttled", "paused_output",
+        "pending_out", "out_high", "out_low", "throttled", "paused_output", "rest", "rest_len",
+        "rest_need",
     )
 
     def __init__(self, reactor: Reactor, sock: socket.socket, peer: Any, worker: Worker) -> None:
@@ -121,7 +127,12 @@ class Transport:
         self.sockname = sock.getsockname()
         self.worker = worker
         self.handler: Handler | None = None
-        self.inbuf = bytearray()
+        self.inbuf = bytearray()  # the protocol header while it is incomplete (reactor)
+        # A partial frame after the last input handled (the worker's): its chunks, their total
+        # size and the size of the whole frame (or 7 while its header is incomplete).
+        self.rest: list[bytes] = []
+        self.rest_len = 0
+        self.rest_need = 0
         self.out: list = []
         # Guards ``out`` only: workers of several connections may append deliveries to this
         # transport at once (a publish on one connection delivers to consumers on others).
@@ -557,13 +568,17 @@ class Reactor:
             t.inbuf += data
             data = t.inbuf
         if not t.header_done:
+            if t.inbuf:
+                t.inbuf += data
+                data = bytes(t.inbuf)
             if len(data) < 8:
-                if data is not t.inbuf:
+                if not t.inbuf:
                     t.inbuf += data
                 head = bytes(t.inbuf[:8])
                 if not any(h.startswith(head) for h in ACCEPTED_HEADERS):
                     self._bad_header(t)
                 return
+            t.inbuf = bytearray()
             if bytes(data[:8]) not in ACCEPTED_HEADERS:
                 self._bad_header(t)
                 return
@@ -571,42 +586,61 @@ class Reactor:
             t.worker.submit(t.handler.connection_made)
             data = data[8:]
             if not data:
-                t.inbuf = bytearray()
                 return
-        try:
-            frames, consumed = parse_frames(data, t.frame_max, slack=FRAME_MAX_SLACK)
-        except AMQPConnectionError as exc:
-            t.discard_input = True
-            t.inbuf = bytearray()
-            # The complete frames before the bad one still count, in order (RabbitMQ handles
-            # every frame before the one it cannot parse).
-            good = getattr(exc, "frames", None)
-            if good:
-                self._submit_frames(t, good)
-            t.worker.submit(t.handler.frame_error, exc)
-            return
-        if consumed == len(data):
-            t.inbuf = bytearray()
-        elif data is t.inbuf:
-            del data[:consumed]
-        else:
-            t.inbuf = bytearray(data[consumed:])
-        if frames:
-            self._submit_frames(t, frames)
+        self._submit_data(t, data)
 
-    def _submit_frames(self, t: Transport, frames: list) -> None:
+    def _submit_data(self, t: Transport, data: bytes) -> None:
+        """Hand what was received to the connection's worker, which cuts it into frames: the
+        reactor's turn stays short (a publisher's 256 KiB is thousands of frames), so the
+        other connections' reads and writes are not kept waiting behind it."""
         with t.out_lock:
             t.inflight += 1
             pause = t.inflight >= FLOW_HIGH
-        t.worker.submit(self._handle_frames, t, frames)
+        t.worker.submit(self._handle_data, t, data)
         if pause and not t.paused_flow:
             t.paused_flow = True
             self._update_events(t)
 
-    def _handle_frames(self, t: Transport, frames: list) -> None:
-        """On the connection's worker: hand the batch over, then account for it (flow)."""
+    def _handle_data(self, t: Transport, data: bytes) -> None:
+        """On the connection's worker: cut ``data`` (after the partial frame left by the last
+        call, ``t.rest``, which only this worker touches) into frames and hand them over; a
+        framing error hands over the complete frames before it, then reports it, and every
+        later input is dropped. Then account for the batch (flow).
+
+        A frame larger than one read is collected in ``t.rest`` (a list of chunks) until its
+        declared size is there (``t.rest_need``), then joined once: O(frame size), however
+        many reads it spans."""
         try:
-            t.handler.frames_received(frames)
+            if t.discard_input:
+                return
+            rest = t.rest
+            if rest:
+                rest.append(data)
+                t.rest_len += len(data)
+                if t.rest_len < t.rest_need:
+                    return  # the partial frame is still incomplete
+                data = b"".join(rest)
+                t.rest = []
+            try:
+                frames, consumed = parse_frames(data, t.frame_max, slack=FRAME_MAX_SLACK)
+            except AMQPConnectionError as exc:
+                t.discard_input = True  # read by the reactor: drop what comes next
+                t.rest = []
+                # The complete frames before the bad one still count, in order (RabbitMQ
+                # handles every frame before the one it cannot parse).
+                good = getattr(exc, "frames", None)
+                if good:
+                    t.handler.frames_received(good)
+                t.handler.frame_error(exc)
+                return
+            if consumed < len(data):
+                left = data[consumed:]
+                t.rest = [left]
+                t.rest_len = len(left)
+                # the whole frame (header, payload, end octet) once its header is there
+                t.rest_need = _FRAME_SIZE(left, 3)[0] + 8 if len(left) >= 7 else 7
+            if frames:
+                t.handler.frames_received(frames)
         finally:
             with t.out_lock:
                 t.inflight -= 1

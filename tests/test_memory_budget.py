@@ -252,8 +252,9 @@ def test_requeue_on_connection_close_and_get_return_spilled_bodies(broker_factor
         ch.queue_declare("rq")
         for body in bodies:
             ch.basic_publish("", "rq", body)
-        # unconfirmed publishes: the broker may still be routing them
-        _wait(lambda: sum(_spill_files(b).values()) > 2 * MiB, "the backlog to spill")
+        # a round trip on the channel: every publish before it has been handled (and spilled)
+        assert ch.queue_declare("rq", passive=True).method.message_count == len(bodies)
+        assert sum(_spill_files(b).values()) > 2 * MiB
         # a consumer takes 150 without acking, then its connection goes: they are requeued
         with connection(b.port) as c2:
             ch2 = c2.channel()

@@ -28,10 +28,12 @@ _FLAG_PRIORITY = 1 << 11
 _FLAG_REPLY_TO = 1 << 9
 _FLAG_EXPIRATION = 1 << 8
 _DECODE_FLAGS = _FLAG_DELIVERY_MODE | _FLAG_EXPIRATION
+_DM_ONLY = _FLAG_DELIVERY_MODE >> 8  # the flags' high octet when delivery-mode is all there is
 
 
 def _shortstr(s: str) -> bytes:
-    b = s.encode("utf-8")
+    # surrogateescape: a name decoded from octets that are not UTF-8 goes out as those octets
+    b = s.encode("utf-8", "surrogateescape")
     return _B.pack(len(b)) + b
 
 
@@ -70,10 +72,15 @@ class Message:
         # per-message TTL in ms (the ``expiration`` property), None when there is none
         self.ttl: int | None = None
         if len(properties) >= 2 and _H.unpack_from(properties)[0] & _DECODE_FLAGS:
-            p = self.props
-            self.persistent = p.delivery_mode == 2
-            if p.expiration is not None:
-                self.ttl = _ttl(p.expiration)
+            if properties[0] == _DM_ONLY and len(properties) == 3 and not properties[1]:
+                # delivery-mode is the only property (what most load tools send): the
+                # decoding is that octet
+                self.persistent = properties[2] == 2
+            else:
+                p = self.props
+                self.persistent = p.delivery_mode == 2
+                if p.expiration is not None:
+                    self.ttl = _ttl(p.expiration)
 
     @property
     def props(self) -> _spec.BasicProperties:

@@ -37,6 +37,9 @@ from .message import Message
 
 log = logging.getLogger("syncmq.queue")
 
+# Most messages one consumer is handed per Channel.deliver_many call (bounds how far one
+# dispatch may overshoot the output high watermark)
+DISPATCH_BATCH = 128
 REJECTED = 2  # Queue.publish: refused by x-overflow=reject-publish(-dlx) (truthy: routed)
 _TIMER_SLACK = 0.002  # s after a deadline a timer fires, so that the deadline has passed
 
@@ -48,6 +51,13 @@ class DeliveryTarget(Protocol):
         self, consumer: Consumer, queue: Queue, seq: int, message: Message, redelivered: bool
     ) -> bool:
         """Deliver if the consumer has credit; return False (and do nothing) otherwise.
+
+        Called with ``queue.lock`` held; takes the channel's lock inside.
+        """
+
+    def deliver_many(self, consumer: Consumer, queue: Queue, pairs: list) -> int:
+        """Deliver a prefix of ``pairs`` (``(seq, (message, redelivered))``) as far as the
+        consumer's credit goes; return how many were taken (as :meth:`deliver`, batched).
 
         Called with ``queue.lock`` held; takes the channel's lock inside.
         """
@@ -100,7 +110,7 @@ class Queue:
         # extensions (see syncmq.broker.args); set once at creation
         "host", "options", "message_ttl", "max_priority", "limited", "track_bytes",
         "max_length", "max_bytes", "overflow", "dlx", "dlrk", "single_active",
-        "consumer_priorities",
+        "consumer_priorities", "batchable",
         # guarded by ``lock``
         "expiry", "ready_bytes", "_letters", "_ttl_timer_at", "last_used", "_expires_armed",
         "stats_expired", "stats_dead_lettered", "stats_dropped",
@@ -144,6 +154,8 @@ class Queue:
         self.dlrk = o.dlrk
         self.single_active = o.single_active
         self.consumer_priorities = False  # set once a consumer with x-priority != 0 attaches
+        # publish_many may take this queue's messages (nothing per message to decide)
+        self.batchable = not self.limited and o.message_ttl is None and not self.max_priority
         # Guards everything below; see the module docstring for the lock order.
         self.lock = threading.Lock()
         self.ready: ReadyQueue | PriorityReadyQueue = (
@@ -212,6 +224,30 @@ class Queue:
             self._publish_letters(letters)
         return result
 
+    def publish_many(self, messages: list[Message]) -> None:
+        """Enqueue a run of messages without a TTL into a ``batchable`` queue (no length
+        limit, TTL or priorities), in order, then deliver what consumers can take: what
+        :meth:`publish` does for each, under one hold of the lock and with one dispatch.
+        Dropped if the queue was deleted meanwhile. O(len(messages)) + deliveries."""
+        with self.lock:
+            if self.deleted:
+                if self.store is not None:
+                    for message in messages:
+                        self.store.release(message)
+                return
+            push = self.ready.push
+            for message in messages:
+                push((message, False))
+            self.stats_published += len(messages)
+            if self.consumers:
+                self._dispatch_locked()
+            if self.expiry:
+                self._expire_locked(time.monotonic())
+                self._arm_ttl_timer_locked()
+            letters = self._take_letters_locked() if self._letters else None
+        if letters:
+            self._publish_letters(letters)
+
     def _push_locked(self, message: Message, ttl: int | None) -> float:
         """Push with a priority and/or an expiry; returns the time used as "now"."""
         if self.max_priority is not None:
@@ -243,9 +279,13 @@ class Queue:
         is deliverable): the publish passes its enqueue time so that a message with a TTL of
         0 still goes to a consumer that can take it at once, as in RabbitMQ.
         """
-        ready = self.ready
         consumers = self.consumers
         expiry = self.expiry
+        if not expiry and self.max_priority is None and consumers and (
+                self.single_active or len(consumers) == 1):
+            self._dispatch_batch_locked(consumers[0])
+            return
+        ready = self.ready
         while consumers:
             head = ready.peek()
             if head is None:
@@ -285,6 +325,56 @@ class Queue:
                         self._rotate_locked(i)
                     break
             else:
+                return
+
+    def _dispatch_batch_locked(self, c: Consumer) -> None:
+        """One consumer to serve and nothing that can expire: hand it up to
+        :data:`DISPATCH_BATCH` messages per ``deliver_many`` call (one channel lock hold and
+        one transport write per batch instead of per message).
+
+        The consumer's credit is estimated from its counters without the channel lock; a
+        stale "full" is safe (credit is freed under the channel lock and the queue is then
+        dispatched again), and what the channel does not take goes back to its place.
+        """
+        ready = self.ready
+        deliver_many = c.channel.deliver_many
+        no_ack = c.no_ack
+        while ready:
+            want = DISPATCH_BATCH
+            if not no_ack and c.prefetch:
+                want = c.prefetch - c.unacked
+                if want <= 0:
+                    return
+                if want > DISPATCH_BATCH:
+                    want = DISPATCH_BATCH
+            pairs = []
+            pop = ready.pop
+            while len(pairs) < want:
+                pair = pop()
+                if pair is None:
+                    break
+                pairs.append(pair)
+            taken = deliver_many(c, self, pairs)
+            if taken < len(pairs):
+                ready.requeue_many(pairs[taken:])
+            if not taken:
+                return
+            self.stats_delivered += taken
+            if not no_ack:
+                self.unacked_count += taken
+            if self.track_bytes or self.journaled or (no_ack and self.store is not None):
+                for i in range(taken):
+                    message = pairs[i][1][0]
+                    if self.track_bytes:
+                        self.ready_bytes -= message.size
+                    if message.msg_id and self.journaled:
+                        if no_ack:
+                            self.durability.acked(self, [message.msg_id])
+                        elif not pairs[i][1][1]:
+                            self.durability.delivered(self, message.msg_id)
+                    if no_ack and self.store is not None:
+                        self.store.release(message)
+            if taken < want:
                 return
 
     def _rotate_locked(self, i: int) -> None:

@@ -124,20 +124,31 @@ def publish(session: Session, ch: Channel, m: B.Publish, props: bytes, body: byt
         )
     if session.blocked:
         session.block_publisher()  # a resource alarm is on: this is the last read for now
-    if len(props) >= 2 and props[1] & _FLAG_USER_ID:  # rare: one flags test otherwise
-        _check_user_id(session, props)
     message = Message(name, m.routing_key, props, body)
-    if message.ttl is not None and message.ttl < 0:
-        _invalid_expiration(message)
-    if message.has_reply_to() or (b"CC" in props and message.headers and (
-            "CC" in message.headers or "BCC" in message.headers)):
-        message = _rewrite(session, ch, message)
+    if m is ch.last_publish:
+        # the same decoded method as the previous publish (the protocol's fast path reuses
+        # it): the same encoded exchange and routing key for deliveries
+        message._exchange_rk = ch.last_exchange_rk
+    else:
+        ch.last_publish = m
+        ch.last_exchange_rk = message.exchange_rk
+    # One test of the property flags for the rare features: user-id check, expiration,
+    # reply-to and CC/BCC headers (a publisher that sets none of them pays only this).
+    if len(props) >= 2 and (props[0] << 8 | props[1]) & _FLAGS_RARE:
+        if props[1] & _FLAG_USER_ID:
+            _check_user_id(session, props)
+        if message.ttl is not None and message.ttl < 0:
+            _invalid_expiration(message)
+        if message.has_reply_to() or (b"CC" in props and message.headers and (
+                "CC" in message.headers or "BCC" in message.headers)):
+            message = _rewrite(session, ch, message)
     ch.n_publish += 1
     if ch.tx:
         ch.tx_publishes.append((ex, message, m.mandatory))
         return
     ch.publish_rejected = False
-    journaled = route(session, ch, ex, message, m.mandatory, drop_unjournaled=ch.confirm)
+    journaled = route(session, ch, ex, message, m.mandatory, drop_unjournaled=ch.confirm,
+                      defer=True)
     if ch.confirm:
         ch.publish_seq += 1
         if ch.publish_rejected:
@@ -221,6 +232,9 @@ def _deliver_reply(session: Session, message: Message) -> bool:
 
 
 _FLAG_USER_ID = 0x10  # user-id in the low byte of the basic property flags (0x0010)
+# basic property flags that send a publish down the slow path: headers (CC/BCC), reply-to,
+# expiration (its validity), user-id
+_FLAGS_RARE = (1 << 13) | (1 << 9) | (1 << 8) | _FLAG_USER_ID
 
 
 def _check_user_id(session: Session, props: bytes) -> None:
@@ -242,7 +256,7 @@ NOT_JOURNALED = 2  # route(): persistent, for a durable queue, but the journal r
 
 
 def route(session: Session, ch: Channel, ex: Exchange, message: Message, mandatory: bool,
-          drop_unjournaled: bool = True) -> int:
+          drop_unjournaled: bool = True, defer: bool = False) -> int:
     """Route ``message`` and enqueue it; basic.return it if mandatory and unroutable.
 
     Returns true if the message was journaled (persistent, reaching a durable queue): its
@@ -251,6 +265,12 @@ def route(session: Session, ch: Channel, ex: Exchange, message: Message, mandato
     :data:`NOT_JOURNALED` (also true) if the journal refused the record: the message is then
     dropped when ``drop_unjournaled`` (confirm and tx channels: it is nacked, or the commit
     fails, once the barrier reports the journal's error), else queued as a transient message.
+
+    ``defer`` (basic.publish outside tx): a non-mandatory message bound for a plain queue (no
+    length limit, TTL or priorities; no TTL on the message) is not enqueued at once but added
+    to the session's run of publishes (``Session.defer_publish``), enqueued with one lock hold
+    per queue before the session handles any other kind of method (and at the end of the
+    batch): such a publish's outcome does not depend on the queue's answer.
     """
     delivered = False
     if not ex.name and message.routing_key.startswith(_REPLY_PREFIX):
@@ -275,6 +295,15 @@ def route(session: Session, ch: Channel, ex: Exchange, message: Message, mandato
         # one reference per queue, each releases its own; journaled: all of them are in the
         # PUBLISH record, so the body can be read back from the journal rather than spilled
         store.put(message, len(queues), journaled == 1 and all(q.journaled for q in queues))
+    if defer and not mandatory and message.ttl is None:
+        later = session.defer_publish
+        for q in queues:
+            if q.batchable:
+                later(q, message)
+                continue
+            if q.publish(message) is REJECTED:
+                ch.publish_rejected = True
+        return journaled
     for q in queues:
         r = q.publish(message)
         if r:
@@ -310,7 +339,7 @@ def ack(session: Session, ch: Channel, m: B.Ack, _p, _b) -> None:
         return
     entries = ch.take_unacked(m.delivery_tag, m.multiple)
     ch.n_ack += len(entries)
-    ch.settle(entries, requeue=False)
+    session.defer_ack(ch, entries)  # settled with the rest of this run of acks
 
 
 def nack(session: Session, ch: Channel, m: B.Nack, _p, _b) -> None:

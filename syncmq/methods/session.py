@@ -63,6 +63,8 @@ CLOSE_OK_TIMEOUT = 3.0  # seconds to wait for connection.close-ok before droppin
 # client, and a brake on clients that retry failed handshakes in a loop. We wait 1 s: it costs a
 # socket and a timer here (never a thread), and keeps the same two properties.
 SILENT_CLOSE_DELAY = 1.0
+# Most publishes to one queue a session holds back before enqueueing them (Session.flush_runs)
+RUN_MAX = 128
 
 
 @dataclass
@@ -107,7 +109,7 @@ class Channel:
         "write_ok", "read_ok", "durable_pending", "durable_done", "n_publish", "n_confirm",
         "n_return", "n_deliver", "n_get",
         "n_redeliver", "n_ack", "stats_folded", "reply_consumer", "publish_rejected",
-        "nack_seqs",
+        "nack_seqs", "last_publish", "last_exchange_rk",
     )
 
     def __init__(self, session: Session, channel_id: int) -> None:
@@ -149,6 +151,10 @@ class Channel:
         # whether the publish being routed was refused (worker-only, like the rest).
         self.nack_seqs: list[int] = []
         self.publish_rejected = False
+        # The last basic.publish method handled and its exchange and routing key encoded for
+        # deliveries (worker-only; see methods.basic.publish)
+        self.last_publish: _spec.Basic.Publish | None = None
+        self.last_exchange_rk = b""
 
     # ---- called by queues (any worker, queue lock held) ----
 
@@ -197,6 +203,57 @@ class Channel:
                 )
             )
         return True
+
+    def deliver_many(self, consumer: Consumer, queue: Queue, pairs: list) -> int:
+        """Deliver a prefix of ``pairs`` (``(seq, (message, redelivered))`` as the ready queue
+        hands them out) as far as the consumer's credit goes; return how many were taken.
+
+        The batch form of :meth:`deliver` (same checks, same order of delivery tags): one
+        hold of the channel lock, one write of every delivery's frames to the transport.
+        Called with ``queue.lock`` held, like :meth:`deliver`; the caller puts back what was
+        not taken.
+        """
+        t = self.session.transport
+        if t.pending_out > t.out_high and t.throttle():
+            return 0
+        no_ack = consumer.no_ack
+        with self.lock:
+            if self.closing or not self.flow_active:
+                return 0
+            k = len(pairs)
+            if not no_ack:
+                if consumer.prefetch and consumer.prefetch - consumer.unacked < k:
+                    k = consumer.prefetch - consumer.unacked
+                if self.global_prefetch and self.global_prefetch - self.global_unacked < k:
+                    k = self.global_prefetch - self.global_unacked
+                if k <= 0:
+                    return 0
+                consumer.unacked += k
+                self.global_unacked += k
+            tag = self.next_tag
+            self.next_tag = tag + k
+            self.n_deliver += k
+            session = self.session
+            frame_max = session.frame_max
+            prefix = consumer.prefix
+            ch_id = self.id
+            add = self.unacked.add
+            chunks: list = []
+            extend = chunks.extend
+            for i in range(k):
+                seq, (message, redelivered) = pairs[i]
+                if redelivered:
+                    self.n_redeliver += 1
+                if not no_ack:
+                    add(tag, (queue, seq, message, consumer))
+                body = message.body
+                if body is None:  # memory budget: the body is in the store
+                    body = message.load_body()
+                extend(encode_deliver(ch_id, prefix, tag, redelivered, message.exchange_rk,
+                                      message.properties, body, frame_max))
+                tag += 1
+            session.transport.write(chunks)
+        return k
 
     def deliver_reply(self, message: Message) -> bool:
         """Direct reply-to: deliver ``message`` to this channel's reply consumer (any worker;
@@ -330,13 +387,15 @@ class Channel:
     def release(self) -> None:
         """Channel closed (by either side) or connection gone: cancel consumers, requeue
         unacked messages in order, drop tx state. Idempotent."""
+        session = self.session
+        if session.pending_acks or session.pending_publish:
+            session.flush_runs()  # acks the client sent before this
         with self.lock:
             self.closing = True
             consumers = list(self.consumers.values())
             self.consumers.clear()
             entries = self.unacked.pop_all()
             self.global_unacked = 0
-        session = self.session
         if self.reply_consumer is not None:
             self.drop_reply_consumer()
         # Requeue before detaching the consumers (``closing`` keeps them from taking anything
@@ -390,6 +449,11 @@ class Session:
         self.capabilities: dict = {}
         self.exclusive_queues: list[Queue] = []
         self.confirm_dirty: set[Channel] = set()
+        # Runs of publishes and acks (see defer_publish / defer_ack): queue -> messages to
+        # enqueue, channel -> acked entries to settle; emptied by flush_runs before any other
+        # kind of method is handled and at the end of every batch.
+        self.pending_publish: dict[Queue, list[Message]] = {}
+        self.pending_acks: dict[Channel, list] = {}
         self.journal_waiters: set[Channel] = set()
         # Publisher confirms are sent by this connection's worker and, for journaled
         # publishes, straight from the journal thread once their fsync is done
@@ -542,18 +606,66 @@ class Session:
                 self.confirm_dirty.add(ch)
         self.flush_confirms()
 
+    def defer_publish(self, queue: Queue, message: Message) -> None:
+        """Enqueue ``message`` on ``queue`` at the end of the current run of publishes (see
+        ``methods.basic.route``): one ``Queue.publish_many`` per queue and run."""
+        pending = self.pending_publish.get(queue)
+        if pending is None:
+            self.pending_publish[queue] = [message]
+        else:
+            pending.append(message)
+            if len(pending) >= RUN_MAX:  # bounds how long consumers wait for the first
+                self.flush_runs()
+
+    def defer_ack(self, ch: Channel, entries: list) -> None:
+        """Settle acked ``entries`` (already taken off ``ch``'s unacked map, so a repeated tag
+        is still a 406 at once) at the end of the current run of acks: one ``Queue.settle``
+        and one dispatch per queue and run instead of one per ack."""
+        pending = self.pending_acks.get(ch)
+        if pending is None:
+            self.pending_acks[ch] = entries
+        else:
+            pending.extend(entries)
+
+    def flush_runs(self) -> None:
+        """Enqueue deferred publishes and settle deferred acks (this connection's worker).
+
+        Called before any method other than basic.publish/basic.ack is handled, at the end of
+        each batch, and when a channel is released, so no other method of the connection can
+        observe a publish not yet enqueued or an ack not yet applied."""
+        if self.pending_publish:
+            pending, self.pending_publish = self.pending_publish, {}
+            for q, messages in pending.items():
+                q.publish_many(messages)
+        if self.pending_acks:
+            acks, self.pending_acks = self.pending_acks, {}
+            for ch, entries in acks.items():
+                ch.settle(entries, requeue=False)
+
     def _handle(self, events: list) -> None:
+        try:
+            self._handle_events(events)
+        finally:
+            if self.pending_publish or self.pending_acks:
+                self.flush_runs()
+
+    def _handle_events(self, events: list) -> None:
         handlers = self.handlers
         channels = self.channels
+        proto = self.proto
+        closed = pconn.CLOSED
         for ch_id, method, props, body in events:
-            if self.proto.state == pconn.CLOSED:
+            if proto.state == closed:
                 return
+            index = method.INDEX
+            if (self.pending_publish or self.pending_acks) and index not in _RUN_METHODS:
+                self.flush_runs()
             channel = channels.get(ch_id) if ch_id else None
-            if method.INDEX == _CHANNEL_OPEN and channel is None:
+            if index == _CHANNEL_OPEN and channel is None:
                 channel = self.open_channel(ch_id)
-            if channel is not None and channel.closing and method.INDEX not in _CLOSE_METHODS:
+            if channel is not None and channel.closing and index not in _CLOSE_METHODS:
                 continue
-            handler = handlers.get(method.INDEX)
+            handler = handlers.get(index)
             if handler is None:
                 raise AMQPConnectionError(
                     _spec.COMMAND_INVALID,
@@ -795,6 +907,8 @@ class Session:
 
 
 _CHANNEL_OPEN = _spec.Channel.Open.INDEX
+# methods whose effects may be applied at the end of a run of them (Session.flush_runs)
+_RUN_METHODS = frozenset({_spec.Basic.Publish.INDEX, _spec.Basic.Ack.INDEX})
 _CLOSE_METHODS = frozenset({_spec.Channel.Close.INDEX, _spec.Channel.CloseOk.INDEX})
 
 

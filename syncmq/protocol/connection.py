@@ -68,6 +68,10 @@ _CHANNEL_OPEN = _spec.Channel.Open.INDEX
 _CHANNEL_CLOSE = _spec.Channel.Close.INDEX
 _CHANNEL_CLOSE_OK = _spec.Channel.CloseOk.INDEX
 
+_PUBLISH_IDS = b"\x00\x3c\x00\x28"  # class 60 (basic), method 40 (publish)
+_ACK_IDS = b"\x00\x3c\x00\x50"  # class 60 (basic), method 80 (ack)
+_ACK_DECODE = _spec.Basic.Ack.decode
+
 FRAME_METHOD = _spec.FRAME_METHOD
 FRAME_HEADER = _spec.FRAME_HEADER
 FRAME_BODY = _spec.FRAME_BODY
@@ -119,7 +123,11 @@ class ConnectionProtocol:
         append = events.append
         channels = self.channels
         state = self.state
-        for i, (ftype, ch, payload) in enumerate(frames):
+        n = len(frames)
+        i = 0  # index of the next frame: ``frames[i:]`` is what follows the current one
+        while i < n:
+            ftype, ch, payload = frames[i]
+            i += 1
             if state == CLOSED:
                 break
             if state == CLOSING:
@@ -129,7 +137,7 @@ class ConnectionProtocol:
                     method = _spec.decode_method(payload)
                     if method.INDEX in _ACCEPTS[CLOSING]:
                         append((0, method, None, None))
-                        return events, frames[i + 1:]
+                        return events, frames[i:]
                 continue
             if ch == 0:
                 if ftype == FRAME_METHOD:
@@ -146,7 +154,7 @@ class ConnectionProtocol:
                     append((0, method, None, None))
                     if method.INDEX in _STATE_CHANGERS:
                         # the handler must act before the rest of the batch is read
-                        return events, frames[i + 1:]
+                        return events, frames[i:]
                     continue
                 if ftype == FRAME_HEARTBEAT:
                     continue
@@ -173,6 +181,23 @@ class ConnectionProtocol:
                 )
             cp = channels.get(ch)
             if ftype == FRAME_METHOD:
+                if cp is not None and cp.state == CH_OPEN and not cp.expecting_content:
+                    # Fast paths for an open channel between contents, where the general path
+                    # below would only decode the method and append it.
+                    ids = payload[:4]
+                    if ids == _PUBLISH_IDS:
+                        if i < n and frames[i][0] == FRAME_HEADER and frames[i][1] == ch:
+                            # method + header (+ body) in one step; None when anything is
+                            # unusual, and the general path raises what applies
+                            ev = cp.publish_run(payload, frames[i][2],
+                                                frames[i + 1] if i + 1 < n else None)
+                            if ev is not None:
+                                append((ch, ev[0], ev[1], ev[2]))
+                                i += ev[3]
+                                continue
+                    elif ids == _ACK_IDS:
+                        append((ch, _ACK_DECODE(payload, 4), None, None))
+                        continue
                 method = _spec.decode_method(payload)
                 if cp is None:
                     if method.INDEX != _CHANNEL_OPEN:
@@ -264,7 +289,7 @@ class ConnectionProtocol:
                             _spec.FRAME_ERROR, f"FRAME_ERROR - unknown frame type {ftype}"
                         )
                 except AMQPChannelError as err:
-                    raise ChannelEventError(events, ch, err, frames[i + 1:]) from None
+                    raise ChannelEventError(events, ch, err, frames[i:]) from None
                 if ev is not None and cp.state != CH_CLOSING:
                     append((ch, ev[0], ev[1], ev[2]))
         return events, []

@@ -88,7 +88,9 @@ def parse_frames(
     """Cut every complete frame out of ``buf``.
 
     Returns ``([(frame_type, channel, payload), ...], consumed)``: payloads are immutable
-    ``bytes`` (one copy out of ``buf``); an incomplete trailing frame is left unconsumed.
+    ``bytes`` (slices of ``buf``; a ``bytearray`` or ``memoryview`` is first copied to
+    ``bytes`` whole, one memcpy instead of a view and a copy per frame); an incomplete
+    trailing frame is left unconsumed.
     ``frame_max`` bounds the whole frame (header + payload + end octet), 0 = no limit, and is
     checked as soon as a frame's 7-octet header is there. ``slack`` octets over frame_max are
     tolerated (RabbitMQ allows 8). No view of ``buf`` outlives the call, so a bytearray may be
@@ -105,16 +107,14 @@ def parse_frames(
     frames: list[tuple[int, int, bytes]] = []
     append = frames.append
     pos = 0
-    view = None
     if buf.__class__ is bytes:
         src = buf
     else:
-        view = memoryview(buf)
-        if view.format != "B" or view.ndim != 1:
-            view = view.cast("B")
-        src = view
+        with memoryview(buf) as view:
+            src = view.cast("B").tobytes() if view.format != "B" else view.tobytes()
+    last = n - 7  # a frame header starting after this is incomplete
     try:
-        while n - pos >= 7:
+        while pos <= last:
             ftype, channel, size = _unpack_frame(src, pos)
             if size > limit:
                 raise _frame_error(
@@ -129,11 +129,8 @@ def parse_frames(
                 raise _frame_error(
                     f"type {ftype}, channel {channel}: invalid frame end octet {src[end]:#04x}"
                 )
-            if ftype == _FRAME_BODY or ftype == _FRAME_METHOD or ftype == _FRAME_HEADER:
-                payload = src[start:end]
-                if view is not None:
-                    payload = bytes(payload)
-                append((ftype, channel, payload))
+            if 0 < ftype < 4:  # method, header or body (1, 2, 3)
+                append((ftype, channel, src[start:end]))
             elif ftype == _FRAME_HEARTBEAT:
                 if size:
                     raise _frame_error(f"heartbeat frame with a payload of {size} octets")
@@ -145,9 +142,6 @@ def parse_frames(
         exc.frames = frames  # type: ignore[attr-defined]
         exc.consumed = pos  # type: ignore[attr-defined]
         raise
-    finally:
-        if view is not None:
-            view.release()
     return frames, pos
 
 
