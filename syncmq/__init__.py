@@ -1,3 +1,3 @@
 """syncmq: an AMQP 0-9-1 broker in pure Python."""
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
