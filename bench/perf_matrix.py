@@ -60,6 +60,10 @@ from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+# Measure this checkout, whatever is installed: this process imports syncmq from it, and so do
+# the broker and syncmq-perf subprocesses (python -m ... with PYTHONPATH).
+sys.path.insert(0, ROOT)
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
