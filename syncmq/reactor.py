@@ -564,9 +564,6 @@ class Reactor:
         t.bytes_in += len(data)
         if t.discard_input:
             return
-        if t.inbuf:
-            t.inbuf += data
-            data = t.inbuf
         if not t.header_done:
             if t.inbuf:
                 t.inbuf += data

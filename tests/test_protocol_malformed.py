@@ -618,3 +618,29 @@ def test_eof_during_handshake_raises_nothing(broker, unique):
         c.send_header()
         c.expect_method(0, C.Start)
     assert_healthy(broker, unique)
+
+
+@pytest.mark.parametrize("cuts", [(3,), (1, 4), (2, 3, 5, 7)])
+def test_protocol_header_in_pieces_is_accepted(broker, unique, cuts):
+    """A header that arrives over several reads is assembled once (it was doubled once, which
+    broke the connection with a frame error): the handshake completes and a queue works."""
+    import time
+
+    with RawClient(broker.port) as c:
+        bounds = (0, *cuts, len(PROTOCOL_HEADER))
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+            c.send(PROTOCOL_HEADER[a:b])
+            # not a wait for a condition: a pause so that the pieces reach the broker in
+            # separate reads (the test passes either way on a correct broker)
+            time.sleep(0.05)
+        c.start = c.expect_method(0, _spec.Connection.Start)
+        c.send_start_ok("guest", "guest")
+        tune = c.expect_method(0, _spec.Connection.Tune)
+        c.send_method(0, _spec.Connection.TuneOk(channel_max=tune.channel_max,
+                                                 frame_max=tune.frame_max, heartbeat=0))
+        c.send_method(0, _spec.Connection.Open(virtual_host="/"))
+        c.expect_method(0, _spec.Connection.OpenOk)
+        c.open_channel(1)
+        c.send_method(1, _spec.Queue.Declare(queue=unique, auto_delete=True))
+        c.expect_method(1, _spec.Queue.DeclareOk)
+    assert_healthy(broker, unique)
