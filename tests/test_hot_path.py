@@ -356,3 +356,24 @@ def test_routing_key_that_is_not_utf8_is_delivered_as_sent(broker, unique) -> No
             assert c.read_frame().type == FRAME_HEADER
             assert c.read_frame().payload == b"body"
         assert _ready(c, unique) == 0
+
+
+def test_mandatory_or_ttl_publish_after_a_run_keeps_the_channel_order(broker, unique) -> None:
+    """A mandatory publish, or one with an expiration, goes to the queue at once; the run of
+    plain publishes before it in the same read must be enqueued first (it was overtaken)."""
+    ttl = _spec.BasicProperties(expiration="60000").encode()
+    with connect(broker.port) as c:
+        c.open_channel(1)
+        _declare(c, unique)
+        c.send(_publish_bytes(1, unique, b"a")
+               + _method(1, B.Publish(routing_key=unique, mandatory=True)) + _content(1, b"b")
+               + _publish_bytes(1, unique, b"c")
+               + _method(1, B.Publish(routing_key=unique)) + _content(1, b"d", ttl)
+               + _publish_bytes(1, unique, b"e"))
+        got = []
+        for _ in range(5):
+            c.send_method(1, B.Get(queue=unique, no_ack=True))
+            c.expect_method(1, B.GetOk)
+            assert c.read_frame().type == FRAME_HEADER
+            got.append(c.read_frame().payload)
+        assert got == [b"a", b"b", b"c", b"d", b"e"]

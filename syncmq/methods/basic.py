@@ -304,6 +304,10 @@ def route(session: Session, ch: Channel, ex: Exchange, message: Message, mandato
             if q.publish(message) is REJECTED:
                 ch.publish_rejected = True
         return journaled
+    if session.pending_publish:
+        # earlier publishes of this connection still deferred (this one is mandatory or has a
+        # TTL): enqueue them first, so a queue keeps the channel's publish order
+        session.flush_runs()
     for q in queues:
         r = q.publish(message)
         if r:
