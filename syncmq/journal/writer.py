@@ -173,12 +173,16 @@ class _Item:
         self.head = head
 
 
+_IDS_PER_RECORD = 1 << 20
+
+
 def _encode_ids(ids: dict[tuple[int, str, str], list[int]]) -> list[bytes]:
     """The coalesced ACK/DELIVERED records of :meth:`Journal.append_ids`, in key order."""
     out = []
     for (rtype, vhost, queue), lst in ids.items():
         enc = fmt.encode_ack if rtype == fmt.T_ACK else fmt.encode_delivered
-        out.append(enc(vhost, queue, lst))
+        for i in range(0, len(lst), _IDS_PER_RECORD):  # records of bounded size
+            out.append(enc(vhost, queue, lst[i : i + _IDS_PER_RECORD]))
     return out
 
 
@@ -540,10 +544,10 @@ class Journal:
                 if ids:
                     self._ids = {}
                 closing = self._closing
-            if ids:
-                items.append(_Item(_encode_ids(ids), None))
-            if items:
+            if items or ids:
                 try:
+                    if ids:
+                        items.append(_Item(_encode_ids(ids), None))
                     self._process(items)
                 except BaseException:  # pragma: no cover - a bug; keep the thread honest
                     self.metrics.internal_errors += 1

@@ -697,11 +697,12 @@ class Session:
             self.release()
             self._hang_up(0)
             return
-        if self._answers_with_close(exc):
-            self.send_method(0, _spec.Connection.Close(
-                reply_code=exc.reply_code, reply_text=exc.reply_text[:255],
-                class_id=exc.class_id, method_id=exc.method_id))
-        self.proto.state = pconn.CLOSED
+        with self.confirm_lock:  # no confirm from the journal thread after our close
+            if self._answers_with_close(exc):
+                self.send_method(0, _spec.Connection.Close(
+                    reply_code=exc.reply_code, reply_text=exc.reply_text[:255],
+                    class_id=exc.class_id, method_id=exc.method_id))
+            self.proto.state = pconn.CLOSED
         self.release()
         self._hang_up(SILENT_CLOSE_DELAY)
 
@@ -748,7 +749,8 @@ class Session:
         if state in (pconn.CLOSING, pconn.CLOSED):
             return
         if not self._answers_with_close(e):
-            self.proto.state = pconn.CLOSED
+            with self.confirm_lock:
+                self.proto.state = pconn.CLOSED
             self.release()
             self.transport.stop_reading()
             self._hang_up(SILENT_CLOSE_DELAY)
