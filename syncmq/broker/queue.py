@@ -711,7 +711,7 @@ class Queue:
         when a TTL applies), so a message whose TTL ran out while the broker was down expires
         at once; without it (a journal written before PUBLISH_AT) it counts from now."""
         with self.lock:
-            if self.store is not None and not message.store_key:  # (else put_journaled)
+            if self.store is not None and not message.store_key:  # (recovery stores them)
                 self.store.put(message, 1, True)  # its PUBLISH record names this queue
             if self.max_priority is not None:
                 seq = self.ready.push((message, delivered), message.priority)
