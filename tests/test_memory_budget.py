@@ -675,3 +675,104 @@ def test_recovery_leaves_journaled_bodies_in_the_journal(tmp_path):
     assert got == list(bodies.items())
     j2.close()
     store.close()
+
+
+# ---- a persistent message on several durable queues, recovered with a budget ----
+
+
+def _publish_fanout(b, queues: list[str], n: int, seed: int) -> list[bytes]:
+    """Persistent bodies through a fanout exchange bound to durable ``queues``, confirmed."""
+    bodies = _bodies(n, seed)
+    with connection(b.port) as conn:
+        ch = conn.channel()
+        ch.exchange_declare("fan", "fanout", durable=True)
+        for q in queues:
+            ch.queue_declare(q, durable=True)
+            ch.queue_bind(q, "fan")
+        ch.confirm_delivery()
+        props = pika.BasicProperties(delivery_mode=2)
+        for body in bodies:
+            ch.basic_publish("fan", "", body, props)
+    return bodies
+
+
+def _drain_all_after_restart(b2, queues: list[str], bodies: list[bytes]) -> None:
+    with connection(b2.port) as conn:
+        ch = conn.channel()
+        # the first queue acks every copy; the others must still have their bodies
+        assert _consume(conn, ch, queues[0], len(bodies)) == bodies
+        for q in queues[1:]:
+            assert _consume(conn, ch, q, len(bodies)) == bodies  # byte for byte
+            assert ch.queue_declare(q, durable=True).method.message_count == 0
+    st = _store_stats_at_stop(b2)
+    assert st["messages"] == 0 and st["journal_fds"] == 0, st
+
+
+@pytest.mark.parametrize("stop", ["restart", "kill_9"])
+def test_restart_keeps_one_body_per_message_routed_to_several_durable_queues(
+        brokers_on_dir, stop):
+    """Recovery used to make one body-store entry with one reference per queue copy under the
+    same key (the msg_id), each replacing the previous: acking the copies of one queue deleted
+    the bodies of the others (KeyError in delivery, the consumer's connection closed 541)."""
+    start, restart = brokers_on_dir
+    args = ("--memory-budget", "128KiB")
+    queues = ["fan-1", "fan-2", "fan-3"]
+    b = start(*args)
+    bodies = _publish_fanout(b, queues, 120, seed=31)  # ~1.1 MB: mostly evicted
+    if stop == "kill_9":
+        b.kill()
+    else:
+        assert b.stop() == 0, b.log_tail()
+    b2 = restart(b, *args)
+    _drain_all_after_restart(b2, queues, bodies)
+
+
+def test_recovery_stores_a_message_on_several_queues_once(tmp_path):
+    """In-process: one store entry per recovered body, one reference per queue holding it,
+    the same ``Message`` on each queue (as a live publish routes it)."""
+    from syncmq.broker.broker import Broker
+    from syncmq.broker.durability import Durability
+    from syncmq.journal import Journal
+    from syncmq.journal import format as jf
+    from syncmq.wire import _spec
+
+    data = str(tmp_path / "data")
+    props = _spec.BasicProperties(delivery_mode=2).encode()
+    rng = random.Random(9)
+    bodies = {mid: rng.randbytes(rng.randrange(1, 4 * KiB)) for mid in range(1, 101)}
+    j = Journal(data, segment_bytes=64 * KiB)
+    j.open()
+    j.recover()
+    j.start()
+    for q in ("a", "b", "c"):
+        j.append(jf.encode_queue_declare("/", q, 1, b""))
+    for mid, body in bodies.items():
+        # every other message to all three queues, the rest to "a" and "c"
+        names = ["a", "b", "c"] if mid % 2 else ["a", "c"]
+        j.append(jf.encode_publish(mid, "/", names, "", "a", props, body))
+    j.close()
+
+    for budget in (0, 1 * MiB):  # references into the journal, or bodies read at recovery
+        j2 = Journal(data, segment_bytes=64 * KiB)
+        store = BodyStore(os.path.join(data, f"spill{budget}"), budget=max(budget, 1))
+        if budget:
+            store.attach_journal(j2.reader)
+        broker = Broker(durability=Durability(j2), body_store=store)
+        j2.open()
+        store.open()
+        counts = broker.durability.recover_into(broker)
+        assert counts["messages"] == 250
+        assert store.stats()["messages"] == 100, store.stats()
+        qs = broker.vhosts["/"].queues
+        got: dict[str, list] = {}
+        for name in ("a", "c", "b"):
+            got[name] = []
+            while (item := qs[name].get(no_ack=True)) is not None:
+                got[name].append((item[1].msg_id, item[1].body))
+            if name == "a":
+                assert store.stats()["messages"] == 100  # the other queues still hold them
+        assert got["a"] == got["c"] == list(bodies.items())
+        assert got["b"] == [(m, b) for m, b in bodies.items() if m % 2]
+        assert store.stats()["messages"] == 0
+        j2.close()
+        store.close()

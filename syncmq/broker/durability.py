@@ -216,6 +216,9 @@ class Durability:
         for name in state.vhosts:
             broker.add_vhost(name)
         counts = {"exchanges": 0, "queues": 0, "bindings": 0, "messages": 0}
+        # messages on several queues, until every queue has its copy: msg_id -> [Message,
+        # copies still to restore]
+        shared: dict[int, list] = {}
         for rec in state.exchanges:
             vh = broker.add_vhost(rec.vhost)
             vh.restore_exchange(rec.name, rec.type, bool(rec.flags & EX_AUTO_DELETE),
@@ -225,14 +228,35 @@ class Durability:
             vh = broker.add_vhost(rq.vhost)
             q = vh.restore_queue(rq.name, bool(rq.flags & Q_AUTO_DELETE), _untable(rq.arguments))
             for m in rq.messages:
+                if m.copies > 1:
+                    # on several queues: one Message and one store entry with a reference
+                    # per queue, as a live publish routes it (one entry per queue under the
+                    # same key would replace each other: the first queue to ack the message
+                    # would delete the body the other queues still hold)
+                    entry = shared.get(m.msg_id)
+                    if entry is not None:
+                        msg = entry[0]
+                        entry[1] -= 1
+                        if not entry[1]:
+                            del shared[m.msg_id]
+                        q.restore_message(msg, m.delivered, m.published_ms)
+                        continue
                 msg = Message(m.exchange, m.routing_key, m.properties,
                               m.body if m.body is not None else b"")
                 msg.msg_id = m.msg_id
-                if m.body is None and not store.put_journaled(msg, m.body_len):
-                    body = self.journal.reader.read(m.msg_id, m.body_len)
-                    if body is None:  # cannot happen: the record was just replayed
-                        raise RuntimeError(f"journaled message {m.msg_id} not readable")
-                    msg.body = body
+                if store is not None:
+                    # every queue holding it is named in its PUBLISH record
+                    if m.body is None:
+                        if not store.put_journaled(msg, m.body_len, m.copies):
+                            body = self.journal.reader.read(m.msg_id, m.body_len)
+                            if body is None:  # cannot happen: the record was just replayed
+                                raise RuntimeError(f"journaled message {m.msg_id} not readable")
+                            msg.body = body
+                            store.put(msg, m.copies, True)
+                    else:
+                        store.put(msg, m.copies, True)
+                if m.copies > 1:
+                    shared[m.msg_id] = [msg, m.copies - 1]
                 q.restore_message(msg, m.delivered, m.published_ms)
             counts["queues"] += 1
             counts["messages"] += len(rq.messages)

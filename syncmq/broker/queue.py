@@ -44,6 +44,15 @@ REJECTED = 2  # Queue.publish: refused by x-overflow=reject-publish(-dlx) (truth
 _TIMER_SLACK = 0.002  # s after a deadline a timer fires, so that the deadline has passed
 
 
+class DeliveryFailed(Exception):
+    """``DeliveryTarget.deliver_many``: preparing delivery ``taken`` of the batch raised (the
+    ``__cause__``); the first ``taken`` were delivered, the rest were not touched."""
+
+    def __init__(self, taken: int) -> None:
+        super().__init__(f"delivery failed after {taken} of a batch")
+        self.taken = taken
+
+
 class DeliveryTarget(Protocol):
     """What a queue needs of a consuming channel (implemented in ``syncmq.methods``)."""
 
@@ -52,14 +61,17 @@ class DeliveryTarget(Protocol):
     ) -> bool:
         """Deliver if the consumer has credit; return False (and do nothing) otherwise.
 
-        Called with ``queue.lock`` held; takes the channel's lock inside.
+        Called with ``queue.lock`` held; takes the channel's lock inside. If it raises it
+        has changed nothing (the message stays where it is).
         """
 
     def deliver_many(self, consumer: Consumer, queue: Queue, pairs: list) -> int:
         """Deliver a prefix of ``pairs`` (``(seq, (message, redelivered))``) as far as the
         consumer's credit goes; return how many were taken (as :meth:`deliver`, batched).
 
-        Called with ``queue.lock`` held; takes the channel's lock inside.
+        Called with ``queue.lock`` held; takes the channel's lock inside. If preparing a
+        delivery raises, the ones before it are delivered and :class:`DeliveryFailed` is
+        raised with their count (the exception as its cause); the rest are untouched.
         """
 
     def consumer_cancelled(self, consumer: Consumer) -> None:
@@ -354,10 +366,20 @@ class Queue:
                 if pair is None:
                     break
                 pairs.append(pair)
-            taken = deliver_many(c, self, pairs)
+            try:
+                taken = deliver_many(c, self, pairs)
+            except DeliveryFailed as e:
+                # a body could not be read (or encoded): what was delivered before it counts,
+                # it and the rest go back to the head in order, then the error propagates
+                failed = e
+                taken = e.taken
+            else:
+                failed = None
             if taken < len(pairs):
                 ready.requeue_many(pairs[taken:])
             if not taken:
+                if failed is not None:
+                    raise failed.__cause__ or failed
                 return
             self.stats_delivered += taken
             if not no_ack:
@@ -374,6 +396,8 @@ class Queue:
                             self.durability.delivered(self, message.msg_id)
                     if no_ack and self.store is not None:
                         self.store.release(message)
+            if failed is not None:
+                raise failed.__cause__ or failed
             if taken < want:
                 return
 
@@ -711,7 +735,7 @@ class Queue:
         when a TTL applies), so a message whose TTL ran out while the broker was down expires
         at once; without it (a journal written before PUBLISH_AT) it counts from now."""
         with self.lock:
-            if self.store is not None and not message.store_key:  # (else put_journaled)
+            if self.store is not None and not message.store_key:  # (recovery stores them)
                 self.store.put(message, 1, True)  # its PUBLISH record names this queue
             if self.max_priority is not None:
                 seq = self.ready.push((message, delivered), message.priority)

@@ -55,6 +55,8 @@ class RecoveredMessage:
     #: wall-clock ms of the original publish when a TTL applies (PUBLISH_AT), else 0
     published_ms: int = 0
     body_len: int = 0
+    #: how many recovered queues hold this message (the broker shares one ``Message``)
+    copies: int = 1
 
 
 @dataclass(slots=True)
@@ -302,7 +304,8 @@ def _build(state: JournalState, stats: RecoveryStats, images: dict[int, mmap.mma
                 out.append(RecoveredMessage(mid, p.exchange, p.routing_key, p.properties,
                                             p.body if load_bodies else None,
                                             m.delivered is not None and qk in m.delivered,
-                                            p.published_ms, lens.get(mid, len(p.body))))
+                                            p.published_ms, lens.get(mid, len(p.body)),
+                                            len(m.queues)))
         queues.append(rq)
     for m in msgs.values():
         m.rec = None  # the broker owns the bodies now

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .. import __version__
 from ..broker.broker import Broker
 from ..broker.message import Message
-from ..broker.queue import Consumer, Queue
+from ..broker.queue import Consumer, DeliveryFailed, Queue
 from ..protocol import connection as pconn
 from ..protocol.channel import encode_deliver, encode_get_ok
 from ..protocol.connection import ChannelEventError, ConnectionProtocol
@@ -178,30 +178,32 @@ class Channel:
         with self.lock:
             if self.closing or not self.flow_active:
                 return False
-            if not consumer.no_ack:
+            no_ack = consumer.no_ack
+            if not no_ack:
                 if consumer.prefetch and consumer.unacked >= consumer.prefetch:
                     return False
                 if self.global_prefetch and self.global_unacked >= self.global_prefetch:
                     return False
-                consumer.unacked += 1
-                self.global_unacked += 1
+            # encode first, then change state: if the body cannot be read nothing has changed
+            # and the message stays at the head of its queue
             tag = self.next_tag
-            self.next_tag = tag + 1
-            self.n_deliver += 1
-            if redelivered:
-                self.n_redeliver += 1
-            if not consumer.no_ack:
-                self.unacked.add(tag, (queue, seq, message, consumer))
             session = self.session
             body = message.body
             if body is None:  # memory budget: the body is in the store (perhaps on disk)
                 body = message.load_body()
-            session.transport.write(
-                encode_deliver(
-                    self.id, consumer.prefix, tag, redelivered, message.exchange_rk,
-                    message.properties, body, session.frame_max,
-                )
+            frames = encode_deliver(
+                self.id, consumer.prefix, tag, redelivered, message.exchange_rk,
+                message.properties, body, session.frame_max,
             )
+            if not no_ack:
+                consumer.unacked += 1
+                self.global_unacked += 1
+                self.unacked.add(tag, (queue, seq, message, consumer))
+            self.next_tag = tag + 1
+            self.n_deliver += 1
+            if redelivered:
+                self.n_redeliver += 1
+            session.transport.write(frames)
         return True
 
     def deliver_many(self, consumer: Consumer, queue: Queue, pairs: list) -> int:
@@ -228,11 +230,10 @@ class Channel:
                     k = self.global_prefetch - self.global_unacked
                 if k <= 0:
                     return 0
-                consumer.unacked += k
-                self.global_unacked += k
-            tag = self.next_tag
-            self.next_tag = tag + k
-            self.n_deliver += k
+            # Each message is encoded before it is recorded: if reading or encoding message i
+            # raises, messages 0..i-1 are delivered (recorded, counted, written) and i.. are
+            # untouched, for the queue to put back at its head (one try per batch).
+            tag0 = tag = self.next_tag
             session = self.session
             frame_max = session.frame_max
             prefix = consumer.prefix
@@ -240,19 +241,34 @@ class Channel:
             add = self.unacked.add
             chunks: list = []
             extend = chunks.extend
-            for i in range(k):
-                seq, (message, redelivered) = pairs[i]
-                if redelivered:
-                    self.n_redeliver += 1
+            redelivered_n = 0
+            failed = None
+            try:
+                for i in range(k):
+                    seq, (message, redelivered) = pairs[i]
+                    body = message.body
+                    if body is None:  # memory budget: the body is in the store
+                        body = message.load_body()
+                    extend(encode_deliver(ch_id, prefix, tag, redelivered, message.exchange_rk,
+                                          message.properties, body, frame_max))
+                    if not no_ack:
+                        add(tag, (queue, seq, message, consumer))
+                    if redelivered:
+                        redelivered_n += 1
+                    tag += 1
+            except Exception as e:
+                failed = e
+                k = tag - tag0
+            if k:
                 if not no_ack:
-                    add(tag, (queue, seq, message, consumer))
-                body = message.body
-                if body is None:  # memory budget: the body is in the store
-                    body = message.load_body()
-                extend(encode_deliver(ch_id, prefix, tag, redelivered, message.exchange_rk,
-                                      message.properties, body, frame_max))
-                tag += 1
-            session.transport.write(chunks)
+                    consumer.unacked += k
+                    self.global_unacked += k
+                self.next_tag = tag
+                self.n_deliver += k
+                self.n_redeliver += redelivered_n
+                session.transport.write(chunks)
+        if failed is not None:
+            raise DeliveryFailed(k) from failed
         return k
 
     def deliver_reply(self, message: Message) -> bool:
@@ -633,14 +649,29 @@ class Session:
         Called before any method other than basic.publish/basic.ack is handled, at the end of
         each batch, and when a channel is released, so no other method of the connection can
         observe a publish not yet enqueued or an ack not yet applied."""
+        # Every run is handled even if one raises (one try per queue or channel, not per
+        # message): the others' publishes are enqueued and their acked entries settled
+        # (those are off the channels' unacked maps already: dropped, they would stay unacked
+        # on their queues for good); then the first error is raised.
+        error = None
         if self.pending_publish:
             pending, self.pending_publish = self.pending_publish, {}
             for q, messages in pending.items():
-                q.publish_many(messages)
+                try:
+                    q.publish_many(messages)
+                except Exception as e:
+                    if error is None:
+                        error = e
         if self.pending_acks:
             acks, self.pending_acks = self.pending_acks, {}
             for ch, entries in acks.items():
-                ch.settle(entries, requeue=False)
+                try:
+                    ch.settle(entries, requeue=False)
+                except Exception as e:
+                    if error is None:
+                        error = e
+        if error is not None:
+            raise error
 
     def _handle(self, events: list) -> None:
         try:

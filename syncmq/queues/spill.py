@@ -374,6 +374,12 @@ class BodyStore:
         with self.lock:
             if journaled and message.msg_id and self.slow.locator is not None:
                 key = message.msg_id  # shares the message's int: no extra object
+                if key in self.buffer:
+                    # never replace another entry (its references would then count for
+                    # this one): a body is stored once per message, with a reference per
+                    # queue, so this is a bug elsewhere; keep both, the new one unjournaled
+                    log.error("message body %d stored twice", key)
+                    key = -next(self._keys)
             else:
                 key = -next(self._keys)
             try:
@@ -386,8 +392,9 @@ class BodyStore:
                               "(%d failures): %s", self._write_errors, e)
             self._adopt_locked(message, key, refs, len(body))
 
-    def put_journaled(self, message: Any, body_len: int) -> bool:
-        """Recovery: index the body of journaled ``message`` (on one queue), which was never
+    def put_journaled(self, message: Any, body_len: int, refs: int = 1) -> bool:
+        """Recovery: index the body of journaled ``message`` (on ``refs`` queues, each named
+        in its PUBLISH record; one ``Message`` shared by them, as :meth:`put`), which was never
         read into memory, as a reference into the journal (``body_len`` bytes). False if the
         journal cannot locate it: load the body and :meth:`put` it instead."""
         with self.lock:
@@ -397,9 +404,9 @@ class BodyStore:
                 return False
             key = message.msg_id
             if key in self.buffer:
-                return False  # a duplicate id: keep the first, load this one
+                return False  # a duplicate id: keep the first, load this one (put: own key)
             self.slow._add_ref(key, loc[0], loc[1], body_len)
-            self._adopt_locked(message, key, 1, body_len)
+            self._adopt_locked(message, key, refs, body_len)
         return True
 
     def _adopt_locked(self, message: Any, key: int, refs: int, size: int) -> None:
