@@ -14,9 +14,14 @@ What it does, per wake-up (each bounded):
   and the handshake timeout.
 
 Workers talk to the reactor only through :class:`Transport` methods, which append to the
-transport's outbound list under its ``out_lock`` and wake the reactor through one wake-up pipe
-when that list goes from empty to non-empty. The reactor never runs broker logic: handler
-callbacks are always submitted to the connection's worker.
+transport's outbound list under its ``out_lock``. When that list goes from empty to non-empty on
+a worker, the transport is deferred to the end of the worker's task; then the worker sends it
+itself (:meth:`Reactor._send_direct`: plain TCP, only while the reactor has nothing of it to
+send and is not flushing it, one non-blocking ``sendmsg`` under ``out_lock``) and wakes the
+reactor through the one wake-up pipe only for what is left (a partial send, EAGAIN, TLS, a
+paused or closing connection). This saves the wake-up and the hand-off to the reactor thread
+on every delivery at low rates. The reactor never runs broker logic: handler callbacks are
+always submitted to the connection's worker.
 """
 
 from __future__ import annotations
@@ -97,12 +102,19 @@ class Handler(Protocol):
 class Transport:
     """The reactor's view of one client connection.
 
-    Ownership: ``sock``, ``inbuf``, ``sending`` and the timestamps belong to the reactor thread;
-    ``rest``, ``rest_len`` and ``rest_need`` (a partial frame between two inputs) to the
+    Ownership: ``sock`` (but see below), ``inbuf`` and the timestamps belong to the reactor
+    thread; ``rest``, ``rest_len`` and ``rest_need`` (a partial frame between two inputs) to the
     connection's worker.
-    ``out`` is shared: workers append, the reactor drains; ``out_lock`` guards it, together
-    with ``pending_out`` (bytes in ``out`` and ``sending``: added by :meth:`write`, subtracted
-    by the reactor as it sends), ``throttled`` and ``inflight``.
+    ``out`` is shared: workers append, the reactor (or a worker sending directly) drains;
+    ``out_lock`` guards it, together with ``pending_out`` (bytes in ``out`` and ``sending``:
+    added by :meth:`write`, subtracted by whoever sends), ``bytes_out``, ``throttled``,
+    ``inflight``, ``flushing``, and the writes of ``closed`` and ``paused_output``.
+    ``sending`` (chunks taken from ``out``, the first maybe partly sent) and sending on ``sock``
+    belong to the reactor while ``flushing`` is set (it sets and clears it under ``out_lock``
+    around :meth:`Reactor._flush`'s sends); otherwise to whoever holds ``out_lock``: a worker
+    sends directly (:meth:`Reactor._send_direct`) only under the lock, with ``flushing`` clear
+    and ``sending`` empty, so the two never send at once and never out of order. The reactor
+    closes the socket under the lock too, so a direct send never uses a closed (or reused) fd.
     ``frame_max`` is written by the worker after tune-ok and read by the reactor; a plain int
     attribute store, so a stale read only means one more frame checked against the old limit.
     ``pending_out`` is also read without the lock by :meth:`output_full`'s callers (one int
@@ -116,7 +128,7 @@ class Transport:
         "bytes_out", "created", "tls", "tls_handshaking", "peer_cert",
         "tls_retry", "inflight", "paused_flow", "paused_alarm", "registered_events",
         "pending_out", "out_high", "out_low", "throttled", "paused_output", "rest", "rest_len",
-        "rest_need",
+        "rest_need", "flushing", "aborted",
     )
 
     def __init__(self, reactor: Reactor, sock: socket.socket, peer: Any, worker: Worker) -> None:
@@ -138,6 +150,8 @@ class Transport:
         # transport at once (a publish on one connection delivers to consumers on others).
         self.out_lock = threading.Lock()
         self.sending: deque = deque()
+        self.flushing = False  # the reactor is in _flush's sends (set/cleared under out_lock)
+        self.aborted = False  # abort() was called: no more direct sends
         self.header_done = False
         self.discard_input = False
         self.closed = False
@@ -226,6 +240,7 @@ class Transport:
 
     def abort(self) -> None:
         """Close the socket now, dropping unsent data. Thread-safe."""
+        self.aborted = True  # what is written after this is not sent directly either
         self.reactor.call_soon(self.reactor._lost, self)
 
     def stop_reading(self) -> None:
@@ -347,8 +362,78 @@ class Reactor:
         self.call_soon(self._add_timer, time.monotonic() + delay, fn, args)
 
     def _flush_later(self, transports: list) -> None:
-        """A worker's batch left output for ``transports`` (called on that worker)."""
-        self.call_soon(self._flush_many, transports)
+        """A worker's batch left output for ``transports`` (called on that worker): send what
+        can be sent now from this thread, and wake the reactor for the rest."""
+        left = [t for t in transports if not self._send_direct(t)]
+        if left:
+            self.call_soon(self._flush_many, left)
+
+    def _send_direct(self, t: Transport) -> bool:
+        """On a worker, at the end of its task: send ``t``'s output with non-blocking
+        ``sendmsg`` calls from this thread, saving the reactor's wake-up and thread hand-off.
+        True when the reactor has nothing to do for it; False when it must flush ``t`` (as
+        before this existed): TLS (an SSLSocket is the reactor's alone), the reactor is
+        flushing it or has chunks of it pending (they go first), reading is paused for output
+        (only the reactor's flush resumes it), the connection is closing or aborted, or
+        something is left (a partial send, EAGAIN, an error for the reactor to handle).
+
+        Everything happens under ``out_lock``: the reactor takes it before it touches
+        ``sending`` or sends (and sets ``flushing`` while it sends without it), and closes the
+        socket under it, so the reactor and a worker never send on one socket at once."""
+        if t.tls:
+            return False
+        with t.out_lock:
+            out = t.out
+            if not out or t.closed:
+                return True  # someone else took it (and handles the rest) or it is gone
+            if t.flushing or t.sending or t.paused_output or t.close_when_flushed or t.aborted:
+                return False
+            sock = t.sock
+            sent = 0
+            left: list = []
+            error = False
+            while out:
+                batch = out if len(out) <= IOV_MAX else out[:IOV_MAX]
+                try:
+                    n = sock.sendmsg(batch)
+                except (BlockingIOError, InterruptedError):
+                    left = out
+                    break
+                except OSError:
+                    left = out  # the reactor gets the same error and closes
+                    error = True
+                    break
+                sent += n
+                i = 0
+                nb = len(batch)
+                while i < nb:
+                    size = len(batch[i])
+                    if size > n:
+                        break
+                    n -= size
+                    i += 1
+                if i < nb:
+                    # partial: the kernel buffer is full; the reactor sends the rest
+                    left = out[i:]
+                    if n:
+                        left[0] = memoryview(left[0])[n:]
+                    break
+                del out[:nb]
+            if left:
+                t.sending.extend(left)
+                out.clear()
+            if sent:
+                t.bytes_out += sent
+                t.last_send = time.monotonic()
+                t.pending_out = pending = t.pending_out - sent
+                drained = t.throttled and pending <= t.out_low
+                if drained:
+                    t.throttled = False
+            else:
+                drained = False
+        if drained:
+            t.worker.submit(t.handler.output_drained)
+        return not left and not error
 
     def _flush_many(self, transports: list) -> None:
         for t in transports:
@@ -695,6 +780,7 @@ class Reactor:
         if t.closed:
             return
         with t.out_lock:
+            t.flushing = True  # sending and sock are ours until we clear it (_send_direct)
             if t.out:
                 t.sending.extend(t.out)
                 t.out.clear()
@@ -720,7 +806,6 @@ class Reactor:
             except OSError:
                 self._lost(t)
                 return
-            t.bytes_out += n
             sent += n
             t.last_send = time.monotonic()
             while n:
@@ -739,19 +824,25 @@ class Reactor:
                 if t.out:
                     sending.extend(t.out)
                     t.out.clear()
+        update = False
         with t.out_lock:
+            t.flushing = False
+            t.bytes_out += sent
             t.pending_out = pending = t.pending_out - sent
             drained = t.throttled and pending <= t.out_low
             if drained:
                 t.throttled = False
+            # decided under the lock: _send_direct leaves a paused transport to us
+            if t.paused_output:
+                if pending <= t.out_low:
+                    t.paused_output = False
+                    update = True
+            elif pending > t.out_high:
+                t.paused_output = True
+                update = True
         if drained:
             t.worker.submit(t.handler.output_drained)
-        if t.paused_output:
-            if pending <= t.out_low:
-                t.paused_output = False
-                self._update_events(t)
-        elif pending > t.out_high:
-            t.paused_output = True
+        if update:
             self._update_events(t)
         if sending:
             if not t.writing:
@@ -774,17 +865,20 @@ class Reactor:
         """Close the socket (once) and tell the handler on its worker."""
         if t.closed:
             return
-        t.closed = True
         self.transports.pop(t.fd, None)
         try:
             if t.registered_events:
                 self.selector.unregister(t.sock)
         except (KeyError, ValueError):
             pass
-        try:
-            t.sock.close()
-        except OSError:
-            pass
+        # under out_lock: a worker's direct send (which checks ``closed`` under it) never
+        # runs on a closed socket, nor on another connection that reused its fd
+        with t.out_lock:
+            t.closed = True
+            try:
+                t.sock.close()
+            except OSError:
+                pass
         self.pool.release(t.worker)
         if t.handler is not None:
             t.worker.submit(t.handler.connection_lost)

@@ -61,10 +61,13 @@ class Worker:
         self.tasks.put((fn, args))
 
     def defer(self, obj: Any) -> None:
-        """Hand ``obj`` back to the reactor once the current task is done (this thread only).
+        """Hand ``obj`` to the pool's ``on_deferred`` once the current task is done (this
+        thread only; ``on_deferred`` then runs on this thread too).
 
         Used for outbound buffers that went from empty to non-empty: a task that delivers a
-        thousand messages to one connection wakes the reactor once, not a thousand times.
+        thousand messages to one connection sends them (or wakes the reactor) once, not a
+        thousand times. The reactor's ``on_deferred`` sends what it can from this thread and
+        wakes the reactor only for the rest (``Reactor._flush_later``).
         """
         self.deferred.append(obj)
 
@@ -97,7 +100,8 @@ class WorkerPool:
         self.workers = [Worker(i) for i in range(size)]
 
     def set_on_deferred(self, fn: Callable[[list], None]) -> None:
-        """Install the reactor's hand-back (before ``start``)."""
+        """Install the reactor's hand-back (before ``start``); called on the worker's thread
+        at the end of a task with the objects it deferred."""
         for w in self.workers:
             w.on_deferred = fn
 
