@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from journal_helpers import barrier, open_journal
 
 from syncmq.journal import Journal, JournalClosed, JournalError, JournalFailed
 from syncmq.journal import format as fmt
@@ -17,29 +18,6 @@ from syncmq.journal.model import Model, snapshot
 
 # ---------------------------------------------------------------------------------------------
 # helpers
-
-
-def open_journal(path: Path, start: bool = True, **kw):
-    j = Journal(path, **kw)
-    j.open()
-    rec = j.recover()
-    if start:
-        j.start()
-    return j, rec
-
-
-def barrier(j: Journal, timeout: float = 30) -> None:
-    ev = threading.Event()
-    errors: list = []
-
-    def cb(err):
-        errors.append(err)
-        ev.set()
-
-    j.sync_barrier(cb)
-    assert ev.wait(timeout), "sync_barrier did not fire"
-    assert errors == [None]
-    assert j.metrics.internal_errors == 0
 
 
 def recover_snapshot(path: Path, **kw):

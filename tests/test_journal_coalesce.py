@@ -7,28 +7,11 @@ import threading
 from pathlib import Path
 
 import pytest
+from journal_helpers import barrier, open_journal
 
 from syncmq.journal import Journal, JournalFailed
 from syncmq.journal import format as fmt
 from syncmq.journal.model import snapshot
-
-
-def open_journal(path: Path, start: bool = True, **kw):
-    j = Journal(path, **kw)
-    j.open()
-    rec = j.recover()
-    if start:
-        j.start()
-    return j, rec
-
-
-def barrier(j: Journal) -> None:
-    ev = threading.Event()
-    errors: list = []
-    j.sync_barrier(lambda err: (errors.append(err), ev.set()))
-    assert ev.wait(30), "sync_barrier did not fire"
-    assert errors == [None]
-    assert j.metrics.internal_errors == 0
 
 
 def recover(path: Path):

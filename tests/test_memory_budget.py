@@ -15,6 +15,7 @@ import threading
 import pika
 import pytest
 from amqp_helpers import connection
+from journal_helpers import open_journal
 
 from syncmq.queues.spill import BodyStore, SpillFiles
 
@@ -399,13 +400,9 @@ class _PMsg(_Msg):
 
 
 def _journal_and_store(tmp_path, budget: int, segment_bytes: int = 64 * KiB):
-    from syncmq.journal import Journal
     from syncmq.journal import format as jf
 
-    j = Journal(str(tmp_path / "data"), segment_bytes=segment_bytes, auto_compact=False)
-    j.open()
-    j.recover()
-    j.start()
+    j, _ = open_journal(str(tmp_path / "data"), segment_bytes=segment_bytes, auto_compact=False)
     j.append(jf.encode_queue_declare("/", "keep", 1, b""))
     j.append(jf.encode_queue_declare("/", "churn", 1, b""))
     store = BodyStore(str(tmp_path / "data" / "spill"), budget=budget, file_bytes=256 * KiB)
@@ -648,10 +645,7 @@ def test_recovery_leaves_journaled_bodies_in_the_journal(tmp_path):
     props = _spec.BasicProperties(delivery_mode=2).encode()
     rng = random.Random(8)
     bodies = {mid: rng.randbytes(rng.randrange(1, 4 * KiB)) for mid in range(1, 301)}
-    j = Journal(data, segment_bytes=64 * KiB)
-    j.open()
-    j.recover()
-    j.start()
+    j, _ = open_journal(data, segment_bytes=64 * KiB)
     j.append(jf.encode_queue_declare("/", "dq", 1, b""))
     for mid, body in bodies.items():
         j.append(jf.encode_publish(mid, "/", ["dq"], "", "dq", props, body))
@@ -740,10 +734,7 @@ def test_recovery_stores_a_message_on_several_queues_once(tmp_path):
     props = _spec.BasicProperties(delivery_mode=2).encode()
     rng = random.Random(9)
     bodies = {mid: rng.randbytes(rng.randrange(1, 4 * KiB)) for mid in range(1, 101)}
-    j = Journal(data, segment_bytes=64 * KiB)
-    j.open()
-    j.recover()
-    j.start()
+    j, _ = open_journal(data, segment_bytes=64 * KiB)
     for q in ("a", "b", "c"):
         j.append(jf.encode_queue_declare("/", q, 1, b""))
     for mid, body in bodies.items():
