@@ -10,6 +10,7 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from amqp_helpers import connection
 from brokerproc import BrokerProcess
 from brokerproc import start_broker as _start
 
@@ -55,3 +56,16 @@ def broker_factory(tmp_path_factory):
 def unique(request) -> str:
     """A name unique to the test, for queues and exchanges on the shared broker."""
     return request.node.name.replace("[", "-").replace("]", "") + "-" + os.urandom(3).hex()
+
+
+@pytest.fixture
+def conn(broker):
+    """A pika BlockingConnection to the module's broker, closed after the test."""
+    with connection(broker.port) as c:
+        yield c
+
+
+@pytest.fixture
+def ch(conn):
+    """A channel on :func:`conn`."""
+    return conn.channel()

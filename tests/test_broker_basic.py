@@ -19,17 +19,6 @@ from amqp_helpers import (
 )
 
 
-@pytest.fixture
-def conn(broker):
-    with connection(broker.port) as c:
-        yield c
-
-
-@pytest.fixture
-def ch(conn):
-    return conn.channel()
-
-
 def _queue(ch, unique, bodies=()):
     ch.queue_declare(unique)
     publish_all(ch, "", unique, bodies)

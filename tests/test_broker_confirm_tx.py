@@ -16,12 +16,6 @@ from amqp_helpers import (
 )
 
 
-@pytest.fixture
-def conn(broker):
-    with connection(broker.port) as c:
-        yield c
-
-
 def _bodies(n, prefix="m"):
     return [f"{prefix}{i}".encode() for i in range(n)]
 

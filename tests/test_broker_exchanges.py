@@ -18,17 +18,6 @@ PREDECLARED = [("amq.direct", "direct"), ("amq.fanout", "fanout"), ("amq.topic",
                ("amq.headers", "headers"), ("amq.match", "headers")]
 
 
-@pytest.fixture
-def conn(broker):
-    with connection(broker.port) as c:
-        yield c
-
-
-@pytest.fixture
-def ch(conn):
-    return conn.channel()
-
-
 def _queues(ch, unique, n):
     names = [f"{unique}-q{i}" for i in range(n)]
     for q in names:

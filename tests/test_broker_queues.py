@@ -18,18 +18,6 @@ from amqp_helpers import (
     wait_until,
 )
 
-
-@pytest.fixture
-def conn(broker):
-    with connection(broker.port) as c:
-        yield c
-
-
-@pytest.fixture
-def ch(conn):
-    return conn.channel()
-
-
 # ---- queue.declare ----
 
 def test_server_named_queue(ch):

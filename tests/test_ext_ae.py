@@ -6,19 +6,7 @@ that exchange itself fails to route."""
 
 from __future__ import annotations
 
-import pytest
 from amqp_helpers import connection, drain_get, expect_channel_close, wait_until
-
-
-@pytest.fixture
-def conn(broker):
-    with connection(broker.port) as c:
-        yield c
-
-
-@pytest.fixture
-def ch(conn):
-    return conn.channel()
 
 
 def _count(ch, q):

@@ -8,18 +8,7 @@ from __future__ import annotations
 
 import pika
 import pytest
-from amqp_helpers import connection, drain_get, expect_channel_close
-
-
-@pytest.fixture
-def conn(broker):
-    with connection(broker.port) as c:
-        yield c
-
-
-@pytest.fixture
-def ch(conn):
-    return conn.channel()
+from amqp_helpers import drain_get, expect_channel_close
 
 
 def _queues(ch, unique, ex, etype, bindings):

@@ -10,19 +10,7 @@ from __future__ import annotations
 import socket
 
 import pika
-import pytest
-from amqp_helpers import connection, expect_channel_close, wait_until
-
-
-@pytest.fixture
-def conn(broker):
-    with connection(broker.port) as c:
-        yield c
-
-
-@pytest.fixture
-def ch(conn):
-    return conn.channel()
+from amqp_helpers import expect_channel_close, wait_until
 
 
 def _consumer(ch, q, got, name, auto_ack=True, **kw):

@@ -16,17 +16,6 @@ from amqp_helpers import collect, connection, drain_get, expect_channel_close, w
 from ext_helpers import poll_get, wait_count
 
 
-@pytest.fixture
-def conn(broker):
-    with connection(broker.port) as c:
-        yield c
-
-
-@pytest.fixture
-def ch(conn):
-    return conn.channel()
-
-
 def _setup(ch, unique, dlrk=None, **args):
     """Work queue ``unique`` dead-lettering to direct exchange ``unique-dlx`` -> ``unique-dead``
     (bound with the work queue's name and with "dead")."""

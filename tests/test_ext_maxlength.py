@@ -15,17 +15,6 @@ from amqp_helpers import collect, connection, drain_get, expect_channel_close, w
 from ext_helpers import poll_get, wait_count
 
 
-@pytest.fixture
-def conn(broker):
-    with connection(broker.port) as c:
-        yield c
-
-
-@pytest.fixture
-def ch(conn):
-    return conn.channel()
-
-
 def _count(ch, q):
     return ch.queue_declare(q, passive=True).method.message_count
 

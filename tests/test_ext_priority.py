@@ -11,17 +11,6 @@ from amqp_helpers import collect, connection, drain_get, expect_channel_close, w
 from ext_helpers import wait_count
 
 
-@pytest.fixture
-def conn(broker):
-    with connection(broker.port) as c:
-        yield c
-
-
-@pytest.fixture
-def ch(conn):
-    return conn.channel()
-
-
 def _pub(ch, q, body, priority=None, **kw):
     ch.basic_publish("", q, body, pika.BasicProperties(priority=priority, **kw))
 

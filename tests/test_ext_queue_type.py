@@ -7,13 +7,7 @@ semantics. Unknown types get RabbitMQ's 406 text. See README.md, "RabbitMQ exten
 from __future__ import annotations
 
 import pytest
-from amqp_helpers import connection, drain_get, expect_channel_close
-
-
-@pytest.fixture
-def conn(broker):
-    with connection(broker.port) as c:
-        yield c
+from amqp_helpers import drain_get, expect_channel_close
 
 
 def test_classic(conn, unique):

@@ -9,7 +9,6 @@ import time
 
 import pika
 import pika.exceptions
-import pytest
 from amqp_helpers import TIMEOUT, connection, expect_channel_close, wait_until
 
 REPLY_TO = "amq.rabbitmq.reply-to"
@@ -22,12 +21,6 @@ def pump(conns, cond):
         assert time.monotonic() < deadline, "timed out"
         for c in conns:
             c.process_data_events(time_limit=0.01)
-
-
-@pytest.fixture
-def conn(broker):
-    with connection(broker.port) as c:
-        yield c
 
 
 def _server(conn, unique):

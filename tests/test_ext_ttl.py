@@ -18,19 +18,8 @@ import time
 import pika
 import pika.exceptions
 import pytest
-from amqp_helpers import collect, connection, drain_get, expect_channel_close, wait_until
+from amqp_helpers import collect, drain_get, expect_channel_close, wait_until
 from ext_helpers import wait_count
-
-
-@pytest.fixture
-def conn(broker):
-    with connection(broker.port) as c:
-        yield c
-
-
-@pytest.fixture
-def ch(conn):
-    return conn.channel()
 
 
 def _ttl(ms):
