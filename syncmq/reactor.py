@@ -43,7 +43,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from .wire.errors import AMQPConnectionError
-from .wire.frames import HEARTBEAT_FRAME, PROTOCOL_HEADER, parse_frames
+from .wire.frames import HEARTBEAT_FRAME, PROTOCOL_HEADER, split_frames
 from .workers import Worker, WorkerPool, current_worker
 
 log = logging.getLogger("syncmq.reactor")
@@ -703,17 +703,15 @@ class Reactor:
                     return  # the partial frame is still incomplete
                 data = b"".join(rest)
                 t.rest = []
-            try:
-                frames, consumed = parse_frames(data, t.frame_max, slack=FRAME_MAX_SLACK)
-            except AMQPConnectionError as exc:
+            frames, consumed, error = split_frames(data, t.frame_max, slack=FRAME_MAX_SLACK)
+            if error is not None:
                 t.discard_input = True  # read by the reactor: drop what comes next
                 t.rest = []
                 # The complete frames before the bad one still count, in order (RabbitMQ
                 # handles every frame before the one it cannot parse).
-                good = getattr(exc, "frames", None)
-                if good:
-                    t.handler.frames_received(good)
-                t.handler.frame_error(exc)
+                if frames:
+                    t.handler.frames_received(frames)
+                t.handler.frame_error(error)
                 return
             if consumed < len(data):
                 left = data[consumed:]
