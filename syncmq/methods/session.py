@@ -22,11 +22,10 @@ from ..broker.message import Message
 from ..broker.queue import Consumer, DeliveryFailed, Queue
 from ..protocol import connection as pconn
 from ..protocol.channel import encode_deliver, encode_get_ok
-from ..protocol.connection import ChannelEventError, ConnectionProtocol
+from ..protocol.connection import ChannelError, ConnectionProtocol
 from ..queues.unacked import UnackedMap
 from ..wire import _spec
 from ..wire.errors import AMQPChannelError, AMQPConnectionError
-from ..wire.frames import encode_delivery, encode_method_frame
 
 if TYPE_CHECKING:
     from ..broker.vhost import VirtualHost
@@ -491,17 +490,17 @@ class Session:
     # ---- output ----
 
     def send_method(self, channel_id: int, method: _spec.Method) -> None:
-        self.transport.write1(encode_method_frame(channel_id, method))
+        self.transport.write1(self.proto.send(channel_id, method))
 
     def send_content(self, channel_id: int, method: _spec.Method, props: bytes,
                      body: bytes) -> None:
-        self.transport.write(
-            encode_delivery(channel_id, method.encode(), props, body, self.frame_max)
-        )
+        self.transport.write(self.proto.send_content(channel_id, method, props, body))
 
     # ---- reactor callbacks (on this connection's worker) ----
 
     def connection_made(self) -> None:
+        if self.proto.state is not pconn.AWAIT_START_OK:
+            return  # closed (shutdown, management API) before the protocol header came
         s = self.settings
         self.send_method(
             0,
@@ -528,14 +527,15 @@ class Session:
             return
         try:
             while frames:
-                try:
-                    events, frames = self.proto.receive(frames)
-                except ChannelEventError as e:
-                    self._handle(e.events)
-                    self.channel_error(e.channel_id, e.error)
-                    frames = e.rest
-                    continue
-                self._handle(events)
+                events, frames, error = self.proto.receive(frames)
+                if error is None:
+                    self._handle(events)
+                elif type(error) is ChannelError:
+                    self._handle(events)
+                    self.channel_error(error.channel_id, error.error)
+                else:
+                    # a hard error: the events before it are dropped (the connection closes)
+                    raise error
         except AMQPConnectionError as e:
             self.connection_error(e)
         except Exception:
@@ -724,7 +724,7 @@ class Session:
         self._log_error("connection", exc)
         state = self.proto.state
         if state in (pconn.CLOSING, pconn.CLOSED):
-            self.proto.state = pconn.CLOSED
+            self.proto.hang_up()
             self.release()
             self._hang_up(0)
             return
@@ -733,7 +733,7 @@ class Session:
                 self.send_method(0, _spec.Connection.Close(
                     reply_code=exc.reply_code, reply_text=exc.reply_text[:255],
                     class_id=exc.class_id, method_id=exc.method_id))
-            self.proto.state = pconn.CLOSED
+            self.proto.hang_up()
         self.release()
         self._hang_up(SILENT_CLOSE_DELAY)
 
@@ -751,7 +751,7 @@ class Session:
                 log.info("client unexpectedly closed TCP connection",
                          extra={"peer": _peer(self.peer), "user": self.username,
                                 "vhost": self.vhost.name if self.vhost else None})
-        self.proto.state = pconn.CLOSED
+        self.proto.hang_up()
         self.release()
 
     # ---- errors ----
@@ -763,7 +763,6 @@ class Session:
         if ch is not None:
             ch.release()
             self.confirm_dirty.discard(ch)
-        self.proto.channel_closing(ch_id)
         self.send_method(ch_id, _spec.Channel.Close(
             reply_code=e.reply_code, reply_text=e.reply_text[:255],
             class_id=e.class_id, method_id=e.method_id))
@@ -781,7 +780,7 @@ class Session:
             return
         if not self._answers_with_close(e):
             with self.confirm_lock:
-                self.proto.state = pconn.CLOSED
+                self.proto.hang_up()
             self.release()
             self.transport.stop_reading()
             self._hang_up(SILENT_CLOSE_DELAY)
@@ -825,7 +824,6 @@ class Session:
             self.send_method(0, _spec.Connection.Close(
                 reply_code=code, reply_text=text[:255], class_id=class_id,
                 method_id=method_id))
-            self.proto.state = pconn.CLOSING
         self.release()
         t = self.transport
         t.call_later(CLOSE_OK_TIMEOUT, t.abort)
@@ -851,7 +849,6 @@ class Session:
             ch.fold_stats()
             ch.release()
             self.confirm_dirty.discard(ch)
-        self.proto.channel_closed(ch_id)
 
     def auto_delete_queue(self, q: Queue) -> None:
         vh = self.broker.vhosts.get(q.vhost)
