@@ -59,12 +59,17 @@ class Gate:
                         n += 1
         return n
 
-    def wait_for_journal(self, timeout: float = 20.0) -> None:
-        """Block until the journal thread waits on the gate (bounded)."""
+    def wait_for_journal(self, c: RawClient, unwanted: type, timeout: float = 20.0) -> None:
+        """Block until the journal thread waits on the gate (bounded); meanwhile, nothing
+        ``unwanted`` may arrive on ``c``."""
         deadline = time.monotonic() + timeout
         while self.waiters() == 0:
             assert time.monotonic() < deadline, "the journal never reached an fsync"
-            time.sleep(0.005)
+            try:
+                f = c.read_method(timeout=0.005)
+            except TimeoutError:
+                continue
+            raise AssertionError(f"{f} while the fsync is held")
 
 
 @pytest.fixture
@@ -118,7 +123,7 @@ def test_no_confirm_before_fsync(gated):
     gate.hold()
     for i in range(3):
         _publish(c, "gate-confirm", b"m%d" % i)
-    gate.wait_for_journal()
+    gate.wait_for_journal(c, _spec.Basic.Ack)
     _round_trip_without(c, _spec.Basic.Ack)
     assert _segments_size(b.data_dir) > before  # written, waiting for its fsync
     assert c.still_open(0.2)  # still nothing on the wire while the fsync is held
@@ -139,7 +144,7 @@ def test_no_commit_ok_before_fsync(gated):
     _publish(c, "gate-tx", b"in tx")
     gate.hold()
     c.send_method(1, _spec.Tx.Commit())
-    gate.wait_for_journal()
+    gate.wait_for_journal(c, _spec.Tx.CommitOk)
     _round_trip_without(c, _spec.Tx.CommitOk)
     assert c.still_open(0.2)
     gate.release()
