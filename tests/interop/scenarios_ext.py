@@ -434,3 +434,70 @@ def perm_refusal_text(s):
     s.drop_permission_word = False
     ch = _as(s, "alice").channel()
     s.expect_error("declare queue", lambda: ch.queue_declare(s.n("r-q")))
+
+
+# ------------------------------------------------------------------ restart
+# Run by test_differential.test_same_transcript_across_restart: ``restart()`` restarts the
+# broker (RabbitMQ: stop_app/start_app; syncmq: SIGTERM and start again on its data dir) and
+# returns its port.
+
+RESTART_SCENARIOS: dict = {}
+
+
+def restart_scenario(fn):
+    RESTART_SCENARIOS[fn.__name__] = fn
+    return fn
+
+
+def _exists(s, kind, name):
+    ch = s.channel()
+    try:
+        if kind == "queue":
+            ok = ch.queue_declare(name, passive=True)
+            return ("queue", ok.method.message_count, ok.method.consumer_count)
+        ch.exchange_declare(name, passive=True)
+        return ("exchange", "ok")
+    except pe.ChannelClosedByBroker as e:
+        return (kind, e.reply_code, e.reply_text)
+
+
+@restart_scenario
+def restart_what_survives(s, restart):
+    ch = s.channel()
+    ch.confirm_delivery()
+    ch.queue_declare(s.n("durable"), durable=True, arguments={"x-max-priority": 3})
+    ch.queue_declare(s.n("transient"), durable=False)
+    ch.queue_declare(s.n("ttl"), durable=True, arguments={"x-message-ttl": 3_600_000})
+    ch.exchange_declare(s.n("dx"), "topic", durable=True)
+    ch.exchange_declare(s.n("tx"), "fanout", durable=False)
+    ch.queue_bind(s.n("durable"), s.n("dx"), "a.#")
+    persistent = pika.BasicProperties(delivery_mode=2, headers={"h": 1}, priority=2)
+    for i in range(3):
+        ch.basic_publish("", s.n("durable"), f"p{i}".encode(), persistent)
+    ch.basic_publish("", s.n("durable"), b"transient msg", pika.BasicProperties(priority=3))
+    ch.basic_publish("", s.n("ttl"), b"ttl persistent", pika.BasicProperties(delivery_mode=2))
+    ch.basic_publish("", s.n("transient"), b"lost", persistent)
+    m = ch.basic_get(s.n("durable"))[0]  # delivered, never acked: redelivered afterwards
+    s.rec("before restart", m.redelivered, _exists(s, "queue", s.n("durable")))
+    s.close()
+    s.connections = []
+    s.port = restart()
+    s.rec("durable", _exists(s, "queue", s.n("durable")))
+    s.rec("transient", _exists(s, "queue", s.n("transient")))
+    s.rec("dx", _exists(s, "exchange", s.n("dx")))
+    s.rec("tx", _exists(s, "exchange", s.n("tx")))
+    ch = s.channel()
+    s.expect_error("args kept", lambda: ch.queue_declare(s.n("durable"), durable=True))
+    ch = s.channel()
+    ch.basic_publish(s.n("dx"), "a.b", b"via binding", pika.BasicProperties(delivery_mode=2))
+    got = []
+    while True:
+        m, props, body = ch.basic_get(s.n("durable"), auto_ack=True)
+        if m is None:
+            break
+        got.append((body, m.redelivered, props.delivery_mode, props.priority, props.headers))
+    s.rec("durable messages", got)
+    s.rec("ttl", s.drain(ch, s.n("ttl")))
+    for q in ("durable", "ttl"):
+        ch.queue_delete(s.n(q))
+    ch.exchange_delete(s.n("dx"))

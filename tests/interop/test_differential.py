@@ -2,6 +2,8 @@
 against a private RabbitMQ node started for the test session; their transcripts (methods,
 reply codes and texts, message order, flags, properties, headers) must be equal.
 
+``scenarios_ext.RESTART_SCENARIOS`` restart each broker in the middle (RabbitMQ with
+``rabbitmqctl stop_app``/``start_app``, syncmq with SIGTERM and a start on the same data dir).
 ``scenarios_ext.USER_SCENARIOS`` run the same way as non-guest users on several vhosts: the
 RabbitMQ node gets ``scenarios_ext.USERS``/``VHOSTS`` through ``rabbitmqctl``, syncmq the same
 through a users file.
@@ -92,6 +94,28 @@ def test_same_transcript_with_users(rabbit_users, users_broker, name):
     fn = scenarios_ext.USER_SCENARIOS[name]
     expected = scenarios.run_fn(rabbit_users.port, prefix, fn)
     got = scenarios.run_fn(users_broker.port, prefix, fn)
+    assert got == expected, (
+        f"{name}: syncmq and RabbitMQ differ\n--- RabbitMQ\n{pprint.pformat(expected)}\n"
+        f"--- syncmq\n{pprint.pformat(got)}")
+
+
+@pytest.mark.parametrize("name", sorted(scenarios_ext.RESTART_SCENARIOS))
+def test_same_transcript_across_restart(rabbitmq, fresh_broker, name):
+    def restart_rabbit():
+        for cmd in (["stop_app"], ["start_app"], ["await_startup", "--timeout", "120"]):
+            r = subprocess.run([rabbitmq.ctl, "-n", rabbitmq.node, *cmd], env=rabbitmq.env,
+                               capture_output=True, text=True, timeout=150)
+            assert r.returncode == 0, (cmd, r.stdout, r.stderr)
+        return rabbitmq.port
+
+    def restart_syncmq():
+        assert fresh_broker.stop() == 0
+        return fresh_broker.start().port
+
+    prefix = f"diff-{os.urandom(4).hex()}"
+    fn = scenarios_ext.RESTART_SCENARIOS[name]
+    expected = scenarios.run_fn(rabbitmq.port, prefix, lambda s: fn(s, restart_rabbit))
+    got = scenarios.run_fn(fresh_broker.port, prefix, lambda s: fn(s, restart_syncmq))
     assert got == expected, (
         f"{name}: syncmq and RabbitMQ differ\n--- RabbitMQ\n{pprint.pformat(expected)}\n"
         f"--- syncmq\n{pprint.pformat(got)}")
