@@ -35,7 +35,7 @@ def sbroker(tmp_path_factory):
         "gen": User("gen", hash_password("gen-pw"), [], {"/": Permission("^amq\\.gen-", "", "")}),
         "none": User("none", hash_password("none-pw"), [], {"/": Permission("", "", "")}),
     }
-    save(UserStore(users, ["/"], []), str(path))
+    save(UserStore(users, ["/", "other"], []), str(path))
     b = _start(tmp_path_factory, "--users-file", str(path))
     yield b
     assert b.stop() == 0, b.log_tail()
@@ -360,6 +360,17 @@ def test_a_denial_closes_only_the_channel(user_conn, n):
     deny(refused("configure", "queue", n("r", "q")), ch.queue_declare, n("r", "q"))
     assert user_conn.is_open
     user_conn.channel().queue_declare(n("c", "q"), auto_delete=True)
+
+
+def test_vhost_without_permissions_is_refused_at_open(sbroker):
+    # "other" exists, but u has no permissions entry there: connection.open is 530
+    with pytest.raises(pika.exceptions.AMQPConnectionError) as e:
+        pika.BlockingConnection(pika.ConnectionParameters(
+            "127.0.0.1", sbroker.port, "other", pika.PlainCredentials("u", "u-pw"),
+            connection_attempts=1, socket_timeout=TIMEOUT))
+    assert "NOT_ALLOWED - access to vhost 'other' refused for user 'u'" in str(e.value)
+    c = _connect(sbroker.port, "u")  # and "/" still opens
+    c.close()
 
 
 # ---- the regex semantics (no broker) ----
