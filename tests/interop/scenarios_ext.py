@@ -467,6 +467,7 @@ def restart_what_survives(s, restart):
     ch.confirm_delivery()
     ch.queue_declare(s.n("durable"), durable=True, arguments={"x-max-priority": 3})
     ch.queue_declare(s.n("transient"), durable=False)
+    ch.queue_declare(s.n("plain"), durable=True)
     ch.queue_declare(s.n("ttl"), durable=True, arguments={"x-message-ttl": 3_600_000})
     ch.exchange_declare(s.n("dx"), "topic", durable=True)
     ch.exchange_declare(s.n("tx"), "fanout", durable=False)
@@ -477,8 +478,12 @@ def restart_what_survives(s, restart):
     ch.basic_publish("", s.n("durable"), b"transient msg", pika.BasicProperties(priority=3))
     ch.basic_publish("", s.n("ttl"), b"ttl persistent", pika.BasicProperties(delivery_mode=2))
     ch.basic_publish("", s.n("transient"), b"lost", persistent)
-    m = ch.basic_get(s.n("durable"))[0]  # delivered, never acked: redelivered afterwards
-    s.rec("before restart", m.redelivered, _exists(s, "queue", s.n("durable")))
+    for i in range(3):
+        ch.basic_publish("", s.n("plain"), f"plain{i}".encode(), persistent)
+    m = ch.basic_get(s.n("plain"))[0]  # delivered, never acked: redelivered afterwards
+    s.rec("before restart", m.redelivered, _exists(s, "queue", s.n("plain")))
+    m = ch.basic_get(s.n("durable"))[0]  # the transient one (priority 3): lost
+    s.rec("got", m.redelivered, _exists(s, "queue", s.n("durable")))
     s.close()
     s.connections = []
     s.port = restart()
@@ -498,6 +503,7 @@ def restart_what_survives(s, restart):
         got.append((body, m.redelivered, props.delivery_mode, props.priority, props.headers))
     s.rec("durable messages", got)
     s.rec("ttl", s.drain(ch, s.n("ttl")))
-    for q in ("durable", "ttl"):
+    s.rec("plain", s.drain(ch, s.n("plain")))
+    for q in ("durable", "ttl", "plain"):
         ch.queue_delete(s.n(q))
     ch.exchange_delete(s.n("dx"))
