@@ -520,6 +520,14 @@ def restart_what_survives(s, restart):
     s.rec("durable messages", got)
     s.rec("ttl", s.drain(ch, s.n("ttl")))
     s.rec("plain", s.drain(ch, s.n("plain")))
+    # the exchange came back with its own flags: equivalent to its declaration, and not
+    # auto-delete (still there after its last binding goes)
+    ch = s.channel()
+    s.expect_error("redeclare dx", lambda: ch.exchange_declare(s.n("dx"), "topic",
+                                                               durable=True))
+    ch = s.channel()
+    ch.queue_unbind(s.n("durable"), s.n("dx"), "a.#")
+    s.rec("dx after its last unbind", _exists(s, "exchange", s.n("dx")))
     for q in ("durable", "ttl", "plain"):
         ch.queue_delete(s.n(q))
     ch.exchange_delete(s.n("dx"))
