@@ -72,7 +72,10 @@ def _results(cwd: str) -> tuple[dict[str, int], list[str]]:
         d = subprocess.run([sys.executable, "-m", "mutmut", "show", sid], cwd=cwd,
                            capture_output=True, text=True).stdout
         lines = d.splitlines()
-        where = next((x[4:] for x in lines if x.startswith("--- ")), "?")
+        where = next((x[4:] for x in lines if x.startswith("--- ")), None)
+        if where is None:  # mutmut could not show it (e.g. its file changed since)
+            diffs.append(f"mutant {sid}: `mutmut show {sid}` gave no diff")
+            continue
         diffs.append(where + ": " + " | ".join(
             x for x in lines if x.startswith(("-", "+")) and not x.startswith(("---", "+++"))))
     return counts, diffs
