@@ -123,6 +123,20 @@ MiB = 1 << 20
 _fdatasync = getattr(os, "fdatasync", os.fsync)
 #: Longest time (s) a compaction step is put off while confirms wait for a batch.
 COMPACT_MAX_DEFER = 0.05
+#: Test-only fault injection (docs/architecture.md, "The fsync gate"): a file named by
+#: ``SYNCMQ_TEST_FSYNC_GATE`` when this module is imported. Every segment fsync then first
+#: takes a shared ``flock`` on it, so a test holding an exclusive ``flock`` holds every fsync
+#: (and every confirm and commit-ok behind it) until it lets go. Unset in production: the
+#: only cost is one ``is None`` test per fsync, none per message.
+_FSYNC_GATE = os.environ.get("SYNCMQ_TEST_FSYNC_GATE") or None
+
+
+def _pass_fsync_gate(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)  # blocks while a test holds LOCK_EX
+    finally:
+        os.close(fd)
 
 
 class Journal(SegmentFiles, JournalControl):
@@ -547,6 +561,8 @@ class Journal(SegmentFiles, JournalControl):
 
     def _sync(self) -> None:
         assert self._fd is not None
+        if _FSYNC_GATE is not None:
+            _pass_fsync_gate(_FSYNC_GATE)
         t0 = time.perf_counter()
         _fdatasync(self._fd)
         elapsed = time.perf_counter() - t0
