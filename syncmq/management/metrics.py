@@ -1,12 +1,17 @@
-"""``GET /metrics``: the Prometheus text exposition format (version 0.0.4).
+"""``GET /metrics`` and ``/metrics/per-object``: the Prometheus text format (0.0.4).
 
 Counters are broker-wide message counts since start (kept per channel on the message path
 and folded into the broker's totals when a channel closes); gauges are read from the broker
-at scrape time. Per-queue gauges carry ``vhost`` and ``queue`` labels.
+at scrape time. As RabbitMQ's Prometheus plugin, ``/metrics`` is aggregated: the queue
+families are one sample each (the sum over all queues), so a scrape's size does not grow
+with the number of queues and its cost is one pass of additions over them.
+``/metrics/per-object`` gives the same families with one sample per queue (``vhost`` and
+``queue`` labels): its size and cost grow with the queues.
 """
 
 from __future__ import annotations
 
+import operator
 import time
 from collections.abc import Iterable
 
@@ -45,6 +50,13 @@ def _family(name: str, kind: str, help_: str, samples: Iterable[tuple[str, float
     return "\n".join(lines)
 
 
+def _samples(queues: list, fn, per_object: bool) -> list[tuple[str, float]]:
+    """One sample per queue, or their sum (no labels)."""
+    if per_object:
+        return [(_labels(vhost=q.vhost, queue=q.name), fn(q)) for q in queues]
+    return [("", sum(map(fn, queues)))]
+
+
 def _num(v: float) -> str:
     return str(int(v)) if isinstance(v, int) or float(v).is_integer() else repr(float(v))
 
@@ -67,8 +79,8 @@ def _fsync_histogram(m) -> str:
     return "\n".join(lines)
 
 
-def render(ctx: Context, rates: Rates) -> str:
-    """The whole scrape as text."""
+def render(ctx: Context, rates: Rates, per_object: bool = False) -> str:
+    """The whole scrape as text (queue families summed unless ``per_object``)."""
     totals = rates.monotonic("overview", state.with_deliver_get(state.channel_totals(ctx)))
     out = []
     for name, help_, parts in COUNTERS:
@@ -77,8 +89,11 @@ def render(ctx: Context, rates: Rates) -> str:
     sessions = open_sessions(ctx)
     channels = [ch for s in sessions for ch in list(s.channels.values())]
     vhosts = sorted(list(ctx.broker.vhosts.items()))
-    queues = [q for _, vh in vhosts for q in sorted(list(vh.queues.values()),
-                                                      key=lambda q: q.name)]
+    if per_object:
+        queues = [q for _, vh in vhosts for q in sorted(list(vh.queues.values()),
+                                                          key=lambda q: q.name)]
+    else:
+        queues = [q for _, vh in vhosts for q in list(vh.queues.values())]
     gauges = [
         ("syncmq_connections", "Open AMQP connections.", len(sessions)),
         ("syncmq_channels", "Open channels.", len(channels)),
@@ -99,8 +114,7 @@ def render(ctx: Context, rates: Rates) -> str:
         ("syncmq_queue_consumers", "Consumers, per queue.", lambda q: len(q.consumers)),
     )
     for name, help_, fn in per_queue:
-        out.append(_family(name, "gauge", help_,
-                           [(_labels(vhost=q.vhost, queue=q.name), fn(q)) for q in queues]))
+        out.append(_family(name, "gauge", help_, _samples(queues, fn, per_object)))
     per_queue_counters = (
         ("syncmq_queue_messages_published_total", "Messages enqueued, per queue.",
          "stats_published"),
@@ -111,8 +125,7 @@ def render(ctx: Context, rates: Rates) -> str:
     )
     for name, help_, attr in per_queue_counters:
         out.append(_family(name, "counter", help_,
-                           [(_labels(vhost=q.vhost, queue=q.name), getattr(q, attr))
-                            for q in queues]))
+                           _samples(queues, operator.attrgetter(attr), per_object)))
 
     jb = state.journal_bytes(ctx.data_dir) if ctx.data_dir else None
     if jb is not None:
