@@ -30,9 +30,11 @@ from typing import Any
 from urllib.parse import quote
 
 import syncmq.management.definitions as definitions
+import syncmq.management.definitions_import as definitions_import
 import syncmq.management.history as history
 import syncmq.management.state as state
 import syncmq.management.users as users_mod
+import syncmq.management.validate as validate
 
 from ..broker.auth import User
 from ..broker.exchange import EXCHANGE_TYPES
@@ -42,30 +44,13 @@ from ..broker.vhost import VirtualHost
 from ..methods.session import Session
 from ..wire import _spec
 from ..wire.errors import AMQPChannelError, AMQPConnectionError
+from .errors import HTTPError, access_refused, bad_request, not_found
 from .state import Context, Rates, connection_name, open_sessions, peer_parts
 
 log = logging.getLogger("syncmq.management")
 
 MANAGEMENT_TAGS = ("administrator", "monitoring", "management", "policymaker")
 CONNECTION_FORCED = 320
-
-
-class HTTPError(Exception):
-    def __init__(self, status: int, error: str, reason: str) -> None:
-        super().__init__(reason)
-        self.status, self.error, self.reason = status, error, reason
-
-
-def not_found() -> HTTPError:
-    return HTTPError(404, "Object Not Found", "Not Found")
-
-
-def bad_request(reason: str) -> HTTPError:
-    return HTTPError(400, "bad_request", reason)
-
-
-def access_refused() -> HTTPError:
-    return HTTPError(401, "not_authorised", "Access refused.")
 
 
 @dataclass
@@ -571,6 +556,10 @@ class API:
 
     def put_vhost(self, req: Request, vhost: str) -> Response:
         broker = self.ctx.broker
+        validate.obj(req.body)
+        if not vhost:
+            raise bad_request("vhost name must not be empty")
+        validate.name(vhost, "vhost")
         existed = vhost in broker.vhosts
         broker.add_vhost(vhost)
 
@@ -625,7 +614,10 @@ class API:
         return Response(200, self._user_json(u))
 
     def put_user(self, req: Request, user: str) -> Response:
-        body = req.body if isinstance(req.body, dict) else {}
+        body = validate.obj(req.body)
+        if not user:
+            raise bad_request("user name must not be empty")
+        validate.name(user, "user")
         old = self.ctx.broker.users.users.get(user)
         try:
             tags = users_mod.parse_tags(body.get("tags", list(old.tags) if old else []))
@@ -695,13 +687,13 @@ class API:
 
     def put_permission(self, req: Request, vhost: str, user: str) -> Response:
         self._vhost_or_404(vhost)
-        body = req.body if isinstance(req.body, dict) else {}
+        body = validate.obj(req.body)
         vals = [body.get(k, "") for k in ("configure", "write", "read")]
         if not all(isinstance(v, str) for v in vals):
             raise bad_request("configure, write and read must be strings")
         try:
             perm = users_mod.permission(*vals)
-        except Exception as e:  # a bad regex
+        except (re.error, RecursionError, OverflowError) as e:  # a bad regex
             raise bad_request(f"invalid regular expression: {e}") from None
         if user not in self.ctx.broker.users.users:
             raise bad_request(f"no user '{user}'")
@@ -768,11 +760,14 @@ class API:
         answers ``{"routed": bool}`` (true when at least one queue took it). Persistent
         messages reaching durable queues are journaled as a basic.publish's are."""
         vh, ex = self._get_exchange(req, vhost, name)
-        body = req.body if isinstance(req.body, dict) else {}
-        rk, payload = body.get("routing_key", ""), body.get("payload", "")
-        encoding = body.get("payload_encoding", "string")
+        body = validate.require(req.body, "routing_key", "properties", "payload",
+                                "payload_encoding")
+        rk, payload = body["routing_key"], body["payload"]
+        encoding = body["payload_encoding"]
         if not isinstance(rk, str) or not isinstance(payload, str):
             raise bad_request("routing_key and payload must be strings")
+        if len(rk.encode("utf-8", "surrogatepass")) > 255:
+            raise bad_request("routing_key is longer than 255 bytes")
         if encoding == "string":
             data = payload.encode("utf-8")
         elif encoding == "base64":
@@ -784,7 +779,12 @@ class API:
             raise bad_request("payload_encoding must be 'string' or 'base64'")
         if ex.internal:
             raise access_refused()
-        message = Message(ex.name, rk, _encode_properties(body.get("properties") or {}), data)
+        props = body["properties"]
+        if isinstance(props, dict) and props.get("user_id") not in (None, ""):
+            refusal = req.user.user_id_refusal(props["user_id"])
+            if refusal:
+                raise bad_request(f"406 PRECONDITION_FAILED - {refusal}")
+        message = Message(ex.name, rk, _encode_properties(props or {}), data)
         queues = vh.route(ex, message)
         if message.persistent and queues and vh.durability is not None:
             try:
@@ -801,15 +801,18 @@ class API:
 
     def put_exchange(self, req: Request, vhost: str, name: str) -> Response:
         vh = self._vhost_or_404(vhost)
-        body = req.body if isinstance(req.body, dict) else {}
+        body = validate.obj(req.body)
+        validate.name(name, "exchange")
         etype = body.get("type")
         if not isinstance(etype, str):
             raise bad_request("'type' is required")
+        durable = validate.boolean(body, "durable", True)
+        auto_delete = validate.boolean(body, "auto_delete", False)
+        internal = validate.boolean(body, "internal", False)
+        args = validate.arguments(body)
         try:
-            _, created = vh.declare_exchange(
-                name, etype, False, bool(body.get("durable", True)),
-                bool(body.get("auto_delete", False)), bool(body.get("internal", False)),
-                body.get("arguments") or {})
+            _, created = vh.declare_exchange(name, etype, False, durable, auto_delete, internal,
+                                             args)
         except (AMQPChannelError, AMQPConnectionError) as e:
             raise _amqp_error(e) from None
         return Response(201 if created else 204)
@@ -877,13 +880,15 @@ class API:
 
     def put_queue(self, req: Request, vhost: str, name: str) -> Response:
         vh = self._vhost_or_404(vhost)
-        body = req.body if isinstance(req.body, dict) else {}
+        body = validate.obj(req.body)
+        validate.name(name, "queue")
         if name.startswith("amq."):
             raise bad_request(f"queue name '{name}' contains reserved prefix 'amq.*'")
+        durable = validate.boolean(body, "durable", True)
+        auto_delete = validate.boolean(body, "auto_delete", False)
+        args = validate.arguments(body)
         try:
-            _, created = vh.declare_queue(
-                name, False, bool(body.get("durable", True)), False,
-                bool(body.get("auto_delete", False)), body.get("arguments") or {}, None)
+            _, created = vh.declare_queue(name, False, durable, False, auto_delete, args, None)
         except (AMQPChannelError, AMQPConnectionError) as e:
             raise _amqp_error(e) from None
         return Response(201 if created else 204)
@@ -920,7 +925,7 @@ class API:
         puts them back where they were, marked redelivered, so a look changes no order).
         Body: ``{count, ackmode, encoding: auto|base64, truncate}``."""
         _, q = self._get_queue(req, vhost, name)
-        body = req.body if isinstance(req.body, dict) else {}
+        body = validate.require(req.body, "ackmode", "count")
         ackmode = body.get("ackmode")
         if ackmode not in ACK_MODES:
             raise bad_request("ackmode must be one of " + ", ".join(ACK_MODES))
@@ -931,8 +936,10 @@ class API:
             count = int(body.get("count", 1))
             truncate = body.get("truncate")
             truncate = int(truncate) if truncate not in (None, "") else None
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise bad_request("count and truncate must be integers") from None
+        if isinstance(body["count"], bool) or count > 100_000:
+            raise bad_request("count must be an integer up to 100000")
         taken: list[tuple[int, Message]] = []
         out = []
         try:
@@ -1121,8 +1128,8 @@ class API:
 
     def post_definitions(self, req: Request) -> Response:
         try:
-            definitions.import_(self.ctx, req.body)
-        except definitions.DefinitionsError as e:
+            definitions_import.apply(self.ctx, definitions_import.plan(self.ctx, req.body))
+        except definitions_import.DefinitionsError as e:
             raise bad_request(str(e)) from None
         return Response(204)
 
