@@ -11,7 +11,8 @@ no file descriptor of ours). Three hooks are added here, each on the I/O thread:
   answered (401, 413, 415) without reading one byte of its body: the parser drops the body,
   no ``100 Continue`` is sent, every later byte on that connection is discarded and the
   connection closes after the answer (so nothing in the unread body can be taken for a
-  second request). A chunked body is cut at the endpoint's limit as it arrives.
+  second request). A chunked body is cut at the endpoint's limit as it arrives; a request
+  with both Content-Length and chunked Transfer-Encoding is refused (400) the same way.
 - **Read and idle timeouts.** A request whose headers and body have not all arrived within
   ``read_timeout`` of its first byte is dropped (slowloris), and a connection with no
   request in flight is closed after ``idle_timeout``.
@@ -39,6 +40,7 @@ from waitress.parser import HTTPRequestParser
 from waitress.server import TcpWSGIServer
 from waitress.task import ErrorTask, ThreadedTaskDispatcher, WSGITask
 
+from .errors import bad_request
 from .state import Context
 from .wsgi import App
 
@@ -74,6 +76,9 @@ class _Parser(HTTPRequestParser):
         ch = self.channel
         admission = ch.server.gate.admit(
             self.command, self.request_uri, self.headers, self.content_length, ch.addr)
+        if self.chunked and "CONTENT_LENGTH" in self.headers:
+            # two framings: the classic request-smuggling set-up (RFC 9112 6.1), refused
+            admission.refusal = bad_request("both Content-Length and Transfer-Encoding")
         self.user = admission.user
         if admission.refusal is not None:
             # Answered from the headers alone: drop the body unread and everything after it.
