@@ -6,12 +6,14 @@ at scrape time. As RabbitMQ's Prometheus plugin, ``/metrics`` is aggregated: the
 families are one sample each (the sum over all queues), so a scrape's size does not grow
 with the number of queues and its cost is one pass of additions over them.
 ``/metrics/per-object`` gives the same families with one sample per queue (``vhost`` and
-``queue`` labels): its size and cost grow with the queues.
+``queue`` labels): its size and cost grow with the queues. Concurrent scrapes share renderings
+(:class:`Scrapes`).
 """
 
 from __future__ import annotations
 
 import operator
+import threading
 import time
 from collections.abc import Iterable
 
@@ -50,11 +52,68 @@ def _family(name: str, kind: str, help_: str, samples: Iterable[tuple[str, float
     return "\n".join(lines)
 
 
-def _samples(queues: list, fn, per_object: bool) -> list[tuple[str, float]]:
-    """One sample per queue, or their sum (no labels)."""
-    if per_object:
-        return [(_labels(vhost=q.vhost, queue=q.name), fn(q)) for q in queues]
-    return [("", sum(map(fn, queues)))]
+# (metric, kind, help, value of one queue)
+QUEUE_FAMILIES = (
+    ("syncmq_queue_messages_ready", "gauge", "Messages ready for delivery.",
+     lambda q: len(q.ready)),
+    ("syncmq_queue_messages_unacked", "gauge", "Messages delivered and not yet acknowledged.",
+     lambda q: q.unacked_count),
+    ("syncmq_queue_consumers", "gauge", "Consumers of queues.", lambda q: len(q.consumers)),
+    ("syncmq_queue_messages_published_total", "counter", "Messages enqueued.",
+     operator.attrgetter("stats_published")),
+    ("syncmq_queue_messages_delivered_total", "counter", "Messages delivered or fetched.",
+     operator.attrgetter("stats_delivered")),
+    ("syncmq_queue_messages_acked_total", "counter", "Deliveries acknowledged.",
+     operator.attrgetter("stats_acked")),
+)
+YIELD_EVERY = 1000  # queues read between two releases of the GIL (AMQP threads run between)
+
+
+def _queue_families(queues: list, per_object: bool) -> list[str]:
+    """The queue families: one pass over the queues, each family summed (aggregated) or one
+    sample per queue (``vhost``/``queue`` labels). The GIL is released every
+    :data:`YIELD_EVERY` queues, so a scrape of 100,000 queues never holds up the AMQP
+    threads for the whole pass."""
+    fns = [f[3] for f in QUEUE_FAMILIES]
+    sums = [0] * len(fns)
+    rows: list[list[tuple[str, float]]] = [[] for _ in fns]
+    for i, q in enumerate(queues):
+        if i % YIELD_EVERY == YIELD_EVERY - 1:
+            time.sleep(0)
+        vals = [fn(q) for fn in fns]
+        if per_object:
+            labels = _labels(vhost=q.vhost, queue=q.name)
+            for row, v in zip(rows, vals, strict=True):
+                row.append((labels, v))
+        else:
+            sums = [a + b for a, b in zip(sums, vals, strict=True)]
+    if not per_object:
+        rows = [[("", v)] for v in sums]
+    return [_family(name, kind, help_, row)
+            for (name, kind, help_, _), row in zip(QUEUE_FAMILIES, rows, strict=True)]
+
+
+class Scrapes:
+    """Concurrent scrapes share renderings: one rendering at a time per broker, and a scrape
+    that arrives while one is running waits and then takes the next rendering that *starts
+    after it arrived* (never an older snapshot). However many scrapers loop, the broker spends
+    at most one thread on rendering. Thread-safe (``_lock`` serialises the renderings)."""
+
+    def __init__(self, ctx: Context, rates: Rates) -> None:
+        self.ctx, self.rates = ctx, rates
+        self._lock = threading.Lock()
+        self._last: dict[bool, tuple[float, bytes]] = {}
+
+    def get(self, per_object: bool) -> bytes:
+        arrived = time.monotonic()
+        with self._lock:
+            last = self._last.get(per_object)
+            if last is not None and last[0] >= arrived:
+                return last[1]
+            started = time.monotonic()
+            body = render(self.ctx, self.rates, per_object).encode()
+            self._last[per_object] = (started, body)
+            return body
 
 
 def _num(v: float) -> str:
@@ -106,26 +165,7 @@ def render(ctx: Context, rates: Rates, per_object: bool = False) -> str:
     for name, help_, v in gauges:
         out.append(_family(name, "gauge", help_, [("", v)]))
 
-    per_queue = (
-        ("syncmq_queue_messages_ready", "Messages ready for delivery, per queue.",
-         lambda q: len(q.ready)),
-        ("syncmq_queue_messages_unacked", "Messages delivered and not yet acknowledged, per "
-         "queue.", lambda q: q.unacked_count),
-        ("syncmq_queue_consumers", "Consumers, per queue.", lambda q: len(q.consumers)),
-    )
-    for name, help_, fn in per_queue:
-        out.append(_family(name, "gauge", help_, _samples(queues, fn, per_object)))
-    per_queue_counters = (
-        ("syncmq_queue_messages_published_total", "Messages enqueued, per queue.",
-         "stats_published"),
-        ("syncmq_queue_messages_delivered_total", "Messages delivered or fetched, per queue.",
-         "stats_delivered"),
-        ("syncmq_queue_messages_acked_total", "Deliveries acknowledged, per queue.",
-         "stats_acked"),
-    )
-    for name, help_, attr in per_queue_counters:
-        out.append(_family(name, "counter", help_,
-                           _samples(queues, operator.attrgetter(attr), per_object)))
+    out.extend(_queue_families(queues, per_object))
 
     jb = state.journal_bytes(ctx.data_dir) if ctx.data_dir else None
     if jb is not None:

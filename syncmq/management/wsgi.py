@@ -80,6 +80,7 @@ class App:
         self.ctx = ctx
         self.settings = settings
         self.api = API(ctx)
+        self.scrapes = metrics.Scrapes(ctx, self.api.rates)
         self.assets = ui.load_assets()
 
     def start(self) -> None:
@@ -181,8 +182,7 @@ class App:
         parts = segments(path)
         if parts[:1] == ["metrics"] and method in ("GET", "HEAD") and len(parts) <= 2:
             if parts == ["metrics"] or parts[1] == "per-object":
-                text = metrics.render(self.ctx, self.api.rates, per_object=len(parts) == 2)
-                return 200, metrics.CONTENT_TYPE, text.encode(), []
+                return 200, metrics.CONTENT_TYPE, self.scrapes.get(len(parts) == 2), []
         if method in ("GET", "HEAD") and (not parts or parts[0] in ("static", "index.html")):
             asset = self.assets.get(path)
             if asset is not None:
