@@ -46,6 +46,15 @@ def raise_nofile_limit() -> None:
              extra={"nofile_soft": target, "nofile_hard": hard})
 
 
+def _http_settings(args) -> HTTPSettings:
+    return HTTPSettings(
+        max_body=args.management_max_body,
+        max_definitions_body=args.management_max_definitions_body,
+        read_timeout=args.management_read_timeout, idle_timeout=args.management_idle_timeout,
+        max_connections=args.management_max_connections, threads=args.management_threads,
+        metrics_auth=args.metrics_auth, cors_origins=tuple(args.management_cors_origin))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # exits 2 with a message naming the option
@@ -90,14 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         journal_segment_bytes=args.journal_segment_bytes,
         management_port=None if args.no_management or args.management_port < 0
         else args.management_port,
-        management_http=HTTPSettings(
-            max_body=args.management_max_body,
-            max_definitions_body=args.management_max_definitions_body,
-            read_timeout=args.management_read_timeout,
-            idle_timeout=args.management_idle_timeout,
-            max_connections=args.management_max_connections,
-            threads=args.management_threads, metrics_auth=args.metrics_auth,
-            cors_origins=tuple(args.management_cors_origin)),
+        management_http=_http_settings(args),
     )
     server = Server(config)
     if users is not None:

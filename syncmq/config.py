@@ -138,6 +138,13 @@ def build_parser() -> configargparse.ArgumentParser:
                         "ephemeral port and logs it; -1 disables (default %(default)s)")
     p.add_argument("--no-management", action="store_true",
                    help="do not start the management HTTP API")
+    add_management_http_options(p)
+    p.add_argument("--version", action="version", version=f"syncmq {__version__}")
+    return p
+
+
+def add_management_http_options(p) -> None:
+    """The management listener's limits (``syncmq.management.HTTPSettings``)."""
     p.add_argument("--management-max-body", type=parse_size, default="1MiB",
                    help="largest request body of the management API but a definitions "
                         "import (default %(default)s)")
@@ -162,8 +169,6 @@ def build_parser() -> configargparse.ArgumentParser:
     p.add_argument("--management-cors-origin", action="append", default=[],
                    help="an origin allowed to call the management API from a browser (CORS; "
                         "repeatable; default: none)")
-    p.add_argument("--version", action="version", version=f"syncmq {__version__}")
-    return p
 
 
 def validate(args) -> None:

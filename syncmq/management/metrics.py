@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterable
 
 import syncmq.management.state as state
+import syncmq.management.view as view
 
 from .state import Context, Rates, open_sessions
 
@@ -55,10 +56,10 @@ def _family(name: str, kind: str, help_: str, samples: Iterable[tuple[str, float
 # (metric, kind, help, value of one queue)
 QUEUE_FAMILIES = (
     ("syncmq_queue_messages_ready", "gauge", "Messages ready for delivery.",
-     lambda q: len(q.ready)),
+     view.ready),
     ("syncmq_queue_messages_unacked", "gauge", "Messages delivered and not yet acknowledged.",
-     lambda q: q.unacked_count),
-    ("syncmq_queue_consumers", "gauge", "Consumers of queues.", lambda q: len(q.consumers)),
+     view.unacked),
+    ("syncmq_queue_consumers", "gauge", "Consumers of queues.", view.consumers),
     ("syncmq_queue_messages_published_total", "counter", "Messages enqueued.",
      operator.attrgetter("stats_published")),
     ("syncmq_queue_messages_delivered_total", "counter", "Messages delivered or fetched.",
