@@ -6,8 +6,13 @@ waitress (a WSGI server) with its I/O thread ``syncmq-management`` and a pool of
 threads.
 
 - ``state.py``: read-only snapshots of the broker for monitoring, message counters and rates.
-- ``api.py``: request routing, authorisation and the JSON shapes of ``/api/...``.
-- ``definitions.py``: RabbitMQ's definitions JSON, export and import.
+- ``api.py``: request routing and authorisation, visibility, listings, counters.
+- ``resources/``: the endpoints, one module per resource (queues, exchanges, publish, ...).
+- ``view.py``: the read-only view of connections, channels and queues the endpoints use.
+- ``common.py``, ``errors.py``, ``validate.py``: shared shapes, RabbitMQ's error shape, body
+  checks.
+- ``definitions.py``, ``definitions_import.py``: RabbitMQ's definitions JSON: export, and an
+  import checked whole before it is applied.
 - ``metrics.py``: Prometheus text exposition.
 - ``wsgi.py``: the WSGI application: the gate (auth, body limits) before any body byte,
   JSON decoding and the error shape, the dashboard's files, ``/metrics``.
