@@ -13,11 +13,10 @@ from typing import Any
 
 
 def connection_state(session: Any) -> str:
-    """RabbitMQ's connection state: ``running`` once open, else the protocol's state name.
-    (The one place that reads the protocol's state; it becomes a public property of the
-    protocol layer in issue 15.)"""
+    """RabbitMQ's name for the connection's state (``running`` once open), from the
+    protocol's public state. The one place the management layer reads it."""
     st = session.proto.state
-    return "running" if st == "open" else str(st)
+    return getattr(st, "rabbit_name", None) or str(st)
 
 
 def ready(queue: Any) -> int:
