@@ -9,6 +9,7 @@ import sys
 from .broker.auth import UsersFileError, UserStore
 from .config import build_parser, setup_logging, validate
 from .journal.writer import JournalError
+from .management import HTTPSettings
 from .server import Server, ServerConfig
 
 log = logging.getLogger("syncmq")
@@ -43,6 +44,15 @@ def raise_nofile_limit() -> None:
         return
     log.info("raised the open files limit from %d to %d", soft, target,
              extra={"nofile_soft": target, "nofile_hard": hard})
+
+
+def _http_settings(args) -> HTTPSettings:
+    return HTTPSettings(
+        max_body=args.management_max_body,
+        max_definitions_body=args.management_max_definitions_body,
+        read_timeout=args.management_read_timeout, idle_timeout=args.management_idle_timeout,
+        max_connections=args.management_max_connections, threads=args.management_threads,
+        metrics_auth=args.metrics_auth, cors_origins=tuple(args.management_cors_origin))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         journal_segment_bytes=args.journal_segment_bytes,
         management_port=None if args.no_management or args.management_port < 0
         else args.management_port,
+        management_http=_http_settings(args),
     )
     server = Server(config)
     if users is not None:

@@ -138,8 +138,37 @@ def build_parser() -> configargparse.ArgumentParser:
                         "ephemeral port and logs it; -1 disables (default %(default)s)")
     p.add_argument("--no-management", action="store_true",
                    help="do not start the management HTTP API")
+    add_management_http_options(p)
     p.add_argument("--version", action="version", version=f"syncmq {__version__}")
     return p
+
+
+def add_management_http_options(p) -> None:
+    """The management listener's limits (``syncmq.management.HTTPSettings``)."""
+    p.add_argument("--management-max-body", type=parse_size, default="1MiB",
+                   help="largest request body of the management API but a definitions "
+                        "import (default %(default)s)")
+    p.add_argument("--management-max-definitions-body", type=parse_size, default="64MiB",
+                   help="largest definitions import (POST /api/definitions) body "
+                        "(default %(default)s)")
+    p.add_argument("--management-read-timeout", type=float, default=30.0,
+                   help="seconds a management request may take to arrive, headers and body "
+                        "(default %(default)s)")
+    p.add_argument("--management-idle-timeout", type=float, default=60.0,
+                   help="seconds a kept-alive management connection may stay idle "
+                        "(default %(default)s)")
+    p.add_argument("--management-max-connections", type=int, default=100,
+                   help="open management connections at most; later ones wait to be "
+                        "accepted (default %(default)s)")
+    p.add_argument("--management-threads", type=int, default=4,
+                   help="threads answering management requests (default %(default)s)")
+    p.add_argument("--metrics-auth", default="per-object", choices=["per-object", "all", "none"],
+                   help="which Prometheus endpoints need credentials: per-object (default: "
+                        "/metrics/per-object only; /metrics is aggregated, as RabbitMQ's), "
+                        "all, or none")
+    p.add_argument("--management-cors-origin", action="append", default=[],
+                   help="an origin allowed to call the management API from a browser (CORS; "
+                        "repeatable; default: none)")
 
 
 def validate(args) -> None:
@@ -148,6 +177,10 @@ def validate(args) -> None:
         raise ValueError("--frame-max must be >= 4096")
     if not -1 <= args.management_port <= 65535:
         raise ValueError("--management-port must be between 0 and 65535, or -1 to disable")
+    if args.management_read_timeout <= 0 or args.management_idle_timeout <= 0:
+        raise ValueError("--management-read-timeout/--management-idle-timeout must be > 0")
+    if args.management_max_connections < 1 or args.management_threads < 1:
+        raise ValueError("--management-max-connections/--management-threads must be >= 1")
     if not 1 <= args.channel_max <= 65535:
         raise ValueError("--channel-max must be between 1 and 65535")
     if args.heartbeat < 0:

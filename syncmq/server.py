@@ -26,7 +26,7 @@ from .broker.broker import Broker
 from .broker.durability import Durability
 from .journal.writer import Journal
 from .management import Context as ManagementContext
-from .management import ManagementServer
+from .management import HTTPSettings, ManagementServer
 from .methods import access
 from .methods.registry import HANDLERS
 from .methods.session import Session, Settings
@@ -54,6 +54,7 @@ class ServerConfig:
     shutdown_timeout: float = 10.0
     users_file: str | None = None
     management_port: int | None = None  # None: no management API; 0: an ephemeral port
+    management_http: HTTPSettings = field(default_factory=HTTPSettings)  # its limits
     tls_port: int | None = None  # None: no TLS listener
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -236,7 +237,8 @@ class Server:
             listeners=listeners, cluster_name=self.settings.cluster_name,
             close_connection=close,
         )
-        self.management = ManagementServer(ctx, self.config.bind, self.config.management_port)
+        self.management = ManagementServer(ctx, self.config.bind, self.config.management_port,
+                                           self.config.management_http)
         try:
             return self.management.start()
         except OSError as e:

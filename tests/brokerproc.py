@@ -25,13 +25,15 @@ class BrokerProcess:
         self._started = threading.Event()
         self._cond = threading.Condition()
         self.proc: subprocess.Popen | None = None
+        self.preexec_fn = None  # run in the child before exec (e.g. to set a resource limit)
 
     def start(self, timeout: float = 30.0) -> BrokerProcess:
         self.port = None
         self.management_port = None
         self._started.clear()
         self.proc = subprocess.Popen(self.args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                     text=True, bufsize=1, env=self.env)
+                                     text=True, bufsize=1, env=self.env,
+                                     preexec_fn=self.preexec_fn)
         threading.Thread(target=self._reader, args=(self.proc,), daemon=True).start()
         if not self._started.wait(timeout):
             self.proc.kill()

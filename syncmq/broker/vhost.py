@@ -19,7 +19,7 @@ from typing import Any
 
 from ..wire import _spec
 from ..wire.errors import AMQPChannelError, AMQPConnectionError
-from .args import check_declare_arguments, precondition_failed
+from .args import check_declare_arguments, check_queue_type
 from .deadletter import dead_lettered, is_cycle
 from .exchange import EXCHANGE_TYPES, Exchange
 from .message import Message
@@ -271,19 +271,10 @@ class VirtualHost:
         choose an offset); a classic queue in its place would silently change semantics, so
         it is a 406.
         """
-        qtype = args.get("x-queue-type")
-        if qtype == "quorum":
-            rs = f"queue '{name}' in vhost '{self.name}'"
-            for bad, what in ((auto_delete, "auto-delete"), (exclusive, "exclusive-owner"),
-                              (not durable, "non-durable")):
-                if bad:
-                    raise precondition_failed(f"invalid property '{what}' for {rs}")
+        check_queue_type(name, self.name, args, durable, exclusive, auto_delete)
+        if args.get("x-queue-type") == "quorum":
             log.warning("quorum queue declared; served by a classic queue (single node)",
                         extra={"queue": name, "vhost": self.name})
-        elif qtype == "stream":
-            raise precondition_failed(
-                f"invalid arg 'x-queue-type' for queue '{name}' in vhost '{self.name}': "
-                "\"unsupported queue type 'stream'\"")
 
     def _check_equivalent_queue(self, q, durable, exclusive, auto_delete, arguments):
         for arg, got, cur in (

@@ -220,6 +220,32 @@ class Reactor(Reader, Sender):
 
     # ---- connections ----
 
+    # Out of file descriptors (EMFILE/ENFILE): the listener is not polled for ACCEPT_PAUSE
+    # (the pending connection stays in the kernel's backlog; open connections keep being
+    # served), and one line is logged per ACCEPT_REPORT with the count of refused accepts,
+    # instead of a line per loop turn (RabbitMQ's acceptor also sleeps and retries).
+    ACCEPT_PAUSE = 0.1
+    ACCEPT_REPORT = 5.0
+    _accept_refused = 0
+    _accept_report_at = 0.0
+
+    def _pause_accepting(self, lsock: socket.socket, err: OSError) -> None:
+        now = time.monotonic()
+        self._accept_refused += 1
+        if now >= self._accept_report_at:
+            log.error("cannot accept connections: %s; retrying every %.1f s", err.strerror,
+                      self.ACCEPT_PAUSE, extra={"refused_accepts": self._accept_refused,
+                                                "interval_s": self.ACCEPT_REPORT})
+            self._accept_refused = 0
+            self._accept_report_at = now + self.ACCEPT_REPORT
+        data = self.selector.get_key(lsock).data
+        self.selector.unregister(lsock)
+        self._add_timer(now + self.ACCEPT_PAUSE, self._resume_accepting, (lsock, data))
+
+    def _resume_accepting(self, lsock: socket.socket, data: Any) -> None:
+        if self._accepting and lsock in self.listeners:
+            self.selector.register(lsock, selectors.EVENT_READ, data)
+
     def _accept(self, lsock: socket.socket, ssl_context: ssl.SSLContext | None) -> None:
         for _ in range(256):
             try:
@@ -228,7 +254,7 @@ class Reactor(Reader, Sender):
                 return
             except OSError as e:
                 if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    log.error("cannot accept connection: %s", e.strerror)
+                    self._pause_accepting(lsock, e)
                     return
                 raise
             if not self._accepting:
