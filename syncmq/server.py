@@ -17,7 +17,6 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from . import __version__
 from .alarms import ResourceMonitor
@@ -30,46 +29,13 @@ from .management import HTTPSettings, ManagementServer
 from .methods import access
 from .methods.registry import HANDLERS
 from .methods.session import Session, Settings
+from .options import ServerConfig
 from .queues.spill import SPILL_DIR, BodyStore
 from .reactor import Reactor, Transport
 from .wire import _spec
 from .workers import WorkerPool
 
 log = logging.getLogger("syncmq.server")
-
-
-@dataclass
-class ServerConfig:
-    """Everything the server needs, already validated (see ``syncmq.config``)."""
-
-    bind: str = "127.0.0.1"
-    port: int = 5672
-    data_dir: str = "syncmq-data"
-    workers: int = 2
-    frame_max: int = 131072
-    channel_max: int = 2047
-    heartbeat: int = 60
-    handshake_timeout: float = 10.0
-    max_message_size: int = 128 * 1024 * 1024
-    shutdown_timeout: float = 10.0
-    users_file: str | None = None
-    management_port: int | None = None  # None: no management API; 0: an ephemeral port
-    management_http: HTTPSettings = field(default_factory=HTTPSettings)  # its limits
-    tls_port: int | None = None  # None: no TLS listener
-    tls_cert: str | None = None
-    tls_key: str | None = None
-    tls_ca: str | None = None
-    tls_verify_peer: bool = False
-    tls_fail_if_no_peer_cert: bool = False
-    memory_high_watermark: int = 0  # bytes of RSS; 0 disables the memory alarm
-    disk_free_limit: int = 0  # bytes free in data_dir; 0 disables the disk alarm
-    max_connections: int = 0  # 0: no limit
-    max_pending_output: int = 8 * 1024 * 1024  # hidden --max-pending-output (reactor.OUT_HIGH)
-    fsync: str = "batch"  # journal fsync mode: batch (group commit), always, never
-    journal_segment_bytes: int = 64 * 1024 * 1024  # hidden --journal-segment-bytes (tests)
-    journal: bool = True  # False: nothing on disk at all (tests of the broker alone)
-    memory_budget: int = 0  # bytes of queued message bodies kept in memory; 0: unlimited
-    extra: dict = field(default_factory=dict)
 
 
 class Server:
@@ -237,8 +203,13 @@ class Server:
             listeners=listeners, cluster_name=self.settings.cluster_name,
             close_connection=close,
         )
-        self.management = ManagementServer(ctx, self.config.bind, self.config.management_port,
-                                           self.config.management_http)
+        c = self.config
+        http = HTTPSettings(
+            max_body=c.management_max_body, max_definitions_body=c.management_max_definitions_body,
+            read_timeout=c.management_read_timeout, idle_timeout=c.management_idle_timeout,
+            max_connections=c.management_max_connections, threads=c.management_threads,
+            metrics_auth=c.metrics_auth, cors_origins=tuple(c.management_cors_origin))
+        self.management = ManagementServer(ctx, c.bind, c.management_port, http)
         try:
             return self.management.start()
         except OSError as e:

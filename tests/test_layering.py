@@ -22,7 +22,7 @@ RANK = {
     "methods": 3,
     "protocol": 2, "broker": 2,
     "queues": 1, "journal": 1,
-    "wire": 0,
+    "wire": 0, "options": 0,
     "__init__": -1,
 }
 ALLOWED_SAME = {("cli", "config"), ("server", "management"), ("ctl", "ctl_remote")}
