@@ -61,8 +61,8 @@ class _TextFormatter(logging.Formatter):
         return base
 
 
-def setup_logging(level: str, fmt: str, path: str | None) -> logging.Handler:
-    """Configure the root logger; returns the handler (reopened on SIGHUP when a file)."""
+def log_handler(fmt: str, path: str | None) -> logging.Handler:
+    """A handler writing ``fmt`` (json or text) lines to ``path`` or stderr."""
     if path:
         handler: logging.Handler = logging.handlers.WatchedFileHandler(path)
     else:
@@ -78,6 +78,13 @@ def setup_logging(level: str, fmt: str, path: str | None) -> logging.Handler:
         ))
     else:
         handler.setFormatter(_TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    return handler
+
+
+def setup_logging(level: str, fmt: str, path: str | None) -> logging.Handler:
+    """Configure the root logger (the console script only); returns the handler (reopened on
+    SIGHUP when a file)."""
+    handler = log_handler(fmt, path)
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)

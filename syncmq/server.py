@@ -153,7 +153,28 @@ class Server:
 
     def start(self) -> tuple[str, int]:
         """Recover, bind, start the threads; returns the bound address (port 0 gets an
-        ephemeral one)."""
+        ephemeral one). All or nothing: if any step fails, what was started is stopped
+        (sockets closed, journal released) before the exception propagates."""
+        try:
+            return self._start()
+        except BaseException:
+            self._undo_start()
+            raise
+
+    def _undo_start(self) -> None:
+        if self.management is not None:
+            self.management.stop()
+        if self.reactor.thread is None:
+            self.reactor._shutdown_sockets()  # never ran: nothing else touches its sockets
+        else:
+            self.reactor.stop()
+        self.pool.stop()
+        if self.journal is not None:
+            self.journal.close()
+        if self.body_store is not None:
+            self.body_store.close()
+
+    def _start(self) -> tuple[str, int]:
         recovered = self.recover()
         self.address = self.reactor.listen(self.config.bind, self.config.port)
         listeners = [{"protocol": "amqp", "ip_address": self.address[0],
@@ -221,20 +242,26 @@ class Server:
         with self._sessions_lock:
             return list(self.sessions)
 
-    def stop(self) -> None:
-        """Graceful shutdown: stop accepting, close connections with 320, stop threads."""
+    def threads(self) -> list[threading.Thread]:
+        """Every thread this server started (reactor, workers, journal, management)."""
+        out = [w.thread for w in self.pool.workers]
+        if self.reactor.thread is not None:
+            out.append(self.reactor.thread)
+        if self.journal is not None and self.journal.thread is not None:
+            out.append(self.journal.thread)
+        if self.management is not None:
+            out.extend(self.management.threads())
+        return out
+
+    def stop(self, graceful: bool = True) -> None:
+        """Shutdown: stop accepting, close connections with 320 (``graceful=False``: drop
+        them without a close, as a node that dies), stop and join the threads."""
         log.info("shutting down")
         if self.management is not None:
             self.management.stop()
         self.reactor.stop_accepting()
-        with self._sessions_lock:
-            sessions = list(self.sessions)
-        text = "CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'"
-        for s in sessions:
-            s.transport.worker.submit(s.close, _spec.CONNECTION_FORCED, text)
-        deadline = time.monotonic() + self.config.shutdown_timeout
-        while time.monotonic() < deadline and self.reactor.transports:
-            time.sleep(0.05)
+        if graceful:
+            self._close_sessions()
         self.reactor.stop()
         self.pool.stop()
         if self.journal is not None:
@@ -245,6 +272,16 @@ class Server:
             self.body_store.close()  # spilled bodies are transient: their files go
             log.info("body store closed", extra={"body_store": stats})
         log.info("stopped")
+
+    def _close_sessions(self) -> None:
+        with self._sessions_lock:
+            sessions = list(self.sessions)
+        text = "CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'"
+        for s in sessions:
+            s.transport.worker.submit(s.close, _spec.CONNECTION_FORCED, text)
+        deadline = time.monotonic() + self.config.shutdown_timeout
+        while time.monotonic() < deadline and self.reactor.transports:
+            time.sleep(0.05)
 
     def request_stop(self) -> None:
         """Ask :meth:`serve_forever` to stop (thread-safe)."""
