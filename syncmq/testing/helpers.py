@@ -152,29 +152,39 @@ class BrokerAdmin:
                               m["exchange"], m["routing_key"], m["redelivered"]) for m in got]
 
     def leftovers(self, vhost: str = "/") -> Leftovers:
-        """Queues, exchanges and connections in ``vhost`` (what a test left behind)."""
+        """Queues (with their ready messages, counted over AMQP: exact), exchanges and
+        connections in ``vhost``: what a test left behind."""
         v = _q(vhost, "")
-        queues = {q["name"]: q.get("messages_ready", q.get("messages", 0)) or 0
-                  for q in self.api("GET", f"queues/{v}")}
+        listed = {q["name"]: q.get("messages_ready") or 0 for q in self.api("GET", f"queues/{v}")}
+        queues = self._each_queue(vhost, listed, lambda c, name: c.queue_declare(name, passive=True))
         exchanges = [e["name"] for e in self.api("GET", f"exchanges/{v}")
                      if e["name"] and not e["name"].startswith("amq.")]
         connections = [c["name"] for c in self.api("GET", f"vhosts/{v}/connections")]
         return Leftovers(queues, sorted(exchanges), connections)
 
     def purge_all(self, vhost: str = "/") -> dict[str, int]:
-        """Purge every queue of ``vhost``; returns the messages each had (exact, AMQP)."""
-        out = {}
-        c = Client(with_vhost(self.url, vhost), timeout=10.0, name="syncmq-testing")
+        """Purge every queue of ``vhost``; returns the messages each had. A queue exclusive
+        to another connection cannot be purged: it keeps its listed count."""
+        listed = self.leftovers(vhost).queues
+        return self._each_queue(vhost, listed, lambda c, name: c.queue_purge(name))
+
+    def _each_queue(self, vhost: str, listed: dict[str, int], fn) -> dict[str, int]:
+        """``fn(client, name)`` for each queue over one AMQP connection (a new one after a
+        channel error: 404 gone meanwhile, 405 exclusive to another connection)."""
+        out: dict[str, int] = {}
+        url = with_vhost(self.url, vhost)
+        c = Client(url, timeout=10.0, name="syncmq-testing")
         try:
-            for name in self.leftovers(vhost).queues:
+            for name, count in sorted(listed.items()):
                 try:
-                    out[name] = c.queue_purge(name)
-                except ClientError as e:  # exclusive to another connection, or gone
-                    c.close()
-                    c = Client(with_vhost(self.url, vhost), timeout=10.0,
-                               name="syncmq-testing")
+                    out[name] = fn(c, name)
+                except ClientError as e:
                     if e.reply_code not in (404, 405):
                         raise
+                    if e.reply_code == 405:
+                        out[name] = count
+                    c.close()
+                    c = Client(url, timeout=10.0, name="syncmq-testing")
         finally:
             c.close()
         return out
