@@ -126,3 +126,25 @@ def test_python_dash_m_syncmq() -> None:
     p = subprocess.run([sys.executable, "-m", "syncmq", "--version"], capture_output=True,
                        text=True, timeout=60)
     assert p.returncode == 0 and p.stdout.strip() == f"syncmq {syncmq.__version__}"
+
+
+def test_stop_ends_keep_alive_management_connections() -> None:
+    """A client holding a keep-alive HTTP connection neither blocks stop() nor keeps a
+    request thread (or an answering socket) alive after it."""
+    import base64
+    import http.client
+    import urllib.parse
+
+    s = syncmq.Server(management_port=0).start()
+    u = urllib.parse.urlsplit(s.management_url)
+    h = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
+    auth = {"Authorization": "Basic " + base64.b64encode(b"guest:guest").decode()}
+    h.request("GET", "/api/overview", headers=auth)
+    assert h.getresponse().read()
+    before = {t for t in threading.enumerate() if t not in _BEFORE}
+    assert before  # the listener and its request threads
+    s.stop()
+    assert not [t.name for t in before if t.is_alive()]
+    with pytest.raises((OSError, http.client.HTTPException)):
+        h.request("GET", "/api/overview", headers=auth)
+        h.getresponse()
