@@ -76,8 +76,11 @@ def sample(kind: str, work: Path) -> float:
     (d / "test_ready.py").write_text(TESTS[kind])
     stamp = d / "stamp"
     stamp.unlink(missing_ok=True)
-    plugins = ["-p", "syncmq.testing.plugin", "-p", "no:rabbitmq"] if kind == "syncmq" else [
-        "-p", "no:syncmq"]
+    from importlib.metadata import entry_points
+
+    installed = any(ep.value == "syncmq.testing.plugin" for ep in entry_points(group="pytest11"))
+    mine = [] if installed else ["-p", "syncmq.testing.plugin"]
+    plugins = [*mine, "-p", "no:pytest_rabbitmq"] if kind == "syncmq" else ["-p", "no:syncmq"]
     env = dict(os.environ, STAMP=str(stamp), PYTHONPATH=str(ROOT))
     p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                         "-c", os.devnull, "--rootdir", str(d), *plugins, str(d)],
