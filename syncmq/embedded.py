@@ -93,7 +93,14 @@ class Server:
         self.config.port = node.address[1]  # the same port: clients reconnect to it
         if self.config.management_port and node.management is not None:
             self.config.management_port = node.management.address[1]
+        if node.tls_address is not None:
+            self.config.tls_port = node.tls_address[1]
         return self.start()
+
+    def reload_users(self) -> bool:
+        """Re-read ``users_file`` (what SIGHUP does to the command-line broker); a bad file
+        is logged and the previous users kept (returns False)."""
+        return self.node.reload_users()
 
     def _stop_node(self, node: _Node, crash: bool = False) -> None:
         node.stop(graceful=not crash)
@@ -145,6 +152,12 @@ class Server:
     @property
     def port(self) -> int:
         return self.node.address[1]
+
+    @property
+    def tls_port(self) -> int | None:
+        """The amqps listener's port (``tls_port=0`` binds an ephemeral one), or None."""
+        a = self.node.tls_address
+        return None if a is None else a[1]
 
     @property
     def data_dir(self) -> str:

@@ -74,6 +74,7 @@ class Server:
         self._sessions_lock = threading.Lock()
         self.sessions: set[Session] = set()
         self.address: tuple[str, int] | None = None
+        self.tls_address: tuple[str, int] | None = None  # the TLS listener's, when there is one
         self.signals: queue.SimpleQueue = queue.SimpleQueue()
         self.on_hup: Callable[[], None] | None = None
         self.started_at = time.time()
@@ -183,8 +184,8 @@ class Server:
         if self.body_store is not None:
             extra["memory_budget"] = self.config.memory_budget
         if self.config.tls_port is not None:
-            taddr = self.reactor.listen(self.config.bind, self.config.tls_port,
-                                        ssl_context=self.tls_context())
+            taddr = self.tls_address = self.reactor.listen(
+                self.config.bind, self.config.tls_port, ssl_context=self.tls_context())
             listeners.append({"protocol": "amqp/ssl", "ip_address": taddr[0],
                               "port": taddr[1]})
             extra["tls_port"] = taddr[1]

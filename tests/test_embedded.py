@@ -148,3 +148,41 @@ def test_stop_ends_keep_alive_management_connections() -> None:
     with pytest.raises((OSError, http.client.HTTPException)):
         h.request("GET", "/api/overview", headers=auth)
         h.getresponse()
+
+
+def test_users_file_tls_and_memory_budget(tmp_path) -> None:
+    """The options a plugin user reaches for: a users file (reloadable), TLS on an ephemeral
+    port, a memory budget (bodies spill under DATA_DIR/spill)."""
+    pytest.importorskip("cryptography")
+    from test_tls import _params, make_pki
+
+    from syncmq.broker.auth import hash_password
+
+    (tmp_path / "pki").mkdir()
+    files = make_pki(tmp_path / "pki")
+    users = tmp_path / "users.toml"
+    users.write_text(f'vhosts = ["/"]\nloopback_users = []\n[users.app]\n'
+                     f'password_hash = "{hash_password("s3cret")}"\ntags = []\n'
+                     f'[users.app.permissions."/"]\nconfigure = ".*"\nwrite = ".*"\n'
+                     f'read = ".*"\n')
+    with syncmq.Server(users_file=str(users), tls_port=0, tls_cert=files["cert"],
+                       tls_key=files["key"], tls_ca=files["ca"],
+                       memory_budget="4KiB") as s:
+        assert s.tls_port not in (None, 0, s.port)
+        creds = pika.PlainCredentials("app", "s3cret")
+        c = pika.BlockingConnection(_params(s.tls_port, files, credentials=creds))
+        ch = c.channel()
+        ch.queue_declare("big")
+        for _ in range(8):
+            ch.basic_publish("", "big", b"x" * 2048)
+        assert ch.queue_declare("big", passive=True).method.message_count == 8
+        c.close()
+        assert os.listdir(os.path.join(s.data_dir, "spill"))  # beyond 4 KiB: spilled
+        with pytest.raises(pika.exceptions.ProbableAuthenticationError):
+            pika.BlockingConnection(pika.URLParameters(s.url))  # guest is not in the file
+        users.write_text(users.read_text().replace("[users.app]", "[users.app2]")
+                         .replace("users.app.", "users.app2."))
+        assert s.reload_users()
+        with pytest.raises(pika.exceptions.ProbableAuthenticationError):
+            pika.BlockingConnection(_params(s.tls_port, files, credentials=creds))
+
