@@ -54,17 +54,17 @@ class Server:
 
     def start(self) -> Server:
         """Recover from the data dir, listen, start the threads. Returns self. Raises OSError
-        (address in use) or ``JournalError`` (the data dir is another broker's); then nothing
-        is left running."""
+        (address in use), ``JournalError`` (the data dir is another broker's) or
+        ``UsersFileError``; then nothing is left running and a temporary data dir is gone."""
         if self._node is not None:
             raise RuntimeError("syncmq.Server already started")
         if self.config.data_dir is None:
             self.config.data_dir = tempfile.mkdtemp(prefix="syncmq-")
         self._configure_logging()
-        node = _Node(self.config)
-        if self.config.users_file:
-            node.set_users(UserStore.load(self.config.users_file))
         try:
+            node = _Node(self.config)
+            if self.config.users_file:  # UsersFileError names what is wrong in the file
+                node.set_users(UserStore.load(self.config.users_file))
             node.start()
         except BaseException:
             self._cleanup()

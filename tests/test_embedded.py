@@ -13,6 +13,7 @@ import pika
 import pytest
 
 import syncmq
+from syncmq.broker.auth import UsersFileError
 from syncmq.journal.writer import JournalError
 
 
@@ -88,6 +89,12 @@ def test_failed_start_leaves_nothing_running(tmp_path) -> None:
         with pytest.raises(OSError):
             busy.start()
         assert not busy.running
+        bad = tmp_path / "users.toml"
+        bad.write_text("users = 5\n")
+        broken = syncmq.Server(users_file=str(bad))
+        with pytest.raises(UsersFileError, match="'users' must be a table"):
+            broken.start()
+        assert broken.data_dir is None  # its temporary data dir is gone
         names = _syncmq_threads()
         assert len(names) == len(s.threads())
     assert not _syncmq_threads()
