@@ -50,6 +50,9 @@ class ManagedRabbitNode(RabbitNode):
 
     def __init__(self, base: str) -> None:
         super().__init__(base)
+        # a name of its own: the differential suite's node may be running in this process
+        self.node = f"syncmq-plugin-{os.getpid()}@localhost"
+        self.env["RABBITMQ_NODENAME"] = self.node
         self.management_port = free_port()
         with open(os.path.join(base, "enabled_plugins"), "w") as f:
             f.write("[rabbitmq_management].\n")
