@@ -113,7 +113,9 @@ class Server:
             shutil.rmtree(self.config.data_dir, ignore_errors=True)
             self.config.data_dir = None
         if self._handler is not None:
-            logging.getLogger("syncmq").removeHandler(self._handler)
+            logger = logging.getLogger("syncmq")
+            logger.removeHandler(self._handler)
+            logger.setLevel(self._saved_level)
             self._handler.close()
             self._handler = None
 
@@ -124,6 +126,7 @@ class Server:
         a = self._log_asked
         self._handler = log_handler(a.get("log_format", "text"), a.get("log_file"))
         logger = logging.getLogger("syncmq")
+        self._saved_level = logger.level
         logger.addHandler(self._handler)
         logger.setLevel(str(a.get("log_level", "info")).upper())
 

@@ -33,8 +33,20 @@ def _count(url: str, queue: str) -> int:
     return n
 
 
+_BEFORE: set[threading.Thread] = set()
+
+
+@pytest.fixture(autouse=True)
+def _baseline():
+    """syncmq threads other tests of this process left running are not this test's."""
+    _BEFORE.clear()
+    _BEFORE.update(threading.enumerate())
+
+
 def _syncmq_threads() -> list[str]:
-    return [t.name for t in threading.enumerate() if t.name.startswith("syncmq-")]
+    """Names of the syncmq threads started since the test began, still alive."""
+    return [t.name for t in threading.enumerate()
+            if t.name.startswith("syncmq-") and t not in _BEFORE]
 
 
 def test_two_servers_in_one_process_and_nothing_left_after_stop() -> None:
@@ -119,13 +131,13 @@ def test_options_are_the_cli_names() -> None:
 
 def test_logging_is_configured_only_when_asked(tmp_path) -> None:
     logger = logging.getLogger("syncmq")
-    before = (list(logging.getLogger().handlers), list(logger.handlers))
+    before = (list(logging.getLogger().handlers), list(logger.handlers), logger.level)
     with syncmq.Server():
-        assert (list(logging.getLogger().handlers), list(logger.handlers)) == before
+        assert (list(logging.getLogger().handlers), list(logger.handlers), logger.level) == before
     log = tmp_path / "log"
     with syncmq.Server(log_level="info", log_format="json", log_file=str(log)):
         assert len(logger.handlers) == len(before[1]) + 1
-    assert (list(logging.getLogger().handlers), list(logger.handlers)) == before
+    assert (list(logging.getLogger().handlers), list(logger.handlers), logger.level) == before
     assert '"syncmq 0' in log.read_text() or "started" in log.read_text()
 
 

@@ -46,11 +46,18 @@ def run(pytester: pytest.Pytester, request, monkeypatch, tmp_path):
     return go
 
 
-def _syncmq_threads() -> list[str]:
-    return [t.name for t in threading.enumerate() if t.name.startswith("syncmq-")]
+@pytest.fixture(autouse=True)
+def _baseline(request):
+    request.node.threads_before = set(threading.enumerate())
 
 
-def test_session_server_starts_once_and_stops_at_the_end(pytester, run) -> None:
+def _syncmq_threads(before: set) -> list[str]:
+    """syncmq threads started since ``before`` (other tests may have left some) and alive."""
+    return [t.name for t in threading.enumerate()
+            if t.name.startswith("syncmq-") and t not in before]
+
+
+def test_session_server_starts_once_and_stops_at_the_end(pytester, run, request) -> None:
     body = '''
 import pika
 from seenlib import seen
@@ -66,7 +73,8 @@ def test_{n}(syncmq_server, syncmq_url):
     result.assert_outcomes(passed=2)
     assert len(seen) == 2 and seen[0]["server"] == seen[1]["server"]
     assert seen[0]["port"] == seen[1]["port"]
-    assert not _syncmq_threads()  # the session's broker is stopped and joined
+    # the session's broker is stopped and joined
+    assert not _syncmq_threads(request.node.threads_before)
 
 
 def test_vhost_isolation_between_tests(pytester, run) -> None:
@@ -109,7 +117,7 @@ def test_c_wait_fails_clearly(syncmq_vhost):
     assert a["vhost"] not in b["vhosts"] and b["vhost"] in b["vhosts"]  # a's was deleted
 
 
-def test_restart_on_the_same_data_dir(pytester, run) -> None:
+def test_restart_on_the_same_data_dir(pytester, run, request) -> None:
     pytester.makepyfile(test_restart='''
 import pika, pytest
 from syncmq.testing import BrokerAdmin
@@ -134,7 +142,7 @@ def test_my_code_survives_a_broker_crash(syncmq_factory, tmp_path):
 ''')
     result, _ = run()
     result.assert_outcomes(passed=1)
-    assert not _syncmq_threads()
+    assert not _syncmq_threads(request.node.threads_before)
 
 
 def test_xdist_workers_each_have_their_own_broker(pytester, run) -> None:
@@ -199,13 +207,14 @@ def pytest_addoption(parser):
     parser.addoption("--url", default="x")
 ''')
     pytester.makepyfile(test_mine='''
-import threading
+import sys, threading
 
 def test_mine(broker, request):
     assert broker == "mine" and request.config.getoption("url") == "x"
     assert not [t for t in threading.enumerate() if t.name.startswith("syncmq-")]
+    assert "syncmq.server" not in sys.modules  # loading the plugin imports no broker
 ''')
     result, _ = run("--fixtures")
     result.stdout.fnmatch_lines(["*syncmq_vhost*", "*syncmq_factory*"])
-    result, _ = run()
+    result, _ = run(subprocess=True)  # a fresh process: nothing of this one's
     result.assert_outcomes(passed=1)
