@@ -76,12 +76,13 @@ def sample(kind: str, work: Path) -> float:
     (d / "test_ready.py").write_text(TESTS[kind])
     stamp = d / "stamp"
     stamp.unlink(missing_ok=True)
-    from importlib.metadata import entry_points
-
-    installed = any(ep.value == "syncmq.testing.plugin" for ep in entry_points(group="pytest11"))
+    env = dict(os.environ, STAMP=str(stamp), PYTHONPATH=str(ROOT))
+    probe = ("from importlib.metadata import entry_points as e; print(any(p.value == "
+             "'syncmq.testing.plugin' for p in e(group='pytest11')))")
+    installed = subprocess.run([sys.executable, "-c", probe], env=env, cwd=d, text=True,
+                               capture_output=True).stdout.strip() == "True"
     mine = [] if installed else ["-p", "syncmq.testing.plugin"]
     plugins = [*mine, "-p", "no:pytest_rabbitmq"] if kind == "syncmq" else ["-p", "no:syncmq"]
-    env = dict(os.environ, STAMP=str(stamp), PYTHONPATH=str(ROOT))
     p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                         "-c", os.devnull, "--rootdir", str(d), *plugins, str(d)],
                        capture_output=True, text=True, env=env, cwd=d, timeout=600)

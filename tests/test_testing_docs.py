@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from plugin_args import plugin_args
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "testing.md"
@@ -37,7 +38,7 @@ def test_examples_pass() -> None:
     for module in ("pika", "kombu", "celery", "aio_pika", "flask"):
         pytest.importorskip(module, reason="pip install -e '.[test,interop]'")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    plugin = [] if _entry_point_loaded() else ["-p", "syncmq.testing.plugin"]
+    plugin = plugin_args(env, cwd=str(EXAMPLES))
     p = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *plugin,
          "--rootdir", str(EXAMPLES), "-c", os.devnull, str(EXAMPLES)],
@@ -46,12 +47,6 @@ def test_examples_pass() -> None:
     sources = "".join(f.read_text() for f in EXAMPLES.glob("test_*.py"))
     n = len(re.findall(r"^def test_", sources, re.MULTILINE))
     assert f"{n} passed" in p.stdout, p.stdout[-2000:]
-
-
-def _entry_point_loaded() -> bool:
-    from importlib.metadata import entry_points
-
-    return any(ep.value == "syncmq.testing.plugin" for ep in entry_points(group="pytest11"))
 
 
 if __name__ == "__main__" and sys.argv[1:] == ["--write"]:

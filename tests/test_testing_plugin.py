@@ -7,10 +7,12 @@ passed with ``-p`` unless the installed entry point already loaded it.
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import threading
 
 import pytest
+from plugin_args import plugin_args
 
 pytest_plugins = ["pytester"]
 
@@ -29,14 +31,17 @@ def seen(**kw):
 @pytest.fixture
 def run(pytester: pytest.Pytester, request, monkeypatch, tmp_path):
     """``run(*args, subprocess=False) -> (result, seen records)``."""
-    loaded = request.config.pluginmanager.has_plugin("syncmq")
+    loaded = request.config.pluginmanager.has_plugin("syncmq")  # in-process runs inherit it
     seen_file = tmp_path / "seen.jsonl"
     monkeypatch.setenv("SEEN", str(seen_file))
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     pytester.makepyfile(seenlib=SEEN_HELPER)
 
     def go(*args: str, subprocess: bool = False):
-        plugin = [] if loaded else ["-p", "syncmq.testing.plugin"]
+        if subprocess:
+            plugin = plugin_args(dict(os.environ), cwd=str(pytester.path))
+        else:
+            plugin = [] if loaded else ["-p", "syncmq.testing.plugin"]
         runner = pytester.runpytest_subprocess if subprocess else pytester.runpytest_inprocess
         result = runner(*plugin, "-p", "no:cacheprovider", *args)
         records = [json.loads(line) for line in seen_file.read_text().splitlines()] \

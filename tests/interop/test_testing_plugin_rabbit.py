@@ -7,11 +7,15 @@ from __future__ import annotations
 import os
 import pathlib
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 
 import pytest
 from interop_helpers import RabbitNode, free_port, rabbitmq_available
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from plugin_args import plugin_args  # noqa: E402  (tests/)
 
 pytest_plugins = ["pytester"]
 
@@ -75,8 +79,7 @@ def managed_rabbitmq() -> Iterator[ManagedRabbitNode]:
 def test_same_tests_against_rabbitmq(pytester, managed_rabbitmq, request, monkeypatch) -> None:
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     pytester.makepyfile(test_user=USER_TESTS)
-    plugin = [] if request.config.pluginmanager.has_plugin("syncmq") else \
-        ["-p", "syncmq.testing.plugin"]
+    plugin = plugin_args(dict(os.environ), cwd=str(pytester.path))
     result = pytester.runpytest_subprocess(
         *plugin, "-p", "no:cacheprovider", "-s", "-rs",
         f"--syncmq-url=amqp://guest:guest@127.0.0.1:{managed_rabbitmq.port}/",
