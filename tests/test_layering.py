@@ -26,7 +26,8 @@ RANK = {
     "wire": 0, "options": 0,
     "__init__": -1,
 }
-ALLOWED_SAME = {("__main__", "cli"), ("embedded", "config"), ("cli", "config"), ("server", "management"), ("ctl", "ctl_remote")}
+ALLOWED_SAME = {("__main__", "cli"), ("embedded", "config"), ("cli", "config"), ("server", "management"),
+                ("ctl", "ctl_remote")}
 
 
 def _layer(module: str) -> str:
