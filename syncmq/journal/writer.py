@@ -250,6 +250,11 @@ class Journal(SegmentFiles, JournalControl):
                                             daemon=True)
             self._thread.start()
 
+    @property
+    def thread(self) -> threading.Thread | None:
+        """The journal thread once started (for joining and inspection)."""
+        return self._thread
+
     def close(self, timeout: float | None = None) -> None:
         """Write and fsync everything queued, stop the thread, release the directory.
 

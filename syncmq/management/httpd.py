@@ -227,6 +227,13 @@ class ManagementServer:
         self.thread.start()
         return self.address
 
+    def threads(self) -> list[threading.Thread]:
+        """The listener's and the history sampler's threads (waitress's request threads are
+        joined by ``stop``: its task dispatcher's shutdown)."""
+        if self.app is None or self.thread is None:
+            return []
+        return [self.thread, self.app.api.history.thread]
+
     def stop(self) -> None:
         server, self.server = self.server, None
         if server is None:
