@@ -220,11 +220,16 @@ class ConfirmTrackerMachine(RuleBasedStateMachine):
         self.t.published(r)
         self.kind[self.t.seq] = kind
 
-    @rule()
-    def end_batch(self):
-        upto = self.t.hand_over()
+    @rule(fire_first=st.booleans(), fail=st.sampled_from([False, False, False, True]))
+    def end_batch(self, fire_first=False, fail=False):
+        # as Session.flush_confirms: the barrier is registered before the hand-over, and
+        # the journal thread may fire it (or an earlier one) before the hand-over happens
+        upto = self.t.journaled_in_batch()
         if upto:
             self.barriers.append(upto)
+        if fire_first and self.barriers:
+            self.barrier_fires(fail)
+        self.t.hand_over()
 
     @precondition(lambda self: self.barriers)
     @rule(fail=st.sampled_from([False, False, False, True]))

@@ -1,7 +1,6 @@
 """The broker's one publish: route a message, journal it, store its body, enqueue it.
 
-Every publisher goes through :func:`publish` (or :func:`publish_to` when it chose the queues
-itself): ``basic.publish`` (one by one, or in runs), ``tx.commit``, dead-lettering
+Every publisher goes through :func:`publish`: ``basic.publish`` (one by one, or in runs), ``tx.commit``, dead-lettering
 (``VirtualHost.dead_letter``) and the management API's publish endpoint. What it does, in
 order (the order is what makes the journal and the memory budget safe):
 
@@ -83,7 +82,7 @@ class PublishRun:
     limit, TTL or priorities) joins a run: its outcome does not depend on the queue's answer.
     The owner flushes the run before anything that could observe a held-back publish (for a
     connection: before any method other than basic.publish/basic.ack, at the end of each
-    batch, when a channel is released); :func:`publish_to` flushes it before it enqueues a
+    batch, when a channel is released); :func:`publish` flushes it before it enqueues a
     publish that does not join, so a queue keeps its publishers' order.
 
     Owned by one thread (a connection's worker); not thread-safe.
@@ -124,63 +123,74 @@ class PublishRun:
 
 
 def publish(vhost: VirtualHost, ex: Exchange, message: Message, mandatory: bool = False,
-            must_journal: bool = False, run: PublishRun | None = None) -> PublishResult:
+            must_journal: bool = False, run: PublishRun | None = None,
+            queues: list[Queue] | None = None,
+            result: PublishResult | None = None) -> PublishResult:
     """Route ``message`` published to ``ex`` and enqueue it (see the module docstring).
 
     ``must_journal``: a persistent message for a durable queue that the journal refuses is
     dropped (``result.dropped``) rather than queued as a transient one (publishers that
     promise durability: confirm and tx channels, the management API). ``run``: non-mandatory
-    publishes may be held back in it (see :class:`PublishRun`).
+    publishes may be held back in it (see :class:`PublishRun`). ``queues``: the publisher
+    chose the queues itself (dead-lettering routes, then drops cycles); no routing and no
+    direct reply-to then. ``result``: fill this object in instead of a new one (a hot
+    publisher's own, reused: it is valid until that publisher's next publish).
     """
-    if not ex.name and message.routing_key.startswith(REPLY_PREFIX):
-        target = vhost.reply_consumers.get(message.routing_key[len(REPLY_PREFIX):])
-        return PublishResult(_NO_QUEUES, target is not None and target.deliver_reply(message))
-    return publish_to(vhost, message, vhost.route(ex, message), mandatory, must_journal, run)
-
-
-def publish_to(vhost: VirtualHost, message: Message, queues: list[Queue],
-               mandatory: bool = False, must_journal: bool = False,
-               run: PublishRun | None = None) -> PublishResult:
-    """Steps 2-4 of :func:`publish` for queues the publisher chose (dead-lettering filters
-    the routed queues for cycles first)."""
+    rejected = journaled = False
+    if queues is None:
+        if not ex.name and message.routing_key.startswith(REPLY_PREFIX):
+            target = vhost.reply_consumers.get(message.routing_key[len(REPLY_PREFIX):])
+            routed = target is not None and target.deliver_reply(message)
+            return _result(result, _NO_QUEUES, routed, False, False, False)
+        queues = vhost.route(ex, message)
     hold = run is not None and not mandatory and message.ttl is None
     if run is not None and not hold and run.pending:
         run.flush()  # earlier held-back publishes first: a queue keeps the publish order
     if not queues:
-        return PublishResult(queues, False)
-    journaled = False
+        return _result(result, queues, False, False, False, False)
     in_journal = False  # every reference is a queue named in a durable-bound PUBLISH record
-    if message.persistent:
-        durability = vhost.durability
-        if durability is not None:
-            try:
-                in_journal = journaled = durability.publish(vhost.name, message, queues)
-            except NotDurable:
-                if must_journal:
-                    return PublishResult(queues, True, journaled=True, dropped=True)
-                journaled = True  # its barrier fails: confirms are nacks
+    if message.persistent and vhost.durability is not None:
+        try:
+            in_journal = journaled = vhost.durability.publish(vhost.name, message, queues)
+        except NotDurable:
+            journaled = True  # its barrier fails: confirms are nacks, commits fail
+            if must_journal:
+                return _result(result, queues, True, False, True, True)
     store = vhost.body_store
     if store is not None:
         store.put(message, len(queues), in_journal and all(q.journaled for q in queues))
-    rejected = False
     if hold:
-        add = run.add  # its outcome does not depend on a batchable queue's answer
+        routed = True  # its outcome does not depend on a batchable queue's answer
+        add = run.add
         for q in queues:
             if q.batchable:
                 add(q, message)
             elif q.publish(message) == REFUSED:
                 rejected = True
-        return PublishResult(queues, True, rejected, journaled)
-    routed = False
-    for q in queues:
-        r = q.publish(message)
-        if r:
-            routed = True
-            if r == REFUSED:
-                rejected = True
-    return PublishResult(queues, routed, rejected, journaled)
+    else:
+        routed = False
+        for q in queues:
+            r = q.publish(message)
+            if r:
+                routed = True
+                if r == REFUSED:
+                    rejected = True
+    return _result(result, queues, routed, rejected, journaled, False)
+
+
+def _result(result: PublishResult | None, queues: list, routed: bool, rejected: bool,
+            journaled: bool, dropped: bool) -> PublishResult:
+    """``result`` filled in, or a new one."""
+    if result is None:
+        return PublishResult(queues, routed, rejected, journaled, dropped)
+    result.queues = queues
+    result.routed = routed
+    result.rejected = rejected
+    result.journaled = journaled
+    result.dropped = dropped
+    return result
 
 
 _NO_QUEUES: list = []
 
-__all__ = ["ENQUEUED", "REFUSED", "PublishResult", "PublishRun", "publish", "publish_to"]
+__all__ = ["ENQUEUED", "REFUSED", "PublishResult", "PublishRun", "publish"]

@@ -23,7 +23,7 @@ from .args import check_declare_arguments, check_queue_type
 from .deadletter import dead_lettered, is_cycle
 from .exchange import EXCHANGE_TYPES, Exchange
 from .message import Message
-from .publish import publish_to
+from .publish import publish
 from .queue import Consumer, Queue
 from .routing import validate_headers_binding
 from .timers import Scheduler
@@ -501,7 +501,7 @@ class VirtualHost:
                 if len(kept) != len(queues):
                     self._log_cycle(source, queues, kept)
                     queues = kept
-            publish_to(self, new, queues)
+            publish(self, ex, new, queues=queues)
 
     def _log_cycle(self, source: Queue, queues: list[Queue], kept: list[Queue]) -> None:
         dropped = tuple(sorted(q.name for q in queues if q not in kept))

@@ -148,7 +148,11 @@ def publish(session: Session, ch: Channel, m: B.Publish, props: bytes, body: byt
         ch.tx_publishes.append((ex, message, m.mandatory))
         return
     confirms = ch.confirms
-    result = route(session, ch, ex, message, m.mandatory, confirms is not None, session.run)
+    if m.mandatory:
+        result = route(session, ch, ex, message, True, confirms is not None, session.run)
+    else:  # (no basic.return: straight to the broker, with the channel's reused result)
+        result = broker_publish(vhost, ex, message, False, confirms is not None, session.run,
+                                None, ch.publish_result)
     if confirms is not None:
         confirms.published(result)  # sent at the end of the batch (Session.flush_confirms)
         session.confirm_dirty.add(confirms)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
+from ..broker.publish import PublishResult
 from ..broker.queue import Consumer, DeliveryFailed, Queue
 from ..protocol.channel import encode_deliver, encode_get_ok
 from ..queues.unacked import UnackedMap
@@ -43,7 +44,7 @@ class Channel:
         "tx", "tx_publishes", "tx_acks", "last_queue",
         "write_ok", "read_ok", "n_publish", "n_return", "n_deliver", "n_get",
         "n_redeliver", "n_ack", "stats_folded", "reply_consumer",
-        "last_publish", "last_exchange_rk",
+        "last_publish", "last_exchange_rk", "publish_result",
     )
 
     def __init__(self, session: Session, channel_id: int) -> None:
@@ -79,6 +80,8 @@ class Channel:
         # deliveries (worker-only; see methods.basic.publish)
         self.last_publish: _spec.Basic.Publish | None = None
         self.last_exchange_rk = b""
+        # The result of this channel's last basic.publish, reused for the next one (worker)
+        self.publish_result = PublishResult([], False)
 
     @property
     def confirm(self) -> bool:

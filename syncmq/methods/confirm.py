@@ -41,8 +41,9 @@ class ConfirmTracker:
       held (``Channel.release`` sets ``closing`` under the channel's lock, so no confirm
       follows a channel.close-ok). Lock order: ``lock``, ``Channel.lock``, transport.
 
-    Invariants (:meth:`_check`): ``sent <= handed <= seq``, ``durable_done <=
-    durable_pending <= handed``, ``nacks`` ascending and ``<= handed``.
+    Invariants (:meth:`_check`): ``handed <= seq``, ``sent <= seq`` (a failed barrier that
+    fires before its batch's hand-over nacks up to its publish at once), ``durable_pending <=
+    handed``, ``durable_done <= seq``, ``nacks`` ascending and ``<= handed``.
     """
 
     __slots__ = ("channel", "lock", "seq", "_nacks", "_durable", "handed", "nacks",
@@ -73,10 +74,16 @@ class ConfirmTracker:
         if result.journaled:
             self._durable = seq
 
-    def hand_over(self) -> int:
+    def journaled_in_batch(self) -> int:
+        """The last journaled publish of the current batch, or 0 (worker): the caller
+        registers a journal barrier for it (then :meth:`synced`) *before* :meth:`hand_over`,
+        so that the barrier joins the journal's group commit of the batch's records; the
+        barrier may fire before the hand-over, which is safe (see :meth:`synced`)."""
+        return self._durable
+
+    def hand_over(self) -> None:
         """End of the worker's batch: hand this batch's publishes over and send every confirm
-        that is due. Returns the publish whose fsync the caller must wait for with a journal
-        barrier (then :meth:`synced`), or 0."""
+        that is due."""
         durable = self._durable
         self._durable = 0
         with self.lock:
@@ -87,13 +94,14 @@ class ConfirmTracker:
             if durable:
                 self.durable_pending = durable
             self._flush_locked()
-        return durable
 
     # ---- the journal thread (or the worker if the journal refused the barrier) ----
 
     def synced(self, upto: int, err: Exception | None) -> None:
         """The journal barrier for publishes up to ``upto`` fired: they are on disk (or, with
-        ``err``, cannot be: nack them); send what is now due."""
+        ``err``, cannot be: nack them); send what is now due. If it fires before the batch
+        that registered it was handed over, ``durable_done`` runs ahead of ``handed`` for a
+        moment: only what was handed over is sent, the rest when it is."""
         with self.lock:
             if err is not None and self._may_send():
                 if upto > self.sent:
@@ -145,9 +153,10 @@ class ConfirmTracker:
     def _check(self) -> None:
         """The invariants in the class docstring (tests; takes ``lock``)."""
         with self.lock:
-            assert 0 <= self.sent <= self.handed <= self.seq, (self.sent, self.handed, self.seq)
-            assert self.durable_done <= self.durable_pending <= self.handed, (
-                self.durable_done, self.durable_pending, self.handed)
+            assert 0 <= self.handed <= self.seq and 0 <= self.sent <= self.seq, (
+                self.sent, self.handed, self.seq)
+            assert self.durable_pending <= self.handed, (self.durable_pending, self.handed)
+            assert self.durable_done <= self.seq, (self.durable_done, self.seq)
             assert self.nacks == sorted(self.nacks) and all(
                 n <= self.handed for n in self.nacks), self.nacks
             assert self.n_confirm <= self.sent

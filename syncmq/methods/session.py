@@ -213,14 +213,13 @@ class Session:
         several). Journaled publishes get one journal barrier for the batch; their confirms
         are sent from the journal thread as soon as the fsync is done
         (``ConfirmTracker.synced``: no hop through this worker's task queue)."""
-        waits = []
-        for tracker in self.confirm_dirty:
-            upto = tracker.hand_over()
-            if upto:
-                waits.append((tracker, upto))
-        self.confirm_dirty.clear()
-        if waits:
+        dirty = self.confirm_dirty
+        waits = [(t, upto) for t in dirty if (upto := t.journaled_in_batch())]
+        if waits:  # first, so that the barrier joins the group commit of the batch's records
             self.broker.durability.barrier(lambda err: _synced(waits, err))
+        for tracker in dirty:
+            tracker.hand_over()
+        dirty.clear()
 
     def after_journal_sync(self, fn: Callable[[Exception | None], None]) -> None:
         """Run ``fn(error)`` on this connection's worker once everything journaled so far is
