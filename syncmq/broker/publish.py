@@ -159,14 +159,19 @@ def publish(vhost: VirtualHost, ex: Exchange, message: Message, mandatory: bool 
     store = vhost.body_store
     if store is not None:
         store.put(message, len(queues), in_journal and all(q.journaled for q in queues))
-    if hold:
-        routed = True  # its outcome does not depend on a batchable queue's answer
+    if hold:  # its outcome does not depend on a batchable queue's answer: routed
         add = run.add
         for q in queues:
             if q.batchable:
                 add(q, message)
             elif q.publish(message) == REFUSED:
                 rejected = True
+        if result is None:
+            return PublishResult(queues, True, rejected, journaled, False)
+        # (the per-message path: filled in here rather than by a call to _result)
+        result.queues, result.routed, result.rejected, result.journaled, result.dropped = (
+            queues, True, rejected, journaled, False)
+        return result
     else:
         routed = False
         for q in queues:
