@@ -29,27 +29,7 @@ from syncmq.methods.confirm import ConfirmTracker
 from syncmq.methods.session import Session, Settings
 from syncmq.protocol import connection as pconn
 from syncmq.wire import _spec
-
-
-class _Transport:
-    """Collects what a session writes (the few members ``Channel`` and ``Session`` use)."""
-
-    peer = ("fuzz", 0)
-    pending_out = 0
-    out_high = 1 << 30
-
-    def __init__(self) -> None:
-        self.out: list = []
-
-    def write(self, chunks: list) -> None:
-        self.out.extend(chunks)
-
-    def write1(self, data: bytes) -> None:
-        self.out.append(data)
-
-    def throttle(self) -> bool:
-        return False
-
+from tests.fake_transport import FakeTransport as _Transport
 
 QUEUE_ARGS = st.sampled_from([
     {},
