@@ -128,7 +128,7 @@ def test_flush_runs_handles_every_run_when_one_raises():
     session = Session(_Transport(), Broker(), Settings(), {})
     bad, good = _RaisingQueue(), _RecordingQueue()
     ch_bad, ch_good = _RecordingChannel(fail=True), _RecordingChannel()
-    session.pending_publish = {bad: ["m1"], good: ["m2", "m3"]}
+    session.run.pending.update({bad: ["m1"], good: ["m2", "m3"]})
     session.pending_acks = {ch_bad: ["e1"], ch_good: ["e2", "e3"]}
     with pytest.raises(RuntimeError, match="publish_many failed"):
         session.flush_runs()

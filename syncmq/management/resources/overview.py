@@ -15,6 +15,7 @@ import syncmq.management.state as state
 
 from ...broker.exchange import EXCHANGE_TYPES
 from ...broker.message import Message
+from ...broker.publish import publish as broker_publish
 from ..common import (
     Request,
     Response,
@@ -140,7 +141,8 @@ def aliveness(api: API, req: Request, vhost: str) -> Response:
     """Declare ``aliveness-test`` in the vhost, publish a message to it and get it back."""
     vh = api.visible_vhosts(req, vhost)[0]
     q, _ = vh.declare_queue("aliveness-test", False, False, False, False, None, None)
-    q.publish(Message("", "aliveness-test", b"\x00\x00", b"test_message"))
+    broker_publish(vh, vh.default_exchange,  # the broker's one publish, to this queue only
+                   Message("", "aliveness-test", b"\x00\x00", b"test_message"), queues=[q])
     got = q.get(True)
     if got is None or got[1].body != b"test_message":
         return Response(503, {"status": "failed", "reason": "message not received"})

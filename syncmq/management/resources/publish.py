@@ -8,11 +8,13 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import threading
 from typing import TYPE_CHECKING, Any
 
 import syncmq.management.validate as validate
 
 from ...broker.message import Message
+from ...broker.publish import publish as broker_publish
 from ...wire import _spec
 from ..common import (
     Request,
@@ -59,8 +61,10 @@ def _encode_properties(props: Any) -> bytes:
 def publish(api: API, req: Request, vhost: str, name: str) -> Response:
     """Publish one message, as RabbitMQ's ``POST /api/exchanges/{vh}/{x}/publish``:
     body ``{routing_key, payload, payload_encoding: string|base64, properties}``;
-    answers ``{"routed": bool}`` (true when at least one queue took it). Persistent
-    messages reaching durable queues are journaled as a basic.publish's are."""
+    answers ``{"routed": bool}`` (true when at least one queue took it). It is the
+    broker's one publish (``broker.publish``): persistent messages reaching durable
+    queues are journaled (once) and the answer waits for their fsync; a publish a queue
+    refused (``x-overflow: reject-publish``) is RabbitMQ's 400."""
     vh, ex = api.get_exchange(req, vhost, name)
     body = validate.require(req.body, "routing_key", "properties", "payload",
                             "payload_encoding")
@@ -87,16 +91,26 @@ def publish(api: API, req: Request, vhost: str, name: str) -> Response:
         if refusal:
             raise bad_request(f"406 PRECONDITION_FAILED - {refusal}")
     message = Message(ex.name, rk, _encode_properties(props or {}), data)
-    queues = vh.route(ex, message)
-    if message.persistent and queues and vh.durability is not None:
-        try:
-            vh.durability.publish(vh.name, message, queues)
-        except vh.durability.NotDurable:
-            pass  # the journal failed: it stays a transient message
-    if vh.body_store is not None and queues:
-        vh.body_store.put(message, len(queues))
-    routed = False
-    for q in queues:
-        if q.publish(message):
-            routed = True
-    return Response(200, {"routed": routed})
+    # the broker's one publish; as RabbitMQ's publish through a confirm channel, a nack (a
+    # queue's reject-publish, the journal's failure) is a 400 and an ack waits for the
+    # journal's fsync
+    result = broker_publish(vh, ex, message, must_journal=True)
+    if result.rejected or result.dropped or (
+            result.journaled and not _journal_synced(vh.durability)):
+        raise bad_request("rejected Unable to publish message. Check queue limits.")
+    return Response(200, {"routed": result.routed})
+
+
+def _journal_synced(durability: Any, timeout: float = 30.0) -> bool:
+    """Wait (on the HTTP server's thread) for a journal barrier: True once what was appended
+    before it is fsynced, False if the journal failed (or did not answer in ``timeout``)."""
+    done = threading.Event()
+    errors: list = []
+
+    def fired(err: Exception | None) -> None:
+        if err is not None:
+            errors.append(err)
+        done.set()
+
+    durability.barrier(fired)
+    return done.wait(timeout) and not errors
