@@ -122,6 +122,29 @@ def test_no_cors_unless_configured(broker_factory):
             assert (r.headers.get("Access-Control-Allow-Origin") == origin) is allowed
 
 
+def test_cors_preflight_needs_no_credentials(broker_factory):
+    """A browser sends a preflight OPTIONS before any cross-origin request carrying
+    Authorization, and never with credentials: as RabbitMQ's ``is_authorized`` (which passes
+    OPTIONS), an allowed origin's preflight is answered 2xx with the CORS headers; any other
+    origin's still needs credentials."""
+    b = broker_factory("--management-cors-origin", "http://ok.example")
+    url = f"http://127.0.0.1:{b.management_port}/api/queues/%2F/q"
+    pre = {"Access-Control-Request-Method": "PUT",
+           "Access-Control-Request-Headers": "authorization,content-type"}
+    req = urllib.request.Request(url, method="OPTIONS",
+                                 headers={"Origin": "http://ok.example", **pre})
+    with urllib.request.urlopen(req, timeout=TIMEOUT) as r:
+        assert r.status == 204
+        assert r.headers.get("Access-Control-Allow-Origin") == "http://ok.example"
+        assert "PUT" in r.headers.get("Access-Control-Allow-Methods")
+    req = urllib.request.Request(url, method="OPTIONS",
+                                 headers={"Origin": "http://evil.example", **pre})
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req, timeout=TIMEOUT)
+    assert e.value.code == 401 and "Access-Control-Allow-Origin" not in e.value.headers
+    assert call(b, "PUT", "/api/queues/%2F/q", {})[0] == 201  # the real request still works
+
+
 def test_metrics_aggregated_without_credentials_per_object_with(broker, unique):
     call(broker, "PUT", f"/api/queues/%2F/{unique}", {})
     url = f"http://127.0.0.1:{broker.management_port}"

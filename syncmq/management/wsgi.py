@@ -19,7 +19,9 @@ the API. A 401 to a request with ``X-Requested-With`` (the dashboard's calls) ca
 
 Every refusal is RabbitMQ's JSON error shape ``{"error": ..., "reason": ...}``; an
 unexpected exception is logged and answered 500 without its text. CORS headers are sent only
-to origins listed in ``cors_origins``.
+to origins listed in ``cors_origins``; a CORS preflight (``OPTIONS`` from such an origin) is
+answered without credentials, since browsers never send any with it (RabbitMQ's
+``is_authorized`` passes OPTIONS too), and never reaches the API.
 """
 
 from __future__ import annotations
@@ -98,7 +100,10 @@ class App:
         limit = s.max_body
         user = None
         try:
-            if parts[:1] == ["api"]:
+            if parts[:1] == ["api"] and not (
+                    method == "OPTIONS" and headers.get("ORIGIN") in s.cors_origins):
+                # (a CORS preflight never carries credentials: RabbitMQ's is_authorized
+                # passes OPTIONS; it is answered from the route table alone, see _respond)
                 user = self.authenticate(headers.get("AUTHORIZATION", ""), peer)
                 if parts == ["api", "definitions"] and method == "POST":
                     limit = s.max_definitions_body
