@@ -83,6 +83,41 @@ def test_undecodable_json_is_not_json(broker, raw):
     assert (status, out) == (400, {"error": "bad_request", "reason": "not_json"})
 
 
+LONE_SURROGATE = [
+    # JSON may escape a lone UTF-16 surrogate; no AMQP string (UTF-8) can hold one
+    ("POST", "/api/exchanges/%2F/amq.fanout/publish",
+     b'{"routing_key": "\\ud800", "payload": "x", "payload_encoding": "string", '
+     b'"properties": {}}'),
+    ("POST", "/api/exchanges/%2F/amq.fanout/publish",
+     b'{"routing_key": "k", "payload": "\\udfff", "payload_encoding": "string", '
+     b'"properties": {}}'),
+    ("POST", "/api/definitions", b'{"queues": [{"name": "\\ud800", "vhost": "/"}]}'),
+    ("POST", "/api/definitions", b'{"vhosts": [{"name": "\\uDBFF"}]}'),
+    ("PUT", "/api/vhosts/{u}", b'{"description": "\\ud800"}'),
+    ("PUT", "/api/queues/%2F/{u}", b'{"arguments": {"\\ud800": 1}}'),
+]
+
+
+@pytest.mark.parametrize("method,path,raw", LONE_SURROGATE)
+def test_lone_surrogate_is_not_json(broker, ch, method, path, raw):
+    """Refused as RabbitMQ's JSON decoder refuses it (400 not_json), before anything is
+    created: routed, such a routing key was a poison message that closed every consumer's
+    connection with 541 on delivery."""
+    q = ch.queue_declare("", exclusive=True).method.queue
+    ch.queue_bind(q, "amq.fanout")
+    unique = "s" + uuid.uuid4().hex[:10]
+    status, out = call(broker, method, path.format(u=unique), raw=raw)
+    assert (status, out) == (400, {"error": "bad_request", "reason": "not_json"})
+    assert call(broker, "GET", f"/api/vhosts/{unique}")[0] == 404
+    assert ch.basic_get(q, auto_ack=True) == (None, None, None)  # nothing routed
+    # paired surrogates are one character (U+1F600), and fine
+    ok = b'{"routing_key": "\\ud83d\\ude00", "payload": "x", "payload_encoding": "string", ' \
+         b'"properties": {}}'
+    assert call(broker, "POST", "/api/exchanges/%2F/amq.fanout/publish", raw=ok)[0] == 200
+    method_, _, body = ch.basic_get(q, auto_ack=True)
+    assert (method_.routing_key, body) == ("\U0001F600", b"x")
+
+
 def test_every_post_must_be_json_and_name_missing_keys(broker, unique):
     pub = "/api/exchanges/%2F/amq.direct/publish"
     # an empty text/plain POST (a cross-site form) is refused before anything runs

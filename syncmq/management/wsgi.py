@@ -30,6 +30,7 @@ import base64
 import binascii
 import json
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, unquote
@@ -232,7 +233,7 @@ class App:
             body = json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
         except (ValueError, RecursionError):
             raise bad_request("not_json") from None
-        if not _shallow(body):
+        if not _shallow(body) or (_SURROGATE_ESCAPE.search(raw) and _has_lone_surrogate(body)):
             raise bad_request("not_json")
         return body
 
@@ -246,6 +247,29 @@ def _finite(text: str) -> float:
     if v in (float("inf"), float("-inf")):
         raise ValueError(text)
     return v
+
+
+# A JSON escape of a UTF-16 surrogate (raw UTF-8 cannot hold one: that is already not_json)
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _has_lone_surrogate(obj: Any) -> bool:
+    """Whether a string (key or value) in ``obj`` holds a lone surrogate (``"\\ud800"``): no
+    UTF-8 string can, so no AMQP name, key or body either (RabbitMQ's decoder refuses it);
+    accepted, it failed later, half-way through a change or when delivered. Iterative."""
+    stack = [obj]
+    while stack:
+        o = stack.pop()
+        if isinstance(o, str):
+            if _LONE_SURROGATE.search(o):
+                return True
+        elif isinstance(o, dict):
+            stack.extend(o)
+            stack.extend(o.values())
+        elif isinstance(o, list):
+            stack.extend(o)
+    return False
 
 
 def _shallow(obj: Any) -> bool:
