@@ -101,10 +101,11 @@ class App:
         limit = s.max_body
         user = None
         try:
-            if parts[:1] == ["api"] and not (
-                    method == "OPTIONS" and headers.get("ORIGIN") in s.cors_origins):
-                # (a CORS preflight never carries credentials: RabbitMQ's is_authorized
-                # passes OPTIONS; it is answered from the route table alone, see _respond)
+            # a CORS preflight never carries credentials (RabbitMQ's is_authorized passes
+            # OPTIONS); an allowed origin's is answered by _respond, never by the API
+            origin = headers.get("ORIGIN")
+            preflight = method == "OPTIONS" and bool(origin) and origin in s.cors_origins
+            if parts[:1] == ["api"] and not preflight:
                 user = self.authenticate(headers.get("AUTHORIZATION", ""), peer)
                 if parts == ["api", "definitions"] and method == "POST":
                     limit = s.max_definitions_body
