@@ -83,6 +83,41 @@ def test_undecodable_json_is_not_json(broker, raw):
     assert (status, out) == (400, {"error": "bad_request", "reason": "not_json"})
 
 
+LONE_SURROGATE = [
+    # JSON may escape a lone UTF-16 surrogate; no AMQP string (UTF-8) can hold one
+    ("POST", "/api/exchanges/%2F/amq.fanout/publish",
+     b'{"routing_key": "\\ud800", "payload": "x", "payload_encoding": "string", '
+     b'"properties": {}}'),
+    ("POST", "/api/exchanges/%2F/amq.fanout/publish",
+     b'{"routing_key": "k", "payload": "\\udfff", "payload_encoding": "string", '
+     b'"properties": {}}'),
+    ("POST", "/api/definitions", b'{"queues": [{"name": "\\ud800", "vhost": "/"}]}'),
+    ("POST", "/api/definitions", b'{"vhosts": [{"name": "\\uDBFF"}]}'),
+    ("PUT", "/api/vhosts/{u}", b'{"description": "\\ud800"}'),
+    ("PUT", "/api/queues/%2F/{u}", b'{"arguments": {"\\ud800": 1}}'),
+]
+
+
+@pytest.mark.parametrize("method,path,raw", LONE_SURROGATE)
+def test_lone_surrogate_is_not_json(broker, ch, method, path, raw):
+    """Refused as RabbitMQ's JSON decoder refuses it (400 not_json), before anything is
+    created: routed, such a routing key was a poison message that closed every consumer's
+    connection with 541 on delivery."""
+    q = ch.queue_declare("", exclusive=True).method.queue
+    ch.queue_bind(q, "amq.fanout")
+    unique = "s" + uuid.uuid4().hex[:10]
+    status, out = call(broker, method, path.format(u=unique), raw=raw)
+    assert (status, out) == (400, {"error": "bad_request", "reason": "not_json"})
+    assert call(broker, "GET", f"/api/vhosts/{unique}")[0] == 404
+    assert ch.basic_get(q, auto_ack=True) == (None, None, None)  # nothing routed
+    # paired surrogates are one character (U+1F600), and fine
+    ok = b'{"routing_key": "\\ud83d\\ude00", "payload": "x", "payload_encoding": "string", ' \
+         b'"properties": {}}'
+    assert call(broker, "POST", "/api/exchanges/%2F/amq.fanout/publish", raw=ok)[0] == 200
+    method_, _, body = ch.basic_get(q, auto_ack=True)
+    assert (method_.routing_key, body) == ("\U0001F600", b"x")
+
+
 def test_every_post_must_be_json_and_name_missing_keys(broker, unique):
     pub = "/api/exchanges/%2F/amq.direct/publish"
     # an empty text/plain POST (a cross-site form) is refused before anything runs
@@ -122,6 +157,29 @@ def test_no_cors_unless_configured(broker_factory):
             assert (r.headers.get("Access-Control-Allow-Origin") == origin) is allowed
 
 
+def test_cors_preflight_needs_no_credentials(broker_factory):
+    """A browser sends a preflight OPTIONS before any cross-origin request carrying
+    Authorization, and never with credentials: as RabbitMQ's ``is_authorized`` (which passes
+    OPTIONS), an allowed origin's preflight is answered 2xx with the CORS headers; any other
+    origin's still needs credentials."""
+    b = broker_factory("--management-cors-origin", "http://ok.example")
+    url = f"http://127.0.0.1:{b.management_port}/api/queues/%2F/q"
+    pre = {"Access-Control-Request-Method": "PUT",
+           "Access-Control-Request-Headers": "authorization,content-type"}
+    req = urllib.request.Request(url, method="OPTIONS",
+                                 headers={"Origin": "http://ok.example", **pre})
+    with urllib.request.urlopen(req, timeout=TIMEOUT) as r:
+        assert r.status == 204
+        assert r.headers.get("Access-Control-Allow-Origin") == "http://ok.example"
+        assert "PUT" in r.headers.get("Access-Control-Allow-Methods")
+    req = urllib.request.Request(url, method="OPTIONS",
+                                 headers={"Origin": "http://evil.example", **pre})
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req, timeout=TIMEOUT)
+    assert e.value.code == 401 and "Access-Control-Allow-Origin" not in e.value.headers
+    assert call(b, "PUT", "/api/queues/%2F/q", {})[0] == 201  # the real request still works
+
+
 def test_metrics_aggregated_without_credentials_per_object_with(broker, unique):
     call(broker, "PUT", f"/api/queues/%2F/{unique}", {})
     url = f"http://127.0.0.1:{broker.management_port}"
@@ -154,6 +212,30 @@ def test_definitions_import_is_all_or_nothing(broker, unique):
     assert call(broker, "POST", "/api/definitions", defs)[0] == 204
     assert call(broker, "GET", f"/api/queues/%2F/{unique}-q")[0] == 200
     assert call(broker, "GET", f"/api/users/{unique}-u")[0] == 200
+
+
+@pytest.mark.parametrize("kind", ["exchanges", "queues", "bindings"])
+def test_definitions_import_checks_argument_tables(broker, unique, kind):
+    """Arguments are AMQP field tables, checked in the plan as PUT checks them: an integer
+    beyond 64 bits used to pass the plan and fail in the journal after the object was in
+    memory (an exchange or queue left there unjournaled, lost at restart, with a 204; a
+    binding a 500 after the rest of the file was applied)."""
+    big = {"x-custom": 1 << 70}
+    defs = {"vhosts": [{"name": f"{unique}-vh"}],
+            "exchanges": [{"name": f"{unique}-x", "vhost": "/", "type": "direct"}],
+            "queues": [{"name": f"{unique}-q", "vhost": "/", "durable": True}],
+            "bindings": [{"source": f"{unique}-x", "vhost": "/", "destination": f"{unique}-q",
+                          "destination_type": "queue", "routing_key": "k"}]}
+    defs[kind][0]["arguments"] = big
+    status, out = call(broker, "POST", "/api/definitions", defs)
+    assert status == 400 and "out of range" in out["reason"], out
+    for path in (f"/api/vhosts/{unique}-vh", f"/api/exchanges/%2F/{unique}-x",
+                 f"/api/queues/%2F/{unique}-q"):
+        assert call(broker, "GET", path)[0] == 404, path  # nothing applied
+    defs[kind][0]["arguments"] = {"x-custom": 1 << 62}
+    assert call(broker, "POST", "/api/definitions", defs)[0] == 204
+    status, out = call(broker, "GET", f"/api/queues/%2F/{unique}-q/bindings")
+    assert status == 200 and any(b["source"] == f"{unique}-x" for b in out)
 
 
 def test_empty_user_names_are_refused(broker):

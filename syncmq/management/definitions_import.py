@@ -17,12 +17,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import syncmq.management.users as users_mod
+import syncmq.management.validate as validate
 
 from ..broker.args import check_declare_arguments, check_queue_type
 from ..broker.auth import Permission, User
 from ..broker.exchange import EXCHANGE_TYPES
 from ..broker.routing import validate_headers_binding
 from ..wire.errors import AMQPChannelError, AMQPConnectionError
+from .errors import HTTPError
 from .state import Context
 
 log = logging.getLogger("syncmq.management")
@@ -70,10 +72,14 @@ def _bool(item: dict, key: str, what: str, default: bool) -> bool:
 
 
 def _args(item: dict, what: str) -> dict:
-    v = item.get("arguments") or {}
-    if not isinstance(v, dict):
+    """The item's arguments, an AMQP field table checked as PUT checks it (the journal
+    could not write a value that is not one, after the object was already in memory)."""
+    if not isinstance(item.get("arguments") or {}, dict):
         raise DefinitionsError(f"{what}: 'arguments' must be an object")
-    return v
+    try:
+        return validate.arguments(item)
+    except HTTPError as e:
+        raise DefinitionsError(f"{what}: {e.reason}") from None
 
 
 def plan(ctx: Context, defs: Any) -> Plan:

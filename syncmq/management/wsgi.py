@@ -19,7 +19,9 @@ the API. A 401 to a request with ``X-Requested-With`` (the dashboard's calls) ca
 
 Every refusal is RabbitMQ's JSON error shape ``{"error": ..., "reason": ...}``; an
 unexpected exception is logged and answered 500 without its text. CORS headers are sent only
-to origins listed in ``cors_origins``.
+to origins listed in ``cors_origins``; a CORS preflight (``OPTIONS`` from such an origin) is
+answered without credentials, since browsers never send any with it (RabbitMQ's
+``is_authorized`` passes OPTIONS too), and never reaches the API.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import base64
 import binascii
 import json
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, unquote
@@ -98,7 +101,11 @@ class App:
         limit = s.max_body
         user = None
         try:
-            if parts[:1] == ["api"]:
+            # a CORS preflight never carries credentials (RabbitMQ's is_authorized passes
+            # OPTIONS); an allowed origin's is answered by _respond, never by the API
+            origin = headers.get("ORIGIN")
+            preflight = method == "OPTIONS" and bool(origin) and origin in s.cors_origins
+            if parts[:1] == ["api"] and not preflight:
                 user = self.authenticate(headers.get("AUTHORIZATION", ""), peer)
                 if parts == ["api", "definitions"] and method == "POST":
                     limit = s.max_definitions_body
@@ -227,7 +234,7 @@ class App:
             body = json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
         except (ValueError, RecursionError):
             raise bad_request("not_json") from None
-        if not _shallow(body):
+        if not _shallow(body) or (_SURROGATE_ESCAPE.search(raw) and _has_lone_surrogate(body)):
             raise bad_request("not_json")
         return body
 
@@ -241,6 +248,29 @@ def _finite(text: str) -> float:
     if v in (float("inf"), float("-inf")):
         raise ValueError(text)
     return v
+
+
+# A JSON escape of a UTF-16 surrogate (raw UTF-8 cannot hold one: that is already not_json)
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _has_lone_surrogate(obj: Any) -> bool:
+    """Whether a string (key or value) in ``obj`` holds a lone surrogate (``"\\ud800"``): no
+    UTF-8 string can, so no AMQP name, key or body either (RabbitMQ's decoder refuses it);
+    accepted, it failed later, half-way through a change or when delivered. Iterative."""
+    stack = [obj]
+    while stack:
+        o = stack.pop()
+        if isinstance(o, str):
+            if _LONE_SURROGATE.search(o):
+                return True
+        elif isinstance(o, dict):
+            stack.extend(o)
+            stack.extend(o.values())
+        elif isinstance(o, list):
+            stack.extend(o)
+    return False
 
 
 def _shallow(obj: Any) -> bool:
