@@ -4,6 +4,11 @@ The journal (``syncmq.journal``) knows nothing of AMQP; this module is the trans
 
 - Durable exchanges, durable non-exclusive queues and the bindings between durable entities
   are journaled when declared and deleted (flags as bits, arguments as encoded field tables).
+  Appending one (or re-declaring an existing durable entity) marks the calling thread
+  (:meth:`Durability.take_changed`): the reply that promises the change (declare-ok,
+  delete-ok, bind-ok, unbind-ok, purge-ok; the management API's answer) is sent only after a
+  :meth:`Durability.barrier` (``methods.durable_reply``), so a client that got it never
+  loses the change in a crash. Later policy and parameter changes use the same hook.
 - A persistent message (delivery-mode 2) routed to at least one durable queue gets a
   broker-wide ``msg_id`` and one PUBLISH record listing its durable queues, appended *before*
   the message is put on any queue, so an ACK record can never precede its PUBLISH.
@@ -13,8 +18,8 @@ The journal (``syncmq.journal``) knows nothing of AMQP; this module is the trans
   restart (RabbitMQ persists a message's expiry with it).
 - Acks and rejects of journaled messages append ACK records; the first delivery of a journaled
   message appends a DELIVERED record (so recovery sets ``redelivered``); purge and delete append
-  their records. None of these waits for an fsync: the journal's group commit makes them
-  durable with the next batch that has a waiter. ACK and DELIVERED ids are coalesced per queue
+  their records. None of these waits for an fsync of its own: the journal's group commit
+  makes them durable with the next batch that has a waiter. ACK and DELIVERED ids are coalesced per queue
   until the journal's next batch (``Journal.append_ids``: one record per queue per batch, not
   one per message), written after everything appended before them.
 - Publisher confirms and tx.commit-ok wait for :meth:`Durability.barrier`, which fires once
@@ -37,6 +42,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -85,9 +91,47 @@ class Durability:
         self.journal = journal
         self._ids = itertools.count(1)
         self._dropped = 0  # records dropped since the journal failed (for the log)
+        # per worker thread: ``changed`` once an entity record was appended (take_changed)
+        self._local = threading.local()
+
+    def take_changed(self) -> bool:
+        """Whether the calling thread appended a durable-state record (a declare, delete,
+        bind, unbind or purge) since its last call; clears the flag.
+
+        The hook for every reply that promises a durable change (methods.durable_reply, the
+        management API, later policies and parameters): when it returns True, answer only
+        after :meth:`barrier` (or :meth:`wait_durable`) has fired. Set even when the journal
+        refused the record, so that the barrier reports the error instead of a false ok."""
+        local = self._local
+        if getattr(local, "changed", False):
+            local.changed = False
+            return True
+        return False
+
+    def touched(self) -> None:
+        """The calling thread re-declared a durable entity (nothing appended): its reply
+        waits for a barrier too, as the first declare's record may not be on disk yet."""
+        self._local.changed = True
+
+    def wait_durable(self, timeout: float | None = None) -> Exception | None:
+        """Block the calling thread (never a worker: the management API's) until everything
+        appended so far is durable; the journal's error, or a ``TimeoutError``."""
+        done = threading.Event()
+        box: list = []
+
+        def fired(err: Exception | None) -> None:
+            box.append(err)
+            done.set()
+
+        self.barrier(fired)
+        if not done.wait(timeout):
+            return TimeoutError("journal fsync did not complete in time")
+        return box[0]
 
     def _append(self, record: bytes) -> None:
-        """Append a record nobody waits for; dropped (and logged once) if the journal failed."""
+        """Append a durable-state record (marks the thread, see :meth:`take_changed`);
+        dropped (and logged once) if the journal failed."""
+        self._local.changed = True
         try:
             self.journal.append(record)
         except JournalError as e:

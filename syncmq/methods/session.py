@@ -26,6 +26,7 @@ from ..protocol.connection import ChannelError, ConnectionProtocol
 from ..queues.unacked import UnackedMap
 from ..wire import _spec
 from ..wire.errors import AMQPChannelError, AMQPConnectionError
+from .durable_reply import Hold
 
 if TYPE_CHECKING:
     from ..broker.vhost import VirtualHost
@@ -470,6 +471,8 @@ class Session:
         self.pending_publish: dict[Queue, list[Message]] = {}
         self.pending_acks: dict[Channel, list] = {}
         self.journal_waiters: set[Channel] = set()
+        # a reply waiting for the journal, and what the connection parked behind it
+        self.hold: Hold | None = None
         # Publisher confirms are sent by this connection's worker and, for journaled
         # publishes, straight from the journal thread once their fsync is done
         # (_confirm_synced). This lock serialises the two: it guards every channel's
@@ -525,15 +528,28 @@ class Session:
     def frames_received(self, frames: list) -> None:
         if self.proto.state == pconn.CLOSED:
             return
+        if self.hold is not None:  # a reply waits for the journal: see durable_reply.py
+            self.hold.frames.extend(frames)
+            return
+        self._receive(frames, (), None)
+
+    def _receive(self, frames: list, events: Any, error: ChannelError | None) -> None:
+        """Handle ``events``, then ``error`` (a channel error the protocol layer raised after
+        them), then ``frames``; park what is left on ``self.hold`` if a handler set one."""
         try:
-            while frames:
-                events, frames, error = self.proto.receive(frames)
-                if error is None:
+            while True:
+                if events:
                     self._handle(events)
-                elif type(error) is ChannelError:
-                    self._handle(events)
+                if self.hold is not None:
+                    self.hold.error = error
+                    self.hold.frames[:0] = frames
+                    break
+                if error is not None:
                     self.channel_error(error.channel_id, error.error)
-                else:
+                if not frames:
+                    break
+                events, frames, error = self.proto.receive(frames)
+                if error is not None and type(error) is not ChannelError:
                     # a hard error: the events before it are dropped (the connection closes)
                     raise error
         except AMQPConnectionError as e:
@@ -685,7 +701,7 @@ class Session:
         channels = self.channels
         proto = self.proto
         closed = pconn.CLOSED
-        for ch_id, method, props, body in events:
+        for i, (ch_id, method, props, body) in enumerate(events):
             if proto.state == closed:
                 return
             index = method.INDEX
@@ -713,6 +729,9 @@ class Session:
                 if not e.class_id:
                     e.class_id, e.method_id = method.CLASS_ID, method.METHOD_ID
                 raise
+            if self.hold is not None:  # the reply waits for the journal (durable_reply.py)
+                self.hold.events = events[i + 1 :]
+                return
 
     def frame_error(self, exc: AMQPConnectionError) -> None:
         """The byte stream is broken (the reactor stopped reading): say why, then hang up.
