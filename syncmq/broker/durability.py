@@ -17,7 +17,8 @@ The journal (``syncmq.journal``) knows nothing of AMQP; this module is the trans
   of the publish: after a restart the TTL counts from the original publish, not from the
   restart (RabbitMQ persists a message's expiry with it).
 - Acks and rejects of journaled messages append ACK records; the first delivery of a journaled
-  message appends a DELIVERED record (so recovery sets ``redelivered``); purge and delete append
+  message appends a DELIVERED record (so recovery sets ``redelivered``; after an unclean stop
+  every recovered message is ``redelivered``, see :meth:`Durability.recover_into`); purge and delete append
   their records. None of these waits for an fsync of its own: the journal's group commit
   makes them durable with the next batch that has a waiter. ACK and DELIVERED ids are coalesced per queue
   until the journal's next batch (``Journal.append_ids``: one record per queue per batch, not
@@ -263,6 +264,10 @@ class Durability:
         # messages on several queues, until every queue has its copy: msg_id -> [Message,
         # copies still to restore]
         shared: dict[int, list] = {}
+        # After an unclean stop (no CLEAN marker: kill, crash, power loss) a message may have
+        # been delivered though its DELIVERED record never reached the disk: all of them come
+        # back redelivered, as RabbitMQ flags every message after an unclean stop.
+        unclean = not state.clean
         for rec in state.exchanges:
             vh = broker.add_vhost(rec.vhost)
             vh.restore_exchange(rec.name, rec.type, bool(rec.flags & EX_AUTO_DELETE),
@@ -283,7 +288,7 @@ class Durability:
                         entry[1] -= 1
                         if not entry[1]:
                             del shared[m.msg_id]
-                        q.restore_message(msg, m.delivered, m.published_ms)
+                        q.restore_message(msg, m.delivered or unclean, m.published_ms)
                         continue
                 msg = Message(m.exchange, m.routing_key, m.properties,
                               m.body if m.body is not None else b"")
@@ -301,7 +306,7 @@ class Durability:
                         store.put(msg, m.copies, True)
                 if m.copies > 1:
                     shared[m.msg_id] = [msg, m.copies - 1]
-                q.restore_message(msg, m.delivered, m.published_ms)
+                q.restore_message(msg, m.delivered or unclean, m.published_ms)
             counts["queues"] += 1
             counts["messages"] += len(rq.messages)
         for b in state.bindings:
@@ -312,4 +317,5 @@ class Durability:
                                   b.routing_key, _untable(b.arguments)):
                 counts["bindings"] += 1
         counts["truncated_bytes"] = state.stats.truncated_bytes
+        counts["clean"] = int(state.clean)
         return counts

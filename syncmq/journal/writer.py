@@ -96,6 +96,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from . import format as fmt
+from . import recovery as _recovery
 from .compaction import Compactor
 from .control import JournalControl
 from .items import (
@@ -193,6 +194,7 @@ class Journal(SegmentFiles, JournalControl):
         self._unsynced: list[str] = []  # closed segments written but not fsynced ("never")
         self._compact_failed_at = -1  # segment number when compaction last failed
         self._closed = False
+        self._clean_end = False  # _finish synced everything without an error (CLEAN marker)
         #: ``(current segment, offset up to which it is durable)``, replaced as one tuple so
         #: that another thread reads a consistent pair (``reader.SegmentReader.locate``)
         self.durable_mark: tuple[int, int] = (0, 0)
@@ -228,6 +230,7 @@ class Journal(SegmentFiles, JournalControl):
         if self._thread is not None:
             raise JournalError("recover() must be called before start()")
         result, state = recover_dir(self.data_dir, load_bodies)
+        result.clean = _recovery.take_clean_marker(self.data_dir)
         self._state = state
         self._compactor = Compactor(self.data_dir, state, self.segment_bytes,
                                     self.compact_threshold, self.compact_step_bytes,
@@ -268,6 +271,11 @@ class Journal(SegmentFiles, JournalControl):
         else:
             self._finish()
         if self._lock_fd is not None:
+            if self._clean_end:
+                try:
+                    _recovery.write_clean_marker(self.data_dir)
+                except OSError as exc:
+                    log.error("journal: cannot mark %s cleanly closed: %s", self.data_dir, exc)
             os.close(self._lock_fd)
             self._lock_fd = None
 
@@ -283,6 +291,9 @@ class Journal(SegmentFiles, JournalControl):
             try:
                 if self._error is None:
                     self._sync_all()
+                    # everything appended is on disk: the next recovery may trust the
+                    # DELIVERED records (close() writes the CLEAN marker)
+                    self._clean_end = not self._pending and not self._ids
             except OSError as exc:
                 log.error("journal: final fsync of %s failed: %s", self.data_dir, exc)
             os.close(self._fd)
