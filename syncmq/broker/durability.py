@@ -25,6 +25,9 @@ The journal (``syncmq.journal``) knows nothing of AMQP; this module is the trans
   one per message), written after everything appended before them.
 - Publisher confirms and tx.commit-ok wait for :meth:`Durability.barrier`, which fires once
   every record appended before it is on disk.
+- ``tx.commit`` runs inside :meth:`Durability.transaction`: its publishes and acks (and what
+  they cause: dead-letter publishes, DELIVERED) are appended as one unit at the end of the
+  commit (``Journal.append_unit``), which recovery applies whole or not at all.
 
 Transient messages and non-durable queues never touch the disk.
 
@@ -45,7 +48,8 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from ..journal import format as jf
@@ -81,6 +85,24 @@ def _untable(raw: bytes) -> dict:
     return decode_table(raw, 0)[0]
 
 
+class Transaction:
+    """The records one ``tx.commit`` journals (:meth:`Durability.transaction`).
+
+    ``lock`` guards ``records`` and ``closed``: the committing worker appends its publishes
+    and acks; another worker that acks or delivers one of ``ids`` (a message of this commit,
+    already on its queue) before the unit is appended adds its record here instead of the
+    journal, so that it never precedes the PUBLISH in the log. Leaf lock (the journal's own
+    lock is taken inside it, when the unit is appended)."""
+
+    __slots__ = ("records", "ids", "lock", "closed")
+
+    def __init__(self) -> None:
+        self.records: list[bytes] = []
+        self.ids: set[int] = set()
+        self.lock = threading.Lock()
+        self.closed = False
+
+
 class Durability:
     """The broker's side of the journal."""
 
@@ -94,6 +116,53 @@ class Durability:
         self._dropped = 0  # records dropped since the journal failed (for the log)
         # per worker thread: ``changed`` once an entity record was appended (take_changed)
         self._local = threading.local()
+        # open transactions by thread id (:meth:`transaction`); empty almost always, so the
+        # publish and ack paths pay one truthiness test for it
+        self._txs: dict[int, Transaction] = {}
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """``tx.commit``: every record the calling thread journals inside (publishes, acks,
+        rejects, their dead-letter publishes, DELIVERED) is appended at the end as one unit
+        (``Journal.append_unit``): after any crash all of them are on disk or none (RabbitMQ
+        gives no such guarantee across queues). Wait for :meth:`barrier` before commit-ok
+        when ``records`` is not empty. If the journal refuses the unit, the error is logged
+        and the barrier reports it."""
+        tx = Transaction()
+        key = threading.get_ident()
+        self._txs[key] = tx
+        try:
+            yield tx
+        finally:
+            del self._txs[key]
+            with tx.lock:  # no other worker adds to it from here on
+                tx.closed = True
+                if tx.records:
+                    try:
+                        self.journal.append_unit(tx.records)
+                    except JournalError as e:
+                        log.error("journal refused a transaction: %s", e)
+
+    def _tx_take(self, rtype: int, q: Queue, ids: list[int] | tuple[int, ...]) -> list | tuple:
+        """ACK/DELIVERED ``ids`` of ``q`` that belong in an open transaction go there (the
+        committing thread's own, or the unit whose publishes they name); returns the rest."""
+        enc = jf.encode_ack if rtype == jf.T_ACK else jf.encode_delivered
+        own = self._txs.get(threading.get_ident())
+        if own is not None:
+            with own.lock:
+                own.records.append(enc(q.vhost, q.name, ids))
+            return ()
+        for tx in list(self._txs.values()):
+            hit = [i for i in ids if i in tx.ids]
+            if hit:
+                with tx.lock:
+                    if tx.closed:  # appended meanwhile: the journal orders it already
+                        continue
+                    tx.records.append(enc(q.vhost, q.name, hit))
+                ids = [i for i in ids if i not in tx.ids]
+                if not ids:
+                    break
+        return ids
 
     def take_changed(self) -> bool:
         """Whether the calling thread appended a durable-state record (a declare, delete,
@@ -212,7 +281,14 @@ class Durability:
                 record = jf.encode_publish(msg_id, vhost, names, message.exchange,
                                            message.routing_key, message.properties,
                                            message.body)
-            self.journal.append_publish(record, msg_id, vhost, names)
+            if self._txs and (tx := self._txs.get(threading.get_ident())) is not None:
+                if self.journal.error is not None:
+                    raise JournalError(f"journal failed: {self.journal.error}")
+                with tx.lock:  # a tx.commit's publish: part of its unit
+                    tx.records.append(record)
+                    tx.ids.add(msg_id)
+            else:
+                self.journal.append_publish(record, msg_id, vhost, names)
         except JournalError as e:
             raise NotDurable(str(e)) from e
         message.msg_id = msg_id
@@ -229,6 +305,10 @@ class Durability:
         self._append_ids(jf.T_DELIVERED, q, (msg_id,))
 
     def _append_ids(self, rtype: int, q: Queue, ids: list[int] | tuple[int, ...]) -> None:
+        if self._txs:
+            ids = self._tx_take(rtype, q, ids)
+            if not ids:
+                return
         try:
             self.journal.append_ids(rtype, q.vhost, q.name, ids)
         except JournalError as e:

@@ -271,6 +271,7 @@ def _replay(state: JournalState, data: mmap.mmap, seg: Segment, path: str,
     T_PUBLISH, T_PUBLISH_AT = fmt.T_PUBLISH, fmt.T_PUBLISH_AT
     n = 0
     problem = None
+    unit_end = 0  # end of the TX unit being replayed (checked whole before its first record)
     try:
         while pos < size:
             if pos + hsize > size:
@@ -284,6 +285,13 @@ def _replay(state: JournalState, data: mmap.mmap, seg: Segment, path: str,
             if crc32(mv[pos + 8 : end]) != crc:
                 problem = "record CRC mismatch"
                 break
+            if rtype == fmt.T_TX and pos >= unit_end:
+                # a transaction: all of its records, or none (cut off with its TX record)
+                tx_end = fmt.tx_unit_end(data, pos, size)
+                if tx_end is None:
+                    problem = "incomplete transaction"
+                    break
+                unit_end = tx_end
             n += 1
             try:
                 if rtype == T_PUBLISH or rtype == T_PUBLISH_AT:

@@ -333,6 +333,16 @@ class Journal(SegmentFiles, JournalControl):
             fmt.check_record(r)
         self._enqueue(_Item(recs, callback))
 
+    def append_unit(self, records: Iterable[bytes], callback: Callback | None = None) -> None:
+        """:meth:`append_many` as one transaction: a TX record, then ``records``, all in one
+        segment, so that recovery applies all of them or none (``format.py``,
+        "Transactions"). Used by ``tx.commit`` (``Durability.transaction``)."""
+        recs = list(records)
+        for r in recs:
+            fmt.check_record(r)
+        if recs:
+            self._enqueue(_Item([fmt.encode_tx(recs), *recs], callback, unit=True))
+
     def append_ids(self, rtype: int, vhost: str, queue: str, ids: Iterable[int]) -> None:
         """Queue message ids for an ACK or DELIVERED record of ``queue`` (no callback).
 
@@ -522,6 +532,14 @@ class Journal(SegmentFiles, JournalControl):
             n_appends += 1
             n_records += len(recs)
             head = it.head
+            if it.unit:  # a transaction goes whole into one segment (roll before it)
+                n = sum(len(r) for r in recs)
+                if pos + n > limit and pos > hsize:
+                    self._write_chunk(bufs, offs, heads, pos - self._seg_size)
+                    bufs, offs, heads = [], [], []
+                    self._roll()
+                    pos = self._seg_size
+                limit_now, limit = limit, 1 << 62
             for rec in recs:
                 n = len(rec)
                 if pos + n > limit and pos > hsize:
@@ -534,6 +552,8 @@ class Journal(SegmentFiles, JournalControl):
                 heads.append(head)
                 pos += n
                 nbytes += n
+            if it.unit:
+                limit = limit_now
         self._write_chunk(bufs, offs, heads, pos - self._seg_size)
         if need_sync:
             self._sync_all()
