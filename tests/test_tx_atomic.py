@@ -156,3 +156,33 @@ def test_multi_queue_tx_killed_during_commit_is_all_or_nothing(tmp_path) -> None
     assert not partial, f"batches partly recovered: {partial}"
     lost = [k for k in done if k not in counts]
     assert not lost, f"committed batches lost: {lost}"
+
+
+def test_an_ack_from_another_worker_during_the_commit_joins_the_unit(tmp_path) -> None:
+    """A message of a commit is on its queue before the unit is appended: an ack of it by
+    another worker in that window goes into the unit (after its PUBLISH), never before it."""
+    from types import SimpleNamespace
+
+    from syncmq.broker.durability import Durability
+    from syncmq.broker.message import Message
+
+    j, _ = open_journal(tmp_path)
+    d = Durability(j)
+    q = SimpleNamespace(vhost="/", name="ta", journaled=True, message_ttl=None)
+    j.append(fmt.encode_queue_declare("/", "ta", 1))
+    msg = Message("", "ta", b"\x00\x00", b"body")
+    acked = threading.Event()
+    with d.transaction() as unit:
+        d.publish("/", msg, [q])
+        t = threading.Thread(target=lambda: (d.acked(q, [msg.msg_id]), acked.set()))
+        t.start()
+        assert acked.wait(10)
+        assert len(unit.records) == 2  # the PUBLISH, then the other worker's ACK
+    d.acked(q, [msg.msg_id + 1000])  # after the commit: the normal path
+    barrier(j)
+    j.close()
+    j2, rec = open_journal(tmp_path, start=False)
+    j2.close()
+    assert rec.queue("/", "ta").messages == []
+    types = [t for _o, t, _n in fmt.iter_records(next(tmp_path.glob("*.seg")).read_bytes())[0]]
+    assert types[-4:-1] == [fmt.T_TX, fmt.T_PUBLISH, fmt.T_ACK]

@@ -134,14 +134,16 @@ class Durability:
         try:
             yield tx
         finally:
-            del self._txs[key]
-            with tx.lock:  # no other worker adds to it from here on
+            # closed and appended before it leaves _txs: a worker that acks one of its
+            # messages either adds to the unit or appends after it, never before it
+            with tx.lock:
                 tx.closed = True
                 if tx.records:
                     try:
                         self.journal.append_unit(tx.records)
                     except JournalError as e:
                         log.error("journal refused a transaction: %s", e)
+            del self._txs[key]
 
     def _tx_take(self, rtype: int, q: Queue, ids: list[int] | tuple[int, ...]) -> list | tuple:
         """ACK/DELIVERED ``ids`` of ``q`` that belong in an open transaction go there (the

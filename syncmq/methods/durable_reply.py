@@ -71,13 +71,15 @@ def resume(session: Session, err: Exception | None) -> None:
     session.hold = None
     if h is None or session.proto.state == pconn.CLOSED:
         return
-    if session.proto.state == pconn.OPEN:
-        if err is not None:
-            session.channel_error(h.ch_id, AMQPChannelError(
-                _spec.INTERNAL_ERROR, f"INTERNAL_ERROR - journal write failed: {err}",
-                h.request.CLASS_ID, h.request.METHOD_ID))
-        else:
-            session.send_method(h.ch_id, h.method)
-            if h.then is not None:
-                h.then()
-    session._receive(h.frames, h.events, h.error)
+    try:
+        if session.proto.state == pconn.OPEN:
+            if err is not None:
+                session.channel_error(h.ch_id, AMQPChannelError(
+                    _spec.INTERNAL_ERROR, f"INTERNAL_ERROR - journal write failed: {err}",
+                    h.request.CLASS_ID, h.request.METHOD_ID))
+            else:
+                session.send_method(h.ch_id, h.method)
+                if h.then is not None:
+                    h.then()
+    finally:  # whatever happened, what was parked is handled (never a stuck connection)
+        session._receive(h.frames, h.events, h.error)
