@@ -8,6 +8,7 @@ each declaring its share one after another. Prints declares/s and the journal's 
 
     python bench/declare_rate.py --queues 10000 --connections 1
     python bench/declare_rate.py --queues 10000 --connections 8
+    python bench/declare_rate.py --queues 10000 --rabbitmq   # the same against RabbitMQ
 """
 
 from __future__ import annotations
@@ -48,26 +49,42 @@ def _declarer(port: int, names: list[str], barrier: threading.Barrier) -> None:
     conn.close()
 
 
-def run(queues: int, connections: int) -> dict:
-    with tempfile.TemporaryDirectory(prefix="syncmq-declare-") as d:
-        broker = BrokerProcess(d).start()
+def _declare_all(port: int, queues: int, connections: int) -> float:
+    barrier = threading.Barrier(connections + 1)
+    threads = [threading.Thread(target=_declarer, args=(
+        port, [f"q{c}-{i}" for i in range(c, queues, connections)], barrier))
+        for c in range(connections)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - t0
+
+
+def run(queues: int, connections: int, rabbitmq: bool = False) -> dict:
+    fsyncs = -1
+    if rabbitmq:
+        sys.path.insert(0, str(REPO / "bench"))
+        from perf_matrix import RabbitMQ
+
+        rmq = RabbitMQ()
         try:
-            before = _fsyncs(broker.management_port)
-            barrier = threading.Barrier(connections + 1)
-            threads = [threading.Thread(target=_declarer, args=(
-                broker.port, [f"q{c}-{i}" for i in range(c, queues, connections)], barrier))
-                for c in range(connections)]
-            for t in threads:
-                t.start()
-            barrier.wait()
-            t0 = time.perf_counter()
-            for t in threads:
-                t.join()
-            elapsed = time.perf_counter() - t0
-            fsyncs = _fsyncs(broker.management_port) - before
+            elapsed = _declare_all(rmq.port, queues, connections)
         finally:
-            broker.stop()
-    return {"queues": queues, "connections": connections, "seconds": round(elapsed, 3),
+            rmq.stop()
+    else:
+        with tempfile.TemporaryDirectory(prefix="syncmq-declare-") as d:
+            broker = BrokerProcess(d).start()
+            try:
+                before = _fsyncs(broker.management_port)
+                elapsed = _declare_all(broker.port, queues, connections)
+                fsyncs = _fsyncs(broker.management_port) - before
+            finally:
+                broker.stop()
+    return {"broker": "rabbitmq" if rabbitmq else "syncmq", "queues": queues,
+            "connections": connections, "seconds": round(elapsed, 3),
             "declares_per_s": round(queues / elapsed), "fsyncs": fsyncs}
 
 
@@ -76,9 +93,10 @@ def main() -> None:
     p.add_argument("--queues", type=int, default=10_000)
     p.add_argument("--connections", type=int, default=1)
     p.add_argument("--runs", type=int, default=1)
+    p.add_argument("--rabbitmq", action="store_true", help="measure RabbitMQ instead")
     a = p.parse_args()
     for _ in range(a.runs):
-        print(json.dumps(run(a.queues, a.connections)), flush=True)
+        print(json.dumps(run(a.queues, a.connections, a.rabbitmq)), flush=True)
 
 
 if __name__ == "__main__":
