@@ -542,6 +542,11 @@ def test_journal_write_error_nacks_publishes_and_loses_nothing_confirmed(brokers
     with pytest.raises(pika.exceptions.NackError):
         ch.basic_publish("", "full", b"later", pika.BasicProperties(delivery_mode=2))
     assert ch.queue_declare("full", passive=True).method.queue == "full"
+    # a durable declare is not answered ok when its record cannot be made durable (#25)
+    ch3 = conn.channel()
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
+        ch3.queue_declare("after-full", durable=True)
+    assert e.value.reply_code == 541 and "journal write failed" in e.value.reply_text
     conn.close()
     assert b.stop() == 0, b.log_tail()
     subprocess.run(["mount", "-o", "remount,size=32m", str(tiny_fs)], check=True)

@@ -4,6 +4,11 @@ The journal (``syncmq.journal``) knows nothing of AMQP; this module is the trans
 
 - Durable exchanges, durable non-exclusive queues and the bindings between durable entities
   are journaled when declared and deleted (flags as bits, arguments as encoded field tables).
+  Appending one (or re-declaring an existing durable entity) marks the calling thread
+  (:meth:`Durability.take_changed`): the reply that promises the change (declare-ok,
+  delete-ok, bind-ok, unbind-ok, purge-ok; the management API's answer) is sent only after a
+  :meth:`Durability.barrier` (``methods.durable_reply``), so a client that got it never
+  loses the change in a crash. Later policy and parameter changes use the same hook.
 - A persistent message (delivery-mode 2) routed to at least one durable queue gets a
   broker-wide ``msg_id`` and one PUBLISH record listing its durable queues, appended *before*
   the message is put on any queue, so an ACK record can never precede its PUBLISH.
@@ -12,13 +17,17 @@ The journal (``syncmq.journal``) knows nothing of AMQP; this module is the trans
   of the publish: after a restart the TTL counts from the original publish, not from the
   restart (RabbitMQ persists a message's expiry with it).
 - Acks and rejects of journaled messages append ACK records; the first delivery of a journaled
-  message appends a DELIVERED record (so recovery sets ``redelivered``); purge and delete append
-  their records. None of these waits for an fsync: the journal's group commit makes them
-  durable with the next batch that has a waiter. ACK and DELIVERED ids are coalesced per queue
+  message appends a DELIVERED record (so recovery sets ``redelivered``; after an unclean stop
+  every recovered message is ``redelivered``, see :meth:`Durability.recover_into`); purge and delete append
+  their records. None of these waits for an fsync of its own: the journal's group commit
+  makes them durable with the next batch that has a waiter. ACK and DELIVERED ids are coalesced per queue
   until the journal's next batch (``Journal.append_ids``: one record per queue per batch, not
   one per message), written after everything appended before them.
 - Publisher confirms and tx.commit-ok wait for :meth:`Durability.barrier`, which fires once
   every record appended before it is on disk.
+- ``tx.commit`` runs inside :meth:`Durability.transaction`: its publishes and acks (and what
+  they cause: dead-letter publishes, DELIVERED) are appended as one unit at the end of the
+  commit (``Journal.append_unit``), which recovery applies whole or not at all.
 
 Transient messages and non-durable queues never touch the disk.
 
@@ -37,8 +46,10 @@ from __future__ import annotations
 
 import itertools
 import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from ..journal import format as jf
@@ -74,6 +85,24 @@ def _untable(raw: bytes) -> dict:
     return decode_table(raw, 0)[0]
 
 
+class Transaction:
+    """The records one ``tx.commit`` journals (:meth:`Durability.transaction`).
+
+    ``lock`` guards ``records`` and ``closed``: the committing worker appends its publishes
+    and acks; another worker that acks or delivers one of ``ids`` (a message of this commit,
+    already on its queue) before the unit is appended adds its record here instead of the
+    journal, so that it never precedes the PUBLISH in the log. Leaf lock (the journal's own
+    lock is taken inside it, when the unit is appended)."""
+
+    __slots__ = ("records", "ids", "lock", "closed")
+
+    def __init__(self) -> None:
+        self.records: list[bytes] = []
+        self.ids: set[int] = set()
+        self.lock = threading.Lock()
+        self.closed = False
+
+
 class Durability:
     """The broker's side of the journal."""
 
@@ -85,9 +114,96 @@ class Durability:
         self.journal = journal
         self._ids = itertools.count(1)
         self._dropped = 0  # records dropped since the journal failed (for the log)
+        # per worker thread: ``changed`` once an entity record was appended (take_changed)
+        self._local = threading.local()
+        # open transactions by thread id (:meth:`transaction`); empty almost always, so the
+        # publish and ack paths pay one truthiness test for it
+        self._txs: dict[int, Transaction] = {}
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """``tx.commit``: every record the calling thread journals inside (publishes, acks,
+        rejects, their dead-letter publishes, DELIVERED) is appended at the end as one unit
+        (``Journal.append_unit``): after any crash all of them are on disk or none (RabbitMQ
+        gives no such guarantee across queues). Wait for :meth:`barrier` before commit-ok
+        when ``records`` is not empty. If the journal refuses the unit, the error is logged
+        and the barrier reports it."""
+        tx = Transaction()
+        key = threading.get_ident()
+        self._txs[key] = tx
+        try:
+            yield tx
+        finally:
+            # closed and appended before it leaves _txs: a worker that acks one of its
+            # messages either adds to the unit or appends after it, never before it
+            with tx.lock:
+                tx.closed = True
+                if tx.records:
+                    try:
+                        self.journal.append_unit(tx.records)
+                    except JournalError as e:
+                        log.error("journal refused a transaction: %s", e)
+            del self._txs[key]
+
+    def _tx_take(self, rtype: int, q: Queue, ids: list[int] | tuple[int, ...]) -> list | tuple:
+        """ACK/DELIVERED ``ids`` of ``q`` that belong in an open transaction go there (the
+        committing thread's own, or the unit whose publishes they name); returns the rest."""
+        enc = jf.encode_ack if rtype == jf.T_ACK else jf.encode_delivered
+        own = self._txs.get(threading.get_ident())
+        if own is not None:
+            with own.lock:
+                own.records.append(enc(q.vhost, q.name, ids))
+            return ()
+        for tx in list(self._txs.values()):
+            hit = [i for i in ids if i in tx.ids]
+            if hit:
+                with tx.lock:
+                    if tx.closed:  # appended meanwhile: the journal orders it already
+                        continue
+                    tx.records.append(enc(q.vhost, q.name, hit))
+                ids = [i for i in ids if i not in tx.ids]
+                if not ids:
+                    break
+        return ids
+
+    def take_changed(self) -> bool:
+        """Whether the calling thread appended a durable-state record (a declare, delete,
+        bind, unbind or purge) since its last call; clears the flag.
+
+        The hook for every reply that promises a durable change (methods.durable_reply, the
+        management API, later policies and parameters): when it returns True, answer only
+        after :meth:`barrier` (or :meth:`wait_durable`) has fired. Set even when the journal
+        refused the record, so that the barrier reports the error instead of a false ok."""
+        local = self._local
+        if getattr(local, "changed", False):
+            local.changed = False
+            return True
+        return False
+
+    def touched(self) -> None:
+        """The calling thread re-declared a durable entity (nothing appended): its reply
+        waits for a barrier too, as the first declare's record may not be on disk yet."""
+        self._local.changed = True
+
+    def wait_durable(self, timeout: float | None = None) -> Exception | None:
+        """Block the calling thread (never a worker: the management API's) until everything
+        appended so far is durable; the journal's error, or a ``TimeoutError``."""
+        done = threading.Event()
+        box: list = []
+
+        def fired(err: Exception | None) -> None:
+            box.append(err)
+            done.set()
+
+        self.barrier(fired)
+        if not done.wait(timeout):
+            return TimeoutError("journal fsync did not complete in time")
+        return box[0]
 
     def _append(self, record: bytes) -> None:
-        """Append a record nobody waits for; dropped (and logged once) if the journal failed."""
+        """Append a durable-state record (marks the thread, see :meth:`take_changed`);
+        dropped (and logged once) if the journal failed."""
+        self._local.changed = True
         try:
             self.journal.append(record)
         except JournalError as e:
@@ -167,7 +283,14 @@ class Durability:
                 record = jf.encode_publish(msg_id, vhost, names, message.exchange,
                                            message.routing_key, message.properties,
                                            message.body)
-            self.journal.append_publish(record, msg_id, vhost, names)
+            if self._txs and (tx := self._txs.get(threading.get_ident())) is not None:
+                if self.journal.error is not None:
+                    raise JournalError(f"journal failed: {self.journal.error}")
+                with tx.lock:  # a tx.commit's publish: part of its unit
+                    tx.records.append(record)
+                    tx.ids.add(msg_id)
+            else:
+                self.journal.append_publish(record, msg_id, vhost, names)
         except JournalError as e:
             raise NotDurable(str(e)) from e
         message.msg_id = msg_id
@@ -184,6 +307,10 @@ class Durability:
         self._append_ids(jf.T_DELIVERED, q, (msg_id,))
 
     def _append_ids(self, rtype: int, q: Queue, ids: list[int] | tuple[int, ...]) -> None:
+        if self._txs:
+            ids = self._tx_take(rtype, q, ids)
+            if not ids:
+                return
         try:
             self.journal.append_ids(rtype, q.vhost, q.name, ids)
         except JournalError as e:
@@ -219,6 +346,10 @@ class Durability:
         # messages on several queues, until every queue has its copy: msg_id -> [Message,
         # copies still to restore]
         shared: dict[int, list] = {}
+        # After an unclean stop (no CLEAN marker: kill, crash, power loss) a message may have
+        # been delivered though its DELIVERED record never reached the disk: all of them come
+        # back redelivered, as RabbitMQ flags every message after an unclean stop.
+        unclean = not state.clean
         for rec in state.exchanges:
             vh = broker.add_vhost(rec.vhost)
             vh.restore_exchange(rec.name, rec.type, bool(rec.flags & EX_AUTO_DELETE),
@@ -239,7 +370,7 @@ class Durability:
                         entry[1] -= 1
                         if not entry[1]:
                             del shared[m.msg_id]
-                        q.restore_message(msg, m.delivered, m.published_ms)
+                        q.restore_message(msg, m.delivered or unclean, m.published_ms)
                         continue
                 msg = Message(m.exchange, m.routing_key, m.properties,
                               m.body if m.body is not None else b"")
@@ -257,7 +388,7 @@ class Durability:
                         store.put(msg, m.copies, True)
                 if m.copies > 1:
                     shared[m.msg_id] = [msg, m.copies - 1]
-                q.restore_message(msg, m.delivered, m.published_ms)
+                q.restore_message(msg, m.delivered or unclean, m.published_ms)
             counts["queues"] += 1
             counts["messages"] += len(rq.messages)
         for b in state.bindings:
@@ -268,4 +399,5 @@ class Durability:
                                   b.routing_key, _untable(b.arguments)):
                 counts["bindings"] += 1
         counts["truncated_bytes"] = state.stats.truncated_bytes
+        counts["clean"] = int(state.clean)
         return counts

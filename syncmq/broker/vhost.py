@@ -119,6 +119,8 @@ class VirtualHost:
             if ex is not None:
                 self._check_equivalent_exchange(ex, type_, durable, auto_delete, internal,
                                                 arguments)
+                if ex.durable and self.durability is not None:
+                    self.durability.touched()  # its record may still wait for its fsync
                 return ex, False
             if name.startswith("amq."):
                 raise AMQPChannelError(
@@ -253,6 +255,8 @@ class VirtualHost:
                     raise self._locked(name)
                 self._check_equivalent_queue(q, durable, exclusive, auto_delete, arguments)
                 q.touch()
+                if q.journaled:
+                    self.durability.touched()  # its record may still wait for its fsync
                 return q, False
             args = arguments or {}
             if args:
@@ -371,6 +375,8 @@ class VirtualHost:
                 raise self._not_found_exchange(destination.name)
             args = arguments or {}
             if ex.matcher.has_binding(destination, routing_key, args):
+                if self.durability is not None:
+                    self.durability.touched()  # its record may still wait for its fsync
                 return
             ex.matcher = ex.matcher.with_binding(destination, routing_key, args)
             if isinstance(destination, Exchange):

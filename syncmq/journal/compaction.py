@@ -30,7 +30,8 @@ Which records are kept
 * the ids of a DELIVERED whose message is still live and delivered on that queue.
 
 Everything else (dead publishes and declares, acks and deletes whose targets are gone) is
-dropped.
+dropped, and so is every TX record (a closed segment only holds whole transactions: once their
+records were replayed together they need no marker, see ``format.py``).
 
 Why a crash never loses a live record nor resurrects a dead one
 ================================================================
@@ -487,6 +488,9 @@ class _JobOutput:
             self._publish(no, mm, off, rend, size)
         elif rtype == fmt.T_ACK or rtype == fmt.T_DELIVERED:
             self._ids(mm, off, rend, rtype)
+        elif rtype == fmt.T_TX:
+            # a closed segment holds whole units: the kept records stand alone
+            self.stats.records_dropped += 1
         else:
             self._entity(no, mm, off, rend, rtype, size)
 

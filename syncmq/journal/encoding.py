@@ -36,6 +36,8 @@ T_PUBLISH = 10
 T_ACK = 11
 T_DELIVERED = 12
 T_PUBLISH_AT = 13
+#: a transaction's marker: the records of one tx.commit follow as a unit (format.py)
+T_TX = 14
 #: the record types of a message's publish
 PUBLISH_TYPES = (T_PUBLISH, T_PUBLISH_AT)
 
@@ -273,6 +275,15 @@ def encode_delivered(vhost: str, queue: str, msg_ids: Sequence[int]) -> bytes:
     return frame(T_DELIVERED, _s(vhost) + _s(queue) + _ids(msg_ids))
 
 
+_TX = struct.Struct(">IQ")
+
+
+def encode_tx(records: Sequence[bytes]) -> bytes:
+    """The TX record to write right before ``records`` (framed records): their count and
+    byte length (headers included)."""
+    return frame(T_TX, _TX.pack(len(records), sum(len(r) for r in records)))
+
+
 
 # ---------------------------------------------------------------------------------------------
 # Decoded records
@@ -284,5 +295,5 @@ TYPE_NAMES: dict[int, str] = {
     T_QUEUE_DECLARE: "QUEUE_DECLARE", T_QUEUE_DELETE: "QUEUE_DELETE",
     T_QUEUE_PURGE: "QUEUE_PURGE", T_BINDING_ADD: "BINDING_ADD",
     T_BINDING_REMOVE: "BINDING_REMOVE", T_PUBLISH: "PUBLISH", T_ACK: "ACK",
-    T_DELIVERED: "DELIVERED", T_PUBLISH_AT: "PUBLISH_AT",
+    T_DELIVERED: "DELIVERED", T_PUBLISH_AT: "PUBLISH_AT", T_TX: "TX",
 }

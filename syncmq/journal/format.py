@@ -86,6 +86,7 @@ Payloads by type (``flags`` are the broker's bits, stored verbatim)::
                          properties:bytes published_ms:u64 body:bytes
     11 ACK               vhost:str queue:str msg_ids:id-list
     12 DELIVERED         vhost:str queue:str msg_ids:id-list
+    14 TX                count:u32 bytes:u64   (a transaction: see "Transactions" below)
 
 The body is the last field of PUBLISH and PUBLISH_AT, so it is the last ``len(body)`` bytes
 of the record (``reader.py`` reads bodies back from there).
@@ -97,6 +98,15 @@ on one of its queues: recovery hands it to the broker so that a TTL keeps counti
 original publish across restarts (each queue's deadline is ``published_ms`` plus the lower of
 its ``x-message-ttl`` and the message's ``expiration``, both known at recovery). Everything
 that reads ``(msg_id, vhost, queues)`` treats both types alike.
+
+Transactions (TX, added after version 1's first records; older journals have none): a TX
+record is followed, in the same segment, by the ``count`` records of one ``tx.commit`` (its
+publishes, acks, dead-letter publishes; ``bytes`` of them in all, headers included), written
+as one unit. Recovery applies them only if all of them are there, whole: a TX whose records run
+past the end of the file or tear is cut off *with* the TX record (the tail is truncated at the
+TX), so after any crash a committed batch is all there or not at all. The TX record itself
+changes nothing; compaction (closed segments only, where the unit is complete) drops it and
+keeps the records on their own merits.
 
 Meaning (applied in log order by recovery, see ``recovery.py`` and ``state.py``):
 
@@ -137,6 +147,7 @@ from .encoding import (
     T_QUEUE_DECLARE,
     T_QUEUE_DELETE,
     T_QUEUE_PURGE,
+    T_TX,
     T_VHOST_ADD,
     T_VHOST_DELETE,
     TMP_SUFFIX,
@@ -157,6 +168,7 @@ from .encoding import (
     encode_queue_declare,
     encode_queue_delete,
     encode_queue_purge,
+    encode_tx,
     encode_vhost_add,
     encode_vhost_delete,
     frame,
@@ -175,6 +187,7 @@ from .records import (
     QueueDelete,
     QueuePurge,
     Record,
+    Tx,
     VhostAdd,
     VhostDelete,
     decode_ids_record,
@@ -185,6 +198,7 @@ from .records import (
     decode_record,
     iter_records,
     publish_body_span,
+    tx_unit_end,
 )
 
 __all__ = [
@@ -203,4 +217,5 @@ __all__ = [
     "encode_queue_purge", "encode_binding_add", "encode_binding_remove", "encode_publish",
     "encode_ack", "encode_delivered", "encode_publish_at", "publish_body_span",
     "decode_publish_head", "decode_ids_record", "decode_publish", "decode_publish_meta",
+    "T_TX", "Tx", "encode_tx", "tx_unit_end",
 ]

@@ -55,12 +55,14 @@ class JournalMetrics:
 class _Item:
     """One append call (or barrier / control request) waiting for the journal thread."""
 
-    __slots__ = ("records", "callback", "sync", "control", "head")
+    __slots__ = ("records", "callback", "sync", "control", "head", "unit")
 
     def __init__(self, records: list[bytes] | tuple[bytes, ...], callback: Callback | None,
                  sync: bool = False, control: Callable[[], None] | None = None,
-                 head: tuple[int, str, tuple[str, ...]] | None = None) -> None:
+                 head: tuple[int, str, tuple[str, ...]] | None = None,
+                 unit: bool = False) -> None:
         self.records = records
+        self.unit = unit  # a TX record and its unit (append_unit): never split over segments
         self.callback = callback
         self.sync = sync  # force an fsync even in "never" mode (barrier)
         self.control = control  # run on the journal thread instead of writing (internal)

@@ -9,6 +9,7 @@ import zlib
 from typing import NamedTuple
 
 from .encoding import (
+    _TX,
     _U16,
     _U32,
     _U64,
@@ -28,6 +29,7 @@ from .encoding import (
     T_QUEUE_DECLARE,
     T_QUEUE_DELETE,
     T_QUEUE_PURGE,
+    T_TX,
     T_VHOST_ADD,
     T_VHOST_DELETE,
     FormatError,
@@ -44,6 +46,7 @@ from .encoding import (
     encode_queue_purge,
     encode_vhost_add,
     encode_vhost_delete,
+    frame,
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -293,6 +296,8 @@ def _decode(rtype: int, r: _Reader) -> Record:
         return VhostAdd(r.s())
     if rtype == T_VHOST_DELETE:
         return VhostDelete(r.s())
+    if rtype == T_TX:
+        return Tx(_U32.unpack_from(r.buf, r._need(4))[0], r.u64())
     raise FormatError(f"unknown record type {rtype}")
 
 
@@ -449,3 +454,41 @@ def iter_records(
         out.append((pos, rtype, length))
         pos = end
     return out, pos, None
+
+
+# ---------------------------------------------------------------------------------------------
+# Transactions (TX: one tx.commit's records as a unit; see "Transactions" in format.py)
+
+
+class Tx(NamedTuple):
+    count: int  # records that follow as one unit
+    nbytes: int  # their bytes, record headers included
+    TYPE = T_TX
+
+    def encode(self) -> bytes:
+        return frame(T_TX, _TX.pack(self.count, self.nbytes))
+
+
+def tx_unit_end(buf: bytes | memoryview, pos: int, size: int) -> int | None:
+    """For the TX record at ``buf[pos]`` (CRC already checked), the offset just past its
+    unit if every one of its records is in ``buf[:size]`` whole with a good CRC, else None
+    (the unit is torn: drop it with the TX record)."""
+    hsize = RECORD_HEADER.size
+    length = RECORD_HEADER.unpack_from(buf, pos)[0]
+    if length != _TX.size:
+        return None
+    count, nbytes = _TX.unpack_from(buf, pos + hsize)
+    p = start = pos + hsize + length
+    mv = memoryview(buf)
+    try:
+        for _ in range(count):
+            if p + hsize > size:
+                return None
+            n, crc, _t = RECORD_HEADER.unpack_from(buf, p)
+            end = p + hsize + n
+            if end > size or zlib.crc32(mv[p + 8 : end]) != crc:
+                return None
+            p = end
+    finally:
+        mv.release()
+    return p if p - start == nbytes else None

@@ -15,6 +15,12 @@
    and logged, not treated as a tear.
 4. Messages left on queues that do not exist are dropped (counted in the stats).
 
+Clean stops: :meth:`Journal.close` writes the ``CLEAN`` marker file once everything is written
+and fsynced without an I/O error; :meth:`Journal.recover` takes it away (durably) before the
+journal accepts anything, and reports ``RecoveredState.clean``. Without it (a crash, kill -9, a
+power loss, a failed journal) any recovered message may have been delivered although its
+DELIVERED record did not reach the disk, so the broker flags them all ``redelivered``.
+
 The result, :class:`RecoveredState`, lists what is declared (minus what was deleted) and, per
 durable queue, its live messages in publish order, with ``delivered`` set where a DELIVERED
 record was seen for that queue (the broker should then set ``redelivered``). One message routed
@@ -37,7 +43,8 @@ from . import format as fmt
 from .state import JournalState, Segment
 
 __all__ = ["RecoveredMessage", "RecoveredQueue", "RecoveredState", "RecoveryStats",
-           "recover_dir", "list_segments", "fsync_dir"]
+           "recover_dir", "list_segments", "fsync_dir", "CLEAN_MARKER", "take_clean_marker",
+           "write_clean_marker"]
 
 log = logging.getLogger("syncmq.journal")
 
@@ -96,6 +103,9 @@ class RecoveredState:
     bindings: list[fmt.BindingAdd]
     next_msg_id: int
     stats: RecoveryStats
+    #: the last run stopped cleanly (its CLEAN marker was there, see :func:`take_clean_marker`);
+    #: False after a crash, a kill or a power loss: any message may have been delivered
+    clean: bool = True
 
     def queue(self, vhost: str, name: str) -> RecoveredQueue | None:
         """The recovered queue ``vhost``/``name``, or None (O(queues))."""
@@ -112,6 +122,34 @@ def fsync_dir(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+#: Written by a journal that closed cleanly (everything written and fsynced, no I/O error),
+#: removed by the next recovery before anything else happens (see ``take_clean_marker``).
+CLEAN_MARKER = "CLEAN"
+
+
+def take_clean_marker(data_dir: str) -> bool:
+    """Whether the previous run stopped cleanly; removes the marker (and makes the removal
+    durable) so that a crash of this run is seen as one by the next recovery."""
+    path = os.path.join(data_dir, CLEAN_MARKER)
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    fsync_dir(data_dir)
+    return True
+
+
+def write_clean_marker(data_dir: str) -> None:
+    """Mark a clean stop: called once the journal's last records are fsynced."""
+    path = os.path.join(data_dir, CLEAN_MARKER)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    fsync_dir(data_dir)
 
 
 def list_segments(data_dir: str) -> tuple[dict[int, str], list[str]]:
@@ -233,6 +271,7 @@ def _replay(state: JournalState, data: mmap.mmap, seg: Segment, path: str,
     T_PUBLISH, T_PUBLISH_AT = fmt.T_PUBLISH, fmt.T_PUBLISH_AT
     n = 0
     problem = None
+    unit_end = 0  # end of the TX unit being replayed (checked whole before its first record)
     try:
         while pos < size:
             if pos + hsize > size:
@@ -246,6 +285,13 @@ def _replay(state: JournalState, data: mmap.mmap, seg: Segment, path: str,
             if crc32(mv[pos + 8 : end]) != crc:
                 problem = "record CRC mismatch"
                 break
+            if rtype == fmt.T_TX and pos >= unit_end:
+                # a transaction: all of its records, or none (cut off with its TX record)
+                tx_end = fmt.tx_unit_end(data, pos, size)
+                if tx_end is None:
+                    problem = "incomplete transaction"
+                    break
+                unit_end = tx_end
             n += 1
             try:
                 if rtype == T_PUBLISH or rtype == T_PUBLISH_AT:

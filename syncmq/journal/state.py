@@ -219,6 +219,8 @@ class JournalState:
         elif rtype == fmt.T_DELIVERED:
             vhost, queue, ids = fmt.decode_ids_record(buf, start, end)
             self.delivered(vhost, queue, ids)
+        elif rtype == fmt.T_TX:
+            pass  # a transaction's marker: its records follow and are applied on their own
         else:
             self.apply_entity(fmt.decode_payload(rtype, buf, start, end), seg, off, size)
 

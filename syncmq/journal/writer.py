@@ -96,6 +96,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from . import format as fmt
+from . import recovery as _recovery
 from .compaction import Compactor
 from .control import JournalControl
 from .items import (
@@ -193,6 +194,7 @@ class Journal(SegmentFiles, JournalControl):
         self._unsynced: list[str] = []  # closed segments written but not fsynced ("never")
         self._compact_failed_at = -1  # segment number when compaction last failed
         self._closed = False
+        self._clean_end = False  # _finish synced everything without an error (CLEAN marker)
         #: ``(current segment, offset up to which it is durable)``, replaced as one tuple so
         #: that another thread reads a consistent pair (``reader.SegmentReader.locate``)
         self.durable_mark: tuple[int, int] = (0, 0)
@@ -228,6 +230,7 @@ class Journal(SegmentFiles, JournalControl):
         if self._thread is not None:
             raise JournalError("recover() must be called before start()")
         result, state = recover_dir(self.data_dir, load_bodies)
+        result.clean = _recovery.take_clean_marker(self.data_dir)
         self._state = state
         self._compactor = Compactor(self.data_dir, state, self.segment_bytes,
                                     self.compact_threshold, self.compact_step_bytes,
@@ -273,6 +276,11 @@ class Journal(SegmentFiles, JournalControl):
         else:
             self._finish()
         if self._lock_fd is not None:
+            if self._clean_end:
+                try:
+                    _recovery.write_clean_marker(self.data_dir)
+                except OSError as exc:
+                    log.error("journal: cannot mark %s cleanly closed: %s", self.data_dir, exc)
             os.close(self._lock_fd)
             self._lock_fd = None
 
@@ -288,6 +296,9 @@ class Journal(SegmentFiles, JournalControl):
             try:
                 if self._error is None:
                     self._sync_all()
+                    # everything appended is on disk: the next recovery may trust the
+                    # DELIVERED records (close() writes the CLEAN marker)
+                    self._clean_end = not self._pending and not self._ids
             except OSError as exc:
                 log.error("journal: final fsync of %s failed: %s", self.data_dir, exc)
             os.close(self._fd)
@@ -326,6 +337,16 @@ class Journal(SegmentFiles, JournalControl):
         for r in recs:
             fmt.check_record(r)
         self._enqueue(_Item(recs, callback))
+
+    def append_unit(self, records: Iterable[bytes], callback: Callback | None = None) -> None:
+        """:meth:`append_many` as one transaction: a TX record, then ``records``, all in one
+        segment, so that recovery applies all of them or none (``format.py``,
+        "Transactions"). Used by ``tx.commit`` (``Durability.transaction``)."""
+        recs = list(records)
+        for r in recs:
+            fmt.check_record(r)
+        if recs:
+            self._enqueue(_Item([fmt.encode_tx(recs), *recs], callback, unit=True))
 
     def append_ids(self, rtype: int, vhost: str, queue: str, ids: Iterable[int]) -> None:
         """Queue message ids for an ACK or DELIVERED record of ``queue`` (no callback).
@@ -516,6 +537,14 @@ class Journal(SegmentFiles, JournalControl):
             n_appends += 1
             n_records += len(recs)
             head = it.head
+            if it.unit:  # a transaction goes whole into one segment (roll before it)
+                n = sum(len(r) for r in recs)
+                if pos + n > limit and pos > hsize:
+                    self._write_chunk(bufs, offs, heads, pos - self._seg_size)
+                    bufs, offs, heads = [], [], []
+                    self._roll()
+                    pos = self._seg_size
+                limit_now, limit = limit, 1 << 62
             for rec in recs:
                 n = len(rec)
                 if pos + n > limit and pos > hsize:
@@ -528,6 +557,8 @@ class Journal(SegmentFiles, JournalControl):
                 heads.append(head)
                 pos += n
                 nbytes += n
+            if it.unit:
+                limit = limit_now
         self._write_chunk(bufs, offs, heads, pos - self._seg_size)
         if need_sync:
             self._sync_all()

@@ -57,6 +57,9 @@ from .state import Context, Rates, connection_name, open_sessions
 __all__ = ["API", "HTTPError", "MANAGEMENT_TAGS", "Request", "Response", "bad_request",
            "has_tag"]
 
+#: Longest wait (s) of a changing request for the journal's fsync of its records.
+JOURNAL_WAIT = 60.0
+
 log = logging.getLogger("syncmq.management")
 
 
@@ -147,10 +150,23 @@ class API:
                     continue
                 if method != "GET" and not has_tag(req.user, "administrator"):
                     raise access_refused()
-                return fn(self, req, **args)
+                resp = fn(self, req, **args)
+                if method != "GET":
+                    self._wait_durable()
+                return resp
         if allowed_methods:
             raise HTTPError(405, "Method Not Allowed", "Method Not Allowed")
         raise not_found()
+
+    def _wait_durable(self) -> None:
+        """A change that journaled a durable record (a declare, delete, binding, definitions
+        import; later policies and parameters) is answered only once it is fsynced, as the
+        AMQP methods are (``Durability.take_changed``, ``methods.durable_reply``)."""
+        d = self.ctx.broker.durability
+        if d is not None and d.take_changed():
+            err = d.wait_durable(JOURNAL_WAIT)
+            if err is not None:
+                raise HTTPError(500, "internal_error", f"journal write failed: {err}")
 
     def listing(self, req: Request, objs: list, name_of: Callable[[Any], str],
                  to_json: Callable[[Any], dict[str, Any]],

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from ..broker.exchange import EXCHANGE_TYPES
 from ..wire import _spec
 from . import access
+from .durable_reply import reply_when_durable
 
 if TYPE_CHECKING:
     from .session import Channel, Session
@@ -31,8 +32,7 @@ def declare(session: Session, ch: Channel, m: E.Declare, _p, _b) -> None:
     vh.declare_exchange(
         m.exchange, m.type, m.passive, m.durable, m.auto_delete, m.internal, m.arguments
     )
-    if not m.no_wait:
-        session.send_method(ch.id, E.DeclareOk())
+    reply_when_durable(session, ch.id, m, None if m.no_wait else E.DeclareOk())
 
 
 def delete(session: Session, ch: Channel, m: E.Delete, _p, _b) -> None:
@@ -40,8 +40,7 @@ def delete(session: Session, ch: Channel, m: E.Delete, _p, _b) -> None:
         session.vhost.delete_exchange(m.exchange, m.if_unused)  # 403 before configure
     access.configure(session, "exchange", m.exchange)
     session.vhost.delete_exchange(m.exchange, m.if_unused)
-    if not m.no_wait:
-        session.send_method(ch.id, E.DeleteOk())
+    reply_when_durable(session, ch.id, m, None if m.no_wait else E.DeleteOk())
 
 
 def bind(session: Session, ch: Channel, m: E.Bind, _p, _b) -> None:
@@ -53,8 +52,7 @@ def bind(session: Session, ch: Channel, m: E.Bind, _p, _b) -> None:
     dest = vh.get_exchange(m.destination)
     vh.get_exchange(m.source)
     vh.bind(m.source, dest, m.routing_key, m.arguments)
-    if not m.no_wait:
-        session.send_method(ch.id, E.BindOk())
+    reply_when_durable(session, ch.id, m, None if m.no_wait else E.BindOk())
 
 
 def unbind(session: Session, ch: Channel, m: E.Unbind, _p, _b) -> None:
@@ -66,8 +64,7 @@ def unbind(session: Session, ch: Channel, m: E.Unbind, _p, _b) -> None:
     dest = vh.get_exchange(m.destination)
     vh.get_exchange(m.source)
     vh.unbind(m.source, dest, m.routing_key, m.arguments)
-    if not m.no_wait:
-        session.send_method(ch.id, E.UnbindOk())
+    reply_when_durable(session, ch.id, m, None if m.no_wait else E.UnbindOk())
 
 
 HANDLERS = {

@@ -9,6 +9,7 @@ from ..broker.broker import generate_queue_name
 from ..wire import _spec
 from ..wire.errors import AMQPChannelError
 from . import access
+from .durable_reply import reply_when_durable
 
 if TYPE_CHECKING:
     from .session import Channel, Session
@@ -67,12 +68,8 @@ def declare(session: Session, ch: Channel, m: Q.Declare, _p, _b) -> None:
     if created and m.exclusive:
         session.exclusive_queues.append(q)
     ch.last_queue = q.name
-    if not m.no_wait:
-        session.send_method(
-            ch.id,
-            Q.DeclareOk(queue=q.name, message_count=q.message_count(),
-                        consumer_count=q.consumer_count()),
-        )
+    reply_when_durable(session, ch.id, m, None if m.no_wait else Q.DeclareOk(
+        queue=q.name, message_count=q.message_count(), consumer_count=q.consumer_count()))
 
 
 def bind(session: Session, ch: Channel, m: Q.Bind, _p, _b) -> None:
@@ -87,8 +84,7 @@ def bind(session: Session, ch: Channel, m: Q.Bind, _p, _b) -> None:
     q = vh.get_queue(name, session)
     vh.get_exchange(m.exchange)
     vh.bind(m.exchange, q, m.routing_key, m.arguments)
-    if not m.no_wait:
-        session.send_method(ch.id, Q.BindOk())
+    reply_when_durable(session, ch.id, m, None if m.no_wait else Q.BindOk())
 
 
 def unbind(session: Session, ch: Channel, m: Q.Unbind, _p, _b) -> None:
@@ -103,7 +99,7 @@ def unbind(session: Session, ch: Channel, m: Q.Unbind, _p, _b) -> None:
     q = vh.get_queue(name, session)
     vh.get_exchange(m.exchange)
     vh.unbind(m.exchange, q, m.routing_key, m.arguments)
-    session.send_method(ch.id, Q.UnbindOk())
+    reply_when_durable(session, ch.id, m, Q.UnbindOk())
 
 
 def purge(session: Session, ch: Channel, m: Q.Purge, _p, _b) -> None:
@@ -111,8 +107,7 @@ def purge(session: Session, ch: Channel, m: Q.Purge, _p, _b) -> None:
     access.read(session, "queue", name)
     q = session.vhost.get_queue(name, session)
     n = q.purge()
-    if not m.no_wait:
-        session.send_method(ch.id, Q.PurgeOk(message_count=n))
+    reply_when_durable(session, ch.id, m, None if m.no_wait else Q.PurgeOk(message_count=n))
 
 
 def delete(session: Session, ch: Channel, m: Q.Delete, _p, _b) -> None:
@@ -123,10 +118,12 @@ def delete(session: Session, ch: Channel, m: Q.Delete, _p, _b) -> None:
     # RabbitMQ answers delete-ok first and only then sends basic.cancel to the queue's
     # consumers (the channel learns of the queue's end afterwards): clients waiting for
     # delete-ok on a consuming channel (py-amqp, kombu's SimpleQueue) depend on that order
-    if not m.no_wait:
-        session.send_method(ch.id, Q.DeleteOk(message_count=count))
-    for c in consumers:
-        c.channel.consumer_cancelled(c)
+    def cancel_consumers() -> None:
+        for c in consumers:
+            c.channel.consumer_cancelled(c)
+
+    reply_when_durable(session, ch.id, m, None if m.no_wait else Q.DeleteOk(message_count=count),
+                       cancel_consumers if consumers else None)
 
 
 HANDLERS = {

@@ -25,6 +25,7 @@ from ..protocol.connection import ChannelError, ConnectionProtocol
 from ..wire import _spec
 from ..wire.errors import AMQPChannelError, AMQPConnectionError
 from .channel_state import Channel
+from .durable_reply import Hold
 
 if TYPE_CHECKING:
     from ..broker.vhost import VirtualHost
@@ -130,6 +131,8 @@ class Session:
         self.run = PublishRun()
         self.pending_publish = self.run.pending
         self.pending_acks: dict[Channel, list] = {}
+        # a reply waiting for the journal, and what the connection parked behind it
+        self.hold: Hold | None = None
         # Publisher confirms are sent by this connection's worker and, for journaled
         # publishes, straight from the journal thread once their fsync is done. This lock
         # is every ConfirmTracker's (see it for what it guards) and guards the connection's
@@ -184,15 +187,28 @@ class Session:
     def frames_received(self, frames: list) -> None:
         if self.proto.state == pconn.CLOSED:
             return
+        if self.hold is not None:  # a reply waits for the journal: see durable_reply.py
+            self.hold.frames.extend(frames)
+            return
+        self._receive(frames, (), None)
+
+    def _receive(self, frames: list, events: Any, error: ChannelError | None) -> None:
+        """Handle ``events``, then ``error`` (a channel error the protocol layer raised after
+        them), then ``frames``; park what is left on ``self.hold`` if a handler set one."""
         try:
-            while frames:
-                events, frames, error = self.proto.receive(frames)
-                if error is None:
+            while True:
+                if events:
                     self._handle(events)
-                elif type(error) is ChannelError:
-                    self._handle(events)
+                if self.hold is not None:
+                    self.hold.error = error
+                    self.hold.frames[:0] = frames
+                    break
+                if error is not None:
                     self.channel_error(error.channel_id, error.error)
-                else:
+                if not frames:
+                    break
+                events, frames, error = self.proto.receive(frames)
+                if error is not None and type(error) is not ChannelError:
                     # a hard error: the events before it are dropped (the connection closes)
                     raise error
         except AMQPConnectionError as e:
@@ -276,7 +292,7 @@ class Session:
         channels = self.channels
         proto = self.proto
         closed = pconn.CLOSED
-        for ch_id, method, props, body in events:
+        for i, (ch_id, method, props, body) in enumerate(events):
             if proto.state == closed:
                 return
             index = method.INDEX
@@ -304,6 +320,9 @@ class Session:
                 if not e.class_id:
                     e.class_id, e.method_id = method.CLASS_ID, method.METHOD_ID
                 raise
+            if self.hold is not None:  # the reply waits for the journal (durable_reply.py)
+                self.hold.events = events[i + 1 :]
+                return
 
     def frame_error(self, exc: AMQPConnectionError) -> None:
         """The byte stream is broken (the reactor stopped reading): say why, then hang up.

@@ -37,6 +37,23 @@ def commit(session: Session, ch: Channel, m: T.Commit, _p, _b) -> None:
         raise _not_transactional()
     publishes, acks = ch.tx_publishes, ch.tx_acks
     ch.tx_publishes, ch.tx_acks = [], {}
+    durability = session.broker.durability
+    if durability is None:
+        _apply(session, ch, publishes, acks, True)
+        return
+    # one journal unit for the whole commit: after a crash all of it or none (issue #25)
+    with durability.transaction() as unit:
+        journaled = _apply(session, ch, publishes, acks, False)
+    if journaled or unit.records:
+        # commit-ok only once the persistent publishes and the acks are on disk
+        session.after_journal_sync(lambda err: _commit_ok(session, ch, err))
+    else:
+        session.send_method(ch.id, T.CommitOk())
+
+
+def _apply(session: Session, ch: Channel, publishes: list, acks: dict, reply: bool) -> bool:
+    """Route the commit's publishes then settle its acks; True if a publish was journaled
+    (``reply``: no journal, send commit-ok now)."""
     # As RabbitMQ: the publishes first, then the acks/rejects (collected and checked when
     # they arrived, see basic._tx_collect, so nothing here can fail half-way).
     journaled = False
@@ -57,11 +74,9 @@ def commit(session: Session, ch: Channel, m: T.Commit, _p, _b) -> None:
         ch.settle(rejected, requeue=False, reject=True)
     if requeued:
         ch.settle(requeued, requeue=True)
-    if journaled:
-        # commit-ok only once the persistent publishes are on disk
-        session.after_journal_sync(lambda err: _commit_ok(session, ch, err))
-    else:
+    if reply:
         session.send_method(ch.id, T.CommitOk())
+    return bool(journaled)
 
 
 def _commit_ok(session: Session, ch: Channel, err: Exception | None) -> None:

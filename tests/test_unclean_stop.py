@@ -1,0 +1,89 @@
+"""After an unclean stop every recovered message is redelivered=true (issue #25).
+
+The rule (docs/architecture.md, journal/recovery.py): a journal closed cleanly writes a CLEAN
+marker after its last fsync; recovery takes it away. Without it (kill -9, a crash, a power
+loss) a message may have been delivered although its DELIVERED record never reached the disk,
+so every recovered message is flagged, as RabbitMQ does after an unclean stop.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pika
+from amqp_helpers import connect
+from brokerproc import BrokerProcess
+from journal_helpers import barrier, open_journal
+
+from syncmq.journal import format as fmt
+from syncmq.journal.recovery import CLEAN_MARKER
+
+CYCLES = 4
+
+
+def test_journal_reports_clean_only_after_a_clean_close(tmp_path) -> None:
+    j, rec = open_journal(tmp_path)
+    assert not rec.clean  # a new directory: nothing says the last run ended well
+    j.append(fmt.encode_queue_declare("/", "q", 1))
+    j.append(fmt.encode_publish(1, "/", ["q"], "", "q", b"", b"m"))
+    barrier(j)
+    j.close()
+    assert os.path.exists(tmp_path / CLEAN_MARKER)
+    j, rec = open_journal(tmp_path)
+    assert rec.clean and not os.path.exists(tmp_path / CLEAN_MARKER)  # taken at once
+    assert [m.delivered for m in rec.queue("/", "q").messages] == [False]
+    # a run that never closes (killed): the next recovery sees an unclean stop
+    j._finish()  # the fd goes, as with a kill; no close(), no marker
+    os.close(j._lock_fd)
+    j2, rec2 = open_journal(tmp_path)
+    assert not rec2.clean
+    j2.close()
+
+
+def test_messages_held_by_consumers_come_back_redelivered_after_kill_9(tmp_path) -> None:
+    b = BrokerProcess(str(tmp_path / "data"))
+    for cycle in range(CYCLES):
+        b.start()
+        conn = connect(b.port)
+        ch = conn.channel()
+        ch.queue_declare("held", durable=True)
+        ch.confirm_delivery()
+        for i in range(200):
+            ch.basic_publish("", "held", b"%d-%d" % (cycle, i),
+                             pika.BasicProperties(delivery_mode=2))
+        # a consumer holds a prefetch's worth, unacked; kill -9 as soon as they are here
+        cch = connect(b.port).channel()
+        cch.basic_qos(prefetch_count=20 + 30 * cycle)
+        got = 0
+        for _m, _p, _body in cch.consume("held", inactivity_timeout=30):
+            got += 1
+            if got == 20:
+                break
+        b.kill()
+        b.start()
+        conn = connect(b.port)
+        ch = conn.channel()
+        n = 0
+        while True:
+            m, _p, body = ch.basic_get("held", auto_ack=False)
+            if m is None:
+                break
+            assert m.redelivered, f"cycle {cycle}: {body!r} recovered with redelivered=false"
+            n += 1
+        assert n >= 200  # nothing lost (earlier cycles' messages are still there too)
+        # basic.get took them (unacked): a clean stop keeps them, flagged redelivered
+        conn.close()
+        assert b.stop() == 0
+    # after a clean stop, messages never delivered since are not flagged
+    b.start()
+    ch = connect(b.port).channel()
+    ch.queue_purge("held")
+    ch.basic_publish("", "held", b"fresh", pika.BasicProperties(delivery_mode=2))
+    ch.connection.close()
+    assert b.stop() == 0
+    b.start()
+    ch = connect(b.port).channel()
+    m, _p, body = ch.basic_get("held", auto_ack=True)
+    assert body == b"fresh" and not m.redelivered
+    ch.connection.close()
+    assert b.stop() == 0
