@@ -34,6 +34,7 @@ def sbroker(tmp_path_factory):
         "b": User("b", hash_password("b-pw"), [], {"/": B_PERM}),
         "gen": User("gen", hash_password("gen-pw"), [], {"/": Permission("^amq\\.gen-", "", "")}),
         "none": User("none", hash_password("none-pw"), [], {"/": Permission("", "", "")}),
+        "imp": User("imp", hash_password("imp-pw"), ["impersonator"], {"/": Permission()}),
     }
     save(UserStore(users, ["/", "other"], []), str(path))
     b = _start(tmp_path_factory, "--users-file", str(path))
@@ -390,3 +391,32 @@ def test_permission_regex(pattern, name, ok):
     assert p.can_configure(name) is ok
     assert p.can_write(name) is ok
     assert p.can_read(name) is ok
+
+
+def test_user_id_property_must_name_the_user(sbroker, admin_conn):
+    """rabbit_channel's check_user_id_header: a user-id that is not the connection's user is a
+    406 with RabbitMQ's text; the user's own name passes, and so does any name for a user
+    tagged ``impersonator`` (one rule, shared with the management API's publish)."""
+    admin_ch = admin_conn.channel()
+    admin_ch.queue_declare("w-uid")
+    admin_ch.queue_purge("w-uid")
+    conn = _connect(sbroker.port, "admin")  # may write anywhere, but is no impersonator
+    try:
+        ch = conn.channel()
+        ch.basic_publish("", "w-uid", b"own", pika.BasicProperties(user_id="admin"))
+        err = expect_channel_close(406, lambda: (
+            ch.basic_publish("", "w-uid", b"forged", pika.BasicProperties(user_id="u")),
+            ch.queue_declare("w-uid", passive=True)))
+        assert err.reply_text == ("PRECONDITION_FAILED - user_id property set to 'u' but "
+                                  "authenticated user was 'admin'"), err.reply_text
+    finally:
+        conn.close()
+    imp = _connect(sbroker.port, "imp")
+    try:
+        ich = imp.channel()
+        ich.basic_publish("", "w-uid", b"on-behalf", pika.BasicProperties(user_id="someone"))
+    finally:
+        imp.close()
+    bodies = [admin_ch.basic_get("w-uid", auto_ack=True)[2] for _ in range(2)]
+    assert bodies == [b"own", b"on-behalf"]
+    assert admin_ch.basic_get("w-uid")[0] is None

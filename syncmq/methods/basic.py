@@ -223,18 +223,11 @@ _FLAGS_RARE = (1 << 13) | (1 << 9) | (1 << 8) | _FLAG_USER_ID
 
 
 def _check_user_id(session: Session, props: bytes) -> None:
-    """rabbit_channel check_user_id_header: a user-id property must name the connection's
-    user, unless that user has the ``impersonator`` tag (406 otherwise)."""
-    user_id = _spec.BasicProperties.decode(props).user_id
-    if user_id is None or user_id == session.username:
-        return
-    if "impersonator" in (getattr(session.user, "tags", None) or ()):
-        return
-    raise AMQPChannelError(
-        _spec.PRECONDITION_FAILED,
-        f"PRECONDITION_FAILED - user_id property set to '{user_id}' but authenticated user "
-        f"was '{session.username}'",
-    )
+    """A user-id property must name the connection's user (the rule is
+    ``User.user_id_refusal``'s, shared with the management API's publish): 406 otherwise."""
+    refusal = session.user.user_id_refusal(_spec.BasicProperties.decode(props).user_id)
+    if refusal is not None:
+        raise AMQPChannelError(_spec.PRECONDITION_FAILED, f"PRECONDITION_FAILED - {refusal}")
 
 
 def route(session: Session, ch: Channel, ex: Exchange, message: Message, mandatory: bool,
