@@ -62,10 +62,12 @@ class Server:
             channel_max=config.channel_max,
             heartbeat=config.heartbeat,
             max_message_size=config.max_message_size,
+            cert_login_from=config.ssl_cert_login_from,
         )
         self.pool = WorkerPool(config.workers)
         self.reactor = Reactor(self.pool, self._make_session, config.handshake_timeout,
-                               config.max_connections, config.max_pending_output)
+                               config.max_connections, config.max_pending_output,
+                               config.max_handshakes)
         # Broker timers (TTL expiry, x-expires): the reactor owns timers, a worker runs them
         timer_worker = self.pool.workers[0]
         self.broker.scheduler.hook = lambda delay, fn: self.reactor.call_later(

@@ -129,11 +129,15 @@ class User:
 
 
 def is_loopback(peer: object) -> bool:
+    """127.0.0.0/8, ::1, and an IPv4-mapped IPv6 loopback (``::ffff:127.0.0.1``, the peer of
+    an IPv4 client on a ``--bind ::`` socket), as RabbitMQ's ``rabbit_net:is_loopback``."""
     host = peer[0] if isinstance(peer, tuple) else peer
     try:
-        return ipaddress.ip_address(str(host).split("%")[0]).is_loopback
+        addr = ipaddress.ip_address(str(host).split("%")[0])
     except ValueError:
         return False
+    mapped = getattr(addr, "ipv4_mapped", None)
+    return (mapped or addr).is_loopback
 
 
 def default_users() -> dict[str, User]:
@@ -179,7 +183,7 @@ class UserStore:
         password is checked (the TLS layer verified the certificate)."""
         user = self.users.get(username)
         if user is None:
-            return None, f"user '{username}' (certificate CN) does not exist"
+            return None, f"user '{username}' (from the client certificate) does not exist"
         if self.is_loopback_only(user) and not is_loopback(peer):
             return None, f"user '{username}' can only connect via localhost"
         return user, ""

@@ -92,7 +92,7 @@ class Transport(OutBuffer):
         self.writing = False
         self.frame_max = HANDSHAKE_FRAME_MAX
         self.heartbeat = 0
-        self.opened = False
+        self.opened: bool | None = False  # None once lost (Reactor._count_lock)
         now = time.monotonic()
         self.last_recv = now
         self.created = now
@@ -152,9 +152,11 @@ class Transport(OutBuffer):
         """Run ``fn(*args)`` on the reactor thread after ``delay`` seconds. Thread-safe."""
         self.reactor.call_later(delay, fn, *args)
 
-    def mark_open(self) -> None:
-        """The handshake completed: cancel the handshake timeout."""
-        self.opened = True
+    def mark_open(self) -> bool:
+        """The handshake completed: count the connection as open (no longer against the
+        pre-handshake bound; cancels the handshake timeout). False, and nothing changed, if
+        ``--max-connections`` open connections exist already. Thread-safe."""
+        return self.reactor._mark_open(self)
 
 
     # ---- the reactor's ----
