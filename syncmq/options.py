@@ -171,8 +171,10 @@ OPTIONS: tuple[Option, ...] = (
     Opt("management-cors-origin", None, "an origin allowed to call the API from a browser "
         "(repeatable); no CORS headers otherwise", metavar="URL", multiple=True, shown_default="none"),
     Opt("memory-high-watermark", "0.4", "memory alarm: a fraction of total RAM or a size "
-      "(`512MiB`); above it, connections that publish get `connection.blocked` and are not "
-      "read until it clears; `0` disables", type=memory_limit, metavar="X"),
+      "(`512MiB`); when the memory the broker accounts for (queued messages and bodies in "
+      "memory, connection buffers) is above it, or RSS above 1.5 times it, connections that "
+      "publish get `connection.blocked` and are not read until it is back under 0.9 times "
+      "it; `0` disables", type=memory_limit, metavar="X"),
     Opt("disk-free-limit", "50MB", "disk alarm: the same when the data dir's file system has "
       "less free space; `0` disables", type=parse_size, metavar="SIZE"),
     Opt("memory-budget", "0", "memory for the bodies of queued messages (`256MiB`); bodies "
