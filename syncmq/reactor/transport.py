@@ -67,7 +67,7 @@ class Transport(OutBuffer):
         "header_done", "discard_input", "close_when_flushed", "writing", "frame_max",
         "heartbeat", "last_recv", "opened", "bytes_in", "created", "tls", "tls_handshaking",
         "peer_cert", "tls_retry", "inflight", "paused_flow", "paused_alarm",
-        "registered_events", "rest", "rest_len", "rest_need", "aborted",
+        "registered_events", "rest", "rest_len", "rest_need", "aborted", "unread_in",
     )
 
     def __init__(self, reactor: Reactor, sock: socket.socket, peer: Any, worker: Worker) -> None:
@@ -93,6 +93,7 @@ class Transport(OutBuffer):
         self.frame_max = HANDSHAKE_FRAME_MAX
         self.heartbeat = 0
         self.opened: bool | None = False  # None once lost (Reactor._count_lock)
+        self.unread_in = 0  # kernel-queued input last seen while paused for output (reactor)
         now = time.monotonic()
         self.last_recv = now
         self.created = now
