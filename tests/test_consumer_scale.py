@@ -20,6 +20,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from syncmq.queues.consumers import ConsumerRing
 from syncmq.wire import _spec
+from syncmq.wire.frames import parse_frames
 
 N = 5_000
 BATCH = 5_000
@@ -80,6 +81,62 @@ def test_consume_cost_is_flat_from_n_to_4n_consumers(broker_factory, unique):
             a.expect_method(1, _spec.Basic.CancelOk)
         a.send_method(1, _spec.Queue.Declare(queue=unique, passive=True))
         assert a.expect_method(1, _spec.Queue.DeclareOk).consumer_count == n - 3
+
+
+def _sync(c: raw.RawClient, channel: int, queue: str) -> int:
+    """A passive declare on ``channel``; skips every other frame (deliveries) fast; returns
+    the consumer count."""
+    c.send_method(channel, _spec.Queue.Declare(queue=queue, passive=True))
+    deadline = time.monotonic() + 120
+    while True:
+        parsed, used = parse_frames(c.buf, 0)
+        del c.buf[:used]
+        for ftype, ch, payload in parsed:
+            if ftype == raw.FRAME_METHOD and ch == channel:
+                m = _spec.decode_method(bytes(payload))
+                if isinstance(m, _spec.Queue.DeclareOk):
+                    return m.consumer_count
+        assert c._fill(deadline), "no declare-ok"
+
+
+def test_consume_cost_is_flat_with_a_backlog_and_full_consumers(broker_factory, unique):
+    """Prefetch 1 and a backlog: every consumer is full, so a new consume used to offer the
+    head to each of them (one channel lock and credit check per consumer) before reaching
+    the newcomer. It is offered to the newcomer alone now."""
+    b = broker_factory("--workers", "2")
+    pid = b.proc.pid
+    with raw.connect(b.port) as a:
+        a.open_channel()
+        a.open_channel(2)
+        a.send_method(1, _spec.Queue.Declare(queue=unique))
+        a.expect_method(1, _spec.Queue.DeclareOk)
+        a.send_method(1, _spec.Basic.Qos(prefetch_count=1))
+        a.expect_method(1, _spec.Basic.QosOk)
+        total = 4 * N + 2 * BATCH + 1000
+        pub = raw.encode_frame(raw.FRAME_METHOD, 2, _spec.Basic.Publish(
+            exchange="", routing_key=unique).encode())
+        one = pub + b"".join(bytes(x) for x in raw.encode_content(2, 60, b"\x00\x00", b"",
+                                                                   a.frame_max))
+        for i in range(0, total, 5000):
+            a.send(one * min(5000, total - i))
+        n = 0
+
+        def batch(k: int) -> float:
+            nonlocal n
+            t0 = _cpu(pid)
+            a.send(b"".join(raw.encode_frame(raw.FRAME_METHOD, 1, _spec.Basic.Consume(
+                queue=unique, consumer_tag=f"c{n + i}", no_wait=True).encode())
+                for i in range(k)))
+            assert _sync(a, 1, unique) == n + k
+            n += k
+            return _cpu(pid) - t0
+
+        batch(N)
+        cost_n = batch(BATCH)
+        batch(4 * N - n)
+        cost_4n = batch(BATCH)
+        # scanning the full consumers costs ~4x here
+        assert cost_4n < 1.8 * cost_n + 0.05, (cost_n, cost_4n)
 
 
 def test_exclusive_consumer_refused_and_released(broker, unique):

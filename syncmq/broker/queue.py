@@ -237,7 +237,7 @@ class Queue(QueueLimits):
             if self.consumers and self.ready:
                 self._dispatch_locked()
 
-    def _dispatch_locked(self, now: float | None = None) -> None:
+    def _dispatch_locked(self, now: float | None = None, only: Consumer | None = None) -> None:
         """Deliver from the head while a consumer has credit.
 
         ``now`` is the time expiry is judged by (a message whose deadline is not *before* it
@@ -266,7 +266,9 @@ class Queue(QueueLimits):
                         del expiry[seq]
                         self._expired_locked(message)
                         continue
-            for c in (consumers.first(),) if self.single_active else consumers:
+            # ``only``: offer messages to that consumer alone (a newcomer: see add_consumer)
+            for c in ((consumers.first(),) if self.single_active
+                      else consumers if only is None else (only,)):
                 if c.channel.deliver(c, self, seq, message, redelivered):
                     ready.pop()
                     self._handed_out_locked((head,), 1, c.no_ack)
@@ -360,7 +362,13 @@ class Queue(QueueLimits):
             self.consumers.add(consumer)
             self.had_consumers = True
             if self.ready:
-                self._dispatch_locked()
+                if self.single_active or len(self.consumers) == 1:
+                    self._dispatch_locked()
+                else:
+                    # what is ready is there because no other consumer could take it (one
+                    # that gets credit back is dispatched to then): only the newcomer can,
+                    # so offer it alone instead of scanning every consumer (O(1) a consume)
+                    self._dispatch_locked(only=consumer)
 
     def has_exclusive_consumer(self) -> bool:
         return self.consumers.n_exclusive > 0
