@@ -37,7 +37,7 @@ log = logging.getLogger("syncmq.alarms")
 RSS_FACTOR = 1.5  # RSS above this many watermarks sets the memory alarm whatever is accounted
 CLEAR_BELOW = 0.9  # the memory alarm clears under this fraction of the watermark
 TRIM_EVERY = 2.0  # seconds between two malloc_trim calls at most (doubled while they fail)
-TRIM_SLACK = 32 * 1024 * 1024  # RSS this far above the accounted figure (and 25%) -> trim
+TRIM_SLACK = 8 * 1024 * 1024  # RSS this far above the accounted figure (and 25%) -> trim
 WALK_SHARE = 0.05  # the accounting walk may take this share of a core
 
 

@@ -152,4 +152,6 @@ def test_rss_comes_back_after_a_500mib_backlog(broker_factory, budget):
         conn.process_data_events(time_limit=0.5)
     after = _rss(pid)
     conn.close()
+    print(f"RSS MiB budget={budget}: before {before // MiB}, peak {peak // MiB}, "
+          f"after {after // MiB}")
     assert after <= 1.5 * before, (before // MiB, peak // MiB, after // MiB)
