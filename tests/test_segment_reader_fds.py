@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import os
 import threading
+import time
 
 from journal_helpers import open_journal
 
@@ -42,8 +43,18 @@ def test_fds_bounded_by_lru_plus_references(tmp_path):
         assert done.wait(30)
         r = j.reader
         # references held for every message: one fd per segment, shared by its messages
-        refs = [r.locate(mid, len(body)) for mid in ids]
-        assert all(ref is not None for ref in refs)
+        # (locate answers None until the journal has applied the records to its state, which
+        # may come a moment after the barrier: wait for it, bounded)
+        deadline = time.monotonic() + 30
+        while True:
+            refs = [r.locate(mid, len(body)) for mid in ids]
+            if all(ref is not None for ref in refs):
+                break
+            assert time.monotonic() < deadline, "records never located"
+            refs.clear()
+            done.clear()
+            j.sync_barrier(lambda _e: done.set())
+            assert done.wait(30)
         segs = {ref[0].no for ref in refs}
         assert len(segs) > 2 * jreader.FD_CACHE
         assert len({id(ref[0]) for ref in refs}) == len(segs)
