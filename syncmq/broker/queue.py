@@ -354,6 +354,72 @@ class Queue(QueueLimits):
                 if self.store is not None:
                     self.store.release(message)
 
+    def get(self, no_ack: bool) -> tuple[int, Message, bool, int] | None:
+        """Pop the head for basic.get: ``(seq, message, redelivered, remaining)`` or None."""
+        with self.guard:
+            self.last_used = time.monotonic()
+            if self.expiry:
+                self._expire_locked(self.last_used)
+            item = self.ready.pop()
+            if item is None:
+                result = None
+            else:
+                seq, (message, redelivered) = item
+                if no_ack and message.store_key:
+                    # our reference is released below: the get-ok is encoded from a copy
+                    # that carries the body
+                    message = message.with_body()
+                self._handed_out_locked((item,), 1, no_ack)
+                result = seq, message, redelivered, len(self.ready)
+            if self.expiry:
+                self._arm_ttl_timer_locked()
+        return result
+
+    def requeue(self, entries: list[tuple[int, Message]]) -> None:
+        """Put unacked messages back at their original positions, marked redelivered."""
+        with self.guard:
+            self.unacked_count -= len(entries)
+            if self.deleted:
+                if self.store is not None:
+                    self.store.release_many([m for _, m in entries])
+                return
+            if self.max_priority is not None:
+                self.ready.requeue_many([(seq, (msg, True), msg.priority) for seq, msg in entries])
+            else:
+                self.ready.requeue_many([(seq, (msg, True)) for seq, msg in entries])
+            if self.track_bytes:
+                self.ready_bytes += sum(m.size for _, m in entries)
+            if self.consumers:
+                self._dispatch_locked()
+            if self.expiry:
+                self._expire_locked(time.monotonic())
+                self._arm_ttl_timer_locked()
+            if self.limited:
+                self._drop_over_limit_locked()
+
+    def settle(
+        self, entries: list[tuple[int, Message]], rejected: bool = False, dispatch: bool = False
+    ) -> None:
+        """Unacked ``(seq, message)`` entries were acked, or rejected without requeue
+        (``rejected``: then they are dead-lettered if the queue has a dead-letter exchange).
+        ``dispatch``: then deliver to consumers with credit under the same lock hold (what
+        :meth:`dispatch` would do next, without taking the lock a second time)."""
+        count = len(entries)
+        with self.guard:
+            self.unacked_count -= count
+            self.stats_acked += count
+            if self.expiry:
+                for seq, _ in entries:
+                    self.expiry.pop(seq, None)
+            if self.journaled and not self.deleted:
+                self.durability.acked(self, [m.msg_id for _, m in entries if m.msg_id])
+            if rejected and self.dlx is not None and not self.deleted:
+                self._letters.extend([(m, "rejected") for _, m in entries])
+            elif self.store is not None:
+                self.store.release_many([m for _, m in entries])
+            if dispatch and self.consumers and self.ready:
+                self._dispatch_locked()
+
     # ---- consumers ----
 
     def add_consumer(self, consumer: Consumer) -> None:
