@@ -5,7 +5,11 @@ and runs a few steps drawn from: valid work (publish/get round trips, channels o
 closed, content interleaved across channels), valid frames in the wrong order or on the wrong
 channel, mutated frames (byte flips, truncation, wrong size, channel, type or frame-end octet),
 frames over frame_max, huge field tables and tables/arrays nested far deeper than the codec
-allows, in method arguments and in message headers that a headers exchange has to decode.
+allows, in method arguments and in message headers that a headers exchange has to decode;
+and what issue #19 found: PLAIN responses with an authorization identity or control characters
+in the user name, idle sockets that never finish the handshake next to a real login (the broker
+runs with ``--max-connections 16``), thousands of consumers registered and cancelled on one
+queue with an exclusive consume refused beside them.
 
 After every step the connection is probed (a channel.open on a fresh channel) and must, within
 ``STEP_TIMEOUT``, either answer it (it keeps working; a channel.close with a soft code is
@@ -92,7 +96,8 @@ def _rss(pid: int) -> int:
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
-    b = start_broker(tmp_path_factory, "--frame-max", str(FRAME_MAX), "--heartbeat", "0")
+    b = start_broker(tmp_path_factory, "--frame-max", str(FRAME_MAX), "--heartbeat", "0",
+                     "--max-connections", "16")
     params = pika.ConnectionParameters("127.0.0.1", b.port, heartbeat=0,
                                        blocked_connection_timeout=STEP_TIMEOUT,
                                        socket_timeout=STEP_TIMEOUT)
@@ -620,6 +625,87 @@ class LiveFuzz(RuleBasedStateMachine):
                 ch not in self.closed_by_broker:
             self.close_clean([ch])
 
+    # ---- issue #19: logins an attacker tries, idle sockets, consumer churn ----
+
+    @rule(authzid=st.sampled_from([b"", b"guest", b"admin", b"guest\n", b"\x00"]),
+          user=st.sampled_from([b"guest", b"admin", b"gu\nest", b"guest\r\n2026 INFO x",
+                                b"\x1b[2Kguest", b""]),
+          password=st.sampled_from([b"guest", b"wrong", b""]),
+          extra=st.sampled_from([b"", b"\x00", b"\x00x"]))
+    def plain_login(self, authzid: bytes, user: bytes, password: bytes, extra: bytes) -> None:
+        """A PLAIN response on a new connection: tune only for guest/guest with no authzid
+        or authzid "guest"; anything else is refused (403) or dropped, never a login as
+        someone else. Control characters in the name never break a log line."""
+        response = authzid + b"\x00" + user + b"\x00" + password + extra
+        ok = (authzid in (b"", b"guest") and user == b"guest" and password == b"guest"
+              and not extra)
+        lines_before = len(self.broker.lines)
+        with RawClient(self.broker.port, timeout=STEP_TIMEOUT) as c:
+            c.send_header()
+            c.expect_method(0, _spec.Connection.Start)
+            c.send_method(0, _spec.Connection.StartOk(
+                client_properties={"capabilities": {"authentication_failure_close": True}},
+                mechanism="PLAIN", response=response, locale="en_US"))
+            try:
+                f = c.read_method()
+            except EOF:
+                f = None
+            if ok:
+                assert f is not None and isinstance(f.method, _spec.Connection.Tune), f
+                event("login: tune")
+            else:
+                assert f is None or (isinstance(f.method, _spec.Connection.Close)
+                                     and f.method.reply_code == 403), f
+                event("login: refused" if f is not None else "login: dropped")
+        for line in self.broker.lines[lines_before:]:
+            assert line.startswith("{") and line.endswith("}"), line  # one JSON object a line
+
+    @rule(n=st.integers(1, 80), partial=st.booleans())
+    def idle_sockets_then_login(self, n: int, partial: bool) -> None:
+        """Sockets that never finish the handshake (some sent only the header) do not keep
+        a real client out (the broker runs with --max-connections 16)."""
+        idle = []
+        try:
+            for _ in range(n):
+                s = socket.create_connection(("127.0.0.1", self.broker.port),
+                                             timeout=STEP_TIMEOUT)
+                if partial:
+                    s.sendall(b"AMQP\x00\x00\x09\x01")
+                idle.append(s)
+            with RawClient(self.broker.port, timeout=STEP_TIMEOUT) as c:
+                c.handshake(frame_max=FRAME_MAX, heartbeat=0)
+                c.open_channel(1)
+            event("login beside idle sockets")
+        finally:
+            for s in idle:
+                s.close()
+
+    @rule(n=st.integers(1, 3000), cancel=st.integers(0, 50), data=st.data())
+    def consumers_churn(self, n: int, cancel: int, data: st.DataObject) -> None:
+        """Many consumers on one queue, some cancelled, an exclusive consume refused on
+        another channel: the count stays exact and the connection keeps working."""
+        c = self.conn()
+        a, b = self.clean_channels(2)
+        c.send(b"".join(method_frame(a, _spec.Basic.Consume(
+            queue=self.rq, consumer_tag=f"fz{i}", no_wait=True)) for i in range(n)))
+        gone = set(data.draw(st.lists(st.integers(0, n - 1), max_size=cancel), label="cancel"))
+        c.send(b"".join(method_frame(a, _spec.Basic.Cancel(consumer_tag=f"fz{i}",
+                                                           no_wait=True)) for i in gone))
+        c.send_method(a, _spec.Queue.Declare(queue=self.rq, passive=True))
+        assert self.expect(a, _spec.Queue.DeclareOk).consumer_count == n - len(gone)
+        c.send_method(b, _spec.Basic.Consume(queue=self.rq, exclusive=True))
+        if n - len(gone):
+            m = self.expect(b, _spec.Channel.Close)
+            assert m.reply_code == 403, m
+            c.send_method(b, _spec.Channel.CloseOk())
+        else:
+            self.expect(b, _spec.Basic.ConsumeOk)
+            self.close_clean([b])
+        self.close_clean([a])  # cancels the rest
+        event("consumers churned")
+        assert self.settle() == "open"
+
+
     @rule(data=st.binary(min_size=1, max_size=512))
     def random_octets(self, data: bytes) -> None:
         self.conn()
@@ -681,3 +767,29 @@ def test_reused_socket_after_broker_close(live):
         assert s.recv(8) == b"AMQP\x00\x00\x09\x01"
     finally:
         s.close()
+
+
+def test_plain_login_variants(live):
+    """The issue #19 login cases, each once (the state machine draws them at random)."""
+    m = _machine(live)
+    try:
+        for args in ((b"", b"guest", b"guest", b""), (b"guest", b"guest", b"guest", b""),
+                     (b"admin", b"guest", b"guest", b""), (b"", b"gu\nest", b"wrong", b""),
+                     (b"", b"guest", b"guest", b"\x00x")):
+            m.plain_login(*args)
+            m.broker_is_healthy()
+        m.idle_sockets_then_login(40, True)
+        m.consumers_churn(2500, 3, _Fixed([1, 2, 3]))
+        m.broker_is_healthy()
+    finally:
+        m.teardown()
+
+
+class _Fixed:
+    """Stands in for Hypothesis's ``data`` in a replayed step: draws return a fixed value."""
+
+    def __init__(self, value) -> None:
+        self.value = value
+
+    def draw(self, _strategy, label=None):
+        return self.value

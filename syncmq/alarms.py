@@ -1,8 +1,16 @@
 """Resource alarms: memory high watermark and disk free limit, as RabbitMQ has them.
 
-A :class:`ResourceMonitor` samples the process's resident memory (``/proc/self/statm``) and the
-free space of the data directory's file system (``os.statvfs``) on a reactor timer (both reads
-are a few microseconds). When a limit is crossed the alarm is *set*: ``broker.alarms`` gains
+A :class:`ResourceMonitor` samples memory and the free space of the data directory's file
+system (``os.statvfs``) on a reactor timer. Memory has two signals (``syncmq.memory``): what
+the broker accounts for (queued messages and their bodies in memory, connection buffers and
+state, the start-up baseline) and the process's RSS (``/proc/self/statm``). The memory alarm
+is set when the accounted figure exceeds ``--memory-high-watermark`` or RSS exceeds
+:data:`RSS_FACTOR` times it (something the accounting misses), and cleared once the accounted
+figure is back under :data:`CLEAR_BELOW` of the watermark and RSS under its bound (the margin
+keeps it from flapping). RSS alone could not clear it: the allocator keeps what was freed.
+When RSS is well above the accounted figure (a backlog drained) the monitor gives memory back
+(``memory.trim``: glibc ``malloc_trim``), at most every :data:`TRIM_EVERY` seconds, backing
+off while it releases little. When a limit is crossed the alarm is *set*: ``broker.alarms`` gains
 ``"memory"`` or ``"disk"``, one log line says so, and every session is told on its own worker
 (``Session.alarms_changed``). A session then sends ``connection.blocked`` (to clients with that
 capability) and stops reading from its socket as soon as it publishes, as RabbitMQ's reader
@@ -17,21 +25,20 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
+from . import memory
+from .memory import resident_memory
+
 log = logging.getLogger("syncmq.alarms")
 
-_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-
-
-def resident_memory() -> int:
-    """Resident set size of this process in bytes (0 where /proc is missing)."""
-    try:
-        with open("/proc/self/statm", "rb") as f:
-            return int(f.read().split()[1]) * _PAGE
-    except (OSError, ValueError, IndexError):
-        return 0
+RSS_FACTOR = 1.5  # RSS above this many watermarks sets the memory alarm whatever is accounted
+CLEAR_BELOW = 0.9  # the memory alarm clears under this fraction of the watermark
+TRIM_EVERY = 2.0  # seconds between two malloc_trim calls at most (doubled while they fail)
+TRIM_SLACK = 8 * 1024 * 1024  # RSS this far above the accounted figure (and 25%) -> trim
+WALK_SHARE = 0.05  # the accounting walk may take this share of a core
 
 
 def total_memory() -> int:
@@ -69,7 +76,14 @@ class ResourceMonitor:
         self.disk_free_limit = disk_free_limit
         self.data_dir = data_dir
         self.interval = interval
-        self.memory_used = 0
+        self.memory_used = 0  # accounted bytes (memory.accounted_memory's total)
+        self.memory_parts: dict[str, int] = {}
+        self.rss = 0
+        self.baseline = resident_memory()  # the process before it holds anything
+        self._next_walk = 0.0
+        self._next_trim = 0.0
+        self._trim_every = TRIM_EVERY
+        self.trims = 0  # malloc_trim calls that released memory (tests, logs)
         self.disk_free = 0
         self.stopped = False
 
@@ -90,11 +104,16 @@ class ResourceMonitor:
     def check(self) -> frozenset:
         """Sample once and set/clear alarms; returns the alarms now in effect."""
         alarms = set(self.broker.alarms)
-        self.memory_used = mem = resident_memory()
-        if self.memory_high_watermark:
-            self._update(alarms, "memory", mem > self.memory_high_watermark,
-                         f"memory resource limit alarm: {mem} bytes used, high watermark "
-                         f"{self.memory_high_watermark}")
+        mem, rss = self.sample_memory()
+        wm = self.memory_high_watermark
+        if wm:
+            if "memory" in alarms:
+                over = mem >= wm * CLEAR_BELOW or rss > wm * RSS_FACTOR
+            else:
+                over = mem > wm or rss > wm * RSS_FACTOR
+            self._update(alarms, "memory", over,
+                         f"memory resource limit alarm: {mem} bytes used (accounted), RSS "
+                         f"{rss}, high watermark {wm}")
         if self.disk_free_limit:
             self.disk_free = free = disk_free(self.data_dir)
             if free >= 0:
@@ -107,6 +126,34 @@ class ResourceMonitor:
             for s in self.sessions():
                 s.transport.worker.submit(s.alarms_changed, alarms)
         return alarms
+
+    def sample_memory(self) -> tuple[int, int]:
+        """(accounted, RSS) now; walks the broker's structures at most WALK_SHARE of the
+        time, and trims the allocator when RSS is well above what is accounted."""
+        now = time.monotonic()
+        if now >= self._next_walk:
+            parts = memory.accounted_memory(self.broker, self.sessions(), self.baseline)
+            took = time.monotonic() - now
+            self._next_walk = now + took / WALK_SHARE
+            self.memory_parts = parts
+            self.memory_used = parts["total"]
+            self.broker.memory_used = parts["total"]
+        mem = self.memory_used
+        rss = resident_memory()
+        if rss > mem + max(TRIM_SLACK, mem // 4) and now >= self._next_trim:
+            released = memory.trim()
+            after = resident_memory()
+            if released and rss - after >= TRIM_SLACK // 4:
+                self.trims += 1
+                self._trim_every = TRIM_EVERY
+                log.info("memory returned to the OS", extra={
+                    "rss_before": rss, "rss_after": after, "accounted": mem})
+            else:  # fragmentation a trim cannot undo: ask less often
+                self._trim_every = min(self._trim_every * 2, 60.0)
+            self._next_trim = time.monotonic() + self._trim_every
+            rss = after
+        self.rss = rss
+        return mem, rss
 
     @staticmethod
     def _update(alarms: set, name: str, over: bool, text: str) -> None:

@@ -48,16 +48,37 @@ def server_config(args) -> ServerConfig:
     return make_config({o.field: getattr(args, o.field) for o in OPTIONS if not o.cli_only})
 
 
+# Text log lines: control characters (C0, DEL, C1, Unicode line/paragraph separators) and the
+# backslash are written as escapes, so a value a client chose (a user name, a queue name, a
+# client property) can never end a line and forge the next one. JSON lines escape by format.
+_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7f, 0xa0))}
+_ESCAPES.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t",
+                 ord("\\"): "\\\\", 0x2028: "\\u2028", 0x2029: "\\u2029"})
+
+
+def escape_log_value(value: object) -> str:
+    return str(value).translate(_ESCAPES)
+
+
+_RECORD_KEYS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
+    "message", "asctime"}
+
+
 class _TextFormatter(logging.Formatter):
+    """``time LEVEL name: message key=value ...``, message and values escaped (a traceback,
+    which is ours, keeps its lines)."""
+
     def format(self, record: logging.LogRecord) -> str:
-        base = super().format(record)
-        extras = {
-            k: v for k, v in record.__dict__.items()
-            if k not in logging.LogRecord("", 0, "", 0, "", (), None).__dict__
-            and k not in ("message", "asctime")
-        }
+        saved = record.msg, record.args
+        record.msg, record.args = escape_log_value(record.getMessage()), None
+        try:
+            base = super().format(record)
+        finally:
+            record.msg, record.args = saved
+        extras = [f"{escape_log_value(k)}={escape_log_value(v)}"
+                  for k, v in record.__dict__.items() if k not in _RECORD_KEYS]
         if extras:
-            base += " " + " ".join(f"{k}={v}" for k, v in extras.items())
+            base += " " + " ".join(extras)
         return base
 
 

@@ -36,7 +36,7 @@ def _load(path: str) -> UserStore:
     if not os.path.exists(path):
         # a new file: no users at all (no implicit guest once a users file is used)
         return UserStore({}, ["/"], ["guest"], path)
-    return UserStore.load(path)
+    return UserStore.load(path, allow_empty=True)
 
 
 def _user(store: UserStore, name: str) -> User:

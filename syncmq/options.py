@@ -171,8 +171,10 @@ OPTIONS: tuple[Option, ...] = (
     Opt("management-cors-origin", None, "an origin allowed to call the API from a browser "
         "(repeatable); no CORS headers otherwise", metavar="URL", multiple=True, shown_default="none"),
     Opt("memory-high-watermark", "0.4", "memory alarm: a fraction of total RAM or a size "
-      "(`512MiB`); above it, connections that publish get `connection.blocked` and are not "
-      "read until it clears; `0` disables", type=memory_limit, metavar="X"),
+      "(`512MiB`); when the memory the broker accounts for (queued messages and bodies in "
+      "memory, connection buffers) is above it, or RSS above 1.5 times it, connections that "
+      "publish get `connection.blocked` and are not read until it is back under 0.9 times "
+      "it; `0` disables", type=memory_limit, metavar="X"),
     Opt("disk-free-limit", "50MB", "disk alarm: the same when the data dir's file system has "
       "less free space; `0` disables", type=parse_size, metavar="SIZE"),
     Opt("memory-budget", "0", "memory for the bodies of queued messages (`256MiB`); bodies "
@@ -181,8 +183,12 @@ OPTIONS: tuple[Option, ...] = (
       "instead of being written twice, so a backlog larger than RAM costs the budget plus a "
       "few hundred bytes a message ([docs/architecture.md](docs/architecture.md), \"Memory "
       "budget\")", type=parse_size, metavar="SIZE", shown_default="`0` (unlimited)"),
-    Opt("max-connections", "0", "refuse connections beyond this many", type=int, metavar="N",
-      shown_default="`0` (no limit)"),
+    Opt("max-connections", "0", "refuse connections beyond this many open ones (checked at "
+      "accept and at `connection.open`: 530); sockets still in the handshake do not count",
+      type=int, metavar="N", shown_default="`0` (no limit)"),
+    Opt("max-handshakes", "1000", "refuse new sockets while this many have not completed the "
+      "AMQP handshake (each is closed after `--handshake-timeout`); `0`: no limit", type=int,
+      metavar="N"),
     Opt("daemonize", None, "detach from the terminal (hosts without a supervisor; the command "
       "returns once the broker listens, 1 if it failed)", type=None, cli_only=True),
     Opt("pid-file", None, "write the broker's pid to this file (removed on exit)",
@@ -203,6 +209,10 @@ OPTIONS: tuple[Option, ...] = (
     Opt("tls-fail-if-no-peer-cert", None, "refuse TLS clients without a valid certificate "
       "(implies `--tls-verify-peer`); offers the EXTERNAL mechanism (the certificate's CN "
       "names the user)", type=None),
+    Opt("ssl-cert-login-from", "common_name", "EXTERNAL user name, as RabbitMQ's "
+      "`ssl_cert_login_from`: `common_name` (several CNs are joined with `,`) or "
+      "`distinguished_name` (the subject in RFC 4514 form, e.g. `CN=app,O=x`)", metavar="M",
+      choices=("common_name", "distinguished_name")),
     # tests: a small segment size makes segments roll and compaction run early
     Opt("journal-segment-bytes", "64MiB", "journal segment size", type=parse_size, hidden=True),
     # tests, tuning: unsent output per connection above which its consumers get no deliveries
@@ -230,6 +240,8 @@ def validate(c: Any) -> None:
         raise ValueError("--heartbeat must be >= 0")
     if c.max_connections < 0:
         raise ValueError("--max-connections must be >= 0")
+    if c.max_handshakes < 0:
+        raise ValueError("--max-handshakes must be >= 0")
     if c.tls_port is not None:
         if not c.tls_cert or not c.tls_key:
             raise ValueError("--tls-port needs --tls-cert and --tls-key")

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from . import __version__
+from . import __version__, memory
 from .alarms import ResourceMonitor
 from .broker.auth import UsersFileError, UserStore
 from .broker.broker import Broker
@@ -62,10 +62,15 @@ class Server:
             channel_max=config.channel_max,
             heartbeat=config.heartbeat,
             max_message_size=config.max_message_size,
+            cert_login_from=config.ssl_cert_login_from,
         )
+        # glibc: few arenas and a fixed mmap threshold, before the worker threads exist, so
+        # that memory freed after a burst can be given back (syncmq.memory)
+        memory.limit_arenas()
         self.pool = WorkerPool(config.workers)
         self.reactor = Reactor(self.pool, self._make_session, config.handshake_timeout,
-                               config.max_connections, config.max_pending_output)
+                               config.max_connections, config.max_pending_output,
+                               config.max_handshakes)
         # Broker timers (TTL expiry, x-expires): the reactor owns timers, a worker runs them
         timer_worker = self.pool.workers[0]
         self.broker.scheduler.hook = lambda delay, fn: self.reactor.call_later(
@@ -199,8 +204,7 @@ class Server:
             self.config.memory_high_watermark, self.config.disk_free_limit,
             self.config.data_dir,
         )
-        if self.config.memory_high_watermark or self.config.disk_free_limit:
-            self.monitor.start()
+        self.monitor.start()  # also accounts memory (mem_used) and gives it back after bursts
         self.reactor.start()
         log.info(
             "syncmq %s started", __version__,

@@ -262,3 +262,17 @@ def connect(port: int, **handshake: Any) -> RawClient:
         c.close()
         raise
     return c
+
+
+def register_consumers(c: RawClient, queue: str, first: int, n: int, channel: int = 1) -> int:
+    """Pipeline ``n`` no-wait ``basic.consume``s (tags ``c<first>``...) on ``queue``, then a
+    passive ``queue.declare`` that is answered after all of them; returns its consumer count.
+    (Used by tests/test_consumer_scale.py and bench/consumers.py.)"""
+    payload = b"".join(
+        encode_frame(FRAME_METHOD, channel, _spec.Basic.Consume(
+            queue=queue, consumer_tag=f"c{first + i}", no_wait=True).encode())
+        for i in range(n))
+    c.send(payload)
+    c.send_method(channel, _spec.Queue.Declare(queue=queue, passive=True))
+    ok = c.expect_method(channel, _spec.Queue.DeclareOk, timeout=max(c.timeout, 120.0))
+    return ok.consumer_count

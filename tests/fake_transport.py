@@ -66,8 +66,9 @@ class FakeTransport:
     def set_heartbeat(self, seconds: int) -> None:
         self.calls.append(("set_heartbeat", seconds))
 
-    def mark_open(self) -> None:
+    def mark_open(self) -> bool:
         self.calls.append(("mark_open",))
+        return True
 
     def call_later(self, delay: float, fn: Any, *args: Any) -> None:
         self.calls.append(("call_later", delay, fn, args))

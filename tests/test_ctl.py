@@ -171,3 +171,33 @@ def test_writes_are_atomic_and_keep_the_mode(f, tmp_path):
     assert os.stat(f).st_ino != ino  # replaced by rename, never rewritten in place
     assert stat.S_IMODE(os.stat(f).st_mode) == 0o640
     assert sorted(os.listdir(tmp_path)) == ["users.toml"]  # no temp file left behind
+
+
+def test_planted_symlink_is_never_written_through(f, tmp_path, monkeypatch):
+    """A symlink planted where the temp file goes (the old predictable name, or the name
+    itself) is never opened: the victim file keeps its bytes, and a name that exists makes
+    the save fail instead of writing through it."""
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    ok("add_user", "--users-file", f, "alice", "pw")
+    before = open(f).read()
+    # every pid the ctl subprocess could get, at the name it used to write to
+    for pid in range(os.getpid(), os.getpid() + 200):
+        os.symlink(victim, tmp_path / f".users.toml.{pid}.tmp")
+    ok("add_user", "--users-file", f, "bob", "pw")
+    assert victim.read_text() == "precious\n"
+    assert "bob" in load(f)["users"]
+    # in-process, with the random part of the name known: refused, nothing changed
+    from syncmq.broker import auth
+
+    monkeypatch.setattr(auth.secrets, "token_hex", lambda n: "k" * n)
+    planted = tmp_path / f".users.toml.{os.getpid()}.{'k' * 8}.tmp"
+    os.unlink(planted) if os.path.lexists(planted) else None
+    os.symlink(victim, planted)
+    store = UserStore.load(f)
+    store.users.pop("bob")
+    with pytest.raises(auth.UsersFileError, match="refusing to write"):
+        auth.save(store, f)
+    assert victim.read_text() == "precious\n"
+    assert "bob" in load(f)["users"] and before != open(f).read()
+    assert os.path.islink(planted)  # left alone, not removed or followed

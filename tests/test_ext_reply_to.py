@@ -173,3 +173,38 @@ def test_replies_on_two_channels_do_not_mix(broker, conn, unique):
         pump((conn, client), lambda: len(got[1]) == 3 and len(got[2]) == 3)
         assert got[1] == [b"re:1-%d" % i for i in range(3)]
         assert got[2] == [b"re:2-%d" % i for i in range(3)]
+
+
+def test_replies_to_a_client_that_does_not_read_are_bounded(broker_factory, unique):
+    """Issue #19: a reply consumer whose connection is over the output bound
+    (--max-pending-output) gets no more replies; they are dropped (returned when
+    mandatory) instead of being buffered without limit. Everyone else is served."""
+    import amqp_raw
+
+    from syncmq.wire import _spec
+
+    b = broker_factory("--max-pending-output", "1MiB")
+    requester = amqp_raw.connect(b.port)
+    requester.open_channel(1)
+    requester.send_method(1, _spec.Basic.Consume(queue=REPLY_TO, no_ack=True))
+    requester.expect_method(1, _spec.Basic.ConsumeOk)
+    requester.send_method(1, _spec.Queue.Declare(queue=unique))
+    requester.expect_method(1, _spec.Queue.DeclareOk)
+    requester.send_method(1, _spec.Basic.Publish(exchange="", routing_key=unique))
+    requester.send_content(1, b"request", _spec.BasicProperties(reply_to=REPLY_TO).encode())
+    # the requester never reads from now on
+    with connection(b.port) as conn:
+        ch = conn.channel()
+        wait_until(conn, lambda: ch.queue_declare(unique, passive=True).method.message_count)
+        _m, props, _body = ch.basic_get(unique, auto_ack=True)
+        returned = []
+        ch.add_on_return_callback(lambda *a: returned.append(a[1].reply_code))
+        body = b"r" * (64 * 1024)
+        n = 400  # 25 MiB: far over the 1 MiB bound plus the kernel's socket buffers
+        for _ in range(n):
+            ch.basic_publish("", props.reply_to, body, mandatory=True)
+        wait_until(conn, lambda: len(returned) > n // 2)
+        assert set(returned) == {312}
+        # the broker still answers everyone (this connection included)
+        assert ch.queue_declare(unique, passive=True).method.message_count == 0
+    requester.close()

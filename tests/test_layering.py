@@ -22,7 +22,7 @@ RANK = {
     "reactor": 5, "workers": 4,
     "methods": 3,
     "protocol": 2, "broker": 2,
-    "queues": 1, "journal": 1,
+    "queues": 1, "journal": 1, "memory": 1,
     "wire": 0, "options": 0,
     "__init__": -1,
 }

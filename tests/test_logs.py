@@ -94,3 +94,41 @@ def test_every_line_is_json_with_the_fields_operators_need(broker_factory):
                and ("login refused" in r["message"] or "HTTP access denied" in r["message"])]
     assert len(refused) == 2
     assert all("wrong" not in json.dumps(r) for r in records)  # never a password
+
+
+def test_text_format_escapes_control_characters(tmp_path):
+    """A user name with a newline (and other control characters) cannot forge a log line in
+    --log-format text: the refused login is one line, the characters shown as escapes."""
+    import re
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "syncmq.cli", "--port", "0", "--data-dir", str(tmp_path / "d"),
+         "--log-format", "text", "--management-port", "-1"],
+        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    lines = []
+    try:
+        for line in proc.stderr:
+            lines.append(line)
+            m = re.search(r" port=(\d+)", line)
+            if m and "started" in line:
+                port = int(m.group(1))
+                break
+        forged = "x\n2026-01-01 00:00:00,000 INFO syncmq.connection: connection opened " \
+                 "user=admin\r\x1b[2K\u2028"
+        with pytest.raises(pika.exceptions.AMQPConnectionError):
+            connect(port, credentials=pika.PlainCredentials(forged, "wrong"))
+        for line in proc.stderr:
+            lines.append(line)
+            if "login refused" in line:
+                break
+    finally:
+        proc.terminate()
+        lines += proc.stderr.readlines()
+        proc.wait(30)
+    hits = [line for line in lines if "connection opened" in line]
+    assert len(hits) == 1, hits  # the refusal, with the forged text inside it, escaped
+    assert "login refused" in hits[0] and "x\\n2026-01-01" in hits[0]
+    assert "\\r\\x1b[2K\\u2028" in hits[0]
+    assert not any(line.startswith("2026-01-01") for line in lines)

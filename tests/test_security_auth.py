@@ -296,3 +296,30 @@ def test_sighup_without_users_file_still_serves(fresh_broker):
     c = login(fresh_broker.port, "guest", "guest")  # default guest still there
     c.close()
     assert fresh_broker.proc.poll() is None
+
+
+# ---- a users file with no users (issue #19) ----
+
+
+@pytest.mark.parametrize("content", ["", 'vhosts = ["/"]\n', "[users]\n"])
+def test_users_file_without_users_refused_at_start(tmp_path, content):
+    path = tmp_path / "users.toml"
+    path.write_text(content)
+    r = _run_broker("--users-file", str(path), "--data-dir", str(tmp_path / "d"))
+    assert r.returncode == 2, r.stderr
+    assert "no users defined" in r.stderr and "--users-file" in r.stderr
+
+
+def test_users_file_emptied_is_not_reloaded(broker_factory, tmp_path):
+    """SIGHUP with a 0-byte file (valid TOML): the old users stay, the error is logged."""
+    path = tmp_path / "users.toml"
+    write_users(path, {"alice": {"/": Permission()}})
+    b = broker_factory("--users-file", str(path))
+    conn = login(b.port, "alice")
+    path.write_text("")
+    b.proc.send_signal(signal.SIGHUP)
+    line = b.wait_for_log("users file not reloaded")
+    assert "no users defined" in line and json.loads(line)["level"] == "ERROR"
+    login(b.port, "alice").close()  # nobody is locked out
+    assert conn.channel().is_open
+    conn.close()

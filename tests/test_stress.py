@@ -473,10 +473,42 @@ def test_consumer_that_never_reads_is_closed_after_two_heartbeats(broker_factory
     body = os.urandom(256 * 1024)
     for _ in range(160):  # 40 MiB: well over the kernel buffers and the 8 MiB watermark
         ch.basic_publish("", unique, body)
-    b.wait_for_log("has not read anything", timeout=60)
+    b.wait_for_log("has neither read nor sent anything", timeout=60)
     wait_for(lambda: ch.queue_declare(unique, passive=True).method.consumer_count == 0, 30,
              "the consumer to be gone")
     assert ch.queue_declare(unique, passive=True).method.message_count > 0
+    pub.close()
+    slow.close()
+
+
+def test_consumer_that_heartbeats_but_never_reads_stays_connected(broker_factory, unique):
+    """Issue #19: a peer over the output bound that sends heartbeats is alive (RabbitMQ keeps
+    reading it): its heartbeats pile up unread in the kernel and the broker sees them grow
+    (FIONREAD). It stays connected for many intervals; once it goes silent it is closed."""
+    b = broker_factory("--heartbeat", "1", *BP_ARGS)
+    slow = connect(b.port, heartbeat=1)
+    slow.open_channel(1)
+    slow.send_method(1, _spec.Queue.Declare(queue=unique))
+    slow.expect_method(1, _spec.Queue.DeclareOk)
+    slow.send_method(1, _spec.Basic.Consume(queue=unique, no_ack=True))
+    slow.expect_method(1, _spec.Basic.ConsumeOk)
+    pub = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", b.port, heartbeat=0))
+    ch = pub.channel()
+    body = os.urandom(256 * 1024)
+    for _ in range(160):  # 40 MiB: well over the kernel buffers and the 8 MiB watermark
+        ch.basic_publish("", unique, body)
+    # the broker holds messages back for it: its output is over the bound
+    wait_for(lambda: ch.queue_declare(unique, passive=True).method.message_count > 0, 30,
+             "deliveries to be held back")
+    for _ in range(16):  # 8 s: four times the two-interval timeout, heartbeating
+        slow.send_frame(_spec.FRAME_HEARTBEAT, 0, b"")
+        pub.sleep(0.5)
+    assert ch.queue_declare(unique, passive=True).method.consumer_count == 1
+    assert not any("neither read nor sent" in line for line in b.lines)
+    # silent from now on: closed as a dead peer
+    b.wait_for_log("has neither read nor sent anything", timeout=60)
+    wait_for(lambda: ch.queue_declare(unique, passive=True).method.consumer_count == 0, 30,
+             "the consumer to be gone")
     pub.close()
     slow.close()
 

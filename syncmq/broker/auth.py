@@ -37,6 +37,7 @@ import hmac
 import ipaddress
 import os
 import re
+import secrets
 import tomllib
 from dataclasses import dataclass, field
 
@@ -129,11 +130,15 @@ class User:
 
 
 def is_loopback(peer: object) -> bool:
+    """127.0.0.0/8, ::1, and an IPv4-mapped IPv6 loopback (``::ffff:127.0.0.1``, the peer of
+    an IPv4 client on a ``--bind ::`` socket), as RabbitMQ's ``rabbit_net:is_loopback``."""
     host = peer[0] if isinstance(peer, tuple) else peer
     try:
-        return ipaddress.ip_address(str(host).split("%")[0]).is_loopback
+        addr = ipaddress.ip_address(str(host).split("%")[0])
     except ValueError:
         return False
+    mapped = getattr(addr, "ipv4_mapped", None)
+    return (mapped or addr).is_loopback
 
 
 def default_users() -> dict[str, User]:
@@ -179,7 +184,7 @@ class UserStore:
         password is checked (the TLS layer verified the certificate)."""
         user = self.users.get(username)
         if user is None:
-            return None, f"user '{username}' (certificate CN) does not exist"
+            return None, f"user '{username}' (from the client certificate) does not exist"
         if self.is_loopback_only(user) and not is_loopback(peer):
             return None, f"user '{username}' can only connect via localhost"
         return user, ""
@@ -199,8 +204,12 @@ class UserStore:
     # ---- the file ----
 
     @classmethod
-    def load(cls, path: str) -> UserStore:
-        """Read and validate a users file; raises :class:`UsersFileError`."""
+    def load(cls, path: str, allow_empty: bool = False) -> UserStore:
+        """Read and validate a users file; raises :class:`UsersFileError`.
+
+        A file with no users (an empty file is valid TOML) is refused unless ``allow_empty``
+        (syncmqctl editing one): the broker would lock everyone out. At start-up that is a
+        configuration error; on SIGHUP the old users are kept and the error is logged."""
         try:
             with open(path, "rb") as f:
                 data = tomllib.load(f)
@@ -209,9 +218,12 @@ class UserStore:
         except tomllib.TOMLDecodeError as e:
             raise UsersFileError(f"{path}: not valid TOML: {e}") from None
         try:
-            return cls.from_dict(data, source=path)
+            store = cls.from_dict(data, source=path)
         except UsersFileError as e:
             raise UsersFileError(f"{path}: {e}") from None
+        if not store.users and not allow_empty:
+            raise UsersFileError(f"{path}: no users defined (nobody could log in)")
+        return store
 
     @classmethod
     def from_dict(cls, data: dict, source: str | None = None) -> UserStore:
@@ -364,15 +376,26 @@ def dumps(store: UserStore) -> str:
 
 
 def save(store: UserStore, path: str) -> None:
-    """Write atomically: a temp file in the same directory, fsync, then rename over ``path``."""
+    """Write atomically: a temp file in the same directory, fsync, then rename over ``path``.
+
+    The temp file has an unpredictable name and is created with ``O_CREAT | O_EXCL |
+    O_NOFOLLOW``: whatever someone planted in the directory (a symlink to another file, a
+    file of theirs) is never opened, truncated or written through; ``UsersFileError`` if the
+    name exists. The rename replaces ``path`` itself (a symlink there is not followed)."""
     directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    tmp = os.path.join(directory,
+                       f".{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(8)}.tmp")
     text = dumps(store)
     try:
         mode = os.stat(path).st_mode & 0o777
     except FileNotFoundError:
         mode = 0o600  # password hashes: not world-readable by default
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    except FileExistsError:
+        raise UsersFileError(f"refusing to write {tmp}: something is there already") from None
+    except OSError as e:
+        raise UsersFileError(f"cannot write {tmp}: {e.strerror}") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)

@@ -36,6 +36,9 @@ class Broker:
         self.durability = durability
         # Resource alarms in effect ("memory", "disk"); replaced, never mutated (syncmq.alarms).
         self.alarms: frozenset[str] = frozenset()
+        # Bytes the broker accounts for (syncmq.memory), set by the resource monitor; 0 until
+        # its first sample. /api/nodes mem_used.
+        self.memory_used = 0
         # Timers for TTL expiry and x-expires; the server installs the hook (``schedule``).
         self.scheduler = Scheduler()
         # ``queues.spill.BodyStore`` with a memory budget (``--memory-budget``), else None:

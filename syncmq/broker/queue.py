@@ -29,9 +29,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
 from typing import Any
 
+from ..queues.consumers import ConsumerRing
 from ..queues.ready import PriorityReadyQueue, ReadyQueue
 from .args import queue_options
 from .consumer import Consumer, DeliveryFailed, DeliveryTarget
@@ -85,7 +85,7 @@ class Queue(QueueLimits):
         # extensions (see syncmq.broker.args); set once at creation
         "host", "options", "message_ttl", "max_priority", "limited", "track_bytes",
         "max_length", "max_bytes", "overflow", "dlx", "dlrk", "single_active",
-        "consumer_priorities", "batchable",
+        "batchable",
         # guarded by ``lock``
         "expiry", "ready_bytes", "_letters", "_ttl_timer_at", "last_used", "_expires_armed",
         "stats_expired", "stats_dead_lettered", "stats_dropped",
@@ -128,7 +128,6 @@ class Queue(QueueLimits):
         self.dlx = o.dlx
         self.dlrk = o.dlrk
         self.single_active = o.single_active
-        self.consumer_priorities = False  # set once a consumer with x-priority != 0 attaches
         # publish_many may take this queue's messages (nothing per message to decide)
         self.batchable = not self.limited and o.message_ttl is None and not self.max_priority
         # Guards everything below; see the module docstring for the lock order.
@@ -136,7 +135,8 @@ class Queue(QueueLimits):
         self.guard = _Guard(self)  # the lock, then the dead letters (see _Guard)
         self.ready: ReadyQueue | PriorityReadyQueue = (
             PriorityReadyQueue(self.max_priority) if self.max_priority else ReadyQueue())
-        self.consumers: deque[Consumer] = deque()
+        # delivery order, exclusive count, priorities: O(1) consume/cancel (queues.consumers)
+        self.consumers = ConsumerRing(self.single_active)
         self.unacked_count = 0
         self.deleted = False
         self.had_consumers = False
@@ -237,7 +237,7 @@ class Queue(QueueLimits):
             if self.consumers and self.ready:
                 self._dispatch_locked()
 
-    def _dispatch_locked(self, now: float | None = None) -> None:
+    def _dispatch_locked(self, now: float | None = None, only: Consumer | None = None) -> None:
         """Deliver from the head while a consumer has credit.
 
         ``now`` is the time expiry is judged by (a message whose deadline is not *before* it
@@ -248,7 +248,7 @@ class Queue(QueueLimits):
         expiry = self.expiry
         if not expiry and self.max_priority is None and consumers and (
                 self.single_active or len(consumers) == 1):
-            self._dispatch_batch_locked(consumers[0])
+            self._dispatch_batch_locked(consumers.first())
             return
         ready = self.ready
         while consumers:
@@ -266,14 +266,14 @@ class Queue(QueueLimits):
                         del expiry[seq]
                         self._expired_locked(message)
                         continue
-            n = 1 if self.single_active else len(consumers)
-            for i in range(n):
-                c = consumers[i]
+            # ``only``: offer messages to that consumer alone (a newcomer: see add_consumer)
+            for c in ((consumers.first(),) if self.single_active
+                      else consumers if only is None else (only,)):
                 if c.channel.deliver(c, self, seq, message, redelivered):
                     ready.pop()
                     self._handed_out_locked((head,), 1, c.no_ack)
-                    if n > 1:
-                        self._rotate_locked(i)
+                    if not self.single_active:
+                        consumers.rotate(c)
                     break
             else:
                 return
@@ -354,20 +354,6 @@ class Queue(QueueLimits):
                 if self.store is not None:
                     self.store.release(message)
 
-    def _rotate_locked(self, i: int) -> None:
-        """Round-robin: consumer ``i`` just got a message; it goes behind its equals."""
-        consumers = self.consumers
-        if not self.consumer_priorities:
-            consumers.rotate(-(i + 1))
-            return
-        c = consumers[i]
-        end = i + 1
-        while end < len(consumers) and consumers[end].priority == c.priority:
-            end += 1
-        if end - 1 > i:
-            del consumers[i]
-            consumers.insert(end - 1, c)
-
     def get(self, no_ack: bool) -> tuple[int, Message, bool, int] | None:
         """Pop the head for basic.get: ``(seq, message, redelivered, remaining)`` or None."""
         with self.guard:
@@ -439,38 +425,31 @@ class Queue(QueueLimits):
     def add_consumer(self, consumer: Consumer) -> None:
         """Attach ``consumer`` and start delivering to it. The caller checked exclusivity."""
         with self.guard:
-            consumers = self.consumers
-            if consumer.priority and not self.single_active:
-                self.consumer_priorities = True
-            if self.consumer_priorities:
-                # behind every consumer of the same or a higher priority
-                i = len(consumers)
-                while i > 0 and consumers[i - 1].priority < consumer.priority:
-                    i -= 1
-                consumers.insert(i, consumer)
-            else:
-                consumers.append(consumer)
+            self.consumers.add(consumer)
             self.had_consumers = True
             if self.ready:
-                self._dispatch_locked()
+                if self.single_active or len(self.consumers) == 1:
+                    self._dispatch_locked()
+                else:
+                    # what is ready is there because no other consumer could take it (one
+                    # that gets credit back is dispatched to then): only the newcomer can,
+                    # so offer it alone instead of scanning every consumer (O(1) a consume)
+                    self._dispatch_locked(only=consumer)
 
     def has_exclusive_consumer(self) -> bool:
-        return any(c.exclusive for c in self.consumers)
+        return self.consumers.n_exclusive > 0
 
     def active_consumer(self) -> Consumer | None:
         """Single active consumer: the one receiving messages (None without SAC)."""
         if not self.single_active:
             return None
-        consumers = self.consumers
-        return consumers[0] if consumers else None
+        return self.consumers.first()
 
     def remove_consumer(self, consumer: Consumer) -> bool:
         """Detach ``consumer``; True if the queue should now be auto-deleted."""
         with self.guard:
-            try:
-                was_active = self.single_active and self.consumers[0] is consumer
-                self.consumers.remove(consumer)
-            except (ValueError, IndexError):
+            was_active = self.single_active and self.consumers.first() is consumer
+            if not self.consumers.remove(consumer):
                 return False
             if not self.consumers:
                 self.last_used = time.monotonic()
@@ -569,8 +548,7 @@ class Queue(QueueLimits):
                 self.store.release_many([m for m, _ in purged])
                 self.store.release_many([m for m, _ in self._letters])
             self._letters = []
-            consumers = list(self.consumers)
-            self.consumers.clear()
+            consumers = self.consumers.clear()
             return n, consumers
 
 

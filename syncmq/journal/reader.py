@@ -31,6 +31,13 @@ Only records known durable are handed out (a closed segment, or the current one 
 fsync; :attr:`Journal.durable_mark`): after an I/O error the journal cuts its current segment
 back to the last fsync, which must not take a referenced body with it.
 
+**Bounded fds.** The reader keeps at most :data:`FD_CACHE` fds it is not asked for (an LRU of
+the segments looked up last); every other ``SegmentFd`` lives only as long as a reference
+holds it and is found again through a weak map while it does, so there is never more than
+one fd per segment, compaction still finds every fd it must relocate, and a segment whose
+references are all released has its fd closed once it falls out of the LRU (it used to be
+kept for the life of the process).
+
 Locks: :attr:`lock` guards the fd cache and the state's message locations (``seg``/``off``)
 against compaction; it is taken by worker threads (inside the body store's lock) and by the
 journal thread (compaction). Nothing else is taken while it is held, and it is held for a
@@ -42,6 +49,8 @@ from __future__ import annotations
 import itertools
 import os
 import threading
+import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -50,6 +59,7 @@ from . import format as fmt
 __all__ = ["SegmentFd", "SegmentReader", "Move"]
 
 _serials = itertools.count(1)
+FD_CACHE = 32  # segment fds kept open with no reference (LRU)
 _MASK40 = (1 << 40) - 1
 
 #: ``(msg_id, segment before, record offset before, record offset after)`` of one message
@@ -63,7 +73,7 @@ class SegmentFd:
     ``serial`` is unique for the process, so a holder can tell two generations of the same
     segment number apart (compaction replaces ``<b>.seg`` by a new file)."""
 
-    __slots__ = ("fd", "no", "serial")
+    __slots__ = ("fd", "no", "serial", "__weakref__")
 
     def __init__(self, path: str, no: int) -> None:
         self.fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
@@ -97,7 +107,11 @@ class SegmentReader:
         self.data_dir = data_dir
         self.journal = journal
         self.lock = threading.Lock()
-        self._fds: dict[int, SegmentFd] = {}  # segment number -> fd on its current file
+        # segment number -> fd on its current file: the last FD_CACHE looked up (LRU, strong)
+        # and every one still alive (weak: held by references)
+        self._fds: OrderedDict[int, SegmentFd] = OrderedDict()
+        self._alive: weakref.WeakValueDictionary[int, SegmentFd] = \
+            weakref.WeakValueDictionary()
         #: ``on_relocate(old_fds, new_fd, moves)`` after a compaction job replaced segments
         #: (journal thread, no journal lock held); ``old_fds`` maps a replaced segment number
         #: to the fd that was current for it, ``moves`` lists the live messages kept.
@@ -108,10 +122,24 @@ class SegmentReader:
         return os.path.join(self.data_dir, fmt.segment_name(no))
 
     def _fd_locked(self, no: int) -> SegmentFd:
-        f = self._fds.get(no)
+        fds = self._fds
+        f = fds.get(no)
+        if f is not None:
+            fds.move_to_end(no)
+            return f
+        f = self._alive.get(no)
         if f is None:
-            f = self._fds[no] = SegmentFd(self._path(no), no)
+            f = self._alive[no] = SegmentFd(self._path(no), no)
+        fds[no] = f
+        if len(fds) > FD_CACHE:
+            fds.popitem(last=False)  # closed now unless a reference still holds it
         return f
+
+    def _pop_locked(self, no: int) -> SegmentFd | None:
+        """Forget segment ``no``'s current fd (compaction replaced the file)."""
+        f = self._fds.pop(no, None)
+        alive = self._alive.pop(no, None)
+        return f if f is not None else alive
 
     def locate(self, msg_id: int, body_len: int) -> tuple[SegmentFd, int] | None:
         """``(fd, offset)`` of the body of live message ``msg_id`` (``body_len`` bytes), or
@@ -149,7 +177,7 @@ class SegmentReader:
         segment ``out``. Returns the forgotten fds and the new one."""
         with self.lock:
             replace()
-            old = {no: f for no in run if (f := self._fds.pop(no, None)) is not None}
+            old = {no: f for no in run if (f := self._pop_locked(no)) is not None}
             new = None
             if out is not None and old:
                 try:
@@ -170,7 +198,9 @@ class SegmentReader:
         references taken before keep theirs."""
         with self.lock:
             self._fds.clear()
+            self._alive = weakref.WeakValueDictionary()
 
     def cached_fds(self) -> int:
+        """Fds open for segments: cached or held by references."""
         with self.lock:
-            return len(self._fds)
+            return len(set(self._fds) | set(self._alive.keys()))

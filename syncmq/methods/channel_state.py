@@ -191,7 +191,13 @@ class Channel:
 
     def deliver_reply(self, message: Message) -> bool:
         """Direct reply-to: deliver ``message`` to this channel's reply consumer (any worker;
-        no-ack, so no unacked entry and no prefetch). False if there is none any more."""
+        no-ack, so no unacked entry and no prefetch). False if there is none any more, or if
+        its connection's unsent output is over the bound (``--max-pending-output``): there is
+        no queue to keep a reply in, so it is dropped (returned if mandatory) rather than
+        buffered without limit for a client that does not read."""
+        t = self.session.transport
+        if t.pending_out > t.out_high and t.throttle():
+            return False
         with self.lock:
             rc = self.reply_consumer
             if rc is None or self.closing:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from ..broker import certname
 from ..protocol import connection as pconn
 from ..wire import _spec
 from ..wire.errors import AMQPConnectionError
@@ -26,6 +27,10 @@ def _credentials(mechanism: str, response: bytes) -> tuple[str, str]:
         parts = bytes(response).split(b"\x00")
         if len(parts) != 3:
             raise ValueError("malformed PLAIN response")
+        if parts[0] and parts[0] != parts[1]:
+            # an authorization identity other than the user would be a login as someone
+            # else; RabbitMQ accepts none at all and drops the connection (as here)
+            raise ValueError("PLAIN authorization identity differs from the user")
         return parts[1].decode("utf-8", "replace"), parts[2].decode("utf-8", "replace")
     # AMQPLAIN: a field table without its length prefix
     raw = bytes(response)
@@ -56,13 +61,14 @@ def start_ok(session: Session, _ch, m: C.StartOk, _p, _b) -> None:
         )
     try:
         username, password = _credentials(mechanism, m.response)
-    except (ValueError, AMQPConnectionError):
+    except (ValueError, AMQPConnectionError) as e:
         # RabbitMQ's PLAIN/AMQPLAIN mechanisms answer a malformed response with
         # {protocol_error, ...} -> syntax_error (502), which in the 'starting' state ends in a
         # silent close (see Session._answers_with_close), not in access_refused.
+        why = f" ({e})" if isinstance(e, ValueError) else ""
         raise AMQPConnectionError(
             _spec.SYNTAX_ERROR,
-            f"SYNTAX_ERROR - malformed {mechanism} response",
+            f"SYNTAX_ERROR - malformed {mechanism} response{why}",
             m.CLASS_ID, m.METHOD_ID,
         ) from None
     _login(session, mechanism, username,
@@ -70,14 +76,14 @@ def start_ok(session: Session, _ch, m: C.StartOk, _p, _b) -> None:
 
 
 def _external(session: Session) -> tuple[str, object, str]:
-    """(username, user or None, reason) from the TLS client certificate's subject CN."""
-    cn = ""
-    for rdn in session.transport.peer_cert.get("subject", ()):
-        for key, value in rdn:
-            if key == "commonName":
-                cn = value
-    user, reason = session.broker.users.authenticate_external(cn, session.peer)
-    return cn, user, reason
+    """(username, user or None, reason) from the TLS client certificate, named as RabbitMQ's
+    ``ssl_cert_login_from`` does (``broker.certname``: several CNs are joined, never one
+    picked)."""
+    name = certname.login_name(session.transport.peer_cert, session.settings.cert_login_from)
+    if name is None:
+        return "", None, "the client certificate's subject has no CN"
+    user, reason = session.broker.users.authenticate_external(name, session.peer)
+    return name, user, reason
 
 
 def _login(session: Session, mechanism: str, username: str, user, reason: str) -> None:
@@ -143,8 +149,13 @@ def open_(session: Session, _ch, m: C.Open, _p, _b) -> None:
             _spec.NOT_ALLOWED,
             f"NOT_ALLOWED - access to vhost '{name}' refused for user '{session.username}'",
         )
+    if not session.transport.mark_open():
+        # sockets in the handshake are bounded separately (--max-handshakes); the limit on
+        # open connections is enforced here, when one would become open
+        raise AMQPConnectionError(
+            _spec.NOT_ALLOWED,
+            "NOT_ALLOWED - connection refused: the node's connection limit is reached")
     session.vhost = vhost
-    session.transport.mark_open()
     session.send_method(0, C.OpenOk())  # the protocol is OPEN from here on
     if session.broker.alarms:
         session.alarms_changed(session.broker.alarms)

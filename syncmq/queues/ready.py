@@ -115,6 +115,15 @@ class ReadyQueue:
             return fresh[0]
         return None
 
+    def sample(self, k: int) -> list:
+        """Up to ``k`` items from each end of the fresh FIFO (memory accounting reads it
+        without the queue's lock: it may raise IndexError if the queue changes meanwhile)."""
+        fresh = self._fresh
+        n = len(fresh)
+        if n <= 2 * k:
+            return [pair[1] for pair in list(fresh)]
+        return [fresh[i][1] for i in range(k)] + [fresh[-1 - i][1] for i in range(k)]
+
     def pop_while(self, predicate) -> list:
         """Pop items from the front while ``predicate(item)`` is true; return them in order.
 
@@ -327,6 +336,10 @@ class PriorityReadyQueue:
         """What ``pop`` would return, without removing it.  O(1) amortised."""
         lvl = self._first_level()
         return None if lvl is None else lvl.peek()
+
+    def sample(self, k: int) -> list:
+        """Up to ``k`` items from each end of every non-empty level (see ReadyQueue.sample)."""
+        return [item for lvl in self._levels if lvl for item in lvl.sample(k)]
 
     def pop_while(self, predicate) -> list:
         """Pop from the front while ``predicate(item)`` holds; return the items.  O(k)."""

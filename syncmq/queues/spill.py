@@ -462,6 +462,11 @@ class BodyStore:
         elif refs < 0:
             log.error("message body %d released once too often", message.store_key)
 
+    def memory_bytes(self) -> int:
+        """Bytes of bodies in memory, read without the lock (one attribute read: an estimate
+        for memory accounting on the reactor thread, which must not wait for a disk I/O)."""
+        return int(self._fast.total_weight)
+
     def stats(self) -> dict[str, int]:
         """Counters for logs, the management API and tests."""
         with self.lock:

@@ -61,13 +61,22 @@ class Reactor(Reader, Sender):
         handshake_timeout: float = 10.0,
         max_connections: int = 0,
         max_pending_output: int = OUT_HIGH,
+        max_handshakes: int = 0,
     ) -> None:
         self.pool = pool
         self.out_high = max_pending_output
         self.out_low = max_pending_output // 4
         self.handler_factory = handler_factory
         self.handshake_timeout = handshake_timeout
-        self.max_connections = max_connections  # 0: no limit
+        self.max_connections = max_connections  # open connections; 0: no limit
+        # Accepted sockets that have not completed the AMQP handshake are bounded on their own
+        # (and by the handshake timeout), so idle sockets cannot keep real clients out.
+        self.max_handshakes = max_handshakes  # 0: no limit
+        # Guards n_handshaking, n_open and every transport's ``opened`` (leaf lock): accept
+        # and _lost run on the reactor, mark_open on a worker (connection.open).
+        self._count_lock = threading.Lock()
+        self.n_handshaking = 0
+        self.n_open = 0
         self.selector = selectors.DefaultSelector()
         self.listeners: list[socket.socket] = []
         self.transports: dict[int, Transport] = {}
@@ -260,9 +269,10 @@ class Reactor(Reader, Sender):
             if not self._accepting:
                 sock.close()
                 continue
-            if self.max_connections and len(self.transports) >= self.max_connections:
-                log.warning("connection from %s refused: the limit of %d connections is "
-                            "reached", _fmt_peer(peer), self.max_connections)
+            refused = self._count_accepted()
+            if refused:
+                log.warning("connection from %s refused: the limit of %d %s is reached",
+                            _fmt_peer(peer), *refused)
                 sock.close()
                 continue
             sock.setblocking(False)
@@ -285,6 +295,8 @@ class Reactor(Reader, Sender):
             except Exception:
                 log.exception("handler factory failed")
                 self.pool.release(worker)
+                with self._count_lock:
+                    self.n_handshaking -= 1
                 sock.close()
                 continue
             self.transports[t.fd] = t
@@ -293,6 +305,27 @@ class Reactor(Reader, Sender):
                 self._add_timer(
                     time.monotonic() + self.handshake_timeout, self._check_handshake, (t,)
                 )
+
+    def _count_accepted(self) -> tuple[int, str] | None:
+        """Count a new socket as handshaking, or say which limit refuses it."""
+        with self._count_lock:
+            if self.max_connections and self.n_open >= self.max_connections:
+                return self.max_connections, "connections"
+            if self.max_handshakes and self.n_handshaking >= self.max_handshakes:
+                return self.max_handshakes, "connections in the handshake"
+            self.n_handshaking += 1
+        return None
+
+    def _mark_open(self, t: Transport) -> bool:
+        with self._count_lock:
+            if t.opened is not False:
+                return bool(t.opened)  # True: open already; None: lost
+            if self.max_connections and self.n_open >= self.max_connections:
+                return False
+            t.opened = True
+            self.n_handshaking -= 1
+            self.n_open += 1
+        return True
 
     def _check_handshake(self, t: Transport) -> None:
         if not t.closed and not t.opened:
@@ -328,6 +361,12 @@ class Reactor(Reader, Sender):
         if t.closed:
             return
         self.transports.pop(t.fd, None)
+        with self._count_lock:
+            if t.opened:
+                self.n_open -= 1
+            elif t.opened is False:
+                self.n_handshaking -= 1
+            t.opened = None  # counted out (a late mark_open sees it)
         try:
             if t.registered_events:
                 self.selector.unregister(t.sock)

@@ -12,6 +12,10 @@ thread.
 
 from __future__ import annotations
 
+import array
+import fcntl
+import socket
+import termios
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +25,16 @@ from .transport import Transport, _fmt_peer, log
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+
+def _unread_input(sock: socket.socket) -> int:
+    """Bytes the kernel holds for us unread (FIONREAD); -1 if unknown."""
+    buf = array.array("i", [0])
+    try:
+        fcntl.ioctl(sock.fileno(), termios.FIONREAD, buf, True)
+    except (OSError, ValueError):
+        return -1
+    return buf[0]
 
 
 class Sender:
@@ -142,16 +156,22 @@ class Sender:
             return
         now = time.monotonic()
         hb = t.heartbeat
-        if t.paused_output and now - t.last_send > 2 * hb:
-            # we stopped reading because the peer does not read: it has not taken a byte
-            # for two intervals (not even our heartbeats), so it is as dead as a silent one
-            log.warning(
-                "client %s has not read anything for %ds (heartbeat timeout %ds); closing "
-                "connection", _fmt_peer(t.peer), int(now - t.last_send), hb,
-            )
-            self._lost(t)
-            return
-        if t.paused_flow or t.paused_alarm or t.paused_output:
+        if t.paused_output:
+            # we stopped reading because the peer does not read; it is alive while it sends
+            # (heartbeats pile up unread in the kernel: RabbitMQ keeps reading such a peer)
+            # or takes bytes. Neither for two intervals: as dead as a silent one.
+            unread = _unread_input(t.sock)
+            if unread < 0 or unread != t.unread_in:  # (unknown: assume alive, as before)
+                t.unread_in = unread
+                t.last_recv = now
+            if now - t.last_send > 2 * hb and now - t.last_recv > 2 * hb:
+                log.warning(
+                    "client %s has neither read nor sent anything for %ds (heartbeat timeout "
+                    "%ds); closing connection", _fmt_peer(t.peer), int(now - t.last_send), hb,
+                )
+                self._lost(t)
+                return
+        elif t.paused_flow or t.paused_alarm:
             t.last_recv = now  # we are not reading: silence is ours, not the peer's
         elif now - t.last_recv > 2 * hb:
             log.warning(

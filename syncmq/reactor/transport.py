@@ -67,7 +67,7 @@ class Transport(OutBuffer):
         "header_done", "discard_input", "close_when_flushed", "writing", "frame_max",
         "heartbeat", "last_recv", "opened", "bytes_in", "created", "tls", "tls_handshaking",
         "peer_cert", "tls_retry", "inflight", "paused_flow", "paused_alarm",
-        "registered_events", "rest", "rest_len", "rest_need", "aborted",
+        "registered_events", "rest", "rest_len", "rest_need", "aborted", "unread_in",
     )
 
     def __init__(self, reactor: Reactor, sock: socket.socket, peer: Any, worker: Worker) -> None:
@@ -92,7 +92,8 @@ class Transport(OutBuffer):
         self.writing = False
         self.frame_max = HANDSHAKE_FRAME_MAX
         self.heartbeat = 0
-        self.opened = False
+        self.opened: bool | None = False  # None once lost (Reactor._count_lock)
+        self.unread_in = 0  # kernel-queued input last seen while paused for output (reactor)
         now = time.monotonic()
         self.last_recv = now
         self.created = now
@@ -152,9 +153,11 @@ class Transport(OutBuffer):
         """Run ``fn(*args)`` on the reactor thread after ``delay`` seconds. Thread-safe."""
         self.reactor.call_later(delay, fn, *args)
 
-    def mark_open(self) -> None:
-        """The handshake completed: cancel the handshake timeout."""
-        self.opened = True
+    def mark_open(self) -> bool:
+        """The handshake completed: count the connection as open (no longer against the
+        pre-handshake bound; cancels the handshake timeout). False, and nothing changed, if
+        ``--max-connections`` open connections exist already. Thread-safe."""
+        return self.reactor._mark_open(self)
 
 
     # ---- the reactor's ----

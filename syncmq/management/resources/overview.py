@@ -97,7 +97,7 @@ def _node(api: API) -> dict[str, Any]:
         "running": True,
         "os_pid": str(os.getpid()),
         "uptime": int((time.time() - ctx.started_at) * 1000),
-        "mem_used": state.resident_memory(),
+        "mem_used": ctx.broker.memory_used or state.resident_memory(),
         "mem_alarm": "memory" in ctx.broker.alarms,
         "disk_free": disk_free,
         "disk_free_alarm": "disk" in ctx.broker.alarms,

@@ -1,0 +1,143 @@
+"""Memory the broker accounts for, and memory given back to the operating system.
+
+**Accounting** (:func:`accounted_memory`): the memory alarm and ``/api/nodes`` ``mem_used``
+are based on what syncmq holds, not on RSS alone. RSS never falls by itself after a burst
+(the allocator keeps freed memory for reuse), so an alarm on RSS set during a backlog stayed
+set after the queue drained and blocked every publisher for good (issue #19). The figure is:
+
+- the process's baseline: its RSS when the broker started (interpreter, modules, threads);
+- per queued message (ready or unacknowledged) :data:`MESSAGE_OVERHEAD` bytes for the
+  ``Message``, its properties and routing key, the ready entry or unacked record and the
+  journal's per-message state (docs/architecture.md, "Cost per message"), plus its body while
+  it is in memory: with ``--memory-budget`` the body store's in-memory bytes; without, each
+  queue's count times the mean body size of a sample of its head and tail;
+- per connection its unsent output (``pending_out``), the partial frame it holds, the reads
+  handed to its worker and not handled yet (each up to ``RECV_SIZE``), plus
+  :data:`CONNECTION_OVERHEAD`; per channel :data:`CHANNEL_OVERHEAD`.
+
+The walk reads counters without locks (single reads of ints and deque ends: an estimate),
+on the reactor thread; it is O(queues + connections), so the monitor spaces its walks to
+keep them under ~5% of a core (``ResourceMonitor``).
+
+**Returning memory** (glibc only, through ``ctypes``; elsewhere every call is a no-op):
+:func:`limit_arenas` caps glibc's malloc arenas (``M_ARENA_MAX``: each thread may otherwise
+get its own arena, whose freed memory no other thread reuses) and fixes the mmap threshold
+(``M_MMAP_THRESHOLD``: glibc raises it as large blocks are freed, after which large bodies
+come from the heap and fragment it; fixed, a body above it is its own mapping, unmapped when
+freed). :func:`trim` is ``malloc_trim(0)``: it returns every whole free page of every arena.
+The monitor calls it when RSS is well above the accounted figure (after a backlog drained).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import os
+from typing import Any
+
+log = logging.getLogger("syncmq.memory")
+
+MESSAGE_OVERHEAD = 512  # bytes a queued message costs beyond its body
+CONNECTION_OVERHEAD = 12 * 1024  # Transport, Session, codec state (README: ~8 KiB measured)
+CHANNEL_OVERHEAD = 2 * 1024
+RECV_SIZE = 256 * 1024  # reactor.RECV_SIZE: the most one read handed to a worker holds
+SAMPLE = 8  # messages sampled at each end of a ready queue for its mean body size
+
+_M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def _libc() -> Any:
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name or "libc.so.6")
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
+        libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+        return libc
+    except (OSError, AttributeError):
+        return None  # not glibc (musl, macOS): nothing to tune
+
+
+_LIBC = _libc()
+
+
+def limit_arenas(arenas: int = 2, mmap_threshold: int = 256 * 1024) -> bool:
+    """At start-up, before the worker threads exist; True if glibc took both settings."""
+    if _LIBC is None:
+        return False
+    ok = _LIBC.mallopt(_M_ARENA_MAX, arenas) == 1
+    return _LIBC.mallopt(_M_MMAP_THRESHOLD, mmap_threshold) == 1 and ok
+
+
+def trim() -> bool:
+    """Give every whole free page back to the OS; True if some memory was released."""
+    if _LIBC is None:
+        return False
+    return bool(_LIBC.malloc_trim(0))
+
+
+def resident_memory() -> int:
+    """Resident set size of this process in bytes (0 where /proc is missing)."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _mean_body(ready: Any) -> int | None:
+    """Mean body size of up to 2 * SAMPLE ready messages at the ends of a ready queue (None:
+    no sample)."""
+    try:
+        sample = ready.sample(SAMPLE)
+    except (IndexError, RuntimeError):  # changed under us: an estimate, try next time
+        return None
+    if not sample:
+        return None
+    return sum(item[0].size for item in sample) // len(sample)
+
+
+def queued_memory(broker: Any) -> tuple[int, int]:
+    """(messages, bytes) of the broker's queues: ready and unacknowledged messages, with
+    their bodies where they are in memory (see the module docstring). A queue with only
+    unacknowledged messages is counted at the mean body size of the other queues."""
+    store = getattr(broker, "body_store", None)
+    messages = body = 0
+    unsampled = 0  # messages of queues with nothing ready to sample
+    for vhost in list(broker.vhosts.values()):
+        for q in list(vhost.queues.values()):
+            n = len(q.ready) + q.unacked_count
+            if not n:
+                continue
+            messages += n
+            if store is None:
+                mean = _mean_body(q.ready)
+                if mean is None:
+                    unsampled += n
+                else:
+                    body += n * mean
+    if store is None and unsampled:
+        sampled = messages - unsampled
+        body += unsampled * (body // sampled if sampled else 0)
+    if store is not None:
+        body = store.memory_bytes()
+    return messages, messages * MESSAGE_OVERHEAD + body
+
+
+def connection_memory(sessions: list) -> int:
+    total = 0
+    for s in sessions:
+        t = s.transport
+        total += (CONNECTION_OVERHEAD + t.pending_out + t.rest_len + t.inflight * RECV_SIZE
+                  + CHANNEL_OVERHEAD * len(s.channels))
+    return total
+
+
+def accounted_memory(broker: Any, sessions: list, baseline: int) -> dict[str, int]:
+    """What the broker holds, in bytes, by part; ``total`` is what the alarm compares."""
+    messages, queued = queued_memory(broker)
+    conns = connection_memory(sessions)
+    return {"total": baseline + queued + conns, "baseline": baseline, "queues": queued,
+            "messages": messages, "connections": conns}

@@ -1,0 +1,157 @@
+"""Memory that comes back and alarms that clear (issue #19).
+
+- The memory alarm is set under a publisher's load and cleared once a consumer drained the
+  queue: asserted on ``connection.unblocked``, on ``/api/nodes`` ``mem_alarm``, and on a new
+  publisher not being blocked (the alarm used to compare RSS, which never fell).
+- A 500 MiB backlog published and drained leaves RSS (read from /proc) within 1.5x of what
+  it was before the burst, with and without ``--memory-budget``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import select
+import time
+import urllib.request
+
+import amqp_raw
+import pika
+import pytest
+
+from syncmq.wire import _spec
+
+MiB = 1024 * 1024
+
+
+def _rss(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _node(b) -> dict:
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{b.management_port}/api/nodes",
+        headers={"Authorization": "Basic " + base64.b64encode(b"guest:guest").decode()})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read())[0]
+
+
+def _flood_until_blocked(pub, queue: str, body: bytes, limit: int) -> memoryview:
+    """Publish ``body`` to ``queue`` (never blocking on the socket) until connection.blocked;
+    returns what was left unsent of the message being written."""
+    one = b"".join(
+        [amqp_raw.encode_frame(_spec.FRAME_METHOD, 1, _spec.Basic.Publish(
+            exchange="", routing_key=queue).encode())]
+        + [bytes(c) for c in amqp_raw.encode_content(1, 60, b"\x00\x00", body, pub.frame_max)])
+    pending = memoryview(b"")
+    sent = 0
+    while True:
+        assert sent < limit, "no connection.blocked"
+        if not pending:
+            pending = memoryview(one)
+            sent += 1
+        r, w, _ = select.select([pub.sock], [pub.sock], [], 0.5)
+        if w:
+            pending = pending[pub.sock.send(pending[:262144]):]
+        if r:
+            try:
+                f = pub.read_frame(0.01)
+            except TimeoutError:
+                continue
+            if f.type == _spec.FRAME_METHOD and isinstance(
+                    _spec.decode_method(f.payload), _spec.Connection.Blocked):
+                return pending
+
+
+def test_memory_alarm_clears_after_a_consumer_drains(broker_factory):
+    b = broker_factory("--memory-high-watermark", "200MiB")
+    assert not _node(b)["mem_alarm"]
+    admin = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", b.port))
+    ach = admin.channel()
+    ach.queue_declare("alarm-drain")
+    pub = amqp_raw.connect(b.port, capabilities={"connection.blocked": True})
+    pub.open_channel(1)
+    body = b"y" * (64 * 1024)
+    pending = _flood_until_blocked(pub, "alarm-drain", body, limit=20_000)
+    b.wait_for_log("memory resource limit alarm")
+    node = _node(b)
+    assert node["mem_alarm"] and node["mem_used"] > 200 * MiB
+    # a consumer drains the queue (consumers are served during the alarm)
+    left = [ach.queue_declare("alarm-drain", passive=True).method.message_count]
+    assert left[0] > 1000
+
+    def on_msg(ch, method, _props, got):
+        assert got == body
+        ch.basic_ack(method.delivery_tag)
+        left[0] -= 1
+    ach.basic_qos(prefetch_count=200)
+    ach.basic_consume("alarm-drain", on_msg)
+    while left[0] > 0:
+        admin.process_data_events(time_limit=1)
+    # the publisher is let go: connection.unblocked, and the node says the alarm is off
+    deadline = time.monotonic() + 60
+    while True:
+        f = pub.read_frame(max(0.01, deadline - time.monotonic()))
+        if f.type == _spec.FRAME_METHOD and isinstance(
+                _spec.decode_method(f.payload), _spec.Connection.Unblocked):
+            break
+    b.wait_for_log("cleared")
+    assert not _node(b)["mem_alarm"]
+    # the blocked publisher's cut message goes through; a new publisher is not blocked
+    pub.sock.settimeout(30)
+    pub.sock.sendall(pending)
+    fresh = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", b.port))
+    blocked = []
+    fresh.add_on_connection_blocked_callback(lambda *_: blocked.append(1))
+    fch = fresh.channel()
+    fch.confirm_delivery()
+    fch.basic_publish("", "alarm-drain", b"after")  # confirmed: it was read and routed
+    assert not blocked
+    fresh.close()
+    pub.close()
+    admin.close()
+
+
+@pytest.mark.parametrize("budget", ["0", "64MiB"])
+def test_rss_comes_back_after_a_500mib_backlog(broker_factory, budget):
+    b = broker_factory("--memory-high-watermark", "0", "--memory-budget", budget)
+    pid = b.proc.pid
+    conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", b.port))
+    ch = conn.channel()
+    ch.queue_declare("burst")
+    body = b"z" * (64 * 1024)
+    n = 500 * MiB // len(body)
+
+    def drain(count: int) -> None:
+        got = [0]
+
+        def on_msg(c, method, _props, data):
+            got[0] += 1
+        tag = ch.basic_consume("burst", on_msg, auto_ack=True)
+        while got[0] < count:
+            conn.process_data_events(time_limit=1)
+        ch.basic_cancel(tag)
+
+    # warm up (threads, codec, first buffers), then take the pre-burst level
+    for _ in range(100):
+        ch.basic_publish("", "burst", body)
+    drain(100)
+    before = _rss(pid)
+    for _ in range(n):
+        ch.basic_publish("", "burst", body)
+    assert ch.queue_declare("burst", passive=True).method.message_count == n
+    peak = _rss(pid)
+    drain(n)
+    # the monitor gives memory back within a few of its ticks: wait for it (bounded)
+    deadline = time.monotonic() + 60
+    while _rss(pid) > 1.5 * before and time.monotonic() < deadline:
+        conn.process_data_events(time_limit=0.5)
+    after = _rss(pid)
+    conn.close()
+    print(f"RSS MiB budget={budget}: before {before // MiB}, peak {peak // MiB}, "
+          f"after {after // MiB}")
+    assert after <= 1.5 * before, (before // MiB, peak // MiB, after // MiB)
