@@ -79,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         disk_free_limit=args.disk_free_limit,
         max_connections=args.max_connections,
         memory_budget=args.memory_budget,
+        server_properties=args.server_properties,
         max_pending_output=args.max_pending_output,
         tls_port=args.tls_port,
         tls_cert=args.tls_cert,

@@ -61,6 +61,22 @@ def _port(text: str) -> int:
     return v
 
 
+def server_properties(text: str) -> dict[str, str]:
+    """``--server-properties product=RabbitMQ,version=3.10.8``: string overrides of the
+    connection.start server properties (any key but ``capabilities``, which is the feature
+    table clients act on and stays syncmq's)."""
+    props: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in str(text).split(","))):
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"not KEY=VALUE: {item!r}")
+        if key == "capabilities":
+            raise ValueError("the capabilities table cannot be overridden")
+        props[key] = value.strip()
+    return props
+
+
 def build_parser() -> configargparse.ArgumentParser:
     p = configargparse.ArgumentParser(
         prog="syncmq",
@@ -138,6 +154,10 @@ def build_parser() -> configargparse.ArgumentParser:
                         "ephemeral port and logs it; -1 disables (default %(default)s)")
     p.add_argument("--no-management", action="store_true",
                    help="do not start the management HTTP API")
+    p.add_argument("--server-properties", type=server_properties, default={},
+                   help="override connection.start server properties, e.g. "
+                        "'product=RabbitMQ,version=3.10.8' for client code that checks them "
+                        "(docs/compatibility.md); default: product syncmq, syncmq's version")
     p.add_argument("--version", action="version", version=f"syncmq {__version__}")
     return p
 

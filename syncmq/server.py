@@ -68,6 +68,7 @@ class ServerConfig:
     journal_segment_bytes: int = 64 * 1024 * 1024  # hidden --journal-segment-bytes (tests)
     journal: bool = True  # False: nothing on disk at all (tests of the broker alone)
     memory_budget: int = 0  # bytes of queued message bodies kept in memory; 0: unlimited
+    server_properties: dict = field(default_factory=dict)  # --server-properties overrides
     extra: dict = field(default_factory=dict)
 
 
@@ -95,6 +96,7 @@ class Server:
             channel_max=config.channel_max,
             heartbeat=config.heartbeat,
             max_message_size=config.max_message_size,
+            server_properties=dict(config.server_properties),
         )
         self.pool = WorkerPool(config.workers)
         self.reactor = Reactor(self.pool, self._make_session, config.handshake_timeout,

@@ -37,6 +37,9 @@ PREDECLARED = (
     ("amq.match", "headers"),
 )
 
+# ``owner`` of bind/unbind when no connection asks (management, definitions): no 405 check
+ANY_OWNER = object()
+
 
 def _b(v: bool) -> str:
     return "true" if v else "false"
@@ -210,6 +213,12 @@ class VirtualHost:
             raise self._locked(name)
         return q
 
+    def _check_owner(self, destination: Any, owner: Any) -> None:
+        """405 if ``destination`` is a queue exclusive to a connection other than ``owner``."""
+        if owner is not ANY_OWNER and isinstance(destination, Queue) and \
+                destination.exclusive_owner is not None and destination.exclusive_owner is not owner:
+            raise self._locked(destination.name)
+
     def _locked(self, name: str) -> AMQPChannelError:
         return AMQPChannelError(
             _spec.RESOURCE_LOCKED,
@@ -355,9 +364,15 @@ class VirtualHost:
     # ---- bindings ----
 
     def bind(
-        self, source: str, destination: Any, routing_key: str, arguments: dict | None
+        self, source: str, destination: Any, routing_key: str, arguments: dict | None,
+        owner: Any = ANY_OWNER,
     ) -> None:
-        """Bind ``destination`` (a Queue or Exchange) to exchange ``source``."""
+        """Bind ``destination`` (a Queue or Exchange) to exchange ``source``.
+
+        RabbitMQ's order (``rabbit_binding:add``): the source, then the destination must exist
+        (404), the binding must be valid (406 for headers ``x-match``), and only then is a
+        queue exclusive to a connection other than ``owner`` refused (405); ``ANY_OWNER``
+        (management, definitions) skips that check."""
         if source == "" or destination is self.default_exchange:
             raise _default_exchange_refused()  # RabbitMQ's text, for queue and exchange bind
         with self.lock:
@@ -373,6 +388,7 @@ class VirtualHost:
             if isinstance(destination, Exchange) and self.exchanges.get(destination.name) is \
                     not destination:
                 raise self._not_found_exchange(destination.name)
+            self._check_owner(destination, owner)
             args = arguments or {}
             if ex.matcher.has_binding(destination, routing_key, args):
                 return
@@ -383,19 +399,25 @@ class VirtualHost:
                 self.durability.binding_added(ex, destination, routing_key, args)
 
     def unbind(
-        self, source: str, destination: Any, routing_key: str, arguments: dict | None
+        self, source: str, destination: Any, routing_key: str, arguments: dict | None,
+        owner: Any = ANY_OWNER,
     ) -> None:
-        """Remove a binding; a missing binding is not an error (RabbitMQ 3.x)."""
+        """Remove a binding, idempotently as RabbitMQ's ``rabbit_binding:remove``: a missing
+        source exchange, a missing destination (``destination`` None) or a missing binding
+        is success; only an existing binding to a queue exclusive to a connection other than
+        ``owner`` is refused (405), and the default exchange always is (403)."""
         if source == "" or destination is self.default_exchange:
             raise AMQPChannelError(
                 _spec.ACCESS_REFUSED,
                 "ACCESS_REFUSED - operation not permitted on the default exchange",
             )
         with self.lock:
-            ex = self.get_exchange(source)
+            ex = self.exchanges.get(source)
             args = arguments or {}
-            if not ex.matcher.has_binding(destination, routing_key, args):
+            if ex is None or destination is None or \
+                    not ex.matcher.has_binding(destination, routing_key, args):
                 return
+            self._check_owner(destination, owner)
             ex.matcher = ex.matcher.without_binding(destination, routing_key, args)
             if isinstance(destination, Exchange):
                 ex.e2e -= 1

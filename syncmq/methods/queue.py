@@ -84,9 +84,13 @@ def bind(session: Session, ch: Channel, m: Q.Bind, _p, _b) -> None:
     if m.exchange == "":
         vh.bind("", None, m.routing_key, m.arguments)  # raises 403
     access.read(session, "exchange", m.exchange)
-    q = vh.get_queue(name, session)
+    # rabbit_binding:add: a missing exchange is reported before a missing queue, and the
+    # exclusive check (405) comes after the binding's validation (in vh.bind)
     vh.get_exchange(m.exchange)
-    vh.bind(m.exchange, q, m.routing_key, m.arguments)
+    q = vh.queues.get(name)
+    if q is None:
+        vh.get_queue(name)  # raises 404
+    vh.bind(m.exchange, q, m.routing_key, m.arguments, session)
     if not m.no_wait:
         session.send_method(ch.id, Q.BindOk())
 
@@ -95,14 +99,14 @@ def unbind(session: Session, ch: Channel, m: Q.Unbind, _p, _b) -> None:
     vh = session.vhost
     name = _queue_name(ch, m.queue)
     # RabbitMQ's order (rabbit_channel:binding_action_with_checks): write on the queue, the
-    # default exchange (403), read on the exchange, and only then do the two have to exist
+    # default exchange (403), read on the exchange; permissions are checked even when the
+    # queue, the exchange or the binding does not exist
     access.write(session, "queue", name)
     if m.exchange == "":
         vh.unbind("", None, m.routing_key, m.arguments)  # raises 403
     access.read(session, "exchange", m.exchange)
-    q = vh.get_queue(name, session)
-    vh.get_exchange(m.exchange)
-    vh.unbind(m.exchange, q, m.routing_key, m.arguments)
+    # idempotent (rabbit_binding:remove): a missing queue, exchange or binding is unbind-ok
+    vh.unbind(m.exchange, vh.queues.get(name), m.routing_key, m.arguments, session)
     session.send_method(ch.id, Q.UnbindOk())
 
 

@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import __version__
@@ -77,6 +77,7 @@ class Settings:
     max_message_size: int = 128 * 1024 * 1024
     product: str = "syncmq"
     cluster_name: str = "syncmq@localhost"
+    server_properties: dict = field(default_factory=dict)  # --server-properties overrides
 
 
 SERVER_CAPABILITIES = {
@@ -460,6 +461,7 @@ class Session:
         self.heartbeat = 0
         self.user = None
         self.username = ""
+        self.auth_mechanism = ""  # PLAIN, AMQPLAIN or EXTERNAL (for update-secret)
         self.vhost: VirtualHost | None = None
         self.client_properties: dict = {}
         self.capabilities: dict = {}
@@ -515,6 +517,7 @@ class Session:
                     "copyright": "syncmq contributors",
                     "information": "An AMQP 0-9-1 broker in pure Python",
                     "cluster_name": s.cluster_name,
+                    **s.server_properties,
                     "capabilities": dict(SERVER_CAPABILITIES),
                 },
                 mechanisms=b"PLAIN AMQPLAIN EXTERNAL"

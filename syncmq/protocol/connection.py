@@ -9,7 +9,8 @@ state              accepted on channel 0                         next state
 AWAIT_START_OK     connection.start-ok                           AWAIT_TUNE_OK (by handler)
 AWAIT_TUNE_OK      connection.tune-ok                            AWAIT_OPEN
 AWAIT_OPEN         connection.open, connection.close             OPEN
-OPEN               connection.close; frames on other channels    CLOSING / CLOSED
+OPEN               connection.close, connection.update-secret;   CLOSING / CLOSED
+                   frames on other channels
 CLOSING            connection.close, connection.close-ok only    CLOSED
 CLOSED             nothing (input is dropped)                    -
 =================  ===========================================  ==========================
@@ -53,7 +54,7 @@ _ACCEPTS: dict[str, frozenset] = {
     AWAIT_START_OK: frozenset({_spec.Connection.StartOk.INDEX}),
     AWAIT_TUNE_OK: frozenset({_spec.Connection.TuneOk.INDEX}),
     AWAIT_OPEN: frozenset({_spec.Connection.Open.INDEX, _spec.Connection.Close.INDEX}),
-    OPEN: frozenset({_spec.Connection.Close.INDEX}),
+    OPEN: frozenset({_spec.Connection.Close.INDEX, _spec.Connection.UpdateSecret.INDEX}),
     CLOSING: frozenset({_spec.Connection.Close.INDEX, _spec.Connection.CloseOk.INDEX}),
     CLOSED: frozenset(),
 }
