@@ -39,6 +39,14 @@ PREDECLARED = (
 
 # ``owner`` of bind/unbind when no connection asks (management, definitions): no 405 check
 ANY_OWNER = object()
+# The x-arguments RabbitMQ 3.10 compares when a classic queue is redeclared, in its order
+# (rabbit_amqqueue declare_args, less those a classic queue ignores: x-max-in-memory-*,
+# x-dead-letter-strategy, the quorum/stream ones); any other argument may differ.
+EQUIVALENT_QUEUE_ARGS = (
+    "x-expires", "x-message-ttl", "x-dead-letter-exchange", "x-dead-letter-routing-key",
+    "x-max-length", "x-max-length-bytes", "x-max-priority", "x-overflow", "x-queue-mode",
+    "x-single-active-consumer", "x-queue-type", "x-queue-master-locator",
+)
 
 
 def _b(v: bool) -> str:
@@ -150,12 +158,19 @@ class VirtualHost:
                     f"PRECONDITION_FAILED - inequivalent arg '{arg}' for exchange "
                     f"'{ex.name}' in vhost '{self.name}': received '{g}' but current is '{c}'",
                 )
-        if (arguments or {}) != ex.arguments:
-            raise AMQPChannelError(
-                _spec.PRECONDITION_FAILED,
-                f"PRECONDITION_FAILED - inequivalent arguments for exchange '{ex.name}' in "
-                f"vhost '{self.name}'",
-            )
+        # rabbit_exchange:assert_equivalence compares alternate-exchange only
+        self._check_equivalent_args(f"exchange '{ex.name}'", ex.arguments, arguments or {},
+                                    ("alternate-exchange",))
+
+    def _check_equivalent_args(self, what: str, current: dict, got: dict, keys) -> None:
+        """rabbit_misc:assert_args_equivalence: the first of ``keys`` (in that order) whose
+        value differs is 406 with RabbitMQ's text; other arguments are not compared."""
+        for key in keys:
+            if got.get(key) != current.get(key):
+                raise precondition_failed(
+                    f"inequivalent arg '{key}' for {what} in vhost '{self.name}': received "
+                    f"{_fmt_arg(got.get(key), key in current)} but current is "
+                    f"{_fmt_arg(current.get(key), key in got)}")
 
     def delete_exchange(self, name: str, if_unused: bool) -> Exchange | None:
         """exchange.delete; deleting a missing exchange is not an error (RabbitMQ 3.x)."""
@@ -305,16 +320,12 @@ class VirtualHost:
                     f"PRECONDITION_FAILED - inequivalent arg '{arg}' for queue '{q.name}' in "
                     f"vhost '{self.name}': received '{_b(got)}' but current is '{_b(cur)}'",
                 )
-        args = arguments or {}
-        for key in set(args) | set(q.arguments):
-            if key.startswith("x-") and args.get(key) != q.arguments.get(key):
-                raise AMQPChannelError(
-                    _spec.PRECONDITION_FAILED,
-                    f"PRECONDITION_FAILED - inequivalent arg '{key}' for queue '{q.name}' in "
-                    f"vhost '{self.name}': received "
-                    f"{_fmt_arg(args.get(key), key in q.arguments)} but current is "
-                    f"{_fmt_arg(q.arguments.get(key), key in args)}",
-                )
+        args, current = arguments or {}, q.arguments
+        if args.get("x-queue-type", "classic") == current.get("x-queue-type", "classic"):
+            # an absent x-queue-type is the default type, classic (RabbitMQ 3.10)
+            args = {k: v for k, v in args.items() if k != "x-queue-type"}
+            current = {k: v for k, v in current.items() if k != "x-queue-type"}
+        self._check_equivalent_args(f"queue '{q.name}'", current, args, EQUIVALENT_QUEUE_ARGS)
 
     def delete_queue(
         self, name: str, if_unused: bool, if_empty: bool, owner: Any

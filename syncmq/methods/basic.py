@@ -135,6 +135,12 @@ def publish(session: Session, ch: Channel, m: B.Publish, props: bytes, body: byt
     # One test of the property flags for the rare features: user-id check, expiration,
     # reply-to and CC/BCC headers (a publisher that sets none of them pays only this).
     if len(props) >= 2 and (props[0] << 8 | props[1]) & _FLAGS_RARE:
+        # rabbit_channel's order: direct reply-to (maybe_set_fast_reply_to), user-id,
+        # expiration; CC/BCC are checked when routing
+        if message.has_reply_to() and message.props.reply_to == REPLY_TO and \
+                ch.reply_consumer is None:
+            raise AMQPChannelError(_spec.PRECONDITION_FAILED,
+                                   "PRECONDITION_FAILED - fast reply consumer does not exist")
         if props[1] & _FLAG_USER_ID:
             _check_user_id(session, props)
         if message.ttl is not None and message.ttl < 0:
@@ -202,13 +208,8 @@ def _rewrite(session: Session, ch: Channel, message: Message) -> Message:
             del headers["BCC"]
             changed = True
     reply_to = props.reply_to
-    if reply_to == REPLY_TO:
-        rc = ch.reply_consumer
-        if rc is None:
-            raise AMQPChannelError(
-                _spec.PRECONDITION_FAILED,
-                "PRECONDITION_FAILED - fast reply consumer does not exist")
-        reply_to = f"{REPLY_TO}.{rc[1]}"
+    if reply_to == REPLY_TO:  # publish() checked that the channel consumes it
+        reply_to = f"{REPLY_TO}.{ch.reply_consumer[1]}"
         changed = True
     if not changed and not cc and not bcc:
         return message

@@ -45,9 +45,9 @@ def declare(session: Session, ch: Channel, m: Q.Declare, _p, _b) -> None:
     if m.queue.startswith(REPLY_TO):
         _declare_reply_to(session, ch, m)
         return
+    # a passive declare of "" is not the channel's last queue (RabbitMQ 3.10: 404 "no queue
+    # ''"), unlike the other queue methods
     name = m.queue or ("" if m.passive else generate_queue_name())
-    if m.passive and not name:
-        name = _queue_name(ch, name)
     if not m.passive:
         if m.queue.startswith("amq."):
             # RabbitMQ checks the reserved prefix before the configure permission
