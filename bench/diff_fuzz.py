@@ -28,7 +28,7 @@ def main() -> int:
                SYNCMQ_DIFF_FUZZ_STEPS=str(a.steps), SYNCMQ_DIFF_FUZZ_VERBOSE="1")
     start = time.monotonic()
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider",
-                        "-p", "no:logging", "tests/interop/test_diff_fuzz.py", "-k",
+                        "-p", "no:logging", "-o", "timeout=0", "tests/interop/test_diff_fuzz.py", "-k",
                         "differential_fuzz"], cwd=ROOT, env=env)
     print(f"diff_fuzz: {a.examples} examples of <= {a.steps} steps, exit {r.returncode}, "
           f"{time.monotonic() - start:.0f} s")

@@ -163,6 +163,8 @@ def run_op(side: Side, op: tuple):
             conn.close()
         side.drop_conn(c)
         return ("ok",)
+    if kind == "update_secret":
+        return _update_secret(side, c, op[2])
     n = op[2]
     try:
         st = side.chan(c, n)
@@ -179,6 +181,19 @@ def run_op(side: Side, op: tuple):
     except (pe.StreamLostError, pe.AMQPConnectionError) as e:
         side.drop_conn(c)
         return ("connection-lost", type(e).__name__)
+
+
+def _update_secret(side: Side, c: int, right: bool):
+    """connection.update-secret with guest's password or another; a channel.open after it
+    surfaces a close."""
+    try:
+        conn = side.conn(c)
+        conn.update_secret("guest" if right else "not-guest", "fuzz")
+        conn.channel().close()
+        return ("ok",)
+    except pe.ConnectionClosedByBroker as e:
+        side.drop_conn(c)
+        return ("connection.close", e.reply_code, e.reply_text)
 
 
 def _args(side: Side, args: tuple) -> dict | None:

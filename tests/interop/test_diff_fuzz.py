@@ -42,8 +42,15 @@ EXAMPLES = int(os.environ.get("SYNCMQ_DIFF_FUZZ_EXAMPLES", "50"))
 STEPS = int(os.environ.get("SYNCMQ_DIFF_FUZZ_STEPS", "25"))
 OUTCOMES: collections.Counter = collections.Counter()  # reply kinds seen (bench prints them)
 
-# (op kind, predicate(op, rabbit, syncmq)) -> why syncmq differs there on purpose
-KNOWN_DIFFERENCES: dict[str, tuple] = {}
+# why syncmq differs there on purpose -> (op kind, predicate(op, rabbit, syncmq)); each is in
+# docs/compatibility.md, "Known differences"
+KNOWN_DIFFERENCES: dict[str, tuple] = {
+    "RabbitMQ's internal backend accepts any new secret; syncmq checks it (530)": (
+        "update_secret",
+        lambda op, rabbit, syncmq: not op[2] and rabbit == (("ok",), []) and syncmq == (
+            ("connection.close", 530,
+             "NOT_ALLOWED - New secret was refused by one of the backends"), [])),
+}
 
 START = [
     ("declare_queue", 0, 0, "q0", False, False, False, False, ()),
@@ -108,6 +115,7 @@ properties = st.fixed_dictionaries({}, optional={
 def known(op: tuple, rabbit: tuple, syncmq: tuple) -> str | None:
     for reason, (kind, pred) in KNOWN_DIFFERENCES.items():
         if op[0] == kind and pred(op, rabbit, syncmq):
+            OUTCOMES[("known difference", reason)] += 1
             return reason
     return None
 
@@ -232,6 +240,10 @@ class DiffMachine(RuleBasedStateMachine):
         self.do("get", c, n, q, False)
         self.settle(c, n, idx, multiple, how)
 
+    @rule(c=conn, right=rarely_false)
+    def update_secret(self, c, right):
+        self.do("update_secret", c, right)
+
     @rule(c=conn, n=chan, requeue=rarely_false)
     def recover(self, c, n, requeue):
         self.do("recover", c, n, requeue)
@@ -278,6 +290,12 @@ REGRESSIONS: dict[str, list[tuple]] = {
     "passive_declare_of_empty_name": [
         ("declare_queue", 0, 0, "q0", False, False, True, False, ()),
         ("declare_queue", 0, 0, "", True, False, False, False, ()),
+    ],
+    # the known difference is recognised (and the connection replaced afterwards)
+    "update_secret_wrong_is_a_known_difference": [
+        ("update_secret", 0, True),
+        ("update_secret", 0, False),
+        ("declare_queue", 0, 0, "q0", False, False, False, False, ()),
     ],
     # basic.publish checks direct reply-to before user-id
     "publish_fast_reply_checked_before_user_id": [
