@@ -444,6 +444,10 @@ class Queue:
                         stored = message
                         message = stored.with_body()
                         self.store.release(stored)
+                if self.expiry:
+                    # as RabbitMQ's fetch: expired messages now at the head are dropped
+                    # before the count of those left (get-ok message_count)
+                    self._expire_locked(self.last_used)
                 result = seq, message, redelivered, len(self.ready)
             if self.expiry:
                 self._arm_ttl_timer_locked()

@@ -297,6 +297,13 @@ REGRESSIONS: dict[str, list[tuple]] = {
         ("update_secret", 0, False),
         ("declare_queue", 0, 0, "q0", False, False, False, False, ()),
     ],
+    # get-ok's message_count leaves out a message expired behind the one fetched
+    "get_count_after_expired_behind_head": [
+        ("declare_queue", 0, 0, "q0", False, False, False, False, ()),
+        ("publish", 0, 0, "", "q0", b"kept", (), False),
+        ("publish", 0, 0, "", "q0", b"expires", (("expiration", "0"),), False),
+        ("get", 0, 0, "q0", False),
+    ],
     # basic.publish checks direct reply-to before user-id
     "publish_fast_reply_checked_before_user_id": [
         ("publish", 0, 0, "amq.direct", "", b"2",
