@@ -262,12 +262,15 @@ class DiffMachine(RuleBasedStateMachine):
 
 def test_differential_fuzz(rabbitmq, broker):
     DiffMachine.ports = (rabbitmq.port, broker.port)
-    run_state_machine_as_test(DiffMachine, settings=settings(
-        max_examples=EXAMPLES, stateful_step_count=STEPS, deadline=None,
-        suppress_health_check=list(HealthCheck)))
-    print(f"\ndifferential fuzz: {OUTCOMES['sequences']} sequences, {OUTCOMES['steps']} steps")
-    if os.environ.get("SYNCMQ_DIFF_FUZZ_VERBOSE"):
-        pprint.pprint(OUTCOMES.most_common())
+    try:
+        run_state_machine_as_test(DiffMachine, settings=settings(
+            max_examples=EXAMPLES, stateful_step_count=STEPS, deadline=None,
+            suppress_health_check=list(HealthCheck)))
+    finally:
+        print(f"\ndifferential fuzz: {OUTCOMES['sequences']} sequences (shrinking included), "
+              f"{OUTCOMES['steps']} steps")
+        if os.environ.get("SYNCMQ_DIFF_FUZZ_VERBOSE"):
+            pprint.pprint(OUTCOMES.most_common())
     assert not broker.tracebacks(), broker.log_tail()
 
 
