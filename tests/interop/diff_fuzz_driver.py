@@ -185,11 +185,15 @@ def run_op(side: Side, op: tuple):
 
 def _update_secret(side: Side, c: int, right: bool):
     """connection.update-secret with guest's password or another; a channel.open after it
-    surfaces a close."""
+    surfaces a close. After a wrong secret the client closes the connection if the broker did
+    not (RabbitMQ, a known difference), so that both brokers go on from the same state."""
     try:
         conn = side.conn(c)
         conn.update_secret("guest" if right else "not-guest", "fuzz")
         conn.channel().close()
+        if not right:
+            conn.close()
+            side.drop_conn(c)
         return ("ok",)
     except pe.ConnectionClosedByBroker as e:
         side.drop_conn(c)
