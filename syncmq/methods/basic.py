@@ -35,6 +35,9 @@ def qos(session: Session, ch: Channel, m: B.Qos, _p, _b) -> None:
     with ch.lock:
         if m.global_:
             ch.global_prefetch = m.prefetch_count
+            # rabbit_limiter:limit_prefetch starts the channel's count from everything
+            # unacked, basic.get included (later gets are not counted, nor their acks)
+            ch.global_unacked = len(ch.unacked)
         else:
             ch.prefetch_count = m.prefetch_count
     session.send_method(ch.id, B.QosOk())

@@ -311,6 +311,17 @@ REGRESSIONS: dict[str, list[tuple]] = {
         ("publish", 0, 0, "", "q0", b"expires", (("expiration", "0"),), False),
         ("get", 0, 0, "q0", False),
     ],
+    # a global basic.qos starts its count from every unacked delivery, gets included
+    "global_prefetch_counts_unacked_get": [
+        *START,
+        ("publish", 0, 0, "", "q0", b"got", (), False),
+        ("get", 0, 0, "q0", False),
+        ("consume", 0, 0, "q0", "ct0", False, False, ()),
+        ("qos", 0, 0, 1, True),
+        ("publish", 0, 0, "", "q0", b"held back", (), False),
+        ("ack", 0, 0, 0, False),
+        ("publish", 0, 0, "", "q0", b"behind", (), False),
+    ],
     # basic.publish checks direct reply-to before user-id
     "publish_fast_reply_checked_before_user_id": [
         ("publish", 0, 0, "amq.direct", "", b"2",
