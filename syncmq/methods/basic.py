@@ -401,7 +401,9 @@ def _recover(session: Session, ch: Channel, requeue: bool) -> None:
             c = e[3]
             if c is not None and not c.no_ack:
                 c.unacked -= 1
-        ch.global_unacked = 0
+                # as rabbit_channel's notify_limiter: only consumer deliveries free global
+                # credit (a basic.get counted by a later global qos stays counted)
+                ch.global_unacked -= 1
     if entries:
         ch.settle(entries, requeue=True)
 

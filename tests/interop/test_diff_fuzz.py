@@ -322,6 +322,15 @@ REGRESSIONS: dict[str, list[tuple]] = {
         ("ack", 0, 0, 0, False),
         ("publish", 0, 0, "", "q0", b"behind", (), False),
     ],
+    # ... and basic.recover frees only what consumers held
+    "global_prefetch_recover_keeps_get_counted": [
+        *START,
+        ("publish", 0, 0, "", "q0", b"got", (), False),
+        ("get", 0, 0, "q0", False),
+        ("qos", 0, 0, 1, True),
+        ("consume", 0, 0, "q0", "ct0", False, False, ()),
+        ("recover", 0, 0, True),
+    ],
     # basic.publish checks direct reply-to before user-id
     "publish_fast_reply_checked_before_user_id": [
         ("publish", 0, 0, "amq.direct", "", b"2",
