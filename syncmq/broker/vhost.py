@@ -337,15 +337,16 @@ class VirtualHost:
                 return None
             if q.exclusive_owner is not None and q.exclusive_owner is not owner:
                 raise self._locked(name)
-            if if_unused and q.consumer_count():
-                raise AMQPChannelError(
-                    _spec.PRECONDITION_FAILED,
-                    f"PRECONDITION_FAILED - queue '{name}' in vhost '{self.name}' in use",
-                )
+            # the queue process's order (rabbit_amqqueue_process delete): not empty first
             if if_empty and q.message_count():
                 raise AMQPChannelError(
                     _spec.PRECONDITION_FAILED,
                     f"PRECONDITION_FAILED - queue '{name}' in vhost '{self.name}' not empty",
+                )
+            if if_unused and q.consumer_count():
+                raise AMQPChannelError(
+                    _spec.PRECONDITION_FAILED,
+                    f"PRECONDITION_FAILED - queue '{name}' in vhost '{self.name}' in use",
                 )
             return self._delete_queue_locked(q)
 

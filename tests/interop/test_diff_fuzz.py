@@ -322,6 +322,17 @@ REGRESSIONS: dict[str, list[tuple]] = {
         ("ack", 0, 0, 0, False),
         ("publish", 0, 0, "", "q0", b"behind", (), False),
     ],
+    # queue.delete if-empty and if-unused: "not empty" is checked first
+    "queue_delete_not_empty_before_in_use": [
+        *START,
+        ("publish", 0, 0, "", "q0", b"m", (), False),
+        ("consume", 0, 1, "q1", "ct0", False, False, ()),
+        ("consume", 0, 1, "q0", "ct1", False, False, ()),
+        ("publish", 0, 0, "", "q0", b"n", (), False),
+        ("qos", 0, 1, 1, True),
+        ("publish", 0, 0, "", "q0", b"o", (), False),
+        ("delete_queue", 0, 0, "q0", True, True),
+    ],
     # ... and basic.recover frees only what consumers held
     "global_prefetch_recover_keeps_get_counted": [
         *START,
