@@ -40,6 +40,7 @@ def qos(session: Session, ch: Channel, m: B.Qos, _p, _b) -> None:
             ch.global_unacked = len(ch.unacked)
         else:
             ch.prefetch_count = m.prefetch_count
+            ch.global_prefetch = 0  # rabbit_channel: a per-consumer qos unlimits the channel
     session.send_method(ch.id, B.QosOk())
     ch.refill()
 

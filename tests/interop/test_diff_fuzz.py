@@ -322,6 +322,16 @@ REGRESSIONS: dict[str, list[tuple]] = {
         ("ack", 0, 0, 0, False),
         ("publish", 0, 0, "", "q0", b"behind", (), False),
     ],
+    # a per-consumer basic.qos lifts the channel's global limit
+    "per_consumer_qos_unlimits_global": [
+        *START,
+        ("publish", 0, 0, "", "q0", b"got", (), False),
+        ("get", 0, 0, "q0", False),
+        ("consume", 0, 0, "q0", "ct0", False, False, ()),
+        ("qos", 0, 0, 1, True),
+        ("publish", 0, 0, "", "q0", b"held", (), False),
+        ("qos", 0, 0, 0, False),
+    ],
     # queue.delete if-empty and if-unused: "not empty" is checked first
     "queue_delete_not_empty_before_in_use": [
         *START,
