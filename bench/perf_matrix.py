@@ -4,7 +4,7 @@ Usage::
 
     python bench/perf_matrix.py [--quick | --full] [--runs N] [--time S]
                                 [--scenarios S1,S2,...] [--backlog N] [--connections M]
-                                [--no-rabbitmq] [--no-tool-check]
+                                [--no-rabbitmq] [--no-tool-check] [--baseline DIR]
 
 Starts its own syncmq (``--port 0``, temp data dir) and, when ``rabbitmq-server`` is installed,
 its own RabbitMQ node (own RABBITMQ_NODENAME / RABBITMQ_MNESIA_BASE / RABBITMQ_NODE_PORT / HOME
@@ -30,6 +30,10 @@ S6 backlog: N x 1 KiB published with no consumer, then drained (prefetch 1000, a
 S7 M connections each publishing 1 msg/s (M = --connections, 500; 5,000 with --full), one
    consumer; RSS per connection = (peak RSS - RSS before) / M
 S8 latency at 1,000 msg/s (1/1, 16 B, manual ack, prefetch 100)
+
+``--baseline DIR`` measures this checkout against another syncmq checkout (e.g. a
+``git worktree add /tmp/before <rev>``) in RabbitMQ's place, alternating in the same way: the
+ratio column is then after/before (the table's "RabbitMQ" columns are the baseline's).
 
 Also (unless --no-tool-check, and when RabbitMQ and Go are installed): S1 against RabbitMQ with
 syncmq-perf and with a Go client (bench/go/perfgo.go, amqp091-go), alternating, to show that the
@@ -104,9 +108,14 @@ def _free_port() -> int:
 
 
 class Syncmq:
-    name = "syncmq"
+    """A syncmq broker run from the checkout ``root`` (this one by default)."""
 
-    def __init__(self) -> None:
+    def __init__(self, root: str = ROOT, name: str = "syncmq") -> None:
+        self.root = os.path.abspath(root)
+        self.name = name
+        inherited = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+        self.env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            [self.root, *(p for p in inherited if p and p != ROOT)]))
         self.start()
 
     def restart(self, extra: list[str] | None = None) -> None:
@@ -120,12 +129,14 @@ class Syncmq:
                 os.path.join(self.dir, "data"), "--log-format", "json", "--log-level", "info",
                 *(extra or [])]
         help_text = subprocess.run([sys.executable, "-m", "syncmq.cli", "--help"],
-                                   capture_output=True, text=True, cwd=ROOT).stdout
+                                   capture_output=True, text=True, cwd=self.root,
+                                   env=self.env).stdout
         if "--no-management" in help_text:
             args.append("--no-management")
         self.log = open(os.path.join(self.dir, "syncmq.log"), "w+")
         self.proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                     text=True, cwd=ROOT, preexec_fn=_raise_nofile)
+                                     text=True, cwd=self.root, env=self.env,
+                                     preexec_fn=_raise_nofile)
         self.port = None
         deadline = time.monotonic() + 30
         while self.port is None and time.monotonic() < deadline:
@@ -148,7 +159,7 @@ class Syncmq:
         import syncmq
 
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True, cwd=ROOT).stdout.strip()
+                             text=True, cwd=self.root).stdout.strip()
         self.version = f"{syncmq.__version__} ({rev})" if rev else syncmq.__version__
 
     def _drain(self) -> None:
@@ -405,13 +416,13 @@ def _fmt(v: Any) -> str:
     return f"{v}"
 
 
-def table(summary: dict[str, Any], have_rabbit: bool) -> str:
+def table(summary: dict[str, Any], other: str = "rabbitmq") -> str:
     rows = ["| Scenario | sent/s syncmq | sent/s RabbitMQ | ratio | recv/s syncmq | recv/s RabbitMQ "
             "| ratio | p99 us (s / R) | peak RSS MB (s / R) | CPU s (s / R) | CPU us/msg (s / R) |",
             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, sc in summary.items():
         s = sc["syncmq"]
-        r = sc.get("rabbitmq") or {}
+        r = sc.get(other) or {}
         extra = ""
         if s.get("rss_per_conn_kb") is not None:
             extra = f" ({_fmt(s['rss_per_conn_kb'])} / {_fmt(r.get('rss_per_conn_kb'))} KiB/conn)"
@@ -441,6 +452,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="syncmq's --memory-budget in S6 (0: none)")
     ap.add_argument("--no-rabbitmq", action="store_true")
     ap.add_argument("--no-tool-check", action="store_true")
+    ap.add_argument("--baseline", default=None, metavar="DIR",
+                    help="another syncmq checkout to measure against, in RabbitMQ's place")
     ap.add_argument("--out", default=None, help="results file (default bench/results/...)")
     opts = ap.parse_args(argv)
     opts.runs = opts.runs or (1 if opts.quick else 3)
@@ -457,7 +470,9 @@ def main(argv: list[str] | None = None) -> int:
     sq = Syncmq()
     rabbit = None
     try:
-        if not opts.no_rabbitmq and RabbitMQ.available():
+        if opts.baseline:
+            rabbit = Syncmq(opts.baseline, "baseline")
+        elif not opts.no_rabbitmq and RabbitMQ.available():
             rabbit = RabbitMQ()
         brokers: list[Any] = [b for b in (sq, rabbit) if b is not None]
         info = machine_info(rabbit, sq)
@@ -475,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
                 order = brokers if i % 2 == 0 else list(reversed(brokers))
                 for b in order:
                     if sc.get("fresh"):  # memory figures from a broker of the run's own
-                        if b is sq:
+                        if isinstance(b, Syncmq):
                             b.restart(sc.get("syncmq_args"))
                         else:
                             b.restart()
@@ -488,15 +503,15 @@ def main(argv: list[str] | None = None) -> int:
             for key in ("sent_rate", "received_rate"):
                 if rabbit:
                     summary[name][f"{key}_ratio"] = _ratio(summary[name]["syncmq"][key],
-                                                           summary[name]["rabbitmq"][key])
+                                                           summary[name][rabbit.name][key])
         tools = None
-        if rabbit and not opts.no_tool_check:
+        if isinstance(rabbit, RabbitMQ) and not opts.no_tool_check:
             tools = tool_check(rabbit, opts.runs, opts.time)
     finally:
         sq.stop()
         if rabbit:
             rabbit.stop()
-    md = table(summary, rabbit is not None)
+    md = table(summary, rabbit.name if rabbit is not None else "rabbitmq")
     result = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
               "command": " ".join([os.path.relpath(sys.argv[0], ROOT), *(argv or sys.argv[1:])]),
               "set": set_name, "runs": opts.runs, "time_s": opts.time, "backlog": opts.backlog,

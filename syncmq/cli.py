@@ -7,9 +7,9 @@ import os
 import sys
 
 from .broker.auth import UsersFileError, UserStore
-from .config import build_parser, setup_logging, validate
+from .config import build_parser, server_config, setup_logging
 from .journal.writer import JournalError
-from .server import Server, ServerConfig
+from .server import Server
 
 log = logging.getLogger("syncmq")
 
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # exits 2 with a message naming the option
     try:
-        validate(args)
+        config = server_config(args)
     except ValueError as e:
         parser.error(str(e))
     users = None
@@ -63,34 +63,6 @@ def main(argv: list[str] | None = None) -> int:
         write_pid_file(args.pid_file)
     handler = setup_logging(args.log_level, args.log_format, args.log_file)
     raise_nofile_limit()
-    config = ServerConfig(
-        bind=args.bind,
-        port=args.port,
-        data_dir=args.data_dir,
-        workers=args.workers,
-        frame_max=args.frame_max,
-        channel_max=args.channel_max,
-        heartbeat=args.heartbeat,
-        handshake_timeout=args.handshake_timeout,
-        max_message_size=args.max_message_size,
-        users_file=args.users_file,
-        fsync=args.fsync,
-        memory_high_watermark=args.memory_high_watermark,
-        disk_free_limit=args.disk_free_limit,
-        max_connections=args.max_connections,
-        memory_budget=args.memory_budget,
-        server_properties=args.server_properties,
-        max_pending_output=args.max_pending_output,
-        tls_port=args.tls_port,
-        tls_cert=args.tls_cert,
-        tls_key=args.tls_key,
-        tls_ca=args.tls_ca,
-        tls_verify_peer=args.tls_verify_peer or args.tls_fail_if_no_peer_cert,
-        tls_fail_if_no_peer_cert=args.tls_fail_if_no_peer_cert,
-        journal_segment_bytes=args.journal_segment_bytes,
-        management_port=None if args.no_management or args.management_port < 0
-        else args.management_port,
-    )
     server = Server(config)
     if users is not None:
         server.set_users(users)

@@ -17,7 +17,6 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from . import __version__
 from .alarms import ResourceMonitor
@@ -26,50 +25,17 @@ from .broker.broker import Broker
 from .broker.durability import Durability
 from .journal.writer import Journal
 from .management import Context as ManagementContext
-from .management import ManagementServer
+from .management import HTTPSettings, ManagementServer
 from .methods import access
 from .methods.registry import HANDLERS
 from .methods.session import Session, Settings
+from .options import ServerConfig
 from .queues.spill import SPILL_DIR, BodyStore
 from .reactor import Reactor, Transport
 from .wire import _spec
 from .workers import WorkerPool
 
 log = logging.getLogger("syncmq.server")
-
-
-@dataclass
-class ServerConfig:
-    """Everything the server needs, already validated (see ``syncmq.config``)."""
-
-    bind: str = "127.0.0.1"
-    port: int = 5672
-    data_dir: str = "syncmq-data"
-    workers: int = 2
-    frame_max: int = 131072
-    channel_max: int = 2047
-    heartbeat: int = 60
-    handshake_timeout: float = 10.0
-    max_message_size: int = 128 * 1024 * 1024
-    shutdown_timeout: float = 10.0
-    users_file: str | None = None
-    management_port: int | None = None  # None: no management API; 0: an ephemeral port
-    tls_port: int | None = None  # None: no TLS listener
-    tls_cert: str | None = None
-    tls_key: str | None = None
-    tls_ca: str | None = None
-    tls_verify_peer: bool = False
-    tls_fail_if_no_peer_cert: bool = False
-    memory_high_watermark: int = 0  # bytes of RSS; 0 disables the memory alarm
-    disk_free_limit: int = 0  # bytes free in data_dir; 0 disables the disk alarm
-    max_connections: int = 0  # 0: no limit
-    max_pending_output: int = 8 * 1024 * 1024  # hidden --max-pending-output (reactor.OUT_HIGH)
-    fsync: str = "batch"  # journal fsync mode: batch (group commit), always, never
-    journal_segment_bytes: int = 64 * 1024 * 1024  # hidden --journal-segment-bytes (tests)
-    journal: bool = True  # False: nothing on disk at all (tests of the broker alone)
-    memory_budget: int = 0  # bytes of queued message bodies kept in memory; 0: unlimited
-    server_properties: dict = field(default_factory=dict)  # --server-properties overrides
-    extra: dict = field(default_factory=dict)
 
 
 class Server:
@@ -96,7 +62,7 @@ class Server:
             channel_max=config.channel_max,
             heartbeat=config.heartbeat,
             max_message_size=config.max_message_size,
-            server_properties=dict(config.server_properties),
+            server_properties=dict(config.server_properties or {}),
         )
         self.pool = WorkerPool(config.workers)
         self.reactor = Reactor(self.pool, self._make_session, config.handshake_timeout,
@@ -109,6 +75,7 @@ class Server:
         self._sessions_lock = threading.Lock()
         self.sessions: set[Session] = set()
         self.address: tuple[str, int] | None = None
+        self.tls_address: tuple[str, int] | None = None  # the TLS listener's, when there is one
         self.signals: queue.SimpleQueue = queue.SimpleQueue()
         self.on_hup: Callable[[], None] | None = None
         self.started_at = time.time()
@@ -188,7 +155,28 @@ class Server:
 
     def start(self) -> tuple[str, int]:
         """Recover, bind, start the threads; returns the bound address (port 0 gets an
-        ephemeral one)."""
+        ephemeral one). All or nothing: if any step fails, what was started is stopped
+        (sockets closed, journal released) before the exception propagates."""
+        try:
+            return self._start()
+        except BaseException:
+            self._undo_start()
+            raise
+
+    def _undo_start(self) -> None:
+        if self.management is not None:
+            self.management.stop()
+        if self.reactor.thread is None:
+            self.reactor._shutdown_sockets()  # never ran: nothing else touches its sockets
+        else:
+            self.reactor.stop()
+        self.pool.stop()
+        if self.journal is not None:
+            self.journal.close()
+        if self.body_store is not None:
+            self.body_store.close()
+
+    def _start(self) -> tuple[str, int]:
         recovered = self.recover()
         self.address = self.reactor.listen(self.config.bind, self.config.port)
         listeners = [{"protocol": "amqp", "ip_address": self.address[0],
@@ -197,8 +185,8 @@ class Server:
         if self.body_store is not None:
             extra["memory_budget"] = self.config.memory_budget
         if self.config.tls_port is not None:
-            taddr = self.reactor.listen(self.config.bind, self.config.tls_port,
-                                        ssl_context=self.tls_context())
+            taddr = self.tls_address = self.reactor.listen(
+                self.config.bind, self.config.tls_port, ssl_context=self.tls_context())
             listeners.append({"protocol": "amqp/ssl", "ip_address": taddr[0],
                               "port": taddr[1]})
             extra["tls_port"] = taddr[1]
@@ -238,7 +226,13 @@ class Server:
             listeners=listeners, cluster_name=self.settings.cluster_name,
             close_connection=close,
         )
-        self.management = ManagementServer(ctx, self.config.bind, self.config.management_port)
+        c = self.config
+        http = HTTPSettings(
+            max_body=c.management_max_body, max_definitions_body=c.management_max_definitions_body,
+            read_timeout=c.management_read_timeout, idle_timeout=c.management_idle_timeout,
+            max_connections=c.management_max_connections, threads=c.management_threads,
+            metrics_auth=c.metrics_auth, cors_origins=tuple(c.management_cors_origin))
+        self.management = ManagementServer(ctx, c.bind, c.management_port, http)
         try:
             return self.management.start()
         except OSError as e:
@@ -250,20 +244,26 @@ class Server:
         with self._sessions_lock:
             return list(self.sessions)
 
-    def stop(self) -> None:
-        """Graceful shutdown: stop accepting, close connections with 320, stop threads."""
+    def threads(self) -> list[threading.Thread]:
+        """Every thread this server started (reactor, workers, journal, management)."""
+        out = [w.thread for w in self.pool.workers]
+        if self.reactor.thread is not None:
+            out.append(self.reactor.thread)
+        if self.journal is not None and self.journal.thread is not None:
+            out.append(self.journal.thread)
+        if self.management is not None:
+            out.extend(self.management.threads())
+        return out
+
+    def stop(self, graceful: bool = True) -> None:
+        """Shutdown: stop accepting, close connections with 320 (``graceful=False``: drop
+        them without a close, as a node that dies), stop and join the threads."""
         log.info("shutting down")
         if self.management is not None:
             self.management.stop()
         self.reactor.stop_accepting()
-        with self._sessions_lock:
-            sessions = list(self.sessions)
-        text = "CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'"
-        for s in sessions:
-            s.transport.worker.submit(s.close, _spec.CONNECTION_FORCED, text)
-        deadline = time.monotonic() + self.config.shutdown_timeout
-        while time.monotonic() < deadline and self.reactor.transports:
-            time.sleep(0.05)
+        if graceful:
+            self._close_sessions()
         self.reactor.stop()
         self.pool.stop()
         if self.journal is not None:
@@ -274,6 +274,16 @@ class Server:
             self.body_store.close()  # spilled bodies are transient: their files go
             log.info("body store closed", extra={"body_store": stats})
         log.info("stopped")
+
+    def _close_sessions(self) -> None:
+        with self._sessions_lock:
+            sessions = list(self.sessions)
+        text = "CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'"
+        for s in sessions:
+            s.transport.worker.submit(s.close, _spec.CONNECTION_FORCED, text)
+        deadline = time.monotonic() + self.config.shutdown_timeout
+        while time.monotonic() < deadline and self.reactor.transports:
+            time.sleep(0.05)
 
     def request_stop(self) -> None:
         """Ask :meth:`serve_forever` to stop (thread-safe)."""

@@ -13,8 +13,9 @@ import threading
 class BrokerProcess:
     """A syncmq subprocess; ``port`` is known once it logged that it started."""
 
-    def __init__(self, data_dir: str, *extra: str) -> None:
+    def __init__(self, data_dir: str, *extra: str, env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
+        self.env = env  # the broker's environment (None: the test process's)
         self.args = [sys.executable, "-m", "syncmq.cli", "--port", "0", "--data-dir", data_dir,
                      "--log-format", "json", "--log-level", "info",
                      "--management-port", "0", *extra]
@@ -24,13 +25,15 @@ class BrokerProcess:
         self._started = threading.Event()
         self._cond = threading.Condition()
         self.proc: subprocess.Popen | None = None
+        self.preexec_fn = None  # run in the child before exec (e.g. to set a resource limit)
 
     def start(self, timeout: float = 30.0) -> BrokerProcess:
         self.port = None
         self.management_port = None
         self._started.clear()
         self.proc = subprocess.Popen(self.args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                     text=True, bufsize=1)
+                                     text=True, bufsize=1, env=self.env,
+                                     preexec_fn=self.preexec_fn)
         threading.Thread(target=self._reader, args=(self.proc,), daemon=True).start()
         if not self._started.wait(timeout):
             self.proc.kill()

@@ -69,3 +69,26 @@ def conn(broker):
 def ch(conn):
     """A channel on :func:`conn`."""
     return conn.channel()
+
+
+@pytest.fixture
+def brokers_on_dir(tmp_path_factory):
+    """``start(*options)`` and ``restart(old, *options)``: brokers one after another on the
+    same data dir (a restart after ``old`` stopped)."""
+    started = []
+    data_dir = str(tmp_path_factory.mktemp("syncmq-data"))
+
+    def start(*extra):
+        b = BrokerProcess(data_dir, *extra).start()
+        started.append(b)
+        return b
+
+    def restart(old, *extra):
+        assert old.proc.poll() is not None
+        return start(*extra)
+
+    yield start, restart
+    for b in started:
+        if b.proc.poll() is None:
+            b.stop()
+        assert not b.tracebacks(), "\n".join(b.tracebacks())

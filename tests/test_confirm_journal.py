@@ -2,7 +2,7 @@
 
 A raw client sends a whole pipeline of publishes in one write, so that the broker handles them
 as one batch (one journal barrier): these are the shapes where the journal thread's fast path
-(``Session._confirm_synced``) and the worker's own flush must hand over correctly.
+(``ConfirmTracker.synced``) and the worker's own hand-over must agree.
 """
 
 from __future__ import annotations

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import base64
 import json
+import pathlib
 import re
+import time
 import urllib.error
 import urllib.request
 
@@ -191,10 +193,37 @@ def test_monitoring_user_cannot_get_or_publish(broker_factory):
     assert get(b, "/api/queues/%2F/orders.all")["messages"] == 0
 
 
-def test_node_reports_alarms_and_journal_size(broker):
+def _segment_bytes(data_dir: str) -> int:
+    return sum(p.stat().st_size for p in pathlib.Path(data_dir).glob("*.seg"))
+
+
+def test_node_reports_alarms_and_journal_size(broker, unique):
     node = get(broker, "/api/nodes")[0]
     assert node["mem_alarm"] is False and node["disk_free_alarm"] is False
-    assert isinstance(node["journal_bytes"], int) and node["journal_bytes"] >= 0
+    # journal_bytes is the size of the segment files, and grows with what is journaled
+    before = node["journal_bytes"]
+    assert isinstance(before, int) and before == _segment_bytes(broker.data_dir) > 0
+    with connection(broker.port) as c:
+        ch = c.channel()
+        ch.queue_declare(unique, durable=True)
+        ch.confirm_delivery()
+        ch.basic_publish("", unique, b"j" * 100_000, pika.BasicProperties(delivery_mode=2))
+        after = get(broker, "/api/nodes")[0]["journal_bytes"]
+        assert after >= before + 100_000
+        assert after == _segment_bytes(broker.data_dir)
+        ch.queue_delete(unique)
+
+
+def test_node_reports_raised_alarms(broker_factory):
+    # both alarms raised at start-up: a watermark below any RSS, a limit above any disk
+    b = broker_factory("--memory-high-watermark", "1MiB", "--disk-free-limit", "1000000G")
+    b.wait_for_log("disk resource limit alarm")  # logged just before the alarms are set
+    deadline = time.monotonic() + 15
+    while not ((node := get(b, "/api/nodes")[0])["mem_alarm"] and node["disk_free_alarm"]):
+        assert time.monotonic() < deadline, node
+        time.sleep(0.02)
+    assert node["mem_alarm"] is True and node["disk_free_alarm"] is True
+    assert get(b, "/api/nodes/" + node["name"].replace("@", "%40"))["mem_alarm"] is True
 
 
 # ---- the dashboard's files ----

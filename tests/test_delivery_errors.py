@@ -9,35 +9,12 @@ Unit tests of ``Queue`` + ``Channel`` objects (no broker process, no sockets).
 from __future__ import annotations
 
 import pytest
+from fake_transport import FakeTransport as _Transport
 
 from syncmq.broker.broker import Broker
 from syncmq.broker.message import Message
 from syncmq.broker.queue import Consumer, Queue
 from syncmq.methods.session import Channel, Session, Settings
-
-
-class _Transport:
-    peer = ("test", 0)
-    pending_out = 0
-    out_high = 1 << 30
-
-    def __init__(self) -> None:
-        self.out: list = []
-
-    def write(self, chunks: list) -> None:
-        self.out.extend(chunks)
-
-    def write1(self, data: bytes) -> None:
-        self.out.append(data)
-
-    def throttle(self) -> bool:
-        return False
-
-    def delivered(self, bodies: list[bytes]) -> list[bytes]:
-        """Which of ``bodies`` were written, in the order they were written."""
-        data = b"".join(bytes(c) for c in self.out)
-        found = sorted((data.find(b), b) for b in bodies if b in data)
-        return [b for _, b in found]
 
 
 class _FailingStore:
@@ -151,7 +128,7 @@ def test_flush_runs_handles_every_run_when_one_raises():
     session = Session(_Transport(), Broker(), Settings(), {})
     bad, good = _RaisingQueue(), _RecordingQueue()
     ch_bad, ch_good = _RecordingChannel(fail=True), _RecordingChannel()
-    session.pending_publish = {bad: ["m1"], good: ["m2", "m3"]}
+    session.run.pending.update({bad: ["m1"], good: ["m2", "m3"]})
     session.pending_acks = {ch_bad: ["e1"], ch_good: ["e2", "e3"]}
     with pytest.raises(RuntimeError, match="publish_many failed"):
         session.flush_runs()

@@ -19,7 +19,7 @@ import pika
 import pika.exceptions
 import pytest
 from amqp_helpers import collect, drain_get, expect_channel_close, wait_until
-from ext_helpers import wait_count
+from ext_helpers import poll_get, wait_count
 
 
 def _ttl(ms):
@@ -88,35 +88,66 @@ def test_get_never_returns_expired(ch, unique):
     assert method is None
 
 
-def test_queue_ttl_counts_from_enqueue_in_order(ch, unique):
-    ch.queue_declare(unique, arguments={"x-message-ttl": 300})
+def _dead_lettered_queue(ch, name, ttl):
+    """``name`` with ``x-message-ttl`` ``ttl`` dead-lettering into ``name``-dl (returned)."""
+    dlq = name + "-dl"
+    ch.queue_declare(dlq, auto_delete=True)
+    ch.queue_declare(name, arguments={"x-message-ttl": ttl, "x-dead-letter-exchange": "",
+                                      "x-dead-letter-routing-key": dlq})
+    return dlq
+
+
+def _deaths(conn, ch, dlq, n):
+    """Consume ``n`` dead letters of ``dlq``: [(body, monotonic time seen)]."""
+    seen = []
+    tag = ch.basic_consume(dlq, lambda c, m, p, b: seen.append((b, time.monotonic())),
+                           auto_ack=True)
+    wait_until(conn, lambda: len(seen) >= n)
+    ch.basic_cancel(tag)
+    return seen
+
+
+def test_queue_ttl_counts_from_enqueue_in_order(conn, ch, unique):
+    # Each message's deadline counts from its own enqueue: b, published 200 ms after a,
+    # dies after a and never sooner than 300 ms after its publish (a lower bound, which a
+    # loaded machine cannot break; a broker counting b's TTL from a's enqueue would).
+    dlq = _dead_lettered_queue(ch, unique, 300)
+    t_a = time.monotonic()
     ch.basic_publish("", unique, b"a")
-    ch.connection.sleep(0.2)
+    conn.sleep(0.2)  # the gap between the two enqueues (not a wait for anything)
+    t_b = time.monotonic()
     ch.basic_publish("", unique, b"b")
-    wait_count(ch, unique, 1)  # a expired, b (published 200 ms later) not yet
-    method, _p, body = ch.basic_get(unique, auto_ack=True)
-    assert body == b"b"
+    (a, dead_a), (b, dead_b) = _deaths(conn, ch, dlq, 2)
+    assert (a, b) == (b"a", b"b")
+    assert dead_a - t_a >= 0.3
+    assert dead_b - t_b >= 0.3
 
 
 def test_requeued_message_keeps_its_expiry(conn, ch, unique):
-    ch.queue_declare(unique, arguments={"x-message-ttl": 100})
+    dlq = _dead_lettered_queue(ch, unique, 1000)
     ch.basic_publish("", unique, b"r")
     method, _p, _b = ch.basic_get(unique, auto_ack=False)
     assert method is not None
-    ch.connection.sleep(0.15)  # expired while unacked
+    ch.basic_publish("", unique, b"marker")  # enqueued after r: its deadline is later
+    assert poll_get(ch, dlq)[2] == b"marker"  # so r's deadline has passed (an event)
     ch.basic_nack(method.delivery_tag, requeue=True)
-    wait_count(ch, unique, 0)  # requeued, then dropped: its deadline had passed
-    assert drain_get(ch, unique) == []
+    # back in the queue already expired: never delivered (a fresh 1 s TTL would deliver it)
+    assert ch.basic_get(unique, auto_ack=True)[0] is None
+    _m, props, body = poll_get(ch, dlq)
+    assert body == b"r" and props.headers["x-death"][0]["reason"] == "expired"
 
 
 def test_unacked_message_does_not_expire(conn, ch, unique):
-    ch.queue_declare(unique, arguments={"x-message-ttl": 30})
+    dlq = _dead_lettered_queue(ch, unique, 30)
     ch.basic_publish("", unique, b"held")
     method, _p, body = ch.basic_get(unique, auto_ack=False)
     assert body == b"held"
-    ch.connection.sleep(0.1)
+    ch.basic_publish("", unique, b"marker")
+    assert poll_get(ch, dlq)[2] == b"marker"  # held's deadline has passed while unacked
     ch.basic_ack(method.delivery_tag)  # an unacked delivery is not taken back: ack works
-    assert ch.is_open
+    # a round trip on the same channel: an ack of an unknown tag would have closed it (406)
+    assert ch.queue_declare(unique, passive=True).method.message_count == 0
+    assert ch.queue_declare(dlq, passive=True).method.message_count == 0  # not dead-lettered
 
 
 # ---- expiration property ----
@@ -257,22 +288,51 @@ def test_expires_not_while_consumed(conn, ch, unique):
     _wait_gone(conn, unique, poll=0.2)
 
 
+def _routable(probe, name) -> bool:
+    """A mandatory publish to ``name`` on a confirm channel: False once the queue is gone.
+    A publish does not renew an ``x-expires`` lease (a passive declare would)."""
+    try:
+        probe.basic_publish("", name, b"probe", mandatory=True)
+    except pika.exceptions.UnroutableError:
+        return False
+    return True
+
+
+def _renew_until_control_expires(conn, unique, renew):
+    """Declare ``renewed`` (holding one message) and, after it, ``control``, both with a 1 s
+    lease; call ``renew(renewed)`` over and over until ``control`` (never used) expires. As
+    ``control`` was declared last, ``renewed`` would have expired first without renewal: an
+    event, not a timing guess."""
+    ch = conn.channel()
+    renewed, control = unique + "-renewed", unique + "-control"
+    ch.queue_declare(renewed, arguments={"x-expires": 1000})
+    ch.basic_publish("", renewed, b"kept")
+    ch.queue_declare(control, arguments={"x-expires": 1000})
+    probe = conn.channel()
+    probe.confirm_delivery()
+    deadline = time.monotonic() + 20
+    while _routable(probe, control):
+        assert time.monotonic() < deadline, "control queue never expired"
+        renew(renewed)
+        conn.sleep(0.01)
+    ok = ch.queue_declare(renewed, passive=True)
+    assert ok.method.message_count == 1  # the same queue, not a new one
+    ch.queue_delete(renewed)
+
+
 def test_expires_renewed_by_get(conn, ch, unique):
-    ch.queue_declare(unique, arguments={"x-expires": 300})
-    for _ in range(6):  # 6 x 100 ms > the 300 ms lease, renewed by every basic.get
-        ch.basic_get(unique, auto_ack=True)
-        conn.sleep(0.1)
-    ch.basic_get(unique, auto_ack=True)  # still there (a 404 would close the channel)
-    assert ch.is_open
-    _wait_gone(conn, unique, poll=0.4)
+    def get(q):
+        m = ch.basic_get(q, auto_ack=False)[0]
+        assert m is not None, "the queue expired and was declared anew"
+        ch.basic_nack(m.delivery_tag, requeue=True)
+    _renew_until_control_expires(conn, unique, get)
 
 
 def test_expires_renewed_by_redeclare(conn, ch, unique):
-    ch.queue_declare(unique, arguments={"x-expires": 300})
-    for _ in range(6):
-        ch.queue_declare(unique, arguments={"x-expires": 300})
-        conn.sleep(0.1)
-    _wait_gone(conn, unique, poll=0.4)
+    def redeclare(q):
+        ok = ch.queue_declare(q, arguments={"x-expires": 1000})
+        assert ok.method.message_count == 1, "the queue expired and was declared anew"
+    _renew_until_control_expires(conn, unique, redeclare)
 
 
 def test_expires_exclusive_queue(conn, ch, unique):

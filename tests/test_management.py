@@ -565,9 +565,11 @@ def test_metrics_counters_and_gauges(broker_factory):
     assert "syncmq_build_info" in fams
 
 
-def get_metrics(b) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{b.management_port}/metrics",
-                                timeout=TIMEOUT) as resp:
+def get_metrics(b, path: str = "/metrics/per-object") -> str:
+    """A scrape; the per-object endpoint (per-queue samples) needs credentials."""
+    req = urllib.request.Request(f"http://127.0.0.1:{b.management_port}{path}", headers={
+        "Authorization": "Basic " + base64.b64encode(b"guest:guest").decode()})
+    with urllib.request.urlopen(req, timeout=TIMEOUT) as resp:
         assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
         return resp.read().decode()
 

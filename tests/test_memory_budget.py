@@ -365,29 +365,6 @@ def test_persistent_bodies_are_read_back_from_the_journal_not_written_twice(brok
         assert ch.queue_declare("durable-q", durable=True).method.message_count == 0
 
 
-@pytest.fixture
-def brokers_on_dir(tmp_path_factory):
-    from brokerproc import BrokerProcess
-
-    started = []
-    data_dir = str(tmp_path_factory.mktemp("syncmq-data"))
-
-    def start(*extra):
-        b = BrokerProcess(data_dir, *extra).start()
-        started.append(b)
-        return b
-
-    def restart(old, *extra):
-        assert old.proc.poll() is not None
-        return start(*extra)
-
-    yield start, restart
-    for b in started:
-        if b.proc.poll() is None:
-            b.stop()
-        assert not b.tracebacks(), "\n".join(b.tracebacks())
-
-
 # ---- persistent bodies read back from the journal (syncmq.journal.reader) ----
 
 

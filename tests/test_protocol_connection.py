@@ -156,16 +156,21 @@ def test_client_close_gets_close_ok(broker):
 
 
 def test_server_close_waits_for_close_ok(broker):
-    """After a 503 the broker sends connection.close and keeps the socket until close-ok."""
-    with connect(broker.port) as c:
-        c.open_channel(1)
-        c.send_method(1, C.Open(virtual_host="/"))
-        assert c.expect_close() == (503, 10, 40)
+    """After a 503 the broker sends connection.close and keeps the socket until close-ok.
+
+    A second connection in the same state never answers: the broker drops it only after
+    CLOSE_OK_TIMEOUT. The EOF of the one that answered must come first (an order of events on
+    the broker's own clock, not a wall-clock limit)."""
+    with connect(broker.port) as c, connect(broker.port) as control:
+        for x in (c, control):
+            x.open_channel(1)
+            x.send_method(1, C.Open(virtual_host="/"))
+            assert x.expect_close() == (503, 10, 40)
         assert c.still_open(0.3)  # no EOF, nothing else sent, while we hold back close-ok
-        t0 = time.monotonic()
         c.send_close_ok()
-        c.expect_eof(timeout=2.0)  # CLOSE_OK_TIMEOUT is 3 s: this EOF is the close-ok's
-        assert time.monotonic() - t0 < 2.0
+        c.expect_eof(timeout=15.0)
+        assert control.still_open(0.0), "the close-ok did not end the connection"
+        control.expect_eof(timeout=15.0)  # dropped without close-ok, later
 
 
 def test_server_close_without_close_ok_is_dropped(broker):
@@ -180,13 +185,18 @@ def test_server_close_without_close_ok_is_dropped(broker):
 
 
 def test_silent_client_is_disconnected_after_two_heartbeats(broker_factory):
+    """The broker sends a heartbeat every half interval while idle and drops a silent peer
+    after two intervals: the heartbeats received before the EOF count its patience in its
+    own clock (at most 4 sent before the 2 s are up; a broker waiting 10 intervals sends ~20).
+    A loaded machine only delays the broker's ticks, which lowers the count."""
     b = broker_factory("--heartbeat", "1")
     with connect(b.port, heartbeat=1) as c:  # heartbeat=1 in tune-ok, then we go silent
         assert c.tune.heartbeat == 1
         t0 = time.monotonic()
-        frames = c.expect_eof(timeout=15.0)
+        frames = c.expect_eof(timeout=30.0)
         elapsed = time.monotonic() - t0
-        assert any(f.type == FRAME_HEARTBEAT for f in frames), frames  # the broker's own
+        beats = sum(f.type == FRAME_HEARTBEAT for f in frames)
+        assert 1 <= beats <= 5, frames  # the broker's own; not an 11th-interval close
         assert elapsed >= 1.5, elapsed  # about two intervals, not at the first
         peer = c.sock.getsockname()
     wait_for_line(b, "missed heartbeats", f"{peer[0]}:{peer[1]}")

@@ -256,7 +256,7 @@ def test_sighup_reload(broker_factory, tmp_path):
     assert keep_ch.basic_get(q, auto_ack=True)[2] == b"still"
     # ... with the new permissions: the cached write check was dropped on reload
     e = expect_channel_close(403, keep_ch.basic_publish, "amq.direct", "k", b"after")
-    assert e.reply_text == ("ACCESS_REFUSED - access to exchange 'amq.direct' in vhost "
+    assert e.reply_text == ("ACCESS_REFUSED - write access to exchange 'amq.direct' in vhost "
                             "'/' refused for user 'bob'")
     assert keep.is_open
     ch2 = keep.channel()  # a channel opened after the reload: same answer
@@ -264,7 +264,7 @@ def test_sighup_reload(broker_factory, tmp_path):
     expect_channel_close(403, ch2.basic_publish, "amq.direct", "k", b"after")
     # a removed user's connection stays open but may do nothing any more
     e = expect_channel_close(403, gone_ch.queue_declare, "alice-q")
-    assert "access to queue 'alice-q' in vhost '/' refused for user 'alice'" in \
+    assert "configure access to queue 'alice-q' in vhost '/' refused for user 'alice'" in \
         e.reply_text
     assert gone.is_open
     keep.close()

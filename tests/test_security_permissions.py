@@ -1,7 +1,12 @@
 """configure/write/read permissions on each AMQP method, checked as RabbitMQ does (the table in
 RabbitMQ's access-control guide; the order of rabbit_channel's checks; the texts of
 rabbit_access_control). User ``u`` may configure names starting ``c-``, write ``w-`` and read
-``r-``; ``admin`` may do anything and sets the stage."""
+``r-``; user ``b`` may also configure and read ``b-`` (so that a method needing two permissions
+can be refused only its second one); ``admin`` may do anything and sets the stage.
+
+Every method that needs two permissions is refused each one alone and both at once: the error
+names the one RabbitMQ checks first (tests/interop/test_differential.py checks the same against
+RabbitMQ itself)."""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from amqp_helpers import TIMEOUT, expect_channel_close
 from syncmq.broker.auth import Permission, User, UserStore, hash_password, save
 
 U_PERM = Permission("^c-", "^w-", "^r-")
+B_PERM = Permission("^[cb]-", "^w-", "^[rb]-")
 
 
 @pytest.fixture(scope="module")
@@ -25,10 +31,11 @@ def sbroker(tmp_path_factory):
         "admin": User("admin", hash_password("admin-pw"), ["administrator"],
                       {"/": Permission()}),
         "u": User("u", hash_password("u-pw"), [], {"/": U_PERM}),
+        "b": User("b", hash_password("b-pw"), [], {"/": B_PERM}),
         "gen": User("gen", hash_password("gen-pw"), [], {"/": Permission("^amq\\.gen-", "", "")}),
         "none": User("none", hash_password("none-pw"), [], {"/": Permission("", "", "")}),
     }
-    save(UserStore(users, ["/"], []), str(path))
+    save(UserStore(users, ["/", "other"], []), str(path))
     b = _start(tmp_path_factory, "--users-file", str(path))
     yield b
     assert b.stop() == 0, b.log_tail()
@@ -78,8 +85,7 @@ def n(unique):
 
 
 def refused(what, kind, name, user="u", vhost="/"):
-    """RabbitMQ 3.10's text, which does not name the permission (``what``: documentation)."""
-    return (f"ACCESS_REFUSED - access to {kind} '{name}' in vhost '{vhost}' refused for "
+    return (f"ACCESS_REFUSED - {what} access to {kind} '{name}' in vhost '{vhost}' refused for "
             f"user '{user}'")
 
 
@@ -109,6 +115,32 @@ def test_exchange_declare_with_alternate_exchange(user_conn, n):
     ch = user_conn.channel()
     deny(refused("read", "exchange", n("c", "ae")), ch.exchange_declare, n("c", "ae"), "direct",
          arguments={"alternate-exchange": "amq.fanout"})
+
+
+@pytest.fixture
+def b_conn(sbroker):
+    c = _connect(sbroker.port, "b")
+    yield c
+    with contextlib.suppress(Exception):
+        c.close()
+
+
+def test_alternate_exchange_needs_write_on_the_ae(b_conn, admin, n):
+    # read and configure on the new exchange granted: only the write on the AE is missing
+    ch = b_conn.channel()
+    deny(refused("write", "exchange", n("r", "ae"), user="b"), ch.exchange_declare,
+         n("b", "x"), "direct", arguments={"alternate-exchange": n("r", "ae")})
+    ch = b_conn.channel()
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
+        ch.exchange_declare(n("b", "x"), passive=True)
+    assert e.value.reply_code == 404  # the refused declare created nothing
+    ch = b_conn.channel()
+    ch.exchange_declare(n("b", "x"), "direct", auto_delete=True,
+                        arguments={"alternate-exchange": n("w", "ae")})
+    # both refused (read on the exchange, write on the AE): the read is checked first
+    deny(refused("read", "exchange", n("c", "x"), user="b"), ch.exchange_declare,
+         n("c", "x"), "direct", arguments={"alternate-exchange": n("r", "ae")})
+    admin.exchange_delete(n("b", "x"))
 
 
 def test_exchange_delete(admin, user_conn, n):
@@ -144,7 +176,7 @@ def test_queue_declare_passive_needs_no_permission(admin, user_conn, n):
 def test_server_named_queue_is_checked_by_its_generated_name(sbroker, user_conn):
     ch = user_conn.channel()
     e = expect_channel_close(403, ch.queue_declare, "")
-    assert e.reply_text.startswith("ACCESS_REFUSED - access to queue 'amq.gen-")
+    assert e.reply_text.startswith("ACCESS_REFUSED - configure access to queue 'amq.gen-")
     assert e.reply_text.endswith("' in vhost '/' refused for user 'u'")
     c = _connect(sbroker.port, "gen")  # configure "^amq\.gen-": server-named queues only
     try:
@@ -158,6 +190,28 @@ def test_queue_declare_with_dead_letter_exchange(user_conn, n):
     ch = user_conn.channel()
     deny(refused("read", "queue", n("c", "dlq")), ch.queue_declare, n("c", "dlq"),
          arguments={"x-dead-letter-exchange": n("w", "x")})
+
+
+def test_dead_letter_exchange_needs_write_on_the_dlx(b_conn, admin, n):
+    # configure and read on the queue granted: only the write on the DLX is missing
+    ch = b_conn.channel()
+    deny(refused("write", "exchange", n("r", "dlx"), user="b"), ch.queue_declare, n("b", "q"),
+         arguments={"x-dead-letter-exchange": n("r", "dlx")})
+    ch = b_conn.channel()
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
+        ch.queue_declare(n("b", "q"), passive=True)
+    assert e.value.reply_code == 404  # the refused declare created nothing
+    ch = b_conn.channel()
+    ch.queue_declare(n("b", "q"), auto_delete=True,
+                     arguments={"x-dead-letter-exchange": n("w", "dlx")})
+    # both refused (read on the queue, write on the DLX): the read is checked first
+    deny(refused("read", "queue", n("c", "q"), user="b"), ch.queue_declare, n("c", "q"),
+         arguments={"x-dead-letter-exchange": n("r", "dlx")})
+    # all three refused: configure comes first
+    ch = b_conn.channel()
+    deny(refused("configure", "queue", n("r", "q"), user="b"), ch.queue_declare, n("r", "q"),
+         arguments={"x-dead-letter-exchange": n("r", "dlx")})
+    admin.queue_delete(n("b", "q"))
 
 
 def test_queue_delete(admin, user_conn, n):
@@ -238,6 +292,10 @@ def test_queue_bind_unbind(admin, user_conn, n, verb):
     ch = user_conn.channel()
     deny(refused("read", "exchange", n("w", "x")), getattr(ch, verb), n("w", "q"), n("w", "x"),
          "k")
+    # both refused: write on the queue is checked before read on the exchange
+    ch = user_conn.channel()
+    deny(refused("write", "queue", n("r", "q")), getattr(ch, verb), n("r", "q"), n("w", "x"),
+         "k")
 
 
 # ---- exchange.bind / exchange.unbind: write on the destination, read on the source ----
@@ -255,6 +313,10 @@ def test_exchange_bind_unbind(admin, user_conn, n, verb):
          "k")
     ch = user_conn.channel()
     deny(refused("read", "exchange", n("w", "x")), getattr(ch, verb), n("w", "x"), n("w", "x"),
+         "k")
+    # both refused: write on the destination is checked before read on the source
+    ch = user_conn.channel()
+    deny(refused("write", "exchange", n("r", "x")), getattr(ch, verb), n("r", "x"), n("w", "x"),
          "k")
     admin.exchange_delete(n("w", "x"))
     admin.exchange_delete(n("r", "x"))
@@ -298,6 +360,17 @@ def test_a_denial_closes_only_the_channel(user_conn, n):
     deny(refused("configure", "queue", n("r", "q")), ch.queue_declare, n("r", "q"))
     assert user_conn.is_open
     user_conn.channel().queue_declare(n("c", "q"), auto_delete=True)
+
+
+def test_vhost_without_permissions_is_refused_at_open(sbroker):
+    # "other" exists, but u has no permissions entry there: connection.open is 530
+    with pytest.raises(pika.exceptions.AMQPConnectionError) as e:
+        pika.BlockingConnection(pika.ConnectionParameters(
+            "127.0.0.1", sbroker.port, "other", pika.PlainCredentials("u", "u-pw"),
+            connection_attempts=1, socket_timeout=TIMEOUT))
+    assert "NOT_ALLOWED - access to vhost 'other' refused for user 'u'" in str(e.value)
+    c = _connect(sbroker.port, "u")  # and "/" still opens
+    c.close()
 
 
 # ---- the regex semantics (no broker) ----

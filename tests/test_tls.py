@@ -47,7 +47,12 @@ def _write(path, cert=None, key=None):
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
-    d = tmp_path_factory.mktemp("pki")
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+def make_pki(d):
+    """A CA, a server certificate for localhost/127.0.0.1 and client certificates for
+    guest and nobody, as PEM files in ``d``."""
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca = _cert("syncmq test CA", ca_key, _name("syncmq test CA"), ca_key, ca=True)
     srv_key = ec.generate_private_key(ec.SECP256R1())

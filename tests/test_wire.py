@@ -45,6 +45,7 @@ from syncmq.wire.frames import (
     encode_method_frame,
     parse_content_header,
     parse_frames,
+    split_frames,
 )
 
 
@@ -462,7 +463,11 @@ def test_bad_frame_end_unknown_type_and_heartbeat_payload() -> None:
     good = encode_frame(1, 0, Connection.CloseOk().encode())
     err = expect_error(501, parse_frames, good + good[:-1] + b"\x00", 0)
     assert "frame end" in err.reply_text
-    assert err.frames == [(1, 0, good[7:-1])] and err.consumed == len(good)  # type: ignore[attr-defined]
+    # split_frames returns the frames before the bad one, their length and the error
+    frames, consumed, error = split_frames(good + good[:-1] + b"\x00", 0)
+    assert frames == [(1, 0, good[7:-1])] and consumed == len(good)
+    assert (error.reply_code, error.reply_text) == (err.reply_code, err.reply_text)
+    assert split_frames(good + good, 0) == ([(1, 0, good[7:-1])] * 2, 2 * len(good), None)
     expect_error(501, parse_frames, encode_frame(4, 0, b""), 0)
     expect_error(501, parse_frames, encode_frame(0, 0, b"x"), 0)
     expect_error(501, parse_frames, encode_frame(8, 0, b"x"), 0)

@@ -169,6 +169,22 @@ def check_declare_arguments(queue: str, vhost: str, arguments: dict) -> None:
                 raise precondition_failed(f"invalid arg '{key}' for {_rs(queue, vhost)}: {err}")
 
 
+def check_queue_type(queue: str, vhost: str, args: dict, durable: bool, exclusive: bool,
+                     auto_delete: bool) -> None:
+    """406 for a queue type syncmq does not serve as asked: a quorum queue must be durable,
+    not exclusive, not auto-delete (RabbitMQ's declare-time checks); a stream is refused."""
+    qtype = args.get("x-queue-type")
+    if qtype == "quorum":
+        for bad, what in ((auto_delete, "auto-delete"), (exclusive, "exclusive-owner"),
+                          (not durable, "non-durable")):
+            if bad:
+                raise precondition_failed(f"invalid property '{what}' for {_rs(queue, vhost)}")
+    elif qtype == "stream":
+        raise precondition_failed(
+            f"invalid arg 'x-queue-type' for {_rs(queue, vhost)}: "
+            "\"unsupported queue type 'stream'\"")
+
+
 def check_consume_arguments(queue: str, vhost: str, arguments: dict) -> int:
     """Validate basic.consume arguments; returns the consumer priority (``x-priority``)."""
     if "x-priority" in arguments:

@@ -119,6 +119,14 @@ class User:
     permissions: dict[str, Permission] = field(default_factory=dict)
     loopback_only: bool = False
 
+    def user_id_refusal(self, user_id: object) -> str | None:
+        """rabbit_channel's check_user_id_header: why this user may not publish a message
+        whose ``user_id`` property is ``user_id`` (None: it may). It must name the user,
+        unless the user has the ``impersonator`` tag."""
+        if user_id is None or user_id == self.name or "impersonator" in self.tags:
+            return None
+        return f"user_id property set to '{user_id}' but authenticated user was '{self.name}'"
+
 
 def is_loopback(peer: object) -> bool:
     host = peer[0] if isinstance(peer, tuple) else peer

@@ -41,12 +41,13 @@ class Broker:
         # ``queues.spill.BodyStore`` with a memory budget (``--memory-budget``), else None:
         # bodies of queued messages live there (see docs/architecture.md, "Memory budget").
         self.body_store = body_store
-        self.vhosts: dict[str, VirtualHost] = {
-            "/": VirtualHost("/", durability, self.scheduler, body_store)}
         # Direct reply-to: the suffix of ``amq.rabbitmq.reply-to.<suffix>`` -> the consuming
         # channel (``syncmq.methods`` object with ``deliver_reply``). Single dict operations
         # only (atomic); entries are added and removed by the owning connection's worker.
         self.reply_consumers: dict[str, Any] = {}
+        self.vhosts: dict[str, VirtualHost] = {
+            "/": VirtualHost("/", durability, self.scheduler, body_store,
+                             self.reply_consumers)}
         self.users = users or UserStore()
         # Guards ``closed_stats``: message counters of closed channels, added up (management).
         self.stats_lock = threading.Lock()
@@ -70,5 +71,5 @@ class Broker:
             vh = self.vhosts.get(name)
             if vh is None:
                 vh = self.vhosts[name] = VirtualHost(name, self.durability, self.scheduler,
-                                                     self.body_store)
+                                                     self.body_store, self.reply_consumers)
             return vh

@@ -10,7 +10,8 @@ Locking (see docs/architecture.md):
   holds a channel lock never takes a queue lock. No code holds two queue locks at once.
 - Dead letters (expired, rejected, dropped for a length limit) are collected under the queue
   lock into ``_letters`` and published to the dead-letter exchange only after the lock is
-  released (``_publish_letters``): publishing takes other queues' locks.
+  released (``_publish_letters``): publishing takes other queues' locks. Operations that can
+  make dead letters hold the lock through ``with self.guard:``, which does both.
 
 Extensions (``syncmq.broker.args``): TTL, dead-lettering, length limits, priorities, consumer
 priorities, single active consumer, ``x-expires``. A queue without them pays one ``if`` on a
@@ -29,94 +30,56 @@ import logging
 import threading
 import time
 from collections import deque
-from typing import Any, Protocol
+from typing import Any
 
 from ..queues.ready import PriorityReadyQueue, ReadyQueue
 from .args import queue_options
+from .consumer import Consumer, DeliveryFailed, DeliveryTarget
 from .message import Message
+from .queue_limits import QueueLimits
 
 log = logging.getLogger("syncmq.queue")
 
 # Most messages one consumer is handed per Channel.deliver_many call (bounds how far one
 # dispatch may overshoot the output high watermark)
 DISPATCH_BATCH = 128
-REJECTED = 2  # Queue.publish: refused by x-overflow=reject-publish(-dlx) (truthy: routed)
-_TIMER_SLACK = 0.002  # s after a deadline a timer fires, so that the deadline has passed
+# What Queue.publish answers: the queue was deleted meanwhile, the message is on it, or its
+# length limit refused it (x-overflow = reject-publish(-dlx); still "routed" for mandatory)
+GONE, ENQUEUED, REFUSED = 0, 1, 2
 
 
-class DeliveryFailed(Exception):
-    """``DeliveryTarget.deliver_many``: preparing delivery ``taken`` of the batch raised (the
-    ``__cause__``); the first ``taken`` were delivered, the rest were not touched."""
+class _Guard:
+    """``with queue.guard:`` holds ``queue.lock`` and, once it is released, publishes the dead
+    letters collected meanwhile (``Queue._letters``): publishing takes other queues' locks, so
+    it must not happen under this one. Every queue operation that can make a dead letter runs
+    under it; on an exception the letters stay for the next operation."""
 
-    def __init__(self, taken: int) -> None:
-        super().__init__(f"delivery failed after {taken} of a batch")
-        self.taken = taken
+    __slots__ = ("queue", "lock")
 
-
-class DeliveryTarget(Protocol):
-    """What a queue needs of a consuming channel (implemented in ``syncmq.methods``)."""
-
-    def deliver(
-        self, consumer: Consumer, queue: Queue, seq: int, message: Message, redelivered: bool
-    ) -> bool:
-        """Deliver if the consumer has credit; return False (and do nothing) otherwise.
-
-        Called with ``queue.lock`` held; takes the channel's lock inside. If it raises it
-        has changed nothing (the message stays where it is).
-        """
-
-    def deliver_many(self, consumer: Consumer, queue: Queue, pairs: list) -> int:
-        """Deliver a prefix of ``pairs`` (``(seq, (message, redelivered))``) as far as the
-        consumer's credit goes; return how many were taken (as :meth:`deliver`, batched).
-
-        Called with ``queue.lock`` held; takes the channel's lock inside. If preparing a
-        delivery raises, the ones before it are delivered and :class:`DeliveryFailed` is
-        raised with their count (the exception as its cause); the rest are untouched.
-        """
-
-    def consumer_cancelled(self, consumer: Consumer) -> None:
-        """The queue was deleted under the consumer (called with no queue lock held)."""
-
-
-class Consumer:
-    """One basic.consume subscription. Immutable after creation except ``unacked``, which is
-    guarded by the owning channel's lock."""
-
-    __slots__ = (
-        "tag", "queue", "channel", "no_ack", "exclusive", "prefetch", "unacked", "arguments",
-        "prefix", "priority",
-    )
-
-    def __init__(
-        self,
-        tag: str,
-        queue: Queue,
-        channel: DeliveryTarget,
-        no_ack: bool,
-        exclusive: bool,
-        prefetch: int,
-        arguments: dict | None,
-        prefix: bytes = b"",
-        priority: int = 0,
-    ) -> None:
-        self.tag = tag
+    def __init__(self, queue: Queue) -> None:
         self.queue = queue
-        self.channel = channel
-        self.no_ack = no_ack
-        self.exclusive = exclusive
-        self.prefetch = prefetch
-        self.unacked = 0
-        self.arguments = arguments or {}
-        self.prefix = prefix  # encoded start of this consumer's basic.deliver payloads
-        self.priority = priority  # x-priority: higher-priority consumers are served first
+        self.lock = queue.lock
+
+    def __enter__(self) -> None:
+        self.lock.acquire()
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        q = self.queue
+        letters = q._letters if exc_type is None else None
+        if letters:
+            q._letters = []
+        self.lock.release()
+        if letters:
+            q._publish_letters(letters)
 
 
-class Queue:
+class Queue(QueueLimits):
     """A classic queue: FIFO of message references, consumers served round-robin (within the
     highest consumer priority that has credit)."""
 
     __slots__ = (
         "vhost", "name", "durable", "exclusive_owner", "auto_delete", "arguments", "lock",
+        "guard",
         "ready", "consumers", "unacked_count", "deleted", "had_consumers", "declared_at",
         "stats_published", "stats_delivered", "stats_acked", "durability", "journaled",
         # extensions (see syncmq.broker.args); set once at creation
@@ -170,6 +133,7 @@ class Queue:
         self.batchable = not self.limited and o.message_ttl is None and not self.max_priority
         # Guards everything below; see the module docstring for the lock order.
         self.lock = threading.Lock()
+        self.guard = _Guard(self)  # the lock, then the dead letters (see _Guard)
         self.ready: ReadyQueue | PriorityReadyQueue = (
             PriorityReadyQueue(self.max_priority) if self.max_priority else ReadyQueue())
         self.consumers: deque[Consumer] = deque()
@@ -198,50 +162,45 @@ class Queue:
 
     # ---- publishing and delivery ----
 
-    def publish(self, message: Message) -> bool | int:
+    def publish(self, message: Message) -> int:
         """Enqueue ``message`` and deliver what consumers can take. O(1) + deliveries.
 
-        Returns False if the queue was deleted meanwhile, :data:`REJECTED` if its length
-        limit refused it (``x-overflow`` = reject-publish or reject-publish-dlx), else True.
+        Returns :data:`GONE` if the queue was deleted meanwhile, :data:`REFUSED` if its length
+        limit refused it (``x-overflow`` = reject-publish or reject-publish-dlx), else
+        :data:`ENQUEUED`. Publishers call it through ``broker.publish``, never directly.
         """
-        with self.lock:
+        with self.guard:
             if self.deleted:
                 if self.store is not None:
                     self.store.release(message)
-                return False
+                return GONE
             if self.limited and self.overflow != "drop-head" and self._would_overflow(message):
                 self._refuse_locked(message)
-                letters = self._take_letters_locked() if self._letters else None
-                result = REJECTED
+                return REFUSED
+            now = 0.0
+            ttl = message.ttl
+            if ttl is None and self.message_ttl is None and self.max_priority is None:
+                self.ready.push((message, False))  # the plain queue's whole cost
             else:
-                now = 0.0
-                ttl = message.ttl
-                if ttl is None and self.message_ttl is None and self.max_priority is None:
-                    self.ready.push((message, False))  # the plain queue's whole cost
-                else:
-                    now = self._push_locked(message, ttl)
-                self.stats_published += 1
-                if self.track_bytes:
-                    self.ready_bytes += message.size
-                if self.consumers:
-                    self._dispatch_locked(now or None)
-                if self.limited:
-                    self._drop_over_limit_locked()
-                if self.expiry:
-                    self._expire_locked(time.monotonic())
-                    self._arm_ttl_timer_locked()
-                letters = self._take_letters_locked() if self._letters else None
-                result = True
-        if letters:
-            self._publish_letters(letters)
-        return result
+                now = self._push_locked(message, ttl)
+            self.stats_published += 1
+            if self.track_bytes:
+                self.ready_bytes += message.size
+            if self.consumers:
+                self._dispatch_locked(now or None)
+            if self.limited:
+                self._drop_over_limit_locked()
+            if self.expiry:
+                self._expire_locked(time.monotonic())
+                self._arm_ttl_timer_locked()
+            return ENQUEUED
 
     def publish_many(self, messages: list[Message]) -> None:
         """Enqueue a run of messages without a TTL into a ``batchable`` queue (no length
         limit, TTL or priorities), in order, then deliver what consumers can take: what
         :meth:`publish` does for each, under one hold of the lock and with one dispatch.
         Dropped if the queue was deleted meanwhile. O(len(messages)) + deliveries."""
-        with self.lock:
+        with self.guard:
             if self.deleted:
                 if self.store is not None:
                     for message in messages:
@@ -256,9 +215,6 @@ class Queue:
             if self.expiry:
                 self._expire_locked(time.monotonic())
                 self._arm_ttl_timer_locked()
-            letters = self._take_letters_locked() if self._letters else None
-        if letters:
-            self._publish_letters(letters)
 
     def _push_locked(self, message: Message, ttl: int | None) -> float:
         """Push with a priority and/or an expiry; returns the time used as "now"."""
@@ -277,12 +233,9 @@ class Queue:
 
     def dispatch(self) -> None:
         """Deliver ready messages to consumers with credit (after acks freed some)."""
-        with self.lock:
+        with self.guard:
             if self.consumers and self.ready:
                 self._dispatch_locked()
-            letters = self._take_letters_locked() if self._letters else None
-        if letters:
-            self._publish_letters(letters)
 
     def _dispatch_locked(self, now: float | None = None) -> None:
         """Deliver from the head while a consumer has credit.
@@ -318,21 +271,7 @@ class Queue:
                 c = consumers[i]
                 if c.channel.deliver(c, self, seq, message, redelivered):
                     ready.pop()
-                    self.stats_delivered += 1
-                    if self.track_bytes:
-                        self.ready_bytes -= message.size
-                    if message.msg_id and self.journaled:
-                        if c.no_ack:
-                            self.durability.acked(self, [message.msg_id])
-                        elif not redelivered:
-                            self.durability.delivered(self, message.msg_id)
-                    if not c.no_ack:
-                        self.unacked_count += 1
-                    else:
-                        if expiry:
-                            expiry.pop(seq, None)
-                        if self.store is not None:
-                            self.store.release(message)
+                    self._handed_out_locked((head,), 1, c.no_ack)
                     if n > 1:
                         self._rotate_locked(i)
                     break
@@ -381,25 +320,39 @@ class Queue:
                 if failed is not None:
                     raise failed.__cause__ or failed
                 return
-            self.stats_delivered += taken
-            if not no_ack:
-                self.unacked_count += taken
-            if self.track_bytes or self.journaled or (no_ack and self.store is not None):
-                for i in range(taken):
-                    message = pairs[i][1][0]
-                    if self.track_bytes:
-                        self.ready_bytes -= message.size
-                    if message.msg_id and self.journaled:
-                        if no_ack:
-                            self.durability.acked(self, [message.msg_id])
-                        elif not pairs[i][1][1]:
-                            self.durability.delivered(self, message.msg_id)
-                    if no_ack and self.store is not None:
-                        self.store.release(message)
+            self._handed_out_locked(pairs, taken, no_ack)
             if failed is not None:
                 raise failed.__cause__ or failed
             if taken < want:
                 return
+
+    def _handed_out_locked(self, pairs: list | tuple, n: int, no_ack: bool) -> None:
+        """The first ``n`` of ``pairs`` (``(seq, (message, redelivered))``) left the ready
+        queue for a consumer or basic.get: the one place that accounts for it (counters,
+        ready bytes, journal DELIVERED/ACK, and for no-ack the expiry entry and the body
+        store's reference). A plain queue pays two additions."""
+        self.stats_delivered += n
+        if not no_ack:
+            self.unacked_count += n
+            if not (self.journaled or self.track_bytes):
+                return
+        elif not (self.journaled or self.track_bytes or self.expiry or self.store is not None):
+            return
+        durability = self.durability
+        for i in range(n):
+            seq, (message, redelivered) = pairs[i]
+            if self.track_bytes:
+                self.ready_bytes -= message.size
+            if message.msg_id and durability is not None:
+                if no_ack:
+                    durability.acked(self, [message.msg_id])
+                elif not redelivered:
+                    durability.delivered(self, message.msg_id)
+            if no_ack:
+                if self.expiry:
+                    self.expiry.pop(seq, None)
+                if self.store is not None:
+                    self.store.release(message)
 
     def _rotate_locked(self, i: int) -> None:
         """Round-robin: consumer ``i`` just got a message; it goes behind its equals."""
@@ -417,7 +370,7 @@ class Queue:
 
     def get(self, no_ack: bool) -> tuple[int, Message, bool, int] | None:
         """Pop the head for basic.get: ``(seq, message, redelivered, remaining)`` or None."""
-        with self.lock:
+        with self.guard:
             self.last_used = time.monotonic()
             if self.expiry:
                 self._expire_locked(self.last_used)
@@ -426,24 +379,11 @@ class Queue:
                 result = None
             else:
                 seq, (message, redelivered) = item
-                self.stats_delivered += 1
-                if self.track_bytes:
-                    self.ready_bytes -= message.size
-                if message.msg_id and self.journaled:
-                    if no_ack:
-                        self.durability.acked(self, [message.msg_id])
-                    elif not redelivered:
-                        self.durability.delivered(self, message.msg_id)
-                if not no_ack:
-                    self.unacked_count += 1
-                else:
-                    if self.expiry:
-                        self.expiry.pop(seq, None)
-                    if message.store_key:
-                        # the copy carries the body: ours is released now
-                        stored = message
-                        message = stored.with_body()
-                        self.store.release(stored)
+                if no_ack and message.store_key:
+                    # our reference is released below: the get-ok is encoded from a copy
+                    # that carries the body
+                    message = message.with_body()
+                self._handed_out_locked((item,), 1, no_ack)
                 if self.expiry:
                     # as RabbitMQ's fetch: expired messages now at the head are dropped
                     # before the count of those left (get-ok message_count)
@@ -451,14 +391,11 @@ class Queue:
                 result = seq, message, redelivered, len(self.ready)
             if self.expiry:
                 self._arm_ttl_timer_locked()
-            letters = self._take_letters_locked() if self._letters else None
-        if letters:
-            self._publish_letters(letters)
         return result
 
     def requeue(self, entries: list[tuple[int, Message]]) -> None:
         """Put unacked messages back at their original positions, marked redelivered."""
-        with self.lock:
+        with self.guard:
             self.unacked_count -= len(entries)
             if self.deleted:
                 if self.store is not None:
@@ -477,9 +414,6 @@ class Queue:
                 self._arm_ttl_timer_locked()
             if self.limited:
                 self._drop_over_limit_locked()
-            letters = self._take_letters_locked() if self._letters else None
-        if letters:
-            self._publish_letters(letters)
 
     def settle(
         self, entries: list[tuple[int, Message]], rejected: bool = False, dispatch: bool = False
@@ -489,7 +423,7 @@ class Queue:
         ``dispatch``: then deliver to consumers with credit under the same lock hold (what
         :meth:`dispatch` would do next, without taking the lock a second time)."""
         count = len(entries)
-        with self.lock:
+        with self.guard:
             self.unacked_count -= count
             self.stats_acked += count
             if self.expiry:
@@ -497,146 +431,18 @@ class Queue:
                     self.expiry.pop(seq, None)
             if self.journaled and not self.deleted:
                 self.durability.acked(self, [m.msg_id for _, m in entries if m.msg_id])
-            letters = None
             if rejected and self.dlx is not None and not self.deleted:
-                letters = [(m, "rejected") for _, m in entries]
+                self._letters.extend([(m, "rejected") for _, m in entries])
             elif self.store is not None:
                 self.store.release_many([m for _, m in entries])
             if dispatch and self.consumers and self.ready:
                 self._dispatch_locked()
-            if self._letters:
-                letters = (letters or []) + self._take_letters_locked()
-        if letters:
-            self._publish_letters(letters)
-
-    # ---- expiry, length limits, dead letters (all *_locked: queue lock held) ----
-
-    def _expired_locked(self, message: Message) -> None:
-        """``message`` (already off the ready queue) expired: dead-letter or drop it."""
-        self.stats_expired += 1
-        if self.track_bytes:
-            self.ready_bytes -= message.size
-        if message.msg_id and self.journaled:
-            self.durability.acked(self, [message.msg_id])
-        if self.dlx is not None:
-            self._letters.append((message, "expired"))
-        elif self.store is not None:
-            self.store.release(message)
-
-    def _expire_locked(self, now: float) -> None:
-        """Drop (or dead-letter) expired messages at the head. O(expired)."""
-        ready = self.ready
-        expiry = self.expiry
-        while True:
-            head = ready.peek()
-            if head is None:
-                return
-            deadline = expiry.get(head[0])
-            if deadline is None or deadline >= now:
-                return
-            ready.pop()
-            del expiry[head[0]]
-            self._expired_locked(head[1][0])
-
-    def _arm_ttl_timer_locked(self) -> None:
-        """Make sure a timer fires when the head expires, consumers or not."""
-        head = self.ready.peek()
-        if head is None or self.host is None:
-            return
-        deadline = self.expiry.get(head[0])
-        if deadline is None:
-            return
-        at = self._ttl_timer_at
-        if at is not None and at <= deadline:
-            return
-        now = time.monotonic()
-        if self.host.scheduler.schedule(deadline - now + _TIMER_SLACK, self._ttl_timer):
-            self._ttl_timer_at = deadline
-
-    def _ttl_timer(self) -> None:
-        """On a worker: the head's deadline passed."""
-        with self.lock:
-            self._ttl_timer_at = None
-            if self.deleted:
-                return
-            if self.expiry:
-                self._expire_locked(time.monotonic())
-                if self.consumers and self.ready:
-                    self._dispatch_locked()
-                self._arm_ttl_timer_locked()
-            letters = self._take_letters_locked() if self._letters else None
-        if letters:
-            self._publish_letters(letters)
-
-    def _would_overflow(self, message: Message) -> bool:
-        """RabbitMQ's ``will_overflow``: one more ready message would break a limit."""
-        if self.max_length is not None and len(self.ready) + 1 > self.max_length:
-            return True
-        return self.max_bytes is not None and self.ready_bytes + message.size > \
-            self.max_bytes
-
-    def _over_limit(self) -> bool:
-        if self.max_length is not None and len(self.ready) > self.max_length:
-            return True
-        return self.max_bytes is not None and self.ready_bytes > self.max_bytes
-
-    def _refuse_locked(self, message: Message) -> None:
-        """reject-publish(-dlx): the message is not enqueued here."""
-        self.stats_dropped += 1
-        if message.msg_id and self.journaled:
-            self.durability.acked(self, [message.msg_id])  # its PUBLISH record named us
-        if self.overflow == "reject-publish-dlx" and self.dlx is not None:
-            self._letters.append((message, "maxlen"))
-        elif self.store is not None:
-            self.store.release(message)
-
-    def _drop_over_limit_locked(self) -> None:
-        """drop-head: drop (or dead-letter) from the head until within the limits."""
-        if self.overflow != "drop-head":
-            return
-        ready = self.ready
-        while self._over_limit():
-            item = ready.pop()
-            if item is None:
-                return
-            seq, (message, _redelivered) = item
-            if self.expiry:
-                self.expiry.pop(seq, None)
-            self.stats_dropped += 1
-            if self.track_bytes:
-                self.ready_bytes -= message.size
-            if message.msg_id and self.journaled:
-                self.durability.acked(self, [message.msg_id])
-            if self.dlx is not None:
-                self._letters.append((message, "maxlen"))
-            elif self.store is not None:
-                self.store.release(message)
-
-    def _take_letters_locked(self) -> list | None:
-        letters = self._letters
-        if not letters:
-            return None
-        self._letters = []
-        return letters
-
-    def _publish_letters(self, letters: list[tuple[Message, str]]) -> None:
-        """Publish dead letters to the dead-letter exchange (no queue lock held), then release
-        their bodies (they kept this queue's reference to be republished)."""
-        host = self.host
-        try:
-            if host is None or self.dlx is None:
-                return
-            self.stats_dead_lettered += len(letters)
-            host.dead_letter(self, letters)
-        finally:
-            if self.store is not None:
-                self.store.release_many([m for m, _ in letters])
 
     # ---- consumers ----
 
     def add_consumer(self, consumer: Consumer) -> None:
         """Attach ``consumer`` and start delivering to it. The caller checked exclusivity."""
-        with self.lock:
+        with self.guard:
             consumers = self.consumers
             if consumer.priority and not self.single_active:
                 self.consumer_priorities = True
@@ -651,9 +457,6 @@ class Queue:
             self.had_consumers = True
             if self.ready:
                 self._dispatch_locked()
-            letters = self._take_letters_locked() if self._letters else None
-        if letters:
-            self._publish_letters(letters)
 
     def has_exclusive_consumer(self) -> bool:
         return any(c.exclusive for c in self.consumers)
@@ -667,7 +470,7 @@ class Queue:
 
     def remove_consumer(self, consumer: Consumer) -> bool:
         """Detach ``consumer``; True if the queue should now be auto-deleted."""
-        with self.lock:
+        with self.guard:
             try:
                 was_active = self.single_active and self.consumers[0] is consumer
                 self.consumers.remove(consumer)
@@ -679,34 +482,7 @@ class Queue:
                     self._arm_expires_locked()
             elif was_active and self.ready:
                 self._dispatch_locked()  # the next consumer takes over
-            letters = self._take_letters_locked() if self._letters else None
-            auto = self.auto_delete and self.had_consumers and not self.consumers
-        if letters:
-            self._publish_letters(letters)
-        return auto
-
-    # ---- x-expires ----
-
-    def touch(self) -> None:
-        """queue.declare (also passive) renews an ``x-expires`` lease."""
-        if self.options.expires is not None:
-            self.last_used = time.monotonic()
-
-    def _arm_expires_locked(self) -> None:
-        delay = self.last_used + self.options.expires / 1000.0 - time.monotonic()
-        if self.host.scheduler.schedule(delay + _TIMER_SLACK, self._expires_timer):
-            self._expires_armed = True
-
-    def _expires_timer(self) -> None:
-        """On a worker: delete the queue if it has been unused for ``x-expires`` ms."""
-        with self.lock:
-            self._expires_armed = False
-            if self.deleted or self.consumers:
-                return  # re-armed when the last consumer goes
-            if time.monotonic() < self.last_used + self.options.expires / 1000.0:
-                self._arm_expires_locked()
-                return
-        self.host.expire_queue(self)
+            return self.auto_delete and self.had_consumers and not self.consumers
 
     # ---- management ----
 
@@ -755,6 +531,36 @@ class Queue:
                 self.expiry[seq] = time.monotonic() + left / 1000.0
                 self._arm_ttl_timer_locked()
 
+    def _check(self, unacked_seqs: list[int] | None = None) -> None:
+        """The queue's invariants (tests; takes the lock). ``unacked_seqs``: the seqs of this
+        queue's messages in every channel's unacked map (what only the channels know).
+
+        - ``ready_bytes`` is the body bytes of the ready messages (0 unless tracked);
+        - ``unacked_count`` is the number of this queue's unacked deliveries;
+        - every expiry key is a ready or unacked message's seq, and every ready message a
+          TTL applies to has one;
+        - no seq is both ready and unacked, none is ready twice;
+        - a deleted queue has no consumers, no ready messages and no dead letters pending.
+        """
+        with self.lock:
+            pairs = list(self.ready.pairs())
+            seqs = [seq for seq, _ in pairs]
+            ready = set(seqs)
+            assert len(ready) == len(seqs), "a message is ready twice"
+            want = sum(m.size for _, (m, _r) in pairs) if self.track_bytes else 0
+            assert self.ready_bytes == want, (self.ready_bytes, want)
+            assert self.unacked_count >= 0, self.unacked_count
+            for seq, (m, _r) in pairs:
+                if m.ttl is not None or self.message_ttl is not None:
+                    assert seq in self.expiry, seq
+            if unacked_seqs is not None:
+                assert self.unacked_count == len(unacked_seqs), (
+                    self.unacked_count, len(unacked_seqs))
+                assert not ready & set(unacked_seqs), ready & set(unacked_seqs)
+                assert set(self.expiry) <= ready | set(unacked_seqs)
+            if self.deleted:
+                assert not self.consumers and not self.ready and not self._letters
+
     def mark_deleted(self) -> tuple[int, list[Consumer]]:
         """Delete: drop ready messages and detach consumers; returns (messages, consumers)."""
         with self.lock:
@@ -770,3 +576,7 @@ class Queue:
             consumers = list(self.consumers)
             self.consumers.clear()
             return n, consumers
+
+
+__all__ = ["Consumer", "DeliveryFailed", "DeliveryTarget", "Queue", "GONE", "ENQUEUED",
+           "REFUSED"]

@@ -19,10 +19,11 @@ from typing import Any
 
 from ..wire import _spec
 from ..wire.errors import AMQPChannelError, AMQPConnectionError
-from .args import check_declare_arguments, precondition_failed
+from .args import check_declare_arguments, check_queue_type, precondition_failed
 from .deadletter import dead_lettered, is_cycle
 from .exchange import EXCHANGE_TYPES, Exchange
 from .message import Message
+from .publish import publish
 from .queue import Consumer, Queue
 from .routing import validate_headers_binding
 from .timers import Scheduler
@@ -57,8 +58,12 @@ class VirtualHost:
     """A vhost with its default and pre-declared exchanges."""
 
     def __init__(self, name: str, durability: Any = None,
-                 scheduler: Scheduler | None = None, body_store: Any = None) -> None:
+                 scheduler: Scheduler | None = None, body_store: Any = None,
+                 reply_consumers: dict | None = None) -> None:
         self.name = name
+        # Direct reply-to consumers (the broker's map, see ``Broker.reply_consumers``).
+        self.reply_consumers: dict[str, Any] = (
+            reply_consumers if reply_consumers is not None else {})
         # The memory budget's ``queues.spill.BodyStore`` (the broker's), or None.
         self.body_store = body_store
         # The journal side (``durability.Durability``) or None for a broker without one.
@@ -295,19 +300,10 @@ class VirtualHost:
         choose an offset); a classic queue in its place would silently change semantics, so
         it is a 406.
         """
-        qtype = args.get("x-queue-type")
-        if qtype == "quorum":
-            rs = f"queue '{name}' in vhost '{self.name}'"
-            for bad, what in ((auto_delete, "auto-delete"), (exclusive, "exclusive-owner"),
-                              (not durable, "non-durable")):
-                if bad:
-                    raise precondition_failed(f"invalid property '{what}' for {rs}")
+        check_queue_type(name, self.name, args, durable, exclusive, auto_delete)
+        if args.get("x-queue-type") == "quorum":
             log.warning("quorum queue declared; served by a classic queue (single node)",
                         extra={"queue": name, "vhost": self.name})
-        elif qtype == "stream":
-            raise precondition_failed(
-                f"invalid arg 'x-queue-type' for queue '{name}' in vhost '{self.name}': "
-                "\"unsupported queue type 'stream'\"")
 
     def _check_equivalent_queue(self, q, durable, exclusive, auto_delete, arguments):
         for arg, got, cur in (
@@ -523,14 +519,14 @@ class VirtualHost:
         """Publish ``letters`` (message, reason) from ``source`` to its dead-letter exchange.
 
         Called with no queue lock held. A missing exchange drops them (as RabbitMQ); so do
-        cycles without a rejection. Persistent messages reaching durable queues are journaled
-        (a new PUBLISH record; the source already recorded their ACK).
+        cycles without a rejection. Each new message goes through the broker's one publish
+        (``broker.publish``): persistent ones reaching durable queues are journaled with a
+        new PUBLISH record (the source already recorded their ACK).
         """
         dlx = source.dlx
         ex = self.exchanges.get(dlx) if dlx is not None else None
         if ex is None:
             return
-        durability = self.durability
         for message, reason in letters:
             new, deaths = dead_lettered(message, reason, source.name, dlx, source.dlrk)
             queues = self.route(ex, new)
@@ -539,19 +535,7 @@ class VirtualHost:
                 if len(kept) != len(queues):
                     self._log_cycle(source, queues, kept)
                     queues = kept
-            if not queues:
-                continue
-            journaled = False
-            if new.persistent and durability is not None:
-                try:
-                    journaled = durability.publish(self.name, new, queues)
-                except durability.NotDurable:
-                    pass  # the journal failed: it stays a transient message
-            if self.body_store is not None:
-                self.body_store.put(new, len(queues),
-                                    journaled and all(q.journaled for q in queues))
-            for q in queues:
-                q.publish(new)
+            publish(self, ex, new, queues=queues)
 
     def _log_cycle(self, source: Queue, queues: list[Queue], kept: list[Queue]) -> None:
         dropped = tuple(sorted(q.name for q in queues if q not in kept))

@@ -2,8 +2,11 @@
 
 Knows nothing of AMQP (names are ``str``, field tables and content headers opaque ``bytes``).
 
-* ``format``     the byte layout (documented at the top) and the record builders/decoders
-* ``writer``     :class:`Journal`: open / recover / start / append / close, group commit
+* ``format``     the byte layout (documented at the top); re-exports the record builders
+                 (``encoding``) and decoders (``records``)
+* ``writer``     :class:`Journal`: open / recover / start / append / close, group commit;
+                 its segment files (``segfiles``), control requests and failed state
+                 (``control``), queued items, errors and counters (``items``)
 * ``recovery``   replay, torn-tail truncation, :class:`RecoveredState`
 * ``compaction`` rewriting mostly-dead segments, crash-safe
 * ``state``      the liveness model shared by the three above

@@ -271,49 +271,27 @@ class Compactor:
     # -- one job ------------------------------------------------------------------------------
 
     def _run_job(self, run: list[int]) -> Generator[None, None, None]:
+        """One job, a generator (one step per ``step_bytes`` of input): copy the live records
+        of segments ``run`` into a new segment named after the last one, then put it in their
+        place (or just delete them when nothing in them is live)."""
+        job = _JobOutput(self, run)
+        self._tmp_path = self._path(run[-1]) + ".tmp"
+        yield from self._copy_live(job)
+        job.flush()
+        self._hook("written")
+        run_segs = [self.state.segments[no] for no in run]
+        if job.fd is None:
+            self._delete_dead_run(run, run_segs)
+        else:
+            self._replace_run(job, run_segs)
+
+    def _copy_live(self, job: _JobOutput) -> Generator[None, None, None]:
+        """Read the run's segments record by record; ``job`` keeps what is live."""
         st = self.state
-        a, b = run[0], run[-1]
-        covers_from = st.segments[a].covers_from
-        msgs, dead_seg, key_segs = st.msgs, st.dead_seg, st.key_segs
-        tables = {fmt.T_VHOST_ADD: st.vhosts, fmt.T_EXCHANGE_DECLARE: st.exchanges,
-                  fmt.T_QUEUE_DECLARE: st.queues, fmt.T_BINDING_ADD: st.bindings}
-        header = fmt.encode_file_header(b, covers_from)
-        out: list[bytes] = []
-        out_pending = 0
-        out_off = len(header)
-        fd: int | None = None
-        # kept: (kind, ident, old_seg, old_off, new_off, size); kind 'm' message, else table
-        kept: list[tuple] = []
-        kept_ids: set[int] = set()
-        run_keys: set[tuple] = set()
         stats = self.stats
-        read_since_yield = 0
-        self._tmp_path = self._path(b) + ".tmp"
-
-        def keep(data: bytes) -> None:
-            nonlocal out_off, out_pending, fd
-            out.append(data)
-            out_off += len(data)
-            out_pending += len(data)
-            stats.records_kept += 1
-
-        def flush() -> None:
-            nonlocal out_pending, fd
-            if not out:
-                return
-            if fd is None:
-                fd = os.open(self._tmp_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-                self._tmp_fd = fd
-                _write_all(fd, header)
-                stats.bytes_written += len(header)
-            data = b"".join(out)
-            _write_all(fd, data)
-            stats.bytes_written += len(data)
-            out.clear()
-            out_pending = 0
-
         hsize = fmt.RECORD_HEADER.size
-        for no in run:
+        read_since_yield = 0
+        for no in job.run:
             stats.segments_in += 1
             with open(self._path(no), "rb") as f:
                 fsize = os.fstat(f.fileno()).st_size
@@ -333,106 +311,47 @@ class Compactor:
                     pos = rend
                     read_since_yield += size
                     stats.bytes_read += size
-                    new_off = out_off
-                    if rtype == fmt.T_PUBLISH or rtype == fmt.T_PUBLISH_AT:
-                        mid = _U64.unpack_from(mm, off + hsize)[0]
-                        m = msgs.get(mid)
-                        if m is not None and m.seg == no and m.off == off:
-                            _mid, vh, queues = fmt.decode_publish_head(mm, off + hsize, rend)
-                            run_keys.add(("v", vh))
-                            for q in queues:
-                                run_keys.add(("q", vh, q))
-                            keep(mm[off:rend])
-                            kept.append(("m", mid, no, off, new_off, size))
-                            kept_ids.add(mid)
-                        else:
-                            stats.records_dropped += 1
-                    elif rtype == fmt.T_ACK or rtype == fmt.T_DELIVERED:
-                        try:
-                            vh, q, ids = fmt.decode_ids_record(mm, off + hsize, rend)
-                        except fmt.FormatError:
-                            stats.records_dropped += 1
-                            continue
-                        if rtype == fmt.T_ACK:
-                            need = []
-                            for x in ids:
-                                if x in kept_ids:
-                                    need.append(x)
-                                    continue
-                                m = msgs.get(x)
-                                s = m.seg if m is not None else dead_seg.get(x)
-                                if s is not None and s < a:
-                                    need.append(x)
-                        else:
-                            qk = (vh, q)
-                            need = [x for x in ids if (m := msgs.get(x)) is not None
-                                    and m.delivered is not None and qk in m.delivered]
-                        if len(need) == len(ids):
-                            keep(mm[off:rend])
-                        elif need:
-                            rec = (fmt.encode_ack if rtype == fmt.T_ACK
-                                   else fmt.encode_delivered)(vh, q, need)
-                            keep(rec)
-                        else:
-                            stats.records_dropped += 1
-                    else:
-                        try:
-                            rec = fmt.decode_payload(rtype, mm, off + hsize, rend)
-                        except fmt.FormatError:
-                            stats.records_dropped += 1
-                            continue
-                        if rtype in _TOMBSTONES:
-                            key = _target_key(rtype, rec)
-                            if key in run_keys or any(s < a for s in key_segs.get(key, ())):
-                                keep(mm[off:rend])
-                            else:
-                                stats.records_dropped += 1
-                        else:
-                            table = tables[rtype]
-                            tkey = _table_key(rtype, rec)
-                            ent = table.get(tkey)
-                            if ent is not None and (no, off, size) in ent.locs:
-                                run_keys.update(_entity_keys(rec))
-                                keep(mm[off:rend])
-                                kept.append((rtype, tkey, no, off, new_off, size))
-                            else:
-                                stats.records_dropped += 1
-                    if out_pending >= (1 << 20):
-                        flush()
+                    job.take(no, mm, off, rend, rtype, size)
+                    if job.pending >= (1 << 20):
+                        job.flush()
                     if read_since_yield >= self.step_bytes:
                         read_since_yield = 0
                         yield
             finally:
                 if isinstance(mm, mmap.mmap):
                     mm.close()
-        flush()
-        self._hook("written")
 
-        run_segs = [st.segments[no] for no in run]
-        if fd is None:
-            # Nothing to keep: delete oldest first (see the module docstring).
-            self._tmp_path = None
+    def _delete_dead_run(self, run: list[int], run_segs: list[Segment]) -> None:
+        """Nothing to keep: delete the segments, oldest first (see the module docstring)."""
+        st = self.state
+        stats = self.stats
+        self._tmp_path = None
+        for no in run:
+            os.unlink(self._path(no))
+            stats.segments_deleted += 1
+            self._hook("deleted")
+        if self.do_fsync:
+            fsync_dir(self.data_dir)
+
+        def drop_all() -> None:
             for no in run:
-                os.unlink(self._path(no))
-                stats.segments_deleted += 1
-                self._hook("deleted")
-            if self.do_fsync:
-                fsync_dir(self.data_dir)
+                st.drop_segment(no)
 
-            def drop_all() -> None:
-                for no in run:
-                    st.drop_segment(no)
+        if self.reader is not None:
+            # no live message was in them: nothing to relocate, just forget their fds
+            self.reader.swap(drop_all, run, None)
+        else:
+            drop_all()
+        stats.jobs += 1
+        log.info("journal compaction: deleted %d dead segment(s) (%d bytes)", len(run),
+                 sum(fmt.FILE_HEADER.size + s.size for s in run_segs))
 
-            if self.reader is not None:
-                # no live message was in them: nothing to relocate, just forget their fds
-                self.reader.swap(drop_all, run, None)
-            else:
-                drop_all()
-            stats.jobs += 1
-            log.info("journal compaction: deleted %d dead segment(s) (%d bytes)", len(run),
-                     sum(fmt.FILE_HEADER.size + s.size for s in run_segs))
-            return
-
+    def _replace_run(self, job: _JobOutput, run_segs: list[Segment]) -> None:
+        """Make the job's output durable, rename it over the run's last segment, install it
+        in the state, then delete the other inputs."""
+        run, a, b = job.run, job.run[0], job.run[-1]
+        fd = job.fd
+        stats = self.stats
         if self.do_fsync:
             os.fsync(fd)
         os.close(fd)
@@ -446,7 +365,8 @@ class Compactor:
             self._tmp_path = None
             # The output is now the truth for a..b: update the state before deleting the
             # inputs (under the reader's lock, with the rename: see reader.py).
-            self._install(run, b, covers_from, out_off - len(header), kept, run_keys, moves)
+            self._install(run, b, job.covers_from, job.off - len(job.header), job.kept,
+                          job.run_keys, moves)
 
         if self.reader is not None:
             old_fds, new_fd = self.reader.swap(replace, run, b)
@@ -469,7 +389,7 @@ class Compactor:
         stats.jobs += 1
         in_bytes = sum(fmt.FILE_HEADER.size + s.size for s in run_segs)
         log.info("journal compaction: %d segment(s) %016x..%016x, %d -> %d bytes", len(run),
-                 a, b, in_bytes, out_off)
+                 a, b, in_bytes, job.off)
 
     def _install(self, run: list[int], b: int, covers_from: int, size: int, kept: list[tuple],
                  run_keys: set[tuple], moves: list[Move]) -> None:
@@ -512,6 +432,132 @@ class Compactor:
         for key in run_keys:
             st.mention(new, key)
         new.floor = new.size - new.live
+
+
+class _JobOutput:
+    """What one compaction job keeps: the records of its run that are still live, written in
+    pieces of about 1 MiB to the temporary output file (created on the first write, so a run
+    with nothing live writes nothing), and what the state needs to know about them."""
+
+    def __init__(self, comp: Compactor, run: list[int]) -> None:
+        st = comp.state
+        self.comp = comp
+        self.stats = comp.stats
+        self.run = run
+        self.a = run[0]
+        self.covers_from = st.segments[run[0]].covers_from
+        self.msgs, self.dead_seg, self.key_segs = st.msgs, st.dead_seg, st.key_segs
+        self.tables = {fmt.T_VHOST_ADD: st.vhosts, fmt.T_EXCHANGE_DECLARE: st.exchanges,
+                       fmt.T_QUEUE_DECLARE: st.queues, fmt.T_BINDING_ADD: st.bindings}
+        self.header = fmt.encode_file_header(run[-1], self.covers_from)
+        self.out: list[bytes] = []
+        self.pending = 0  # bytes in ``out``
+        self.off = len(self.header)  # the output's size so far
+        self.fd: int | None = None
+        # kept: (kind, ident, old_seg, old_off, new_off, size); kind 'm' message, else table
+        self.kept: list[tuple] = []
+        self.kept_ids: set[int] = set()
+        self.run_keys: set[tuple] = set()
+
+    def keep(self, data: bytes) -> None:
+        self.out.append(data)
+        self.off += len(data)
+        self.pending += len(data)
+        self.stats.records_kept += 1
+
+    def flush(self) -> None:
+        if not self.out:
+            return
+        comp = self.comp
+        if self.fd is None:
+            self.fd = os.open(comp._tmp_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            comp._tmp_fd = self.fd
+            _write_all(self.fd, self.header)
+            self.stats.bytes_written += len(self.header)
+        data = b"".join(self.out)
+        _write_all(self.fd, data)
+        self.stats.bytes_written += len(data)
+        self.out.clear()
+        self.pending = 0
+
+    def take(self, no: int, mm, off: int, rend: int, rtype: int, size: int) -> None:
+        """Keep the record at ``mm[off:rend]`` of segment ``no`` if it is live (maybe
+        trimmed: an ACK/DELIVERED record keeps only the ids still needed), else drop it."""
+        if rtype == fmt.T_PUBLISH or rtype == fmt.T_PUBLISH_AT:
+            self._publish(no, mm, off, rend, size)
+        elif rtype == fmt.T_ACK or rtype == fmt.T_DELIVERED:
+            self._ids(mm, off, rend, rtype)
+        else:
+            self._entity(no, mm, off, rend, rtype, size)
+
+    def _publish(self, no: int, mm, off: int, rend: int, size: int) -> None:
+        hsize = fmt.RECORD_HEADER.size
+        mid = _U64.unpack_from(mm, off + hsize)[0]
+        m = self.msgs.get(mid)
+        if m is not None and m.seg == no and m.off == off:
+            _mid, vh, queues = fmt.decode_publish_head(mm, off + hsize, rend)
+            run_keys = self.run_keys
+            run_keys.add(("v", vh))
+            for q in queues:
+                run_keys.add(("q", vh, q))
+            new_off = self.off
+            self.keep(mm[off:rend])
+            self.kept.append(("m", mid, no, off, new_off, size))
+            self.kept_ids.add(mid)
+        else:
+            self.stats.records_dropped += 1
+
+    def _ids(self, mm, off: int, rend: int, rtype: int) -> None:
+        try:
+            vh, q, ids = fmt.decode_ids_record(mm, off + fmt.RECORD_HEADER.size, rend)
+        except fmt.FormatError:
+            self.stats.records_dropped += 1
+            return
+        msgs = self.msgs
+        if rtype == fmt.T_ACK:
+            need = []
+            for x in ids:
+                if x in self.kept_ids:
+                    need.append(x)
+                    continue
+                m = msgs.get(x)
+                s = m.seg if m is not None else self.dead_seg.get(x)
+                if s is not None and s < self.a:
+                    need.append(x)
+        else:
+            qk = (vh, q)
+            need = [x for x in ids if (m := msgs.get(x)) is not None
+                    and m.delivered is not None and qk in m.delivered]
+        if len(need) == len(ids):
+            self.keep(mm[off:rend])
+        elif need:
+            self.keep((fmt.encode_ack if rtype == fmt.T_ACK else fmt.encode_delivered)(
+                vh, q, need))
+        else:
+            self.stats.records_dropped += 1
+
+    def _entity(self, no: int, mm, off: int, rend: int, rtype: int, size: int) -> None:
+        try:
+            rec = fmt.decode_payload(rtype, mm, off + fmt.RECORD_HEADER.size, rend)
+        except fmt.FormatError:
+            self.stats.records_dropped += 1
+            return
+        if rtype in _TOMBSTONES:
+            key = _target_key(rtype, rec)
+            if key in self.run_keys or any(s < self.a for s in self.key_segs.get(key, ())):
+                self.keep(mm[off:rend])
+            else:
+                self.stats.records_dropped += 1
+            return
+        tkey = _table_key(rtype, rec)
+        ent = self.tables[rtype].get(tkey)
+        if ent is not None and (no, off, size) in ent.locs:
+            self.run_keys.update(_entity_keys(rec))
+            new_off = self.off
+            self.keep(mm[off:rend])
+            self.kept.append((rtype, tkey, no, off, new_off, size))
+        else:
+            self.stats.records_dropped += 1
 
 
 def _table_key(rtype: int, rec: fmt.Record) -> object:

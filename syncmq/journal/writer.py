@@ -94,12 +94,23 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 
 from . import format as fmt
-from .compaction import CompactionStats, Compactor
+from .compaction import Compactor
+from .control import JournalControl
+from .items import (
+    FSYNC_BUCKETS,
+    Callback,
+    JournalClosed,
+    JournalError,
+    JournalFailed,
+    JournalMetrics,
+    _encode_ids,
+    _Item,
+)
 from .reader import SegmentReader
-from .recovery import RecoveredState, fsync_dir, recover_dir
+from .recovery import RecoveredState, recover_dir
+from .segfiles import SegmentFiles
 from .state import JournalState
 
 __all__ = ["Journal", "JournalError", "JournalFailed", "JournalClosed", "JournalMetrics",
@@ -107,86 +118,28 @@ __all__ = ["Journal", "JournalError", "JournalFailed", "JournalClosed", "Journal
 
 log = logging.getLogger("syncmq.journal")
 
-Callback = Callable[[Exception | None], None]
 FSYNC_MODES = ("batch", "always", "never")
 MiB = 1 << 20
-_IOV_MAX = 1024
 _fdatasync = getattr(os, "fdatasync", os.fsync)
 #: Longest time (s) a compaction step is put off while confirms wait for a batch.
 COMPACT_MAX_DEFER = 0.05
+#: Test-only fault injection (docs/architecture.md, "The fsync gate"): a file named by
+#: ``SYNCMQ_TEST_FSYNC_GATE`` when this module is imported. Every segment fsync then first
+#: takes a shared ``flock`` on it, so a test holding an exclusive ``flock`` holds every fsync
+#: (and every confirm and commit-ok behind it) until it lets go. Unset in production: the
+#: only cost is one ``is None`` test per fsync, none per message.
+_FSYNC_GATE = os.environ.get("SYNCMQ_TEST_FSYNC_GATE") or None
 
 
-class JournalError(Exception):
-    """Base of the journal's own errors."""
+def _pass_fsync_gate(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)  # blocks while a test holds LOCK_EX
+    finally:
+        os.close(fd)
 
 
-class JournalFailed(JournalError):
-    """The journal hit an I/O error and refuses appends until :meth:`Journal.reset_error`."""
-
-
-class JournalClosed(JournalError):
-    """The journal is not running (not started yet, or closed)."""
-
-
-# Upper bounds (seconds) of the fsync latency histogram's buckets (plus +Inf).
-FSYNC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
-
-
-@dataclass(slots=True)
-class JournalMetrics:
-    """Group-commit counters (plain ints, written by the journal thread only)."""
-
-    appends: int = 0  # items written (append/append_many calls, barriers excluded)
-    records: int = 0  # records written
-    bytes: int = 0  # record bytes written
-    batches: int = 0  # batches written (one or more items each)
-    fsyncs: int = 0  # fsync/fdatasync calls on segment files
-    max_batch: int = 0  # most items in one batch
-    segments_created: int = 0
-    errors: int = 0
-    apply_errors: int = 0  # written records the liveness state could not decode
-    internal_errors: int = 0  # bugs caught on the journal thread (logged); should stay 0
-    # fsync latency histogram: counts per upper bound in FSYNC_BUCKETS (cumulative on export)
-    fsync_seconds_sum: float = 0.0
-    fsync_buckets: list = field(default_factory=lambda: [0] * (len(FSYNC_BUCKETS) + 1))
-
-    @property
-    def mean_batch(self) -> float:
-        """Mean items per batch."""
-        return self.appends / self.batches if self.batches else 0.0
-
-
-class _Item:
-    """One append call (or barrier / control request) waiting for the journal thread."""
-
-    __slots__ = ("records", "callback", "sync", "control", "head")
-
-    def __init__(self, records: list[bytes] | tuple[bytes, ...], callback: Callback | None,
-                 sync: bool = False, control: Callable[[], None] | None = None,
-                 head: tuple[int, str, tuple[str, ...]] | None = None) -> None:
-        self.records = records
-        self.callback = callback
-        self.sync = sync  # force an fsync even in "never" mode (barrier)
-        self.control = control  # run on the journal thread instead of writing (internal)
-        # (msg_id, vhost, queues) of a single PUBLISH record (append_publish): applied to the
-        # state without decoding the record again
-        self.head = head
-
-
-_IDS_PER_RECORD = 1 << 20
-
-
-def _encode_ids(ids: dict[tuple[int, str, str], list[int]]) -> list[bytes]:
-    """The coalesced ACK/DELIVERED records of :meth:`Journal.append_ids`, in key order."""
-    out = []
-    for (rtype, vhost, queue), lst in ids.items():
-        enc = fmt.encode_ack if rtype == fmt.T_ACK else fmt.encode_delivered
-        for i in range(0, len(lst), _IDS_PER_RECORD):  # records of bounded size
-            out.append(enc(vhost, queue, lst[i : i + _IDS_PER_RECORD]))
-    return out
-
-
-class Journal:
+class Journal(SegmentFiles, JournalControl):
     """Append-only, group-committed journal in ``data_dir``; see the module docstring.
 
     :param fsync: ``"batch"`` (default), ``"always"`` or ``"never"``.
@@ -296,6 +249,11 @@ class Journal:
             self._thread = threading.Thread(target=self._run, name="syncmq-journal",
                                             daemon=True)
             self._thread.start()
+
+    @property
+    def thread(self) -> threading.Thread | None:
+        """The journal thread once started (for joining and inspection)."""
+        return self._thread
 
     def close(self, timeout: float | None = None) -> None:
         """Write and fsync everything queued, stop the thread, release the directory.
@@ -423,89 +381,6 @@ class Journal:
                 self._waiting = True
             if len(self._pending) == 1 and not self._ids:
                 self._wakeup.notify()
-
-    @property
-    def error(self) -> Exception | None:
-        """The I/O error that put the journal into the failed state, or None."""
-        return self._error
-
-    def reset_error(self, timeout: float | None = None) -> None:
-        """Leave the failed state: truncate the current segment to its last durable end,
-        rebuild the liveness state from disk, accept appends again. Raises the new error if
-        that fails (the journal stays failed)."""
-        done = threading.Event()
-        box: list[BaseException] = []
-
-        def control() -> None:
-            try:
-                self._reset_locked_out()
-            except BaseException as exc:  # reported to the caller below
-                box.append(exc)
-            finally:
-                done.set()
-
-        with self._lock:
-            if self._error is None:
-                return
-            if self._thread is None or self._closing:
-                raise JournalClosed("journal is not running")
-            self._pending.append(_Item((), None, control=control))
-            self._wakeup.notify()
-        if not done.wait(timeout):
-            raise JournalError("reset_error timed out")
-        if box:
-            raise box[0]
-
-    # -- compaction (any thread) --------------------------------------------------------------
-
-    def compact(self, timeout: float | None = None) -> int:
-        """Run compaction until no closed segment qualifies; return the number of jobs.
-
-        On the journal thread when it runs (this call waits for it), else inline."""
-        if self._compactor is None:
-            raise JournalError("recover() must be called before compact()")
-        with self._lock:
-            running = self._thread is not None and not self._closing
-        if self._closed:
-            raise JournalClosed("journal is closed")
-        if not running:
-            return self._compactor.run_all(self._seg_no)
-        done = threading.Event()
-        box: list = []
-
-        def control() -> None:
-            try:
-                if self._error is not None:
-                    raise JournalFailed(f"journal failed: {self._error}") from self._error
-                box.append(self._compactor.run_all(self._seg_no))
-            except BaseException as exc:  # reported to the caller below
-                box.append(exc)
-            finally:
-                done.set()
-
-        with self._lock:
-            self._pending.append(_Item((), None, control=control))
-            self._wakeup.notify()
-        if not done.wait(timeout):
-            raise JournalError("compact timed out")
-        if isinstance(box[0], BaseException):
-            raise box[0]
-        return box[0]
-
-    @property
-    def compaction_stats(self) -> CompactionStats:
-        assert self._compactor is not None
-        return self._compactor.stats
-
-    def segment_numbers(self) -> list[int]:
-        """Segment files currently in the data directory (reads the directory)."""
-        return sorted(n for n in (fmt.parse_segment_name(x) for x in os.listdir(self.data_dir))
-                      if n is not None)
-
-    def disk_usage(self) -> int:
-        """Total bytes of the segment files (reads the directory)."""
-        return sum(os.path.getsize(os.path.join(self.data_dir, fmt.segment_name(n)))
-                   for n in self.segment_numbers())
 
     # -- the journal thread -------------------------------------------------------------------
 
@@ -666,37 +541,6 @@ class Journal:
         if n_appends > m.max_batch:
             m.max_batch = n_appends
 
-    def _write_chunk(self, bufs: list[bytes], offs: list[int], heads: list[tuple | None],
-                     want: int) -> None:
-        """Write ``bufs`` (``want`` bytes in all) at the end of the current segment; queue
-        them for :meth:`_apply_written`."""
-        if not bufs:
-            return
-        fd = self._fd
-        assert fd is not None
-        if len(bufs) <= _IOV_MAX:
-            n = os.writev(fd, bufs)
-            if n != want:
-                self._write_rest(fd, bufs, n)
-        else:
-            for i in range(0, len(bufs), _IOV_MAX):
-                part = bufs[i : i + _IOV_MAX]
-                n = os.writev(fd, part)
-                if n != sum(len(b) for b in part):
-                    self._write_rest(fd, part, n)
-        self._seg_size += want
-        self._dirty = True
-        assert self._state is not None
-        self._unapplied.append((bufs, offs, heads, self._state.segments[self._seg_no]))
-
-    @staticmethod
-    def _write_rest(fd: int, bufs: list[bytes], done: int) -> None:
-        """Finish a short ``writev`` (rare: a signal, a full pipe-like device)."""
-        mv = memoryview(b"".join(bufs))[done:]
-        while mv:
-            k = os.write(fd, mv)
-            mv = mv[k:]
-
     def _apply_written(self) -> None:
         """Apply the written but not yet applied records to the state, in log order."""
         chunks = self._unapplied
@@ -722,6 +566,8 @@ class Journal:
 
     def _sync(self) -> None:
         assert self._fd is not None
+        if _FSYNC_GATE is not None:
+            _pass_fsync_gate(_FSYNC_GATE)
         t0 = time.perf_counter()
         _fdatasync(self._fd)
         elapsed = time.perf_counter() - t0
@@ -750,121 +596,3 @@ class Journal:
             self._unsynced.pop(0)
         if self._dirty:
             self._sync()
-
-    # -- segments -----------------------------------------------------------------------------
-
-    def _seg_path(self, no: int) -> str:
-        return os.path.join(self.data_dir, fmt.segment_name(no))
-
-    def _open_current(self) -> None:
-        """After recovery: append to the last segment if it is a plain one with room, else
-        start a new one."""
-        state = self._state
-        assert state is not None
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-        last = max(state.segments) if state.segments else 0
-        seg = state.segments.get(last)
-        if seg is not None and seg.covers_from == last and \
-                fmt.FILE_HEADER.size + seg.size < self.segment_bytes:
-            self._fd = os.open(self._seg_path(last), os.O_WRONLY | os.O_APPEND)
-            self._seg_no = last
-            self._seg_size = fmt.FILE_HEADER.size + seg.size
-            self._durable_end = self._seg_size
-            self.durable_mark = (self._seg_no, self._durable_end)
-            self._dirty = False
-        else:
-            self._new_segment(last + 1)
-
-    def _roll(self) -> None:
-        """Close the current segment (fsynced unless "never") and start the next one."""
-        if self._dirty:
-            if self.fsync_mode != "never":
-                self._sync()
-            else:
-                self._unsynced.append(self._seg_path(self._seg_no))
-        self._new_segment(self._seg_no + 1)
-
-    def _new_segment(self, no: int) -> None:
-        path = self._seg_path(no)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
-        try:
-            header = fmt.encode_file_header(no)
-            if os.write(fd, header) != len(header):
-                raise OSError(errno.EIO, "short write of a segment header")
-            if self.fsync_mode != "never":
-                os.fsync(fd)
-                fsync_dir(self.data_dir)
-        except BaseException:
-            os.close(fd)
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
-            raise
-        if self._fd is not None:
-            os.close(self._fd)
-        self._fd = fd
-        self._seg_no = no
-        self._seg_size = len(header)
-        self._durable_end = self._seg_size
-        self.durable_mark = (self._seg_no, self._durable_end)
-        self._dirty = False
-        assert self._state is not None
-        self._state.add_segment(no)
-        self.metrics.segments_created += 1
-
-    # -- errors -------------------------------------------------------------------------------
-
-    def _fail_items(self, items: list[_Item], exc: Exception) -> None:
-        for it in items:
-            if it.control is not None:
-                it.control()
-            elif it.callback is not None:
-                try:
-                    it.callback(exc)
-                except Exception:
-                    log.exception("journal callback raised")
-
-    def _fail(self, exc: Exception, items: list[_Item]) -> None:
-        """Enter the failed state: fail ``items`` and everything queued, then ``on_error``."""
-        with self._lock:
-            first = self._error is None
-            self._error = exc
-            queued = self._pending
-            self._pending = []
-            self._ids = {}  # nobody waits for these (see append_ids)
-            self._waiting = False
-        self.metrics.errors += 1
-        if self._compactor is not None:
-            self._compactor.abort()
-        if first:
-            log.error("journal write to %s failed: %s; failing %d pending append(s); appends "
-                      "refused until reset_error()", self.data_dir, exc,
-                      len(items) + len(queued))
-        self._fail_items(items, exc)
-        self._fail_items(queued, exc)
-        if self.on_error is not None:
-            try:
-                self.on_error(exc)
-            except Exception:
-                log.exception("journal on_error callback raised")
-
-    def _reset_locked_out(self) -> None:
-        """Journal thread: recover from the failed state (see :meth:`reset_error`)."""
-        if self._fd is not None:
-            os.ftruncate(self._fd, self._durable_end)
-            os.fsync(self._fd)
-            os.close(self._fd)
-            self._fd = None
-        _result, state = recover_dir(self.data_dir)
-        self._state = state
-        self.reader.forget()
-        self._compactor = Compactor(self.data_dir, state, self.segment_bytes,
-                                    self.compact_threshold, self.compact_step_bytes,
-                                    reader=self.reader)
-        self._open_current()
-        with self._lock:
-            self._error = None
-        log.warning("journal %s: error state cleared, appends accepted again", self.data_dir)

@@ -2,13 +2,21 @@
 
 Sits at the server level: ``syncmq.server`` builds a :class:`~.state.Context` (the broker, a
 function listing the open sessions, node facts) and starts a :class:`~.httpd.ManagementServer`,
-a stdlib ``ThreadingHTTPServer`` in its own daemon thread ``syncmq-management``.
+waitress (a WSGI server) with its I/O thread ``syncmq-management`` and a pool of request
+threads.
 
 - ``state.py``: read-only snapshots of the broker for monitoring, message counters and rates.
-- ``api.py``: request routing, authorisation and the JSON shapes of ``/api/...``.
-- ``definitions.py``: RabbitMQ's definitions JSON, export and import.
+- ``api.py``: request routing and authorisation, visibility, listings, counters.
+- ``resources/``: the endpoints, one module per resource (queues, exchanges, publish, ...).
+- ``view.py``: the read-only view of connections, channels and queues the endpoints use.
+- ``common.py``, ``errors.py``, ``validate.py``: shared shapes, RabbitMQ's error shape, body
+  checks.
+- ``definitions.py``, ``definitions_import.py``: RabbitMQ's definitions JSON: export, and an
+  import checked whole before it is applied.
 - ``metrics.py``: Prometheus text exposition.
-- ``httpd.py``: the HTTP server, basic auth, JSON encoding.
+- ``wsgi.py``: the WSGI application: the gate (auth, body limits) before any body byte,
+  JSON decoding and the error shape, the dashboard's files, ``/metrics``.
+- ``httpd.py``: waitress, with the gate, timeouts and accept back-off hooked in.
 
 Reading broker state from the management thread: monitoring snapshots read sessions,
 channels and queues without their locks (copying each dict with ``list(...)`` first); every
@@ -16,7 +24,7 @@ change (declare, delete, purge, close) goes through the methods the AMQP handler
 work that belongs to a connection runs on that connection's worker.
 """
 
-from .httpd import ManagementServer
+from .httpd import HTTPSettings, ManagementServer
 from .state import Context
 
-__all__ = ["Context", "ManagementServer"]
+__all__ = ["Context", "HTTPSettings", "ManagementServer"]

@@ -1,249 +1,251 @@
-"""The management HTTP server: stdlib ``ThreadingHTTPServer`` in thread ``syncmq-management``.
+"""The management HTTP server: waitress (a WSGI server) serving :mod:`.wsgi`'s application.
 
-Every ``/api/...`` request is authenticated with HTTP basic auth against the broker's user
-store (``broker.users.authenticate``, the check AMQP logins use, so ``guest`` is refused from
-a non-loopback address here too). ``/metrics`` (Prometheus) needs no credentials, as
-RabbitMQ's Prometheus endpoint, and neither do the dashboard's static files (``/``,
-``/static/...``, see :mod:`.ui`): the page logs in by calling the API with the user's
-credentials. A 401 to a request with ``X-Requested-With`` (the dashboard's calls) carries no
-``WWW-Authenticate``, so the browser shows the page's login form, not its own dialog. Request threads are daemon threads: a stuck client never
-holds up shutdown. Access is logged at debug level through ``logging`` (never to stderr
-directly, so the log stays one JSON object a line).
+waitress parses HTTP on one I/O thread (``syncmq-management``, an asyncore loop over
+``poll``) and runs the application on a fixed pool of ``threads`` worker threads; it decodes
+chunked bodies, refuses bodies over its limit, and caps open connections (beyond
+``connection_limit`` it stops accepting: later clients wait in the kernel's backlog and hold
+no file descriptor of ours). Three hooks are added here, each on the I/O thread:
+
+- **The gate before the body.** As soon as a request's headers are parsed, the application's
+  :meth:`~.wsgi.App.admit` authenticates it and picks its body limit. A refused request is
+  answered (401, 413, 415) without reading one byte of its body: the parser drops the body,
+  no ``100 Continue`` is sent, every later byte on that connection is discarded and the
+  connection closes after the answer (so nothing in the unread body can be taken for a
+  second request). A chunked body is cut at the endpoint's limit as it arrives; a request
+  with both Content-Length and chunked Transfer-Encoding is refused (400) the same way.
+- **Read and idle timeouts.** A request whose headers and body have not all arrived within
+  ``read_timeout`` of its first byte is dropped (slowloris), and a connection with no
+  request in flight is closed after ``idle_timeout``.
+- **Accept back-off.** EMFILE/ENFILE on accept pauses accepting for one second and logs one
+  line per pause with the count, instead of spinning (RabbitMQ's acceptor does the same).
+
+Errors found by waitress itself (a malformed request line, a bad chunk) are answered in
+RabbitMQ's JSON error shape, never with waitress's text page or a traceback.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
+import copy
+import errno
+import functools
 import json
 import logging
-import socket
-import sys
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qsl, unquote, urlsplit
+import time
+from dataclasses import dataclass
 
-import syncmq.management.metrics as metrics
-import syncmq.management.ui as ui
+from waitress.adjustments import Adjustments
+from waitress.channel import HTTPChannel
+from waitress.parser import HTTPRequestParser
+from waitress.server import TcpWSGIServer
+from waitress.task import ErrorTask, ThreadedTaskDispatcher, WSGITask
 
-from .api import API, HTTPError, Request
+from .errors import bad_request
 from .state import Context
+from .wsgi import App
 
 log = logging.getLogger("syncmq.management")
 
-MAX_BODY = 64 * 1024 * 1024  # definitions of a large broker fit; anything bigger is refused
-REALM = 'Basic realm="RabbitMQ Management"'
+ACCEPT_PAUSE = 1.0  # seconds without accepting after EMFILE/ENFILE
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    api: API
-    ctx: Context
-    assets: dict[str, ui.Asset]
+@dataclass
+class HTTPSettings:
+    """The management listener's limits (``--management-*`` options)."""
 
-    def handle_error(self, request, client_address) -> None:
-        """An exception outside a request's dispatch (reading the request line or headers):
-        a client that went away (a browser leaving the page resets its connections) is not
-        an error; anything else is logged as one record, never printed to stderr (socketserver's
-        default), so the log stays one JSON object a line."""
-        exc = sys.exc_info()[1]
-        peer = f"{client_address[0]}:{client_address[1]}"
-        if isinstance(exc, (ConnectionError, TimeoutError)):
-            log.debug("management client went away: %s", exc, extra={"peer": peer})
-            return
-        log.error("management HTTP request failed: %r", exc, extra={"peer": peer})
+    max_body: int = 1024 * 1024  # every request body but a definitions import
+    max_definitions_body: int = 64 * 1024 * 1024
+    read_timeout: float = 30.0  # whole request (headers and body) from its first byte
+    idle_timeout: float = 60.0  # a kept-alive connection with no request
+    max_connections: int = 100
+    threads: int = 4
+    metrics_auth: str = "per-object"  # which /metrics endpoints need credentials
+    cors_origins: tuple[str, ...] = ()
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _HTTPServer
-    server_version = "syncmq-management"
-    protocol_version = "HTTP/1.1"
+class _Parser(HTTPRequestParser):
+    refusal = None
+    user = None
 
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 (stdlib's name)
-        log.debug("http %s", format % args, extra={"peer": self._peer()})
+    def __init__(self, adj: Adjustments, channel: _Channel) -> None:
+        super().__init__(adj)
+        self.channel = channel
 
-    def _peer(self) -> str:
-        return f"{self.client_address[0]}:{self.client_address[1]}"
+    def parse_header(self, header_plus: bytes) -> None:
+        super().parse_header(header_plus)
+        ch = self.channel
+        admission = ch.server.gate.admit(
+            self.command, self.request_uri, self.headers, self.content_length, ch.addr)
+        if self.chunked and "CONTENT_LENGTH" in self.headers:
+            # two framings: the classic request-smuggling set-up (RFC 9112 6.1), refused
+            admission.refusal = bad_request("both Content-Length and Transfer-Encoding")
+        self.user = admission.user
+        if admission.refusal is not None:
+            # Answered from the headers alone: drop the body unread and everything after it.
+            self.refusal = admission.refusal
+            self.body_rcv = None
+            self.content_length = 0
+            self.headers.pop("CONTENT_LENGTH", None)
+            self.expect_continue = False
+            self.connection_close = True
+            self.headers["CONNECTION"] = "close"  # waitress closes after the answer
+            ch.discarding = True
+        elif admission.limit + 1 < self.adj.max_request_body_size:
+            self.adj = copy.copy(self.adj)  # this request's limit (chunked bodies included)
+            self.adj.max_request_body_size = admission.limit + 1
 
-    def do_GET(self) -> None:  # noqa: N802 (stdlib's naming)
-        self._dispatch("GET")
+    def received(self, data: bytes) -> int:
+        n = super().received(data)
+        return len(data) if self.refusal is not None else n
 
-    def do_HEAD(self) -> None:  # noqa: N802
-        path = urlsplit(self.path).path
-        asset = self.server.assets.get(path)
-        if asset is None:
-            self._send(404, b"", None)
-            return
-        self._send_asset(asset, head=True)
 
-    def do_PUT(self) -> None:  # noqa: N802
-        self._dispatch("PUT")
+class _Task(WSGITask):
+    def get_environment(self) -> dict:
+        environ = super().get_environment()
+        environ["syncmq.user"] = self.request.user
+        environ["syncmq.refusal"] = self.request.refusal
+        return environ
 
-    def do_POST(self) -> None:  # noqa: N802
-        self._dispatch("POST")
 
-    def do_DELETE(self) -> None:  # noqa: N802
-        self._dispatch("DELETE")
+class _ErrorTask(ErrorTask):
+    """waitress's own refusals (malformed HTTP, a body over the limit) in RabbitMQ's shape."""
 
-    # ---- the request ----
+    def execute(self) -> None:
+        e = self.request.error
+        status = f"{e.code} {e.reason}"
+        error = "bad_request" if e.code == 400 else e.reason
+        body = json.dumps({"error": error, "reason": e.body}).encode()
+        self.status = status
+        self.response_headers.append(("Content-Type", "application/json"))
+        self.set_close_on_finish()
+        self.content_length = len(body)
+        self.write(body)
 
-    def _dispatch(self, method: str) -> None:
+
+class _Channel(HTTPChannel):
+    task_class = _Task
+    error_task_class = _ErrorTask
+    discarding = False  # a refused request's body and anything after it is dropped
+    request_started = 0.0
+
+    def __init__(self, server, sock, addr, adj, map=None) -> None:  # noqa: A002 (waitress)
+        self.parser_class = functools.partial(_Parser, channel=self)
+        super().__init__(server, sock, addr, adj, map=map)
+
+    def received(self, data: bytes) -> bool:
+        if self.discarding:
+            return True
+        if self.request is None:
+            self.request_started = time.time()
+        return super().received(data)
+
+
+class _Server(TcpWSGIServer):
+    channel_class = _Channel
+    settings: HTTPSettings
+    gate: App
+    _paused_until = 0.0
+    _refused_accepts = 0
+
+    def maintenance(self, now: float) -> None:
+        """Close connections idle past ``idle_timeout`` and requests still arriving after
+        ``read_timeout`` (runs on the I/O thread every ``cleanup_interval``)."""
+        s = self.settings
+        for ch in list(self.active_channels.values()):
+            if ch.requests:
+                continue  # a request is being answered
+            if ch.request is not None:
+                if ch.request_started < now - s.read_timeout:
+                    ch.will_close = True
+            elif ch.last_activity < now - s.idle_timeout:
+                ch.will_close = True
+
+    def readable(self) -> bool:
+        ok = super().readable()
+        return ok and time.time() >= self._paused_until
+
+    def handle_accept(self) -> None:
         try:
-            self._dispatch_inner(method)
-        except HTTPError as e:
-            challenge = e.status == 401 and not self.headers.get("X-Requested-With")
-            self._send_json(e.status, {"error": e.error, "reason": e.reason},
-                            {"WWW-Authenticate": REALM} if challenge else None)
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
-        except Exception as e:
-            log.exception("management API request failed",
-                          extra={"peer": self._peer(), "path": self.path})
-            self._send_json(500, {"error": "Internal Server Error", "reason": str(e)})
-
-    def _dispatch_inner(self, method: str) -> None:
-        url = urlsplit(self.path)
-        raw = url.path.split("/")[1:]
-        if raw and raw[-1] == "":
-            raw.pop()
-        body = self._read_body()
-        if raw == ["metrics"] and method == "GET":
-            api = self.server.api
-            self._send(200, metrics.render(api.ctx, api.rates).encode(), metrics.CONTENT_TYPE)
+            pair = self.socket.accept()
+        except BlockingIOError:
             return
-        if method == "GET" and (not raw or raw[0] in ("static", "index.html")):
-            asset = self.server.assets.get(url.path)
-            if asset is not None:
-                self._send_asset(asset)
-                return
-        if not raw or raw[0] != "api":
-            raise HTTPError(404, "Object Not Found", "Not Found")
-        user = self._authenticate()
-        if method == "POST" and body.strip() and not self._json_body():
-            # A cross-site HTML form can POST text/plain with the browser's cached basic-auth
-            # credentials; it cannot send application/json without a CORS preflight (which
-            # this server never grants). As RabbitMQ, a POST body must be declared JSON.
-            raise HTTPError(415, "unsupported_media_type",
-                            "a request body must have Content-Type: application/json")
-        try:
-            parsed = json.loads(body) if body.strip() else None
-        except ValueError:
-            raise HTTPError(400, "bad_request", "body is not valid JSON") from None
-        req = Request(
-            method=method,
-            parts=[unquote(p) for p in raw[1:]],
-            query=dict(parse_qsl(url.query)),
-            body=parsed,
-            user=user,
-            headers={k.lower(): v for k, v in self.headers.items()},
-        )
-        resp = self.server.api.handle(req)
-        if resp.status == 204 or resp.body is None:
-            self._send(resp.status, b"", None)
-        else:
-            self._send_json(resp.status, resp.body)
-
-    def _json_body(self) -> bool:
-        ctype = (self.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
-        return ctype == "application/json"
-
-    def _read_body(self) -> bytes:
-        try:
-            n = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            raise HTTPError(400, "bad_request", "bad Content-Length") from None
-        if n < 0 or n > MAX_BODY:
-            self.close_connection = True
-            raise HTTPError(413, "bad_request", "request body too large")
-        return self.rfile.read(n) if n else b""
-
-    def _authenticate(self):
-        header = self.headers.get("Authorization") or ""
-        scheme, _, value = header.partition(" ")
-        if scheme.lower() != "basic" or not value:
-            raise HTTPError(401, "not_authorized", "Login failed")
-        try:
-            name, sep, password = base64.b64decode(value.strip()).decode("utf-8").partition(":")
-        except (binascii.Error, UnicodeDecodeError, ValueError):
-            raise HTTPError(401, "not_authorized", "Login failed") from None
-        if not sep:
-            raise HTTPError(401, "not_authorized", "Login failed")
-        user, reason = self.server.ctx.broker.users.authenticate(
-            name, password, self.client_address)
-        if user is None:
-            log.warning("HTTP access denied: %s", reason,
-                        extra={"peer": self._peer(), "user": name})
-            raise HTTPError(401, "not_authorized", "Login failed")
-        return user
-
-    # ---- the response ----
-
-    def _send_json(self, status: int, obj, headers: dict | None = None) -> None:
-        self._send(status, json.dumps(obj).encode(), "application/json", headers)
-
-    def _send_asset(self, asset: ui.Asset, head: bool = False) -> None:
-        """A dashboard file, with its ETag (304 when the browser has it) and the page's
-        security headers."""
-        if self.headers.get("If-None-Match") == asset.etag:
-            self._send(304, b"", None, {"ETag": asset.etag, **ui.SECURITY_HEADERS})
+        except OSError as e:
+            if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                self._refused_accepts += 1
+                if time.time() >= self._paused_until:
+                    log.error("management listener cannot accept connections (%s): pausing "
+                              "accepts for %.0f s", e.strerror, ACCEPT_PAUSE,
+                              extra={"refused_accepts": self._refused_accepts})
+                    self._refused_accepts = 0
+                self._paused_until = time.time() + ACCEPT_PAUSE
             return
-        headers = {"ETag": asset.etag, **ui.SECURITY_HEADERS}
-        if head:
-            self.send_response(200)
-            self.send_header("Content-Type", asset.content_type)
-            self.send_header("Content-Length", str(len(asset.data)))
-            for k, v in headers.items():
-                self.send_header(k, v)
-            self.end_headers()
+        conn, addr = pair
+        try:
+            self.set_socket_options(conn)
+        except OSError:  # the peer already went away
+            conn.close()
             return
-        self._send(200, asset.data, asset.content_type, headers)
-
-    def _send(self, status: int, data: bytes, ctype: str | None,
-              headers: dict | None = None) -> None:
-        self.send_response(status)
-        if ctype:
-            self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("Cache-Control", "no-cache")
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        if data:
-            self.wfile.write(data)
+        self.channel_class(self, conn, addr, self.adj, map=self._map)
 
 
 class ManagementServer:
     """The HTTP listener; :meth:`start` binds and serves in thread ``syncmq-management``."""
 
-    def __init__(self, ctx: Context, host: str, port: int) -> None:
+    def __init__(self, ctx: Context, host: str, port: int,
+                 settings: HTTPSettings | None = None) -> None:
         self.ctx = ctx
         self.host = host
         self.port = port
-        self.httpd: _HTTPServer | None = None
+        self.settings = settings or HTTPSettings()
+        self.app: App | None = None
+        self.server: _Server | None = None
         self.thread: threading.Thread | None = None
         self.address: tuple[str, int] | None = None
 
     def start(self) -> tuple[str, int]:
         """Bind (port 0 = ephemeral) and serve; returns the bound address. Raises OSError."""
-        cls = _HTTPServer
-        if ":" in self.host:
-            cls = type("_HTTPServer6", (_HTTPServer,), {"address_family": socket.AF_INET6})
-        httpd = cls((self.host, self.port), _Handler)
-        httpd.ctx = self.ctx
-        httpd.api = API(self.ctx)
-        httpd.assets = ui.load_assets()
-        httpd.api.history.start()
-        self.httpd = httpd
-        self.address = httpd.server_address[:2]
-        self.thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.5},
-                                       name="syncmq-management", daemon=True)
+        s = self.settings
+        adj = Adjustments(
+            host=self.host, port=self.port, threads=s.threads,
+            connection_limit=s.max_connections + 2,  # waitress counts its listener and trigger
+            channel_timeout=max(s.idle_timeout, s.read_timeout),
+            cleanup_interval=max(0.2, min(s.read_timeout, s.idle_timeout) / 4),
+            max_request_body_size=max(s.max_body, s.max_definitions_body) + 1,
+            max_request_header_size=64 * 1024, asyncore_use_poll=True,
+            ident="syncmq-management", expose_tracebacks=False, log_socket_errors=False,
+            asyncore_loop_timeout=0.5)
+        self.app = App(self.ctx, s)
+        dispatcher = ThreadedTaskDispatcher()
+        dispatcher.set_thread_count(s.threads)
+        server = _Server(self.app, {}, dispatcher=dispatcher, adj=adj, sockinfo=adj.listen[0])
+        server.settings, server.gate = s, self.app
+        self.server = server
+        self.address = (server.effective_host, int(server.effective_port))
+        self.app.start()
+        self.thread = threading.Thread(target=server.run, name="syncmq-management",
+                                       daemon=True)
         self.thread.start()
         return self.address
 
+    def threads(self) -> list[threading.Thread]:
+        """The listener's and the history sampler's threads (waitress's request threads are
+        joined by ``stop``: its task dispatcher's shutdown)."""
+        if self.app is None or self.thread is None:
+            return []
+        return [self.thread, self.app.api.history.thread]
+
     def stop(self) -> None:
-        if self.httpd is not None:
-            self.httpd.api.history.stop()
-            self.httpd.shutdown()
-            self.httpd.server_close()
-            self.httpd = None
+        server, self.server = self.server, None
+        if server is None:
+            return
+        if self.app is not None:
+            self.app.stop()
+        server.task_dispatcher.shutdown(cancel_pending=True, timeout=2)
+
+        def close_all() -> None:  # on the I/O thread: its map empties and its loop ends
+            for obj in list(server._map.values()):
+                obj.close()
+
+        server.trigger.pull_trigger(close_all)
+        if self.thread is not None:
+            self.thread.join(timeout=5)

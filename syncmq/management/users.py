@@ -44,7 +44,10 @@ def update(broker: Broker, change: Callable[[dict[str, User], list[str] | None],
 
 def make_user(name: str, *, password: str | None = None, password_hash: str | None = None,
               tags: list[str] | None = None, old: User | None = None) -> User:
-    """A user from a password or a hash (hex, or base64 as RabbitMQ writes it)."""
+    """A user from a password or a hash (hex, or base64 as RabbitMQ writes it); with ``old``
+    (the user being changed) its permissions and ``loopback_only`` are kept."""
+    if not name:
+        raise ValueError("user name must not be empty")
     if password is not None:
         hashed = hash_password(password)
     elif password_hash is not None:
@@ -54,7 +57,9 @@ def make_user(name: str, *, password: str | None = None, password_hash: str | No
     else:
         raise ValueError("a password or a password_hash is required")
     perms = dict(old.permissions) if old is not None else {}
-    return User(name, hashed, list(tags or []), perms)
+    # loopback_only is a property of the account, not of its password or tags: kept
+    return User(name, hashed, list(tags or []), perms,
+                loopback_only=old.loopback_only if old is not None else False)
 
 
 def to_hex(hashed: str) -> str:

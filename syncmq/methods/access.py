@@ -7,9 +7,8 @@
 - The default exchange ``""`` is checked, and named in the error, as ``amq.default``
   (``rabbit_access_control:check_resource_access``).
 - The regex is searched, not anchored, and ``""`` grants nothing (``auth.Permission``).
-- The error is 403 ACCESS_REFUSED with RabbitMQ 3.10's text: "access to queue 'q' in vhost
-  '/' refused for user 'u'" (3.10 does not name the permission; later versions prefix it,
-  "configure access to ..."; the differential test_corners.py pins 3.10's form).
+- The error is 403 ACCESS_REFUSED with RabbitMQ's text: "configure access to queue 'q' in
+  vhost '/' refused for user 'u'".
 - ``basic.publish`` caches granted write checks per channel (``Channel.write_ok``), as
   RabbitMQ's channel caches its last permission checks. A new channel starts with an empty
   cache; on reload :func:`clear_caches` empties the caches of every open channel (run on the
@@ -34,7 +33,7 @@ def _resource_name(kind: str, name: str) -> str:
 def _refused(session: Session, what: str, kind: str, name: str) -> AMQPChannelError:
     return AMQPChannelError(
         _spec.ACCESS_REFUSED,
-        f"ACCESS_REFUSED - access to {kind} '{name}' in vhost '{session.vhost.name}' "
+        f"ACCESS_REFUSED - {what} access to {kind} '{name}' in vhost '{session.vhost.name}' "
         f"refused for user '{session.username}'",
     )
 

@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING
 
 from ..broker.args import REPLY_TO, check_consume_arguments, wire_type
 from ..broker.broker import generate_consumer_tag
-from ..broker.durability import NotDurable
 from ..broker.message import Message, parse_expiration
-from ..broker.queue import REJECTED, Consumer
+from ..broker.publish import PublishResult, PublishRun
+from ..broker.publish import publish as broker_publish
+from ..broker.queue import Consumer
 from ..protocol.channel import deliver_prefix
 from ..wire import _spec
 from ..wire.errors import AMQPChannelError, AMQPConnectionError
@@ -35,9 +36,7 @@ def qos(session: Session, ch: Channel, m: B.Qos, _p, _b) -> None:
     with ch.lock:
         if m.global_:
             ch.global_prefetch = m.prefetch_count
-            # rabbit_limiter:limit_prefetch starts the channel's count from everything
-            # unacked, basic.get included (later gets are not counted, nor their acks)
-            ch.global_unacked = len(ch.unacked)
+            ch.global_gets = sum(1 for _t, e in ch.unacked.items() if e[3] is None)
         else:
             ch.prefetch_count = m.prefetch_count
             ch.global_prefetch = 0  # rabbit_channel: a per-consumer qos unlimits the channel
@@ -156,21 +155,15 @@ def publish(session: Session, ch: Channel, m: B.Publish, props: bytes, body: byt
     if ch.tx:
         ch.tx_publishes.append((ex, message, m.mandatory))
         return
-    ch.publish_rejected = False
-    journaled = route(session, ch, ex, message, m.mandatory, drop_unjournaled=ch.confirm,
-                      defer=True)
-    if ch.confirm:
-        ch.publish_seq += 1
-        if ch.publish_rejected:
-            # x-overflow=reject-publish: basic.nack for this one (Session.flush_confirms)
-            ch.nack_seqs.append(ch.publish_seq)
-        if journaled:
-            # confirm only once the PUBLISH record is fsynced (see Session.frames_received);
-            # NOT_JOURNALED: the journal refused it, its barrier fails and this publish (with
-            # every one not yet confirmed) is nacked
-            ch.durable_pending = ch.publish_seq
-            session.journal_waiters.add(ch)
-        session.confirm_dirty.add(ch)
+    confirms = ch.confirms
+    if m.mandatory:
+        result = route(session, ch, ex, message, True, confirms is not None, session.run)
+    else:  # (no basic.return: straight to the broker, with the channel's reused result)
+        result = broker_publish(vhost, ex, message, False, confirms is not None, session.run,
+                                None, ch.publish_result)
+    if confirms is not None:
+        confirms.published(result)  # sent at the end of the batch (Session.flush_confirms)
+        session.confirm_dirty.add(confirms)
 
 
 def _invalid_expiration(message: Message) -> None:
@@ -212,8 +205,13 @@ def _rewrite(session: Session, ch: Channel, message: Message) -> Message:
             del headers["BCC"]
             changed = True
     reply_to = props.reply_to
-    if reply_to == REPLY_TO:  # publish() checked that the channel consumes it
-        reply_to = f"{REPLY_TO}.{ch.reply_consumer[1]}"
+    if reply_to == REPLY_TO:
+        rc = ch.reply_consumer
+        if rc is None:
+            raise AMQPChannelError(
+                _spec.PRECONDITION_FAILED,
+                "PRECONDITION_FAILED - fast reply consumer does not exist")
+        reply_to = f"{REPLY_TO}.{rc[1]}"
         changed = True
     if not changed and not cc and not bcc:
         return message
@@ -224,16 +222,6 @@ def _rewrite(session: Session, ch: Channel, message: Message) -> Message:
         new.reply_to = reply_to
         properties = new.encode()
     return Message(message.exchange, message.routing_key, properties, message.body, cc, bcc)
-
-
-_REPLY_PREFIX = REPLY_TO + "."
-
-
-def _deliver_reply(session: Session, message: Message) -> bool:
-    """A publish to the default exchange with an ``amq.rabbitmq.reply-to.*`` key: straight
-    to the channel consuming that pseudo-queue; False if it is gone."""
-    target = session.broker.reply_consumers.get(message.routing_key[len(_REPLY_PREFIX):])
-    return target is not None and target.deliver_reply(message)
 
 
 _FLAG_USER_ID = 0x10  # user-id in the low byte of the basic property flags (0x0010)
@@ -257,69 +245,19 @@ def _check_user_id(session: Session, props: bytes) -> None:
     )
 
 
-NOT_JOURNALED = 2  # route(): persistent, for a durable queue, but the journal refused it
-
-
 def route(session: Session, ch: Channel, ex: Exchange, message: Message, mandatory: bool,
-          drop_unjournaled: bool = True, defer: bool = False) -> int:
-    """Route ``message`` and enqueue it; basic.return it if mandatory and unroutable.
+          must_journal: bool = True, run: PublishRun | None = None) -> PublishResult:
+    """A channel's publish (basic.publish, tx.commit): the broker's one publish
+    (``broker.publish``), then basic.return if it was mandatory and unroutable.
 
-    Returns true if the message was journaled (persistent, reaching a durable queue): its
-    record is appended before the message is on any queue, so no ACK can precede it; then
-    the caller must wait for a journal barrier before confirming it. Returns
-    :data:`NOT_JOURNALED` (also true) if the journal refused the record: the message is then
-    dropped when ``drop_unjournaled`` (confirm and tx channels: it is nacked, or the commit
-    fails, once the barrier reports the journal's error), else queued as a transient message.
-
-    ``defer`` (basic.publish outside tx): a non-mandatory message bound for a plain queue (no
-    length limit, TTL or priorities; no TTL on the message) is not enqueued at once but added
-    to the session's run of publishes (``Session.defer_publish``), enqueued with one lock hold
-    per queue before the session handles any other kind of method (and at the end of the
-    batch): such a publish's outcome does not depend on the queue's answer.
+    ``must_journal`` (confirm and tx channels): a persistent message the journal refuses is
+    dropped; its confirm is a nack (or the commit fails) once the barrier reports the error.
+    ``run``: basic.publish outside tx lets the broker hold publishes back in the session's
+    run (see ``broker.publish.PublishRun``).
     """
-    delivered = False
-    if not ex.name and message.routing_key.startswith(_REPLY_PREFIX):
-        if _deliver_reply(session, message) or not mandatory:
-            return 0
-        queues = []
-    else:
-        queues = session.vhost.route(ex, message)
-    journaled = 0
-    body = message.body  # BodyStore.put takes it off the message
-    if message.persistent and queues:
-        durability = session.broker.durability
-        if durability is not None:
-            try:
-                journaled = int(durability.publish(session.vhost.name, message, queues))
-            except NotDurable:
-                if drop_unjournaled:
-                    return NOT_JOURNALED
-                journaled = NOT_JOURNALED
-    store = session.broker.body_store
-    if store is not None and queues:
-        # one reference per queue, each releases its own; journaled: all of them are in the
-        # PUBLISH record, so the body can be read back from the journal rather than spilled
-        store.put(message, len(queues), journaled == 1 and all(q.journaled for q in queues))
-    if defer and not mandatory and message.ttl is None:
-        later = session.defer_publish
-        for q in queues:
-            if q.batchable:
-                later(q, message)
-                continue
-            if q.publish(message) is REJECTED:
-                ch.publish_rejected = True
-        return journaled
-    if session.pending_publish:
-        # earlier publishes of this connection still deferred (this one is mandatory or has a
-        # TTL): enqueue them first, so a queue keeps the channel's publish order
-        session.flush_runs()
-    for q in queues:
-        r = q.publish(message)
-        if r:
-            delivered = True
-            if r is REJECTED:
-                ch.publish_rejected = True
-    if not delivered and mandatory:
+    body = message.body  # the body store takes it off the message
+    result = broker_publish(session.vhost, ex, message, mandatory, must_journal, run)
+    if mandatory and not result.routed:
         ch.n_return += 1
         session.send_content(
             ch.id,
@@ -327,7 +265,7 @@ def route(session: Session, ch: Channel, ex: Exchange, message: Message, mandato
                      routing_key=message.routing_key),
             message.properties, body,
         )
-    return journaled
+    return result
 
 
 def get(session: Session, ch: Channel, m: B.Get, _p, _b) -> None:
@@ -396,15 +334,7 @@ def _tx_collect(ch: Channel, tag: int, multiple: bool, requeue: bool | None) -> 
 def _recover(session: Session, ch: Channel, requeue: bool) -> None:
     if not requeue:
         raise AMQPConnectionError(_spec.NOT_IMPLEMENTED, "NOT_IMPLEMENTED - requeue=false")
-    with ch.lock:
-        entries = ch.unacked.pop_all()
-        for e in entries:
-            c = e[3]
-            if c is not None and not c.no_ack:
-                c.unacked -= 1
-                # as rabbit_channel's notify_limiter: only consumer deliveries free global
-                # credit (a basic.get counted by a later global qos stays counted)
-                ch.global_unacked -= 1
+    entries = ch.take_all_unacked()
     if entries:
         ch.settle(entries, requeue=True)
 

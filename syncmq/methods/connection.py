@@ -96,7 +96,6 @@ def _login(session: Session, mechanism: str, username: str, user, reason: str) -
     session.username = user.name
     session.auth_mechanism = mechanism
     s = session.settings
-    session.proto.state = pconn.AWAIT_TUNE_OK
     session.send_method(0, C.Tune(channel_max=s.channel_max, frame_max=s.frame_max,
                                   heartbeat=s.heartbeat))
 
@@ -128,13 +127,11 @@ def tune_ok(session: Session, _ch, m: C.TuneOk, _p, _b) -> None:
     channel_max = m.channel_max or s.channel_max
     session.frame_max = frame_max
     session.channel_max = channel_max
-    session.proto.frame_max = frame_max
-    session.proto.channel_max = channel_max
     session.transport.set_frame_max(frame_max)
     session.heartbeat = m.heartbeat
     if m.heartbeat:
         session.transport.set_heartbeat(m.heartbeat)
-    session.proto.state = pconn.AWAIT_OPEN
+    session.proto.tuned(frame_max, channel_max)
 
 
 def open_(session: Session, _ch, m: C.Open, _p, _b) -> None:
@@ -148,9 +145,8 @@ def open_(session: Session, _ch, m: C.Open, _p, _b) -> None:
             f"NOT_ALLOWED - access to vhost '{name}' refused for user '{session.username}'",
         )
     session.vhost = vhost
-    session.proto.state = pconn.OPEN
     session.transport.mark_open()
-    session.send_method(0, C.OpenOk())
+    session.send_method(0, C.OpenOk())  # the protocol is OPEN from here on
     if session.broker.alarms:
         session.alarms_changed(session.broker.alarms)
     log.info(
@@ -161,8 +157,8 @@ def open_(session: Session, _ch, m: C.Open, _p, _b) -> None:
 
 def close(session: Session, _ch, m: C.Close, _p, _b) -> None:
     """Client-initiated close (or the client's close crossing ours): close-ok, then hang up."""
-    was_open = session.proto.state == pconn.OPEN
-    session.proto.state = pconn.CLOSED
+    was_open = session.proto.state is pconn.OPEN
+    session.proto.peer_closed()
     # RabbitMQ deletes exclusive queues (and requeues unacked messages) before close-ok
     session.release()
     session.send_method(0, C.CloseOk())
@@ -174,7 +170,7 @@ def close(session: Session, _ch, m: C.Close, _p, _b) -> None:
 
 
 def close_ok(session: Session, _ch, m: C.CloseOk, _p, _b) -> None:
-    session.proto.state = pconn.CLOSED
+    session.proto.peer_closed()
     session.release()
     session.transport.close_after_flush()
 

@@ -1,10 +1,10 @@
-"""Per-connection and per-channel state where the protocol meets the broker.
+"""Per-connection state where the protocol meets the broker.
 
 A :class:`Session` is the reactor's handler for one connection; every call into it runs on the
-connection's worker thread (``syncmq.workers``), so its own fields need no lock. The exceptions
-are the parts of a :class:`Channel` that queues touch from *other* workers when they deliver to
-its consumers: those are guarded by ``Channel.lock`` (see its docstring), which is always taken
-after a queue lock, never before one.
+connection's worker thread (``syncmq.workers``), so its own fields need no lock. Its channels
+(``methods.channel_state.Channel``) are also touched by *other* workers when queues deliver to
+their consumers (under ``Channel.lock``), and their publisher confirms by the journal thread
+(under ``confirm_lock``, inside ``methods.confirm.ConfirmTracker``).
 """
 
 from __future__ import annotations
@@ -18,18 +18,17 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import __version__
 from ..broker.broker import Broker
-from ..broker.message import Message
-from ..broker.queue import Consumer, DeliveryFailed, Queue
+from ..broker.publish import PublishRun
+from ..broker.queue import Queue
 from ..protocol import connection as pconn
-from ..protocol.channel import encode_deliver, encode_get_ok
-from ..protocol.connection import ChannelEventError, ConnectionProtocol
-from ..queues.unacked import UnackedMap
+from ..protocol.connection import ChannelError, ConnectionProtocol
 from ..wire import _spec
 from ..wire.errors import AMQPChannelError, AMQPConnectionError
-from ..wire.frames import encode_delivery, encode_method_frame
+from .channel_state import Channel
 
 if TYPE_CHECKING:
     from ..broker.vhost import VirtualHost
+    from .confirm import ConfirmTracker
 
 log = logging.getLogger("syncmq.connection")
 
@@ -63,8 +62,6 @@ CLOSE_OK_TIMEOUT = 3.0  # seconds to wait for connection.close-ok before droppin
 # client, and a brake on clients that retry failed handshakes in a loop. We wait 1 s: it costs a
 # socket and a timer here (never a thread), and keeps the same two properties.
 SILENT_CLOSE_DELAY = 1.0
-# Most publishes to one queue a session holds back before enqueueing them (Session.flush_runs)
-RUN_MAX = 128
 
 
 @dataclass
@@ -91,346 +88,6 @@ SERVER_CAPABILITIES = {
     "per_consumer_qos": True,
     "direct_reply_to": True,
 }
-
-
-class Channel:
-    """One open channel.
-
-    ``lock`` guards ``unacked``, ``next_tag``, ``consumers``, ``global_unacked``, every
-    consumer's ``unacked`` count, ``flow_active`` and ``closing``: deliveries arrive from any
-    worker (with a queue lock held), while acks, consume and cancel come from this connection's
-    worker. Everything else (confirm and tx state, prefetch settings, ``last_queue``) is touched
-    only by the connection's worker.
-    """
-
-    __slots__ = (
-        "session", "id", "lock", "unacked", "next_tag", "consumers", "prefetch_count",
-        "global_prefetch", "global_unacked", "flow_active", "closing", "confirm",
-        "publish_seq", "confirm_sent", "tx", "tx_publishes", "tx_acks", "last_queue",
-        "write_ok", "read_ok", "durable_pending", "durable_done", "n_publish", "n_confirm",
-        "n_return", "n_deliver", "n_get",
-        "n_redeliver", "n_ack", "stats_folded", "reply_consumer", "publish_rejected",
-        "nack_seqs", "last_publish", "last_exchange_rk",
-    )
-
-    def __init__(self, session: Session, channel_id: int) -> None:
-        self.session = session
-        self.id = channel_id
-        self.lock = threading.Lock()
-        self.unacked = UnackedMap()
-        self.next_tag = 1
-        self.consumers: dict[str, Consumer] = {}
-        self.prefetch_count = 0
-        self.global_prefetch = 0
-        self.global_unacked = 0
-        self.flow_active = True
-        self.closing = False
-        self.confirm = False
-        self.publish_seq = 0
-        self.confirm_sent = 0
-        self.tx = False
-        self.tx_publishes: list = []
-        self.tx_acks: list = []
-        self.last_queue = ""
-        # Publisher confirms of journaled messages: the highest publish seq waiting for an
-        # fsync, and the highest one known durable (worker-only, like the rest of confirms).
-        self.durable_pending = 0
-        self.durable_done = 0
-        self.write_ok: set[str] = set()  # exchanges this user may publish to (cache)
-        self.read_ok: set[str] = set()
-        # Message counters for the management API and /metrics: plain ints, each written by
-        # one thread at a time (n_deliver/n_get/n_redeliver under ``lock``, the rest by this
-        # connection's worker); readers take unlocked snapshots.
-        self.n_publish = self.n_confirm = self.n_return = self.n_ack = 0
-        self.n_deliver = self.n_get = self.n_redeliver = 0
-        self.stats_folded = False
-        # Direct reply-to: (consumer tag, reply-to suffix, deliver prefix) of this channel's
-        # amq.rabbitmq.reply-to consumer, or None; written by this connection's worker under
-        # ``lock``, read by other workers' deliver_reply under it.
-        self.reply_consumer: tuple[str, str, bytes] | None = None
-        # Publisher confirms to send as basic.nack (x-overflow=reject-publish), in order; and
-        # whether the publish being routed was refused (worker-only, like the rest).
-        self.nack_seqs: list[int] = []
-        self.publish_rejected = False
-        # The last basic.publish method handled and its exchange and routing key encoded for
-        # deliveries (worker-only; see methods.basic.publish)
-        self.last_publish: _spec.Basic.Publish | None = None
-        self.last_exchange_rk = b""
-
-    # ---- called by queues (any worker, queue lock held) ----
-
-    def deliver(
-        self, consumer: Consumer, queue: Queue, seq: int, message: Message, redelivered: bool
-    ) -> bool:
-        t = self.session.transport
-        if t.pending_out > t.out_high and t.throttle():
-            # Output back-pressure: the client is not reading what it was sent. No credit
-            # until the reactor has sent enough; it then calls Session.output_drained.
-            return False
-        if not consumer.no_ack and (
-            (consumer.prefetch and consumer.unacked >= consumer.prefetch)
-            or (self.global_prefetch and self.global_unacked >= self.global_prefetch)
-        ):
-            # No credit, read without the lock: a queue with a backlog asks on every publish,
-            # and taking the lock each time convoys the publisher's worker with the consumer's.
-            # A stale "full" is safe: credit is freed under the lock and then the queues
-            # are dispatched again (Channel.settle), after this refusal.
-            return False
-        with self.lock:
-            if self.closing or not self.flow_active:
-                return False
-            no_ack = consumer.no_ack
-            if not no_ack:
-                if consumer.prefetch and consumer.unacked >= consumer.prefetch:
-                    return False
-                if self.global_prefetch and self.global_unacked >= self.global_prefetch:
-                    return False
-            # encode first, then change state: if the body cannot be read nothing has changed
-            # and the message stays at the head of its queue
-            tag = self.next_tag
-            session = self.session
-            body = message.body
-            if body is None:  # memory budget: the body is in the store (perhaps on disk)
-                body = message.load_body()
-            frames = encode_deliver(
-                self.id, consumer.prefix, tag, redelivered, message.exchange_rk,
-                message.properties, body, session.frame_max,
-            )
-            if not no_ack:
-                consumer.unacked += 1
-                self.global_unacked += 1
-                self.unacked.add(tag, (queue, seq, message, consumer))
-            self.next_tag = tag + 1
-            self.n_deliver += 1
-            if redelivered:
-                self.n_redeliver += 1
-            session.transport.write(frames)
-        return True
-
-    def deliver_many(self, consumer: Consumer, queue: Queue, pairs: list) -> int:
-        """Deliver a prefix of ``pairs`` (``(seq, (message, redelivered))`` as the ready queue
-        hands them out) as far as the consumer's credit goes; return how many were taken.
-
-        The batch form of :meth:`deliver` (same checks, same order of delivery tags): one
-        hold of the channel lock, one write of every delivery's frames to the transport.
-        Called with ``queue.lock`` held, like :meth:`deliver`; the caller puts back what was
-        not taken.
-        """
-        t = self.session.transport
-        if t.pending_out > t.out_high and t.throttle():
-            return 0
-        no_ack = consumer.no_ack
-        with self.lock:
-            if self.closing or not self.flow_active:
-                return 0
-            k = len(pairs)
-            if not no_ack:
-                if consumer.prefetch and consumer.prefetch - consumer.unacked < k:
-                    k = consumer.prefetch - consumer.unacked
-                if self.global_prefetch and self.global_prefetch - self.global_unacked < k:
-                    k = self.global_prefetch - self.global_unacked
-                if k <= 0:
-                    return 0
-            # Each message is encoded before it is recorded: if reading or encoding message i
-            # raises, messages 0..i-1 are delivered (recorded, counted, written) and i.. are
-            # untouched, for the queue to put back at its head (one try per batch).
-            tag0 = tag = self.next_tag
-            session = self.session
-            frame_max = session.frame_max
-            prefix = consumer.prefix
-            ch_id = self.id
-            add = self.unacked.add
-            chunks: list = []
-            extend = chunks.extend
-            redelivered_n = 0
-            failed = None
-            try:
-                for i in range(k):
-                    seq, (message, redelivered) = pairs[i]
-                    body = message.body
-                    if body is None:  # memory budget: the body is in the store
-                        body = message.load_body()
-                    extend(encode_deliver(ch_id, prefix, tag, redelivered, message.exchange_rk,
-                                          message.properties, body, frame_max))
-                    if not no_ack:
-                        add(tag, (queue, seq, message, consumer))
-                    if redelivered:
-                        redelivered_n += 1
-                    tag += 1
-            except Exception as e:
-                failed = e
-                k = tag - tag0
-            if k:
-                if not no_ack:
-                    consumer.unacked += k
-                    self.global_unacked += k
-                self.next_tag = tag
-                self.n_deliver += k
-                self.n_redeliver += redelivered_n
-                session.transport.write(chunks)
-        if failed is not None:
-            raise DeliveryFailed(k) from failed
-        return k
-
-    def deliver_reply(self, message: Message) -> bool:
-        """Direct reply-to: deliver ``message`` to this channel's reply consumer (any worker;
-        no-ack, so no unacked entry and no prefetch). False if there is none any more."""
-        with self.lock:
-            rc = self.reply_consumer
-            if rc is None or self.closing:
-                return False
-            tag = self.next_tag
-            self.next_tag = tag + 1
-            self.n_deliver += 1
-            session = self.session
-            session.transport.write(
-                encode_deliver(
-                    self.id, rc[2], tag, False, message.exchange_rk,
-                    message.properties, message.body, session.frame_max,
-                )
-            )
-        return True
-
-    def drop_reply_consumer(self) -> None:
-        """Forget the direct reply-to consumer (basic.cancel, channel close)."""
-        with self.lock:
-            rc = self.reply_consumer
-            self.reply_consumer = None
-        if rc is not None:
-            self.session.broker.reply_consumers.pop(rc[1], None)
-
-    def consumer_cancelled(self, consumer: Consumer) -> None:
-        """The consumer's queue was deleted: forget it and tell the client (if it listens)."""
-        with self.lock:
-            if self.consumers.get(consumer.tag) is not consumer:
-                return
-            del self.consumers[consumer.tag]
-            closing = self.closing
-        session = self.session
-        if not closing and session.capabilities.get("consumer_cancel_notify"):
-            session.send_method(self.id, _spec.Basic.Cancel(consumer_tag=consumer.tag,
-                                                           no_wait=True))
-
-    # ---- called by this connection's worker ----
-
-    def send_get_ok(
-        self, queue: Queue, seq: int, message: Message, redelivered: bool, remaining: int,
-        no_ack: bool,
-    ) -> None:
-        with self.lock:
-            tag = self.next_tag
-            self.next_tag = tag + 1
-            self.n_get += 1
-            if redelivered:
-                self.n_redeliver += 1
-            if not no_ack:
-                self.unacked.add(tag, (queue, seq, message, None))
-            session = self.session
-            body = message.body
-            if body is None:  # memory budget: the body is in the store (perhaps on disk)
-                body = message.load_body()
-            session.transport.write(
-                encode_get_ok(
-                    self.id, tag, redelivered, message.exchange_rk, remaining,
-                    message.properties, body, session.frame_max,
-                )
-            )
-
-    def take_unacked(self, tag: int, multiple: bool) -> list:
-        """Remove and return the entries ``tag`` names; 406 if it names none."""
-        with self.lock:
-            if multiple:
-                entries = self.unacked.pop_all() if tag == 0 else self.unacked.pop_upto(tag)
-                if not entries and tag != 0:
-                    raise _unknown_tag(tag)
-            else:
-                e = self.unacked.pop(tag)
-                if e is None:
-                    raise _unknown_tag(tag)
-                entries = [e]
-            for e in entries:
-                c = e[3]
-                if c is not None and not c.no_ack:
-                    c.unacked -= 1
-                    self.global_unacked -= 1
-        return entries
-
-    def settle(self, entries: list, requeue: bool, reject: bool = False) -> None:
-        """Apply acks (requeue=False), rejections (``reject``: dead-lettered where the queue
-        has a dead-letter exchange) or requeues to the queues, then refill consumers."""
-        by_queue: dict[int, tuple[Queue, list]] = {}
-        for q, seq, msg, _c in entries:
-            slot = by_queue.get(id(q))
-            if slot is None:
-                by_queue[id(q)] = (q, [(seq, msg)])
-            else:
-                slot[1].append((seq, msg))
-        if requeue:
-            for q, items in by_queue.values():
-                q.requeue(items)
-            self.refill()
-            return
-        # Acks and rejections: each queue settles and delivers what the freed credit allows
-        # under one hold of its lock. Without a global prefetch the credit freed is only that
-        # of these queues' consumers, so no refill (and no channel lock) is needed for the
-        # others; this connection's worker is the only writer of ``global_prefetch``.
-        for q, items in by_queue.values():
-            q.settle(items, reject, dispatch=True)
-        if self.global_prefetch:
-            self.refill()
-
-    def refill(self, no_ack_too: bool = False) -> None:
-        """Credit was freed: let each queue this channel consumes from deliver more (acks free
-        credit of ack-mode consumers only; a drained output, ``no_ack_too``, of every one)."""
-        with self.lock:
-            queues = {id(c.queue): c.queue for c in self.consumers.values()
-                      if no_ack_too or not c.no_ack}
-        for q in queues.values():
-            q.dispatch()
-
-    STATS = ("publish", "confirm", "return_unroutable", "deliver", "get", "redeliver", "ack")
-
-    def stats(self) -> tuple[int, ...]:
-        """The counters in :attr:`STATS` order (an unlocked snapshot, for monitoring)."""
-        return (self.n_publish, self.n_confirm, self.n_return, self.n_deliver, self.n_get,
-                self.n_redeliver, self.n_ack)
-
-    def fold_stats(self) -> None:
-        """The channel is going away: add its counters to the broker's totals (once)."""
-        if not self.stats_folded:
-            self.stats_folded = True
-            self.session.broker.add_closed_stats(self.stats())
-
-    def release(self) -> None:
-        """Channel closed (by either side) or connection gone: cancel consumers, requeue
-        unacked messages in order, drop tx state. Idempotent."""
-        session = self.session
-        if session.pending_acks or session.pending_publish:
-            session.flush_runs()  # acks the client sent before this
-        with self.lock:
-            self.closing = True
-            consumers = list(self.consumers.values())
-            self.consumers.clear()
-            entries = self.unacked.pop_all()
-            self.global_unacked = 0
-        if self.reply_consumer is not None:
-            self.drop_reply_consumer()
-        # Requeue before detaching the consumers (``closing`` keeps them from taking anything
-        # meanwhile), as RabbitMQ's queue does on a consumer's channel going down: a single
-        # active consumer's successor then gets the requeued messages first, in order.
-        if entries:
-            self.settle(entries, requeue=True)
-        for c in consumers:
-            if c.queue.remove_consumer(c):
-                session.auto_delete_queue(c.queue)
-        self.tx_publishes = []
-        self.tx_acks = []
-
-
-def _unknown_tag(tag: int) -> AMQPChannelError:
-    return AMQPChannelError(
-        _spec.PRECONDITION_FAILED, f"PRECONDITION_FAILED - unknown delivery tag {tag}"
-    )
 
 
 Handler = Callable[["Session", "Channel | None", Any, "bytes | None", "bytes | None"], None]
@@ -466,19 +123,20 @@ class Session:
         self.client_properties: dict = {}
         self.capabilities: dict = {}
         self.exclusive_queues: list[Queue] = []
-        self.confirm_dirty: set[Channel] = set()
-        # Runs of publishes and acks (see defer_publish / defer_ack): queue -> messages to
-        # enqueue, channel -> acked entries to settle; emptied by flush_runs before any other
-        # kind of method is handled and at the end of every batch.
-        self.pending_publish: dict[Queue, list[Message]] = {}
+        # Confirm trackers with publishes in the current batch (handed over at its end).
+        self.confirm_dirty: set[ConfirmTracker] = set()
+        # Runs of publishes and acks: the run of held-back publishes (``broker.publish``),
+        # and channel -> acked entries to settle (defer_ack); both emptied by flush_runs
+        # before any other kind of method is handled and at the end of every batch.
+        # ``pending_publish`` is the run's dict (the same object for the session's life).
+        self.run = PublishRun()
+        self.pending_publish = self.run.pending
         self.pending_acks: dict[Channel, list] = {}
-        self.journal_waiters: set[Channel] = set()
         # Publisher confirms are sent by this connection's worker and, for journaled
-        # publishes, straight from the journal thread once their fsync is done
-        # (_confirm_synced). This lock serialises the two: it guards every channel's
-        # confirm_sent, durable_done and n_confirm and the writing of confirm frames, and the
-        # connection's move out of OPEN in close() (so no confirm follows connection.close).
-        # Order: confirm_lock, then Channel.lock, then Transport.out_lock; never taken with a
+        # publishes, straight from the journal thread once their fsync is done. This lock
+        # is every ConfirmTracker's (see it for what it guards) and guards the connection's
+        # move out of OPEN in close() (so no confirm follows connection.close). Order:
+        # confirm_lock, then Channel.lock, then Transport.out_lock; never taken with a
         # queue lock or a Channel.lock held.
         self.confirm_lock = threading.Lock()
         # Resource alarms (worker-only): ``blocked`` is the set of alarms in effect (falsy when
@@ -493,17 +151,17 @@ class Session:
     # ---- output ----
 
     def send_method(self, channel_id: int, method: _spec.Method) -> None:
-        self.transport.write1(encode_method_frame(channel_id, method))
+        self.transport.write1(self.proto.send(channel_id, method))
 
     def send_content(self, channel_id: int, method: _spec.Method, props: bytes,
                      body: bytes) -> None:
-        self.transport.write(
-            encode_delivery(channel_id, method.encode(), props, body, self.frame_max)
-        )
+        self.transport.write(self.proto.send_content(channel_id, method, props, body))
 
     # ---- reactor callbacks (on this connection's worker) ----
 
     def connection_made(self) -> None:
+        if self.proto.state is not pconn.AWAIT_START_OK:
+            return  # closed (shutdown, management API) before the protocol header came
         s = self.settings
         self.send_method(
             0,
@@ -531,14 +189,15 @@ class Session:
             return
         try:
             while frames:
-                try:
-                    events, frames = self.proto.receive(frames)
-                except ChannelEventError as e:
-                    self._handle(e.events)
-                    self.channel_error(e.channel_id, e.error)
-                    frames = e.rest
-                    continue
-                self._handle(events)
+                events, frames, error = self.proto.receive(frames)
+                if error is None:
+                    self._handle(events)
+                elif type(error) is ChannelError:
+                    self._handle(events)
+                    self.channel_error(error.channel_id, error.error)
+                else:
+                    # a hard error: the events before it are dropped (the connection closes)
+                    raise error
         except AMQPConnectionError as e:
             self.connection_error(e)
         except Exception:
@@ -548,93 +207,28 @@ class Session:
             log.exception("internal error handling frames", extra={"peer": _peer(self.peer)})
             self.connection_error(AMQPConnectionError(
                 _spec.INTERNAL_ERROR, "INTERNAL_ERROR - the broker failed to handle a frame"))
-        if self.journal_waiters:
-            self._wait_for_journal()
         if self.confirm_dirty:
             self.flush_confirms()
 
-    def _wait_for_journal(self) -> None:
-        """One journal barrier per batch for every channel with journaled publishes; its
-        confirms are sent from the journal thread as soon as the fsync is done."""
-        pending = [(ch, ch.durable_pending) for ch in self.journal_waiters]
-        self.journal_waiters.clear()
-        worker = self.transport.worker
-        self.broker.durability.barrier(
-            lambda err: self._confirm_synced(pending, err, worker))
+    def flush_confirms(self) -> None:
+        """End of a batch: each channel with publishes in it hands them to its confirm
+        tracker, which sends what is due (one ack per channel, ``multiple`` when it covers
+        several). Journaled publishes get one journal barrier for the batch; their confirms
+        are sent from the journal thread as soon as the fsync is done
+        (``ConfirmTracker.synced``: no hop through this worker's task queue)."""
+        dirty = self.confirm_dirty
+        waits = [(t, upto) for t in dirty if (upto := t.journaled_in_batch())]
+        if waits:  # first, so that the barrier joins the group commit of the batch's records
+            self.broker.durability.barrier(lambda err: _synced(waits, err))
+        for tracker in dirty:
+            tracker.hand_over()
+        dirty.clear()
 
     def after_journal_sync(self, fn: Callable[[Exception | None], None]) -> None:
         """Run ``fn(error)`` on this connection's worker once everything journaled so far is
         durable (group commit: one fsync covers every connection's records of the batch)."""
         worker = self.transport.worker
         self.broker.durability.barrier(lambda err: worker.submit(fn, err))
-
-    def _confirm_synced(self, pending: list, err: Exception | None, worker: Any) -> None:
-        """Journal thread (or the worker if the journal refused the barrier): the publishes
-        up to each ``(channel, upto)`` of ``pending`` are on disk; send their ``basic.ack``
-        now instead of waiting for a hop through the worker's task queue.
-
-        Only the plain case is handled here: a journal error, a channel with refused
-        publishes to nack (``nack_seqs``), or later publishes that no other barrier will
-        confirm (transient ones after ``upto``: the worker's end-of-batch flush may have held
-        them back, waiting for this barrier) go to the worker, :meth:`_journal_synced`.
-        Everything happens under ``confirm_lock`` and the channel's lock, so a confirm never
-        follows connection.close or channel.close-ok and never goes out twice.
-        """
-        follow = err is not None
-        if not follow:
-            with self.confirm_lock:
-                if self.proto.state != pconn.OPEN:
-                    return
-                for ch, upto in pending:
-                    with ch.lock:
-                        if ch.closing:
-                            continue
-                        if ch.nack_seqs:
-                            follow = True
-                            continue
-                        if upto > ch.durable_done:
-                            ch.durable_done = upto
-                        if upto > ch.confirm_sent:
-                            multiple = upto - ch.confirm_sent > 1
-                            ch.n_confirm += upto - ch.confirm_sent
-                            ch.confirm_sent = upto
-                            self.send_method(ch.id, _spec.Basic.Ack(delivery_tag=upto,
-                                                                    multiple=multiple))
-                    # read after our update: a publish the worker's flush held back for us
-                    if ch.publish_seq > ch.confirm_sent and ch.durable_pending <= upto:
-                        follow = True
-        if follow:
-            worker.submit(self._journal_synced, pending, err)
-
-    def _journal_synced(self, pending: list, err: Exception | None) -> None:
-        """Worker: the rest of :meth:`_confirm_synced` (nacks, a journal error, trailing
-        transient publishes)."""
-        with self.confirm_lock:
-            for ch, upto in pending:
-                if ch.closing:
-                    continue
-                if err is not None and upto > ch.confirm_sent:
-                    # the journal failed: nack what it could not make durable
-                    multiple = upto - ch.confirm_sent > 1
-                    ch.confirm_sent = upto
-                    self.send_method(ch.id, _spec.Basic.Nack(delivery_tag=upto,
-                                                             multiple=multiple,
-                                                             requeue=False))
-                if upto > ch.durable_done:
-                    ch.durable_done = upto
-                self.confirm_dirty.add(ch)
-        self.flush_confirms()
-
-    def defer_publish(self, queue: Queue, message: Message) -> None:
-        """Enqueue ``message`` on ``queue`` at the end of the current run of publishes (see
-        ``methods.basic.route``): one ``Queue.publish_many`` per queue and run."""
-        pending = self.pending_publish.get(queue)
-        if pending is None:
-            self.pending_publish[queue] = [message]
-        else:
-            pending.append(message)
-            if len(pending) >= RUN_MAX:  # bounds how long consumers wait for the first
-                self.flush_runs()
 
     def defer_ack(self, ch: Channel, entries: list) -> None:
         """Settle acked ``entries`` (already taken off ``ch``'s unacked map, so a repeated tag
@@ -658,13 +252,10 @@ class Session:
         # on their queues for good); then the first error is raised.
         error = None
         if self.pending_publish:
-            pending, self.pending_publish = self.pending_publish, {}
-            for q, messages in pending.items():
-                try:
-                    q.publish_many(messages)
-                except Exception as e:
-                    if error is None:
-                        error = e
+            try:
+                self.run.flush()
+            except Exception as e:
+                error = e
         if self.pending_acks:
             acks, self.pending_acks = self.pending_acks, {}
             for ch, entries in acks.items():
@@ -727,7 +318,7 @@ class Session:
         self._log_error("connection", exc)
         state = self.proto.state
         if state in (pconn.CLOSING, pconn.CLOSED):
-            self.proto.state = pconn.CLOSED
+            self.proto.hang_up()
             self.release()
             self._hang_up(0)
             return
@@ -736,7 +327,7 @@ class Session:
                 self.send_method(0, _spec.Connection.Close(
                     reply_code=exc.reply_code, reply_text=exc.reply_text[:255],
                     class_id=exc.class_id, method_id=exc.method_id))
-            self.proto.state = pconn.CLOSED
+            self.proto.hang_up()
         self.release()
         self._hang_up(SILENT_CLOSE_DELAY)
 
@@ -754,7 +345,7 @@ class Session:
                 log.info("client unexpectedly closed TCP connection",
                          extra={"peer": _peer(self.peer), "user": self.username,
                                 "vhost": self.vhost.name if self.vhost else None})
-        self.proto.state = pconn.CLOSED
+        self.proto.hang_up()
         self.release()
 
     # ---- errors ----
@@ -765,8 +356,7 @@ class Session:
         ch = self.channels.get(ch_id)
         if ch is not None:
             ch.release()
-            self.confirm_dirty.discard(ch)
-        self.proto.channel_closing(ch_id)
+            self.confirm_dirty.discard(ch.confirms)
         self.send_method(ch_id, _spec.Channel.Close(
             reply_code=e.reply_code, reply_text=e.reply_text[:255],
             class_id=e.class_id, method_id=e.method_id))
@@ -784,7 +374,7 @@ class Session:
             return
         if not self._answers_with_close(e):
             with self.confirm_lock:
-                self.proto.state = pconn.CLOSED
+                self.proto.hang_up()
             self.release()
             self.transport.stop_reading()
             self._hang_up(SILENT_CLOSE_DELAY)
@@ -828,7 +418,6 @@ class Session:
             self.send_method(0, _spec.Connection.Close(
                 reply_code=code, reply_text=text[:255], class_id=class_id,
                 method_id=method_id))
-            self.proto.state = pconn.CLOSING
         self.release()
         t = self.transport
         t.call_later(CLOSE_OK_TIMEOUT, t.abort)
@@ -853,8 +442,7 @@ class Session:
         if ch is not None:
             ch.fold_stats()
             ch.release()
-            self.confirm_dirty.discard(ch)
-        self.proto.channel_closed(ch_id)
+            self.confirm_dirty.discard(ch.confirms)
 
     def auto_delete_queue(self, q: Queue) -> None:
         vh = self.broker.vhosts.get(q.vhost)
@@ -907,39 +495,11 @@ class Session:
                 reason = "low on memory" if "memory" in self.blocked else "low on disk"
                 self.send_method(0, _spec.Connection.Blocked(reason=reason))
 
-    def flush_confirms(self) -> None:
-        """Send the publisher confirms accumulated during one batch: one ack per channel,
-        with ``multiple`` when it covers several publishes (worker; takes ``confirm_lock``)."""
-        with self.confirm_lock:
-            for ch in self.confirm_dirty:
-                upto = ch.publish_seq
-                if ch.durable_pending > ch.durable_done:
-                    upto = ch.durable_done  # later confirms wait for the journal (multiple)
-                if ch.nack_seqs and not ch.closing:
-                    self._send_nacks(ch, upto)
-                if upto > ch.confirm_sent and not ch.closing:
-                    multiple = upto - ch.confirm_sent > 1
-                    ch.n_confirm += upto - ch.confirm_sent
-                    ch.confirm_sent = upto
-                    self.send_method(ch.id, _spec.Basic.Ack(delivery_tag=upto,
-                                                            multiple=multiple))
-        self.confirm_dirty.clear()
 
-    def _send_nacks(self, ch: Channel, upto: int) -> None:
-        """Refused publishes up to ``upto``: ack what precedes each, then nack it
-        (``confirm_lock`` held)."""
-        nacks = ch.nack_seqs
-        while nacks and nacks[0] <= upto:
-            seq = nacks.pop(0)
-            if seq <= ch.confirm_sent:
-                continue  # already nacked (a journal failure covered it)
-            if seq - 1 > ch.confirm_sent:
-                ch.n_confirm += seq - 1 - ch.confirm_sent
-                self.send_method(ch.id, _spec.Basic.Ack(
-                    delivery_tag=seq - 1, multiple=seq - 1 - ch.confirm_sent > 1))
-            ch.confirm_sent = seq
-            self.send_method(ch.id, _spec.Basic.Nack(delivery_tag=seq, multiple=False,
-                                                     requeue=False))
+def _synced(waits: list, err: Exception | None) -> None:
+    """The journal barrier of a batch fired (journal thread): tell each tracker."""
+    for tracker, upto in waits:
+        tracker.synced(upto, err)
 
 
 _CHANNEL_OPEN = _spec.Channel.Open.INDEX

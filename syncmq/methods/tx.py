@@ -41,7 +41,7 @@ def commit(session: Session, ch: Channel, m: T.Commit, _p, _b) -> None:
     # they arrived, see basic._tx_collect, so nothing here can fail half-way).
     journaled = False
     for ex, message, mandatory in publishes:
-        journaled |= route(session, ch, ex, message, mandatory)
+        journaled |= route(session, ch, ex, message, mandatory).journaled
     settled: list = []
     rejected: list = []
     requeued: list = []

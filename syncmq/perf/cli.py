@@ -143,9 +143,8 @@ def _percentiles(lat_ns: list[int]) -> dict[str, Any] | None:
             "max": round(lat_ns[-1] / 1000.0, 1), "samples": n}
 
 
-def run(opts: argparse.Namespace) -> dict[str, Any]:
-    """Run one test; returns the result dict (also what ``main`` prints)."""
-    exchange, etype, queues = _topology(opts)
+def _config(opts: argparse.Namespace) -> dict[str, Any]:
+    """The settings every producer and consumer process gets (fills in defaults on ``opts``)."""
     if opts.time is None and not opts.pmessages and not opts.cmessages:
         opts.time = 10.0
     if opts.qos and opts.multi_ack_every > opts.qos:
@@ -160,6 +159,40 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
     }
     if opts.latency and opts.size < 8:
         cfg["size"] = 8
+    return cfg
+
+
+def _spawn(ctx: Any, role: str, target: Any, groups: list, progress: Any, stop: Any,
+           cfg: dict[str, Any], procs: list[tuple[Any, Any, str]]) -> None:
+    """Start one ``role`` process per group, appending ``(process, pipe, role)`` to
+    ``procs``."""
+    for i, group in enumerate(groups):
+        parent_end, child_end = ctx.Pipe()
+        pr = ctx.Process(target=target, args=(child_end, i, progress, stop, cfg, group),
+                         daemon=True, name=f"perf-{role}-{i}")
+        pr.start()
+        procs.append((pr, parent_end, role))
+
+
+def _all_ready(procs: list[tuple[Any, Any, str]], errors: list[str]) -> bool:
+    """Wait for every process's "ready" (120 s each); False (errors noted) if one fails."""
+    ready_ok = True
+    for pr, pipe, _role in procs:
+        if not pipe.poll(120):
+            errors.append(f"{pr.name}: not ready after 120 s")
+            ready_ok = False
+            continue
+        kind, payload = pipe.recv()
+        if kind != "ready":
+            errors.append(payload)
+            ready_ok = False
+    return ready_ok
+
+
+def run(opts: argparse.Namespace) -> dict[str, Any]:
+    """Run one test; returns the result dict (also what ``main`` prints)."""
+    exchange, etype, queues = _topology(opts)
+    cfg = _config(opts)
     errors: list[str] = []
     if not opts.predeclared:
         _declare(opts, exchange, etype, queues)
@@ -178,34 +211,14 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
 
     procs: list[tuple[Any, Any, str]] = []  # (process, pipe, role)
     try:
-        for i, qs in enumerate(c_groups):
-            parent_end, child_end = ctx.Pipe()
-            pr = ctx.Process(target=consumer_main, args=(child_end, i, c_progress, stop, cfg, qs),
-                             daemon=True, name=f"perf-consumer-{i}")
-            pr.start()
-            procs.append((pr, parent_end, "consumer"))
-        for i, ts in enumerate(p_groups):
-            parent_end, child_end = ctx.Pipe()
-            pr = ctx.Process(target=producer_main, args=(child_end, i, p_progress, stop, cfg, ts),
-                             daemon=True, name=f"perf-producer-{i}")
-            pr.start()
-            procs.append((pr, parent_end, "producer"))
+        _spawn(ctx, "consumer", consumer_main, c_groups, c_progress, stop, cfg, procs)
+        _spawn(ctx, "producer", producer_main, p_groups, p_progress, stop, cfg, procs)
         for _ in range(opts.idle_connections):
             idle.append(Client(opts.uri, frame_max=opts.frame_max, name="perf-idle"))
-        ready_ok = True
-        for pr, pipe, _role in procs:
-            if not pipe.poll(120):
-                errors.append(f"{pr.name}: not ready after 120 s")
-                ready_ok = False
-                continue
-            kind, payload = pipe.recv()
-            if kind != "ready":
-                errors.append(payload)
-                ready_ok = False
         results: list[dict[str, Any]] = []
         t0 = time.monotonic() + 0.05
         deadline = t0 + opts.time if opts.time is not None else None
-        if ready_ok:
+        if _all_ready(procs, errors):
             for _pr, pipe, _role in procs:
                 pipe.send(("go", t0, deadline))
             results = _collect(opts, procs, p_progress, c_progress, stop, deadline)

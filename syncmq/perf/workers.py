@@ -16,6 +16,7 @@ Rates are computed by the parent from the counts and instants in the result dict
 from __future__ import annotations
 
 import array
+import math
 import selectors
 import struct
 import time
@@ -101,6 +102,59 @@ def producer_main(pipe: Any, index: int, progress: Any, stop: Any, cfg: dict[str
     pipe.send(("result", result))
 
 
+def _budget(s: _Slot, batch: int, limit: int, rate: float, window: int, now: float,
+            t0: float) -> tuple[int, float, bool]:
+    """How many of ``s``'s messages may go now: ``(n, when the rate allows the next one (inf
+    if it does not hold ``s`` back), whether ``s`` waits for confirms)``."""
+    n = batch
+    next_due = math.inf
+    if limit:
+        n = min(n, limit - s.sent)
+    if rate:
+        due = int(rate * (now - t0)) + 1 - s.sent
+        if due < n:
+            n = due
+            if n <= 0:
+                next_due = t0 + s.sent / rate
+    waiting = False
+    if window:
+        room = window - s.client.outstanding
+        if room < n:
+            n = room
+            if n <= 0:
+                waiting = True
+    return n, next_due, waiting
+
+
+def _publish(s: _Slot, n: int, batch: int, latency: bool) -> None:
+    """Send ``n`` of ``s``'s messages (the prebuilt batch when ``n == batch``), stamped with
+    the send time when measuring latency."""
+    if latency:
+        data = bytearray(s.full if n == batch else s.msg * n)
+        ts = time.time_ns()
+        step = s.template_len
+        pack_ts = _S_TS.pack_into
+        for off in range(s.ts_off, step * n, step):
+            pack_ts(data, off, ts)
+        s.client.publish_raw(data, n)
+    else:
+        s.client.publish_raw(s.full if n == batch else s.msg * n, n)
+
+
+def _wait_for_confirms(sel: Any, waiting: list[_Slot], timeout: float) -> None:
+    """Read the connections of ``waiting`` (no room in their confirm window) until one has
+    input or ``timeout`` passes."""
+    if sel is None:
+        waiting[0].client.poll(timeout)
+        return
+    for s in waiting:
+        sel.register(s.client.sock, selectors.EVENT_READ, s)
+    for key, _ in sel.select(timeout):
+        key.data.client.poll(0)
+    for s in waiting:
+        sel.unregister(s.client.sock)
+
+
 def _produce(slots: list[_Slot], cfg: dict[str, Any], t0: float, deadline: float | None,
              progress: Any, index: int, stop: Any) -> float:
     batch = cfg["batch"]
@@ -111,8 +165,6 @@ def _produce(slots: list[_Slot], cfg: dict[str, Any], t0: float, deadline: float
     sel = selectors.DefaultSelector() if len(slots) > 1 else None
     active = list(slots)
     last_send = t0
-    pack_ts = _S_TS.pack_into
-    time_ns = time.time_ns
     monotonic = time.monotonic
     while active:
         now = monotonic()
@@ -122,33 +174,13 @@ def _produce(slots: list[_Slot], cfg: dict[str, Any], t0: float, deadline: float
         next_due = now + 0.1
         waiting: list[_Slot] = []
         for s in active:
-            c = s.client
-            c.poll(0)
-            n = batch
-            if limit:
-                n = min(n, limit - s.sent)
-            if rate:
-                due = int(rate * (now - t0)) + 1 - s.sent
-                if due < n:
-                    n = due
-                    if n <= 0:
-                        next_due = min(next_due, t0 + s.sent / rate)
-            if window:
-                room = window - c.outstanding
-                if room < n:
-                    n = room
-                    if n <= 0:
-                        waiting.append(s)
+            s.client.poll(0)
+            n, due, waits = _budget(s, batch, limit, rate, window, now, t0)
+            next_due = min(next_due, due)
+            if waits:
+                waiting.append(s)
             if n > 0:
-                if latency:
-                    data = bytearray(s.full if n == batch else s.msg * n)
-                    ts = time_ns()
-                    step = s.template_len
-                    for off in range(s.ts_off, step * n, step):
-                        pack_ts(data, off, ts)
-                    c.publish_raw(data, n)
-                else:
-                    c.publish_raw(s.full if n == batch else s.msg * n, n)
+                _publish(s, n, batch, latency)
                 s.sent += n
                 sent_any = True
                 last_send = monotonic()
@@ -163,15 +195,7 @@ def _produce(slots: list[_Slot], cfg: dict[str, Any], t0: float, deadline: float
         if deadline is not None:
             timeout = min(timeout, max(0.0, deadline - monotonic()))
         if waiting:
-            if sel is None:
-                waiting[0].client.poll(timeout)
-            else:
-                for s in waiting:
-                    sel.register(s.client.sock, selectors.EVENT_READ, s)
-                for key, _ in sel.select(timeout):
-                    key.data.client.poll(0)
-                for s in waiting:
-                    sel.unregister(s.client.sock)
+            _wait_for_confirms(sel, waiting, timeout)
         elif timeout > 0:
             time.sleep(timeout)
     progress[index] = sum(s.sent for s in slots)

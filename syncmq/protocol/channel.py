@@ -1,4 +1,5 @@
-"""Sans-IO state of one AMQP channel as the wire sees it: open/closing, and content assembly.
+"""Sans-IO state of one AMQP channel as the wire sees it: open/closing (its transitions are the
+``CHANNEL`` table of ``state.py``, applied by ``ConnectionProtocol``), and content assembly.
 
 A content-bearing method (``basic.publish``) must be followed on the same channel by exactly one
 content header frame and then body frames until ``body_size`` bytes have arrived; any other frame
@@ -24,10 +25,11 @@ from ..wire.frames import (
     encode_delivery,
     parse_content_header,
 )
+from .state import ChState
 
-OPEN = "open"
-CLOSING = "closing"  # we sent channel.close and wait for close-ok; everything else is dropped
-PEER_CLOSED = "peer-closed"  # the client sent channel.close; dropped until we forget it
+OPEN = ChState.OPEN
+CLOSING = ChState.CLOSING  # we sent channel.close and wait for close-ok; the rest is dropped
+PEER_CLOSED = ChState.PEER_CLOSED  # the client sent channel.close; dropped until close-ok
 
 _EXPECT_METHOD = 0
 _EXPECT_HEADER = 1
@@ -56,9 +58,9 @@ class ChannelProtocol:
         "_received", "max_body_size", "_last_publish", "_last_method",
     )
 
-    def __init__(self, channel_id: int, max_body_size: int) -> None:
+    def __init__(self, channel_id: int, max_body_size: int, state: ChState = OPEN) -> None:
         self.channel_id = channel_id
-        self.state = OPEN
+        self.state = state  # changed by ConnectionProtocol only, by the table in state.py
         self.max_body_size = max_body_size
         self._expect = _EXPECT_METHOD
         self._method: _spec.Method | None = None

@@ -1,70 +1,63 @@
-"""Sans-IO state machine of one AMQP connection (the h11 model): frames in, events out.
+"""Sans-IO protocol of one AMQP connection, both ways (the h11 model).
 
-States and the methods each accepts on channel 0 (anything else is a hard error, 504
-CHANNEL_ERROR "unexpected method in connection state", as RabbitMQ's ``handle_method0``):
+- In: :meth:`ConnectionProtocol.receive` turns a batch of frames into events
+  ``(channel_id, method, properties, body)`` (``properties``/``body`` None for methods without
+  content) and returns the first error with the events before it, never raising for the peer's
+  input.
+- Out: :meth:`ConnectionProtocol.send` encodes a method the broker sends (connection.start,
+  tune, open-ok, close, close-ok, blocked, channel.open-ok, close, close-ok, every other reply)
+  and :meth:`~ConnectionProtocol.send_content` a method with content; ``HEARTBEAT`` is the
+  heartbeat frame.
+- State: every transition is a cell of the tables in :mod:`syncmq.protocol.state`, applied
+  here only, when a frame is received, a method is sent, or the handler layer reports what the
+  wire cannot see (:meth:`~ConnectionProtocol.tuned`, :meth:`~ConnectionProtocol.peer_closed`,
+  :meth:`~ConnectionProtocol.hang_up`). ``state`` is read-only outside this package.
 
-=================  ===========================================  ==========================
-state              accepted on channel 0                         next state
-=================  ===========================================  ==========================
-AWAIT_START_OK     connection.start-ok                           AWAIT_TUNE_OK (by handler)
-AWAIT_TUNE_OK      connection.tune-ok                            AWAIT_OPEN
-AWAIT_OPEN         connection.open, connection.close             OPEN
-OPEN               connection.close, connection.update-secret;   CLOSING / CLOSED
-                   frames on other channels
-CLOSING            connection.close, connection.close-ok only    CLOSED
-CLOSED             nothing (input is dropped)                    -
-=================  ===========================================  ==========================
+``receive`` is a fast pre-pass over the common frames of an open connection (basic.publish
+with its header and single body frame, basic.ack, on an open channel between contents) that
+stops at the first frame it does not recognise; that frame goes through the general path
+(every check, one frame at a time), then the pre-pass resumes. The pre-pass only ever does
+what the general path would do (``tests/test_hot_path.py`` compares both on every case).
 
-Before OPEN any frame on a non-zero channel is 505 UNEXPECTED_FRAME; in CLOSING everything but
-channel-0 close/close-ok is dropped. Whether a hard error is answered with connection.close or
-with a silent hang-up depends on the state (see ``syncmq.methods.session``); this module only
-raises it.
+Reply codes follow RabbitMQ's ``rabbit_reader`` (``handle_frame``, ``handle_method0``,
+``create_channel``), ``rabbit_command_assembler`` and ``rabbit_channel``; each check names its
+source. Whether a hard error is answered with connection.close or with a silent hang-up depends
+on the state (see ``syncmq.methods.session``); this module only reports it.
 
-The handler layer (``syncmq.methods``) performs the transitions that need the broker (login,
-vhost check) by setting ``state``; this module checks frame order, channel numbers and content
-assembly, and turns frames into events ``(channel_id, method, properties, body)``
-(``properties``/``body`` are None for methods without content).
-
-Owned by the connection's worker thread; no locks.
+Owned by the connection's worker thread: ``receive`` and the handler events run there.
+``send`` also runs on other threads for methods without a state change (publisher confirms
+from the journal thread, under the session's ``confirm_lock``), which read ``state`` only.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from ..wire import _spec
 from ..wire.errors import AMQPChannelError, AMQPConnectionError
-from .channel import CLOSING as CH_CLOSING
-from .channel import OPEN as CH_OPEN
-from .channel import PEER_CLOSED as CH_PEER_CLOSED
+from ..wire.frames import HEARTBEAT_FRAME, encode_delivery, encode_method_frame
+from . import state as st
 from .channel import ChannelProtocol
+from .state import ChState, ConnState, Event, ProtocolStateError
 
-AWAIT_START_OK = "await-start-ok"
-AWAIT_TUNE_OK = "await-tune-ok"
-AWAIT_OPEN = "await-open"
-OPEN = "open"
-CLOSING = "closing"
-CLOSED = "closed"
+__all__ = [
+    "ConnectionProtocol", "ChannelError", "ConnState", "ChState", "ProtocolStateError",
+    "HEARTBEAT", "AWAIT_START_OK", "AWAIT_TUNE_OK", "AWAIT_OPEN", "OPEN", "CLOSING", "CLOSED",
+]
+
+AWAIT_START_OK = ConnState.AWAIT_START_OK
+AWAIT_TUNE_OK = ConnState.AWAIT_TUNE_OK
+AWAIT_OPEN = ConnState.AWAIT_OPEN
+OPEN = ConnState.OPEN
+CLOSING = ConnState.CLOSING
+CLOSED = ConnState.CLOSED
+CH_OPEN = ChState.OPEN
+CH_CLOSING = ChState.CLOSING
+CH_PEER_CLOSED = ChState.PEER_CLOSED
+
+HEARTBEAT = HEARTBEAT_FRAME  # the heartbeat frame, sent by the reactor when output is idle
 
 _CONNECTION_CLASS = _spec.Connection.Start.CLASS_ID
-_CHANNEL_CLASS = _spec.Channel.Open.CLASS_ID
-
-# What each state accepts on channel 0, by method index. AWAIT_OPEN also takes a close (RabbitMQ
-# answers one with 504 "unexpected method in connection state opening"; a close-ok is friendlier
-# and ends the connection all the same).
-_ACCEPTS: dict[str, frozenset] = {
-    AWAIT_START_OK: frozenset({_spec.Connection.StartOk.INDEX}),
-    AWAIT_TUNE_OK: frozenset({_spec.Connection.TuneOk.INDEX}),
-    AWAIT_OPEN: frozenset({_spec.Connection.Open.INDEX, _spec.Connection.Close.INDEX}),
-    OPEN: frozenset({_spec.Connection.Close.INDEX, _spec.Connection.UpdateSecret.INDEX}),
-    CLOSING: frozenset({_spec.Connection.Close.INDEX, _spec.Connection.CloseOk.INDEX}),
-    CLOSED: frozenset(),
-}
-
-# RabbitMQ's names of the states, for reply texts
-_RABBIT_STATE = {
-    AWAIT_START_OK: "starting", AWAIT_TUNE_OK: "tuning", AWAIT_OPEN: "opening",
-    OPEN: "running", CLOSING: "closing", CLOSED: "closed",
-}
-
 _CHANNEL_OPEN = _spec.Channel.Open.INDEX
 _CHANNEL_CLOSE = _spec.Channel.Close.INDEX
 _CHANNEL_CLOSE_OK = _spec.Channel.CloseOk.INDEX
@@ -72,258 +65,336 @@ _CHANNEL_CLOSE_OK = _spec.Channel.CloseOk.INDEX
 _PUBLISH_IDS = b"\x00\x3c\x00\x28"  # class 60 (basic), method 40 (publish)
 _ACK_IDS = b"\x00\x3c\x00\x50"  # class 60 (basic), method 80 (ack)
 _ACK_DECODE = _spec.Basic.Ack.decode
+_DECODE = _spec.decode_method
+_SENDS_WITH_EVENT = st.SENDS_WITH_EVENT
+_ACCEPTS = st.ACCEPTS
 
 FRAME_METHOD = _spec.FRAME_METHOD
 FRAME_HEADER = _spec.FRAME_HEADER
 FRAME_BODY = _spec.FRAME_BODY
 FRAME_HEARTBEAT = _spec.FRAME_HEARTBEAT
 
+# Connection methods after which the handler must run before the rest of the batch is read,
+# because they change what the following frames mean (state, frame_max, channel_max).
+_STATE_CHANGERS = frozenset(st.RECV_EVENT)
 
-class ChannelEventError(Exception):
-    """A soft error on a channel, raised out of :meth:`ConnectionProtocol.receive`.
 
-    Carries the events decoded before it, so none is lost: the handler processes ``events``
-    first, then closes channel ``channel_id`` with ``error``.
-    """
+class ChannelError(NamedTuple):
+    """A soft error on channel ``channel_id``, as returned by :meth:`ConnectionProtocol.receive`:
+    the handler handles the events before it, closes the channel with ``error``, then goes on
+    with the frames after it."""
 
-    def __init__(self, events: list, channel_id: int, error: AMQPChannelError, rest: list):
-        super().__init__(error)
-        self.events = events
-        self.channel_id = channel_id
-        self.error = error
-        self.rest = rest
+    channel_id: int
+    error: AMQPChannelError
+
+
+class _Stop(Exception):
+    """Internal: the frame just read changed what later frames mean (``receive`` returns)."""
+
+
+class _Closed(Exception):
+    """Internal: the connection is closed; the batch is dropped."""
 
 
 class ConnectionProtocol:
-    """Frame demultiplexer and handshake/close states of one connection."""
+    """Frame demultiplexer, method encoder and the states of one connection and its channels."""
 
-    __slots__ = ("state", "channels", "channel_max", "frame_max", "max_body_size")
+    __slots__ = ("_state", "channels", "channel_max", "frame_max", "max_body_size", "fast")
 
-    def __init__(self, channel_max: int, frame_max: int, max_body_size: int) -> None:
-        self.state = AWAIT_START_OK
+    def __init__(self, channel_max: int, frame_max: int, max_body_size: int,
+                 fast: bool = True) -> None:
+        self._state = AWAIT_START_OK
         self.channels: dict[int, ChannelProtocol] = {}
         self.channel_max = channel_max
         self.frame_max = frame_max
         self.max_body_size = max_body_size
+        self.fast = fast  # the receive pre-pass (off only to compare it with the general path)
 
-    def receive(self, frames: list) -> tuple[list, list]:
-        """Turn a batch of frames into ``(events, rest)``, in order.
+    @property
+    def state(self) -> ConnState:
+        """The connection's state (read-only: it changes by the table in ``state.py``)."""
+        return self._state
 
-        ``rest`` is non-empty when a handshake or close method changed what later frames mean:
-        the handler handles ``events``, then calls ``receive(rest)`` again.
+    def _fire(self, event: Event) -> None:
+        self._state = st.next_state(self._state, event)
 
-        Raises :class:`AMQPConnectionError` for a hard error (the events before it are lost,
-        which is harmless: the connection is closing) and :class:`ChannelEventError` for a soft
-        error in content assembly (with the events decoded before it and the frames after it).
+    # ---- events the wire cannot see (the handler layer decided) ----
 
-        Reply codes follow RabbitMQ's ``rabbit_reader`` (``handle_frame``, ``handle_method0``,
-        ``create_channel``), ``rabbit_command_assembler`` and ``rabbit_channel``; each check
-        names its source.
-        """
-        events = []
-        append = events.append
-        channels = self.channels
-        state = self.state
-        n = len(frames)
-        i = 0  # index of the next frame: ``frames[i:]`` is what follows the current one
-        while i < n:
-            ftype, ch, payload = frames[i]
-            i += 1
-            if state == CLOSED:
-                break
-            if state == CLOSING:
-                # rabbit_reader handle_frame when ?IS_STOPPING: channel-0 methods are still
-                # decoded (close gets close-ok, close-ok ends it), everything else is dropped.
-                if ch == 0 and ftype == FRAME_METHOD:
-                    method = _spec.decode_method(payload)
-                    if method.INDEX in _ACCEPTS[CLOSING]:
-                        append((0, method, None, None))
-                        return events, frames[i:]
-                continue
-            if ch == 0:
-                if ftype == FRAME_METHOD:
-                    method = _spec.decode_method(payload)
-                    if method.INDEX not in _ACCEPTS[state]:
-                        # rabbit_reader handle_method0 catch-all: channel_error (504), also
-                        # for a non-connection method on channel 0.
-                        raise AMQPConnectionError(
-                            _spec.CHANNEL_ERROR,
-                            f"CHANNEL_ERROR - unexpected method {method.NAME} in connection "
-                            f"state {_RABBIT_STATE[state]}",
-                            method.CLASS_ID, method.METHOD_ID,
-                        )
-                    append((0, method, None, None))
-                    if method.INDEX in _STATE_CHANGERS:
-                        # the handler must act before the rest of the batch is read
-                        return events, frames[i:]
-                    continue
-                if ftype == FRAME_HEARTBEAT:
-                    continue
-                # rabbit_reader handle_frame(Type, 0, ...): content on channel 0 is
-                # unexpected_frame (505).
-                raise AMQPConnectionError(
-                    _spec.UNEXPECTED_FRAME,
-                    f"UNEXPECTED_FRAME - content frame of type {ftype} on channel 0",
-                )
-            if state != OPEN:
-                # rabbit_reader handle_frame catch-all before the connection runs:
-                # unexpected_frame (505) for any frame on a non-zero channel.
-                raise AMQPConnectionError(
-                    _spec.UNEXPECTED_FRAME,
-                    f"UNEXPECTED_FRAME - frame of type {ftype} on channel {ch} before "
-                    "connection.open-ok",
-                )
-            if ftype == FRAME_HEARTBEAT:
-                # rabbit_reader handle_frame: heartbeat on a non-zero channel is
-                # unexpected_frame (505), not a frame_error.
-                raise AMQPConnectionError(
-                    _spec.UNEXPECTED_FRAME,
-                    f"UNEXPECTED_FRAME - heartbeat frame on channel {ch}",
-                )
-            cp = channels.get(ch)
-            if ftype == FRAME_METHOD:
-                if cp is not None and cp.state == CH_OPEN and not cp.expecting_content:
-                    # Fast paths for an open channel between contents, where the general path
-                    # below would only decode the method and append it.
-                    ids = payload[:4]
-                    if ids == _PUBLISH_IDS:
-                        if i < n and frames[i][0] == FRAME_HEADER and frames[i][1] == ch:
-                            # method + header (+ body) in one step; None when anything is
-                            # unusual, and the general path raises what applies
-                            ev = cp.publish_run(payload, frames[i][2],
-                                                frames[i + 1] if i + 1 < n else None)
-                            if ev is not None:
-                                append((ch, ev[0], ev[1], ev[2]))
-                                i += ev[3]
-                                continue
-                    elif ids == _ACK_IDS:
-                        append((ch, _ACK_DECODE(payload, 4), None, None))
-                        continue
-                method = _spec.decode_method(payload)
-                if cp is None:
-                    if method.INDEX != _CHANNEL_OPEN:
-                        # rabbit_channel handle_method in state starting: channel_error
-                        raise AMQPConnectionError(
-                            _spec.CHANNEL_ERROR,
-                            f"CHANNEL_ERROR - expected 'channel.open' on channel {ch}, "
-                            f"got {method.NAME}",
-                            method.CLASS_ID, method.METHOD_ID,
-                        )
-                    if self.channel_max and len(channels) >= self.channel_max:
-                        # rabbit_reader create_channel: RabbitMQ limits the number of open
-                        # channels (not the channel number) with not_allowed (530).
-                        raise AMQPConnectionError(
-                            _spec.NOT_ALLOWED,
-                            f"NOT_ALLOWED - number of channels opened ({len(channels)}) has "
-                            f"reached the negotiated channel_max ({self.channel_max})",
-                            method.CLASS_ID, method.METHOD_ID,
-                        )
-                    channels[ch] = ChannelProtocol(ch, self.max_body_size)
-                    append((ch, method, None, None))
-                    continue
-                if cp.state == CH_CLOSING:
-                    # after we sent channel.close: only close/close-ok matter (rabbit_channel
-                    # in state closing ignores the rest)
-                    if method.INDEX == _CHANNEL_CLOSE_OK:
-                        # the number is free from here on, also for the rest of this batch
-                        del channels[ch]
-                        append((ch, method, None, None))
-                    elif method.INDEX == _CHANNEL_CLOSE:
-                        append((ch, method, None, None))  # crossing closes: keep waiting
-                    continue
-                if cp.state == CH_PEER_CLOSED:
-                    # the client closed it; frames until our close-ok is sent are dropped, as
-                    # by a rabbit_channel in state closing
-                    continue
-                if method.INDEX == _CHANNEL_CLOSE and not cp.expecting_content:
-                    # The handler decides: close-ok and forget, or, if an earlier event of
-                    # this batch made us send channel.close first (crossing closes), close-ok
-                    # and keep waiting for the client's close-ok.
-                    cp.state = CH_PEER_CLOSED
-                    append((ch, method, None, None))
-                    continue
-                if method.INDEX == _CHANNEL_CLOSE_OK:
-                    # close-ok without our close: rabbit_channel's catch-all, command_invalid
-                    raise AMQPConnectionError(
-                        _spec.COMMAND_INVALID,
-                        f"COMMAND_INVALID - unexpected channel.close-ok on channel {ch}",
-                        method.CLASS_ID, method.METHOD_ID,
-                    )
-                # content assembly first (505 for a method in the middle of content), as in
-                # rabbit_reader process_frame -> rabbit_command_assembler -> rabbit_channel
-                ev = cp.method_frame(method)
-                if method.INDEX == _CHANNEL_OPEN:
-                    # rabbit_channel: channel_error "second 'channel.open' seen" (504)
-                    raise AMQPConnectionError(
-                        _spec.CHANNEL_ERROR,
-                        "CHANNEL_ERROR - second 'channel.open' seen",
-                        method.CLASS_ID, method.METHOD_ID,
-                    )
-                if method.CLASS_ID == _CONNECTION_CLASS:
-                    # rabbit_channel handle_method catch-all: command_invalid (503)
-                    raise AMQPConnectionError(
-                        _spec.COMMAND_INVALID,
-                        f"COMMAND_INVALID - unimplemented method {method.NAME} on channel {ch}"
-                        " (connection methods belong on channel 0)",
-                        method.CLASS_ID, method.METHOD_ID,
-                    )
-                if ev is not None:
-                    append((ch, method, None, None))
-            else:  # FRAME_HEADER or FRAME_BODY (parse_frames rejects any other type)
-                if cp is None:
-                    # RabbitMQ creates the channel process, whose command assembler (state
-                    # 'method') rejects content: unexpected_frame (505).
-                    raise AMQPConnectionError(
-                        _spec.UNEXPECTED_FRAME,
-                        f"UNEXPECTED_FRAME - expected method frame, got non method frame "
-                        f"instead (channel {ch} is not open)",
-                    )
-                if cp.state != CH_OPEN and not cp.expecting_content:
-                    continue
-                try:
-                    if ftype == FRAME_HEADER:
-                        ev = cp.header_frame(payload)
-                    elif ftype == FRAME_BODY:
-                        ev = cp.body_frame(payload)
-                    else:  # keep the state machine total
-                        raise AMQPConnectionError(
-                            _spec.FRAME_ERROR, f"FRAME_ERROR - unknown frame type {ftype}"
-                        )
-                except AMQPChannelError as err:
-                    raise ChannelEventError(events, ch, err, frames[i:]) from None
-                if ev is not None and cp.state != CH_CLOSING:
-                    append((ch, ev[0], ev[1], ev[2]))
-        return events, []
+    def tuned(self, frame_max: int, channel_max: int) -> None:
+        """The client's tune-ok values were accepted: they apply from the next frame on."""
+        self._fire(Event.TUNED)
+        self.frame_max = frame_max
+        self.channel_max = channel_max
 
-    def channel_closing(self, channel_id: int) -> None:
-        """We sent channel.close: drop the channel's frames until close-ok."""
+    def peer_closed(self) -> None:
+        """The client's connection.close (or close-ok to ours) has been handled."""
+        self._fire(Event.PEER_CLOSED)
+
+    def hang_up(self) -> None:
+        """The connection ends without (more of) a closing handshake: a silent close, a frame
+        error, the peer gone. Legal in every state."""
+        self._fire(Event.HANG_UP)
+
+    # ---- out ----
+
+    def send(self, channel_id: int, method: _spec.Method) -> bytes:
+        """The frame of ``method`` on ``channel_id``, after the transition that sending it
+        makes (connection.tune, open-ok, close, ...; channel.close, close-ok).
+        :class:`ProtocolStateError` if the state does not allow sending it."""
+        if method.INDEX in _SENDS_WITH_EVENT:
+            self._sent(channel_id, method.INDEX)
+        return encode_method_frame(channel_id, method)
+
+    def send_content(self, channel_id: int, method: _spec.Method, props: bytes,
+                     body: bytes) -> list:
+        """The frames of a content-bearing ``method`` (basic.return, basic.get-ok), split at
+        the negotiated frame_max."""
+        return encode_delivery(channel_id, method.encode(), props, body, self.frame_max)
+
+    def _sent(self, channel_id: int, index: int) -> None:
+        if channel_id == 0:
+            event = st.SEND_EVENT.get(index)
+            if event is None:
+                raise ProtocolStateError(f"channel.* method {index} sent on channel 0")
+            self._fire(event)
+            return
+        event = st.CH_SEND_EVENT.get(index)
+        if event is None:
+            raise ProtocolStateError(f"connection.* method {index} sent on channel {channel_id}")
         cp = self.channels.get(channel_id)
-        if cp is not None:
-            cp.state = CH_CLOSING
+        nxt = st.next_channel_state(None if cp is None else cp.state, event)
+        if nxt is None:
+            self.channels.pop(channel_id, None)
+        else:
+            cp.state = nxt
 
     def channel_is_closing(self, channel_id: int) -> bool:
         """True while we wait for the client's channel.close-ok."""
         cp = self.channels.get(channel_id)
-        return cp is not None and cp.state == CH_CLOSING
+        return cp is not None and cp.state is CH_CLOSING
 
-    def channel_closed(self, channel_id: int) -> None:
-        """The channel is gone (close-ok sent or received); its number may be reused.
+    # ---- in ----
 
-        A channel that is open again (a channel.open read after the close-ok, in the same
-        batch) is left alone."""
-        cp = self.channels.get(channel_id)
-        if cp is not None and cp.state != CH_OPEN:
-            del self.channels[channel_id]
+    def receive(self, frames: list) -> tuple[list, list, object]:
+        """Turn a batch of frames into ``(events, rest, error)``, in order.
 
+        ``rest`` is non-empty when a handshake or close method changed what later frames mean
+        (the handler handles ``events``, then calls ``receive(rest)``), or after a soft error
+        (the frames after the one that failed). ``error`` is None, a :class:`ChannelError`
+        (soft: close that channel, then go on with ``rest``) or an
+        :class:`AMQPConnectionError` (hard: the connection closes; ``rest`` is empty). The
+        events before an error are returned either way.
+        """
+        events: list = []
+        n = len(frames)
+        i = 0  # index of the next frame
+        try:
+            while i < n:
+                if self.fast and self._state is OPEN:
+                    i = self._fast(frames, i, n, events)
+                    if i >= n:
+                        break
+                i += 1
+                self._general(frames, i - 1, events)
+        except _Stop:
+            return events, frames[i:], None
+        except _Closed:
+            return events, [], None
+        except AMQPChannelError as err:
+            return events, frames[i:], ChannelError(frames[i - 1][1], err)
+        except AMQPConnectionError as err:
+            return events, [], err
+        return events, [], None
 
-# Connection methods after which the handler must run before the rest of the batch is read,
-# because they change what the following frames mean (state, frame_max, channel_max).
-_STATE_CHANGERS = frozenset(
-    {
-        _spec.Connection.StartOk.INDEX,
-        _spec.Connection.TuneOk.INDEX,
-        _spec.Connection.Open.INDEX,
-        _spec.Connection.Close.INDEX,
-        _spec.Connection.CloseOk.INDEX,
-    }
-)
+    def _fast(self, frames: list, i: int, n: int, events: list) -> int:
+        """The pre-pass: from ``frames[i]``, take the publishes (method + header + one body)
+        and acks on open channels between contents; return the index of the first frame left
+        for the general path. Takes a frame only where the general path would give the same
+        event (see :meth:`ChannelProtocol.publish_run`)."""
+        channels = self.channels
+        append = events.append
+        while i < n:
+            ftype, ch, payload = frames[i]
+            if ftype != FRAME_METHOD or not ch:
+                return i
+            cp = channels.get(ch)
+            if cp is None or cp.state is not CH_OPEN or cp._expect:
+                return i
+            ids = payload[:4]
+            if ids == _PUBLISH_IDS:
+                j = i + 1
+                if j >= n or frames[j][0] != FRAME_HEADER or frames[j][1] != ch:
+                    return i
+                ev = cp.publish_run(payload, frames[j][2], frames[j + 1] if j + 1 < n else None)
+                if ev is None:
+                    return i
+                append((ch, ev[0], ev[1], ev[2]))
+                i = j + ev[3]
+            elif ids == _ACK_IDS:
+                append((ch, _ACK_DECODE(payload, 4), None, None))
+                i += 1
+            else:
+                return i
+        return i
+
+    def _general(self, frames: list, i: int, events: list) -> None:
+        """The general path for ``frames[i]``: every check, in RabbitMQ's order. Appends the
+        event it completes (if any); raises the frame's error, or :class:`_Stop` after a
+        channel-0 method that changes what later frames mean."""
+        ftype, ch, payload = frames[i]
+        state = self._state
+        if state is CLOSED:
+            raise _Closed
+        if state is CLOSING:
+            # rabbit_reader handle_frame when ?IS_STOPPING: channel-0 methods are still
+            # decoded (close gets close-ok, close-ok ends it), everything else is dropped.
+            if ch == 0 and ftype == FRAME_METHOD:
+                method = _DECODE(payload)
+                if method.INDEX in _ACCEPTS[CLOSING]:
+                    events.append((0, method, None, None))
+                    raise _Stop
+            return
+        if ch == 0:
+            self._channel0(ftype, payload, events)
+            return
+        if state is not OPEN:
+            # rabbit_reader handle_frame catch-all before the connection runs:
+            # unexpected_frame (505) for any frame on a non-zero channel.
+            raise AMQPConnectionError(
+                _spec.UNEXPECTED_FRAME,
+                f"UNEXPECTED_FRAME - frame of type {ftype} on channel {ch} before "
+                "connection.open-ok",
+            )
+        if ftype == FRAME_METHOD:
+            self._method(ch, _DECODE(payload), events)
+        elif ftype == FRAME_HEARTBEAT:
+            # rabbit_reader handle_frame: heartbeat on a non-zero channel is unexpected_frame
+            # (505), not a frame_error.
+            raise AMQPConnectionError(
+                _spec.UNEXPECTED_FRAME, f"UNEXPECTED_FRAME - heartbeat frame on channel {ch}")
+        else:  # FRAME_HEADER or FRAME_BODY (parse_frames rejects any other type)
+            self._content(ftype, ch, payload, events)
+
+    def _channel0(self, ftype: int, payload: bytes, events: list) -> None:
+        if ftype == FRAME_METHOD:
+            method = _DECODE(payload)
+            if method.INDEX not in _ACCEPTS[self._state]:
+                # rabbit_reader handle_method0 catch-all: channel_error (504), also for a
+                # non-connection method on channel 0.
+                raise AMQPConnectionError(
+                    _spec.CHANNEL_ERROR,
+                    f"CHANNEL_ERROR - unexpected method {method.NAME} in connection state "
+                    f"{st.RABBIT_NAME[self._state]}",
+                    method.CLASS_ID, method.METHOD_ID,
+                )
+            events.append((0, method, None, None))
+            if method.INDEX in _STATE_CHANGERS:
+                raise _Stop  # the handler must act before the rest of the batch is read
+            return
+        if ftype == FRAME_HEARTBEAT:
+            return
+        # rabbit_reader handle_frame(Type, 0, ...): content on channel 0 is unexpected_frame
+        raise AMQPConnectionError(
+            _spec.UNEXPECTED_FRAME, f"UNEXPECTED_FRAME - content frame of type {ftype} on channel 0")
+
+    def _method(self, ch: int, method: _spec.Method, events: list) -> None:
+        """A method frame on channel ``ch`` of an open connection."""
+        cp = self.channels.get(ch)
+        if cp is None:
+            self._open_channel(ch, method)
+            events.append((ch, method, None, None))
+            return
+        state = cp.state
+        if state is CH_CLOSING:
+            # after we sent channel.close: only close/close-ok matter (rabbit_channel in
+            # state closing ignores the rest)
+            if method.INDEX == _CHANNEL_CLOSE_OK:
+                # the number is free from here on, also for the rest of this batch
+                if st.next_channel_state(state, Event.CH_RECV_CLOSE_OK) is None:
+                    del self.channels[ch]
+                events.append((ch, method, None, None))
+            elif method.INDEX == _CHANNEL_CLOSE:
+                cp.state = st.next_channel_state(state, Event.CH_RECV_CLOSE)
+                events.append((ch, method, None, None))  # crossing closes: keep waiting
+            return
+        if state is CH_PEER_CLOSED:
+            # the client closed it; frames until our close-ok is sent are dropped, as by a
+            # rabbit_channel in state closing
+            return
+        if method.INDEX == _CHANNEL_CLOSE and not cp._expect:
+            # The handler decides: close-ok and forget, or, if an earlier event of this batch
+            # made us send channel.close first (crossing closes), close-ok and keep waiting
+            # for the client's close-ok.
+            cp.state = st.next_channel_state(state, Event.CH_RECV_CLOSE)
+            events.append((ch, method, None, None))
+            return
+        if method.INDEX == _CHANNEL_CLOSE_OK:
+            # close-ok without our close: rabbit_channel's catch-all, command_invalid
+            raise AMQPConnectionError(
+                _spec.COMMAND_INVALID,
+                f"COMMAND_INVALID - unexpected channel.close-ok on channel {ch}",
+                method.CLASS_ID, method.METHOD_ID,
+            )
+        # content assembly first (505 for a method in the middle of content), as in
+        # rabbit_reader process_frame -> rabbit_command_assembler -> rabbit_channel
+        ev = cp.method_frame(method)
+        if method.INDEX == _CHANNEL_OPEN:
+            # rabbit_channel: channel_error "second 'channel.open' seen" (504)
+            raise AMQPConnectionError(
+                _spec.CHANNEL_ERROR, "CHANNEL_ERROR - second 'channel.open' seen",
+                method.CLASS_ID, method.METHOD_ID,
+            )
+        if method.CLASS_ID == _CONNECTION_CLASS:
+            # rabbit_channel handle_method catch-all: command_invalid (503)
+            raise AMQPConnectionError(
+                _spec.COMMAND_INVALID,
+                f"COMMAND_INVALID - unimplemented method {method.NAME} on channel {ch}"
+                " (connection methods belong on channel 0)",
+                method.CLASS_ID, method.METHOD_ID,
+            )
+        if ev is not None:
+            events.append((ch, method, None, None))
+
+    def _open_channel(self, ch: int, method: _spec.Method) -> None:
+        """A method on an unknown channel: it must be channel.open, within channel_max."""
+        if method.INDEX != _CHANNEL_OPEN:
+            # rabbit_channel handle_method in state starting: channel_error
+            raise AMQPConnectionError(
+                _spec.CHANNEL_ERROR,
+                f"CHANNEL_ERROR - expected 'channel.open' on channel {ch}, got {method.NAME}",
+                method.CLASS_ID, method.METHOD_ID,
+            )
+        channels = self.channels
+        if self.channel_max and len(channels) >= self.channel_max:
+            # rabbit_reader create_channel: RabbitMQ limits the number of open channels (not
+            # the channel number) with not_allowed (530).
+            raise AMQPConnectionError(
+                _spec.NOT_ALLOWED,
+                f"NOT_ALLOWED - number of channels opened ({len(channels)}) has reached the "
+                f"negotiated channel_max ({self.channel_max})",
+                method.CLASS_ID, method.METHOD_ID,
+            )
+        channels[ch] = ChannelProtocol(ch, self.max_body_size,
+                                       st.next_channel_state(None, Event.CH_RECV_OPEN))
+
+    def _content(self, ftype: int, ch: int, payload: bytes, events: list) -> None:
+        """A content header or body frame on channel ``ch`` of an open connection."""
+        cp = self.channels.get(ch)
+        if cp is None:
+            # RabbitMQ creates the channel process, whose command assembler (state 'method')
+            # rejects content: unexpected_frame (505).
+            raise AMQPConnectionError(
+                _spec.UNEXPECTED_FRAME,
+                f"UNEXPECTED_FRAME - expected method frame, got non method frame instead "
+                f"(channel {ch} is not open)",
+            )
+        if cp.state is not CH_OPEN and not cp._expect:
+            return
+        if ftype == FRAME_HEADER:
+            ev = cp.header_frame(payload)  # AMQPChannelError: a soft error (oversize)
+        elif ftype == FRAME_BODY:
+            ev = cp.body_frame(payload)
+        else:  # keep the state machine total
+            raise AMQPConnectionError(_spec.FRAME_ERROR, f"FRAME_ERROR - unknown frame type {ftype}")
+        if ev is not None and cp.state is not CH_CLOSING:
+            events.append((ch, ev[0], ev[1], ev[2]))

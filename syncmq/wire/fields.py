@@ -120,17 +120,38 @@ def _internal(text: str) -> AMQPConnectionError:
 # decoding
 
 
+# Fixed-size scalar types: code -> (unpack_from, size, name in the error text)
+_FIXED = {
+    73: (_S_i.unpack_from, 4, "int32"),  # 'I'
+    108: (_S_q.unpack_from, 8, "int64"),  # 'l' (RabbitMQ reads 'l' and 'L' as signed)
+    76: (_S_q.unpack_from, 8, "int64"),  # 'L'
+    100: (_S_d.unpack_from, 8, "double"),  # 'd'
+    102: (_S_f.unpack_from, 4, "float"),  # 'f'
+    98: (_S_b.unpack_from, 1, "int8"),  # 'b'
+    66: (_S_B.unpack_from, 1, "uint8"),  # 'B'
+    115: (_S_h.unpack_from, 2, "int16"),  # 's'
+    117: (_S_H.unpack_from, 2, "uint16"),  # 'u'
+    105: (_U32, 4, "uint32"),  # 'i'
+}
+
+
+def _span(buf: bytes, pos: int, end: int, what: str) -> tuple[int, int]:
+    """Start and end of a value with a 32-bit length prefix at ``pos`` (within ``end``)."""
+    if pos + 4 > end:
+        raise _syntax(f"field table: truncated {what}")
+    n = _U32(buf, pos)[0]
+    pos += 4
+    vend = pos + n
+    if vend > end:
+        raise _syntax(f"field table: {what} runs past the end")
+    return pos, vend
+
+
 def _decode_value(buf: bytes, code: int, pos: int, end: int, depth: int) -> tuple[Any, int]:
     """Decode one value of type ``code`` at ``pos``; it must end at or before ``end``."""
     # Ordered by how often each type shows up in practice.
     if code == 83:  # 'S' long string
-        if pos + 4 > end:
-            raise _syntax("field table: truncated long string")
-        n = _U32(buf, pos)[0]
-        pos += 4
-        vend = pos + n
-        if vend > end:
-            raise _syntax("field table: long string runs past the end")
+        pos, vend = _span(buf, pos, end, "long string")
         raw = buf[pos:vend]
         try:
             return raw.decode(), vend
@@ -140,32 +161,21 @@ def _decode_value(buf: bytes, code: int, pos: int, end: int, depth: int) -> tupl
         if pos + 1 > end:
             raise _syntax("field table: truncated bool")
         return buf[pos] != 0, pos + 1
-    if code == 73:  # 'I' int32
-        if pos + 4 > end:
-            raise _syntax("field table: truncated int32")
-        return _S_i.unpack_from(buf, pos)[0], pos + 4
+    fixed = _FIXED.get(code)
+    if fixed is not None:
+        unpack, size, what = fixed
+        if pos + size > end:
+            raise _syntax(f"field table: truncated {what}")
+        return unpack(buf, pos)[0], pos + size
     if code == 70:  # 'F' nested table
-        if pos + 4 > end:
-            raise _syntax("field table: truncated nested table")
-        n = _U32(buf, pos)[0]
-        pos += 4
-        vend = pos + n
-        if vend > end:
-            raise _syntax("field table: nested table runs past the end")
+        pos, vend = _span(buf, pos, end, "nested table")
         return _decode_entries(buf, pos, vend, depth + 1), vend
-    if code == 108 or code == 76:  # 'l' / 'L' int64 (RabbitMQ reads both as signed)
-        if pos + 8 > end:
-            raise _syntax("field table: truncated int64")
-        return _S_q.unpack_from(buf, pos)[0], pos + 8
     if code == 65:  # 'A' array
-        if pos + 4 > end:
-            raise _syntax("field table: truncated array")
-        n = _U32(buf, pos)[0]
-        pos += 4
-        vend = pos + n
-        if vend > end:
-            raise _syntax("field table: array runs past the end")
+        pos, vend = _span(buf, pos, end, "array")
         return _decode_items(buf, pos, vend, depth + 1), vend
+    if code == 120:  # 'x' byte array
+        pos, vend = _span(buf, pos, end, "byte array")
+        return buf[pos:vend], vend
     if code == 84:  # 'T' timestamp
         if pos + 8 > end:
             raise _syntax("field table: truncated timestamp")
@@ -175,43 +185,6 @@ def _decode_value(buf: bytes, code: int, pos: int, end: int, depth: int) -> tupl
         return _EPOCH + datetime.timedelta(seconds=seconds), pos + 8
     if code == 86:  # 'V' void
         return None, pos
-    if code == 120:  # 'x' byte array
-        if pos + 4 > end:
-            raise _syntax("field table: truncated byte array")
-        n = _U32(buf, pos)[0]
-        pos += 4
-        vend = pos + n
-        if vend > end:
-            raise _syntax("field table: byte array runs past the end")
-        return buf[pos:vend], vend
-    if code == 100:  # 'd' float64
-        if pos + 8 > end:
-            raise _syntax("field table: truncated double")
-        return _S_d.unpack_from(buf, pos)[0], pos + 8
-    if code == 102:  # 'f' float32
-        if pos + 4 > end:
-            raise _syntax("field table: truncated float")
-        return _S_f.unpack_from(buf, pos)[0], pos + 4
-    if code == 98:  # 'b' int8
-        if pos + 1 > end:
-            raise _syntax("field table: truncated int8")
-        return _S_b.unpack_from(buf, pos)[0], pos + 1
-    if code == 66:  # 'B' uint8
-        if pos + 1 > end:
-            raise _syntax("field table: truncated uint8")
-        return buf[pos], pos + 1
-    if code == 115:  # 's' int16
-        if pos + 2 > end:
-            raise _syntax("field table: truncated int16")
-        return _S_h.unpack_from(buf, pos)[0], pos + 2
-    if code == 117:  # 'u' uint16
-        if pos + 2 > end:
-            raise _syntax("field table: truncated uint16")
-        return _S_H.unpack_from(buf, pos)[0], pos + 2
-    if code == 105:  # 'i' uint32
-        if pos + 4 > end:
-            raise _syntax("field table: truncated uint32")
-        return _U32(buf, pos)[0], pos + 4
     if code == 68:  # 'D' decimal
         if pos + 5 > end:
             raise _syntax("field table: truncated decimal")

@@ -38,6 +38,7 @@ __all__ = [
     "FRAME_END_BYTE",
     "FRAME_OVERHEAD",
     "parse_frames",
+    "split_frames",
     "parse_content_header",
     "encode_frame",
     "encode_method_frame",
@@ -82,27 +83,26 @@ def _frame_error(text: str) -> AMQPConnectionError:
 # parsing
 
 
-def parse_frames(
+def split_frames(
     buf: bytes | bytearray | memoryview, frame_max: int, *, slack: int = 0
-) -> tuple[list[tuple[int, int, bytes]], int]:
-    """Cut every complete frame out of ``buf``.
+) -> tuple[list[tuple[int, int, bytes]], int, AMQPConnectionError | None]:
+    """Cut every complete frame out of ``buf``: ``(frames, consumed, error)``.
 
-    Returns ``([(frame_type, channel, payload), ...], consumed)``: payloads are immutable
-    ``bytes`` (slices of ``buf``; a ``bytearray`` or ``memoryview`` is first copied to
-    ``bytes`` whole, one memcpy instead of a view and a copy per frame); an incomplete
-    trailing frame is left unconsumed.
-    ``frame_max`` bounds the whole frame (header + payload + end octet), 0 = no limit, and is
-    checked as soon as a frame's 7-octet header is there. ``slack`` octets over frame_max are
-    tolerated (RabbitMQ allows 8). No view of ``buf`` outlives the call, so a bytearray may be
-    resized right after. O(frames + octets copied).
+    ``frames`` is ``[(frame_type, channel, payload), ...]``: payloads are immutable ``bytes``
+    (slices of ``buf``; a ``bytearray`` or ``memoryview`` is first copied to ``bytes`` whole,
+    one memcpy instead of a view and a copy per frame); an incomplete trailing frame is left
+    unconsumed. ``frame_max`` bounds the whole frame (header + payload + end octet), 0 = no
+    limit, and is checked as soon as a frame's 7-octet header is there. ``slack`` octets over
+    frame_max are tolerated (RabbitMQ allows 8). No view of ``buf`` outlives the call, so a
+    bytearray may be resized right after. O(frames + octets copied).
 
-    On malformed input raises :class:`AMQPConnectionError` (501, see the module docstring);
-    the exception carries ``frames`` (the complete frames before the bad one) and ``consumed``
-    (the octets they took), so a caller may still act on them.
+    Malformed input is not raised: ``error`` is the :class:`AMQPConnectionError` (501, see the
+    module docstring) of the first bad frame, ``frames`` the complete frames before it and
+    ``consumed`` the octets they took, so the caller acts on them first. Else ``error`` is None.
     """
     n = len(buf)
     if n < 7:
-        return [], 0
+        return [], 0, None
     limit = frame_max - FRAME_OVERHEAD + slack if frame_max > 0 else 0xFFFFFFFF
     frames: list[tuple[int, int, bytes]] = []
     append = frames.append
@@ -113,36 +113,43 @@ def parse_frames(
         with memoryview(buf) as view:
             src = view.cast("B").tobytes() if view.format != "B" else view.tobytes()
     last = n - 7  # a frame header starting after this is incomplete
-    try:
-        while pos <= last:
-            ftype, channel, size = _unpack_frame(src, pos)
-            if size > limit:
-                raise _frame_error(
-                    f"type {ftype}, channel {channel}: frame of {size + FRAME_OVERHEAD} octets "
-                    f"is larger than frame_max {frame_max}"
-                )
-            start = pos + 7
-            end = start + size
-            if end >= n:
-                break
-            if src[end] != _FRAME_END:
-                raise _frame_error(
-                    f"type {ftype}, channel {channel}: invalid frame end octet {src[end]:#04x}"
-                )
-            if 0 < ftype < 4:  # method, header or body (1, 2, 3)
-                append((ftype, channel, src[start:end]))
-            elif ftype == _FRAME_HEARTBEAT:
-                if size:
-                    raise _frame_error(f"heartbeat frame with a payload of {size} octets")
-                append((ftype, channel, b""))
-            else:
-                raise _frame_error(f"unknown frame type {ftype} on channel {channel}")
-            pos = end + 1
-    except AMQPConnectionError as exc:
-        exc.frames = frames  # type: ignore[attr-defined]
-        exc.consumed = pos  # type: ignore[attr-defined]
-        raise
-    return frames, pos
+    while pos <= last:
+        ftype, channel, size = _unpack_frame(src, pos)
+        if size > limit:
+            return frames, pos, _frame_error(
+                f"type {ftype}, channel {channel}: frame of {size + FRAME_OVERHEAD} octets "
+                f"is larger than frame_max {frame_max}"
+            )
+        start = pos + 7
+        end = start + size
+        if end >= n:
+            break
+        if src[end] != _FRAME_END:
+            return frames, pos, _frame_error(
+                f"type {ftype}, channel {channel}: invalid frame end octet {src[end]:#04x}"
+            )
+        if 0 < ftype < 4:  # method, header or body (1, 2, 3)
+            append((ftype, channel, src[start:end]))
+        elif ftype == _FRAME_HEARTBEAT:
+            if size:
+                return frames, pos, _frame_error(
+                    f"heartbeat frame with a payload of {size} octets")
+            append((ftype, channel, b""))
+        else:
+            return frames, pos, _frame_error(f"unknown frame type {ftype} on channel {channel}")
+        pos = end + 1
+    return frames, pos, None
+
+
+def parse_frames(
+    buf: bytes | bytearray | memoryview, frame_max: int, *, slack: int = 0
+) -> tuple[list[tuple[int, int, bytes]], int]:
+    """:func:`split_frames` for callers that stop at the first error: ``(frames, consumed)``,
+    or the error raised (the frames before it are dropped)."""
+    frames, consumed, error = split_frames(buf, frame_max, slack=slack)
+    if error is not None:
+        raise error
+    return frames, consumed
 
 
 def parse_content_header(payload: bytes | bytearray | memoryview) -> tuple[int, int, bytes]:

@@ -1,0 +1,158 @@
+"""The queue extensions that make a message leave without a consumer: TTL expiry, length
+limits (``x-max-length``, ``x-max-length-bytes``, ``x-overflow``), dead letters, and the
+queue's own lease (``x-expires``).
+
+:class:`QueueLimits` is a part of :class:`~syncmq.broker.queue.Queue` (its base class, no
+state of its own); every ``*_locked`` method runs with the queue's lock held. Dead letters
+are collected in ``Queue._letters`` under the lock and published by the queue's ``guard``
+once the lock is released (``_publish_letters``), so no code holds two queue locks.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .message import Message
+
+_TIMER_SLACK = 0.002  # s after a deadline a timer fires, so that the deadline has passed
+
+
+class QueueLimits:
+    """Expiry, length limits, dead letters and ``x-expires`` of a queue (a mixin of
+    ``Queue``: the attributes it uses are the queue's)."""
+
+    __slots__ = ()
+
+    # ---- expiry, length limits, dead letters (all *_locked: queue lock held) ----
+
+    def _expired_locked(self, message: Message) -> None:
+        """``message`` (already off the ready queue) expired: dead-letter or drop it."""
+        self.stats_expired += 1
+        self._discard_locked(message, "expired", True, self.dlx is not None)
+
+    def _discard_locked(self, message: Message, reason: str, was_ready: bool,
+                        dead_letter: bool) -> None:
+        """``message`` leaves this queue for good without a consumer (expired, dropped or
+        refused for a length limit): the one place for its ready bytes, its journal ACK, and
+        its dead letter (published after the lock, see ``_Guard``) or body reference."""
+        if was_ready and self.track_bytes:
+            self.ready_bytes -= message.size
+        if message.msg_id and self.journaled:
+            self.durability.acked(self, [message.msg_id])  # its PUBLISH record named us
+        if dead_letter:
+            self._letters.append((message, reason))
+        elif self.store is not None:
+            self.store.release(message)
+
+    def _expire_locked(self, now: float) -> None:
+        """Drop (or dead-letter) expired messages at the head. O(expired)."""
+        ready = self.ready
+        expiry = self.expiry
+        while True:
+            head = ready.peek()
+            if head is None:
+                return
+            deadline = expiry.get(head[0])
+            if deadline is None or deadline >= now:
+                return
+            ready.pop()
+            del expiry[head[0]]
+            self._expired_locked(head[1][0])
+
+    def _arm_ttl_timer_locked(self) -> None:
+        """Make sure a timer fires when the head expires, consumers or not."""
+        head = self.ready.peek()
+        if head is None or self.host is None:
+            return
+        deadline = self.expiry.get(head[0])
+        if deadline is None:
+            return
+        at = self._ttl_timer_at
+        if at is not None and at <= deadline:
+            return
+        now = time.monotonic()
+        if self.host.scheduler.schedule(deadline - now + _TIMER_SLACK, self._ttl_timer):
+            self._ttl_timer_at = deadline
+
+    def _ttl_timer(self) -> None:
+        """On a worker: the head's deadline passed."""
+        with self.guard:
+            self._ttl_timer_at = None
+            if self.deleted:
+                return
+            if self.expiry:
+                self._expire_locked(time.monotonic())
+                if self.consumers and self.ready:
+                    self._dispatch_locked()
+                self._arm_ttl_timer_locked()
+
+    def _would_overflow(self, message: Message) -> bool:
+        """RabbitMQ's ``will_overflow``: one more ready message would break a limit."""
+        if self.max_length is not None and len(self.ready) + 1 > self.max_length:
+            return True
+        return self.max_bytes is not None and self.ready_bytes + message.size > \
+            self.max_bytes
+
+    def _over_limit(self) -> bool:
+        if self.max_length is not None and len(self.ready) > self.max_length:
+            return True
+        return self.max_bytes is not None and self.ready_bytes > self.max_bytes
+
+    def _refuse_locked(self, message: Message) -> None:
+        """reject-publish(-dlx): the message is not enqueued here."""
+        self.stats_dropped += 1
+        self._discard_locked(message, "maxlen", False,
+                             self.overflow == "reject-publish-dlx" and self.dlx is not None)
+
+    def _drop_over_limit_locked(self) -> None:
+        """drop-head: drop (or dead-letter) from the head until within the limits."""
+        if self.overflow != "drop-head":
+            return
+        ready = self.ready
+        while self._over_limit():
+            item = ready.pop()
+            if item is None:
+                return
+            seq, (message, _redelivered) = item
+            if self.expiry:
+                self.expiry.pop(seq, None)
+            self.stats_dropped += 1
+            self._discard_locked(message, "maxlen", True, self.dlx is not None)
+
+    def _publish_letters(self, letters: list[tuple[Message, str]]) -> None:
+        """Publish dead letters to the dead-letter exchange (no queue lock held), then release
+        their bodies (they kept this queue's reference to be republished)."""
+        host = self.host
+        try:
+            if host is None or self.dlx is None:
+                return
+            self.stats_dead_lettered += len(letters)
+            host.dead_letter(self, letters)
+        finally:
+            if self.store is not None:
+                self.store.release_many([m for m, _ in letters])
+
+    # ---- x-expires ----
+
+    def touch(self) -> None:
+        """queue.declare (also passive) renews an ``x-expires`` lease."""
+        if self.options.expires is not None:
+            self.last_used = time.monotonic()
+
+    def _arm_expires_locked(self) -> None:
+        delay = self.last_used + self.options.expires / 1000.0 - time.monotonic()
+        if self.host.scheduler.schedule(delay + _TIMER_SLACK, self._expires_timer):
+            self._expires_armed = True
+
+    def _expires_timer(self) -> None:
+        """On a worker: delete the queue if it has been unused for ``x-expires`` ms."""
+        with self.lock:
+            self._expires_armed = False
+            if self.deleted or self.consumers:
+                return  # re-armed when the last consumer goes
+            if time.monotonic() < self.last_used + self.options.expires / 1000.0:
+                self._arm_expires_locked()
+                return
+        self.host.expire_queue(self)

@@ -1,0 +1,82 @@
+"""What waits for the journal thread (:class:`_Item`, the coalesced id records), the journal's
+errors and its group-commit counters (``JournalMetrics``, written by the journal thread only).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from . import format as fmt
+
+Callback = Callable[[Exception | None], None]
+
+
+class JournalError(Exception):
+    """Base of the journal's own errors."""
+
+
+class JournalFailed(JournalError):
+    """The journal hit an I/O error and refuses appends until :meth:`Journal.reset_error`."""
+
+
+class JournalClosed(JournalError):
+    """The journal is not running (not started yet, or closed)."""
+
+
+# Upper bounds (seconds) of the fsync latency histogram's buckets (plus +Inf).
+FSYNC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+
+@dataclass(slots=True)
+class JournalMetrics:
+    """Group-commit counters (plain ints, written by the journal thread only)."""
+
+    appends: int = 0  # items written (append/append_many calls, barriers excluded)
+    records: int = 0  # records written
+    bytes: int = 0  # record bytes written
+    batches: int = 0  # batches written (one or more items each)
+    fsyncs: int = 0  # fsync/fdatasync calls on segment files
+    max_batch: int = 0  # most items in one batch
+    segments_created: int = 0
+    errors: int = 0
+    apply_errors: int = 0  # written records the liveness state could not decode
+    internal_errors: int = 0  # bugs caught on the journal thread (logged); should stay 0
+    # fsync latency histogram: counts per upper bound in FSYNC_BUCKETS (cumulative on export)
+    fsync_seconds_sum: float = 0.0
+    fsync_buckets: list = field(default_factory=lambda: [0] * (len(FSYNC_BUCKETS) + 1))
+
+    @property
+    def mean_batch(self) -> float:
+        """Mean items per batch."""
+        return self.appends / self.batches if self.batches else 0.0
+
+
+class _Item:
+    """One append call (or barrier / control request) waiting for the journal thread."""
+
+    __slots__ = ("records", "callback", "sync", "control", "head")
+
+    def __init__(self, records: list[bytes] | tuple[bytes, ...], callback: Callback | None,
+                 sync: bool = False, control: Callable[[], None] | None = None,
+                 head: tuple[int, str, tuple[str, ...]] | None = None) -> None:
+        self.records = records
+        self.callback = callback
+        self.sync = sync  # force an fsync even in "never" mode (barrier)
+        self.control = control  # run on the journal thread instead of writing (internal)
+        # (msg_id, vhost, queues) of a single PUBLISH record (append_publish): applied to the
+        # state without decoding the record again
+        self.head = head
+
+
+_IDS_PER_RECORD = 1 << 20
+
+
+def _encode_ids(ids: dict[tuple[int, str, str], list[int]]) -> list[bytes]:
+    """The coalesced ACK/DELIVERED records of :meth:`Journal.append_ids`, in key order."""
+    out = []
+    for (rtype, vhost, queue), lst in ids.items():
+        enc = fmt.encode_ack if rtype == fmt.T_ACK else fmt.encode_delivered
+        for i in range(0, len(lst), _IDS_PER_RECORD):  # records of bounded size
+            out.append(enc(vhost, queue, lst[i : i + _IDS_PER_RECORD]))
+    return out

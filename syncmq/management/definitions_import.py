@@ -1,0 +1,268 @@
+"""``POST /api/definitions``: check the whole file, then apply it (all or nothing).
+
+:func:`plan` reads the JSON into a :class:`Plan` and raises :class:`DefinitionsError` naming
+the first invalid object, having changed nothing; every check that declaring could fail on
+is made there, with the functions the AMQP handlers use (argument and queue-type checks,
+exchange types, headers-binding arguments, permission regexes), against the broker's
+objects plus the file's own. :func:`apply` then creates the objects through the vhost
+methods the AMQP handlers use; what it may still meet is an object that exists with other
+properties (left as it is, as RabbitMQ does) or a binding whose ends do not exist (skipped).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import syncmq.management.users as users_mod
+
+from ..broker.args import check_declare_arguments, check_queue_type
+from ..broker.auth import Permission, User
+from ..broker.exchange import EXCHANGE_TYPES
+from ..broker.routing import validate_headers_binding
+from ..wire.errors import AMQPChannelError, AMQPConnectionError
+from .state import Context
+
+log = logging.getLogger("syncmq.management")
+
+_SYSTEM_PREFIX = "amq."
+
+
+class DefinitionsError(ValueError):
+    """The uploaded definitions cannot be applied; the message says which object and why."""
+
+
+@dataclass
+class Plan:
+    vhosts: list[str] = field(default_factory=list)
+    users: list[User] = field(default_factory=list)
+    permissions: list[tuple[str, str, Permission]] = field(default_factory=list)
+    exchanges: list[tuple] = field(default_factory=list)  # (vhost, name, type, d, ad, i, args)
+    queues: list[tuple] = field(default_factory=list)  # (vhost, name, durable, ad, args)
+    bindings: list[tuple] = field(default_factory=list)  # (vhost, src, dest, dtype, key, args)
+
+
+def _list(defs: dict, key: str) -> list[dict]:
+    items = defs.get(key) or []
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise DefinitionsError(f"'{key}' must be a list of objects")
+    return items
+
+
+def _str(item: dict, key: str, what: str, default: str | None = None) -> str:
+    v = item.get(key, default)
+    if not isinstance(v, str):
+        raise DefinitionsError(f"{what}: '{key}' must be a string")
+    if len(v.encode("utf-8", "surrogatepass")) > 255 and key in ("name", "vhost"):
+        raise DefinitionsError(f"{what}: '{key}' is longer than 255 bytes")
+    return v
+
+
+def _bool(item: dict, key: str, what: str, default: bool) -> bool:
+    v = item.get(key, default)
+    if v in ("true", "false"):
+        return v == "true"
+    if not isinstance(v, bool):
+        raise DefinitionsError(f"{what}: '{key}' must be true or false")
+    return v
+
+
+def _args(item: dict, what: str) -> dict:
+    v = item.get("arguments") or {}
+    if not isinstance(v, dict):
+        raise DefinitionsError(f"{what}: 'arguments' must be an object")
+    return v
+
+
+def plan(ctx: Context, defs: Any) -> Plan:
+    """Check everything; raises DefinitionsError for the first invalid object."""
+    if not isinstance(defs, dict):
+        raise DefinitionsError("definitions must be a JSON object")
+    p = Plan()
+    for v in _list(defs, "vhosts"):
+        name = _str(v, "name", "vhost")
+        if not name:
+            raise DefinitionsError("vhost: 'name' must not be empty")
+        p.vhosts.append(name)
+    p.users = [_user(u) for u in _list(defs, "users")]
+    vhosts = set(ctx.broker.vhosts) | set(p.vhosts)
+    users = set(ctx.broker.users.users) | {u.name for u in p.users}
+    p.permissions = [_permission(x, users, vhosts) for x in _list(defs, "permissions")]
+    types: dict[tuple[str, str], str] = {}
+    for e in _list(defs, "exchanges"):
+        x = _exchange(ctx, e, vhosts)
+        if x is not None:
+            p.exchanges.append(x)
+            types[(x[0], x[1])] = x[2]
+    p.queues = [_queue(q, vhosts) for q in _list(defs, "queues")]
+    for b in _list(defs, "bindings"):
+        x = _binding(ctx, b, vhosts, types)
+        if x is not None:
+            p.bindings.append(x)
+    return p
+
+
+def _user(u: dict) -> User:
+    name = _str(u, "name", "user")
+    if not name:
+        raise DefinitionsError("user: 'name' must not be empty")
+    what = f"user '{name}'"
+    if "password" in u and "password_hash" not in u:
+        pw, hashed = _str(u, "password", what), None
+    else:
+        algo = u.get("hashing_algorithm", users_mod.SHA256)
+        if algo != users_mod.SHA256:
+            raise DefinitionsError(f"{what}: hashing_algorithm '{algo}' is not supported "
+                                   f"(syncmq verifies {users_mod.SHA256} hashes only)")
+        pw, hashed = None, _str(u, "password_hash", what, "")
+    try:
+        tags = users_mod.parse_tags(u.get("tags"))
+        return users_mod.make_user(name, password=pw, password_hash=hashed, tags=tags)
+    except ValueError as e:
+        raise DefinitionsError(f"{what}: {e}") from None
+
+
+def _permission(x: dict, users: set[str], vhosts: set[str]) -> tuple[str, str, Permission]:
+    user, vh = _str(x, "user", "permission"), _str(x, "vhost", "permission")
+    if user not in users:
+        raise DefinitionsError(f"permission for unknown user '{user}'")
+    if vh not in vhosts:
+        raise DefinitionsError(f"permission of user '{user}' on unknown vhost '{vh}'")
+    what = f"permission of user '{user}' on vhost '{vh}'"
+    try:
+        return user, vh, Permission(*(_str(x, k, what) for k in ("configure", "write", "read")))
+    except (re.error, RecursionError, OverflowError) as e:
+        raise DefinitionsError(f"{what}: invalid regular expression: {e}") from None
+
+
+def _vhost(item: dict, vhosts: set[str], what: str) -> str:
+    name = item.get("vhost", "/")
+    if not isinstance(name, str) or name not in vhosts:
+        raise DefinitionsError(f"{what}: no vhost '{name}'")
+    return name
+
+
+def _exchange(ctx: Context, e: dict, vhosts: set[str]) -> tuple | None:
+    name = _str(e, "name", "exchange")
+    what = f"exchange '{name}'"
+    vname = _vhost(e, vhosts, what)
+    etype = _str(e, "type", what, "direct")
+    durable, ad = _bool(e, "durable", what, True), _bool(e, "auto_delete", what, False)
+    internal, args = _bool(e, "internal", what, False), _args(e, what)
+    vh = ctx.broker.vhosts.get(vname)
+    exists = vh is not None and name in vh.exchanges
+    if name == "" or (name.startswith(_SYSTEM_PREFIX) and exists):
+        return None  # the predeclared exchanges
+    if etype not in EXCHANGE_TYPES:
+        raise DefinitionsError(f"{what}: unknown exchange type '{etype}'")
+    if name.startswith(_SYSTEM_PREFIX):
+        raise DefinitionsError(f"{what}: name contains reserved prefix 'amq.*'")
+    if not isinstance(args.get("alternate-exchange", ""), str):
+        raise DefinitionsError(f"{what}: invalid arg 'alternate-exchange'")
+    return vname, name, etype, durable, ad, internal, args
+
+
+def _queue(q: dict, vhosts: set[str]) -> tuple:
+    name = _str(q, "name", "queue")
+    what = f"queue '{name}'"
+    vname = _vhost(q, vhosts, what)
+    durable, ad = _bool(q, "durable", what, True), _bool(q, "auto_delete", what, False)
+    args = _args(q, what)
+    if name.startswith(_SYSTEM_PREFIX) and not name.startswith("amq.gen-"):
+        raise DefinitionsError(f"{what}: name contains reserved prefix 'amq.*'")
+    try:
+        check_declare_arguments(name, vname, args)
+        check_queue_type(name, vname, args, durable, False, ad)
+    except AMQPChannelError as err:
+        raise DefinitionsError(f"{what}: {_reason(err)}") from None
+    return vname, name, durable, ad, args
+
+
+def _binding(ctx: Context, b: dict, vhosts: set[str], types: dict) -> tuple | None:
+    source, dest = _str(b, "source", "binding"), _str(b, "destination", "binding")
+    what = f"binding of '{dest}' to '{source}'"
+    vname = _vhost(b, vhosts, what)
+    dtype = _str(b, "destination_type", what, "queue")
+    if dtype not in ("queue", "exchange"):
+        raise DefinitionsError(f"{what}: destination_type must be 'queue' or 'exchange'")
+    key, args = _str(b, "routing_key", what, ""), _args(b, what)
+    if source == "":
+        return None  # the default exchange's bindings are implicit
+    vh = ctx.broker.vhosts.get(vname)
+    ex = vh.exchanges.get(source) if vh is not None else None
+    etype = types.get((vname, source)) or (ex.type if ex is not None else None)
+    if etype == "headers":
+        err = validate_headers_binding(args)
+        if err:
+            raise DefinitionsError(f"{what}: {err}")
+    return vname, source, dest, dtype, key, args
+
+
+def apply(ctx: Context, p: Plan) -> dict[str, int]:
+    """Create what ``p`` holds; returns how many objects of each kind were created."""
+    broker = ctx.broker
+    counts = {"vhosts": sum(name not in broker.vhosts for name in set(p.vhosts)),
+              "users": len(p.users), "permissions": len(p.permissions),
+              "exchanges": 0, "queues": 0, "bindings": 0}
+    for name in p.vhosts:
+        broker.add_vhost(name)
+
+    def change(users: dict, vhosts: list[str] | None) -> None:
+        for nu in p.users:
+            old = users.get(nu.name)
+            if old is not None:
+                nu.permissions = dict(old.permissions)
+                nu.loopback_only = old.loopback_only
+            users[nu.name] = nu
+        for user, vh, perm in p.permissions:
+            users[user].permissions[vh] = perm
+        if vhosts is not None:
+            vhosts.extend(n for n in dict.fromkeys(p.vhosts) if n not in vhosts)
+
+    users_mod.update(broker, change)
+    for vname, name, etype, durable, ad, internal, args in p.exchanges:
+        created = _declare(broker.vhosts[vname].declare_exchange, "exchange", name, vname,
+                           name, etype, False, durable, ad, internal, args)
+        counts["exchanges"] += created
+    for vname, name, durable, ad, args in p.queues:
+        created = _declare(broker.vhosts[vname].declare_queue, "queue", name, vname,
+                           name, False, durable, False, ad, args, None,
+                           server_named=name.startswith("amq.gen-"))
+        counts["queues"] += created
+    for vname, source, dest, dtype, key, args in p.bindings:
+        counts["bindings"] += _bind(broker.vhosts[vname], source, dest, dtype, key, args)
+    return counts
+
+
+def _declare(fn, kind: str, name: str, vname: str, *args: Any, **kw: Any) -> bool:
+    """One declare; an existing object with other properties is left as it is."""
+    try:
+        return fn(*args, **kw)[1]
+    except (AMQPChannelError, AMQPConnectionError) as err:
+        log.warning("definitions: %s '%s' in vhost '%s' not declared: %s; left as it is",
+                    kind, name, vname, _reason(err))
+        return False
+
+
+def _bind(vh, source: str, dest: str, dtype: str, key: str, args: dict) -> int:
+    target = (vh.queues if dtype == "queue" else vh.exchanges).get(dest)
+    what = f"binding of {dtype} '{dest}' to '{source}'"
+    if target is None or source not in vh.exchanges:
+        # e.g. rabbitmqctl export_definitions leaves internal exchanges out but keeps
+        # their bindings: skip what cannot be bound rather than refuse the whole file.
+        missing = f"{dtype} '{dest}'" if target is None else f"exchange '{source}'"
+        log.warning("definitions: %s skipped: no %s in vhost '%s'", what, missing, vh.name)
+        return 0
+    try:
+        vh.bind(source, target, key, args)
+    except AMQPChannelError as err:
+        log.warning("definitions: %s skipped: %s", what, _reason(err))
+        return 0
+    return 1
+
+
+def _reason(err: Exception) -> str:
+    text = getattr(err, "reply_text", str(err))
+    return text.split(" - ", 1)[1] if " - " in text else text

@@ -1,0 +1,149 @@
+"""``/api/overview``, nodes, ``whoami``, ``cluster-name``, health checks and the aliveness test.
+
+Each endpoint is ``fn(api, req, **path_args) -> Response``; ``api`` is the shared
+:class:`~..api.API` (visibility, listings, counters)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import time
+from typing import TYPE_CHECKING, Any
+
+import syncmq.management.state as state
+
+from ...broker.exchange import EXCHANGE_TYPES
+from ...broker.message import Message
+from ...broker.publish import publish as broker_publish
+from ..common import (
+    Request,
+    Response,
+)
+from ..errors import not_found
+from ..state import open_sessions
+
+if TYPE_CHECKING:
+    from ..api import API
+
+log = logging.getLogger("syncmq.management")
+
+
+def overview(api: API, req: Request) -> Response:
+    ctx = api.ctx
+    vhosts = api.visible_vhosts(req)
+    names = {vh.name for vh in vhosts}
+    sessions = [s for s in open_sessions(ctx) if s.vhost.name in names]
+    channels = sum(len(s.channels) for s in sessions)
+    consumers = sum(len(ch.consumers) for s in sessions for ch in list(s.channels.values()))
+    totals = api.queue_totals(vhosts)
+    qt = state.with_details(totals, api.rates.rates("queue_totals", totals))
+    return Response(200, {
+        "management_version": ctx.version,
+        "rates_mode": "basic",
+        "exchange_types": [{"name": t, "description": f"AMQP {t} exchange",
+                            "enabled": True} for t in sorted(EXCHANGE_TYPES)],
+        "product_version": ctx.version,
+        "product_name": "syncmq",
+        "rabbitmq_version": ctx.version,
+        "cluster_name": ctx.cluster_name,
+        "python_version": platform.python_version(),
+        "disable_stats": False,
+        "enable_queue_totals": False,
+        "message_stats": api.with_samples(req, api.message_stats(), "msg_rates", True),
+        "queue_totals": api.with_samples(req, qt, "lengths", False),
+        "object_totals": {
+            "connections": len(sessions),
+            "channels": channels,
+            "exchanges": sum(len(vh.exchanges) for vh in vhosts),
+            "queues": sum(len(vh.queues) for vh in vhosts),
+            "consumers": consumers,
+        },
+        "statistics_db_event_queue": 0,
+        "node": ctx.node,
+        "listeners": [dict(li, node=ctx.node) for li in ctx.listeners],
+        "contexts": [],
+    })
+
+
+def cluster_name(api: API, req: Request) -> Response:
+    return Response(200, {"name": api.ctx.cluster_name})
+
+
+def whoami(api: API, req: Request) -> Response:
+    return Response(200, {"name": req.user.name, "tags": list(req.user.tags)})
+
+
+def _node(api: API) -> dict[str, Any]:
+    ctx = api.ctx
+    try:
+        fd_used = len(os.listdir("/proc/self/fd"))
+    except OSError:
+        fd_used = 0
+    try:
+        import resource
+        fd_total = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except Exception:
+        fd_total = 0
+    try:
+        st = os.statvfs(ctx.data_dir if os.path.isdir(ctx.data_dir) else ".")
+        disk_free = st.f_bavail * st.f_frsize
+    except OSError:
+        disk_free = 0
+    import threading
+    return {
+        "name": ctx.node,
+        "type": "disc",
+        "running": True,
+        "os_pid": str(os.getpid()),
+        "uptime": int((time.time() - ctx.started_at) * 1000),
+        "mem_used": state.resident_memory(),
+        "mem_alarm": "memory" in ctx.broker.alarms,
+        "disk_free": disk_free,
+        "disk_free_alarm": "disk" in ctx.broker.alarms,
+        # syncmq's own: bytes in the journal's segment files (0 without a data dir)
+        "journal_bytes": (state.journal_bytes(ctx.data_dir) or 0) if ctx.data_dir else 0,
+        "fd_used": fd_used,
+        "fd_total": fd_total,
+        "sockets_used": len(ctx.sessions()),
+        "proc_used": threading.active_count(),
+        "processors": os.cpu_count() or 1,
+        "run_queue": 0,
+        "rates_mode": "basic",
+        "partitions": [],
+        "db_dir": os.path.abspath(ctx.data_dir) if ctx.data_dir else "",
+        "exchange_types": [{"name": t, "description": f"AMQP {t} exchange",
+                            "enabled": True} for t in sorted(EXCHANGE_TYPES)],
+        "auth_mechanisms": [{"name": m, "description": "", "enabled": True}
+                            for m in ("PLAIN", "AMQPLAIN")],
+        "applications": [{"name": "syncmq", "description": "AMQP 0-9-1 broker",
+                          "version": ctx.version}],
+        "enabled_plugins": ["management"],
+        "being_drained": False,
+    }
+
+
+def nodes(api: API, req: Request) -> Response:
+    return Response(200, [_node(api)])
+
+
+def node(api: API, req: Request, node: str) -> Response:
+    if node != api.ctx.node:
+        raise not_found()
+    return Response(200, _node(api))
+
+
+def health_ok(api: API, req: Request) -> Response:
+    return Response(200, {"status": "ok"})
+
+
+def aliveness(api: API, req: Request, vhost: str) -> Response:
+    """Declare ``aliveness-test`` in the vhost, publish a message to it and get it back."""
+    vh = api.visible_vhosts(req, vhost)[0]
+    q, _ = vh.declare_queue("aliveness-test", False, False, False, False, None, None)
+    broker_publish(vh, vh.default_exchange,  # the broker's one publish, to this queue only
+                   Message("", "aliveness-test", b"\x00\x00", b"test_message"), queues=[q])
+    got = q.get(True)
+    if got is None or got[1].body != b"test_message":
+        return Response(503, {"status": "failed", "reason": "message not received"})
+    return Response(200, {"status": "ok"})

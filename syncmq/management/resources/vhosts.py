@@ -1,0 +1,105 @@
+"""``/api/vhosts`` and ``/api/definitions`` (export and the all-or-nothing import).
+
+Each endpoint is ``fn(api, req, **path_args) -> Response``; ``api`` is the shared
+:class:`~..api.API` (visibility, listings, counters)."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import syncmq.management.definitions as definitions
+import syncmq.management.definitions_import as definitions_import
+import syncmq.management.state as state
+import syncmq.management.users as users_mod
+import syncmq.management.validate as validate
+
+from ...broker.vhost import VirtualHost
+from ..common import (
+    Request,
+    Response,
+)
+from ..errors import bad_request, not_found
+from ..state import open_sessions
+
+if TYPE_CHECKING:
+    from ..api import API
+
+log = logging.getLogger("syncmq.management")
+
+
+def _vhost_json(api: API, vh: VirtualHost) -> dict[str, Any]:
+    totals = api.queue_totals([vh])
+    return {
+        "name": vh.name,
+        "description": "",
+        "tags": [],
+        "metadata": {"description": "", "tags": []},
+        "tracing": False,
+        "cluster_state": {api.ctx.node: "running"},
+        **state.with_details(totals, api.rates.rates(("vhost", vh.name), totals)),
+    }
+
+
+def vhosts(api: API, req: Request) -> Response:
+    return Response(200, [_vhost_json(api, vh) for vh in api.visible_vhosts(req)])
+
+
+def vhost(api: API, req: Request, vhost: str) -> Response:
+    return Response(200, _vhost_json(api, api.visible_vhosts(req, vhost)[0]))
+
+
+def put_vhost(api: API, req: Request, vhost: str) -> Response:
+    broker = api.ctx.broker
+    validate.obj(req.body)
+    if not vhost:
+        raise bad_request("vhost name must not be empty")
+    validate.name(vhost, "vhost")
+    existed = vhost in broker.vhosts
+    broker.add_vhost(vhost)
+
+    def change(users: dict, vhosts: list[str] | None) -> None:
+        if vhosts is not None and vhost not in vhosts:
+            vhosts.append(vhost)
+
+    users_mod.update(broker, change)
+    return Response(204 if existed else 201)
+
+
+def delete_vhost(api: API, req: Request, vhost: str) -> Response:
+    """Remove the vhost: its connections are closed (320), its queues deleted."""
+    broker = api.ctx.broker
+    with broker.lock:  # the lock that guards adding and removing vhosts
+        vh = broker.vhosts.pop(vhost, None)
+    if vh is None:
+        raise not_found()
+    for s in open_sessions(api.ctx):
+        if s.vhost is vh:
+            api.close(s, f"CONNECTION_FORCED - vhost '{vhost}' is deleted")
+    for q in list(vh.queues.values()):
+        api.drop_queue(vh, q)
+    for ex in list(vh.exchanges.values()):  # through the vhost, so the journal sees it
+        if ex.name and not ex.name.startswith("amq."):
+            vh.delete_exchange(ex.name, False)
+
+    def change(users: dict, vhosts: list[str] | None) -> None:
+        for u in users.values():
+            u.permissions.pop(vhost, None)
+        if vhosts is not None and vhost in vhosts:
+            vhosts.remove(vhost)
+
+    users_mod.update(broker, change)
+    return Response(204)
+
+
+def get_definitions(api: API, req: Request) -> Response:
+    api.need_admin(req)
+    return Response(200, definitions.export(api.ctx))
+
+
+def post_definitions(api: API, req: Request) -> Response:
+    try:
+        definitions_import.apply(api.ctx, definitions_import.plan(api.ctx, req.body))
+    except definitions_import.DefinitionsError as e:
+        raise bad_request(str(e)) from None
+    return Response(204)

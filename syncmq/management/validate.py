@@ -1,0 +1,87 @@
+"""Checks of management request bodies: each bad value is a 400 in RabbitMQ's error shape
+(``HTTPError``), raised before anything is changed. JSON decoding and its depth limit are
+done by :mod:`.wsgi`; here a decoded body is checked for the shapes an endpoint needs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import HTTPError, bad_request
+
+INT64 = (-(1 << 63), (1 << 63) - 1)
+
+
+def obj(body: Any) -> dict[str, Any]:
+    """The body as an object (no body: ``{}``); anything else is RabbitMQ's ``not_json``."""
+    if body is None:
+        return {}
+    if not isinstance(body, dict):
+        raise bad_request("not_json")
+    return body
+
+
+def key_missing(keys: list[str]) -> HTTPError:
+    """RabbitMQ's answer for missing mandatory keys (Erlang's ``~p`` of the list, which
+    puts one key a line once the list is longer than a line)."""
+    items = [f"{{key_missing,{k}}}" for k in keys]
+    text = "[" + ",".join(items) + "]"
+    if len(text) > 72:  # where RabbitMQ 3.10 (Erlang ~p) breaks the list into lines
+        text = "[" + ",\n ".join(items) + "]"
+    return bad_request(text)
+
+
+def require(body: Any, *keys: str) -> dict[str, Any]:
+    """The body as an object holding every one of ``keys`` (400 naming those missing)."""
+    d = obj(body)
+    missing = [k for k in keys if k not in d]
+    if missing:
+        raise key_missing(missing)
+    return d
+
+
+def boolean(d: dict[str, Any], key: str, default: bool) -> bool:
+    v = d.get(key, default)
+    if v in ("true", "false"):  # RabbitMQ accepts the strings too
+        return v == "true"
+    if not isinstance(v, bool):
+        raise bad_request(f"not_boolean: {key} must be true or false")
+    return v
+
+
+def string(d: dict[str, Any], key: str, default: str | None = None) -> str:
+    v = d.get(key, default)
+    if not isinstance(v, str):
+        raise bad_request(f"{key} must be a string")
+    return v
+
+
+def arguments(d: dict[str, Any], key: str = "arguments") -> dict[str, Any]:
+    """An AMQP field table from JSON: an object of strings, booleans, 64-bit integers,
+    numbers, nulls, lists and objects of those (nesting is bounded by the JSON decoder)."""
+    v = d.get(key)
+    if v is None:
+        return {}
+    if not isinstance(v, dict):
+        raise bad_request(f"{key} must be an object")
+    stack: list[Any] = [v]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, dict):
+            for k, y in x.items():
+                if len(k.encode()) > 255:
+                    raise bad_request(f"{key}: a key is longer than 255 bytes")
+                stack.append(y)
+        elif isinstance(x, list):
+            stack.extend(x)
+        elif isinstance(x, int) and not isinstance(x, bool):
+            if not INT64[0] <= x <= INT64[1]:
+                raise bad_request(f"{key}: integer out of range")
+    return v
+
+
+def name(value: str, what: str) -> str:
+    """A queue, exchange, user or vhost name: at most 255 bytes (AMQP's shortstr)."""
+    if len(value.encode("utf-8", "surrogatepass")) > 255:
+        raise bad_request(f"{what} name is longer than 255 bytes")
+    return value

@@ -1,0 +1,43 @@
+"""The read-only view of broker objects that the management API and ``/metrics`` use.
+
+Every value the management layer shows about a connection, channel or queue is read here,
+not off the broker's internals in each endpoint, so that a change of those internals (the
+protocol's state, a queue's ready structure, a channel's unacked map) is one edit here.
+The reads take no lock (monitoring snapshots: a few microseconds apart, never torn; see
+:mod:`.state`); nothing here changes anything.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def connection_state(session: Any) -> str:
+    """RabbitMQ's name for the connection's state (``running`` once open), from the
+    protocol's public state. The one place the management layer reads it."""
+    st = session.proto.state
+    return getattr(st, "rabbit_name", None) or str(st)
+
+
+def ready(queue: Any) -> int:
+    """Messages ready for delivery in ``queue``."""
+    return len(queue.ready)
+
+
+def unacked(queue: Any) -> int:
+    """Messages of ``queue`` delivered and not yet acknowledged."""
+    return queue.unacked_count
+
+
+def depth(queue: Any) -> tuple[int, int]:
+    """``(ready, unacked)`` of ``queue``."""
+    return len(queue.ready), queue.unacked_count
+
+
+def consumers(queue: Any) -> int:
+    return len(queue.consumers)
+
+
+def channel_unacked(channel: Any) -> int:
+    """Deliveries on ``channel`` not yet acknowledged."""
+    return len(channel.unacked)

@@ -1,0 +1,370 @@
+"""One open AMQP channel: where queues deliver to a client and where its acks settle.
+
+Threads: a channel belongs to its connection's worker, except what queues touch from other
+workers when they deliver to its consumers; that is guarded by ``Channel.lock`` (see the
+class docstring), always taken after a queue lock, never before one.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+from ..broker.publish import PublishResult
+from ..broker.queue import Consumer, DeliveryFailed, Queue
+from ..protocol.channel import encode_deliver, encode_get_ok
+from ..queues.unacked import UnackedMap
+from ..wire import _spec
+from ..wire.errors import AMQPChannelError
+
+if TYPE_CHECKING:
+    from ..broker.message import Message
+    from .confirm import ConfirmTracker
+    from .session import Session
+
+
+class Channel:
+    """One open channel.
+
+    ``lock`` guards ``unacked``, ``next_tag``, ``consumers``, ``global_unacked``, every
+    consumer's ``unacked`` count, ``flow_active``, ``reply_consumer`` and ``closing``:
+    deliveries arrive from any worker (with a queue lock held), while acks, consume and cancel
+    come from this connection's worker. Publisher confirms have their own owner
+    (``confirms``, a :class:`~syncmq.methods.confirm.ConfirmTracker`). Everything else (tx
+    state, prefetch settings, ``last_queue``, the publish caches) is touched only by the
+    connection's worker.
+
+    Invariant (:meth:`_check`): ``global_unacked`` is the sum of the ack-mode consumers'
+    ``unacked``, and each consumer's ``unacked`` is the number of its entries in ``unacked``.
+    """
+
+    __slots__ = (
+        "session", "id", "lock", "unacked", "next_tag", "consumers", "prefetch_count",
+        "global_prefetch", "global_unacked", "global_gets", "flow_active", "closing", "confirms",
+        "tx", "tx_publishes", "tx_acks", "last_queue",
+        "write_ok", "read_ok", "n_publish", "n_return", "n_deliver", "n_get",
+        "n_redeliver", "n_ack", "stats_folded", "reply_consumer",
+        "last_publish", "last_exchange_rk", "publish_result",
+    )
+
+    def __init__(self, session: Session, channel_id: int) -> None:
+        self.session = session
+        self.id = channel_id
+        self.lock = threading.Lock()
+        self.unacked = UnackedMap()
+        self.next_tag = 1
+        self.consumers: dict[str, Consumer] = {}
+        self.prefetch_count = 0
+        self.global_prefetch = 0
+        self.global_unacked = 0
+        # basic.gets unacked when the global qos was set: rabbit_limiter:limit_prefetch counts
+        # them (later gets are not counted, and their acks or a recover never free them)
+        self.global_gets = 0
+        self.flow_active = True
+        self.closing = False
+        self.confirms: ConfirmTracker | None = None  # set by confirm.select
+        self.tx = False
+        self.tx_publishes: list = []
+        self.tx_acks: list = []
+        self.last_queue = ""
+        self.write_ok: set[str] = set()  # exchanges this user may publish to (cache)
+        self.read_ok: set[str] = set()
+        # Message counters for the management API and /metrics: plain ints, each written by
+        # one thread at a time (n_deliver/n_get/n_redeliver under ``lock``, the rest by this
+        # connection's worker); readers take unlocked snapshots.
+        self.n_publish = self.n_return = self.n_ack = 0
+        self.n_deliver = self.n_get = self.n_redeliver = 0
+        self.stats_folded = False
+        # Direct reply-to: (consumer tag, reply-to suffix, deliver prefix) of this channel's
+        # amq.rabbitmq.reply-to consumer, or None; written by this connection's worker under
+        # ``lock``, read by other workers' deliver_reply under it.
+        self.reply_consumer: tuple[str, str, bytes] | None = None
+        # The last basic.publish method handled and its exchange and routing key encoded for
+        # deliveries (worker-only; see methods.basic.publish)
+        self.last_publish: _spec.Basic.Publish | None = None
+        self.last_exchange_rk = b""
+        # The result of this channel's last basic.publish, reused for the next one (worker)
+        self.publish_result = PublishResult([], False)
+
+    @property
+    def confirm(self) -> bool:
+        """Whether the channel is in confirm mode."""
+        return self.confirms is not None
+
+    # ---- deliveries (any worker; the one way to record and encode one) ----
+
+    def _record_locked(self, pairs: list | tuple, k: int, queue: Queue | None,
+                       consumer: Consumer | None, prefix: bytes, no_ack: bool,
+                       remaining: int = -1) -> int:
+        """Deliver ``pairs[:k]`` (``(seq, (message, redelivered))``): assign delivery tags,
+        encode each (basic.deliver with ``prefix``, or basic.get-ok when ``remaining`` >= 0),
+        record the unacked entries and counters, write the frames in one call. ``lock`` held.
+
+        Each message is encoded before it is recorded: if reading or encoding message i
+        raises, 0..i-1 are delivered and :class:`DeliveryFailed` (i) is raised with the error
+        as its cause; i.. are untouched. Returns ``k``.
+        """
+        tag0 = tag = self.next_tag
+        session = self.session
+        frame_max = session.frame_max
+        ch_id = self.id
+        add = self.unacked.add
+        chunks: list = []
+        extend = chunks.extend
+        redelivered_n = 0
+        failed = None
+        try:
+            for i in range(k):
+                seq, (message, redelivered) = pairs[i]
+                body = message.body
+                if body is None:  # memory budget: the body is in the store (perhaps on disk)
+                    body = message.load_body()
+                if remaining < 0:
+                    extend(encode_deliver(ch_id, prefix, tag, redelivered, message.exchange_rk,
+                                          message.properties, body, frame_max))
+                else:
+                    extend(encode_get_ok(ch_id, tag, redelivered, message.exchange_rk,
+                                         remaining, message.properties, body, frame_max))
+                if not no_ack:
+                    add(tag, (queue, seq, message, consumer))
+                if redelivered:
+                    redelivered_n += 1
+                tag += 1
+        except Exception as e:
+            failed = e
+            k = tag - tag0
+        if k:
+            if consumer is not None and not no_ack:
+                consumer.unacked += k
+                self.global_unacked += k
+            self.next_tag = tag
+            if remaining < 0:
+                self.n_deliver += k
+            else:
+                self.n_get += k
+            self.n_redeliver += redelivered_n
+            session.transport.write(chunks)
+        if failed is not None:
+            raise DeliveryFailed(k) from failed
+        return k
+
+    def deliver(
+        self, consumer: Consumer, queue: Queue, seq: int, message: Message, redelivered: bool
+    ) -> bool:
+        """One delivery if the consumer has credit (see ``broker.queue.DeliveryTarget``)."""
+        if not consumer.no_ack and (
+            (consumer.prefetch and consumer.unacked >= consumer.prefetch)
+            or (self.global_prefetch
+                and self.global_unacked + self.global_gets >= self.global_prefetch)
+        ):
+            # No credit, read without the lock: a queue with a backlog asks on every publish,
+            # and taking the lock each time convoys the publisher's worker with the consumer's.
+            # A stale "full" is safe: credit is freed under the lock and then the queues
+            # are dispatched again (Channel.settle), after this refusal.
+            return False
+        try:
+            return self.deliver_many(consumer, queue, ((seq, (message, redelivered)),)) == 1
+        except DeliveryFailed as e:
+            raise e.__cause__ from None  # nothing was delivered: the queue keeps the message
+
+    def deliver_many(self, consumer: Consumer, queue: Queue, pairs: list | tuple) -> int:
+        """Deliver a prefix of ``pairs`` (``(seq, (message, redelivered))`` as the ready queue
+        hands them out) as far as the consumer's credit goes; return how many were taken.
+
+        Called with ``queue.lock`` held: one hold of the channel lock, one write of every
+        delivery's frames to the transport. The caller puts back what was not taken.
+        """
+        t = self.session.transport
+        if t.pending_out > t.out_high and t.throttle():
+            # Output back-pressure: the client is not reading what it was sent. No credit
+            # until the reactor has sent enough; it then calls Session.output_drained.
+            return 0
+        no_ack = consumer.no_ack
+        with self.lock:
+            if self.closing or not self.flow_active:
+                return 0
+            k = len(pairs)
+            if not no_ack:
+                if consumer.prefetch and consumer.prefetch - consumer.unacked < k:
+                    k = consumer.prefetch - consumer.unacked
+                free = self.global_prefetch - self.global_unacked - self.global_gets
+                if self.global_prefetch and free < k:
+                    k = free
+                if k <= 0:
+                    return 0
+            return self._record_locked(pairs, k, queue, consumer, consumer.prefix, no_ack)
+
+    def deliver_reply(self, message: Message) -> bool:
+        """Direct reply-to: deliver ``message`` to this channel's reply consumer (any worker;
+        no-ack, so no unacked entry and no prefetch). False if there is none any more."""
+        with self.lock:
+            rc = self.reply_consumer
+            if rc is None or self.closing:
+                return False
+            self._record_locked(((0, (message, False)),), 1, None, None, rc[2], True)
+        return True
+
+    def send_get_ok(
+        self, queue: Queue, seq: int, message: Message, redelivered: bool, remaining: int,
+        no_ack: bool,
+    ) -> None:
+        """basic.get-ok for a message ``queue`` handed out (this connection's worker)."""
+        with self.lock:
+            try:
+                self._record_locked(((seq, (message, redelivered)),), 1, queue, None, b"",
+                                    no_ack, remaining)
+            except DeliveryFailed as e:
+                raise e.__cause__ from None
+
+    def drop_reply_consumer(self) -> None:
+        """Forget the direct reply-to consumer (basic.cancel, channel close)."""
+        with self.lock:
+            rc = self.reply_consumer
+            self.reply_consumer = None
+        if rc is not None:
+            self.session.broker.reply_consumers.pop(rc[1], None)
+
+    def consumer_cancelled(self, consumer: Consumer) -> None:
+        """The consumer's queue was deleted: forget it and tell the client (if it listens)."""
+        with self.lock:
+            if self.consumers.get(consumer.tag) is not consumer:
+                return
+            del self.consumers[consumer.tag]
+            closing = self.closing
+        session = self.session
+        if not closing and session.capabilities.get("consumer_cancel_notify"):
+            session.send_method(self.id, _spec.Basic.Cancel(consumer_tag=consumer.tag,
+                                                           no_wait=True))
+
+    # ---- acks (this connection's worker) ----
+
+    def take_unacked(self, tag: int, multiple: bool) -> list:
+        """Remove and return the entries ``tag`` names; 406 if it names none."""
+        with self.lock:
+            if multiple:
+                entries = self.unacked.pop_all() if tag == 0 else self.unacked.pop_upto(tag)
+                if not entries and tag != 0:
+                    raise _unknown_tag(tag)
+            else:
+                e = self.unacked.pop(tag)
+                if e is None:
+                    raise _unknown_tag(tag)
+                entries = [e]
+            self._forget_locked(entries)
+        return entries
+
+    def take_all_unacked(self) -> list:
+        """Remove and return every unacked entry (basic.recover, channel close)."""
+        with self.lock:
+            entries = self.unacked.pop_all()
+            self._forget_locked(entries)
+        return entries
+
+    def _forget_locked(self, entries: list) -> None:
+        """``entries`` left the unacked map: give their consumers' credit back."""
+        for e in entries:
+            c = e[3]
+            if c is not None and not c.no_ack:
+                c.unacked -= 1
+                self.global_unacked -= 1
+
+    def settle(self, entries: list, requeue: bool, reject: bool = False) -> None:
+        """Apply acks (requeue=False), rejections (``reject``: dead-lettered where the queue
+        has a dead-letter exchange) or requeues to the queues, then refill consumers."""
+        by_queue: dict[int, tuple[Queue, list]] = {}
+        for q, seq, msg, _c in entries:
+            slot = by_queue.get(id(q))
+            if slot is None:
+                by_queue[id(q)] = (q, [(seq, msg)])
+            else:
+                slot[1].append((seq, msg))
+        if requeue:
+            for q, items in by_queue.values():
+                q.requeue(items)
+            self.refill()
+            return
+        # Acks and rejections: each queue settles and delivers what the freed credit allows
+        # under one hold of its lock. Without a global prefetch the credit freed is only that
+        # of these queues' consumers, so no refill (and no channel lock) is needed for the
+        # others; this connection's worker is the only writer of ``global_prefetch``.
+        for q, items in by_queue.values():
+            q.settle(items, reject, dispatch=True)
+        if self.global_prefetch:
+            self.refill()
+
+    def refill(self, no_ack_too: bool = False) -> None:
+        """Credit was freed: let each queue this channel consumes from deliver more (acks free
+        credit of ack-mode consumers only; a drained output, ``no_ack_too``, of every one)."""
+        with self.lock:
+            queues = {id(c.queue): c.queue for c in self.consumers.values()
+                      if no_ack_too or not c.no_ack}
+        for q in queues.values():
+            q.dispatch()
+
+    # ---- monitoring ----
+
+    STATS = ("publish", "confirm", "return_unroutable", "deliver", "get", "redeliver", "ack")
+
+    @property
+    def n_confirm(self) -> int:
+        confirms = self.confirms
+        return confirms.n_confirm if confirms is not None else 0
+
+    def stats(self) -> tuple[int, ...]:
+        """The counters in :attr:`STATS` order (an unlocked snapshot, for monitoring)."""
+        return (self.n_publish, self.n_confirm, self.n_return, self.n_deliver, self.n_get,
+                self.n_redeliver, self.n_ack)
+
+    def fold_stats(self) -> None:
+        """The channel is going away: add its counters to the broker's totals (once)."""
+        if not self.stats_folded:
+            self.stats_folded = True
+            self.session.broker.add_closed_stats(self.stats())
+
+    def _check(self) -> None:
+        """The invariants in the class docstring (tests; takes ``lock``)."""
+        with self.lock:
+            per: dict[int, int] = {}
+            for _tag, entry in self.unacked.items():
+                c = entry[3]
+                if c is not None and not c.no_ack:
+                    per[id(c)] = per.get(id(c), 0) + 1
+            consumers = {id(c): c for c in self.consumers.values()}
+            for cid, n in per.items():
+                c = consumers.get(cid)
+                assert c is None or c.unacked == n, (c.tag if c else None, c.unacked, n)
+            assert self.global_unacked == sum(per.values()), (self.global_unacked, per)
+            assert all(tag < self.next_tag for tag, _ in self.unacked.items())
+
+    # ---- closing ----
+
+    def release(self) -> None:
+        """Channel closed (by either side) or connection gone: cancel consumers, requeue
+        unacked messages in order, drop tx state. Idempotent."""
+        session = self.session
+        if session.pending_acks or session.pending_publish:
+            session.flush_runs()  # acks the client sent before this
+        with self.lock:
+            self.closing = True
+            consumers = list(self.consumers.values())
+            self.consumers.clear()
+            entries = self.unacked.pop_all()
+            self._forget_locked(entries)
+        if self.reply_consumer is not None:
+            self.drop_reply_consumer()
+        # Requeue before detaching the consumers (``closing`` keeps them from taking anything
+        # meanwhile), as RabbitMQ's queue does on a consumer's channel going down: a single
+        # active consumer's successor then gets the requeued messages first, in order.
+        if entries:
+            self.settle(entries, requeue=True)
+        for c in consumers:
+            if c.queue.remove_consumer(c):
+                session.auto_delete_queue(c.queue)
+        self.tx_publishes = []
+        self.tx_acks = []
+
+
+def _unknown_tag(tag: int) -> AMQPChannelError:
+    return AMQPChannelError(
+        _spec.PRECONDITION_FAILED, f"PRECONDITION_FAILED - unknown delivery tag {tag}"
+    )

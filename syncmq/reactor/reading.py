@@ -1,0 +1,209 @@
+"""The reactor's receive side (a mixin of :class:`~.loop.Reactor`): the TLS handshake, reads,
+the protocol header, handing input to the connection's worker (which cuts it into frames,
+:meth:`Reader._handle_data`) and the input flow control (``FLOW_HIGH``/``FLOW_LOW``).
+
+Everything here runs on the reactor thread except :meth:`Reader._handle_data`, which runs on
+the connection's worker and owns ``Transport.rest``/``rest_len``/``rest_need``.
+"""
+
+from __future__ import annotations
+
+import selectors
+import ssl
+import struct
+import time
+from typing import TYPE_CHECKING
+
+from ..wire.frames import PROTOCOL_HEADER, split_frames
+from .transport import Transport, _fmt_peer, log
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+RECV_SIZE = 256 * 1024
+# Protocol headers we speak: 0-9-1, and the 0-9 header, which rabbit_reader
+# version_negotiation({1, 1, 0, 9}) "can safely treat as though it were 0-9-1". Any other
+# header is answered with the 0-9-1 one and the socket closed.
+ACCEPTED_HEADERS = (PROTOCOL_HEADER, b"AMQP\x01\x01\x00\x09")
+# Octets a frame may exceed frame_max by: rabbit_reader's ?FRAME_SIZE_FUDGE (= the 8 octets of
+# an empty frame), "since quite a few [clients] get it wrong - off-by 1 or 8".
+FRAME_MAX_SLACK = 8
+# Flow control: a connection whose worker has FLOW_HIGH reads not yet handled stops
+# being read until the backlog is down to FLOW_LOW. A publisher that floods faster than the
+# broker routes is slowed to the broker's pace instead of filling memory with unparsed frames
+# (RabbitMQ's credit flow between reader and channel plays the same part).
+FLOW_HIGH = 8
+FLOW_LOW = 2
+_FRAME_SIZE = struct.Struct(">I").unpack_from  # a frame header's payload size, at offset 3
+
+
+class Reader:
+    """The receive half of the reactor."""
+
+    __slots__ = ()
+
+    call_soon: Callable[..., None]
+    _lost: Callable[[Transport], None]
+    _update_events: Callable[[Transport], None]
+    _bad_header: Callable[[Transport], None]
+
+    def _tls_handshake(self, t: Transport) -> None:
+        """One non-blocking step of the server-side TLS handshake."""
+        try:
+            t.sock.do_handshake()
+        except ssl.SSLWantReadError:
+            self._want(t, selectors.EVENT_READ)
+            return
+        except ssl.SSLWantWriteError:
+            self._want(t, selectors.EVENT_READ | selectors.EVENT_WRITE)
+            return
+        except (OSError, ValueError) as e:
+            log.info("TLS handshake with %s failed: %s", _fmt_peer(t.peer),
+                     getattr(e, "reason", None) or e)
+            self._lost(t)
+            return
+        t.tls_handshaking = False
+        try:
+            t.peer_cert = t.sock.getpeercert() or None
+        except (OSError, ValueError):
+            t.peer_cert = None
+        self._want(t, selectors.EVENT_READ)
+        if t.sock.pending():
+            self._read(t)
+
+    def _want(self, t: Transport, events: int) -> None:
+        t.writing = bool(events & selectors.EVENT_WRITE)
+        self._update_events(t)
+
+    def _recv_tls(self, t: Transport) -> bytes | None:
+        """Everything TLS has decrypted for us now (b"" on EOF, None if nothing yet)."""
+        parts = []
+        sock = t.sock
+        try:
+            while True:
+                chunk = sock.recv(RECV_SIZE)
+                if not chunk:
+                    if parts:
+                        break
+                    return b""
+                parts.append(chunk)
+                if not sock.pending():
+                    break
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            if not parts:
+                return None
+        return b"".join(parts) if len(parts) > 1 else parts[0]
+
+    def _read(self, t: Transport) -> None:
+        try:
+            if t.tls:
+                data = self._recv_tls(t)
+                if data is None:
+                    return
+            else:
+                data = t.sock.recv(RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._lost(t)
+            return
+        if not data:
+            self._lost(t)
+            return
+        t.last_recv = time.monotonic()
+        t.bytes_in += len(data)
+        if t.discard_input:
+            return
+        if not t.header_done:
+            if t.inbuf:
+                t.inbuf += data
+                data = bytes(t.inbuf)
+            if len(data) < 8:
+                if not t.inbuf:
+                    t.inbuf += data
+                head = bytes(t.inbuf[:8])
+                if not any(h.startswith(head) for h in ACCEPTED_HEADERS):
+                    self._bad_header(t)
+                return
+            t.inbuf = bytearray()
+            if bytes(data[:8]) not in ACCEPTED_HEADERS:
+                self._bad_header(t)
+                return
+            t.header_done = True
+            t.worker.submit(t.handler.connection_made)
+            data = data[8:]
+            if not data:
+                return
+        self._submit_data(t, data)
+
+    def _submit_data(self, t: Transport, data: bytes) -> None:
+        """Hand what was received to the connection's worker, which cuts it into frames: the
+        reactor's turn stays short (a publisher's 256 KiB is thousands of frames), so the
+        other connections' reads and writes are not kept waiting behind it."""
+        with t.out_lock:
+            t.inflight += 1
+            pause = t.inflight >= FLOW_HIGH
+        t.worker.submit(self._handle_data, t, data)
+        if pause and not t.paused_flow:
+            t.paused_flow = True
+            self._update_events(t)
+
+    def _handle_data(self, t: Transport, data: bytes) -> None:
+        """On the connection's worker: cut ``data`` (after the partial frame left by the last
+        call, ``t.rest``, which only this worker touches) into frames and hand them over; a
+        framing error hands over the complete frames before it, then reports it, and every
+        later input is dropped. Then account for the batch (flow).
+
+        A frame larger than one read is collected in ``t.rest`` (a list of chunks) until its
+        declared size is there (``t.rest_need``), then joined once: O(frame size), however
+        many reads it spans."""
+        try:
+            if t.discard_input:
+                return
+            rest = t.rest
+            if rest:
+                rest.append(data)
+                t.rest_len += len(data)
+                if t.rest_len < t.rest_need:
+                    return  # the partial frame is still incomplete
+                data = b"".join(rest)
+                t.rest = []
+            frames, consumed, error = split_frames(data, t.frame_max, slack=FRAME_MAX_SLACK)
+            if error is not None:
+                t.discard_input = True  # read by the reactor: drop what comes next
+                t.rest = []
+                # The complete frames before the bad one still count, in order (RabbitMQ
+                # handles every frame before the one it cannot parse).
+                if frames:
+                    t.handler.frames_received(frames)
+                t.handler.frame_error(error)
+                return
+            if consumed < len(data):
+                left = data[consumed:]
+                t.rest = [left]
+                t.rest_len = len(left)
+                # the whole frame (header, payload, end octet) once its header is there
+                t.rest_need = _FRAME_SIZE(left, 3)[0] + 8 if len(left) >= 7 else 7
+            if frames:
+                t.handler.frames_received(frames)
+        finally:
+            with t.out_lock:
+                t.inflight -= 1
+                resume = t.inflight <= FLOW_LOW
+            if resume and t.paused_flow:
+                self.call_soon(self._resume_flow, t)
+
+    def _resume_flow(self, t: Transport) -> None:
+        if t.paused_flow and not t.closed:
+            t.paused_flow = False
+            self._update_events(t)
+
+    def _set_alarm_pause(self, t: Transport, paused: bool) -> None:
+        if t.closed or t.paused_alarm == paused:
+            return
+        t.paused_alarm = paused
+        self._update_events(t)
+
+    def _discard_input(self, t: Transport) -> None:
+        t.discard_input = True
+        t.inbuf = bytearray()

@@ -1,0 +1,193 @@
+"""The reactor's view of one client connection (:class:`Transport`) and what it calls on the
+connection's handler (:class:`Handler`).
+
+Who owns what (the output fields are :class:`~.outbuf.OutBuffer`'s, under ``out_lock``):
+
+=====================  ======================================================================
+owner                  fields
+=====================  ======================================================================
+set once               ``reactor``, ``fd``, ``peer``, ``sockname``, ``worker``, ``handler``,
+                       ``tls``, ``created``; ``peer_cert`` (the reactor, after the TLS
+                       handshake, before any input reaches the worker)
+reactor thread         ``sock`` (a worker's direct send uses it only under ``out_lock``; the
+                       reactor closes it under the lock), ``inbuf``, ``header_done``,
+                       ``writing``, ``registered_events``, ``paused_flow``, ``paused_alarm``,
+                       ``heartbeat``, ``last_recv``, ``bytes_in``, ``tls_handshaking``,
+                       ``tls_retry``, ``close_when_flushed``
+the worker             ``rest``, ``rest_len``, ``rest_need`` (a partial frame between inputs),
+                       ``frame_max`` (written after tune-ok, read when cutting frames)
+``out_lock``           ``inflight`` (input batches handed to the worker: the reactor counts
+                       up, the worker down), and the :class:`~.outbuf.OutBuffer` fields
+plain flags            ``discard_input`` (set by either thread: drop input from now on),
+                       ``opened`` (the worker, read by the handshake timer), ``aborted`` (any
+                       thread; read by the direct send under ``out_lock``): one-way flags whose
+                       stale read costs at most one more frame or send
+=====================  ======================================================================
+"""
+
+from __future__ import annotations
+
+import logging
+import selectors
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ..wire.errors import AMQPConnectionError
+from ..workers import Worker, current_worker
+from .outbuf import OutBuffer
+
+if TYPE_CHECKING:
+    from .loop import Reactor
+
+log = logging.getLogger("syncmq.reactor")
+
+HANDSHAKE_FRAME_MAX = 4096  # frame_max before tune-ok (spec: FRAME_MIN_SIZE)
+TLS_SEND_MAX = 256 * 1024  # bytes joined per SSLSocket.send (TLS cannot scatter/gather)
+
+
+class Handler(Protocol):
+    """What the reactor calls on a connection's handler; every call runs on its worker."""
+
+    def connection_made(self) -> None: ...
+    def frames_received(self, frames: list) -> None: ...
+    def frame_error(self, exc: AMQPConnectionError) -> None: ...
+    def connection_lost(self) -> None: ...
+    def output_drained(self) -> None: ...
+
+
+class Transport(OutBuffer):
+    """One client connection: its socket, its input state and (inherited) its output buffer.
+    See the module docstring for which thread owns which field."""
+
+    __slots__ = (
+        "reactor", "sock", "fd", "peer", "sockname", "worker", "handler", "inbuf",
+        "header_done", "discard_input", "close_when_flushed", "writing", "frame_max",
+        "heartbeat", "last_recv", "opened", "bytes_in", "created", "tls", "tls_handshaking",
+        "peer_cert", "tls_retry", "inflight", "paused_flow", "paused_alarm",
+        "registered_events", "rest", "rest_len", "rest_need", "aborted",
+    )
+
+    def __init__(self, reactor: Reactor, sock: socket.socket, peer: Any, worker: Worker) -> None:
+        super().__init__(reactor.out_high, reactor.out_low)
+        self.reactor = reactor
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.peer = peer
+        self.sockname = sock.getsockname()
+        self.worker = worker
+        self.handler: Handler | None = None
+        self.inbuf = bytearray()  # the protocol header while it is incomplete (reactor)
+        # A partial frame after the last input handled (the worker's): its chunks, their total
+        # size and the size of the whole frame (or 7 while its header is incomplete).
+        self.rest: list[bytes] = []
+        self.rest_len = 0
+        self.rest_need = 0
+        self.aborted = False  # abort() was called: no more direct sends
+        self.header_done = False
+        self.discard_input = False
+        self.close_when_flushed = False
+        self.writing = False
+        self.frame_max = HANDSHAKE_FRAME_MAX
+        self.heartbeat = 0
+        self.opened = False
+        now = time.monotonic()
+        self.last_recv = now
+        self.created = now
+        self.bytes_in = 0
+        self.tls = isinstance(sock, ssl.SSLSocket)
+        self.tls_handshaking = self.tls
+        self.peer_cert: dict | None = None  # the verified client certificate, after handshake
+        self.tls_retry = 0  # length of a TLS write that must be retried with the same bytes
+        # Frame batches handed to the worker and not yet handled; guarded by ``out_lock``
+        # (incremented by the reactor, decremented by the worker).
+        self.inflight = 0
+        self.paused_flow = False  # reactor thread only
+        self.paused_alarm = False  # reactor thread only
+        self.registered_events = selectors.EVENT_READ  # what the selector watches for us
+
+    # ---- called from any thread ----
+
+    def _wake(self) -> None:
+        """Get the reactor to flush us: at the end of the current worker task if called on a
+        worker (one wake-up per batch), else now."""
+        w = current_worker()
+        if w is not None:
+            w.defer(self)
+        else:
+            self.reactor.call_soon(self.reactor._flush, self)
+
+    def close_after_flush(self) -> None:
+        """Close the socket once everything written so far has been sent. Thread-safe."""
+        self.reactor.call_soon(self.reactor._close_after_flush, self)
+
+    def abort(self) -> None:
+        """Close the socket now, dropping unsent data. Thread-safe."""
+        self.aborted = True  # what is written after this is not sent directly either
+        self.reactor.call_soon(self.reactor._lost, self)
+
+    def stop_reading(self) -> None:
+        """From now on read and drop whatever the peer sends (the connection is closing and
+        nothing it says matters any more). Thread-safe."""
+        self.reactor.call_soon(self.reactor._discard_input, self)
+
+    def pause_reading(self) -> None:
+        """Stop reading from this connection (resource alarm: a blocked publisher). Thread-safe."""
+        self.reactor.call_soon(self.reactor._set_alarm_pause, self, True)
+
+    def resume_reading(self) -> None:
+        """Undo :meth:`pause_reading`. Thread-safe."""
+        self.reactor.call_soon(self.reactor._set_alarm_pause, self, False)
+
+    def set_frame_max(self, frame_max: int) -> None:
+        self.frame_max = frame_max
+
+    def set_heartbeat(self, seconds: int) -> None:
+        """Start heartbeats (0 disables). Thread-safe."""
+        self.reactor.call_soon(self.reactor._start_heartbeat, self, seconds)
+
+    def call_later(self, delay: float, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` on the reactor thread after ``delay`` seconds. Thread-safe."""
+        self.reactor.call_later(delay, fn, *args)
+
+    def mark_open(self) -> None:
+        """The handshake completed: cancel the handshake timeout."""
+        self.opened = True
+
+
+    # ---- the reactor's ----
+
+    def _send_tls(self, batch: list) -> int:
+        """Send the first chunks of ``batch`` joined (up to ``TLS_SEND_MAX``) on the TLS
+        socket: an ``SSLSocket`` cannot scatter/gather, and OpenSSL wants a retried write to
+        carry the same bytes (``tls_retry``). Reactor thread only."""
+        buf = _join_upto(batch, TLS_SEND_MAX)
+        if self.tls_retry:
+            buf = memoryview(buf)[: self.tls_retry]
+        self.tls_retry = len(buf)
+        n = self.sock.send(buf)
+        self.tls_retry = 0
+        return n
+
+
+HandlerFactory = Callable[[Transport], Handler]
+
+
+def _join_upto(chunks: list, limit: int) -> bytes:
+    """The first chunks joined, up to about ``limit`` bytes (at least one whole chunk)."""
+    out = []
+    size = 0
+    for c in chunks:
+        out.append(c)
+        size += len(c)
+        if size >= limit:
+            break
+    return out[0] if len(out) == 1 else b"".join(out)
+
+
+def _fmt_peer(peer: Any) -> str:
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return str(peer)
