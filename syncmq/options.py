@@ -57,6 +57,24 @@ def memory_limit(spec: str) -> int:
     return int(total * fraction)
 
 
+def server_properties(text: Any) -> dict[str, str]:
+    """``--server-properties product=RabbitMQ,version=3.10.8``: string overrides of the
+    connection.start server properties (any key but ``capabilities``, the feature table
+    clients act on, which stays RabbitMQ's). A dict is taken as it is (``Server(...)``)."""
+    items = text.items() if isinstance(text, dict) else (
+        part.partition("=")[::2] if "=" in part else (part, None)
+        for part in filter(None, (p.strip() for p in str(text).split(","))))
+    props: dict[str, str] = {}
+    for key, value in items:
+        key = str(key).strip()
+        if not key or value is None:
+            raise ValueError(f"--server-properties: not KEY=VALUE: {key!r}")
+        if key == "capabilities":
+            raise ValueError("--server-properties: the capabilities table cannot be overridden")
+        props[key] = str(value).strip()
+    return props
+
+
 def positive(text: str) -> int:
     v = int(text)
     if v < 1:
@@ -189,6 +207,11 @@ OPTIONS: tuple[Option, ...] = (
     Opt("max-handshakes", "1000", "refuse new sockets while this many have not completed the "
       "AMQP handshake (each is closed after `--handshake-timeout`); `0`: no limit", type=int,
       metavar="N"),
+    Opt("server-properties", None, "override or add `connection.start` server properties, e.g. "
+      "`product=RabbitMQ,version=3.10.8` for client code that checks them; the `capabilities` "
+      "table stays RabbitMQ's ([docs/compatibility.md](docs/compatibility.md#server-properties"
+      "-and-capabilities))", type=server_properties, metavar="K=V,...",
+      shown_default="none (product `syncmq`, syncmq's version)"),
     Opt("daemonize", None, "detach from the terminal (hosts without a supervisor; the command "
       "returns once the broker listens, 1 if it failed)", type=None, cli_only=True),
     Opt("pid-file", None, "write the broker's pid to this file (removed on exit)",

@@ -63,6 +63,7 @@ class Server:
             heartbeat=config.heartbeat,
             max_message_size=config.max_message_size,
             cert_login_from=config.ssl_cert_login_from,
+            server_properties=dict(config.server_properties or {}),
         )
         # glibc: few arenas and a fixed mmap threshold, before the worker threads exist, so
         # that memory freed after a burst can be given back (syncmq.memory)

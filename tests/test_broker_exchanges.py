@@ -119,7 +119,7 @@ def test_declare_each_type_and_redeclare(ch, unique, type_):
     {"durable": True},
     {"auto_delete": True},
     {"internal": True},
-    {"arguments": {"x-any": "thing"}},
+    {"arguments": {"alternate-exchange": "ae"}},
 ])
 def test_redeclare_with_different_properties_is_406(conn, unique, change):
     ch = conn.channel()
@@ -128,6 +128,13 @@ def test_redeclare_with_different_properties_is_406(conn, unique, change):
     err = expect_channel_close(406, ch.exchange_declare, unique, **kw)
     assert "inequivalent" in err.reply_text
     conn.channel().exchange_delete(unique)
+
+
+def test_redeclare_compares_alternate_exchange_only(ch, unique):
+    """rabbit_exchange:assert_equivalence looks at alternate-exchange only (RabbitMQ 3.10)."""
+    ch.exchange_declare(unique, "direct", arguments={"x-any": "thing"})
+    ch.exchange_declare(unique, "direct", arguments={"x-any": "other"})
+    ch.exchange_delete(unique)
 
 
 def test_passive_declare_of_missing_exchange_is_404(ch, unique):

@@ -87,6 +87,7 @@ def test_durable_queue_declare(ch, unique):
 def test_exclusive_queue_is_locked_to_its_connection(broker, conn, unique):
     ch = conn.channel()
     ch.queue_declare(unique, exclusive=True)
+    ch.queue_bind(unique, "amq.direct", "k")
     ch.basic_publish("", unique, b"mine")
     with connection(broker.port) as other:
         for op in (
@@ -101,6 +102,8 @@ def test_exclusive_queue_is_locked_to_its_connection(broker, conn, unique):
             lambda c: c.queue_delete(unique),
         ):
             expect_channel_close(405, op, other.channel())
+        # unbinding what is not bound is unbind-ok, even here (rabbit_binding:remove)
+        other.channel().queue_unbind(unique, "amq.direct", "not-bound")
         # other connections may still publish to it
         other.channel().basic_publish("", unique, b"theirs")
     wait_until(conn, lambda: message_count(ch, unique) == 2)

@@ -47,6 +47,8 @@ LEGAL = {
     (S.OPEN, E.PEER_CLOSED): S.CLOSED,
     (S.OPEN, E.SEND_BLOCKED): S.OPEN,
     (S.OPEN, E.SEND_UNBLOCKED): S.OPEN,
+    (S.OPEN, E.RECV_UPDATE_SECRET): S.OPEN,
+    (S.OPEN, E.SEND_UPDATE_SECRET_OK): S.OPEN,
     (S.CLOSING, E.RECV_CLOSE): S.CLOSING,
     (S.CLOSING, E.RECV_CLOSE_OK): S.CLOSING,
     (S.CLOSING, E.PEER_CLOSED): S.CLOSED,
@@ -64,6 +66,7 @@ RECV = {
     E.RECV_OPEN: C.Open(virtual_host="/"),
     E.RECV_CLOSE: C.Close(reply_code=200, reply_text="bye"),
     E.RECV_CLOSE_OK: C.CloseOk(),
+    E.RECV_UPDATE_SECRET: C.UpdateSecret(new_secret=b"guest", reason="refresh"),
 }
 SEND = {
     E.SEND_START: C.Start(mechanisms=b"PLAIN", locales=b"en_US"),
@@ -73,6 +76,7 @@ SEND = {
     E.SEND_CLOSE_OK: C.CloseOk(),
     E.SEND_BLOCKED: C.Blocked(reason="low on memory"),
     E.SEND_UNBLOCKED: C.Unblocked(),
+    E.SEND_UPDATE_SECRET_OK: C.UpdateSecretOk(),
 }
 # the shortest way into each state, as (event, ...) applied through the API
 PATH = {

@@ -370,6 +370,10 @@ class Queue(QueueLimits):
                     # that carries the body
                     message = message.with_body()
                 self._handed_out_locked((item,), 1, no_ack)
+                if self.expiry:
+                    # as RabbitMQ's fetch: expired messages now at the head are dropped
+                    # before the count of those left (get-ok message_count)
+                    self._expire_locked(self.last_used)
                 result = seq, message, redelivered, len(self.ready)
             if self.expiry:
                 self._arm_ttl_timer_locked()

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..wire import _spec
 from ..wire.errors import AMQPChannelError, AMQPConnectionError
-from .args import check_declare_arguments, check_queue_type
+from .args import check_declare_arguments, check_queue_type, precondition_failed
 from .deadletter import dead_lettered, is_cycle
 from .exchange import EXCHANGE_TYPES, Exchange
 from .message import Message
@@ -36,6 +36,17 @@ PREDECLARED = (
     ("amq.topic", "topic"),
     ("amq.headers", "headers"),
     ("amq.match", "headers"),
+)
+
+# ``owner`` of bind/unbind when no connection asks (management, definitions): no 405 check
+ANY_OWNER = object()
+# The x-arguments RabbitMQ 3.10 compares when a classic queue is redeclared, in its order
+# (rabbit_amqqueue declare_args, less those a classic queue ignores: x-max-in-memory-*,
+# x-dead-letter-strategy, the quorum/stream ones); any other argument may differ.
+EQUIVALENT_QUEUE_ARGS = (
+    "x-expires", "x-message-ttl", "x-dead-letter-exchange", "x-dead-letter-routing-key",
+    "x-max-length", "x-max-length-bytes", "x-max-priority", "x-overflow", "x-queue-mode",
+    "x-single-active-consumer", "x-queue-type", "x-queue-master-locator",
 )
 
 
@@ -154,12 +165,19 @@ class VirtualHost:
                     f"PRECONDITION_FAILED - inequivalent arg '{arg}' for exchange "
                     f"'{ex.name}' in vhost '{self.name}': received '{g}' but current is '{c}'",
                 )
-        if (arguments or {}) != ex.arguments:
-            raise AMQPChannelError(
-                _spec.PRECONDITION_FAILED,
-                f"PRECONDITION_FAILED - inequivalent arguments for exchange '{ex.name}' in "
-                f"vhost '{self.name}'",
-            )
+        # rabbit_exchange:assert_equivalence compares alternate-exchange only
+        self._check_equivalent_args(f"exchange '{ex.name}'", ex.arguments, arguments or {},
+                                    ("alternate-exchange",))
+
+    def _check_equivalent_args(self, what: str, current: dict, got: dict, keys) -> None:
+        """rabbit_misc:assert_args_equivalence: the first of ``keys`` (in that order) whose
+        value differs is 406 with RabbitMQ's text; other arguments are not compared."""
+        for key in keys:
+            if got.get(key) != current.get(key):
+                raise precondition_failed(
+                    f"inequivalent arg '{key}' for {what} in vhost '{self.name}': received "
+                    f"{_fmt_arg(got.get(key), key in current)} but current is "
+                    f"{_fmt_arg(current.get(key), key in got)}")
 
     def delete_exchange(self, name: str, if_unused: bool) -> Exchange | None:
         """exchange.delete; deleting a missing exchange is not an error (RabbitMQ 3.x)."""
@@ -216,6 +234,12 @@ class VirtualHost:
         if q.exclusive_owner is not None and q.exclusive_owner is not owner:
             raise self._locked(name)
         return q
+
+    def _check_owner(self, destination: Any, owner: Any) -> None:
+        """405 if ``destination`` is a queue exclusive to a connection other than ``owner``."""
+        if owner is not ANY_OWNER and isinstance(destination, Queue) and \
+                destination.exclusive_owner is not None and destination.exclusive_owner is not owner:
+            raise self._locked(destination.name)
 
     def _locked(self, name: str) -> AMQPChannelError:
         return AMQPChannelError(
@@ -296,16 +320,12 @@ class VirtualHost:
                     f"PRECONDITION_FAILED - inequivalent arg '{arg}' for queue '{q.name}' in "
                     f"vhost '{self.name}': received '{_b(got)}' but current is '{_b(cur)}'",
                 )
-        args = arguments or {}
-        for key in set(args) | set(q.arguments):
-            if key.startswith("x-") and args.get(key) != q.arguments.get(key):
-                raise AMQPChannelError(
-                    _spec.PRECONDITION_FAILED,
-                    f"PRECONDITION_FAILED - inequivalent arg '{key}' for queue '{q.name}' in "
-                    f"vhost '{self.name}': received "
-                    f"{_fmt_arg(args.get(key), key in q.arguments)} but current is "
-                    f"{_fmt_arg(q.arguments.get(key), key in args)}",
-                )
+        args, current = arguments or {}, q.arguments
+        if args.get("x-queue-type", "classic") == current.get("x-queue-type", "classic"):
+            # an absent x-queue-type is the default type, classic (RabbitMQ 3.10)
+            args = {k: v for k, v in args.items() if k != "x-queue-type"}
+            current = {k: v for k, v in current.items() if k != "x-queue-type"}
+        self._check_equivalent_args(f"queue '{q.name}'", current, args, EQUIVALENT_QUEUE_ARGS)
 
     def delete_queue(
         self, name: str, if_unused: bool, if_empty: bool, owner: Any
@@ -317,15 +337,16 @@ class VirtualHost:
                 return None
             if q.exclusive_owner is not None and q.exclusive_owner is not owner:
                 raise self._locked(name)
-            if if_unused and q.consumer_count():
-                raise AMQPChannelError(
-                    _spec.PRECONDITION_FAILED,
-                    f"PRECONDITION_FAILED - queue '{name}' in vhost '{self.name}' in use",
-                )
+            # the queue process's order (rabbit_amqqueue_process delete): not empty first
             if if_empty and q.message_count():
                 raise AMQPChannelError(
                     _spec.PRECONDITION_FAILED,
                     f"PRECONDITION_FAILED - queue '{name}' in vhost '{self.name}' not empty",
+                )
+            if if_unused and q.consumer_count():
+                raise AMQPChannelError(
+                    _spec.PRECONDITION_FAILED,
+                    f"PRECONDITION_FAILED - queue '{name}' in vhost '{self.name}' in use",
                 )
             return self._delete_queue_locked(q)
 
@@ -355,9 +376,15 @@ class VirtualHost:
     # ---- bindings ----
 
     def bind(
-        self, source: str, destination: Any, routing_key: str, arguments: dict | None
+        self, source: str, destination: Any, routing_key: str, arguments: dict | None,
+        owner: Any = ANY_OWNER,
     ) -> None:
-        """Bind ``destination`` (a Queue or Exchange) to exchange ``source``."""
+        """Bind ``destination`` (a Queue or Exchange) to exchange ``source``.
+
+        RabbitMQ's order (``rabbit_binding:add``): the source, then the destination must exist
+        (404), the binding must be valid (406 for headers ``x-match``), and only then is a
+        queue exclusive to a connection other than ``owner`` refused (405); ``ANY_OWNER``
+        (management, definitions) skips that check."""
         if source == "" or destination is self.default_exchange:
             raise _default_exchange_refused()  # RabbitMQ's text, for queue and exchange bind
         with self.lock:
@@ -373,6 +400,7 @@ class VirtualHost:
             if isinstance(destination, Exchange) and self.exchanges.get(destination.name) is \
                     not destination:
                 raise self._not_found_exchange(destination.name)
+            self._check_owner(destination, owner)
             args = arguments or {}
             if ex.matcher.has_binding(destination, routing_key, args):
                 if self.durability is not None:
@@ -385,19 +413,25 @@ class VirtualHost:
                 self.durability.binding_added(ex, destination, routing_key, args)
 
     def unbind(
-        self, source: str, destination: Any, routing_key: str, arguments: dict | None
+        self, source: str, destination: Any, routing_key: str, arguments: dict | None,
+        owner: Any = ANY_OWNER,
     ) -> None:
-        """Remove a binding; a missing binding is not an error (RabbitMQ 3.x)."""
+        """Remove a binding, idempotently as RabbitMQ's ``rabbit_binding:remove``: a missing
+        source exchange, a missing destination (``destination`` None) or a missing binding
+        is success; only an existing binding to a queue exclusive to a connection other than
+        ``owner`` is refused (405), and the default exchange always is (403)."""
         if source == "" or destination is self.default_exchange:
             raise AMQPChannelError(
                 _spec.ACCESS_REFUSED,
                 "ACCESS_REFUSED - operation not permitted on the default exchange",
             )
         with self.lock:
-            ex = self.get_exchange(source)
+            ex = self.exchanges.get(source)
             args = arguments or {}
-            if not ex.matcher.has_binding(destination, routing_key, args):
+            if ex is None or destination is None or \
+                    not ex.matcher.has_binding(destination, routing_key, args):
                 return
+            self._check_owner(destination, owner)
             ex.matcher = ex.matcher.without_binding(destination, routing_key, args)
             if isinstance(destination, Exchange):
                 ex.e2e -= 1

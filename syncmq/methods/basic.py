@@ -36,8 +36,10 @@ def qos(session: Session, ch: Channel, m: B.Qos, _p, _b) -> None:
     with ch.lock:
         if m.global_:
             ch.global_prefetch = m.prefetch_count
+            ch.global_gets = sum(1 for _t, e in ch.unacked.items() if e[3] is None)
         else:
             ch.prefetch_count = m.prefetch_count
+            ch.global_prefetch = 0  # rabbit_channel: a per-consumer qos unlimits the channel
     session.send_method(ch.id, B.QosOk())
     ch.refill()
 
@@ -136,6 +138,12 @@ def publish(session: Session, ch: Channel, m: B.Publish, props: bytes, body: byt
     # One test of the property flags for the rare features: user-id check, expiration,
     # reply-to and CC/BCC headers (a publisher that sets none of them pays only this).
     if len(props) >= 2 and (props[0] << 8 | props[1]) & _FLAGS_RARE:
+        # rabbit_channel's order: direct reply-to (maybe_set_fast_reply_to), user-id,
+        # expiration; CC/BCC are checked when routing
+        if message.has_reply_to() and message.props.reply_to == REPLY_TO and \
+                ch.reply_consumer is None:
+            raise AMQPChannelError(_spec.PRECONDITION_FAILED,
+                                   "PRECONDITION_FAILED - fast reply consumer does not exist")
         if props[1] & _FLAG_USER_ID:
             _check_user_id(session, props)
         if message.ttl is not None and message.ttl < 0:

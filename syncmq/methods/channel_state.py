@@ -40,7 +40,7 @@ class Channel:
 
     __slots__ = (
         "session", "id", "lock", "unacked", "next_tag", "consumers", "prefetch_count",
-        "global_prefetch", "global_unacked", "flow_active", "closing", "confirms",
+        "global_prefetch", "global_unacked", "global_gets", "flow_active", "closing", "confirms",
         "tx", "tx_publishes", "tx_acks", "last_queue",
         "write_ok", "read_ok", "n_publish", "n_return", "n_deliver", "n_get",
         "n_redeliver", "n_ack", "stats_folded", "reply_consumer",
@@ -57,6 +57,9 @@ class Channel:
         self.prefetch_count = 0
         self.global_prefetch = 0
         self.global_unacked = 0
+        # basic.gets unacked when the global qos was set: rabbit_limiter:limit_prefetch counts
+        # them (later gets are not counted, and their acks or a recover never free them)
+        self.global_gets = 0
         self.flow_active = True
         self.closing = False
         self.confirms: ConfirmTracker | None = None  # set by confirm.select
@@ -151,7 +154,8 @@ class Channel:
         """One delivery if the consumer has credit (see ``broker.queue.DeliveryTarget``)."""
         if not consumer.no_ack and (
             (consumer.prefetch and consumer.unacked >= consumer.prefetch)
-            or (self.global_prefetch and self.global_unacked >= self.global_prefetch)
+            or (self.global_prefetch
+                and self.global_unacked + self.global_gets >= self.global_prefetch)
         ):
             # No credit, read without the lock: a queue with a backlog asks on every publish,
             # and taking the lock each time convoys the publisher's worker with the consumer's.
@@ -183,8 +187,9 @@ class Channel:
             if not no_ack:
                 if consumer.prefetch and consumer.prefetch - consumer.unacked < k:
                     k = consumer.prefetch - consumer.unacked
-                if self.global_prefetch and self.global_prefetch - self.global_unacked < k:
-                    k = self.global_prefetch - self.global_unacked
+                free = self.global_prefetch - self.global_unacked - self.global_gets
+                if self.global_prefetch and free < k:
+                    k = free
                 if k <= 0:
                     return 0
             return self._record_locked(pairs, k, queue, consumer, consumer.prefix, no_ack)

@@ -1,4 +1,4 @@
-"""connection.* handlers: login, tune, open, close."""
+"""connection.* handlers: login, tune, open, close, update-secret."""
 
 from __future__ import annotations
 
@@ -100,6 +100,7 @@ def _login(session: Session, mechanism: str, username: str, user, reason: str) -
         )
     session.user = user
     session.username = user.name
+    session.auth_mechanism = mechanism
     s = session.settings
     session.send_method(0, C.Tune(channel_max=s.channel_max, frame_max=s.frame_max,
                                   heartbeat=s.heartbeat))
@@ -185,6 +186,37 @@ def close_ok(session: Session, _ch, m: C.CloseOk, _p, _b) -> None:
     session.transport.close_after_flush()
 
 
+def update_secret(session: Session, _ch, m: C.UpdateSecret, _p, _b) -> None:
+    """RabbitMQ 3.8+ ``connection.update-secret`` (rabbit_reader ``handle_method0``): the new
+    secret is checked for the connection's user with the mechanism it logged in with, against
+    the *current* users file (PLAIN/AMQPLAIN: the password; EXTERNAL: the certificate's user
+    must still exist). Accepted: update-secret-ok, and every channel's cached permission
+    checks are dropped so the next check reads the current permissions. Refused: the
+    connection is closed with RabbitMQ's 530 and text (its ``{refused, _}`` branch).
+
+    RabbitMQ's internal backend cannot expire and accepts any secret; syncmq checks it (a
+    documented difference, docs/compatibility.md)."""
+    store = session.broker.users
+    if session.auth_mechanism == "EXTERNAL":
+        user, reason = store.authenticate_external(session.username, session.peer)
+    else:
+        secret = m.new_secret
+        if isinstance(secret, (bytes, bytearray, memoryview)):
+            secret = bytes(secret).decode("utf-8", "replace")
+        user, reason = store.authenticate(session.username, secret, session.peer)
+    if user is None:
+        log.warning("secret update refused: %s", reason,
+                    extra={"peer": _peer(session), "user": session.username})
+        raise AMQPConnectionError(
+            _spec.NOT_ALLOWED, "NOT_ALLOWED - New secret was refused by one of the backends",
+            m.CLASS_ID, m.METHOD_ID)
+    session.user = user
+    access.clear_caches(session)
+    session.send_method(0, C.UpdateSecretOk())
+    log.info("user updated secret", extra={"peer": _peer(session), "user": session.username,
+                                           "reason": m.reason})
+
+
 def _peer(session: Session) -> str:
     p = session.peer
     return f"{p[0]}:{p[1]}" if isinstance(p, tuple) else str(p)
@@ -196,4 +228,5 @@ HANDLERS = {
     C.Open.INDEX: open_,
     C.Close.INDEX: close,
     C.CloseOk.INDEX: close_ok,
+    C.UpdateSecret.INDEX: update_secret,
 }

@@ -46,9 +46,9 @@ def declare(session: Session, ch: Channel, m: Q.Declare, _p, _b) -> None:
     if m.queue.startswith(REPLY_TO):
         _declare_reply_to(session, ch, m)
         return
+    # a passive declare of "" is not the channel's last queue (RabbitMQ 3.10: 404 "no queue
+    # ''"), unlike the other queue methods
     name = m.queue or ("" if m.passive else generate_queue_name())
-    if m.passive and not name:
-        name = _queue_name(ch, name)
     if not m.passive:
         if m.queue.startswith("amq."):
             # RabbitMQ checks the reserved prefix before the configure permission
@@ -81,9 +81,13 @@ def bind(session: Session, ch: Channel, m: Q.Bind, _p, _b) -> None:
     if m.exchange == "":
         vh.bind("", None, m.routing_key, m.arguments)  # raises 403
     access.read(session, "exchange", m.exchange)
-    q = vh.get_queue(name, session)
+    # rabbit_binding:add: a missing exchange is reported before a missing queue, and the
+    # exclusive check (405) comes after the binding's validation (in vh.bind)
     vh.get_exchange(m.exchange)
-    vh.bind(m.exchange, q, m.routing_key, m.arguments)
+    q = vh.queues.get(name)
+    if q is None:
+        vh.get_queue(name)  # raises 404
+    vh.bind(m.exchange, q, m.routing_key, m.arguments, session)
     reply_when_durable(session, ch.id, m, None if m.no_wait else Q.BindOk())
 
 
@@ -91,14 +95,14 @@ def unbind(session: Session, ch: Channel, m: Q.Unbind, _p, _b) -> None:
     vh = session.vhost
     name = _queue_name(ch, m.queue)
     # RabbitMQ's order (rabbit_channel:binding_action_with_checks): write on the queue, the
-    # default exchange (403), read on the exchange, and only then do the two have to exist
+    # default exchange (403), read on the exchange; permissions are checked even when the
+    # queue, the exchange or the binding does not exist
     access.write(session, "queue", name)
     if m.exchange == "":
         vh.unbind("", None, m.routing_key, m.arguments)  # raises 403
     access.read(session, "exchange", m.exchange)
-    q = vh.get_queue(name, session)
-    vh.get_exchange(m.exchange)
-    vh.unbind(m.exchange, q, m.routing_key, m.arguments)
+    # idempotent (rabbit_binding:remove): a missing queue, exchange or binding is unbind-ok
+    vh.unbind(m.exchange, vh.queues.get(name), m.routing_key, m.arguments, session)
     reply_when_durable(session, ch.id, m, Q.UnbindOk())
 
 

@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import __version__
@@ -76,6 +76,7 @@ class Settings:
     product: str = "syncmq"
     cluster_name: str = "syncmq@localhost"
     cert_login_from: str = "common_name"  # EXTERNAL: broker.certname.MODES
+    server_properties: dict = field(default_factory=dict)  # --server-properties overrides
 
 
 SERVER_CAPABILITIES = {
@@ -119,6 +120,7 @@ class Session:
         self.heartbeat = 0
         self.user = None
         self.username = ""
+        self.auth_mechanism = ""  # PLAIN, AMQPLAIN or EXTERNAL (for update-secret)
         self.vhost: VirtualHost | None = None
         self.client_properties: dict = {}
         self.capabilities: dict = {}
@@ -177,6 +179,7 @@ class Session:
                     "copyright": "syncmq contributors",
                     "information": "An AMQP 0-9-1 broker in pure Python",
                     "cluster_name": s.cluster_name,
+                    **s.server_properties,
                     "capabilities": dict(SERVER_CAPABILITIES),
                 },
                 mechanisms=b"PLAIN AMQPLAIN EXTERNAL"

@@ -20,6 +20,8 @@ Connection (``CONNECTION``; a missing cell is illegal)::
                     send connection.open-ok    OPEN            the open handler (vhost ok)
     OPEN            send connection.blocked    OPEN            a publish during an alarm
                     send connection.unblocked  OPEN            the alarm cleared
+                    recv connection.update-secret OPEN         receive (the handler checks it)
+                    send connection.update-secret-ok OPEN      the update-secret handler
     AWAIT_OPEN,     recv connection.close      (same)          receive
     OPEN, CLOSING
     AWAIT_OPEN,     peer_closed                CLOSED          the close handler
@@ -105,6 +107,7 @@ class Event(enum.StrEnum):
     RECV_OPEN = "recv connection.open"
     RECV_CLOSE = "recv connection.close"
     RECV_CLOSE_OK = "recv connection.close-ok"
+    RECV_UPDATE_SECRET = "recv connection.update-secret"
     SEND_START = "send connection.start"
     SEND_TUNE = "send connection.tune"
     SEND_OPEN_OK = "send connection.open-ok"
@@ -112,6 +115,7 @@ class Event(enum.StrEnum):
     SEND_CLOSE_OK = "send connection.close-ok"
     SEND_BLOCKED = "send connection.blocked"
     SEND_UNBLOCKED = "send connection.unblocked"
+    SEND_UPDATE_SECRET_OK = "send connection.update-secret-ok"
     TUNED = "tuned"
     PEER_CLOSED = "peer_closed"
     HANG_UP = "hang_up"
@@ -149,6 +153,7 @@ CONNECTION: dict[ConnState, dict[Event, ConnState]] = {
     S.OPEN: {
         E.RECV_CLOSE: S.OPEN, E.PEER_CLOSED: S.CLOSED, E.SEND_CLOSE: S.CLOSING,
         E.SEND_BLOCKED: S.OPEN, E.SEND_UNBLOCKED: S.OPEN, E.HANG_UP: S.CLOSED,
+        E.RECV_UPDATE_SECRET: S.OPEN, E.SEND_UPDATE_SECRET_OK: S.OPEN,
     },
     S.CLOSING: {
         E.RECV_CLOSE: S.CLOSING, E.RECV_CLOSE_OK: S.CLOSING, E.PEER_CLOSED: S.CLOSED,
@@ -161,6 +166,7 @@ CONNECTION: dict[ConnState, dict[Event, ConnState]] = {
 RECV_EVENT = {
     C.StartOk.INDEX: E.RECV_START_OK, C.TuneOk.INDEX: E.RECV_TUNE_OK, C.Open.INDEX: E.RECV_OPEN,
     C.Close.INDEX: E.RECV_CLOSE, C.CloseOk.INDEX: E.RECV_CLOSE_OK,
+    C.UpdateSecret.INDEX: E.RECV_UPDATE_SECRET,
 }
 ACCEPTS: dict[ConnState, frozenset[int]] = {
     state: frozenset(i for i, ev in RECV_EVENT.items() if ev in cells)
@@ -192,6 +198,7 @@ SEND_EVENT = {
     C.Start.INDEX: E.SEND_START, C.Tune.INDEX: E.SEND_TUNE, C.OpenOk.INDEX: E.SEND_OPEN_OK,
     C.Close.INDEX: E.SEND_CLOSE, C.CloseOk.INDEX: E.SEND_CLOSE_OK,
     C.Blocked.INDEX: E.SEND_BLOCKED, C.Unblocked.INDEX: E.SEND_UNBLOCKED,
+    C.UpdateSecretOk.INDEX: E.SEND_UPDATE_SECRET_OK,
 }
 CH_SEND_EVENT = {Ch.Close.INDEX: E.CH_SEND_CLOSE, Ch.CloseOk.INDEX: E.CH_SEND_CLOSE_OK}
 SENDS_WITH_EVENT = frozenset(SEND_EVENT) | frozenset(CH_SEND_EVENT)

@@ -29,9 +29,6 @@ KNOWN_DIFFERENCES: dict[str, str] = {
         "syncmq also sets RabbitMQ 3.13's x-last-death-reason/queue/exchange headers on "
         "dead-lettered messages; the reference RabbitMQ 3.10.8 does not (additive: clients "
         "of 3.10 ignore them, clients of 3.13+ read them)",
-    "unbind_missing_queue_or_exchange":
-        "queue.unbind of a missing queue or from a missing exchange is 404 in syncmq, "
-        "unbind-ok in RabbitMQ 3.10 (issue #23, being fixed on another branch)",
     "perm_refusal_text":
         "RabbitMQ 3.10.8's 403 text leaves the permission out (\"access to queue 'q' in "
         "vhost '/' refused\"); syncmq names it (\"configure access to ...\"), which "
@@ -776,3 +773,59 @@ def nack_multiple_drop_and_reject_single(s):
     ch.basic_reject(tags[3], requeue=True)
     ch.basic_nack(0, multiple=True, requeue=True)  # tag 0 + multiple: every outstanding one
     s.rec("left", s.drain(ch, s.n("q")))
+
+
+@scenario
+def unbind_idempotent_missing_everything(s):
+    """rabbit_binding:remove: a missing queue, exchange or binding is unbind-ok; the default
+    exchange is 403; an existing binding to another connection's exclusive queue is 405 (a
+    missing one is unbind-ok even there); the empty name still needs a declared queue."""
+    ch = s.channel()
+    s.expect_error("q.unbind missing queue", lambda: ch.queue_unbind(s.n("noq"), "amq.direct",
+                                                                     "k"))
+    s.expect_error("q.unbind missing both", lambda: ch.queue_unbind(s.n("noq"), s.n("nox"), "k"))
+    ch.queue_declare(s.n("q"), auto_delete=False)
+    s.expect_error("q.unbind missing exchange", lambda: ch.queue_unbind(s.n("q"), s.n("nox")))
+    s.expect_error("q.unbind missing binding", lambda: ch.queue_unbind(s.n("q"), "amq.topic",
+                                                                       "k"))
+    s.expect_error("x.unbind missing both", lambda: ch.exchange_unbind(s.n("d"), s.n("s"), "k"))
+    s.expect_error("x.unbind missing dst", lambda: ch.exchange_unbind(s.n("d"), "amq.direct"))
+    s.expect_error("x.unbind missing src", lambda: ch.exchange_unbind("amq.topic", s.n("s")))
+    s.expect_error("x.unbind missing binding",
+                   lambda: ch.exchange_unbind("amq.topic", "amq.direct", "k"))
+    s.expect_error("q.unbind default", lambda: ch.queue_unbind(s.n("noq"), "", "k"))
+    ch = s.channel()
+    s.expect_error("x.unbind default src", lambda: ch.exchange_unbind(s.n("d"), "", "k"))
+    ch = s.channel()
+    s.expect_error("x.unbind default dst", lambda: ch.exchange_unbind("", s.n("s"), "k"))
+    ch = s.channel()
+    s.expect_error("q.unbind no last queue", lambda: ch.queue_unbind("", "amq.direct", "k"))
+    other = s.connect().channel()
+    other.queue_declare(s.n("ex"), exclusive=True)
+    ch = s.channel()
+    s.expect_error("exclusive, no binding", lambda: ch.queue_unbind(s.n("ex"), "amq.direct"))
+    s.expect_error("exclusive, no exchange", lambda: ch.queue_unbind(s.n("ex"), s.n("nox")))
+    other.queue_bind(s.n("ex"), "amq.direct", "k")
+    s.expect_error("exclusive, bound", lambda: ch.queue_unbind(s.n("ex"), "amq.direct", "k"))
+    other.queue_unbind(s.n("ex"), "amq.direct", "k")
+    s.rec("owner unbinds", "ok")
+    s.channel().queue_delete(s.n("q"))
+
+
+@scenario
+def bind_check_order(s):
+    """rabbit_binding:add: the source is looked up before the destination, and another
+    connection's exclusive queue (405) only after the binding was validated (406)."""
+    ch = s.channel()
+    s.expect_error("q.bind both missing", lambda: ch.queue_bind(s.n("noq"), s.n("nox")))
+    ch = s.channel()
+    s.expect_error("x.bind both missing", lambda: ch.exchange_bind(s.n("nod"), s.n("nos")))
+    other = s.connect().channel()
+    other.queue_declare(s.n("ex"), exclusive=True)
+    ch = s.channel()
+    s.expect_error("exclusive, missing exchange", lambda: ch.queue_bind(s.n("ex"), s.n("nox")))
+    ch = s.channel()
+    s.expect_error("exclusive, bad x-match", lambda: ch.queue_bind(
+        s.n("ex"), "amq.headers", arguments={"x-match": "bogus"}))
+    ch = s.channel()
+    s.expect_error("exclusive, valid", lambda: ch.queue_bind(s.n("ex"), "amq.direct", "k"))

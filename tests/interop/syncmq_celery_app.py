@@ -30,6 +30,12 @@ def add(x, y):
     return x + y
 
 
+@app.task
+def tsum(values):
+    """The body of a chord: the sum of its header's results."""
+    return sum(values)
+
+
 @app.task(bind=True, max_retries=5)
 def flaky(self, fail_times):
     """Fails ``fail_times`` times through ``self.retry`` (a republish), then succeeds."""

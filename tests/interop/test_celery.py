@@ -103,6 +103,23 @@ def test_delay_and_rpc_results(celery_env):
     assert w.stop() == 0, w.log()
 
 
+def test_canvas_chain_group_chord(celery_env):
+    """Celery's canvas with rpc:// results: a chain (each result fed to the next task), a
+    group (results in order), and a chord's work (a group whose results go to a callback
+    task). Celery itself refuses a chord on the rpc backend (NotImplementedError, before
+    anything is sent): the same with RabbitMQ."""
+    from celery import chain, chord, group
+    mod, start_worker = celery_env
+    w = start_worker()
+    assert chain(mod.add.s(1, 2), mod.add.s(3), mod.add.s(4)).delay().get(timeout=30) == 10
+    assert group(mod.add.s(i, i) for i in range(5)).delay().get(timeout=30) == [0, 2, 4, 6, 8]
+    with pytest.raises(NotImplementedError, match="does not support chords"):
+        chord((mod.add.s(i, 1) for i in range(4)), mod.tsum.s()).delay()
+    header = group(mod.add.s(i, 1) for i in range(4)).delay().get(timeout=30)
+    assert mod.tsum.delay(header).get(timeout=30) == 10
+    assert w.stop() == 0, w.log()
+
+
 def test_retry(celery_env):
     mod, start_worker = celery_env
     w = start_worker()

@@ -11,7 +11,7 @@ import pytest
 
 NODE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "node")
 SCENARIOS = ["basic", "get_nack", "qos", "confirms", "exchange_types", "errors",
-             "cancel_notify", "exclusive"]
+             "cancel_notify", "exclusive", "update_secret", "callback_api"]
 
 NODE = shutil.which("node") or shutil.which("nodejs")
 pytestmark = [

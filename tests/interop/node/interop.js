@@ -238,6 +238,45 @@ const scenarios = {
     await conn2.close();
     return 'closed';
   },
+
+  // connection.update-secret (promise API): the same secret is accepted and the connection
+  // goes on; a wrong one closes it with 530 (syncmq checks it; see docs/compatibility.md).
+  async update_secret(conn) {
+    await within(conn.updateSecret(Buffer.from('guest'), 'token refresh'), 'update-secret-ok');
+    const ch = await conn.createChannel();
+    const { queue } = await ch.assertQueue('', { exclusive: true });
+    assert.match(queue, /^amq\.gen-/);
+    const closed = within(new Promise((resolve) => conn.on('close', resolve)), 'close 530');
+    conn.updateSecret(Buffer.from('not-the-password'), 'bad token').catch(() => {});
+    const err = await closed;
+    assert.equal(err.code, 530, String(err));
+    assert.match(err.message, /New secret was refused by one of the backends/);
+    return 'closed';
+  },
+
+  // amqplib's callback API end to end, update-secret included, on its own connection.
+  async callback_api() {
+    const cbapi = require('amqplib/callback_api');
+    const q = `${prefix}-cb`;
+    const step = (fn) => new Promise((resolve, reject) =>
+      fn((err, value) => (err ? reject(err) : resolve(value))));
+    const c = await within(step((cb) => cbapi.connect(url, cb)), 'callback connect');
+    await within(step((cb) => c.updateSecret(Buffer.from('guest'), 'refresh', cb)),
+      'callback update-secret');
+    const ch = await step((cb) => c.createChannel(cb));
+    await step((cb) => ch.assertQueue(q, { durable: false }, cb));
+    ch.sendToQueue(q, Buffer.from('via callbacks'), { messageId: 'cb1' });
+    const msg = await within(new Promise((resolve) => {
+      ch.consume(q, (m) => resolve(m), { noAck: false });
+    }), 'callback delivery');
+    assert.equal(msg.content.toString(), 'via callbacks');
+    assert.equal(msg.properties.messageId, 'cb1');
+    ch.ack(msg);
+    await step((cb) => ch.deleteQueue(q, {}, cb));
+    await step((cb) => ch.close(cb));
+    await step((cb) => c.close(cb));
+    return 'open';
+  },
 };
 
 async function main() {
