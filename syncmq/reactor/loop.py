@@ -29,6 +29,15 @@ from .reading import Reader
 from .sending import Sender
 from .transport import HandlerFactory, Transport, _fmt_peer, log
 
+# accept(2) errors that belong to one pending connection (Linux reports such a connection's
+# network error from accept itself; the next accept is unaffected); any other error pauses
+# the listener (Reactor._pause_accepting)
+_ACCEPT_PEER_ERRORS = frozenset({
+    errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.ENETDOWN, errno.ENOPROTOOPT,
+    errno.EHOSTDOWN, errno.ENONET, errno.EHOSTUNREACH, errno.EOPNOTSUPP, errno.ENETUNREACH,
+    errno.ETIMEDOUT, errno.ECONNRESET,
+})
+
 
 class _Listener:
     """Selector data of a listening socket: plain (``ssl_context`` None) or TLS."""
@@ -262,10 +271,12 @@ class Reactor(Reader, Sender):
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as e:
-                if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    self._pause_accepting(lsock, e)
-                    return
-                raise
+                if e.errno in _ACCEPT_PEER_ERRORS:
+                    continue  # that one connection failed before we took it: take the next
+                # out of fds or memory, or anything else: never end the reactor thread;
+                # stop polling the listener for a moment and log once per interval
+                self._pause_accepting(lsock, e)
+                return
             if not self._accepting:
                 sock.close()
                 continue
