@@ -114,6 +114,11 @@ class API:
         r("POST", "queues/{vhost}/{name}/get", queues.get_messages)
         r("GET", "bindings", bindings.bindings)
         r("GET", "bindings/{vhost}", bindings.bindings)
+        r("GET", "bindings/{vhost}/e/{source}/{dtype}/{dest}", bindings.bindings_between)
+        r("POST", "bindings/{vhost}/e/{source}/{dtype}/{dest}", bindings.post_binding)
+        r("GET", "bindings/{vhost}/e/{source}/{dtype}/{dest}/{props}", bindings.binding)
+        r("DELETE", "bindings/{vhost}/e/{source}/{dtype}/{dest}/{props}",
+          bindings.delete_binding)
         r("GET", "connections", connections.connections)
         r("GET", "connections/{name}", connections.connection)
         r("DELETE", "connections/{name}", connections.delete_connection)
