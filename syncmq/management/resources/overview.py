@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import socket
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -127,14 +128,22 @@ def nodes(api: API, req: Request) -> Response:
     return Response(200, [_node(api)])
 
 
+def node_names(ctx: state.Context) -> set[str]:
+    """Every name this node answers to: its own (``syncmq@host``) and RabbitMQ's
+    ``rabbit@host``, each with the host's short name, full name and ``localhost``."""
+    host = ctx.node.partition("@")[2] or "localhost"
+    hosts = {host, host.split(".")[0], socket.getfqdn(host), "localhost"}
+    return {ctx.node} | {f"{p}@{h}" for p in ("syncmq", "rabbit") for h in hosts}
+
+
+def is_this_node(ctx: state.Context, name: str) -> bool:
+    return name in node_names(ctx)
+
+
 def node(api: API, req: Request, node: str) -> Response:
-    if node != api.ctx.node:
+    if not is_this_node(api.ctx, node):
         raise not_found()
     return Response(200, _node(api))
-
-
-def health_ok(api: API, req: Request) -> Response:
-    return Response(200, {"status": "ok"})
 
 
 def aliveness(api: API, req: Request, vhost: str) -> Response:
