@@ -102,12 +102,20 @@ def _node(api: API) -> dict[str, Any]:
         "mem_alarm": "memory" in ctx.broker.alarms,
         "disk_free": disk_free,
         "disk_free_alarm": "disk" in ctx.broker.alarms,
+        "mem_limit": ctx.mem_limit,
+        "mem_calculation_strategy": "rss",
+        "disk_free_limit": ctx.disk_free_limit,
         # syncmq's own: bytes in the journal's segment files (0 without a data dir)
         "journal_bytes": (state.journal_bytes(ctx.data_dir) or 0) if ctx.data_dir else 0,
         "fd_used": fd_used,
         "fd_total": fd_total,
+        # RabbitMQ's socket limit is the descriptors left after its reserve; syncmq's
+        # connections may use every descriptor
         "sockets_used": len(ctx.sessions()),
+        "sockets_total": fd_total,
+        # RabbitMQ's Erlang processes are syncmq's threads; it starts no more than this
         "proc_used": threading.active_count(),
+        "proc_total": _thread_limit(),
         "processors": os.cpu_count() or 1,
         "run_queue": 0,
         "rates_mode": "basic",
@@ -122,6 +130,20 @@ def _node(api: API) -> dict[str, Any]:
         "enabled_plugins": ["management"],
         "being_drained": False,
     }
+
+
+def _thread_limit() -> int:
+    """How many threads this process may have (``RLIMIT_NPROC``, else the kernel's
+    ``threads-max``; 0 if neither is known)."""
+    import resource
+    soft = resource.getrlimit(resource.RLIMIT_NPROC)[0]
+    if soft != resource.RLIM_INFINITY:
+        return soft
+    try:
+        with open("/proc/sys/kernel/threads-max") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 0
 
 
 def nodes(api: API, req: Request) -> Response:
