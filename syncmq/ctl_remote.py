@@ -2,7 +2,8 @@
 
 The mode ``syncmqctl`` uses without ``--users-file`` (``syncmq.ctl.run_remote``). The verbs
 and their arguments are rabbitmqctl's; output is rabbitmqctl's tab-separated table with a
-header line (``--json`` for a JSON list, ``-q`` drops the banner). The broker is found at
+header line (``--formatter json``/``--json`` for a JSON list, ``--formatter pretty_table`` for a
+boxed table, ``-q`` drops the banner). The broker is found at
 ``--management-url`` (env ``SYNCMQ_MANAGEMENT_URL``, default ``http://127.0.0.1:15672``) and
 logged into with ``--username``/``--password`` (env ``SYNCMQ_MANAGEMENT_USERNAME``/
 ``SYNCMQ_MANAGEMENT_PASSWORD``, default guest/guest).
@@ -18,6 +19,7 @@ import base64
 import json
 import os
 import sys
+import time
 import urllib.error
 import urllib.request
 from urllib.parse import quote
@@ -37,11 +39,14 @@ class Client:
         token = base64.b64encode(f"{username}:{password}".encode()).decode()
         self.auth = "Basic " + token
 
-    def call(self, method: str, path: str, body=None, not_found: str | None = None):
+    def call(self, method: str, path: str, body=None, not_found: str | None = None,
+             headers: dict[str, str] | None = None):
         """The parsed JSON answer (None for 204); raises RemoteError with a clear message."""
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(self.url + path, data=data, method=method)
         req.add_header("Authorization", self.auth)
+        for k, v in (headers or {}).items():
+            req.add_header(k, v)
         if data is not None:
             req.add_header("Content-Type", "application/json")
         try:
@@ -106,17 +111,38 @@ ALIASES = {
 }
 
 
+FORMATTERS = ("table", "json", "pretty_table")
+
+
+def _json_out(args) -> bool:
+    return args.json or args.formatter == "json"
+
+
 def _table(args, rows: list[dict], columns: list[str]) -> None:
-    if args.json:
+    """Rows as rabbitmqctl's formatters print them: ``table`` (tab-separated, a header
+    line), ``json`` (a list of objects), ``pretty_table`` (a boxed table)."""
+    if _json_out(args):
         print(json.dumps([{c: _pick(r, c) for c in columns} for r in rows], indent=1))
         return
+    cells = [[_cell(_pick(r, c)) for c in columns] for r in rows]
+    if args.formatter == "pretty_table":
+        widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+        rule = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
+        print(rule)
+        for i, line in enumerate([columns, *cells]):
+            print("| " + " | ".join(v.ljust(w) for v, w in zip(line, widths, strict=True))
+                  + " |")
+            if i == 0:
+                print(rule)
+        print(rule)
+        return
     print("\t".join(columns))
-    for r in rows:
-        print("\t".join(_cell(_pick(r, c)) for c in columns))
+    for row in cells:
+        print("\t".join(row))
 
 
 def _banner(args, text: str) -> None:
-    if not args.quiet and not args.json:
+    if not args.quiet and not _json_out(args):
         print(text)
 
 
@@ -138,7 +164,7 @@ def _password(args) -> str:
 def status(c: Client, args) -> None:
     o = c.call("GET", "/api/overview")
     node = (c.call("GET", "/api/nodes") or [{}])[0]
-    if args.json:
+    if _json_out(args):
         print(json.dumps({"overview": o, "node": node}, indent=1))
         return
     _banner(args, f"Status of node {o.get('node')} ...")
@@ -203,7 +229,7 @@ def delete_queue(c: Client, args) -> None:
                              ("if-empty=true", args.if_empty)) if on]
     c.call("DELETE", _queue_path(args) + ("?" + "&".join(flags) if flags else ""),
            not_found=_no_queue(args))
-    if not args.quiet and not args.json:
+    if not args.quiet and not _json_out(args):
         print(f"Queue was successfully deleted with {q.get('messages', 0)} messages")
 
 
@@ -322,6 +348,95 @@ def import_definitions(c: Client, args) -> None:
     _banner(args, "Definitions imported.")
 
 
+# ---- operating: start-up, authentication, connections, environment ----
+
+def await_startup(c: Client, args) -> None:
+    """Wait until the broker's management API answers (rabbitmqctl's ``await_startup``;
+    ``--timeout`` seconds, 300 by default). A CLI polling a port another process opens has
+    nothing to wait on but time: one try every 0.2 s."""
+    _banner(args, "Waiting for the broker to start up ...")
+    deadline = time.monotonic() + args.timeout
+    while True:
+        try:
+            c.call("GET", "/api/overview")
+            return
+        except RemoteError as e:
+            if "cannot reach" not in str(e) or time.monotonic() >= deadline:
+                raise
+        time.sleep(0.2)
+
+
+def list_user_permissions(c: Client, args) -> None:
+    _banner(args, f'Listing permissions for user "{args.username}" ...')
+    rows = c.call("GET", f"/api/users/{_vq(args.username)}/permissions",
+                  not_found=f'User "{args.username}" does not exist')
+    _table(args, rows, args.columns or ["vhost", "configure", "write", "read"])
+
+
+def authenticate_user(c: Client, args) -> None:
+    """Check a user's password against the broker (``GET /api/whoami`` as that user): a
+    refused login fails; a valid login of a user without a management tag succeeds."""
+    _banner(args, f'Authenticating user "{args.username}" ...')
+    as_user = Client(c.url, args.username, args.user_password)
+    try:
+        as_user.call("GET", "/api/whoami")
+    except RemoteError as e:
+        if "Login failed" in str(e) or "cannot reach" in str(e):
+            raise RemoteError(f'failed to authenticate user "{args.username}"\n'
+                              f"user '{args.username}' - invalid credentials"
+                              if "Login failed" in str(e) else str(e)) from None
+    if not args.quiet:
+        print(json.dumps({"result": "ok"}) if _json_out(args) else "Success")
+
+
+def close_connection(c: Client, args) -> None:
+    """Close one connection by its name (as ``list_connections name`` prints it)."""
+    _banner(args, f"Closing connection {args.connection}, reason: {args.explanation}...")
+    c.call("DELETE", f"/api/connections/{_vq(args.connection)}",
+           headers={"X-Reason": args.explanation},
+           not_found=f"Connection '{args.connection}' does not exist")
+
+
+def close_all_connections(c: Client, args) -> None:
+    """Close the connections of a vhost (``-p``), or of every vhost with ``--global``;
+    ``--limit N`` closes at most N, ``--per-connection-delay`` seconds apart."""
+    scope = "on this node" if args.global_ else f"in vhost {args.vhost}"
+    _banner(args, f"Closing all connections {scope}, reason: {args.explanation} ...")
+    path = "/api/connections" if args.global_ else \
+        f"/api/vhosts/{_vq(args.vhost)}/connections"
+    conns = c.call("GET", path, not_found=f'Virtual host "{args.vhost}" does not exist')
+    if args.limit:
+        conns = conns[:int(args.limit)]
+    for i, conn in enumerate(conns):
+        if i and args.per_connection_delay:
+            time.sleep(args.per_connection_delay)
+        try:
+            c.call("DELETE", f"/api/connections/{_vq(conn['name'])}",
+                   headers={"X-Reason": args.explanation}, not_found="")
+        except RemoteError as e:
+            if str(e):  # gone already: nothing to close
+                raise
+
+
+def environment(c: Client, args) -> None:
+    """The broker's effective settings that its API shows (rabbitmqctl prints the Erlang
+    application environment; syncmq's settings are its command-line options)."""
+    o, node = c.call("GET", "/api/overview"), (c.call("GET", "/api/nodes") or [{}])[0]
+    env = {"node": o.get("node"), "cluster_name": o.get("cluster_name"),
+           "version": o.get("product_version"),
+           "listeners": [f"{li['protocol']} {li['ip_address']}:{li['port']}"
+                         for li in o.get("listeners", [])],
+           "data_dir": node.get("db_dir"), "memory_high_watermark": node.get("mem_limit"),
+           "disk_free_limit": node.get("disk_free_limit"), "fd_limit": node.get("fd_total"),
+           "auth_mechanisms": [m["name"] for m in node.get("auth_mechanisms", [])]}
+    if _json_out(args):
+        print(json.dumps(env, indent=1))
+        return
+    _banner(args, "Application environment of node " + str(o.get("node")) + " ...")
+    for k, v in env.items():
+        print(f"{k}: {_cell(v)}")
+
+
 # verb -> (function, help, argument spec)
 #   spec items: "-p" (vhost option), "cols" (column names), NAME, NAME? (optional), NAME*
 VERBS = {
@@ -362,6 +477,17 @@ VERBS = {
                            "stdout)", ["path"]),
     "import_definitions": (import_definitions, "load a definitions JSON file (- for stdin)",
                            ["path"]),
+    "await_startup": (await_startup, "wait until the broker answers", ["--timeout=300"]),
+    "list_user_permissions": (list_user_permissions, "list a user's permissions",
+                              ["username", "cols"]),
+    "authenticate_user": (authenticate_user, "check a user's password",
+                          ["username", "user_password"]),
+    "close_connection": (close_connection, "close a connection by name",
+                         ["connection", "explanation"]),
+    "close_all_connections": (close_all_connections, "close the connections of a vhost",
+                              ["-p", "--global", "--limit=0", "--per-connection-delay=0",
+                               "explanation"]),
+    "environment": (environment, "the broker's effective settings", []),
 }
 
 
@@ -381,6 +507,8 @@ def _common(p: argparse.ArgumentParser, top: bool) -> None:
                    help="print JSON instead of a table")
     p.add_argument("-q", "--quiet", action="store_true", default=d(False),
                    help="no banner lines")
+    p.add_argument("--formatter", choices=FORMATTERS, default=d("table"),
+                   help="output format, as rabbitmqctl's (--json is --formatter json)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -400,6 +528,11 @@ def build_parser() -> argparse.ArgumentParser:
             elif item == "cols":
                 sp.add_argument("columns", nargs="*", metavar="COLUMN",
                                 help="columns to show (management API field names)")
+            elif item.startswith("--") and "=" in item:
+                opt, _, default = item.partition("=")
+                sp.add_argument(opt, type=float, default=float(default))
+            elif item == "--global":
+                sp.add_argument("--global", dest="global_", action="store_true")
             elif item.startswith("--"):
                 sp.add_argument(item, action="store_true")
             elif item.endswith("?"):

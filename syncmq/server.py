@@ -229,6 +229,10 @@ class Server:
             version=__version__, started_at=self.started_at, data_dir=self.config.data_dir,
             listeners=listeners, cluster_name=self.settings.cluster_name,
             close_connection=close,
+            tls_files=[f for f in (self.config.tls_cert, self.config.tls_ca)
+                       if f and self.config.tls_port is not None],
+            mem_limit=self.config.memory_high_watermark,
+            disk_free_limit=self.config.disk_free_limit,
         )
         c = self.config
         http = HTTPSettings(

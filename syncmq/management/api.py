@@ -46,6 +46,7 @@ from .resources import (
     bindings,
     connections,
     exchanges,
+    health,
     overview,
     publish,
     queues,
@@ -114,6 +115,11 @@ class API:
         r("POST", "queues/{vhost}/{name}/get", queues.get_messages)
         r("GET", "bindings", bindings.bindings)
         r("GET", "bindings/{vhost}", bindings.bindings)
+        r("GET", "bindings/{vhost}/e/{source}/{dtype}/{dest}", bindings.bindings_between)
+        r("POST", "bindings/{vhost}/e/{source}/{dtype}/{dest}", bindings.post_binding)
+        r("GET", "bindings/{vhost}/e/{source}/{dtype}/{dest}/{props}", bindings.binding)
+        r("DELETE", "bindings/{vhost}/e/{source}/{dtype}/{dest}/{props}",
+          bindings.delete_binding)
         r("GET", "connections", connections.connections)
         r("GET", "connections/{name}", connections.connection)
         r("DELETE", "connections/{name}", connections.delete_connection)
@@ -124,8 +130,17 @@ class API:
         r("GET", "consumers/{vhost}", connections.consumers)
         r("GET", "definitions", vhosts.get_definitions)
         r("POST", "definitions", vhosts.post_definitions)
-        r("GET", "health/checks/alarms", overview.health_ok)
-        r("GET", "health/checks/local-alarms", overview.health_ok)
+        r("GET", "health/checks/alarms", health.alarms)
+        r("GET", "health/checks/local-alarms", health.local_alarms)
+        r("GET", "health/checks/virtual-hosts", health.virtual_hosts)
+        r("GET", "health/checks/port-listener/{port}", health.port_listener)
+        r("GET", "health/checks/protocol-listener/{protocol}", health.protocol_listener)
+        r("GET", "health/checks/node-is-quorum-critical", health.single_node)
+        r("GET", "health/checks/node-is-mirror-sync-critical", health.single_node)
+        r("GET", "health/checks/certificate-expiration/{within}/{unit}",
+          health.certificate_expiration)
+        r("GET", "healthchecks/node", health.node)
+        r("GET", "healthchecks/node/{node}", health.node)
         r("GET", "aliveness-test/{vhost}", overview.aliveness)
 
     def _route(self, method: str, pattern: str, fn: Callable[..., Response]) -> None:

@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote_plus
 
 import syncmq.management.view as view
 
@@ -44,6 +44,7 @@ class Request:
 class Response:
     status: int
     body: Any = None
+    headers: list[tuple[str, str]] = field(default_factory=list)  # extra HTTP headers
 
 
 def has_tag(user: User, *tags: str) -> bool:
@@ -65,13 +66,25 @@ def jsonable(v: Any) -> Any:
     return str(v)
 
 
+def quote_binding(text: str) -> str:
+    """RabbitMQ's ``rabbit_mgmt_format:quote_binding``: form-style quoting (space as ``+``,
+    every other byte outside ``A-Za-z0-9._-`` as ``%XX``) with ``~`` quoted too, so ``~``
+    can separate the routing key from the arguments' hash."""
+    return quote_plus(text, safe="").replace("~", "%7E")
+
+
 def _properties_key(routing_key: str, args: dict) -> str:
-    """RabbitMQ's binding id: the routing key, plus ``~`` and a hash of the arguments."""
-    key = quote(routing_key, safe="")
+    """RabbitMQ's binding id (``rabbit_mgmt_format:pack_binding_props``): the quoted routing
+    key (``~`` for an empty one without arguments), plus ``~`` and a 32-bit hash of the
+    arguments in URL-safe base64 without padding when there are arguments. The hash is
+    RabbitMQ's shape, not its value (RabbitMQ hashes the Erlang term with ``phash2``):
+    clients take the key from a listing or a ``Location`` header, never compute it."""
     if not args:
-        return key or "~"
-    digest = hashlib.sha1(json.dumps(jsonable(args), sort_keys=True).encode()).digest()
-    return key + "~" + base64.urlsafe_b64encode(digest[:6]).decode().rstrip("=")
+        return quote_binding(routing_key) or "~"
+    canon = json.dumps(jsonable(args), sort_keys=True, separators=(",", ":"))
+    digest = hashlib.sha1(canon.encode()).digest()[:4]
+    return quote_binding(routing_key) + "~" + \
+        base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 
 PAGE_SIZE_DEFAULT = 100

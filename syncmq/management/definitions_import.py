@@ -19,7 +19,7 @@ from typing import Any
 import syncmq.management.users as users_mod
 import syncmq.management.validate as validate
 
-from ..broker.args import check_declare_arguments, check_queue_type
+from ..broker.args import QUEUE_TYPES, check_declare_arguments, check_queue_type
 from ..broker.auth import Permission, User
 from ..broker.exchange import EXCHANGE_TYPES
 from ..broker.routing import validate_headers_binding
@@ -176,6 +176,12 @@ def _queue(q: dict, vhosts: set[str]) -> tuple:
     vname = _vhost(q, vhosts, what)
     durable, ad = _bool(q, "durable", what, True), _bool(q, "auto_delete", what, False)
     args = _args(q, what)
+    qtype = q.get("type")  # newer exports name the type here as well as in x-queue-type
+    if qtype is not None:
+        if not isinstance(qtype, str) or qtype not in QUEUE_TYPES:
+            raise DefinitionsError(f"{what}: unsupported queue type '{qtype}'")
+        if "x-queue-type" not in args and qtype != "classic":
+            args = {**args, "x-queue-type": qtype}
     if name.startswith(_SYSTEM_PREFIX) and not name.startswith("amq.gen-"):
         raise DefinitionsError(f"{what}: name contains reserved prefix 'amq.*'")
     try:

@@ -33,6 +33,10 @@ class Context:
     data_dir: str = ""
     listeners: list[dict] = field(default_factory=list)
     cluster_name: str = "syncmq@localhost"
+    # the TLS listener's certificate chain and CA files (the certificate-expiration check)
+    tls_files: list[str] = field(default_factory=list)
+    mem_limit: int = 0  # --memory-high-watermark in bytes (0: no memory alarm)
+    disk_free_limit: int = 0  # --disk-free-limit in bytes (0: no disk alarm)
     # Called with (session, code, text) to close a connection on its own worker.
     close_connection: Callable[[Session, int, str], None] | None = None
 

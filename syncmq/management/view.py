@@ -41,3 +41,17 @@ def consumers(queue: Any) -> int:
 def channel_unacked(channel: Any) -> int:
     """Deliveries on ``channel`` not yet acknowledged."""
     return len(channel.unacked)
+
+
+def consumer_utilisation(queue: Any) -> float:
+    """RabbitMQ's ``consumer_utilisation`` as an instant reading: the share of the queue's
+    consumers that could take a message now (not held back by their prefetch), 1.0 for a
+    queue with consumers and nothing waiting, 0 without consumers. RabbitMQ averages the
+    same thing over time; syncmq does not track that."""
+    cs = list(queue.consumers)
+    if not cs:
+        return 0
+    if not len(queue.ready):
+        return 1.0
+    free = sum(1 for c in cs if not c.prefetch or c.unacked < c.prefetch)
+    return free / len(cs)

@@ -208,8 +208,8 @@ class App:
                                for k, v in environ.items() if k.startswith("HTTP_")})
         resp = self.api.handle(req)
         if resp.status == 204 or resp.body is None:
-            return resp.status, None, b"", []
-        return resp.status, "application/json", json.dumps(resp.body).encode(), []
+            return resp.status, None, b"", resp.headers
+        return resp.status, "application/json", json.dumps(resp.body).encode(), resp.headers
 
     def _asset(self, environ: dict, asset: ui.Asset) -> tuple[int, str | None, bytes, list]:
         """A dashboard file, with its ETag (304 when the browser has it) and the page's

@@ -18,12 +18,13 @@ from interop_helpers import RabbitNode, rabbitmq_available
 
 @pytest.fixture(scope="session")
 def rabbitmq() -> Iterator[RabbitNode]:
-    """A private RabbitMQ node for the whole session (differential suite)."""
+    """A private RabbitMQ node for the whole session (differential suite), with its
+    management plugin (the rabbitmqadmin comparisons)."""
     if not rabbitmq_available():
         pytest.skip("rabbitmq-server is not installed (CI installs it: apt-get install "
                     "rabbitmq-server)")
     base = tempfile.mkdtemp(prefix="syncmq-interop-rabbit-")
-    node = RabbitNode(base).start()
+    node = RabbitNode(base, management=True).start()
     yield node
     node.stop()
     shutil.rmtree(base, ignore_errors=True)

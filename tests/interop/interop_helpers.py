@@ -27,12 +27,14 @@ def _raise_nofile() -> None:
 
 
 class RabbitNode:
-    """A private RabbitMQ node: its own node name, ports, mnesia/log dirs and cookie (HOME)."""
+    """A private RabbitMQ node: its own node name, ports, mnesia/log dirs and cookie (HOME),
+    with its management plugin on ``management_port`` (127.0.0.1) when ``management``."""
 
-    def __init__(self, base: str) -> None:
+    def __init__(self, base: str, management: bool = False) -> None:
         self.dir = base
         os.chmod(base, 0o755)
         self.port = free_port()
+        self.management_port = free_port() if management else None
         self.node = f"syncmq-interop-{os.getpid()}@localhost"
         self.env = dict(
             os.environ, HOME=base, RABBITMQ_NODENAME=self.node,
@@ -46,7 +48,11 @@ class RabbitNode:
             RABBITMQ_ADVANCED_CONFIG_FILE=os.path.join(base, "advanced.config"),
         )
         with open(os.path.join(base, "enabled_plugins"), "w") as f:
-            f.write("[].\n")
+            f.write("[rabbitmq_management].\n" if management else "[].\n")
+        if management:
+            with open(os.path.join(base, "rabbitmq.conf"), "w") as f:
+                f.write(f"management.tcp.port = {self.management_port}\n"
+                        "management.tcp.ip = 127.0.0.1\n")
         # As root the Debian wrappers su to the rabbitmq user; the scripts in /usr/lib run as
         # the caller, so the temp dir and the HOME cookie stay ours.
         root = os.geteuid() == 0 and os.path.isdir(RABBITMQ_LIB)

@@ -1,4 +1,9 @@
-"""``/api/bindings`` and a queue's bindings.
+"""``/api/bindings``: listings, a queue's bindings, and bindings between one exchange and one
+queue or exchange, created (``POST``), read and deleted by their properties key, as
+RabbitMQ's ``rabbit_mgmt_wm_bindings``/``rabbit_mgmt_wm_binding``.
+
+A binding is created and removed through :meth:`VirtualHost.bind`/``unbind``, the same code
+path (checks, journal) as ``queue.bind``/``exchange.bind`` over AMQP.
 
 Each endpoint is ``fn(api, req, **path_args) -> Response``; ``api`` is the shared
 :class:`~..api.API` (visibility, listings, counters)."""
@@ -7,15 +12,21 @@ from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote_plus
+
+import syncmq.management.validate as validate
 
 from ...broker.queue import Queue
 from ...broker.vhost import VirtualHost
+from ...wire.errors import AMQPChannelError, AMQPConnectionError
 from ..common import (
     Request,
     Response,
+    _amqp_error,
     _properties_key,
     jsonable,
 )
+from ..errors import HTTPError, access_refused, bad_request, not_found
 
 if TYPE_CHECKING:
     from ..api import API
@@ -51,3 +62,96 @@ def queue_bindings(api: API, req: Request, vhost: str, name: str) -> Response:
     vh, q = api.get_queue(req, vhost, name)
     return Response(200, [b for b in _binding_list(api, [vh])
                           if b["destination_type"] == "queue" and b["destination"] == name])
+
+
+def _between(api: API, req: Request, vhost: str, source: str, dtype: str, dest: str):
+    """The vhost, source exchange and destination named by a bindings path (404 when one of
+    them does not exist, or ``dtype`` is neither ``q`` nor ``e``)."""
+    if dtype not in ("q", "e"):
+        raise not_found()
+    vh, ex = api.get_exchange(req, vhost, source)
+    table = vh.queues if dtype == "q" else vh.exchanges
+    destination = table.get("" if dtype == "e" and dest == "amq.default" else dest)
+    if destination is None:
+        raise not_found()
+    return vh, ex, destination
+
+
+def _raw_between(vh: VirtualHost, ex, destination) -> list[tuple[Any, str, dict]]:
+    """The bindings from ``ex`` to ``destination`` as ``(destination, key, arguments)``."""
+    if ex.name == "":  # the default exchange's implicit binding, by the queue's name
+        return [(destination, destination.name, {})] if isinstance(destination, Queue) else []
+    return ex.matcher.bindings_for(destination)
+
+
+def bindings_between(api: API, req: Request, vhost: str, source: str, dtype: str,
+                     dest: str) -> Response:
+    vh, ex, destination = _between(api, req, vhost, source, dtype, dest)
+    return Response(200, [_binding_json(api, vh.name, ex.name, d, key, args)
+                          for d, key, args in _raw_between(vh, ex, destination)])
+
+
+def _find(api: API, req: Request, vhost: str, source: str, dtype: str, dest: str,
+          props: str) -> tuple[VirtualHost, Any, Any, str, dict]:
+    """The binding whose properties key is ``props``: ``(vhost, source, destination, routing
+    key, arguments)``, or 404."""
+    vh, ex, destination = _between(api, req, vhost, source, dtype, dest)
+    for d, key, args in _raw_between(vh, ex, destination):
+        if _properties_key(key, args) == props:
+            return vh, ex, d, key, args
+    raise not_found()
+
+
+def binding(api: API, req: Request, vhost: str, source: str, dtype: str, dest: str,
+            props: str) -> Response:
+    vh, ex, d, key, args = _find(api, req, vhost, source, dtype, dest, props)
+    return Response(200, _binding_json(api, vh.name, ex.name, d, key, args))
+
+
+def _post_target(api: API, req: Request, vhost: str, source: str, dtype: str, dest: str):
+    """What a bind names, refused as RabbitMQ's bind through its channel refuses it: the
+    default exchange (401 "Access refused."), then a missing destination, then a missing
+    source (404 ``not_found`` naming it)."""
+    if dtype not in ("q", "e"):
+        raise not_found()
+    vh = api.ctx.broker.vhosts.get(vhost)
+    if vh is None or not api.visible(req.user, vhost):
+        raise HTTPError(404, "not_found", "vhost_not_found")
+    if source in ("", "amq.default") or (dtype == "e" and dest in ("", "amq.default")):
+        raise access_refused()
+    what, table = ("queue", vh.queues) if dtype == "q" else ("exchange", vh.exchanges)
+    for kind, name, tab in ((what, dest, table), ("exchange", source, vh.exchanges)):
+        if name not in tab:
+            raise HTTPError(404, "not_found", f"no {kind} '{name}' in vhost '{vhost}'")
+    return vh, vh.exchanges[source], table[dest]
+
+
+def post_binding(api: API, req: Request, vhost: str, source: str, dtype: str,
+                 dest: str) -> Response:
+    """Bind; 201 with ``Location`` the new binding's path relative to the request's, as
+    RabbitMQ's (``{destination}/{properties key}``)."""
+    body = validate.obj(req.body)
+    key = body.get("routing_key", "")
+    if not isinstance(key, str):
+        raise bad_request("routing_key must be a string")
+    if len(key.encode()) > 255:
+        raise bad_request("routing_key is longer than 255 bytes")
+    args = validate.arguments(body)
+    vh, ex, destination = _post_target(api, req, vhost, source, dtype, dest)
+    try:
+        vh.bind(ex.name, destination, key, args)
+    except (AMQPChannelError, AMQPConnectionError) as e:
+        raise _amqp_error(e) from None
+    # RabbitMQ form-quotes each path segment again, the properties key included
+    location = quote_plus(dest, safe="") + "/" + quote_plus(_properties_key(key, args), safe="")
+    return Response(201, None, [("Location", location)])
+
+
+def delete_binding(api: API, req: Request, vhost: str, source: str, dtype: str, dest: str,
+                   props: str) -> Response:
+    vh, ex, d, key, args = _find(api, req, vhost, source, dtype, dest, props)
+    try:
+        vh.unbind(ex.name, d, key, args)
+    except (AMQPChannelError, AMQPConnectionError) as e:
+        raise _amqp_error(e) from None
+    return Response(204)

@@ -50,13 +50,32 @@ def _connection_json(api: API, s: Session) -> dict[str, Any]:
         "connected_at": int(s.connected_at * 1000),
         "client_properties": props,
         "user_provided_name": props.get("connection_name"),
-        "recv_oct": getattr(t, "bytes_in", 0),
-        "send_oct": getattr(t, "bytes_out", 0),
+        **_octets(api, s),
         "send_pend": t.pending_bytes() if hasattr(t, "pending_bytes") else 0,
     }
 
 
+class _LiveConnections:
+    """``("connection", name) in live``: whether that connection is still open."""
+
+    def __init__(self, names: set[str]) -> None:
+        self.names = names
+
+    def __contains__(self, key: Any) -> bool:
+        return key[1] in self.names
+
+
+def _octets(api: API, s: Session) -> dict[str, Any]:
+    """``recv_oct``/``send_oct`` and RabbitMQ's ``*_details`` rates of them."""
+    t = s.transport
+    counts = {"recv_oct": getattr(t, "bytes_in", 0), "send_oct": getattr(t, "bytes_out", 0)}
+    key = ("connection", connection_name(s))
+    return state.with_details(counts, api.rates.rates(key, counts))
+
+
 def connections(api: API, req: Request, vhost: str | None = None) -> Response:
+    api.rates.forget_missing(("connection",), _LiveConnections(
+        {connection_name(s) for s in open_sessions(api.ctx)}))
     return api.listing(req, api.sessions(req, vhost), connection_name,
                        functools.partial(_connection_json, api))
 

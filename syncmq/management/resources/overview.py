@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import socket
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -101,12 +102,20 @@ def _node(api: API) -> dict[str, Any]:
         "mem_alarm": "memory" in ctx.broker.alarms,
         "disk_free": disk_free,
         "disk_free_alarm": "disk" in ctx.broker.alarms,
+        "mem_limit": ctx.mem_limit,
+        "mem_calculation_strategy": "rss",
+        "disk_free_limit": ctx.disk_free_limit,
         # syncmq's own: bytes in the journal's segment files (0 without a data dir)
         "journal_bytes": (state.journal_bytes(ctx.data_dir) or 0) if ctx.data_dir else 0,
         "fd_used": fd_used,
         "fd_total": fd_total,
+        # RabbitMQ's socket limit is the descriptors left after its reserve; syncmq's
+        # connections may use every descriptor
         "sockets_used": len(ctx.sessions()),
+        "sockets_total": fd_total,
+        # RabbitMQ's Erlang processes are syncmq's threads; it starts no more than this
         "proc_used": threading.active_count(),
+        "proc_total": _thread_limit(),
         "processors": os.cpu_count() or 1,
         "run_queue": 0,
         "rates_mode": "basic",
@@ -123,18 +132,40 @@ def _node(api: API) -> dict[str, Any]:
     }
 
 
+def _thread_limit() -> int:
+    """How many threads this process may have (``RLIMIT_NPROC``, else the kernel's
+    ``threads-max``; 0 if neither is known)."""
+    import resource
+    soft = resource.getrlimit(resource.RLIMIT_NPROC)[0]
+    if soft != resource.RLIM_INFINITY:
+        return soft
+    try:
+        with open("/proc/sys/kernel/threads-max") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 0
+
+
 def nodes(api: API, req: Request) -> Response:
     return Response(200, [_node(api)])
 
 
+def node_names(ctx: state.Context) -> set[str]:
+    """Every name this node answers to: its own (``syncmq@host``) and RabbitMQ's
+    ``rabbit@host``, each with the host's short name, full name and ``localhost``."""
+    host = ctx.node.partition("@")[2] or "localhost"
+    hosts = {host, host.split(".")[0], socket.getfqdn(host), "localhost"}
+    return {ctx.node} | {f"{p}@{h}" for p in ("syncmq", "rabbit") for h in hosts}
+
+
+def is_this_node(ctx: state.Context, name: str) -> bool:
+    return name in node_names(ctx)
+
+
 def node(api: API, req: Request, node: str) -> Response:
-    if node != api.ctx.node:
+    if not is_this_node(api.ctx, node):
         raise not_found()
     return Response(200, _node(api))
-
-
-def health_ok(api: API, req: Request) -> Response:
-    return Response(200, {"status": "ok"})
 
 
 def aliveness(api: API, req: Request, vhost: str) -> Response:

@@ -88,6 +88,8 @@ def _queue_json(api: API, q: Queue) -> dict[str, Any]:
         "policy": None,
         "exclusive_consumer_tag": exclusive_tag,
         "consumers": len(consumers),
+        "consumer_utilisation": view.consumer_utilisation(q),
+        "consumer_capacity": view.consumer_utilisation(q),
         "memory": 1024 + 96 * (ready + unacked),  # bookkeeping estimate, not bodies
         **state.with_details(depth, depth_rates),
         "message_stats": state.with_details(
