@@ -31,7 +31,8 @@ Which records are kept
 
 Everything else (dead publishes and declares, acks and deletes whose targets are gone) is
 dropped, and so is every TX record (a closed segment only holds whole transactions: once their
-records were replayed together they need no marker, see ``format.py``).
+records were replayed together they need no marker, see ``format.py``) and every ID_MARK (the
+current segment holds one at least as high, see ``format.py``, "Message ids").
 
 Why a crash never loses a live record nor resurrects a dead one
 ================================================================
@@ -488,8 +489,9 @@ class _JobOutput:
             self._publish(no, mm, off, rend, size)
         elif rtype == fmt.T_ACK or rtype == fmt.T_DELIVERED:
             self._ids(mm, off, rend, rtype)
-        elif rtype == fmt.T_TX:
-            # a closed segment holds whole units: the kept records stand alone
+        elif rtype == fmt.T_TX or rtype == fmt.T_ID_MARK:
+            # a closed segment holds whole units: the kept records stand alone; an ID_MARK
+            # of a closed segment is covered by the current segment's (see format.py)
             self.stats.records_dropped += 1
         else:
             self._entity(no, mm, off, rend, rtype, size)

@@ -103,6 +103,7 @@ class JournalControl:
                                     self.compact_threshold, self.compact_step_bytes,
                                     reader=self.reader)
         self._open_current()
+        self._write_reopen_mark()
         with self._lock:
             self._error = None
         log.warning("journal %s: error state cleared, appends accepted again", self.data_dir)

@@ -38,6 +38,8 @@ T_DELIVERED = 12
 T_PUBLISH_AT = 13
 #: a transaction's marker: the records of one tx.commit follow as a unit (format.py)
 T_TX = 14
+#: the high-water mark of message ids (see format.py, "Message ids")
+T_ID_MARK = 15
 #: the record types of a message's publish
 PUBLISH_TYPES = (T_PUBLISH, T_PUBLISH_AT)
 
@@ -284,6 +286,11 @@ def encode_tx(records: Sequence[bytes]) -> bytes:
     return frame(T_TX, _TX.pack(len(records), sum(len(r) for r in records)))
 
 
+def encode_id_mark(max_id: int) -> bytes:
+    """The ID_MARK record: every message id used so far is at most ``max_id``."""
+    return frame(T_ID_MARK, _U64.pack(max_id))
+
+
 
 # ---------------------------------------------------------------------------------------------
 # Decoded records
@@ -296,4 +303,5 @@ TYPE_NAMES: dict[int, str] = {
     T_QUEUE_PURGE: "QUEUE_PURGE", T_BINDING_ADD: "BINDING_ADD",
     T_BINDING_REMOVE: "BINDING_REMOVE", T_PUBLISH: "PUBLISH", T_ACK: "ACK",
     T_DELIVERED: "DELIVERED", T_PUBLISH_AT: "PUBLISH_AT", T_TX: "TX",
+    T_ID_MARK: "ID_MARK",
 }

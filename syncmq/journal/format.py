@@ -87,6 +87,7 @@ Payloads by type (``flags`` are the broker's bits, stored verbatim)::
     11 ACK               vhost:str queue:str msg_ids:id-list
     12 DELIVERED         vhost:str queue:str msg_ids:id-list
     14 TX                count:u32 bytes:u64   (a transaction: see "Transactions" below)
+    15 ID_MARK           max_id:u64            (see "Message ids" below)
 
 The body is the last field of PUBLISH and PUBLISH_AT, so it is the last ``len(body)`` bytes
 of the record (``reader.py`` reads bodies back from there).
@@ -107,6 +108,17 @@ past the end of the file or tear is cut off *with* the TX record (the tail is tr
 TX), so after any crash a committed batch is all there or not at all. The TX record itself
 changes nothing; compaction (closed segments only, where the unit is complete) drops it and
 keeps the records on their own merits.
+
+Message ids (ID_MARK, added after version 1's first records; older journals have none and
+still recover): ``next_msg_id`` is one more than the highest id named by any record on disk,
+ID_MARK included. Without marks, compaction dropping the highest-id dead PUBLISH and its ACK
+made that number go backwards, and a restart reused ids. So the writer puts an ID_MARK (the
+highest id applied so far, records written earlier in the same batch included) right after
+the header of every segment it creates, in the same fsynced write, and appends one to the
+segment it reopens after recovery when the journal starts (fsynced before compaction can
+run; a recovery that only reads changes no file). The current segment, which compaction never
+touches, thus always holds a mark at least as high as every id before it, and compaction
+drops every ID_MARK of the closed segments it rewrites. An ID_MARK changes nothing else.
 
 Meaning (applied in log order by recovery, see ``recovery.py`` and ``state.py``):
 
@@ -142,6 +154,7 @@ from .encoding import (
     T_DELIVERED,
     T_EXCHANGE_DECLARE,
     T_EXCHANGE_DELETE,
+    T_ID_MARK,
     T_PUBLISH,
     T_PUBLISH_AT,
     T_QUEUE_DECLARE,
@@ -163,6 +176,7 @@ from .encoding import (
     encode_exchange_declare,
     encode_exchange_delete,
     encode_file_header,
+    encode_id_mark,
     encode_publish,
     encode_publish_at,
     encode_queue_declare,
@@ -182,6 +196,7 @@ from .records import (
     Delivered,
     ExchangeDeclare,
     ExchangeDelete,
+    IdMark,
     Publish,
     QueueDeclare,
     QueueDelete,
@@ -217,5 +232,5 @@ __all__ = [
     "encode_queue_purge", "encode_binding_add", "encode_binding_remove", "encode_publish",
     "encode_ack", "encode_delivered", "encode_publish_at", "publish_body_span",
     "decode_publish_head", "decode_ids_record", "decode_publish", "decode_publish_meta",
-    "T_TX", "Tx", "encode_tx", "tx_unit_end",
+    "T_TX", "Tx", "encode_tx", "tx_unit_end", "T_ID_MARK", "IdMark", "encode_id_mark",
 ]

@@ -24,6 +24,7 @@ from .encoding import (
     T_DELIVERED,
     T_EXCHANGE_DECLARE,
     T_EXCHANGE_DELETE,
+    T_ID_MARK,
     T_PUBLISH,
     T_PUBLISH_AT,
     T_QUEUE_DECLARE,
@@ -298,6 +299,8 @@ def _decode(rtype: int, r: _Reader) -> Record:
         return VhostDelete(r.s())
     if rtype == T_TX:
         return Tx(_U32.unpack_from(r.buf, r._need(4))[0], r.u64())
+    if rtype == T_ID_MARK:
+        return IdMark(r.u64())
     raise FormatError(f"unknown record type {rtype}")
 
 
@@ -467,6 +470,14 @@ class Tx(NamedTuple):
 
     def encode(self) -> bytes:
         return frame(T_TX, _TX.pack(self.count, self.nbytes))
+
+
+class IdMark(NamedTuple):
+    max_id: int  # every message id used before this record is at most this
+    TYPE = T_ID_MARK
+
+    def encode(self) -> bytes:
+        return frame(T_ID_MARK, _U64.pack(self.max_id))
 
 
 def tx_unit_end(buf: bytes | memoryview, pos: int, size: int) -> int | None:

@@ -2,6 +2,12 @@
 rolling and creating segments. A mixin of :class:`syncmq.journal.writer.Journal`, whose fields
 it uses; everything here runs on the journal thread (or before it starts), which owns the file
 descriptors and segment numbers (see the writer's module docstring).
+
+Invariant (message ids never go backwards, see ``format.py``): the current segment holds an
+ID_MARK record, written when it was created or reopened and durable before any compaction
+can run, that is at least every message id in the segments before it. So compaction, which
+only rewrites closed segments, may drop any record (and any older ID_MARK) without lowering
+the ``max_id`` the next recovery finds.
 """
 
 from __future__ import annotations
@@ -72,8 +78,40 @@ class SegmentFiles:
             self._durable_end = self._seg_size
             self.durable_mark = (self._seg_no, self._durable_end)
             self._dirty = False
+            self._mark_due = True  # see _write_reopen_mark
         else:
             self._new_segment(last + 1)
+
+    def _write_reopen_mark(self) -> None:
+        """Append (and fsync) an ID_MARK to a segment reopened by :meth:`_open_current`, before
+        any compaction can drop ids from the closed ones. Called when the journal starts
+        (a recovery that is only read changes no file)."""
+        if not self._mark_due:
+            return
+        self._mark_due = False
+        mark = self._id_mark()
+        if not mark:
+            return
+        assert self._fd is not None and self._state is not None
+        if os.write(self._fd, mark) != len(mark):
+            raise OSError(errno.EIO, "short write of an ID_MARK record")
+        if self.fsync_mode != "never":
+            os.fsync(self._fd)
+        self._account_mark(self._state.segments[self._seg_no], self._seg_size, mark)
+        self._seg_size += len(mark)
+        self._durable_end = self._seg_size
+        self.durable_mark = (self._seg_no, self._durable_end)
+
+    def _id_mark(self) -> bytes:
+        """The ID_MARK record for a segment that becomes current (empty if no id was used)."""
+        assert self._state is not None
+        return fmt.encode_id_mark(self._state.max_id) if self._state.max_id else b""
+
+    def _account_mark(self, seg, off: int, mark: bytes) -> None:
+        if mark:
+            assert self._state is not None
+            self._state.apply(fmt.T_ID_MARK, mark, 0, len(mark) - fmt.RECORD_HEADER.size, seg,
+                              False, off)
 
     def _roll(self) -> None:
         """Close the current segment (fsynced unless "never") and start the next one."""
@@ -82,13 +120,16 @@ class SegmentFiles:
                 self._sync()
             else:
                 self._unsynced.append(self._seg_path(self._seg_no))
+        # the new segment's ID_MARK must cover the records just written: apply them first
+        self._apply_written()
         self._new_segment(self._seg_no + 1)
 
     def _new_segment(self, no: int) -> None:
         path = self._seg_path(no)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
         try:
-            header = fmt.encode_file_header(no)
+            mark = self._id_mark()
+            header = fmt.encode_file_header(no) + mark
             if os.write(fd, header) != len(header):
                 raise OSError(errno.EIO, "short write of a segment header")
             if self.fsync_mode != "never":
@@ -110,7 +151,7 @@ class SegmentFiles:
         self.durable_mark = (self._seg_no, self._durable_end)
         self._dirty = False
         assert self._state is not None
-        self._state.add_segment(no)
+        self._account_mark(self._state.add_segment(no), fmt.FILE_HEADER.size, mark)
         self.metrics.segments_created += 1
 
     def segment_numbers(self) -> list[int]:

@@ -221,6 +221,10 @@ class JournalState:
             self.delivered(vhost, queue, ids)
         elif rtype == fmt.T_TX:
             pass  # a transaction's marker: its records follow and are applied on their own
+        elif rtype == fmt.T_ID_MARK:
+            mid = fmt.decode_payload(rtype, buf, start, end).max_id
+            if mid > self.max_id:
+                self.max_id = mid
         else:
             self.apply_entity(fmt.decode_payload(rtype, buf, start, end), seg, off, size)
 

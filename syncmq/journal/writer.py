@@ -54,7 +54,8 @@ Contract for the caller (the broker)
 ====================================
 
 * ``msg_id`` values are unique for the life of the data directory: start from
-  ``RecoveredState.next_msg_id``.
+  ``RecoveredState.next_msg_id`` (it never goes backwards across compaction and restarts:
+  ID_MARK records, see ``format.py``).
 * Append a QUEUE_DECLARE before the queue can receive messages (a declare of a queue that does
   not exist starts it empty at that point of the log), and a PUBLISH before the ACK/DELIVERED
   records that refer to it. Records appended from one thread keep their order; across threads
@@ -191,6 +192,7 @@ class Journal(SegmentFiles, JournalControl):
         self._seg_size = 0  # file size of the current segment
         self._durable_end = 0  # offset up to which the current segment is known durable
         self._dirty = False  # current segment written since its last fsync
+        self._mark_due = False  # the reopened current segment still needs its ID_MARK
         self._unsynced: list[str] = []  # closed segments written but not fsynced ("never")
         self._compact_failed_at = -1  # segment number when compaction last failed
         self._closed = False
@@ -249,6 +251,7 @@ class Journal(SegmentFiles, JournalControl):
         with self._lock:
             if self._thread is not None or self._closing:
                 raise JournalError("journal already started or closed")
+            self._write_reopen_mark()
             self._thread = threading.Thread(target=self._run, name="syncmq-journal",
                                             daemon=True)
             self._thread.start()
