@@ -104,3 +104,25 @@ def test_no_confirm_after_channel_close_ok(broker, unique):
         c.send_method(1, _spec.Queue.Declare(queue=unique, durable=True, passive=True))
         ok = c.expect_method(1, _spec.Queue.DeclareOk)
         assert ok.message_count == 61
+
+
+def test_commit_ok_keeps_its_place_among_the_channels_replies(broker, unique):
+    """tx.commit of a persistent publish waits for the fsync; a method pipelined behind it on
+    the same channel must not be answered first (replies keep the order of the requests).
+    The commit-ok used to be sent from a later task while the next methods of the batch were
+    answered at once: here queue.declare-ok arrived before tx.commit-ok."""
+    with connect(broker.port) as c:
+        c.open_channel(1)
+        c.send_method(1, _spec.Queue.Declare(queue=unique, durable=True))
+        c.expect_method(1, _spec.Queue.DeclareOk)
+        c.send_method(1, _spec.Tx.Select())
+        c.expect_method(1, _spec.Tx.SelectOk)
+        c.send(_publishes(1, unique, [PERSISTENT])
+               + encode_frame(FRAME_METHOD, 1, _spec.Tx.Commit().encode())
+               + encode_frame(FRAME_METHOD, 1, _spec.Queue.Declare(
+                   queue=unique + "-t", exclusive=True).encode())
+               + encode_frame(FRAME_METHOD, 1, _spec.Tx.Commit().encode()))
+        got = [type(c.read_method().method) for _ in range(3)]
+        assert got == [_spec.Tx.CommitOk, _spec.Queue.DeclareOk, _spec.Tx.CommitOk], got
+        c.send_method(1, _spec.Queue.Declare(queue=unique, passive=True))
+        assert c.expect_method(1, _spec.Queue.DeclareOk).message_count == 1

@@ -426,19 +426,29 @@ class Queue(QueueLimits):
 
     # ---- consumers ----
 
-    def add_consumer(self, consumer: Consumer) -> None:
-        """Attach ``consumer`` and start delivering to it. The caller checked exclusivity."""
+    def add_consumer(self, consumer: Consumer) -> bool:
+        """Attach ``consumer`` and start delivering to it. The caller checked exclusivity.
+
+        False if the queue was deleted since the caller looked it up (a concurrent delete,
+        auto-delete or expiry): the consumer is not attached, and its channel is told it is
+        cancelled (``consumer_cancelled``, no lock held), as the deletion tells the others."""
         with self.guard:
-            self.consumers.add(consumer)
-            self.had_consumers = True
-            if self.ready:
-                if self.single_active or len(self.consumers) == 1:
-                    self._dispatch_locked()
-                else:
-                    # what is ready is there because no other consumer could take it (one
-                    # that gets credit back is dispatched to then): only the newcomer can,
-                    # so offer it alone instead of scanning every consumer (O(1) a consume)
-                    self._dispatch_locked(only=consumer)
+            gone = self.deleted
+            if not gone:
+                self.consumers.add(consumer)
+                self.had_consumers = True
+                if self.ready:
+                    if self.single_active or len(self.consumers) == 1:
+                        self._dispatch_locked()
+                    else:
+                        # what is ready is there because no other consumer could take it
+                        # (one that gets credit back is dispatched to then): only the
+                        # newcomer can, so offer it alone instead of scanning every consumer
+                        # (O(1) a consume)
+                        self._dispatch_locked(only=consumer)
+        if gone:
+            consumer.channel.consumer_cancelled(consumer)
+        return not gone
 
     def has_exclusive_consumer(self) -> bool:
         return self.consumers.n_exclusive > 0

@@ -103,9 +103,10 @@ class ConfirmTracker:
         that registered it was handed over, ``durable_done`` runs ahead of ``handed`` for a
         moment: only what was handed over is sent, the rest when it is."""
         with self.lock:
-            if err is not None and self._may_send():
-                if upto > self.sent:
-                    self._send_locked(upto, nack=True)
+            if err is not None and upto > self.sent:
+                with self.channel.lock:  # as _flush_locked: never after the channel closed
+                    if self._may_send():
+                        self._send_locked(upto, nack=True)
             if upto > self.durable_done:
                 self.durable_done = upto
             self._flush_locked()

@@ -60,6 +60,15 @@ def reply_when_durable(session: Session, ch_id: int, request: _spec.Method,
         if then is not None:
             then()
         return
+    reply_after_barrier(session, ch_id, request, method, then)
+
+
+def reply_after_barrier(session: Session, ch_id: int, request: _spec.Method,
+                        method: _spec.Method, then: Callable[[], None] | None = None) -> None:
+    """Send ``method`` once everything journaled so far is on disk, the connection held
+    meanwhile (a journal error closes the channel with 541 instead): for a reply whose
+    promise the handler knows needs the journal (tx.commit-ok)."""
+    d = session.broker.durability
     session.hold = Hold(ch_id, request, method, then)
     worker = session.transport.worker
     d.barrier(lambda err: worker.submit(resume, session, err))

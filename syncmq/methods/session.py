@@ -241,12 +241,6 @@ class Session:
             tracker.hand_over()
         dirty.clear()
 
-    def after_journal_sync(self, fn: Callable[[Exception | None], None]) -> None:
-        """Run ``fn(error)`` on this connection's worker once everything journaled so far is
-        durable (group commit: one fsync covers every connection's records of the batch)."""
-        worker = self.transport.worker
-        self.broker.durability.barrier(lambda err: worker.submit(fn, err))
-
     def defer_ack(self, ch: Channel, entries: list) -> None:
         """Settle acked ``entries`` (already taken off ``ch``'s unacked map, so a repeated tag
         is still a 406 at once) at the end of the current run of acks: one ``Queue.settle``

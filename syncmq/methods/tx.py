@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from ..wire import _spec
 from ..wire.errors import AMQPChannelError
 from .basic import route
+from .durable_reply import reply_after_barrier
 
 if TYPE_CHECKING:
     from .session import Channel, Session
@@ -45,8 +46,10 @@ def commit(session: Session, ch: Channel, m: T.Commit, _p, _b) -> None:
     with durability.transaction() as unit:
         journaled = _apply(session, ch, publishes, acks, False)
     if journaled or unit.records:
-        # commit-ok only once the persistent publishes and the acks are on disk
-        session.after_journal_sync(lambda err: _commit_ok(session, ch, err))
+        # commit-ok only once the persistent publishes and the acks are on disk; until then
+        # the connection handles nothing more, so that the replies to the methods behind
+        # the commit cannot overtake commit-ok (durable_reply)
+        reply_after_barrier(session, ch.id, m, T.CommitOk())
     else:
         session.send_method(ch.id, T.CommitOk())
 
@@ -77,18 +80,6 @@ def _apply(session: Session, ch: Channel, publishes: list, acks: dict, reply: bo
     if reply:
         session.send_method(ch.id, T.CommitOk())
     return bool(journaled)
-
-
-def _commit_ok(session: Session, ch: Channel, err: Exception | None) -> None:
-    """On the connection's worker, after the journal barrier of a commit."""
-    if ch.closing:
-        return
-    if err is not None:
-        session.channel_error(ch.id, AMQPChannelError(
-            _spec.INTERNAL_ERROR, f"INTERNAL_ERROR - journal write failed: {err}",
-            T.Commit.CLASS_ID, T.Commit.METHOD_ID))
-        return
-    session.send_method(ch.id, T.CommitOk())
 
 
 def rollback(session: Session, ch: Channel, m: T.Rollback, _p, _b) -> None:

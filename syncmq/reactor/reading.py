@@ -168,10 +168,12 @@ class Reader:
                     return  # the partial frame is still incomplete
                 data = b"".join(rest)
                 t.rest = []
+                t.rest_len = 0  # (memory.connection_memory counts it while partial)
             frames, consumed, error = split_frames(data, t.frame_max, slack=FRAME_MAX_SLACK)
             if error is not None:
                 t.discard_input = True  # read by the reactor: drop what comes next
                 t.rest = []
+                t.rest_len = 0
                 # The complete frames before the bad one still count, in order (RabbitMQ
                 # handles every frame before the one it cannot parse).
                 if frames:
