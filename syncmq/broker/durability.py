@@ -245,6 +245,15 @@ class Durability:
         if q.journaled:
             self._append(jf.encode_queue_delete(q.vhost, q.name))
 
+    def deleted_in_tx(self, q: Queue, ids: list[int]) -> None:
+        """``q`` (journaled) was deleted with ``ids`` on it: those an open ``tx.commit`` has
+        published but not yet appended get an ACK in its unit. The unit is written after the
+        QUEUE_DELETE (and after a redeclare of the same name); without the ACK its PUBLISH
+        would put the message back on the new queue at recovery. The other ids need nothing
+        (QUEUE_DELETE drops them)."""
+        if self._txs and ids:
+            self._tx_take(jf.T_ACK, q, ids)
+
     def queue_purged(self, q: Queue) -> None:
         if q.journaled:
             self._append(jf.encode_queue_purge(q.vhost, q.name))
