@@ -69,6 +69,8 @@ def server_properties(text: Any) -> dict[str, str]:
         key = str(key).strip()
         if not key or value is None:
             raise ValueError(f"--server-properties: not KEY=VALUE: {key!r}")
+        if len(key.encode("utf-8")) > 255:  # a field-table key is a shortstr
+            raise ValueError(f"--server-properties: key longer than 255 octets: {key[:40]!r}...")
         if key == "capabilities":
             raise ValueError("--server-properties: the capabilities table cannot be overridden")
         props[key] = str(value).strip()

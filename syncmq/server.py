@@ -156,6 +156,7 @@ class Server:
         counts = self.durability.recover_into(self.broker)
         counts["seconds"] = round(time.monotonic() - t0, 3)
         self.journal.start()
+        self.durability.journal_started()
         return counts
 
     def start(self) -> tuple[str, int]:

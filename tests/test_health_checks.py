@@ -70,6 +70,18 @@ def test_malformed_arguments_are_400(broker, path, reason):
     assert check(broker, "/health/checks/alarms")[0] == 200  # still serving
 
 
+# past datetime's range (year 9999) and timedelta's: RabbitMQ's integers have no bound
+HUGE = 10**20
+
+
+def test_expiration_beyond_any_date_is_answered(broker):
+    """A window past the last representable date is a window that every certificate ends
+    in, not a 500: without a TLS listener the check passes."""
+    for path in (f"{HUGE}/days", "10000/years", f"-{HUGE}/weeks"):
+        assert check(broker, "/health/checks/certificate-expiration/" + path) == \
+            (200, {"status": "ok"}), path
+
+
 def test_unknown_node_is_404(broker):
     assert check(broker, "/healthchecks/node/rabbit@elsewhere")[0] == 404
     assert check(broker, "/nodes/rabbit@elsewhere")[0] == 404
@@ -129,10 +141,11 @@ def test_certificate_about_to_expire_fails(broker_factory, expiring_pki):
                        "--tls-ca", p["ca"])
     tls = [li for li in check(b, "/overview")[1]["listeners"] if li["protocol"] == "amqp/ssl"]
     assert tls, "no TLS listener"
-    for ok in ("1/weeks", "29/days", "-1/days"):
+    for ok in ("1/weeks", "29/days", "-1/days", f"-{HUGE}/days"):
         assert check(b, f"/health/checks/certificate-expiration/{ok}") == \
             (200, {"status": "ok"}), ok
-    for failing in ("5/weeks", "31/days", "2/months", "1/years"):
+    for failing in ("5/weeks", "31/days", "2/months", "1/years", "10000/years",
+                    f"{HUGE}/days"):
         status, body = check(b, f"/health/checks/certificate-expiration/{failing}")
         assert status == 503 and body["reason"] == "Certificates expiring", failing
         (expired,) = body["expired"]

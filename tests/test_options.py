@@ -74,3 +74,19 @@ def test_unknown_and_cli_only_names_are_refused() -> None:
     for name in ("prot", "daemonize", "pid_file", "config"):
         with pytest.raises(TypeError, match=name):
             options.make_config({name: 1})
+
+
+def test_server_properties_key_longer_than_a_table_key_is_refused_at_start() -> None:
+    """A field-table key is a shortstr: a longer one cannot be sent in connection.start, so
+    a broker started with it would fail every client's handshake (541); it is refused when
+    the option is read instead, by the CLI and by ``syncmq.Server``."""
+    from syncmq.embedded import Server
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--server-properties", "k" * 256 + "=v"])
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--server-properties", "é" * 128 + "=v"])  # 256 octets
+    with pytest.raises(ValueError):
+        Server(server_properties={"k" * 256: "v"})
+    ok = build_parser().parse_args(["--server-properties", "k" * 255 + "=v"])
+    assert server_config(ok).server_properties == {"k" * 255: "v"}

@@ -186,3 +186,51 @@ def test_an_ack_from_another_worker_during_the_commit_joins_the_unit(tmp_path) -
     assert rec.queue("/", "ta").messages == []
     types = [t for _o, t, _n in fmt.iter_records(next(tmp_path.glob("*.seg")).read_bytes())[0]]
     assert types[-4:-1] == [fmt.T_TX, fmt.T_PUBLISH, fmt.T_ACK]
+
+
+def test_queue_deleted_and_redeclared_during_a_commit_keeps_its_message_dead(
+        tmp_path, monkeypatch) -> None:
+    """Another client deletes the queue a commit has just published to, and declares it
+    again, before the commit's unit is appended: the unit's PUBLISH is written after the
+    QUEUE_DELETE and the new QUEUE_DECLARE, so without an ACK in the unit for the deleted
+    copy a restart put the message back on the new (empty) queue. The race is forced by
+    running the delete and the declare (management API, their answers wait for the fsync)
+    right after the commit's publishes are routed."""
+    import base64
+    import urllib.request
+
+    from syncmq.embedded import Server
+    from syncmq.methods import tx as txmod
+
+    server = Server(data_dir=str(tmp_path / "data"), management_port=0).start()
+    try:
+        def api(method: str, body: bytes | None) -> int:
+            req = urllib.request.Request(server.management_url + "api/queues/%2F/q",
+                                         data=body, method=method)
+            req.add_header("Authorization", "Basic " + base64.b64encode(b"guest:guest").decode())
+            req.add_header("Content-Type", "application/json")
+            return urllib.request.urlopen(req).status
+
+        routed = txmod._apply
+
+        def apply_then_race(*a, **k):
+            out = routed(*a, **k)
+            assert api("DELETE", None) == 204 and api("PUT", b'{"durable": true}') == 201
+            return out
+
+        conn = pika.BlockingConnection(pika.URLParameters(server.url))
+        ch = conn.channel()
+        ch.queue_declare("q", durable=True)
+        ch.tx_select()
+        ch.basic_publish("", "q", b"m", pika.BasicProperties(delivery_mode=2))
+        monkeypatch.setattr(txmod, "_apply", apply_then_race)
+        ch.tx_commit()
+        monkeypatch.setattr(txmod, "_apply", routed)
+        assert ch.queue_declare("q", passive=True).method.message_count == 0
+        conn.close()
+        server.restart()
+        conn = pika.BlockingConnection(pika.URLParameters(server.url))
+        assert conn.channel().queue_declare("q", passive=True).method.message_count == 0
+        conn.close()
+    finally:
+        server.stop()

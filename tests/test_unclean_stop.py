@@ -87,3 +87,37 @@ def test_messages_held_by_consumers_come_back_redelivered_after_kill_9(tmp_path)
     assert body == b"fresh" and not m.redelivered
     ch.connection.close()
     assert b.stop() == 0
+
+
+def test_redelivered_after_unclean_stop_survives_the_next_clean_stop(tmp_path) -> None:
+    """A message flagged redelivered because the last stop was unclean (and so possibly
+    delivered by the run that died) stays flagged after a later clean stop: the flag is made
+    durable (DELIVERED records at recovery), not only held in memory, so neither a delivery
+    in the run after the crash nor the crash itself is forgotten once CLEAN is written."""
+    b = BrokerProcess(str(tmp_path / "data"))
+    b.start()
+    ch = connect(b.port).channel()
+    ch.queue_declare("q", durable=True)
+    ch.confirm_delivery()
+    for i in range(5):
+        ch.basic_publish("", "q", b"%d" % i, pika.BasicProperties(delivery_mode=2))
+    b.kill()
+    # the run after the crash: take one (redelivered, as the dead run may have sent it),
+    # give it back by closing, then stop cleanly
+    b.start()
+    conn = connect(b.port)
+    m, _p, body = conn.channel().basic_get("q", auto_ack=False)
+    assert body == b"0" and m.redelivered
+    conn.close()
+    assert b.stop() == 0
+    b.start()
+    ch = connect(b.port).channel()
+    got = []
+    while True:
+        m, _p, body = ch.basic_get("q", auto_ack=True)
+        if m is None:
+            break
+        got.append((body, m.redelivered))
+    assert got == [(b"%d" % i, True) for i in range(5)]
+    ch.connection.close()
+    assert b.stop() == 0

@@ -119,6 +119,8 @@ class Durability:
         # open transactions by thread id (:meth:`transaction`); empty almost always, so the
         # publish and ack paths pay one truthiness test for it
         self._txs: dict[int, Transaction] = {}
+        # after an unclean stop: (queue, ids) to journal as DELIVERED once the journal runs
+        self._unclean_marks: list[tuple[Queue, list[int]]] = []
 
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
@@ -200,6 +202,15 @@ class Durability:
             return TimeoutError("journal fsync did not complete in time")
         return box[0]
 
+    def journal_started(self) -> None:
+        """Once the journal runs after :meth:`recover_into`: after an unclean stop, journal
+        DELIVERED for every recovered message not yet marked so, making the redelivered flag
+        it got at recovery as durable as a delivery's (a later clean stop writes CLEAN only
+        once these are on disk, ``Journal.close``)."""
+        marks, self._unclean_marks = self._unclean_marks, []
+        for q, ids in marks:
+            self._append_ids(jf.T_DELIVERED, q, ids)
+
     def _append(self, record: bytes) -> None:
         """Append a durable-state record (marks the thread, see :meth:`take_changed`);
         dropped (and logged once) if the journal failed."""
@@ -233,6 +244,15 @@ class Durability:
     def queue_deleted(self, q: Queue) -> None:
         if q.journaled:
             self._append(jf.encode_queue_delete(q.vhost, q.name))
+
+    def deleted_in_tx(self, q: Queue, ids: list[int]) -> None:
+        """``q`` (journaled) was deleted with ``ids`` on it: those an open ``tx.commit`` has
+        published but not yet appended get an ACK in its unit. The unit is written after the
+        QUEUE_DELETE (and after a redeclare of the same name); without the ACK its PUBLISH
+        would put the message back on the new queue at recovery. The other ids need nothing
+        (QUEUE_DELETE drops them)."""
+        if self._txs and ids:
+            self._tx_take(jf.T_ACK, q, ids)
 
     def queue_purged(self, q: Queue) -> None:
         if q.journaled:
@@ -350,6 +370,10 @@ class Durability:
         # been delivered though its DELIVERED record never reached the disk: all of them come
         # back redelivered, as RabbitMQ flags every message after an unclean stop.
         unclean = not state.clean
+        # ... and that flag is journaled (DELIVERED, see :meth:`journal_started`): held only in
+        # memory, a clean stop of this run would write CLEAN and the run after it would
+        # recover these messages (delivered or not by now) with redelivered=false
+        self._unclean_marks = marks = []
         for rec in state.exchanges:
             vh = broker.add_vhost(rec.vhost)
             vh.restore_exchange(rec.name, rec.type, bool(rec.flags & EX_AUTO_DELETE),
@@ -358,6 +382,10 @@ class Durability:
         for rq in state.queues:
             vh = broker.add_vhost(rq.vhost)
             q = vh.restore_queue(rq.name, bool(rq.flags & Q_AUTO_DELETE), _untable(rq.arguments))
+            if unclean:
+                ids = [m.msg_id for m in rq.messages if not m.delivered]
+                if ids:
+                    marks.append((q, ids))
             for m in rq.messages:
                 if m.copies > 1:
                     # on several queues: one Message and one store entry with a reference

@@ -558,6 +558,8 @@ class Queue(QueueLimits):
             purged = self.ready.purge()
             self.expiry.clear()
             self.ready_bytes = 0
+            if self.journaled and self.durability is not None:
+                self.durability.deleted_in_tx(self, [m.msg_id for m, _ in purged if m.msg_id])
             if self.store is not None:
                 self.store.release_many([m for m, _ in purged])
                 self.store.release_many([m for m, _ in self._letters])

@@ -93,8 +93,7 @@ def certificate_expiration(api: API, req: Request, within: str, unit: str) -> Re
     if unit not in UNIT_SECONDS:
         raise bad_request("Time unit not recognised. Supported units: days, weeks, months, "
                           "years.")
-    limit = datetime.datetime.now(datetime.UTC) + datetime.timedelta(
-        seconds=n * UNIT_SECONDS[unit])
+    limit = _horizon(n * UNIT_SECONDS[unit])
     expiring = []
     for li in api.ctx.listeners:
         if li["protocol"] != "amqp/ssl":
@@ -111,6 +110,17 @@ def certificate_expiration(api: API, req: Request, within: str, unit: str) -> Re
     if expiring:
         return _failed("Certificates expiring", expired=expiring)
     return _ok()
+
+
+def _horizon(seconds: int) -> datetime.datetime:
+    """Now plus ``seconds``, clamped to datetime's range: a window past year 9999 (or before
+    year 1) is one every certificate ends in (or none does), not an OverflowError (a 500)."""
+    now = datetime.datetime.now(datetime.UTC)
+    try:
+        return now + datetime.timedelta(seconds=seconds)
+    except OverflowError:
+        edge = datetime.datetime.max if seconds > 0 else datetime.datetime.min
+        return edge.replace(tzinfo=datetime.UTC)
 
 
 def _first_expiry(path: str) -> datetime.datetime | None:
