@@ -285,3 +285,24 @@ def test_emfile_on_the_amqp_listener_backs_off(low_fd_broker, many_fds):
     with contextlib.closing(pika.BlockingConnection(params)) as conn:
         conn.channel().queue_declare("", exclusive=True)
     assert os.path.exists(b.data_dir)
+
+
+def _process_cpu_s(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_idle_management_listener_does_not_spin(broker):
+    """waitress reads ``asyncore_loop_timeout`` as whole seconds: 0.5 became 0, and its I/O
+    thread polled in a busy loop, a whole core for an idle broker. The broker's CPU over
+    idle polls of its loop stays a small fraction of the time they take (a spinning thread
+    uses most of it, even on a loaded machine)."""
+    serving(broker)
+    pid = broker.proc.pid
+    cpu0, t0 = _process_cpu_s(pid), time.monotonic()
+    deadline = t0 + 3.0
+    while time.monotonic() < deadline:  # three of waitress's loop timeouts, idle
+        select.select([], [], [], deadline - time.monotonic())
+    cpu = _process_cpu_s(pid) - cpu0
+    assert cpu < 0.25 * (time.monotonic() - t0), f"idle broker used {cpu:.2f} CPU s in 3 s"

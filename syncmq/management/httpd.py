@@ -213,7 +213,7 @@ class ManagementServer:
             max_request_body_size=max(s.max_body, s.max_definitions_body) + 1,
             max_request_header_size=64 * 1024, asyncore_use_poll=True,
             ident="syncmq-management", expose_tracebacks=False, log_socket_errors=False,
-            asyncore_loop_timeout=0.5)
+            asyncore_loop_timeout=1)  # waitress takes whole seconds (0.5 became 0: a busy loop)
         self.app = App(self.ctx, s)
         dispatcher = ThreadedTaskDispatcher()
         dispatcher.set_thread_count(s.threads)
