@@ -43,6 +43,11 @@ CONNECTION_OVERHEAD = 12 * 1024  # Transport, Session, codec state (README: ~8 K
 CHANNEL_OVERHEAD = 2 * 1024
 RECV_SIZE = 256 * 1024  # reactor.RECV_SIZE: the most one read handed to a worker holds
 SAMPLE = 8  # messages sampled at each end of a ready queue for its mean body size
+# Fixed M_MMAP_THRESHOLD: above the reactor's read buffer (a ``recv(RECV_SIZE)`` bytes object
+# is RECV_SIZE plus its header), so reads come from the heap and are reused. At exactly
+# RECV_SIZE every read was an mmap + munmap of fresh zeroed pages: twice the page faults per
+# message and twice the broker's system time (S2 of bench/cpu_per_msg.py).
+MMAP_THRESHOLD = 2 * RECV_SIZE
 
 _M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
@@ -63,7 +68,7 @@ def _libc() -> Any:
 _LIBC = _libc()
 
 
-def limit_arenas(arenas: int = 2, mmap_threshold: int = 256 * 1024) -> bool:
+def limit_arenas(arenas: int = 2, mmap_threshold: int = MMAP_THRESHOLD) -> bool:
     """At start-up, before the worker threads exist; True if glibc took both settings."""
     if _LIBC is None:
         return False
