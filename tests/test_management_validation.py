@@ -238,6 +238,23 @@ def test_definitions_import_checks_argument_tables(broker, unique, kind):
     assert status == 200 and any(b["source"] == f"{unique}-x" for b in out)
 
 
+@pytest.mark.parametrize("kind", ["exchanges", "queues"])
+def test_definitions_import_checks_booleans(broker, unique, kind):
+    """durable/auto_delete/internal take JSON booleans and rabbitmqadmin's "true"/"false"
+    strings (the rule PUT uses); anything else refuses the whole file."""
+    def defs(durable):
+        item = {"name": f"{unique}-{kind[0]}", "vhost": "/", "durable": durable}
+        if kind == "exchanges":
+            item["type"] = "direct"
+        return {"vhosts": [{"name": f"{unique}-vh"}], kind: [item]}
+    status, out = call(broker, "POST", "/api/definitions", defs("yes"))
+    assert status == 400 and "durable" in out["reason"], out
+    assert call(broker, "GET", f"/api/vhosts/{unique}-vh")[0] == 404  # nothing applied
+    assert call(broker, "POST", "/api/definitions", defs("false"))[0] == 204
+    status, out = call(broker, "GET", f"/api/{kind}/%2F/{unique}-{kind[0]}")
+    assert status == 200 and out["durable"] is False, out
+
+
 def test_empty_user_names_are_refused(broker):
     status, out = call(broker, "POST", "/api/definitions",
                        {"users": [{"name": "", "password": "pw", "tags": ""}]})

@@ -63,12 +63,11 @@ def _str(item: dict, key: str, what: str, default: str | None = None) -> str:
 
 
 def _bool(item: dict, key: str, what: str, default: bool) -> bool:
-    v = item.get(key, default)
-    if v in ("true", "false"):
-        return v == "true"
-    if not isinstance(v, bool):
-        raise DefinitionsError(f"{what}: '{key}' must be true or false")
-    return v
+    """``validate.boolean`` (the rule PUT uses), its error named for the import."""
+    try:
+        return validate.boolean(item, key, default)
+    except HTTPError as e:
+        raise DefinitionsError(f"{what}: {e.reason}") from None
 
 
 def _args(item: dict, what: str) -> dict:
