@@ -49,3 +49,42 @@ def test_a_consumer_attached_to_a_live_queue_is_served() -> None:
     c = Consumer("ctag", q, target, True, False, 0, None)
     assert q.add_consumer(c) is True
     assert target.delivered == [m] and target.cancelled == []
+
+
+def test_exclusivity_is_checked_under_the_queue_lock() -> None:
+    """Two basic.consume on different workers both looked the queue up; the second to reach
+    the queue lock is refused there, with nothing attached (it used to be checked by the
+    handler before taking the lock, so both could pass)."""
+    import pytest
+
+    from syncmq.wire.errors import AMQPChannelError
+
+    q = Queue("/", "q", False, None, False, None)
+    target = _Target()
+    first = Consumer("a", q, target, True, True, 0, None)
+    announced: list = []
+    assert q.add_consumer(first, lambda: announced.append("a")) is True
+    for exclusive in (False, True):
+        with pytest.raises(AMQPChannelError) as exc:
+            q.add_consumer(Consumer("b", q, target, True, exclusive, 0, None),
+                           lambda: announced.append("b"))
+        assert exc.value.reply_code == 403
+        assert exc.value.reply_text == "ACCESS_REFUSED - queue 'q' in vhost '/' in exclusive use"
+    q.remove_consumer(first)
+    q.add_consumer(Consumer("c", q, target, True, False, 0, None))
+    with pytest.raises(AMQPChannelError):  # exclusive asked while another consumes
+        q.add_consumer(Consumer("d", q, target, True, True, 0, None))
+    assert announced == ["a"] and q.consumer_count() == 1
+    q._check()
+
+
+def test_consume_ok_precedes_the_first_delivery() -> None:
+    q = Queue("/", "q", False, None, False, None)
+    q.publish(Message("", "q", b"\x00\x00", b"x"))
+    events: list = []
+    target = _Target()
+    target.deliver = lambda *a: events.append("deliver") or True
+    target.deliver_many = lambda c, qu, pairs: events.extend(["deliver"] * len(pairs)) or len(pairs)
+    assert q.add_consumer(Consumer("a", q, target, True, False, 0, None),
+                          lambda: events.append("consume-ok"))
+    assert events == ["consume-ok", "deliver"]

@@ -29,10 +29,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..queues.consumers import ConsumerRing
 from ..queues.ready import PriorityReadyQueue, ReadyQueue
+from ..wire._spec import ACCESS_REFUSED
+from ..wire.errors import AMQPChannelError
 from .args import queue_options
 from .consumer import Consumer, DeliveryFailed, DeliveryTarget
 from .message import Message
@@ -426,19 +429,35 @@ class Queue(QueueLimits):
 
     # ---- consumers ----
 
-    def add_consumer(self, consumer: Consumer) -> bool:
-        """Attach ``consumer`` and start delivering to it. The caller checked exclusivity.
+    def add_consumer(self, consumer: Consumer,
+                     announce: Callable[[], None] | None = None) -> bool:
+        """Attach ``consumer`` and start delivering to it.
+
+        Exclusivity is checked here, under the queue lock, so two ``basic.consume`` racing on
+        different workers cannot both pass it: an exclusive consumer already attached, or an
+        exclusive one asked for while others are, raises ACCESS_REFUSED (rabbit_amqqueue's
+        text) with nothing changed. ``announce`` (the consume-ok) is called before the first
+        delivery: under the lock when the consumer is attached, so no delivery precedes it.
 
         False if the queue was deleted since the caller looked it up (a concurrent delete,
-        auto-delete or expiry): the consumer is not attached, and its channel is told it is
-        cancelled (``consumer_cancelled``, no lock held), as the deletion tells the others."""
+        auto-delete or expiry): the consumer is not attached, ``announce`` runs, then its
+        channel is told it is cancelled (``consumer_cancelled``, no lock held), as the deletion
+        tells the others."""
         with self.guard:
             gone = self.deleted
             if not gone:
-                self.consumers.add(consumer)
+                consumers = self.consumers
+                if consumers.n_exclusive or (consumer.exclusive and len(consumers)):
+                    raise AMQPChannelError(
+                        ACCESS_REFUSED,
+                        f"ACCESS_REFUSED - queue '{self.name}' in vhost '{self.vhost}' "
+                        "in exclusive use")
+                if announce is not None:
+                    announce()
+                consumers.add(consumer)
                 self.had_consumers = True
                 if self.ready:
-                    if self.single_active or len(self.consumers) == 1:
+                    if self.single_active or len(consumers) == 1:
                         self._dispatch_locked()
                     else:
                         # what is ready is there because no other consumer could take it
@@ -447,11 +466,10 @@ class Queue(QueueLimits):
                         # (O(1) a consume)
                         self._dispatch_locked(only=consumer)
         if gone:
+            if announce is not None:
+                announce()
             consumer.channel.consumer_cancelled(consumer)
         return not gone
-
-    def has_exclusive_consumer(self) -> bool:
-        return self.consumers.n_exclusive > 0
 
     def active_consumer(self) -> Consumer | None:
         """Single active consumer: the one receiving messages (None without SAC)."""

@@ -59,18 +59,18 @@ def consume(session: Session, ch: Channel, m: B.Consume, _p, _b) -> None:
     priority = check_consume_arguments(name, session.vhost.name, m.arguments) \
         if m.arguments else 0
     tag = m.consumer_tag or generate_consumer_tag()
-    if q.has_exclusive_consumer() or (m.exclusive and q.consumer_count()):
-        raise AMQPChannelError(
-            _spec.ACCESS_REFUSED,
-            f"ACCESS_REFUSED - queue '{name}' in vhost '{session.vhost.name}' in exclusive use",
-        )
     consumer = Consumer(tag, q, ch, m.no_ack, m.exclusive, ch.prefetch_count, m.arguments,
                         deliver_prefix(tag), priority)
     with ch.lock:
         ch.consumers[tag] = consumer
-    if not m.no_wait:
-        session.send_method(ch.id, B.ConsumeOk(consumer_tag=tag))
-    q.add_consumer(consumer)
+    announce = None if m.no_wait else (
+        lambda: session.send_method(ch.id, B.ConsumeOk(consumer_tag=tag)))
+    try:
+        q.add_consumer(consumer, announce)  # checks exclusivity under the queue lock
+    except AMQPChannelError:
+        with ch.lock:
+            ch.consumers.pop(tag, None)
+        raise
 
 
 def _consume_reply_to(session: Session, ch: Channel, m: B.Consume) -> None:
