@@ -381,7 +381,9 @@ def authenticate_user(c: Client, args) -> None:
     try:
         as_user.call("GET", "/api/whoami")
     except RemoteError as e:
-        if "Login failed" in str(e) or "cannot reach" in str(e):
+        # only "valid login, but no management tag" counts as success; any other answer
+        # (refused login, broker unreachable, a server error) is a failure
+        if "Not management user" not in str(e):
             raise RemoteError(f'failed to authenticate user "{args.username}"\n'
                               f"user '{args.username}' - invalid credentials"
                               if "Login failed" in str(e) else str(e)) from None

@@ -56,6 +56,15 @@ def test_authenticate_user(broker, unique):
         ok(broker, "delete_user", unique)
 
 
+def test_authenticate_user_fails_when_the_answer_is_not_a_login_verdict(broker):
+    """Only a refused login or a valid one without management tags is a verdict; a broker
+    that cannot answer (here: a URL where the management API answers 404) is a failure,
+    not Success."""
+    r = ctl(broker, "authenticate_user", "guest", "guest",
+            url=f"http://127.0.0.1:{broker.management_port}/nothing-here")
+    assert r.returncode != 0 and "Success" not in r.stdout
+
+
 def _open(broker, name: str) -> pika.BlockingConnection:
     return connect(broker.port, client_properties={"connection_name": name})
 
