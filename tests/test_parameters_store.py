@@ -47,7 +47,7 @@ def test_set_validate_apply_clear(tmp_path):
     rec = Recorder()
     b.parameters.register("policy", validate=rec.validate, apply=rec.apply)
     p = b.parameters
-    with pytest.raises(ParameterError, match="component nope not found"):
+    with pytest.raises(ParameterError, match="^Validation failed\n\ncomponent nope not found\n$"):
         p.set("nope", "/", "x", {})
     with pytest.raises(NotFound):
         p.set("policy", "no-such-vhost", "x", {})
@@ -62,12 +62,18 @@ def test_set_validate_apply_clear(tmp_path):
     p.set("policy", "/", "x", {"a": 1})  # unchanged: no apply, but still waits for the disk
     assert rec.calls == [("/", "x", {"a": 1})] and d.take_changed()
     p.set("policy", "/", "x", {"a": 2})
-    p.set("shovel", "/", "s", "anything JSON")  # known, nobody registered: stored as is
+    with pytest.raises(ParameterError, match="must not be null"):
+        p.set("policy", "/", "x", None)
+    with pytest.raises(ParameterError, match="must be a JSON object or list"):
+        p.set("federation-upstream", "/", "u", 5)  # RabbitMQ answers 500 there
+    # known, nobody registered: any object, stored as is
+    assert p.set("shovel", "/", "s", {"any": ["thing"]})
+    assert not p.set("shovel", "/", "s", {"any": ["thing"]})
     assert p.get("policy", "/", "x") == {"a": 2}
     assert p.list() == [
-        {"vhost": "/", "component": "policy", "name": "x", "value": {"a": 2}},
-        {"vhost": "/", "component": "shovel", "name": "s", "value": "anything JSON"}]
-    assert p.list("shovel") == p.list(vhost="/")[1:]
+        {"vhost": "/", "component": "shovel", "name": "s", "value": {"any": ["thing"]}},
+        {"vhost": "/", "component": "policy", "name": "x", "value": {"a": 2}}]
+    assert p.list("shovel") == p.list(vhost="/")[:1]
     snap = p.values("policy", "/")
     assert p.clear("policy", "/", "x") and not p.clear("policy", "/", "x")
     assert dict(snap) == {"x": {"a": 2}}  # a reader's snapshot does not change under it

@@ -50,7 +50,8 @@ from typing import Any
 
 log = logging.getLogger("syncmq.parameters")
 
-__all__ = ["Parameters", "ParameterError", "NotFound", "KNOWN_COMPONENTS", "HIDDEN_COMPONENTS"]
+__all__ = ["Parameters", "ParameterError", "NotFound", "KNOWN_COMPONENTS", "HIDDEN_COMPONENTS",
+           "validation_failed"]
 
 #: Components RabbitMQ's core and plugins define that syncmq accepts even when nothing in
 #: syncmq registered them (stored and listed unvalidated; definitions round-trip).
@@ -58,9 +59,11 @@ KNOWN_COMPONENTS = frozenset({
     "policy", "operator_policy", "vhost-limits", "shovel", "federation-upstream",
     "federation-upstream-set",
 })
-#: Components RabbitMQ leaves out of ``/api/parameters`` and definitions' ``parameters``
-#: (they have endpoints and definition keys of their own).
-HIDDEN_COMPONENTS = frozenset({"policy", "operator_policy"})
+#: Components RabbitMQ leaves out of ``/api/parameters`` and definitions' ``parameters`` and
+#: refuses to set through ``/api/parameters`` (policies have ``/api/policies`` and their own
+#: definitions key). RabbitMQ 3.10 lists ``operator_policy`` there, and exports it in
+#: ``parameters``.
+HIDDEN_COMPONENTS = frozenset({"policy"})
 
 Validate = Callable[[str, str, Any], None]
 Apply = Callable[[str, str, Any], None]
@@ -70,6 +73,12 @@ _EMPTY: Mapping[str, Any] = MappingProxyType({})
 class ParameterError(Exception):
     """A refused value or component; ``str(exc)`` is RabbitMQ's reason text (the API answers
     400 ``{"error": "bad_request", "reason": ...}``)."""
+
+
+def validation_failed(*errors: str) -> ParameterError:
+    """RabbitMQ's text for refused values: ``Validation failed\n\n`` then one line per
+    error (what ``rabbit_runtime_parameters`` answers, e.g. for an unknown component)."""
+    return ParameterError("Validation failed\n\n" + "".join(e + "\n" for e in errors))
 
 
 class NotFound(KeyError):
@@ -131,7 +140,7 @@ class Parameters:
     def _component(self, component: str) -> _Component | None:
         comp = self._components.get(component)
         if comp is None and component not in KNOWN_COMPONENTS:
-            raise ParameterError(f"component {component} not found")
+            raise validation_failed(f"component {component} not found")
         return comp
 
     @staticmethod
@@ -142,27 +151,38 @@ class Parameters:
             apply(vhost, name, value)
         except Exception:
             log.exception("applying runtime parameter failed",
-                          extra={"component": component, "vhost": vhost, "name": name})
+                          extra={"component": component, "vhost": vhost, "parameter": name})
 
     # -- vhost parameters -------------------------------------------------------------------
 
-    def validate(self, component: str, vhost: str, name: str, value: Any) -> bytes:
+    def validate(self, component: str, vhost: str, name: str, value: Any,
+                 check_vhost: bool = True) -> bytes:
         """Every check :meth:`set` makes, changing nothing (definitions import checks a whole
-        file first); returns the value's JSON text. ParameterError or NotFound."""
+        file first, whose vhosts may not exist yet: ``check_vhost=False``); returns the
+        value's JSON text. ParameterError or NotFound."""
         comp = self._component(component)
-        if not self._vhost_exists(vhost):
+        if check_vhost and not self._vhost_exists(vhost):
             raise NotFound(vhost)
+        for what, s in (("component", component), ("name", name)):
+            if len(s.encode("utf-8", "surrogatepass")) > 0xFFFF:
+                raise validation_failed(f"{what} is longer than 65535 bytes")
+        if value is None:  # apply's None means cleared: a value is never null
+            raise validation_failed(f"value of {name} must not be null")
         text = encode_value(value)
-        if comp is not None and comp.validate is not None:
+        if comp is None:
+            if not isinstance(value, (dict, list)):  # RabbitMQ's validators crash (500)
+                raise validation_failed(f"value of {name} must be a JSON object or list")
+        elif comp.validate is not None:
             comp.validate(vhost, name, value)
         return text
 
     def set(self, component: str, vhost: str, name: str, value: Any,
-            user: str | None = None) -> None:
-        """Validate, journal, store, then ``apply(vhost, name, value)`` (under ``_change``).
-        Setting the value a parameter already has changes nothing (RabbitMQ does not notify
-        then) but still makes the caller's answer wait for the journal. ``user`` is the acting
-        user (logged)."""
+            user: str | None = None) -> bool:
+        """Validate, journal, store, then ``apply(vhost, name, value)`` (under ``_change``);
+        True if the parameter is new (the API's 201, else 204). Setting the value a
+        parameter already has changes nothing (RabbitMQ does not notify then) but still
+        makes the caller's answer wait for the journal. ``user`` is the acting user
+        (logged)."""
         with self._change:
             text = self.validate(component, vhost, name, value)
             comp = self._components.get(component)
@@ -170,7 +190,7 @@ class Parameters:
             if name in old and encode_value(old[name]) == text:
                 if self._durability is not None:
                     self._durability.touched()
-                return
+                return False
             if self._durability is not None:
                 self._durability.parameter_set(vhost, component, name, text)
             stored = json.loads(text)
@@ -179,9 +199,10 @@ class Parameters:
                 inner[name] = stored
                 self._params.setdefault(component, {})[vhost] = MappingProxyType(inner)
             log.info("runtime parameter set", extra={"component": component, "vhost": vhost,
-                                                     "name": name, "user": user})
+                                                     "parameter": name, "user": user})
             if comp is not None and comp.apply is not None:
                 self._apply(component, comp.apply, vhost, name, stored)
+            return name not in old
 
     def clear(self, component: str, vhost: str, name: str, user: str | None = None) -> bool:
         """Remove a parameter (journaled), then ``apply(vhost, name, None)``; False if it did
@@ -203,7 +224,7 @@ class Parameters:
                     if not by_vhost:
                         del self._params[component]
             log.info("runtime parameter cleared", extra={"component": component,
-                                                         "vhost": vhost, "name": name,
+                                                         "vhost": vhost, "parameter": name,
                                                          "user": user})
             comp = self._components.get(component)
             if comp is not None and comp.apply is not None:
@@ -231,8 +252,8 @@ class Parameters:
             return self._params.get(component, {}).get(vhost, _EMPTY)
 
     def list(self, component: str | None = None, vhost: str | None = None) -> list[dict]:
-        """RabbitMQ's shape ``[{"vhost", "component", "name", "value"}]``, sorted by vhost,
-        component, name; ``component``/``vhost`` narrow it."""
+        """RabbitMQ's shape ``[{"vhost", "component", "name", "value"}]``, sorted as RabbitMQ
+        lists them (vhost, name; then component); ``component``/``vhost`` narrow it."""
         with self._lock:
             comps = list(self._params.items())
         out = []
@@ -244,27 +265,31 @@ class Parameters:
                     continue
                 out.extend({"vhost": vh, "component": comp, "name": n, "value": v}
                            for n, v in values.items())
-        out.sort(key=lambda p: (p["vhost"], p["component"], p["name"]))
+        out.sort(key=lambda p: (p["vhost"], p["name"], p["component"]))
         return out
 
     # -- global parameters ------------------------------------------------------------------
 
-    def set_global(self, name: str, value: Any, user: str | None = None) -> None:
-        """Set a global parameter (journaled; no component, no validation but JSON)."""
+    def set_global(self, name: str, value: Any, user: str | None = None) -> bool:
+        """Set a global parameter (journaled; no component, no validation but JSON); True if
+        it is new."""
         with self._change:
+            if len(name.encode("utf-8", "surrogatepass")) > 0xFFFF:
+                raise validation_failed("name is longer than 65535 bytes")
             text = encode_value(value)
             old = self._globals
             if name in old and encode_value(old[name]) == text:
                 if self._durability is not None:
                     self._durability.touched()
-                return
+                return False
             if self._durability is not None:
                 self._durability.global_set(name, text)
             new = dict(old)
             new[name] = json.loads(text)
             with self._lock:
                 self._globals = MappingProxyType(new)
-            log.info("global parameter set", extra={"name": name, "user": user})
+            log.info("global parameter set", extra={"parameter": name, "user": user})
+            return name not in old
 
     def clear_global(self, name: str, user: str | None = None) -> bool:
         with self._change:
@@ -277,7 +302,7 @@ class Parameters:
             del new[name]
             with self._lock:
                 self._globals = MappingProxyType(new)
-            log.info("global parameter cleared", extra={"name": name, "user": user})
+            log.info("global parameter cleared", extra={"parameter": name, "user": user})
             return True
 
     def get_global(self, name: str) -> Any | None:
