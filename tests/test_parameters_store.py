@@ -4,6 +4,7 @@ components, validation, apply order, unchanged values, vhost deletion, recovery.
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 from journal_helpers import barrier
@@ -96,7 +97,15 @@ def test_apply_sees_changes_in_store_order(tmp_path):
     stored, so the last apply always carries the stored value."""
     b = Broker()
     seen = []
-    b.parameters.register("vhost-limits", apply=lambda vh, n, v: seen.append(v))
+    stale = []
+
+    def apply(vh, n, v):
+        time.sleep(0.0002)  # give the other setters the GIL: none may store meanwhile
+        if b.parameters.get("vhost-limits", vh, n) != v:
+            stale.append(v)
+        seen.append(v)
+
+    b.parameters.register("vhost-limits", apply=apply)
 
     def setter(k):
         for i in range(200):
@@ -108,6 +117,7 @@ def test_apply_sees_changes_in_store_order(tmp_path):
     for t in threads:
         t.join()
     assert seen[-1] == b.parameters.get("vhost-limits", "/", "limits")
+    assert stale == [] and len(seen) == 800
     b.parameters._check()
 
 
