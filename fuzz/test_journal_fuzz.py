@@ -44,6 +44,13 @@ _STRATEGIES = {
     "ack_many": st.tuples(st.just("ack_many"), VHOSTS, QUEUES, st.integers(0, 10_000),
                           st.integers(1, 40)),
     "delivered": st.tuples(st.just("delivered"), VHOSTS, QUEUES, PICKS),
+    "param_set": st.tuples(st.just("param_set"), VHOSTS, st.sampled_from(["policy", "shovel"]),
+                           st.sampled_from(["p0", "p1"]), st.integers(0, 300)),
+    "param_clear": st.tuples(st.just("param_clear"), VHOSTS, st.sampled_from(["policy", "shovel"]),
+                             st.sampled_from(["p0", "p1"])),
+    "global_set": st.tuples(st.just("global_set"), st.sampled_from(["g0", "g1"]),
+                            st.integers(0, 300)),
+    "global_clear": st.tuples(st.just("global_clear"), st.sampled_from(["g0", "g1"])),
     "compact": st.tuples(st.just("compact")),
     "restart": st.tuples(st.just("restart")),
 }
@@ -76,6 +83,14 @@ def to_record(op: tuple, ids: list[int]) -> fmt.Record | None:
         return fmt.VhostAdd(op[1])
     if kind == "vhost_delete":
         return fmt.VhostDelete(op[1])
+    if kind == "param_set":
+        return fmt.ParamSet(op[1], op[2], op[3], b'"%s"' % (b"v" * op[4]))
+    if kind == "param_clear":
+        return fmt.ParamClear(op[1], op[2], op[3])
+    if kind == "global_set":
+        return fmt.GlobalSet(op[1], b"%d" % op[2])
+    if kind == "global_clear":
+        return fmt.GlobalClear(op[1])
     if kind == "publish":
         mid = len(ids) + 1
         ids.append(mid)

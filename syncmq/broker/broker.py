@@ -8,6 +8,7 @@ import threading
 from typing import Any
 
 from .auth import UserStore
+from .parameters import Parameters
 from .timers import Scheduler
 from .vhost import VirtualHost
 
@@ -52,6 +53,9 @@ class Broker:
             "/": VirtualHost("/", durability, self.scheduler, body_store,
                              self.reply_consumers)}
         self.users = users or UserStore()
+        # Runtime parameters (policies, limits, shovels...: components register on it), see
+        # ``parameters.py``; journaled through ``durability``.
+        self.parameters = Parameters(durability, lambda vhost: vhost in self.vhosts)
         # Guards ``closed_stats``: message counters of closed channels, added up (management).
         self.stats_lock = threading.Lock()
         self.closed_stats: list[int] = []

@@ -8,7 +8,9 @@ The journal (``syncmq.journal``) knows nothing of AMQP; this module is the trans
   (:meth:`Durability.take_changed`): the reply that promises the change (declare-ok,
   delete-ok, bind-ok, unbind-ok, purge-ok; the management API's answer) is sent only after a
   :meth:`Durability.barrier` (``methods.durable_reply``), so a client that got it never
-  loses the change in a crash. Later policy and parameter changes use the same hook.
+  loses the change in a crash. Runtime parameters (``broker/parameters.py``: policies,
+  limits, shovels...) use the same hook: PARAM_SET/PARAM_CLEAR, GLOBAL_SET/GLOBAL_CLEAR,
+  replayed after exchanges, queues and bindings (:meth:`Durability.recover_into`).
 - A persistent message (delivery-mode 2) routed to at least one durable queue gets a
   broker-wide ``msg_id`` and one PUBLISH record listing its durable queues, appended *before*
   the message is put on any queue, so an ACK record can never precede its PUBLISH.
@@ -173,7 +175,7 @@ class Durability:
         bind, unbind or purge) since its last call; clears the flag.
 
         The hook for every reply that promises a durable change (methods.durable_reply, the
-        management API, later policies and parameters): when it returns True, answer only
+        management API, runtime parameters): when it returns True, answer only
         after :meth:`barrier` (or :meth:`wait_durable`) has fired. Set even when the journal
         refused the record, so that the barrier reports the error instead of a false ok."""
         local = self._local
@@ -278,6 +280,21 @@ class Durability:
             kind = jf.DEST_EXCHANGE if hasattr(destination, "matcher") else jf.DEST_QUEUE
             self._append(jf.encode_binding_remove(source.vhost, source.name, destination.name,
                                                   kind, routing_key, _table(arguments)))
+
+    # ---- runtime parameters (broker.parameters, under its change lock) ----
+
+    def parameter_set(self, vhost: str, component: str, name: str, value: bytes) -> None:
+        """PARAM_SET: ``value`` is the parameter's whole new value, as JSON text."""
+        self._append(jf.encode_param_set(vhost, component, name, value))
+
+    def parameter_cleared(self, vhost: str, component: str, name: str) -> None:
+        self._append(jf.encode_param_clear(vhost, component, name))
+
+    def global_set(self, name: str, value: bytes) -> None:
+        self._append(jf.encode_global_set(name, value))
+
+    def global_cleared(self, name: str) -> None:
+        self._append(jf.encode_global_clear(name))
 
     # ---- messages ----
 
@@ -426,6 +443,11 @@ class Durability:
             if vh.restore_binding(b.source, b.destination, b.destination_kind == jf.DEST_EXCHANGE,
                                   b.routing_key, _untable(b.arguments)):
                 counts["bindings"] += 1
+        # runtime parameters last: a component's apply (a policy) finds the objects it governs
+        for p in state.parameters:
+            broker.add_vhost(p.vhost)
+        counts["parameters"] = broker.parameters.restore(state.parameters,
+                                                         state.global_parameters)
         counts["truncated_bytes"] = state.stats.truncated_bytes
         counts["clean"] = int(state.clean)
         return counts

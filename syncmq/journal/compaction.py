@@ -20,8 +20,10 @@ writes no file and deletes ``a..b`` oldest first.
 Which records are kept
 ======================
 
-* live PUBLISH records and live entity declares (per the state), byte for byte;
-* a delete / purge (VHOST_DELETE, EXCHANGE_DELETE, QUEUE_DELETE, QUEUE_PURGE, BINDING_REMOVE) if
+* live PUBLISH records, live entity declares and live parameter sets (per the state), byte
+  for byte;
+* a delete / purge / clear (VHOST_DELETE, EXCHANGE_DELETE, QUEUE_DELETE, QUEUE_PURGE,
+  BINDING_REMOVE, PARAM_CLEAR, GLOBAL_CLEAR) if
   a record it could affect is still on disk before it: a record mentioning its target (vhost,
   exchange, queue or binding key) in a segment older than ``a`` (``state.key_segs``) or among
   the records this job has already kept;
@@ -86,7 +88,7 @@ log = logging.getLogger("syncmq.journal")
 
 _U64 = struct.Struct(">Q")
 _TOMBSTONES = {fmt.T_VHOST_DELETE, fmt.T_EXCHANGE_DELETE, fmt.T_QUEUE_DELETE, fmt.T_QUEUE_PURGE,
-               fmt.T_BINDING_REMOVE}
+               fmt.T_BINDING_REMOVE, fmt.T_PARAM_CLEAR, fmt.T_GLOBAL_CLEAR}
 
 
 class CompactionAborted(Exception):
@@ -114,6 +116,10 @@ def _target_key(rtype: int, rec: fmt.Record) -> tuple:
         return ("x", rec.vhost, rec.name)
     if rtype in (fmt.T_QUEUE_DELETE, fmt.T_QUEUE_PURGE):
         return ("q", rec.vhost, rec.name)
+    if rtype == fmt.T_PARAM_CLEAR:
+        return ("p", rec.vhost, rec.component, rec.name)
+    if rtype == fmt.T_GLOBAL_CLEAR:
+        return ("g", rec.name)
     return binding_key(rec)
 
 
@@ -125,6 +131,10 @@ def _entity_keys(rec: fmt.Record) -> list[tuple]:
         return [("v", rec.vhost), ("x", rec.vhost, rec.name)]
     if t == fmt.T_QUEUE_DECLARE:
         return [("v", rec.vhost), ("q", rec.vhost, rec.name)]
+    if t == fmt.T_PARAM_SET:
+        return [("v", rec.vhost), ("p", rec.vhost, rec.component, rec.name)]
+    if t == fmt.T_GLOBAL_SET:
+        return [("g", rec.name)]
     dkind = "q" if rec.destination_kind == fmt.DEST_QUEUE else "x"
     return [("v", rec.vhost), ("x", rec.vhost, rec.source), (dkind, rec.vhost, rec.destination),
             binding_key(rec)]
@@ -401,7 +411,8 @@ class Compactor:
         st = self.state
         msgs, dead_seg = st.msgs, st.dead_seg
         tables = {fmt.T_VHOST_ADD: st.vhosts, fmt.T_EXCHANGE_DECLARE: st.exchanges,
-                  fmt.T_QUEUE_DECLARE: st.queues, fmt.T_BINDING_ADD: st.bindings}
+                  fmt.T_QUEUE_DECLARE: st.queues, fmt.T_BINDING_ADD: st.bindings,
+                  fmt.T_PARAM_SET: st.params, fmt.T_GLOBAL_SET: st.globals}
         new = Segment(b, covers_from)
         new.size = size
         dead_kept: list[int] = []
@@ -450,7 +461,8 @@ class _JobOutput:
         self.covers_from = st.segments[run[0]].covers_from
         self.msgs, self.dead_seg, self.key_segs = st.msgs, st.dead_seg, st.key_segs
         self.tables = {fmt.T_VHOST_ADD: st.vhosts, fmt.T_EXCHANGE_DECLARE: st.exchanges,
-                       fmt.T_QUEUE_DECLARE: st.queues, fmt.T_BINDING_ADD: st.bindings}
+                       fmt.T_QUEUE_DECLARE: st.queues, fmt.T_BINDING_ADD: st.bindings,
+                       fmt.T_PARAM_SET: st.params, fmt.T_GLOBAL_SET: st.globals}
         self.header = fmt.encode_file_header(run[-1], self.covers_from)
         self.out: list[bytes] = []
         self.pending = 0  # bytes in ``out``
@@ -571,6 +583,10 @@ def _table_key(rtype: int, rec: fmt.Record) -> object:
         return rec.name
     if rtype == fmt.T_BINDING_ADD:
         return binding_key(rec)
+    if rtype == fmt.T_PARAM_SET:
+        return (rec.vhost, rec.component, rec.name)
+    if rtype == fmt.T_GLOBAL_SET:
+        return rec.name
     return (rec.vhost, rec.name)
 
 

@@ -40,6 +40,11 @@ T_PUBLISH_AT = 13
 T_TX = 14
 #: the high-water mark of message ids (see format.py, "Message ids")
 T_ID_MARK = 15
+#: runtime parameters (see format.py, "Runtime parameters")
+T_PARAM_SET = 16
+T_PARAM_CLEAR = 17
+T_GLOBAL_SET = 18
+T_GLOBAL_CLEAR = 19
 #: the record types of a message's publish
 PUBLISH_TYPES = (T_PUBLISH, T_PUBLISH_AT)
 
@@ -291,6 +296,24 @@ def encode_id_mark(max_id: int) -> bytes:
     return frame(T_ID_MARK, _U64.pack(max_id))
 
 
+def encode_param_set(vhost: str, component: str, name: str, value: bytes) -> bytes:
+    """PARAM_SET: the runtime parameter ``(vhost, component, name)`` is now ``value`` (its
+    JSON text, opaque to the journal)."""
+    return frame(T_PARAM_SET, _s(vhost) + _s(component) + _s(name) + _b(value))
+
+
+def encode_param_clear(vhost: str, component: str, name: str) -> bytes:
+    return frame(T_PARAM_CLEAR, _s(vhost) + _s(component) + _s(name))
+
+
+def encode_global_set(name: str, value: bytes) -> bytes:
+    """GLOBAL_SET: the global parameter ``name`` is now ``value`` (JSON text)."""
+    return frame(T_GLOBAL_SET, _s(name) + _b(value))
+
+
+def encode_global_clear(name: str) -> bytes:
+    return frame(T_GLOBAL_CLEAR, _s(name))
+
 
 # ---------------------------------------------------------------------------------------------
 # Decoded records
@@ -303,5 +326,6 @@ TYPE_NAMES: dict[int, str] = {
     T_QUEUE_PURGE: "QUEUE_PURGE", T_BINDING_ADD: "BINDING_ADD",
     T_BINDING_REMOVE: "BINDING_REMOVE", T_PUBLISH: "PUBLISH", T_ACK: "ACK",
     T_DELIVERED: "DELIVERED", T_PUBLISH_AT: "PUBLISH_AT", T_TX: "TX",
-    T_ID_MARK: "ID_MARK",
+    T_ID_MARK: "ID_MARK", T_PARAM_SET: "PARAM_SET", T_PARAM_CLEAR: "PARAM_CLEAR",
+    T_GLOBAL_SET: "GLOBAL_SET", T_GLOBAL_CLEAR: "GLOBAL_CLEAR",
 }

@@ -88,6 +88,10 @@ Payloads by type (``flags`` are the broker's bits, stored verbatim)::
     12 DELIVERED         vhost:str queue:str msg_ids:id-list
     14 TX                count:u32 bytes:u64   (a transaction: see "Transactions" below)
     15 ID_MARK           max_id:u64            (see "Message ids" below)
+    16 PARAM_SET         vhost:str component:str name:str value:bytes   (value: JSON text)
+    17 PARAM_CLEAR       vhost:str component:str name:str
+    18 GLOBAL_SET        name:str value:bytes                           (value: JSON text)
+    19 GLOBAL_CLEAR      name:str
 
 The body is the last field of PUBLISH and PUBLISH_AT, so it is the last ``len(body)`` bytes
 of the record (``reader.py`` reads bodies back from there).
@@ -119,6 +123,15 @@ segment it reopens after recovery when the journal starts (fsynced before compac
 run; a recovery that only reads changes no file). The current segment, which compaction never
 touches, thus always holds a mark at least as high as every id before it, and compaction
 drops every ID_MARK of the closed segments it rewrites. An ID_MARK changes nothing else.
+
+Runtime parameters (PARAM_*/GLOBAL_*, added after version 1's first records; older journals
+have none and still recover): the broker's runtime-parameter store (``broker/parameters.py``:
+policies, vhost limits, shovels... as RabbitMQ keeps them) writes one PARAM_SET per change of
+the parameter ``(vhost, component, name)``, holding the whole new value as JSON text, and one
+PARAM_CLEAR when it is cleared; GLOBAL_SET/GLOBAL_CLEAR the same for the global parameter
+``name``. A set replaces the previous value whole, so only the last PARAM_SET of a parameter
+is live (compaction drops the earlier ones); a clear is a tombstone, kept while a set of its
+parameter is still on disk before it. VHOST_DELETE clears every parameter of the vhost.
 
 Meaning (applied in log order by recovery, see ``recovery.py`` and ``state.py``):
 
@@ -154,7 +167,11 @@ from .encoding import (
     T_DELIVERED,
     T_EXCHANGE_DECLARE,
     T_EXCHANGE_DELETE,
+    T_GLOBAL_CLEAR,
+    T_GLOBAL_SET,
     T_ID_MARK,
+    T_PARAM_CLEAR,
+    T_PARAM_SET,
     T_PUBLISH,
     T_PUBLISH_AT,
     T_QUEUE_DECLARE,
@@ -176,7 +193,11 @@ from .encoding import (
     encode_exchange_declare,
     encode_exchange_delete,
     encode_file_header,
+    encode_global_clear,
+    encode_global_set,
     encode_id_mark,
+    encode_param_clear,
+    encode_param_set,
     encode_publish,
     encode_publish_at,
     encode_queue_declare,
@@ -196,7 +217,11 @@ from .records import (
     Delivered,
     ExchangeDeclare,
     ExchangeDelete,
+    GlobalClear,
+    GlobalSet,
     IdMark,
+    ParamClear,
+    ParamSet,
     Publish,
     QueueDeclare,
     QueueDelete,
@@ -233,4 +258,7 @@ __all__ = [
     "encode_ack", "encode_delivered", "encode_publish_at", "publish_body_span",
     "decode_publish_head", "decode_ids_record", "decode_publish", "decode_publish_meta",
     "T_TX", "Tx", "encode_tx", "tx_unit_end", "T_ID_MARK", "IdMark", "encode_id_mark",
+    "T_PARAM_SET", "T_PARAM_CLEAR", "T_GLOBAL_SET", "T_GLOBAL_CLEAR", "ParamSet", "ParamClear",
+    "GlobalSet", "GlobalClear", "encode_param_set", "encode_param_clear", "encode_global_set",
+    "encode_global_clear",
 ]

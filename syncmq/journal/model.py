@@ -28,6 +28,8 @@ class Model:
         self.bindings: dict[tuple, fmt.BindingAdd] = {}
         # per (vhost, queue): msg_id -> [Publish, delivered], in publish order
         self.messages: dict[tuple[str, str], dict[int, list]] = {}
+        self.params: dict[tuple[str, str, str], bytes] = {}
+        self.globals: dict[str, bytes] = {}
         self.max_id = 0
 
     def apply(self, rec: fmt.Record) -> None:
@@ -42,6 +44,16 @@ class Model:
                     del table[k]
             for k in [k for k, b in self.bindings.items() if b.vhost == vh]:
                 del self.bindings[k]
+            for k in [k for k in self.params if k[0] == vh]:
+                del self.params[k]
+        elif t == fmt.T_PARAM_SET:
+            self.params[(rec.vhost, rec.component, rec.name)] = rec.value
+        elif t == fmt.T_PARAM_CLEAR:
+            self.params.pop((rec.vhost, rec.component, rec.name), None)
+        elif t == fmt.T_GLOBAL_SET:
+            self.globals[rec.name] = rec.value
+        elif t == fmt.T_GLOBAL_CLEAR:
+            self.globals.pop(rec.name, None)
         elif t == fmt.T_EXCHANGE_DECLARE:
             key = (rec.vhost, rec.name)
             if key in self.exchanges:
@@ -98,6 +110,8 @@ class Model:
             "exchanges": list(self.exchanges.values()),
             "queues": queues,
             "bindings": list(self.bindings.values()),
+            "parameters": sorted(fmt.ParamSet(*k, v) for k, v in self.params.items()),
+            "global_parameters": sorted(fmt.GlobalSet(k, v) for k, v in self.globals.items()),
         }
 
     def live_ids(self) -> set[int]:
@@ -113,4 +127,6 @@ def snapshot(state: RecoveredState) -> Snapshot:
             (m.msg_id, m.exchange, m.routing_key, m.properties, m.body, m.delivered)
             for m in q.messages]) for q in state.queues},
         "bindings": list(state.bindings),
+        "parameters": sorted(state.parameters),
+        "global_parameters": sorted(state.global_parameters),
     }

@@ -24,7 +24,11 @@ from .encoding import (
     T_DELIVERED,
     T_EXCHANGE_DECLARE,
     T_EXCHANGE_DELETE,
+    T_GLOBAL_CLEAR,
+    T_GLOBAL_SET,
     T_ID_MARK,
+    T_PARAM_CLEAR,
+    T_PARAM_SET,
     T_PUBLISH,
     T_PUBLISH_AT,
     T_QUEUE_DECLARE,
@@ -40,6 +44,10 @@ from .encoding import (
     encode_delivered,
     encode_exchange_declare,
     encode_exchange_delete,
+    encode_global_clear,
+    encode_global_set,
+    encode_param_clear,
+    encode_param_set,
     encode_publish,
     encode_publish_at,
     encode_queue_declare,
@@ -183,9 +191,48 @@ class Delivered(NamedTuple):
         return encode_delivered(*self)
 
 
+class ParamSet(NamedTuple):
+    vhost: str
+    component: str
+    name: str
+    value: bytes  # JSON text (UTF-8), opaque to the journal
+    TYPE = T_PARAM_SET
+
+    def encode(self) -> bytes:
+        return encode_param_set(*self)
+
+
+class ParamClear(NamedTuple):
+    vhost: str
+    component: str
+    name: str
+    TYPE = T_PARAM_CLEAR
+
+    def encode(self) -> bytes:
+        return encode_param_clear(*self)
+
+
+class GlobalSet(NamedTuple):
+    name: str
+    value: bytes  # JSON text (UTF-8)
+    TYPE = T_GLOBAL_SET
+
+    def encode(self) -> bytes:
+        return encode_global_set(*self)
+
+
+class GlobalClear(NamedTuple):
+    name: str
+    TYPE = T_GLOBAL_CLEAR
+
+    def encode(self) -> bytes:
+        return encode_global_clear(*self)
+
+
 Record = (
     VhostAdd | VhostDelete | ExchangeDeclare | ExchangeDelete | QueueDeclare | QueueDelete
-    | QueuePurge | BindingAdd | BindingRemove | Publish | Ack | Delivered
+    | QueuePurge | BindingAdd | BindingRemove | Publish | Ack | Delivered | ParamSet
+    | ParamClear | GlobalSet | GlobalClear
 )
 
 
@@ -301,6 +348,14 @@ def _decode(rtype: int, r: _Reader) -> Record:
         return Tx(_U32.unpack_from(r.buf, r._need(4))[0], r.u64())
     if rtype == T_ID_MARK:
         return IdMark(r.u64())
+    if rtype == T_PARAM_SET:
+        return ParamSet(r.s(), r.s(), r.s(), r.b())
+    if rtype == T_PARAM_CLEAR:
+        return ParamClear(r.s(), r.s(), r.s())
+    if rtype == T_GLOBAL_SET:
+        return GlobalSet(r.s(), r.b())
+    if rtype == T_GLOBAL_CLEAR:
+        return GlobalClear(r.s())
     raise FormatError(f"unknown record type {rtype}")
 
 

@@ -106,6 +106,9 @@ class RecoveredState:
     #: the last run stopped cleanly (its CLEAN marker was there, see :func:`take_clean_marker`);
     #: False after a crash, a kill or a power loss: any message may have been delivered
     clean: bool = True
+    #: runtime parameters (PARAM_SET records, the current value of each) and global ones
+    parameters: list[fmt.ParamSet] = field(default_factory=list)
+    global_parameters: list[fmt.GlobalSet] = field(default_factory=list)
 
     def queue(self, vhost: str, name: str) -> RecoveredQueue | None:
         """The recovered queue ``vhost``/``name``, or None (O(queues))."""
@@ -363,6 +366,8 @@ def _build(state: JournalState, stats: RecoveryStats, images: dict[int, mmap.mma
         bindings=[e.rec for e in state.bindings.values()],
         next_msg_id=state.max_id + 1,
         stats=stats,
+        parameters=[e.rec for e in state.params.values()],
+        global_parameters=[e.rec for e in state.globals.values()],
     )
 
 

@@ -15,7 +15,9 @@ Liveness (what compaction keeps):
   entity exists; a re-declare does not kill the earlier declare (both stay live, the last one
   gives the attributes), so dropping records never turns a re-declare into a creation;
 * a PUBLISH is live while its message is on at least one queue;
-* ACK, DELIVERED and the deletes/purge are never counted live; compaction keeps the ones that
+* a PARAM_SET / GLOBAL_SET is live while it gives its parameter's current value: a later set
+  of the same parameter kills it (a value is replaced whole), a clear or a VHOST_DELETE too;
+* ACK, DELIVERED, the deletes/purge and the parameter clears are never counted live; compaction keeps the ones that
   still matter (see ``compaction.py``), using :attr:`key_segs` and :attr:`dead_seg`.
 
 Invariants (checked by :meth:`check`):
@@ -40,6 +42,7 @@ _U16 = struct.Struct(">H")
 _U64 = struct.Struct(">Q")
 
 Key = tuple  # ('v', vh) | ('x', vh, name) | ('q', vh, name) | ('b', vh, src, dst, kind, rk, args)
+#             | ('p', vh, component, name) | ('g', name)
 QKey = tuple[str, str]
 
 
@@ -141,6 +144,9 @@ class JournalState:
         self.exchanges: dict[QKey, Entity] = {}
         self.queues: dict[QKey, Entity] = {}
         self.bindings: dict[Key, Entity] = {}
+        #: runtime parameters: (vhost, component, name) -> Entity; global: name -> Entity
+        self.params: dict[tuple[str, str, str], Entity] = {}
+        self.globals: dict[str, Entity] = {}
         self.msgs: dict[int, Message] = {}
         #: per queue key, the ids of its live messages in publish order (dict as ordered set)
         self.queue_msgs: dict[QKey, dict[int, None]] = {}
@@ -348,6 +354,15 @@ class JournalState:
         ent.locs.append((seg.no, off, size))
         return False
 
+    def _replace(self, table: dict, key: object, rec: fmt.Record, seg: Segment, off: int,
+                 size: int) -> None:
+        """A parameter set: the new record is the only live one of ``key``."""
+        old = table.get(key)
+        if old is not None:
+            self._dead_entity(old)
+        seg.live += size
+        table[key] = Entity(rec, (seg.no, off, size))
+
     def _remove_bindings(self, pred) -> None:
         dead = [k for k, ent in self.bindings.items() if pred(ent.rec)]
         for k in dead:
@@ -378,6 +393,21 @@ class JournalState:
         elif t == fmt.T_VHOST_ADD:
             self.mention(seg, ("v", rec.name))
             self._declare(self.vhosts, rec.name, rec, seg, off, size)
+        elif t == fmt.T_PARAM_SET:
+            self.mention(seg, ("v", rec.vhost))
+            self.mention(seg, ("p", rec.vhost, rec.component, rec.name))
+            self._replace(self.params, (rec.vhost, rec.component, rec.name), rec, seg, off, size)
+        elif t == fmt.T_GLOBAL_SET:
+            self.mention(seg, ("g", rec.name))
+            self._replace(self.globals, rec.name, rec, seg, off, size)
+        elif t == fmt.T_PARAM_CLEAR:
+            ent = self.params.pop((rec.vhost, rec.component, rec.name), None)
+            if ent is not None:
+                self._dead_entity(ent)
+        elif t == fmt.T_GLOBAL_CLEAR:
+            ent = self.globals.pop(rec.name, None)
+            if ent is not None:
+                self._dead_entity(ent)
         elif t == fmt.T_BINDING_REMOVE:
             ent = self.bindings.pop(("b", *rec), None)
             if ent is not None:
@@ -407,7 +437,7 @@ class JournalState:
             ent = self.vhosts.pop(vh, None)
             if ent is not None:
                 self._dead_entity(ent)
-            for table in (self.exchanges, self.queues):
+            for table in (self.exchanges, self.queues, self.params):
                 for k in [k for k in table if k[0] == vh]:
                     self._dead_entity(table.pop(k))
             self._remove_bindings(lambda b: b.vhost == vh)
@@ -442,7 +472,8 @@ class JournalState:
         for qk, qm in self.queue_msgs.items():
             for mid in qm:
                 assert qk in self.msgs[mid].queues
-        for table in (self.vhosts, self.exchanges, self.queues, self.bindings):
+        for table in (self.vhosts, self.exchanges, self.queues, self.bindings, self.params,
+                      self.globals):
             for ent in table.values():
                 for seg_no, _off, size in ent.locs:
                     live[seg_no] = live.get(seg_no, 0) + size

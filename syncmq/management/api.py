@@ -48,6 +48,7 @@ from .resources import (
     exchanges,
     health,
     overview,
+    parameters,
     publish,
     queues,
     users,
@@ -72,7 +73,7 @@ class API:
         self.rates = Rates()
         # the last minutes of the overview's counters and depths (started by the server)
         self.history = history.History(self._history_sample)
-        self.routes: list[tuple[str, tuple[str, ...], Callable[..., Response]]] = []
+        self.routes: list[tuple[str, tuple[str, ...], Callable[..., Response], bool]] = []
         r = self._route
         r("GET", "overview", overview.overview)
         r("GET", "cluster-name", overview.cluster_name)
@@ -142,15 +143,33 @@ class API:
         r("GET", "healthchecks/node", health.node)
         r("GET", "healthchecks/node/{node}", health.node)
         r("GET", "aliveness-test/{vhost}", overview.aliveness)
+        # runtime parameters: a policymaker may change them too (checked by the endpoints)
+        p = self._policymaker_route
+        p("GET", "parameters", parameters.parameters)
+        p("GET", "parameters/{component}", parameters.parameters)
+        p("GET", "parameters/{component}/{vhost}", parameters.parameters)
+        p("GET", "parameters/{component}/{vhost}/{name}", parameters.parameter)
+        p("PUT", "parameters/{component}/{vhost}/{name}", parameters.put_parameter)
+        p("DELETE", "parameters/{component}/{vhost}/{name}", parameters.delete_parameter)
+        p("GET", "global-parameters", parameters.global_parameters)
+        p("GET", "global-parameters/{name}", parameters.global_parameter)
+        p("PUT", "global-parameters/{name}", parameters.put_global_parameter)
+        p("DELETE", "global-parameters/{name}", parameters.delete_global_parameter)
 
-    def _route(self, method: str, pattern: str, fn: Callable[..., Response]) -> None:
-        self.routes.append((method, tuple(pattern.split("/")), fn))
+    def _route(self, method: str, pattern: str, fn: Callable[..., Response],
+               policymaker: bool = False) -> None:
+        """Add a route; a change (not GET) needs ``administrator`` unless ``policymaker``,
+        where the endpoint checks the user itself (RabbitMQ's ``is_authorized_policies``)."""
+        self.routes.append((method, tuple(pattern.split("/")), fn, policymaker))
+
+    def _policymaker_route(self, method: str, pattern: str, fn: Callable[..., Response]) -> None:
+        self._route(method, pattern, fn, policymaker=True)
 
     def handle(self, req: Request) -> Response:
         if not has_tag(req.user, *MANAGEMENT_TAGS):
             raise HTTPError(401, "not_authorised", "Not management user")
         allowed_methods = False
-        for method, pattern, fn in self.routes:
+        for method, pattern, fn, policymaker in self.routes:
             if len(pattern) != len(req.parts):
                 continue
             args = {}
@@ -163,7 +182,8 @@ class API:
                 if method != req.method:
                     allowed_methods = True
                     continue
-                if method != "GET" and not has_tag(req.user, "administrator"):
+                if method != "GET" and not policymaker and not has_tag(req.user,
+                                                                       "administrator"):
                     raise access_refused()
                 resp = fn(self, req, **args)
                 if method != "GET":

@@ -3,9 +3,11 @@
 Export writes what ``rabbitmqctl export_definitions`` and the management API write (RabbitMQ
 3.x): users with ``password_hash`` in base64 and ``hashing_algorithm``
 ``rabbit_password_hashing_sha256``, vhosts, permissions, queues (not exclusive ones),
-exchanges (not the default or ``amq.*`` ones) and bindings (not the default exchange's
-implicit ones), plus the empty lists syncmq has nothing for (policies, parameters, topic
-permissions), so that RabbitMQ imports it.
+exchanges (not the default or ``amq.*`` ones), bindings (not the default exchange's
+implicit ones), runtime parameters (``parameters``: every component but ``policy``, as
+RabbitMQ) and global parameters (``global_parameters``, as stored: syncmq generates no
+``internal_cluster_id`` or ``cluster_name`` of its own), plus the empty lists syncmq has
+nothing for, so that RabbitMQ imports it.
 
 Import (:mod:`.definitions_import`) merges as RabbitMQ does: missing objects are created,
 users and permissions are overwritten, and a conflicting queue/exchange/binding (one that
@@ -22,6 +24,7 @@ from typing import Any
 import syncmq.management.users as users_mod
 
 from ..broker.exchange import Exchange
+from ..broker.parameters import HIDDEN_COMPONENTS
 from ..broker.queue import Queue
 from .state import Context
 
@@ -71,8 +74,9 @@ def export(ctx: Context) -> dict[str, Any]:
         "vhosts": vhosts,
         "permissions": permissions,
         "topic_permissions": [],
-        "parameters": [],
-        "global_parameters": [],
+        "parameters": [p for p in broker.parameters.list()
+                       if p["component"] not in HIDDEN_COMPONENTS],
+        "global_parameters": broker.parameters.list_global(),
         "policies": [],
         "queues": queues,
         "exchanges": exchanges,

@@ -22,6 +22,7 @@ import syncmq.management.validate as validate
 from ..broker.args import QUEUE_TYPES, check_declare_arguments, check_queue_type
 from ..broker.auth import Permission, User
 from ..broker.exchange import EXCHANGE_TYPES
+from ..broker.parameters import HIDDEN_COMPONENTS, ParameterError
 from ..broker.routing import validate_headers_binding
 from ..wire.errors import AMQPChannelError, AMQPConnectionError
 from .errors import HTTPError
@@ -44,6 +45,8 @@ class Plan:
     exchanges: list[tuple] = field(default_factory=list)  # (vhost, name, type, d, ad, i, args)
     queues: list[tuple] = field(default_factory=list)  # (vhost, name, durable, ad, args)
     bindings: list[tuple] = field(default_factory=list)  # (vhost, src, dest, dtype, key, args)
+    parameters: list[tuple] = field(default_factory=list)  # (component, vhost, name, value)
+    global_parameters: list[tuple] = field(default_factory=list)  # (name, value)
 
 
 def _list(defs: dict, key: str) -> list[dict]:
@@ -106,7 +109,34 @@ def plan(ctx: Context, defs: Any) -> Plan:
         x = _binding(ctx, b, vhosts, types)
         if x is not None:
             p.bindings.append(x)
+    p.parameters = [_parameter(ctx, x, vhosts) for x in _list(defs, "parameters")]
+    p.global_parameters = [_global_parameter(x) for x in _list(defs, "global_parameters")]
     return p
+
+
+def _parameter(ctx: Context, x: dict, vhosts: set[str]) -> tuple:
+    """A runtime parameter, checked by the store's own validation (``Parameters.validate``:
+    known component, its validator) against the file's vhosts as well as the broker's."""
+    component, name = _str(x, "component", "parameter"), _str(x, "name", "parameter")
+    what = f"parameter '{name}' of component '{component}'"
+    vname = _vhost(x, vhosts, what)
+    if "value" not in x:
+        raise DefinitionsError(f"{what}: 'value' is missing")
+    if component in HIDDEN_COMPONENTS:
+        raise DefinitionsError(f"{what}: policies may not be set using this method "
+                               "(put them under 'policies')")
+    try:
+        ctx.broker.parameters.validate(component, vname, name, x["value"], check_vhost=False)
+    except ParameterError as e:
+        raise DefinitionsError(f"{what}: {str(e).strip()}") from None
+    return component, vname, name, x["value"]
+
+
+def _global_parameter(x: dict) -> tuple:
+    name = _str(x, "name", "global parameter")
+    if "value" not in x:
+        raise DefinitionsError(f"global parameter '{name}': 'value' is missing")
+    return name, x["value"]
 
 
 def _user(u: dict) -> User:
@@ -244,6 +274,22 @@ def apply(ctx: Context, p: Plan) -> dict[str, int]:
         counts["queues"] += created
     for vname, source, dest, dtype, key, args in p.bindings:
         counts["bindings"] += _bind(broker.vhosts[vname], source, dest, dtype, key, args)
+    # runtime parameters last, as at recovery: a component's apply finds the objects
+    counts["parameters"] = counts["global_parameters"] = 0
+    store = broker.parameters
+    for component, vname, name, value in p.parameters:
+        try:
+            store.set(component, vname, name, value)
+            counts["parameters"] += 1
+        except ParameterError as e:  # checked in plan(); only a race can get here
+            log.warning("definitions: parameter '%s' of component '%s' in vhost '%s' not "
+                        "set: %s", name, component, vname, str(e).strip())
+    for name, value in p.global_parameters:
+        try:
+            store.set_global(name, value)
+            counts["global_parameters"] += 1
+        except ParameterError as e:
+            log.warning("definitions: global parameter '%s' not set: %s", name, e)
     return counts
 
 

@@ -19,12 +19,14 @@ from interop_helpers import RabbitNode, rabbitmq_available
 @pytest.fixture(scope="session")
 def rabbitmq() -> Iterator[RabbitNode]:
     """A private RabbitMQ node for the whole session (differential suite), with its
-    management plugin (the rabbitmqadmin comparisons)."""
+    management plugin (the rabbitmqadmin comparisons) and its shovel and federation plugins
+    (their runtime-parameter components: shovel, federation-upstream(-set))."""
     if not rabbitmq_available():
         pytest.skip("rabbitmq-server is not installed (CI installs it: apt-get install "
                     "rabbitmq-server)")
     base = tempfile.mkdtemp(prefix="syncmq-interop-rabbit-")
-    node = RabbitNode(base, management=True).start()
+    node = RabbitNode(base, management=True,
+                      plugins=("rabbitmq_shovel", "rabbitmq_federation")).start()
     yield node
     node.stop()
     shutil.rmtree(base, ignore_errors=True)

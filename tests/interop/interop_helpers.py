@@ -28,9 +28,13 @@ def _raise_nofile() -> None:
 
 class RabbitNode:
     """A private RabbitMQ node: its own node name, ports, mnesia/log dirs and cookie (HOME),
-    with its management plugin on ``management_port`` (127.0.0.1) when ``management``."""
+    with its management plugin on ``management_port`` (127.0.0.1) when ``management``, and
+    the other ``plugins`` enabled (their names as ``rabbitmq-plugins`` takes them), through
+    its own enabled-plugins file (``RABBITMQ_ENABLED_PLUGINS_FILE``): nothing system-wide
+    is changed."""
 
-    def __init__(self, base: str, management: bool = False) -> None:
+    def __init__(self, base: str, management: bool = False,
+                 plugins: tuple[str, ...] = ()) -> None:
         self.dir = base
         os.chmod(base, 0o755)
         self.port = free_port()
@@ -47,8 +51,9 @@ class RabbitNode:
             RABBITMQ_CONFIG_FILE=os.path.join(base, "rabbitmq"),
             RABBITMQ_ADVANCED_CONFIG_FILE=os.path.join(base, "advanced.config"),
         )
+        enabled = (["rabbitmq_management"] if management else []) + list(plugins)
         with open(os.path.join(base, "enabled_plugins"), "w") as f:
-            f.write("[rabbitmq_management].\n" if management else "[].\n")
+            f.write("[" + ",".join(enabled) + "].\n")
         if management:
             with open(os.path.join(base, "rabbitmq.conf"), "w") as f:
                 f.write(f"management.tcp.port = {self.management_port}\n"

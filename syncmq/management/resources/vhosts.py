@@ -67,7 +67,8 @@ def put_vhost(api: API, req: Request, vhost: str) -> Response:
 
 
 def delete_vhost(api: API, req: Request, vhost: str) -> Response:
-    """Remove the vhost: its connections are closed (320), its queues deleted."""
+    """Remove the vhost: its connections are closed (320), its queues deleted, its runtime
+    parameters cleared (journaled, each component told)."""
     broker = api.ctx.broker
     with broker.lock:  # the lock that guards adding and removing vhosts
         vh = broker.vhosts.pop(vhost, None)
@@ -81,6 +82,7 @@ def delete_vhost(api: API, req: Request, vhost: str) -> Response:
     for ex in list(vh.exchanges.values()):  # through the vhost, so the journal sees it
         if ex.name and not ex.name.startswith("amq."):
             vh.delete_exchange(ex.name, False)
+    broker.parameters.clear_vhost(vhost)
 
     def change(users: dict, vhosts: list[str] | None) -> None:
         for u in users.values():
