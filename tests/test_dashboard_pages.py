@@ -52,6 +52,21 @@ def texts(d, css: str, data: str | None = None) -> list[str]:
         ".map(e => arguments[1] ? e.dataset[arguments[1]] : e.textContent)", css, data))
 
 
+def line_pixels(d, canvas_id: str, rgb: tuple[int, int, int]) -> int:
+    """How many pixels of ``canvas_id`` have exactly the colour ``rgb`` (a drawn series)."""
+    return d.execute_script("""
+        const c = document.getElementById(arguments[0]);
+        if (!c || !c.width) return 0;
+        const px = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let n = 0;
+        for (let i = 0; i < px.length; i += 4)
+          if (px[i] === arguments[1] && px[i + 1] === arguments[2] && px[i + 2] === arguments[3]) n++;
+        return n;""", canvas_id, *rgb)
+
+
+PUBLISH, DELIVER, ACK = (0x1F, 0x5F, 0xA8), (0x1E, 0x7B, 0x34), (0xA8, 0x64, 0x00)
+
+
 def click(d, css: str) -> None:
     """Click what matches ``css`` now (tables are rebuilt on every refresh)."""
     d.execute_script("document.querySelector(arguments[0]).click()", css)
@@ -272,8 +287,13 @@ def test_queue_page_charts_rates_and_depths(driver, dash_broker, unique):
         q = get(b, f"/api/queues/%2F/{unique}?lengths_age=60&lengths_incr=5"
                    "&msg_rates_age=60&msg_rates_incr=5", auth=ADMIN)
         assert q["message_stats"]["publish_details"]["samples"]
+        # the lines are drawn (three series on each chart), not only the legends
+        wait(d, lambda d: all(line_pixels(d, "chart-queue-rates", c) > 50
+                              for c in (PUBLISH, DELIVER, ACK))
+             and all(line_pixels(d, "chart-queue-messages", c) > 50
+                     for c in (PUBLISH, DELIVER, ACK)), "the charts' lines")
         n0 = d.execute_script("return performance.now()")
-        wait(d, lambda d: d.execute_script("return performance.now()") - n0 > 4000
+        wait(d, lambda d: d.execute_script("return performance.now()") - n0 > 6000
              and live(d), "a few more samples")
         screenshot(d, "queue-page.png")
     finally:

@@ -153,6 +153,7 @@ export const queue = (vhost, name) => {
     } catch (err) { actionError("Deleting a queue", err); }
   }, { id: "delete-queue" });
   const refreshSoon = () => { refresh().catch(() => {}); };
+  const live = [];  // the points each refresh of this page saw
   const el = h("div", {},
     h("h1", {}, "Queue ", h("span", { id: "queue-name" }, name), h("span", { class: "muted" }, ` in virtual host ${vhost}`)),
     readOnlyNote(), tiles,
@@ -191,11 +192,12 @@ export const queue = (vhost, name) => {
       tile("Deliver", fmtRate(rateOf(ms, "deliver_get")), "deliver"),
       tile("Ack", fmtRate(rateOf(ms, "ack")), "ack"),
       tile("State", q.state, "state"));
-    // the server's samples, and the current values as the newest point
-    const points = fromSamples(ms, q);
-    points.push({ t: Date.now(), publish: rateOf(ms, "publish"), deliver: rateOf(ms, "deliver_get"),
-                  ack: rateOf(ms, "ack"), ready: q.messages_ready, unacked: q.messages_unacknowledged,
-                  total: q.messages });
+    // the server's samples (every 5 s) before this page opened, then what each refresh saw
+    live.push({ t: Date.now(), publish: rateOf(ms, "publish"), deliver: rateOf(ms, "deliver_get"),
+                ack: rateOf(ms, "ack"), ready: q.messages_ready, unacked: q.messages_unacknowledged,
+                total: q.messages });
+    while (live.length && live[0].t < Date.now() - AGE * 1000) live.shift();
+    const points = fromSamples(ms, q).filter(p => p.t < live[0].t).concat(live);
     depthChart.draw(points); rateChart.draw(points);
     fillKv(details, [
       ["Type", q.type], ["Features", queueFeatures(q)],
