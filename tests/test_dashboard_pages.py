@@ -67,6 +67,16 @@ def line_pixels(d, canvas_id: str, rgb: tuple[int, int, int]) -> int:
 PUBLISH, DELIVER, ACK = (0x1F, 0x5F, 0xA8), (0x1E, 0x7B, 0x34), (0xA8, 0x64, 0x00)
 
 
+def shoot(d, css: str, name: str) -> None:
+    """A screenshot of the card holding ``css`` (a form) into the artefacts folder."""
+    path = td.ARTEFACTS / name
+    td.ARTEFACTS.mkdir(parents=True, exist_ok=True)
+    card = d.execute_script("return document.querySelector(arguments[0]).closest('.card')", css)
+    d.execute_script("arguments[0].scrollIntoView()", card)
+    card.screenshot(str(path))
+    assert path.stat().st_size > 1000
+
+
 def click(d, css: str) -> None:
     """Click what matches ``css`` now (tables are rebuilt on every refresh)."""
     d.execute_script("document.querySelector(arguments[0]).click()", css)
@@ -112,6 +122,7 @@ def test_add_queue_with_type_and_typed_arguments(driver, dash_broker, unique):
     add_arg(d, "new-queue", "x-overflow", "reject-publish")
     add_arg(d, "new-queue", "x-custom-flag", "false", "boolean", link=False)
     add_arg(d, "new-queue", "x-custom-list", "a, b", "list", link=False)
+    shoot(d, "#new-queue", "add-queue.png")
     d.find_element(By.ID, "new-queue-submit").click()
     wait(d, banner_has(f"Queue '{unique}' declared"), "the queue declared")
     q = get(b, f"/api/queues/%2F/{unique}", auth=ADMIN)
@@ -183,6 +194,7 @@ def test_bind_and_unbind_from_exchange_and_queue_pages(driver, dash_broker, uniq
     fill_in(d, "#exchange-bind-routing-key", "rk-1")
     add_arg(d, "exchange-bind", "x-match", "all", link=False)
     add_arg(d, "exchange-bind", "level", "3", "number", link=False)
+    shoot(d, "#exchange-bind", "bind.png")
     d.find_element(By.ID, "exchange-bind-submit").click()
     wait(d, banner_has("Bound"), "bound from the exchange page")
     assert _bindings(b, x, q) == [("rk-1", {"x-match": "all", "level": 3})]
