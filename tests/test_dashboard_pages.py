@@ -23,6 +23,7 @@ import test_dashboard as td  # skips this module too where Chromium or Selenium 
 from amqp_helpers import TIMEOUT
 from test_dashboard import (
     ADMIN,
+    MONITOR,
     By,
     Select,
     _amqp_params,
@@ -441,6 +442,34 @@ def test_vhost_selector_filters_list_pages(driver, dash_broker, unique):
                  "connections under All")
     finally:
         d.execute_script("localStorage.removeItem('syncmq.vhost')")
+
+
+# ---- a monitoring user ----
+
+def test_monitoring_user_gets_the_new_forms_disabled(driver, dash_broker, unique):
+    """Every new write control is disabled for a user without the administrator tag; the
+    read-only pages (channels, connection) are there. The broker refuses a forced write."""
+    d, b = driver, dash_broker
+    assert call(b, "PUT", f"/api/queues/%2F/{unique}", {}, auth=ADMIN)[0] == 201
+    login(d, b, MONITOR)
+    goto(d, "#/queues")
+    wait(d, lambda d: d.find_elements(By.ID, "new-queue-submit"), "the add form")
+    assert not d.find_element(By.ID, "new-queue-submit").is_enabled()
+    goto(d, f"#/queue/%2F/{unique}")
+    wait(d, lambda d: text_of(d, "#tile-ready .v") == "0", "the queue page")
+    for button in ("queue-bind-submit", "publish-submit", "get-submit"):
+        assert not d.find_element(By.ID, button).is_enabled(), button
+    # a tampered page that sends the bind anyway: the API refuses, the page says so
+    fill_in(d, "#queue-bind-peer", "amq.direct")
+    d.execute_script("const b = document.getElementById('queue-bind-submit');"
+                     "b.disabled = false; b.click()")
+    wait(d, banner_has("Access refused"), "the refusal")
+    assert get(b, f"/api/queues/%2F/{unique}/bindings", auth=ADMIN)[1:] == []
+    with connection_as_admin(b) as conn:
+        conn.channel()
+        goto(d, "#/channels")
+        wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, "#channels-grid tr[data-name]"),
+             "the channels, read-only")
 
 
 # ---- escaping ----

@@ -124,20 +124,8 @@ function getForm(path, after) {
   return [form, got];
 }
 
-export const queue = (vhost, name) => {
-  const path = `/queues/${enc(vhost)}/${enc(name)}`;
-  const tiles = h("div", { class: "tiles", id: "queue-tiles" });
-  const details = h("dl", { class: "kv", id: "queue-details" });
-  const consumers = h("div", { id: "queue-consumers" });
-  const bindings = h("div", { id: "queue-bindings" });
-  const depthChart = lineChart("chart-queue-messages", [
-    { label: "Ready", color: COLORS.publish, key: "ready" },
-    { label: "Unacked", color: COLORS.ack, key: "unacked" },
-    { label: "Total", color: COLORS.deliver, key: "total" }]);
-  const rateChart = lineChart("chart-queue-rates", [
-    { label: "Publish", color: COLORS.publish, key: "publish" },
-    { label: "Deliver", color: COLORS.deliver, key: "deliver" },
-    { label: "Ack", color: COLORS.ack, key: "ack" }], "/s");
+/** Purge and Delete, each confirmed in the page. */
+function queueActions(path, name, refresh) {
   const purge = confirmButton("Purge", "Remove every ready message from this queue?", async () => {
     try {
       await api("DELETE", path + "/contents");
@@ -152,6 +140,23 @@ export const queue = (vhost, name) => {
       location.hash = "#/queues";
     } catch (err) { actionError("Deleting a queue", err); }
   }, { id: "delete-queue" });
+  return [h("p", {}, purge), h("p", {}, del)];
+}
+
+export const queue = (vhost, name) => {
+  const path = `/queues/${enc(vhost)}/${enc(name)}`;
+  const tiles = h("div", { class: "tiles", id: "queue-tiles" });
+  const details = h("dl", { class: "kv", id: "queue-details" });
+  const consumers = h("div", { id: "queue-consumers" });
+  const bindings = h("div", { id: "queue-bindings" });
+  const depthChart = lineChart("chart-queue-messages", [
+    { label: "Ready", color: COLORS.publish, key: "ready" },
+    { label: "Unacked", color: COLORS.ack, key: "unacked" },
+    { label: "Total", color: COLORS.deliver, key: "total" }]);
+  const rateChart = lineChart("chart-queue-rates", [
+    { label: "Publish", color: COLORS.publish, key: "publish" },
+    { label: "Deliver", color: COLORS.deliver, key: "deliver" },
+    { label: "Ack", color: COLORS.ack, key: "ack" }], "/s");
   const refreshSoon = () => { refresh().catch(() => {}); };
   const live = [];  // the points each refresh of this page saw
   const el = h("div", {},
@@ -162,7 +167,7 @@ export const queue = (vhost, name) => {
       h("div", { class: "card" }, h("h2", {}, "Message rates"), rateChart.el)),
     h("div", { class: "grid2" },
       h("div", { class: "card" }, h("h2", {}, "Details"), details),
-      h("div", { class: "card" }, h("h2", {}, "Actions"), h("p", {}, purge), h("p", {}, del))),
+      h("div", { class: "card" }, h("h2", {}, "Actions"), queueActions(path, name, () => refresh()))),
     h("div", { class: "card" }, h("h2", {}, "Consumers"), consumers),
     h("div", { class: "card" }, h("h2", {}, "Bindings"), bindings,
       h("h3", {}, "Add a binding to this queue"), bindForm("queue-bind", vhost, { destination: name }, refreshSoon)),
