@@ -228,6 +228,26 @@ def test_bind_and_unbind_from_exchange_and_queue_pages(driver, dash_broker, uniq
     click(d, '#exchange-bindings-grid tr[data-routing-key="rk-2"] button.unbind')
     wait(d, lambda d: "No bindings" in (text_of(d, "#exchange-bindings") or ""), "all gone")
     assert _bindings(b, x, q) == []
+    # to another exchange (exchange.bind): listed on both exchanges' pages
+    x2 = f"{unique}-x2"
+    assert call(b, "PUT", f"/api/exchanges/%2F/{x2}", {"type": "fanout"}, auth=ADMIN)[0] == 201
+    Select(d.find_element(By.ID, "exchange-bind-dtype")).select_by_value("e")
+    fill_in(d, "#exchange-bind-peer", x2)
+    fill_in(d, "#exchange-bind-routing-key", "to-x2")
+    d.find_element(By.ID, "exchange-bind-submit").click()
+    wait(d, lambda d: d.find_elements(
+        By.CSS_SELECTOR, f'#exchange-bindings-grid tr[data-peer="{x2}"]'), "the e2e binding")
+    got = get(b, f"/api/bindings/%2F/e/{x}/e/{x2}", auth=ADMIN)
+    assert [(g["routing_key"], g["destination_type"]) for g in got] == [("to-x2", "exchange")]
+    goto(d, f"#/exchange/%2F/{x2}")
+    wait(d, lambda d: d.find_elements(
+        By.CSS_SELECTOR, f'#exchange-bindings-in-grid tr[data-peer="{x}"]'), "bound to x2")
+    click(d, f'#exchange-bindings-in-grid tr[data-peer="{x}"] button.unbind')
+    wait(d, lambda d: "No bindings" in (text_of(d, "#exchange-bindings-in") or ""), "unbound")
+    assert get(b, f"/api/bindings/%2F/e/{x}/e/{x2}", auth=ADMIN) == []
+    goto(d, f"#/exchange/%2F/{x}")
+    wait(d, lambda d: "No bindings" in (text_of(d, "#exchange-bindings") or ""), "none from x")
+    Select(d.find_element(By.ID, "exchange-bind-dtype")).select_by_value("q")
     # a binding to a queue that does not exist: the API's 404 shown, nothing bound
     fill_in(d, "#exchange-bind-peer", f"{q}-missing")
     d.find_element(By.ID, "exchange-bind-submit").click()
