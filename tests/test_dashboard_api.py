@@ -16,6 +16,7 @@ import re
 import time
 import urllib.error
 import urllib.request
+from urllib.parse import quote
 
 import pika
 from amqp_helpers import TIMEOUT, connection
@@ -362,3 +363,95 @@ def _send(req):
             return resp.status, resp.headers, resp.read()
     except urllib.error.HTTPError as e:
         return e.code, e.headers, e.read()
+
+
+# ---- a queue's history (the queue page's charts) and the channel list/detail ----
+
+
+def test_watched_history_bounded_expiring_and_forgetting_gone_objects(monkeypatch):
+    """Only watched objects are sampled: at most ``limit`` (least recently watched dropped),
+    none watched longer ago than ``keep``, and an object whose sample is None (deleted)."""
+    from syncmq.management import history
+    gone: set[str] = set()
+    calls: list[str] = []
+
+    def sample(key):
+        calls.append(key)
+        return None if key in gone else {"messages": len(key)}
+
+    w = history.Watched(sample, interval=5.0, keep=60.0, limit=2)
+    w.record()
+    assert calls == []  # nothing watched: nothing sampled (10,000 queues cost nothing)
+    w.watch("a")
+    assert calls == ["a"] and w.samples("a", "messages", 60, 5)[0]["sample"] == 1
+    w.watch("bb")
+    w.watch("a")  # "a" is now the most recently watched
+    w.watch("ccc")  # over the limit: "bb" goes
+    assert w.watched() == ["a", "ccc"] and w.samples("bb", "messages", 60, 5) == []
+    w.record(now_ms=int(time.time() * 1000) + 5000)
+    assert len(w.samples("a", "messages", 60, 5)) == 2
+    gone.add("ccc")
+    w.record()
+    assert w.watched() == ["a"]  # a deleted queue's history ends
+    clock = time.monotonic() + 61
+    monkeypatch.setattr(history.time, "monotonic", lambda: clock)
+    w.record()
+    assert w.watched() == []  # nobody asked for a minute: no more sampling
+
+
+def test_queue_samples_as_rabbitmq(broker, unique):
+    """``GET /api/queues/{vh}/{q}?lengths_age=&lengths_incr=&msg_rates_age=&msg_rates_incr=``:
+    RabbitMQ's ``samples``/``avg``/``avg_rate`` in the depth and message_stats details."""
+    _declare(broker, [unique])
+    with connection(broker.port) as c:
+        ch = c.channel()
+        for _ in range(3):
+            ch.basic_publish("", unique, b"x")
+        ch.queue_declare(unique, passive=True)  # a round trip: the publishes are in
+    path = f"/api/queues/%2F/{unique}"
+    q = get(broker, path + "?lengths_age=60&lengths_incr=5&msg_rates_age=60&msg_rates_incr=5")
+    for k in ("messages", "messages_ready", "messages_unacknowledged"):
+        d = q[k + "_details"]
+        assert {"rate", "samples", "avg", "avg_rate"} <= set(d), (k, d)
+        assert set(d["samples"][0]) == {"sample", "timestamp"}
+    assert q["messages_ready_details"]["samples"][0]["sample"] == 3
+    pub = q["message_stats"]["publish_details"]
+    assert {"rate", "samples", "avg_rate"} <= set(pub) and "avg" not in pub
+    assert pub["samples"][0]["sample"] == 3
+    plain = get(broker, path)
+    assert "samples" not in plain["messages_details"]
+    assert "samples" not in plain["message_stats"]["publish_details"]
+    assert call(broker, "GET", path + "?lengths_age=-1")[0] == 400
+    assert call(broker, "GET", path + "?msg_rates_age=x")[0] == 400
+    assert get(broker, "/api/overview")["product_name"] == "syncmq"  # still serving
+
+
+def test_channels_paged_and_channel_consumers(broker, unique):
+    """``/api/channels`` pages like the other lists (the Channels page); a channel's detail
+    lists its consumers (``consumer_details``), as RabbitMQ's."""
+    _declare(broker, [unique])
+    with connection(broker.port) as c:
+        chans = [c.channel() for _ in range(3)]
+        chans[1].basic_qos(prefetch_count=7)
+        chans[1].basic_consume(unique, lambda *a: None, consumer_tag=f"{unique}-tag")
+        chans[2].confirm_delivery()
+        chans[2].queue_declare(unique, passive=True)
+        cname = next(x["connection_details"]["name"] for x in get(broker, "/api/channels")
+                     if x["consumer_count"] == 1 and x["prefetch_count"] == 7)
+        page = get(broker, "/api/channels?page=1&page_size=2&name=" + quote(cname))
+        assert set(page) == {"items", "page", "page_count", "page_size", "filtered_count",
+                             "item_count", "total_count"}
+        assert (page["filtered_count"], page["item_count"], page["page_count"]) == (3, 2, 2)
+        assert [x["number"] for x in page["items"]] == [1, 2]
+        rev = get(broker, "/api/channels?page=1&page_size=5&sort=number&sort_reverse=true"
+                          "&name=" + quote(cname))
+        assert [x["number"] for x in rev["items"]] == [3, 2, 1]
+        assert rev["items"][0]["confirm"] is True
+        detail = get(broker, "/api/channels/" + quote(f"{cname} (2)", safe=""))
+        assert [d["consumer_tag"] for d in detail["consumer_details"]] == [f"{unique}-tag"]
+        assert detail["consumer_details"][0]["queue"] == {"name": unique, "vhost": "/"}
+        assert get(broker, "/api/channels/" + quote(f"{cname} (1)", safe=""))[
+            "consumer_details"] == []
+        assert call(broker, "GET", "/api/channels/" + quote(f"{cname} (9)", safe=""))[0] == 404
+        vh = get(broker, "/api/vhosts/%2F/channels?page=1&page_size=100&name=" + quote(cname))
+        assert vh["filtered_count"] == 3

@@ -17,6 +17,7 @@ refused.", RabbitMQ's status for it).
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -73,6 +74,8 @@ class API:
         self.rates = Rates()
         # the last minutes of the overview's counters and depths (started by the server)
         self.history = history.History(self._history_sample)
+        # the same for the queues whose page is open (recorded by the same thread)
+        self.queue_history = history.Watched(self._queue_sample)
         self.routes: list[tuple[str, tuple[str, ...], Callable[..., Response], bool]] = []
         r = self._route
         r("GET", "overview", overview.overview)
@@ -276,16 +279,32 @@ class API:
         return state.with_details(counts, self.rates.rates("overview", counts))
 
     def _history_sample(self) -> dict[str, int]:
-        """One sample for :attr:`history`: the broker-wide counters and queue depths."""
+        """One sample for :attr:`history`: the broker-wide counters and queue depths (and,
+        on the same tick, one of each queue in :attr:`queue_history`)."""
+        self.queue_history.record()
         counts = state.with_deliver_get(state.channel_totals(self.ctx))
         counts = self.rates.monotonic("history", counts)
         counts.update(self.queue_totals(list(self.ctx.broker.vhosts.values())))
         return counts
 
+    def _queue_sample(self, key: tuple[str, str]) -> dict[str, int] | None:
+        """One sample of a watched queue (None once it is gone): its counters, as its
+        ``message_stats``, and its depths."""
+        vh = self.ctx.broker.vhosts.get(key[0])
+        q = vh.queues.get(key[1]) if vh is not None else None
+        if q is None:
+            return None
+        counts = self.rates.monotonic(("queue", q.vhost, q.name), state.queue_counts(q))
+        ready, unacked = view.depth(q)
+        counts.update(messages=ready + unacked, messages_ready=ready,
+                      messages_unacknowledged=unacked)
+        return counts
+
     def with_samples(self, req: Request, stats: dict[str, Any], prefix: str,
-                      counter: bool) -> dict[str, Any]:
+                      counter: bool, queue: tuple[str, str] | None = None) -> dict[str, Any]:
         """Add RabbitMQ's ``samples``/``avg_rate`` to each ``*_details`` of ``stats`` when the
-        request asks for them with ``?{prefix}_age=&{prefix}_incr=``."""
+        request asks for them with ``?{prefix}_age=&{prefix}_incr=``: the broker-wide
+        history, or with ``queue`` (vhost, name) that queue's (which watches it)."""
         h = self.history
         try:
             asked = history.age_and_incr(req.query, prefix, h.keep, h.interval)
@@ -293,10 +312,15 @@ class API:
             raise bad_request(str(e)) from None
         if asked is None:
             return stats
+        if queue is None:
+            samples = h.samples
+        else:
+            self.queue_history.watch(queue)
+            samples = functools.partial(self.queue_history.samples, queue)
         for key in [k for k in stats if not k.endswith("_details")]:
             d = stats.get(key + "_details")
             if isinstance(d, dict):
-                d.update(history.details(h.samples(key, *asked), counter))
+                d.update(history.details(samples(key, *asked), counter))
         return stats
 
     def queue_totals(self, vhosts: list[VirtualHost]) -> dict[str, int]:

@@ -124,12 +124,20 @@ def _channel_list(api: API, sessions: list[Session]) -> list[dict[str, Any]]:
 
 
 def channels(api: API, req: Request, vhost: str | None = None) -> Response:
-    return Response(200, _channel_list(api, api.sessions(req, vhost)))
+    """Every visible channel, with RabbitMQ's paging/filter/sort (``?page=&name=&sort=``)."""
+    pairs = [(s, ch) for s in api.sessions(req, vhost)
+             for ch in sorted(list(s.channels.values()), key=lambda c: c.id)]
+    return api.listing(req, pairs, lambda p: f"{connection_name(p[0])} ({p[1].id})",
+                       lambda p: _channel_json(api, *p))
 
 
 def channel(api: API, req: Request, name: str) -> Response:
+    """One channel, with its consumers (``consumer_details``, as RabbitMQ's channel page)."""
     for c in _channel_list(api, api.sessions(req)):
         if c["name"] == name:
+            c["consumer_details"] = [
+                d for d in _consumer_list(api, api.visible_vhosts(req, c["vhost"]))
+                if d["channel_details"]["name"] == name]
             return Response(200, c)
     raise not_found()
 

@@ -109,6 +109,12 @@ def queues(api: API, req: Request, vhost: str | None = None) -> Response:
 def queue(api: API, req: Request, vhost: str, name: str) -> Response:
     vh, q = api.get_queue(req, vhost, name)
     out = _queue_json(api, q)
+    # RabbitMQ's ?lengths_age=&msg_rates_age= samples, for the queue page's charts
+    key = (q.vhost, q.name)
+    depth = {k: out[k] for k in ("messages", "messages_ready", "messages_unacknowledged")}
+    depth.update({k + "_details": out[k + "_details"] for k in list(depth)})
+    out.update(api.with_samples(req, depth, "lengths", False, key))
+    api.with_samples(req, out["message_stats"], "msg_rates", True, key)
     out["consumer_details"] = [
         c for c in connections._consumer_list(api, [vh]) if c["queue"]["name"] == name
     ]
