@@ -18,12 +18,17 @@ dead-lettered messages keep their ``x-death``, and syncmq is left empty.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import os
 import threading
 from urllib.parse import quote
 
 import pika
 from interop_helpers import api, wait_for
+
+from syncmq import ctl_remote
 
 LIVE_ON_SYNCMQ, STRANDED, LIVE_ON_RABBIT = 150, 100, 150
 US, EV, DEAD = 200, 40, 20  # backlog: orders to orders.us, plain events, dead letters
@@ -163,6 +168,22 @@ def _syncmq_topology(broker, vhost: str, user: str, password: str) -> str:
     return url
 
 
+def migration_plan(broker, source_uri: str) -> dict:
+    """``syncmqctl migration_plan SOURCE_URI`` against ``broker``, parsed."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        rc = ctl_remote.main(["--management-url", f"http://127.0.0.1:{broker.management_port}",
+                              "migration_plan", source_uri])
+    assert rc == 0
+    return json.loads(out.getvalue())
+
+
+def test_migration_plan_bad_uri(broker, capsys):
+    rc = ctl_remote.main(["--management-url", f"http://127.0.0.1:{broker.management_port}",
+                          "migration_plan", "http://host"])
+    assert rc == 1 and "SOURCE_URI must be amqp://" in capsys.readouterr().err
+
+
 def test_migration_recipe(rabbitmq, broker):
     tag = os.urandom(3).hex()
     vhost, user, password = f"mig-{tag}", f"mig-user-{tag}", f"pw-{tag}"
@@ -178,9 +199,10 @@ def test_migration_recipe(rabbitmq, broker):
         producer.allow(LIVE_ON_SYNCMQ)
         wait_for(lambda: eu.count() >= LIVE_ON_SYNCMQ // 2, what="live traffic on syncmq")
 
-        # 1. definitions: syncmq's export, restricted to this vhost (the shared RabbitMQ node
-        # keeps its own users), imported as is into RabbitMQ
-        _, defs = api(broker.management_port, "GET", "/definitions")
+        # 1. definitions: syncmq's export (from syncmqctl migration_plan), restricted to this
+        # vhost (the shared RabbitMQ node keeps its own users), imported as is into RabbitMQ
+        src = f"amqp://{user}:{password}@127.0.0.1:{broker.port}"
+        defs = migration_plan(broker, src)["definitions"]
         mine = {k: [o for o in defs[k] if o.get("vhost") == vhost]
                 for k in ("queues", "exchanges", "bindings", "permissions")}
         mine["vhosts"] = [v for v in defs["vhosts"] if v["name"] == vhost]
@@ -196,19 +218,13 @@ def test_migration_recipe(rabbitmq, broker):
         producer.switch(r_url)
         producer.allow(LIVE_ON_RABBIT)
 
-        # 4. a shovel per non-empty queue, pulling from syncmq
-        src = f"amqp://{user}:{password}@127.0.0.1:{broker.port}/{_q(vhost)}"
-        _, queues = api(broker.management_port, "GET", f"/queues/{_q(vhost)}")
-        backlog = {q["name"]: q["messages"] for q in queues if q["messages"]}
-        assert set(backlog) == {"orders.eu", "orders.us", "events.log", "events.audit",
-                                "dead"}, backlog
-        for q in backlog:
-            status, body = api(rport, "PUT", f"/parameters/shovel/{_q(vhost)}/{_q('mv-' + q)}",
-                               {"value": {"src-uri": src, "src-queue": q,
-                                          "dest-uri": f"amqp:///{_q(vhost)}", "dest-queue": q,
-                                          "ack-mode": "on-confirm",
-                                          "src-delete-after": "queue-length"}})
-            assert status in (201, 204), body
+        # 4. a shovel per non-empty queue, pulling from syncmq: the plan's, imported
+        shovels = [p for p in migration_plan(broker, src)["shovels"]["parameters"]
+                   if p["vhost"] == vhost]
+        assert {p["value"]["src-queue"] for p in shovels} == {
+            "orders.eu", "orders.us", "events.log", "events.audit", "dead"}, shovels
+        status, body = api(rport, "POST", "/definitions", {"parameters": shovels})
+        assert status in (200, 201, 204), body
 
         # 5. consumers of the queues that had none, on RabbitMQ
         for q in ("orders.us", "events.log", "events.audit", "dead"):
