@@ -19,7 +19,8 @@ import pika
 import pika.exceptions
 import pytest
 from amqp_helpers import connection
-from interop_helpers import api, wait_for
+from brokerproc import BrokerProcess
+from interop_helpers import api, free_port, wait_for
 from pika.compat import long
 
 XFU = "x-federation-upstream"
@@ -153,9 +154,13 @@ def upstream(rabbitmq, broker, unique):
         assert status in (201, 204), body
         policies.append(name)
 
+    def remove() -> None:
+        while policies:
+            api(mport, "DELETE", f"/policies/%2F/{_q(policies.pop())}")
+
+    apply.remove = remove
     yield apply
-    for name in policies:
-        api(mport, "DELETE", f"/policies/%2F/{_q(name)}")
+    remove()
     api(mport, "DELETE", f"/parameters/federation-upstream/%2F/{_q(unique)}")
 
 
@@ -244,6 +249,11 @@ def test_rabbitmq_federates_an_exchange_from_syncmq(rabbitmq, broker, upstream, 
         # the dropped one never reached the link's queue: it only holds what it forwards
         _, queue = api(broker.management_port, "GET", f"/queues/%2F/{_q(fq)}")
         assert queue["message_stats"]["publish"] == N + 1, queue
+
+        # the policy removed, the link stops cleanly and deletes what it made on syncmq
+        upstream.remove()
+        wait_for(lambda: api(broker.management_port, "GET", f"/queues/%2F/{_q(fq)}")[0] == 404
+                 and not _source_bindings(broker, x), what="the link's queue and bindings gone")
         rch.queue_delete(rq)
         rch.queue_delete(rq2)
         rch.exchange_delete(x)
@@ -291,3 +301,64 @@ def test_rabbitmq_federates_a_queue_from_syncmq(rabbitmq, broker, upstream, uniq
         assert got == [("syncmq", f"l{i}".encode()) for i in range(100)]
         rch.queue_delete(q)
         sch.queue_delete(q)
+
+
+def test_exchange_federation_survives_kill_9_of_syncmq(rabbitmq, tmp_path, unique):
+    """Edge to core with federation: syncmq is killed (-9) right after confirming messages
+    to its publisher, then restarted on its data dir on another port, where the link cannot
+    reach it, and given more messages: the link's durable queue, its x-federation-upstream
+    exchange and their bindings came back and store them. Restarted on its own port, the
+    link reconnects and every message arrives; one forwarded twice is flagged
+    ``redelivered`` in its x-received-from (the plugin copies syncmq's flag there)."""
+    port, data = free_port(), str(tmp_path / "syncmq")
+    edge = BrokerProcess(data, "--port", str(port)).start()
+    mport = rabbitmq.management_port
+    x = f"{unique}.x"
+    assert api(mport, "PUT", f"/parameters/federation-upstream/%2F/{_q(unique)}",
+               {"value": {"uri": f"amqp://guest:guest@127.0.0.1:{port}",
+                          "ack-mode": "on-confirm", "reconnect-delay": 1}})[0] in (201, 204)
+    try:
+        with connection(rabbitmq.port) as rc:
+            rch = rc.channel()
+            rch.exchange_declare(x, "fanout", durable=True)
+            rq = rch.queue_declare(f"{unique}-q", durable=True).method.queue
+            rch.queue_bind(rq, x)
+            assert api(mport, "PUT", f"/policies/%2F/{_q(unique)}",
+                       {"pattern": f"^{x}$", "apply-to": "exchanges",
+                        "definition": {"federation-upstream": unique}})[0] in (201, 204)
+            wait_for(lambda: _link_running(rabbitmq, unique, "exchange"), what="link running")
+            wait_for(lambda: _source_bindings(edge, x), what="the binding on syncmq")
+
+            persistent = pika.BasicProperties(delivery_mode=2)
+            with connection(port) as sc:
+                sch = sc.channel()
+                sch.confirm_delivery()
+                for i in range(N):
+                    sch.basic_publish(x, "", f"m{i}".encode(), persistent)
+                edge.kill()  # right after the last confirm: some are still on syncmq
+            edge = BrokerProcess(data, "--port", str(free_port())).start()
+            with connection(edge.port) as sc:  # the link cannot reach it: they wait
+                sch = sc.channel()
+                sch.confirm_delivery()
+                for i in range(N, N + 100):
+                    sch.basic_publish(x, "", f"m{i}".encode(), persistent)
+            [fq] = [q for q in api(edge.management_port, "GET", "/queues/%2F")[1]
+                    if q["name"].startswith(f"federation: {x} -> ")]
+            assert fq["messages"] >= 100 and fq["durable"], fq
+            assert edge.stop() == 0
+            edge = BrokerProcess(data, "--port", str(port)).start()
+            got = _drain(rc, rch, rq, N + 100, timeout=120)
+            while (m := rch.basic_get(rq, auto_ack=True))[0] is not None:
+                got.append(m)  # duplicates that came after the count was reached
+        bodies = [b.decode() for _, _, b in got]
+        assert set(bodies) == {f"m{i}" for i in range(N + 100)}
+        once = [b.decode() for _, p, b in got if not p.headers["x-received-from"][0]["redelivered"]]
+        assert len(once) == len(set(once))
+        with connection(rabbitmq.port) as rc:
+            rc.channel().queue_delete(rq)
+            rc.channel().exchange_delete(x)
+    finally:
+        api(mport, "DELETE", f"/policies/%2F/{_q(unique)}")
+        api(mport, "DELETE", f"/parameters/federation-upstream/%2F/{_q(unique)}")
+        edge.stop()
+    assert not edge.tracebacks(), "\n".join(edge.tracebacks())
