@@ -105,7 +105,8 @@ class Consumer(threading.Thread):
     def switch(self, url: str) -> None:
         self.switched.clear()
         self.url = url
-        assert self.switched.wait(60), "consumer did not switch"
+        wait_for(lambda: self.switched.is_set() or self.error, 60, "the consumer's switch")
+        assert self.error is None, f"consumer at {url}: {self.error!r}"
 
     def _on(self, ch, m, p, b) -> None:
         with self.lock:
