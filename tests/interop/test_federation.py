@@ -13,6 +13,7 @@ downstream confirmed it.
 
 from __future__ import annotations
 
+import json
 from urllib.parse import quote
 
 import pika
@@ -362,3 +363,69 @@ def test_exchange_federation_survives_kill_9_of_syncmq(rabbitmq, tmp_path, uniqu
         api(mport, "DELETE", f"/parameters/federation-upstream/%2F/{_q(unique)}")
         edge.stop()
     assert not edge.tracebacks(), "\n".join(edge.tracebacks())
+
+
+def _topology(port: int, x: str) -> dict:
+    """What a federation link of exchange ``x`` made in vhost / of a broker: its exchanges,
+    queues and the bindings from ``x`` and its internal exchange, in comparable form."""
+    def mine(name: str) -> bool:
+        return name == x or name.startswith(f"federation: {x} -> ")
+
+    _, exchanges = api(port, "GET", "/exchanges/%2F")
+    _, queues = api(port, "GET", "/queues/%2F")
+    _, bindings = api(port, "GET", "/bindings/%2F")
+    return {
+        "exchanges": sorted((e["name"], e["type"], e["durable"], e["auto_delete"],
+                             e["internal"], sorted(e["arguments"].items()))
+                            for e in exchanges if mine(e["name"])),
+        "queues": sorted((q["name"], q["durable"], q["auto_delete"],
+                          sorted(q["arguments"].items())) for q in queues if mine(q["name"])),
+        "bindings": sorted((b["source"], b["destination"], b["destination_type"],
+                            b["routing_key"], json.dumps(b["arguments"], sort_keys=True))
+                           for b in bindings if mine(b["source"])),
+    }
+
+
+def test_link_topology_same_on_syncmq_as_on_rabbitmq(rabbitmq, broker, unique):
+    """One federated exchange, two upstreams: the RabbitMQ node itself (vhost /) and syncmq.
+    What the plugin creates on each upstream (the upstream exchange, its x-federation-upstream
+    exchange, the link's queue and their arguments, one binding per downstream key with its
+    x-bound-from) is the same on syncmq as on RabbitMQ."""
+    mport, down, x = rabbitmq.management_port, f"down-{unique}", f"{unique}.x"
+    assert api(mport, "PUT", f"/vhosts/{_q(down)}")[0] in (201, 204)
+    try:
+        assert api(mport, "PUT", f"/permissions/{_q(down)}/guest",
+                   {"configure": ".*", "write": ".*", "read": ".*"})[0] in (201, 204)
+        for name, uri in (("rmq", f"amqp://guest:guest@127.0.0.1:{rabbitmq.port}/%2F"),
+                          ("smq", f"amqp://guest:guest@127.0.0.1:{broker.port}/%2F")):
+            # (a URI without a vhost means the downstream's vhost to the plugin)
+            assert api(mport, "PUT", f"/parameters/federation-upstream/{_q(down)}/{name}",
+                       {"value": {"uri": uri, "expires": 600000}})[0] in (201, 204)
+        url = f"amqp://guest:guest@127.0.0.1:{rabbitmq.port}/{_q(down)}"
+        with pika.BlockingConnection(pika.URLParameters(url)) as dc:
+            ch = dc.channel()
+            ch.exchange_declare(x, "topic", durable=True)
+            q = ch.queue_declare("", exclusive=True).method.queue
+            for key in ("a.#", "b.*", "b.*"):
+                ch.queue_bind(q, x, key)
+            ch.queue_bind(q, x, "c", arguments={"k": "v"})
+            assert api(mport, "PUT", f"/policies/{_q(down)}/fed",
+                       {"pattern": f"^{x}$", "apply-to": "exchanges",
+                        "definition": {"federation-upstream-set": "all"}})[0] in (201, 204)
+
+            def complete(port: int) -> dict | None:
+                t = _topology(port, x)
+                return t if len(t["bindings"]) == 4 else None  # 3 keys + the queue's
+
+            theirs = wait_for(lambda: complete(mport), what="the links on RabbitMQ")
+            ours = wait_for(lambda: complete(broker.management_port), what="links on syncmq")
+        assert ours == theirs
+        assert {e[1] for e in ours["exchanges"]} == {"topic", XFU}
+    finally:
+        api(mport, "DELETE", f"/vhosts/{_q(down)}")
+        with connection(rabbitmq.port) as c:
+            ch = c.channel()
+            for name in [e[0] for e in _topology(mport, x)["exchanges"]]:
+                ch.exchange_delete(name)
+            for name in [q_[0] for q_ in _topology(mport, x)["queues"]]:
+                ch.queue_delete(name)
