@@ -429,3 +429,47 @@ def test_link_topology_same_on_syncmq_as_on_rabbitmq(rabbitmq, broker, unique):
                 ch.exchange_delete(name)
             for name in [q_[0] for q_ in _topology(mport, x)["queues"]]:
                 ch.queue_delete(name)
+
+
+def test_queue_link_same_on_syncmq_as_on_rabbitmq(rabbitmq, broker, unique):
+    """One federated queue, two upstreams (the RabbitMQ node itself and syncmq): the queue the
+    plugin declares upstream (with the downstream queue's arguments) and its consumer there
+    (priority -1, manual acks, the upstream's prefetch) are the same on syncmq as on
+    RabbitMQ."""
+    mport, down, q = rabbitmq.management_port, f"down-{unique}", f"{unique}.q"
+    assert api(mport, "PUT", f"/vhosts/{_q(down)}")[0] in (201, 204)
+
+    def link(port: int):
+        status, got = api(port, "GET", f"/queues/%2F/{_q(q)}")
+        if status != 200 or len(got.get("consumer_details") or []) != 1:
+            return None
+        [c] = got["consumer_details"]
+        return (got["durable"], got["auto_delete"], sorted(got["arguments"].items()),
+                c["consumer_tag"].rsplit("-", 1)[0], c["ack_required"], c["prefetch_count"],
+                c["arguments"])
+
+    try:
+        assert api(mport, "PUT", f"/permissions/{_q(down)}/guest",
+                   {"configure": ".*", "write": ".*", "read": ".*"})[0] in (201, 204)
+        for name, uri in (("rmq", f"amqp://guest:guest@127.0.0.1:{rabbitmq.port}/%2F"),
+                          ("smq", f"amqp://guest:guest@127.0.0.1:{broker.port}/%2F")):
+            assert api(mport, "PUT", f"/parameters/federation-upstream/{_q(down)}/{name}",
+                       {"value": {"uri": uri, "prefetch-count": 77}})[0] in (201, 204)
+        url = f"amqp://guest:guest@127.0.0.1:{rabbitmq.port}/{_q(down)}"
+        with pika.BlockingConnection(pika.URLParameters(url)) as dc:
+            ch = dc.channel()
+            ch.queue_declare(q, durable=True, arguments={"x-max-length": 1000,
+                                                         "x-message-ttl": 60000})
+            ch.basic_consume(q, lambda *a: None)  # a queue link runs while there is one
+            assert api(mport, "PUT", f"/policies/{_q(down)}/fed",
+                       {"pattern": f"^{q}$", "apply-to": "queues",
+                        "definition": {"federation-upstream-set": "all"}})[0] in (201, 204)
+            theirs = wait_for(lambda: link(mport), what="the queue link on RabbitMQ")
+            ours = wait_for(lambda: link(broker.management_port), what="the link on syncmq")
+        assert ours == theirs
+        assert theirs[3:] == ("federation-link", True, 77, {"x-priority": -1})
+    finally:
+        api(mport, "DELETE", f"/vhosts/{_q(down)}")
+        for port in (rabbitmq.port, broker.port):
+            with connection(port) as c:
+                c.channel().queue_delete(q)
