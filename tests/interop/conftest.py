@@ -23,7 +23,6 @@ PLUGINS = ("rabbitmq_shovel", "rabbitmq_shovel_management", "rabbitmq_federation
 def rabbitmq() -> Iterator[RabbitNode]:
     """A private RabbitMQ node for the whole session (differential suite), with its
     management plugin (the rabbitmqadmin comparisons) and the shovel and federation plugins
-    management plugin (the rabbitmqadmin comparisons) and the shovel and federation plugins
     (their runtime-parameter components: shovel, federation-upstream(-set); and their
     management parts: ``/api/shovels``, ``/api/federation-links``). Enabled at boot, which
     costs the node 0.7 CPU s once (5.7 -> 6.5 s of beam CPU to boot, 3 runs each), where
