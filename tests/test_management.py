@@ -129,7 +129,8 @@ def test_overview(broker, topology):
     assert ms["publish"] >= 3 and ms["confirm"] >= 3 and ms["deliver_get"] >= 1
     assert {li["protocol"] for li in o["listeners"]} == {"amqp", "http"}
     assert {li["port"] for li in o["listeners"]} == {broker.port, broker.management_port}
-    assert {t["name"] for t in o["exchange_types"]} == {"direct", "fanout", "topic", "headers"}
+    assert {t["name"] for t in o["exchange_types"]} == {"direct", "fanout", "topic", "headers",
+                                                        "x-federation-upstream"}
 
 
 def test_nodes_vhosts_whoami_health(broker):

@@ -19,9 +19,12 @@ from typing import Any
 
 from ..wire import _spec
 from ..wire.errors import AMQPChannelError, AMQPConnectionError
+from ..wire.fields import Long
 from .args import check_declare_arguments, check_queue_type, precondition_failed
 from .deadletter import dead_lettered, is_cycle
-from .exchange import EXCHANGE_TYPES, Exchange
+from .exchange import EXCHANGE_TYPES, KEYLESS, Exchange
+from .federation import FEDERATION_UPSTREAM, MAX_HOPS_ARG
+from .federation import check_arguments as check_federation_arguments
 from .message import Message
 from .publish import publish
 from .queue import Consumer, Queue
@@ -145,6 +148,8 @@ class VirtualHost:
                     "PRECONDITION_FAILED - invalid arg 'alternate-exchange' for exchange "
                     f"'{name}' in vhost '{self.name}'",
                 )
+            if type_ == FEDERATION_UPSTREAM:
+                check_federation_arguments(arguments)  # the type's validate, on creation
             ex = Exchange(self.name, name, type_, durable, auto_delete, internal, arguments)
             self.exchanges[name] = ex
             if self.durability is not None:
@@ -165,9 +170,11 @@ class VirtualHost:
                     f"PRECONDITION_FAILED - inequivalent arg '{arg}' for exchange "
                     f"'{ex.name}' in vhost '{self.name}': received '{g}' but current is '{c}'",
                 )
-        # rabbit_exchange:assert_equivalence compares alternate-exchange only
+        # the type's assert_args_equivalence: alternate-exchange for the built-in types,
+        # x-max-hops alone for x-federation-upstream
+        keys = (MAX_HOPS_ARG,) if ex.type == FEDERATION_UPSTREAM else ("alternate-exchange",)
         self._check_equivalent_args(f"exchange '{ex.name}'", ex.arguments, arguments or {},
-                                    ("alternate-exchange",))
+                                    keys)
 
     def _check_equivalent_args(self, what: str, current: dict, got: dict, keys) -> None:
         """rabbit_misc:assert_args_equivalence: the first of ``keys`` (in that order) whose
@@ -502,7 +509,7 @@ class VirtualHost:
                               if (q := self.queues.get(k)) is not None]
             else:
                 h = message.headers if x.needs_headers else None
-                if keys is None or x.type in ("fanout", "headers"):
+                if keys is None or x.type in KEYLESS:
                     dests = x.matcher.route(message.routing_key, h)
                 else:
                     dests = set()
@@ -574,6 +581,8 @@ def _fmt_arg(v: Any, both: bool = True) -> str:
 def _amqp_type(v: Any) -> str:
     if isinstance(v, bool):
         return "bool"
+    if type(v) is Long:
+        return "long"
     if isinstance(v, int):
         return "signedint" if -2 ** 31 <= v < 2 ** 31 else "long"
     if isinstance(v, float):
