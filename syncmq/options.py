@@ -155,8 +155,9 @@ OPTIONS: tuple[Option, ...] = (
       metavar="N"),
     Opt("log-level", "info", "`debug`, `info`, `warning`, `error`, `critical`", metavar="L",
       choices=("debug", "info", "warning", "error", "critical")),
-    Opt("log-format", "json", "`json` (one JSON object a line) or `text`", metavar="F",
-      choices=("json", "text")),
+    Opt("log-format", "auto", "`json` (one JSON object a line), `text` (`time LEVEL logger: "
+      "message key=value ...`) or `auto`: text when logging to a terminal, JSON otherwise",
+      metavar="F", choices=("auto", "json", "text")),
     Opt("log-file", None, "log file, reopened on SIGHUP (for logrotate)", metavar="PATH",
       shown_default="stderr"),
     Opt("frame-max", "131072", "largest frame offered in `connection.tune` (>= 4096)", type=int,

@@ -3,7 +3,7 @@
 Signal handlers (installed by :meth:`Server.serve_forever`) only put the signal number on a
 queue; the main thread acts on it: SIGTERM/SIGINT shut down gracefully (stop accepting, close
 every connection with 320 CONNECTION_FORCED, wait a bounded time for them to go, stop threads),
-SIGHUP reloads ``--users-file`` and calls the ``on_hup`` hook (log reopening).
+SIGHUP reloads ``--users-file``, calls the ``on_hup`` hook (log reopening) and logs what it did.
 """
 
 from __future__ import annotations
@@ -122,6 +122,22 @@ class Server:
             s.transport.worker.submit(access.clear_caches, s)
         log.info("users file reloaded", extra={"users_file": path, **store.summary()})
         return True
+
+    def hangup(self) -> list[str]:
+        """SIGHUP: re-read ``--users-file`` and reopen ``--log-file`` (the ``on_hup`` hook),
+        then log one line saying what was done (``reloaded``: what was; a users file that
+        failed to load is logged by :meth:`reload_users` and left out). Returns ``reloaded``."""
+        reloaded = []
+        if self.config.users_file and self.reload_users():
+            reloaded.append("users_file")
+        if self.on_hup is not None:
+            self.on_hup()
+            reloaded.append("log_file")
+        what = {"users_file": "users file reloaded", "log_file": "log file reopened"}
+        text = ", ".join(what[r] for r in reloaded) or "nothing to reload (no --users-file " \
+            "loaded, no --log-file)"
+        log.info("SIGHUP: %s", text, extra={"reloaded": reloaded})
+        return reloaded
 
     def tls_context(self) -> ssl.SSLContext:
         """The TLS listener's context: TLS 1.2 or newer only, the configured certificate, and
@@ -342,9 +358,7 @@ class Server:
             except queue.Empty:
                 continue
             if signum == signal.SIGHUP:
-                self.reload_users()
-                if self.on_hup is not None:
-                    self.on_hup()
+                self.hangup()
                 continue
             break
         self.stop()
