@@ -25,7 +25,7 @@ def _parse(argv, env=None, monkeypatch=None):
 def test_defaults():
     args = _parse([])
     assert args.port == 5672 and args.bind == "127.0.0.1" and args.frame_max == 131072
-    assert args.heartbeat == 60 and args.channel_max == 2047 and args.log_format == "json"
+    assert args.heartbeat == 60 and args.channel_max == 2047 and args.log_format == "auto"
 
 
 def test_precedence_ini_env_flag(tmp_path, monkeypatch):

@@ -205,3 +205,42 @@ def test_prometheus_port_in_use_is_reported(broker_factory, tmp_path):
                             "--prometheus-port", str(taken)], capture_output=True, text=True,
                            timeout=60)
     assert p.returncode == 1 and f"{taken} (prometheus)" in p.stderr, p.stderr
+
+
+def test_aggregated_scrape_does_not_grow_with_queues(prom_broker, unique):
+    """N and 4N queues: /metrics has the same samples (per-object grows by 4x)."""
+    port = prom_broker.prometheus_port
+
+    def declare(n: int) -> None:
+        with contextlib.closing(connect(prom_broker.port)) as conn:
+            ch = conn.channel()
+            for i in range(n):
+                ch.queue_declare(f"{unique}-{i}")
+
+    def counts() -> tuple[int, int]:
+        agg = sum(1 for f in text_string_to_metric_families(scrape(port)) for _ in f.samples)
+        per = [s for f in text_string_to_metric_families(
+            scrape(port, "/metrics/per-object", auth=True))
+            if f.name == "rabbitmq_queue_messages_ready" for s in f.samples]
+        return agg, len(per)
+
+    declare(25)
+    agg1, per1 = counts()
+    declare(100)
+    agg4, per4 = counts()
+    assert agg1 == agg4
+    assert (per1, per4) == (25, 100)
+
+
+def test_detailed_odd_queries_are_ignored_not_errors(prom_broker):
+    port = prom_broker.prometheus_port
+    for query in ("family=%ZZ", "family=", "vhost=%2F", "family=queue_metrics&family="
+                  "queue_metrics", "x=1&family=queue_consumer_count&family=queue_metrics"):
+        text = scrape(port, f"/metrics/detailed?{query}", auth=True)
+        names = set(families(text))
+        assert {"rabbitmq_build_info", "rabbitmq_identity_info"} <= names, query
+        if "queue_metrics" in query:  # asked twice or with queue_consumer_count: once
+            assert sum(1 for f in text_string_to_metric_families(text)
+                       if f.name == "rabbitmq_detailed_queue_consumers") == 1
+    text = scrape(port, "/metrics/detailed?family=queue_consumer_count", auth=True)
+    assert "rabbitmq_detailed_queue_consumers" in families(text)
