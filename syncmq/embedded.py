@@ -94,7 +94,7 @@ class Server:
         self.config.port = node.address[1]  # the same port: clients reconnect to it
         if self.config.management_port and node.management is not None:
             self.config.management_port = node.management.address[1]
-        if self.config.prometheus_port and node.prometheus is not None:
+        if self.config.prometheus_port is not None and node.prometheus is not None:
             self.config.prometheus_port = node.prometheus.address[1]
         if node.tls_address is not None:
             self.config.tls_port = node.tls_address[1]

@@ -244,3 +244,22 @@ def test_detailed_odd_queries_are_ignored_not_errors(prom_broker):
                        if f.name == "rabbitmq_detailed_queue_consumers") == 1
     text = scrape(port, "/metrics/detailed?family=queue_consumer_count", auth=True)
     assert "rabbitmq_detailed_queue_consumers" in families(text)
+
+
+def test_embedded_server_prometheus_port_restart_and_threads():
+    """In-process: the Prometheus listener without the management API, the same port after
+    a restart, and its threads joined at stop."""
+    import threading
+
+    import syncmq
+
+    with syncmq.Server(prometheus_port=0) as s:
+        port = s.node.prometheus.address[1]
+        assert s.node.management is None
+        assert samples(scrape(port))[("rabbitmq_queues", ())] == 0
+        s.restart()
+        assert s.node.prometheus.address[1] == port
+        assert scrape(port)
+        names = {t.name for t in s.threads()}
+        assert "syncmq-prometheus" in names
+    assert not [t for t in threading.enumerate() if t.name == "syncmq-prometheus"]
