@@ -78,7 +78,8 @@ class Scrapes:
 
     def render(self, view: str, families: tuple[str, ...] = (),
                vhosts: frozenset[str] | None = None) -> bytes:
-        reading = prometheus.Reading(self.ctx, self.rates, self.node(), vhosts)
+        reading = prometheus.Reading(self.ctx, self.rates, self.node(), vhosts,
+                                     ordered=view != "aggregated")
         registry = CollectorRegistry(auto_describe=False)
         registry.register(_Collector(prometheus.collect(reading, view, families)))
         return generate_latest(registry)

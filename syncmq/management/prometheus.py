@@ -79,22 +79,35 @@ class Reading:
     """One scrape's reads of the broker (see the module docstring for the locks)."""
 
     def __init__(self, ctx: Context, rates: Rates, node: dict[str, Any],
-                 vhosts: frozenset[str] | None = None) -> None:
+                 vhosts: frozenset[str] | None = None, ordered: bool = True) -> None:
         self.ctx = ctx
         self.node = node  # the facts /api/nodes shows (fds, memory, disk, threads, limits)
         self.sessions = open_sessions(ctx)
         self.channels = [(s, ch) for s in self.sessions for ch in list(s.channels.values())]
         self.vhosts = sorted(list(ctx.broker.vhosts.items()))
         self.queue_vhosts = vhosts  # the queue tables' vhost filter (detailed), None = all
+        self.ordered = ordered  # queues sorted by name (per-object views; a sum needs no order)
+        self._queue_sum: dict[str, float] | None = None
         counts = state.channel_totals(ctx, state.METRIC_STATS)
         self.totals = rates.monotonic("prometheus", counts)
         self.events = state.events(ctx)
         self._queue_rows: list[Row] | None = None
 
     def queues(self) -> list:
-        return [q for name, vh in self.vhosts
-                if self.queue_vhosts is None or name in self.queue_vhosts
-                for q in sorted(list(vh.queues.values()), key=lambda q: q.name)]
+        out = []
+        for name, vh in self.vhosts:
+            if self.queue_vhosts is None or name in self.queue_vhosts:
+                qs = list(vh.queues.values())
+                out.extend(sorted(qs, key=lambda q: q.name) if self.ordered else qs)
+        return out
+
+    def queue_sum(self) -> dict[str, float]:
+        """Every queue value summed over the queues (the aggregated views), computed once."""
+        if self._queue_sum is None:
+            rows = self.queue_rows()
+            keys = rows[0][1].keys() if rows else ()
+            self._queue_sum = {k: sum(v[k] for _, v in rows) for k in keys}
+        return self._queue_sum
 
     def queue_rows(self) -> list[Row]:
         """Every queue's values, in one pass (shared by the queue tables and syncmq's)."""
@@ -104,10 +117,11 @@ class Reading:
                 if i % YIELD_EVERY == YIELD_EVERY - 1:
                     time.sleep(0)
                 ready, unacked = view.depth(q)
-                util = view.consumer_utilisation(q)
+                consumers = view.consumers(q)
+                util = view.consumer_utilisation(q) if consumers else 0
                 rows.append(((q.vhost, q.name), {
                     "ready": ready, "unacked": unacked, "messages": ready + unacked,
-                    "consumers": view.consumers(q), "consumer_capacity": util,
+                    "consumers": consumers, "consumer_capacity": util,
                     "consumer_utilisation": util, "published": q.stats_published,
                     "delivered": q.stats_delivered, "acked": q.stats_acked}))
             self._queue_rows = rows
@@ -196,10 +210,13 @@ def table_families(reading: Reading, table: str, prefix: str, per_object: bool) 
     rows = reading.rows(table)
     labels = F.LABELS.get(table, ()) if per_object or table in F.KEEP_LABELS else ()
     if not per_object and table in F.LABELS and table not in F.KEEP_LABELS:
-        summed: dict[str, float] = {}
-        for _, values in rows:
-            for k, v in values.items():
-                summed[k] = summed.get(k, 0) + v
+        if rows is reading.queue_rows():
+            summed = reading.queue_sum()
+        else:
+            summed = {}
+            for _, values in rows:
+                for k, v in values.items():
+                    summed[k] = summed.get(k, 0) + v
         rows = [((), summed)]  # a zero sample when there is no object, as RabbitMQ
     out = []
     for name, kind, help_, key in F.TABLES[table]:
@@ -270,12 +287,11 @@ def syncmq_families(reading: Reading, per_object: bool) -> list[Metric]:
                        ("delivered", "Messages delivered or fetched from the queue."),
                        ("acked", "Deliveries from the queue acknowledged.")):
         fam = CounterMetricFamily(f"syncmq_queue_messages_{key}_total", help_, labels=labels)
-        rows = reading.queue_rows()
         if per_object:
-            for lv, v in rows:
+            for lv, v in reading.queue_rows():
                 fam.add_metric(list(lv), v[key])
         else:
-            fam.add_metric([], sum(v[key] for _, v in rows))
+            fam.add_metric([], reading.queue_sum().get(key, 0))
         out.append(fam)
     jb = state.journal_bytes(ctx.data_dir) if ctx.data_dir else None
     if jb is not None:
