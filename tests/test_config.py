@@ -109,7 +109,7 @@ def test_log_file_reopened_after_rotation(tmp_path):
     log = tmp_path / "syncmq.log"
     p = subprocess.Popen([sys.executable, "-m", "syncmq.cli", "--port", "0", "--data-dir",
                           str(tmp_path / "data"), "--log-file", str(log),
-                          "--management-port", "-1"])
+                          "--management-port", "-1", "--prometheus-port", "-1"])
     try:
         deadline = time.monotonic() + 30
         port = None
