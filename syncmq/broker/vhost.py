@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from ..wire import _spec
@@ -62,8 +63,11 @@ class VirtualHost:
 
     def __init__(self, name: str, durability: Any = None,
                  scheduler: Scheduler | None = None, body_store: Any = None,
-                 reply_consumers: dict | None = None) -> None:
+                 reply_consumers: dict | None = None,
+                 count: Callable[[str], None] | None = None) -> None:
         self.name = name
+        # ``Broker.count`` (queues declared/created/deleted for /metrics), or a no-op.
+        self.broker_count: Callable[[str], None] = count or (lambda _event: None)
         # Direct reply-to consumers (the broker's map, see ``Broker.reply_consumers``).
         self.reply_consumers: dict[str, Any] = (
             reply_consumers if reply_consumers is not None else {})
@@ -277,6 +281,7 @@ class VirtualHost:
                 _spec.ACCESS_REFUSED,
                 f"ACCESS_REFUSED - queue name '{name}' contains reserved prefix 'amq.*'",
             )
+        self.broker_count("queues_declared")
         with self.lock:
             q = self.queues.get(name)
             if q is not None:
@@ -298,7 +303,8 @@ class VirtualHost:
             self.queues[name] = q
             if q.journaled:
                 self.durability.queue_declared(q)
-            return q, True
+        self.broker_count("queues_created")
+        return q, True
 
     def _check_queue_type(self, name: str, args: dict, durable: bool, exclusive: bool,
                           auto_delete: bool) -> None:
@@ -374,6 +380,7 @@ class VirtualHost:
 
     def _delete_queue_locked(self, q: Queue) -> tuple[int, list[Consumer]]:
         del self.queues[q.name]
+        self.broker_count("queues_deleted")
         if q.journaled:
             self.durability.queue_deleted(q)
         for ex in list(self.exchanges.values()):

@@ -36,17 +36,20 @@ def _raise_nofile() -> None:
 class RabbitNode:
     """A private RabbitMQ node: its own node name, ports, mnesia/log dirs and cookie (HOME),
     with its management plugin on ``management_port`` (127.0.0.1) when ``management``, and
+    its Prometheus plugin (rabbitmq_prometheus) on ``prometheus_port`` when ``prometheus``, and
     the other ``plugins`` enabled (their names as ``rabbitmq-plugins`` takes them), through
     its own enabled-plugins file (``RABBITMQ_ENABLED_PLUGINS_FILE``): nothing system-wide
     is changed."""
 
     def __init__(self, base: str, management: bool = False,
-                 plugins: tuple[str, ...] = ()) -> None:
+                 plugins: tuple[str, ...] = (), prometheus: bool = False,
+                 name: str = "syncmq-interop") -> None:
         self.dir = base
         os.chmod(base, 0o755)
         self.port = free_port()
         self.management_port = free_port() if management else None
-        self.node = f"syncmq-interop-{os.getpid()}@localhost"
+        self.prometheus_port = free_port() if prometheus else None
+        self.node = f"{name}-{os.getpid()}@localhost"
         self.env = dict(
             os.environ, HOME=base, RABBITMQ_NODENAME=self.node,
             RABBITMQ_NODE_PORT=str(self.port), RABBITMQ_DIST_PORT=str(free_port()),
@@ -58,13 +61,20 @@ class RabbitNode:
             RABBITMQ_CONFIG_FILE=os.path.join(base, "rabbitmq"),
             RABBITMQ_ADVANCED_CONFIG_FILE=os.path.join(base, "advanced.config"),
         )
-        enabled = (["rabbitmq_management"] if management else []) + list(plugins)
+        enabled = (["rabbitmq_management"] if management else []) + \
+            (["rabbitmq_prometheus"] if prometheus else []) + list(plugins)
         with open(os.path.join(base, "enabled_plugins"), "w") as f:
             f.write("[" + ",".join(enabled) + "].\n")
+        conf = []
         if management:
+            conf += [f"management.tcp.port = {self.management_port}",
+                     "management.tcp.ip = 127.0.0.1"]
+        if prometheus:
+            conf += [f"prometheus.tcp.port = {self.prometheus_port}",
+                     "prometheus.tcp.ip = 127.0.0.1"]
+        if conf:
             with open(os.path.join(base, "rabbitmq.conf"), "w") as f:
-                f.write(f"management.tcp.port = {self.management_port}\n"
-                        "management.tcp.ip = 127.0.0.1\n")
+                f.write("\n".join(conf) + "\n")
         # As root the Debian wrappers su to the rabbitmq user; the scripts in /usr/lib run as
         # the caller, so the temp dir and the HOME cookie stay ours.
         root = os.geteuid() == 0 and os.path.isdir(RABBITMQ_LIB)
