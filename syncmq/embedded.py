@@ -92,7 +92,7 @@ class Server:
             raise RuntimeError("syncmq.Server is not running")
         self._stop_node(node, crash=crash)
         self.config.port = node.address[1]  # the same port: clients reconnect to it
-        if self.config.management_port and node.management is not None:
+        if node.management is not None:  # 0 (ephemeral) included: keep the port it got
             self.config.management_port = node.management.address[1]
         if self.config.prometheus_port is not None and node.prometheus is not None:
             self.config.prometheus_port = node.prometheus.address[1]
