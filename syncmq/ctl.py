@@ -98,6 +98,7 @@ def delete_vhost(store: UserStore, args) -> bool:
     store.vhosts.remove(args.vhost)
     for u in store.users.values():
         u.permissions.pop(args.vhost, None)
+        u.topic_permissions.pop(args.vhost, None)
     return True
 
 

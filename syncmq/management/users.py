@@ -32,7 +32,9 @@ def update(broker: Broker, change: Callable[[dict[str, User], list[str] | None],
         old = broker.users
         new = copy.copy(old)
         new.users = {
-            name: dataclasses.replace(u, tags=list(u.tags), permissions=dict(u.permissions))
+            name: dataclasses.replace(
+                u, tags=list(u.tags), permissions=dict(u.permissions), limits=dict(u.limits),
+                topic_permissions={vh: dict(per) for vh, per in u.topic_permissions.items()})
             for name, u in old.users.items()
         }
         vhosts = list(old.vhosts) if isinstance(getattr(old, "vhosts", None), list) else None
@@ -45,7 +47,8 @@ def update(broker: Broker, change: Callable[[dict[str, User], list[str] | None],
 def make_user(name: str, *, password: str | None = None, password_hash: str | None = None,
               tags: list[str] | None = None, old: User | None = None) -> User:
     """A user from a password or a hash (hex, or base64 as RabbitMQ writes it); with ``old``
-    (the user being changed) its permissions and ``loopback_only`` are kept."""
+    (the user being changed) its permissions, topic permissions, limits and
+    ``loopback_only`` are kept."""
     if not name:
         raise ValueError("user name must not be empty")
     if password is not None:
@@ -58,8 +61,10 @@ def make_user(name: str, *, password: str | None = None, password_hash: str | No
         raise ValueError("a password or a password_hash is required")
     perms = dict(old.permissions) if old is not None else {}
     # loopback_only is a property of the account, not of its password or tags: kept
-    return User(name, hashed, list(tags or []), perms,
-                loopback_only=old.loopback_only if old is not None else False)
+    if old is None:
+        return User(name, hashed, list(tags or []), perms)
+    return User(name, hashed, list(tags or []), perms, old.loopback_only,
+                {vh: dict(per) for vh, per in old.topic_permissions.items()}, dict(old.limits))
 
 
 def to_hex(hashed: str) -> str:

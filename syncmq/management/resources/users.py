@@ -28,7 +28,8 @@ log = logging.getLogger("syncmq.management")
 
 def _user_json(api: API, u: User) -> dict[str, Any]:
     return {"name": u.name, "password_hash": users_mod.to_base64(u.password_hash),
-            "hashing_algorithm": users_mod.SHA256, "tags": list(u.tags), "limits": {}}
+            "hashing_algorithm": users_mod.SHA256, "tags": list(u.tags),
+            "limits": dict(sorted(u.limits.items()))}
 
 
 def users(api: API, req: Request) -> Response:
