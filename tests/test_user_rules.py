@@ -312,3 +312,60 @@ def test_no_topic_work_without_topic_permissions(monkeypatch):
             ch.basic_publish("amq.topic", f"k.{i}", b"m")
         assert len(allows) == 200
         c.close()
+
+
+# ---- changes through the API are written to the users file ----
+
+def _http(port: int, method: str, path: str, body=None, auth=b"admin:admin-pw"):
+    import base64
+    import urllib.error
+    import urllib.request
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/api{path}", data=data, method=method)
+    req.add_header("Authorization", "Basic " + base64.b64encode(auth).decode())
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=TIMEOUT) as resp:
+            status, text = resp.status, resp.read().decode()
+    except urllib.error.HTTPError as e:
+        status, text = e.code, e.read().decode()
+    return status, json.loads(text) if text else None
+
+
+def test_api_changes_survive_kill_and_restart(brokers_on_dir, tmp_path):
+    """With --users-file, topic permissions and limits set through the API are in the file
+    (fsynced) before the answer: they survive kill -9 and a SIGTERM restart."""
+    path = _file(tmp_path)
+    start, restart = brokers_on_dir
+    b = start("--users-file", path)
+    m = b.management_port
+    assert _http(m, "PUT", "/topic-permissions/%2F/app",
+                 {"exchange": "amq.topic", "write": "^api\\.", "read": ""})[0] == 204
+    assert _http(m, "PUT", "/user-limits/app/max-channels", {"value": 11})[0] == 204
+    assert _http(m, "PUT", "/users/api-made", {"password": "x", "tags": ""})[0] == 201
+    expected = {"topic": [{"user": "app", "vhost": "/", "exchange": "amq.topic",
+                           "write": "^api\\.", "read": ""}],
+                "limits": [{"user": "app", "value": {"max-channels": 11,
+                                                     "max-connections": 2}}]}
+    for stop in (lambda b: b.stop(signal.SIGKILL), lambda b: b.stop()):
+        stop(b)
+        b = restart(b, "--users-file", path)
+        m = b.management_port
+        assert _http(m, "GET", "/topic-permissions/%2F/app")[1] == expected["topic"]
+        assert _http(m, "GET", "/user-limits/app")[1] == expected["limits"]
+        assert _http(m, "GET", "/users/api-made")[0] == 200
+        c = _connect(b.port)
+        assert _publish(c, "api.x") == "ok" and _publish(c, "app.x").startswith("403 ")
+        c.close()
+    # a file the broker cannot write refuses the change, and nothing changes (its directory
+    # moved away: the temp file cannot be created, even by root)
+    moved = str(tmp_path) + "-moved"
+    os.rename(tmp_path, moved)
+    try:
+        status, body = _http(m, "PUT", "/user-limits/app/max-channels", {"value": 1})
+    finally:
+        os.rename(moved, tmp_path)
+    assert status == 500 and "could not be written, nothing was changed" in body["reason"]
+    assert _http(m, "GET", "/user-limits/app")[1] == expected["limits"]
+    assert UserStore.load(path).users["app"].limits["max-channels"] == 11
