@@ -369,3 +369,38 @@ def test_api_changes_survive_kill_and_restart(brokers_on_dir, tmp_path):
     assert status == 500 and "could not be written, nothing was changed" in body["reason"]
     assert _http(m, "GET", "/user-limits/app")[1] == expected["limits"]
     assert UserStore.load(path).users["app"].limits["max-channels"] == 11
+
+
+def test_wrong_types_are_400_where_rabbitmq_answers_500(broker):
+    """RabbitMQ stores a number as an exchange name and answers 500 to a non-string regex, a
+    bad limit in PUT /api/users and a limit cleared for an unknown user: syncmq refuses with
+    400 (404) in RabbitMQ's error shape, changes nothing, and keeps serving."""
+    m = broker.management_port
+    auth = b"guest:guest"
+    assert _http(m, "PUT", "/users/wt", {"password": "x", "tags": ""}, auth)[0] == 201
+    try:
+        for body in ({"exchange": 5, "write": "a", "read": "b"},
+                     {"exchange": "x", "write": 5, "read": "b"},
+                     {"exchange": "x", "write": None, "read": "b"},
+                     {"exchange": "x", "write": True, "read": "b"},
+                     {"exchange": "x", "write": ["a"], "read": "b"},
+                     {"exchange": "x" * 256, "write": "a", "read": "b"}):
+            status, answer = _http(m, "PUT", "/topic-permissions/%2F/wt", body, auth)
+            assert status == 400 and answer["error"] == "bad_request", (body, answer)
+        assert _http(m, "GET", "/users/wt/topic-permissions", None, auth) == (200, [])
+        for limits, text in (({"max-channels": "x"}, 'actually was <<"x">>'),
+                             ({"bogus": 1}, "Unrecognised terms"),
+                             ([], "user-limits not a list")):
+            status, answer = _http(m, "PUT", "/users/wt",
+                                   {"password": "x", "tags": "", "limits": limits}, auth)
+            assert status == 400 and text in answer["reason"], (limits, answer)
+        assert _http(m, "GET", "/users/wt", None, auth)[1]["limits"] == {}
+        assert _http(m, "PUT", "/user-limits/wt/max-channels", {"value": 1 << 70},
+                     auth)[0] == 400  # RabbitMQ takes a bignum; the users file holds int64
+        assert _http(m, "DELETE", "/user-limits/nobody/max-channels", None, auth)[0] == 404
+        assert _http(m, "POST", "/definitions", {"users": [
+            {"name": "wt", "password_hash": "", "tags": [], "limits": {"x": 1}}]},
+            auth)[0] == 400
+    finally:
+        _http(m, "DELETE", "/users/wt", None, auth)
+    assert _http(m, "GET", "/overview", None, auth)[0] == 200

@@ -196,6 +196,12 @@ def _limits_script(port: int, mgmt: int) -> list:
     out.append(("cleared", http(mgmt, "GET", lim)))
     out.append(("clear all", http(mgmt, "DELETE", f"{lim}/all")))
     out.append(("cleared all", http(mgmt, "GET", lim)))
+    # PUT /api/users with "limits" merges them (a PUT without keeps them)
+    for body in ({"password": PW, "tags": "", "limits": {"max-connections": 3}},
+                 {"password": PW, "tags": ""},
+                 {"password": PW, "tags": "", "limits": {"max-channels": 4}}):
+        out.append(("put user", http(mgmt, "PUT", f"/users/{USER}", body),
+                    http(mgmt, "GET", f"/users/{USER}")[1]["limits"]))
     return out
 
 
