@@ -63,6 +63,9 @@ def test_users_file_round_trip_with_rules(tmp_path):
     t = back.topic_permission("/", "amq.topic")
     assert t.allows("write", "a.b.x") and t.allows("write", "aXb.x")  # "." is a regex dot
     assert not t.allows("write", "c.x") and t.allows("read", "") and not t.allows("read", "r")
+    # an expansion that makes the regex invalid grants nothing (RabbitMQ's re:run fails)
+    odd = TopicPermission("^{username}$", "{vhost}", "a(b", "/")
+    assert not odd.allows("write", "a(b") and odd.allows("read", "/")
 
 
 @pytest.mark.parametrize("extra, error", [

@@ -342,6 +342,46 @@ def test_listings_like_rabbitmq(rabbitmq, rabbit_mgmt, broker):
     assert got == expected
 
 
+def _http_user_checks(mgmt: int) -> list:
+    """The management API's publish and bind are checked against the HTTP user's topic
+    permissions (RabbitMQ runs them through a channel): publish refused 400 with the AMQP
+    text, bind/unbind refused 401."""
+    tp = "/topic-permissions/%2F/guest"
+    _put(mgmt, tp, {"exchange": "amq.topic", "write": "^ok", "read": "^ok"})
+    _put(mgmt, "/queues/%2F/tp-hq", {"durable": False})
+    out = []
+    try:
+        for key in ("no", "ok"):
+            out.append(("publish", key, http(mgmt, "POST", "/exchanges/%2F/amq.topic/publish",
+                                             {"routing_key": key, "payload": "x",
+                                              "payload_encoding": "string",
+                                              "properties": {}})))
+        for key in ("no", "ok"):
+            out.append(("bind", key, http(mgmt, "POST", "/bindings/%2F/e/amq.topic/q/tp-hq",
+                                          {"routing_key": key})[0]))
+        out.append(("unbind ok", http(mgmt, "DELETE",
+                                      "/bindings/%2F/e/amq.topic/q/tp-hq/ok")[0]))
+        http(mgmt, "DELETE", tp)
+        out.append(("bind", "no", http(mgmt, "POST", "/bindings/%2F/e/amq.topic/q/tp-hq",
+                                       {"routing_key": "no"})[0]))
+        _put(mgmt, tp, {"exchange": "amq.topic", "write": "^ok", "read": "^ok"})
+        out.append(("unbind no", http(mgmt, "DELETE",
+                                      "/bindings/%2F/e/amq.topic/q/tp-hq/no")[0]))
+    finally:
+        http(mgmt, "DELETE", tp)
+        http(mgmt, "DELETE", "/queues/%2F/tp-hq")
+    return out
+
+
+def test_http_publish_and_bind_like_rabbitmq(rabbitmq, rabbit_mgmt, broker):
+    expected = _http_user_checks(rabbit_mgmt)
+    got = _http_user_checks(broker.management_port)
+    assert got == expected
+    assert got[0] == ("publish", "no", (400, {
+        "error": "bad_request", "reason": "403 ACCESS_REFUSED - access to topic 'no' in "
+        "exchange 'amq.topic' in vhost '/' refused for user 'guest'"}))
+
+
 DEFS = {
     "users": [{"name": "tpd", "password_hash": "", "hashing_algorithm":
                "rabbit_password_hashing_sha256", "tags": [],
