@@ -10,6 +10,7 @@ from typing import Any
 from .auth import UserStore
 from .parameters import Parameters
 from .timers import Scheduler
+from .user_usage import UserUsage
 from .vhost import VirtualHost
 
 
@@ -68,6 +69,8 @@ class Broker:
         # Runtime parameters (policies, limits, shovels...: components register on it), see
         # ``parameters.py``; journaled through ``durability``.
         self.parameters = Parameters(durability, lambda vhost: vhost in self.vhosts)
+        # Open connections and channels per user (the user limits; ``user_usage``).
+        self.user_usage = UserUsage()
 
     def schedule(self, delay: float, fn) -> bool:
         """Run ``fn()`` on a worker about ``delay`` seconds from now (see ``timers``)."""

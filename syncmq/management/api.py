@@ -52,6 +52,7 @@ from .resources import (
     parameters,
     publish,
     queues,
+    user_rules,
     users,
     vhosts,
 )
@@ -158,6 +159,7 @@ class API:
         p("GET", "global-parameters/{name}", parameters.global_parameter)
         p("PUT", "global-parameters/{name}", parameters.put_global_parameter)
         p("DELETE", "global-parameters/{name}", parameters.delete_global_parameter)
+        user_rules.add_routes(r)  # topic permissions and user limits
 
     def _route(self, method: str, pattern: str, fn: Callable[..., Response],
                policymaker: bool = False) -> None:
