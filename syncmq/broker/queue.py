@@ -184,6 +184,8 @@ class Queue(QueueLimits):
             now = self._enqueue_locked(message)
             if self.consumers:
                 self._dispatch_locked(now or None)
+            if self.message_ttl == 0 and self.dlx is None and self.max_priority is None:
+                self._drop_undelivered_locked(message)
             if self.limited:
                 self._drop_over_limit_locked()
             if self.expiry:

@@ -117,6 +117,20 @@ class QueueLimits:
             del expiry[head[0]]
             self._expired_locked(head[1][0])
 
+    def _drop_undelivered_locked(self, message: Message) -> None:
+        """RabbitMQ's shortcut for a queue with a TTL of 0 and no dead-letter exchange: a
+        message no consumer took at once is discarded, even behind older messages (a
+        policy's TTL of 0 on a queue with a backlog, whose head has no deadline)."""
+        tail = self.ready.pop_tail()
+        if tail is None:
+            return
+        seq, item = tail
+        if item[0] is not message:  # delivered; the tail is an older message
+            self.ready.requeue(seq, item)
+            return
+        self.expiry.pop(seq, None)
+        self._expired_locked(message)
+
     def _arm_ttl_timer_locked(self) -> None:
         """Make sure a timer fires when the head expires, consumers or not."""
         head = self.ready.peek()

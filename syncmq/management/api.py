@@ -50,6 +50,7 @@ from .resources import (
     health,
     overview,
     parameters,
+    policies,
     publish,
     queues,
     user_rules,
@@ -133,6 +134,14 @@ class API:
         r("GET", "channels/{name}", connections.channel)
         r("GET", "consumers", connections.consumers)
         r("GET", "consumers/{vhost}", connections.consumers)
+        # policies: a policymaker may change them too (checked by the endpoints); operator
+        # policies need administrator
+        for base, add in (("policies", self._policymaker_route), ("operator-policies", r)):
+            add("GET", base, policies.policies)
+            add("GET", f"{base}/{{vhost}}", policies.policies)
+            add("GET", f"{base}/{{vhost}}/{{name}}", policies.policy)
+            add("PUT", f"{base}/{{vhost}}/{{name}}", policies.put_policy)
+            add("DELETE", f"{base}/{{vhost}}/{{name}}", policies.delete_policy)
         r("GET", "definitions", vhosts.get_definitions)
         r("POST", "definitions", vhosts.post_definitions)
         r("GET", "health/checks/alarms", health.alarms)
