@@ -180,3 +180,40 @@ def test_consumers_get_messages_after_policy_changes(broker, target, unique):
                 conn.process_data_events(time_limit=1)
         assert got == [b"0", b"1", b"2"]
 
+
+
+def test_definitions_export_import_policies(broker_factory, unique):
+    """``policies`` round-trip through definitions (RabbitMQ's shape); the issue's export
+    (a policy over a queue with its own limit) imports with the policy in force; operator
+    policies travel as ``parameters`` (component ``operator_policy``), as RabbitMQ 3.10
+    exports them."""
+    b = broker_factory()
+    t = ps.Target(b.port, b.management_port)
+    defs = {
+        "vhosts": [{"name": "/"}],
+        "policies": [{"vhost": "/", "name": "limit", "pattern": "^orders\\.limited$",
+                      "apply-to": "all", "definition": {"message-ttl": 30000,
+                                                        "max-length": 500},
+                      "priority": 0}],
+        "queues": [{"name": "orders.limited", "vhost": "/", "durable": True,
+                    "auto_delete": False, "arguments": {"x-max-length": 1000,
+                                                        "x-overflow": "reject-publish"}}],
+    }
+    assert t.http("POST", "/definitions", defs)[0] == 204
+    assert t.inspect("orders.limited") == {
+        "policy": "limit", "operator_policy": None,
+        "effective": {"max-length": 500, "message-ttl": 30000}}
+    s = ps.Script(t, "")
+    try:
+        assert s.publish("orders.limited", 600) == (500, 100)
+    finally:
+        s.close()
+    st, out = t.http("GET", "/definitions")
+    assert out["policies"] == defs["policies"]
+    bad = {"policies": [{"vhost": "/", "name": "x", "pattern": "a",
+                         "definition": {"max-priority": 3}}]}
+    st, err = t.http("POST", "/definitions", bad)
+    assert st == 400 and err["reason"] == (
+        "policy 'x' in vhost '/': Validation failed\n\n[{<<\"max-priority\">>,3}] are not "
+        "recognised policy settings")
+    assert t.http("GET", "/policies/%2F/x")[0] == 404
