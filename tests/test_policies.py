@@ -180,3 +180,72 @@ def test_alternate_exchange_argument_wins():
         == "arg"
     assert alternate_exchange({}, {"alternate-exchange": "pol"}) == "pol"
     assert alternate_exchange(None, {}) is None
+
+
+# ---- a queue's settings changed live (in-process, no broker) ----
+
+def _queue(args=None):
+    from syncmq.broker.queue import Queue
+    return Queue("/", "q", False, None, False, args)
+
+
+def _msg(body=b"x"):
+    from syncmq.broker.message import Message
+    return Message("", "q", b"\x00\x00", body)
+
+
+def test_set_policy_drop_head_at_once_and_clear_lifts():
+    q = _queue()
+    for _ in range(5):
+        q.publish(_msg())
+    q.set_policy(pol("p", definition={"max-length": 2}), None)
+    assert len(q.ready) == 2 and q.options.max_length == 2 and not q.batchable
+    q._check()
+    q.set_policy(None, None)
+    assert q.options.max_length is None and q.batchable
+    for _ in range(3):
+        q.publish(_msg())
+    assert len(q.ready) == 5
+
+
+def test_set_policy_reject_publish_keeps_what_is_there():
+    from syncmq.broker.queue import REFUSED
+    q = _queue({"x-overflow": "reject-publish"})
+    for _ in range(5):
+        q.publish(_msg())
+    q.set_policy(pol("p", definition={"max-length": 2}), None)
+    assert len(q.ready) == 5
+    assert q.publish(_msg()) == REFUSED
+
+
+def test_max_length_bytes_newly_in_force_counts_ready_bytes():
+    q = _queue()
+    for body in (b"aaaa", b"bbbb", b"cccc"):
+        q.publish(_msg(body))
+    assert q.ready_bytes == 0  # not tracked without a byte limit
+    q.set_policy(pol("p", definition={"max-length-bytes": 10}), None)
+    assert len(q.ready) == 2 and q.ready_bytes == 8
+    q._check()
+    q.set_policy(None, None)
+    assert q.ready_bytes == 0
+    q._check()
+
+
+def test_run_of_held_back_publishes_meets_a_new_limit():
+    """publish_many on a queue a policy made non-batchable applies the new limit."""
+    q = _queue()
+    assert q.batchable
+    q.set_policy(pol("p", definition={"max-length": 2, "message-ttl": 60000}), None)
+    q.publish_many([_msg() for _ in range(5)])
+    assert len(q.ready) == 2 and len(q.expiry) == 2
+    q._check()
+
+
+def test_ttl_policy_applies_to_later_messages_only():
+    q = _queue()
+    q.publish(_msg())
+    q.set_policy(pol("p", definition={"message-ttl": 0}), None)
+    assert len(q.ready) == 1 and not q.expiry  # the old message has no deadline
+    q.publish(_msg())  # TTL 0, no consumer, no DLX: discarded at once (behind the old one)
+    assert len(q.ready) == 1 and q.stats_expired == 1
+    q._check()
