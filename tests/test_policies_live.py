@@ -12,6 +12,7 @@ import os
 import threading
 import uuid
 
+import pika
 import policy_scripts as ps
 import pytest
 from amqp_helpers import connection
@@ -91,8 +92,9 @@ def test_not_applicable_keys_are_accepted_with_a_warning(broker, target, unique)
         "pattern": f"^{unique}$", "definition": {"queue-mode": "lazy", "ha-mode": "all",
                                                  "max-length": 3}})
     assert st == 201
-    line = json.loads(broker.wait_for_log(unique))
-    assert "not applicable" in line["message"]
+    broker.wait_for_log("not applicable")
+    line = json.loads(broker.wait_for_log(f'"policy": "{unique}"'))
+    assert "not applicable" in line["message"] and line["level"] == "WARNING"
     assert line["keys"] == ["ha-mode", "queue-mode"]
     target.http("DELETE", f"/policies/%2F/{unique}")
 
@@ -217,3 +219,47 @@ def test_definitions_export_import_policies(broker_factory, unique):
         "policy 'x' in vhost '/': Validation failed\n\n[{<<\"max-priority\">>,3}] are not "
         "recognised policy settings")
     assert t.http("GET", "/policies/%2F/x")[0] == 404
+
+
+@pytest.mark.parametrize("how", ["sigterm", "kill9"])
+def test_policies_survive_restart(brokers_on_dir, how):
+    """Policies and operator policies are runtime parameters (journaled; a PUT is answered
+    after the fsync): after a SIGTERM restart or a kill -9 they are listed and in force on
+    the recovered queue (its messages trimmed, new publishes limited) and exchange."""
+    start, restart = brokers_on_dir
+    b = start()
+    t = ps.Target(b.port, b.management_port)
+    with connection(b.port) as conn:
+        ch = conn.channel()
+        ch.queue_declare("kept", durable=True)
+        ch.exchange_declare("ex", "direct", durable=True)
+        ch.exchange_declare("ae", "fanout", durable=True)
+        ch.queue_declare("ae-q", durable=True)
+        ch.queue_bind("ae-q", "ae")
+        for _ in range(6):
+            ch.basic_publish("", "kept", b"m", pika.BasicProperties(delivery_mode=2))
+    assert t.http("PUT", "/policies/%2F/lim", {"pattern": "^kept$", "priority": 3,
+                  "definition": {"max-length": 4}})[0] == 201
+    assert t.http("PUT", "/policies/%2F/alt", {"pattern": "^ex$", "apply-to": "exchanges",
+                  "definition": {"alternate-exchange": "ae"}})[0] == 201
+    assert t.http("PUT", "/operator-policies/%2F/cap", {"pattern": "^kept",
+                  "definition": {"max-length": 3}})[0] == 201
+    before = (t.http("GET", "/policies")[1], t.http("GET", "/operator-policies")[1])
+    if how == "kill9":
+        b.kill()
+    else:
+        assert b.stop() == 0
+    b = restart(b)
+    t = ps.Target(b.port, b.management_port)
+    assert (t.http("GET", "/policies")[1], t.http("GET", "/operator-policies")[1]) == before
+    assert t.inspect("kept") == {"policy": "lim", "operator_policy": "cap",
+                                 "effective": {"max-length": 3}}
+    s = ps.Script(t, "")
+    try:
+        assert s.depth("kept") == 3
+        s.publish("kept", 5)
+        assert s.depth("kept") == 3
+        s.publish("nowhere", 1, exchange="ex")
+        assert s.depth("ae-q") == 1
+    finally:
+        s.close()

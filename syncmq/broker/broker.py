@@ -73,6 +73,7 @@ class Broker:
         # Runtime parameters (policies, limits, shovels...: components register on it), see
         # ``parameters.py``; journaled through ``durability``.
         self.parameters = Parameters(durability, lambda vhost: vhost in self.vhosts)
+        self.policies.register(self.parameters)
         # Open connections and channels per user (the user limits; ``user_usage``).
         self.user_usage = UserUsage()
 

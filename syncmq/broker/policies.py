@@ -35,6 +35,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .args import OVERFLOW_MODES, QueueOptions, queue_options
+from .parameters import ParameterError
 
 APPLY_TO = ("all", "queues", "classic_queues", "quorum_queues", "exchanges")
 # rabbit_policies' operator_policy_validator keys (3.10)
@@ -46,8 +47,9 @@ QUEUE_KEYS = ("expires", "message-ttl", "max-length", "max-length-bytes", "overf
 APPLICABLE = frozenset(QUEUE_KEYS + ("alternate-exchange",))
 
 
-class PolicyError(ValueError):
-    """A refused policy; ``str(exc)`` is RabbitMQ's reason text."""
+class PolicyError(ParameterError):
+    """A refused policy; ``str(exc)`` is RabbitMQ's reason text (a ParameterError, as the
+    runtime-parameter store's validators raise)."""
 
 
 # ---- Erlang's ~p of a JSON value (the texts name values that way) ----

@@ -50,6 +50,17 @@ class PolicyRegistry:
 
     # ---- the parameter store's component callbacks ----
 
+    def register(self, parameters: Any) -> None:
+        """Register the ``policy`` and ``operator_policy`` components on the broker's
+        runtime-parameter store (its values are applied through :meth:`apply`)."""
+        for component in COMPONENTS:
+            parameters.register(
+                component,
+                validate=lambda vhost, name, value, c=component: self.validate(
+                    c, vhost, name, value),
+                apply=lambda vhost, name, value, c=component: self.apply(
+                    c, vhost, name, value))
+
     def validate(self, component: str, vhost: str, name: str, value: Any) -> Policy:
         """PolicyError (RabbitMQ's text) for a refused value."""
         return validate(vhost, name, value, COMPONENTS[component])

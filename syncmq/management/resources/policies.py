@@ -1,7 +1,9 @@
 """``/api/policies`` and ``/api/operator-policies`` (RabbitMQ's ``rabbit_mgmt_wm_policies``,
 ``rabbit_mgmt_wm_policy`` and their operator twins).
 
-A PUT is stored through the runtime-parameter store (``broker.parameters``, components
+Who may: an ``administrator``; for user policies also a ``policymaker`` in the vhosts it has
+permissions on (RabbitMQ's ``is_authorized_policies``); anyone else 401. A PUT is stored
+through the runtime-parameter store (``broker.parameters``, components
 ``policy``/``operator_policy``: validated, journaled, then applied live by the
 ``PolicyRegistry``); the API waits for its fsync like any change (``Api.handle``).
 
@@ -19,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 import syncmq.management.validate as validate
 
-from ...broker.policies import PolicyError
+from ...broker.parameters import NotFound, ParameterError
 from ..common import Request, Response, has_tag
-from ..errors import HTTPError, access_refused, bad_request, not_found
+from ..errors import HTTPError, bad_request, not_found
 
 if TYPE_CHECKING:
     from ..api import API
@@ -34,6 +36,7 @@ def _component(req: Request) -> str:
 
 
 def _listing(api: API, req: Request, vhost: str | None) -> Response:
+    _may_change(api, req, vhost)
     if vhost is not None:
         api.visible_vhosts(req, vhost)
     visible = {vh.name for vh in api.visible_vhosts(req)}
@@ -48,6 +51,7 @@ def policies(api: API, req: Request, vhost: str | None = None) -> Response:
 
 
 def policy(api: API, req: Request, vhost: str, name: str) -> Response:
+    _may_change(api, req, vhost)
     api.visible_vhosts(req, vhost)
     p = api.ctx.broker.policies.get(_component(req), vhost, name)
     if p is None:
@@ -55,16 +59,16 @@ def policy(api: API, req: Request, vhost: str, name: str) -> Response:
     return Response(200, p.listing())
 
 
-def _may_change(api: API, req: Request, vhost: str) -> None:
+def _may_change(api: API, req: Request, vhost: str | None) -> None:
     """``administrator``, or for user policies a ``policymaker`` with permissions on the
     vhost (RabbitMQ's ``is_authorized_policies``); else 401."""
     user = req.user
     if has_tag(user, "administrator"):
         return
     if _component(req) == "policy" and has_tag(user, "policymaker") and \
-            vhost in user.permissions:
+            (vhost is None or vhost in user.permissions):
         return
-    raise access_refused()
+    raise HTTPError(401, "not_authorised", "User not authorised to access object")
 
 
 def put_policy(api: API, req: Request, vhost: str, name: str) -> Response:
@@ -80,21 +84,22 @@ def put_policy(api: API, req: Request, vhost: str, name: str) -> Response:
     value: dict[str, Any] = {k: body[k] for k in _FIELDS if k in body}
     value.setdefault("priority", 0)
     value.setdefault("apply-to", "all")
-    existed = broker.policies.get(component, vhost, name) is not None
     try:
-        store_set(broker, component, vhost, name, value, req.user.name)
-    except PolicyError as e:
+        new = store_set(broker, component, vhost, name, value, req.user.name)
+    except NotFound:
+        raise HTTPError(404, "not_found", "vhost_not_found") from None
+    except ParameterError as e:
         reason = str(e)
         raise bad_request(reason if component == "operator_policy"
                           else html.escape(reason, quote=False)) from None
-    return Response(204 if existed else 201)
+    return Response(201 if new else 204)
 
 
 def delete_policy(api: API, req: Request, vhost: str, name: str) -> Response:
     _may_change(api, req, vhost)
     broker = api.ctx.broker
     api.vhost_or_404(vhost)
-    if not store_clear(broker, _component(req), vhost, name):
+    if not broker.parameters.clear(_component(req), vhost, name, req.user.name):
         raise not_found()
     return Response(204)
 
@@ -102,21 +107,7 @@ def delete_policy(api: API, req: Request, vhost: str, name: str) -> Response:
 # ---- the parameter store (the one owner of the values) ----
 
 def store_set(broker: Any, component: str, vhost: str, name: str, value: dict,
-              user: str | None) -> None:
-    """Set through ``broker.parameters`` (PolicyError for a refused value)."""
-    params = getattr(broker, "parameters", None)
-    if params is None:  # a broker without the store: in force, not durable
-        broker.policies.validate(component, vhost, name, value)
-        broker.policies.apply(component, vhost, name, value)
-        return
-    params.set(component, vhost, name, value, user)
-
-
-def store_clear(broker: Any, component: str, vhost: str, name: str) -> bool:
-    params = getattr(broker, "parameters", None)
-    if params is None:
-        if broker.policies.get(component, vhost, name) is None:
-            return False
-        broker.policies.apply(component, vhost, name, None)
-        return True
-    return params.clear(component, vhost, name)
+              user: str | None) -> bool:
+    """Set through ``broker.parameters`` (validated by the PolicyRegistry, journaled, then
+    applied live); ParameterError for a refused value. True if new."""
+    return broker.parameters.set(component, vhost, name, value, user)
