@@ -263,3 +263,24 @@ def test_policies_survive_restart(brokers_on_dir, how):
         assert s.depth("ae-q") == 1
     finally:
         s.close()
+
+
+def test_expires_set_live_deletes_unused_queue(target, broker, unique):
+    """A policy's ``expires`` on an existing unused queue starts a lease that ends it;
+    clearing it before then keeps the queue."""
+    with connection(broker.port) as conn:
+        ch = conn.channel()
+        ch.queue_declare(unique, arguments={"x-expires": 3600000})
+        ch.queue_declare(f"{unique}-kept")
+    target.http("PUT", f"/policies/%2F/{unique}", {"pattern": f"^{unique}$",
+                                                   "definition": {"expires": 300}})
+    s = ps.Script(target, "")
+    try:
+        assert s.gone(unique)
+    finally:
+        s.close()
+    target.http("PUT", f"/policies/%2F/{unique}k", {"pattern": f"^{unique}-kept$",
+                                                    "definition": {"expires": 3600000}})
+    target.http("DELETE", f"/policies/%2F/{unique}k")
+    assert target.http("GET", f"/queues/%2F/{unique}-kept")[0] == 200
+    target.http("DELETE", f"/policies/%2F/{unique}")

@@ -134,11 +134,5 @@ class PolicyRegistry:
                 changed += 1
         return changed
 
-    def forget_vhost(self, vhost: str) -> None:
-        """The vhost was deleted (its parameters go with it)."""
-        with self.lock:
-            self._user.pop(vhost, None)
-            self._op.pop(vhost, None)
-
 
 __all__ = ["PolicyRegistry", "PolicyError", "COMPONENTS"]
