@@ -210,8 +210,20 @@ def test_definitions_export_import_policies(broker_factory, unique):
         assert s.publish("orders.limited", 600) == (500, 100)
     finally:
         s.close()
+    assert t.http("PUT", "/operator-policies/%2F/cap", {"pattern": "^orders",
+                  "definition": {"max-length": 400}})[0] == 201
     st, out = t.http("GET", "/definitions")
     assert out["policies"] == defs["policies"]
+    assert [p for p in out["parameters"] if p["component"] == "operator_policy"] == [
+        {"vhost": "/", "component": "operator_policy", "name": "cap",
+         "value": {"pattern": "^orders", "definition": {"max-length": 400}, "priority": 0,
+                   "apply-to": "all"}}]
+    b2 = broker_factory()
+    t2 = ps.Target(b2.port, b2.management_port)
+    assert t2.http("POST", "/definitions", out)[0] == 204
+    assert t2.inspect("orders.limited") == {
+        "policy": "limit", "operator_policy": "cap",
+        "effective": {"max-length": 400, "message-ttl": 30000}}
     bad = {"policies": [{"vhost": "/", "name": "x", "pattern": "a",
                          "definition": {"max-priority": 3}}]}
     st, err = t.http("POST", "/definitions", bad)
