@@ -2,7 +2,7 @@
 
 Field names follow RabbitMQ's management plugin (checked against RabbitMQ 3.10): a tool or
 script written for RabbitMQ's ``/api/queues`` reads syncmq's too. Fields syncmq has no
-notion of (Erlang process statistics, garbage collection, policies) are left out rather than
+notion of (Erlang process statistics, garbage collection) are left out rather than
 faked. The endpoints live in ``resources/`` (one module per resource, as RabbitMQ's plugin);
 this module holds the route table and what they share: who may see which vhost, listings
 (filter, sort, page) and the message counters and rates.
