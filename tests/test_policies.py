@@ -62,8 +62,6 @@ def V(text: str) -> str:
     ({"ha-sync-mode": "automatic"},
      "ha-mode must be specified to specify ha-params, ha-sync-mode or ha-promote-on-shutdown"),
     ({"ha-mode": "exactly"}, 'ha-mode="exactly" takes an integer, none given'),
-    ({"federation-upstream-set": "all"},
-     '[{<<"federation-upstream-set">>,<<"all">>}] are not recognised policy settings'),
     ({}, "no policy provided"),
     # several bad keys: the first in key order (expires < max-length < message-ttl)
     ({"max-length": -1, "message-ttl": -1, "expires": 0}, "0 is not a valid queue expiry"),
@@ -100,6 +98,8 @@ def test_accepted_keys_and_not_applicable():
     assert p.priority == 0 and p.apply_to == "all"
     assert validate("/", "f", {"pattern": "x", "priority": 1.5,
                                "definition": {"max-length": 1}}).priority == 1.5
+    fed = validate("/", "f", {"pattern": "x", "definition": {"federation-upstream-set": "all"}})
+    assert not_applicable(fed) == ["federation-upstream-set"]
     dls = validate("/", "d", {"pattern": "x", "definition": {"dead-letter-strategy":
                                                               "at-least-once"}})
     assert not_applicable(dls) == ["dead-letter-strategy"]

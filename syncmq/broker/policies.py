@@ -145,6 +145,10 @@ _KEYS: dict[str, tuple[Any, str]] = {
                              "queue leader locator value"),
     "initial-cluster-size": (_nonneg, "cluster size"),
     "stream-max-segment-size-bytes": (_nonneg, "segment size"),
+    # the federation plugin's keys (RabbitMQ with rabbitmq_federation enabled, as most
+    # exports that carry them come from): accepted, not applicable (syncmq runs no links)
+    "federation-upstream": (_binary, "federation upstream name"),
+    "federation-upstream-set": (_binary, "federation upstream set name"),
 }
 _HA_KEYS = ("ha-mode", "ha-params", "ha-sync-mode", "ha-sync-batch-size",
             "ha-promote-on-shutdown", "ha-promote-on-failure")
