@@ -160,6 +160,12 @@ def test_policymaker_may_set_policies_not_operator_policies(broker, target, uniq
     assert as_pm.http("PUT", f"/policies/%2F/{unique}", body)[0] == 201
     assert as_pm.http("PUT", f"/operator-policies/%2F/{unique}", body)[0] == 401
     assert as_pm.http("DELETE", f"/policies/%2F/{unique}")[0] == 204
+    assert as_pm.http("GET", f"/policies/{unique}-novhost")[0] == 404
+    assert as_pm.http("PUT", f"/policies/{unique}-novhost/x", body)[0] == 404
+    assert target.http("PUT", f"/vhosts/{unique}-other", {})[0] == 201
+    assert as_pm.http("PUT", f"/policies/{unique}-other/x", body)[0] == 401
+    assert as_pm.http("GET", f"/policies/{unique}-other")[0] == 401
+    target.http("DELETE", f"/vhosts/{unique}-other")
 
 
 def test_consumers_get_messages_after_policy_changes(broker, target, unique):

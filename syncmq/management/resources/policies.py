@@ -65,8 +65,9 @@ def _may_change(api: API, req: Request, vhost: str | None) -> None:
     user = req.user
     if has_tag(user, "administrator"):
         return
-    if _component(req) == "policy" and has_tag(user, "policymaker") and \
-            (vhost is None or vhost in user.permissions):
+    # a vhost that does not exist passes (RabbitMQ's user_matches_vhost): the 404 follows
+    if _component(req) == "policy" and has_tag(user, "policymaker") and (
+            vhost is None or vhost in user.permissions or vhost not in api.ctx.broker.vhosts):
         return
     raise HTTPError(401, "not_authorised", "User not authorised to access object")
 
