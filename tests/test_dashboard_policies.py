@@ -144,6 +144,17 @@ def test_operator_policy_and_vhost_selector(driver, dash_broker, unique):
         goto(d, f"#/queue/%2F/{unique}")
         wait(d, lambda d: text_of(d, "#queue-operator-policy") == f"{unique}-op"
              and effective(d, "max-length") == "7", "the operator policy in force")
+        # a policy for exchanges: the exchange page shows it
+        assert call(b, "PUT", f"/api/exchanges/%2F/{unique}-x", {"type": "direct"},
+                    auth=ADMIN)[0] == 201
+        open_form(d)
+        fill_policy(d, f"{unique}-ae", f"^{unique}-x$", "exchanges", "1")
+        add_arg(d, "policy-form", "alternate-exchange", f"{unique}-ae")
+        d.find_element(By.ID, "policy-submit").click()
+        wait(d, banner_has(f"Policy '{unique}-ae' saved"), "saved")
+        assert get(b, f"/api/exchanges/%2F/{unique}-x", auth=ADMIN)["policy"] == f"{unique}-ae"
+        goto(d, f"#/exchange/%2F/{unique}-x")
+        wait(d, lambda d: text_of(d, "#exchange-policy") == f"{unique}-ae", "the exchange's policy")
         # the vhost selector narrows both lists
         open_form(d)
         wait(d, lambda d: text_of(d, row("policies", f"{unique}-other")), "all vhosts")
@@ -156,6 +167,7 @@ def test_operator_policy_and_vhost_selector(driver, dash_broker, unique):
     finally:
         d.execute_script("localStorage.removeItem('syncmq.vhost')")
         call(b, "DELETE", f"/api/operator-policies/%2F/{unique}-op", auth=ADMIN)
+        call(b, "DELETE", f"/api/policies/%2F/{unique}-ae", auth=ADMIN)
 
 
 def test_refused_policy_shows_the_apis_reason(driver, dash_broker, unique):
