@@ -117,12 +117,9 @@ class Credit:
         self.session.transport.resume_reading("credit")
 
     def release(self) -> None:
-        """The connection is closing: wait for nothing any more (no resume: it is done)."""
-        for q in self.waiting:
-            q.stop_waiting(self)
-        self.waiting.clear()
-        self.paused = False
-        self._gen += 1
+        """The connection is closing: wait for nothing any more, and read it again (its
+        close-ok, or its connection.close-ok to our close, must be read)."""
+        self._give_up()
 
 
 __all__ = ["CHECK_EVERY", "Credit"]
