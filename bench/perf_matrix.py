@@ -136,6 +136,8 @@ class Syncmq:
                                    env=self.env).stdout
         if "--no-management" in help_text:
             args.append("--no-management")
+        if "--prometheus-port" in help_text:  # no fixed port 15692 (another broker may hold it)
+            args += ["--prometheus-port", "-1"]
         self.log = open(os.path.join(self.dir, "syncmq.log"), "w+")
         self.proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                      text=True, cwd=self.root, env=self.env,
