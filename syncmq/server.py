@@ -57,6 +57,7 @@ class Server:
                 # persistent bodies already journaled are read back from it, not spilled
                 self.body_store.attach_journal(self.journal.reader)
         self.broker = broker or Broker(durability=self.durability, body_store=self.body_store)
+        self.broker.flow_limits.set(config.queue_flow_high)  # before any queue exists
         self.settings = Settings(
             frame_max=config.frame_max,
             channel_max=config.channel_max,

@@ -8,6 +8,7 @@ import threading
 from typing import Any
 
 from .auth import UserStore
+from .flow import FlowLimits
 from .parameters import Parameters
 from .policy_registry import PolicyRegistry
 from .timers import Scheduler
@@ -66,9 +67,13 @@ class Broker:
         # Policies and operator policies in force (their values live in the parameter
         # store; see policy_registry): matched at declares, applied live on change.
         self.policies = PolicyRegistry(lambda: self.vhosts)
+        # Credit flow thresholds (``flow.FlowLimits``, off until the server sets them),
+        # shared by the vhosts and copied into each queue at creation.
+        self.flow_limits = FlowLimits()
         self.vhosts: dict[str, VirtualHost] = {
             "/": VirtualHost("/", durability, self.scheduler, body_store,
-                             self.reply_consumers, self.count, self.policies)}
+                             self.reply_consumers, self.count, self.policies,
+                             self.flow_limits)}
         self.users = users or UserStore()
         # Runtime parameters (policies, limits, shovels...: components register on it), see
         # ``parameters.py``; journaled through ``durability``.
@@ -103,5 +108,6 @@ class Broker:
             if vh is None:
                 vh = self.vhosts[name] = VirtualHost(name, self.durability, self.scheduler,
                                                      self.body_store, self.reply_consumers,
-                                                     self.count, self.policies)
+                                                     self.count, self.policies,
+                                                     self.flow_limits)
             return vh

@@ -65,13 +65,16 @@ class VirtualHost:
                  scheduler: Scheduler | None = None, body_store: Any = None,
                  reply_consumers: dict | None = None,
                  count: Callable[[str], None] | None = None,
-                 policies: Any = None) -> None:
+                 policies: Any = None, flow_limits: Any = None) -> None:
         self.name = name
         # ``Broker.count`` (queues declared/created/deleted for /metrics), or a no-op.
         self.broker_count: Callable[[str], None] = count or (lambda _event: None)
         # The broker's ``policy_registry.PolicyRegistry`` (None for a vhost used alone):
         # a queue or exchange gets its policy at creation from it.
         self.policies = policies
+        # Credit flow thresholds (the broker's ``flow.FlowLimits``; None: off), read by each
+        # queue when it is created.
+        self.flow_limits = flow_limits
         # Direct reply-to consumers (the broker's map, see ``Broker.reply_consumers``).
         self.reply_consumers: dict[str, Any] = (
             reply_consumers if reply_consumers is not None else {})
