@@ -160,8 +160,8 @@ def _interface(addr: str) -> str:
 
 def status(c: Client, args) -> None:
     m = gather(c)
-    if _json_out(args):
-        print(json.dumps(m, indent=1))
+    if _json_out(args):  # (rabbitmqctl's has no node name key: its listeners carry it)
+        print(json.dumps({k: v for k, v in m.items() if k != "node_name"}, indent=1))
         return
     if not args.quiet:
         print(f"Status of node {m['node_name']} ...")

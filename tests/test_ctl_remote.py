@@ -65,7 +65,7 @@ def test_status(broker):
     out = ok(broker, "status")
     assert "Node name: syncmq@" in out and "Queue count:" in out and "Listeners" in out
     data = json.loads(ok(broker, "status", "--json"))
-    assert data["product_name"] == "syncmq" and data["node_name"].startswith("syncmq@")
+    assert data["product_name"] == "syncmq" and data["listeners"][0]["node"].startswith("syncmq@")
 
 
 def test_list_queues(broker, traffic):

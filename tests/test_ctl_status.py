@@ -53,7 +53,9 @@ def test_status_sections_have_true_values(broker_factory, tmp_path, unique):
         conns[0].channel().queue_declare(unique)
         out = ok(b, "status")
         data = json.loads(ok(b, "status", "--formatter", "json"))
-    assert out.splitlines()[0] == f"Status of node {data['node_name']} ..."
+    node = data["listeners"][0]["node"]
+    assert out.splitlines()[0] == f"Status of node {node} ..."
+    assert value(s0 := sections(out)["Runtime"], "Node name") == node, s0
     s = sections(out)
     assert list(s) == SECTIONS
     rt = s["Runtime"]
@@ -112,10 +114,10 @@ def test_status_alarm_units_and_memory_budget(broker_factory):
                        "--memory-high-watermark", "0")
     b.wait_for_log("disk resource limit alarm")
     data = json.loads(ok(b, "status", "--formatter", "json"))
-    assert data["alarms"] == [{"type": "resource_limit", "resource": "disk",
-                               "node": data["node_name"]}]
+    node = data["listeners"][0]["node"]
+    assert data["alarms"] == [{"type": "resource_limit", "resource": "disk", "node": node}]
     out = ok(b, "status", "--unit", "bytes")
-    assert sections(out)["Alarms"] == [f"Free disk space alarm on node {data['node_name']}"]
+    assert sections(out)["Alarms"] == [f"Free disk space alarm on node {node}"]
     disk = sections(out)["Free Disk Space"]
     assert value(disk, "Low free disk space watermark") == f"{1000000 * 1024 ** 3} bytes"
     free = value(disk, "Free disk space")
