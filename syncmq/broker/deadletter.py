@@ -51,8 +51,10 @@ def dead_letter_event(queue_type: str, strategy: str, reason: str) -> str:
     return f"dead_lettered:{queue_type}:{strategy}:{reason}"
 
 
-DEAD_LETTER_EVENTS = tuple(dead_letter_event(qt, st, r)
-                           for qt, st, reasons in DEAD_LETTER_SERIES for r in reasons)
+# (queue type, strategy, reason) -> its event name, made once (not per dead letter)
+DEAD_LETTER_EVENT = {(qt, st, r): dead_letter_event(qt, st, r)
+                     for qt, st, reasons in DEAD_LETTER_SERIES for r in reasons}
+DEAD_LETTER_EVENTS = tuple(DEAD_LETTER_EVENT.values())
 
 
 def queue_type_module(queue_type: str) -> str:
@@ -61,6 +63,8 @@ def queue_type_module(queue_type: str) -> str:
 
 
 def count_by_reason(letters: list[tuple[Message, str]]) -> dict[str, int]:
+    if len(letters) == 1:  # the common batch: one dead letter made by one operation
+        return {letters[0][1]: 1}
     counts: dict[str, int] = {}
     for _, reason in letters:
         counts[reason] = counts.get(reason, 0) + 1

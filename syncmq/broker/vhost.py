@@ -23,8 +23,8 @@ from ..wire.errors import AMQPChannelError, AMQPConnectionError
 from ..wire.fields import Long
 from .args import check_declare_arguments, check_queue_type, precondition_failed
 from .deadletter import (
+    DEAD_LETTER_EVENT,
     count_by_reason,
-    dead_letter_event,
     dead_lettered,
     is_cycle,
     queue_type_module,
@@ -578,7 +578,7 @@ class VirtualHost:
         qtype = queue_type_module(source.options.queue_type)
         strategy = "disabled" if ex is None else "at_most_once"
         for reason, n in count_by_reason(letters).items():  # once per batch, not per letter
-            self.broker_count(dead_letter_event(qtype, strategy, reason), n)
+            self.broker_count(DEAD_LETTER_EVENT[(qtype, strategy, reason)], n)
         if ex is None:
             return
         for message, reason in letters:
