@@ -84,6 +84,9 @@ class Server:
         self.tls_address: tuple[str, int] | None = None  # the TLS listener's, when there is one
         self.signals: queue.SimpleQueue = queue.SimpleQueue()
         self.on_hup: Callable[[], None] | None = None
+        # Configuration files read before the server was made (``--config``; cli.main sets
+        # it): the management API lists them with ``--users-file`` (``config_files``).
+        self.config_files: list[str] = []
         self.started_at = time.time()
         self.management: ManagementServer | None = None
         self.prometheus: ManagementServer | None = None  # --prometheus-port's listener
@@ -255,7 +258,16 @@ class Server:
                        if f and self.config.tls_port is not None],
             mem_limit=self.config.memory_high_watermark,
             disk_free_limit=self.config.disk_free_limit,
+            config_files=[os.path.abspath(f) for f in (*self.config_files,
+                                                        self.config.users_file) if f],
+            log_files=[os.path.abspath(self.config.log_file) if self.config.log_file
+                       else "<stderr>"],
+            memory_parts=self._memory_parts,
         )
+
+    def _memory_parts(self) -> dict[str, int]:
+        monitor = getattr(self, "monitor", None)
+        return dict(monitor.memory_parts) if monitor is not None else {}
 
     def _http_settings(self) -> HTTPSettings:
         c = self.config

@@ -437,7 +437,8 @@ class Queue(QueueLimits, QueueCredit):
         self, entries: list[tuple[int, Message]], rejected: bool = False, dispatch: bool = False
     ) -> None:
         """Unacked ``(seq, message)`` entries were acked, or rejected without requeue
-        (``rejected``: then they are dead-lettered if the queue has a dead-letter exchange).
+        (``rejected``: then they are dead letters, counted, and republished if the queue has
+        a dead-letter exchange).
         ``dispatch``: then deliver to consumers with credit under the same lock hold (what
         :meth:`dispatch` would do next, without taking the lock a second time)."""
         count = len(entries)
@@ -449,7 +450,7 @@ class Queue(QueueLimits, QueueCredit):
                     self.expiry.pop(seq, None)
             if self.journaled and not self.deleted:
                 self.durability.acked(self, [m.msg_id for _, m in entries if m.msg_id])
-            if rejected and self.dlx is not None and not self.deleted:
+            if rejected and not self.deleted:  # dead letters, with or without a DLX
                 self._letters.extend([(m, "rejected") for _, m in entries])
             elif self.store is not None:
                 self.store.release_many([m for _, m in entries])
