@@ -379,6 +379,9 @@ class Durability:
         self._ids = itertools.count(max(state.next_msg_id, 1))
         for name in state.vhosts:
             broker.add_vhost(name)
+        # policies before the objects they govern (applied again with the other parameters
+        # at the end, which changes nothing then): see PolicyRegistry.preload
+        broker.policies.preload(state.parameters)
         counts = {"exchanges": 0, "queues": 0, "bindings": 0, "messages": 0}
         # messages on several queues, until every queue has its copy: msg_id -> [Message,
         # copies still to restore]
