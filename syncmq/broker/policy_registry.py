@@ -79,7 +79,15 @@ class PolicyRegistry:
                                                "keys": skipped})
         table = self._op if operator else self._user
         with self.lock:
-            kept = [p for p in table.get(vhost, _EMPTY) if p.name != name]
+            old = table.get(vhost, _EMPTY)
+            if policy is not None and any(
+                    p.name == name and json.dumps(p.value()) == json.dumps(policy.value())
+                    for p in old):
+                # the same policy is in force already (recovery after :meth:`preload`): no
+                # object can change, so none is matched again (O(1), not O(objects x
+                # policies) per policy at a restart)
+                return 0
+            kept = [p for p in old if p.name != name]
             if policy is not None:
                 kept.append(policy)
             kept.sort(key=lambda p: p.name)
