@@ -286,3 +286,33 @@ def test_registry_same_value_text_only_counts_as_unchanged():
     reg.apply("policy", "/", "p", {**value, "priority": 1.0})
     assert reg.get("policy", "/", "p").listing()["priority"] == 1.0
     assert str(reg.get("policy", "/", "p").listing()["priority"]) == "1.0"
+
+
+def test_policy_trim_catches_up_a_queue_behind_its_consumers():
+    """Credit flow: a queue behind its (stuck) consumers whose backlog a policy's lower
+    ``max-length`` drops below ``flow_low`` tells its waiting publishers at once (no
+    delivery will come to do it); so does a backlog that expires."""
+    from syncmq.broker.flow import FlowLimits
+
+    told = []
+
+    class Waiter:
+        def queue_caught_up(self, queue):
+            told.append(queue)
+
+    for args in (None, {"x-message-ttl": 60000}):
+        q = _queue(args)
+        q._set_flow_limits(FlowLimits(4))  # behind above 4, caught up at 2
+        for _ in range(10):
+            q.publish(_msg())
+        q.behind = True  # as a publish leaves it with consumers that take nothing
+        told.clear()
+        assert q.wait_for_credit(Waiter())
+        if args is None:
+            q.set_policy(pol("p", definition={"max-length": 2}), None)
+        else:
+            for seq in q.expiry:
+                q.expiry[seq] = 0.0  # every deadline passed
+            q._ttl_timer()
+        assert not q.behind and told == [q], args
+        q._check()
