@@ -249,3 +249,70 @@ def test_ttl_policy_applies_to_later_messages_only():
     q.publish(_msg())  # TTL 0, no consumer, no DLX: discarded at once (behind the old one)
     assert len(q.ready) == 1 and q.stats_expired == 1
     q._check()
+
+
+def test_registry_preload_then_restore_matches_nothing_again():
+    """Recovery: the journaled policies are in the tables before the objects are restored
+    (each object gets its policy at creation); the store's restore applying the same values
+    afterwards re-matches nothing (one vhost sweep per policy otherwise)."""
+    import json
+
+    from syncmq.broker.policy_registry import PolicyRegistry
+    from syncmq.broker.vhost import VirtualHost
+
+    vhosts: dict = {}
+    reg = PolicyRegistry(lambda: vhosts)
+    value = {"pattern": "^q", "definition": {"message-ttl": 5, "max-length": 2},
+             "priority": 0, "apply-to": "all"}
+    assert reg.preload([("/", "policy", "p", json.dumps(value).encode()),
+                        ("/", "operator_policy", "bad", b"{}"),
+                        ("/", "shovel", "s", b"{}")]) == 1
+    vh = vhosts["/"] = VirtualHost("/", policies=reg)
+    q = vh.restore_queue("q1", False, {})
+    assert q.policy.name == "p" and q.message_ttl == 5 and q.max_length == 2
+    restored = json.loads(json.dumps(value))
+    assert reg.apply("policy", "/", "p", restored) == 0
+    assert reg.apply("policy", "/", "p", {**restored, "priority": 1}) == 1
+    assert q.policy.priority == 1
+
+
+def test_registry_same_value_text_only_counts_as_unchanged():
+    """1 and 1.0 are equal in Python but not the same value (the listing shows it as set)."""
+    from syncmq.broker.policy_registry import PolicyRegistry
+
+    reg = PolicyRegistry(lambda: {})
+    value = {"pattern": "^q", "definition": {"max-length": 2}, "priority": 1, "apply-to": "all"}
+    reg.apply("policy", "/", "p", value)
+    reg.apply("policy", "/", "p", {**value, "priority": 1.0})
+    assert reg.get("policy", "/", "p").listing()["priority"] == 1.0
+    assert str(reg.get("policy", "/", "p").listing()["priority"]) == "1.0"
+
+
+def test_policy_trim_catches_up_a_queue_behind_its_consumers():
+    """Credit flow: a queue behind its (stuck) consumers whose backlog a policy's lower
+    ``max-length`` drops below ``flow_low`` tells its waiting publishers at once (no
+    delivery will come to do it); so does a backlog that expires."""
+    from syncmq.broker.flow import FlowLimits
+
+    told = []
+
+    class Waiter:
+        def queue_caught_up(self, queue):
+            told.append(queue)
+
+    for args in (None, {"x-message-ttl": 60000}):
+        q = _queue(args)
+        q._set_flow_limits(FlowLimits(4))  # behind above 4, caught up at 2
+        for _ in range(10):
+            q.publish(_msg())
+        q.behind = True  # as a publish leaves it with consumers that take nothing
+        told.clear()
+        assert q.wait_for_credit(Waiter())
+        if args is None:
+            q.set_policy(pol("p", definition={"max-length": 2}), None)
+        else:
+            for seq in q.expiry:
+                q.expiry[seq] = 0.0  # every deadline passed
+            q._ttl_timer()
+        assert not q.behind and told == [q], args
+        q._check()

@@ -302,3 +302,29 @@ def test_expires_set_live_deletes_unused_queue(target, broker, unique):
     target.http("DELETE", f"/policies/%2F/{unique}k")
     assert target.http("GET", f"/queues/%2F/{unique}-kept")[0] == 200
     target.http("DELETE", f"/policies/%2F/{unique}")
+
+
+def test_policy_ttl_applies_to_recovered_messages(brokers_on_dir):
+    """A message enqueued under a policy's ``message-ttl`` keeps its deadline across a
+    restart (RabbitMQ persists each message's expiry; the policy is in force before the
+    queue recovers its messages): a message whose TTL ran out while the broker was down is
+    gone after the restart, as one under an ``x-message-ttl`` argument."""
+    start, restart = brokers_on_dir
+    b = start()
+    t = ps.Target(b.port, b.management_port)
+    assert t.http("PUT", "/policies/%2F/ttl", {"pattern": "^ttl-", "definition": {
+        "message-ttl": 200}})[0] == 201
+    with connection(b.port) as conn:
+        ch = conn.channel()
+        for q, args in (("ttl-pol", None), ("ttl-arg", {"x-message-ttl": 200})):
+            ch.queue_declare(q, durable=True, arguments=args)
+            for _ in range(3):
+                ch.basic_publish("", q, b"m", pika.BasicProperties(delivery_mode=2))
+    assert b.stop() == 0  # (a restart takes longer than the 200 ms TTL)
+    b = restart(b)
+    s = ps.Script(ps.Target(b.port, b.management_port), "")
+    try:
+        assert s.depth_is("ttl-arg", 0) == 0
+        assert s.depth_is("ttl-pol", 0) == 0
+    finally:
+        s.close()

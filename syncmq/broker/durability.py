@@ -10,7 +10,8 @@ The journal (``syncmq.journal``) knows nothing of AMQP; this module is the trans
   :meth:`Durability.barrier` (``methods.durable_reply``), so a client that got it never
   loses the change in a crash. Runtime parameters (``broker/parameters.py``: policies,
   limits, shovels...) use the same hook: PARAM_SET/PARAM_CLEAR, GLOBAL_SET/GLOBAL_CLEAR,
-  replayed after exchanges, queues and bindings (:meth:`Durability.recover_into`).
+  replayed after exchanges, queues and bindings (:meth:`Durability.recover_into`); policies
+  are also loaded into the ``PolicyRegistry`` before those, so objects recover with theirs.
 - A persistent message (delivery-mode 2) routed to at least one durable queue gets a
   broker-wide ``msg_id`` and one PUBLISH record listing its durable queues, appended *before*
   the message is put on any queue, so an ACK record can never precede its PUBLISH.
@@ -379,6 +380,9 @@ class Durability:
         self._ids = itertools.count(max(state.next_msg_id, 1))
         for name in state.vhosts:
             broker.add_vhost(name)
+        # policies before the objects they govern (applied again with the other parameters
+        # at the end, which changes nothing then): see PolicyRegistry.preload
+        broker.policies.preload(state.parameters)
         counts = {"exchanges": 0, "queues": 0, "bindings": 0, "messages": 0}
         # messages on several queues, until every queue has its copy: msg_id -> [Message,
         # copies still to restore]

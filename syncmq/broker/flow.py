@@ -11,7 +11,8 @@ lock, like the rest of its state):
   RabbitMQ queue without consumers grows until the alarm).
 - ``flow_waiters``: the connections (:class:`CreditWaiter`) that published to it while it was
   behind and are waiting for credit. They are all told, and ``behind`` cleared, when the
-  ready count falls to ``flow_low`` (a delivery or basic.get), the queue loses its last
+  ready count falls to ``flow_low`` (a delivery or basic.get, or messages expired or dropped
+  for a length limit: ``QueueLimits._discard_locked``), the queue loses its last
   consumer, is purged or deleted (:meth:`QueueCredit._caught_up_locked`).
 
 The publisher's side is ``methods.credit`` (a connection stops being read while it waits).

@@ -94,9 +94,15 @@ class QueueLimits:
         refused for a length limit): the one place for its ready bytes, its journal ACK, and
         its dead letter or body reference. ``dead_letter``: it is one (RabbitMQ counts it
         even when there is no dead-letter exchange to republish it to), so it joins
-        ``_letters``, counted and published (or dropped) after the lock (see ``_Guard``)."""
-        if was_ready and self.track_bytes:
-            self.ready_bytes -= message.size
+        ``_letters``, counted and published (or dropped) after the lock (see ``_Guard``).
+        For credit flow (``flow.py``), a queue whose ready messages fell to ``flow_low``
+        this way (expiry, drop-head, a lower limit a policy brought) is caught up, as after
+        a delivery: no consumer may take anything to tell its publishers otherwise."""
+        if was_ready:
+            if self.track_bytes:
+                self.ready_bytes -= message.size
+            if self.behind and len(self.ready) <= self.flow_low:
+                self._caught_up_locked()
         if message.msg_id and self.journaled:
             self.durability.acked(self, [message.msg_id])  # its PUBLISH record named us
         if dead_letter:
