@@ -44,6 +44,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 sys.path.insert(0, ROOT)
 
 import amqp_raw as raw  # noqa: E402
+
 from syncmq.wire import _spec  # noqa: E402
 from syncmq.wire.frames import encode_content, encode_frame, parse_frames  # noqa: E402
 

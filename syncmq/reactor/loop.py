@@ -171,10 +171,12 @@ class Reactor(Reader, Sender):
         poll = self.selector.poll
         registered = self.selector.data
         calls = self._calls
+        timers = self._timers  # (the same list for the reactor's life)
+        monotonic = time.monotonic
         while self._running:
             timeout = None
-            if self._timers:
-                timeout = max(0.0, self._timers[0][0] - time.monotonic())
+            if timers:
+                timeout = max(0.0, timers[0][0] - monotonic())
             if not calls.empty():
                 timeout = 0
             try:
@@ -198,8 +200,9 @@ class Reactor(Reader, Sender):
                         self._read(data)
                     if bits & WRITE_BITS and ev & EVENT_WRITE and not data.closed:
                         self._flush(data)
-            self._run_calls()
-            if self._timers:
+            if not calls.empty():
+                self._run_calls()
+            if timers and timers[0][0] <= monotonic():
                 self._run_timers()
         self._shutdown_sockets()
 
