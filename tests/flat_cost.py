@@ -254,7 +254,7 @@ class FanoutCopies(Scenario):
 
     name = "fanout-copy"
     unit = "copy"
-    COPIES = 40_000  # per batch, whatever N (publishes = COPIES // N)
+    COPIES = 200_000  # per batch, whatever N (publishes = COPIES // N)
 
     def __init__(self, port: int, tag: str) -> None:
         super().__init__(port, tag)
