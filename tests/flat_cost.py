@@ -72,6 +72,8 @@ class Scenario:
         self.n = 0
         self.done = 0  # operations run so far (names stay unique)
         self.c = raw.connect(port)
+        # a pipelined batch may keep the broker busy for long on a loaded machine
+        self.c.sock.settimeout(300)
         self.c.open_channel()
         self.queue = f"{tag}-{self.name}"
         self.c.send_method(1, Q.Declare(queue=self.queue))

@@ -26,7 +26,7 @@ CASES = {
     "consume-cancel": (2_000, 30_000),
     "declare-delete": (2_000, 15_000),
     "topic-route": (2_000, 20_000),
-    "connection-open-close": (100, 400),
+    "connection-open-close": (250, 400),
     "channel-open": (400, 3_000),
     "fanout-copy": (250, 0),
 }
