@@ -69,6 +69,8 @@ class Broker:
                 "--log-format", "json", "--log-level", "info"]
         if "--no-management" in help_text:
             args.append("--no-management")
+        if "--prometheus-port" in help_text:  # its fixed default port: two brokers here
+            args += ["--prometheus-port", "-1"]
         self.proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                      text=True, cwd=root, env=env)
         self.port = None
