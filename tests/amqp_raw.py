@@ -34,6 +34,14 @@ FRAME_HEARTBEAT = _spec.FRAME_HEARTBEAT
 DEFAULT_TIMEOUT = 10.0
 
 
+def _readable(sock: socket.socket, timeout: float) -> bool:
+    """Whether ``sock`` has something to read (or EOF) within ``timeout`` s: poll, not
+    select, which refuses descriptors over 1023 (a test holding 1,000 connections)."""
+    p = select.poll()
+    p.register(sock, select.POLLIN)
+    return bool(p.poll(max(0.0, timeout) * 1000))
+
+
 class EOF(Exception):
     """The broker closed the socket."""
 
@@ -122,8 +130,7 @@ class RawClient:
         left = deadline - time.monotonic()
         if left <= 0:
             return False
-        r, _, _ = select.select([self.sock], [], [], left)
-        if not r:
+        if not _readable(self.sock, left):
             return False
         try:
             data = self.sock.recv(65536)
@@ -204,8 +211,7 @@ class RawClient:
 
     def still_open(self, wait: float) -> bool:
         """True if the socket stays open (no EOF, nothing read) for ``wait`` seconds."""
-        r, _, _ = select.select([self.sock], [], [], wait)
-        return not r
+        return not _readable(self.sock, wait)
 
     # ---- the handshake ----
 

@@ -13,6 +13,7 @@ from journal_helpers import barrier, open_journal
 
 from syncmq.journal import Journal, JournalClosed, JournalError, JournalFailed
 from syncmq.journal import format as fmt
+from syncmq.journal import groupcommit as groupcommit_mod
 from syncmq.journal import writer as writer_mod
 from syncmq.journal.model import Model, snapshot
 
@@ -157,7 +158,7 @@ class SyncSpy:
         self.written = 0
         self.synced = 0
         self.syncs = 0
-        real_writev, real_sync = os.writev, writer_mod._fdatasync
+        real_writev, real_sync = os.writev, groupcommit_mod._fdatasync
 
         def writev(fd, bufs):
             n = real_writev(fd, bufs)
@@ -174,7 +175,7 @@ class SyncSpy:
                 self.syncs += 1
 
         monkeypatch.setattr(writer_mod.os, "writev", writev)
-        monkeypatch.setattr(writer_mod, "_fdatasync", sync)
+        monkeypatch.setattr(groupcommit_mod, "_fdatasync", sync)
 
 
 def test_group_commit_many_threads(tmp_path, monkeypatch):
@@ -634,7 +635,7 @@ def test_io_error_reaches_callbacks_and_on_error(tmp_path, monkeypatch, where, c
     good = d.model.snapshot()
 
     boom = OSError(errno.ENOSPC, "No space left on device")
-    real_writev, real_sync = os.writev, writer_mod._fdatasync
+    real_writev, real_sync = os.writev, groupcommit_mod._fdatasync
 
     def bad_writev(fd, bufs):
         if where == "write":
@@ -647,7 +648,7 @@ def test_io_error_reaches_callbacks_and_on_error(tmp_path, monkeypatch, where, c
         return real_sync(fd)
 
     monkeypatch.setattr(writer_mod.os, "writev", bad_writev)
-    monkeypatch.setattr(writer_mod, "_fdatasync", bad_sync)
+    monkeypatch.setattr(groupcommit_mod, "_fdatasync", bad_sync)
     caplog.set_level("ERROR", "syncmq.journal")
     results: list = []
     ev = threading.Event()
@@ -662,7 +663,7 @@ def test_io_error_reaches_callbacks_and_on_error(tmp_path, monkeypatch, where, c
     assert len([r for r in caplog.records if r.name == "syncmq.journal"]) == 1
 
     monkeypatch.setattr(writer_mod.os, "writev", real_writev)
-    monkeypatch.setattr(writer_mod, "_fdatasync", real_sync)
+    monkeypatch.setattr(groupcommit_mod, "_fdatasync", real_sync)
     j.reset_error()
     assert j.error is None
     d.add(publish(9, ["q"]))

@@ -115,6 +115,12 @@ class PublishRun:
         pending = self.pending
         if not pending:
             return
+        if len(pending) == 1:  # (the usual case: one queue, nothing else to enqueue after)
+            q, messages = pending.popitem()
+            q.publish_many(messages)
+            if q.behind:
+                self.stalled.add(q)
+            return
         runs = list(pending.items())
         pending.clear()
         error = None

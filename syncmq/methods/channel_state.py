@@ -151,7 +151,8 @@ class Channel:
                 self.n_get += k
                 if no_ack:
                     self.n_get_no_ack += k
-            self.n_redeliver += redelivered_n
+            if redelivered_n:
+                self.n_redeliver += redelivered_n
             session.transport.write(chunks)
         if failed is not None:
             raise DeliveryFailed(k) from failed
@@ -196,9 +197,10 @@ class Channel:
             if not no_ack:
                 if consumer.prefetch and consumer.prefetch - consumer.unacked < k:
                     k = consumer.prefetch - consumer.unacked
-                free = self.global_prefetch - self.global_unacked - self.global_gets
-                if self.global_prefetch and free < k:
-                    k = free
+                if self.global_prefetch:
+                    free = self.global_prefetch - self.global_unacked - self.global_gets
+                    if free < k:
+                        k = free
                 if k <= 0:
                     return 0
             return self._record_locked(pairs, k, queue, consumer, consumer.prefix, no_ack)

@@ -114,7 +114,7 @@ class ConfirmTracker:
     # ---- both, ``lock`` held ----
 
     def _may_send(self) -> bool:
-        return (self.channel.session.proto.state == pconn.OPEN
+        return (self.channel.session.proto.state is pconn.OPEN
                 and not self.channel.closing)
 
     def _flush_locked(self) -> None:

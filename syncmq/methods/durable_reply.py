@@ -42,7 +42,7 @@ class Hold:
         self.request = request
         self.method = method
         self.then = then  # run right after the reply (queue.delete's basic.cancels)
-        self.events: list = []  # the rest of the batch (set by Session._handle_events)
+        self.events: list = []  # the rest of the batch (set by Session._handle)
         self.error: Any = None  # the protocol layer's ChannelError after the events
         self.frames: list = []  # frames left after the events, and received meanwhile
 

@@ -202,7 +202,7 @@ class Session:
         )
 
     def frames_received(self, frames: list) -> None:
-        if self.proto.state == pconn.CLOSED:
+        if self.proto.state is pconn.CLOSED:
             return
         if self.hold is not None:  # a reply waits for the journal: see durable_reply.py
             self.hold.frames.extend(frames)
@@ -249,7 +249,13 @@ class Session:
         are sent from the journal thread as soon as the fsync is done
         (``ConfirmTracker.synced``: no hop through this worker's task queue)."""
         dirty = self.confirm_dirty
-        waits = [(t, upto) for t in dirty if (upto := t.journaled_in_batch())]
+        waits = None  # (a loop, not a comprehension: no extra frame per batch)
+        for t in dirty:
+            upto = t.journaled_in_batch()
+            if upto:
+                if waits is None:
+                    waits = []
+                waits.append((t, upto))
         if waits:  # first, so that the barrier joins the group commit of the batch's records
             self.broker.durability.barrier(lambda err: _synced(waits, err))
         for tracker in dirty:
@@ -294,48 +300,55 @@ class Session:
             raise error
 
     def _handle(self, events: list) -> None:
-        try:
-            self._handle_events(events)
-        finally:
-            if self.pending_publish or self.pending_acks:
-                self.flush_runs()
+        """Handle ``events`` in order until the connection is closed or a reply is held; the
+        runs of publishes and acks are flushed at the end whatever happens.
 
-    def _handle_events(self, events: list) -> None:
+        The connection's state is read before the first event and after each channel-0
+        method, not before every event: only this worker changes it, and among the handlers
+        only connection.* ones (close, close-ok, the handshake) can leave it CLOSED (a
+        channel-level error closes the channel, a connection-level one raises out of here;
+        ``connection_lost`` is a task of its own)."""
         handlers = self.handlers
         channels = self.channels
         proto = self.proto
         closed = pconn.CLOSED
-        for i, (ch_id, method, props, body) in enumerate(events):
-            if proto.state == closed:
+        try:
+            if proto.state is closed:
                 return
-            index = method.INDEX
-            if (self.pending_publish or self.pending_acks) and index not in _RUN_METHODS:
+            for i, (ch_id, method, props, body) in enumerate(events):
+                index = method.INDEX
+                if (self.pending_publish or self.pending_acks) and index not in _RUN_METHODS:
+                    self.flush_runs()
+                channel = channels.get(ch_id) if ch_id else None
+                if index == _CHANNEL_OPEN and channel is None:
+                    channel = self.open_channel(ch_id)
+                if channel is not None and channel.closing and index not in _CLOSE_METHODS:
+                    continue
+                handler = handlers.get(index)
+                if handler is None:
+                    raise AMQPConnectionError(
+                        _spec.COMMAND_INVALID,
+                        f"COMMAND_INVALID - method {method.NAME} is not accepted from a client",
+                        method.CLASS_ID, method.METHOD_ID,
+                    )
+                try:
+                    handler(self, channel, method, props, body)
+                except AMQPChannelError as e:
+                    if not e.class_id:
+                        e.class_id, e.method_id = method.CLASS_ID, method.METHOD_ID
+                    self.channel_error(ch_id, e)
+                except AMQPConnectionError as e:
+                    if not e.class_id and not e.no_method:
+                        e.class_id, e.method_id = method.CLASS_ID, method.METHOD_ID
+                    raise
+                if self.hold is not None:  # the reply waits for the journal (durable_reply.py)
+                    self.hold.events = events[i + 1 :]
+                    return
+                if not ch_id and proto.state == closed:
+                    return
+        finally:
+            if self.pending_publish or self.pending_acks:
                 self.flush_runs()
-            channel = channels.get(ch_id) if ch_id else None
-            if index == _CHANNEL_OPEN and channel is None:
-                channel = self.open_channel(ch_id)
-            if channel is not None and channel.closing and index not in _CLOSE_METHODS:
-                continue
-            handler = handlers.get(index)
-            if handler is None:
-                raise AMQPConnectionError(
-                    _spec.COMMAND_INVALID,
-                    f"COMMAND_INVALID - method {method.NAME} is not accepted from a client",
-                    method.CLASS_ID, method.METHOD_ID,
-                )
-            try:
-                handler(self, channel, method, props, body)
-            except AMQPChannelError as e:
-                if not e.class_id:
-                    e.class_id, e.method_id = method.CLASS_ID, method.METHOD_ID
-                self.channel_error(ch_id, e)
-            except AMQPConnectionError as e:
-                if not e.class_id and not e.no_method:
-                    e.class_id, e.method_id = method.CLASS_ID, method.METHOD_ID
-                raise
-            if self.hold is not None:  # the reply waits for the journal (durable_reply.py)
-                self.hold.events = events[i + 1 :]
-                return
 
     def frame_error(self, exc: AMQPConnectionError) -> None:
         """The byte stream is broken (the reactor stopped reading): say why, then hang up.

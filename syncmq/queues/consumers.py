@@ -35,21 +35,23 @@ class ConsumerRing:
     """Consumers ordered by priority, then by round-robin turn. Items need ``.priority`` and
     ``.exclusive``."""
 
-    __slots__ = ("_groups", "_prios", "_n", "n_exclusive", "by_priority", "single_active")
+    __slots__ = ("_groups", "_prios", "count", "n_exclusive", "by_priority", "single_active")
 
     def __init__(self, single_active: bool = False) -> None:
         self._groups: dict[int, OrderedDict] = {}
         self._prios: list[int] = []  # keys of _groups, highest first
-        self._n = 0
+        # how many consumers (read it rather than ``len()``/``bool()`` on a per-message path:
+        # a slot read instead of a call; written here only)
+        self.count = 0
         self.n_exclusive = 0
         self.by_priority = False
         self.single_active = single_active
 
     def __len__(self) -> int:
-        return self._n
+        return self.count
 
     def __bool__(self) -> bool:
-        return self._n > 0
+        return self.count > 0
 
     def __iter__(self) -> Iterator[Any]:
         """Consumers in delivery order (do not mutate while iterating, but for a
@@ -76,7 +78,7 @@ class ConsumerRing:
                 i += 1
             prios.insert(i, key)
         group[consumer] = None
-        self._n += 1
+        self.count += 1
         if consumer.exclusive:
             self.n_exclusive += 1
 
@@ -89,7 +91,7 @@ class ConsumerRing:
         if not group:
             del self._groups[key]
             self._prios.remove(key)
-        self._n -= 1
+        self.count -= 1
         if consumer.exclusive:
             self.n_exclusive -= 1
         return True
@@ -97,7 +99,7 @@ class ConsumerRing:
     def first(self) -> Any:
         """The consumer served first (the active one with single active consumer); None if
         there is none."""
-        if not self._n:
+        if not self.count:
             return None
         return next(iter(self._groups[self._prios[0]]))
 
@@ -110,7 +112,7 @@ class ConsumerRing:
         out = list(self)
         self._groups.clear()
         self._prios.clear()
-        self._n = 0
+        self.count = 0
         self.n_exclusive = 0
         return out
 
@@ -120,7 +122,7 @@ class ConsumerRing:
         assert self._prios == sorted(self._groups, reverse=True)
         assert all(self._groups[p] for p in self._prios)
         members = list(self)
-        assert len(members) == self._n == len(set(map(id, members)))
+        assert len(members) == self.count == len(set(map(id, members)))
         assert self.n_exclusive == sum(1 for c in members if c.exclusive)
         for p, group in self._groups.items():
             assert all(self._key(c) == p for c in group)

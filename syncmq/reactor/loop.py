@@ -16,7 +16,6 @@ import heapq
 import itertools
 import os
 import queue
-import selectors
 import socket
 import ssl
 import threading
@@ -25,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..workers import WorkerPool
+from .poller import EVENT_READ, EVENT_WRITE, READ_BITS, WRITE_BITS, Poller
 from .reading import Reader
 from .sending import Sender
 from .transport import HandlerFactory, Transport, _fmt_peer, log
@@ -42,9 +42,10 @@ _ACCEPT_PEER_ERRORS = frozenset({
 class _Listener:
     """Selector data of a listening socket: plain (``ssl_context`` None) or TLS."""
 
-    __slots__ = ("ssl_context",)
+    __slots__ = ("sock", "ssl_context")
 
-    def __init__(self, ssl_context: ssl.SSLContext | None) -> None:
+    def __init__(self, sock: socket.socket, ssl_context: ssl.SSLContext | None) -> None:
+        self.sock = sock
         self.ssl_context = ssl_context
 
 
@@ -86,7 +87,7 @@ class Reactor(Reader, Sender):
         self._count_lock = threading.Lock()
         self.n_handshaking = 0
         self.n_open = 0
-        self.selector = selectors.DefaultSelector()
+        self.selector = Poller()
         self.listeners: list[socket.socket] = []
         self.transports: dict[int, Transport] = {}
         self._calls: queue.SimpleQueue = queue.SimpleQueue()
@@ -97,7 +98,7 @@ class Reactor(Reader, Sender):
         # when a byte is in the pipe, so concurrent callers write at most one byte per wake-up.
         self._wake_lock = threading.Lock()
         self._woken = False
-        self.selector.register(self._wake_r, selectors.EVENT_READ, _WAKE)
+        self.selector.register(self._wake_r, EVENT_READ, _WAKE)
         self._timers: list = []  # heap of (deadline, seq, fn, args); reactor thread only
         self._timer_seq = itertools.count()
         self._running = False
@@ -123,7 +124,7 @@ class Reactor(Reader, Sender):
         s.listen(backlog)
         s.setblocking(False)
         self.listeners.append(s)
-        self.selector.register(s, selectors.EVENT_READ, _Listener(ssl_context))
+        self.selector.register(s, EVENT_READ, _Listener(s, ssl_context))
         return s.getsockname()[:2]
 
     def start(self) -> None:
@@ -167,34 +168,41 @@ class Reactor(Reader, Sender):
     # ---- the loop ----
 
     def run(self) -> None:
-        select = self.selector.select
+        poll = self.selector.poll
+        registered = self.selector.data
         calls = self._calls
+        timers = self._timers  # (the same list for the reactor's life)
+        monotonic = time.monotonic
         while self._running:
             timeout = None
-            if self._timers:
-                timeout = max(0.0, self._timers[0][0] - time.monotonic())
+            if timers:
+                timeout = max(0.0, timers[0][0] - monotonic())
             if not calls.empty():
                 timeout = 0
             try:
-                events = select(timeout)
+                events = poll(timeout)
             except InterruptedError:
                 continue
-            for key, mask in events:
-                data = key.data
+            for fd, bits in events:
+                data = registered.get(fd)
+                if data is None:
+                    continue  # unregistered by an earlier event of this turn
                 if data is _WAKE:
                     self._drain_wake()
                 elif type(data) is _Listener:
-                    self._accept(key.fileobj, data.ssl_context)
+                    self._accept(data.sock, data.ssl_context)
                 elif data.tls_handshaking:
                     if not data.closed:
                         self._tls_handshake(data)
                 else:
-                    if mask & selectors.EVENT_READ and not data.closed:
+                    ev = data.registered_events  # (an error or hang-up sets every bit)
+                    if bits & READ_BITS and ev & EVENT_READ and not data.closed:
                         self._read(data)
-                    if mask & selectors.EVENT_WRITE and not data.closed:
+                    if bits & WRITE_BITS and ev & EVENT_WRITE and not data.closed:
                         self._flush(data)
-            self._run_calls()
-            if self._timers:
+            if not calls.empty():
+                self._run_calls()
+            if timers and timers[0][0] <= monotonic():
                 self._run_timers()
         self._shutdown_sockets()
 
@@ -256,13 +264,13 @@ class Reactor(Reader, Sender):
                                                 "interval_s": self.ACCEPT_REPORT})
             self._accept_refused = 0
             self._accept_report_at = now + self.ACCEPT_REPORT
-        data = self.selector.get_key(lsock).data
+        data = self.selector.data_of(lsock)
         self.selector.unregister(lsock)
         self._add_timer(now + self.ACCEPT_PAUSE, self._resume_accepting, (lsock, data))
 
     def _resume_accepting(self, lsock: socket.socket, data: Any) -> None:
         if self._accepting and lsock in self.listeners:
-            self.selector.register(lsock, selectors.EVENT_READ, data)
+            self.selector.register(lsock, EVENT_READ, data)
 
     def _accept(self, lsock: socket.socket, ssl_context: ssl.SSLContext | None) -> None:
         for _ in range(256):
@@ -311,7 +319,7 @@ class Reactor(Reader, Sender):
                 sock.close()
                 continue
             self.transports[t.fd] = t
-            self.selector.register(sock, selectors.EVENT_READ, t)
+            self.selector.register(sock, EVENT_READ, t)
             if self.handshake_timeout:
                 self._add_timer(
                     time.monotonic() + self.handshake_timeout, self._check_handshake, (t,)
@@ -350,9 +358,9 @@ class Reactor(Reader, Sender):
         """Make the selector watch what ``t`` needs: reads unless paused, writes while output
         is pending. Reactor thread only."""
         events = 0 if (t.paused_flow or t.paused_by or t.paused_output) \
-            else selectors.EVENT_READ
+            else EVENT_READ
         if t.writing:
-            events |= selectors.EVENT_WRITE
+            events |= EVENT_WRITE
         old = t.registered_events
         if events == old or t.closed:
             return
@@ -363,7 +371,7 @@ class Reactor(Reader, Sender):
         else:
             self.selector.modify(t.sock, events, t)
         t.registered_events = events
-        if events & selectors.EVENT_READ and t.tls and not t.tls_handshaking and \
+        if events & EVENT_READ and t.tls and not t.tls_handshaking and \
                 t.sock.pending():
             self._read(t)  # TLS may hold decrypted bytes the selector cannot see
 

@@ -50,7 +50,12 @@ class Sender:
     def _flush_later(self, transports: list) -> None:
         """A worker's batch left output for ``transports`` (called on that worker): send what
         can be sent now from this thread, and wake the reactor for the rest."""
-        left = [t for t in transports if not self._send_direct(t)]
+        left = None  # (a loop, not a comprehension: no extra frame for the usual one)
+        for t in transports:
+            if not self._send_direct(t):
+                if left is None:
+                    left = []
+                left.append(t)
         if left:
             self.call_soon(self._flush_many, left)
 

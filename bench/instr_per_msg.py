@@ -1,0 +1,304 @@
+#!/usr/bin/env python3
+"""Broker instructions per delivered message (callgrind), this tree against a git ref.
+
+Wall-clock rates are noise on a shared machine; the number of instructions the broker executes
+per message is not. Each tree's broker runs under ``valgrind --tool=callgrind`` (threads are
+serialized, so the count does not depend on the other processes on the machine), a raw-socket
+client drives a fixed workload, and the broker's instruction count for the measured phase is
+read with ``callgrind_control -z`` (zero after the warm-up) and ``-d`` (dump after it):
+
+- ``S1``: S1-like, one publisher connection and one autoack consumer connection on one queue,
+  16 B transient bodies, pipelined in windows of ``--window`` messages (the next window is
+  sent when the consumer has received the previous one).
+- ``S8``: S8-like, one message at a time (publish, wait for its delivery, ack it): the
+  per-message path that S8's latency measures (manual ack, prefetch 100, 16 B).
+- ``S8c``: as S8 with the publisher in confirm mode (waits for the confirm too).
+
+Each load runs ``--repeat`` times on the same broker after a warm-up; the figure is the median
+of instructions / delivered message. With ``--baseline REF`` the same loads run against a
+broker from ``git worktree add --detach`` of REF (kept under /tmp for the next run), started
+alongside, runs alternating with this tree's, and the ratio this/baseline is printed. The
+client is this tree's code in both cases. Run-to-run spread: ~1% for S1, up to ~3% for S8
+(how many frames one read takes depends on timing; timers fire per second, not per message).
+
+    python bench/instr_per_msg.py --baseline 8a4aaec
+    python bench/instr_per_msg.py --loads S1 -n 2000 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+sys.path.insert(0, ROOT)
+
+import amqp_raw as raw  # noqa: E402
+
+from syncmq.wire import _spec  # noqa: E402
+from syncmq.wire.frames import encode_content, encode_frame, parse_frames  # noqa: E402
+
+BODY = b"0123456789abcdef"
+
+
+class Broker:
+    """A syncmq from checkout ``root`` under callgrind (instrumentation from the start)."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.dir = tempfile.mkdtemp(prefix="instr-")
+        env = dict(os.environ, PYTHONPATH=root)
+        help_text = subprocess.run([sys.executable, "-m", "syncmq.cli", "--help"],
+                                   capture_output=True, text=True, cwd=root, env=env).stdout
+        args = ["valgrind", "--tool=callgrind", "--dump-line=no", "--compress-strings=no",
+                f"--callgrind-out-file={self.dir}/cg.%p", f"--log-file={self.dir}/vg.log",
+                sys.executable, "-m", "syncmq.cli", "--port", "0",
+                "--data-dir", os.path.join(self.dir, "data"),
+                "--log-format", "json", "--log-level", "info"]
+        if "--no-management" in help_text:
+            args.append("--no-management")
+        if "--prometheus-port" in help_text:  # its fixed default port: two brokers here
+            args += ["--prometheus-port", "-1"]
+        self.proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                     text=True, cwd=root, env=env)
+        self.port = None
+        deadline = time.monotonic() + 600
+        while self.port is None and time.monotonic() < deadline:
+            line = self.proc.stderr.readline()
+            if not line:
+                break
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if "port" in rec:
+                self.port = int(rec["port"])
+        if self.port is None:
+            self.proc.kill()
+            raise RuntimeError(f"syncmq did not start under valgrind; see {self.dir}")
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _drain(self) -> None:
+        for _ in self.proc.stderr:
+            pass
+
+    def _control(self, *args: str) -> None:
+        subprocess.run(["callgrind_control", *args, str(self.proc.pid)], check=True,
+                       capture_output=True, timeout=600)
+
+    def zero(self) -> None:
+        self._control("-z")
+
+    def dump(self) -> int:
+        """Dump, and return the instructions counted since the last zero or dump."""
+        before = set(glob.glob(f"{self.dir}/cg.*"))
+        self._control("-d")
+        new = sorted(set(glob.glob(f"{self.dir}/cg.*")) - before)
+        total = 0
+        for path in new:
+            with open(path) as f:
+                for line in f:
+                    m = re.match(r"(?:totals|summary): (\d+)", line)
+                    if m:
+                        total = max(total, int(m.group(1)))
+            os.unlink(path)
+        return total
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(120)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------ the client
+
+
+def _publish_frames(channel: int, queue: str, frame_max: int) -> bytes:
+    pub = encode_frame(raw.FRAME_METHOD, channel, _spec.Basic.Publish(
+        exchange="", routing_key=queue).encode())
+    return pub + b"".join(bytes(x) for x in encode_content(channel, 60, b"\x00\x00", BODY,
+                                                           frame_max))
+
+
+def _take(c: raw.RawClient, want: type, n: int, deadline: float,
+          tags: list[int] | None = None) -> int:
+    """Read until ``n`` methods of class ``want`` arrived (content frames skipped); their
+    delivery tags go to ``tags``. Returns the count."""
+    got = 0
+    while got < n:
+        parsed, used = parse_frames(c.buf, 0)
+        del c.buf[:used]
+        for ftype, _ch, payload in parsed:
+            if ftype == raw.FRAME_METHOD:
+                m = _spec.decode_method(bytes(payload))
+                if isinstance(m, want):
+                    got += 1
+                    if tags is not None:
+                        tags.append(m.delivery_tag)
+                elif not isinstance(m, (_spec.Basic.Ack,)):
+                    raise RuntimeError(f"unexpected {m}")
+        if got < n and not c._fill(deadline):
+            raise RuntimeError(f"timed out with {got}/{n}")
+    return got
+
+
+class Load:
+    """One publisher connection and one consumer connection on a fresh queue."""
+
+    def __init__(self, port: int, name: str, confirm: bool, no_ack: bool) -> None:
+        self.pub = raw.connect(port)
+        self.con = raw.connect(port)
+        self.pub.open_channel()
+        self.con.open_channel()
+        self.queue = f"instr-{name}-{os.getpid()}"
+        self.pub.send_method(1, _spec.Queue.Declare(queue=self.queue, auto_delete=False))
+        self.pub.expect_method(1, _spec.Queue.DeclareOk)
+        self.confirm = confirm
+        if confirm:
+            self.pub.send_method(1, _spec.Confirm.Select())
+            self.pub.expect_method(1, _spec.Confirm.SelectOk)
+        self.no_ack = no_ack
+        if not no_ack:
+            self.con.send_method(1, _spec.Basic.Qos(prefetch_count=100))
+            self.con.expect_method(1, _spec.Basic.QosOk)
+        self.con.send_method(1, _spec.Basic.Consume(queue=self.queue, consumer_tag="c",
+                                                    no_ack=no_ack))
+        self.con.expect_method(1, _spec.Basic.ConsumeOk)
+        self.one = _publish_frames(1, self.queue, self.pub.frame_max)
+
+    def windows(self, n: int, window: int) -> int:
+        """S1-like: pipelined windows, autoack."""
+        done = 0
+        deadline = time.monotonic() + 3600
+        while done < n:
+            k = min(window, n - done)
+            self.pub.send(self.one * k)
+            done += _take(self.con, _spec.Basic.Deliver, k, deadline)
+        return done
+
+    def one_by_one(self, n: int) -> int:
+        """S8-like: publish, wait for the delivery (and the confirm), ack."""
+        deadline = time.monotonic() + 3600
+        tags: list[int] = []
+        for _ in range(n):
+            self.pub.send(self.one)
+            if self.confirm:
+                _take(self.pub, _spec.Basic.Ack, 1, deadline)
+            _take(self.con, _spec.Basic.Deliver, 1, deadline, tags)
+            self.con.send_method(1, _spec.Basic.Ack(delivery_tag=tags.pop()))
+        return n
+
+    def run(self, kind: str, n: int, window: int) -> int:
+        return self.windows(n, window) if kind == "S1" else self.one_by_one(n)
+
+    def close(self) -> None:
+        self.pub.close()
+        self.con.close()
+
+
+LOADS = {"S1": (False, True), "S8": (False, False), "S8c": (True, False)}
+
+
+def measure(roots: dict[str, str], loads: list[str], n: int, warmup: int, repeat: int,
+            window: int) -> dict[str, dict[str, list[float]]]:
+    """Every tree's broker runs at once; each load's runs alternate between them (this,
+    baseline, this, ...), so that both see the same machine: what the broker does per message
+    depends a little on timing (how many frames one read takes, timers that fire per second
+    rather than per message)."""
+    brokers = {label: Broker(root) for label, root in roots.items()}
+    out: dict[str, dict[str, list[float]]] = {label: {} for label in roots}
+    try:
+        for name in loads:
+            confirm, no_ack = LOADS[name]
+            runs = {label: Load(b.port, name, confirm, no_ack) for label, b in brokers.items()}
+            for load in runs.values():
+                load.run(name, warmup, window)
+            for _ in range(repeat):
+                for label, broker in brokers.items():
+                    load = runs[label]
+                    broker.zero()
+                    delivered = load.run(name, n, window)
+                    # the last acks reach the broker before the dump
+                    load.pub.send_method(1, _spec.Queue.Declare(queue=load.queue,
+                                                                passive=True))
+                    load.pub.expect_method(1, _spec.Queue.DeclareOk, timeout=600)
+                    if not no_ack:
+                        load.con.send_method(1, _spec.Basic.Qos(prefetch_count=100))
+                        load.con.expect_method(1, _spec.Basic.QosOk, timeout=600)
+                    per = broker.dump() / delivered
+                    out[label].setdefault(name, []).append(per)
+                    print(f"  {label} {name}: {per:,.0f} instr/msg", flush=True)
+            for load in runs.values():
+                load.close()
+    finally:
+        for b in brokers.values():
+            b.stop()
+    return out
+
+
+def baseline_tree(ref: str) -> str:
+    sha = subprocess.run(["git", "rev-parse", "--short", ref], capture_output=True, text=True,
+                         cwd=ROOT, check=True).stdout.strip()
+    path = os.path.join(tempfile.gettempdir(), f"syncmq-baseline-{sha}")
+    if not os.path.isdir(path):
+        subprocess.run(["git", "worktree", "add", "--detach", path, sha], cwd=ROOT, check=True,
+                       capture_output=True)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--baseline", help="git ref to compare against (e.g. 8a4aaec)")
+    ap.add_argument("--loads", default="S1,S8,S8c")
+    ap.add_argument("-n", type=int, default=3000, help="messages per measured run")
+    ap.add_argument("--warmup", type=int, default=500)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--window", type=int, default=100, help="S1's pipelined window")
+    ap.add_argument("--json", help="write the figures here")
+    opts = ap.parse_args(argv)
+    loads = opts.loads.split(",")
+    trees = {"this": ROOT}
+    if opts.baseline:
+        trees["baseline"] = baseline_tree(opts.baseline)
+    results = measure(trees, loads, opts.n, opts.warmup, opts.repeat, opts.window)
+    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                         text=True, cwd=ROOT).stdout.strip()
+    print(f"\ninstructions per delivered message (median of {opts.repeat} x {opts.n})")
+    print(f"{'load':6} {'this ' + rev:>16}" + (f" {opts.baseline:>16} {'ratio':>7}"
+                                               if opts.baseline else ""))
+    summary = {}
+    for name in loads:
+        this = statistics.median(results["this"][name])
+        row = f"{name:6} {this:16,.0f}"
+        summary[name] = {"this": this, "runs": results["this"][name]}
+        if opts.baseline:
+            base = statistics.median(results["baseline"][name])
+            row += f" {base:16,.0f} {this / base:7.3f}"
+            summary[name].update(baseline=base, baseline_runs=results["baseline"][name],
+                                 ratio=this / base)
+        print(row)
+    if opts.json:
+        with open(opts.json, "w") as f:
+            json.dump({"head": rev, "baseline": opts.baseline, "n": opts.n,
+                       "repeat": opts.repeat, "window": opts.window, "python": sys.version,
+                       "loads": summary}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
