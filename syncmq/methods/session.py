@@ -220,7 +220,8 @@ class Session:
                     self.hold.error = error
                     self.hold.frames[:0] = frames
                     break
-                if error is not None:
+                if error is not None and self.proto.state is pconn.OPEN:
+                    # (a parked channel error after our connection.close: nothing more to say)
                     self.channel_error(error.channel_id, error.error)
                 if not frames:
                     break
@@ -305,9 +306,17 @@ class Session:
         channels = self.channels
         proto = self.proto
         closed = pconn.CLOSED
+        open_ = pconn.OPEN
         for i, (ch_id, method, props, body) in enumerate(events):
-            if proto.state == closed:
-                return
+            if proto.state is not open_:
+                if proto.state == closed:
+                    return
+                if ch_id:
+                    # closing (our connection.close is sent, Session.release has run):
+                    # methods parked behind a held reply (durable_reply) are dropped, as
+                    # rabbit_reader drops all but channel 0 when ?IS_STOPPING; handled, a
+                    # channel.open would take a user count nothing gives back
+                    continue
             index = method.INDEX
             if (self.pending_publish or self.pending_acks) and index not in _RUN_METHODS:
                 self.flush_runs()
