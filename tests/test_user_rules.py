@@ -434,9 +434,10 @@ def test_save_makes_the_rename_durable(tmp_path, monkeypatch):
 
 
 def test_vhost_change_the_users_file_refuses_changes_nothing(brokers_on_dir, tmp_path):
-    """With --users-file, PUT and DELETE /api/vhosts write the file's vhost list (and drop
-    the vhost's permissions) before the vhost is created or deleted: a file that cannot be
-    written refuses them (500) and the broker still has exactly what the file says."""
+    """With --users-file, PUT and DELETE /api/vhosts and a definitions import write the
+    file's vhost list (and drop the vhost's permissions) before the vhost is created or
+    deleted: a file that cannot be written refuses them (500) and the broker still has
+    exactly what the file says."""
     path = _file(tmp_path)
     start, _restart = brokers_on_dir
     b = start("--users-file", path)
@@ -449,9 +450,13 @@ def test_vhost_change_the_users_file_refuses_changes_nothing(brokers_on_dir, tmp
     try:
         put = _http(m, "PUT", "/vhosts/refused", {})
         delete = _http(m, "DELETE", "/vhosts/kept")
+        imported = _http(m, "POST", "/definitions", {
+            "vhosts": [{"name": "refused"}],
+            "queues": [{"name": "q", "vhost": "refused", "durable": True,
+                        "auto_delete": False, "arguments": {}}]})
     finally:
         os.rename(moved, tmp_path)
-    for status, body in (put, delete):
+    for status, body in (put, delete, imported):
         assert status == 500 and "could not be written, nothing was changed" in body["reason"]
     assert _http(m, "GET", "/vhosts/refused")[0] == 404
     assert _http(m, "GET", "/vhosts/kept")[0] == 200
