@@ -467,3 +467,36 @@ def test_vhost_change_the_users_file_refuses_changes_nothing(brokers_on_dir, tmp
     assert _http(m, "DELETE", "/vhosts/kept")[0] == 204
     assert "kept" not in UserStore.load(path).vhosts
     assert _http(m, "GET", "/vhosts/kept")[0] == 404
+
+
+def test_sighup_reload_never_installs_a_store_older_than_an_api_change(tmp_path, monkeypatch):
+    """The reload reads the users file and swaps the store in under the API's users lock: an
+    API change made while the reload reads the file (here: started from inside the read)
+    is applied after the reload, so the broker and the file both have it. Unlocked, the
+    reload installed the store it read before the change was written, over the change the
+    API had answered 204 for."""
+    import threading
+    path = _file(tmp_path)  # app: max-channels 3
+    real_load = UserStore.load
+    done: list = []
+
+    with syncmq.Server(management_port=0, users_file=path) as s:
+        port = s.node.management.address[1]
+
+        def load(p):
+            store = real_load(p)
+            if not done:
+                t = threading.Thread(target=lambda: done.append(_http(
+                    port, "PUT", "/user-limits/app/max-channels", {"value": 7})))
+                done.append(t)
+                t.start()
+                t.join(timeout=5)  # fixed: the change waits for the reload's lock
+            return store
+
+        monkeypatch.setattr(UserStore, "load", staticmethod(load))
+        assert s.reload_users()
+        done[0].join(timeout=TIMEOUT)
+        assert done[1][0] == 204
+        monkeypatch.undo()
+        assert real_load(path).users["app"].limits["max-channels"] == 7
+        assert s.node.broker.users.users["app"].limits["max-channels"] == 7
