@@ -26,6 +26,7 @@ from .broker.durability import Durability
 from .journal.writer import Journal
 from .management import App, HTTPSettings, ManagementServer, MetricsOnly
 from .management import Context as ManagementContext
+from .management import users as management_users
 from .methods import access
 from .methods.registry import HANDLERS
 from .methods.session import Session, Settings
@@ -113,13 +114,12 @@ class Server:
         path = self.config.users_file
         if not path:
             return False
-        try:
-            store = UserStore.load(path)
+        try:  # under the API's users lock (management.users.reload): never a stale store
+            store = management_users.reload(lambda: UserStore.load(path), self.set_users)
         except UsersFileError as e:
             log.error("users file not reloaded, keeping the previous one: %s", e,
                       extra={"users_file": path})
             return False
-        self.set_users(store)
         with self._sessions_lock:
             sessions = list(self.sessions)
         for s in sessions:  # each on its own worker, which owns its channels

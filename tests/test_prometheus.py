@@ -303,3 +303,25 @@ def test_dead_letter_counters_by_reason(prom_broker, unique):
         for name in [q["name"] for q in get(b, "/api/queues") if q["name"].startswith(unique)]:
             ch.queue_delete(name)
     assert dead_lettered(scrape(b.prometheus_port)) == got
+
+
+def test_odd_queue_names_are_escaped_label_values(prom_broker):
+    """A queue name with a quote, a backslash, a newline, braces and ``name="v"`` in it is
+    one label value, read back unchanged by prometheus_client's parser (no forged label,
+    sample or line), per object and detailed."""
+    b = prom_broker
+    name = 'q"x\n\\y} z="1",a{\nrabbitmq_fake 1'
+    with contextlib.closing(connect(b.port)) as conn:
+        ch = conn.channel()
+        ch.queue_declare(name)
+        ch.basic_publish("", name, b"1")
+        ch.queue_declare(name, passive=True)
+        q = (("queue", name), ("vhost", "/"))
+        for path, family in (("/metrics/per-object", "rabbitmq_queue_messages_ready"),
+                             ("/metrics/detailed?family=queue_coarse_metrics",
+                              "rabbitmq_detailed_queue_messages_ready")):
+            text = scrape(b.prometheus_port, path, auth=True)
+            v = samples(text)
+            assert v[(family, q)] == 1
+            assert not [k for k in v if k[0] == "rabbitmq_fake"]
+        ch.queue_delete(name)

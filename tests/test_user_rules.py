@@ -407,3 +407,96 @@ def test_wrong_types_are_400_where_rabbitmq_answers_500(broker):
     finally:
         _http(m, "DELETE", "/users/wt", None, auth)
     assert _http(m, "GET", "/overview", None, auth)[0] == 200
+
+
+def test_save_makes_the_rename_durable(tmp_path, monkeypatch):
+    """auth.save fsyncs the file, renames it, then fsyncs the directory: the API answers a
+    change once it is written, and without the directory's fsync a power loss after the
+    answer could bring the old file back."""
+    import stat
+    path = str(tmp_path / "u.toml")
+    events: list = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", stat.S_ISDIR(os.fstat(fd).st_mode), os.fstat(fd).st_ino))
+        real_fsync(fd)
+
+    def replace(a, b):
+        events.append(("replace",))
+        real_replace(a, b)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    save(UserStore({}, ["/"], []), path)
+    assert [e[:2] for e in events] == [("fsync", False), ("replace",), ("fsync", True)]
+    assert events[2][2] == os.stat(tmp_path).st_ino
+
+
+def test_vhost_change_the_users_file_refuses_changes_nothing(brokers_on_dir, tmp_path):
+    """With --users-file, PUT and DELETE /api/vhosts and a definitions import write the
+    file's vhost list (and drop the vhost's permissions) before the vhost is created or
+    deleted: a file that cannot be written refuses them (500) and the broker still has
+    exactly what the file says."""
+    path = _file(tmp_path)
+    start, _restart = brokers_on_dir
+    b = start("--users-file", path)
+    m = b.management_port
+    assert _http(m, "PUT", "/vhosts/kept", {})[0] == 201
+    assert _http(m, "PUT", "/permissions/kept/app", {"configure": "", "write": "",
+                                                    "read": ""})[0] == 201
+    moved = str(tmp_path) + "-moved"
+    os.rename(tmp_path, moved)  # the temp file cannot be created, even by root
+    try:
+        put = _http(m, "PUT", "/vhosts/refused", {})
+        delete = _http(m, "DELETE", "/vhosts/kept")
+        imported = _http(m, "POST", "/definitions", {
+            "vhosts": [{"name": "refused"}],
+            "queues": [{"name": "q", "vhost": "refused", "durable": True,
+                        "auto_delete": False, "arguments": {}}]})
+    finally:
+        os.rename(moved, tmp_path)
+    for status, body in (put, delete, imported):
+        assert status == 500 and "could not be written, nothing was changed" in body["reason"]
+    assert _http(m, "GET", "/vhosts/refused")[0] == 404
+    assert _http(m, "GET", "/vhosts/kept")[0] == 200
+    assert _http(m, "GET", "/permissions/kept/app")[0] == 200
+    store = UserStore.load(path)
+    assert "kept" in store.vhosts and "refused" not in store.vhosts
+    assert "kept" in store.users["app"].permissions
+    assert _http(m, "DELETE", "/vhosts/kept")[0] == 204
+    assert "kept" not in UserStore.load(path).vhosts
+    assert _http(m, "GET", "/vhosts/kept")[0] == 404
+
+
+def test_sighup_reload_never_installs_a_store_older_than_an_api_change(tmp_path, monkeypatch):
+    """The reload reads the users file and swaps the store in under the API's users lock: an
+    API change made while the reload reads the file (here: started from inside the read)
+    is applied after the reload, so the broker and the file both have it. Unlocked, the
+    reload installed the store it read before the change was written, over the change the
+    API had answered 204 for."""
+    import threading
+    path = _file(tmp_path)  # app: max-channels 3
+    real_load = UserStore.load
+    done: list = []
+
+    with syncmq.Server(management_port=0, users_file=path) as s:
+        port = s.node.management.address[1]
+
+        def load(p):
+            store = real_load(p)
+            if not done:
+                t = threading.Thread(target=lambda: done.append(_http(
+                    port, "PUT", "/user-limits/app/max-channels", {"value": 7})))
+                done.append(t)
+                t.start()
+                t.join(timeout=5)  # fixed: the change waits for the reload's lock
+            return store
+
+        monkeypatch.setattr(UserStore, "load", staticmethod(load))
+        assert s.reload_users()
+        done[0].join(timeout=TIMEOUT)
+        assert done[1][0] == 204
+        monkeypatch.undo()
+        assert real_load(path).users["app"].limits["max-channels"] == 7
+        assert s.node.broker.users.users["app"].limits["max-channels"] == 7

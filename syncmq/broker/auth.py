@@ -436,7 +436,8 @@ def dumps(store: UserStore) -> str:
 
 
 def save(store: UserStore, path: str) -> None:
-    """Write atomically: a temp file in the same directory, fsync, then rename over ``path``.
+    """Write atomically: a temp file in the same directory, fsync, rename over ``path``, then
+    fsync the directory (the rename is durable when this returns).
 
     The temp file has an unpredictable name and is created with ``O_CREAT | O_EXCL |
     O_NOFOLLOW``: whatever someone planted in the directory (a symlink to another file, a
@@ -468,3 +469,10 @@ def save(store: UserStore, path: str) -> None:
         except FileNotFoundError:
             pass
         raise
+    # the rename is on disk only once the directory is: without this a power loss after the
+    # answer could bring back the old file (or none), though the change was acknowledged
+    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)

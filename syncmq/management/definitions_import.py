@@ -305,8 +305,6 @@ def apply(ctx: Context, p: Plan) -> dict[str, int]:
               "users": len(p.users), "permissions": len(p.permissions),
               "topic_permissions": len(p.topic_permissions),
               "exchanges": 0, "queues": 0, "bindings": 0}
-    for name in p.vhosts:
-        broker.add_vhost(name)
 
     def change(users: dict, vhosts: list[str] | None) -> None:
         for nu in p.users:
@@ -327,7 +325,11 @@ def apply(ctx: Context, p: Plan) -> dict[str, int]:
         if vhosts is not None:
             vhosts.extend(n for n in dict.fromkeys(p.vhosts) if n not in vhosts)
 
+    # the users file (users, rules, the vhost list) first: a file that cannot be written
+    # refuses the import (500) before anything of it exists
     users_mod.update(broker, change)
+    for name in p.vhosts:
+        broker.add_vhost(name)
     # policies before the objects, as RabbitMQ imports them: each gets its policy at declare
     for vname, name, value in p.policies:
         policies.store_set(broker, "policy", vname, name, value, None)

@@ -22,11 +22,13 @@ import dataclasses
 import threading
 from collections.abc import Callable
 
-from ..broker.auth import Permission, User, UsersFileError, hash_password, save
+from ..broker.auth import Permission, User, UsersFileError, UserStore, hash_password, save
 from ..broker.broker import Broker
 from .errors import HTTPError
 
-# Serialises read-copy-swap of ``broker.users`` by management requests (HTTP threads).
+# Serialises read-copy-swap of ``broker.users`` by management requests (HTTP threads) and the
+# SIGHUP reload (main thread), with the users file's write or read; no broker lock is held
+# when it is taken (``Broker.lock`` may be taken inside it).
 _lock = threading.Lock()
 
 SHA256 = "rabbit_password_hashing_sha256"
@@ -56,6 +58,18 @@ def update(broker: Broker, change: Callable[[dict[str, User], list[str] | None],
                                 f"the users file {path} could not be written, nothing was "
                                 f"changed: {e}") from None
         broker.users = new
+
+
+def reload(load: Callable[[], UserStore], install: Callable[[UserStore], None]) -> UserStore:
+    """SIGHUP's re-read of the users file: ``load()`` it and ``install`` the store, both under
+    :data:`_lock`. An API change writes the file and swaps its store in under the same lock,
+    so it is wholly before the read or wholly after the install; unlocked, a reload could read
+    the file before a change was written and install that older store after the change was
+    swapped in (the API answered, the file has the change, the broker does not)."""
+    with _lock:
+        store = load()
+        install(store)
+        return store
 
 
 def make_user(name: str, *, password: str | None = None, password_hash: str | None = None,

@@ -220,7 +220,8 @@ class Session:
                     self.hold.error = error
                     self.hold.frames[:0] = frames
                     break
-                if error is not None:
+                if error is not None and self.proto.state is pconn.OPEN:
+                    # (a parked channel error after our connection.close: nothing more to say)
                     self.channel_error(error.channel_id, error.error)
                 if not frames:
                     break
@@ -312,10 +313,19 @@ class Session:
         channels = self.channels
         proto = self.proto
         closed = pconn.CLOSED
+        open_ = pconn.OPEN
         try:
-            if proto.state is closed:
+            state = proto.state
+            if state is closed:
                 return
+            # closing (our connection.close is sent, Session.release has run): methods
+            # parked behind a held reply (durable_reply) are dropped but channel 0's, as
+            # rabbit_reader drops all but channel 0 when ?IS_STOPPING; handled, a
+            # channel.open would take a user count nothing gives back
+            closing = state is not open_
             for i, (ch_id, method, props, body) in enumerate(events):
+                if closing and ch_id:
+                    continue
                 index = method.INDEX
                 if (self.pending_publish or self.pending_acks) and index not in _RUN_METHODS:
                     self.flush_runs()
@@ -344,8 +354,11 @@ class Session:
                 if self.hold is not None:  # the reply waits for the journal (durable_reply.py)
                     self.hold.events = events[i + 1 :]
                     return
-                if not ch_id and proto.state == closed:
-                    return
+                if not ch_id:
+                    state = proto.state
+                    if state is closed:
+                        return
+                    closing = state is not open_
         finally:
             if self.pending_publish or self.pending_acks:
                 self.flush_runs()

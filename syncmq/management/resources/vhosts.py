@@ -56,13 +56,15 @@ def put_vhost(api: API, req: Request, vhost: str) -> Response:
         raise bad_request("vhost name must not be empty")
     validate.name(vhost, "vhost")
     existed = vhost in broker.vhosts
-    broker.add_vhost(vhost)
 
     def change(users: dict, vhosts: list[str] | None) -> None:
         if vhosts is not None and vhost not in vhosts:
             vhosts.append(vhost)
 
+    # the users file (its vhost list) first: a file that cannot be written refuses the
+    # change (500) before the vhost exists, so memory and file never differ
     users_mod.update(broker, change)
+    broker.add_vhost(vhost)
     return Response(204 if existed else 201)
 
 
@@ -70,10 +72,23 @@ def delete_vhost(api: API, req: Request, vhost: str) -> Response:
     """Remove the vhost: its connections are closed (320), its queues deleted, its runtime
     parameters cleared (journaled, each component told)."""
     broker = api.ctx.broker
+    if vhost not in broker.vhosts:
+        raise not_found()
+
+    def change(users: dict, vhosts: list[str] | None) -> None:
+        for u in users.values():
+            u.permissions.pop(vhost, None)
+            u.topic_permissions.pop(vhost, None)
+        if vhosts is not None and vhost in vhosts:
+            vhosts.remove(vhost)
+
+    # the users file first (the vhost, its permissions and topic permissions): a file that
+    # cannot be written refuses the deletion (500) before anything of the vhost is gone
+    users_mod.update(broker, change)
     with broker.lock:  # the lock that guards adding and removing vhosts
         vh = broker.vhosts.pop(vhost, None)
     if vh is None:
-        raise not_found()
+        raise not_found()  # deleted meanwhile by another request
     try:
         for s in open_sessions(api.ctx):
             if s.vhost is vh:
@@ -87,15 +102,6 @@ def delete_vhost(api: API, req: Request, vhost: str) -> Response:
         # even if a step above failed: a vhost re-created under this name must not inherit
         # the old one's parameters (policies, limits, shovels)
         broker.parameters.clear_vhost(vhost)
-
-    def change(users: dict, vhosts: list[str] | None) -> None:
-        for u in users.values():
-            u.permissions.pop(vhost, None)
-            u.topic_permissions.pop(vhost, None)
-        if vhosts is not None and vhost in vhosts:
-            vhosts.remove(vhost)
-
-    users_mod.update(broker, change)
     return Response(204)
 
 
