@@ -20,7 +20,7 @@ RANK = {
     "cli": 7, "config": 7, "embedded": 7, "__main__": 7, "ctl": 7, "ctl_remote": 7,
     "ctl_params": 7, "perf": 7,
     "server": 6, "alarms": 5, "management": 6,
-    "reactor": 5, "workers": 4,
+    "reactor": 5, "shovel": 5, "workers": 4,
     "methods": 3,
     "protocol": 2, "broker": 2,
     "queues": 1, "journal": 1, "memory": 1,

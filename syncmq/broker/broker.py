@@ -7,7 +7,7 @@ import os
 import threading
 from typing import Any
 
-from .auth import UserStore
+from .auth import InternalLogin, UserStore
 from .parameters import Parameters
 from .timers import Scheduler
 from .vhost import VirtualHost
@@ -56,6 +56,8 @@ class Broker:
         # Runtime parameters (policies, limits, shovels...: components register on it), see
         # ``parameters.py``; journaled through ``durability``.
         self.parameters = Parameters(durability, lambda vhost: vhost in self.vhosts)
+        # the credentials of the broker's own AMQP clients (shovels' local ends)
+        self.internal_login = InternalLogin()
         # Guards ``closed_stats``: message counters of closed channels, added up (management).
         self.stats_lock = threading.Lock()
         self.closed_stats: list[int] = []

@@ -52,6 +52,7 @@ from .resources import (
     parameters,
     publish,
     queues,
+    shovels,
     users,
     vhosts,
 )
@@ -158,6 +159,9 @@ class API:
         p("GET", "global-parameters/{name}", parameters.global_parameter)
         p("PUT", "global-parameters/{name}", parameters.put_global_parameter)
         p("DELETE", "global-parameters/{name}", parameters.delete_global_parameter)
+        r("GET", "shovels", shovels.shovels)
+        r("GET", "shovels/{vhost}", shovels.shovels)
+        r("DELETE", "shovels/vhost/{vhost}/{name}/restart", shovels.restart)
 
     def _route(self, method: str, pattern: str, fn: Callable[..., Response],
                policymaker: bool = False) -> None:

@@ -39,6 +39,8 @@ class Context:
     disk_free_limit: int = 0  # --disk-free-limit in bytes (0: no disk alarm)
     # Called with (session, code, text) to close a connection on its own worker.
     close_connection: Callable[[Session, int, str], None] | None = None
+    # the broker's dynamic shovels (``syncmq.shovel.manager.Shovels``), None: no shovels
+    shovels: Any = None
 
 
 def peer_parts(addr: Any) -> tuple[str, int]:

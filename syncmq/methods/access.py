@@ -41,6 +41,8 @@ def _refused(session: Session, what: str, kind: str, name: str) -> AMQPChannelEr
 def check(session: Session, what: str, kind: str, name: str) -> None:
     """Raise 403 unless the session's user has ``what`` (configure/write/read) on the
     ``kind`` (queue/exchange) called ``name`` in the session's vhost."""
+    if session.user.internal:  # the broker's own client: RabbitMQ's trusted user none
+        return
     name = _resource_name(kind, name)
     perm = session.broker.users.permission(session.username, session.vhost.name)
     if perm is None or not perm.allows(what, name):

@@ -71,6 +71,10 @@ def start_ok(session: Session, _ch, m: C.StartOk, _p, _b) -> None:
             f"SYNTAX_ERROR - malformed {mechanism} response{why}",
             m.CLASS_ID, m.METHOD_ID,
         ) from None
+    internal = session.broker.internal_login.check(username, password)
+    if internal is not None:  # the broker's own client (a shovel's local end)
+        _login(session, mechanism, username, internal, "")
+        return
     _login(session, mechanism, username,
            *session.broker.users.authenticate(username, password, session.peer))
 
@@ -145,7 +149,8 @@ def open_(session: Session, _ch, m: C.Open, _p, _b) -> None:
     vhost = session.broker.vhosts.get(name)
     if vhost is None:
         raise AMQPConnectionError(_spec.NOT_ALLOWED, f"NOT_ALLOWED - vhost {name} not found")
-    if not access.vhost_allowed(session.broker.users, session.username, name):
+    if not (session.user.internal
+            or access.vhost_allowed(session.broker.users, session.username, name)):
         raise AMQPConnectionError(
             _spec.NOT_ALLOWED,
             f"NOT_ALLOWED - access to vhost '{name}' refused for user '{session.username}'",

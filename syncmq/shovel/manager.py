@@ -1,0 +1,154 @@
+"""The broker's dynamic shovels: one :class:`~syncmq.shovel.worker.ShovelWorker` per runtime
+parameter ``shovel`` (vhost, name).
+
+Ownership: the definitions live in the parameter store (``broker.parameters``, component
+``shovel``); this registry only runs them. It is told about changes through ``apply``
+(called by the store on the thread that set or cleared the parameter, and at recovery) and
+owns the map (vhost, name) -> worker, guarded by :attr:`Shovels.lock` (held only to read or
+swap entries, never while a worker stops: stopping joins a thread).
+
+Status rows have RabbitMQ's shape (``rabbit_shovel_mgmt:format``): ``node``, ``timestamp``,
+``name``, ``vhost``, ``type`` ``dynamic``, ``state`` and, when running, the URIs without
+credentials, the protocols and the source and destination; when terminated, ``reason``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from . import definition
+from .worker import LocalNode, ShovelWorker
+
+log = logging.getLogger("syncmq.shovel")
+
+COMPONENT = "shovel"
+
+
+def _ts(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+class Shovels:
+    """Runs the shovels. ``local``: how ``amqp://`` reaches this node (None until the
+    listener is bound: shovels applied before that start once :meth:`set_local` is
+    called). ``clear(vhost, name)`` removes a finished shovel's parameter (the store's
+    ``clear``)."""
+
+    def __init__(self, node: str, cluster_name: str,
+                 clear: Callable[[str, str], Any] | None = None) -> None:
+        self.node = node
+        self.cluster_name = cluster_name
+        self.clear = clear
+        self.local: LocalNode | None = None
+        self.lock = threading.Lock()
+        self.workers: dict[tuple[str, str], ShovelWorker] = {}
+        self.specs: dict[tuple[str, str], definition.ShovelSpec] = {}
+        self.stopped = False
+
+    # ---- the parameter store's component ----
+
+    validate = staticmethod(definition.validate)
+
+    def apply(self, vhost: str, name: str, value: Any | None) -> None:
+        """Start, replace (a changed definition restarts it) or stop a shovel."""
+        key = (vhost, name)
+        spec = None if value is None else definition.parse(vhost, name, value)
+        with self.lock:
+            old = self.workers.pop(key, None)
+            if spec is None:
+                self.specs.pop(key, None)
+            else:
+                self.specs[key] = spec
+        if old is not None:
+            old.stop()
+        if spec is not None:
+            self._start(key)
+
+    def _start(self, key: tuple[str, str]) -> None:
+        with self.lock:
+            spec = self.specs.get(key)
+            if spec is None or self.local is None or self.stopped or key in self.workers:
+                return
+            w = self.workers[key] = ShovelWorker(spec, self.local, self.cluster_name,
+                                                 self._completed)
+        w.start()
+
+    def _completed(self, vhost: str, name: str) -> None:
+        """``src-delete-after`` reached (on the shovel's thread): delete the parameter, as
+        RabbitMQ's shovel deletes itself."""
+        if self.clear is not None:
+            try:
+                self.clear(vhost, name)
+                return
+            except Exception:
+                log.exception("could not clear the finished shovel's parameter",
+                              extra={"shovel": name, "vhost": vhost})
+        self.apply(vhost, name, None)
+
+    def set_local(self, local: LocalNode) -> None:
+        """The listener is bound: start what was applied before."""
+        self.local = local
+        with self.lock:
+            keys = list(self.specs)
+        for key in keys:
+            self._start(key)
+
+    # ---- operations ----
+
+    def restart(self, vhost: str, name: str) -> bool:
+        """``DELETE /api/shovels/vhost/{vhost}/{name}/restart``: a new worker (new
+        connections); False if there is no such shovel."""
+        key = (vhost, name)
+        with self.lock:
+            old = self.workers.pop(key, None)
+            known = key in self.specs
+        if old is not None:
+            old.stop()
+        if known:
+            self._start(key)
+        return known or old is not None
+
+    def exists(self, vhost: str, name: str) -> bool:
+        return (vhost, name) in self.specs
+
+    def stop_all(self) -> None:
+        with self.lock:
+            self.stopped = True
+            workers = list(self.workers.values())
+            self.workers.clear()
+        for w in workers:
+            w.stop()
+
+    def threads(self) -> list[threading.Thread]:
+        with self.lock:
+            return [w.thread for w in self.workers.values() if w.thread.is_alive()]
+
+    # ---- status ----
+
+    def status(self, vhost: str | None = None) -> list[dict]:
+        with self.lock:
+            items = sorted(self.specs.items())
+            workers = dict(self.workers)
+        out = []
+        for (vh, name), spec in items:
+            if vhost is not None and vh != vhost:
+                continue
+            w = workers.get((vh, name))
+            st = w.status if w is not None else None
+            row = {"node": self.node, "timestamp": _ts(st.timestamp if st else time.time()),
+                   "name": name, "vhost": vh, "type": "dynamic"}
+            if st is None or st.state == "starting":
+                row["state"] = "starting"
+            elif st.state == "running":
+                row.update(state="running", src_uri=st.src_uri, src_protocol="amqp091",
+                           dest_protocol="amqp091", dest_uri=st.dest_uri)
+                row.update(spec.source_details())
+                row.update(spec.dest_details())
+            else:
+                row.update(state="terminated", reason=st.reason)
+            out.append(row)
+        return out
