@@ -20,13 +20,15 @@ from interop_helpers import RabbitNode, rabbitmq_available
 def rabbitmq() -> Iterator[RabbitNode]:
     """A private RabbitMQ node for the whole session (differential suite), with its
     management plugin (the rabbitmqadmin comparisons) and its shovel and federation plugins
-    (their runtime-parameter components: shovel, federation-upstream(-set))."""
+    (their runtime-parameter components: shovel, federation-upstream(-set); the shovel
+    comparisons: /api/shovels)."""
     if not rabbitmq_available():
         pytest.skip("rabbitmq-server is not installed (CI installs it: apt-get install "
                     "rabbitmq-server)")
     base = tempfile.mkdtemp(prefix="syncmq-interop-rabbit-")
     node = RabbitNode(base, management=True,
-                      plugins=("rabbitmq_shovel", "rabbitmq_federation")).start()
+                      plugins=("rabbitmq_shovel", "rabbitmq_shovel_management",
+                               "rabbitmq_federation")).start()
     yield node
     node.stop()
     shutil.rmtree(base, ignore_errors=True)
