@@ -286,3 +286,50 @@ def test_api_status_restart_and_redaction(pair):
     wait_for(lambda: (status(a, "api") or {}).get("state") == "running")
     a.node.shovels.apply("/", "api", None)
     assert status(a, "api") is None and not a.node.shovels.threads()
+
+
+def test_on_confirm_acks_only_what_the_destination_confirmed(tmp_path):
+    """The destination's fsync is held (the journal's test gate): it has the messages but
+    confirms none, so the source acks none (the shovel's prefetch stays unacked); once the
+    fsync goes through, every confirm reaches the source and it empties."""
+    import os
+
+    from brokerproc import BrokerProcess
+    from test_fsync_gate import Gate
+
+    gate = Gate(str(tmp_path / "gate"))
+    b = BrokerProcess(str(tmp_path / "b"),
+                      env=dict(os.environ, SYNCMQ_TEST_FSYNC_GATE=gate.path)).start()
+    a = syncmq.Server(management_port=0).start()
+    try:
+        cb = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", b.port))
+        cb.channel().queue_declare("dst", durable=True)
+        ca, cha = channel(a)
+        cha.queue_declare("src", durable=True)
+        publish(cha, "src", 100)
+        gate.hold()
+        set_shovel(a, "gated", {"src-uri": "amqp://", "src-queue": "src",
+                                "dest-uri": f"amqp://guest:guest@127.0.0.1:{b.port}",
+                                "dest-queue": "dst", "src-prefetch-count": 20})
+
+        def dest_ready():
+            req = urllib.request.Request(
+                f"http://127.0.0.1:{b.management_port}/api/queues/%2F/dst",
+                headers={"Authorization": "Basic " + base64.b64encode(b"guest:guest").decode()})
+            with urllib.request.urlopen(req) as r:
+                return json.loads(r.read())["messages"]
+        wait_for(lambda: dest_ready() >= 20, what="the destination holding 20 unconfirmed")
+        wait_for(lambda: gate.waiters() > 0, what="the destination's journal at the gate")
+        q = api(a, "GET", "queues/%2F/src")[1]
+        assert (q["messages"], q["messages_unacknowledged"]) == (100, 20), q
+        gate.release()
+        wait_for(lambda: api(a, "GET", "queues/%2F/src")[1]["messages"] == 0,
+                 what="the source emptied once confirmed")
+        assert dest_ready() == 100
+        cb.close()
+        ca.close()
+    finally:
+        gate.release()
+        a.stop()
+        b.stop()
+        os.close(gate.fd)
