@@ -333,3 +333,28 @@ def test_on_confirm_acks_only_what_the_destination_confirmed(tmp_path):
         a.stop()
         b.stop()
         os.close(gate.fd)
+
+
+def test_syncmqctl_shovel_status_and_restart(pair):
+    import urllib.parse
+    from types import SimpleNamespace
+
+    from test_ctl_remote import fails, ok
+
+    a, b = pair
+    node = SimpleNamespace(management_port=urllib.parse.urlsplit(a.management_url).port)
+    set_shovel(a, "ctl", {"src-uri": "amqp://", "src-queue": "q",
+                          "dest-uri": remote(b, "guest", "guest"), "dest-queue": "q"})
+    rows = wait_for(lambda: [r for r in json.loads(ok(node, "shovel_status", "--formatter",
+                                                      "json")) if r["state"] == "running"])
+    assert rows[0]["name"] == "ctl" and rows[0]["dest_uri"] == f"amqp://127.0.0.1:{b.port}"
+    out = ok(node, "shovel_status").splitlines()
+    assert out[1].split("\t")[:4] == ["name", "vhost", "type", "state"]
+    assert out[2].split("\t")[:4] == ["ctl", "/", "dynamic", "running"]
+    assert "guest" not in "".join(out)  # no credentials
+    before = a.node.shovels.workers[("/", "ctl")]
+    assert "Restarting dynamic Shovel ctl in virtual host /" in ok(node, "restart_shovel", "ctl")
+    assert a.node.shovels.workers[("/", "ctl")] is not before
+    fails(node, "restart_shovel", "nope", msg="Shovel with the given name was not found")
+    fails(node, "restart_shovel", "-p", "novhost", "ctl",
+          msg="Shovel with the given name was not found")
