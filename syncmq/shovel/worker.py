@@ -40,6 +40,7 @@ log = logging.getLogger("syncmq.shovel")
 
 COMPLETED = "completed"  # src-delete-after reached: the shovel deletes itself
 CLOSE_TIMEOUT = 10.0
+OUT_LIMIT = 4 << 20  # on-publish: unsent bytes to the destination before acks wait
 
 
 @dataclass(frozen=True)
@@ -166,6 +167,7 @@ class _Link:
         self.blocked = False
         self.buffer: list = []  # deliveries held while the destination is blocked
         self.unconfirmed: dict[int, int] = {}  # destination publish seq -> source tag
+        self.held_acks: list[int] = []  # on-publish: source tags waiting for output room
         self.seq = 0
         self.remaining: int | None = None  # src-delete-after: messages still to move
         self.remaining_unacked: int | None = None  # ... still to publish
@@ -236,12 +238,12 @@ class _Link:
             conn.add_on_connection_unblocked_callback(lambda c, f: self._blocked(False))
 
     def _conn_failed(self, end: str, exc: Exception) -> None:
-        self.fail(f"{'inbound' if end == 'src' else 'outbound'}_conn_died: "
+        self.fail(f"{_side(end)}_conn_died: "
                   f"could not connect ({_describe(exc)})")
 
     def _conn_closed(self, end: str, exc: Exception) -> None:
         if self.reason is None:
-            self.fail(f"{'inbound' if end == 'src' else 'outbound'}_conn_died: "
+            self.fail(f"{_side(end)}_conn_died: "
                       f"{_describe(exc)}")
         self._maybe_stop()
 
@@ -259,7 +261,7 @@ class _Link:
 
     def _chan_closed(self, end: str, exc: Exception) -> None:
         if self.reason is None:
-            self.fail(f"{'inbound' if end == 'src' else 'outbound'}_channel_closed: "
+            self.fail(f"{_side(end)}_channel_closed: "
                       f"{_describe(exc)}")
 
     # ---- set-up: destination, then source (as RabbitMQ: init_dest, init_source) ----
@@ -280,21 +282,30 @@ class _Link:
 
     def _ensure_queue(self, end: str, queue: str, then: Callable[[], None]) -> None:
         """``ensure_queue``: a passive declare; if the queue is missing, declare it durable
-        (on a second channel: the 404 closed the first)."""
+        (on a second channel: the 404 closed the first). Any other refusal ends the link."""
         conn = self.conns[end]
+        done = []
 
-        def declared(ch, frame):
+        def declared(ch, _frame):
+            done.append(True)
             ch.close()
             then()
 
-        def probe_closed(ch, exc):
-            code = getattr(exc, "reply_code", None)
-            if code == 404 and self.reason is None:
-                conn.channel(on_open_callback=lambda ch2: ch2.queue_declare(
-                    queue, durable=True, callback=lambda f: declared(ch2, f)))
+        def closed(exc, second: bool) -> None:
+            if done or self.reason is not None:
+                return
+            if getattr(exc, "reply_code", None) == 404 and not second:
+                conn.channel(on_open_callback=declare)
+            else:
+                self.fail(f"{_side(end)}_channel_closed: declaring queue '{queue}': "
+                          f"{_describe(exc)}")
+
+        def declare(ch):
+            ch.add_on_close_callback(lambda c, e: closed(e, True))
+            ch.queue_declare(queue, durable=True, callback=lambda f: declared(ch, f))
 
         def probe(ch):
-            ch.add_on_close_callback(probe_closed)
+            ch.add_on_close_callback(lambda c, e: closed(e, False))
             ch.queue_declare(queue, passive=True, callback=lambda f: declared(ch, f))
 
         conn.channel(on_open_callback=probe)
@@ -379,12 +390,33 @@ class _Link:
             self.seq += 1
             self.unconfirmed[self.seq] = tag
         elif spec.ack_mode == "on-publish":
-            self.chans["src"].basic_ack(tag)
-            self._moved(1)
+            self._ack_published(tag)
         else:
             self._moved(1)
         if self.remaining_unacked is not None:
             self.remaining_unacked -= 1
+
+    def _ack_published(self, tag: int) -> None:
+        """on-publish: ack once written, but not while the destination connection has more
+        than OUT_LIMIT bytes unsent (a slow destination): the source then stops at its
+        prefetch instead of the shovel buffering without bound."""
+        self.held_acks.append(tag)
+        if len(self.held_acks) == 1:
+            self._release_acks()
+
+    def _release_acks(self) -> None:
+        if not self.held_acks or self.reason is not None:
+            return
+        try:
+            unsent = self.conns["dest"]._get_write_buffer_size()  # pika's own count
+        except Exception:
+            unsent = 0
+        if unsent > OUT_LIMIT:
+            self.ioloop.call_later(0.01, self._release_acks)
+            return
+        held, self.held_acks = self.held_acks, []
+        self.chans["src"].basic_ack(held[-1], multiple=True)  # in order: all up to it
+        self._moved(len(held))
 
     def _properties(self, props: pika.BasicProperties) -> pika.BasicProperties:
         spec = self.spec
@@ -445,6 +477,10 @@ class _Link:
                     self.buffer.append((method, props, body))
                 else:
                     self._forward(method, props, body)
+
+
+def _side(end: str) -> str:
+    return "inbound" if end == "src" else "outbound"
 
 
 def _describe(exc: object) -> str:
