@@ -124,3 +124,24 @@ def test_status_row_matches_rabbitmq(tmp_path, rabbitmq):
 def test_rabbitmq_refuses_what_we_refuse(rabbitmq, bad):
     assert rabbit_api(rabbitmq, "PUT", "parameters/shovel/%2F/x", {"value": bad})[0] == 400
     assert problems("x", bad)
+
+
+def test_rabbitmq_shovel_plugin_between_syncmq_queues(tmp_path, rabbitmq):
+    """RabbitMQ's own shovel plugin with syncmq as its source and its destination."""
+    n = 1000
+    port = free_port()
+    s = BrokerProcess(str(tmp_path / "p"), "--port", str(port)).start()
+    try:
+        publish(port, "plugin-src", n)
+        uri = f"amqp://guest:guest@127.0.0.1:{port}"
+        code, _ = rabbit_api(rabbitmq, "PUT", "parameters/shovel/%2F/via-rabbit", {"value": {
+            "src-uri": uri, "src-queue": "plugin-src", "dest-uri": uri,
+            "dest-queue": "plugin-dst", "src-delete-after": "queue-length"}})
+        assert code in (201, 204)
+        wait_for(lambda: depth(port, "plugin-dst") == n and depth(port, "plugin-src") == 0,
+                 120, "RabbitMQ's shovel moving the messages")
+        assert check_order(drain(port, "plugin-dst", n), n) == 0
+    finally:
+        rabbit_api(rabbitmq, "DELETE", "parameters/shovel/%2F/via-rabbit")
+        s.stop()
+    assert not s.tracebacks()
