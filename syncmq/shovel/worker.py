@@ -23,8 +23,10 @@ a buffer (bounded by the source prefetch in the acking modes) until ``connection
 
 from __future__ import annotations
 
+import errno
 import logging
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -483,12 +485,43 @@ def _side(end: str) -> str:
     return "inbound" if end == "src" else "outbound"
 
 
+# RabbitMQ's human_readable_connection_error texts, by errno name
+CONNECT_ERRORS = {
+    "ECONNREFUSED": "connection to target host was refused (ECONNREFUSED)",
+    "ECONNRESET": "connection to target host was reset by peer (ECONNRESET)",
+    "ETIMEDOUT": "connection to target host timed out (ETIMEDOUT)",
+    "EHOSTUNREACH": "target host is unreachable (EHOSTUNREACH)",
+}
+
+
+def _root(exc: BaseException) -> BaseException:
+    """The innermost cause pika wraps (workflow -> connector -> socket error)."""
+    for _ in range(10):
+        inner = None
+        if getattr(exc, "exceptions", None):
+            inner = exc.exceptions[-1]
+        elif isinstance(getattr(exc, "exception", None), BaseException):
+            inner = exc.exception
+        elif exc.args and isinstance(exc.args[0], BaseException):
+            inner = exc.args[0]
+        if inner is None:
+            break
+        exc = inner
+    return exc
+
+
 def _describe(exc: object) -> str:
     if exc is None:
         return "closed"
-    args = getattr(exc, "args", ())
-    if isinstance(exc, pika.exceptions.ProbableAuthenticationError) or (
-            isinstance(exc, pika.exceptions.ConnectionClosedByBroker)
-            and getattr(exc, "reply_code", 0) == 403):
-        return f"access refused (auth_failure): {exc}"
-    return f"{type(exc).__name__}{args!r}" if args else type(exc).__name__
+    root = _root(exc) if isinstance(exc, BaseException) else exc
+    if isinstance(root, pika.exceptions.ProbableAuthenticationError) or (
+            getattr(root, "reply_code", 0) == 403):
+        text = root.args[0] if root.args and isinstance(root.args[0], str) else str(root)
+        return f"auth_failure: {text}"
+    if isinstance(root, socket.gaierror):
+        return "target hostname cannot be resolved (NXDOMAIN)"
+    if isinstance(root, OSError) and root.errno is not None:
+        name = errno.errorcode.get(root.errno, "")
+        return CONNECT_ERRORS.get(name, f"{name or root.errno}: {root.strerror}")
+    args = getattr(root, "args", ())
+    return f"{type(root).__name__}{args!r}" if args else type(root).__name__
