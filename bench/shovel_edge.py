@@ -33,6 +33,9 @@ def main() -> None:
     p.add_argument("--rabbit-restarts", type=int, default=2)
     p.add_argument("--syncmq-kills", type=int, default=1)
     p.add_argument("--prefetch", type=int, default=250)
+    p.add_argument("--in-broker", action="store_true",
+                   help="the shovel as syncmq runs it (a runtime parameter, source amqp://); "
+                        "default: its worker in this process with syncmq as a remote source")
     args = p.parse_args()
     base = tempfile.mkdtemp(prefix="shovel-edge-")
     (pathlib.Path(base) / "rabbit").mkdir()
@@ -40,11 +43,12 @@ def main() -> None:
     try:
         figures = edge_to_core(str(pathlib.Path(base) / "syncmq"), rabbit, args.messages,
                                args.rabbit_restarts, args.syncmq_kills, args.prefetch,
-                               log=lambda s: print(s, file=sys.stderr, flush=True))
+                               log=lambda s: print(s, file=sys.stderr, flush=True),
+                               in_broker=args.in_broker)
     finally:
         rabbit.stop()
         shutil.rmtree(base, ignore_errors=True)
-    print(json.dumps(figures))
+    print(json.dumps(dict(figures, in_broker=args.in_broker)))
 
 
 if __name__ == "__main__":

@@ -102,14 +102,71 @@ def check_order(bodies: list[int], n: int) -> int:
     return len(bodies) - n
 
 
+def syncmq_api(mport: int, method: str, path: str, body=None):
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{mport}/api/{path}", method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": "Basic " + b64encode(b"guest:guest").decode(),
+                 "content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        text = r.read()
+        return json.loads(text) if text else None
+
+
+class InBroker:
+    """The shovel as the broker runs it: the runtime parameter set through syncmq's API
+    (source ``amqp://``); it survives a kill -9 in the journal."""
+
+    def __init__(self, value: dict) -> None:
+        self.value = dict(value, **{"src-uri": "amqp://"})
+        self.s: BrokerProcess | None = None
+
+    def start(self, s: BrokerProcess) -> None:
+        self.s = s
+        syncmq_api(s.management_port, "PUT", "parameters/shovel/%2F/edge2core",
+                   {"value": self.value})
+
+    def restarted(self, s: BrokerProcess) -> None:
+        self.s = s  # the parameter was recovered: nothing to do
+
+    def running(self) -> bool:
+        rows = syncmq_api(self.s.management_port, "GET", "shovels/%2F")
+        return any(r["name"] == "edge2core" and r["state"] == "running" for r in rows)
+
+    def stop(self) -> None:
+        syncmq_api(self.s.management_port, "DELETE", "parameters/shovel/%2F/edge2core")
+
+
+class InProcess:
+    """The shovel's worker run in this process, with syncmq as a remote source."""
+
+    def __init__(self, value: dict) -> None:
+        self.value = value
+        validate("/", "edge2core", value)
+
+    def start(self, s: BrokerProcess) -> None:
+        self.w = ShovelWorker(parse("/", "edge2core", self.value), None, "test").start()
+
+    def restarted(self, s: BrokerProcess) -> None:
+        pass
+
+    def running(self) -> bool:
+        return self.w.status.state == "running"
+
+    def stop(self) -> None:
+        self.w.stop()
+
+
 def edge_to_core(data_dir: str, rabbit: RabbitNode, n: int, rabbit_restarts: int = 1,
                  syncmq_kills: int = 1, prefetch: int = 1000,
-                 log: Callable[[str], None] = print) -> dict:
-    """Run the scenario; returns figures. The shovel runs in this process (a worker as the
-    broker runs it) with syncmq as its source URI. A small ``prefetch`` slows the shovel
-    (about prefetch / confirm latency) so that the disruptions land mid-stream."""
+                 log: Callable[[str], None] = print, in_broker: bool = False) -> dict:
+    """Run the scenario; returns figures. ``in_broker``: the shovel is a runtime parameter
+    of the syncmq broker (its source ``amqp://``); else its worker runs in this process with
+    syncmq as a remote source. A small ``prefetch`` slows the shovel (about prefetch /
+    confirm latency) so that the disruptions land mid-stream."""
     port = free_port()
     s = BrokerProcess(data_dir, "--port", str(port)).start()
+    assert s.management_port, "the broker's management API is needed"
     t0 = time.monotonic()
     publish(port, SRC, n)
     log(f"published {n} in {time.monotonic() - t0:.1f}s")
@@ -119,8 +176,8 @@ def edge_to_core(data_dir: str, rabbit: RabbitNode, n: int, rabbit_restarts: int
     value = {"src-uri": f"amqp://guest:guest@127.0.0.1:{port}", "src-queue": SRC,
              "dest-uri": f"amqp://guest:guest@127.0.0.1:{rabbit.port}", "dest-queue": DEST,
              "ack-mode": "on-confirm", "reconnect-delay": 0.5, "src-prefetch-count": prefetch}
-    validate("/", "edge2core", value)
-    worker = ShovelWorker(parse("/", "edge2core", value), None, "syncmq-test").start()
+    shovel = (InBroker if in_broker else InProcess)(value)
+    shovel.start(s)
     events, r, k = [], rabbit_restarts, syncmq_kills  # interleaved: rabbit, syncmq, ...
     while r or k:
         if r:
@@ -143,12 +200,13 @@ def edge_to_core(data_dir: str, rabbit: RabbitNode, n: int, rabbit_restarts: int
                 log(f"kill -9 syncmq at {depth(rabbit.port, DEST)} moved")
                 s.kill()
                 s = BrokerProcess(data_dir, "--port", str(port)).start()
+                shovel.restarted(s)
         wait_for(lambda: s.management_port and queue_total(s.management_port, SRC) == 0, 900,
                  "the source queue emptied")
         moved_in = time.monotonic() - t1
-        wait_for(lambda: worker.status.state == "running", 60, "the shovel running")
+        wait_for(shovel.running, 60, "the shovel running")
     finally:
-        worker.stop()
+        shovel.stop()
     bodies = drain(rabbit.port, DEST, n)
     repeats = check_order(bodies, n)
     s.stop()

@@ -44,9 +44,19 @@ def rabbit_api(rabbit, method, path, body=None):
         return e.code, json.loads(text) if text else None
 
 
-def test_edge_to_core(tmp_path, rabbitmq):
+def test_edge_to_core_worker(tmp_path, rabbitmq):
+    """The shovel's worker with syncmq as a remote source (kill -9 of the source broker)."""
     figures = edge_to_core(str(tmp_path / "edge"), rabbitmq, N_EDGE, rabbit_restarts=1,
                            syncmq_kills=1, prefetch=10)
+    assert figures["messages"] == N_EDGE
+
+
+def test_edge_to_core_in_broker(tmp_path, rabbitmq):
+    """The shovel as syncmq runs it (a runtime parameter, source ``amqp://``): killed -9
+    with the broker, it comes back from the journal with it."""
+    pytest.importorskip("syncmq.broker.parameters", reason="the parameter store (#20)")
+    figures = edge_to_core(str(tmp_path / "edge"), rabbitmq, N_EDGE, rabbit_restarts=1,
+                           syncmq_kills=1, prefetch=10, in_broker=True)
     assert figures["messages"] == N_EDGE
 
 
