@@ -361,3 +361,18 @@ def test_syncmqctl_shovel_status_and_restart(pair):
     fails(node, "restart_shovel", "nope", msg="Shovel with the given name was not found")
     fails(node, "restart_shovel", "-p", "novhost", "ctl",
           msg="Shovel with the given name was not found")
+
+
+def test_internal_login_is_not_guessable(pair):
+    """The shovels' local login (user none) needs the broker's random password; the name
+    alone, or another broker's password, is refused like any bad login."""
+    a, b = pair
+    for password in ("none", "guest", b.node.broker.internal_login.password):
+        with pytest.raises(pika.exceptions.ProbableAuthenticationError):
+            pika.BlockingConnection(pika.ConnectionParameters(
+                "127.0.0.1", a.port, credentials=pika.PlainCredentials("none", password)))
+    c = pika.BlockingConnection(pika.ConnectionParameters(
+        "127.0.0.1", a.port, credentials=pika.PlainCredentials(
+            "none", a.node.broker.internal_login.password)))
+    c.channel().queue_declare("internal-ok")  # every permission
+    c.close()
