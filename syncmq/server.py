@@ -90,9 +90,8 @@ class Server:
         # dynamic shovels (runtime parameters ``shovel``); started once the listener is bound
         self.shovels = Shovels(f"syncmq@{socket.gethostname()}", self.settings.cluster_name,
                                clear=self._clear_shovel)
-        register = getattr(getattr(self.broker, "parameters", None), "register", None)
-        if register is not None:
-            register("shovel", validate=self.shovels.validate, apply=self.shovels.apply)
+        self.broker.parameters.register("shovel", validate=self.shovels.validate,
+                                        apply=self.shovels.apply)
 
     def _make_session(self, transport: Transport) -> Session:
         s = Session(transport, self.broker, self.settings, HANDLERS, self._session_closed)
@@ -236,12 +235,8 @@ class Server:
 
     def _clear_shovel(self, vhost: str, name: str) -> None:
         """A shovel reached its ``src-delete-after``: clear its parameter (the store then
-        stops it), or just stop it without a store."""
-        params = getattr(self.broker, "parameters", None)
-        if params is not None:
-            params.clear("shovel", vhost, name)
-        else:
-            self.shovels.apply(vhost, name, None)
+        stops it)."""
+        self.broker.parameters.clear("shovel", vhost, name)
 
     def _start_management(self, listeners: list[dict]) -> tuple[str, int]:
         """Start the management HTTP API (``syncmq.management``), bound like the AMQP port."""

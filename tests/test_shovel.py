@@ -58,8 +58,8 @@ def channel(srv):
 
 
 def set_shovel(srv, name, value, vhost="/"):
-    srv.node.shovels.validate(vhost, name, value)
-    srv.node.shovels.apply(vhost, name, value)
+    """As ``PUT /api/parameters/shovel/{vhost}/{name}`` does: the parameter store."""
+    srv.node.broker.parameters.set("shovel", vhost, name, value)
 
 
 def status(srv, name):
@@ -285,10 +285,13 @@ def test_api_status_restart_and_redaction(pair):
     assert api(a, "DELETE", "shovels/vhost/%2F/nope/restart")[0] == 404
     before = a.node.shovels.workers[("/", "api")]
     assert api(a, "DELETE", "shovels/vhost/%2F/api/restart")[0] == 204
-    assert a.node.shovels.workers[("/", "api")] is not before and not before.thread.is_alive()
+    assert a.node.shovels.workers[("/", "api")] is not before
+    before.thread.join(20)
+    assert not before.thread.is_alive()
     wait_for(lambda: (status(a, "api") or {}).get("state") == "running")
-    a.node.shovels.apply("/", "api", None)
-    assert status(a, "api") is None and not a.node.shovels.threads()
+    a.node.broker.parameters.clear("shovel", "/", "api")
+    assert status(a, "api") is None
+    wait_for(lambda: not a.node.shovels.threads(), what="its thread gone")
 
 
 def test_on_confirm_acks_only_what_the_destination_confirmed(tmp_path):

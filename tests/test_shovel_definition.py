@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import pytest
 
+from syncmq.broker.parameters import ParameterError
 from syncmq.shovel import definition, uri
-from syncmq.shovel.definition import ParameterError, problems
+from syncmq.shovel.definition import problems
 
 OK = {"src-uri": "amqp://", "dest-uri": "amqp://", "src-queue": "a"}
 

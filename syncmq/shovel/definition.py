@@ -16,14 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..broker.parameters import validation_failed
 from . import uri as urimod
 from .erlterm import fmt, fmt_pairs
-
-try:  # the runtime-parameter store's error (syncmq/broker/parameters.py)
-    from ..broker.parameters import ParameterError
-except ImportError:  # pragma: no cover - until the store is on main
-    class ParameterError(Exception):  # type: ignore[no-redef]
-        """A refused value; ``str(exc)`` is RabbitMQ's reason text."""
 
 DEFAULT_PREFETCH = 1000
 DEFAULT_RECONNECT_DELAY = 5
@@ -179,7 +174,7 @@ def validate(vhost: str, name: str, value: Any) -> None:
     """The store's ``validate`` for the component ``shovel``."""
     errs = problems(name, value)
     if errs:
-        raise ParameterError("Validation failed\n\n" + "".join(e + "\n" for e in errs))
+        raise validation_failed(*errs)
 
 
 @dataclass

@@ -5,7 +5,9 @@ Ownership: the definitions live in the parameter store (``broker.parameters``, c
 ``shovel``); this registry only runs them. It is told about changes through ``apply``
 (called by the store on the thread that set or cleared the parameter, and at recovery) and
 owns the map (vhost, name) -> worker, guarded by :attr:`Shovels.lock` (held only to read or
-swap entries, never while a worker stops: stopping joins a thread).
+swap entries, never while a worker stops). ``apply`` runs under the store's change lock, so
+it never waits for a worker: a replaced or cleared shovel's thread is told to stop and
+finishes on its own (joined at shutdown).
 
 Status rows have RabbitMQ's shape (``rabbit_shovel_mgmt:format``): ``node``, ``timestamp``,
 ``name``, ``vhost``, ``type`` ``dynamic``, ``state`` and, when running, the URIs without
@@ -46,6 +48,9 @@ class Shovels:
         self.local: LocalNode | None = None
         self.lock = threading.Lock()
         self.workers: dict[tuple[str, str], ShovelWorker] = {}
+        # workers told to stop and not joined yet (``apply`` runs under the parameter store's
+        # change lock and must not wait for a link to close); joined by :meth:`stop_all`
+        self.retired: list[ShovelWorker] = []
         self.specs: dict[tuple[str, str], definition.ShovelSpec] = {}
         self.stopped = False
 
@@ -63,10 +68,18 @@ class Shovels:
                 self.specs.pop(key, None)
             else:
                 self.specs[key] = spec
-        if old is not None:
-            old.stop()
+        self._retire(old)
         if spec is not None:
             self._start(key)
+
+    def _retire(self, worker: ShovelWorker | None) -> None:
+        """Tell a worker to stop without waiting for it (its link closes on its own thread;
+        the source requeues what it held)."""
+        if worker is None:
+            return
+        worker.stop(join=False)
+        with self.lock:
+            self.retired = [w for w in self.retired if w.thread.is_alive()] + [worker]
 
     def _start(self, key: tuple[str, str]) -> None:
         with self.lock:
@@ -78,16 +91,21 @@ class Shovels:
         w.start()
 
     def _completed(self, vhost: str, name: str) -> None:
-        """``src-delete-after`` reached (on the shovel's thread): delete the parameter, as
-        RabbitMQ's shovel deletes itself."""
-        if self.clear is not None:
+        """``src-delete-after`` reached (on the shovel's thread, which ends right after):
+        delete the parameter, as RabbitMQ's shovel deletes itself. On a thread of its own:
+        the store's ``clear`` takes its change lock, whose holder may be stopping this
+        shovel."""
+        def delete() -> None:
             try:
-                self.clear(vhost, name)
-                return
+                if self.clear is not None:
+                    self.clear(vhost, name)
+                    return
             except Exception:
                 log.exception("could not clear the finished shovel's parameter",
                               extra={"shovel": name, "vhost": vhost})
-        self.apply(vhost, name, None)
+            self.apply(vhost, name, None)
+        threading.Thread(target=delete, name=f"syncmq-shovel-delete-{vhost}/{name}",
+                         daemon=True).start()
 
     def set_local(self, local: LocalNode) -> None:
         """The listener is bound: start what was applied before."""
@@ -106,8 +124,7 @@ class Shovels:
         with self.lock:
             old = self.workers.pop(key, None)
             known = key in self.specs
-        if old is not None:
-            old.stop()
+        self._retire(old)
         if known:
             self._start(key)
         return known or old is not None
@@ -118,14 +135,18 @@ class Shovels:
     def stop_all(self) -> None:
         with self.lock:
             self.stopped = True
-            workers = list(self.workers.values())
+            workers = list(self.workers.values()) + self.retired
             self.workers.clear()
+            self.retired = []
+        for w in workers:
+            w.stop(join=False)  # all links close at once
         for w in workers:
             w.stop()
 
     def threads(self) -> list[threading.Thread]:
         with self.lock:
-            return [w.thread for w in self.workers.values() if w.thread.is_alive()]
+            return [w.thread for w in [*self.workers.values(), *self.retired]
+                    if w.thread.is_alive()]
 
     # ---- status ----
 

@@ -111,13 +111,14 @@ class ShovelWorker:
         self.thread.start()
         return self
 
-    def stop(self, timeout: float = CLOSE_TIMEOUT + 5) -> None:
-        """Close both connections and end the thread (joined unless called from it)."""
+    def stop(self, join: bool = True, timeout: float = CLOSE_TIMEOUT + 5) -> None:
+        """Close both connections and end the thread (``join``: wait for it, unless called
+        from it)."""
         self._stopping.set()
         link = self._link
         if link is not None:
             link.request_stop()
-        if threading.current_thread() is not self.thread and self.thread.is_alive():
+        if join and threading.current_thread() is not self.thread and self.thread.is_alive():
             self.thread.join(timeout)
 
     def _set(self, state: str, reason: str | None = None, link: _Link | None = None) -> None:

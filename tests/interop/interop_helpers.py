@@ -29,13 +29,9 @@ def _raise_nofile() -> None:
 class RabbitNode:
     """A private RabbitMQ node: its own node name, ports, mnesia/log dirs and cookie (HOME),
     with its management plugin on ``management_port`` (127.0.0.1) when ``management``, and
-<<<<<<< HEAD
     the other ``plugins`` enabled (their names as ``rabbitmq-plugins`` takes them), through
     its own enabled-plugins file (``RABBITMQ_ENABLED_PLUGINS_FILE``): nothing system-wide
     is changed."""
-=======
-    the other ``plugins`` enabled (e.g. ``rabbitmq_shovel``)."""
->>>>>>> ee71fa4 (shovel: dynamic shovels (syncmq/shovel): RabbitMQ 3.10's definition keys and validation texts, a worker thread per shovel with both ends on pika (amqp:// is this broker over its own listener with an internal login, RabbitMQ's trusted direct user 'none'), on-confirm/on-publish/no-ack, src-delete-after, blocked destination; /api/shovels status and restart)
 
     def __init__(self, base: str, management: bool = False,
                  plugins: tuple[str, ...] = ()) -> None:
