@@ -89,9 +89,10 @@ class Server:
         self.management: ManagementServer | None = None
         # dynamic shovels (runtime parameters ``shovel``); started once the listener is bound
         self.shovels = Shovels(f"syncmq@{socket.gethostname()}", self.settings.cluster_name,
-                               clear=self._clear_shovel)
+                               clear=self._clear_shovel, users=lambda: self.broker.users)
         self.broker.parameters.register("shovel", validate=self.shovels.validate,
-                                        apply=self.shovels.apply)
+                                        apply=self.shovels.apply,
+                                        validate_user=self.shovels.validate_user)
 
     def _make_session(self, transport: Transport) -> Session:
         s = Session(transport, self.broker, self.settings, HANDLERS, self._session_closed)

@@ -78,3 +78,42 @@ def test_shovel_parameter_survives_kill_9(brokers_on_dir):
         cd.close()
     finally:
         dest.stop()
+
+
+def test_direct_uri_needs_the_users_access_to_its_vhost(broker):
+    """RabbitMQ's validate_params_user: a policymaker of one vhost may not point a shovel's
+    amqp:// (this broker, reached with the trusted internal login) at another vhost."""
+    assert call(broker, "PUT", "vhosts/pm-v1")[0] in (201, 204)
+    assert call(broker, "PUT", "users/pm", {"password": "pw", "tags": "policymaker"})[0] in (
+        201, 204)
+    assert call(broker, "PUT", "permissions/pm-v1/pm",
+                {"configure": ".*", "write": ".*", "read": ".*"})[0] in (201, 204)
+
+    def put_as_pm(value):
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{broker.management_port}/api/parameters/shovel/pm-v1/s",
+            method="PUT", data=json.dumps({"value": value}).encode(),
+            headers={"Authorization": "Basic " + base64.b64encode(b"pm:pw").decode(),
+                     "content-type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status, None
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    base = {"src-queue": "q", "dest-uri": "amqp:///pm-v1", "dest-queue": "q2",
+            "reconnect-delay": 0}
+    code, body = put_as_pm(dict(base, **{"src-uri": "amqp://"}))  # vhost "/"
+    assert code == 400 and html.unescape(body["reason"]) == (
+        'Validation failed\n\nuser "pm" may not connect to vhost "/"\n'), body
+    code, body = put_as_pm(dict(base, **{"src-uri": ["amqp://u:p@elsewhere/", "amqp:///x"]}))
+    assert code == 400 and "vhost" in body["reason"] and "x" in body["reason"], body
+    assert put_as_pm(dict(base, **{"src-uri": "amqp:///pm-v1"}))[0] == 201
+    # the administrator without permissions on a vhost is refused the same way
+    assert call(broker, "PUT", "vhosts/pm-v2")[0] in (201, 204)
+    assert call(broker, "PUT", "parameters/shovel/pm-v1/t", {"value": dict(
+        base, **{"src-uri": "amqp:///pm-v2"})})[0] == 400
+    call(broker, "DELETE", "parameters/shovel/pm-v1/s")
+    call(broker, "DELETE", "users/pm")
+    call(broker, "DELETE", "vhosts/pm-v1")
+    call(broker, "DELETE", "vhosts/pm-v2")

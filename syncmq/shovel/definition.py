@@ -211,6 +211,16 @@ class ShovelSpec:
         return {k: v for k, v in d.items() if v is not None}
 
 
+def direct_vhost(uri: str) -> str | None:
+    """The vhost a direct URI (``amqp://`` with no host: this broker) names; None for a
+    network URI or one that does not parse."""
+    try:
+        ep = urimod.parse(uri)
+    except urimod.URIError:
+        return None
+    return ep.vhost if ep.local else None
+
+
 def _uris(v) -> list[str]:
     return [v] if isinstance(v, str) else list(v)
 

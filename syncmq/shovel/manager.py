@@ -41,10 +41,12 @@ class Shovels:
     ``clear``)."""
 
     def __init__(self, node: str, cluster_name: str,
-                 clear: Callable[[str, str], Any] | None = None) -> None:
+                 clear: Callable[[str, str], Any] | None = None,
+                 users: Callable[[], Any] | None = None) -> None:
         self.node = node
         self.cluster_name = cluster_name
         self.clear = clear
+        self.users = users  # the broker's current UserStore (validate_user)
         self.local: LocalNode | None = None
         self.lock = threading.Lock()
         self.workers: dict[tuple[str, str], ShovelWorker] = {}
@@ -57,6 +59,25 @@ class Shovels:
     # ---- the parameter store's component ----
 
     validate = staticmethod(definition.validate)
+
+    def validate_user(self, vhost: str, name: str, value: Any, user: str) -> None:
+        """RabbitMQ's ``validate_params_user``: a direct URI (``amqp://``, this broker,
+        reached with the trusted internal login) must name a vhost the user setting the
+        shovel may connect to, or a policymaker of one vhost could read another."""
+        store = self.users() if self.users is not None else None
+        u = None if store is None else store.users.get(user)
+        if u is None:
+            return  # not a user of the store (the broker itself): as RabbitMQ's none
+        errors = []
+        for key in ("src-uri", "dest-uri"):
+            uris = value.get(key)
+            for uri in [uris] if isinstance(uris, str) else list(uris or []):
+                target = definition.direct_vhost(uri)
+                if target is not None and target not in u.permissions and not any(
+                        e.endswith(f'"{target}"') for e in errors):
+                    errors.append(f'user "{user}" may not connect to vhost "{target}"')
+        if errors:
+            raise definition.validation_failed(*errors)
 
     def apply(self, vhost: str, name: str, value: Any | None) -> None:
         """Start, replace (a changed definition restarts it) or stop a shovel."""
