@@ -56,7 +56,7 @@ def test_edge_to_core_in_broker(tmp_path, rabbitmq):
     with the broker, it comes back from the journal with it."""
     pytest.importorskip("syncmq.broker.parameters", reason="the parameter store (#20)")
     figures = edge_to_core(str(tmp_path / "edge"), rabbitmq, N_EDGE, rabbit_restarts=1,
-                           syncmq_kills=1, prefetch=10, in_broker=True)
+                           syncmq_kills=1, prefetch=2, in_broker=True)
     assert figures["messages"] == N_EDGE
 
 
