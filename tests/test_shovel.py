@@ -379,3 +379,24 @@ def test_internal_login_is_not_guessable(pair):
             "none", a.node.broker.internal_login.password)))
     c.channel().queue_declare("internal-ok")  # every permission
     c.close()
+
+
+def test_unreadable_certificate_file_is_a_reason_not_a_crash(pair, tmp_path):
+    """amqps with a CA file that does not exist: terminated with the reason, retried, and
+    no connection left behind by the attempts."""
+    a, b = pair
+    set_shovel(a, "tls", {"src-uri": "amqp://", "src-queue": "q",
+                          "dest-uri": f"amqps://127.0.0.1:{b.port}?verify=verify_peer&"
+                                      f"cacertfile={tmp_path}/missing.pem",
+                          "reconnect-delay": 0.1})
+    st = wait_for(lambda: (status(a, "tls") or {}).get("state") == "terminated"
+                  and status(a, "tls"))
+    assert st["reason"].startswith("outbound_conn_died: could not connect (FileNotFoundError")
+    seen = set()  # several attempts: each one replaces the status object
+
+    def attempts():
+        seen.add(a.node.shovels.workers[("/", "tls")].status.timestamp)
+        return len(seen) >= 6
+    wait_for(attempts, what="several attempts")
+    code, conns = api(a, "GET", "connections")
+    assert [c for c in conns if c["user"] == "none"] == []

@@ -178,9 +178,13 @@ class _Link:
     # ---- life cycle ----
 
     def run(self) -> str:
-        for end in ("src", "dest"):
-            self._connect(end)
-        self.ioloop.start()
+        try:
+            for end in ("src", "dest"):
+                self._connect(end)
+        except Exception as e:  # e.g. an amqps URI's certificate file cannot be read
+            self.fail(f"{_side(end)}_conn_died: could not connect ({type(e).__name__}: {e})")
+        if self.conns and not all(c.is_closed for c in self.conns.values()):
+            self.ioloop.start()
         for c in self.conns.values():  # what did not close within CLOSE_TIMEOUT: drop it
             if not c.is_closed:
                 try:
@@ -203,7 +207,7 @@ class _Link:
             return
         self.reason = reason
         for c in list(self.conns.values()):
-            if c.is_open:
+            if not (c.is_closing or c.is_closed):  # open, or still opening (aborted)
                 try:
                     c.close()
                 except Exception:
@@ -243,6 +247,7 @@ class _Link:
     def _conn_failed(self, end: str, exc: Exception) -> None:
         self.fail(f"{_side(end)}_conn_died: "
                   f"could not connect ({_describe(exc)})")
+        self._maybe_stop()
 
     def _conn_closed(self, end: str, exc: Exception) -> None:
         if self.reason is None:
