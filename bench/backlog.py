@@ -108,6 +108,7 @@ def _env() -> dict[str, str]:
 def start_broker(data_dir: str, budget: str, workers: int) -> tuple[subprocess.Popen, int]:
     args = [sys.executable, "-m", "syncmq.cli", "--port", "0", "--data-dir", data_dir,
             "--log-format", "json", "--log-level", "info", "--management-port", "-1",
+            "--prometheus-port", "-1",
             "--workers", str(workers), "--memory-budget", budget,
             "--memory-high-watermark", "0"]
     proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,

@@ -5,6 +5,7 @@ The only importer of configargparse and python-json-logger (with ``syncmq.cli``)
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 
@@ -60,6 +61,29 @@ def escape_log_value(value: object) -> str:
     return str(value).translate(_ESCAPES)
 
 
+_BARE_UNSAFE = frozenset(' "=\'')
+
+
+def format_log_field(value: object) -> str:
+    """A ``key=value`` field's value in a text line: numbers, booleans (``true``/``false``)
+    and ``null`` as JSON writes them, dicts and lists as compact JSON (ASCII, so no value
+    can end the line), a string bare when it is plain, else in double quotes with ``"`` and
+    ``\\`` and control characters escaped."""
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (dict, list, tuple, set, frozenset)):
+        if isinstance(value, (set, frozenset)):
+            value = sorted(value, key=str)
+        return json.dumps(value, default=str, separators=(",", ":"))
+    s = str(value)
+    escaped = escape_log_value(s)
+    if s and escaped == s and not _BARE_UNSAFE.intersection(s):
+        return s
+    return '"' + escaped.replace('"', '\\"') + '"'
+
+
 _RECORD_KEYS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
     "message", "asctime"}
 
@@ -75,15 +99,28 @@ class _TextFormatter(logging.Formatter):
             base = super().format(record)
         finally:
             record.msg, record.args = saved
-        extras = [f"{escape_log_value(k)}={escape_log_value(v)}"
+        extras = [f"{escape_log_value(k)}={format_log_field(v)}"
                   for k, v in record.__dict__.items() if k not in _RECORD_KEYS]
         if extras:
             base += " " + " ".join(extras)
         return base
 
 
+def resolve_log_format(fmt: str, path: str | None) -> str:
+    """``auto``: text when the lines go to a terminal (stderr is a tty, no ``--log-file``),
+    JSON otherwise (a pipe, a file, a supervisor's or journald's capture)."""
+    if fmt != "auto":
+        return fmt
+    try:
+        tty = path is None and sys.stderr is not None and sys.stderr.isatty()
+    except (AttributeError, ValueError):  # a closed or replaced stderr
+        tty = False
+    return "text" if tty else "json"
+
+
 def log_handler(fmt: str, path: str | None) -> logging.Handler:
-    """A handler writing ``fmt`` (json or text) lines to ``path`` or stderr."""
+    """A handler writing ``fmt`` (json, text or auto) lines to ``path`` or stderr."""
+    fmt = resolve_log_format(fmt, path)
     if path:
         handler: logging.Handler = logging.handlers.WatchedFileHandler(path)
     else:

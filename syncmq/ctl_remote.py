@@ -24,6 +24,8 @@ import urllib.error
 import urllib.request
 from urllib.parse import quote
 
+from . import ctl_migration
+
 DEFAULT_URL = "http://127.0.0.1:15672"
 TIMEOUT = 30.0
 
@@ -348,6 +350,16 @@ def import_definitions(c: Client, args) -> None:
     _banner(args, "Definitions imported.")
 
 
+def migration_plan(c: Client, args) -> None:
+    """docs/scaling.md's migration: definitions + a RabbitMQ shovel per non-empty queue."""
+    try:
+        plan = ctl_migration.plan(c.call("GET", "/api/definitions"),
+                                  c.call("GET", "/api/queues"), args.source_uri)
+    except ctl_migration.PlanError as e:
+        raise RemoteError(str(e)) from None
+    print(json.dumps(plan, indent=2))
+
+
 # ---- operating: start-up, authentication, connections, environment ----
 
 def await_startup(c: Client, args) -> None:
@@ -479,6 +491,9 @@ VERBS = {
                            "stdout)", ["path"]),
     "import_definitions": (import_definitions, "load a definitions JSON file (- for stdin)",
                            ["path"]),
+    "migration_plan": (migration_plan, "print the definitions and a RabbitMQ shovel per "
+                       "non-empty queue, pulling from SOURCE_URI (docs/scaling.md)",
+                       ["source_uri"]),
     "await_startup": (await_startup, "wait until the broker answers", ["--timeout=300"]),
     "list_user_permissions": (list_user_permissions, "list a user's permissions",
                               ["username", "cols"]),

@@ -4,12 +4,12 @@
 ``_``: ``Server(max_message_size="1MiB", users_file="users.toml")``) with defaults that suit
 tests: an ephemeral port, a temporary data dir removed at :meth:`Server.stop` (unless
 ``data_dir`` is given), no management API (``management_port=0`` starts it on an ephemeral
-port), no resource alarms (they would measure the whole test process, not the broker), and
+port) and no Prometheus port (``prometheus_port=0``), no resource alarms (they would measure the whole test process, not the broker), and
 logging left alone unless one of ``log_level``/``log_format``/``log_file`` is given (then a
 handler on the ``syncmq`` logger, removed at stop). No signal handlers: those are the CLI's.
 
 Nothing is global: every server has its own threads (``syncmq-reactor``, ``syncmq-worker-N``,
-``syncmq-journal``, ``syncmq-management*``), sockets and data dir, so several run in one process.
+``syncmq-journal``, ``syncmq-management*``, ``syncmq-prometheus``), sockets and data dir, so several run in one process.
 :meth:`start` returns once the listener accepts connections; :meth:`stop` closes every
 connection with 320 CONNECTION_FORCED (as RabbitMQ does at shutdown), flushes the journal and
 joins every thread it started. One thread (the caller's) drives start/stop/restart.
@@ -32,7 +32,8 @@ __all__ = ["Server"]
 
 #: Where embedded defaults differ from the command line's (see the module docstring).
 EMBEDDED_DEFAULTS: dict[str, Any] = {
-    "port": 0, "data_dir": None, "management_port": -1, "memory_high_watermark": 0, "disk_free_limit": 0,
+    "port": 0, "data_dir": None, "management_port": -1, "prometheus_port": -1,
+    "memory_high_watermark": 0, "disk_free_limit": 0,
 }
 _LOG_OPTIONS = ("log_level", "log_format", "log_file")
 
@@ -91,8 +92,10 @@ class Server:
             raise RuntimeError("syncmq.Server is not running")
         self._stop_node(node, crash=crash)
         self.config.port = node.address[1]  # the same port: clients reconnect to it
-        if self.config.management_port and node.management is not None:
+        if node.management is not None:  # 0 (ephemeral) included: keep the port it got
             self.config.management_port = node.management.address[1]
+        if self.config.prometheus_port is not None and node.prometheus is not None:
+            self.config.prometheus_port = node.prometheus.address[1]
         if node.tls_address is not None:
             self.config.tls_port = node.tls_address[1]
         return self.start()

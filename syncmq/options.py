@@ -155,8 +155,9 @@ OPTIONS: tuple[Option, ...] = (
       metavar="N"),
     Opt("log-level", "info", "`debug`, `info`, `warning`, `error`, `critical`", metavar="L",
       choices=("debug", "info", "warning", "error", "critical")),
-    Opt("log-format", "json", "`json` (one JSON object a line) or `text`", metavar="F",
-      choices=("json", "text")),
+    Opt("log-format", "auto", "`json` (one JSON object a line), `text` (`time LEVEL logger: "
+      "message key=value ...`) or `auto`: text when logging to a terminal, JSON otherwise",
+      metavar="F", choices=("auto", "json", "text")),
     Opt("log-file", None, "log file, reopened on SIGHUP (for logrotate)", metavar="PATH",
       shown_default="stderr"),
     Opt("frame-max", "131072", "largest frame offered in `connection.tune` (>= 4096)", type=int,
@@ -186,8 +187,12 @@ OPTIONS: tuple[Option, ...] = (
         "clients wait in the kernel's backlog", type=int, metavar="N"),
     Opt("management-threads", "4", "threads answering management requests", type=int,
         metavar="N"),
+    Opt("prometheus-port", "15692", "Prometheus `/metrics` endpoints on their own port, as "
+        "RabbitMQ's rabbitmq_prometheus (they are on the management port too), bound to "
+        "`--bind`; `0` binds an ephemeral port and logs it (`\"prometheus_port\"` in the "
+        "start-up line); `-1` disables", type=int, metavar="N"),
     Opt("metrics-auth", "per-object", "which Prometheus endpoints need credentials: "
-        "`per-object` (only `/metrics/per-object`), `all`, `none`", metavar="MODE", choices=("per-object", "all", "none")),
+        "`per-object` (all but the aggregated `/metrics`), `all`, `none`", metavar="MODE", choices=("per-object", "all", "none")),
     Opt("management-cors-origin", None, "an origin allowed to call the API from a browser "
         "(repeatable); no CORS headers otherwise", metavar="URL", multiple=True, shown_default="none"),
     Opt("memory-high-watermark", "0.4", "memory alarm: a fraction of total RAM or a size "
@@ -255,6 +260,8 @@ def validate(c: Any) -> None:
         raise ValueError("--frame-max must be >= 4096")
     if not -1 <= c.management_port <= 65535:
         raise ValueError("--management-port must be between 0 and 65535, or -1 to disable")
+    if not -1 <= c.prometheus_port <= 65535:
+        raise ValueError("--prometheus-port must be between 0 and 65535, or -1 to disable")
     if c.management_read_timeout <= 0 or c.management_idle_timeout <= 0:
         raise ValueError("--management-read-timeout/--management-idle-timeout must be > 0")
     if c.management_max_connections < 1 or c.management_threads < 1:
@@ -293,7 +300,8 @@ ServerConfig = dataclasses.make_dataclass(
     + _INTERNAL,
     namespace={"__doc__": "One field per non-CLI-only option of ``OPTIONS`` (converted and "
                "validated: build it with :func:`make_config`), plus internal settings. "
-               "``management_port`` is None when the management API is off."},
+               "``management_port`` (``prometheus_port``) is None when the management API "
+               "(the Prometheus port) is off."},
 )
 ServerConfig.__module__ = __name__
 
@@ -320,6 +328,8 @@ def make_config(values: dict[str, Any]) -> Any:
     validate(config)
     if config.no_management or config.management_port < 0:
         config.management_port = None
+    if config.prometheus_port < 0:
+        config.prometheus_port = None
     if config.tls_fail_if_no_peer_cert:
         config.tls_verify_peer = True
     return config

@@ -3,7 +3,7 @@
 Signal handlers (installed by :meth:`Server.serve_forever`) only put the signal number on a
 queue; the main thread acts on it: SIGTERM/SIGINT shut down gracefully (stop accepting, close
 every connection with 320 CONNECTION_FORCED, wait a bounded time for them to go, stop threads),
-SIGHUP reloads ``--users-file`` and calls the ``on_hup`` hook (log reopening).
+SIGHUP reloads ``--users-file``, calls the ``on_hup`` hook (log reopening) and logs what it did.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from .broker.auth import UsersFileError, UserStore
 from .broker.broker import Broker
 from .broker.durability import Durability
 from .journal.writer import Journal
+from .management import App, HTTPSettings, ManagementServer, MetricsOnly
 from .management import Context as ManagementContext
-from .management import HTTPSettings, ManagementServer
 from .methods import access
 from .methods.registry import HANDLERS
 from .methods.session import Session, Settings
@@ -87,6 +87,7 @@ class Server:
         self.on_hup: Callable[[], None] | None = None
         self.started_at = time.time()
         self.management: ManagementServer | None = None
+        self.prometheus: ManagementServer | None = None  # --prometheus-port's listener
         # dynamic shovels (runtime parameters ``shovel``); started once the listener is bound
         self.shovels = Shovels(f"syncmq@{socket.gethostname()}", self.settings.cluster_name,
                                clear=self._clear_shovel, users=lambda: self.broker.users)
@@ -129,6 +130,22 @@ class Server:
             s.transport.worker.submit(access.clear_caches, s)
         log.info("users file reloaded", extra={"users_file": path, **store.summary()})
         return True
+
+    def hangup(self) -> list[str]:
+        """SIGHUP: re-read ``--users-file`` and reopen ``--log-file`` (the ``on_hup`` hook),
+        then log one line saying what was done (``reloaded``: what was; a users file that
+        failed to load is logged by :meth:`reload_users` and left out). Returns ``reloaded``."""
+        reloaded = []
+        if self.config.users_file and self.reload_users():
+            reloaded.append("users_file")
+        if self.on_hup is not None:
+            self.on_hup()
+            reloaded.append("log_file")
+        what = {"users_file": "users file reloaded", "log_file": "log file reopened"}
+        text = ", ".join(what[r] for r in reloaded) or "nothing to reload (no --users-file " \
+            "loaded, no --log-file)"
+        log.info("SIGHUP: %s", text, extra={"reloaded": reloaded})
+        return reloaded
 
     def tls_context(self) -> ssl.SSLContext:
         """The TLS listener's context: TLS 1.2 or newer only, the configured certificate, and
@@ -179,8 +196,9 @@ class Server:
 
     def _undo_start(self) -> None:
         self.shovels.stop_all()
-        if self.management is not None:
-            self.management.stop()
+        for http in (self.prometheus, self.management):
+            if http is not None:
+                http.stop()
         if self.reactor.thread is None:
             self.reactor._shutdown_sockets()  # never ran: nothing else touches its sockets
         else:
@@ -209,6 +227,11 @@ class Server:
             maddr = self._start_management(listeners)
             listeners.append({"protocol": "http", "ip_address": maddr[0], "port": maddr[1]})
             extra["management_port"] = maddr[1]
+        if self.config.prometheus_port is not None:
+            paddr = self._start_prometheus()
+            listeners.append({"protocol": "http/prometheus", "ip_address": paddr[0],
+                              "port": paddr[1]})
+            extra["prometheus_port"] = paddr[1]
         self.pool.start()
         self.monitor = ResourceMonitor(
             self.broker, self._session_list, self.reactor.call_later,
@@ -239,17 +262,14 @@ class Server:
         stops it)."""
         self.broker.parameters.clear("shovel", vhost, name)
 
-    def _start_management(self, listeners: list[dict]) -> tuple[str, int]:
-        """Start the management HTTP API (``syncmq.management``), bound like the AMQP port."""
-        def sessions() -> list[Session]:
-            with self._sessions_lock:
-                return list(self.sessions)
-
+    def _management_context(self, listeners: list[dict]) -> ManagementContext:
+        """What the management layer is given (shared by its two listeners)."""
         def close(s: Session, code: int, text: str) -> None:
             s.transport.worker.submit(s.close, code, text)
 
-        ctx = ManagementContext(
-            broker=self.broker, sessions=sessions, node=f"syncmq@{socket.gethostname()}",
+        return ManagementContext(
+            broker=self.broker, sessions=self._session_list,
+            node=f"syncmq@{socket.gethostname()}",
             version=__version__, started_at=self.started_at, data_dir=self.config.data_dir,
             listeners=listeners, cluster_name=self.settings.cluster_name,
             close_connection=close,
@@ -259,19 +279,43 @@ class Server:
             mem_limit=self.config.memory_high_watermark,
             disk_free_limit=self.config.disk_free_limit,
         )
+
+    def _http_settings(self) -> HTTPSettings:
         c = self.config
-        http = HTTPSettings(
+        return HTTPSettings(
             max_body=c.management_max_body, max_definitions_body=c.management_max_definitions_body,
             read_timeout=c.management_read_timeout, idle_timeout=c.management_idle_timeout,
             max_connections=c.management_max_connections, threads=c.management_threads,
             metrics_auth=c.metrics_auth, cors_origins=tuple(c.management_cors_origin))
-        self.management = ManagementServer(ctx, c.bind, c.management_port, http)
+
+    def _start_management(self, listeners: list[dict]) -> tuple[str, int]:
+        """Start the management HTTP API (``syncmq.management``), bound like the AMQP port.
+        ``listeners`` is the list the API shows (the Prometheus listener joins it later)."""
+        c = self.config
+        self.management = ManagementServer(self._management_context(listeners), c.bind,
+                                           c.management_port, self._http_settings())
+        return self._bind_http(self.management, c.management_port, "management")
+
+    def _start_prometheus(self) -> tuple[str, int]:
+        """Start the Prometheus port: the management application's ``/metrics`` endpoints
+        (the same renderings), or an application of its own, never started (no history
+        sampler), when the management API is off."""
+        c = self.config
+        if self.management is not None:
+            app = self.management.app
+            ctx, settings = app.ctx, self.management.settings
+        else:
+            ctx, settings = self._management_context([]), self._http_settings()
+            app = App(ctx, settings)
+        self.prometheus = ManagementServer(ctx, c.bind, c.prometheus_port, settings,
+                                           app=MetricsOnly(app), name="syncmq-prometheus")
+        return self._bind_http(self.prometheus, c.prometheus_port, "prometheus")
+
+    def _bind_http(self, http: ManagementServer, port: int, what: str) -> tuple[str, int]:
         try:
-            return self.management.start()
+            return http.start()
         except OSError as e:
-            raise OSError(e.errno, e.strerror,
-                          f"{self.config.bind}:{self.config.management_port} (management)"
-                          ) from None
+            raise OSError(e.errno, e.strerror, f"{self.config.bind}:{port} ({what})") from None
 
     def _session_list(self) -> list[Session]:
         with self._sessions_lock:
@@ -284,8 +328,9 @@ class Server:
             out.append(self.reactor.thread)
         if self.journal is not None and self.journal.thread is not None:
             out.append(self.journal.thread)
-        if self.management is not None:
-            out.extend(self.management.threads())
+        for http in (self.management, self.prometheus):
+            if http is not None:
+                out.extend(http.threads())
         out.extend(self.shovels.threads())
         return out
 
@@ -294,8 +339,9 @@ class Server:
         them without a close, as a node that dies), stop and join the threads."""
         log.info("shutting down")
         self.shovels.stop_all()  # first: their connections close cleanly, unacked requeued
-        if self.management is not None:
-            self.management.stop()
+        for http in (self.prometheus, self.management):
+            if http is not None:
+                http.stop()
         self.reactor.stop_accepting()
         if graceful:
             self._close_sessions()
@@ -338,9 +384,7 @@ class Server:
             except queue.Empty:
                 continue
             if signum == signal.SIGHUP:
-                self.reload_users()
-                if self.on_hup is not None:
-                    self.on_hup()
+                self.hangup()
                 continue
             break
         self.stop()

@@ -18,10 +18,11 @@ class BrokerProcess:
         self.env = env  # the broker's environment (None: the test process's)
         self.args = [sys.executable, "-m", "syncmq.cli", "--port", "0", "--data-dir", data_dir,
                      "--log-format", "json", "--log-level", "info",
-                     "--management-port", "0", *extra]
+                     "--management-port", "0", "--prometheus-port", "-1", *extra]
         self.lines: list[str] = []
         self.port: int | None = None
         self.management_port: int | None = None  # when the start-up line has one
+        self.prometheus_port: int | None = None  # with --prometheus-port 0 in ``extra``
         self._started = threading.Event()
         self._cond = threading.Condition()
         self.proc: subprocess.Popen | None = None
@@ -30,6 +31,7 @@ class BrokerProcess:
     def start(self, timeout: float = 30.0) -> BrokerProcess:
         self.port = None
         self.management_port = None
+        self.prometheus_port = None
         self._started.clear()
         self.proc = subprocess.Popen(self.args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                      text=True, bufsize=1, env=self.env,
@@ -54,6 +56,8 @@ class BrokerProcess:
                     self.port = int(rec["port"])
                     if rec.get("management_port") is not None:
                         self.management_port = int(rec["management_port"])
+                    if rec.get("prometheus_port") is not None:
+                        self.prometheus_port = int(rec["prometheus_port"])
                     self._started.set()
 
     def wait_for_log(self, text: str, timeout: float = 15.0) -> str:

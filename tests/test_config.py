@@ -25,7 +25,7 @@ def _parse(argv, env=None, monkeypatch=None):
 def test_defaults():
     args = _parse([])
     assert args.port == 5672 and args.bind == "127.0.0.1" and args.frame_max == 131072
-    assert args.heartbeat == 60 and args.channel_max == 2047 and args.log_format == "json"
+    assert args.heartbeat == 60 and args.channel_max == 2047 and args.log_format == "auto"
 
 
 def test_precedence_ini_env_flag(tmp_path, monkeypatch):
@@ -109,7 +109,7 @@ def test_log_file_reopened_after_rotation(tmp_path):
     log = tmp_path / "syncmq.log"
     p = subprocess.Popen([sys.executable, "-m", "syncmq.cli", "--port", "0", "--data-dir",
                           str(tmp_path / "data"), "--log-file", str(log),
-                          "--management-port", "-1"])
+                          "--management-port", "-1", "--prometheus-port", "-1"])
     try:
         deadline = time.monotonic() + 30
         port = None

@@ -93,6 +93,15 @@ def test_restart_on_the_same_data_dir_keeps_durable_messages(tmp_path) -> None:
     assert os.path.exists(tmp_path / "LOCK")  # a given data dir is kept
 
 
+def test_restart_keeps_the_ephemeral_management_port(tmp_path) -> None:
+    """``management_port=0`` picks a port once; a restart serves the API on the same one (a
+    client's URL must survive the restart, as the AMQP port's does)."""
+    with syncmq.Server(data_dir=str(tmp_path), management_port=0) as s:
+        before = s.management_url
+        s.restart()
+        assert s.management_url == before
+
+
 def test_failed_start_leaves_nothing_running(tmp_path) -> None:
     with syncmq.Server(data_dir=str(tmp_path)) as s:
         with pytest.raises(JournalError):  # the data dir is the other broker's

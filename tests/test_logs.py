@@ -105,7 +105,7 @@ def test_text_format_escapes_control_characters(tmp_path):
 
     proc = subprocess.Popen(
         [sys.executable, "-m", "syncmq.cli", "--port", "0", "--data-dir", str(tmp_path / "d"),
-         "--log-format", "text", "--management-port", "-1"],
+         "--log-format", "text", "--management-port", "-1", "--prometheus-port", "-1"],
         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     lines = []
     try:

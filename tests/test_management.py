@@ -129,7 +129,8 @@ def test_overview(broker, topology):
     assert ms["publish"] >= 3 and ms["confirm"] >= 3 and ms["deliver_get"] >= 1
     assert {li["protocol"] for li in o["listeners"]} == {"amqp", "http"}
     assert {li["port"] for li in o["listeners"]} == {broker.port, broker.management_port}
-    assert {t["name"] for t in o["exchange_types"]} == {"direct", "fanout", "topic", "headers"}
+    assert {t["name"] for t in o["exchange_types"]} == {"direct", "fanout", "topic", "headers",
+                                                        "x-federation-upstream"}
 
 
 def test_nodes_vhosts_whoami_health(broker):
@@ -541,28 +542,29 @@ def test_metrics_counters_and_gauges(broker_factory):
         fams = {f.name: f for f in text_string_to_metric_families(text)}
         gauge = {(s.name, tuple(sorted(s.labels.items()))): s.value
                  for f in fams.values() for s in f.samples}
-        assert gauge[("syncmq_queue_messages_unacked", (("queue", "m1"), ("vhost", "/")))] == 1
-        assert gauge[("syncmq_queue_messages_ready", (("queue", "m1"), ("vhost", "/")))] == 0
-        assert gauge[("syncmq_connections", ())] == 1
-        assert gauge[("syncmq_channels", ())] == 1
-    # after the connection closed its channels' counts are kept in the totals
+        assert gauge[("rabbitmq_queue_messages_unacked", (("queue", "m1"), ("vhost", "/")))] == 1
+        assert gauge[("rabbitmq_queue_messages_ready", (("queue", "m1"), ("vhost", "/")))] == 0
+        assert gauge[("rabbitmq_connections", ())] == 1
+        assert gauge[("rabbitmq_channels", ())] == 1
+    # after the connection closed its channels' counts are kept in the global totals
     fams = {f.name: f for f in text_string_to_metric_families(get_metrics(b))}
-    value = {s.name: s.value for f in fams.values() for s in f.samples if not s.labels}
-    assert fams["syncmq_messages_published"].type == "counter"
-    assert value["syncmq_messages_published_total"] == 5
-    assert value["syncmq_messages_delivered_total"] == 5
-    assert value["syncmq_messages_acked_total"] == 3
-    assert value["syncmq_messages_redelivered_total"] == 1
-    assert value["syncmq_messages_returned_total"] == 1
-    assert value["syncmq_messages_confirmed_total"] == 5
-    assert value["syncmq_connections"] == 0 and value["syncmq_consumers"] == 0
-    assert value["syncmq_queues"] == 1
-    assert value["process_resident_memory_bytes"] > 1_000_000
-    assert fams["syncmq_queue_messages_ready"].type == "gauge"
-    ready = [s for s in fams["syncmq_queue_messages_ready"].samples
+    value = {s.name: s.value for f in fams.values() for s in f.samples
+             if not set(s.labels) - {"protocol", "queue_type"}}
+    assert fams["rabbitmq_global_messages_received"].type == "counter"
+    assert value["rabbitmq_global_messages_received_total"] == 5
+    assert value["rabbitmq_global_messages_delivered_total"] == 5
+    assert value["rabbitmq_global_messages_acknowledged_total"] == 3
+    assert value["rabbitmq_global_messages_redelivered_total"] == 1
+    assert value["rabbitmq_global_messages_unroutable_returned_total"] == 1
+    assert value["rabbitmq_global_messages_confirmed_total"] == 5
+    assert value["rabbitmq_connections"] == 0 and value["rabbitmq_consumers"] == 0
+    assert value["rabbitmq_queues"] == 1
+    assert value["rabbitmq_process_resident_memory_bytes"] > 1_000_000
+    assert fams["rabbitmq_queue_messages_ready"].type == "gauge"
+    ready = [s for s in fams["rabbitmq_queue_messages_ready"].samples
              if s.labels == {"vhost": "/", "queue": "m1"}]
     assert ready[0].value == 1  # the unacked one went back when the connection closed
-    assert "syncmq_build_info" in fams
+    assert "rabbitmq_build_info" in fams and "rabbitmq_identity_info" in fams
 
 
 def get_metrics(b, path: str = "/metrics/per-object") -> str:

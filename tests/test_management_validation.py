@@ -185,7 +185,7 @@ def test_metrics_aggregated_without_credentials_per_object_with(broker, unique):
     url = f"http://127.0.0.1:{broker.management_port}"
     with urllib.request.urlopen(url + "/metrics", timeout=TIMEOUT) as r:
         text = r.read().decode()
-    assert "syncmq_queue_messages_ready " in text and unique not in text
+    assert "rabbitmq_queue_messages_ready " in text and unique not in text
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(url + "/metrics/per-object", timeout=TIMEOUT)
     assert e.value.code == 401

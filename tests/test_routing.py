@@ -656,3 +656,28 @@ def test_headers_copy_on_write():
     assert m2.route("", {"a": 1}) == {"q0", "q9"}
     m1._check()
     m2._check()
+
+
+# ---------------------------------------------------------------------- x-federation-upstream
+
+
+def test_federation_upstream_keeps_its_arguments_through_every_change():
+    """The matcher's exchange arguments (max hops, downstream name and vhost) survive every
+    copy-on-write derivation (one binding, many, removal), so routing never falls back to a
+    plain fanout. Routing itself is differential against RabbitMQ:
+    tests/interop/test_federation.py."""
+    from syncmq.broker.routing import FederationUpstreamMatcher
+    m = matcher_for("x-federation-upstream",
+                    {"x-max-hops": 2, "x-downstream-name": "down", "x-downstream-vhost": "/"})
+    assert type(m) is FederationUpstreamMatcher and m.exchange_type == "x-federation-upstream"
+    seen = {"x-received-from": [{"cluster-name": "down", "vhost": "/"}]}
+    two_hops = {"x-received-from": [{}, {}]}
+    for step in (lambda m: m.with_binding("q1", "", None),
+                 lambda m: m.with_bindings([("q2", "k", None), ("q3", "", {"a": 1})]),
+                 lambda m: m.without_binding("q3", "", {"a": 1}),
+                 lambda m: m.without_destination("q2")):
+        m = step(m)
+        m._check()
+        assert m.route("any", seen) == set() and m.route("any", two_hops) == set()
+        assert m.route("any", {"x-received-from": [{}]}) == set(m.destinations()) != set()
+        assert m.route("any", None) == set(m.destinations())

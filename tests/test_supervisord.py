@@ -66,7 +66,7 @@ supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
 serverurl = unix://{sock}
 
 [program:syncmq]
-command = {sys.executable} -m syncmq.cli --port 0 --data-dir {data} --log-format json --management-port -1
+command = {sys.executable} -m syncmq.cli --port 0 --data-dir {data} --log-format json --management-port -1 --prometheus-port -1
 autostart = true
 autorestart = false
 startsecs = 1
@@ -128,7 +128,8 @@ def test_daemonize_and_pid_file(tmp_path):
     log = tmp_path / "syncmq.log"
     p = subprocess.run([sys.executable, "-m", "syncmq.cli", "--daemonize", "--pid-file",
                         str(pid_file), "--port", "0", "--data-dir", str(tmp_path / "data"),
-                        "--log-file", str(log), "--management-port", "-1"],
+                        "--log-file", str(log), "--management-port", "-1",
+                        "--prometheus-port", "-1"],
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     pid = int(pid_file.read_text())
@@ -144,6 +145,7 @@ def test_daemonize_and_pid_file(tmp_path):
         busy.listen()
         p = subprocess.run([sys.executable, "-m", "syncmq.cli", "--daemonize", "--port",
                             str(busy.getsockname()[1]), "--data-dir", str(tmp_path / "d2"),
-                            "--log-file", str(tmp_path / "l2"), "--management-port", "-1"],
+                            "--log-file", str(tmp_path / "l2"), "--management-port", "-1",
+                            "--prometheus-port", "-1"],
                            capture_output=True, text=True, timeout=60)
     assert p.returncode == 1

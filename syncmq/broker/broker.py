@@ -26,6 +26,12 @@ def generate_consumer_tag() -> str:
     return "amq.ctag-" + _random_suffix()
 
 
+# Counted events (``Broker.count``), RabbitMQ's connection_churn_metrics and auth attempts
+EVENTS = ("connections_opened", "connections_closed", "channels_opened", "channels_closed",
+          "queues_declared", "queues_created", "queues_deleted", "auth_attempts",
+          "auth_attempts_failed")
+
+
 class Broker:
     """Top of the broker model. ``vhosts`` is mutated only under ``lock``; read without it."""
 
@@ -49,26 +55,36 @@ class Broker:
         # channel (``syncmq.methods`` object with ``deliver_reply``). Single dict operations
         # only (atomic); entries are added and removed by the owning connection's worker.
         self.reply_consumers: dict[str, Any] = {}
+        # Guards ``closed_stats`` (message counters of closed channels, added up) and
+        # ``events`` (connections, channels and queues opened/closed, logins: /metrics).
+        # Taken once per such event or scrape, never per message.
+        self.stats_lock = threading.Lock()
+        self.closed_stats: list[int] = []
+        self.events: dict[str, int] = dict.fromkeys(EVENTS, 0)
         self.vhosts: dict[str, VirtualHost] = {
             "/": VirtualHost("/", durability, self.scheduler, body_store,
-                             self.reply_consumers)}
+                             self.reply_consumers, self.count)}
         self.users = users or UserStore()
         # Runtime parameters (policies, limits, shovels...: components register on it), see
         # ``parameters.py``; journaled through ``durability``.
         self.parameters = Parameters(durability, lambda vhost: vhost in self.vhosts)
         # the credentials of the broker's own AMQP clients (shovels' local ends)
         self.internal_login = InternalLogin()
-        # Guards ``closed_stats``: message counters of closed channels, added up (management).
-        self.stats_lock = threading.Lock()
-        self.closed_stats: list[int] = []
 
     def schedule(self, delay: float, fn) -> bool:
         """Run ``fn()`` on a worker about ``delay`` seconds from now (see ``timers``)."""
         return self.scheduler.schedule(delay, fn)
 
-    def add_closed_stats(self, counts: tuple[int, ...]) -> None:
-        """Add a closed channel's message counters to the totals (not on the message path)."""
+    def count(self, event: str) -> None:
+        """One more ``event`` (a name in :data:`EVENTS`; not on the message path)."""
         with self.stats_lock:
+            self.events[event] += 1
+
+    def add_closed_stats(self, counts: tuple[int, ...]) -> None:
+        """Add a closed channel's message counters to the totals and count the channel as
+        closed (once per channel; not on the message path)."""
+        with self.stats_lock:
+            self.events["channels_closed"] += 1
             cs = self.closed_stats
             if len(cs) < len(counts):
                 cs.extend([0] * (len(counts) - len(cs)))
@@ -80,5 +96,6 @@ class Broker:
             vh = self.vhosts.get(name)
             if vh is None:
                 vh = self.vhosts[name] = VirtualHost(name, self.durability, self.scheduler,
-                                                     self.body_store, self.reply_consumers)
+                                                     self.body_store, self.reply_consumers,
+                                                     self.count)
             return vh

@@ -7,9 +7,14 @@ the vhost's lock and publish it with a single attribute store, so routing a mess
 
 from __future__ import annotations
 
+from .federation import FEDERATION_UPSTREAM, typed_arguments
 from .routing import Matcher, matcher_for
 
-EXCHANGE_TYPES = ("direct", "fanout", "topic", "headers")
+EXCHANGE_TYPES = ("direct", "fanout", "topic", "headers", FEDERATION_UPSTREAM)
+# Types that route by the message's headers (the exchange reads ``message.headers``)
+HEADER_ROUTED = ("headers", FEDERATION_UPSTREAM)
+# Types that ignore the routing key: one match per publish, whatever the CC/BCC keys
+KEYLESS = ("fanout", "headers", FEDERATION_UPSTREAM)
 
 
 class Exchange:
@@ -37,9 +42,11 @@ class Exchange:
         self.auto_delete = auto_delete
         self.internal = internal
         self.arguments = arguments or {}
-        self.matcher: Matcher = matcher_for(type_)
+        if type_ == FEDERATION_UPSTREAM:
+            self.arguments = typed_arguments(self.arguments)
+        self.matcher: Matcher = matcher_for(type_, self.arguments)
         self.e2e = 0  # number of bindings whose destination is an exchange
-        self.needs_headers = type_ == "headers"
+        self.needs_headers = type_ in HEADER_ROUTED
         # The alternate exchange's name (``alternate-exchange`` argument): where messages go
         # that this exchange's own bindings do not route anywhere.
         ae = self.arguments.get("alternate-exchange")

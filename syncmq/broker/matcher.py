@@ -107,10 +107,15 @@ class Matcher:
     def _validate(self, args: dict) -> None:
         """Raise ValueError if ``args`` cannot be a binding of this type."""
 
+    def _copy_params_to(self, other: Matcher) -> None:
+        """Copy what a matcher holds besides its bindings (its exchange's arguments, for a
+        type whose routing reads them) to a matcher derived from it."""
+
     def _derive(self, bindings: dict, count: int) -> Matcher:
         new = object.__new__(type(self))
         new._bindings = bindings
         new._count = count
+        self._copy_params_to(new)
         self._copy_index_to(new)
         return new
 
@@ -158,6 +163,7 @@ class Matcher:
         new = object.__new__(type(self))
         new._bindings = nested
         new._count = count
+        self._copy_params_to(new)
         new._build_index()
         return new
 
@@ -278,5 +284,6 @@ class Matcher:
         fresh = object.__new__(type(self))
         fresh._bindings = self._bindings
         fresh._count = self._count
+        self._copy_params_to(fresh)
         fresh._build_index()
         assert self._index_state() == fresh._index_state(), "index differs from a rebuild"

@@ -28,6 +28,7 @@ rabbit_db_topic_exchange); see the docstrings of the classes for the details and
 
 from __future__ import annotations
 
+from .federation import FEDERATION_UPSTREAM, link_params, should_forward
 from .headers import HeadersMatcher, validate_headers_binding
 from .matcher import _EMPTY, Matcher
 from .topic import TopicMatcher, topic_words
@@ -38,6 +39,7 @@ __all__ = [
     "FanoutMatcher",
     "TopicMatcher",
     "HeadersMatcher",
+    "FederationUpstreamMatcher",
     "matcher_for",
     "validate_headers_binding",
     "topic_words",
@@ -146,6 +148,34 @@ class FanoutMatcher(Matcher):
 
 
 # ---------------------------------------------------------------------------------------------
+# x-federation-upstream
+
+
+class FederationUpstreamMatcher(FanoutMatcher):
+    """``x-federation-upstream`` (see ``syncmq.broker.federation``): fanout, unless the
+    message's ``x-received-from`` header says the downstream already has it. Holds its
+    exchange's ``(max_hops, downstream_name, downstream_vhost)``, fixed at creation (an
+    exchange's arguments never change), carried over to every derived matcher."""
+
+    __slots__ = ("_params",)
+
+    exchange_type = FEDERATION_UPSTREAM
+
+    def __init__(self, arguments: dict | None = None) -> None:
+        self._params = link_params(arguments)
+        super().__init__()
+
+    def _copy_params_to(self, other) -> None:
+        other._params = self._params
+
+    def route(self, routing_key: str = "", headers: dict | None = None) -> frozenset:
+        """Every bound destination, or none. O(entries of x-received-from)."""
+        if headers and not should_forward(headers, *self._params):
+            return _EMPTY
+        return self._dests
+
+
+# ---------------------------------------------------------------------------------------------
 
 _TYPES: dict[str, type[Matcher]] = {
     "direct": DirectMatcher,
@@ -155,9 +185,12 @@ _TYPES: dict[str, type[Matcher]] = {
 }
 
 
-def matcher_for(exchange_type: str) -> Matcher:
-    """An empty matcher for ``exchange_type`` ("direct", "fanout", "topic", "headers").
+def matcher_for(exchange_type: str, arguments: dict | None = None) -> Matcher:
+    """An empty matcher for ``exchange_type`` ("direct", "fanout", "topic", "headers",
+    "x-federation-upstream"); ``arguments`` are the exchange's (read by the last one).
 
     Raises KeyError for any other type.  O(1).
     """
+    if exchange_type == FEDERATION_UPSTREAM:
+        return FederationUpstreamMatcher(arguments)
     return _TYPES[exchange_type]()

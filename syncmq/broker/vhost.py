@@ -15,13 +15,17 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from ..wire import _spec
 from ..wire.errors import AMQPChannelError, AMQPConnectionError
+from ..wire.fields import Long
 from .args import check_declare_arguments, check_queue_type, precondition_failed
 from .deadletter import dead_lettered, is_cycle
-from .exchange import EXCHANGE_TYPES, Exchange
+from .exchange import EXCHANGE_TYPES, KEYLESS, Exchange
+from .federation import FEDERATION_UPSTREAM, MAX_HOPS_ARG
+from .federation import check_arguments as check_federation_arguments
 from .message import Message
 from .publish import publish
 from .queue import Consumer, Queue
@@ -59,8 +63,11 @@ class VirtualHost:
 
     def __init__(self, name: str, durability: Any = None,
                  scheduler: Scheduler | None = None, body_store: Any = None,
-                 reply_consumers: dict | None = None) -> None:
+                 reply_consumers: dict | None = None,
+                 count: Callable[[str], None] | None = None) -> None:
         self.name = name
+        # ``Broker.count`` (queues declared/created/deleted for /metrics), or a no-op.
+        self.broker_count: Callable[[str], None] = count or (lambda _event: None)
         # Direct reply-to consumers (the broker's map, see ``Broker.reply_consumers``).
         self.reply_consumers: dict[str, Any] = (
             reply_consumers if reply_consumers is not None else {})
@@ -145,6 +152,8 @@ class VirtualHost:
                     "PRECONDITION_FAILED - invalid arg 'alternate-exchange' for exchange "
                     f"'{name}' in vhost '{self.name}'",
                 )
+            if type_ == FEDERATION_UPSTREAM:
+                check_federation_arguments(arguments)  # the type's validate, on creation
             ex = Exchange(self.name, name, type_, durable, auto_delete, internal, arguments)
             self.exchanges[name] = ex
             if self.durability is not None:
@@ -165,9 +174,11 @@ class VirtualHost:
                     f"PRECONDITION_FAILED - inequivalent arg '{arg}' for exchange "
                     f"'{ex.name}' in vhost '{self.name}': received '{g}' but current is '{c}'",
                 )
-        # rabbit_exchange:assert_equivalence compares alternate-exchange only
+        # the type's assert_args_equivalence: alternate-exchange for the built-in types,
+        # x-max-hops alone for x-federation-upstream
+        keys = (MAX_HOPS_ARG,) if ex.type == FEDERATION_UPSTREAM else ("alternate-exchange",)
         self._check_equivalent_args(f"exchange '{ex.name}'", ex.arguments, arguments or {},
-                                    ("alternate-exchange",))
+                                    keys)
 
     def _check_equivalent_args(self, what: str, current: dict, got: dict, keys) -> None:
         """rabbit_misc:assert_args_equivalence: the first of ``keys`` (in that order) whose
@@ -270,6 +281,7 @@ class VirtualHost:
                 _spec.ACCESS_REFUSED,
                 f"ACCESS_REFUSED - queue name '{name}' contains reserved prefix 'amq.*'",
             )
+        self.broker_count("queues_declared")
         with self.lock:
             q = self.queues.get(name)
             if q is not None:
@@ -291,7 +303,8 @@ class VirtualHost:
             self.queues[name] = q
             if q.journaled:
                 self.durability.queue_declared(q)
-            return q, True
+        self.broker_count("queues_created")
+        return q, True
 
     def _check_queue_type(self, name: str, args: dict, durable: bool, exclusive: bool,
                           auto_delete: bool) -> None:
@@ -367,6 +380,7 @@ class VirtualHost:
 
     def _delete_queue_locked(self, q: Queue) -> tuple[int, list[Consumer]]:
         del self.queues[q.name]
+        self.broker_count("queues_deleted")
         if q.journaled:
             self.durability.queue_deleted(q)
         for ex in list(self.exchanges.values()):
@@ -502,7 +516,7 @@ class VirtualHost:
                               if (q := self.queues.get(k)) is not None]
             else:
                 h = message.headers if x.needs_headers else None
-                if keys is None or x.type in ("fanout", "headers"):
+                if keys is None or x.type in KEYLESS:
                     dests = x.matcher.route(message.routing_key, h)
                 else:
                     dests = set()
@@ -574,6 +588,8 @@ def _fmt_arg(v: Any, both: bool = True) -> str:
 def _amqp_type(v: Any) -> str:
     if isinstance(v, bool):
         return "bool"
+    if type(v) is Long:
+        return "long"
     if isinstance(v, int):
         return "signedint" if -2 ** 31 <= v < 2 ** 31 else "long"
     if isinstance(v, float):

@@ -13,7 +13,9 @@ threads.
   checks.
 - ``definitions.py``, ``definitions_import.py``: RabbitMQ's definitions JSON: export, and an
   import checked whole before it is applied.
-- ``metrics.py``: Prometheus text exposition.
+- ``metrics.py``: the Prometheus endpoints (``prometheus_client`` renders them), renderings
+  shared between concurrent scrapes; ``prometheus.py``: RabbitMQ's families read off the
+  broker; ``prom_families.py``: their names, types, help texts and labels (data).
 - ``wsgi.py``: the WSGI application: the gate (auth, body limits) before any body byte,
   JSON decoding and the error shape, the dashboard's files, ``/metrics``.
 - ``httpd.py``: waitress, with the gate, timeouts and accept back-off hooked in.
@@ -26,5 +28,6 @@ work that belongs to a connection runs on that connection's worker.
 
 from .httpd import HTTPSettings, ManagementServer
 from .state import Context
+from .wsgi import App, MetricsOnly
 
-__all__ = ["Context", "HTTPSettings", "ManagementServer"]
+__all__ = ["App", "Context", "HTTPSettings", "ManagementServer", "MetricsOnly"]

@@ -22,6 +22,8 @@ import syncmq.management.validate as validate
 from ..broker.args import QUEUE_TYPES, check_declare_arguments, check_queue_type
 from ..broker.auth import Permission, User
 from ..broker.exchange import EXCHANGE_TYPES
+from ..broker.federation import FEDERATION_UPSTREAM
+from ..broker.federation import check_arguments as check_federation_arguments
 from ..broker.parameters import HIDDEN_COMPONENTS, ParameterError
 from ..broker.routing import validate_headers_binding
 from ..wire.errors import AMQPChannelError, AMQPConnectionError
@@ -196,6 +198,11 @@ def _exchange(ctx: Context, e: dict, vhosts: set[str]) -> tuple | None:
         raise DefinitionsError(f"{what}: name contains reserved prefix 'amq.*'")
     if not isinstance(args.get("alternate-exchange", ""), str):
         raise DefinitionsError(f"{what}: invalid arg 'alternate-exchange'")
+    if etype == FEDERATION_UPSTREAM:
+        try:
+            check_federation_arguments(args)
+        except AMQPChannelError as e:
+            raise DefinitionsError(f"{what}: {_reason(e)}") from None
     return vname, name, etype, durable, ad, internal, args
 
 

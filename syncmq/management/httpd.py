@@ -189,15 +189,23 @@ class _Server(TcpWSGIServer):
 
 
 class ManagementServer:
-    """The HTTP listener; :meth:`start` binds and serves in thread ``syncmq-management``."""
+    """The HTTP listener; :meth:`start` binds and serves in thread ``name``.
+
+    Without ``app`` it builds and owns the management :class:`~.wsgi.App` (and its history
+    sampler). With one (the Prometheus port: a :class:`~.wsgi.MetricsOnly` around the
+    management listener's App, or around an App never started when the management API is
+    off) it only serves it."""
 
     def __init__(self, ctx: Context, host: str, port: int,
-                 settings: HTTPSettings | None = None) -> None:
+                 settings: HTTPSettings | None = None, app=None,
+                 name: str = "syncmq-management") -> None:
         self.ctx = ctx
         self.host = host
         self.port = port
         self.settings = settings or HTTPSettings()
-        self.app: App | None = None
+        self.app = app
+        self.owns_app = app is None
+        self.name = name
         self.server: _Server | None = None
         self.thread: threading.Thread | None = None
         self.address: tuple[str, int] | None = None
@@ -212,18 +220,19 @@ class ManagementServer:
             cleanup_interval=max(0.2, min(s.read_timeout, s.idle_timeout) / 4),
             max_request_body_size=max(s.max_body, s.max_definitions_body) + 1,
             max_request_header_size=64 * 1024, asyncore_use_poll=True,
-            ident="syncmq-management", expose_tracebacks=False, log_socket_errors=False,
+            ident=self.name, expose_tracebacks=False, log_socket_errors=False,
             asyncore_loop_timeout=1)  # waitress takes whole seconds (0.5 became 0: a busy loop)
-        self.app = App(self.ctx, s)
+        if self.owns_app:
+            self.app = App(self.ctx, s)
         dispatcher = ThreadedTaskDispatcher()
         dispatcher.set_thread_count(s.threads)
         server = _Server(self.app, {}, dispatcher=dispatcher, adj=adj, sockinfo=adj.listen[0])
         server.settings, server.gate = s, self.app
         self.server = server
         self.address = (server.effective_host, int(server.effective_port))
-        self.app.start()
-        self.thread = threading.Thread(target=server.run, name="syncmq-management",
-                                       daemon=True)
+        if self.owns_app:
+            self.app.start()
+        self.thread = threading.Thread(target=server.run, name=self.name, daemon=True)
         self.thread.start()
         return self.address
 
@@ -232,13 +241,15 @@ class ManagementServer:
         joined by ``stop``: its task dispatcher's shutdown)."""
         if self.app is None or self.thread is None:
             return []
+        if not self.owns_app:
+            return [self.thread]
         return [self.thread, self.app.api.history.thread]
 
     def stop(self) -> None:
         server, self.server = self.server, None
         if server is None:
             return
-        if self.app is not None:
+        if self.app is not None and self.owns_app:
             self.app.stop()
         server.task_dispatcher.shutdown(cancel_pending=True, timeout=2)
 

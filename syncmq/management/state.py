@@ -19,6 +19,7 @@ from ..broker.broker import Broker
 from ..methods.session import Channel, Session
 
 STATS = Channel.STATS  # ("publish", "confirm", "return_unroutable", "deliver", "get", ...)
+METRIC_STATS = Channel.METRIC_STATS  # STATS and the counters only /metrics shows
 
 
 @dataclass
@@ -61,19 +62,27 @@ def open_sessions(ctx: Context) -> list[Session]:
     return [s for s in ctx.sessions() if s.vhost is not None and not s.released]
 
 
-def channel_totals(ctx: Context) -> dict[str, int]:
-    """Broker-wide message counters: closed channels' totals plus every open channel's."""
+def channel_totals(ctx: Context, keys: tuple[str, ...] = STATS) -> dict[str, int]:
+    """Broker-wide message counters ``keys`` (of ``Channel.METRIC_STATS``; the API's
+    ``STATS`` by default): closed channels' totals plus every open channel's."""
     broker = ctx.broker
     with broker.stats_lock:
-        totals = list(broker.closed_stats) or [0] * len(STATS)
-    totals += [0] * (len(STATS) - len(totals))
+        totals = list(broker.closed_stats)
+    totals += [0] * (len(METRIC_STATS) - len(totals))
     for s in ctx.sessions():
         for ch in list(s.channels.values()):
             if ch.stats_folded:
                 continue
-            for i, n in enumerate(ch.stats()):
+            for i, n in enumerate(ch.metric_stats()):
                 totals[i] += n
-    return dict(zip(STATS, totals, strict=True))
+    by_name = dict(zip(METRIC_STATS, totals, strict=True))
+    return {k: by_name[k] for k in keys}
+
+
+def events(ctx: Context) -> dict[str, int]:
+    """The broker's event counters (``Broker.events``: churn, logins), a copy."""
+    with ctx.broker.stats_lock:
+        return dict(ctx.broker.events)
 
 
 def with_deliver_get(counts: dict[str, int]) -> dict[str, int]:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import logging
 import re
@@ -40,6 +41,7 @@ import syncmq.management.ui as ui
 
 from ..broker.auth import User
 from .api import API, MANAGEMENT_TAGS, HTTPError, Request, bad_request, has_tag
+from .resources.overview import _node as node_facts  # /api/nodes' facts, one reader
 from .state import Context
 
 log = logging.getLogger("syncmq.management")
@@ -83,7 +85,8 @@ class App:
         self.ctx = ctx
         self.settings = settings
         self.api = API(ctx)
-        self.scrapes = metrics.Scrapes(ctx, self.api.rates)
+        self.scrapes = metrics.Scrapes(ctx, self.api.rates,
+                                       functools.partial(node_facts, self.api))
         self.assets = ui.load_assets()
 
     def start(self) -> None:
@@ -187,9 +190,9 @@ class App:
         uri = environ.get("REQUEST_URI") or environ.get("PATH_INFO", "/")
         path, _, query = uri.partition("?")
         parts = segments(path)
-        if parts[:1] == ["metrics"] and method in ("GET", "HEAD") and len(parts) <= 2:
-            if parts == ["metrics"] or parts[1] == "per-object":
-                return 200, metrics.CONTENT_TYPE, self.scrapes.get(len(parts) == 2), []
+        view = metrics.view_of(parts)
+        if view is not None and method in ("GET", "HEAD"):
+            return 200, metrics.CONTENT_TYPE, self.scrapes.get(view, query), []
         if method in ("GET", "HEAD") and (not parts or parts[0] in ("static", "index.html")):
             asset = self.assets.get(path)
             if asset is not None:
@@ -237,6 +240,24 @@ class App:
         if not _shallow(body) or (_SURROGATE_ESCAPE.search(raw) and _has_lone_surrogate(body)):
             raise bad_request("not_json")
         return body
+
+
+class MetricsOnly:
+    """The Prometheus port's application (``--prometheus-port``): the ``/metrics``
+    endpoints of an :class:`App` (its gate, renderings and credentials rule), 404 for every
+    other path, answered from the headers."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    def admit(self, method: str, uri: str, headers: dict[str, str], content_length: int,
+              peer: Any) -> Admission:
+        if metrics.view_of(segments(uri.split("?", 1)[0])) is None:
+            return Admission(None, HTTPError(404, "Object Not Found", "Not Found"), 0)
+        return self.app.admit(method, uri, headers, content_length, peer)
+
+    def __call__(self, environ: dict, start_response) -> list[bytes]:
+        return self.app(environ, start_response)
 
 
 def _no_constant(name: str) -> Any:

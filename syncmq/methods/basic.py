@@ -161,6 +161,8 @@ def publish(session: Session, ch: Channel, m: B.Publish, props: bytes, body: byt
     else:  # (no basic.return: straight to the broker, with the channel's reused result)
         result = broker_publish(vhost, ex, message, False, confirms is not None, session.run,
                                 None, ch.publish_result)
+        if not result.routed:
+            ch.n_drop += 1
     if confirms is not None:
         confirms.published(result)  # sent at the end of the batch (Session.flush_confirms)
         session.confirm_dirty.add(confirms)
@@ -250,7 +252,9 @@ def route(session: Session, ch: Channel, ex: Exchange, message: Message, mandato
     """
     body = message.body  # the body store takes it off the message
     result = broker_publish(session.vhost, ex, message, mandatory, must_journal, run)
-    if mandatory and not result.routed:
+    if not mandatory and not result.routed:
+        ch.n_drop += 1
+    elif mandatory and not result.routed:
         ch.n_return += 1
         session.send_content(
             ch.id,
@@ -267,6 +271,7 @@ def get(session: Session, ch: Channel, m: B.Get, _p, _b) -> None:
     q = session.vhost.get_queue(name, session)
     r = q.get(m.no_ack)
     if r is None:
+        ch.n_get_empty += 1
         session.send_method(ch.id, B.GetEmpty())
         return
     seq, message, redelivered, remaining = r

@@ -43,7 +43,8 @@ class Channel:
         "global_prefetch", "global_unacked", "global_gets", "flow_active", "closing", "confirms",
         "tx", "tx_publishes", "tx_acks", "last_queue",
         "write_ok", "read_ok", "n_publish", "n_return", "n_deliver", "n_get",
-        "n_redeliver", "n_ack", "stats_folded", "reply_consumer",
+        "n_redeliver", "n_ack", "n_deliver_no_ack", "n_get_no_ack", "n_get_empty", "n_drop",
+        "stats_folded", "reply_consumer",
         "last_publish", "last_exchange_rk", "publish_result",
     )
 
@@ -74,6 +75,10 @@ class Channel:
         # connection's worker); readers take unlocked snapshots.
         self.n_publish = self.n_return = self.n_ack = 0
         self.n_deliver = self.n_get = self.n_redeliver = 0
+        # for /metrics only (RabbitMQ's Prometheus families split these): the no-ack share of
+        # n_deliver/n_get (under ``lock``), basic.get-empty and unroutable non-mandatory
+        # publishes (this connection's worker)
+        self.n_deliver_no_ack = self.n_get_no_ack = self.n_get_empty = self.n_drop = 0
         self.stats_folded = False
         # Direct reply-to: (consumer tag, reply-to suffix, deliver prefix) of this channel's
         # amq.rabbitmq.reply-to consumer, or None; written by this connection's worker under
@@ -140,8 +145,12 @@ class Channel:
             self.next_tag = tag
             if remaining < 0:
                 self.n_deliver += k
+                if no_ack:
+                    self.n_deliver_no_ack += k
             else:
                 self.n_get += k
+                if no_ack:
+                    self.n_get_no_ack += k
             self.n_redeliver += redelivered_n
             session.transport.write(chunks)
         if failed is not None:
@@ -310,6 +319,9 @@ class Channel:
     # ---- monitoring ----
 
     STATS = ("publish", "confirm", "return_unroutable", "deliver", "get", "redeliver", "ack")
+    # STATS (the management API's message_stats) and the counters only /metrics shows
+    METRIC_STATS = (*STATS, "deliver_no_ack", "get_no_ack", "get_empty", "drop_unroutable",
+                    "received_confirm")
 
     @property
     def n_confirm(self) -> int:
@@ -321,11 +333,17 @@ class Channel:
         return (self.n_publish, self.n_confirm, self.n_return, self.n_deliver, self.n_get,
                 self.n_redeliver, self.n_ack)
 
+    def metric_stats(self) -> tuple[int, ...]:
+        """The counters in :attr:`METRIC_STATS` order (an unlocked snapshot)."""
+        confirms = self.confirms
+        return (*self.stats(), self.n_deliver_no_ack, self.n_get_no_ack, self.n_get_empty,
+                self.n_drop, confirms.seq if confirms is not None else 0)
+
     def fold_stats(self) -> None:
         """The channel is going away: add its counters to the broker's totals (once)."""
         if not self.stats_folded:
             self.stats_folded = True
-            self.session.broker.add_closed_stats(self.stats())
+            self.session.broker.add_closed_stats(self.metric_stats())
 
     def _check(self) -> None:
         """The invariants in the class docstring (tests; takes ``lock``)."""

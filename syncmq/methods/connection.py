@@ -92,7 +92,9 @@ def _external(session: Session) -> tuple[str, object, str]:
 
 def _login(session: Session, mechanism: str, username: str, user, reason: str) -> None:
     """Finish start-ok: refuse (403) or move on to connection.tune."""
+    session.broker.count("auth_attempts")
     if user is None:
+        session.broker.count("auth_attempts_failed")
         log.warning(
             "login refused: %s (mechanism %s)", reason, mechanism,
             extra={"peer": _peer(session), "user": username},
@@ -162,6 +164,7 @@ def open_(session: Session, _ch, m: C.Open, _p, _b) -> None:
             _spec.NOT_ALLOWED,
             "NOT_ALLOWED - connection refused: the node's connection limit is reached")
     session.vhost = vhost
+    session.broker.count("connections_opened")
     session.send_method(0, C.OpenOk())  # the protocol is OPEN from here on
     if session.broker.alarms:
         session.alarms_changed(session.broker.alarms)

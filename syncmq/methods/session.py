@@ -449,6 +449,7 @@ class Session:
     def open_channel(self, ch_id: int) -> Channel:
         ch = Channel(self, ch_id)
         self.channels[ch_id] = ch
+        self.broker.count("channels_opened")
         return ch
 
     def forget_channel(self, ch_id: int) -> None:
@@ -472,6 +473,8 @@ class Session:
         if self.released:
             return
         self.released = True
+        if self.vhost is not None:
+            self.broker.count("connections_closed")
         for ch in list(self.channels.values()):
             ch.fold_stats()
             ch.release()

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 import syncmq.management.state as state
 
 from ...broker.exchange import EXCHANGE_TYPES
+from ...broker.federation import DESCRIPTION as FEDERATION_DESCRIPTION
+from ...broker.federation import FEDERATION_UPSTREAM
 from ...broker.message import Message
 from ...broker.publish import publish as broker_publish
 from ..common import (
@@ -42,8 +44,7 @@ def overview(api: API, req: Request) -> Response:
     return Response(200, {
         "management_version": ctx.version,
         "rates_mode": "basic",
-        "exchange_types": [{"name": t, "description": f"AMQP {t} exchange",
-                            "enabled": True} for t in sorted(EXCHANGE_TYPES)],
+        "exchange_types": _exchange_types(),
         "product_version": ctx.version,
         "product_name": "syncmq",
         "rabbitmq_version": ctx.version,
@@ -65,6 +66,19 @@ def overview(api: API, req: Request) -> Response:
         "listeners": [dict(li, node=ctx.node) for li in ctx.listeners],
         "contexts": [],
     })
+
+
+def _exchange_types() -> list[dict]:
+    """RabbitMQ's ``exchange_types`` entries (x-federation-upstream as the federation plugin
+    describes it)."""
+    out = []
+    for t in sorted(EXCHANGE_TYPES):
+        if t == FEDERATION_UPSTREAM:
+            out.append({"name": t, "description": FEDERATION_DESCRIPTION,
+                        "internal_purpose": "federation", "enabled": True})
+        else:
+            out.append({"name": t, "description": f"AMQP {t} exchange", "enabled": True})
+    return out
 
 
 def cluster_name(api: API, req: Request) -> Response:
@@ -121,8 +135,7 @@ def _node(api: API) -> dict[str, Any]:
         "rates_mode": "basic",
         "partitions": [],
         "db_dir": os.path.abspath(ctx.data_dir) if ctx.data_dir else "",
-        "exchange_types": [{"name": t, "description": f"AMQP {t} exchange",
-                            "enabled": True} for t in sorted(EXCHANGE_TYPES)],
+        "exchange_types": _exchange_types(),
         "auth_mechanisms": [{"name": m, "description": "", "enabled": True}
                             for m in ("PLAIN", "AMQPLAIN")],
         "applications": [{"name": "syncmq", "description": "AMQP 0-9-1 broker",
