@@ -207,7 +207,9 @@ class _Link:
             return
         self.reason = reason
         for c in list(self.conns.values()):
-            if not (c.is_closing or c.is_closed):  # open, or still opening (aborted)
+            # an opening connection is left to finish: ``_opened`` closes it, or it fails
+            # (pika's own workflow trips over a close() in the middle of its handshake)
+            if c.is_open:
                 try:
                     c.close()
                 except Exception:
