@@ -411,6 +411,35 @@ def test_channels_page_channel_and_connection_pages(driver, dash_broker, unique)
             conn.close()
 
 
+def test_connection_page_keeps_only_the_charted_window(driver, dash_broker, unique):
+    """The connection page's data-rate points are trimmed to the chart's 10 minutes: a page
+    left open does not grow (the clock is moved 11 minutes on; the next refresh keeps only
+    its own point). Fails with the points kept forever."""
+    d, b = driver, dash_broker
+    conn = _client(b, f"window-{unique}")
+    try:
+        cname = next(c["name"] for c in get(b, "/api/connections", auth=ADMIN)
+                     if c["user_provided_name"] == f"window-{unique}")
+        login(d, b, ADMIN)
+        Select(d.find_element(By.ID, "refresh")).select_by_value("2")
+        goto(d, "#/connection/" + quote(cname, safe=""))
+
+        def samples(d) -> int:
+            return int(d.execute_script(
+                "const c = document.getElementById('chart-connection-data');"
+                "return c && c.dataset.samples || 0"))
+        wait(d, lambda d: samples(d) >= 2, "two refreshes drawn")
+        before = d.execute_script(  # in one go: no refresh in between
+            "const real = Date.now; Date.now = () => real.call(Date) + 660000;"
+            "return Number(document.getElementById('chart-connection-data').dataset.samples)")
+        wait(d, lambda d: samples(d) != before, "a refresh after the clock moved")
+        assert samples(d) == 1
+    finally:
+        d.execute_script("location.reload()")  # the real clock back for the next tests
+        if conn.is_open:
+            conn.close()
+
+
 # ---- the vhost selector ----
 
 def test_vhost_selector_filters_list_pages(driver, dash_broker, unique):

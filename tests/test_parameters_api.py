@@ -199,3 +199,29 @@ def test_definitions_import_checks_parameters_through_the_store(fresh_broker):
     # importing the export again changes nothing
     assert call(b, "POST", "/api/definitions", d)[0] == 204
     assert _defs(b)["parameters"] == d["parameters"]
+
+
+def test_policymaker_gets_404_for_a_vhost_that_does_not_exist(broker, unique):
+    """RabbitMQ's ``user_matches_vhost`` lets a request about a missing vhost through
+    (``not_found -> true``): a policymaker gets the administrator's 404, not 401; a vhost
+    that exists without its permissions stays a 401. Fails with the vhost checked first."""
+    pm, other, missing = f"pm-{unique}", f"other-{unique}", f"missing-{unique}"
+    assert call(broker, "PUT", f"/api/users/{pm}",
+                {"password": "pw", "tags": "policymaker"})[0] == 201
+    assert call(broker, "PUT", f"/api/permissions/%2F/{pm}",
+                {"configure": ".*", "write": ".*", "read": ".*"})[0] in (201, 204)
+    assert call(broker, "PUT", f"/api/vhosts/{other}")[0] == 201
+    auth = (pm, "pw")
+    for method, path, body in (
+            ("PUT", f"/api/parameters/shovel/{missing}/x", {"value": {}}),
+            ("GET", f"/api/parameters/shovel/{missing}", None),
+            ("GET", f"/api/parameters/shovel/{missing}/x", None),
+            ("DELETE", f"/api/parameters/shovel/{missing}/x", None)):
+        theirs = call(broker, method, path, body)[:2]
+        assert theirs[0] == 404, (method, path, theirs)
+        assert call(broker, method, path, body, auth=auth)[:2] == theirs, (method, path)
+    status, out, _ = call(broker, "PUT", f"/api/parameters/shovel/{other}/x", {"value": {}},
+                          auth=auth)
+    assert (status, out["reason"]) == (401, "User not authorised to access object")
+    assert call(broker, "PUT", f"/api/parameters/shovel/%2F/{pm}", {"value": {}},
+                auth=auth)[0] == 201

@@ -92,6 +92,11 @@ def script(port: int, vh: str, other: str, g: str, u: dict[str, str]) -> list:
         ("PUT", f"/parameters/federation-upstream/{o}/by-pm", {"value": up}, u["pm"]),
         ("GET", f"/parameters/federation-upstream/{o}", None, u["pm"]),
         ("DELETE", f"{fu}/by-pm", None, u["pm"]),
+        # a vhost that does not exist: RabbitMQ's user_matches_vhost lets it through (404)
+        ("PUT", "/parameters/federation-upstream/no-such-vhost-xyz/by-pm", {"value": up},
+         u["pm"]),
+        ("GET", "/parameters/federation-upstream/no-such-vhost-xyz", None, u["pm"]),
+        ("DELETE", "/parameters/federation-upstream/no-such-vhost-xyz/by-pm", None, u["pm"]),
         ("GET", fu, None, u["mg"]),
         ("PUT", f"{fu}/by-mg", {"value": up}, u["mg"]),
         ("GET", "/parameters", None, u["mo"]),

@@ -31,11 +31,14 @@ def not_authorised() -> HTTPError:
 
 
 def _may(api: API, req: Request, vhost: str | None = None) -> bool:
-    """Whether the user may use parameters at all (no vhost) or those of ``vhost``."""
+    """Whether the user may use parameters at all (no vhost) or those of ``vhost``. A vhost
+    that does not exist passes (RabbitMQ's ``user_matches_vhost``: ``not_found -> true``), so
+    a policymaker gets the 404 an administrator gets, not a 401."""
     user = req.user
     if has_tag(user, "administrator"):
         return True
-    return has_tag(user, "policymaker") and (vhost is None or vhost in user.permissions)
+    return has_tag(user, "policymaker") and (
+        vhost is None or vhost in user.permissions or vhost not in api.ctx.broker.vhosts)
 
 
 def _need(api: API, req: Request, vhost: str | None = None) -> None:

@@ -74,15 +74,19 @@ def delete_vhost(api: API, req: Request, vhost: str) -> Response:
         vh = broker.vhosts.pop(vhost, None)
     if vh is None:
         raise not_found()
-    for s in open_sessions(api.ctx):
-        if s.vhost is vh:
-            api.close(s, f"CONNECTION_FORCED - vhost '{vhost}' is deleted")
-    for q in list(vh.queues.values()):
-        api.drop_queue(vh, q)
-    for ex in list(vh.exchanges.values()):  # through the vhost, so the journal sees it
-        if ex.name and not ex.name.startswith("amq."):
-            vh.delete_exchange(ex.name, False)
-    broker.parameters.clear_vhost(vhost)
+    try:
+        for s in open_sessions(api.ctx):
+            if s.vhost is vh:
+                api.close(s, f"CONNECTION_FORCED - vhost '{vhost}' is deleted")
+        for q in list(vh.queues.values()):
+            api.drop_queue(vh, q)
+        for ex in list(vh.exchanges.values()):  # through the vhost, so the journal sees it
+            if ex.name and not ex.name.startswith("amq."):
+                vh.delete_exchange(ex.name, False)
+    finally:
+        # even if a step above failed: a vhost re-created under this name must not inherit
+        # the old one's parameters (policies, limits, shovels)
+        broker.parameters.clear_vhost(vhost)
 
     def change(users: dict, vhosts: list[str] | None) -> None:
         for u in users.values():

@@ -2,7 +2,7 @@
  * its channels, data rates, close), the channel list and a channel's page (mode, prefetch,
  * unacked, rates, consumers). */
 import {
-  S, COLORS, h, fill, fmtNum, fmtRate, fmtBytes, rateOf, enc, api, ApiError, banner, actionError,
+  S, COLORS, HISTORY_MS, h, fill, fmtNum, fmtRate, fmtBytes, rateOf, enc, api, ApiError, banner, actionError,
   confirmButton, readOnlyNote, tile, kv, fillKv, scoped, link,
 } from "./core.js";
 import { pagedTable, simpleTable, lineChart } from "./widgets.js";
@@ -125,6 +125,8 @@ export const connection = (name) => {
     fill(props, propsList(c.client_properties, "client-properties-list"));
     fill(chans, simpleTable(channelColumns(), cs, ch => ({ "data-name": ch.name }), "No channels.", "connection-channels-grid"));
     points.push({ t: Date.now(), recv: rateOf(c, "recv_oct"), send: rateOf(c, "send_oct") });
+    // the chart shows the last HISTORY_MS: older points go (a page left open must not grow)
+    while (points.length && points[0].t < Date.now() - HISTORY_MS) points.shift();
     chart.draw(points);
   }
   return { el, refresh };

@@ -106,6 +106,7 @@ export function lineChart(id, series, unit) {
   const canvas = h("canvas", { class: "chart", id, role: "img", "aria-label": series.map(s => s.label).join(", ") });
   const legend = h("div", { class: "legend" });
   function draw(samples) {
+    canvas.dataset.samples = String(samples.length);  // what it was given (tests: bounded)
     const dpr = window.devicePixelRatio || 1;
     const w = canvas.clientWidth || 600, hgt = canvas.clientHeight || 240;
     canvas.width = Math.round(w * dpr); canvas.height = Math.round(hgt * dpr);
