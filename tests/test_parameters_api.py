@@ -223,5 +223,5 @@ def test_policymaker_gets_404_for_a_vhost_that_does_not_exist(broker, unique):
     status, out, _ = call(broker, "PUT", f"/api/parameters/shovel/{other}/x", {"value": {}},
                           auth=auth)
     assert (status, out["reason"]) == (401, "User not authorised to access object")
-    assert call(broker, "PUT", f"/api/parameters/shovel/%2F/{pm}", {"value": {}},
+    assert call(broker, "PUT", f"/api/parameters/shovel/%2F/{pm}", {"value": SHOVEL},
                 auth=auth)[0] == 201
