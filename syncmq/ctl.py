@@ -14,6 +14,7 @@ import os
 import re
 import sys
 
+from . import ctl_rules
 from .broker.auth import Permission, User, UsersFileError, UserStore, hash_password, save
 
 
@@ -98,6 +99,7 @@ def delete_vhost(store: UserStore, args) -> bool:
     store.vhosts.remove(args.vhost)
     for u in store.users.values():
         u.permissions.pop(args.vhost, None)
+        u.topic_permissions.pop(args.vhost, None)
     return True
 
 
@@ -166,6 +168,8 @@ VERBS = {
                          True),
 }
 READ_ONLY = {"list_users", "list_vhosts", "list_permissions"}
+VERBS.update(ctl_rules.OFFLINE)  # topic permissions and user limits
+READ_ONLY |= ctl_rules.OFFLINE_READ_ONLY
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -185,7 +189,12 @@ def build_parser() -> argparse.ArgumentParser:
         if takes_vhost:
             sp.add_argument("-p", "--vhost", default="/", help="virtual host (default /)")
         for name in positionals:
-            if name.endswith("?"):
+            if name == "--global":
+                sp.add_argument("--global", dest="global_", action="store_true")
+            elif name.startswith("--"):  # "--opt:default": a string option
+                opt, _, default = name.partition(":")
+                sp.add_argument(opt, default=default)
+            elif name.endswith("?"):
                 sp.add_argument(name[:-1], nargs="?", default=None,
                                 help="read from stdin when omitted")
             elif name.endswith("*"):
@@ -205,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.quiet:
         fields = dict(vars(args))
         fields["tags_text"] = ", ".join(getattr(args, "tags", []) or [])
-        print(banner.format(**fields))
+        print(banner(args) if callable(banner) else banner.format(**fields))
     try:
         store = _load(args.users_file)
         result = fn(store, args)
@@ -214,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(line)
         elif result:
             save(store, args.users_file)
-    except (CtlError, UsersFileError) as e:
+    except (CtlError, UsersFileError, ctl_rules.RuleError) as e:
         print(f"Error:\n{e}", file=sys.stderr)
         return 1
     except OSError as e:

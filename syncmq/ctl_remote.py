@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import json
 import os
 import sys
@@ -24,7 +25,7 @@ import urllib.error
 import urllib.request
 from urllib.parse import quote
 
-from . import ctl_migration
+from . import ctl_migration, ctl_rules
 
 DEFAULT_URL = "http://127.0.0.1:15672"
 TIMEOUT = 30.0
@@ -506,6 +507,9 @@ VERBS = {
                                "explanation"]),
     "environment": (environment, "the broker's effective settings", []),
 }
+# topic permissions and user limits (ctl_rules.py), given this module's table formatter
+VERBS.update({verb: (functools.partial(fn, table=_table), help_, spec)
+              for verb, (fn, help_, spec) in ctl_rules.REMOTE.items()})
 
 
 def _common(p: argparse.ArgumentParser, top: bool) -> None:
@@ -548,6 +552,9 @@ def build_parser() -> argparse.ArgumentParser:
             elif item.startswith("--") and "=" in item:
                 opt, _, default = item.partition("=")
                 sp.add_argument(opt, type=float, default=float(default))
+            elif item.startswith("--") and ":" in item:  # a string option: "--opt:default"
+                opt, _, default = item.partition(":")
+                sp.add_argument(opt, default=default)
             elif item == "--global":
                 sp.add_argument("--global", dest="global_", action="store_true")
             elif item.startswith("--"):
@@ -567,7 +574,7 @@ def run(args: argparse.Namespace) -> int:
     client = Client(args.management_url, args.api_username, args.api_password)
     try:
         fn(client, args)
-    except RemoteError as e:
+    except (RemoteError, ctl_rules.RuleError) as e:
         print(f"Error:\n{e}", file=sys.stderr)
         return 1
     return 0

@@ -19,6 +19,13 @@ is documented in ``docs/users-file.md``::
     write = ".*"
     read = ".*"
 
+    [users.app.limits]                  # optional: max-connections, max-channels
+    max-connections = 10
+
+    [users.app.topic_permissions."/"."amq.topic"]   # optional: per vhost and exchange
+    write = "^{username}\\."
+    read = ".*"
+
 Passwords are kept as salted SHA-256 hashes, as RabbitMQ does (``rabbit_password_hashing_sha256``:
 a 4-byte salt followed by ``sha256(salt + password)``), never in plain text; a hash may be
 written as hex (what syncmqctl writes) or base64 (what RabbitMQ's definitions export holds).
@@ -40,6 +47,8 @@ import re
 import secrets
 import tomllib
 from dataclasses import dataclass, field
+
+from .user_rules import LimitError, TopicPermission, check_regex, validate_limits
 
 KNOWN_TAGS = ("administrator", "monitoring", "management", "policymaker", "impersonator")
 
@@ -122,6 +131,15 @@ class User:
     # the broker's own clients (a shovel's local end: ``InternalLogin``), RabbitMQ's direct
     # connections as user ``none``: every vhost, every resource, any user-id
     internal: bool = False
+    # vhost -> exchange -> TopicPermission (user_rules.py); a vhost is present only with
+    # at least one exchange
+    topic_permissions: dict[str, dict[str, TopicPermission]] = field(default_factory=dict)
+    # "max-connections" / "max-channels" -> int (negative: no limit)
+    limits: dict[str, int] = field(default_factory=dict)
+
+    def topic_permission(self, vhost: str, exchange: str) -> TopicPermission | None:
+        per_vhost = self.topic_permissions.get(vhost)
+        return None if per_vhost is None else per_vhost.get(exchange)
 
     def user_id_refusal(self, user_id: object) -> str | None:
         """rabbit_channel's check_user_id_header: why this user may not publish a message
@@ -270,7 +288,7 @@ class UserStore:
             users[name] = _user_from_dict(name, spec)
         vhost_list = list(dict.fromkeys(vhosts))
         for u in users.values():
-            for vh in u.permissions:
+            for vh in [*u.permissions, *u.topic_permissions]:
                 if vh not in vhost_list:
                     raise UsersFileError(
                         f"user '{u.name}' has permissions on vhost '{vh}', which is not in "
@@ -291,6 +309,11 @@ class UserStore:
                         vh: {"configure": p.configure, "write": p.write, "read": p.read}
                         for vh, p in u.permissions.items()
                     },
+                    **({"limits": dict(u.limits)} if u.limits else {}),
+                    **({"topic_permissions": {
+                        vh: {x: {"write": t.write, "read": t.read} for x, t in per.items()}
+                        for vh, per in u.topic_permissions.items()}}
+                       if u.topic_permissions else {}),
                 }
                 for u in self.users.values()
             },
@@ -303,7 +326,8 @@ def _user_from_dict(name: str, spec: object) -> User:
         raise UsersFileError("a user name must not be empty")
     if not isinstance(spec, dict):
         raise UsersFileError(f"{where} must be a table")
-    unknown = set(spec) - {"password_hash", "tags", "permissions", "loopback_only"}
+    unknown = set(spec) - {"password_hash", "tags", "permissions", "loopback_only", "limits",
+                           "topic_permissions"}
     if unknown:
         raise UsersFileError(f"{where}: unknown key(s): {', '.join(sorted(unknown))}")
     pw = spec.get("password_hash")
@@ -341,7 +365,35 @@ def _user_from_dict(name: str, spec: object) -> User:
                 ) from None
             values[kind] = v
         perms[vh] = Permission(**values)
-    return User(name, pw, list(tags), perms, loopback_only)
+    try:
+        limits = validate_limits(spec.get("limits", {}))
+    except LimitError as e:
+        raise UsersFileError(f"{where}: limits: {e}") from None
+    topic = _topic_from_dict(name, where, spec.get("topic_permissions", {}))
+    return User(name, pw, list(tags), perms, loopback_only, topic, limits)
+
+
+def _topic_from_dict(name: str, where: str, spec: object) -> dict:
+    """``[users.NAME.topic_permissions."VHOST"."EXCHANGE"]`` tables of write and read."""
+    if not isinstance(spec, dict):
+        raise UsersFileError(f"{where}: 'topic_permissions' must be a table of vhosts")
+    out: dict[str, dict[str, TopicPermission]] = {}
+    for vh, per in spec.items():
+        if not isinstance(per, dict):
+            raise UsersFileError(f"{where}: topic_permissions of vhost '{vh}' must be a table "
+                                 "of exchanges")
+        for x, p in per.items():
+            what = f"{where}: topic permission on exchange '{x}' in vhost '{vh}'"
+            if not isinstance(p, dict) or set(p) != {"write", "read"}:
+                raise UsersFileError(f"{what} must be a table with write and read")
+            for kind in ("write", "read"):
+                if not isinstance(p[kind], str):
+                    raise UsersFileError(f"{what}: {kind} is not a string")
+                why = check_regex(p[kind])
+                if why is not None:
+                    raise UsersFileError(f"{what}: {kind} is not a valid regex: {why}")
+            out.setdefault(vh, {})[x] = TopicPermission(p["write"], p["read"], name, vh)
+    return out
 
 
 # ---- writing (no TOML writer in the stdlib; this one covers exactly the users-file shape) ----
@@ -398,6 +450,14 @@ def dumps(store: UserStore) -> str:
                       f"configure = {_toml_str(p.configure)}",
                       f"write = {_toml_str(p.write)}",
                       f"read = {_toml_str(p.read)}"]
+        if u.limits:
+            lines.append(f"[users.{key}.limits]")
+            lines += [f"{k} = {v}" for k, v in u.limits.items()]
+        for vh, per in u.topic_permissions.items():
+            for x, t in per.items():
+                lines += [f"[users.{key}.topic_permissions.{_toml_key(vh)}.{_toml_str(x)}]",
+                          f"write = {_toml_str(t.write)}",
+                          f"read = {_toml_str(t.read)}"]
     return "\n".join(lines) + "\n"
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from .auth import InternalLogin, UserStore
 from .parameters import Parameters
 from .timers import Scheduler
+from .user_usage import UserUsage
 from .vhost import VirtualHost
 
 
@@ -70,6 +71,8 @@ class Broker:
         self.parameters = Parameters(durability, lambda vhost: vhost in self.vhosts)
         # the credentials of the broker's own AMQP clients (shovels' local ends)
         self.internal_login = InternalLogin()
+        # Open connections and channels per user (the user limits; ``user_usage``).
+        self.user_usage = UserUsage()
 
     def schedule(self, delay: float, fn) -> bool:
         """Run ``fn()`` on a worker about ``delay`` seconds from now (see ``timers``)."""

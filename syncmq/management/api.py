@@ -53,6 +53,7 @@ from .resources import (
     publish,
     queues,
     shovels,
+    user_rules,
     users,
     vhosts,
 )
@@ -162,6 +163,7 @@ class API:
         r("GET", "shovels", shovels.shovels)
         r("GET", "shovels/{vhost}", shovels.shovels)
         r("DELETE", "shovels/vhost/{vhost}/{name}/restart", shovels.restart)
+        user_rules.add_routes(r)  # topic permissions and user limits
 
     def _route(self, method: str, pattern: str, fn: Callable[..., Response],
                policymaker: bool = False) -> None:

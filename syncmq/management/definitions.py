@@ -4,7 +4,8 @@ Export writes what ``rabbitmqctl export_definitions`` and the management API wri
 3.x): users with ``password_hash`` in base64 and ``hashing_algorithm``
 ``rabbit_password_hashing_sha256``, vhosts, permissions, queues (not exclusive ones),
 exchanges (not the default or ``amq.*`` ones), bindings (not the default exchange's
-implicit ones), runtime parameters (``parameters``: every component but ``policy``, as
+implicit ones), topic permissions and users' limits (as RabbitMQ: a ``limits`` object in
+each user), runtime parameters (``parameters``: every component but ``policy``, as
 RabbitMQ) and global parameters (``global_parameters``, as stored: syncmq generates no
 ``internal_cluster_id`` or ``cluster_name`` of its own), plus the empty lists syncmq has
 nothing for, so that RabbitMQ imports it.
@@ -26,6 +27,7 @@ import syncmq.management.users as users_mod
 from ..broker.exchange import Exchange
 from ..broker.parameters import HIDDEN_COMPONENTS
 from ..broker.queue import Queue
+from .resources.user_rules import topic_rows
 from .state import Context
 
 _SYSTEM_EXCHANGE_PREFIX = "amq."
@@ -41,7 +43,7 @@ def export(ctx: Context) -> dict[str, Any]:
             "password_hash": users_mod.to_base64(u.password_hash),
             "hashing_algorithm": users_mod.SHA256,
             "tags": list(u.tags),
-            "limits": {},
+            "limits": dict(sorted(u.limits.items())),
         })
         for vh, p in u.permissions.items():
             permissions.append({"user": u.name, "vhost": vh, "configure": p.configure,
@@ -73,7 +75,7 @@ def export(ctx: Context) -> dict[str, Any]:
         "users": users,
         "vhosts": vhosts,
         "permissions": permissions,
-        "topic_permissions": [],
+        "topic_permissions": topic_rows(store),
         "parameters": [p for p in broker.parameters.list()
                        if p["component"] not in HIDDEN_COMPONENTS],
         "global_parameters": broker.parameters.list_global(),

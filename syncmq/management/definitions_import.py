@@ -26,6 +26,7 @@ from ..broker.federation import FEDERATION_UPSTREAM
 from ..broker.federation import check_arguments as check_federation_arguments
 from ..broker.parameters import HIDDEN_COMPONENTS, ParameterError
 from ..broker.routing import validate_headers_binding
+from ..broker.user_rules import LimitError, TopicPermission, check_regex, validate_limits
 from ..wire.errors import AMQPChannelError, AMQPConnectionError
 from .errors import HTTPError
 from .state import Context
@@ -44,6 +45,9 @@ class Plan:
     vhosts: list[str] = field(default_factory=list)
     users: list[User] = field(default_factory=list)
     permissions: list[tuple[str, str, Permission]] = field(default_factory=list)
+    # (user, vhost, exchange, TopicPermission); users' limits: name -> limits
+    topic_permissions: list[tuple] = field(default_factory=list)
+    limits: dict[str, dict[str, int]] = field(default_factory=dict)
     exchanges: list[tuple] = field(default_factory=list)  # (vhost, name, type, d, ad, i, args)
     queues: list[tuple] = field(default_factory=list)  # (vhost, name, durable, ad, args)
     bindings: list[tuple] = field(default_factory=list)  # (vhost, src, dest, dtype, key, args)
@@ -100,6 +104,9 @@ def plan(ctx: Context, defs: Any) -> Plan:
     vhosts = set(ctx.broker.vhosts) | set(p.vhosts)
     users = set(ctx.broker.users.users) | {u.name for u in p.users}
     p.permissions = [_permission(x, users, vhosts) for x in _list(defs, "permissions")]
+    p.limits = {u["name"]: _limits(u) for u in _list(defs, "users") if "limits" in u}
+    p.topic_permissions = [_topic_permission(x, users, vhosts)
+                           for x in _list(defs, "topic_permissions")]
     types: dict[tuple[str, str], str] = {}
     for e in _list(defs, "exchanges"):
         x = _exchange(ctx, e, vhosts)
@@ -172,6 +179,31 @@ def _permission(x: dict, users: set[str], vhosts: set[str]) -> tuple[str, str, P
         return user, vh, Permission(*(_str(x, k, what) for k in ("configure", "write", "read")))
     except (re.error, RecursionError, OverflowError) as e:
         raise DefinitionsError(f"{what}: invalid regular expression: {e}") from None
+
+
+def _limits(u: dict) -> dict[str, int]:
+    try:
+        return validate_limits(u["limits"])
+    except LimitError as e:
+        raise DefinitionsError(f"user '{u['name']}': limits: {e}") from None
+
+
+def _topic_permission(x: dict, users: set[str], vhosts: set[str]) -> tuple:
+    """A topic permission: RabbitMQ refuses an unknown user or vhost and a bad regex."""
+    user, vh = _str(x, "user", "topic permission"), _str(x, "vhost", "topic permission")
+    what = f"topic permission of user '{user}' in vhost '{vh}'"
+    exchange = _str(x, "exchange", what)
+    write, read = _str(x, "write", what), _str(x, "read", what)
+    if user not in users:
+        raise DefinitionsError(f"topic permission for unknown user '{user}'")
+    if vh not in vhosts:
+        raise DefinitionsError(f"topic permission of user '{user}' on unknown vhost '{vh}'")
+    for pattern in (write, read):
+        why = check_regex(pattern)
+        if why is not None:
+            raise DefinitionsError(f"{what} on exchange '{exchange}': invalid regular "
+                                   f"expression '{pattern}': {why}")
+    return user, vh, exchange, TopicPermission(write, read, user, vh)
 
 
 def _vhost(item: dict, vhosts: set[str], what: str) -> str:
@@ -253,6 +285,7 @@ def apply(ctx: Context, p: Plan) -> dict[str, int]:
     broker = ctx.broker
     counts = {"vhosts": sum(name not in broker.vhosts for name in set(p.vhosts)),
               "users": len(p.users), "permissions": len(p.permissions),
+              "topic_permissions": len(p.topic_permissions),
               "exchanges": 0, "queues": 0, "bindings": 0}
     for name in p.vhosts:
         broker.add_vhost(name)
@@ -263,9 +296,16 @@ def apply(ctx: Context, p: Plan) -> dict[str, int]:
             if old is not None:
                 nu.permissions = dict(old.permissions)
                 nu.loopback_only = old.loopback_only
+                nu.topic_permissions = old.topic_permissions
+                nu.limits = old.limits
             users[nu.name] = nu
         for user, vh, perm in p.permissions:
             users[user].permissions[vh] = perm
+        for name, limits in p.limits.items():  # merged, as RabbitMQ's set_user_limits
+            users[name].limits = {**users[name].limits, **limits}
+        for user, vh, exchange, tp in p.topic_permissions:
+            u = users[user]
+            u.topic_permissions[vh] = {**u.topic_permissions.get(vh, {}), exchange: tp}
         if vhosts is not None:
             vhosts.extend(n for n in dict.fromkeys(p.vhosts) if n not in vhosts)
 

@@ -4,8 +4,13 @@ The broker's :class:`~syncmq.broker.auth.UserStore` is never mutated in place: r
 ``broker.users`` once and must see one consistent version. A change therefore copies the
 store, edits the copy's ``users`` dict (and ``vhosts`` list, where the store keeps one) and
 swaps it in with one attribute store, under :data:`_lock` so that two concurrent API calls do
-not lose each other's change. Changes live in memory: with ``--users-file`` a SIGHUP reload
-or a restart goes back to the file (edit the file with ``syncmqctl --users-file``).
+not lose each other's change.
+
+With ``--users-file`` (the store's ``source``) a change is written to the file before it is
+swapped in (``auth.save``: temp file, fsync, rename), so users, permissions, topic
+permissions and limits changed through the API survive a restart and a SIGHUP reload; a file
+that cannot be written refuses the change (500, nothing changed). Without a users file they
+live in memory, as the built-in ``guest`` does.
 """
 
 from __future__ import annotations
@@ -17,8 +22,9 @@ import dataclasses
 import threading
 from collections.abc import Callable
 
-from ..broker.auth import Permission, User, hash_password
+from ..broker.auth import Permission, User, UsersFileError, hash_password, save
 from ..broker.broker import Broker
+from .errors import HTTPError
 
 # Serialises read-copy-swap of ``broker.users`` by management requests (HTTP threads).
 _lock = threading.Lock()
@@ -32,20 +38,31 @@ def update(broker: Broker, change: Callable[[dict[str, User], list[str] | None],
         old = broker.users
         new = copy.copy(old)
         new.users = {
-            name: dataclasses.replace(u, tags=list(u.tags), permissions=dict(u.permissions))
+            name: dataclasses.replace(
+                u, tags=list(u.tags), permissions=dict(u.permissions), limits=dict(u.limits),
+                topic_permissions={vh: dict(per) for vh, per in u.topic_permissions.items()})
             for name, u in old.users.items()
         }
         vhosts = list(old.vhosts) if isinstance(getattr(old, "vhosts", None), list) else None
         change(new.users, vhosts)
         if vhosts is not None:
             new.vhosts = vhosts
+        path = getattr(new, "source", None)
+        if path:
+            try:
+                save(new, path)
+            except (OSError, UsersFileError) as e:
+                raise HTTPError(500, "internal_error",
+                                f"the users file {path} could not be written, nothing was "
+                                f"changed: {e}") from None
         broker.users = new
 
 
 def make_user(name: str, *, password: str | None = None, password_hash: str | None = None,
               tags: list[str] | None = None, old: User | None = None) -> User:
     """A user from a password or a hash (hex, or base64 as RabbitMQ writes it); with ``old``
-    (the user being changed) its permissions and ``loopback_only`` are kept."""
+    (the user being changed) its permissions, topic permissions, limits and
+    ``loopback_only`` are kept."""
     if not name:
         raise ValueError("user name must not be empty")
     if password is not None:
@@ -58,8 +75,10 @@ def make_user(name: str, *, password: str | None = None, password_hash: str | No
         raise ValueError("a password or a password_hash is required")
     perms = dict(old.permissions) if old is not None else {}
     # loopback_only is a property of the account, not of its password or tags: kept
-    return User(name, hashed, list(tags or []), perms,
-                loopback_only=old.loopback_only if old is not None else False)
+    if old is None:
+        return User(name, hashed, list(tags or []), perms)
+    return User(name, hashed, list(tags or []), perms, old.loopback_only,
+                {vh: dict(per) for vh, per in old.topic_permissions.items()}, dict(old.limits))
 
 
 def to_hex(hashed: str) -> str:

@@ -125,6 +125,9 @@ def publish(session: Session, ch: Channel, m: B.Publish, props: bytes, body: byt
             f"ACCESS_REFUSED - cannot publish to internal exchange '{name}' in vhost "
             f"'{vhost.name}'",
         )
+    if ex.type == "topic" and (session.topic_perms is not None
+                               or session.broker.users is not session.topic_store):
+        access.topic(session, name, m.routing_key, "write")  # (no topic permissions: no call)
     if session.blocked:
         session.block_publisher()  # a resource alarm is on: this is the last read for now
     message = Message(name, m.routing_key, props, body)

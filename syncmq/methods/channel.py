@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..broker.user_rules import limit_of
 from ..wire import _spec
 from ..wire.errors import AMQPConnectionError
 
@@ -14,7 +15,20 @@ Ch = _spec.Channel
 
 
 def open_(session: Session, ch: Channel, m: Ch.Open, _p, _b) -> None:
-    """The session created ``ch`` when the protocol accepted the channel number."""
+    """The session created ``ch`` when the protocol accepted the channel number. It is
+    counted for the user (``broker.user_usage``), or refused with rabbit_reader's 530 (a
+    connection error) when the user's ``max-channels`` is reached."""
+    # the broker's own client (user none) is not a user of the store: no limits
+    user = None if session.user.internal else session.broker.users.users.get(session.username)
+    limit = limit_of(user.limits, "max-channels") if user is not None else None
+    usage = session.broker.user_usage
+    if not usage.acquire(usage.channels, session.username, limit):
+        err = AMQPConnectionError(
+            _spec.NOT_ALLOWED, f"NOT_ALLOWED - number of channels opened for user "
+            f"'{session.username}' has reached the maximum allowed user limit of ({limit})")
+        err.no_method = True  # rabbit_reader names no method (class and method 0)
+        raise err
+    session.counted_channels.add(ch.id)
     session.send_method(ch.id, Ch.OpenOk())
 
 

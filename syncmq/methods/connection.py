@@ -6,6 +6,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from ..broker import certname
+from ..broker.user_rules import limit_of
 from ..protocol import connection as pconn
 from ..wire import _spec
 from ..wire.errors import AMQPConnectionError
@@ -151,6 +152,7 @@ def open_(session: Session, _ch, m: C.Open, _p, _b) -> None:
     vhost = session.broker.vhosts.get(name)
     if vhost is None:
         raise AMQPConnectionError(_spec.NOT_ALLOWED, f"NOT_ALLOWED - vhost {name} not found")
+    _count_user_connection(session)  # rabbit_reader: the user's limit before vhost access
     if not (session.user.internal
             or access.vhost_allowed(session.broker.users, session.username, name)):
         raise AMQPConnectionError(
@@ -172,6 +174,21 @@ def open_(session: Session, _ch, m: C.Open, _p, _b) -> None:
         "connection opened", extra={"peer": _peer(session), "user": session.username,
                                     "vhost": name},
     )
+
+
+def _count_user_connection(session: Session) -> None:
+    """Count the connection for its user, or refuse it (530, rabbit_reader's
+    ``is_over_user_connection_limit``) when the user's ``max-connections`` is reached. Once
+    counted it stays counted until ``Session.release``, refused later or not."""
+    # the broker's own client (user none) is not a user of the store: no limits
+    user = None if session.user.internal else session.broker.users.users.get(session.username)
+    limit = limit_of(user.limits, "max-connections") if user is not None else None
+    usage = session.broker.user_usage
+    if not usage.acquire(usage.connections, session.username, limit):
+        raise AMQPConnectionError(
+            _spec.NOT_ALLOWED, f"NOT_ALLOWED - connection refused for user "
+            f"'{session.username}': user connection limit ({limit}) is reached")
+    session.counted = True
 
 
 def close(session: Session, _ch, m: C.Close, _p, _b) -> None:

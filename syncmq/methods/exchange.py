@@ -49,6 +49,7 @@ def bind(session: Session, ch: Channel, m: E.Bind, _p, _b) -> None:
     if m.destination == "" or m.source == "":
         vh.bind("", vh.default_exchange, m.routing_key, m.arguments)  # 403
     access.read(session, "exchange", m.source)
+    access.topic_bind(session, m.source, m.routing_key)
     vh.get_exchange(m.source)  # rabbit_binding:add reports a missing source first
     vh.bind(m.source, vh.get_exchange(m.destination), m.routing_key, m.arguments)
     reply_when_durable(session, ch.id, m, None if m.no_wait else E.BindOk())
@@ -60,6 +61,7 @@ def unbind(session: Session, ch: Channel, m: E.Unbind, _p, _b) -> None:
     if m.destination == "" or m.source == "":
         vh.unbind("", vh.default_exchange, m.routing_key, m.arguments)  # 403
     access.read(session, "exchange", m.source)
+    access.topic_bind(session, m.source, m.routing_key)
     # idempotent (rabbit_binding:remove): a missing source, destination or binding is
     # unbind-ok; permissions above are checked all the same
     vh.unbind(m.source, vh.exchanges.get(m.destination), m.routing_key, m.arguments)

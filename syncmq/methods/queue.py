@@ -81,6 +81,7 @@ def bind(session: Session, ch: Channel, m: Q.Bind, _p, _b) -> None:
     if m.exchange == "":
         vh.bind("", None, m.routing_key, m.arguments)  # raises 403
     access.read(session, "exchange", m.exchange)
+    access.topic_bind(session, m.exchange, m.routing_key)
     # rabbit_binding:add: a missing exchange is reported before a missing queue, and the
     # exclusive check (405) comes after the binding's validation (in vh.bind)
     vh.get_exchange(m.exchange)
@@ -101,6 +102,7 @@ def unbind(session: Session, ch: Channel, m: Q.Unbind, _p, _b) -> None:
     if m.exchange == "":
         vh.unbind("", None, m.routing_key, m.arguments)  # raises 403
     access.read(session, "exchange", m.exchange)
+    access.topic_bind(session, m.exchange, m.routing_key)
     # idempotent (rabbit_binding:remove): a missing queue, exchange or binding is unbind-ok
     vh.unbind(m.exchange, vh.queues.get(name), m.routing_key, m.arguments, session)
     reply_when_durable(session, ch.id, m, Q.UnbindOk())

@@ -149,6 +149,14 @@ class Session:
         self.blocked: frozenset | bool = False
         self.reading_paused = False
         self.released = False
+        # Topic permissions of the user in the vhost, and the users store they came from
+        # (methods/access.py: re-read when broker.users is replaced); worker-only.
+        self.topic_store: Any = None
+        self.topic_perms: dict | None = None
+        # User limits (broker/user_usage.py): whether this connection is counted, and the
+        # channels counted (released at close); worker-only.
+        self.counted = False
+        self.counted_channels: set[int] = set()
         self.connected_at = time.time()
         self.peer = transport.peer
 
@@ -315,7 +323,7 @@ class Session:
                     e.class_id, e.method_id = method.CLASS_ID, method.METHOD_ID
                 self.channel_error(ch_id, e)
             except AMQPConnectionError as e:
-                if not e.class_id:
+                if not e.class_id and not e.no_method:
                     e.class_id, e.method_id = method.CLASS_ID, method.METHOD_ID
                 raise
             if self.hold is not None:  # the reply waits for the journal (durable_reply.py)
@@ -453,6 +461,10 @@ class Session:
         return ch
 
     def forget_channel(self, ch_id: int) -> None:
+        if ch_id in self.counted_channels:
+            self.counted_channels.discard(ch_id)
+            usage = self.broker.user_usage
+            usage.release(usage.channels, self.username)
         ch = self.channels.pop(ch_id, None)
         if ch is not None:
             ch.fold_stats()
@@ -475,6 +487,13 @@ class Session:
         self.released = True
         if self.vhost is not None:
             self.broker.count("connections_closed")
+        usage = self.broker.user_usage
+        for _ in range(len(self.counted_channels)):
+            usage.release(usage.channels, self.username)
+        self.counted_channels.clear()
+        if self.counted:
+            self.counted = False
+            usage.release(usage.connections, self.username)
         for ch in list(self.channels.values()):
             ch.fold_stats()
             ch.release()

@@ -13,7 +13,12 @@ from __future__ import annotations
 
 
 class AMQPError(Exception):
-    """Base of the broker's protocol errors; carries what the close method needs."""
+    """Base of the broker's protocol errors; carries what the close method needs.
+
+    ``no_method``: reported with class and method 0 even though a method was being handled
+    (RabbitMQ's errors that name no method, e.g. rabbit_reader's channel limits)."""
+
+    no_method = False
 
     def __init__(self, reply_code: int, reply_text: str, class_id: int = 0, method_id: int = 0):
         super().__init__(reply_code, reply_text, class_id, method_id)

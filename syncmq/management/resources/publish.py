@@ -15,6 +15,7 @@ import syncmq.management.validate as validate
 
 from ...broker.message import Message
 from ...broker.publish import publish as broker_publish
+from ...broker.user_rules import topic_refusal
 from ...wire import _spec
 from ..common import (
     Request,
@@ -85,6 +86,10 @@ def publish(api: API, req: Request, vhost: str, name: str) -> Response:
         raise bad_request("payload_encoding must be 'string' or 'base64'")
     if ex.internal:
         raise access_refused()
+    if ex.type == "topic":  # the HTTP user's topic permission, as RabbitMQ's channel checks
+        t = req.user.topic_permission(vh.name, ex.name)
+        if t is not None and not t.allows("write", rk):
+            raise bad_request("403 " + topic_refusal(rk, ex.name, vh.name, req.user.name))
     props = body["properties"]
     if isinstance(props, dict) and props.get("user_id") not in (None, ""):
         refusal = req.user.user_id_refusal(props["user_id"])

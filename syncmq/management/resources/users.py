@@ -14,6 +14,7 @@ import syncmq.management.users as users_mod
 import syncmq.management.validate as validate
 
 from ...broker.auth import User
+from ...broker.user_rules import validate_limits
 from ..common import (
     Request,
     Response,
@@ -28,7 +29,8 @@ log = logging.getLogger("syncmq.management")
 
 def _user_json(api: API, u: User) -> dict[str, Any]:
     return {"name": u.name, "password_hash": users_mod.to_base64(u.password_hash),
-            "hashing_algorithm": users_mod.SHA256, "tags": list(u.tags), "limits": {}}
+            "hashing_algorithm": users_mod.SHA256, "tags": list(u.tags),
+            "limits": dict(sorted(u.limits.items()))}
 
 
 def users(api: API, req: Request) -> Response:
@@ -67,7 +69,9 @@ def put_user(api: API, req: Request, user: str) -> Response:
             nu = users_mod.make_user(user, tags=tags, old=old)
         else:
             raise ValueError("password or password_hash is required")
-    except ValueError as e:
+        if "limits" in body:  # merged into the user's, as RabbitMQ's put_user
+            nu.limits = {**nu.limits, **validate_limits(body["limits"])}
+    except ValueError as e:  # (LimitError is one: RabbitMQ's text; RabbitMQ itself answers 500)
         raise bad_request(str(e)) from None
 
     def change(users: dict, vhosts: list[str] | None) -> None:

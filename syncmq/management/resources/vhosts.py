@@ -91,6 +91,7 @@ def delete_vhost(api: API, req: Request, vhost: str) -> Response:
     def change(users: dict, vhosts: list[str] | None) -> None:
         for u in users.values():
             u.permissions.pop(vhost, None)
+            u.topic_permissions.pop(vhost, None)
         if vhosts is not None and vhost in vhosts:
             vhosts.remove(vhost)
 
