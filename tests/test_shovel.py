@@ -400,3 +400,29 @@ def test_unreadable_certificate_file_is_a_reason_not_a_crash(pair, tmp_path):
     wait_for(attempts, what="several attempts")
     code, conns = api(a, "GET", "connections")
     assert [c for c in conns if c["user"] == "none"] == []
+
+
+def test_a_file_user_named_none_does_not_bind_the_internal_login(pair):
+    """A user of the store called ``none`` with limits and topic permissions: the shovels'
+    internal login (also named none) is not that user and is not held by its rules."""
+    from syncmq.broker.auth import Permission, User, UserStore
+    from syncmq.broker.user_rules import TopicPermission
+
+    a, b = pair
+    store = a.node.broker.users
+    users = dict(store.users)
+    users["none"] = User("none", "", [], {"/": Permission("", "", "")},
+                         topic_permissions={"/": {"amq.topic": TopicPermission("^$", "^$", "none", "/")}},
+                         limits={"max-connections": 0, "max-channels": 0})
+    a.node.set_users(UserStore(users, store.vhosts, store.loopback_users))
+    ca, cha = channel(a)
+    cha.queue_declare("n-src", durable=True)
+    set_shovel(a, "n", {"src-uri": "amqp://", "src-queue": "n-src", "dest-uri": "amqp://",
+                        "dest-exchange": "amq.topic", "dest-exchange-key": "any.key"})
+    cb, chb = channel(a)
+    chb.queue_declare("n-dst", durable=True)
+    chb.queue_bind("n-dst", "amq.topic", "any.key")
+    publish(cha, "n-src", 5)
+    assert [n for n, _, _ in drain(chb, "n-dst", 5)] == list(range(5))
+    ca.close()
+    cb.close()
