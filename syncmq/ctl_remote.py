@@ -549,6 +549,11 @@ def build_parser() -> argparse.ArgumentParser:
             elif item == "cols":
                 sp.add_argument("columns", nargs="*", metavar="COLUMN",
                                 help="columns to show (management API field names)")
+            elif item.startswith("--") and ":" in item:  # --opt:int=0, --opt:str=all
+                opt, _, rest = item.partition(":")
+                kind, _, default = rest.partition("=")
+                conv = int if kind == "int" else str
+                sp.add_argument(opt, type=conv, default=conv(default))
             elif item.startswith("--") and "=" in item:
                 opt, _, default = item.partition("=")
                 sp.add_argument(opt, type=float, default=float(default))

@@ -15,11 +15,20 @@ from syncmq.broker.parameters import KNOWN_COMPONENTS, NotFound, ParameterError
 from syncmq.journal import Journal
 
 
+def bare(b: Broker) -> Broker:
+    """``b`` with the components syncmq registers itself (the PolicyRegistry's ``policy``
+    and ``operator_policy``) taken off its store, so that these tests can register a
+    recorder as the ``policy`` component."""
+    for component in ("policy", "operator_policy"):
+        b.parameters._components.pop(component, None)
+    return b
+
+
 def open_broker(path):
     j = Journal(path)
     j.open()
     d = Durability(j)
-    b = Broker(durability=d)
+    b = bare(Broker(durability=d))
     return b, d, j
 
 
@@ -122,7 +131,7 @@ def test_apply_sees_changes_in_store_order(tmp_path):
 
 
 def test_globals_and_clear_vhost(tmp_path):
-    b = Broker()
+    b = bare(Broker())
     rec = Recorder()
     b.parameters.register("policy", apply=rec.apply)
     b.add_vhost("v")

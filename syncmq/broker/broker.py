@@ -9,6 +9,7 @@ from typing import Any
 
 from .auth import InternalLogin, UserStore
 from .parameters import Parameters
+from .policy_registry import PolicyRegistry
 from .timers import Scheduler
 from .user_usage import UserUsage
 from .vhost import VirtualHost
@@ -62,13 +63,17 @@ class Broker:
         self.stats_lock = threading.Lock()
         self.closed_stats: list[int] = []
         self.events: dict[str, int] = dict.fromkeys(EVENTS, 0)
+        # Policies and operator policies in force (their values live in the parameter
+        # store; see policy_registry): matched at declares, applied live on change.
+        self.policies = PolicyRegistry(lambda: self.vhosts)
         self.vhosts: dict[str, VirtualHost] = {
             "/": VirtualHost("/", durability, self.scheduler, body_store,
-                             self.reply_consumers, self.count)}
+                             self.reply_consumers, self.count, self.policies)}
         self.users = users or UserStore()
         # Runtime parameters (policies, limits, shovels...: components register on it), see
         # ``parameters.py``; journaled through ``durability``.
         self.parameters = Parameters(durability, lambda vhost: vhost in self.vhosts)
+        self.policies.register(self.parameters)
         # the credentials of the broker's own AMQP clients (shovels' local ends)
         self.internal_login = InternalLogin()
         # Open connections and channels per user (the user limits; ``user_usage``).
@@ -100,5 +105,5 @@ class Broker:
             if vh is None:
                 vh = self.vhosts[name] = VirtualHost(name, self.durability, self.scheduler,
                                                      self.body_store, self.reply_consumers,
-                                                     self.count)
+                                                     self.count, self.policies)
             return vh

@@ -8,6 +8,7 @@ the vhost's lock and publish it with a single attribute store, so routing a mess
 from __future__ import annotations
 
 from .federation import FEDERATION_UPSTREAM, typed_arguments
+from .policies import Policy, alternate_exchange, effective_definition
 from .routing import Matcher, matcher_for
 
 EXCHANGE_TYPES = ("direct", "fanout", "topic", "headers", FEDERATION_UPSTREAM)
@@ -22,7 +23,7 @@ class Exchange:
 
     __slots__ = (
         "vhost", "name", "type", "durable", "auto_delete", "internal", "arguments", "matcher",
-        "e2e", "needs_headers", "alternate",
+        "e2e", "needs_headers", "alternate", "policy", "op_policy",
     )
 
     def __init__(
@@ -34,6 +35,7 @@ class Exchange:
         auto_delete: bool,
         internal: bool,
         arguments: dict | None,
+        policies: tuple[Policy | None, Policy | None] = (None, None),
     ) -> None:
         self.vhost = vhost
         self.name = name
@@ -47,10 +49,18 @@ class Exchange:
         self.matcher: Matcher = matcher_for(type_, self.arguments)
         self.e2e = 0  # number of bindings whose destination is an exchange
         self.needs_headers = type_ in HEADER_ROUTED
-        # The alternate exchange's name (``alternate-exchange`` argument): where messages go
-        # that this exchange's own bindings do not route anywhere.
-        ae = self.arguments.get("alternate-exchange")
-        self.alternate: str | None = ae if isinstance(ae, str) else None
+        # The alternate exchange's name (``alternate-exchange`` argument, else policy):
+        # where messages go that this exchange's own bindings do not route anywhere.
+        self.alternate: str | None = None
+        self.set_policy(*policies)
+
+    def set_policy(self, policy: Policy | None, op_policy: Policy | None) -> None:
+        """The policy and operator policy that now apply (at creation, or live from the
+        ``PolicyRegistry``): ``alternate`` is replaced with one attribute store, so routing
+        (which reads it once, without a lock) sees the old or the new one."""
+        self.policy, self.op_policy = policy, op_policy
+        self.alternate = alternate_exchange(self.arguments,
+                                            effective_definition(policy, op_policy))
 
     def __repr__(self) -> str:
         return f"<Exchange {self.vhost!r}/{self.name!r} {self.type}>"

@@ -39,6 +39,7 @@ from ..wire.errors import AMQPChannelError
 from .args import queue_options
 from .consumer import Consumer, DeliveryFailed, DeliveryTarget
 from .message import Message
+from .policies import Policy, effective_definition, queue_settings
 from .queue_limits import QueueLimits
 
 log = logging.getLogger("syncmq.queue")
@@ -85,10 +86,13 @@ class Queue(QueueLimits):
         "guard",
         "ready", "consumers", "unacked_count", "deleted", "had_consumers", "declared_at",
         "stats_published", "stats_delivered", "stats_acked", "durability", "journaled",
-        # extensions (see syncmq.broker.args); set once at creation
+        # extensions (see syncmq.broker.args); ``options`` is the one owner of the effective
+        # settings (arguments + policy + operator policy, syncmq.broker.policies), the
+        # attributes after it are copies for the hot path; set at creation and replaced
+        # under ``lock`` by ``set_policy`` (max_priority and single_active never change)
         "host", "options", "message_ttl", "max_priority", "limited", "track_bytes",
         "max_length", "max_bytes", "overflow", "dlx", "dlrk", "single_active",
-        "batchable",
+        "batchable", "policy", "op_policy", "effective", "_expires_gen",
         # guarded by ``lock``
         "expiry", "ready_bytes", "_letters", "_ttl_timer_at", "last_used", "_expires_armed",
         "stats_expired", "stats_dead_lettered", "stats_dropped",
@@ -105,6 +109,7 @@ class Queue(QueueLimits):
         arguments: dict | None,
         durability: Any = None,
         host: Any = None,
+        policies: tuple[Policy | None, Policy | None] = (None, None),
     ) -> None:
         self.vhost = vhost
         self.name = name
@@ -120,19 +125,14 @@ class Queue(QueueLimits):
         # queue used alone.
         self.host = host
         self.store = getattr(host, "body_store", None)
-        o = self.options = queue_options(self.arguments)
-        self.message_ttl = o.message_ttl  # ms or None
+        self.policy, self.op_policy = policies
+        # the effective policy definition (/api/queues effective_policy_definition)
+        self.effective = effective_definition(*policies)
+        o = queue_settings(self.arguments, self.effective)
         self.max_priority = o.max_priority if o.max_priority else None
-        self.max_length = o.max_length
-        self.max_bytes = o.max_bytes
-        self.limited = o.max_length is not None or o.max_bytes is not None
-        self.track_bytes = o.max_bytes is not None
-        self.overflow = o.overflow
-        self.dlx = o.dlx
-        self.dlrk = o.dlrk
         self.single_active = o.single_active
-        # publish_many may take this queue's messages (nothing per message to decide)
-        self.batchable = not self.limited and o.message_ttl is None and not self.max_priority
+        self.track_bytes = False
+        self._copy_settings(o)
         # Guards everything below; see the module docstring for the lock order.
         self.lock = threading.Lock()
         self.guard = _Guard(self)  # the lock, then the dead letters (see _Guard)
@@ -157,6 +157,7 @@ class Queue(QueueLimits):
         self._ttl_timer_at: float | None = None  # deadline of the pending expiry timer
         self.last_used = time.monotonic()  # x-expires: last consume/get/declare
         self._expires_armed = False
+        self._expires_gen = 0  # x-expires timers of an older lease are ignored
         if o.expires is not None and host is not None:
             self._arm_expires_locked()
 
@@ -180,17 +181,11 @@ class Queue(QueueLimits):
             if self.limited and self.overflow != "drop-head" and self._would_overflow(message):
                 self._refuse_locked(message)
                 return REFUSED
-            now = 0.0
-            ttl = message.ttl
-            if ttl is None and self.message_ttl is None and self.max_priority is None:
-                self.ready.push((message, False))  # the plain queue's whole cost
-            else:
-                now = self._push_locked(message, ttl)
-            self.stats_published += 1
-            if self.track_bytes:
-                self.ready_bytes += message.size
+            now = self._enqueue_locked(message)
             if self.consumers:
                 self._dispatch_locked(now or None)
+            if self.message_ttl == 0 and self.dlx is None and self.max_priority is None:
+                self._drop_undelivered_locked(message)
             if self.limited:
                 self._drop_over_limit_locked()
             if self.expiry:
@@ -198,23 +193,47 @@ class Queue(QueueLimits):
                 self._arm_ttl_timer_locked()
             return ENQUEUED
 
+    def _enqueue_locked(self, message: Message) -> float:
+        """Push one message with what applies to it (TTL, priority, byte count); returns
+        the time used as "now" (0.0 when nothing can expire)."""
+        now = 0.0
+        ttl = message.ttl
+        if ttl is None and self.message_ttl is None and self.max_priority is None:
+            self.ready.push((message, False))  # the plain queue's whole cost
+        else:
+            now = self._push_locked(message, ttl)
+        self.stats_published += 1
+        if self.track_bytes:
+            self.ready_bytes += message.size
+        return now
+
     def publish_many(self, messages: list[Message]) -> None:
         """Enqueue a run of messages without a TTL into a ``batchable`` queue (no length
         limit, TTL or priorities), in order, then deliver what consumers can take: what
         :meth:`publish` does for each, under one hold of the lock and with one dispatch.
-        Dropped if the queue was deleted meanwhile. O(len(messages)) + deliveries."""
+        Dropped if the queue was deleted meanwhile. O(len(messages)) + deliveries.
+
+        If a policy made the queue not batchable after the run took the messages, they
+        are enqueued one by one with its new TTL and limits (drop-head applies; they were
+        accepted before a reject-publish limit came, so they are not refused)."""
         with self.guard:
             if self.deleted:
                 if self.store is not None:
                     for message in messages:
                         self.store.release(message)
                 return
-            push = self.ready.push
-            for message in messages:
-                push((message, False))
-            self.stats_published += len(messages)
+            if self.batchable:
+                push = self.ready.push
+                for message in messages:
+                    push((message, False))
+                self.stats_published += len(messages)
+            else:
+                for message in messages:
+                    self._enqueue_locked(message)
             if self.consumers:
                 self._dispatch_locked()
+            if self.limited:
+                self._drop_over_limit_locked()
             if self.expiry:
                 self._expire_locked(time.monotonic())
                 self._arm_ttl_timer_locked()
@@ -557,8 +576,10 @@ class Queue(QueueLimits):
             want = sum(m.size for _, (m, _r) in pairs) if self.track_bytes else 0
             assert self.ready_bytes == want, (self.ready_bytes, want)
             assert self.unacked_count >= 0, self.unacked_count
+            # (a TTL a policy brought applies only to what was enqueued after it)
+            own_ttl = queue_options(self.arguments).message_ttl
             for seq, (m, _r) in pairs:
-                if m.ttl is not None or self.message_ttl is not None:
+                if m.ttl is not None or own_ttl is not None:
                     assert seq in self.expiry, seq
             if unacked_seqs is not None:
                 assert self.unacked_count == len(unacked_seqs), (

@@ -13,8 +13,12 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+from .policies import effective_definition, queue_settings
+
 if TYPE_CHECKING:
+    from .args import QueueOptions
     from .message import Message
+    from .policies import Policy
 
 _TIMER_SLACK = 0.002  # s after a deadline a timer fires, so that the deadline has passed
 
@@ -24,6 +28,58 @@ class QueueLimits:
     ``Queue``: the attributes it uses are the queue's)."""
 
     __slots__ = ()
+
+    # ---- effective settings (arguments + policy + operator policy) ----
+
+    def _copy_settings(self, o: QueueOptions) -> None:
+        """Make ``o`` the queue's effective settings: ``options`` (their one owner) and the
+        hot path's copies. At creation, or under the lock (``set_policy``); the caller keeps
+        ``ready_bytes`` right when ``track_bytes`` changes."""
+        self.options = o
+        self.message_ttl = o.message_ttl  # ms or None
+        self.max_length = o.max_length
+        self.max_bytes = o.max_bytes
+        self.limited = o.max_length is not None or o.max_bytes is not None
+        self.track_bytes = o.max_bytes is not None
+        self.overflow = o.overflow
+        self.dlx = o.dlx
+        self.dlrk = o.dlrk
+        # publish_many may take this queue's messages (nothing per message to decide)
+        self.batchable = not self.limited and o.message_ttl is None and not self.max_priority
+
+    def set_policy(self, policy: Policy | None, op_policy: Policy | None) -> None:
+        """Live: the policy and operator policy that now apply (``PolicyRegistry``, no other
+        lock held). As RabbitMQ's ``process_args_policy``: a lower length limit drops (or
+        dead-letters) from the head at once under drop-head, and is only enforced on later
+        publishes under reject-publish(-dlx); a new ``message-ttl`` applies to messages
+        enqueued from now on (each message's deadline is fixed at enqueue), and what is
+        already due expires now; a new ``expires`` starts a new lease. O(1) plus what is
+        dropped, except that a ``max-length-bytes`` newly in force sums the ready bytes
+        once. Dead letters are published after the lock (``guard``)."""
+        definition = effective_definition(policy, op_policy)
+        o = queue_settings(self.arguments, definition)
+        with self.guard:
+            self.policy, self.op_policy, self.effective = policy, op_policy, definition
+            if self.deleted or o == self.options:
+                return
+            old = self.options
+            tracked = self.track_bytes
+            self._copy_settings(o)
+            if self.track_bytes and not tracked:
+                self.ready_bytes = sum(m.size for _, (m, _r) in self.ready.pairs())
+            elif not self.track_bytes:
+                self.ready_bytes = 0
+            if self.limited:
+                self._drop_over_limit_locked()
+            if self.expiry:
+                self._expire_locked(time.monotonic())
+                self._arm_ttl_timer_locked()
+            if o.expires != old.expires:
+                self._expires_gen += 1
+                self._expires_armed = False
+                if o.expires is not None and self.host is not None and not self.consumers:
+                    self.last_used = time.monotonic()
+                    self._arm_expires_locked()
 
     # ---- expiry, length limits, dead letters (all *_locked: queue lock held) ----
 
@@ -60,6 +116,20 @@ class QueueLimits:
             ready.pop()
             del expiry[head[0]]
             self._expired_locked(head[1][0])
+
+    def _drop_undelivered_locked(self, message: Message) -> None:
+        """RabbitMQ's shortcut for a queue with a TTL of 0 and no dead-letter exchange: a
+        message no consumer took at once is discarded, even behind older messages (a
+        policy's TTL of 0 on a queue with a backlog, whose head has no deadline)."""
+        tail = self.ready.pop_tail()
+        if tail is None:
+            return
+        seq, item = tail
+        if item[0] is not message:  # delivered; the tail is an older message
+            self.ready.requeue(seq, item)
+            return
+        self.expiry.pop(seq, None)
+        self._expired_locked(message)
 
     def _arm_ttl_timer_locked(self) -> None:
         """Make sure a timer fires when the head expires, consumers or not."""
@@ -143,14 +213,19 @@ class QueueLimits:
 
     def _arm_expires_locked(self) -> None:
         delay = self.last_used + self.options.expires / 1000.0 - time.monotonic()
-        if self.host.scheduler.schedule(delay + _TIMER_SLACK, self._expires_timer):
+        gen = self._expires_gen
+        if self.host.scheduler.schedule(delay + _TIMER_SLACK,
+                                        lambda: self._expires_timer(gen)):
             self._expires_armed = True
 
-    def _expires_timer(self) -> None:
-        """On a worker: delete the queue if it has been unused for ``x-expires`` ms."""
+    def _expires_timer(self, gen: int = 0) -> None:
+        """On a worker: delete the queue if it has been unused for ``expires`` ms (a timer
+        of a lease a policy change replaced does nothing)."""
         with self.lock:
+            if gen != self._expires_gen:
+                return
             self._expires_armed = False
-            if self.deleted or self.consumers:
+            if self.deleted or self.consumers or self.options.expires is None:
                 return  # re-armed when the last consumer goes
             if time.monotonic() < self.last_used + self.options.expires / 1000.0:
                 self._arm_expires_locked()

@@ -64,10 +64,14 @@ class VirtualHost:
     def __init__(self, name: str, durability: Any = None,
                  scheduler: Scheduler | None = None, body_store: Any = None,
                  reply_consumers: dict | None = None,
-                 count: Callable[[str], None] | None = None) -> None:
+                 count: Callable[[str], None] | None = None,
+                 policies: Any = None) -> None:
         self.name = name
         # ``Broker.count`` (queues declared/created/deleted for /metrics), or a no-op.
         self.broker_count: Callable[[str], None] = count or (lambda _event: None)
+        # The broker's ``policy_registry.PolicyRegistry`` (None for a vhost used alone):
+        # a queue or exchange gets its policy at creation from it.
+        self.policies = policies
         # Direct reply-to consumers (the broker's map, see ``Broker.reply_consumers``).
         self.reply_consumers: dict[str, Any] = (
             reply_consumers if reply_consumers is not None else {})
@@ -154,7 +158,8 @@ class VirtualHost:
                 )
             if type_ == FEDERATION_UPSTREAM:
                 check_federation_arguments(arguments)  # the type's validate, on creation
-            ex = Exchange(self.name, name, type_, durable, auto_delete, internal, arguments)
+            ex = Exchange(self.name, name, type_, durable, auto_delete, internal, arguments,
+                          self._exchange_policies(name))
             self.exchanges[name] = ex
             if self.durability is not None:
                 self.durability.exchange_declared(ex)
@@ -299,7 +304,7 @@ class VirtualHost:
                 check_declare_arguments(name, self.name, args)
                 self._check_queue_type(name, args, durable, exclusive, auto_delete)
             q = Queue(self.name, name, durable, owner if exclusive else None, auto_delete,
-                      arguments, self.durability, self)
+                      arguments, self.durability, self, self._queue_policies(name, args))
             self.queues[name] = q
             if q.journaled:
                 self.durability.queue_declared(q)
@@ -459,14 +464,15 @@ class VirtualHost:
     def restore_exchange(self, name: str, type_: str, auto_delete: bool, internal: bool,
                          arguments: dict) -> Exchange:
         with self.lock:
-            ex = Exchange(self.name, name, type_, True, auto_delete, internal, arguments)
+            ex = Exchange(self.name, name, type_, True, auto_delete, internal, arguments,
+                          self._exchange_policies(name))
             self.exchanges[name] = ex
             return ex
 
     def restore_queue(self, name: str, auto_delete: bool, arguments: dict) -> Queue:
         with self.lock:
             q = Queue(self.name, name, True, None, auto_delete, arguments, self.durability,
-                      self)
+                      self, self._queue_policies(name, arguments))
             self.queues[name] = q
             return q
 
@@ -481,6 +487,20 @@ class VirtualHost:
             if to_exchange:
                 ex.e2e += 1
             return True
+
+    # ---- policies (called with ``lock`` held: see policy_registry) ----
+
+    def _queue_policies(self, name: str, arguments: dict | None) -> tuple:
+        if self.policies is None:
+            return (None, None)
+        qtype = (arguments or {}).get("x-queue-type")
+        return self.policies.for_queue(self.name, name,
+                                       qtype if isinstance(qtype, str) else "classic")
+
+    def _exchange_policies(self, name: str) -> tuple:
+        if self.policies is None:
+            return (None, None)
+        return self.policies.for_exchange(self.name, name)
 
     # ---- routing ----
 

@@ -2,7 +2,7 @@
 
 Field names follow RabbitMQ's management plugin (checked against RabbitMQ 3.10): a tool or
 script written for RabbitMQ's ``/api/queues`` reads syncmq's too. Fields syncmq has no
-notion of (Erlang process statistics, garbage collection, policies) are left out rather than
+notion of (Erlang process statistics, garbage collection) are left out rather than
 faked. The endpoints live in ``resources/`` (one module per resource, as RabbitMQ's plugin);
 this module holds the route table and what they share: who may see which vhost, listings
 (filter, sort, page) and the message counters and rates.
@@ -50,6 +50,7 @@ from .resources import (
     health,
     overview,
     parameters,
+    policies,
     publish,
     queues,
     shovels,
@@ -134,6 +135,14 @@ class API:
         r("GET", "channels/{name}", connections.channel)
         r("GET", "consumers", connections.consumers)
         r("GET", "consumers/{vhost}", connections.consumers)
+        # policies: a policymaker may change them too (checked by the endpoints); operator
+        # policies need administrator
+        for base, add in (("policies", self._policymaker_route), ("operator-policies", r)):
+            add("GET", base, policies.policies)
+            add("GET", f"{base}/{{vhost}}", policies.policies)
+            add("GET", f"{base}/{{vhost}}/{{name}}", policies.policy)
+            add("PUT", f"{base}/{{vhost}}/{{name}}", policies.put_policy)
+            add("DELETE", f"{base}/{{vhost}}/{{name}}", policies.delete_policy)
         r("GET", "definitions", vhosts.get_definitions)
         r("POST", "definitions", vhosts.post_definitions)
         r("GET", "health/checks/alarms", health.alarms)

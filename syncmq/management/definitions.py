@@ -5,8 +5,9 @@ Export writes what ``rabbitmqctl export_definitions`` and the management API wri
 ``rabbit_password_hashing_sha256``, vhosts, permissions, queues (not exclusive ones),
 exchanges (not the default or ``amq.*`` ones), bindings (not the default exchange's
 implicit ones), topic permissions and users' limits (as RabbitMQ: a ``limits`` object in
-each user), runtime parameters (``parameters``: every component but ``policy``, as
-RabbitMQ) and global parameters (``global_parameters``, as stored: syncmq generates no
+each user), policies (``policies``, RabbitMQ's shape), runtime parameters (``parameters``:
+every component but ``policy``, as RabbitMQ; operator policies are there) and global
+parameters (``global_parameters``, as stored: syncmq generates no
 ``internal_cluster_id`` or ``cluster_name`` of its own), plus the empty lists syncmq has
 nothing for, so that RabbitMQ imports it.
 
@@ -79,7 +80,7 @@ def export(ctx: Context) -> dict[str, Any]:
         "parameters": [p for p in broker.parameters.list()
                        if p["component"] not in HIDDEN_COMPONENTS],
         "global_parameters": broker.parameters.list_global(),
-        "policies": [],
+        "policies": [p.listing() for p in broker.policies.list("policy")],
         "queues": queues,
         "exchanges": exchanges,
         "bindings": bindings,

@@ -25,10 +25,12 @@ from ..broker.exchange import EXCHANGE_TYPES
 from ..broker.federation import FEDERATION_UPSTREAM
 from ..broker.federation import check_arguments as check_federation_arguments
 from ..broker.parameters import HIDDEN_COMPONENTS, ParameterError
+from ..broker.policies import PolicyError
 from ..broker.routing import validate_headers_binding
 from ..broker.user_rules import LimitError, TopicPermission, check_regex, validate_limits
 from ..wire.errors import AMQPChannelError, AMQPConnectionError
 from .errors import HTTPError
+from .resources import policies
 from .state import Context
 
 log = logging.getLogger("syncmq.management")
@@ -53,6 +55,7 @@ class Plan:
     bindings: list[tuple] = field(default_factory=list)  # (vhost, src, dest, dtype, key, args)
     parameters: list[tuple] = field(default_factory=list)  # (component, vhost, name, value)
     global_parameters: list[tuple] = field(default_factory=list)  # (name, value)
+    policies: list[tuple] = field(default_factory=list)  # (vhost, name, value)
 
 
 def _list(defs: dict, key: str) -> list[dict]:
@@ -114,6 +117,7 @@ def plan(ctx: Context, defs: Any) -> Plan:
             p.exchanges.append(x)
             types[(x[0], x[1])] = x[2]
     p.queues = [_queue(q, vhosts) for q in _list(defs, "queues")]
+    p.policies = [_policy(ctx, x, vhosts) for x in _list(defs, "policies")]
     for b in _list(defs, "bindings"):
         x = _binding(ctx, b, vhosts, types)
         if x is not None:
@@ -146,6 +150,20 @@ def _global_parameter(x: dict) -> tuple:
     if "value" not in x:
         raise DefinitionsError(f"global parameter '{name}': 'value' is missing")
     return name, x["value"]
+def _policy(ctx: Context, x: dict, vhosts: set[str]) -> tuple:
+    """A policy (RabbitMQ's export shape), checked as ``PUT /api/policies`` checks it."""
+    name = _str(x, "name", "policy")
+    vname = _str(x, "vhost", f"policy '{name}'")
+    if vname not in vhosts:
+        raise DefinitionsError(f"policy '{name}' on unknown vhost '{vname}'")
+    value = {k: x[k] for k in ("pattern", "definition", "priority", "apply-to") if k in x}
+    value.setdefault("priority", 0)
+    value.setdefault("apply-to", "all")
+    try:
+        ctx.broker.policies.validate("policy", vname, name, value)
+    except PolicyError as e:
+        raise DefinitionsError(f"policy '{name}' in vhost '{vname}': {e}".strip()) from None
+    return vname, name, value
 
 
 def _user(u: dict) -> User:
@@ -310,6 +328,10 @@ def apply(ctx: Context, p: Plan) -> dict[str, int]:
             vhosts.extend(n for n in dict.fromkeys(p.vhosts) if n not in vhosts)
 
     users_mod.update(broker, change)
+    # policies before the objects, as RabbitMQ imports them: each gets its policy at declare
+    for vname, name, value in p.policies:
+        policies.store_set(broker, "policy", vname, name, value, None)
+    counts["policies"] = len(p.policies)
     for vname, name, etype, durable, ad, internal, args in p.exchanges:
         created = _declare(broker.vhosts[vname].declare_exchange, "exchange", name, vname,
                            name, etype, False, durable, ad, internal, args)

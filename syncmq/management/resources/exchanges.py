@@ -29,9 +29,12 @@ log = logging.getLogger("syncmq.management")
 
 
 def _exchange_json(api: API, ex) -> dict[str, Any]:
-    return {"name": ex.name, "vhost": ex.vhost, "type": ex.type, "durable": ex.durable,
-            "auto_delete": ex.auto_delete, "internal": ex.internal,
-            "arguments": jsonable(ex.arguments), "user_who_performed_action": ""}
+    out = {"name": ex.name, "vhost": ex.vhost, "type": ex.type, "durable": ex.durable,
+           "auto_delete": ex.auto_delete, "internal": ex.internal,
+           "arguments": jsonable(ex.arguments), "user_who_performed_action": ""}
+    if ex.policy is not None:  # RabbitMQ shows the field only when a policy applies
+        out["policy"] = ex.policy.name
+    return out
 
 
 def exchanges(api: API, req: Request, vhost: str | None = None) -> Response:

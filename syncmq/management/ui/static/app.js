@@ -6,7 +6,7 @@
  * - Login: the credentials are checked with GET /api/whoami and kept in sessionStorage
  *   (this tab only) as a basic-auth token sent with every API call.
  * - Pages are hash routes (#/overview, #/queues, #/queue/<vhost>/<name>, #/connection/<name>,
- *   #/channels, #/channel/<name>, ...). Each page builds its forms once (mount) and then only
+ *   #/channels, #/channel/<name>, #/policies, ...). Each page builds its forms once (mount) and then only
  *   replaces its data regions on every refresh, so a refresh never loses what the operator
  *   is typing.
  * - The virtual-host selector (remembered in localStorage) narrows every list page to one
@@ -18,9 +18,10 @@ import { queues, queue } from "./queues.js";
 import { exchanges, exchange } from "./exchanges.js";
 import { connections, connection, channels, channel } from "./connections.js";
 import { admin, definitions } from "./admin.js";
+import { policies } from "./policies.js";
 
 const views = { overview, queues, queue, exchanges, exchange, connections, connection, channels,
-                channel, admin, definitions };
+                channel, admin, definitions, policies };
 
 function parseRoute(rest) { return rest.map(decodeURIComponent); }
 

@@ -4,8 +4,9 @@
  *
  * - Every text that comes from the broker is put in the page with textContent (h() never
  *   parses HTML): queue names and payloads are untrusted.
- * - Write controls are disabled for users without the administrator tag (the API refuses
- *   their writes anyway: a refusal is shown in the banner).
+ * - Write controls are disabled for users without the administrator tag, or without the
+ *   tags a control names (``writers``: the policy forms also take a policymaker); the API
+ *   refuses their writes anyway: a refusal is shown in the banner.
  */
 "use strict";
 
@@ -101,6 +102,8 @@ export async function api(method, path, body, headers) {
 }
 
 export function isAdmin() { return S.tags.includes("administrator"); }
+/** Whether the user has one of ``tags`` (the policy pages also let a policymaker write). */
+export function hasTag(tags) { return tags.some(t => S.tags.includes(t)); }
 
 // ---------------------------------------------------------------- banner, errors
 
@@ -117,22 +120,25 @@ export function banner(text, kind, fromRefresh) {
 export function clearBanner() { $("#banner").hidden = true; }
 
 /** Report a failed action: a 401 on a write is a refusal of the user's tags. */
-export function actionError(what, err) {
+export function actionError(what, err, needs) {
   if (err instanceof ApiError && err.status === 401) {
-    banner(`Access refused: ${what} needs the administrator tag; user '${S.user}' has ` +
+    banner(`Access refused: ${what} needs the ${needs || "administrator"} tag; user '${S.user}' has ` +
            `tags [${S.tags.join(", ") || "none"}] (${err.message})`, "error");
   } else {
     banner(`${what} failed: ${err.message}`, "error");
   }
 }
 
-/** A button that changes the broker: disabled (with the reason) unless administrator. */
+/** A button that changes the broker: disabled (with the reason) unless the user has one of
+ * ``attrs.writers`` (default: administrator). */
 export function writeButton(label, onclick, cls, attrs) {
+  const { writers, ...rest } = attrs || {};
+  const allowed = writers || ["administrator"];
   const b = h("button", Object.assign({ type: "button", class: cls || "", "data-write": true,
-                                       onclick }, attrs || {}), label);
-  if (!isAdmin()) {
+                                       onclick }, rest), label);
+  if (!hasTag(allowed)) {
     b.disabled = true;
-    b.title = "Read-only: needs the administrator tag";
+    b.title = `Read-only: needs the ${allowed.join(" or ")} tag`;
   }
   return b;
 }

@@ -58,7 +58,10 @@ export const exchange = (vhost, name) => {
     const [x, bs, bd] = await Promise.all([api("GET", path), api("GET", path + "/bindings/source"),
                                            isDefault ? [] : api("GET", path + "/bindings/destination")]);
     fillKv(details, [["Type", x.type], ["Durable", String(x.durable)], ["Auto-delete", String(x.auto_delete)],
-                     ["Internal", String(x.internal)], ["Arguments", JSON.stringify(x.arguments || {})]]);
+                     ["Internal", String(x.internal)], ["Arguments", JSON.stringify(x.arguments || {})],
+                     x.policy ? ["Policy", h("a", { href: "#/policies", id: "exchange-policy" }, x.policy)] : null,
+                     Object.keys(x.effective_policy_definition || {}).length ? ["Effective policy definition",
+                       JSON.stringify(x.effective_policy_definition)] : null]);
     fill(source, bindingsTable("exchange-bindings-grid", isDefault ? [] : bs, "source", refreshSoon,
                                isDefault ? "Every queue, by its name." : "No bindings."));
     if (!isDefault) fill(dest, bindingsTable("exchange-bindings-in-grid", bd, "destination", refreshSoon, "No bindings."));

@@ -17,7 +17,10 @@ export function queueFeatures(q) {
   return [q.durable ? h("span", { class: "badge", title: "durable" }, "D") : null,
           q.auto_delete ? h("span", { class: "badge", title: "auto-delete" }, "AD") : null,
           q.exclusive ? h("span", { class: "badge", title: "exclusive" }, "Excl") : null,
-          Object.keys(q.arguments || {}).map(a => h("span", { class: "badge", title: a + " = " + JSON.stringify(q.arguments[a]) }, a.replace(/^x-/, "")))];
+          Object.keys(q.arguments || {}).map(a => h("span", { class: "badge", title: a + " = " + JSON.stringify(q.arguments[a]) }, a.replace(/^x-/, ""))),
+          // as RabbitMQ's list: the policies that apply, by name
+          q.policy ? h("span", { class: "badge policy", title: "policy" }, q.policy) : null,
+          q.operator_policy ? h("span", { class: "badge policy", title: "operator policy" }, q.operator_policy) : null];
 }
 
 const TYPE_NOTES = {
@@ -207,6 +210,11 @@ export const queue = (vhost, name) => {
     fillKv(details, [
       ["Type", q.type], ["Features", queueFeatures(q)],
       ["Arguments", h("code", { id: "queue-arguments" }, JSON.stringify(q.arguments || {}))],
+      q.policy ? ["Policy", h("a", { href: "#/policies", id: "queue-policy" }, q.policy)] : null,
+      q.operator_policy ? ["Operator policy", h("span", { id: "queue-operator-policy" }, q.operator_policy)] : null,
+      Object.keys(q.effective_policy_definition || {}).length ? ["Effective policy definition",
+        h("dl", { class: "kv", id: "queue-effective-policy" }, Object.entries(q.effective_policy_definition)
+          .map(([k, v]) => [h("dt", {}, k), h("dd", { "data-key": k }, JSON.stringify(v))]))] : null,
       ["Exclusive consumer", q.exclusive_consumer_tag || "-"],
       ["Published (total)", fmtNum(ms.publish)], ["Delivered (total)", fmtNum(ms.deliver_get)],
       ["Acked (total)", fmtNum(ms.ack)], ["Node", q.node]]);

@@ -232,7 +232,8 @@ export function typedValue(key, text, type) {
 }
 
 /** Rows of key = value (type); known arguments are added by link, with their type.
- * ``value()`` returns the typed object (or throws); ``reset()`` empties it. */
+ * ``value()`` returns the typed object (or throws); ``reset()`` empties it; ``set(obj)``
+ * shows an object's entries. */
 export function argsEditor(id, known) {
   const rows = h("div", { class: "args", id });
   function row(key, value, type) {
@@ -273,6 +274,16 @@ export function argsEditor(id, known) {
       return out;
     },
     reset() { rows.replaceChildren(); row(); },
+    /** Rows for an object's entries, each typed as its JSON value is (an edit form). */
+    set(obj) {
+      rows.replaceChildren();
+      for (const [key, v] of Object.entries(obj || {})) {
+        const type = Array.isArray(v) ? "list" : typeof v === "number" ? "number"
+          : typeof v === "boolean" ? "boolean" : "string";
+        row(key, Array.isArray(v) ? v.join(", ") : String(v), type);
+      }
+      row();
+    },
   };
 }
 
