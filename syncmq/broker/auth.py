@@ -128,14 +128,15 @@ class User:
     tags: list[str] = field(default_factory=list)
     permissions: dict[str, Permission] = field(default_factory=dict)
     loopback_only: bool = False
-    # the broker's own clients (a shovel's local end: ``InternalLogin``), RabbitMQ's direct
-    # connections as user ``none``: every vhost, every resource, any user-id
-    internal: bool = False
     # vhost -> exchange -> TopicPermission (user_rules.py); a vhost is present only with
     # at least one exchange
     topic_permissions: dict[str, dict[str, TopicPermission]] = field(default_factory=dict)
     # "max-connections" / "max-channels" -> int (negative: no limit)
     limits: dict[str, int] = field(default_factory=dict)
+    # (last: other code builds users positionally) the broker's own clients (a shovel's local
+    # end: ``InternalLogin``), RabbitMQ's direct connections as user ``none``: every vhost,
+    # every resource, any user-id
+    internal: bool = False
 
     def topic_permission(self, vhost: str, exchange: str) -> TopicPermission | None:
         per_vhost = self.topic_permissions.get(vhost)
