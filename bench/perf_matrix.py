@@ -30,6 +30,9 @@ S6 backlog: N x 1 KiB published with no consumer, then drained (prefetch 1000, a
 S7 M connections each publishing 1 msg/s (M = --connections, 500; 5,000 with --full), one
    consumer; RSS per connection = (peak RSS - RSS before) / M
 S8 latency at 1,000 msg/s (1/1, 16 B, manual ack, prefetch 100)
+S2off (only when asked for) S2 with syncmq's credit flow off (``--queue-flow-high 0``): with
+   ``--scenarios S2,S2off``, peak RSS with and without the scheme (bench/flow_s2.py runs the
+   two without RabbitMQ)
 
 ``--baseline DIR`` measures this checkout against another syncmq checkout (e.g. a
 ``git worktree add /tmp/before <rev>``) in RabbitMQ's place, alternating in the same way: the
@@ -133,6 +136,8 @@ class Syncmq:
                                    env=self.env).stdout
         if "--no-management" in help_text:
             args.append("--no-management")
+        if "--prometheus-port" in help_text:  # no fixed port 15692 (another broker may hold it)
+            args += ["--prometheus-port", "-1"]
         self.log = open(os.path.join(self.dir, "syncmq.log"), "w+")
         self.proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                      text=True, cwd=self.root, env=self.env,
@@ -288,6 +293,12 @@ def scenarios(opts: argparse.Namespace) -> dict[str, dict[str, Any]]:
                "steps": [["-x", "1", "-y", "1", "-s", "16", "-a", "-z", t]]},
         "S2": {"desc": "1p/1c 1 KiB manual ack prefetch 100",
                "steps": [["-x", "1", "-y", "1", "-s", "1024", "-q", "100", "-z", t]]},
+        # S2 with syncmq's credit flow off (not in the default set: --scenarios S2,S2off
+        # shows what the scheme saves in peak RSS; RabbitMQ runs plain S2)
+        "S2off": {"desc": "S2 with syncmq --queue-flow-high 0 (credit flow off)",
+                  "syncmq_args": ["--queue-flow-high", "0"],
+                  "steps": [["-x", "1", "-y", "1", "-s", "1024", "-q", "100", "-z", t]],
+                  "fresh": True},
         "S3": {"desc": "1p/1c 1 KiB persistent confirm 100 durable manual ack",
                "steps": [["-x", "1", "-y", "1", "-s", "1024", "--persistent", "-c", "100",
                           "--durable", "-q", "100", "-z", t]]},

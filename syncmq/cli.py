@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     handler = setup_logging(args.log_level, args.log_format, args.log_file)
     raise_nofile_limit()
     server = Server(config)
+    server.config_files = [args.config_file] if getattr(args, "config_file", None) else []
     if users is not None:
         server.set_users(users)
         log.info("users file loaded", extra={"users_file": args.users_file, **users.summary()})

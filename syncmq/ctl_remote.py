@@ -164,31 +164,6 @@ def _password(args) -> str:
 
 # ---- verbs ----
 
-def status(c: Client, args) -> None:
-    o = c.call("GET", "/api/overview")
-    node = (c.call("GET", "/api/nodes") or [{}])[0]
-    if _json_out(args):
-        print(json.dumps({"overview": o, "node": node}, indent=1))
-        return
-    _banner(args, f"Status of node {o.get('node')} ...")
-    ot, qt = o.get("object_totals", {}), o.get("queue_totals", {})
-    lines = [
-        ("Product", f"{o.get('product_name')} {o.get('product_version')}"),
-        ("Node", o.get("node")),
-        ("Uptime (seconds)", int(node.get("uptime", 0)) // 1000),
-        ("Memory used (bytes)", node.get("mem_used")),
-        ("Listeners", ", ".join(f"{li['protocol']} {li['ip_address']}:{li['port']}"
-                                for li in o.get("listeners", []))),
-        ("Connections", ot.get("connections")), ("Channels", ot.get("channels")),
-        ("Queues", ot.get("queues")), ("Exchanges", ot.get("exchanges")),
-        ("Consumers", ot.get("consumers")),
-        ("Messages", qt.get("messages")), ("Messages ready", qt.get("messages_ready")),
-        ("Messages unacknowledged", qt.get("messages_unacknowledged")),
-    ]
-    for k, v in lines:
-        print(f"{k}: {_cell(v)}")
-
-
 def _lister(path_all: str, what: str, default_cols: list[str], per_vhost: bool = True):
     def run(c: Client, args) -> None:
         if per_vhost:
@@ -455,7 +430,6 @@ def environment(c: Client, args) -> None:
 # verb -> (function, help, argument spec)
 #   spec items: "-p" (vhost option), "cols" (column names), NAME, NAME? (optional), NAME*
 VERBS = {
-    "status": (status, "broker status", []),
     "list_queues": (_lister("/api/queues", "queues", ["name", "messages"]),
                     "list queues", ["-p", "cols"]),
     "list_exchanges": (_lister("/api/exchanges", "exchanges", ["name", "type"]),
@@ -549,6 +523,8 @@ def build_parser() -> argparse.ArgumentParser:
             elif item == "cols":
                 sp.add_argument("columns", nargs="*", metavar="COLUMN",
                                 help="columns to show (management API field names)")
+            elif item == "--unit=gb":  # status: rabbitmqctl's byte multiple
+                sp.add_argument("--unit", choices=("bytes", "kb", "mb", "gb"), default="gb")
             elif item.startswith("--") and ":" in item:  # --opt:int=0, --opt:str=all
                 opt, _, rest = item.partition(":")
                 kind, _, default = rest.partition("=")

@@ -141,8 +141,12 @@ def connection_memory(sessions: list) -> int:
 
 
 def accounted_memory(broker: Any, sessions: list, baseline: int) -> dict[str, int]:
-    """What the broker holds, in bytes, by part; ``total`` is what the alarm compares."""
+    """What the broker holds, in bytes, by part; ``total`` is what the alarm compares.
+    ``queues`` (every queued message) is ``message_metadata`` (:data:`MESSAGE_OVERHEAD`
+    each) plus ``message_bodies`` (the bodies in memory)."""
     messages, queued = queued_memory(broker)
     conns = connection_memory(sessions)
+    metadata = messages * MESSAGE_OVERHEAD
     return {"total": baseline + queued + conns, "baseline": baseline, "queues": queued,
-            "messages": messages, "connections": conns}
+            "messages": messages, "message_metadata": metadata,
+            "message_bodies": queued - metadata, "connections": conns}

@@ -208,6 +208,11 @@ OPTIONS: tuple[Option, ...] = (
       "instead of being written twice, so a backlog larger than RAM costs the budget plus a "
       "few hundred bytes a message ([docs/architecture.md](docs/architecture.md), \"Memory "
       "budget\")", type=parse_size, metavar="SIZE", shown_default="`0` (unlimited)"),
+    Opt("queue-flow-high", "20000", "credit flow: a queue with consumers and more than this "
+      "many ready messages withholds credit from the connections publishing to it (they are "
+      "not read, state `flow`) until it is down to half of it; a connection that also "
+      "consumes with acks is never paused ([docs/architecture.md](docs/architecture.md), "
+      "\"Flow control\"); `0` disables", type=int, metavar="N"),
     Opt("max-connections", "0", "refuse connections beyond this many open ones (checked at "
       "accept and at `connection.open`: 530); sockets still in the handshake do not count",
       type=int, metavar="N", shown_default="`0` (no limit)"),

@@ -59,6 +59,7 @@ class Server:
                 # persistent bodies already journaled are read back from it, not spilled
                 self.body_store.attach_journal(self.journal.reader)
         self.broker = broker or Broker(durability=self.durability, body_store=self.body_store)
+        self.broker.flow_limits.set(config.queue_flow_high)  # before any queue exists
         self.settings = Settings(
             frame_max=config.frame_max,
             channel_max=config.channel_max,
@@ -85,6 +86,9 @@ class Server:
         self.tls_address: tuple[str, int] | None = None  # the TLS listener's, when there is one
         self.signals: queue.SimpleQueue = queue.SimpleQueue()
         self.on_hup: Callable[[], None] | None = None
+        # Configuration files read before the server was made (``--config``; cli.main sets
+        # it): the management API lists them with ``--users-file`` (``config_files``).
+        self.config_files: list[str] = []
         self.started_at = time.time()
         self.management: ManagementServer | None = None
         self.prometheus: ManagementServer | None = None  # --prometheus-port's listener
@@ -278,7 +282,16 @@ class Server:
             shovels=self.shovels,
             mem_limit=self.config.memory_high_watermark,
             disk_free_limit=self.config.disk_free_limit,
+            config_files=[os.path.abspath(f) for f in (*self.config_files,
+                                                        self.config.users_file) if f],
+            log_files=[os.path.abspath(self.config.log_file) if self.config.log_file
+                       else "<stderr>"],
+            memory_parts=self._memory_parts,
         )
+
+    def _memory_parts(self) -> dict[str, int]:
+        monitor = getattr(self, "monitor", None)
+        return dict(monitor.memory_parts) if monitor is not None else {}
 
     def _http_settings(self) -> HTTPSettings:
         c = self.config

@@ -54,10 +54,10 @@ class FakeTransport:
     def stop_reading(self) -> None:
         self.calls.append(("stop_reading",))
 
-    def pause_reading(self) -> None:
+    def pause_reading(self, reason: str = "alarm") -> None:
         self.calls.append(("pause_reading",))
 
-    def resume_reading(self) -> None:
+    def resume_reading(self, reason: str = "alarm") -> None:
         self.calls.append(("resume_reading",))
 
     def set_frame_max(self, frame_max: int) -> None:

@@ -75,3 +75,86 @@ def workload(port: int) -> contextlib.ExitStack:
     return stack
 
 
+
+
+# What dead_letter_workload makes, by (family, queue_type, dead_letter_strategy)
+DEAD_LETTERS = {
+    ("expired", "rabbit_classic_queue", "at_most_once"): 2,
+    ("maxlen", "rabbit_classic_queue", "at_most_once"): 3,  # 2 drop-head, 1 reject-publish-dlx
+    ("rejected", "rabbit_classic_queue", "at_most_once"): 2,  # a reject and a nack
+    ("expired", "rabbit_classic_queue", "disabled"): 2,  # one without a DLX, one missing DLX
+    ("maxlen", "rabbit_classic_queue", "disabled"): 1,
+    ("rejected", "rabbit_classic_queue", "disabled"): 1,
+    ("rejected", "rabbit_quorum_queue", "at_most_once"): 1,
+}
+DEAD_LETTERED_TO_DLQ = 8  # the at_most_once ones
+
+
+def dead_lettered(text: str) -> dict[tuple[str, str, str], float]:
+    """``{(reason, queue_type, strategy): value}`` of the dead-letter families of a scrape."""
+    out = {}
+    prefix = "rabbitmq_global_messages_dead_lettered_"
+    for f in text_string_to_metric_families(text):
+        if f.name.startswith(prefix):
+            for s in f.samples:
+                out[(f.name[len(prefix):], s.labels["queue_type"],
+                     s.labels["dead_letter_strategy"])] = s.value
+    return out
+
+
+def dead_letter_workload(port: int, prefix: str) -> None:
+    """Dead letters of each reason, with a dead-letter exchange (republished: at_most_once)
+    and without one or with a missing one (dropped: disabled), as :data:`DEAD_LETTERS`
+    counts them; a reject-publish refusal is no dead letter. Returns once the republished
+    ones reached the dead-letter queue and every rejection was handled."""
+    with contextlib.closing(connect(port)) as conn:
+        ch = conn.channel()
+        ch.confirm_delivery()
+        dlx, dlq = f"{prefix}-dlx", f"{prefix}-dlq"
+        ch.exchange_declare(dlx, "fanout")
+        ch.queue_declare(dlq)
+        ch.queue_bind(dlq, dlx)
+        with_dlx = {"x-dead-letter-exchange": dlx}
+
+        def queue(name: str, n: int, **args) -> str:
+            q = f"{prefix}-{name}"
+            ch.queue_declare(q, durable=args.get("x-queue-type") == "quorum", arguments=args)
+            for i in range(n):
+                try:
+                    ch.basic_publish("", q, b"m%d" % i)
+                except pika.exceptions.NackError:
+                    pass  # refused by reject-publish(-dlx)
+            return q
+
+        queue("ttl", 2, **{"x-message-ttl": 0}, **with_dlx)
+        queue("drop", 3, **{"x-max-length": 1}, **with_dlx)
+        queue("rpd", 2, **{"x-max-length": 1, "x-overflow": "reject-publish-dlx"}, **with_dlx)
+        queue("rp", 2, **{"x-max-length": 1, "x-overflow": "reject-publish"}, **with_dlx)
+        queue("ttl-nodlx", 1, **{"x-message-ttl": 0})
+        queue("ttl-missing", 1, **{"x-message-ttl": 0,
+                                   "x-dead-letter-exchange": f"{prefix}-missing"})
+        queue("drop-nodlx", 2, **{"x-max-length": 1})
+
+        def reject(q: str, nack: bool = False) -> None:
+            method, _, _ = ch.basic_get(q)
+            if nack:
+                ch.basic_nack(method.delivery_tag, requeue=False)
+            else:
+                ch.basic_reject(method.delivery_tag, requeue=False)
+
+        rej = queue("rej", 2, **with_dlx)
+        reject(rej)
+        reject(rej, nack=True)
+        rej_nodlx = queue("rej-nodlx", 1)
+        reject(rej_nodlx)
+        qq = queue("qq", 1, **{"x-queue-type": "quorum"}, **with_dlx)
+        reject(qq)
+        for q in (rej, rej_nodlx, qq):  # a synchronous call after the rejections
+            ch.queue_declare(q, passive=True)
+        got = 0
+        for _m, _p, _b in ch.consume(dlq, auto_ack=True, inactivity_timeout=TIMEOUT):
+            assert _m is not None, f"{got} of {DEAD_LETTERED_TO_DLQ} dead letters arrived"
+            got += 1
+            if got == DEAD_LETTERED_TO_DLQ:
+                break
+        ch.cancel()

@@ -17,8 +17,21 @@ import pika
 import pika.exceptions
 import pytest
 from amqp_helpers import connect
-from prom_helpers import AUTH, PROTO, PROTO_QT, TIMEOUT, families, samples, scrape, workload
+from prom_helpers import (
+    AUTH,
+    DEAD_LETTERS,
+    PROTO,
+    PROTO_QT,
+    TIMEOUT,
+    dead_letter_workload,
+    dead_lettered,
+    families,
+    samples,
+    scrape,
+    workload,
+)
 from prometheus_client.parser import text_string_to_metric_families
+from test_management import get
 
 
 def status(port: int, path: str, method: str = "GET", auth: bool = False) -> int:
@@ -263,3 +276,30 @@ def test_embedded_server_prometheus_port_restart_and_threads():
         names = {t.name for t in s.threads()}
         assert "syncmq-prometheus" in names
     assert not [t for t in threading.enumerate() if t.name == "syncmq-prometheus"]
+
+
+def test_dead_letter_counters_by_reason(prom_broker, unique):
+    """Each reason, with a dead-letter exchange (at_most_once) and without (disabled), counted
+    node-wide on the RabbitMQ series (queue_type, dead_letter_strategy); the counts outlive
+    the queues that made them."""
+    b = prom_broker
+    before = dead_lettered(scrape(b.prometheus_port))
+    assert set(before) == {
+        (r, qt, st) for qt, st, reasons in (
+            ("rabbit_classic_queue", "disabled", ("maxlen", "expired", "rejected")),
+            ("rabbit_classic_queue", "at_most_once", ("maxlen", "expired", "rejected")),
+            ("rabbit_quorum_queue", "disabled",
+             ("maxlen", "expired", "rejected", "delivery_limit")),
+            ("rabbit_quorum_queue", "at_most_once",
+             ("maxlen", "expired", "rejected", "delivery_limit")),
+            ("rabbit_quorum_queue", "at_least_once",
+             ("confirmed", "expired", "rejected", "delivery_limit"))) for r in reasons}
+    assert not any(before.values())
+    dead_letter_workload(b.port, unique)
+    got = dead_lettered(scrape(b.prometheus_port))
+    assert {k: v for k, v in got.items() if v} == DEAD_LETTERS
+    with contextlib.closing(connect(b.port)) as conn:
+        ch = conn.channel()
+        for name in [q["name"] for q in get(b, "/api/queues") if q["name"].startswith(unique)]:
+            ch.queue_delete(name)
+    assert dead_lettered(scrape(b.prometheus_port)) == got

@@ -8,6 +8,8 @@ import threading
 from typing import Any
 
 from .auth import InternalLogin, UserStore
+from .deadletter import DEAD_LETTER_EVENTS
+from .flow import FlowLimits
 from .parameters import Parameters
 from .policy_registry import PolicyRegistry
 from .timers import Scheduler
@@ -34,6 +36,7 @@ EVENTS = ("connections_opened", "connections_closed", "channels_opened", "channe
           "auth_attempts_failed")
 
 
+
 class Broker:
     """Top of the broker model. ``vhosts`` is mutated only under ``lock``; read without it."""
 
@@ -58,17 +61,22 @@ class Broker:
         # only (atomic); entries are added and removed by the owning connection's worker.
         self.reply_consumers: dict[str, Any] = {}
         # Guards ``closed_stats`` (message counters of closed channels, added up) and
-        # ``events`` (connections, channels and queues opened/closed, logins: /metrics).
-        # Taken once per such event or scrape, never per message.
+        # ``events`` (connections, channels and queues opened/closed, logins: /metrics; dead
+        # letters by series, :data:`DEAD_LETTER_EVENTS`). Taken once per such event, batch
+        # of dead letters or scrape, never per message.
         self.stats_lock = threading.Lock()
         self.closed_stats: list[int] = []
-        self.events: dict[str, int] = dict.fromkeys(EVENTS, 0)
+        self.events: dict[str, int] = dict.fromkeys(EVENTS + DEAD_LETTER_EVENTS, 0)
         # Policies and operator policies in force (their values live in the parameter
         # store; see policy_registry): matched at declares, applied live on change.
         self.policies = PolicyRegistry(lambda: self.vhosts)
+        # Credit flow thresholds (``flow.FlowLimits``, off until the server sets them),
+        # shared by the vhosts and copied into each queue at creation.
+        self.flow_limits = FlowLimits()
         self.vhosts: dict[str, VirtualHost] = {
             "/": VirtualHost("/", durability, self.scheduler, body_store,
-                             self.reply_consumers, self.count, self.policies)}
+                             self.reply_consumers, self.count, self.policies,
+                             self.flow_limits)}
         self.users = users or UserStore()
         # Runtime parameters (policies, limits, shovels...: components register on it), see
         # ``parameters.py``; journaled through ``durability``.
@@ -83,10 +91,11 @@ class Broker:
         """Run ``fn()`` on a worker about ``delay`` seconds from now (see ``timers``)."""
         return self.scheduler.schedule(delay, fn)
 
-    def count(self, event: str) -> None:
-        """One more ``event`` (a name in :data:`EVENTS`; not on the message path)."""
+    def count(self, event: str, n: int = 1) -> None:
+        """``n`` more ``event`` (a name in :data:`EVENTS` or :data:`DEAD_LETTER_EVENTS`; not
+        on the message path: dead letters are counted once per batch)."""
         with self.stats_lock:
-            self.events[event] += 1
+            self.events[event] += n
 
     def add_closed_stats(self, counts: tuple[int, ...]) -> None:
         """Add a closed channel's message counters to the totals and count the channel as
@@ -105,5 +114,6 @@ class Broker:
             if vh is None:
                 vh = self.vhosts[name] = VirtualHost(name, self.durability, self.scheduler,
                                                      self.body_store, self.reply_consumers,
-                                                     self.count, self.policies)
+                                                     self.count, self.policies,
+                                                     self.flow_limits)
             return vh

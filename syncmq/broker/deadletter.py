@@ -30,6 +30,46 @@ from .message import Message
 
 Death = tuple[str, str]  # (queue, reason), most recent first
 
+# Dead letters by source queue type, dead-letter strategy and reason, as RabbitMQ's global
+# counters keep them (rabbit_global_counters): ``disabled`` when the queue has no dead-letter
+# exchange (or it does not exist: the message is dropped), ``at_most_once`` when it was
+# republished to it. syncmq serves quorum declarations with classic queues, which dead-letter
+# at most once, so ``confirmed`` and ``delivery_limit`` stay 0.
+DEAD_LETTER_SERIES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("rabbit_classic_queue", "disabled", ("maxlen", "expired", "rejected")),
+    ("rabbit_classic_queue", "at_most_once", ("maxlen", "expired", "rejected")),
+    ("rabbit_quorum_queue", "disabled", ("maxlen", "expired", "rejected", "delivery_limit")),
+    ("rabbit_quorum_queue", "at_most_once",
+     ("maxlen", "expired", "rejected", "delivery_limit")),
+    ("rabbit_quorum_queue", "at_least_once",
+     ("confirmed", "expired", "rejected", "delivery_limit")),
+)
+
+
+def dead_letter_event(queue_type: str, strategy: str, reason: str) -> str:
+    """The ``Broker.count`` event name of one dead-letter series."""
+    return f"dead_lettered:{queue_type}:{strategy}:{reason}"
+
+
+# (queue type, strategy, reason) -> its event name, made once (not per dead letter)
+DEAD_LETTER_EVENT = {(qt, st, r): dead_letter_event(qt, st, r)
+                     for qt, st, reasons in DEAD_LETTER_SERIES for r in reasons}
+DEAD_LETTER_EVENTS = tuple(DEAD_LETTER_EVENT.values())
+
+
+def queue_type_module(queue_type: str) -> str:
+    """RabbitMQ's queue type module for a declared ``x-queue-type`` (the counters' label)."""
+    return "rabbit_quorum_queue" if queue_type == "quorum" else "rabbit_classic_queue"
+
+
+def count_by_reason(letters: list[tuple[Message, str]]) -> dict[str, int]:
+    if len(letters) == 1:  # the common batch: one dead letter made by one operation
+        return {letters[0][1]: 1}
+    counts: dict[str, int] = {}
+    for _, reason in letters:
+        counts[reason] = counts.get(reason, 0) + 1
+    return counts
+
 
 def _utcnow() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC).replace(tzinfo=None, microsecond=0)

@@ -85,14 +85,20 @@ class PublishRun:
     batch, when a channel is released); :func:`publish` flushes it before it enqueues a
     publish that does not join, so a queue keeps its publishers' order.
 
+    ``stalled``: the queues this run's publishes went to that were behind their consumers
+    (``Queue.behind``, see ``broker.flow``), noted when their run is enqueued (a batchable
+    queue: no cost per message) or when a publish goes to them one by one; the owner asks
+    them for credit and empties it.
+
     Owned by one thread (a connection's worker); not thread-safe.
     """
 
-    __slots__ = ("pending",)
+    __slots__ = ("pending", "stalled")
 
     def __init__(self) -> None:
         # queue -> messages to enqueue, in order; the same dict object for the run's life
         self.pending: dict[Queue, list[Message]] = {}
+        self.stalled: set[Queue] = set()
 
     def add(self, queue: Queue, message: Message) -> None:
         pending = self.pending.get(queue)
@@ -115,6 +121,8 @@ class PublishRun:
         for q, messages in runs:
             try:
                 q.publish_many(messages)
+                if q.behind:
+                    self.stalled.add(q)
             except Exception as e:
                 if error is None:
                     error = e
@@ -164,8 +172,11 @@ def publish(vhost: VirtualHost, ex: Exchange, message: Message, mandatory: bool 
         for q in queues:
             if q.batchable:
                 add(q, message)
-            elif q.publish(message) == REFUSED:
-                rejected = True
+            else:
+                if q.publish(message) == REFUSED:
+                    rejected = True
+                if q.behind:
+                    run.stalled.add(q)
         if result is None:
             return PublishResult(queues, True, rejected, journaled, False)
         # (the per-message path: filled in here rather than by a call to _result)
@@ -180,6 +191,8 @@ def publish(vhost: VirtualHost, ex: Exchange, message: Message, mandatory: bool 
                 routed = True
                 if r == REFUSED:
                     rejected = True
+            if q.behind and run is not None:
+                run.stalled.add(q)
     return _result(result, queues, routed, rejected, journaled, False)
 
 

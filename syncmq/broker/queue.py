@@ -38,6 +38,7 @@ from ..wire._spec import ACCESS_REFUSED
 from ..wire.errors import AMQPChannelError
 from .args import queue_options
 from .consumer import Consumer, DeliveryFailed, DeliveryTarget
+from .flow import QueueCredit
 from .message import Message
 from .policies import Policy, effective_definition, queue_settings
 from .queue_limits import QueueLimits
@@ -77,7 +78,7 @@ class _Guard:
             q._publish_letters(letters)
 
 
-class Queue(QueueLimits):
+class Queue(QueueLimits, QueueCredit):
     """A classic queue: FIFO of message references, consumers served round-robin (within the
     highest consumer priority that has credit)."""
 
@@ -97,6 +98,8 @@ class Queue(QueueLimits):
         "expiry", "ready_bytes", "_letters", "_ttl_timer_at", "last_used", "_expires_armed",
         "stats_expired", "stats_dead_lettered", "stats_dropped",
         "store",  # BodyStore or None (memory budget); set once at creation
+        # credit flow (syncmq.broker.flow): limits set once, the rest guarded by ``lock``
+        "behind", "flow_high", "flow_low", "flow_waiters",
     )
 
     def __init__(
@@ -125,6 +128,7 @@ class Queue(QueueLimits):
         # queue used alone.
         self.host = host
         self.store = getattr(host, "body_store", None)
+        self._set_flow_limits(getattr(host, "flow_limits", None))
         self.policy, self.op_policy = policies
         # the effective policy definition (/api/queues effective_policy_definition)
         self.effective = effective_definition(*policies)
@@ -184,6 +188,8 @@ class Queue(QueueLimits):
             now = self._enqueue_locked(message)
             if self.consumers:
                 self._dispatch_locked(now or None)
+                if len(self.ready) > self.flow_high:  # (never behind without consumers)
+                    self._check_behind_locked()
             if self.message_ttl == 0 and self.dlx is None and self.max_priority is None:
                 self._drop_undelivered_locked(message)
             if self.limited:
@@ -232,6 +238,8 @@ class Queue(QueueLimits):
                     self._enqueue_locked(message)
             if self.consumers:
                 self._dispatch_locked()
+                if len(self.ready) > self.flow_high:  # (never behind without consumers)
+                    self._check_behind_locked()
             if self.limited:
                 self._drop_over_limit_locked()
             if self.expiry:
@@ -352,8 +360,10 @@ class Queue(QueueLimits):
         """The first ``n`` of ``pairs`` (``(seq, (message, redelivered))``) left the ready
         queue for a consumer or basic.get: the one place that accounts for it (counters,
         ready bytes, journal DELIVERED/ACK, and for no-ack the expiry entry and the body
-        store's reference). A plain queue pays two additions."""
+        store's reference). A plain queue pays two additions (and a test of ``behind``)."""
         self.stats_delivered += n
+        if self.behind and len(self.ready) <= self.flow_low:
+            self._caught_up_locked()
         if not no_ack:
             self.unacked_count += n
             if not (self.journaled or self.track_bytes):
@@ -427,7 +437,8 @@ class Queue(QueueLimits):
         self, entries: list[tuple[int, Message]], rejected: bool = False, dispatch: bool = False
     ) -> None:
         """Unacked ``(seq, message)`` entries were acked, or rejected without requeue
-        (``rejected``: then they are dead-lettered if the queue has a dead-letter exchange).
+        (``rejected``: then they are dead letters, counted, and republished if the queue has
+        a dead-letter exchange).
         ``dispatch``: then deliver to consumers with credit under the same lock hold (what
         :meth:`dispatch` would do next, without taking the lock a second time)."""
         count = len(entries)
@@ -439,7 +450,7 @@ class Queue(QueueLimits):
                     self.expiry.pop(seq, None)
             if self.journaled and not self.deleted:
                 self.durability.acked(self, [m.msg_id for _, m in entries if m.msg_id])
-            if rejected and self.dlx is not None and not self.deleted:
+            if rejected and not self.deleted:  # dead letters, with or without a DLX
                 self._letters.extend([(m, "rejected") for _, m in entries])
             elif self.store is not None:
                 self.store.release_many([m for _, m in entries])
@@ -504,6 +515,8 @@ class Queue(QueueLimits):
                 return False
             if not self.consumers:
                 self.last_used = time.monotonic()
+                if self.behind:  # no consumer to be behind: a store again
+                    self._caught_up_locked()
                 if self.options.expires is not None and not self._expires_armed:
                     self._arm_expires_locked()
             elif was_active and self.ready:
@@ -526,6 +539,8 @@ class Queue(QueueLimits):
                     self.expiry.pop(seq, None)
             purged = self.ready.purge()
             self.ready_bytes = 0
+            if self.behind:
+                self._caught_up_locked()
             if self.journaled:
                 # ACKs of exactly what was dropped: a QUEUE_PURGE record would also drop the
                 # unacked messages, which RabbitMQ keeps (they may still be requeued).
@@ -604,6 +619,8 @@ class Queue(QueueLimits):
                 self.store.release_many([m for m, _ in self._letters])
             self._letters = []
             consumers = self.consumers.clear()
+            if self.behind:
+                self._caught_up_locked()
             return n, consumers
 
 

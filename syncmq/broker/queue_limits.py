@@ -86,13 +86,15 @@ class QueueLimits:
     def _expired_locked(self, message: Message) -> None:
         """``message`` (already off the ready queue) expired: dead-letter or drop it."""
         self.stats_expired += 1
-        self._discard_locked(message, "expired", True, self.dlx is not None)
+        self._discard_locked(message, "expired", True, True)
 
     def _discard_locked(self, message: Message, reason: str, was_ready: bool,
                         dead_letter: bool) -> None:
         """``message`` leaves this queue for good without a consumer (expired, dropped or
         refused for a length limit): the one place for its ready bytes, its journal ACK, and
-        its dead letter (published after the lock, see ``_Guard``) or body reference."""
+        its dead letter or body reference. ``dead_letter``: it is one (RabbitMQ counts it
+        even when there is no dead-letter exchange to republish it to), so it joins
+        ``_letters``, counted and published (or dropped) after the lock (see ``_Guard``)."""
         if was_ready and self.track_bytes:
             self.ready_bytes -= message.size
         if message.msg_id and self.journaled:
@@ -173,8 +175,7 @@ class QueueLimits:
     def _refuse_locked(self, message: Message) -> None:
         """reject-publish(-dlx): the message is not enqueued here."""
         self.stats_dropped += 1
-        self._discard_locked(message, "maxlen", False,
-                             self.overflow == "reject-publish-dlx" and self.dlx is not None)
+        self._discard_locked(message, "maxlen", False, self.overflow == "reject-publish-dlx")
 
     def _drop_over_limit_locked(self) -> None:
         """drop-head: drop (or dead-letter) from the head until within the limits."""
@@ -189,16 +190,18 @@ class QueueLimits:
             if self.expiry:
                 self.expiry.pop(seq, None)
             self.stats_dropped += 1
-            self._discard_locked(message, "maxlen", True, self.dlx is not None)
+            self._discard_locked(message, "maxlen", True, True)
 
     def _publish_letters(self, letters: list[tuple[Message, str]]) -> None:
-        """Publish dead letters to the dead-letter exchange (no queue lock held), then release
-        their bodies (they kept this queue's reference to be republished)."""
+        """Count dead letters and publish them to the dead-letter exchange if there is one
+        (``VirtualHost.dead_letter``, no queue lock held), then release their bodies (they
+        kept this queue's reference to be republished)."""
         host = self.host
         try:
-            if host is None or self.dlx is None:
+            if host is None:
                 return
-            self.stats_dead_lettered += len(letters)
+            if self.dlx is not None:
+                self.stats_dead_lettered += len(letters)
             host.dead_letter(self, letters)
         finally:
             if self.store is not None:

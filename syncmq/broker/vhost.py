@@ -22,7 +22,13 @@ from ..wire import _spec
 from ..wire.errors import AMQPChannelError, AMQPConnectionError
 from ..wire.fields import Long
 from .args import check_declare_arguments, check_queue_type, precondition_failed
-from .deadletter import dead_lettered, is_cycle
+from .deadletter import (
+    DEAD_LETTER_EVENT,
+    count_by_reason,
+    dead_lettered,
+    is_cycle,
+    queue_type_module,
+)
 from .exchange import EXCHANGE_TYPES, KEYLESS, Exchange
 from .federation import FEDERATION_UPSTREAM, MAX_HOPS_ARG
 from .federation import check_arguments as check_federation_arguments
@@ -64,14 +70,18 @@ class VirtualHost:
     def __init__(self, name: str, durability: Any = None,
                  scheduler: Scheduler | None = None, body_store: Any = None,
                  reply_consumers: dict | None = None,
-                 count: Callable[[str], None] | None = None,
-                 policies: Any = None) -> None:
+                 count: Callable[..., None] | None = None,
+                 policies: Any = None, flow_limits: Any = None) -> None:
         self.name = name
-        # ``Broker.count`` (queues declared/created/deleted for /metrics), or a no-op.
-        self.broker_count: Callable[[str], None] = count or (lambda _event: None)
+        # ``Broker.count`` (queues declared/created/deleted, dead letters: /metrics), or a
+        # no-op.
+        self.broker_count: Callable[..., None] = count or (lambda _event, _n=1: None)
         # The broker's ``policy_registry.PolicyRegistry`` (None for a vhost used alone):
         # a queue or exchange gets its policy at creation from it.
         self.policies = policies
+        # Credit flow thresholds (the broker's ``flow.FlowLimits``; None: off), read by each
+        # queue when it is created.
+        self.flow_limits = flow_limits
         # Direct reply-to consumers (the broker's map, see ``Broker.reply_consumers``).
         self.reply_consumers: dict[str, Any] = (
             reply_consumers if reply_consumers is not None else {})
@@ -558,13 +568,20 @@ class VirtualHost:
     def dead_letter(self, source: Queue, letters: list[tuple[Message, str]]) -> None:
         """Publish ``letters`` (message, reason) from ``source`` to its dead-letter exchange.
 
-        Called with no queue lock held. A missing exchange drops them (as RabbitMQ); so do
-        cycles without a rejection. Each new message goes through the broker's one publish
+        Called with no queue lock held, with every dead letter the queue made, also without
+        a dead-letter exchange: each is counted here (the node-wide counters by queue type,
+        strategy and reason, ``Broker.count``: one stats-lock hold per reason in the batch).
+        A missing exchange drops them (as RabbitMQ: counted as ``disabled``); so do cycles
+        without a rejection. Each new message goes through the broker's one publish
         (``broker.publish``): persistent ones reaching durable queues are journaled with a
         new PUBLISH record (the source already recorded their ACK).
         """
         dlx = source.dlx
         ex = self.exchanges.get(dlx) if dlx is not None else None
+        qtype = queue_type_module(source.options.queue_type)
+        strategy = "disabled" if ex is None else "at_most_once"
+        for reason, n in count_by_reason(letters).items():  # once per batch, not per letter
+            self.broker_count(DEAD_LETTER_EVENT[(qtype, strategy, reason)], n)
         if ex is None:
             return
         for message, reason in letters:

@@ -206,6 +206,18 @@ GLOBAL: tuple[tuple[str, str, str, tuple[str, ...], str], ...] = (
     ("global_publishers", G, "Current number of publishers", PROTO, "publishers"),
 )
 
+# rabbitmq_global_messages_dead_lettered_<reason>_total: per queue type and dead-letter
+# strategy (the series of ``broker.deadletter.DEAD_LETTER_SERIES``, each a sample)
+DEAD_LETTER_LABELS = ("queue_type", "dead_letter_strategy")
+DEAD_LETTERED = (
+    ("confirmed", "Total number of messages dead-lettered and confirmed by target queues"),
+    ("delivery_limit", "Total number of messages dead-lettered due to delivery-limit exceeded"),
+    ("expired", "Total number of messages dead-lettered due to message TTL exceeded"),
+    ("maxlen", "Total number of messages dead-lettered due to overflow drop-head or "
+     "reject-publish-dlx"),
+    ("rejected", "Total number of messages dead-lettered due to basic.reject or basic.nack"),
+)
+
 ALARMS = (
     ("alarms_file_descriptor_limit", "is 1 if file descriptor limit alarm is in effect", None),
     ("alarms_free_disk_space_watermark",

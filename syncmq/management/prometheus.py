@@ -47,6 +47,7 @@ from prometheus_client.core import (
 import syncmq.management.state as state
 import syncmq.management.view as view
 
+from ..broker.deadletter import DEAD_LETTER_SERIES, dead_letter_event
 from . import prom_families as F
 from .state import Context, Rates, connection_name, open_sessions
 
@@ -252,6 +253,22 @@ def common(reading: Reading) -> list[Metric]:
     for name, kind, help_, labels, key in F.GLOBAL:
         fam = _family(PREFIX + name, kind, help_, labels)
         fam.add_metric(["amqp091", "rabbit_classic_queue"][:len(labels)], g[key])
+        out.append(fam)
+    out.extend(dead_letter_families(reading.events))
+    return out
+
+
+def dead_letter_families(events: dict[str, int]) -> list[Metric]:
+    """``rabbitmq_global_messages_dead_lettered_*_total``: a sample per series that counts
+    the reason (RabbitMQ's), from the broker's counters (``Broker.count``)."""
+    out = []
+    for reason, help_ in F.DEAD_LETTERED:
+        fam = CounterMetricFamily(f"{PREFIX}global_messages_dead_lettered_{reason}_total",
+                                  help_, labels=F.DEAD_LETTER_LABELS)
+        for qtype, strategy, reasons in DEAD_LETTER_SERIES:
+            if reason in reasons:
+                fam.add_metric([qtype, strategy],
+                               events.get(dead_letter_event(qtype, strategy, reason), 0))
         out.append(fam)
     return out
 

@@ -38,6 +38,13 @@ class Context:
     tls_files: list[str] = field(default_factory=list)
     mem_limit: int = 0  # --memory-high-watermark in bytes (0: no memory alarm)
     disk_free_limit: int = 0  # --disk-free-limit in bytes (0: no disk alarm)
+    # The files it was started with (``--config``, ``--users-file``) and logs to
+    # (``--log-file`` or ``<stderr>``): /api/nodes ``config_files``, ``log_files``.
+    config_files: list[str] = field(default_factory=list)
+    log_files: list[str] = field(default_factory=list)
+    # The resource monitor's last memory accounting (``memory.accounted_memory``), {} before
+    # its first sample: /api/nodes/{node}?memory=true
+    memory_parts: Callable[[], dict[str, int]] = dict
     # Called with (session, code, text) to close a connection on its own worker.
     close_connection: Callable[[Session, int, str], None] | None = None
     # the broker's dynamic shovels (``syncmq.shovel.manager.Shovels``), None: no shovels

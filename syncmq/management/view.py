@@ -16,7 +16,11 @@ def connection_state(session: Any) -> str:
     """RabbitMQ's name for the connection's state (``running`` once open), from the
     protocol's public state. The one place the management layer reads it."""
     st = session.proto.state
-    return getattr(st, "rabbit_name", None) or str(st)
+    name = getattr(st, "rabbit_name", None) or str(st)
+    credit = getattr(session, "credit", None)
+    if credit is not None and credit.paused and name == "running":
+        return "flow"  # not read until a queue it publishes to catches up (methods.credit)
+    return name
 
 
 def ready(queue: Any) -> int:

@@ -25,6 +25,7 @@ from ..protocol.connection import ChannelError, ConnectionProtocol
 from ..wire import _spec
 from ..wire.errors import AMQPChannelError, AMQPConnectionError
 from .channel_state import Channel
+from .credit import Credit
 from .durable_reply import Hold
 
 if TYPE_CHECKING:
@@ -48,8 +49,10 @@ class Transport(Protocol):
     def close_after_flush(self) -> None: ...
     def abort(self) -> None: ...
     def stop_reading(self) -> None: ...
-    def pause_reading(self) -> None: ...
-    def resume_reading(self) -> None: ...
+    worker: Any  # the connection's worker (``submit``)
+
+    def pause_reading(self, reason: str = "alarm") -> None: ...
+    def resume_reading(self, reason: str = "alarm") -> None: ...
     def set_frame_max(self, frame_max: int) -> None: ...
     def set_heartbeat(self, seconds: int) -> None: ...
     def mark_open(self) -> bool: ...
@@ -148,6 +151,8 @@ class Session:
         # blocks publishers, not consumers).
         self.blocked: frozenset | bool = False
         self.reading_paused = False
+        # Queue credit flow (``methods.credit``): the queues this connection waits for.
+        self.credit = Credit(self)
         self.released = False
         # Topic permissions of the user in the vhost, and the users store they came from
         # (methods/access.py: re-read when broker.users is replaced); worker-only.
@@ -234,6 +239,8 @@ class Session:
                 _spec.INTERNAL_ERROR, "INTERNAL_ERROR - the broker failed to handle a frame"))
         if self.confirm_dirty:
             self.flush_confirms()
+        if self.run.stalled or self.credit.paused:  # a queue it publishes to is behind
+            self.credit.after_batch(self.run.stalled)
 
     def flush_confirms(self) -> None:
         """End of a batch: each channel with publishes in it hands them to its confirm
@@ -494,6 +501,7 @@ class Session:
         if self.counted:
             self.counted = False
             usage.release(usage.connections, self.username)
+        self.credit.release()
         for ch in list(self.channels.values()):
             ch.fold_stats()
             ch.release()
@@ -515,7 +523,7 @@ class Session:
             if self.reading_paused:
                 # only a connection that was told it is blocked hears that it is not
                 self.reading_paused = False
-                self.transport.resume_reading()
+                self.transport.resume_reading("alarm")
                 if self.capabilities.get("connection.blocked") is True:
                     self.send_method(0, _spec.Connection.Unblocked())
 
@@ -526,7 +534,7 @@ class Session:
         clears."""
         if not self.reading_paused:
             self.reading_paused = True
-            self.transport.pause_reading()
+            self.transport.pause_reading("alarm")
             if self.capabilities.get("connection.blocked") is True:
                 reason = "low on memory" if "memory" in self.blocked else "low on disk"
                 self.send_method(0, _spec.Connection.Blocked(reason=reason))

@@ -349,7 +349,7 @@ class Reactor(Reader, Sender):
     def _update_events(self, t: Transport) -> None:
         """Make the selector watch what ``t`` needs: reads unless paused, writes while output
         is pending. Reactor thread only."""
-        events = 0 if (t.paused_flow or t.paused_alarm or t.paused_output) \
+        events = 0 if (t.paused_flow or t.paused_by or t.paused_output) \
             else selectors.EVENT_READ
         if t.writing:
             events |= selectors.EVENT_WRITE

@@ -200,10 +200,14 @@ class Reader:
             t.paused_flow = False
             self._update_events(t)
 
-    def _set_alarm_pause(self, t: Transport, paused: bool) -> None:
-        if t.closed or t.paused_alarm == paused:
+    def _set_pause(self, t: Transport, reason: str, paused: bool) -> None:
+        """The session's pause for ``reason`` (Transport.pause_reading/resume_reading)."""
+        if t.closed or (reason in t.paused_by) == paused:
             return
-        t.paused_alarm = paused
+        if paused:
+            t.paused_by.add(reason)
+        else:
+            t.paused_by.discard(reason)
         self._update_events(t)
 
     def _discard_input(self, t: Transport) -> None:

@@ -171,7 +171,7 @@ class Sender:
                 )
                 self._lost(t)
                 return
-        elif t.paused_flow or t.paused_alarm:
+        elif t.paused_flow or t.paused_by:
             t.last_recv = now  # we are not reading: silence is ours, not the peer's
         elif now - t.last_recv > 2 * hb:
             log.warning(

@@ -11,7 +11,7 @@ set once               ``reactor``, ``fd``, ``peer``, ``sockname``, ``worker``, 
                        handshake, before any input reaches the worker)
 reactor thread         ``sock`` (a worker's direct send uses it only under ``out_lock``; the
                        reactor closes it under the lock), ``inbuf``, ``header_done``,
-                       ``writing``, ``registered_events``, ``paused_flow``, ``paused_alarm``,
+                       ``writing``, ``registered_events``, ``paused_flow``, ``paused_by``,
                        ``heartbeat``, ``last_recv``, ``bytes_in``, ``tls_handshaking``,
                        ``tls_retry``, ``close_when_flushed``
 the worker             ``rest``, ``rest_len``, ``rest_need`` (a partial frame between inputs),
@@ -66,7 +66,7 @@ class Transport(OutBuffer):
         "reactor", "sock", "fd", "peer", "sockname", "worker", "handler", "inbuf",
         "header_done", "discard_input", "close_when_flushed", "writing", "frame_max",
         "heartbeat", "last_recv", "opened", "bytes_in", "created", "tls", "tls_handshaking",
-        "peer_cert", "tls_retry", "inflight", "paused_flow", "paused_alarm",
+        "peer_cert", "tls_retry", "inflight", "paused_flow", "paused_by",
         "registered_events", "rest", "rest_len", "rest_need", "aborted", "unread_in",
     )
 
@@ -106,7 +106,8 @@ class Transport(OutBuffer):
         # (incremented by the reactor, decremented by the worker).
         self.inflight = 0
         self.paused_flow = False  # reactor thread only
-        self.paused_alarm = False  # reactor thread only
+        # why reading is paused by the session ("alarm", "credit"): reactor thread only
+        self.paused_by: set[str] = set()
         self.registered_events = selectors.EVENT_READ  # what the selector watches for us
 
     # ---- called from any thread ----
@@ -134,13 +135,16 @@ class Transport(OutBuffer):
         nothing it says matters any more). Thread-safe."""
         self.reactor.call_soon(self.reactor._discard_input, self)
 
-    def pause_reading(self) -> None:
-        """Stop reading from this connection (resource alarm: a blocked publisher). Thread-safe."""
-        self.reactor.call_soon(self.reactor._set_alarm_pause, self, True)
+    def pause_reading(self, reason: str = "alarm") -> None:
+        """Stop reading from this connection for ``reason``: ``"alarm"`` (a resource alarm
+        blocks a publisher) or ``"credit"`` (a queue it publishes to is behind, see
+        ``methods.credit``). It is read again once every reason was withdrawn with
+        :meth:`resume_reading`. Thread-safe."""
+        self.reactor.call_soon(self.reactor._set_pause, self, reason, True)
 
-    def resume_reading(self) -> None:
-        """Undo :meth:`pause_reading`. Thread-safe."""
-        self.reactor.call_soon(self.reactor._set_alarm_pause, self, False)
+    def resume_reading(self, reason: str = "alarm") -> None:
+        """Withdraw ``reason`` given to :meth:`pause_reading`. Thread-safe."""
+        self.reactor.call_soon(self.reactor._set_pause, self, reason, False)
 
     def set_frame_max(self, frame_max: int) -> None:
         self.frame_max = frame_max

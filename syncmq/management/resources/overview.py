@@ -111,6 +111,7 @@ def _node(api: API) -> dict[str, Any]:
         "type": "disc",
         "running": True,
         "os_pid": str(os.getpid()),
+        "os": platform.system(),  # rabbitmqctl status's name for it
         "uptime": int((time.time() - ctx.started_at) * 1000),
         "mem_used": ctx.broker.memory_used or state.resident_memory(),
         "mem_alarm": "memory" in ctx.broker.alarms,
@@ -142,7 +143,31 @@ def _node(api: API) -> dict[str, Any]:
                           "version": ctx.version}],
         "enabled_plugins": ["management"],
         "being_drained": False,
+        "config_files": list(ctx.config_files),
+        "log_files": list(ctx.log_files),
     }
+
+
+def memory_breakdown(api: API) -> dict[str, Any]:
+    """RabbitMQ's ``memory`` of a node (``?memory=true``), by syncmq's categories: what the
+    resource monitor last accounted (``syncmq.memory``: the process at start, queued
+    messages' metadata and in-memory bodies, connections) and ``unaccounted`` (RSS beyond
+    it: allocator slack, not yet returned); ``total`` has both figures, ``strategy`` says
+    which one the memory alarm compares (RabbitMQ's key)."""
+    parts = api.ctx.memory_parts()
+    rss = state.resident_memory()
+    accounted = parts.get("total", 0)
+    out: dict[str, Any] = {k: parts.get(k, 0) for k in (
+        "baseline", "message_metadata", "message_bodies", "connections")}
+    out["unaccounted"] = max(0, rss - accounted)
+    out["strategy"] = "accounted"
+    out["total"] = {"accounted": accounted, "rss": rss}
+    store = getattr(api.ctx.broker, "body_store", None)
+    if store is not None:  # --memory-budget: bodies beyond it are on disk, not in memory
+        st = store.stats()
+        out["budget"] = {k: st[k] for k in ("budget", "memory_bytes", "spilled_messages",
+                                            "spilled_bytes", "spill_file_bytes")}
+    return out
 
 
 def _thread_limit() -> int:
@@ -178,7 +203,10 @@ def is_this_node(ctx: state.Context, name: str) -> bool:
 def node(api: API, req: Request, node: str) -> Response:
     if not is_this_node(api.ctx, node):
         raise not_found()
-    return Response(200, _node(api))
+    out = _node(api)
+    if req.query.get("memory") == "true":  # as RabbitMQ: only when asked (it walks state)
+        out["memory"] = memory_breakdown(api)
+    return Response(200, out)
 
 
 def aliveness(api: API, req: Request, vhost: str) -> Response:

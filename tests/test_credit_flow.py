@@ -1,0 +1,302 @@
+"""Queue credit flow (issue #22, docs/architecture.md "Flow control"): a queue with consumers
+whose backlog passes ``--queue-flow-high`` stops its publishers' connections from being read
+until it is down to half of it; other connections are not affected, a connection that also
+consumes with acks is never paused, the memory alarm keeps working on its own, and every
+publish is still confirmed.
+
+Bounds are compared with the threshold and the input a paused connection may still have in
+flight (the reactor's FLOW_HIGH reads), never with time."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+import urllib.request
+
+import amqp_raw
+import pika
+import pytest
+
+from syncmq.reactor.reading import FLOW_HIGH, RECV_SIZE
+from syncmq.wire import _spec
+
+HIGH = 200  # --queue-flow-high in these tests
+BODY = b"x" * 8192
+# What a connection may still publish once its queue is behind: the input it has already
+# handed to its worker (FLOW_HIGH reads) and what the reactor reads before the pause takes
+# effect, in messages of BODY's size (header and frames ~ 100 octets more).
+SLACK = 2 * FLOW_HIGH * RECV_SIZE // (len(BODY) + 100)
+BOUND = HIGH + SLACK
+
+
+def _params(port: int) -> pika.ConnectionParameters:
+    return pika.ConnectionParameters("127.0.0.1", port, heartbeat=0,
+                                     blocked_connection_timeout=None)
+
+
+class SlowConsumer(threading.Thread):
+    """Consumes ``queue`` on its own connection, acking each message after ``delay`` s (a
+    slow consumer: the test wants one slower than the publisher, not a timing)."""
+
+    def __init__(self, port: int, queue: str, delay: float = 0.002, prefetch: int = 20,
+                 stuck: bool = False) -> None:
+        super().__init__(daemon=True)
+        self.port, self.queue, self.delay, self.prefetch = port, queue, delay, prefetch
+        self.stuck = stuck  # never ack (a consumer that takes nothing more)
+        self.stop = threading.Event()
+        self.ready = threading.Event()
+        self.received = 0
+
+    def run(self) -> None:
+        conn = pika.BlockingConnection(_params(self.port))
+        ch = conn.channel()
+        ch.basic_qos(prefetch_count=self.prefetch)
+
+        def on(chx, method, props, body):
+            self.received += 1
+            if not self.stuck:
+                time.sleep(self.delay)
+                chx.basic_ack(method.delivery_tag)
+
+        ch.basic_consume(self.queue, on)
+        self.ready.set()
+        try:
+            while not self.stop.is_set():
+                conn.process_data_events(time_limit=0.05)
+            conn.close()
+        except pika.exceptions.AMQPError:
+            if not self.stop.is_set():
+                raise  # (after stop: its queue may be deleted under it; that is the test's)
+
+
+class Publisher(threading.Thread):
+    """Publishes ``n`` messages to ``queue`` as fast as pika goes (no confirms)."""
+
+    def __init__(self, port: int, queue: str, n: int) -> None:
+        super().__init__(daemon=True)
+        self.port, self.queue, self.n = port, queue, n
+        self.sent = 0
+        self.error: BaseException | None = None
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        try:
+            conn = pika.BlockingConnection(_params(self.port))
+            ch = conn.channel()
+            for _ in range(self.n):
+                if self.stop.is_set():
+                    break
+                ch.basic_publish("", self.queue, BODY)
+                self.sent += 1
+            conn.close()
+        except BaseException as e:  # reported by the test
+            self.error = e
+
+
+def _depth(ch, queue: str) -> int:
+    return ch.queue_declare(queue, passive=True).method.message_count
+
+
+def _connection_states(b) -> list[str]:
+    req = urllib.request.Request(f"http://127.0.0.1:{b.management_port}/api/connections")
+    req.add_header("Authorization", "Basic " + base64.b64encode(b"guest:guest").decode())
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return [c["state"] for c in json.load(r)]
+
+
+def _run_against_slow_consumer(b, n: int) -> tuple[int, bool]:
+    """One fast publisher, one slow consumer on queue ``q``: the deepest the queue got
+    while the publisher ran, and whether a connection was seen in state ``flow``."""
+    mon = pika.BlockingConnection(_params(b.port))
+    mch = mon.channel()
+    mch.queue_declare("q")
+    cons = SlowConsumer(b.port, "q")
+    cons.start()
+    assert cons.ready.wait(10)
+    pub = Publisher(b.port, "q", n)
+    pub.start()
+    deepest, saw_flow = 0, False
+    while pub.is_alive():
+        deepest = max(deepest, _depth(mch, "q"))
+        saw_flow = saw_flow or "flow" in _connection_states(b)
+        pub.join(0.05)
+    assert pub.error is None and pub.sent == n
+    cons.stop.set()
+    cons.join(10)
+    mon.close()
+    return deepest, saw_flow
+
+
+def test_slow_consumer_bounds_the_backlog(broker_factory):
+    """The publisher keeps trying, the queue's depth stays under the threshold plus what a
+    paused connection has in flight, and /api/connections shows the publisher as ``flow``."""
+    n = 4 * BOUND
+    b = broker_factory("--queue-flow-high", str(HIGH))
+    deepest, saw_flow = _run_against_slow_consumer(b, n)
+    assert deepest <= BOUND, (deepest, BOUND)
+    assert saw_flow
+
+
+def test_without_flow_the_backlog_grows(broker_factory):
+    """The same run with credit flow off: the queue goes well past that bound (so the bound
+    above is the scheme's doing, not the consumer keeping up)."""
+    n = 4 * BOUND
+    b = broker_factory("--queue-flow-high", "0")
+    deepest, saw_flow = _run_against_slow_consumer(b, n)
+    assert deepest > 2 * BOUND, (deepest, BOUND)
+    assert not saw_flow
+
+
+def test_other_publishers_are_not_slowed(broker_factory):
+    """While a publisher is throttled behind a stuck consumer, a second connection publishes
+    N confirmed messages to another queue and gets every confirm."""
+    b = broker_factory("--queue-flow-high", str(HIGH))
+    mon = pika.BlockingConnection(_params(b.port))
+    mch = mon.channel()
+    mch.queue_declare("slow")
+    mch.queue_declare("other")
+    cons = SlowConsumer(b.port, "slow", stuck=True, prefetch=1)
+    cons.start()
+    assert cons.ready.wait(10)
+    pub = Publisher(b.port, "slow", 100 * BOUND)  # far more than it will get to send
+    pub.start()
+    deadline = time.monotonic() + 30
+    while "flow" not in _connection_states(b):
+        assert time.monotonic() < deadline, "the first publisher was never throttled"
+        time.sleep(0.02)
+    n = 2000
+    conn = pika.BlockingConnection(_params(b.port))
+    ch = conn.channel()
+    ch.confirm_delivery()
+    for i in range(n):
+        ch.basic_publish("", "other", b"m%d" % i)  # each one confirmed
+    conn.close()
+    assert _depth(mch, "other") == n
+    assert pub.is_alive() and pub.sent < 100 * BOUND  # still held back meanwhile
+    # a stuck consumer is not waited for forever, but the backlog grows by bursts only
+    assert _depth(mch, "slow") < 100 * BOUND
+    pub.stop.set()
+    cons.stop.set()
+    mch.queue_delete("slow")  # (its consumers go: the publisher is read again)
+    pub.join(30)
+    assert not pub.is_alive()
+    mon.close()
+    cons.join(10)
+
+
+def test_publish_and_consume_on_one_connection(broker_factory):
+    """One connection publishes to a queue and consumes it with acks (prefetch 10, far below
+    the backlog): it is never paused (its acks must be read), so it gets everything back."""
+    b = broker_factory("--queue-flow-high", "50")
+    conn = pika.BlockingConnection(_params(b.port))
+    ch = conn.channel()
+    ch.queue_declare("loop")
+    ch.basic_qos(prefetch_count=10)
+    got = []
+
+    def on(chx, method, props, body):
+        got.append(body)
+        chx.basic_ack(method.delivery_tag)
+
+    ch.basic_consume("loop", on)
+    pch = conn.channel()
+    n = 3000
+    for i in range(n):
+        pch.basic_publish("", "loop", b"%d" % i)
+    deadline = time.monotonic() + 60
+    while len(got) < n:
+        assert time.monotonic() < deadline, f"only {len(got)} of {n}"
+        conn.process_data_events(time_limit=0.1)
+    assert got == [b"%d" % i for i in range(n)]
+    conn.close()
+
+
+def test_consume_sent_after_a_throttled_burst(broker_factory):
+    """A connection floods a queue another connection consumes without acking (so it is
+    paused), and then consumes that queue itself with acks, in the same write: the
+    basic.consume behind the burst is read (the pause is dropped once the connection has a
+    manual-ack consumer) and the connection drains the queue."""
+    b = broker_factory("--queue-flow-high", "50")
+    other = pika.BlockingConnection(_params(b.port))
+    och = other.channel()
+    och.queue_declare("mixed")
+    och.basic_qos(prefetch_count=1)
+    och.basic_consume("mixed", lambda *a: None)  # holds one message, never acks
+    c = amqp_raw.connect(b.port)
+    c.open_channel(1)
+    n = 2000
+    burst = b"".join(
+        [amqp_raw.encode_frame(_spec.FRAME_METHOD, 1, _spec.Basic.Publish(
+            exchange="", routing_key="mixed").encode())]
+        + [bytes(x) for x in amqp_raw.encode_content(1, 60, b"\x00\x00", b"y" * 1000,
+                                                      c.frame_max)])
+    sender = threading.Thread(target=c.send, args=(burst * n + amqp_raw.encode_frame(
+        _spec.FRAME_METHOD, 1, _spec.Basic.Consume(queue="mixed", consumer_tag="me").encode()),),
+        daemon=True)
+    sender.start()
+    c.expect_method(1, _spec.Basic.ConsumeOk, timeout=60)
+    got = 0
+    deadline = time.monotonic() + 60
+    while got < n - 1:  # the other consumer holds one
+        assert time.monotonic() < deadline, f"only {got}"
+        f = c.read_frame(30)
+        if f.type == _spec.FRAME_METHOD:
+            m = _spec.decode_method(f.payload)
+            if isinstance(m, _spec.Basic.Deliver):
+                got += 1
+                c.send_method(1, _spec.Basic.Ack(delivery_tag=m.delivery_tag))
+    sender.join(10)
+    c.close()
+    other.close()
+
+
+def test_confirms_arrive_for_every_publish(broker_factory):
+    """A confirm-mode publisher throttled behind a slow consumer still gets one ack for every
+    message it published (raw client: the whole flood is written at once, acks read after)."""
+    b = broker_factory("--queue-flow-high", str(HIGH))
+    mon = pika.BlockingConnection(_params(b.port))
+    mon.channel().queue_declare("conf")
+    cons = SlowConsumer(b.port, "conf", delay=0.0005)
+    cons.start()
+    assert cons.ready.wait(10)
+    c = amqp_raw.connect(b.port)
+    c.open_channel(1)
+    c.send_method(1, _spec.Confirm.Select())
+    c.expect_method(1, _spec.Confirm.SelectOk)
+    n = 3 * BOUND
+    one = b"".join(
+        [amqp_raw.encode_frame(_spec.FRAME_METHOD, 1, _spec.Basic.Publish(
+            exchange="", routing_key="conf").encode())]
+        + [bytes(x) for x in amqp_raw.encode_content(1, 60, b"\x00\x00", BODY, c.frame_max)])
+    sender = threading.Thread(target=c.send, args=(one * n,), daemon=True)
+    sender.start()
+    acked = 0
+    deadline = time.monotonic() + 120
+    while acked < n:
+        assert time.monotonic() < deadline, f"confirmed {acked} of {n}"
+        m = c.expect_method(1, _spec.Basic.Ack, timeout=60)
+        acked = m.delivery_tag if m.multiple else acked + 1
+    assert acked == n
+    sender.join(10)
+    cons.stop.set()
+    cons.join(10)
+    c.close()
+    mon.close()
+
+
+@pytest.mark.parametrize("flow", ["0", str(HIGH)])
+def test_memory_alarm_still_blocks(broker_factory, flow):
+    """The memory alarm pauses a publisher with its own reason, whether credit flow is on or
+    off: a publisher to a queue without consumers (never behind) gets connection.blocked."""
+    b = broker_factory("--queue-flow-high", flow, "--memory-high-watermark", "1MiB")
+    b.wait_for_log("memory resource limit alarm")
+    c = amqp_raw.connect(b.port, capabilities={"connection.blocked": True})
+    c.open_channel(1)
+    c.send_method(1, _spec.Queue.Declare(queue="alarm"))
+    c.expect_method(1, _spec.Queue.DeclareOk)
+    c.publish(1, "", "alarm", b"z" * 1000)
+    m = c.expect_method(0, _spec.Connection.Blocked, timeout=30)
+    assert m.reason == "low on memory"
+    c.close()
