@@ -525,7 +525,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 help="columns to show (management API field names)")
             elif item == "--unit=gb":  # status: rabbitmqctl's byte multiple
                 sp.add_argument("--unit", choices=("bytes", "kb", "mb", "gb"), default="gb")
-            elif item.startswith("--") and ":" in item:  # --opt:int=0, --opt:str=all
+            elif item.startswith("--") and (":int=" in item or ":str=" in item):
+                # --opt:int=0, --opt:str=all (typed, with a default)
                 opt, _, rest = item.partition(":")
                 kind, _, default = rest.partition("=")
                 conv = int if kind == "int" else str
