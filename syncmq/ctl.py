@@ -26,10 +26,11 @@ def run_remote(argv: list[str]) -> int:
     """The management-API mode: run the command line against a live broker
     (``syncmq.ctl_remote``, which has its own verbs and options; ``ctl_params`` adds the
     runtime-parameter verbs to them, ``ctl_policies`` the policy verbs, ``ctl_status`` the
-    status verb)."""
+    status verb, ``ctl_shovel`` the shovel verbs)."""
     from . import (
         ctl_params,  # noqa: F401 (registers its verbs)
         ctl_policies,  # noqa: F401 (registers its verbs)
+        ctl_shovel,  # noqa: F401 (registers its verbs)
         ctl_status,  # noqa: F401 (registers its verb)
     )
     from .ctl_remote import main as remote_main

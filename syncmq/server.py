@@ -33,6 +33,8 @@ from .methods.session import Session, Settings
 from .options import ServerConfig
 from .queues.spill import SPILL_DIR, BodyStore
 from .reactor import Reactor, Transport
+from .shovel.manager import Shovels
+from .shovel.worker import LocalNode
 from .wire import _spec
 from .workers import WorkerPool
 
@@ -91,6 +93,12 @@ class Server:
         self.started_at = time.time()
         self.management: ManagementServer | None = None
         self.prometheus: ManagementServer | None = None  # --prometheus-port's listener
+        # dynamic shovels (runtime parameters ``shovel``); started once the listener is bound
+        self.shovels = Shovels(f"syncmq@{socket.gethostname()}", self.settings.cluster_name,
+                               clear=self._clear_shovel, users=lambda: self.broker.users)
+        self.broker.parameters.register("shovel", validate=self.shovels.validate,
+                                        apply=self.shovels.apply,
+                                        validate_user=self.shovels.validate_user)
 
     def _make_session(self, transport: Transport) -> Session:
         s = Session(transport, self.broker, self.settings, HANDLERS, self._session_closed)
@@ -191,6 +199,7 @@ class Server:
             raise
 
     def _undo_start(self) -> None:
+        self.shovels.stop_all()
         for http in (self.prometheus, self.management):
             if http is not None:
                 http.stop()
@@ -235,6 +244,7 @@ class Server:
         )
         self.monitor.start()  # also accounts memory (mem_used) and gives it back after bursts
         self.reactor.start()
+        self.shovels.set_local(self._local_node())
         log.info(
             "syncmq %s started", __version__,
             extra={"version": __version__, "listener": f"{self.address[0]}:{self.address[1]}",
@@ -242,6 +252,19 @@ class Server:
                    "data_dir": self.config.data_dir, "workers": self.config.workers},
         )
         return self.address
+
+    def _local_node(self) -> LocalNode:
+        """How a shovel's ``amqp://`` reaches this broker: its plain listener (a wildcard
+        bind is reached on loopback) and the internal login."""
+        host = self.address[0]
+        host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
+        return LocalNode(host, self.address[1], self.broker.internal_login.USERNAME,
+                         self.broker.internal_login.password)
+
+    def _clear_shovel(self, vhost: str, name: str) -> None:
+        """A shovel reached its ``src-delete-after``: clear its parameter (the store then
+        stops it)."""
+        self.broker.parameters.clear("shovel", vhost, name)
 
     def _management_context(self, listeners: list[dict]) -> ManagementContext:
         """What the management layer is given (shared by its two listeners)."""
@@ -256,6 +279,7 @@ class Server:
             close_connection=close,
             tls_files=[f for f in (self.config.tls_cert, self.config.tls_ca)
                        if f and self.config.tls_port is not None],
+            shovels=self.shovels,
             mem_limit=self.config.memory_high_watermark,
             disk_free_limit=self.config.disk_free_limit,
             config_files=[os.path.abspath(f) for f in (*self.config_files,
@@ -320,12 +344,14 @@ class Server:
         for http in (self.management, self.prometheus):
             if http is not None:
                 out.extend(http.threads())
+        out.extend(self.shovels.threads())
         return out
 
     def stop(self, graceful: bool = True) -> None:
         """Shutdown: stop accepting, close connections with 320 (``graceful=False``: drop
         them without a close, as a node that dies), stop and join the threads."""
         log.info("shutting down")
+        self.shovels.stop_all()  # first: their connections close cleanly, unacked requeued
         for http in (self.prometheus, self.management):
             if http is not None:
                 http.stop()

@@ -7,6 +7,10 @@ import json
 
 from test_ctl_remote import ctl, fails, ok
 
+# a valid shovel (syncmq runs shovels, so the component validates) that never connects
+SHOVEL = ('{"src-uri":"amqp://127.0.0.1:1","src-queue":"q","dest-uri":"amqp://127.0.0.1:1",'
+          '"reconnect-delay":0}')
+
 
 def test_vhost_parameters(fresh_broker):
     b = fresh_broker
@@ -15,16 +19,16 @@ def test_vhost_parameters(fresh_broker):
     assert out == ('Setting runtime parameter "c1" for component "federation-upstream" to '
                    '"{"uri":"amqp://x"}" in vhost "/" ...\n')
     ok(b, "set_parameter", "-p", "v2", "federation-upstream", "c2", '{"uri":"amqp://y"}')
-    ok(b, "set_parameter", "--vhost", "v2", "shovel", "s", '{"src-uri":"amqp://"}')
+    ok(b, "set_parameter", "--vhost", "v2", "shovel", "s", SHOVEL)
     assert ok(b, "list_parameters") == (
         'Listing runtime parameters for vhost "/" ...\ncomponent\tname\tvalue\n'
         'federation-upstream\tc1\t{"uri":"amqp://x"}\n')
     assert ok(b, "list_parameters", "-p", "v2", "-q") == (
         'component\tname\tvalue\nfederation-upstream\tc2\t{"uri":"amqp://y"}\n'
-        'shovel\ts\t{"src-uri":"amqp://"}\n')
+        'shovel\ts\t' + SHOVEL + '\n')
     assert json.loads(ok(b, "list_parameters", "-p", "v2", "--formatter", "json")) == [
         {"component": "federation-upstream", "name": "c2", "value": '{"uri":"amqp://y"}'},
-        {"component": "shovel", "name": "s", "value": '{"src-uri":"amqp://"}'}]
+        {"component": "shovel", "name": "s", "value": SHOVEL}]
     assert ok(b, "clear_parameter", "federation-upstream", "c1") == (
         'Clearing runtime parameter "c1" for component "federation-upstream" on vhost '
         '"/" ...\n')
@@ -41,7 +45,7 @@ def test_vhost_parameters(fresh_broker):
     assert ctl(b, "set_parameter", "shovel", "x").returncode == 2  # usage: VALUE missing
     assert rows(ok(b, "list_parameters", "-p", "v2"))[1:] == [
         ["federation-upstream", "c2", '{"uri":"amqp://y"}'],
-        ["shovel", "s", '{"src-uri":"amqp://"}']]
+        ["shovel", "s", SHOVEL]]
 
 
 def rows(out: str) -> list[list[str]]:

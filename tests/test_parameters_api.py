@@ -27,6 +27,12 @@ def params(b, vhost=None):
     return body
 
 
+# a valid shovel (the component validates since syncmq runs shovels) that never connects:
+# its destination port is closed and reconnect-delay 0 leaves it terminated
+SHOVEL = {"src-uri": "amqp://", "src-queue": "q", "dest-uri": "amqp://127.0.0.1:1",
+          "reconnect-delay": 0}
+
+
 def globals_(b):
     return call(b, "GET", "/api/global-parameters")[1]
 
@@ -39,7 +45,7 @@ def test_parameters_survive_restart(brokers_on_dir, how):
     assert put(b, "/parameters/federation-upstream/edge/up", UP) == 201
     assert put(b, "/parameters/federation-upstream/edge/up", {**UP, "max-hops": 2}) == 204
     assert put(b, "/parameters/federation-upstream-set/%2F/set", [{"upstream": "up"}]) == 201
-    assert put(b, "/parameters/shovel/%2F/gone", {"src-uri": "amqp://"}) == 201
+    assert put(b, "/parameters/shovel/%2F/gone", SHOVEL) == 201
     assert call(b, "DELETE", "/api/parameters/shovel/%2F/gone")[0] == 204
     assert put(b, "/global-parameters/cluster_name", "edge-1") == 201
     assert put(b, "/global-parameters/gone", 1) == 201
@@ -154,7 +160,7 @@ def test_bad_inputs_refused_broker_still_serves(broker):
     assert call(broker, "DELETE", "/api/parameters/policy/%2F/x")[0] == 400
     assert call(broker, "PUT", "/api/parameters/shovel/%2F/", {"value": {}})[0] == 405
     assert params(broker) == [] and globals_(broker) == []
-    assert put(broker, "/parameters/shovel/%2F/ok", {"src-uri": "amqp://"}) == 201
+    assert put(broker, "/parameters/shovel/%2F/ok", SHOVEL) == 201
 
 
 def _defs(b):
@@ -177,8 +183,10 @@ def test_definitions_import_checks_parameters_through_the_store(fresh_broker):
         ({"parameters": [{"vhost": "/", "component": "shovel", "name": "n"}]},
          "'value' is missing"),
         ({"global_parameters": [{"name": "g"}]}, "'value' is missing"),
-        ({"parameters": [{"vhost": "/", "component": "shovel", "name": "n", "value": 3}]},
-         "must be a JSON object or list"),
+        ({"parameters": [{"vhost": "/", "component": "federation-upstream-set", "name": "n",
+                          "value": 3}]}, "must be a JSON object or list"),
+        ({"parameters": [{"vhost": "/", "component": "shovel", "name": "n", "value": {}}]},
+         "Must specify 'src-exchange' or 'src-queue'"),
     ]
     for extra, text in bad_files:
         status, out, _ = call(b, "POST", "/api/definitions", {**good, **extra})
@@ -215,5 +223,5 @@ def test_policymaker_gets_404_for_a_vhost_that_does_not_exist(broker, unique):
     status, out, _ = call(broker, "PUT", f"/api/parameters/shovel/{other}/x", {"value": {}},
                           auth=auth)
     assert (status, out["reason"]) == (401, "User not authorised to access object")
-    assert call(broker, "PUT", f"/api/parameters/shovel/%2F/{pm}", {"value": {}},
+    assert call(broker, "PUT", f"/api/parameters/shovel/%2F/{pm}", {"value": SHOVEL},
                 auth=auth)[0] == 201

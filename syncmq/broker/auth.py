@@ -133,6 +133,10 @@ class User:
     topic_permissions: dict[str, dict[str, TopicPermission]] = field(default_factory=dict)
     # "max-connections" / "max-channels" -> int (negative: no limit)
     limits: dict[str, int] = field(default_factory=dict)
+    # (last: other code builds users positionally) the broker's own clients (a shovel's local
+    # end: ``InternalLogin``), RabbitMQ's direct connections as user ``none``: every vhost,
+    # every resource, any user-id
+    internal: bool = False
 
     def topic_permission(self, vhost: str, exchange: str) -> TopicPermission | None:
         per_vhost = self.topic_permissions.get(vhost)
@@ -141,8 +145,9 @@ class User:
     def user_id_refusal(self, user_id: object) -> str | None:
         """rabbit_channel's check_user_id_header: why this user may not publish a message
         whose ``user_id`` property is ``user_id`` (None: it may). It must name the user,
-        unless the user has the ``impersonator`` tag."""
-        if user_id is None or user_id == self.name or "impersonator" in self.tags:
+        unless the user has the ``impersonator`` tag (or is the broker's own client)."""
+        if (user_id is None or user_id == self.name or "impersonator" in self.tags
+                or self.internal):
             return None
         return f"user_id property set to '{user_id}' but authenticated user was '{self.name}'"
 
@@ -157,6 +162,28 @@ def is_loopback(peer: object) -> bool:
         return False
     mapped = getattr(addr, "ipv4_mapped", None)
     return (mapped or addr).is_loopback
+
+
+class InternalLogin:
+    """The credentials of the broker's own AMQP clients (a shovel whose URI is ``amqp://``:
+    RabbitMQ's direct connection, which logs in as the trusted user ``none``).
+
+    The password is 32 random bytes made when the broker is built; it never leaves the
+    process except over the connection to the broker's own listener. A login with it gets
+    :attr:`user` (``internal``: permission checks pass on every vhost), whatever the users
+    file says, and no user of the file can log in as it (the name alone grants nothing).
+    Immutable after construction: read from any thread."""
+
+    USERNAME = "none"
+
+    def __init__(self) -> None:
+        self.password = secrets.token_urlsafe(32)
+        self.user = User(self.USERNAME, "", ["administrator"], {}, internal=True)
+
+    def check(self, username: str, password: str) -> User | None:
+        if username == self.USERNAME and hmac.compare_digest(password, self.password):
+            return self.user
+        return None
 
 
 def default_users() -> dict[str, User]:

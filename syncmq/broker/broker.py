@@ -7,7 +7,7 @@ import os
 import threading
 from typing import Any
 
-from .auth import UserStore
+from .auth import InternalLogin, UserStore
 from .deadletter import DEAD_LETTER_EVENTS
 from .flow import FlowLimits
 from .parameters import Parameters
@@ -82,6 +82,8 @@ class Broker:
         # ``parameters.py``; journaled through ``durability``.
         self.parameters = Parameters(durability, lambda vhost: vhost in self.vhosts)
         self.policies.register(self.parameters)
+        # the credentials of the broker's own AMQP clients (shovels' local ends)
+        self.internal_login = InternalLogin()
         # Open connections and channels per user (the user limits; ``user_usage``).
         self.user_usage = UserUsage()
 

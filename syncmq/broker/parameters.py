@@ -92,6 +92,10 @@ class NotFound(KeyError):
 class _Component:
     validate: Validate | None
     apply: Apply | None
+    # (vhost, name, value, user): checks that depend on who sets the value (RabbitMQ's
+    # validate/5 gets the user: a shovel's direct URI needs the user's access to its vhost);
+    # not called without a user (definitions import, recovery)
+    validate_user: Callable[[str, str, Any, str], None] | None = None
 
 
 def encode_value(value: Any) -> bytes:
@@ -121,13 +125,14 @@ class Parameters:
     # -- components -------------------------------------------------------------------------
 
     def register(self, component: str, *, validate: Validate | None = None,
-                 apply: Apply | None = None) -> None:
+                 apply: Apply | None = None,
+                 validate_user: Callable[[str, str, Any, str], None] | None = None) -> None:
         """Make ``component`` known, with its callbacks; the values already stored for it
         (recovered before it registered) are applied at once. Registering twice is an error."""
         with self._change:
             if component in self._components:
                 raise ValueError(f"component {component!r} already registered")
-            self._components[component] = _Component(validate, apply)
+            self._components[component] = _Component(validate, apply, validate_user)
             if apply is not None:
                 for vhost, values in list(self._params.get(component, {}).items()):
                     for name, value in values.items():
@@ -156,10 +161,11 @@ class Parameters:
     # -- vhost parameters -------------------------------------------------------------------
 
     def validate(self, component: str, vhost: str, name: str, value: Any,
-                 check_vhost: bool = True) -> bytes:
+                 check_vhost: bool = True, user: str | None = None) -> bytes:
         """Every check :meth:`set` makes, changing nothing (definitions import checks a whole
         file first, whose vhosts may not exist yet: ``check_vhost=False``); returns the
-        value's JSON text. ParameterError or NotFound."""
+        value's JSON text. ParameterError or NotFound. ``user``: who sets it (the
+        component's ``validate_user`` check)."""
         comp = self._component(component)
         if check_vhost and not self._vhost_exists(vhost):
             raise NotFound(vhost)
@@ -172,8 +178,11 @@ class Parameters:
         if comp is None:
             if not isinstance(value, (dict, list)):  # RabbitMQ's validators crash (500)
                 raise validation_failed(f"value of {name} must be a JSON object or list")
-        elif comp.validate is not None:
-            comp.validate(vhost, name, value)
+        else:
+            if comp.validate is not None:
+                comp.validate(vhost, name, value)
+            if comp.validate_user is not None and user is not None:
+                comp.validate_user(vhost, name, value, user)
         return text
 
     def set(self, component: str, vhost: str, name: str, value: Any,
@@ -184,7 +193,7 @@ class Parameters:
         makes the caller's answer wait for the journal. ``user`` is the acting user
         (logged)."""
         with self._change:
-            text = self.validate(component, vhost, name, value)
+            text = self.validate(component, vhost, name, value, user=user)
             comp = self._components.get(component)
             old = self._params.get(component, {}).get(vhost, _EMPTY)
             if name in old and encode_value(old[name]) == text:

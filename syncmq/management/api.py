@@ -53,6 +53,7 @@ from .resources import (
     policies,
     publish,
     queues,
+    shovels,
     user_rules,
     users,
     vhosts,
@@ -168,6 +169,9 @@ class API:
         p("GET", "global-parameters/{name}", parameters.global_parameter)
         p("PUT", "global-parameters/{name}", parameters.put_global_parameter)
         p("DELETE", "global-parameters/{name}", parameters.delete_global_parameter)
+        r("GET", "shovels", shovels.shovels)
+        r("GET", "shovels/{vhost}", shovels.shovels)
+        r("DELETE", "shovels/vhost/{vhost}/{name}/restart", shovels.restart)
         user_rules.add_routes(r)  # topic permissions and user limits
 
     def _route(self, method: str, pattern: str, fn: Callable[..., Response],

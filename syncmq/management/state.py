@@ -47,6 +47,8 @@ class Context:
     memory_parts: Callable[[], dict[str, int]] = dict
     # Called with (session, code, text) to close a connection on its own worker.
     close_connection: Callable[[Session, int, str], None] | None = None
+    # the broker's dynamic shovels (``syncmq.shovel.manager.Shovels``), None: no shovels
+    shovels: Any = None
 
 
 def peer_parts(addr: Any) -> tuple[str, int]:

@@ -51,6 +51,8 @@ def _refused(session: Session, what: str, kind: str, name: str) -> AMQPChannelEr
 def check(session: Session, what: str, kind: str, name: str) -> None:
     """Raise 403 unless the session's user has ``what`` (configure/write/read) on the
     ``kind`` (queue/exchange) called ``name`` in the session's vhost."""
+    if session.user.internal:  # the broker's own client: RabbitMQ's trusted user none
+        return
     name = _resource_name(kind, name)
     perm = session.broker.users.permission(session.username, session.vhost.name)
     if perm is None or not perm.allows(what, name):
@@ -85,6 +87,8 @@ def clear_caches(session: Session) -> None:
 def topic_perms(session: Session) -> dict | None:
     """The session's user's topic permissions in its vhost (exchange -> TopicPermission,
     None when it has none), re-read when ``broker.users`` was replaced."""
+    if session.user.internal:  # the broker's own client (user none): no topic rules
+        return None
     store = session.broker.users
     if store is not session.topic_store:
         user = store.users.get(session.username)

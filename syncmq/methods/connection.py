@@ -72,6 +72,10 @@ def start_ok(session: Session, _ch, m: C.StartOk, _p, _b) -> None:
             f"SYNTAX_ERROR - malformed {mechanism} response{why}",
             m.CLASS_ID, m.METHOD_ID,
         ) from None
+    internal = session.broker.internal_login.check(username, password)
+    if internal is not None:  # the broker's own client (a shovel's local end)
+        _login(session, mechanism, username, internal, "")
+        return
     _login(session, mechanism, username,
            *session.broker.users.authenticate(username, password, session.peer))
 
@@ -149,7 +153,8 @@ def open_(session: Session, _ch, m: C.Open, _p, _b) -> None:
     if vhost is None:
         raise AMQPConnectionError(_spec.NOT_ALLOWED, f"NOT_ALLOWED - vhost {name} not found")
     _count_user_connection(session)  # rabbit_reader: the user's limit before vhost access
-    if not access.vhost_allowed(session.broker.users, session.username, name):
+    if not (session.user.internal
+            or access.vhost_allowed(session.broker.users, session.username, name)):
         raise AMQPConnectionError(
             _spec.NOT_ALLOWED,
             f"NOT_ALLOWED - access to vhost '{name}' refused for user '{session.username}'",
@@ -175,7 +180,8 @@ def _count_user_connection(session: Session) -> None:
     """Count the connection for its user, or refuse it (530, rabbit_reader's
     ``is_over_user_connection_limit``) when the user's ``max-connections`` is reached. Once
     counted it stays counted until ``Session.release``, refused later or not."""
-    user = session.broker.users.users.get(session.username)
+    # the broker's own client (user none) is not a user of the store: no limits
+    user = None if session.user.internal else session.broker.users.users.get(session.username)
     limit = limit_of(user.limits, "max-connections") if user is not None else None
     usage = session.broker.user_usage
     if not usage.acquire(usage.connections, session.username, limit):
