@@ -37,6 +37,7 @@ from .publish import publish
 from .queue import Consumer, Queue
 from .routing import validate_headers_binding
 from .timers import Scheduler
+from .vhost_limits import Limits
 
 log = logging.getLogger("syncmq.vhost")
 
@@ -96,6 +97,8 @@ class VirtualHost:
         self.lock = threading.Lock()
         self.exchanges: dict[str, Exchange] = {}
         self.queues: dict[str, Queue] = {}
+        # max-connections/max-queues in force and the open-connection count (vhost_limits)
+        self.limits = Limits(name)
         self.default_exchange = Exchange(name, "", "direct", True, False, False, None)
         self.exchanges[""] = self.default_exchange
         for ename, etype in PREDECLARED:
@@ -309,6 +312,7 @@ class VirtualHost:
                 if q.journaled:
                     self.durability.touched()  # its record may still wait for its fsync
                 return q, False
+            self.limits.check_queue(name, len(self.queues))  # before arguments, as RabbitMQ
             args = arguments or {}
             if args:
                 check_declare_arguments(name, self.name, args)

@@ -48,6 +48,7 @@ from .resources import (
     connections,
     exchanges,
     health,
+    limits,
     overview,
     parameters,
     policies,
@@ -156,6 +157,10 @@ class API:
         r("GET", "healthchecks/node", health.node)
         r("GET", "healthchecks/node/{node}", health.node)
         r("GET", "aliveness-test/{vhost}", overview.aliveness)
+        r("GET", "vhost-limits", limits.vhost_limits)
+        r("GET", "vhost-limits/{vhost}", limits.vhost_limits)
+        r("PUT", "vhost-limits/{vhost}/{name}", limits.put_limit)
+        r("DELETE", "vhost-limits/{vhost}/{name}", limits.delete_limit)
         # runtime parameters: a policymaker may change them too (checked by the endpoints)
         p = self._policymaker_route
         p("GET", "parameters", parameters.parameters)
