@@ -6,7 +6,8 @@ component ``vhost-limits``) with RabbitMQ 3.10's paths, shapes, codes and texts
   vhosts that have limits (an emptied value is ``[]``, as RabbitMQ shows it).
 - ``PUT /api/vhost-limits/{vhost}/{name}`` ``{"value": N}`` sets one limit, keeping the
   others; ``DELETE`` clears one. Both answer 204 (RabbitMQ never answers 201 here), and an
-  administrator only (the route is not a policymaker's).
+  administrator only (the route is not a policymaker's). A refusal's text is not
+  HTML-escaped here (``/api/parameters`` escapes it), as in RabbitMQ.
 
 Differences on purpose: ``DELETE`` for an unknown vhost is 404 (RabbitMQ: 500), and a body
 with other keys than ``value`` is fine (RabbitMQ: 500 when it holds ``vhost``).
@@ -21,7 +22,6 @@ import syncmq.management.validate as validate
 from ...broker.parameters import NotFound, ParameterError
 from ..common import Request, Response
 from ..errors import HTTPError, bad_request, not_found
-from .parameters import reason
 
 if TYPE_CHECKING:
     from ..api import API
@@ -43,7 +43,7 @@ def _update(api: API, req: Request, vhost: str, name: str, value, clear: bool) -
     except NotFound:
         raise HTTPError(404, "not_found", "vhost_not_found") from None
     except ParameterError as e:
-        raise bad_request(reason(e)) from None
+        raise bad_request(str(e)) from None  # not escaped, unlike /api/parameters
     return Response(204)
 
 
