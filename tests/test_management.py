@@ -330,6 +330,9 @@ def test_vhost_user_permission_lifecycle(broker, unique):
     vh, user = f"vh-{unique}", f"u-{unique}"
     assert call(broker, "PUT", f"/api/vhosts/{vh}")[0] == 201
     assert call(broker, "PUT", f"/api/vhosts/{vh}")[0] == 204
+    # as RabbitMQ: the creator gets full permissions on the new vhost
+    assert get(broker, f"/api/vhosts/{vh}/permissions") == [
+        {"vhost": vh, "user": "guest", "configure": ".*", "write": ".*", "read": ".*"}]
     assert call(broker, "PUT", f"/api/users/{user}",
                 {"password": "pw1", "tags": "monitoring"})[0] == 201
     assert get(broker, f"/api/users/{user}")["tags"] == ["monitoring"]

@@ -96,7 +96,8 @@ def test_api_shapes_and_bad_inputs(broker, unique):
     assert limits(broker, vh) == [{"vhost": vh, "value": {"max-connections": 3}}]
     assert call(broker, "DELETE", f"/api/vhost-limits/{vh}/max-connections")[0] == 204
     assert call(broker, "DELETE", f"/api/vhost-limits/{vh}/max-connections")[0] == 204
-    assert limits(broker, vh) == [{"vhost": vh, "value": []}]
+    assert limits(broker, vh) == []
+    assert {"vhost": vh, "value": []} in limits(broker)
     # a management user (not an administrator) may read, not change
     assert call(broker, "PUT", "/api/users/vl-mg", {"password": "pw",
                                                    "tags": "management"})[0] in (201, 204)
@@ -343,7 +344,7 @@ def test_definitions_round_trip(fresh_broker):
     d["parameters"] = [{"vhost": "defs", "component": "vhost-limits", "name": "limits",
                         "value": []}]
     assert call(b, "POST", "/api/definitions", d)[0] in (200, 201, 204)
-    assert limits(b, "defs") == [{"vhost": "defs", "value": []}]
+    assert {"vhost": "defs", "value": []} in limits(b)
     d["parameters"][0]["value"] = {"max-queues": "many"}
     status, body, _ = call(b, "POST", "/api/definitions", d)
     assert status == 400 and "max-queues should be a number" in body["reason"]

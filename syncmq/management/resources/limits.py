@@ -3,7 +3,8 @@ component ``vhost-limits``) with RabbitMQ 3.10's paths, shapes, codes and texts
 (``rabbit_mgmt_wm_limits``, ``rabbit_mgmt_wm_limit``).
 
 - ``GET /api/vhost-limits[/{vhost}]``: ``[{"vhost": ..., "value": {...}}]`` for the visible
-  vhosts that have limits (an emptied value is ``[]``, as RabbitMQ shows it).
+  vhosts that have limits (an emptied value is ``[]`` in the listing of every vhost and
+  left out of a vhost's own, as RabbitMQ does).
 - ``PUT /api/vhost-limits/{vhost}/{name}`` ``{"value": N}`` sets one limit, keeping the
   others; ``DELETE`` clears one. Both answer 204 (RabbitMQ never answers 201 here), and an
   administrator only (the route is not a policymaker's). A refusal's text is not
@@ -32,7 +33,9 @@ def vhost_limits(api: API, req: Request, vhost: str | None = None) -> Response:
     out = []
     for vh in api.visible_vhosts(req, vhost):
         value = limits.value(vh.name)
-        if value is not None:
+        # an emptied value is listed by /api/vhost-limits, not by /api/vhost-limits/{vhost}
+        # (RabbitMQ's rabbit_vhost_limit:list/0 and list/1)
+        if value is not None and (value or vhost is None):
             out.append({"vhost": vh.name, "value": value or []})
     return Response(200, out)
 
