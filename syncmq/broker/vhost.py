@@ -48,6 +48,7 @@ PREDECLARED = (
     ("amq.headers", "headers"),
     ("amq.match", "headers"),
 )
+TRACE = "amq.rabbitmq.trace"
 
 # ``owner`` of bind/unbind when no connection asks (management, definitions): no 405 check
 ANY_OWNER = object()
@@ -103,6 +104,9 @@ class VirtualHost:
         self.exchanges[""] = self.default_exchange
         for ename, etype in PREDECLARED:
             self.exchanges[ename] = Exchange(name, ename, etype, True, False, False, None)
+        # RabbitMQ's firehose exchange exists in every vhost (internal: nothing publishes to
+        # it here, syncmq has no tracer; tools list it and may bind to it)
+        self.exchanges[TRACE] = Exchange(name, TRACE, "topic", True, False, True, None)
 
     def _not_found_exchange(self, name: str) -> AMQPChannelError:
         return AMQPChannelError(
