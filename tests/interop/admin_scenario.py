@@ -1,5 +1,6 @@
 """The rabbitmqadmin parity scenario (tests/interop/test_rabbitmqadmin.py): every command
-rabbitmqadmin 3.10.8 has, in every output format, against one broker; the transcript is
+rabbitmqadmin 3.10.8 has (policies and operator policies included), in every output format
+for listings, against one broker; the transcript is
 compared with the same run against RabbitMQ.
 
 Normalised (what legitimately differs between two brokers, and why):
@@ -111,6 +112,11 @@ def scenario(port: int, amqp: int, tag: str) -> list:
     v("declare", "parameter", "component=federation-upstream", f"name={tag}-up",
       'value={"uri": "amqp://elsewhere"}')
     run("declare", "vhost_limit", f"vhost={vh}", "name=max-queues", "value=50")
+    v("declare", "policy", f"name={tag}-pol", f"pattern=^{q}-d$",
+      'definition={"max-length": 5}', "priority=1", "apply-to=queues")
+    v("declare", "operator_policy", f"name={tag}-opol", f"pattern=^{q}$",
+      'definition={"max-length": 7}', "apply-to=queues")
+    v("declare", "policy", f"name={tag}-bad", "pattern=.*", 'definition={"max-length": "x"}')
     # publish and get
     v("publish", f"exchange={x}", "routing_key=a.b", "payload=hello",
       'properties={"content_type": "text/plain", "headers": {"h": 1}}')
@@ -140,6 +146,12 @@ def scenario(port: int, amqp: int, tag: str) -> list:
                            if r["vhost"] == vh]))
     out.append(("parameters", [r for r in _json(port, "list", "parameters")
                                if r["vhost"] == vh]))
+    for what in ("policies", "operator_policies"):
+        out.append((what, [r for r in _json(port, "list", what) if r["vhost"] == vh]))
+    out.append(("queue policies", sorted(
+        (r["name"], r.get("policy"), r.get("operator_policy"),
+         json.dumps(r.get("effective_policy_definition"), sort_keys=True))
+        for r in _json(port, "-V", vh, "list", "queues"))))
     out.append(("permissions", sorted((r["user"], r["configure"], r["write"], r["read"])
                                       for r in _json(port, "list", "permissions")
                                       if r["vhost"] == vh)))
@@ -195,6 +207,9 @@ def scenario(port: int, amqp: int, tag: str) -> list:
       "properties_key=a.*")
     v("delete", "parameter", "component=federation-upstream", f"name={tag}-up")
     run("delete", "vhost_limit", f"vhost={vh}", "name=max-queues")
+    v("delete", "policy", f"name={tag}-pol")
+    v("delete", "policy", f"name={tag}-pol")
+    v("delete", "operator_policy", f"name={tag}-opol")
     for kind, name_ in (("queue", q), ("queue", f"{q}-none"), ("exchange", x),
                         ("exchange", f"{x}-none")):
         v("delete", kind, f"name={name_}")
