@@ -26,8 +26,9 @@ def run_remote(argv: list[str]) -> int:
     """The management-API mode: run the command line against a live broker
     (``syncmq.ctl_remote``, which has its own verbs and options; ``ctl_params`` adds the
     runtime-parameter verbs to them, ``ctl_policies`` the policy verbs, ``ctl_status`` the
-    status verb, ``ctl_shovel`` the shovel verbs)."""
+    status verb, ``ctl_shovel`` the shovel verbs, ``ctl_limits`` the vhost-limits ones)."""
     from . import (
+        ctl_limits,  # noqa: F401 (registers its verbs)
         ctl_params,  # noqa: F401 (registers its verbs)
         ctl_policies,  # noqa: F401 (registers its verbs)
         ctl_shovel,  # noqa: F401 (registers its verbs)

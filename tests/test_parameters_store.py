@@ -110,22 +110,22 @@ def test_apply_sees_changes_in_store_order(tmp_path):
 
     def apply(vh, n, v):
         time.sleep(0.0002)  # give the other setters the GIL: none may store meanwhile
-        if b.parameters.get("vhost-limits", vh, n) != v:
+        if b.parameters.get("syncmq-test", vh, n) != v:
             stale.append(v)
         seen.append(v)
 
-    b.parameters.register("vhost-limits", apply=apply)
+    b.parameters.register("syncmq-test", apply=apply)
 
     def setter(k):
         for i in range(200):
-            b.parameters.set("vhost-limits", "/", "limits", {"t": k, "i": i})
+            b.parameters.set("syncmq-test", "/", "limits", {"t": k, "i": i})
 
     threads = [threading.Thread(target=setter, args=(k,)) for k in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert seen[-1] == b.parameters.get("vhost-limits", "/", "limits")
+    assert seen[-1] == b.parameters.get("syncmq-test", "/", "limits")
     assert stale == [] and len(seen) == 800
     b.parameters._check()
 
@@ -158,6 +158,8 @@ def test_recovery_restores_and_applies_after_entities(tmp_path):
     b.parameters.set("policy", "/", "gone", {})
     b.parameters.clear("policy", "/", "gone")
     b.parameters.set("vhost-limits", "/", "limits", {"max-queues": 3})
+    b.parameters.register("syncmq-test")  # a component nobody registers at start
+    b.parameters.set("syncmq-test", "/", "late", {"x": 1})
     b.parameters.set_global("cluster_name", "edge")
     barrier(j)
     j.close()
@@ -168,12 +170,13 @@ def test_recovery_restores_and_applies_after_entities(tmp_path):
     b2.parameters.register("policy", apply=lambda vh, n, v: (
         early.apply(vh, n, v), queues_at_apply.append(sorted(b2.vhosts))))
     counts = start(b2, d2, j2)
-    assert counts["parameters"] == 3
+    assert counts["parameters"] == 4
     assert early.calls == [("v", "p", {"pattern": "^q"})]
     assert "v" in queues_at_apply[0]  # the vhost exists when apply runs
+    assert b2.vhosts["/"].limits.max_queues == 3  # the broker's own component, applied
     late = Recorder()
-    b2.parameters.register("vhost-limits", apply=late.apply)  # registered after recovery
-    assert late.calls == [("/", "limits", {"max-queues": 3})]
+    b2.parameters.register("syncmq-test", apply=late.apply)  # registered after recovery
+    assert late.calls == [("/", "late", {"x": 1})]
     assert b2.parameters.list_global() == [{"name": "cluster_name", "value": "edge"}]
     with pytest.raises(ValueError):
         b2.parameters.register("policy")

@@ -222,12 +222,12 @@ def test_max_length_bytes_newly_in_force_counts_ready_bytes():
     q = _queue()
     for body in (b"aaaa", b"bbbb", b"cccc"):
         q.publish(_msg(body))
-    assert q.ready_bytes == 0  # not tracked without a byte limit
+    assert q.ready_bytes == 12  # always counted (/api/queues message_bytes_ready)
     q.set_policy(pol("p", definition={"max-length-bytes": 10}), None)
     assert len(q.ready) == 2 and q.ready_bytes == 8
     q._check()
     q.set_policy(None, None)
-    assert q.ready_bytes == 0
+    assert q.ready_bytes == 8  # the limit is gone, the count stays right
     q._check()
 
 

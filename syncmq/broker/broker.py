@@ -15,6 +15,7 @@ from .policy_registry import PolicyRegistry
 from .timers import Scheduler
 from .user_usage import UserUsage
 from .vhost import VirtualHost
+from .vhost_limits import Component as LimitsComponent
 
 
 def _random_suffix() -> str:
@@ -86,6 +87,8 @@ class Broker:
         self.internal_login = InternalLogin()
         # Open connections and channels per user (the user limits; ``user_usage``).
         self.user_usage = UserUsage()
+        # the vhost-limits component (max-connections, max-queues), registered on it
+        self.vhost_limits = LimitsComponent(self)
 
     def schedule(self, delay: float, fn) -> bool:
         """Run ``fn()`` on a worker about ``delay`` seconds from now (see ``timers``)."""
@@ -112,8 +115,9 @@ class Broker:
         with self.lock:
             vh = self.vhosts.get(name)
             if vh is None:
-                vh = self.vhosts[name] = VirtualHost(name, self.durability, self.scheduler,
-                                                     self.body_store, self.reply_consumers,
-                                                     self.count, self.policies,
-                                                     self.flow_limits)
+                vh = VirtualHost(name, self.durability, self.scheduler, self.body_store,
+                                 self.reply_consumers, self.count, self.policies,
+                                 self.flow_limits)
+                vh.limits.set(self.vhost_limits.value(name))
+                self.vhosts[name] = vh
             return vh

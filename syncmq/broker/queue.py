@@ -41,6 +41,7 @@ from .consumer import Consumer, DeliveryFailed, DeliveryTarget
 from .flow import QueueCredit
 from .message import Message
 from .policies import Policy, effective_definition, queue_settings
+from .queue_checks import QueueChecks
 from .queue_limits import QueueLimits
 
 log = logging.getLogger("syncmq.queue")
@@ -83,7 +84,7 @@ class _Guard:
             q._publish_letters(letters)
 
 
-class Queue(QueueLimits, QueueCredit):
+class Queue(QueueLimits, QueueCredit, QueueChecks):
     """A classic queue: FIFO of message references, consumers served round-robin (within the
     highest consumer priority that has credit)."""
 
@@ -100,7 +101,8 @@ class Queue(QueueLimits, QueueCredit):
         "max_length", "max_bytes", "overflow", "dlx", "dlrk", "single_active",
         "batchable", "policy", "op_policy", "effective", "_expires_gen",
         # guarded by ``lock``
-        "expiry", "ready_bytes", "_letters", "_ttl_timer_at", "last_used", "_expires_armed",
+        "expiry", "ready_bytes", "unacked_bytes", "persistent_count", "persistent_bytes",
+        "_letters", "_ttl_timer_at", "last_used", "_expires_armed",
         "stats_expired", "stats_dead_lettered", "stats_dropped",
         "store",  # BodyStore or None (memory budget); set once at creation
         # credit flow (syncmq.broker.flow): limits set once, the rest guarded by ``lock``
@@ -161,7 +163,13 @@ class Queue(QueueLimits, QueueCredit):
         # seq -> monotonic deadline, for ready and unacked messages that can expire (empty
         # unless the queue or a message has a TTL); entries leave on ack and when they expire
         self.expiry: dict[int, float] = {}
-        self.ready_bytes = 0  # body bytes of ready messages (only when x-max-length-bytes)
+        # body bytes of the ready and of the unacked messages, and count and body bytes of
+        # the persistent (journaled) ones among both: /api/queues' message_bytes* without a
+        # scan (each changed where a message enters, moves or leaves; see queue_checks)
+        self.ready_bytes = 0
+        self.unacked_bytes = 0
+        self.persistent_count = 0
+        self.persistent_bytes = 0
         self._letters: list[tuple[Message, str]] = []  # dead letters to publish after unlock
         self._ttl_timer_at: float | None = None  # deadline of the pending expiry timer
         self.last_used = time.monotonic()  # x-expires: last consume/get/declare
@@ -214,8 +222,10 @@ class Queue(QueueLimits, QueueCredit):
         else:
             now = self._push_locked(message, ttl)
         self.stats_published += 1
-        if self.track_bytes:
-            self.ready_bytes += message.size
+        self.ready_bytes += message.size
+        if self.journaled and message.msg_id:
+            self.persistent_count += 1
+            self.persistent_bytes += message.size
         return now
 
     def publish_many(self, messages: list[Message]) -> None:
@@ -235,8 +245,13 @@ class Queue(QueueLimits, QueueCredit):
                 return
             if self.batchable:
                 push = self.ready.push
+                size = 0
                 for message in messages:
                     push((message, False))
+                    size += message.size
+                self.ready_bytes += size
+                if self.journaled:
+                    self._persistent_locked(messages, 1)
                 self.stats_published += len(messages)
             else:
                 for message in messages:
@@ -375,21 +390,28 @@ class Queue(QueueLimits, QueueCredit):
         """The first ``n`` of ``pairs`` (``(seq, (message, redelivered))``) left the ready
         queue for a consumer or basic.get: the one place that accounts for it (counters,
         ready bytes, journal DELIVERED/ACK, and for no-ack the expiry entry and the body
-        store's reference). A plain queue pays two additions (and a test of ``behind``)."""
+        store's reference). A plain queue pays the bytes' sum, three additions and a test
+        of ``behind``."""
         self.stats_delivered += n
         if self.behind and len(self.ready) <= self.flow_low:
             self._caught_up_locked()
+        size = 0
+        for i in range(n):
+            size += pairs[i][1][0].size
+        self.ready_bytes -= size
         if not no_ack:
             self.unacked_count += n
-            if not (self.journaled or self.track_bytes):
+            self.unacked_bytes += size
+            if not self.journaled:
                 return
-        elif not (self.journaled or self.track_bytes or self.expiry or self.store is not None):
+        elif not (self.journaled or self.expiry or self.store is not None):
             return
         durability = self.durability
         for i in range(n):
             seq, (message, redelivered) = pairs[i]
-            if self.track_bytes:
-                self.ready_bytes -= message.size
+            if no_ack and message.msg_id and self.journaled:
+                self.persistent_count -= 1
+                self.persistent_bytes -= message.size
             if message.msg_id and durability is not None:
                 if no_ack:
                     durability.acked(self, [message.msg_id])
@@ -430,7 +452,11 @@ class Queue(QueueLimits, QueueCredit):
         """Put unacked messages back at their original positions, marked redelivered."""
         with self.guard:
             self.unacked_count -= len(entries)
+            size = sum(m.size for _, m in entries)
+            self.unacked_bytes -= size
             if self.deleted:
+                if self.journaled:
+                    self._persistent_locked([m for _, m in entries], -1)
                 if self.store is not None:
                     self.store.release_many([m for _, m in entries])
                 return
@@ -438,8 +464,7 @@ class Queue(QueueLimits, QueueCredit):
                 self.ready.requeue_many([(seq, (msg, True), msg.priority) for seq, msg in entries])
             else:
                 self.ready.requeue_many([(seq, (msg, True)) for seq, msg in entries])
-            if self.track_bytes:
-                self.ready_bytes += sum(m.size for _, m in entries)
+            self.ready_bytes += size
             if self.consumers:
                 self._dispatch_locked()
             if self.expiry:
@@ -459,6 +484,9 @@ class Queue(QueueLimits, QueueCredit):
         count = len(entries)
         with self.lock:  # (the guard inlined: see _Guard)
             self.unacked_count -= count
+            self.unacked_bytes -= sum(m.size for _, m in entries)
+            if self.journaled:
+                self._persistent_locked([m for _, m in entries], -1)
             self.stats_acked += count
             if self.expiry:
                 for seq, _ in entries:
@@ -562,6 +590,7 @@ class Queue(QueueLimits, QueueCredit):
             if self.behind:
                 self._caught_up_locked()
             if self.journaled:
+                self._persistent_locked([m for m, _ in purged], -1)
                 # ACKs of exactly what was dropped: a QUEUE_PURGE record would also drop the
                 # unacked messages, which RabbitMQ keeps (they may still be requeued).
                 self.durability.acked(self, [m.msg_id for m, _ in purged if m.msg_id])
@@ -582,8 +611,9 @@ class Queue(QueueLimits, QueueCredit):
                 seq = self.ready.push((message, delivered), message.priority)
             else:
                 seq = self.ready.push((message, delivered))
-            if self.track_bytes:
-                self.ready_bytes += message.size
+            self.ready_bytes += message.size
+            if self.journaled:
+                self._persistent_locked((message,), 1)
             ttl, qttl = message.ttl, self.message_ttl
             if ttl is not None or qttl is not None:
                 if ttl is None or (qttl is not None and qttl < ttl):
@@ -596,7 +626,7 @@ class Queue(QueueLimits, QueueCredit):
         """The queue's invariants (tests; takes the lock). ``unacked_seqs``: the seqs of this
         queue's messages in every channel's unacked map (what only the channels know).
 
-        - ``ready_bytes`` is the body bytes of the ready messages (0 unless tracked);
+        - the byte and persistence counters are right (``QueueChecks._check_bytes_locked``);
         - ``unacked_count`` is the number of this queue's unacked deliveries;
         - every expiry key is a ready or unacked message's seq, and every ready message a
           TTL applies to has one;
@@ -608,8 +638,7 @@ class Queue(QueueLimits, QueueCredit):
             seqs = [seq for seq, _ in pairs]
             ready = set(seqs)
             assert len(ready) == len(seqs), "a message is ready twice"
-            want = sum(m.size for _, (m, _r) in pairs) if self.track_bytes else 0
-            assert self.ready_bytes == want, (self.ready_bytes, want)
+            self._check_bytes_locked(pairs)
             assert self.unacked_count >= 0, self.unacked_count
             # (a TTL a policy brought applies only to what was enqueued after it)
             own_ttl = queue_options(self.arguments).message_ttl
@@ -632,6 +661,8 @@ class Queue(QueueLimits, QueueCredit):
             purged = self.ready.purge()
             self.expiry.clear()
             self.ready_bytes = 0
+            if self.journaled:
+                self._persistent_locked([m for m, _ in purged], -1)
             if self.journaled and self.durability is not None:
                 self.durability.deleted_in_tx(self, [m.msg_id for m, _ in purged if m.msg_id])
             if self.store is not None:

@@ -33,8 +33,8 @@ class QueueLimits:
 
     def _copy_settings(self, o: QueueOptions) -> None:
         """Make ``o`` the queue's effective settings: ``options`` (their one owner) and the
-        hot path's copies. At creation, or under the lock (``set_policy``); the caller keeps
-        ``ready_bytes`` right when ``track_bytes`` changes."""
+        hot path's copies. At creation, or under the lock (``set_policy``); ``ready_bytes`` is
+        kept whatever ``track_bytes`` is (``queue_checks``)."""
         self.options = o
         self.message_ttl = o.message_ttl  # ms or None
         self.max_length = o.max_length
@@ -63,12 +63,7 @@ class QueueLimits:
             if self.deleted or o == self.options:
                 return
             old = self.options
-            tracked = self.track_bytes
-            self._copy_settings(o)
-            if self.track_bytes and not tracked:
-                self.ready_bytes = sum(m.size for _, (m, _r) in self.ready.pairs())
-            elif not self.track_bytes:
-                self.ready_bytes = 0
+            self._copy_settings(o)  # (ready_bytes is always kept: nothing to recount)
             if self.limited:
                 self._drop_over_limit_locked()
             if self.expiry:
@@ -99,8 +94,10 @@ class QueueLimits:
         this way (expiry, drop-head, a lower limit a policy brought) is caught up, as after
         a delivery: no consumer may take anything to tell its publishers otherwise."""
         if was_ready:
-            if self.track_bytes:
-                self.ready_bytes -= message.size
+            self.ready_bytes -= message.size
+            if message.msg_id and self.journaled:
+                self.persistent_count -= 1
+                self.persistent_bytes -= message.size
             if self.behind and len(self.ready) <= self.flow_low:
                 self._caught_up_locked()
         if message.msg_id and self.journaled:

@@ -37,6 +37,7 @@ from .publish import publish
 from .queue import Consumer, Queue
 from .routing import validate_headers_binding
 from .timers import Scheduler
+from .vhost_limits import Limits
 
 log = logging.getLogger("syncmq.vhost")
 
@@ -47,6 +48,7 @@ PREDECLARED = (
     ("amq.headers", "headers"),
     ("amq.match", "headers"),
 )
+TRACE = "amq.rabbitmq.trace"
 
 # ``owner`` of bind/unbind when no connection asks (management, definitions): no 405 check
 ANY_OWNER = object()
@@ -96,10 +98,15 @@ class VirtualHost:
         self.lock = threading.Lock()
         self.exchanges: dict[str, Exchange] = {}
         self.queues: dict[str, Queue] = {}
+        # max-connections/max-queues in force and the open-connection count (vhost_limits)
+        self.limits = Limits(name)
         self.default_exchange = Exchange(name, "", "direct", True, False, False, None)
         self.exchanges[""] = self.default_exchange
         for ename, etype in PREDECLARED:
             self.exchanges[ename] = Exchange(name, ename, etype, True, False, False, None)
+        # RabbitMQ's firehose exchange exists in every vhost (internal: nothing publishes to
+        # it here, syncmq has no tracer; tools list it and may bind to it)
+        self.exchanges[TRACE] = Exchange(name, TRACE, "topic", True, False, True, None)
 
     def _not_found_exchange(self, name: str) -> AMQPChannelError:
         return AMQPChannelError(
@@ -309,6 +316,7 @@ class VirtualHost:
                 if q.journaled:
                     self.durability.touched()  # its record may still wait for its fsync
                 return q, False
+            self.limits.check_queue(name, len(self.queues))  # before arguments, as RabbitMQ
             args = arguments or {}
             if args:
                 check_declare_arguments(name, self.name, args)

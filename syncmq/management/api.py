@@ -43,11 +43,13 @@ from .common import (
     has_tag,
 )
 from .errors import HTTPError, access_refused, bad_request, not_found
+from .idle import IdleSince
 from .resources import (
     bindings,
     connections,
     exchanges,
     health,
+    limits,
     overview,
     parameters,
     policies,
@@ -75,6 +77,8 @@ class API:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.rates = Rates()
+        # the queues' idle_since (their activity counters at the last look)
+        self.idle = IdleSince()
         # the last minutes of the overview's counters and depths (started by the server)
         self.history = history.History(self._history_sample)
         # the same for the queues whose page is open (recorded by the same thread)
@@ -157,6 +161,10 @@ class API:
         r("GET", "healthchecks/node", health.node)
         r("GET", "healthchecks/node/{node}", health.node)
         r("GET", "aliveness-test/{vhost}", overview.aliveness)
+        r("GET", "vhost-limits", limits.vhost_limits)
+        r("GET", "vhost-limits/{vhost}", limits.vhost_limits)
+        r("PUT", "vhost-limits/{vhost}/{name}", limits.put_limit)
+        r("DELETE", "vhost-limits/{vhost}/{name}", limits.delete_limit)
         # runtime parameters: a policymaker may change them too (checked by the endpoints)
         p = self._policymaker_route
         p("GET", "parameters", parameters.parameters)
@@ -206,6 +214,8 @@ class API:
                 resp = fn(self, req, **args)
                 if method != "GET":
                     self._wait_durable()
+                elif req.query.get("columns"):
+                    resp = _columns(resp, req.query["columns"])
                 return resp
         if allowed_methods:
             raise HTTPError(405, "Method Not Allowed", "Method Not Allowed")
@@ -388,3 +398,22 @@ class API:
             self.ctx.close_connection(s, CONNECTION_FORCED, text)
         else:
             _submit(s, s.close, CONNECTION_FORCED, text)
+
+
+def _columns(resp: Response, spec: str) -> Response:
+    """``?columns=a,b.c``: only those fields of each object (RabbitMQ's ``columns``; a dotted
+    column keeps its top-level field whole), for lists, pages and single objects."""
+    cols = {c.split(".", 1)[0] for c in spec.split(",") if c}
+
+    def pick(o: Any) -> Any:
+        return {k: v for k, v in o.items() if k in cols} if isinstance(o, dict) else o
+
+    body = resp.body
+    if isinstance(body, list):
+        body = [pick(o) for o in body]
+    elif isinstance(body, dict) and isinstance(body.get("items"), list) and "page" in body:
+        body = {**body, "items": [pick(o) for o in body["items"]]}
+    elif isinstance(body, dict):
+        body = pick(body)
+    return Response(resp.status, body, resp.headers)
+

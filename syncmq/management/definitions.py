@@ -24,6 +24,7 @@ from __future__ import annotations
 from typing import Any
 
 import syncmq.management.users as users_mod
+import syncmq.management.view as view
 
 from ..broker.exchange import Exchange
 from ..broker.parameters import HIDDEN_COMPONENTS
@@ -58,7 +59,7 @@ def export(ctx: Context) -> dict[str, Any]:
                 continue
             queues.append({"name": q.name, "vhost": vname, "durable": q.durable,
                            "auto_delete": q.auto_delete, "arguments": dict(q.arguments),
-                           "type": "classic"})
+                           "type": view.queue_type(q)})
         for ex in list(vh.exchanges.values()):
             if ex.name == "" or ex.name.startswith(_SYSTEM_EXCHANGE_PREFIX):
                 if ex.name:

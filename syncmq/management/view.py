@@ -59,3 +59,30 @@ def consumer_utilisation(queue: Any) -> float:
         return 1.0
     free = sum(1 for c in cs if not c.prefetch or c.unacked < c.prefetch)
     return free / len(cs)
+
+
+def queue_bytes(queue: Any) -> dict[str, int]:
+    """RabbitMQ's byte and persistence figures of a queue, from the counters the queue keeps
+    (no scan): bodies of ready and unacked messages (all held in memory or the memory
+    budget's store, so all "ram"), and the journaled (persistent) ones among them."""
+    ready, unacked = queue.ready_bytes, queue.unacked_bytes
+    return {"message_bytes": ready + unacked, "message_bytes_ready": ready,
+            "message_bytes_unacknowledged": unacked, "message_bytes_ram": ready + unacked,
+            "message_bytes_persistent": queue.persistent_bytes, "message_bytes_paged_out": 0,
+            "messages_persistent": queue.persistent_count,
+            "messages_ram": len(queue.ready) + queue.unacked_count,
+            "messages_ready_ram": len(queue.ready),
+            "messages_unacknowledged_ram": queue.unacked_count, "messages_paged_out": 0}
+
+
+def queue_activity(queue: Any) -> tuple:
+    """What changes while a queue is busy (for ``idle_since``): its own counters."""
+    return (queue.stats_published, queue.stats_delivered, queue.stats_acked,
+            len(queue.consumers))
+
+
+def queue_type(queue: Any) -> str:
+    """The queue's type as declared (``x-queue-type``): ``quorum`` for a quorum queue (served
+    by a classic one, see ``broker.args.check_queue_type``), else ``classic``."""
+    return "quorum" if queue.arguments.get("x-queue-type") == "quorum" else "classic"
+

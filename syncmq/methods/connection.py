@@ -152,7 +152,11 @@ def open_(session: Session, _ch, m: C.Open, _p, _b) -> None:
     vhost = session.broker.vhosts.get(name)
     if vhost is None:
         raise AMQPConnectionError(_spec.NOT_ALLOWED, f"NOT_ALLOWED - vhost {name} not found")
-    _count_user_connection(session)  # rabbit_reader: the user's limit before vhost access
+    # rabbit_reader's order: the vhost's max-connections (checked and counted in one step
+    # under the vhost's limits lock, so racing opens cannot both pass), the user's, access
+    vhost.limits.open_connection(session.username)
+    session.counted_in = vhost.limits  # Session.release gives the count back
+    _count_user_connection(session)
     if not (session.user.internal
             or access.vhost_allowed(session.broker.users, session.username, name)):
         raise AMQPConnectionError(

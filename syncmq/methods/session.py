@@ -125,6 +125,9 @@ class Session:
         self.username = ""
         self.auth_mechanism = ""  # PLAIN, AMQPLAIN or EXTERNAL (for update-secret)
         self.vhost: VirtualHost | None = None
+        # the vhost's ``Limits`` this connection is counted in (from connection.open until
+        # release gives the count back), else None
+        self.counted_in: Any = None
         self.client_properties: dict = {}
         self.capabilities: dict = {}
         self.exclusive_queues: list[Queue] = []
@@ -535,6 +538,9 @@ class Session:
         for q in self.exclusive_queues:
             self.auto_delete_queue(q)
         self.exclusive_queues = []
+        if self.counted_in is not None:
+            self.counted_in.close_connection()
+            self.counted_in = None
         if self.on_close is not None:
             self.on_close(self)
 

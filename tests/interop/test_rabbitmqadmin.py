@@ -168,3 +168,87 @@ def test_bindings_as_rabbitmq(rabbit_mgmt, broker, unique):
     expected = bindings_scenario(rabbit_mgmt, unique)
     got = bindings_scenario(broker.management_port, unique)
     assert got == expected
+
+
+def test_every_rabbitmqadmin_command_as_rabbitmq(rabbitmq, rabbit_mgmt, broker, unique):
+    """Every rabbitmqadmin command and output format, the same transcript on both brokers
+    (what is normalised, and why, is listed in admin_scenario's docstring)."""
+    from admin_scenario import scenario
+
+    tag = unique[-6:]
+    expected = scenario(rabbit_mgmt, rabbitmq.port, tag)
+    got = scenario(broker.management_port, broker.port, tag)
+    assert len(got) == len(expected)
+    for r, s in zip(expected, got, strict=True):
+        assert s == r, f"\nsyncmq:   {s}\nrabbitmq: {r}"
+
+
+# Fields RabbitMQ shows that only mean something in Erlang/OTP or in features syncmq does not
+# have; every other field RabbitMQ shows on these endpoints syncmq must show too.
+NOT_SERVED = {
+    "garbage_collection", "reductions", "reductions_details",  # Erlang process figures
+    "backing_queue_status", "recoverable_slaves", "pending_raft_commands",  # queue internals
+    "user_who_performed_action",  # RabbitMQ's audit of internal actions
+    "recv_cnt", "send_cnt",  # socket packet counts (syncmq counts bytes: recv_oct/send_oct)
+    "peer_cert_issuer", "peer_cert_subject", "peer_cert_validity",  # TLS, null in RabbitMQ
+    "ssl_cipher", "ssl_hash", "ssl_key_exchange", "ssl_protocol",  # without TLS too
+    "idle_since",  # of a channel (a queue's is served)
+    "deliveries", "publishes", "incoming",  # per-queue/exchange stats of a detail page
+    "head_message_timestamp", "single_active_consumer_tag", "owner_pid_details",
+}
+
+
+def _top_keys(obj) -> set[str]:
+    if isinstance(obj, list):
+        obj = obj[0] if obj else {}
+    return set(obj)
+
+
+def _poll_listed(port: int, name: str) -> tuple[str, str]:
+    """(connection name, channel name) once the broker lists them (RabbitMQ's stats collector
+    needs a few seconds: a bounded poll of another process's state)."""
+    deadline = time.monotonic() + 30
+    while True:
+        conns = [c for c in http(port, "GET", "/connections")[2]
+                 if c.get("user_provided_name") == name and c.get("channels") == 1]
+        chans = [c for c in http(port, "GET", "/channels")[2]
+                 if conns and c.get("connection_details", {}).get("name") == conns[0]["name"]
+                 and c.get("consumer_count") == 1]
+        if conns and chans:
+            return conns[0]["name"], chans[0]["name"]
+        assert time.monotonic() < deadline, "never listed"
+        time.sleep(0.2)
+
+
+def test_detail_endpoints_have_rabbitmqs_fields(rabbitmq, rabbit_mgmt, broker, unique):
+    """``/api/channels/{name}``, ``/api/connections/{name}[/channels]``,
+    ``/api/vhosts/{vhost}/channels|connections`` and a queue: each answers 200 on syncmq
+    with every field RabbitMQ's has (less NOT_SERVED), queue bytes included."""
+    import pika
+
+    found = {}
+    for mport, amqp in ((rabbit_mgmt, rabbitmq.port), (broker.management_port, broker.port)):
+        conn = pika.BlockingConnection(pika.ConnectionParameters(
+            "127.0.0.1", amqp, client_properties={"connection_name": unique}, heartbeat=0))
+        try:
+            ch = conn.channel()
+            ch.queue_declare(unique, exclusive=True)
+            ch.basic_publish("", unique, b"x" * 10)
+            ch.basic_consume(unique, lambda *a: None)
+            cname, chname = _poll_listed(mport, unique)
+            c, h = quote(cname, safe=""), quote(chname, safe="")
+            found[mport] = {}
+            for label, path in (("channel", f"/channels/{h}"), ("connection", f"/connections/{c}"),
+                                ("its channels", f"/connections/{c}/channels"),
+                                ("vhost channels", "/vhosts/%2F/channels"),
+                                ("vhost connections", "/vhosts/%2F/connections"),
+                                ("queue", f"/queues/%2F/{unique}")):
+                status, _, body = http(mport, "GET", path)
+                assert status == 200, (mport, path, status)
+                found[mport][label] = _top_keys(body)
+        finally:
+            conn.close()
+    theirs, ours = found[rabbit_mgmt], found[broker.management_port]
+    for path, keys in theirs.items():
+        missing = keys - ours[path] - NOT_SERVED
+        assert not missing, (path, sorted(missing))

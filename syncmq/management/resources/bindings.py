@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote_plus
+from urllib.parse import quote_plus, unquote_plus
 
 import syncmq.management.validate as validate
 
@@ -96,10 +96,21 @@ def _find(api: API, req: Request, vhost: str, source: str, dtype: str, dest: str
     """The binding whose properties key is ``props``: ``(vhost, source, destination, routing
     key, arguments)``, or 404."""
     vh, ex, destination = _between(api, req, vhost, source, dtype, dest)
+    want = _unpack(props)
     for d, key, args in _raw_between(vh, ex, destination):
-        if _properties_key(key, args) == props:
+        if _unpack(_properties_key(key, args)) == want:
             return vh, ex, d, key, args
     raise not_found()
+
+
+def _unpack(props: str) -> tuple[str, str | None]:
+    """A properties key as RabbitMQ reads it (``unpack_binding_props``): the unquoted routing
+    key and the arguments' hash (None without), so ``a.*`` finds the binding listed as
+    ``a.%2A`` (rabbitmqadmin passes the routing key as typed)."""
+    if props == "~":
+        return "", None
+    key, sep, digest = props.partition("~")
+    return unquote_plus(key), (digest if sep else None)
 
 
 def binding(api: API, req: Request, vhost: str, source: str, dtype: str, dest: str,

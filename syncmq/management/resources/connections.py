@@ -41,6 +41,7 @@ def _connection_json(api: API, s: Session) -> dict[str, Any]:
         "state": view.connection_state(s),
         "type": "network",
         "protocol": "AMQP 0-9-1",
+        "auth_mechanism": s.auth_mechanism,
         "ssl": False,
         "host": h, "port": p, "peer_host": ph, "peer_port": pp,
         "channels": len(s.channels),

@@ -27,7 +27,7 @@ from ..common import (
     _submit,
     jsonable,
 )
-from ..errors import bad_request, not_found
+from ..errors import access_refused, bad_request, not_found
 from . import connections
 
 if TYPE_CHECKING:
@@ -40,10 +40,12 @@ ACK_MODES = ("ack_requeue_true", "ack_requeue_false", "reject_requeue_true",
              "reject_requeue_false")
 
 
-def _properties_json(message: Message) -> dict[str, Any]:
+def _properties_json(message: Message) -> dict[str, Any] | list:
+    """The message's properties; none is ``[]``, as RabbitMQ writes an empty proplist (and
+    rabbitmqadmin then shows an empty ``properties`` column)."""
     p = message.props
     return {f: jsonable(v) for f in _spec.BasicProperties.FIELDS
-            if (v := getattr(p, f)) is not None}
+            if (v := getattr(p, f)) is not None} or []
 
 
 def _message_json(message: Message, redelivered: bool, remaining: int, encoding: str,
@@ -84,7 +86,7 @@ def _queue_json(api: API, q: Queue) -> dict[str, Any]:
         "arguments": jsonable(q.arguments),
         "node": api.ctx.node,
         "state": "running",
-        "type": "classic",
+        "type": view.queue_type(q),
         "policy": q.policy.name if q.policy is not None else None,
         "operator_policy": q.op_policy.name if q.op_policy is not None else None,
         "effective_policy_definition": q.effective,
@@ -96,7 +98,17 @@ def _queue_json(api: API, q: Queue) -> dict[str, Any]:
         **state.with_details(depth, depth_rates),
         "message_stats": state.with_details(
             counts, api.rates.rates(("queue", q.vhost, q.name), counts)),
+        **_bytes_and_idle(api, q),
     }
+
+
+def _bytes_and_idle(api: API, q: Queue) -> dict[str, Any]:
+    """``message_bytes*``, ``messages_persistent`` and (when idle) ``idle_since``."""
+    out: dict[str, Any] = view.queue_bytes(q)
+    idle = api.idle.since(q, view.queue_activity(q))
+    if idle is not None:
+        out["idle_since"] = idle
+    return out
 
 
 def queues(api: API, req: Request, vhost: str | None = None) -> Response:
@@ -127,8 +139,8 @@ def put_queue(api: API, req: Request, vhost: str, name: str) -> Response:
     vh = api.vhost_or_404(vhost)
     body = validate.obj(req.body)
     validate.name(name, "queue")
-    if name.startswith("amq."):
-        raise bad_request(f"queue name '{name}' contains reserved prefix 'amq.*'")
+    if name.startswith("amq."):  # RabbitMQ's channel refuses it (403): 401 here, as there
+        raise access_refused()
     durable = validate.boolean(body, "durable", True)
     auto_delete = validate.boolean(body, "auto_delete", False)
     args = validate.arguments(body)

@@ -129,7 +129,8 @@ def permission(api: API, req: Request, vhost: str, user: str) -> Response:
 
 
 def put_permission(api: API, req: Request, vhost: str, user: str) -> Response:
-    api.vhost_or_404(vhost)
+    if vhost not in api.ctx.broker.vhosts:  # RabbitMQ: 400, for the vhost as for the user
+        raise bad_request("vhost_or_user_not_found")
     body = validate.obj(req.body)
     vals = [body.get(k, "") for k in ("configure", "write", "read")]
     if not all(isinstance(v, str) for v in vals):
@@ -139,12 +140,12 @@ def put_permission(api: API, req: Request, vhost: str, user: str) -> Response:
     except (re.error, RecursionError, OverflowError) as e:  # a bad regex
         raise bad_request(f"invalid regular expression: {e}") from None
     if user not in api.ctx.broker.users.users:
-        raise bad_request(f"no user '{user}'")
+        raise bad_request("vhost_or_user_not_found")
     existed = vhost in api.ctx.broker.users.users[user].permissions
 
     def change(users: dict, vhosts: list[str] | None) -> None:
         if user not in users:
-            raise bad_request(f"no user '{user}'")
+            raise bad_request("vhost_or_user_not_found")
         users[user].permissions[vhost] = perm
 
     users_mod.update(api.ctx.broker, change)

@@ -60,6 +60,11 @@ def put_vhost(api: API, req: Request, vhost: str) -> Response:
     def change(users: dict, vhosts: list[str] | None) -> None:
         if vhosts is not None and vhost not in vhosts:
             vhosts.append(vhost)
+        me = users.get(req.user.name)
+        if not existed and me is not None:
+            # as RabbitMQ's management plugin: whoever creates a vhost gets full
+            # permissions on it (so `rabbitmqadmin declare vhost` then using it works)
+            me.permissions[vhost] = users_mod.permission(".*", ".*", ".*")
 
     # the users file (its vhost list) first: a file that cannot be written refuses the
     # change (500) before the vhost exists, so memory and file never differ
