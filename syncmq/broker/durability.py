@@ -369,6 +369,41 @@ class Durability:
 
     # ---- start-up ----
 
+    def _restore_message(self, q: Queue, m: Any, store: Any, shared: dict[int, list],
+                         unclean: bool) -> None:
+        """Put one recovered message back on ``q``. A message on several queues is one
+        ``Message`` and one store entry with a reference per queue, as a live publish routes
+        it (one entry per queue under the same key would replace each other: the first queue
+        to ack the message would delete the body the other queues still hold); ``shared``
+        holds it (msg_id -> [Message, copies still to restore]) until every queue has its
+        copy."""
+        if m.copies > 1:
+            entry = shared.get(m.msg_id)
+            if entry is not None:
+                msg = entry[0]
+                entry[1] -= 1
+                if not entry[1]:
+                    del shared[m.msg_id]
+                q.restore_message(msg, m.delivered or unclean, m.published_ms)
+                return
+        msg = Message(m.exchange, m.routing_key, m.properties,
+                      m.body if m.body is not None else b"")
+        msg.msg_id = m.msg_id
+        if store is not None:
+            # every queue holding it is named in its PUBLISH record
+            if m.body is None:
+                if not store.put_journaled(msg, m.body_len, m.copies):
+                    body = self.journal.reader.read(m.msg_id, m.body_len)
+                    if body is None:  # cannot happen: the record was just replayed
+                        raise RuntimeError(f"journaled message {m.msg_id} not readable")
+                    msg.body = body
+                    store.put(msg, m.copies, True)
+            else:
+                store.put(msg, m.copies, True)
+        if m.copies > 1:
+            shared[m.msg_id] = [msg, m.copies - 1]
+        q.restore_message(msg, m.delivered or unclean, m.published_ms)
+
     def recover_into(self, broker: Broker) -> dict[str, int]:
         """Replay the journal into an empty broker; returns counts for the start-up log."""
         # With a memory budget whose store reads bodies back from the journal, recovery does
@@ -408,36 +443,7 @@ class Durability:
                 if ids:
                     marks.append((q, ids))
             for m in rq.messages:
-                if m.copies > 1:
-                    # on several queues: one Message and one store entry with a reference
-                    # per queue, as a live publish routes it (one entry per queue under the
-                    # same key would replace each other: the first queue to ack the message
-                    # would delete the body the other queues still hold)
-                    entry = shared.get(m.msg_id)
-                    if entry is not None:
-                        msg = entry[0]
-                        entry[1] -= 1
-                        if not entry[1]:
-                            del shared[m.msg_id]
-                        q.restore_message(msg, m.delivered or unclean, m.published_ms)
-                        continue
-                msg = Message(m.exchange, m.routing_key, m.properties,
-                              m.body if m.body is not None else b"")
-                msg.msg_id = m.msg_id
-                if store is not None:
-                    # every queue holding it is named in its PUBLISH record
-                    if m.body is None:
-                        if not store.put_journaled(msg, m.body_len, m.copies):
-                            body = self.journal.reader.read(m.msg_id, m.body_len)
-                            if body is None:  # cannot happen: the record was just replayed
-                                raise RuntimeError(f"journaled message {m.msg_id} not readable")
-                            msg.body = body
-                            store.put(msg, m.copies, True)
-                    else:
-                        store.put(msg, m.copies, True)
-                if m.copies > 1:
-                    shared[m.msg_id] = [msg, m.copies - 1]
-                q.restore_message(msg, m.delivered or unclean, m.published_ms)
+                self._restore_message(q, m, store, shared, unclean)
             counts["queues"] += 1
             counts["messages"] += len(rq.messages)
         for b in state.bindings:

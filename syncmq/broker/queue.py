@@ -29,19 +29,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 from ..queues.consumers import ConsumerRing
 from ..queues.ready import PriorityReadyQueue, ReadyQueue
-from ..wire._spec import ACCESS_REFUSED
-from ..wire.errors import AMQPChannelError
-from .args import queue_options
 from .consumer import Consumer, DeliveryFailed, DeliveryTarget
 from .flow import QueueCredit
 from .message import Message
 from .policies import Policy, effective_definition, queue_settings
 from .queue_checks import QueueChecks
+from .queue_consumers import QueueConsumers
 from .queue_limits import QueueLimits
 
 log = logging.getLogger("syncmq.queue")
@@ -84,7 +81,7 @@ class _Guard:
             q._publish_letters(letters)
 
 
-class Queue(QueueLimits, QueueCredit, QueueChecks):
+class Queue(QueueLimits, QueueCredit, QueueChecks, QueueConsumers):
     """A classic queue: FIFO of message references, consumers served round-robin (within the
     highest consumer priority that has credit)."""
 
@@ -507,70 +504,6 @@ class Queue(QueueLimits, QueueCredit, QueueChecks):
 
     # ---- consumers ----
 
-    def add_consumer(self, consumer: Consumer,
-                     announce: Callable[[], None] | None = None) -> bool:
-        """Attach ``consumer`` and start delivering to it.
-
-        Exclusivity is checked here, under the queue lock, so two ``basic.consume`` racing on
-        different workers cannot both pass it: an exclusive consumer already attached, or an
-        exclusive one asked for while others are, raises ACCESS_REFUSED (rabbit_amqqueue's
-        text) with nothing changed. ``announce`` (the consume-ok) is called before the first
-        delivery: under the lock when the consumer is attached, so no delivery precedes it.
-
-        False if the queue was deleted since the caller looked it up (a concurrent delete,
-        auto-delete or expiry): the consumer is not attached, ``announce`` runs, then its
-        channel is told it is cancelled (``consumer_cancelled``, no lock held), as the deletion
-        tells the others."""
-        with self.guard:
-            gone = self.deleted
-            if not gone:
-                consumers = self.consumers
-                if consumers.n_exclusive or (consumer.exclusive and len(consumers)):
-                    raise AMQPChannelError(
-                        ACCESS_REFUSED,
-                        f"ACCESS_REFUSED - queue '{self.name}' in vhost '{self.vhost}' "
-                        "in exclusive use")
-                if announce is not None:
-                    announce()
-                consumers.add(consumer)
-                self.had_consumers = True
-                if self.ready:
-                    if self.single_active or len(consumers) == 1:
-                        self._dispatch_locked()
-                    else:
-                        # what is ready is there because no other consumer could take it
-                        # (one that gets credit back is dispatched to then): only the
-                        # newcomer can, so offer it alone instead of scanning every consumer
-                        # (O(1) a consume)
-                        self._dispatch_locked(only=consumer)
-        if gone:
-            if announce is not None:
-                announce()
-            consumer.channel.consumer_cancelled(consumer)
-        return not gone
-
-    def active_consumer(self) -> Consumer | None:
-        """Single active consumer: the one receiving messages (None without SAC)."""
-        if not self.single_active:
-            return None
-        return self.consumers.first()
-
-    def remove_consumer(self, consumer: Consumer) -> bool:
-        """Detach ``consumer``; True if the queue should now be auto-deleted."""
-        with self.guard:
-            was_active = self.single_active and self.consumers.first() is consumer
-            if not self.consumers.remove(consumer):
-                return False
-            if not self.consumers:
-                self.last_used = time.monotonic()
-                if self.behind:  # no consumer to be behind: a store again
-                    self._caught_up_locked()
-                if self.options.expires is not None and not self._expires_armed:
-                    self._arm_expires_locked()
-            elif was_active and self.ready:
-                self._dispatch_locked()  # the next consumer takes over
-            return self.auto_delete and self.had_consumers and not self.consumers
-
     # ---- management ----
 
     def message_count(self) -> int:
@@ -621,37 +554,6 @@ class Queue(QueueLimits, QueueCredit, QueueChecks):
                 left = ttl if not published_ms else published_ms + ttl - time.time() * 1000.0
                 self.expiry[seq] = time.monotonic() + left / 1000.0
                 self._arm_ttl_timer_locked()
-
-    def _check(self, unacked_seqs: list[int] | None = None) -> None:
-        """The queue's invariants (tests; takes the lock). ``unacked_seqs``: the seqs of this
-        queue's messages in every channel's unacked map (what only the channels know).
-
-        - the byte and persistence counters are right (``QueueChecks._check_bytes_locked``);
-        - ``unacked_count`` is the number of this queue's unacked deliveries;
-        - every expiry key is a ready or unacked message's seq, and every ready message a
-          TTL applies to has one;
-        - no seq is both ready and unacked, none is ready twice;
-        - a deleted queue has no consumers, no ready messages and no dead letters pending.
-        """
-        with self.lock:
-            pairs = list(self.ready.pairs())
-            seqs = [seq for seq, _ in pairs]
-            ready = set(seqs)
-            assert len(ready) == len(seqs), "a message is ready twice"
-            self._check_bytes_locked(pairs)
-            assert self.unacked_count >= 0, self.unacked_count
-            # (a TTL a policy brought applies only to what was enqueued after it)
-            own_ttl = queue_options(self.arguments).message_ttl
-            for seq, (m, _r) in pairs:
-                if m.ttl is not None or own_ttl is not None:
-                    assert seq in self.expiry, seq
-            if unacked_seqs is not None:
-                assert self.unacked_count == len(unacked_seqs), (
-                    self.unacked_count, len(unacked_seqs))
-                assert not ready & set(unacked_seqs), ready & set(unacked_seqs)
-                assert set(self.expiry) <= ready | set(unacked_seqs)
-            if self.deleted:
-                assert not self.consumers and not self.ready and not self._letters
 
     def mark_deleted(self) -> tuple[int, list[Consumer]]:
         """Delete: drop ready messages and detach consumers; returns (messages, consumers)."""

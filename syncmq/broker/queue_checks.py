@@ -12,6 +12,8 @@ after every step of the stateful tests). ``ready_bytes`` is kept whether or not 
 
 from __future__ import annotations
 
+from .args import queue_options
+
 
 class QueueChecks:
     """Accounting helpers of a queue (a mixin of ``Queue``; queue lock held)."""
@@ -40,3 +42,34 @@ class QueueChecks:
             mine = [m for _, (m, _r) in pairs if m.msg_id]
             assert self.persistent_count == len(mine), (self.persistent_count, mine)
             assert self.persistent_bytes == sum(m.size for m in mine)
+
+    def _check(self, unacked_seqs: list[int] | None = None) -> None:
+        """The queue's invariants (tests; takes the lock). ``unacked_seqs``: the seqs of this
+        queue's messages in every channel's unacked map (what only the channels know).
+
+        - the byte and persistence counters are right (``QueueChecks._check_bytes_locked``);
+        - ``unacked_count`` is the number of this queue's unacked deliveries;
+        - every expiry key is a ready or unacked message's seq, and every ready message a
+          TTL applies to has one;
+        - no seq is both ready and unacked, none is ready twice;
+        - a deleted queue has no consumers, no ready messages and no dead letters pending.
+        """
+        with self.lock:
+            pairs = list(self.ready.pairs())
+            seqs = [seq for seq, _ in pairs]
+            ready = set(seqs)
+            assert len(ready) == len(seqs), "a message is ready twice"
+            self._check_bytes_locked(pairs)
+            assert self.unacked_count >= 0, self.unacked_count
+            # (a TTL a policy brought applies only to what was enqueued after it)
+            own_ttl = queue_options(self.arguments).message_ttl
+            for seq, (m, _r) in pairs:
+                if m.ttl is not None or own_ttl is not None:
+                    assert seq in self.expiry, seq
+            if unacked_seqs is not None:
+                assert self.unacked_count == len(unacked_seqs), (
+                    self.unacked_count, len(unacked_seqs))
+                assert not ready & set(unacked_seqs), ready & set(unacked_seqs)
+                assert set(self.expiry) <= ready | set(unacked_seqs)
+            if self.deleted:
+                assert not self.consumers and not self.ready and not self._letters

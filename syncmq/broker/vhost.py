@@ -20,8 +20,7 @@ from typing import Any
 
 from ..wire import _spec
 from ..wire.errors import AMQPChannelError, AMQPConnectionError
-from ..wire.fields import Long
-from .args import check_declare_arguments, check_queue_type, precondition_failed
+from .args import check_declare_arguments, check_queue_type
 from .deadletter import (
     DEAD_LETTER_EVENT,
     count_by_reason,
@@ -29,8 +28,9 @@ from .deadletter import (
     is_cycle,
     queue_type_module,
 )
+from .equivalence import check_equivalent_exchange, check_equivalent_queue
 from .exchange import EXCHANGE_TYPES, KEYLESS, Exchange
-from .federation import FEDERATION_UPSTREAM, MAX_HOPS_ARG
+from .federation import FEDERATION_UPSTREAM
 from .federation import check_arguments as check_federation_arguments
 from .message import Message
 from .publish import publish
@@ -52,19 +52,6 @@ TRACE = "amq.rabbitmq.trace"
 
 # ``owner`` of bind/unbind when no connection asks (management, definitions): no 405 check
 ANY_OWNER = object()
-# The x-arguments RabbitMQ 3.10 compares when a classic queue is redeclared, in its order
-# (rabbit_amqqueue declare_args, less those a classic queue ignores: x-max-in-memory-*,
-# x-dead-letter-strategy, the quorum/stream ones); any other argument may differ.
-EQUIVALENT_QUEUE_ARGS = (
-    "x-expires", "x-message-ttl", "x-dead-letter-exchange", "x-dead-letter-routing-key",
-    "x-max-length", "x-max-length-bytes", "x-max-priority", "x-overflow", "x-queue-mode",
-    "x-single-active-consumer", "x-queue-type", "x-queue-master-locator",
-)
-
-
-def _b(v: bool) -> str:
-    return "true" if v else "false"
-
 
 class VirtualHost:
     """A vhost with its default and pre-declared exchanges."""
@@ -156,8 +143,8 @@ class VirtualHost:
         with self.lock:
             ex = self.exchanges.get(name)
             if ex is not None:
-                self._check_equivalent_exchange(ex, type_, durable, auto_delete, internal,
-                                                arguments)
+                check_equivalent_exchange(self.name, ex, type_, durable, auto_delete,
+                                          internal, arguments)
                 if ex.durable and self.durability is not None:
                     self.durability.touched()  # its record may still wait for its fsync
                 return ex, False
@@ -181,36 +168,6 @@ class VirtualHost:
             if self.durability is not None:
                 self.durability.exchange_declared(ex)
             return ex, True
-
-    def _check_equivalent_exchange(self, ex, type_, durable, auto_delete, internal, arguments):
-        for arg, got, cur in (
-            ("type", type_, ex.type),
-            ("durable", durable, ex.durable),
-            ("auto_delete", auto_delete, ex.auto_delete),
-            ("internal", internal, ex.internal),
-        ):
-            if got != cur:
-                g, c = (_b(got), _b(cur)) if isinstance(got, bool) else (got, cur)
-                raise AMQPChannelError(
-                    _spec.PRECONDITION_FAILED,
-                    f"PRECONDITION_FAILED - inequivalent arg '{arg}' for exchange "
-                    f"'{ex.name}' in vhost '{self.name}': received '{g}' but current is '{c}'",
-                )
-        # the type's assert_args_equivalence: alternate-exchange for the built-in types,
-        # x-max-hops alone for x-federation-upstream
-        keys = (MAX_HOPS_ARG,) if ex.type == FEDERATION_UPSTREAM else ("alternate-exchange",)
-        self._check_equivalent_args(f"exchange '{ex.name}'", ex.arguments, arguments or {},
-                                    keys)
-
-    def _check_equivalent_args(self, what: str, current: dict, got: dict, keys) -> None:
-        """rabbit_misc:assert_args_equivalence: the first of ``keys`` (in that order) whose
-        value differs is 406 with RabbitMQ's text; other arguments are not compared."""
-        for key in keys:
-            if got.get(key) != current.get(key):
-                raise precondition_failed(
-                    f"inequivalent arg '{key}' for {what} in vhost '{self.name}': received "
-                    f"{_fmt_arg(got.get(key), key in current)} but current is "
-                    f"{_fmt_arg(current.get(key), key in got)}")
 
     def delete_exchange(self, name: str, if_unused: bool) -> Exchange | None:
         """exchange.delete; deleting a missing exchange is not an error (RabbitMQ 3.x)."""
@@ -311,7 +268,7 @@ class VirtualHost:
                 # the rest: the declared exclusivity must match the queue's, else 405
                 if q.exclusive_owner is not (owner if exclusive else None):
                     raise self._locked(name)
-                self._check_equivalent_queue(q, durable, exclusive, auto_delete, arguments)
+                check_equivalent_queue(self.name, q, durable, auto_delete, arguments)
                 q.touch()
                 if q.journaled:
                     self.durability.touched()  # its record may still wait for its fsync
@@ -344,24 +301,6 @@ class VirtualHost:
         if args.get("x-queue-type") == "quorum":
             log.warning("quorum queue declared; served by a classic queue (single node)",
                         extra={"queue": name, "vhost": self.name})
-
-    def _check_equivalent_queue(self, q, durable, exclusive, auto_delete, arguments):
-        for arg, got, cur in (
-            ("durable", durable, q.durable),
-            ("auto_delete", auto_delete, q.auto_delete),
-        ):
-            if got != cur:
-                raise AMQPChannelError(
-                    _spec.PRECONDITION_FAILED,
-                    f"PRECONDITION_FAILED - inequivalent arg '{arg}' for queue '{q.name}' in "
-                    f"vhost '{self.name}': received '{_b(got)}' but current is '{_b(cur)}'",
-                )
-        args, current = arguments or {}, q.arguments
-        if args.get("x-queue-type", "classic") == current.get("x-queue-type", "classic"):
-            # an absent x-queue-type is the default type, classic (RabbitMQ 3.10)
-            args = {k: v for k, v in args.items() if k != "x-queue-type"}
-            current = {k: v for k, v in current.items() if k != "x-queue-type"}
-        self._check_equivalent_args(f"queue '{q.name}'", current, args, EQUIVALENT_QUEUE_ARGS)
 
     def delete_queue(
         self, name: str, if_unused: bool, if_empty: bool, owner: Any
@@ -616,33 +555,3 @@ def _default_exchange_refused() -> AMQPChannelError:
     return AMQPChannelError(
         _spec.ACCESS_REFUSED, "ACCESS_REFUSED - operation not permitted on the default exchange"
     )
-
-
-def _fmt_arg(v: Any, both: bool = True) -> str:
-    """rabbit_misc ``val/1``: ``none`` when absent; ``'V'`` when both sides have the argument;
-    ``the value 'V' of type 'T'`` when only this side has it. The wire type is not kept, so
-    it is the one pika, py-amqp and amqp091-go pick for the Python value."""
-    if v is None:
-        return "none"
-    text = ("true" if v else "false") if isinstance(v, bool) else v
-    if not both:
-        return f"the value '{text}' of type '{_amqp_type(v)}'"
-    return f"'{text}'"
-
-
-def _amqp_type(v: Any) -> str:
-    if isinstance(v, bool):
-        return "bool"
-    if type(v) is Long:
-        return "long"
-    if isinstance(v, int):
-        return "signedint" if -2 ** 31 <= v < 2 ** 31 else "long"
-    if isinstance(v, float):
-        return "double"
-    if isinstance(v, dict):
-        return "table"
-    if isinstance(v, list):
-        return "array"
-    if isinstance(v, (bytes, bytearray)):
-        return "binary"
-    return "longstr"

@@ -84,6 +84,12 @@ class API:
         # the same for the queues whose page is open (recorded by the same thread)
         self.queue_history = history.Watched(self._queue_sample)
         self.routes: list[tuple[str, tuple[str, ...], Callable[..., Response], bool]] = []
+        self._node_and_user_routes()
+        self._object_routes()
+        self._rule_and_parameter_routes()
+
+    def _node_and_user_routes(self) -> None:
+        """Overview, nodes, vhosts, users, permissions."""
         r = self._route
         r("GET", "overview", overview.overview)
         r("GET", "cluster-name", overview.cluster_name)
@@ -107,6 +113,11 @@ class API:
         r("GET", "permissions/{vhost}/{user}", users.permission)
         r("PUT", "permissions/{vhost}/{user}", users.put_permission)
         r("DELETE", "permissions/{vhost}/{user}", users.delete_permission)
+
+    def _object_routes(self) -> None:
+        """Exchanges, queues, bindings, connections, channels, consumers, definitions,
+        health checks."""
+        r = self._route
         r("GET", "exchanges", exchanges.exchanges)
         r("GET", "exchanges/{vhost}", exchanges.exchanges)
         r("GET", "exchanges/{vhost}/{name}", exchanges.exchange)
@@ -139,14 +150,6 @@ class API:
         r("GET", "channels/{name}", connections.channel)
         r("GET", "consumers", connections.consumers)
         r("GET", "consumers/{vhost}", connections.consumers)
-        # policies: a policymaker may change them too (checked by the endpoints); operator
-        # policies need administrator
-        for base, add in (("policies", self._policymaker_route), ("operator-policies", r)):
-            add("GET", base, policies.policies)
-            add("GET", f"{base}/{{vhost}}", policies.policies)
-            add("GET", f"{base}/{{vhost}}/{{name}}", policies.policy)
-            add("PUT", f"{base}/{{vhost}}/{{name}}", policies.put_policy)
-            add("DELETE", f"{base}/{{vhost}}/{{name}}", policies.delete_policy)
         r("GET", "definitions", vhosts.get_definitions)
         r("POST", "definitions", vhosts.post_definitions)
         r("GET", "health/checks/alarms", health.alarms)
@@ -161,6 +164,18 @@ class API:
         r("GET", "healthchecks/node", health.node)
         r("GET", "healthchecks/node/{node}", health.node)
         r("GET", "aliveness-test/{vhost}", overview.aliveness)
+
+    def _rule_and_parameter_routes(self) -> None:
+        """Policies, limits, runtime parameters, shovels, topic permissions, user limits."""
+        r = self._route
+        # policies: a policymaker may change them too (checked by the endpoints); operator
+        # policies need administrator
+        for base, add in (("policies", self._policymaker_route), ("operator-policies", r)):
+            add("GET", base, policies.policies)
+            add("GET", f"{base}/{{vhost}}", policies.policies)
+            add("GET", f"{base}/{{vhost}}/{{name}}", policies.policy)
+            add("PUT", f"{base}/{{vhost}}/{{name}}", policies.put_policy)
+            add("DELETE", f"{base}/{{vhost}}/{{name}}", policies.delete_policy)
         r("GET", "vhost-limits", limits.vhost_limits)
         r("GET", "vhost-limits/{vhost}", limits.vhost_limits)
         r("PUT", "vhost-limits/{vhost}/{name}", limits.put_limit)
