@@ -466,3 +466,28 @@ def test_delete_after_with_nacks_moves_exactly_n(tmp_path):
     finally:
         a.stop()
         b.stop()
+
+
+def test_internal_connections_do_not_count_for_a_file_user_named_none(pair):
+    """The shovels' internal connections and channels (user none) are not counted for a
+    file user of the same name: with its max-connections 1 and max-channels 1 and a shovel
+    running on amqp://, that user still opens its one connection and channel."""
+    from syncmq.broker.auth import Permission, User, UserStore, hash_password
+
+    a, _ = pair
+    store = a.node.broker.users
+    users = dict(store.users)
+    users["none"] = User("none", hash_password("pw"), [], {"/": Permission()},
+                         limits={"max-connections": 1, "max-channels": 1})
+    a.node.set_users(UserStore(users, store.vhosts, store.loopback_users))
+    ca, cha = channel(a)
+    cha.queue_declare("c-src", durable=True)
+    cha.queue_declare("c-dst", durable=True)
+    set_shovel(a, "c", {"src-uri": "amqp://", "src-queue": "c-src", "dest-uri": "amqp://",
+                        "dest-queue": "c-dst"})
+    wait_for(lambda: (status(a, "c") or {}).get("state") == "running", what="running")
+    c = pika.BlockingConnection(pika.ConnectionParameters(
+        "127.0.0.1", a.port, credentials=pika.PlainCredentials("none", "pw")))
+    c.channel().queue_declare("c-dst", passive=True)
+    c.close()
+    ca.close()
