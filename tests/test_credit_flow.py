@@ -300,3 +300,38 @@ def test_memory_alarm_still_blocks(broker_factory, flow):
     m = c.expect_method(0, _spec.Connection.Blocked, timeout=30)
     assert m.reason == "low on memory"
     c.close()
+
+
+def test_error_after_a_throttled_publish_still_reads_close_ok(broker_factory):
+    """One write holds a publish to a queue that is behind (its consumer is slow but moving,
+    so the wait would last) and a method its handler answers with a hard error (exchange.declare
+    of an unknown type: 503): the broker sends connection.close, and reads our close-ok at once (a clean
+    close), instead of pausing the closing connection for credit and dropping the socket
+    later with the close-ok unread (a reset)."""
+    b = broker_factory("--queue-flow-high", "10")
+    mon = pika.BlockingConnection(_params(b.port))
+    mch = mon.channel()
+    mch.queue_declare("behind")
+    for _ in range(600):  # backlog before any consumer (never behind without consumers)
+        mch.basic_publish("", "behind", b"m")
+    cons = SlowConsumer(b.port, "behind", delay=0.02, prefetch=1)
+    cons.start()
+    assert cons.ready.wait(10)
+    c = amqp_raw.connect(b.port)
+    c.open_channel(1)
+    publish = b"".join(
+        [amqp_raw.encode_frame(_spec.FRAME_METHOD, 1, _spec.Basic.Publish(
+            exchange="", routing_key="behind").encode())]
+        + [bytes(x) for x in amqp_raw.encode_content(1, 60, b"\x00\x00", b"p", c.frame_max)])
+    bad = _spec.Exchange.Declare(exchange="x", type="no-such-type")
+    c.send(publish + amqp_raw.encode_frame(_spec.FRAME_METHOD, 1, bad.encode()))
+    code, _, _ = c.expect_close(timeout=30)
+    assert code == _spec.COMMAND_INVALID
+    c.send_close_ok()
+    assert amqp_raw._readable(c.sock, 30)
+    # a clean end of stream; a reset if the broker dropped the socket with our close-ok
+    # still unread (its close-ok timeout, after it had paused the closing connection)
+    assert c.sock.recv(1) == b""
+    cons.stop.set()
+    cons.join(10)
+    mon.close()

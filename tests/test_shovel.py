@@ -426,3 +426,68 @@ def test_a_file_user_named_none_does_not_bind_the_internal_login(pair):
     assert [n for n, _, _ in drain(chb, "n-dst", 5)] == list(range(5))
     ca.close()
     cb.close()
+
+
+def test_delete_after_with_nacks_moves_exactly_n(tmp_path):
+    """on-confirm, ``src-delete-after`` 5, a destination that refuses (nacks) at first: the
+    shovel holds the deliveries past the 5th unpublished while the refused ones come back
+    (with higher tags) and are published again; once the destination takes them (its limit
+    gone) their confirm may be ``multiple``, and the source ack must still cover only what
+    was published: exactly 5 move, the other 15 stay in the source."""
+    a = syncmq.Server(management_port=0).start()
+    b = syncmq.Server(management_port=0).start()
+    try:
+        ca, cha = channel(a)
+        cb, chb = channel(b)
+        body = json.dumps({"pattern": "^dst$", "apply-to": "queues", "definition": {
+            "max-length": 2, "overflow": "reject-publish"}}).encode()
+        req = urllib.request.Request(b.management_url + "api/policies/%2F/cap", data=body,
+                                     method="PUT", headers={
+            "Content-Type": "application/json",
+            "Authorization": "Basic " + base64.b64encode(b"guest:guest").decode()})
+        urllib.request.urlopen(req).close()
+        chb.queue_declare("dst", durable=True)
+        cha.queue_declare("src", durable=True)
+        publish(cha, "src", 20)
+        set_shovel(a, "capped", {"src-uri": "amqp://", "src-queue": "src",
+                                 "dest-uri": remote(b), "dest-queue": "dst",
+                                 "ack-mode": "on-confirm", "src-delete-after": 5})
+        # 2 taken, the others refused and republished until the limit goes
+        wait_for(lambda: chb.queue_declare("dst", passive=True).method.message_count == 2,
+                 what="the destination full")
+        assert api(b, "DELETE", "policies/%2F/cap")[0] == 204
+        wait_for(lambda: status(a, "capped") is None, what="the shovel deleted itself")
+        wait_for(lambda: chb.queue_declare("dst", passive=True).method.message_count == 5,
+                 what="5 moved")
+        wait_for(lambda: api(a, "GET", "queues/%2F/src")[1]["messages"] == 15,
+                 what="15 left in the source")
+        ca.close()
+        cb.close()
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_internal_connections_do_not_count_for_a_file_user_named_none(pair):
+    """The shovels' internal connections and channels (user none) are not counted for a
+    file user of the same name: with its max-connections 1 and max-channels 1 and a shovel
+    running on amqp://, that user still opens its one connection and channel."""
+    from syncmq.broker.auth import Permission, User, UserStore, hash_password
+
+    a, _ = pair
+    store = a.node.broker.users
+    users = dict(store.users)
+    users["none"] = User("none", hash_password("pw"), [], {"/": Permission()},
+                         limits={"max-connections": 1, "max-channels": 1})
+    a.node.set_users(UserStore(users, store.vhosts, store.loopback_users))
+    ca, cha = channel(a)
+    cha.queue_declare("c-src", durable=True)
+    cha.queue_declare("c-dst", durable=True)
+    set_shovel(a, "c", {"src-uri": "amqp://", "src-queue": "c-src", "dest-uri": "amqp://",
+                        "dest-queue": "c-dst"})
+    wait_for(lambda: (status(a, "c") or {}).get("state") == "running", what="running")
+    c = pika.BlockingConnection(pika.ConnectionParameters(
+        "127.0.0.1", a.port, credentials=pika.PlainCredentials("none", "pw")))
+    c.channel().queue_declare("c-dst", passive=True)
+    c.close()
+    ca.close()

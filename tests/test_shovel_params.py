@@ -111,6 +111,8 @@ def test_direct_uri_needs_the_users_access_to_its_vhost(broker):
     assert put_as_pm(dict(base, **{"src-uri": "amqp:///pm-v1"}))[0] == 201
     # the administrator without permissions on a vhost is refused the same way
     assert call(broker, "PUT", "vhosts/pm-v2")[0] in (201, 204)
+    # (creating it gave the creator full permissions on it, as RabbitMQ's PUT /api/vhosts)
+    assert call(broker, "DELETE", "permissions/pm-v2/guest")[0] == 204
     assert call(broker, "PUT", "parameters/shovel/pm-v1/t", {"value": dict(
         base, **{"src-uri": "amqp:///pm-v2"})})[0] == 400
     call(broker, "DELETE", "parameters/shovel/pm-v1/s")

@@ -18,8 +18,11 @@ def open_(session: Session, ch: Channel, m: Ch.Open, _p, _b) -> None:
     """The session created ``ch`` when the protocol accepted the channel number. It is
     counted for the user (``broker.user_usage``), or refused with rabbit_reader's 530 (a
     connection error) when the user's ``max-channels`` is reached."""
-    # the broker's own client (user none) is not a user of the store: no limits
-    user = None if session.user.internal else session.broker.users.users.get(session.username)
+    # the broker's own client (user none) is not a user of the store: not counted
+    if session.user.internal:
+        session.send_method(ch.id, Ch.OpenOk())
+        return
+    user = session.broker.users.users.get(session.username)
     limit = limit_of(user.limits, "max-channels") if user is not None else None
     usage = session.broker.user_usage
     if not usage.acquire(usage.channels, session.username, limit):

@@ -184,8 +184,11 @@ def _count_user_connection(session: Session) -> None:
     """Count the connection for its user, or refuse it (530, rabbit_reader's
     ``is_over_user_connection_limit``) when the user's ``max-connections`` is reached. Once
     counted it stays counted until ``Session.release``, refused later or not."""
-    # the broker's own client (user none) is not a user of the store: no limits
-    user = None if session.user.internal else session.broker.users.users.get(session.username)
+    # the broker's own client (user none) is not a user of the store: not counted (a file
+    # user named none would otherwise be held to a limit by the shovels' connections)
+    if session.user.internal:
+        return
+    user = session.broker.users.users.get(session.username)
     limit = limit_of(user.limits, "max-connections") if user is not None else None
     usage = session.broker.user_usage
     if not usage.acquire(usage.connections, session.username, limit):

@@ -95,7 +95,12 @@ class Credit:
 
     def _may_pause(self) -> bool:
         """No unacked delivery and no manual-ack consumer on any channel (see the module
-        docstring: then nobody waits for this connection's input)."""
+        docstring: then nobody waits for this connection's input), and the connection not
+        released: a batch that published to a behind queue and then closed the connection
+        (its connection.close, or an error that made us send ours) must not pause it, or
+        the close-ok it still has to read is left unread."""
+        if self.session.released:
+            return False
         for ch in list(self.session.channels.values()):
             if ch.unacked:
                 return False

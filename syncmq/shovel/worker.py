@@ -174,6 +174,10 @@ class _Link:
         self.seq = 0
         self.remaining: int | None = None  # src-delete-after: messages still to move
         self.remaining_unacked: int | None = None  # ... still to publish
+        # a delivery was left unpublished (src-delete-after reached): a source ack may no
+        # longer be ``multiple``, which would ack it too (lost) once a nacked message's
+        # redelivery (a higher tag) is confirmed
+        self.skipped = False
 
     # ---- life cycle ----
 
@@ -384,7 +388,10 @@ class _Link:
 
     def _forward(self, method, props, body) -> None:
         if self.remaining_unacked == 0 or self.reason is not None:
-            return  # src-delete-after: all published; the rest is requeued at close
+            # src-delete-after: all published; the rest is requeued at close. Held unacked
+            # meanwhile, under tags below those of later deliveries: see _confirmed
+            self.skipped = True
+            return
         spec = self.spec
         exchange, key = method.exchange, method.routing_key
         if spec.dest_queue is not None:
@@ -455,17 +462,24 @@ class _Link:
         if tag is None:
             return
         src = self.chans["src"]
-        if isinstance(m, pika.spec.Basic.Ack):
-            src.basic_ack(tag, multiple=multiple)
-        else:
-            src.basic_nack(tag, multiple=multiple, requeue=True)
         if multiple:
             done = [s for s in self.unconfirmed if s <= seq]
         else:
             done = [seq]
+        ack = isinstance(m, pika.spec.Basic.Ack)
+        if multiple and self.skipped:  # only what was published, one by one
+            for s in done:
+                if ack:
+                    src.basic_ack(self.unconfirmed[s])
+                else:
+                    src.basic_nack(self.unconfirmed[s], requeue=True)
+        elif ack:
+            src.basic_ack(tag, multiple=multiple)
+        else:
+            src.basic_nack(tag, multiple=multiple, requeue=True)
         for s in done:
             del self.unconfirmed[s]
-        if isinstance(m, pika.spec.Basic.Ack):
+        if ack:
             self._moved(len(done))
         elif self.remaining_unacked is not None:
             self.remaining_unacked += len(done)  # requeued: to be published again
