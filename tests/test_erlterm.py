@@ -40,7 +40,8 @@ def test_terms():
     assert term({"b": 1, "a": 2, "ab": [False]}) == '#{<<"a">> => 2,<<"ab">> => [false],<<"b">> => 1}'
     assert term(("a", 1)) == '{<<"a">>,1}'
     assert proplist([("zz", 1e3), ("é", "é")]) == '[{<<"zz">>,1.0e3},{<<"é">>,<<"é">>}]'
-    assert proplist({"b": 1, "a": 2}) == '[{<<"b">>,1},{<<"a">>,2}]'
+    assert proplist({"b": 1, "a": 2}) == '[{<<"a">>,2},{<<"b">>,1}]'
+    assert proplist([("é", 1), ("f", 2), ("ā", 3)]) == '[{<<"f">>,2},{<<"é">>,1},{<<196,129>>,3}]'
     assert charlist("amqp") == '"amqp"' and charlist("ā") == "[196,129]"
 
 

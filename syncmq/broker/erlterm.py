@@ -113,7 +113,9 @@ def term(v: Any) -> str:
 
 
 def proplist(pairs: Any) -> str:
-    """A proplist (an object as ``[{<<"k">>,1}]``, pairs in the order given; a dict gives its
-    items in insertion order)."""
-    items = pairs.items() if isinstance(pairs, dict) else pairs
+    """A JSON object (a dict or its (key, value) pairs) as the proplist RabbitMQ lists from
+    the map it decoded: ``[{<<"a">>,1},{<<"b">>,2}]``, keys in Erlang's binary order (the
+    map's order, not the JSON text's)."""
+    items = sorted(pairs.items() if isinstance(pairs, dict) else pairs,
+                   key=lambda kv: kv[0].encode())
     return "[" + ",".join("{" + term(k) + "," + term(v) + "}" for k, v in items) + "]"

@@ -152,7 +152,7 @@ def _check_definition(definition: Any, operator: bool) -> None:
         err = _check_ha(definition)
         if err:
             raise PolicyError(_failed(err))
-    unknown = [(k, definition[k]) for k in sorted(definition, key=str.encode) if k not in known]
+    unknown = [(k, definition[k]) for k in definition if k not in known]
     if unknown:
         raise PolicyError(_failed(f"{proplist(unknown)} are not recognised policy settings"))
 

@@ -141,8 +141,7 @@ def _proplist(name: str, constraints, value: dict) -> list[str]:
         elif mandatory:
             errors.insert(0, f'Key "{key}" not found in {name}')
     if rest:
-        pairs = sorted(rest.items(), key=lambda kv: kv[0].encode())
-        errors.insert(0, f"Unrecognised terms {proplist(pairs)} in {name}")
+        errors.insert(0, f"Unrecognised terms {proplist(rest)} in {name}")
     return errors
 
 
