@@ -316,6 +316,13 @@ BAD = [
     {"definition": {"max-length": 1}},
     {"pattern": "^a$", "definition": {"queue-mode": "lazy", "ha-mode": "all",
                                       "delivery-limit": 2, "queue-version": 2}},
+    # Erlang's ~p of non-ASCII binaries and floats (syncmq.broker.erlterm)
+    {"pattern": "^a$", "definition": {"max-length": "é"}},
+    {"pattern": "^a$", "definition": {"max-length": "ā"}},
+    {"pattern": "^a$", "definition": {"max-length": 1e3}},
+    {"pattern": "^a$", "definition": {"max-length": 0.1}},
+    {"pattern": "^a$", "definition": {"max-length": {"é": 1e-5}}},
+    {"pattern": "^a$", "definition": {"zz": 100.0, "é": ["中"]}},
 ]
 BAD_OPERATOR = [
     {"pattern": "^a$", "definition": {"overflow": "drop-head"}},

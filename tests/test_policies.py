@@ -121,7 +121,7 @@ def test_operator_policy_accepts_its_keys():
 
 def test_erl_formatting():
     assert erl("a\"b") == '<<"a\\"b">>'
-    assert erl("é") == "<<195,169>>"
+    assert erl("é") == "<<\"é\">>"
     assert erl(1e20) == "1.0e20"
     assert erl({"b": 1, "a": [False]}) == '#{<<"a">> => [false],<<"b">> => 1}'
 

@@ -49,6 +49,18 @@ CASES = [
     ({**OK, "src-queue": 5}, ["src-queue should be binary, actually was 5"]),
     ({**OK, "src-uri": "amqp://h:99999"},
      ['"amqp://h:99999" not a valid URI: {{port_out_of_range,99999},"amqp://h:99999"}']),
+    # Erlang's ~p of non-ASCII binaries and floats (syncmq.broker.erlterm)
+    ({**OK, "src-prefetch-count": "é"},
+     ['src-prefetch-count should be a number, actually was <<"é">>']),
+    ({**OK, "src-prefetch-count": "ā"},
+     ["src-prefetch-count should be a number, actually was <<196,129>>"]),
+    ({**OK, "src-prefetch-count": {"é": 1e3}},  # (longer terms: Erlang wraps at 80 columns)
+     ['src-prefetch-count should be a number, actually was #{<<"é">> => 1.0e3}']),
+    ({**OK, "src-queue": 1e-5}, ["src-queue should be binary, actually was 1.0e-5"]),
+    ({**OK, "ā": 100.0, "é": ["中"]},
+     ['Unrecognised terms [{<<"é">>,[<<"中">>]},{<<196,129>>,100.0}] in bad']),
+    ({**OK, "src-uri": "foo://é"},
+     ['"foo://é" not a valid URI: {{unexpected_uri_scheme,"foo"},"foo://é"}']),
 ]
 
 

@@ -19,7 +19,9 @@ from test_ctl_remote import ctl, fails, ok
 from test_management import call
 
 from syncmq.broker.broker import Broker
-from syncmq.broker.vhost_limits import Limits, erlang_term
+from syncmq.broker.erlterm import proplist
+from syncmq.broker.erlterm import term as erlang_term
+from syncmq.broker.vhost_limits import Limits
 from syncmq.wire.errors import AMQPChannelError, AMQPConnectionError
 
 
@@ -297,7 +299,7 @@ def test_checks_are_atomic_with_the_counts():
 def test_erlang_terms():
     assert [erlang_term(v) for v in (3.5, 1000.0, 100.0, 0.1, 1e20, -2.5, 1e-5)] == [
         "3.5", "1.0e3", "100.0", "0.1", "1.0e20", "-2.5", "1.0e-5"]
-    assert erlang_term([("a", [1, None]), "x\"y"]) == '[{<<"a">>,[1,null]},<<"x\\"y">>]'
+    assert proplist([("a", [1, None]), ("x\"y", 2)]) == '[{<<"a">>,[1,null]},{<<"x\\"y">>,2}]'
 
 
 @pytest.mark.parametrize("how", ["sigterm", "kill9"])

@@ -9,6 +9,7 @@ import calendar
 from datetime import datetime
 from decimal import Decimal
 
+from .erlterm import term
 from .matcher import _EMPTY, _MISSING, _NO_ARGS, Matcher, _freeze
 
 # ---------------------------------------------------------------------------------------------
@@ -63,16 +64,8 @@ def validate_headers_binding(arguments: dict | None) -> str | None:
 
 
 def _erl(value) -> str:
-    """A value as Erlang's ``~p`` prints it in RabbitMQ's text (binaries as <<"...">>)."""
-    if isinstance(value, str):
-        value = value.encode("utf-8")
-    if isinstance(value, bytes):
-        return '<<"' + value.decode("latin-1").replace("\\", "\\\\").replace('"', '\\"') + '">>'
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return "undefined"
-    return repr(value)
+    """A value as RabbitMQ's text prints it (:mod:`.erlterm`; a missing one is ``undefined``)."""
+    return "undefined" if value is None else term(value)
 
 
 # RabbitMQ's field type names (rabbit_binary_parser), as rabbit_exchange_type_headers prints

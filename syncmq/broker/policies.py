@@ -29,12 +29,13 @@ features syncmq does not have (``queue-mode``, ``queue-version``, ``ha-*``,
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .args import OVERFLOW_MODES, QueueOptions, queue_options
+from .erlterm import proplist
+from .erlterm import term as erl
 from .parameters import ParameterError
 
 APPLY_TO = ("all", "queues", "classic_queues", "quorum_queues", "exchanges")
@@ -53,53 +54,6 @@ class PolicyError(ParameterError):
 
 
 # ---- Erlang's ~p of a JSON value (the texts name values that way) ----
-
-def erl(v: Any) -> str:
-    """``io_lib:format("~p", [V])`` of a JSON value as RabbitMQ decodes it (strings are
-    binaries, null/true/false atoms, objects maps with sorted keys)."""
-    if v is None:
-        return "null"
-    if v is True:
-        return "true"
-    if v is False:
-        return "false"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        return _erl_float(v)
-    if isinstance(v, str):
-        return _erl_binary(v)
-    if isinstance(v, list):
-        return "[" + ",".join(erl(x) for x in v) + "]"
-    if isinstance(v, dict):
-        items = sorted(v.items(), key=lambda kv: kv[0].encode())
-        return "#{" + ",".join(f"{erl(k)} => {erl(x)}" for k, x in items) + "}"
-    return repr(v)
-
-
-def _erl_float(f: float) -> str:
-    """Erlang prints the shortest round-tripping digits, with ``.0`` and ``e`` forms."""
-    if math.isinf(f) or math.isnan(f):
-        return repr(f)
-    r = repr(f)
-    if "e" in r:
-        mant, exp = r.split("e")
-        if "." not in mant:
-            mant += ".0"
-        return f"{mant}e{int(exp)}"
-    return r
-
-
-def _erl_binary(s: str) -> str:
-    b = s.encode()
-    if all(32 <= c < 127 for c in b):
-        return '<<"' + s.replace("\\", "\\\\").replace('"', '\\"') + '">>'
-    return "<<" + ",".join(str(c) for c in b) + ">>"
-
-
-def _proplist(items: list[tuple[str, Any]]) -> str:
-    return "[" + ",".join(f"{{{erl(k)},{erl(v)}}}" for k, v in items) + "]"
-
 
 # ---- the definition's keys (rabbit_policies:validate_policy0 and friends) ----
 
@@ -198,9 +152,9 @@ def _check_definition(definition: Any, operator: bool) -> None:
         err = _check_ha(definition)
         if err:
             raise PolicyError(_failed(err))
-    unknown = [(k, definition[k]) for k in sorted(definition, key=str.encode) if k not in known]
+    unknown = [(k, definition[k]) for k in definition if k not in known]
     if unknown:
-        raise PolicyError(_failed(f"{_proplist(unknown)} are not recognised policy settings"))
+        raise PolicyError(_failed(f"{proplist(unknown)} are not recognised policy settings"))
 
 
 def _failed(text: str) -> str:

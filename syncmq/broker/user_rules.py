@@ -23,8 +23,9 @@ Everything here is immutable once built, like the rest of a :class:`~.auth.UserS
 
 from __future__ import annotations
 
-import json
 import re
+
+from .erlterm import term as erlang_term
 
 LIMIT_NAMES = ("max-connections", "max-channels")
 INT64 = (-(1 << 63), (1 << 63) - 1)
@@ -91,34 +92,6 @@ def topic_refusal(routing_key: str, exchange: str, vhost: str, username: str) ->
 
 class LimitError(ValueError):
     """A user-limits definition RabbitMQ refuses; the message is RabbitMQ's text."""
-
-
-def erlang_term(v: object) -> str:
-    """A decoded JSON value as Erlang's ``~p`` prints the term RabbitMQ decoded it to."""
-    if v is None:
-        return "null"
-    if v is True or v is False:
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        r = repr(v)
-        if "e" in r:
-            mant, _, exp = r.partition("e")
-            return f"{mant if '.' in mant else mant + '.0'}e{int(exp)}"
-        return r
-    if isinstance(v, str):
-        text = json.dumps(v, ensure_ascii=False)
-        return f"<<{text}/utf8>>" if not v.isascii() else f"<<{text}>>"
-    if isinstance(v, list):
-        if v and all(isinstance(i, int) and not isinstance(i, bool) and 32 <= i < 127
-                     for i in v):
-            return json.dumps("".join(map(chr, v)))  # ~p prints printable lists as strings
-        return "[" + ",".join(erlang_term(i) for i in v) + "]"
-    if isinstance(v, dict):
-        return "#{" + ",".join(f"{erlang_term(k)} => {erlang_term(x)}"
-                               for k, x in sorted(v.items())) + "}"
-    return repr(v)
 
 
 def validate_limits(term: object) -> dict[str, int]:

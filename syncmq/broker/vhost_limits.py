@@ -31,12 +31,12 @@ Ownership and locks:
 
 from __future__ import annotations
 
-import math
 import threading
 from typing import TYPE_CHECKING, Any
 
 from ..wire import _spec
 from ..wire.errors import AMQPChannelError, AMQPConnectionError
+from .erlterm import proplist, term
 from .parameters import validation_failed
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ COMPONENT = "vhost-limits"
 NAME = "limits"
 KEYS = ("max-connections", "max-queues")  # rabbit_vhost_limit's validation order
 
-__all__ = ["COMPONENT", "NAME", "KEYS", "Limits", "Component", "validate", "erlang_term"]
+__all__ = ["COMPONENT", "NAME", "KEYS", "Limits", "Component", "validate"]
 
 
 class Limits:
@@ -116,19 +116,19 @@ def validate(vhost: str, name: str, value: Any) -> None:
         raise validation_failed(f"vhost limits must be named {NAME}, not {name}")
     if isinstance(value, list):
         if value:
-            raise validation_failed(f"Unrecognised terms {erlang_term(value)} in {name}")
+            raise validation_failed(f"Unrecognised terms {term(value)} in {name}")
         return
     if not isinstance(value, dict):
-        raise validation_failed(f"{name} not a list {erlang_term(value)}")
+        raise validation_failed(f"{name} not a list {term(value)}")
     errors = []
     unknown = [(k, v) for k, v in value.items() if k not in KEYS]
     if unknown:
-        errors.append(f"Unrecognised terms {erlang_term(unknown)} in {name}")
+        errors.append(f"Unrecognised terms {proplist(unknown)} in {name}")
     for key in reversed(KEYS):
         if key in value:
             v = value[key]
             if not isinstance(v, int) or isinstance(v, bool):
-                errors.append(f"{key} should be a number, actually was {erlang_term(v)}")
+                errors.append(f"{key} should be a number, actually was {term(v)}")
     if errors:
         raise validation_failed(*errors)
 
@@ -165,41 +165,3 @@ class Component:
             rest = {k: v for k, v in (old.items() if isinstance(old, dict) else ()) if k != key}
             new = rest if clear else {key: value, **rest}
             self._broker.parameters.set(COMPONENT, vhost, NAME, new or [], user=user)
-
-
-def erlang_term(v: Any) -> str:
-    """``~p`` of a JSON value as RabbitMQ decodes it (binaries, proplists), for its texts;
-    short terms only (Erlang wraps long ones at 80 columns, this does not)."""
-    if v is None:
-        return "null"
-    if v is True or v is False:
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        return _erlang_float(v)
-    if isinstance(v, str):
-        return '<<"' + v.replace("\\", "\\\\").replace('"', '\\"') + '">>'
-    if isinstance(v, tuple):
-        return "{" + ",".join(erlang_term(x) for x in v) + "}"
-    if isinstance(v, dict):
-        v = list(v.items())
-    return "[" + ",".join(erlang_term(x) for x in v) + "]"
-
-
-def _erlang_float(f: float) -> str:
-    """Erlang's shortest float text: the shorter of the plain form (``123.0``) and the
-    scientific one (``1.23e2``), the plain one on a tie."""
-    if not math.isfinite(f):
-        return repr(f)
-    sign = "-" if f < 0 else ""
-    e10 = int(f"{abs(f):.16e}".partition("e")[2])
-    # the shortest digits that read back as f (repr's), with the point after the first
-    short = repr(abs(f))
-    mant = short.partition("e")[0].replace(".", "").lstrip("0").rstrip("0") or "0"
-    sci = f"{sign}{mant[0]}.{mant[1:] or '0'}e{e10}"
-    if "e" in short:
-        return sci
-    intpart, _, frac = short.partition(".")
-    plain = f"{sign}{intpart}.{frac.rstrip('0') or '0'}"
-    return sci if len(sci) < len(plain) else plain

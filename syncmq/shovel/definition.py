@@ -16,9 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..broker.erlterm import proplist, term
 from ..broker.parameters import validation_failed
 from . import uri as urimod
-from .erlterm import fmt, fmt_pairs
 
 DEFAULT_PREFETCH = 1000
 DEFAULT_RECONNECT_DELAY = 5
@@ -35,24 +35,24 @@ PUBLISH_PROPERTIES = {
 
 
 def _binary(key, v):
-    return None if isinstance(v, str) else f"{key} should be binary, actually was {fmt(v)}"
+    return None if isinstance(v, str) else f"{key} should be binary, actually was {term(v)}"
 
 
 def _number(key, v):
     ok = isinstance(v, (int, float)) and not isinstance(v, bool)
-    return None if ok else f"{key} should be a number, actually was {fmt(v)}"
+    return None if ok else f"{key} should be a number, actually was {term(v)}"
 
 
 def _boolean(key, v):
-    return None if isinstance(v, bool) else f"{key} should be boolean, actually was {fmt(v)}"
+    return None if isinstance(v, bool) else f"{key} should be boolean, actually was {term(v)}"
 
 
 def _enum(options):
     def check(key, v):
         if v in options:
             return None
-        opts = "[" + ",".join(fmt(o) for o in options) + "]"
-        return f"{key} should be one of {opts}, actually was {fmt(v)}"
+        opts = "[" + ",".join(term(o) for o in options) + "]"
+        return f"{key} should be one of {opts}, actually was {term(v)}"
     return check
 
 
@@ -64,7 +64,7 @@ def _uri(key, v):
             return f"{fmt_string_plain(v)} not a valid URI: {e}"
         return None
     if not isinstance(v, list):
-        return f"{key} should be list, actually was {fmt(v)}"
+        return f"{key} should be list, actually was {term(v)}"
     for item in v:
         err = _uri(key, item)
         if err is not None:
@@ -81,7 +81,7 @@ def _delete_after(key, v):
             isinstance(v, int) and not isinstance(v, bool) and v >= 0):
         return None
     return (f'{key} should be a number greater than or equal to 0, "never" or '
-            f'"queue-length", actually was {fmt(v)}')
+            f'"queue-length", actually was {term(v)}')
 
 
 def _queue_name(key, v):
@@ -93,7 +93,7 @@ def _queue_name(key, v):
 
 def _properties(key, v):
     if not isinstance(v, dict):
-        return [f"{key} not a list {fmt(v)}"]
+        return [f"{key} not a list {term(v)}"]
     checks = {k: (_binary if kind == "str" else _number) for k, kind in
               PUBLISH_PROPERTIES.items()}
     return _proplist(key, [(k, c, False) for k, c in checks.items()], v)
@@ -141,8 +141,7 @@ def _proplist(name: str, constraints, value: dict) -> list[str]:
         elif mandatory:
             errors.insert(0, f'Key "{key}" not found in {name}')
     if rest:
-        pairs = sorted(rest.items(), key=lambda kv: kv[0].encode())
-        errors.insert(0, f"Unrecognised terms {fmt_pairs(pairs)} in {name}")
+        errors.insert(0, f"Unrecognised terms {proplist(rest)} in {name}")
     return errors
 
 
@@ -154,7 +153,7 @@ def _one_of(value: dict, a: str, b: str) -> str:
 def problems(name: str, value: Any) -> list[str]:
     """Every problem with a definition, RabbitMQ's texts in its order (empty: valid)."""
     if not isinstance(value, dict):
-        return [f"{name} not a list {fmt(value)}"]
+        return [f"{name} not a list {term(value)}"]
     out = []
     src = _one_of(value, "src-exchange", "src-queue")
     if src == "zero":

@@ -21,7 +21,7 @@ import ssl
 import urllib.parse
 from dataclasses import dataclass, field
 
-from .erlterm import fmt_string
+from ..broker.erlterm import charlist
 
 INTEGER_PARAMS = ("heartbeat", "connection_timeout", "channel_max", "frame_max")
 
@@ -76,7 +76,7 @@ class Endpoint:
 
 
 def _err(reason: str, uri: str) -> URIError:
-    return URIError("{" + reason + "," + fmt_string(uri) + "}")
+    return URIError("{" + reason + "," + charlist(uri) + "}")
 
 
 def parse(uri: str) -> Endpoint:
@@ -86,7 +86,7 @@ def parse(uri: str) -> Endpoint:
         raise _err("malformed_uri", uri) from None
     scheme = u.scheme.lower()
     if scheme not in ("amqp", "amqps"):
-        raise _err("{unexpected_uri_scheme," + fmt_string(u.scheme) + "}", uri)
+        raise _err("{unexpected_uri_scheme," + charlist(u.scheme) + "}", uri)
     try:
         port = u.port
     except ValueError:
@@ -99,10 +99,10 @@ def parse(uri: str) -> Endpoint:
     query = {k: v for k, v in urllib.parse.parse_qsl(u.query, keep_blank_values=True)}
     for key in INTEGER_PARAMS:
         if key in query and not query[key].lstrip("-").isdigit():
-            raise _err("{invalid_amqp_params_parameter," + key + "," + fmt_string(query[key])
-                       + ",{not_an_integer," + fmt_string(query[key]) + "}}", uri)
+            raise _err("{invalid_amqp_params_parameter," + key + "," + charlist(query[key])
+                       + ",{not_an_integer," + charlist(query[key]) + "}}", uri)
     if "verify" in query and query["verify"] not in ("verify_peer", "verify_none"):
-        raise _err("{invalid_amqp_params_parameter,verify," + fmt_string(query["verify"])
+        raise _err("{invalid_amqp_params_parameter,verify," + charlist(query["verify"])
                    + "}", uri)
     host = u.hostname or None
     path = u.path[1:] if u.path.startswith("/") else u.path

@@ -247,6 +247,10 @@ BAD_INPUTS = [
     ("GET", "/users/nobody/topic-permissions", None),
     ("GET", "/vhosts/novh/topic-permissions", None),
     ("PUT", f"/user-limits/{USER}/max-connections", {"value": 1.5}),
+    ("PUT", f"/user-limits/{USER}/max-connections", {"value": 1e3}),  # ~p: 1.0e3
+    ("PUT", f"/user-limits/{USER}/max-channels", {"value": 0.1}),
+    ("PUT", f"/user-limits/{USER}/max-channels", {"value": "é"}),  # ~p: <<"é">>
+    ("PUT", f"/user-limits/{USER}/max-channels", {"value": ["ā", 1e-5]}),  # <<196,129>>,1.0e-5
     ("PUT", f"/user-limits/{USER}/max-connections", {"value": "3"}),
     ("PUT", f"/user-limits/{USER}/max-connections", {"value": None}),
     ("PUT", f"/user-limits/{USER}/max-connections", {"value": True}),

@@ -59,12 +59,19 @@ def script(amqp: int, mgmt: int, vh: str) -> list:
     api("PUT", f"{lim}/max-queues", {"value": 2})
     api("GET", lim)
     for name, value in (("max-connections", "3"), ("max-connections", 3.5),
-                        ("max-queues", None), ("max-queues", True), ("max-whatever", 3)):
+                        ("max-queues", None), ("max-queues", True), ("max-whatever", 3),
+                        # Erlang's ~p of binaries and floats (syncmq.broker.erlterm)
+                        ("max-queues", "é"), ("max-queues", "中"), ("max-queues", "ā"),
+                        ("max-queues", 'a"b\n'), ("max-queues", 1e3), ("max-queues", 0.1),
+                        ("max-queues", 100.0), ("max-queues", 1e-5), ("max-queues", 0.001),
+                        ("max-queues", 123456789.0), ("max-queues", -1.5e-7),
+                        ("max-queues", {"é": 1, "a": [104, 105]}), ("max-queues", ["é"])):
         api("PUT", f"{lim}/{name}", {"value": value})
     api("PUT", f"{lim}/max-queues", {"valu": 1})
     api("PUT", "/vhost-limits/no-such-vhost-vlimits/max-queues", {"value": 1})
     api("GET", "/vhost-limits/no-such-vhost-vlimits")
-    for value in (5, [1], {"max-queues": "x"}, {"max-queues": 1, "max-x": 2}):
+    for value in (5, [1], {"max-queues": "x"}, {"max-queues": 1, "max-x": 2}, "é",
+                  {"max-queues": 1, "é": "é", "f": 1e3, "ā": 0.1}):
         api("PUT", f"/parameters/vhost-limits/{v}/limits", {"value": value})
     api("GET", f"/parameters/vhost-limits/{v}")
     # connections: the limit, lowered below what is open, 0, negative
