@@ -290,8 +290,14 @@ class Server:
         )
 
     def _memory_parts(self) -> dict[str, int]:
+        """The memory breakdown, accounted now (``?memory=true``, ``syncmqctl status``: asked
+        for, as RabbitMQ computes its breakdown on request), not the monitor's last sample,
+        which may predate what the caller just did (it walks the broker the way the monitor
+        does, without its locks)."""
         monitor = getattr(self, "monitor", None)
-        return dict(monitor.memory_parts) if monitor is not None else {}
+        if monitor is None:
+            return {}
+        return memory.accounted_memory(self.broker, monitor.sessions(), monitor.baseline)
 
     def _http_settings(self) -> HTTPSettings:
         c = self.config

@@ -148,10 +148,9 @@ def scenario(port: int, amqp: int, tag: str) -> list:
                                if r["vhost"] == vh]))
     for what in ("policies", "operator_policies"):
         out.append((what, [r for r in _json(port, "list", what) if r["vhost"] == vh]))
-    out.append(("queue policies", sorted(
-        (r["name"], r.get("policy"), r.get("operator_policy"),
-         json.dumps(r.get("effective_policy_definition"), sort_keys=True))
-        for r in _json(port, "-V", vh, "list", "queues"))))
+    # (a queue's policy fields are not compared here: RabbitMQ reports them from its queue
+    # statistics, emitted every few seconds, so right after `declare policy` its listing
+    # still shows none; tests/interop/test_policies_differential.py compares them, waiting)
     out.append(("permissions", sorted((r["user"], r["configure"], r["write"], r["read"])
                                       for r in _json(port, "list", "permissions")
                                       if r["vhost"] == vh)))
