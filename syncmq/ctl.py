@@ -49,16 +49,9 @@ def _load(path: str) -> UserStore:
     return UserStore.load(path, allow_empty=True)
 
 
-def _user(store: UserStore, name: str) -> User:
-    user = store.users.get(name)
-    if user is None:
-        raise CtlError(f'User "{name}" does not exist')
-    return user
-
-
-def _vhost(store: UserStore, vhost: str) -> None:
-    if vhost not in store.vhosts:
-        raise CtlError(f'Virtual host "{vhost}" does not exist')
+# the users file's lookups and their rabbitmqctl errors, shared with the rules verbs
+_user = ctl_rules.user_named
+_vhost = ctl_rules.require_vhost
 
 
 def _password(args: argparse.Namespace) -> str:

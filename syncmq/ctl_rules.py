@@ -51,30 +51,32 @@ def _compact(limits: dict[str, int]) -> str:
 
 # ---- offline: the users file ----
 
-def _user(store: UserStore, name: str):
+def user_named(store: UserStore, name: str):
+    """The users file's user ``name``, or rabbitmqctl's error (also used by ``syncmq.ctl``)."""
     user = store.users.get(name)
     if user is None:
         raise RuleError(f'User "{name}" does not exist')
     return user
 
 
-def _vhost(store: UserStore, vhost: str) -> None:
+def require_vhost(store: UserStore, vhost: str) -> None:
+    """rabbitmqctl's error unless the users file has ``vhost`` (also used by ``syncmq.ctl``)."""
     if vhost not in store.vhosts:
         raise RuleError(f'Virtual host "{vhost}" does not exist')
 
 
 def set_topic_permissions(store: UserStore, args: Any) -> bool:
     _regexes(args)
-    user = _user(store, args.username)
-    _vhost(store, args.vhost)
+    user = user_named(store, args.username)
+    require_vhost(store, args.vhost)
     per = user.topic_permissions.setdefault(args.vhost, {})
     per[args.exchange] = TopicPermission(args.write, args.read, user.name, args.vhost)
     return True
 
 
 def clear_topic_permissions(store: UserStore, args: Any) -> bool:
-    user = _user(store, args.username)
-    _vhost(store, args.vhost)
+    user = user_named(store, args.username)
+    require_vhost(store, args.vhost)
     per = user.topic_permissions.get(args.vhost, {})
     if args.exchange is None:
         per.clear()
@@ -86,7 +88,7 @@ def clear_topic_permissions(store: UserStore, args: Any) -> bool:
 
 
 def list_topic_permissions(store: UserStore, args: Any) -> list[str]:
-    _vhost(store, args.vhost)
+    require_vhost(store, args.vhost)
     rows = ["user\texchange\twrite\tread"]
     for u in sorted(store.users.values(), key=lambda u: u.name):
         for x, t in sorted(u.topic_permissions.get(args.vhost, {}).items()):
@@ -95,7 +97,7 @@ def list_topic_permissions(store: UserStore, args: Any) -> list[str]:
 
 
 def list_user_topic_permissions(store: UserStore, args: Any) -> list[str]:
-    user = _user(store, args.username)
+    user = user_named(store, args.username)
     return [f"{vh}\t{x}\t{t.write}\t{t.read}"
             for vh, per in sorted(user.topic_permissions.items())
             for x, t in sorted(per.items())]
@@ -103,13 +105,13 @@ def list_user_topic_permissions(store: UserStore, args: Any) -> list[str]:
 
 def set_user_limits(store: UserStore, args: Any) -> bool:
     limits = _limits_json(args.definition)
-    user = _user(store, args.username)
+    user = user_named(store, args.username)
     user.limits = {**user.limits, **limits}
     return True
 
 
 def clear_user_limits(store: UserStore, args: Any) -> bool:
-    user = _user(store, args.username)
+    user = user_named(store, args.username)
     user.limits = {} if args.limit == "all" else {
         k: v for k, v in user.limits.items() if k != args.limit}
     return True
@@ -120,7 +122,7 @@ def list_user_limits(store: UserStore, args: Any) -> list[str]:
         return ["user\tlimits"] + [f"{u.name}\t{_compact(u.limits)}"
                                    for u in sorted(store.users.values(), key=lambda u: u.name)
                                    if u.limits]
-    return [_compact(_user(store, args.user).limits)]
+    return [_compact(user_named(store, args.user).limits)]
 
 
 _SET_TP = 'Setting topic permissions on "{exchange}" for user "{username}" in vhost "{vhost}" ...'
