@@ -63,6 +63,7 @@ def test_bytes_through_a_queues_life(broker, unique):
         ch = c.channel()
         ch.queue_declare(unique + "-t", exclusive=True)
         ch.basic_publish("", unique + "-t", b"x" * 7, PERSISTENT)
+        ch.queue_declare(unique + "-t", passive=True)  # its reply: the publish was handled
         assert fields(broker, unique + "-t") == want(7, 0, 0, 0)
 
 
