@@ -549,3 +549,24 @@ def api_put(srv, path, body):
                                      "content-type": "application/json"})
     with urllib.request.urlopen(req) as r:
         return r.status
+
+
+def test_restarts_while_declaring_log_no_error(pair, caplog):
+    """Restarts (the dashboard's Restart, ``restart_shovel``) in quick succession: a set-up
+    step of a link told to stop arrives on a closing channel and must do nothing (pika
+    raised inside its callback: a traceback in the log), and a stop that comes before the
+    thread's new link is visible must still end it (the thread ran on, its link never told:
+    the shovel's connections stayed open after its deletion)."""
+    import logging
+    a, b = pair
+    set_shovel(a, "rs", {"src-uri": "amqp://", "src-queue": "rs",
+                         "dest-uri": remote(b), "dest-queue": "rs"})
+    with caplog.at_level(logging.ERROR):
+        for _ in range(40):
+            assert a.node.shovels.restart("/", "rs")
+            wait_for(lambda: a.node.shovels.workers[("/", "rs")]._link is not None)
+        wait_for(lambda: (status(a, "rs") or {}).get("state") == "running")
+        a.node.broker.parameters.clear("shovel", "/", "rs")
+        wait_for(lambda: not a.node.shovels.threads(), what="the threads gone")
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, [r.getMessage() for r in errors]
