@@ -15,6 +15,8 @@ broker condition, never a sleep).
   shown as text, nothing created.
 - A monitoring user: the status, restart (RabbitMQ lets monitoring users restart and delete
   shovels), no definitions, the form disabled, a forced add refused by the API and shown.
+- A policymaker: the definitions and the form, Delete from the definitions; the status
+  refused (RabbitMQ's "Not monitor user") and explained.
 """
 
 from __future__ import annotations
@@ -326,3 +328,36 @@ def test_monitoring_user_sees_status_and_may_restart(driver, dash_broker, unique
                     auth=ADMIN)[0] == 404
     finally:
         delete_shovel(b, name)
+
+
+def test_policymaker_defines_and_deletes_but_sees_no_status(driver, dash_broker, unique):
+    """A policymaker (permissions on /): the definitions and the form, Delete from the
+    definitions (``/api/parameters/shovel``); the status is refused ("Not monitor user",
+    RabbitMQ's rule) and explained, not asked for."""
+    d, b = driver, dash_broker
+    user = (f"pm-{unique[-6:]}", "pm-secret")
+    name = f"{unique}-pm"
+    assert call(b, "PUT", f"/api/users/{user[0]}", {"password": user[1], "tags": "policymaker"},
+                auth=ADMIN)[0] == 201
+    assert call(b, "PUT", f"/api/permissions/%2F/{user[0]}",
+                {"configure": ".*", "write": ".*", "read": ".*"}, auth=ADMIN)[0] in (201, 204)
+    try:
+        login(d, b, user)
+        open_page(d)
+        wait(d, lambda d: "needs the monitoring or administrator tag"
+             in (text_of(d, "#shovels-status") or ""), "the status refusal explained")
+        assert not d.find_elements(By.ID, "readonly-note")
+        submit_shovel(d, name, f"{unique}-a", f"{unique}-b")
+        wait(d, banner_has(f"Shovel '{name}' added"), "added by the policymaker")
+        defs = f'#shovel-definitions-grid tr[data-name="{name}"]'
+        wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, defs), "listed")
+        wait(d, lambda d: (lambda r: r and r[0]["state"] == "running")(
+            [r for r in get(b, "/api/shovels", auth=ADMIN) if r["name"] == name]), "running")
+        click(d, defs + " button.danger")
+        click(d, defs + " [data-confirm]")
+        wait(d, banner_has(f"Deleting '{name}' done"), "deleted by the policymaker")
+        wait(d, lambda d: not d.find_elements(By.CSS_SELECTOR, defs), "unlisted")
+        assert not [r for r in get(b, "/api/shovels", auth=ADMIN) if r["name"] == name]
+    finally:
+        delete_shovel(b, name)
+        call(b, "DELETE", f"/api/users/{user[0]}", auth=ADMIN)
