@@ -491,3 +491,82 @@ def test_internal_connections_do_not_count_for_a_file_user_named_none(pair):
     c.channel().queue_declare("c-dst", passive=True)
     c.close()
     ca.close()
+
+
+def test_api_delete_and_who_may(pair):
+    """``DELETE /api/shovels/vhost/{vhost}/{name}`` (RabbitMQ 3.10's, what its UI's Delete
+    calls) clears the parameter; every /api/shovels endpoint needs monitoring or
+    administrator, restart and delete too (RabbitMQ's ``is_authorized_monitor``; the
+    differential check is tests/interop/test_shovel_api_differential.py)."""
+    a, b = pair
+
+    def as_user(user, method, path, body=None):
+        req = urllib.request.Request(
+            a.management_url + "api/" + path, method=method,
+            data=None if body is None else json.dumps(body).encode(),
+            headers={"Authorization": "Basic " + base64.b64encode(
+                f"{user}:pw".encode()).decode(), "content-type": "application/json"})
+        try:
+            with urllib.request.urlopen(req) as r:
+                text = r.read()
+                return r.status, json.loads(text) if text else None
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"null")
+
+    for user, tags in (("mon", "monitoring"), ("pm", "policymaker"), ("mg", "management")):
+        assert api_put(a, f"users/{user}", {"password": "pw", "tags": tags}) in (201, 204)
+        assert api_put(a, f"permissions/%2F/{user}",
+                       {"configure": ".*", "write": ".*", "read": ".*"}) in (201, 204)
+    set_shovel(a, "del", {"src-uri": "amqp://", "src-queue": "q",
+                          "dest-uri": remote(b), "dest-queue": "q"})
+    not_monitor = (401, {"error": "not_authorised", "reason": "Not monitor user"})
+    for user in ("pm", "mg"):
+        assert as_user(user, "GET", "shovels") == not_monitor
+        assert as_user(user, "GET", "shovels/%2F") == not_monitor
+        assert as_user(user, "DELETE", "shovels/vhost/%2F/del/restart") == not_monitor
+        assert as_user(user, "DELETE", "shovels/vhost/%2F/del") == not_monitor
+    assert [r["name"] for r in as_user("mon", "GET", "shovels")[1]] == ["del"]
+    before = a.node.shovels.workers[("/", "del")]
+    assert as_user("mon", "DELETE", "shovels/vhost/%2F/del/restart") == (204, None)
+    assert a.node.shovels.workers[("/", "del")] is not before
+    not_found = (404, {"error": "Object Not Found", "reason": "Not Found"})
+    assert as_user("mon", "DELETE", "shovels/vhost/%2F/nope") == not_found
+    assert as_user("mon", "DELETE", "shovels/vhost/novhost/del") == not_found
+    assert as_user("mon", "DELETE", "shovels/vhost/%2F/del") == (204, None)
+    assert a.node.broker.parameters.get("shovel", "/", "del") is None
+    assert status(a, "del") is None
+    assert as_user("mon", "DELETE", "shovels/vhost/%2F/del") == not_found
+    wait_for(lambda: not a.node.shovels.threads(), what="its thread gone")
+    # the broker still serves the others
+    assert api(a, "GET", "shovels")[0] == 200
+
+
+def api_put(srv, path, body):
+    req = urllib.request.Request(srv.management_url + "api/" + path, method="PUT",
+                                 data=json.dumps(body).encode(), headers={
+                                     "Authorization": "Basic " + base64.b64encode(
+                                         b"guest:guest").decode(),
+                                     "content-type": "application/json"})
+    with urllib.request.urlopen(req) as r:
+        return r.status
+
+
+def test_restarts_while_declaring_log_no_error(pair, caplog):
+    """Restarts (the dashboard's Restart, ``restart_shovel``) in quick succession: a set-up
+    step of a link told to stop arrives on a closing channel and must do nothing (pika
+    raised inside its callback: a traceback in the log), and a stop that comes before the
+    thread's new link is visible must still end it (the thread ran on, its link never told:
+    the shovel's connections stayed open after its deletion)."""
+    import logging
+    a, b = pair
+    set_shovel(a, "rs", {"src-uri": "amqp://", "src-queue": "rs",
+                         "dest-uri": remote(b), "dest-queue": "rs"})
+    with caplog.at_level(logging.ERROR):
+        for _ in range(40):
+            assert a.node.shovels.restart("/", "rs")
+            wait_for(lambda: a.node.shovels.workers[("/", "rs")]._link is not None)
+        wait_for(lambda: (status(a, "rs") or {}).get("state") == "running")
+        a.node.broker.parameters.clear("shovel", "/", "rs")
+        wait_for(lambda: not a.node.shovels.threads(), what="the threads gone")
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, [r.getMessage() for r in errors]

@@ -12,7 +12,10 @@ Authorisation, as the management plugin does it: a user needs one of the tags
 management user"); ``administrator`` may do everything, ``monitoring`` may read everything,
 ``management``/``policymaker`` may read the vhosts they have permissions on; reading users,
 permissions or definitions and every change need ``administrator`` (else 401 "Access
-refused.", RabbitMQ's status for it).
+refused.", RabbitMQ's status for it). Exceptions, RabbitMQ's, checked by their endpoints
+(routes added with ``self_checked``): a ``policymaker`` may change policies and runtime
+parameters; the shovel endpoints (``/api/shovels...``, reading, restarting and deleting)
+need ``monitoring`` or ``administrator`` (RabbitMQ's ``is_authorized_monitor``).
 """
 
 from __future__ import annotations
@@ -192,25 +195,29 @@ class API:
         p("GET", "global-parameters/{name}", parameters.global_parameter)
         p("PUT", "global-parameters/{name}", parameters.put_global_parameter)
         p("DELETE", "global-parameters/{name}", parameters.delete_global_parameter)
-        r("GET", "shovels", shovels.shovels)
-        r("GET", "shovels/{vhost}", shovels.shovels)
-        r("DELETE", "shovels/vhost/{vhost}/{name}/restart", shovels.restart)
+        # shovels: monitoring or administrator, also to restart and delete (checked there)
+        s = functools.partial(self._route, self_checked=True)
+        s("GET", "shovels", shovels.shovels)
+        s("GET", "shovels/{vhost}", shovels.shovels)
+        s("DELETE", "shovels/vhost/{vhost}/{name}", shovels.delete)
+        s("DELETE", "shovels/vhost/{vhost}/{name}/restart", shovels.restart)
         user_rules.add_routes(r)  # topic permissions and user limits
 
     def _route(self, method: str, pattern: str, fn: Callable[..., Response],
-               policymaker: bool = False) -> None:
-        """Add a route; a change (not GET) needs ``administrator`` unless ``policymaker``,
-        where the endpoint checks the user itself (RabbitMQ's ``is_authorized_policies``)."""
-        self.routes.append((method, tuple(pattern.split("/")), fn, policymaker))
+               self_checked: bool = False) -> None:
+        """Add a route; a change (not GET) needs ``administrator`` unless ``self_checked``,
+        where the endpoint checks the user itself (RabbitMQ's ``is_authorized_policies``,
+        ``is_authorized_monitor``)."""
+        self.routes.append((method, tuple(pattern.split("/")), fn, self_checked))
 
     def _policymaker_route(self, method: str, pattern: str, fn: Callable[..., Response]) -> None:
-        self._route(method, pattern, fn, policymaker=True)
+        self._route(method, pattern, fn, self_checked=True)
 
     def handle(self, req: Request) -> Response:
         if not has_tag(req.user, *MANAGEMENT_TAGS):
             raise HTTPError(401, "not_authorised", "Not management user")
         allowed_methods = False
-        for method, pattern, fn, policymaker in self.routes:
+        for method, pattern, fn, self_checked in self.routes:
             if len(pattern) != len(req.parts):
                 continue
             args = {}
@@ -223,8 +230,8 @@ class API:
                 if method != req.method:
                     allowed_methods = True
                     continue
-                if method != "GET" and not policymaker and not has_tag(req.user,
-                                                                       "administrator"):
+                if method != "GET" and not self_checked and not has_tag(req.user,
+                                                                        "administrator"):
                     raise access_refused()
                 resp = fn(self, req, **args)
                 if method != "GET":

@@ -130,6 +130,13 @@ class ShovelWorker:
         while not self._stopping.is_set():
             self._set("starting")
             link = self._link = _Link(self)
+            if self._stopping.is_set():
+                # stop() ran between the loop's check and the line above: it saw no link to
+                # tell (it sets the flag, then reads ``_link``; this publishes the link, then
+                # reads the flag: one of the two sees the other)
+                link.ioloop.close()
+                self._link = None
+                break
             try:
                 reason = link.run()
             except Exception as e:  # a bug must not kill the thread silently
@@ -270,7 +277,7 @@ class _Link:
     def _channel(self, end: str, ch) -> None:
         ch.add_on_close_callback(lambda c, e: self._chan_closed(end, e))
         self.chans[end] = ch
-        if len(self.chans) == 2:
+        if len(self.chans) == 2 and self.reason is None:
             self._declare_dest()
 
     def _chan_closed(self, end: str, exc: Exception) -> None:
@@ -281,6 +288,11 @@ class _Link:
     # ---- set-up: destination, then source (as RabbitMQ: init_dest, init_source) ----
 
     def _declare_dest(self) -> None:
+        """Each set-up step runs in the callback of the previous one; a step that arrives
+        after the link began to end (a restart or delete during set-up: its channels are
+        closing) does nothing (pika raises on a closing channel, inside its callback)."""
+        if self.reason is not None:
+            return
         spec = self.spec
         if spec.dest_queue is not None:
             self._ensure_queue("dest", spec.dest_queue, self._confirm_select)
@@ -288,6 +300,8 @@ class _Link:
             self._confirm_select()
 
     def _confirm_select(self) -> None:
+        if self.reason is not None:
+            return
         if self.spec.ack_mode == "on-confirm":
             self.chans["dest"].confirm_delivery(self._confirmed,
                                                 callback=lambda f: self._declare_src())
@@ -302,6 +316,8 @@ class _Link:
 
         def declared(ch, _frame):
             done.append(True)
+            if self.reason is not None or not ch.is_open:
+                return  # the link is ending (a restart or delete): its channels are closing
             ch.close()
             then()
 
@@ -325,6 +341,8 @@ class _Link:
         conn.channel(on_open_callback=probe)
 
     def _declare_src(self) -> None:
+        if self.reason is not None:
+            return
         spec, ch = self.spec, self.chans["src"]
         if spec.src_queue is not None:
             self.src_queue = spec.src_queue
@@ -335,6 +353,8 @@ class _Link:
             self._qos()
 
         def declared(frame):
+            if self.reason is not None:
+                return
             self.src_queue = frame.method.queue
             ch.queue_bind(self.src_queue, spec.src_exchange, spec.src_exchange_key,
                           callback=bound)
@@ -342,6 +362,8 @@ class _Link:
         ch.queue_declare("", exclusive=True, callback=declared)
 
     def _qos(self) -> None:
+        if self.reason is not None:
+            return
         spec, ch = self.spec, self.chans["src"]
         if spec.ack_mode == "no-ack":
             self._remaining()
@@ -349,6 +371,8 @@ class _Link:
             ch.basic_qos(prefetch_count=spec.prefetch, callback=lambda f: self._remaining())
 
     def _remaining(self) -> None:
+        if self.reason is not None:
+            return
         da = self.spec.delete_after
         if da == "never":
             self._consume()
@@ -360,6 +384,8 @@ class _Link:
             self._set_remaining(int(da))
 
     def _set_remaining(self, n: int) -> None:
+        if self.reason is not None:
+            return
         self.remaining = self.remaining_unacked = n
         if n == 0:
             self.fail(COMPLETED)
@@ -367,6 +393,8 @@ class _Link:
             self._consume()
 
     def _consume(self) -> None:
+        if self.reason is not None:
+            return
         ch = self.chans["src"]
         ch.add_on_cancel_callback(lambda f: self.fail(
             "inbound_consumer_cancelled: the source queue was deleted or is unavailable"))

@@ -6,7 +6,7 @@
  * - Login: the credentials are checked with GET /api/whoami and kept in sessionStorage
  *   (this tab only) as a basic-auth token sent with every API call.
  * - Pages are hash routes (#/overview, #/queues, #/queue/<vhost>/<name>, #/connection/<name>,
- *   #/channels, #/channel/<name>, #/policies, ...). Each page builds its forms once (mount) and then only
+ *   #/channels, #/channel/<name>, #/policies, #/shovels, ...). Each page builds its forms once (mount) and then only
  *   replaces its data regions on every refresh, so a refresh never loses what the operator
  *   is typing.
  * - The virtual-host selector (remembered in localStorage) narrows every list page to one
@@ -19,9 +19,10 @@ import { exchanges, exchange } from "./exchanges.js";
 import { connections, connection, channels, channel } from "./connections.js";
 import { admin, definitions } from "./admin.js";
 import { policies } from "./policies.js";
+import { shovels } from "./shovels.js";
 
 const views = { overview, queues, queue, exchanges, exchange, connections, connection, channels,
-                channel, admin, definitions, policies };
+                channel, admin, definitions, policies, shovels };
 
 function parseRoute(rest) { return rest.map(decodeURIComponent); }
 

@@ -119,6 +119,13 @@ export function banner(text, kind, fromRefresh) {
 }
 export function clearBanner() { $("#banner").hidden = true; }
 
+/** A reason from the parameters and policies endpoints is HTML-escaped by the API
+ * (RabbitMQ's UI renders it as HTML); shown as text, it is unescaped first (never parsed). */
+export function unescapeReason(text) {
+  return String(text).replace(/&lt;/g, "<").replace(/&gt;/g, ">").replace(/&quot;/g, '"')
+    .replace(/&#39;|&#x27;/g, "'").replace(/&amp;/g, "&");
+}
+
 /** Report a failed action: a 401 on a write is a refusal of the user's tags. */
 export function actionError(what, err, needs) {
   if (err instanceof ApiError && err.status === 401) {
@@ -158,6 +165,20 @@ export function confirmButton(label, question, action, attrs) {
     try { await action(); } finally { yes.disabled = false; first.hidden = false; ask.hidden = true; }
   };
   return append(box, [first, ask]);
+}
+
+/** A list the user may not read: ``{note}`` (the reason, shown in place of the table), else
+ * ``{items}``. Not asked for without one of ``readers`` (no refused request on every
+ * refresh); a 401 still gives the note (a policymaker without permissions on the selected
+ * vhost). */
+export async function listOrReason(path, readers) {
+  const note = { note: `Listing these needs the ${readers.join(" or ")} tag; user '${S.user}' has ` +
+                       `tags [${S.tags.join(", ") || "none"}]${hasTag(readers) ? " or no permissions here" : ""}.` };
+  if (!hasTag(readers)) return note;
+  try { return { items: await api("GET", path) }; } catch (err) {
+    if (err instanceof ApiError && err.status === 401) return note;
+    throw err;
+  }
 }
 
 export function readOnlyNote() {

@@ -10,7 +10,7 @@
  */
 import {
   S, h, fill, enc, vhostLabel, api, ApiError, banner, actionError, writeButton, confirmButton,
-  hasTag, isAdmin, scoped, vhostOptions,
+  hasTag, isAdmin, scoped, vhostOptions, unescapeReason, listOrReason,
 } from "./core.js";
 import { simpleTable, argsEditor } from "./widgets.js";
 
@@ -39,13 +39,6 @@ export const POLICY_KEYS = [
   { key: "delivery-limit", label: "Delivery limit", type: "number", op: true, na: true, help: "quorum queues: accepted, not applicable" },
   { key: "ha-mode", label: "HA mode", type: "string", value: "all", na: true, help: "mirroring: accepted, not applicable" },
 ];
-
-/** A reason from /api/policies is HTML-escaped by the API (RabbitMQ's UI renders it as
- * HTML); shown as text, it is unescaped first (never parsed). */
-export function unescapeReason(text) {
-  return String(text).replace(/&lt;/g, "<").replace(/&gt;/g, ">").replace(/&quot;/g, '"')
-    .replace(/&#39;|&#x27;/g, "'").replace(/&amp;/g, "&");
-}
 
 function policyError(what, err) {
   if (err instanceof ApiError && err.status !== 401) err.message = unescapeReason(err.message);
@@ -126,19 +119,6 @@ function policyTable(kind, items, form, act) {
                     { writers: kind === "policies" ? POLICY_WRITERS : ["administrator"] })] },
   ], items, p => ({ "data-vhost": p.vhost, "data-name": p.name }),
   kind === "policies" ? "No policies." : "No operator policies.");
-}
-
-/** A list the user may not read: the reason, in place of the table. Not asked for without
- * the tags (no refused request on every refresh); a 401 still shows the reason (a
- * policymaker without permissions on the selected vhost). */
-async function listOrReason(path, writers) {
-  const note = { note: `Listing these needs the ${writers.join(" or ")} tag; user '${S.user}' has ` +
-                       `tags [${S.tags.join(", ") || "none"}]${hasTag(writers) ? " or no permissions here" : ""}.` };
-  if (!hasTag(writers)) return note;
-  try { return { items: await api("GET", path) }; } catch (err) {
-    if (err instanceof ApiError && err.status === 401) return note;
-    throw err;
-  }
 }
 
 export const policies = () => {
