@@ -213,7 +213,8 @@ class QueueLimits:
     # ---- x-expires ----
 
     def touch(self) -> None:
-        """queue.declare (also passive) renews an ``x-expires`` lease."""
+        """queue.declare (also passive, but for a passive no-wait one) renews an
+        ``x-expires`` lease."""
         if self.options.expires is not None:
             self.last_used = time.monotonic()
 

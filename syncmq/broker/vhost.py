@@ -249,11 +249,16 @@ class VirtualHost:
         arguments: dict | None,
         owner: Any,
         server_named: bool = False,
+        renew: bool = True,
     ) -> tuple[Queue, bool]:
-        """queue.declare; ``name`` is already server-generated if it was empty."""
+        """queue.declare; ``name`` is already server-generated if it was empty. An existing
+        queue's ``x-expires`` lease is renewed, but by a passive declare with ``renew``
+        False (no-wait: RabbitMQ renews when the queue process is asked for the declare-ok's
+        counts, and a passive no-wait declare asks nothing)."""
         if passive:
             q = self.get_queue(name, owner)
-            q.touch()
+            if renew:
+                q.touch()
             return q, False
         if name.startswith("amq.") and not server_named:
             raise AMQPChannelError(
