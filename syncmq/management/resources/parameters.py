@@ -5,7 +5,7 @@ Authorisation is RabbitMQ's ``is_authorized_policies`` / ``is_authorized_global_
 an ``administrator`` or a ``policymaker`` may read and change them, a policymaker only in the
 vhosts it has permissions on (both for global parameters); anyone else (``management``,
 ``monitoring``) gets 401 "User not authorised to access object". These routes are registered
-with ``policymaker=True`` so that ``API.handle`` lets a policymaker's changes through to here.
+with ``API._policymaker_route`` (``checks_user=True``) so that ``API.handle`` lets a policymaker's changes through to here.
 
 Differences from RabbitMQ, on purpose: a value RabbitMQ's federation validator crashes on (a
 non-object, answered 500) is a 400, and ``DELETE /api/parameters/policy/...`` (a 500 in
