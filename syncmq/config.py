@@ -84,17 +84,32 @@ def format_log_field(value: object) -> str:
     return '"' + escaped.replace('"', '\\"') + '"'
 
 
+def format_log_message(text: str) -> str:
+    """The message of a text line, before its ``key=value`` fields: bare when a reader can
+    tell where it ends and read it as is (the fields start at the first `` key=``: a message
+    without ``=``, ``"``, a backslash or a control character, not empty, not padded with
+    spaces; spaces and ``'`` are fine, unlike in a bare field value), else double-quoted
+    with escapes exactly as :func:`format_log_field` quotes a string, as logfmt does.
+    ``login refused user=admin`` as a bare message would read as a message and a field."""
+    escaped = escape_log_value(text)
+    if (escaped == text and text and "=" not in text and '"' not in text
+            and text.strip(" ") == text):
+        return text
+    return '"' + escaped.replace('"', '\\"') + '"'
+
+
 _RECORD_KEYS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
     "message", "asctime"}
 
 
 class _TextFormatter(logging.Formatter):
-    """``time LEVEL name: message key=value ...``, message and values escaped (a traceback,
-    which is ours, keeps its lines)."""
+    """``time LEVEL name: message key=value ...``, message and values escaped, the message
+    quoted when it could be taken for fields (:func:`format_log_message`; a traceback, which
+    is ours, keeps its lines)."""
 
     def format(self, record: logging.LogRecord) -> str:
         saved = record.msg, record.args
-        record.msg, record.args = escape_log_value(record.getMessage()), None
+        record.msg, record.args = format_log_message(record.getMessage()), None
         try:
             base = super().format(record)
         finally:

@@ -19,7 +19,15 @@ import amqp_raw as raw
 import pika
 import pytest
 
-from syncmq.broker.auth import Permission, User, UserStore, hash_password, is_loopback, save
+from syncmq.broker.auth import (
+    InternalLogin,
+    Permission,
+    User,
+    UserStore,
+    hash_password,
+    is_loopback,
+    save,
+)
 from syncmq.broker.certname import distinguished_name, escape_rdn_value, login_name
 from syncmq.wire import _spec
 
@@ -211,3 +219,18 @@ def test_external_distinguished_name_mode(broker_factory, pki, tmp_path):
     assert json.loads(line)["user"] == "CN=admin,CN=app,O=x"
     with pytest.raises(pika.exceptions.AMQPConnectionError):
         _external(b.tls_port, pki, "guest")  # "CN=guest" is no user here
+
+
+def test_the_internal_login_is_none_or_a_named_user_of_the_store():
+    """The internal password logs in as ``none`` or, trusted, as a user of the store (a
+    shovel's local URI naming a user without a password); with any other password, or for a
+    name the store does not have, it grants nothing."""
+    login = InternalLogin()
+    alice = User("alice", hash_password("pw"), [], {"/": Permission()})
+    users = {"alice": alice}
+    assert login.check("none", login.password, users) is login.user
+    assert login.user.internal and not alice.internal
+    assert login.check("alice", login.password, users) is alice
+    assert login.check("bob", login.password, users) is None
+    assert login.check("alice", "pw", users) is None
+    assert login.check("none", "guest", users) is None

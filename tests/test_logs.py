@@ -132,3 +132,49 @@ def test_text_format_escapes_control_characters(tmp_path):
     assert "login refused" in hits[0] and "x\\n2026-01-01" in hits[0]
     assert "\\r\\x1b[2K\\u2028" in hits[0]
     assert not any(line.startswith("2026-01-01") for line in lines)
+
+
+def _text_line(message: str, **fields) -> str:
+    """One record through --log-format text's formatter."""
+    import logging
+
+    from syncmq.config import log_handler
+
+    record = logging.LogRecord("syncmq.test", logging.INFO, __file__, 1, "%s", (message,),
+                               None)
+    record.__dict__.update(fields)
+    return log_handler("text", None).formatter.format(record)
+
+
+def _read_text_line(line: str) -> tuple[str, dict]:
+    """A reader of text lines as logfmt reads them: the message (quoted, or bare up to the
+    first `` key=``), then ``key=value`` fields (quoted values unescaped)."""
+    import re
+
+    rest = line.split(": ", 1)[1]
+    quoted = r'"((?:[^"\\]|\\.)*)"'
+    m = re.match(quoted, rest)
+    if m:
+        message, rest = m.group(1).replace('\\"', '"').replace("\\\\", "\\"), rest[m.end():]
+    else:
+        m = re.search(r" [\w.]+=", rest)
+        message, rest = (rest[:m.start()], rest[m.start():]) if m else (rest, "")
+    fields = {}
+    for m in re.finditer(r' ([\w.]+)=(?:' + quoted + r'|(\S*))', rest):
+        v = m.group(2)
+        fields[m.group(1)] = m.group(3) if v is None else v.replace('\\"', '"')
+    return message, fields
+
+
+@pytest.mark.parametrize("message", [
+    "connection opened", "queue 'q' deleted", "login refused user=admin",
+    'a "quoted" word', "", " padded ", "ends with key=", "back\\slash"])
+def test_text_message_is_quoted_when_it_could_be_read_as_fields(message):
+    """--log-format text: a message that contains ``=`` or ``"`` (or needs escapes, or is
+    empty or padded) is double-quoted as a field value is, so a reader tells it from the
+    fields; a plain one stays bare (spaces and ``'`` are fine in a message)."""
+    line = _text_line(message, user="bob", vhost="/")
+    assert _read_text_line(line) == (message, {"user": "bob", "vhost": "/"}), line
+    plain = "=" not in message and '"' not in message and "\\" not in message \
+        and message and message.strip() == message
+    assert (": " + message + " user=" in line) == bool(plain), line

@@ -316,3 +316,43 @@ def test_policy_trim_catches_up_a_queue_behind_its_consumers():
             q._ttl_timer()
         assert not q.behind and told == [q], args
         q._check()
+
+
+def test_dead_letters_go_where_the_policy_in_force_under_the_lock_sends_them():
+    """A policy change landing right after the queue lock is released (before the dead
+    letters made under it are published) changes neither their exchange nor their key: both
+    come from one snapshot taken under the lock (they used to be read from the queue after it,
+    one at a time, so a change in between could split them across two policies)."""
+    from syncmq.broker.queue import Queue
+
+    class Host:  # the queue's owner, as far as dead-lettering goes
+        body_store = flow_limits = None
+
+        def __init__(self):
+            self.published = []
+
+        def dead_letter(self, source, letters, dlx, dlrk):
+            self.published.append((dlx, dlrk, len(letters)))
+
+    new = pol("p", definition={"max-length": 2, "dead-letter-exchange": "dlx-b",
+                               "dead-letter-routing-key": "rk-b"})
+
+    class RacedQueue(Queue):
+        __slots__ = ("raced",)
+
+        def _publish_letters(self, letters, target):
+            if not getattr(self, "raced", False):  # the change lands now, once
+                self.raced = True
+                self.set_policy(new, None)
+            super()._publish_letters(letters, target)
+
+    host = Host()
+    q = RacedQueue("/", "q", False, None, False, None, None, host)
+    q.set_policy(pol("p", definition={"max-length": 2, "dead-letter-exchange": "dlx-a",
+                                      "dead-letter-routing-key": "rk-a"}), None)
+    for _ in range(3):
+        q.publish(_msg())  # the third drops the head: a dead letter made under "a"
+    assert host.published == [("dlx-a", "rk-a", 1)]
+    assert (q.options.dlx, q.options.dlrk) == ("dlx-b", "rk-b")
+    q.publish(_msg())  # made under "b" now
+    assert host.published[-1] == ("dlx-b", "rk-b", 1)

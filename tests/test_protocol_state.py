@@ -250,6 +250,10 @@ CH_ILLEGAL_RECV = {
     (None, E.CH_RECV_CLOSE_OK): (504, "CHANNEL_ERROR - expected 'channel.open' on channel 1"),
     (ChState.OPEN, E.CH_RECV_OPEN): (504, "CHANNEL_ERROR - second 'channel.open' seen"),
     (ChState.OPEN, E.CH_RECV_CLOSE_OK): (503, "COMMAND_INVALID - unexpected channel.close-ok"),
+    # the number is free only once the client has our close-ok, either way (RabbitMQ 3.10.8:
+    # tests/interop/test_channel_reuse_differential.py)
+    (ChState.PEER_CLOSED, E.CH_RECV_OPEN): (504, "CHANNEL_ERROR - second 'channel.open' seen"),
+    (ChState.CLOSING, E.CH_RECV_OPEN): (504, "CHANNEL_ERROR - second 'channel.open' seen"),
 }
 
 
@@ -370,11 +374,29 @@ def test_handshake_and_close_through_a_session():
     s.frames_received(frames(method_frame(0, C.Open(virtual_host="/")), CH_OPEN1))
     assert s.proto.state is S.OPEN
     assert [type(m) for _, m in t.methods()[-2:]] == [C.OpenOk, Ch.OpenOk]
-    s.frames_received(frames(method_frame(1, Ch.Close(reply_code=200)), CH_OPEN1))
+    s.frames_received(frames(method_frame(1, Ch.Close(reply_code=200))))
     assert [type(m) for _, m in t.methods()[-1:]] == [Ch.CloseOk] and 1 not in s.proto.channels
+    s.frames_received(frames(CH_OPEN1))  # the number is free once the close-ok is out
+    assert type(t.methods()[-1][1]) is Ch.OpenOk and s.proto.channels[1].state is ChState.OPEN
     s.frames_received(frames(method_frame(0, C.Close(reply_code=200))))
     assert type(t.methods()[-1][1]) is C.CloseOk and s.proto.state is S.CLOSED
     assert ("close_after_flush",) in t.calls
+
+
+def test_an_open_pipelined_behind_a_close_is_a_504_through_a_session():
+    """channel.open before the client has our close-ok (in the same batch as its close): the
+    number is not free yet, RabbitMQ's 504 and nothing else (the close's close-ok is not sent:
+    a hard error drops the events before it)."""
+    s, t = _session()
+    s.connection_made()
+    s.frames_received(frames(method_frame(0, RECV[E.RECV_START_OK])))
+    s.frames_received(frames(method_frame(0, C.TuneOk(channel_max=10, frame_max=4096))))
+    s.frames_received(frames(method_frame(0, C.Open(virtual_host="/")), CH_OPEN1))
+    n = len(t.methods())
+    s.frames_received(frames(method_frame(1, Ch.Close(reply_code=200)), CH_OPEN1))
+    sent = t.methods()[n:]
+    assert [type(m) for _, m in sent] == [C.Close] and s.proto.state is S.CLOSING
+    assert (sent[0][1].reply_code, sent[0][1].class_id, sent[0][1].method_id) == (504, 20, 10)
 
 
 def test_a_login_failure_without_the_capability_is_a_silent_hang_up():

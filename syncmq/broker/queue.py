@@ -76,9 +76,10 @@ class _Guard:
         letters = q._letters if exc_type is None else None
         if letters:
             q._letters = []
+            target = q.options  # the dead-letter settings, as one snapshot under the lock
         self.lock.release()
         if letters:
-            q._publish_letters(letters)
+            q._publish_letters(letters, target)
 
 
 class Queue(QueueLimits, QueueCredit, QueueChecks, QueueConsumers):
@@ -95,7 +96,7 @@ class Queue(QueueLimits, QueueCredit, QueueChecks, QueueConsumers):
         # attributes after it are copies for the hot path; set at creation and replaced
         # under ``lock`` by ``set_policy`` (max_priority and single_active never change)
         "host", "options", "message_ttl", "max_priority", "limited", "track_bytes",
-        "max_length", "max_bytes", "overflow", "dlx", "dlrk", "single_active",
+        "max_length", "max_bytes", "overflow", "dlx", "single_active",
         "batchable", "policy", "op_policy", "effective", "_expires_gen",
         # guarded by ``lock``
         "expiry", "ready_bytes", "unacked_bytes", "persistent_count", "persistent_bytes",
@@ -265,8 +266,9 @@ class Queue(QueueLimits, QueueCredit, QueueChecks, QueueConsumers):
             letters = self._letters
             if letters:
                 self._letters = []
+                target = self.options  # one snapshot of the DLX and its key, under the lock
         if letters:
-            self._publish_letters(letters)
+            self._publish_letters(letters, target)
 
     def _push_locked(self, message: Message, ttl: int | None) -> float:
         """Push with a priority and/or an expiry; returns the time used as "now"."""
@@ -291,8 +293,9 @@ class Queue(QueueLimits, QueueCredit, QueueChecks, QueueConsumers):
             letters = self._letters
             if letters:
                 self._letters = []
+                target = self.options  # one snapshot of the DLX and its key, under the lock
         if letters:
-            self._publish_letters(letters)
+            self._publish_letters(letters, target)
 
     def _dispatch_locked(self, now: float | None = None, only: Consumer | None = None) -> None:
         """Deliver from the head while a consumer has credit.
@@ -499,8 +502,9 @@ class Queue(QueueLimits, QueueCredit, QueueChecks, QueueConsumers):
             letters = self._letters
             if letters:
                 self._letters = []
+                target = self.options  # one snapshot of the DLX and its key, under the lock
         if letters:
-            self._publish_letters(letters)
+            self._publish_letters(letters, target)
 
     # ---- consumers ----
 

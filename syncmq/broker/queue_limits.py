@@ -43,7 +43,6 @@ class QueueLimits:
         self.track_bytes = o.max_bytes is not None
         self.overflow = o.overflow
         self.dlx = o.dlx
-        self.dlrk = o.dlrk
         # publish_many may take this queue's messages (nothing per message to decide)
         self.batchable = not self.limited and o.message_ttl is None and not self.max_priority
 
@@ -195,17 +194,23 @@ class QueueLimits:
             self.stats_dropped += 1
             self._discard_locked(message, "maxlen", True, True)
 
-    def _publish_letters(self, letters: list[tuple[Message, str]]) -> None:
+    def _publish_letters(self, letters: list[tuple[Message, str]],
+                         target: QueueOptions) -> None:
         """Count dead letters and publish them to the dead-letter exchange if there is one
         (``VirtualHost.dead_letter``, no queue lock held), then release their bodies (they
-        kept this queue's reference to be republished)."""
+        kept this queue's reference to be republished).
+
+        ``target`` is the queue's ``options`` read under the lock when the letters were
+        taken: the exchange and the routing key come from that one immutable snapshot, never
+        from the queue's attributes after the lock, where a policy change landing in between
+        could give the exchange of one policy and the key of the next."""
         host = self.host
         try:
             if host is None:
                 return
-            if self.dlx is not None:
+            if target.dlx is not None:
                 self.stats_dead_lettered += len(letters)
-            host.dead_letter(self, letters)
+            host.dead_letter(self, letters, target.dlx, target.dlrk)
         finally:
             if self.store is not None:
                 self.store.release_many([m for m, _ in letters])
@@ -213,7 +218,8 @@ class QueueLimits:
     # ---- x-expires ----
 
     def touch(self) -> None:
-        """queue.declare (also passive) renews an ``x-expires`` lease."""
+        """queue.declare (also passive, but for a passive no-wait one) renews an
+        ``x-expires`` lease."""
         if self.options.expires is not None:
             self.last_used = time.monotonic()
 

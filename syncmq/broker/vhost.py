@@ -249,11 +249,16 @@ class VirtualHost:
         arguments: dict | None,
         owner: Any,
         server_named: bool = False,
+        renew: bool = True,
     ) -> tuple[Queue, bool]:
-        """queue.declare; ``name`` is already server-generated if it was empty."""
+        """queue.declare; ``name`` is already server-generated if it was empty. An existing
+        queue's ``x-expires`` lease is renewed, but by a passive declare with ``renew``
+        False (no-wait: RabbitMQ renews when the queue process is asked for the declare-ok's
+        counts, and a passive no-wait declare asks nothing)."""
         if passive:
             q = self.get_queue(name, owner)
-            q.touch()
+            if renew:
+                q.touch()
             return q, False
         if name.startswith("amq.") and not server_named:
             raise AMQPChannelError(
@@ -512,8 +517,11 @@ class VirtualHost:
 
     # ---- dead-lettering ----
 
-    def dead_letter(self, source: Queue, letters: list[tuple[Message, str]]) -> None:
-        """Publish ``letters`` (message, reason) from ``source`` to its dead-letter exchange.
+    def dead_letter(self, source: Queue, letters: list[tuple[Message, str]],
+                    dlx: str | None, dlrk: str | None) -> None:
+        """Publish ``letters`` (message, reason) from ``source`` to its dead-letter exchange
+        ``dlx`` with ``dlrk`` (None: each message's own keys), both from the one snapshot of
+        the queue's settings taken under its lock (``Queue._publish_letters``).
 
         Called with no queue lock held, with every dead letter the queue made, also without
         a dead-letter exchange: each is counted here (the node-wide counters by queue type,
@@ -523,7 +531,6 @@ class VirtualHost:
         (``broker.publish``): persistent ones reaching durable queues are journaled with a
         new PUBLISH record (the source already recorded their ACK).
         """
-        dlx = source.dlx
         ex = self.exchanges.get(dlx) if dlx is not None else None
         qtype = queue_type_module(source.options.queue_type)
         strategy = "disabled" if ex is None else "at_most_once"
@@ -532,7 +539,7 @@ class VirtualHost:
         if ex is None:
             return
         for message, reason in letters:
-            new, deaths = dead_lettered(message, reason, source.name, dlx, source.dlrk)
+            new, deaths = dead_lettered(message, reason, source.name, dlx, dlrk)
             queues = self.route(ex, new)
             if reason != "rejected" and queues:
                 kept = [q for q in queues if not is_cycle(q.name, deaths)]

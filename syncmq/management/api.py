@@ -10,7 +10,9 @@ this module holds the route table and what they share: who may see which vhost, 
 Authorisation, as the management plugin does it: a user needs one of the tags
 ``administrator``, ``monitoring``, ``management`` or ``policymaker`` (else 401 "Not
 management user"); ``administrator`` may do everything, ``monitoring`` may read everything,
-``management``/``policymaker`` may read the vhosts they have permissions on; reading users,
+``management``/``policymaker`` may read the vhosts they have permissions on, but of the
+connections, channels and consumers only their own (``API.sessions``, ``API.may_see``: they may
+close their own connections too); reading users,
 permissions or definitions and every change need ``administrator`` (else 401 "Access
 refused.", RabbitMQ's status for it). Exceptions, RabbitMQ's, checked by their endpoints
 (routes added with ``self_checked``): a ``policymaker`` may change policies and runtime
@@ -147,7 +149,8 @@ class API:
           bindings.delete_binding)
         r("GET", "connections", connections.connections)
         r("GET", "connections/{name}", connections.connection)
-        r("DELETE", "connections/{name}", connections.delete_connection)
+        # its owner may close a connection too (checked by the endpoint: find_session)
+        r("DELETE", "connections/{name}", connections.delete_connection, self_checked=True)
         r("GET", "connections/{name}/channels", connections.connection_channels)
         r("GET", "channels", connections.channels)
         r("GET", "channels/{name}", connections.channel)
@@ -207,7 +210,7 @@ class API:
                self_checked: bool = False) -> None:
         """Add a route; a change (not GET) needs ``administrator`` unless ``self_checked``,
         where the endpoint checks the user itself (RabbitMQ's ``is_authorized_policies``,
-        ``is_authorized_monitor``)."""
+        ``is_authorized_monitor``; closing one's own connection)."""
         self.routes.append((method, tuple(pattern.split("/")), fn, self_checked))
 
     def _policymaker_route(self, method: str, pattern: str, fn: Callable[..., Response]) -> None:
@@ -402,12 +405,37 @@ class API:
                 _submit(c.channel.session, c.channel.consumer_cancelled, c)
 
     def sessions(self, req: Request, vhost: str | None = None) -> list[Session]:
-        names = {vh.name for vh in self.visible_vhosts(req, vhost)}
-        return [s for s in open_sessions(self.ctx) if s.vhost.name in names]
+        """The open connections ``req.user`` may list, as RabbitMQ's
+        ``filter_conn_ch_list``: an ``administrator`` or ``monitoring`` user every one, any
+        other only its own (whatever its vhosts). Of one ``vhost``: 404 if it does not
+        exist, 401 "User not authorised to access virtual host" if the user (whatever its
+        tags) has no permissions on it (``is_authorized_vhost``)."""
+        sessions = open_sessions(self.ctx)
+        if vhost is not None:
+            if vhost not in self.ctx.broker.vhosts:
+                raise not_found()
+            if vhost not in req.user.permissions:
+                raise HTTPError(401, "not_authorised",
+                                "User not authorised to access virtual host")
+            sessions = [s for s in sessions if s.vhost.name == vhost]
+        if self.sees_all(req.user):
+            return sessions
+        return [s for s in sessions if s.username == req.user.name]
+
+    def may_see(self, req: Request, username: str) -> None:
+        """401 "User not authorised to access object" unless ``req.user`` may read (or, for
+        a DELETE, close) a connection or channel of ``username``: its own, or any with
+        ``monitoring``/``administrator`` (DELETE: ``administrator``), as RabbitMQ's
+        ``is_authorized_user``."""
+        tags = ("administrator",) if req.method == "DELETE" else ("administrator", "monitoring")
+        if username != req.user.name and not has_tag(req.user, *tags):
+            raise HTTPError(401, "not_authorised", "User not authorised to access object")
 
     def find_session(self, req: Request, name: str) -> Session:
-        for s in self.sessions(req):
+        """The open connection ``name`` (404), if ``req.user`` may see it (:meth:`may_see`)."""
+        for s in open_sessions(self.ctx):
             if connection_name(s) == name:
+                self.may_see(req, s.username)
                 return s
         raise not_found()
 

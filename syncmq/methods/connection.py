@@ -72,7 +72,8 @@ def start_ok(session: Session, _ch, m: C.StartOk, _p, _b) -> None:
             f"SYNTAX_ERROR - malformed {mechanism} response{why}",
             m.CLASS_ID, m.METHOD_ID,
         ) from None
-    internal = session.broker.internal_login.check(username, password)
+    internal = session.broker.internal_login.check(username, password,
+                                                   session.broker.users.users)
     if internal is not None:  # the broker's own client (a shovel's local end)
         _login(session, mechanism, username, internal, "")
         return

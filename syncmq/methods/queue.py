@@ -63,7 +63,7 @@ def declare(session: Session, ch: Channel, m: Q.Declare, _p, _b) -> None:
             access.write(session, "exchange", dlx)
     q, created = session.vhost.declare_queue(
         name, m.passive, m.durable, m.exclusive, m.auto_delete, m.arguments, session,
-        server_named=not m.queue,
+        server_named=not m.queue, renew=not (m.passive and m.no_wait),
     )
     if created and m.exclusive:
         session.exclusive_queues.append(q)

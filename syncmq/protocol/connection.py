@@ -316,10 +316,16 @@ class ConnectionProtocol:
             elif method.INDEX == _CHANNEL_CLOSE:
                 cp.state = st.next_channel_state(state, Event.CH_RECV_CLOSE)
                 events.append((ch, method, None, None))  # crossing closes: keep waiting
+            elif method.INDEX == _CHANNEL_OPEN:
+                _second_open(method)  # the number is not free before the close-ok
             return
         if state is CH_PEER_CLOSED:
             # the client closed it; frames until our close-ok is sent are dropped, as by a
-            # rabbit_channel in state closing
+            # rabbit_channel in state closing, but a channel.open pipelined behind the close
+            # (the number is free only once the client has our close-ok): rabbit_channel
+            # checks channel.open before its state, a 504 (it was dropped: no answer at all)
+            if method.INDEX == _CHANNEL_OPEN:
+                _second_open(method)
             return
         if method.INDEX == _CHANNEL_CLOSE and not cp._expect:
             # The handler decides: close-ok and forget, or, if an earlier event of this batch
@@ -339,11 +345,7 @@ class ConnectionProtocol:
         # rabbit_reader process_frame -> rabbit_command_assembler -> rabbit_channel
         ev = cp.method_frame(method)
         if method.INDEX == _CHANNEL_OPEN:
-            # rabbit_channel: channel_error "second 'channel.open' seen" (504)
-            raise AMQPConnectionError(
-                _spec.CHANNEL_ERROR, "CHANNEL_ERROR - second 'channel.open' seen",
-                method.CLASS_ID, method.METHOD_ID,
-            )
+            _second_open(method)
         if method.CLASS_ID == _CONNECTION_CLASS:
             # rabbit_channel handle_method catch-all: command_invalid (503)
             raise AMQPConnectionError(
@@ -398,3 +400,13 @@ class ConnectionProtocol:
             raise AMQPConnectionError(_spec.FRAME_ERROR, f"FRAME_ERROR - unknown frame type {ftype}")
         if ev is not None and cp.state is not CH_CLOSING:
             events.append((ch, ev[0], ev[1], ev[2]))
+
+
+def _second_open(method: _spec.Method) -> None:
+    """channel.open on a number that is not free (open, or closing either way until the
+    close-ok): rabbit_channel's channel_error "second 'channel.open' seen" (504), checked in
+    every state but starting, before the closing state's catch-all drops the method."""
+    raise AMQPConnectionError(
+        _spec.CHANNEL_ERROR, "CHANNEL_ERROR - second 'channel.open' seen",
+        method.CLASS_ID, method.METHOD_ID,
+    )

@@ -57,10 +57,11 @@ channel.open and forgets it when the cell's next state is ``None``)::
                  send channel.close-ok CLOSING      (answering a crossing close)
                  recv channel.close-ok None         the number is free
 
-Illegal received cells: channel.open on an open channel 504 "second 'channel.open' seen";
+Illegal received cells: channel.open on a channel not forgotten (open, peer-closed or closing:
+the number is free only after the close-ok) 504 "second 'channel.open' seen";
 channel.close-ok on an open channel 503 COMMAND_INVALID; any other method on an unknown channel
-504 "expected 'channel.open'". In PEER_CLOSED every received frame is dropped; in CLOSING every
-one but close/close-ok.
+504 "expected 'channel.open'". In PEER_CLOSED every received frame but channel.open (the 504
+above) is dropped; in CLOSING every one but close/close-ok and channel.open.
 
 Owned by the connection's worker thread, like the protocol object (see its docstring).
 """

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import definition
-from .worker import LocalNode, ShovelWorker
+from .worker import CLOSE_TIMEOUT, LocalNode, ShovelWorker
 
 log = logging.getLogger("syncmq.shovel")
 
@@ -54,6 +54,9 @@ class Shovels:
         # change lock and must not wait for a link to close); joined by :meth:`stop_all`
         self.retired: list[ShovelWorker] = []
         self.specs: dict[tuple[str, str], definition.ShovelSpec] = {}
+        # the threads deleting finished shovels' parameters (``_completed``): joined by
+        # :meth:`stop_all`, so a deletion is journaled before the broker closes its journal
+        self.deleting: list[threading.Thread] = []
         self.stopped = False
 
     # ---- the parameter store's component ----
@@ -125,8 +128,11 @@ class Shovels:
                 log.exception("could not clear the finished shovel's parameter",
                               extra={"shovel": name, "vhost": vhost})
             self.apply(vhost, name, None)
-        threading.Thread(target=delete, name=f"syncmq-shovel-delete-{vhost}/{name}",
-                         daemon=True).start()
+        t = threading.Thread(target=delete, name=f"syncmq-shovel-delete-{vhost}/{name}",
+                             daemon=True)
+        with self.lock:  # also once stopped: stop_all joins it after the workers
+            self.deleting = [d for d in self.deleting if d.is_alive()] + [t]
+        t.start()
 
     def set_local(self, local: LocalNode) -> None:
         """The listener is bound: start what was applied before."""
@@ -154,6 +160,11 @@ class Shovels:
         return (vhost, name) in self.specs
 
     def stop_all(self) -> None:
+        """Stop every shovel and join its thread, then wait for the deletions of finished
+        shovels (``src-delete-after``) that their threads started: each journals a parameter
+        clear, which must come before the broker closes its journal (the server calls this
+        first). Must not be called with the parameter store's change lock held (a deletion
+        takes it)."""
         with self.lock:
             self.stopped = True
             workers = list(self.workers.values()) + self.retired
@@ -163,11 +174,19 @@ class Shovels:
             w.stop(join=False)  # all links close at once
         for w in workers:
             w.stop()
+        with self.lock:  # complete once the workers are joined: only they start deletions
+            deleting = [t for t in self.deleting if t.is_alive()]
+            self.deleting = []
+        if deleting:
+            log.info("shovels: waiting for %d finished shovel(s) to delete themselves",
+                     len(deleting))
+        for t in deleting:
+            t.join(CLOSE_TIMEOUT)
 
     def threads(self) -> list[threading.Thread]:
         with self.lock:
-            return [w.thread for w in [*self.workers.values(), *self.retired]
-                    if w.thread.is_alive()]
+            return [t for t in [*(w.thread for w in [*self.workers.values(), *self.retired]),
+                                *self.deleting] if t.is_alive()]
 
     # ---- status ----
 

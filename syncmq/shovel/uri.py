@@ -3,6 +3,9 @@
 - ``amqp://`` with no host is *this node* (RabbitMQ's direct connection): the shovel reaches
   the broker's own listener with its internal credentials (``auth.InternalLogin``); its vhost
   is the URI's path (``amqp:///vh``), ``/`` when there is none, as RabbitMQ's ``amqp_uri``.
+  With a user (``amqp://u:p@/vh``) it logs in as that user, as RabbitMQ's direct connection
+  does: with the password if one is given, trusted (no password) if not; that user's
+  permissions and ``user_id`` rule then apply to what the shovel does.
 - ``amqp://user:pass@host:port/vhost?query`` and ``amqps://`` (default ports 5672, 5671;
   user and password ``guest`` when absent, as the Erlang client).
 - Query parameters applied: ``heartbeat`` (seconds), ``connection_timeout`` (ms),
@@ -42,6 +45,8 @@ class Endpoint:
     password: str
     vhost: str
     query: dict[str, str] = field(default_factory=dict)
+    user_given: bool = False  # the URI names a user (``amqp://u@``, ``amqp://u:p@``)
+    password_given: bool = False  # ... and a password
 
     @property
     def local(self) -> bool:
@@ -112,7 +117,8 @@ def parse(uri: str) -> Endpoint:
         port=port or (5671 if scheme == "amqps" else 5672),
         username=urllib.parse.unquote(u.username) if u.username is not None else "guest",
         password=urllib.parse.unquote(u.password) if u.password is not None else "guest",
-        vhost=vhost, query=query)
+        vhost=vhost, query=query, user_given=u.username is not None,
+        password_given=u.password is not None)
 
 
 def redact(uri: str) -> str:

@@ -81,9 +81,13 @@ def connection_parameters(ep: urimod.Endpoint, local: LocalNode | None,
     if ep.local:
         if local is None:
             raise RuntimeError("amqp:// (this node) is not available here")
+        # this node: as the trusted user none (RabbitMQ's rabbit_auth_backend_dummy user,
+        # which may publish any user_id), or as the URI's user (its password checked, or
+        # trusted when the URI gives none, as RabbitMQ's rabbit_direct:connect)
+        username = ep.username if ep.user_given else local.username
+        password = ep.password if ep.password_given else local.password
         return pika.ConnectionParameters(
-            local.host, local.port, ep.vhost,
-            pika.PlainCredentials(local.username, local.password), **kw)
+            local.host, local.port, ep.vhost, pika.PlainCredentials(username, password), **kw)
     ctx = ep.tls_context()
     if ctx is not None:
         kw["ssl_options"] = pika.SSLOptions(ctx, ep.server_name())

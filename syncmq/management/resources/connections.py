@@ -133,13 +133,17 @@ def channels(api: API, req: Request, vhost: str | None = None) -> Response:
 
 
 def channel(api: API, req: Request, name: str) -> Response:
-    """One channel, with its consumers (``consumer_details``, as RabbitMQ's channel page)."""
-    for c in _channel_list(api, api.sessions(req)):
-        if c["name"] == name:
-            c["consumer_details"] = [
-                d for d in _consumer_list(api, api.visible_vhosts(req, c["vhost"]))
-                if d["channel_details"]["name"] == name]
-            return Response(200, c)
+    """One channel, with its consumers (``consumer_details``, as RabbitMQ's channel page);
+    another user's is 401 but for ``monitoring``/``administrator`` (``API.may_see``)."""
+    for s in open_sessions(api.ctx):
+        for ch in list(s.channels.values()):
+            if f"{connection_name(s)} ({ch.id})" == name:
+                api.may_see(req, s.username)
+                c = _channel_json(api, s, ch)
+                c["consumer_details"] = [
+                    d for d in _consumer_list(api, [s.vhost])
+                    if d["channel_details"]["name"] == name]
+                return Response(200, c)
     raise not_found()
 
 
@@ -147,11 +151,14 @@ def connection_channels(api: API, req: Request, name: str) -> Response:
     return Response(200, _channel_list(api, [api.find_session(req, name)]))
 
 
-def _consumer_list(api: API, vhosts: list[VirtualHost]) -> list[dict[str, Any]]:
+def _consumer_list(api: API, vhosts: list[VirtualHost],
+                   user: str | None = None) -> list[dict[str, Any]]:
+    """The consumers on the channels of ``vhosts`` (of ``user``'s connections only, if
+    given)."""
     names = {vh.name for vh in vhosts}
     out = []
     for s in open_sessions(api.ctx):
-        if s.vhost.name not in names:
+        if s.vhost.name not in names or (user is not None and s.username != user):
             continue
         cname = connection_name(s)
         ph, pp = peer_parts(s.peer)
@@ -176,4 +183,15 @@ def _consumer_list(api: API, vhosts: list[VirtualHost]) -> list[dict[str, Any]]:
 
 
 def consumers(api: API, req: Request, vhost: str | None = None) -> Response:
-    return Response(200, _consumer_list(api, api.visible_vhosts(req, vhost)))
+    """Every consumer (of one existing vhost: 404 else, whatever the user's permissions),
+    as RabbitMQ's ``/api/consumers``: only those of the user's own connections but for
+    ``monitoring``/``administrator`` users."""
+    broker = api.ctx.broker
+    if vhost is None:
+        vhosts = list(broker.vhosts.values())
+    elif (vh := broker.vhosts.get(vhost)) is not None:
+        vhosts = [vh]
+    else:
+        raise not_found()
+    user = None if api.sees_all(req.user) else req.user.name
+    return Response(200, _consumer_list(api, vhosts, user))
