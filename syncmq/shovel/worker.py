@@ -39,6 +39,10 @@ from . import uri as urimod
 from .definition import ShovelSpec
 
 log = logging.getLogger("syncmq.shovel")
+# pika logs each failure of a connection itself, a peer's reset at ERROR with a stack (which
+# reads as a crash of the broker); the shovel logs the same failure once, as its link's end
+# reason in RabbitMQ's words, so pika's own records only pass when critical
+logging.getLogger("pika").setLevel(logging.CRITICAL)
 
 COMPLETED = "completed"  # src-delete-after reached: the shovel deletes itself
 CLOSE_TIMEOUT = 10.0
