@@ -407,8 +407,12 @@ class _Link:
             callback=lambda f: self._running())
 
     def _running(self) -> None:
+        """The consumer is on: the link is ``running`` (logged once per link, so the log
+        shows each reconnection; a source redelivers only to a new link)."""
         if self.reason is None:
             self.w._set("running", link=self)
+            log.info("shovel running", extra={"shovel": self.spec.name, "vhost": self.spec.vhost,
+                                              "src_uri": self.src_uri, "dest_uri": self.dest_uri})
 
     # ---- the message path ----
 

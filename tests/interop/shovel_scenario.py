@@ -15,18 +15,19 @@ What "in order apart from flagged redeliveries" means here, per source queue (ch
   ids go on one by one. A replay is what the source redelivers when a link ends: what the
   old link left unacked (a nack or a closed channel requeues it, and syncmq flags it
   ``redelivered``), or what a kill -9 left unacked in the journal (every recovered message
-  is flagged ``redelivered`` after an unclean stop). So there can be at most one backward
-  jump per new link: the number of jumps of a queue is at most the number of link ends its
-  shovel logged (``shovel terminated``) plus the syncmq kills (a killed shovel logs
-  nothing). The flag itself does not reach RabbitMQ: RabbitMQ's shovel publishes the
-  message's properties, not the delivery's ``redelivered``, and so does syncmq's.
+  is flagged ``redelivered`` after an unclean stop). A link delivers only once it is
+  running, so there can be at most one backward jump per link after the first: the number
+  of jumps of a queue is at most the number of links its shovel logged as running
+  (``shovel running``, in every syncmq process of the run), minus one. A delivery published
+  twice, or a message the source delivered again without a failure, is a jump too many.
+  The flag itself does not reach RabbitMQ: RabbitMQ's shovel publishes the message's
+  properties, not the delivery's ``redelivered``, and so does syncmq's.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 import urllib.request
 from base64 import b64encode
@@ -135,22 +136,19 @@ def queue_total(mport: int, queue: str) -> int:
     return syncmq_api(mport, "GET", f"queues/%2F/{queue}")["messages"]
 
 
-def drain(port: int, queue: str, n: int, parse: Callable[[bytes], object] = int) -> list:
-    """Consume until ``n`` distinct bodies came and the queue is empty; the parsed bodies in
-    arrival order."""
+def drain(port: int, queue: str, parse: Callable[[bytes], object] = int) -> list:
+    """Consume until the queue is empty (nothing delivered for a second and none ready: call
+    it once nothing more can come); the parsed bodies in arrival order."""
     c = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", port))
     ch = c.channel()
     ch.basic_qos(prefetch_count=2000)
     out: list = []
-    seen: set = set()
-    for method, _props, body in ch.consume(queue, inactivity_timeout=2):
+    for method, _props, body in ch.consume(queue, inactivity_timeout=1):
         if method is None:
-            if len(seen) >= n:
+            if ch.queue_declare(queue, passive=True).method.message_count == 0:
                 break
             continue
-        v = parse(body)
-        out.append(v)
-        seen.add(v)
+        out.append(parse(body))
         if len(out) % 1000 == 0:
             ch.basic_ack(method.delivery_tag, multiple=True)
     if out:
@@ -194,8 +192,8 @@ def syncmq_api(mport: int, method: str, path: str, body=None):
 
 class InBroker:
     """The shovels as the broker runs them: runtime parameters set through syncmq's API
-    (source ``amqp://``); they survive a kill -9 in the journal. Link ends are counted from
-    the broker's log (every broker process of the run)."""
+    (source ``amqp://``); they survive a kill -9 in the journal. Running links are counted
+    from the broker's log (every broker process of the run)."""
 
     def __init__(self, values: dict[str, dict]) -> None:
         self.values = {k: dict(v, **{"src-uri": "amqp://"}) for k, v in values.items()}
@@ -215,13 +213,12 @@ class InBroker:
         up = {r["name"] for r in rows if r["state"] == "running"}
         return up >= set(self.values)
 
-    def link_ends(self, name: str) -> int:
+    def links(self, name: str) -> int:
         n = 0
         for b in self.brokers:
             for line in list(b.lines):
-                if '"shovel terminated' in line:
-                    rec = json.loads(line)
-                    n += rec.get("shovel") == name
+                if '"shovel running"' in line:
+                    n += json.loads(line).get("shovel") == name
         return n
 
     def stop(self) -> None:
@@ -231,18 +228,21 @@ class InBroker:
 
 
 class InProcess:
-    """The shovels' workers run in this process, with syncmq as a remote source; link ends
-    counted from their log records."""
+    """The shovels' workers run in this process, with syncmq as a remote source; running
+    links counted from their log records."""
 
     def __init__(self, values: dict[str, dict]) -> None:
         self.values = values
         for name, value in values.items():
             validate("/", name, value)
-        self.ends: dict[str, int] = dict.fromkeys(values, 0)
-        self.counter = _EndCounter(self.ends)
+        self.counts: dict[str, int] = dict.fromkeys(values, 0)
+        self.counter = _LinkCounter(self.counts)
 
     def start(self, s: BrokerProcess) -> None:
-        logging.getLogger("syncmq.shovel").addHandler(self.counter)
+        logger = logging.getLogger("syncmq.shovel")
+        self.level = logger.level
+        logger.setLevel(logging.INFO)
+        logger.addHandler(self.counter)
         self.workers = [ShovelWorker(parse("/", name, v), None, "test").start()
                         for name, v in self.values.items()]
 
@@ -252,24 +252,26 @@ class InProcess:
     def running(self) -> bool:
         return all(w.status.state == "running" for w in self.workers)
 
-    def link_ends(self, name: str) -> int:
-        return self.ends[name]
+    def links(self, name: str) -> int:
+        return self.counts[name]
 
     def stop(self) -> None:
         for w in self.workers:
             w.stop()
-        logging.getLogger("syncmq.shovel").removeHandler(self.counter)
+        logger = logging.getLogger("syncmq.shovel")
+        logger.removeHandler(self.counter)
+        logger.setLevel(self.level)
 
 
-class _EndCounter(logging.Handler):
-    def __init__(self, ends: dict[str, int]) -> None:
-        super().__init__()
-        self.ends = ends
+class _LinkCounter(logging.Handler):
+    def __init__(self, counts: dict[str, int]) -> None:
+        super().__init__(logging.INFO)
+        self.counts = counts
 
     def emit(self, record: logging.LogRecord) -> None:
         name = getattr(record, "shovel", None)
-        if record.getMessage().startswith("shovel terminated") and name in self.ends:
-            self.ends[name] += 1
+        if record.getMessage() == "shovel running" and name in self.counts:
+            self.counts[name] += 1
 
 
 def _events(rabbit_restarts: int, syncmq_kills: int) -> list[str]:
@@ -298,11 +300,11 @@ def edge_to_core(data_dir: str, rabbit: RabbitNode, n: int, rabbit_restarts: int
                  syncmq_kills: int = 1, prefetch: int = 250, queues: int = 3,
                  log: Callable[[str], None] = print, in_broker: bool = True) -> dict:
     """Run the scenario: ``n`` messages split over ``queues`` source queues (``edge-0``...),
-    each with its own shovel to RabbitMQ's ``core``, published with confirms while the
-    shovels run; RabbitMQ stopped and restarted and syncmq killed -9 (after the publisher
-    finished) at even steps of the messages moved. ``in_broker``: the shovels are runtime
-    parameters of the syncmq broker (source ``amqp://``); else their workers run in this
-    process with syncmq as a remote source. Returns figures; every check of the module's
+    each with its own shovel to RabbitMQ's ``core``, published with confirms before the
+    shovels start (the backlog an edge stores while its link is down); RabbitMQ stopped and
+    restarted and syncmq killed -9 at even steps of the messages moved. ``in_broker``: the
+    shovels are runtime parameters of the syncmq broker (source ``amqp://``); else their
+    workers run in this process with syncmq as a remote source. Returns figures; every check of the module's
     docstring is asserted, and the source queues end empty."""
     port = free_port()
     s = BrokerProcess(data_dir, "--port", str(port)).start()
@@ -316,13 +318,13 @@ def edge_to_core(data_dir: str, rabbit: RabbitNode, n: int, rabbit_restarts: int
         "dest-uri": f"amqp://guest:guest@127.0.0.1:{rabbit.port}", "dest-queue": DEST,
         "ack-mode": "on-confirm", "reconnect-delay": 0.5, "src-prefetch-count": prefetch}
         for q in streams}
+    t0 = time.monotonic()
+    publish_confirmed(port, streams, _body)
+    published = time.monotonic() - t0
+    log(f"published {n} in {published:.1f}s")
     shovels = (InBroker if in_broker else InProcess)(values)
     shovels.start(s)
     t0 = time.monotonic()
-    published: list = []
-    publisher = threading.Thread(target=_publish_all, args=(port, streams, published, t0),
-                                 daemon=True)
-    publisher.start()
     events = _events(rabbit_restarts, syncmq_kills)
     brokers = [s]
     try:
@@ -330,17 +332,17 @@ def edge_to_core(data_dir: str, rabbit: RabbitNode, n: int, rabbit_restarts: int
             mark = n * (i + 1) // (len(events) + 1)
             _wait_moved(rabbit, mark)
             if ev == "rabbit":
-                log(f"stopping RabbitMQ at {depth(rabbit.port, DEST)} moved")
+                log(f"{time.monotonic() - t0:.1f}s: stopping RabbitMQ at "
+                    f"{depth(rabbit.port, DEST)} moved")
                 rabbit.stop()
                 rabbit.start()
             else:
-                _join(publisher, published)
-                log(f"kill -9 syncmq at {depth(rabbit.port, DEST)} moved")
+                log(f"{time.monotonic() - t0:.1f}s: kill -9 syncmq at "
+                    f"{depth(rabbit.port, DEST)} moved")
                 s.kill()
                 s = BrokerProcess(data_dir, "--port", str(port)).start()
                 brokers.append(s)
                 shovels.restarted(s)
-        _join(publisher, published)
         wait_for(lambda: all(queue_total(s.management_port, q) == 0 for q in streams), 900,
                  "the source queues emptied")
         moved_in = time.monotonic() - t0
@@ -348,19 +350,11 @@ def edge_to_core(data_dir: str, rabbit: RabbitNode, n: int, rabbit_restarts: int
     finally:
         shovels.stop()
     log(f"moved in {moved_in:.1f}s; draining RabbitMQ")
-    arrivals = drain(rabbit.port, DEST, n, _parse)
+    arrivals = drain(rabbit.port, DEST, _parse)
+    repeats, replays = _check(arrivals, streams, shovels)
     figures = {"messages": n, "queues": queues, "seconds": round(moved_in, 1),
-               "publish_seconds": published[0], "repeats": 0, "replays": 0,
+               "publish_seconds": round(published, 1), "repeats": repeats, "replays": replays,
                "rabbit_restarts": rabbit_restarts, "syncmq_kills": syncmq_kills}
-    per_queue: dict[str, list[int]] = {q: [] for q in streams}
-    for q, i in arrivals:
-        per_queue[q].append(i)
-    for q, ids in per_queue.items():
-        repeats, jumps = check_stream(ids, streams[q])
-        ends = shovels.link_ends(f"to-core-{q}") + syncmq_kills
-        assert jumps <= ends, f"{q}: {jumps} replays, but its shovel's links ended {ends} times"
-        figures["repeats"] += repeats
-        figures["replays"] += jumps
     assert all(queue_total(s.management_port, q) == 0 for q in streams)
     s.stop()
     for b in brokers:
@@ -370,17 +364,21 @@ def edge_to_core(data_dir: str, rabbit: RabbitNode, n: int, rabbit_restarts: int
     return figures
 
 
-def _publish_all(port: int, streams: dict[str, int], out: list, t0: float) -> None:
-    try:
-        publish_confirmed(port, streams, _body)
-        out.append(round(time.monotonic() - t0, 1))
-    except BaseException as e:
-        out.append(e)
-
-
-def _join(publisher: threading.Thread, published: list) -> None:
-    publisher.join(600)
-    assert published and not isinstance(published[0], BaseException), published
+def _check(arrivals: list[tuple[str, int]], streams: dict[str, int],
+           shovels) -> tuple[int, int]:
+    """Each source queue's arrivals by :func:`check_stream`, its replays at most its
+    shovel's running links after the first; returns (repeats, replays) over all queues."""
+    per_queue: dict[str, list[int]] = {q: [] for q in streams}
+    for q, i in arrivals:
+        per_queue[q].append(i)
+    total_repeats = total_jumps = 0
+    for q, ids in per_queue.items():
+        repeats, jumps = check_stream(ids, streams[q])
+        links = shovels.links(f"to-core-{q}")
+        assert jumps <= links - 1, f"{q}: {jumps} replays in {links} links"
+        total_repeats += repeats
+        total_jumps += jumps
+    return total_repeats, total_jumps
 
 
 def _wait_moved(rabbit: RabbitNode, mark: int) -> None:
