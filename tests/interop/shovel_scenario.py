@@ -326,19 +326,18 @@ def edge_to_core(data_dir: str, rabbit: RabbitNode, n: int, rabbit_restarts: int
     shovels.start(s)
     t0 = time.monotonic()
     events = _events(rabbit_restarts, syncmq_kills)
-    brokers = [s]
+    brokers, at = [s], []
     try:
         for i, ev in enumerate(events):
             mark = n * (i + 1) // (len(events) + 1)
             _wait_moved(rabbit, mark)
+            at.append(depth(rabbit.port, DEST))
             if ev == "rabbit":
-                log(f"{time.monotonic() - t0:.1f}s: stopping RabbitMQ at "
-                    f"{depth(rabbit.port, DEST)} moved")
+                log(f"{time.monotonic() - t0:.1f}s: stopping RabbitMQ at {at[-1]} moved")
                 rabbit.stop()
                 rabbit.start()
             else:
-                log(f"{time.monotonic() - t0:.1f}s: kill -9 syncmq at "
-                    f"{depth(rabbit.port, DEST)} moved")
+                log(f"{time.monotonic() - t0:.1f}s: kill -9 syncmq at {at[-1]} moved")
                 s.kill()
                 s = BrokerProcess(data_dir, "--port", str(port)).start()
                 brokers.append(s)
@@ -354,7 +353,8 @@ def edge_to_core(data_dir: str, rabbit: RabbitNode, n: int, rabbit_restarts: int
     repeats, replays = _check(arrivals, streams, shovels)
     figures = {"messages": n, "queues": queues, "seconds": round(moved_in, 1),
                "publish_seconds": round(published, 1), "repeats": repeats, "replays": replays,
-               "rabbit_restarts": rabbit_restarts, "syncmq_kills": syncmq_kills}
+               "rabbit_restarts": rabbit_restarts, "syncmq_kills": syncmq_kills,
+               "events": list(zip(events, at, strict=True))}
     assert all(queue_total(s.management_port, q) == 0 for q in streams)
     s.stop()
     for b in brokers:
