@@ -141,18 +141,13 @@ def drain(port: int, queue: str, parse: Callable[[bytes], object] = int) -> list
     it once nothing more can come); the parsed bodies in arrival order."""
     c = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", port))
     ch = c.channel()
-    ch.basic_qos(prefetch_count=2000)
     out: list = []
-    for method, _props, body in ch.consume(queue, inactivity_timeout=1):
+    for method, _props, body in ch.consume(queue, auto_ack=True, inactivity_timeout=1):
         if method is None:
             if ch.queue_declare(queue, passive=True).method.message_count == 0:
                 break
             continue
         out.append(parse(body))
-        if len(out) % 1000 == 0:
-            ch.basic_ack(method.delivery_tag, multiple=True)
-    if out:
-        ch.basic_ack(0, multiple=True)
     c.close()
     return out
 
@@ -330,7 +325,7 @@ def edge_to_core(data_dir: str, rabbit: RabbitNode, n: int, rabbit_restarts: int
     try:
         for i, ev in enumerate(events):
             mark = n * (i + 1) // (len(events) + 1)
-            _wait_moved(rabbit, mark)
+            _wait_moved(rabbit, mark, s, streams)
             at.append(depth(rabbit.port, DEST))
             if ev == "rabbit":
                 log(f"{time.monotonic() - t0:.1f}s: stopping RabbitMQ at {at[-1]} moved")
@@ -349,7 +344,9 @@ def edge_to_core(data_dir: str, rabbit: RabbitNode, n: int, rabbit_restarts: int
     finally:
         shovels.stop()
     log(f"moved in {moved_in:.1f}s; draining RabbitMQ")
+    t1 = time.monotonic()
     arrivals = drain(rabbit.port, DEST, _parse)
+    log(f"drained {len(arrivals)} in {time.monotonic() - t1:.1f}s")
     repeats, replays = _check(arrivals, streams, shovels)
     figures = {"messages": n, "queues": queues, "seconds": round(moved_in, 1),
                "publish_seconds": round(published, 1), "repeats": repeats, "replays": replays,
@@ -381,6 +378,15 @@ def _check(arrivals: list[tuple[str, int]], streams: dict[str, int],
     return total_repeats, total_jumps
 
 
-def _wait_moved(rabbit: RabbitNode, mark: int) -> None:
-    _wait_for(lambda: depth(rabbit.port, DEST) >= mark, 600, f"{mark} messages at RabbitMQ",
-              interval=0.25)
+def _wait_moved(rabbit: RabbitNode, mark: int, s: BrokerProcess, streams) -> None:
+    """Until ``mark`` messages are at RabbitMQ; fails at once when the source queues are
+    empty short of it (messages lost)."""
+    def moved() -> bool:
+        if depth(rabbit.port, DEST) >= mark:
+            return True
+        if all(queue_total(s.management_port, q) == 0 for q in streams):
+            got = depth(rabbit.port, DEST)
+            assert got >= mark, f"the source queues are empty with {got} at RabbitMQ: lost"
+            return True
+        return False
+    _wait_for(moved, 600, f"{mark} messages at RabbitMQ", interval=0.25)
