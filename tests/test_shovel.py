@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
+import socket
+import struct
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -570,3 +574,39 @@ def test_restarts_while_declaring_log_no_error(pair, caplog):
         wait_for(lambda: not a.node.shovels.threads(), what="the threads gone")
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert not errors, [r.getMessage() for r in errors]
+
+
+def test_a_reset_destination_is_one_warning_not_a_pika_traceback(pair, caplog):
+    """A destination that resets the connection: the link ends with the reason, logged once
+    by the shovel; pika's own ERROR record with a stack (which reads as a crash
+    of the broker) does not reach the log."""
+    a, _b = pair
+    srv = socket.create_server(("127.0.0.1", 0))
+    resets = []
+
+    def reset_each():
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            conn.recv(8)  # the protocol header: pika's transport is up and reading
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()  # RST
+            resets.append(1)
+
+    threading.Thread(target=reset_each, daemon=True).start()
+    caplog.set_level(logging.DEBUG, logger="syncmq.shovel")
+    try:
+        set_shovel(a, "rst", {"src-uri": "amqp://", "src-queue": "q",
+                              "dest-uri": f"amqp://guest:guest@127.0.0.1:{srv.getsockname()[1]}",
+                              "dest-queue": "q", "reconnect-delay": 0.2})
+        st = wait_for(lambda: len(resets) >= 2 and (status(a, "rst") or {}).get("reason")
+                      and status(a, "rst"))
+        assert st["reason"].startswith("outbound_conn_died: could not connect ("), st
+        assert "Connection reset by peer" in st["reason"], st
+        assert any(r.name == "syncmq.shovel" and r.getMessage().startswith("shovel terminated")
+                   for r in caplog.records)
+        assert [r.getMessage() for r in caplog.records if r.name.startswith("pika")] == []
+    finally:
+        srv.close()

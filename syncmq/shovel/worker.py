@@ -39,6 +39,10 @@ from . import uri as urimod
 from .definition import ShovelSpec
 
 log = logging.getLogger("syncmq.shovel")
+# pika logs each failure of a connection itself, a peer's reset at ERROR with a stack (which
+# reads as a crash of the broker); the shovel logs the same failure once, as its link's end
+# reason in RabbitMQ's words, so pika's own records only pass when critical
+logging.getLogger("pika").setLevel(logging.CRITICAL)
 
 COMPLETED = "completed"  # src-delete-after reached: the shovel deletes itself
 CLOSE_TIMEOUT = 10.0
@@ -407,8 +411,12 @@ class _Link:
             callback=lambda f: self._running())
 
     def _running(self) -> None:
+        """The consumer is on: the link is ``running`` (logged once per link, so the log
+        shows each reconnection; a source redelivers only to a new link)."""
         if self.reason is None:
             self.w._set("running", link=self)
+            log.info("shovel running", extra={"shovel": self.spec.name, "vhost": self.spec.vhost,
+                                              "src_uri": self.src_uri, "dest_uri": self.dest_uri})
 
     # ---- the message path ----
 

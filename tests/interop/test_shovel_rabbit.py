@@ -1,8 +1,12 @@
 """syncmq's shovels against the private RabbitMQ 3.10.8 node (with its shovel plugins):
 
-- edge to core: syncmq -> RabbitMQ, on-confirm, persistent messages, the RabbitMQ node
-  stopped and restarted and syncmq killed -9 while shovelling: every message arrives, first
-  arrivals in order (``shovel_scenario``; bench/shovel_edge.py runs the issue's 100,000);
+- edge to core, as issue #20 asks: 100,000 persistent messages from three syncmq queues,
+  each with its own dynamic shovel (on-confirm) to one RabbitMQ queue, the RabbitMQ node
+  stopped and restarted twice and syncmq killed -9 once while shovelling: every message
+  arrives, in order per source queue apart from replays after a failure, and the source
+  queues end empty (``shovel_scenario``, whose docstring defines the order precisely;
+  bench/shovel_edge.py runs the same with other sizes);
+- the same with the shovel's worker outside the broker, syncmq its remote source;
 - RabbitMQ -> syncmq (a remote source), syncmq killed -9 meanwhile;
 - the validation texts and the status row's shape, compared with RabbitMQ's own answers.
 """
@@ -26,7 +30,8 @@ from test_shovel_definition import CASES
 from syncmq.shovel.definition import parse, problems
 from syncmq.shovel.worker import ShovelWorker
 
-N_EDGE = 6000
+N_EDGE = 100_000  # the issue's figure
+N_WORKER = 6000
 
 
 def rabbit_api(rabbit, method, path, body=None):
@@ -44,20 +49,29 @@ def rabbit_api(rabbit, method, path, body=None):
         return e.code, json.loads(text) if text else None
 
 
+# 94-165 s measured on 2 cores shared at load 10-20 (two RabbitMQ restarts are 30-60 s of
+# it); every wait inside has its own deadline, this only keeps the suite's guard above them
+@pytest.mark.timeout(600)
+def test_edge_to_core_100k(tmp_path, rabbitmq):
+    """Issue #20's edge to core: the shovels as syncmq runs them (runtime parameters, source
+    ``amqp://``) move a backlog published before they start; killed -9 with the broker, they
+    come back from the journal with it. ``edge_to_core`` asserts every check."""
+    figures = edge_to_core(str(tmp_path / "edge"), rabbitmq, N_EDGE, rabbit_restarts=2,
+                           syncmq_kills=1, queues=3)
+    assert figures["messages"] == N_EDGE
+    assert [e for e, moved in figures["events"] if moved < N_EDGE] == [
+        "rabbit", "syncmq", "rabbit"], f"a failure after all moved: {figures['events']}"
+
+
 def test_edge_to_core_worker(tmp_path, rabbitmq):
-    """The shovel's worker with syncmq as a remote source (kill -9 of the source broker)."""
-    figures = edge_to_core(str(tmp_path / "edge"), rabbitmq, N_EDGE, rabbit_restarts=1,
-                           syncmq_kills=1, prefetch=10)
-    assert figures["messages"] == N_EDGE
-
-
-def test_edge_to_core_in_broker(tmp_path, rabbitmq):
-    """The shovel as syncmq runs it (a runtime parameter, source ``amqp://``): killed -9
-    with the broker, it comes back from the journal with it."""
-    pytest.importorskip("syncmq.broker.parameters", reason="the parameter store (#20)")
-    figures = edge_to_core(str(tmp_path / "edge"), rabbitmq, N_EDGE, rabbit_restarts=1,
-                           syncmq_kills=1, prefetch=2, in_broker=True)
-    assert figures["messages"] == N_EDGE
+    """The shovel's worker with syncmq as a remote source: the source broker killed -9 under
+    it (halfway), the shovel reconnects to the restarted one. (RabbitMQ's restarts are the
+    test above's.)"""
+    figures = edge_to_core(str(tmp_path / "edge"), rabbitmq, N_WORKER, rabbit_restarts=0,
+                           syncmq_kills=1, prefetch=2, queues=1, in_broker=False)
+    assert figures["messages"] == N_WORKER
+    assert [e for e, moved in figures["events"] if moved < N_WORKER] == ["syncmq"], \
+        f"the kill after all moved: {figures['events']}"
 
 
 def test_core_to_edge(tmp_path, rabbitmq):
@@ -83,7 +97,7 @@ def test_core_to_edge(tmp_path, rabbitmq):
                  and depth(port, "inbound") >= n, 300, "all moved")
     finally:
         w.stop()
-    check_order(drain(port, "inbound", n), n)
+    check_order(drain(port, "inbound"), n)
     s.stop()
     assert not s.tracebacks()
 
@@ -150,7 +164,7 @@ def test_rabbitmq_shovel_plugin_between_syncmq_queues(tmp_path, rabbitmq):
         assert code in (201, 204)
         wait_for(lambda: depth(port, "plugin-dst") == n and depth(port, "plugin-src") == 0,
                  120, "RabbitMQ's shovel moving the messages")
-        assert check_order(drain(port, "plugin-dst", n), n) == 0
+        assert check_order(drain(port, "plugin-dst"), n) == 0
     finally:
         rabbit_api(rabbitmq, "DELETE", "parameters/shovel/%2F/via-rabbit")
         s.stop()
