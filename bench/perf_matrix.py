@@ -442,7 +442,7 @@ def _fmt(v: Any) -> str:
 
 def table(summary: dict[str, Any], other: str = "rabbitmq") -> str:
     rows = ["| Scenario | sent/s syncmq | sent/s RabbitMQ | ratio | recv/s syncmq | recv/s RabbitMQ "
-            "| ratio | p99 us (s / R) | peak RSS MB (s / R) | CPU s (s / R) | CPU us/msg (s / R) |",
+            "| ratio | p50 / p99 us (syncmq ; RabbitMQ) | peak RSS MB (s / R) | CPU s (s / R) | CPU us/msg (s / R) |",
             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, sc in summary.items():
         s = sc["syncmq"]
@@ -455,7 +455,8 @@ def table(summary: dict[str, Any], other: str = "rabbitmq") -> str:
             f"{_fmt(_ratio(s['sent_rate'], r.get('sent_rate')))} | {_fmt(s['received_rate'])} | "
             f"{_fmt(r.get('received_rate'))} | "
             f"{_fmt(_ratio(s['received_rate'], r.get('received_rate')))} | "
-            f"{_fmt(s['latency_p99_us'])} / {_fmt(r.get('latency_p99_us'))} | "
+            f"{_fmt(s['latency_p50_us'])} / {_fmt(s['latency_p99_us'])} ; "
+            f"{_fmt(r.get('latency_p50_us'))} / {_fmt(r.get('latency_p99_us'))} | "
             f"{_fmt(s['rss_peak_mb'])} / {_fmt(r.get('rss_peak_mb'))}{extra} | "
             f"{_fmt(s['cpu_s'])} / {_fmt(r.get('cpu_s'))} | "
             f"{_fmt(s['cpu_us_per_msg'])} / {_fmt(r.get('cpu_us_per_msg'))} |")
