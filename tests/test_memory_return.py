@@ -236,3 +236,50 @@ def test_monitor_rebuilds_the_index_tables_after_a_drained_backlog(broker_factor
     line = b.wait_for_log("body store index tables rebuilt", timeout=120)
     assert json.loads(line)["rss_before"] > 0
     conn.close()
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def test_a_drain_ends_the_trim_back_off(monkeypatch):
+    """During a backlog every malloc_trim releases little, so the monitor backs off (up to
+    60 s between trims); once what it accounts halves (the backlog drained) it trims at its
+    next tick instead of waiting the back-off out. Fake clock and figures: no timing."""
+    from syncmq import alarms
+
+    clock = _Clock()
+    figures = {"mem": 400 * MiB, "rss": 600 * MiB}
+    trims = []
+
+    def trim() -> bool:
+        trims.append(clock.now)
+        return False  # nothing released: the back-off grows
+
+    monkeypatch.setattr(alarms, "time", clock)
+    monkeypatch.setattr(alarms, "resident_memory", lambda: figures["rss"])
+    monkeypatch.setattr(alarms.memory, "trim", trim)
+    monkeypatch.setattr(alarms.memory, "accounted_memory",
+                        lambda *_: {"total": figures["mem"]})
+
+    class _Broker:
+        alarms = frozenset()
+        body_store = None
+        memory_used = 0
+
+    mon = alarms.ResourceMonitor(_Broker(), lambda: [], lambda *_: None, 0, 0, "/")
+    for _ in range(40):  # 20 s of ticks with the backlog held: the interval doubles
+        mon.sample_memory()
+        clock.now += 0.5
+    assert len(trims) >= 3 and trims[-1] - trims[-2] >= 8  # backed off
+    figures["mem"] = 40 * MiB  # drained (RSS stays up: what the trim is for)
+    before = len(trims)
+    mon.sample_memory()
+    assert len(trims) == before + 1, "the drain did not end the back-off"
+    clock.now += 0.5
+    mon.sample_memory()
+    assert len(trims) == before + 1  # and the back-off applies again from there
