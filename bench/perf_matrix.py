@@ -5,6 +5,7 @@ Usage::
     python bench/perf_matrix.py [--quick | --full] [--runs N] [--time S]
                                 [--scenarios S1,S2,...] [--backlog N] [--connections M]
                                 [--no-rabbitmq] [--no-tool-check] [--baseline DIR]
+                                [--s8b-rate R] [--long-running [--settle-max S]]
 
 Starts its own syncmq (``--port 0``, temp data dir) and, when ``rabbitmq-server`` is installed,
 its own RabbitMQ node (own RABBITMQ_NODENAME / RABBITMQ_MNESIA_BASE / RABBITMQ_NODE_PORT / HOME
@@ -30,6 +31,8 @@ S6 backlog: N x 1 KiB published with no consumer, then drained (prefetch 1000, a
 S7 M connections each publishing 1 msg/s (M = --connections, 500; 5,000 with --full), one
    consumer; RSS per connection = (peak RSS - RSS before) / M
 S8 latency at 1,000 msg/s (1/1, 16 B, manual ack, prefetch 100)
+S8b S8 at 10,000 msg/s (``--s8b-rate``); read its sent rate: a broker that cannot keep up shows
+   queueing delay, not latency
 S2off (only when asked for) S2 with syncmq's credit flow off (``--queue-flow-high 0``): with
    ``--scenarios S2,S2off``, peak RSS with and without the scheme (bench/flow_s2.py runs the
    two without RabbitMQ)
@@ -41,6 +44,11 @@ ratio column is then after/before (the table's "RabbitMQ" columns are the baseli
 Also (unless --no-tool-check, and when RabbitMQ and Go are installed): S1 against RabbitMQ with
 syncmq-perf and with a Go client (bench/go/perfgo.go, amqp091-go), alternating, to show that the
 load tool is not the bottleneck.
+
+``--long-running`` runs the scenarios one after the other on ONE process of each broker (no
+restart; syncmq with the S6 budget from the start) and reports its RSS settled at start (the
+idle level) and after each scenario once its queues are deleted, with the peak and the ratio
+to the idle level (issue #22: at most 1.5x after any backlog drained); bench/perf_longrun.py.
 
 ``--quick`` runs every scenario once for ~5 s; the default is 10 s x 3 runs. Results go to
 ``bench/results/<date>-<set>.json`` with machine info; a markdown table is printed.
@@ -72,7 +80,8 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
+sys.path.insert(0, HERE)
+import perf_longrun  # noqa: E402  (bench/, next to this script)
 
 # ------------------------------------------------------------------------------ /proc probes
 
@@ -113,13 +122,14 @@ def _free_port() -> int:
 class Syncmq:
     """A syncmq broker run from the checkout ``root`` (this one by default)."""
 
-    def __init__(self, root: str = ROOT, name: str = "syncmq") -> None:
+    def __init__(self, root: str = ROOT, name: str = "syncmq",
+                 extra: list[str] | None = None) -> None:
         self.root = os.path.abspath(root)
         self.name = name
         inherited = os.environ.get("PYTHONPATH", "").split(os.pathsep)
         self.env = dict(os.environ, PYTHONPATH=os.pathsep.join(
             [self.root, *(p for p in inherited if p and p != ROOT)]))
-        self.start()
+        self.start(extra)
 
     def restart(self, extra: list[str] | None = None) -> None:
         """Restart, with ``extra`` command-line options (a scenario's, e.g. S6's budget)."""
@@ -320,6 +330,9 @@ def scenarios(opts: argparse.Namespace) -> dict[str, dict[str, Any]]:
         "S8": {"desc": "latency at 1,000 msg/s, 16 B, manual ack prefetch 100",
                "steps": [["-x", "1", "-y", "1", "-r", "1000", "-s", "16", "--latency",
                           "-q", "100", "-z", t]]},
+        "S8b": {"desc": f"latency at {opts.s8b_rate:,} msg/s, 16 B, manual ack prefetch 100",
+                "steps": [["-x", "1", "-y", "1", "-r", str(opts.s8b_rate), "-s", "16",
+                           "--latency", "-q", "100", "-z", t]]},
     }
 
 
@@ -429,7 +442,7 @@ def _fmt(v: Any) -> str:
 
 def table(summary: dict[str, Any], other: str = "rabbitmq") -> str:
     rows = ["| Scenario | sent/s syncmq | sent/s RabbitMQ | ratio | recv/s syncmq | recv/s RabbitMQ "
-            "| ratio | p99 us (s / R) | peak RSS MB (s / R) | CPU s (s / R) | CPU us/msg (s / R) |",
+            "| ratio | p50 / p99 us (syncmq ; RabbitMQ) | peak RSS MB (s / R) | CPU s (s / R) | CPU us/msg (s / R) |",
             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, sc in summary.items():
         s = sc["syncmq"]
@@ -442,92 +455,126 @@ def table(summary: dict[str, Any], other: str = "rabbitmq") -> str:
             f"{_fmt(_ratio(s['sent_rate'], r.get('sent_rate')))} | {_fmt(s['received_rate'])} | "
             f"{_fmt(r.get('received_rate'))} | "
             f"{_fmt(_ratio(s['received_rate'], r.get('received_rate')))} | "
-            f"{_fmt(s['latency_p99_us'])} / {_fmt(r.get('latency_p99_us'))} | "
+            f"{_fmt(s['latency_p50_us'])} / {_fmt(s['latency_p99_us'])} ; "
+            f"{_fmt(r.get('latency_p50_us'))} / {_fmt(r.get('latency_p99_us'))} | "
             f"{_fmt(s['rss_peak_mb'])} / {_fmt(r.get('rss_peak_mb'))}{extra} | "
             f"{_fmt(s['cpu_s'])} / {_fmt(r.get('cpu_s'))} | "
             f"{_fmt(s['cpu_us_per_msg'])} / {_fmt(r.get('cpu_us_per_msg'))} |")
     return "\n".join(rows)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="one run of ~5 s per scenario")
     ap.add_argument("--full", action="store_true",
                     help="S6 backlog 1,000,000 and S7 5,000 connections")
-    ap.add_argument("--runs", type=int, default=None, help="runs per broker (default 3, quick 1)")
+    ap.add_argument("--runs", type=int, default=None,
+                    help="runs per broker (default 3, quick 1); passes with --long-running "
+                         "(default 1)")
     ap.add_argument("--time", type=float, default=None, help="seconds per run (default 10, quick 5)")
-    ap.add_argument("--scenarios", default="S1,S2,S3,S4,S5,S6,S7,S8")
+    ap.add_argument("--scenarios", default="S1,S2,S3,S4,S5,S6,S7,S8,S8b")
     ap.add_argument("--backlog", type=int, default=None)
     ap.add_argument("--connections", type=int, default=None)
     ap.add_argument("--s6-memory-budget", default="64MiB",
                     help="syncmq's --memory-budget in S6 (0: none)")
+    ap.add_argument("--s8b-rate", type=int, default=10_000, help="S8b's publish rate (msg/s)")
+    ap.add_argument("--long-running", action="store_true",
+                    help="every scenario on one broker process each, RSS settled after each "
+                         "(bench/perf_longrun.py)")
+    ap.add_argument("--settle-max", type=float, default=90.0,
+                    help="--long-running: longest wait for the RSS to settle (s)")
     ap.add_argument("--no-rabbitmq", action="store_true")
     ap.add_argument("--no-tool-check", action="store_true")
     ap.add_argument("--baseline", default=None, metavar="DIR",
                     help="another syncmq checkout to measure against, in RabbitMQ's place")
     ap.add_argument("--out", default=None, help="results file (default bench/results/...)")
     opts = ap.parse_args(argv)
-    opts.runs = opts.runs or (1 if opts.quick else 3)
+    opts.runs = opts.runs or (1 if opts.quick or opts.long_running else 3)
     opts.time = opts.time or (5.0 if opts.quick else 10.0)
     opts.backlog = opts.backlog or (1_000_000 if opts.full else 200_000)
     opts.connections = opts.connections or (5000 if opts.full else 500)
+    return opts
+
+
+def run_matrix(brokers: list[Any], wanted: list[str], all_sc: dict[str, dict[str, Any]],
+               opts: argparse.Namespace, other: str | None) -> tuple[dict, dict]:
+    """Each scenario on fresh brokers, runs alternating; returns (raw runs, summary)."""
+    raw: dict[str, dict[str, list]] = {}
+    summary: dict[str, Any] = {}
+    for name in wanted:
+        sc = all_sc[name]
+        timeout = opts.time * 4 + 600
+        raw[name] = {b.name: [] for b in brokers}
+        if name != wanted[0] and not sc.get("fresh"):
+            for b in brokers:  # RSS figures must not carry the previous scenario's heap
+                b.restart()
+        for i in range(opts.runs):
+            order = brokers if i % 2 == 0 else list(reversed(brokers))
+            for b in order:
+                if sc.get("fresh"):  # memory figures from a broker of the run's own
+                    if isinstance(b, Syncmq):
+                        b.restart(sc.get("syncmq_args"))
+                    else:
+                        b.restart()
+                res = run_one(b, sc, timeout)
+                raw[name][b.name].append(res)
+                print(f"# {name} run {i + 1} {b.name}: {json.dumps(res)}", file=sys.stderr,
+                      flush=True)
+        summary[name] = {"desc": sc["desc"], "args": sc["steps"],
+                         **{b: summarize(rs) for b, rs in raw[name].items()}}
+        for key in ("sent_rate", "received_rate"):
+            if other:
+                summary[name][f"{key}_ratio"] = _ratio(summary[name]["syncmq"][key],
+                                                       summary[name][other][key])
+    return raw, summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    opts = parse(argv)
     _raise_nofile()
     wanted = [s.strip() for s in opts.scenarios.split(",") if s.strip()]
     all_sc = scenarios(opts)
     set_name = "full" if opts.full else "quick" if opts.quick else "standard"
+    if opts.long_running:
+        set_name = "long-running"
+        bad = perf_longrun.refused(wanted, all_sc)
+        if bad:
+            sys.exit(f"--long-running: {', '.join(bad)} need a broker of their own")
     if wanted != list(all_sc):
         set_name += "-" + "-".join(wanted)
-
-    sq = Syncmq()
+    # a long-running syncmq has one configuration: the S6 budget from the start
+    sq = Syncmq(extra=all_sc["S6"]["syncmq_args"] if opts.long_running else None)
     rabbit = None
+    tools = raw = summary = longrun = None
     try:
         if opts.baseline:
-            rabbit = Syncmq(opts.baseline, "baseline")
+            rabbit = Syncmq(opts.baseline, "baseline",
+                            extra=all_sc["S6"]["syncmq_args"] if opts.long_running else None)
         elif not opts.no_rabbitmq and RabbitMQ.available():
             rabbit = RabbitMQ()
         brokers: list[Any] = [b for b in (sq, rabbit) if b is not None]
         info = machine_info(rabbit, sq)
         print(f"# machine: {json.dumps(info)}", file=sys.stderr)
-        raw: dict[str, dict[str, list]] = {}
-        summary: dict[str, Any] = {}
-        for name in wanted:
-            sc = all_sc[name]
-            timeout = opts.time * 4 + 600
-            raw[name] = {b.name: [] for b in brokers}
-            if name != wanted[0] and not sc.get("fresh"):
-                for b in brokers:  # RSS figures must not carry the previous scenario's heap
-                    b.restart()
-            for i in range(opts.runs):
-                order = brokers if i % 2 == 0 else list(reversed(brokers))
-                for b in order:
-                    if sc.get("fresh"):  # memory figures from a broker of the run's own
-                        if isinstance(b, Syncmq):
-                            b.restart(sc.get("syncmq_args"))
-                        else:
-                            b.restart()
-                    res = run_one(b, sc, timeout)
-                    raw[name][b.name].append(res)
-                    print(f"# {name} run {i + 1} {b.name}: {json.dumps(res)}", file=sys.stderr,
-                          flush=True)
-            summary[name] = {"desc": sc["desc"], "args": sc["steps"],
-                             **{b: summarize(rs) for b, rs in raw[name].items()}}
-            for key in ("sent_rate", "received_rate"):
-                if rabbit:
-                    summary[name][f"{key}_ratio"] = _ratio(summary[name]["syncmq"][key],
-                                                           summary[name][rabbit.name][key])
-        tools = None
-        if isinstance(rabbit, RabbitMQ) and not opts.no_tool_check:
-            tools = tool_check(rabbit, opts.runs, opts.time)
+        if opts.long_running:
+            longrun = perf_longrun.long_running(
+                brokers, wanted, all_sc, run_one, rss_kb, opts.runs, opts.time * 4 + 600,
+                opts.settle_max, lambda text: print(text, file=sys.stderr, flush=True))
+            md = perf_longrun.table(longrun)
+        else:
+            raw, summary = run_matrix(brokers, wanted, all_sc, opts,
+                                      rabbit.name if rabbit else None)
+            md = table(summary, rabbit.name if rabbit is not None else "rabbitmq")
+            if isinstance(rabbit, RabbitMQ) and not opts.no_tool_check:
+                tools = tool_check(rabbit, opts.runs, opts.time)
     finally:
         sq.stop()
         if rabbit:
             rabbit.stop()
-    md = table(summary, rabbit.name if rabbit is not None else "rabbitmq")
     result = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
               "command": " ".join([os.path.relpath(sys.argv[0], ROOT), *(argv or sys.argv[1:])]),
               "set": set_name, "runs": opts.runs, "time_s": opts.time, "backlog": opts.backlog,
               "connections": opts.connections, "machine": info, "summary": summary,
-              "tool_check": tools, "raw": raw, "markdown": md}
+              "long_running": longrun, "tool_check": tools, "raw": raw, "markdown": md}
     out = opts.out or os.path.join(HERE, "results",
                                    f"{datetime.date.today().isoformat()}-{set_name}.json")
     os.makedirs(os.path.dirname(out), exist_ok=True)

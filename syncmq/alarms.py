@@ -10,7 +10,9 @@ figure is back under :data:`CLEAR_BELOW` of the watermark and RSS under its boun
 keeps it from flapping). RSS alone could not clear it: the allocator keeps what was freed.
 When RSS is well above the accounted figure (a backlog drained) the monitor gives memory back
 (``memory.trim``: glibc ``malloc_trim``), at most every :data:`TRIM_EVERY` seconds, backing
-off while it releases little. When a limit is crossed the alarm is *set*: ``broker.alarms`` gains
+off while it releases little (up to 60 s; a drop by half of the accounted figure since the
+last attempt, a backlog drained, ends the back-off); before each trim the body store rebuilds the index tables a
+drained backlog left oversized (``BodyStore.shrink``: dicts never shrink on deletion). When a limit is crossed the alarm is *set*: ``broker.alarms`` gains
 ``"memory"`` or ``"disk"``, one log line says so, and every session is told on its own worker
 (``Session.alarms_changed``). A session then sends ``connection.blocked`` (to clients with that
 capability) and stops reading from its socket as soon as it publishes, as RabbitMQ's reader
@@ -83,6 +85,7 @@ class ResourceMonitor:
         self._next_walk = 0.0
         self._next_trim = 0.0
         self._trim_every = TRIM_EVERY
+        self._trim_mem = 0  # the accounted figure at the last trim attempt
         self.trims = 0  # malloc_trim calls that released memory (tests, logs)
         self.disk_free = 0
         self.stopped = False
@@ -140,7 +143,16 @@ class ResourceMonitor:
             self.broker.memory_used = parts["total"]
         mem = self.memory_used
         rss = resident_memory()
+        if mem < self._trim_mem // 2:
+            # what the broker holds halved since the last trim (a backlog drained): trim now,
+            # not after the back-off that the failed trims during the backlog built up
+            self._next_trim = now
         if rss > mem + max(TRIM_SLACK, mem // 4) and now >= self._next_trim:
+            self._trim_mem = mem
+            store = getattr(self.broker, "body_store", None)
+            if store is not None and store.shrink():  # a drained backlog's index tables
+                log.info("body store index tables rebuilt at their size",
+                         extra={"rss_before": rss, "accounted": mem})
             released = memory.trim()
             after = resident_memory()
             if released and rss - after >= TRIM_SLACK // 4:

@@ -42,6 +42,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, MutableMapping
@@ -285,6 +286,26 @@ class SpillFiles(MutableMapping):
 
 _INTERN_MAX = 4096
 _INTERN_PROPS_BYTES = 256
+# compacted(): containers smaller than SHRINK_MIN bytes are left alone; a table is oversized
+# beyond SHRINK_ENTRY bytes per entry (generous: an OrderedDict entry costs ~100), 8 times
+# over; SHRINK_MAX_ENTRIES bounds the O(len) rebuild (the store's lock is held meanwhile).
+SHRINK_MIN = 256 * 1024
+SHRINK_ENTRY = 128
+SHRINK_MAX_ENTRIES = 1 << 16
+
+
+def compacted(c: Any) -> Any:
+    """``c`` itself, or a rebuilt copy (same type, same order) when its table is mostly empty.
+
+    A dict, OrderedDict or set keeps the table of its largest size after its keys are deleted
+    (CPython shrinks only on insert-driven resizes, never on deletion): after a backlog of N
+    messages drained, each per-message index keeps ~40-60 bytes times N (measured: 9 MiB of
+    empty tables after 126,000 messages), for the life of the process. O(len(c))."""
+    size = sys.getsizeof(c)
+    n = len(c)
+    if size <= SHRINK_MIN or size <= 8 * SHRINK_ENTRY * n or n > SHRINK_MAX_ENTRIES:
+        return c
+    return type(c)(c)
 
 
 def _intern(table: dict, value: Any) -> Any:
@@ -461,6 +482,24 @@ class BodyStore:
                 log.error("message body %d missing from the store", message.store_key)
         elif refs < 0:
             log.error("message body %d released once too often", message.store_key)
+
+    def shrink(self) -> int:
+        """Rebuild the index containers left oversized by a drained backlog (see
+        :func:`compacted`); returns how many were rebuilt. The memory monitor calls it (reactor
+        thread) before ``malloc_trim`` when RSS is well above what is accounted. Takes the
+        lock; O(entries) only for a container 8 times too large, and at most
+        SHRINK_MAX_ENTRIES."""
+        done = 0
+        with self.lock:
+            fast, slow = self._fast, self.slow
+            for owner, attr in ((fast, "d"), (fast, "weights"), (fast.order, "_d"),
+                                (fast.heavy, "_d"), (slow, "_index")):
+                old = getattr(owner, attr)
+                new = compacted(old)
+                if new is not old:
+                    setattr(owner, attr, new)
+                    done += 1
+        return done
 
     def memory_bytes(self) -> int:
         """Bytes of bodies in memory, read without the lock (one attribute read: an estimate
