@@ -60,7 +60,7 @@ class BrokerProcess:
                         self.prometheus_port = int(rec["prometheus_port"])
                     self._started.set()
 
-    def wait_for_log(self, text: str, timeout: float = 15.0) -> str:
+    def wait_for_log(self, text: str, timeout: float = 30.0) -> str:
         """Block until a log line containing ``text`` appears; returns it."""
         with self._cond:
             ok = self._cond.wait_for(

@@ -89,6 +89,7 @@ def test_exclusive_queue_is_locked_to_its_connection(broker, conn, unique):
     ch.queue_declare(unique, exclusive=True)
     ch.queue_bind(unique, "amq.direct", "k")
     ch.basic_publish("", unique, b"mine")
+    message_count(ch, unique)  # its reply: "mine" is in before the other connection publishes
     with connection(broker.port) as other:
         for op in (
             lambda c: c.queue_declare(unique, exclusive=True),

@@ -114,7 +114,7 @@ def _run_against_slow_consumer(b, n: int) -> tuple[int, bool]:
     mch.queue_declare("q")
     cons = SlowConsumer(b.port, "q")
     cons.start()
-    assert cons.ready.wait(10)
+    assert cons.ready.wait(30)
     pub = Publisher(b.port, "q", n)
     pub.start()
     deepest, saw_flow = 0, False
@@ -159,7 +159,7 @@ def test_other_publishers_are_not_slowed(broker_factory):
     mch.queue_declare("other")
     cons = SlowConsumer(b.port, "slow", stuck=True, prefetch=1)
     cons.start()
-    assert cons.ready.wait(10)
+    assert cons.ready.wait(30)
     pub = Publisher(b.port, "slow", 100 * BOUND)  # far more than it will get to send
     pub.start()
     deadline = time.monotonic() + 30
@@ -260,7 +260,7 @@ def test_confirms_arrive_for_every_publish(broker_factory):
     mon.channel().queue_declare("conf")
     cons = SlowConsumer(b.port, "conf", delay=0.0005)
     cons.start()
-    assert cons.ready.wait(10)
+    assert cons.ready.wait(30)
     c = amqp_raw.connect(b.port)
     c.open_channel(1)
     c.send_method(1, _spec.Confirm.Select())
@@ -316,7 +316,7 @@ def test_error_after_a_throttled_publish_still_reads_close_ok(broker_factory):
         mch.basic_publish("", "behind", b"m")
     cons = SlowConsumer(b.port, "behind", delay=0.02, prefetch=1)
     cons.start()
-    assert cons.ready.wait(10)
+    assert cons.ready.wait(30)
     c = amqp_raw.connect(b.port)
     c.open_channel(1)
     publish = b"".join(

@@ -29,7 +29,7 @@ def params(port: int, **kw) -> pika.ConnectionParameters:
                                      socket_timeout=10, **kw)
 
 
-def wait_for_line(broker, *parts: str, timeout: float = 15.0) -> str:
+def wait_for_line(broker, *parts: str, timeout: float = 30.0) -> str:
     """Block until one log line contains every one of ``parts``."""
     with broker._cond:
         ok = broker._cond.wait_for(

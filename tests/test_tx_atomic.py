@@ -176,7 +176,7 @@ def test_an_ack_from_another_worker_during_the_commit_joins_the_unit(tmp_path) -
         d.publish("/", msg, [q])
         t = threading.Thread(target=lambda: (d.acked(q, [msg.msg_id]), acked.set()))
         t.start()
-        assert acked.wait(10)
+        assert acked.wait(30)
         assert len(unit.records) == 2  # the PUBLISH, then the other worker's ACK
     d.acked(q, [msg.msg_id + 1000])  # after the commit: the normal path
     barrier(j)

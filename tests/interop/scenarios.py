@@ -14,12 +14,25 @@ names (``amq.gen-*``, ``amq.ctag-*``).
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from decimal import Decimal
 
 import pika
 import pika.exceptions as pe
 from pika import spec
+
+# How long an expected delivery, return or notification may take: generous, as the suite
+# runs on a loaded 2-core machine; a broker that never sends it shows that in the transcript.
+WAIT = 30.0
+
+
+def pump_until(conn: pika.BlockingConnection, cond: Callable[[], bool],
+               timeout: float = WAIT) -> None:
+    """Process ``conn``'s events until ``cond()`` holds or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while not cond() and time.monotonic() < deadline:
+        conn.process_data_events(time_limit=0.05)
 
 SCENARIOS: dict[str, Callable[[Session], None]] = {}
 
@@ -565,7 +578,7 @@ def consume_prefetch_cancel_recover(s):
         _publish(ch, s.n("q"), str(i).encode())
     ch.basic_qos(prefetch_count=2)
     got = []
-    for m, _p, body in ch.consume(s.n("q"), inactivity_timeout=5):
+    for m, _p, body in ch.consume(s.n("q"), inactivity_timeout=WAIT):
         got.append((body.decode(), m.redelivered, m.delivery_tag))
         if len(got) == 2:
             break
@@ -626,7 +639,7 @@ def cancel_notify_on_queue_delete(s):
     ch._impl.add_on_cancel_callback(lambda f: events.append(("basic.cancel",
                                                              f.method.consumer_tag)))
     s.rec("delete", s.channel().queue_delete(s.n("q")).method.message_count)
-    s.conn.process_data_events(time_limit=0.3)
+    pump_until(s.conn, lambda: events)  # RabbitMQ's queue tells the channel after delete-ok
     s.rec("events", events)
 
 
@@ -725,7 +738,7 @@ def tx_mandatory_return(s):
     s.conn.process_data_events(time_limit=0)
     s.rec("returns before commit", list(returned))
     ch.tx_commit()
-    s.conn.process_data_events(time_limit=0.2)
+    pump_until(s.conn, lambda: returned)
     s.rec("returns after commit", list(returned))
 
 
@@ -753,10 +766,7 @@ def round_robin_and_global_qos(s):
                      consumer_tag="a")
     ch.basic_consume(s.n("q"), lambda c, m, p, b: got.append(("b", b.decode())),
                      consumer_tag="b")
-    deadline = 50
-    while len(got) < 3 and deadline:  # bounded: 50 x 0.1 s
-        s.conn.process_data_events(time_limit=0.1)
-        deadline -= 1
+    pump_until(s.conn, lambda: len(got) >= 3)
     s.rec("with global prefetch 3", len(got))
     ok = ch.queue_declare(s.n("q"), passive=True)
     s.rec("ready", ok.method.message_count, ok.method.consumer_count)

@@ -10,10 +10,11 @@ waiting for a known number of them (bounded).
 from __future__ import annotations
 
 import hashlib
+import time
 
 import pika
 import pika.exceptions as pe
-from scenarios import _publish, scenario
+from scenarios import WAIT, _publish, pump_until, scenario
 
 # x-death and friends: the parts that are the same on every run (its 'time' is a timestamp)
 _LAST_DEATH = ("x-last-death-reason", "x-last-death-queue", "x-last-death-exchange")
@@ -29,11 +30,10 @@ def _death_headers(props, keep_last_death: bool = False) -> dict:
     return h
 
 
-def _wait_deliveries(s, got: list, n: int, rounds: int = 100) -> None:
-    """Process events until ``got`` holds ``n`` items (bounded: rounds x 0.05 s)."""
-    while len(got) < n and rounds:
-        s.conn.process_data_events(time_limit=0.05)
-        rounds -= 1
+def _wait_deliveries(s, got: list, n: int) -> None:
+    """Process events until ``got`` holds ``n`` items (bounded: ``WAIT`` seconds; the
+    transcript then shows what came)."""
+    pump_until(s.conn, lambda: len(got) >= n)
 
 
 # ------------------------------------------------------------------ TTL and dead-lettering
@@ -69,15 +69,17 @@ def _dlx_setup(s, ch, extra=None):
     ch.queue_declare(s.n("q"), exclusive=True, arguments=args)
 
 
-def _poll_get(s, ch, queue, rounds=250):
-    """basic.get until a message comes (bounded: rounds x 0.02 s): dead-lettering is
+def _poll_get(s, ch, queue):
+    """basic.get until a message comes (bounded: ``WAIT`` seconds): dead-lettering is
     asynchronous on RabbitMQ (the queue process republishes)."""
-    for _ in range(rounds):
+    deadline = time.monotonic() + WAIT
+    while True:
         m, props, body = ch.basic_get(queue, auto_ack=False)
         if m is not None:
             return m, props, body
+        if time.monotonic() > deadline:
+            return None, None, None
         s.conn.sleep(0.02)
-    return None, None, None
 
 
 def _dead_letters(s, ch, n, keep_last_death=False):

@@ -21,7 +21,7 @@ def conn(broker):
         yield c
 
 
-def _drain(conn, until, timeout=10.0):
+def _drain(conn, until, timeout=30.0):
     while not until():
         conn.drain_events(timeout=timeout)
 
@@ -30,11 +30,11 @@ def test_simple_queue(conn, unique):
     q = conn.SimpleQueue(unique)
     q.put({"hello": "world"}, serializer="json")
     q.put("two", serializer="json")
-    m = q.get(block=True, timeout=10)
+    m = q.get(block=True, timeout=30)
     assert m.payload == {"hello": "world"}
     assert m.content_type == "application/json"
     m.ack()
-    m = q.get(block=True, timeout=10)
+    m = q.get(block=True, timeout=30)
     assert m.payload == "two"
     m.ack()
     with pytest.raises(q.Empty):

@@ -11,14 +11,14 @@ from amqp import spec  # noqa: E402
 @pytest.fixture
 def conn(broker):
     c = amqp.Connection(host=f"127.0.0.1:{broker.port}", userid="guest", password="guest",
-                        connect_timeout=10, read_timeout=10)
+                        connect_timeout=10, read_timeout=30)
     c.connect()
     yield c
     if c.connected:
         c.close()
 
 
-def _drain(conn, until, timeout=10.0):
+def _drain(conn, until, timeout=30.0):
     """Drain events until ``until()`` is true (each drain is bounded by ``timeout``)."""
     while not until():
         conn.drain_events(timeout=timeout)
@@ -122,7 +122,7 @@ def test_recover_redelivers(conn, unique):
 
 def test_publisher_confirms(broker, unique):
     c = amqp.Connection(host=f"127.0.0.1:{broker.port}", confirm_publish=True,
-                        connect_timeout=10, read_timeout=10)
+                        connect_timeout=10, read_timeout=30)
     c.connect()
     try:
         ch = c.channel()
@@ -188,7 +188,7 @@ def test_exclusive_queue_locked(broker, conn, unique):
     ch = conn.channel()
     ch.queue_declare(unique, exclusive=True)
     other = amqp.Connection(host=f"127.0.0.1:{broker.port}", connect_timeout=10,
-                            read_timeout=10)
+                            read_timeout=30)
     other.connect()
     try:
         with pytest.raises(amqp.ResourceLocked):
