@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections import deque
 from heapq import heapify, heappop, heappush, merge
+from itertools import count
 from operator import itemgetter
 
 __all__ = ["ReadyQueue", "PriorityReadyQueue"]
@@ -54,6 +55,14 @@ class ReadyQueue:
         self._next_seq = seq + 1
         self._fresh.append((seq, item))
         return seq
+
+    def push_many(self, items) -> None:
+        """Append new items in order, as ``push`` of each would.  O(k), in C (no Python call
+        per item: ``Queue.publish_many``'s runs)."""
+        fresh = self._fresh
+        n = len(fresh)
+        fresh.extend(zip(count(self._next_seq), items))
+        self._next_seq += len(fresh) - n
 
     def _append(self, seq: int, item) -> None:
         """Append ``item`` with a seq chosen by the caller, above every seq in the queue.  O(1).
