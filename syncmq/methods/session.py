@@ -340,7 +340,8 @@ class Session:
             # rabbit_reader drops all but channel 0 when ?IS_STOPPING; handled, a
             # channel.open would take a user count nothing gives back
             closing = state is not open_
-            for i, (ch_id, method, props, body) in enumerate(events):
+            for event in events:  # (no enumerate: its position is wanted only for a hold)
+                ch_id, method, props, body = event
                 if closing and ch_id:
                     continue
                 index = method.INDEX
@@ -369,7 +370,7 @@ class Session:
                         e.class_id, e.method_id = method.CLASS_ID, method.METHOD_ID
                     raise
                 if self.hold is not None:  # the reply waits for the journal (durable_reply.py)
-                    self.hold.events = events[i + 1 :]
+                    self.hold.events = events[_position(events, event) + 1 :]
                     return
                 if not ch_id:
                     state = proto.state
@@ -584,6 +585,14 @@ class Session:
             if self.capabilities.get("connection.blocked") is True:
                 reason = "low on memory" if "memory" in self.blocked else "low on disk"
                 self.send_method(0, _spec.Connection.Blocked(reason=reason))
+
+
+def _position(events: list, event: tuple) -> int:
+    """The index of ``event`` (that object: equal events may repeat) in ``events``."""
+    for i, e in enumerate(events):
+        if e is event:
+            return i
+    raise ValueError("event not in events")
 
 
 def _synced(waits: list, err: Exception | None) -> None:
