@@ -103,8 +103,8 @@ class Session:
 
     Slots, not an instance dict: CPython 3.11 shares (and specialises attribute and method
     loads on) an instance dict's keys only up to 29 attributes; past that every ``self.x``
-    and ``self.m()`` of the per-frame path is a generic lookup (~7% of a one-message round
-    trip's instructions, #15). A new attribute is one more name here."""
+    and ``self.m()`` of the per-frame path is a generic lookup. A new attribute is one more
+    name here."""
 
     __slots__ = (
         "transport", "broker", "settings", "handlers", "on_close", "proto", "channels",
