@@ -203,7 +203,7 @@ class Queue(QueueLimits, QueueCredit, QueueChecks, QueueConsumers):
             now = self._enqueue_locked(message)
             if self.consumers.count:
                 self._dispatch_locked(now or None)
-                if len(self.ready) > self.flow_high:  # (never behind without consumers)
+                if self.ready.count() > self.flow_high:  # (never behind without consumers)
                     self._check_behind_locked()
             if self.message_ttl == 0 and self.dlx is None and self.max_priority is None:
                 self._drop_undelivered_locked(message)
@@ -261,7 +261,7 @@ class Queue(QueueLimits, QueueCredit, QueueChecks, QueueConsumers):
                     self._enqueue_locked(message)
             if self.consumers.count:
                 self._dispatch_locked()
-                if len(self.ready) > self.flow_high:  # (never behind without consumers)
+                if self.ready.count() > self.flow_high:  # (never behind without consumers)
                     self._check_behind_locked()
             if self.limited:
                 self._drop_over_limit_locked()
@@ -293,7 +293,7 @@ class Queue(QueueLimits, QueueCredit, QueueChecks, QueueConsumers):
     def dispatch(self) -> None:
         """Deliver ready messages to consumers with credit (after acks freed some)."""
         with self.lock:  # (the guard inlined: see _Guard)
-            if self.consumers.count and self.ready:
+            if self.consumers.count and self.ready.count():
                 self._dispatch_locked()
             letters = self._letters
             if letters:
@@ -355,7 +355,7 @@ class Queue(QueueLimits, QueueCredit, QueueChecks, QueueConsumers):
         ready = self.ready
         deliver_many = c.channel.deliver_many
         no_ack = c.no_ack
-        while ready:
+        while ready.count():  # (not ``while ready``: see ReadyQueue.count)
             want = DISPATCH_BATCH
             if not no_ack and c.prefetch:
                 want = c.prefetch - c.unacked
@@ -398,7 +398,7 @@ class Queue(QueueLimits, QueueCredit, QueueChecks, QueueConsumers):
         store's reference). A plain queue pays the bytes' sum, three additions and a test
         of ``behind``."""
         self.stats_delivered += n
-        if self.behind and len(self.ready) <= self.flow_low:
+        if self.behind and self.ready.count() <= self.flow_low:
             self._caught_up_locked()
         if n == 1:
             size = pairs[0][1][0].size
@@ -508,7 +508,7 @@ class Queue(QueueLimits, QueueCredit, QueueChecks, QueueConsumers):
                 self._letters.extend([(m, "rejected") for _, m in entries])
             elif self.store is not None:
                 self.store.release_many([m for _, m in entries])
-            if dispatch and self.consumers.count and self.ready:
+            if dispatch and self.consumers.count and self.ready.count():
                 self._dispatch_locked()
             letters = self._letters
             if letters:
