@@ -66,6 +66,17 @@ class ReadyQueueMachine(RuleBasedStateMachine):
         self.last_seq = seq
         self.ready.append((seq, item))
 
+    @rule(new=st.lists(items, max_size=5))
+    def push_many(self, new):
+        """As ``push`` of each, in order (Queue.publish_many's runs)."""
+        seq = self.q.next_seq
+        self.q.push_many(iter(new))  # (an iterator: it must not need len())
+        for item in new:
+            self.ready.append((seq, item))
+            seq += 1
+        assert self.q.next_seq == seq
+        self.last_seq = seq - 1
+
     @rule()
     def pop(self):
         got = self.q.pop()

@@ -41,7 +41,7 @@ def _setup(n: int, consumers: int = 1, no_ack: bool = False):
     for i, body in enumerate(bodies):
         m = Message("", "q", b"\x00\x00", body)
         store.bodies[i + 1] = body
-        m.store_key, m.store, m.store_refs, m.stored_size = i + 1, store, 1, len(body)
+        m.store_key, m.store, m.store_refs = i + 1, store, 1
         m.body = None  # in the "store"
         msgs.append(m)
     q.publish_many(msgs)

@@ -84,7 +84,7 @@ def test_body_store_refcounts_spills_beyond_budget_and_loads_without_promoting(t
     msgs = [_Msg(bytes([i]) * (4 * KiB)) for i in range(100)]
     for m in msgs:
         store.put(m, 2)  # routed to two queues: stored once
-        assert m.body is None and m.store_key and m.stored_size == 4 * KiB
+        assert m.body is None and m.store_key and m.size == 4 * KiB
     st = store.stats()
     assert st["messages"] == 100
     assert st["memory_bytes"] <= 64 * KiB
@@ -119,7 +119,7 @@ def test_body_store_shares_repeated_sizes_properties_and_routing_keys(tmp_path):
         store.put(m, 1)
     assert msgs[0].properties is msgs[1].properties is msgs[2].properties
     assert msgs[0].routing_key is msgs[2].routing_key and msgs[1].routing_key == "rk1"
-    assert msgs[0].stored_size is msgs[1].stored_size == 1000
+    assert msgs[0].size is msgs[1].size == 1000
     store.release_many(msgs)
     store.close()
 

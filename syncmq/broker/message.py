@@ -6,9 +6,13 @@ priority, TTL, the headers exchange). The body is one ``bytes`` object, never co
 
 With a memory budget (``--memory-budget``, ``syncmq.queues.spill.BodyStore``) the body of a
 routed message lives in the store while queues hold it: ``BodyStore.put`` sets ``store_key``
-(non-zero), ``store``, ``store_refs``, ``stored_size`` and ``body = None`` before any queue
-sees the message; deliveries call :meth:`Message.load_body` when ``body`` is None. Without a
-budget ``store_key`` stays 0 and the other three are never set.
+(non-zero), ``store``, ``store_refs`` and ``body = None`` before any queue sees the message;
+deliveries call :meth:`Message.load_body` when ``body`` is None. Without a budget
+``store_key`` stays 0 and the other two are never set.
+
+``size`` (the body's length) is a plain attribute, set once by the constructor (and by the
+store when it adopts a body recovery never read): the queues' byte counters read it several
+times per message, and a property would cost a Python call each time.
 """
 
 from __future__ import annotations
@@ -48,9 +52,9 @@ class Message:
 
     __slots__ = (
         "exchange", "routing_key", "properties", "body", "msg_id", "_props", "_exchange_rk",
-        "persistent", "ttl", "cc", "bcc",
-        # memory budget (set by BodyStore.put; the last three only when store_key != 0)
-        "store_key", "store", "store_refs", "stored_size",
+        "persistent", "ttl", "cc", "bcc", "size",
+        # memory budget (set by BodyStore.put; the last two only when store_key != 0)
+        "store_key", "store", "store_refs",
     )
 
     def __init__(self, exchange: str, routing_key: str, properties: bytes, body: bytes,
@@ -59,6 +63,7 @@ class Message:
         self.routing_key = routing_key
         self.properties = properties
         self.body = body
+        self.size = len(body)  # body bytes, also while the body is in the body store
         self.msg_id = 0
         self.store_key = 0
         self._props: _spec.BasicProperties | None = None
@@ -104,12 +109,6 @@ class Message:
         if b is None:
             b = self._exchange_rk = _shortstr(self.exchange) + _shortstr(self.routing_key)
         return b
-
-    @property
-    def size(self) -> int:
-        """Body size in bytes (also while the body is in the body store)."""
-        body = self.body
-        return len(body) if body is not None else self.stored_size
 
     def load_body(self) -> bytes:
         """The body of a message whose ``body`` is None (it is in the body store): read it

@@ -29,6 +29,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from itertools import repeat
+from operator import attrgetter
 from typing import Any
 
 from ..queues.consumers import ConsumerRing
@@ -49,6 +51,8 @@ DISPATCH_BATCH = 128
 # What Queue.publish answers: the queue was deleted meanwhile, the message is on it, or its
 # length limit refused it (x-overflow = reject-publish(-dlx); still "routed" for mandatory)
 GONE, ENQUEUED, REFUSED = 0, 1, 2
+
+_SIZE = attrgetter("size")  # a message's body bytes
 
 
 class _Guard:
@@ -199,7 +203,7 @@ class Queue(QueueLimits, QueueCredit, QueueChecks, QueueConsumers):
             now = self._enqueue_locked(message)
             if self.consumers.count:
                 self._dispatch_locked(now or None)
-                if len(self.ready) > self.flow_high:  # (never behind without consumers)
+                if self.ready.count() > self.flow_high:  # (never behind without consumers)
                     self._check_behind_locked()
             if self.message_ttl == 0 and self.dlx is None and self.max_priority is None:
                 self._drop_undelivered_locked(message)
@@ -241,13 +245,14 @@ class Queue(QueueLimits, QueueCredit, QueueChecks, QueueConsumers):
                     for message in messages:
                         self.store.release(message)
                 return
-            if self.batchable:
-                push = self.ready.push
-                size = 0
-                for message in messages:
-                    push((message, False))
-                    size += message.size
-                self.ready_bytes += size
+            if self.batchable:  # (no priorities: a plain ReadyQueue; no loop in Python)
+                if len(messages) == 1:  # (a round trip's run: cheaper than the iterators)
+                    message = messages[0]
+                    self.ready.push((message, False))
+                    self.ready_bytes += message.size
+                else:
+                    self.ready.push_many(zip(messages, repeat(False)))
+                    self.ready_bytes += sum(map(_SIZE, messages))
                 if self.journaled:
                     self._persistent_locked(messages, 1)
                 self.stats_published += len(messages)
@@ -256,7 +261,7 @@ class Queue(QueueLimits, QueueCredit, QueueChecks, QueueConsumers):
                     self._enqueue_locked(message)
             if self.consumers.count:
                 self._dispatch_locked()
-                if len(self.ready) > self.flow_high:  # (never behind without consumers)
+                if self.ready.count() > self.flow_high:  # (never behind without consumers)
                     self._check_behind_locked()
             if self.limited:
                 self._drop_over_limit_locked()
@@ -288,7 +293,7 @@ class Queue(QueueLimits, QueueCredit, QueueChecks, QueueConsumers):
     def dispatch(self) -> None:
         """Deliver ready messages to consumers with credit (after acks freed some)."""
         with self.lock:  # (the guard inlined: see _Guard)
-            if self.consumers.count and self.ready:
+            if self.consumers.count and self.ready.count():
                 self._dispatch_locked()
             letters = self._letters
             if letters:
@@ -350,7 +355,7 @@ class Queue(QueueLimits, QueueCredit, QueueChecks, QueueConsumers):
         ready = self.ready
         deliver_many = c.channel.deliver_many
         no_ack = c.no_ack
-        while ready:
+        while ready.count():  # (not ``while ready``: see ReadyQueue.count)
             want = DISPATCH_BATCH
             if not no_ack and c.prefetch:
                 want = c.prefetch - c.unacked
@@ -393,11 +398,14 @@ class Queue(QueueLimits, QueueCredit, QueueChecks, QueueConsumers):
         store's reference). A plain queue pays the bytes' sum, three additions and a test
         of ``behind``."""
         self.stats_delivered += n
-        if self.behind and len(self.ready) <= self.flow_low:
+        if self.behind and self.ready.count() <= self.flow_low:
             self._caught_up_locked()
-        size = 0
-        for i in range(n):
-            size += pairs[i][1][0].size
+        if n == 1:
+            size = pairs[0][1][0].size
+        else:
+            size = 0
+            for pair in (pairs if n == len(pairs) else pairs[:n]):  # (a loop: no frame)
+                size += pair[1][0].size
         self.ready_bytes -= size
         if not no_ack:
             self.unacked_count += n
@@ -482,9 +490,12 @@ class Queue(QueueLimits, QueueCredit, QueueChecks, QueueConsumers):
         ``dispatch``: then deliver to consumers with credit under the same lock hold (what
         :meth:`dispatch` would do next, without taking the lock a second time)."""
         count = len(entries)
+        size = 0
+        for entry in entries:  # (a loop, not sum() of a generator: no frame per ack)
+            size += entry[1].size
         with self.lock:  # (the guard inlined: see _Guard)
             self.unacked_count -= count
-            self.unacked_bytes -= sum(m.size for _, m in entries)
+            self.unacked_bytes -= size
             if self.journaled:
                 self._persistent_locked([m for _, m in entries], -1)
             self.stats_acked += count
@@ -497,7 +508,7 @@ class Queue(QueueLimits, QueueCredit, QueueChecks, QueueConsumers):
                 self._letters.extend([(m, "rejected") for _, m in entries])
             elif self.store is not None:
                 self.store.release_many([m for _, m in entries])
-            if dispatch and self.consumers.count and self.ready:
+            if dispatch and self.consumers.count and self.ready.count():
                 self._dispatch_locked()
             letters = self._letters
             if letters:

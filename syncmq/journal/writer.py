@@ -134,7 +134,20 @@ class Journal(SegmentFiles, GroupCommit, JournalControl):
     :param compact_threshold: closed segments whose live fraction falls below it are compacted.
     :param auto_compact: compact on the journal thread between batches (bounded steps).
     :param compact_step_bytes: input bytes per compaction step.
+
+    Slots (its mixins have none of their own): 32 attributes are past the 29 keys up to
+    which CPython 3.11 shares an instance dict's keys and specialises loads from it, and
+    ``append`` runs for every persistent publish.
     """
+
+    __slots__ = (
+        "data_dir", "fsync_mode", "segment_bytes", "on_error", "compact_threshold",
+        "auto_compact", "compact_step_bytes", "metrics", "_lock", "_wakeup", "_pending",
+        "_ids", "_waiting", "_error", "_closing", "_thread", "_lock_fd", "_state",
+        "_compactor", "_fd", "_seg_no", "_seg_size", "_durable_end", "_dirty", "_mark_due",
+        "_unsynced", "_compact_failed_at", "_closed", "_clean_end", "durable_mark", "reader",
+        "_unapplied",
+    )
 
     def __init__(self, data_dir: str | os.PathLike[str], fsync: str = "batch",
                  segment_bytes: int = 64 * MiB, on_error: Callable[[Exception], None] | None = None,

@@ -99,7 +99,21 @@ Handler = Callable[["Session", "Channel | None", Any, "bytes | None", "bytes | N
 
 
 class Session:
-    """The handler of one client connection (see ``syncmq.reactor.Handler``)."""
+    """The handler of one client connection (see ``syncmq.reactor.Handler``).
+
+    Slots, not an instance dict: CPython 3.11 shares (and specialises attribute and method
+    loads on) an instance dict's keys only up to 29 attributes; past that every ``self.x``
+    and ``self.m()`` of the per-frame path is a generic lookup. A new attribute is one more
+    name here."""
+
+    __slots__ = (
+        "transport", "broker", "settings", "handlers", "on_close", "proto", "channels",
+        "frame_max", "channel_max", "heartbeat", "user", "username", "auth_mechanism",
+        "vhost", "counted_in", "client_properties", "capabilities", "exclusive_queues",
+        "confirm_dirty", "run", "pending_publish", "pending_acks", "hold", "confirm_lock",
+        "blocked", "reading_paused", "credit", "released", "topic_store", "topic_perms",
+        "counted", "counted_channels", "connected_at", "peer",
+    )
 
     def __init__(
         self,
@@ -326,7 +340,8 @@ class Session:
             # rabbit_reader drops all but channel 0 when ?IS_STOPPING; handled, a
             # channel.open would take a user count nothing gives back
             closing = state is not open_
-            for i, (ch_id, method, props, body) in enumerate(events):
+            for event in events:  # (no enumerate: its position is wanted only for a hold)
+                ch_id, method, props, body = event
                 if closing and ch_id:
                     continue
                 index = method.INDEX
@@ -355,7 +370,7 @@ class Session:
                         e.class_id, e.method_id = method.CLASS_ID, method.METHOD_ID
                     raise
                 if self.hold is not None:  # the reply waits for the journal (durable_reply.py)
-                    self.hold.events = events[i + 1 :]
+                    self.hold.events = events[_position(events, event) + 1 :]
                     return
                 if not ch_id:
                     state = proto.state
@@ -570,6 +585,14 @@ class Session:
             if self.capabilities.get("connection.blocked") is True:
                 reason = "low on memory" if "memory" in self.blocked else "low on disk"
                 self.send_method(0, _spec.Connection.Blocked(reason=reason))
+
+
+def _position(events: list, event: tuple) -> int:
+    """The index of ``event`` (that object: equal events may repeat) in ``events``."""
+    for i, e in enumerate(events):
+        if e is event:
+            return i
+    raise ValueError("event not in events")
 
 
 def _synced(waits: list, err: Exception | None) -> None:

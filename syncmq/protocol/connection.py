@@ -31,6 +31,7 @@ from the journal thread, under the session's ``confirm_lock``), which read ``sta
 
 from __future__ import annotations
 
+from operator import attrgetter
 from typing import NamedTuple
 
 from ..wire import _spec
@@ -110,10 +111,11 @@ class ConnectionProtocol:
         self.max_body_size = max_body_size
         self.fast = fast  # the receive pre-pass (off only to compare it with the general path)
 
-    @property
-    def state(self) -> ConnState:
-        """The connection's state (read-only: it changes by the table in ``state.py``)."""
-        return self._state
+    # The connection's state (read-only: it changes by the table in ``state.py``). A getter
+    # in C: the session reads it a few times per batch, and a Python getter is a frame each.
+    state = property(attrgetter("_state"),
+                     doc="The connection's state (read-only: it changes by the table in "
+                         "``state.py``).")
 
     def _fire(self, event: Event) -> None:
         self._state = st.next_state(self._state, event)

@@ -388,7 +388,7 @@ class BodyStore:
         its key; other bodies get negative keys). Otherwise, or before that, it spills to the spill files.
 
         Call before the message is visible to any queue: it sets ``store_key``, ``store``,
-        ``store_refs``, ``stored_size`` and then ``body = None``, and drops the message's
+        ``store_refs``, ``size`` (interned) and then ``body = None``, and drops the message's
         decoded-properties cache (144+ bytes a message in a backlog; decoded again if a
         queue needs a property)."""
         body = message.body
@@ -435,7 +435,7 @@ class BodyStore:
         message.store_key = key
         message.store = self
         message.store_refs = refs
-        message.stored_size = _intern(self._sizes, size)
+        message.size = _intern(self._sizes, size)  # (equal ints shared in a backlog)
         message.body = None
         # the decoded properties (cached when the publisher set delivery-mode or
         # expiration) cost more than the raw bytes kept beside them: decoded again on use
