@@ -30,6 +30,7 @@ import errno
 import functools
 import json
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from waitress.channel import HTTPChannel
 from waitress.parser import HTTPRequestParser
 from waitress.server import TcpWSGIServer
 from waitress.task import ErrorTask, ThreadedTaskDispatcher, WSGITask
+from waitress.trigger import trigger as _WaitressTrigger
 
 from .errors import bad_request
 from .state import Context
@@ -140,12 +142,53 @@ class _Channel(HTTPChannel):
         return super().received(data)
 
 
+class _Trigger(_WaitressTrigger):
+    """waitress's wake-up pipe, safe to pull after it is closed.
+
+    Any thread pulls it (request threads when a response is ready, :meth:`ManagementServer.stop`
+    with ``close_all``); only the I/O thread closes it, in ``close_all``. waitress appends a
+    thunk, *then* writes to the pipe: a wake-up already pending can run the thunk, and a
+    ``close_all`` close the pipe, before that write, which then fails with EBADF (or, once
+    the fd number is reused, writes ``x`` into someone else's file). Here the write and the
+    close hold ``_pull_lock``, and a pull after the close is a no-op (``close_all`` is the
+    last thunk: nothing after it needs running). Lock order: waitress's ``lock`` (held by the
+    I/O thread while it runs thunks, ``close`` included) before ``_pull_lock``; a pull never
+    holds both. The write end is non-blocking: a full pipe already holds wake-ups, so a pull
+    never blocks under the lock."""
+
+    def __init__(self, map) -> None:  # noqa: A002 (waitress's name)
+        self._pull_lock = threading.Lock()
+        super().__init__(map)
+        os.set_blocking(self.trigger, False)
+
+    def pull_trigger(self, thunk=None) -> None:
+        if thunk:
+            with self.lock:
+                self.thunks.append(thunk)
+        with self._pull_lock:
+            if self._closed:
+                return
+            try:
+                self._physical_pull()
+            except BlockingIOError:
+                pass
+
+    def close(self) -> None:
+        with self._pull_lock:
+            super().close()
+
+
 class _Server(TcpWSGIServer):
     channel_class = _Channel
     settings: HTTPSettings
     gate: App
     _paused_until = 0.0
     _refused_accepts = 0
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.trigger.close()  # waitress's, not yet polled: replaced by one safe after close
+        self.trigger = _Trigger(self._map)
 
     def maintenance(self, now: float) -> None:
         """Close connections idle past ``idle_timeout`` and requests still arriving after
@@ -255,7 +298,10 @@ class ManagementServer:
 
         def close_all() -> None:  # on the I/O thread: its map empties and its loop ends
             for obj in list(server._map.values()):
-                obj.close()
+                if isinstance(obj, HTTPChannel):
+                    obj.handle_close()  # under its outbuf lock: a late request thread's
+                    # write then sees it closed (ClientDisconnected), never a closed socket
+            server.close()  # the listener, then the trigger (no pull reaches it after)
 
         server.trigger.pull_trigger(close_all)
         if self.thread is not None:
