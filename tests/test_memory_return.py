@@ -221,6 +221,29 @@ def test_body_store_index_comes_back_after_a_drained_backlog(tmp_path):
     store.close()
 
 
+def test_shrink_never_waits_for_the_store_lock(tmp_path):
+    """``shrink`` runs on the reactor thread (the memory monitor), which must not wait for
+    the store's lock: its holders read and write spilled bodies on disk. While a worker holds
+    it, ``shrink`` rebuilds nothing and returns at once; the next attempt rebuilds."""
+    import threading
+
+    store = BodyStore(str(tmp_path / "spill"), budget=512 * 1024)
+    store.open()
+    msgs = [_Msg(b"b" * 64) for _ in range(20_000)]
+    for m in msgs:
+        store.put(m, 1)
+    store.release_many(msgs[:-10])
+    done = []
+    with store.lock:  # a worker in the middle of a spill write or read
+        t = threading.Thread(target=lambda: done.append(store.shrink()))
+        t.start()
+        t.join(5)
+        assert done == [0], "shrink waited for the store's lock"
+    assert store.shrink() >= 1
+    store.release_many(msgs[-10:])
+    store.close()
+
+
 def test_monitor_rebuilds_the_index_tables_after_a_drained_backlog(broker_factory):
     """With a budget, a backlog of small messages deleted: the memory monitor, seeing RSS
     above what it accounts, rebuilds the body store's index tables before it trims

@@ -610,3 +610,23 @@ def test_a_reset_destination_is_one_warning_not_a_pika_traceback(pair, caplog):
         assert [r.getMessage() for r in caplog.records if r.name.startswith("pika")] == []
     finally:
         srv.close()
+
+
+def test_pika_records_of_other_threads_are_left_alone(caplog):
+    """Importing syncmq (as an application embedding it does) changes nothing in pika's
+    logging for the application's own pika connections: only the shovels' threads' pika
+    records below CRITICAL are dropped (the test above)."""
+    import syncmq.shovel.worker  # noqa: F401  (what importing syncmq.Server imports)
+    assert logging.getLogger("pika").level == logging.NOTSET
+    caplog.set_level(logging.DEBUG)
+    logging.getLogger("pika.connection").error("the application's own connection failed")
+    assert [r.getMessage() for r in caplog.records] == [
+        "the application's own connection failed"]
+    out = []
+    t = threading.Thread(target=lambda: (
+        logging.getLogger("pika.connection").error("a shovel's link reset"),
+        logging.getLogger("pika.connection").critical("a shovel's pika crashed"),
+        out.append(1)), name="syncmq-shovel-/x")
+    t.start()
+    t.join()
+    assert out and [r.getMessage() for r in caplog.records][1:] == ["a shovel's pika crashed"]

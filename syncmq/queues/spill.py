@@ -487,10 +487,14 @@ class BodyStore:
         """Rebuild the index containers left oversized by a drained backlog (see
         :func:`compacted`); returns how many were rebuilt. The memory monitor calls it (reactor
         thread) before ``malloc_trim`` when RSS is well above what is accounted. Takes the
-        lock; O(entries) only for a container 8 times too large, and at most
+        lock only if it is free: the reactor must not wait for a holder's disk read or write
+        (as :meth:`memory_bytes`); busy, it rebuilds nothing (0) and the next trim tries
+        again. O(entries) only for a container 8 times too large, and at most
         SHRINK_MAX_ENTRIES."""
+        if not self.lock.acquire(blocking=False):
+            return 0
         done = 0
-        with self.lock:
+        try:
             fast, slow = self._fast, self.slow
             for owner, attr in ((fast, "d"), (fast, "weights"), (fast.order, "_d"),
                                 (fast.heavy, "_d"), (slow, "_index")):
@@ -499,6 +503,8 @@ class BodyStore:
                 if new is not old:
                     setattr(owner, attr, new)
                     done += 1
+        finally:
+            self.lock.release()
         return done
 
     def memory_bytes(self) -> int:
