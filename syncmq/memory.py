@@ -113,7 +113,7 @@ def queued_memory(broker: Any) -> tuple[int, int]:
     unsampled = 0  # messages of queues with nothing ready to sample
     for vhost in list(broker.vhosts.values()):
         for q in list(vhost.queues.values()):
-            n = len(q.ready) + q.unacked_count
+            n = q.ready.resident + q.unacked_count  # (paged-out messages cost no memory)
             if not n:
                 continue
             messages += n
