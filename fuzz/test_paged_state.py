@@ -11,8 +11,9 @@ across segments, or none.
   with a memory budget's body store and a paged FIFO: publish (with TTLs, length limits),
   consume, ack/reject/requeue, recover, get, purge, and expiry of the head; besides
   ``Queue._check``, ready messages are always in seq order (FIFO with requeues at their
-  position) and the body store holds exactly the messages the queue has in memory (paging
-  out releases a body, paging in stores it again: no leak, no double release).
+  position) and the body store holds exactly the resident messages whose body is not on
+  the message (paging out releases a body, paging in stores it again or keeps it within
+  ``loose_bytes``: no leak, no double release).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from syncmq.broker.message import Message
 from syncmq.broker.queue import Queue
 from syncmq.methods.session import Session, Settings
 from syncmq.queues.paged import PagedReadyQueue
+from syncmq.queues.ready import ReadyQueue
 from syncmq.queues.spill import BodyStore
 from tests.fake_transport import FakeTransport as _Transport
 
@@ -169,8 +171,9 @@ class PagedQueueMachine(QueueChannelsMachine):
     """The queue-and-channels machine with a body store and a paged FIFO (window 3)."""
 
     @initialize(args=QUEUE_ARGS.filter(lambda a: "x-max-priority" not in a),
-                window=st.integers(2, 4), batch=st.integers(1, 3))
-    def setup(self, args, window, batch):
+                window=st.integers(2, 4), batch=st.integers(1, 3),
+                loose=st.sampled_from([0, 20, 1 << 20]))
+    def setup(self, args, window, batch, loose):
         self.dir = tempfile.mkdtemp(prefix="pagedq-")
         self.store = BodyStore(self.dir, 40)  # a few bodies in memory, the rest spilled
         self.store.open()
@@ -179,7 +182,7 @@ class PagedQueueMachine(QueueChannelsMachine):
         self.q = Queue("/", "q", False, None, False, dict(args))
         self.q.store = self.store
         self.q.ready = PagedReadyQueue(Message, self.store, self.dir, window, seg_bytes=200,
-                                       batch=batch)
+                                       batch=batch, loose_bytes=loose)
         self.n = 0
         self.tags = 0
 
@@ -225,8 +228,14 @@ class PagedQueueMachine(QueueChannelsMachine):
         assert seqs == sorted(seqs)
         unacked = sum(1 for ch in self.channels for _t, e in ch.unacked.items()
                       if e[0] is q and e[2].store_key)
-        assert self.store.stats()["messages"] == q.ready.resident + unacked, (
+        ready = q.ready
+        resident = [m for _, (m, _r) in [*ReadyQueue.pairs(ready), *ready._pend]]
+        stored = sum(1 for m in resident if m.store_key)
+        assert self.store.stats()["messages"] == stored + unacked, (
             self.store.stats(), q.ready, unacked)
+        # a body is on its message or in the store, never both nor neither
+        assert all((m.body is None) == bool(m.store_key) for m in resident)
+        assert ready._loose <= ready.loose_bytes
 
 
 TestPagedQueue = PagedQueueMachine.TestCase

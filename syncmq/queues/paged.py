@@ -15,8 +15,12 @@ the *head*; what is pushed while the head is full goes to the *tail*:
 
 Paging in (``_page_in``) happens when a pop or peek leaves the head below half the window:
 records are read in one ``pread`` of up to :data:`READ_CHUNK` bytes and rebuilt as
-``Message`` objects, whose bodies go back into the body store (so the budget still bounds
-bodies, whatever their size); a segment is unlinked as soon as it is read through.
+``Message`` objects. A paged-in body stays on its message while the head holds less than
+``loose_bytes`` (4 MiB) of such bodies, else it goes back into the body store (so the budget
+still bounds bodies, whatever their size): putting every body back in the store and
+releasing it again cost as much CPU as the rest of a page-in. ``_loose`` counts them
+(decreased when such a message leaves the head by ``pop``; one requeued later is not
+counted again: at most a prefetch more). A segment is unlinked once read through.
 
 Order: every seq in the tail is above every seq in the head (pushes go to the tail while
 it is not empty; a requeued or put-back pair was popped from the head, so its seq is below
@@ -47,6 +51,7 @@ __all__ = ["PagedReadyQueue", "PAGE_BATCH"]
 PAGE_BATCH = 256  # tail pairs written per write
 READ_CHUNK = 1 << 20  # bytes read per pread when paging in
 SEG_BYTES = 64 << 20  # page segment size (a record never spans two)
+LOOSE_BYTES = 4 << 20  # paged-in bodies a queue's head may hold outside the body store
 
 # length, seq, msg_id, flags, ttl, len(exchange), len(routing key), len(properties),
 # number of CC keys, number of BCC keys, len(body); then the strings, the body, the length
@@ -127,11 +132,11 @@ class PagedReadyQueue(ReadyQueue):
     """
 
     __slots__ = ("window", "batch", "store", "directory", "seg_bytes", "paged_count", "paged_bytes",
-                 "_pend", "_segs", "_rpos", "_id", "_nseg", "_names", "written_bytes", "_tail_hi", "_cls")
+                 "_pend", "_segs", "_rpos", "_id", "_nseg", "_names", "written_bytes", "_tail_hi", "_cls", "loose_bytes", "_loose")
 
     def __init__(self, message_class, store, directory: str, window: int,
                  seg_bytes: int = SEG_BYTES, batch: int = PAGE_BATCH,
-                 first_seq: int = 0) -> None:
+                 loose_bytes: int = LOOSE_BYTES, first_seq: int = 0) -> None:
         super().__init__(first_seq)
         self.batch = max(1, batch)
         self._cls = message_class  # the broker's Message (queues never import broker)
@@ -149,6 +154,8 @@ class PagedReadyQueue(ReadyQueue):
         self._nseg = 0
         self._names: dict[bytes, str] = {}
         self._tail_hi = -1  # seq of the pair pop_tail took from the tail (see requeue)
+        self.loose_bytes = loose_bytes
+        self._loose = 0  # bytes of paged-in bodies in the head outside the store
 
     # -- adding ---------------------------------------------------------------------------
 
@@ -187,7 +194,12 @@ class PagedReadyQueue(ReadyQueue):
         if len(self._fresh) + len(self._requeued) <= self.window >> 1 and \
                 (self._pend or self.paged_count):
             self._page_in()
-        return ReadyQueue.pop(self)
+        pair = ReadyQueue.pop(self)
+        if self._loose and pair is not None:
+            m = pair[1][0]
+            if not m.store_key:
+                self._loose = max(0, self._loose - len(m.body))
+        return pair
 
     def peek(self):
         if not (self._fresh or self._requeued) and (self._pend or self.paged_count):
@@ -207,7 +219,7 @@ class PagedReadyQueue(ReadyQueue):
             self._count_out(pair, -1)
             if seg.end == (self._rpos if len(self._segs) == 1 else 0):
                 self._drop_seg(-1)
-            self._store_put(pair[1][0])
+            # (its body stays on it: it is expired at once or goes back to the tail)
         else:
             return ReadyQueue.pop_tail(self)
         self._tail_hi = pair[0]
@@ -222,6 +234,7 @@ class PagedReadyQueue(ReadyQueue):
         self._requeued.clear()
         out.extend(item for _, item in self._pend)
         self._pend.clear()
+        self._loose = 0
         return out
 
     def purge_paged(self, visit) -> int:
@@ -326,7 +339,11 @@ class PagedReadyQueue(ReadyQueue):
         self.paged_bytes += sign * len(pair[1][0].body)
 
     def _store_put(self, message) -> None:
-        if self.store is not None:
+        """A paged-in message: its body into the store, or kept (see ``_loose``)."""
+        n = len(message.body)
+        if self._loose + n <= self.loose_bytes or self.store is None:
+            self._loose += n
+        else:
             self.store.put(message, 1)
 
     def _new_seg(self) -> _Seg:

@@ -251,9 +251,20 @@ class SpillFiles(MutableMapping):
         return sum(f.size for f in self._files.values())
 
     def close(self) -> None:
-        """Close and delete every file (spilled bodies never survive a restart)."""
+        """Close and delete every file (spilled bodies never survive a restart), and the
+        paged queues' files beside them (``queues.paged``: the broker is stopping)."""
         for f in list(self._files.values()):
             self._drop(f)
+        try:
+            names = os.listdir(self.directory)
+        except OSError:
+            names = []
+        for name in names:
+            if name.endswith(".page"):
+                try:
+                    os.unlink(os.path.join(self.directory, name))
+                except OSError:
+                    pass
         self._index.clear()
         self._jfds.clear()
         self.bytes = 0
