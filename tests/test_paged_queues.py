@@ -210,3 +210,28 @@ def test_a_paged_backlog_holds_no_memory_per_message():
         plain_4n = _traced_heap_with_backlog(tmp, 4 * n, False)
     assert plain_4n > 3 * plain_n, (plain_n, plain_4n)  # the measure sees per-message costs
     assert paged_4n < 1.25 * paged_n, (paged_n, paged_4n)
+
+
+def test_memory_accounting_counts_only_the_resident_messages(tmp_path):
+    """``syncmq.memory.queued_memory`` (the alarm's figure) counts the messages a paged
+    queue holds in memory, not those in its page files."""
+    from syncmq.broker.broker import Broker
+    from syncmq.broker.publish import publish
+    from syncmq.memory import MESSAGE_OVERHEAD, queued_memory
+
+    store = BodyStore(str(tmp_path / "spill"), 64 * 1024)
+    store.page_window = 8
+    store.open()
+    broker = Broker(body_store=store)
+    vh = broker.vhosts["/"]
+    q, _ = vh.declare_queue("acc", False, False, False, False, None, None)
+    assert isinstance(q.ready, PagedReadyQueue)
+    for i in range(1000):
+        publish(vh, vh.default_exchange, Message("", "acc", b"\x00\x00", b"%04d" % i))
+    assert len(q.ready) == 1000 and q.ready.paged_count >= 3 * PAGE_BATCH
+    messages, size = queued_memory(broker)
+    assert messages == q.ready.resident < 8 + PAGE_BATCH
+    assert size == messages * MESSAGE_OVERHEAD + store.memory_bytes()
+    q.mark_deleted()
+    store.close()
+    assert not [f for f in os.listdir(tmp_path / "spill") if f.endswith(".page")]
