@@ -3,7 +3,7 @@ page batches and segments, so that every operation meets a tail in memory, in a 
 across segments, or none.
 
 - ``PagedReadyQueueMachine`` drives the structure against a model (a list sorted by seq):
-  push, pop, peek, requeue (one or many, to their original position), the newest message
+  push (one by one or a run), pop, peek, requeue (one or many, to their original position), the newest message
   taken off the end and put back (a TTL-0 queue's drop), purge; its ``_check`` after every
   step (head seqs below tail seqs, counters equal to the page files' records), and the page
   files on disk are exactly the live segments.
@@ -70,13 +70,21 @@ class PagedReadyQueueMachine(RuleBasedStateMachine):
         seq, (m, redelivered) = pair
         return seq, m.body
 
-    @rule(k=st.integers(1, 8))
-    def push(self, k):
+    @rule(k=st.integers(1, 8), many=st.booleans())
+    def push(self, k, many):
+        ms = []
         for _ in range(k):
             self.n += 1
-            m = _msg(self.n)
-            seq = self.q.push((m, False))
-            self.ready.append((seq, m.body))
+            ms.append(_msg(self.n))
+        if many:  # (Queue.publish_many's runs; an iterator, as there)
+            seq = self.q.next_seq
+            self.q.push_many(iter([(m, False) for m in ms]))
+            self.ready.extend((seq + i, m.body) for i, m in enumerate(ms))
+            assert self.q.next_seq == seq + k
+        else:
+            for m in ms:
+                seq = self.q.push((m, False))
+                self.ready.append((seq, m.body))
 
     @rule()
     def pop(self):

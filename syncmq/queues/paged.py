@@ -43,6 +43,7 @@ import itertools
 import os
 import struct
 from collections import deque
+from itertools import islice
 
 from .ready import ReadyQueue
 
@@ -106,6 +107,7 @@ def _decode(buf, p: int, names: dict, cls) -> tuple:
     m.cc = tuple(keys[:ncc])
     m.bcc = tuple(keys[ncc:])
     m.body = bytes(buf[q:q + lbody])
+    m.size = lbody
     m.msg_id = msg_id
     m.store_key = 0
     m._props = None
@@ -173,6 +175,17 @@ class PagedReadyQueue(ReadyQueue):
         if len(pend) >= self.batch:
             self._page_out()
         return seq
+
+    def push_many(self, items) -> None:
+        """Append new items in order, as ``push`` of each would: the head's room in one
+        ``ReadyQueue.push_many`` (in C), the rest one by one to the tail."""
+        items = iter(items)
+        room = self.window - len(self._fresh) - len(self._requeued)
+        if room > 0 and not self._pend and not self.paged_count:
+            ReadyQueue.push_many(self, islice(items, room))
+        push = self.push
+        for item in items:
+            push(item)
 
     def requeue(self, seq: int, item) -> None:
         """Put back a popped pair: to the head (it was popped from there, so its seq is
