@@ -162,7 +162,7 @@ class PagedReadyQueueMachine(RuleBasedStateMachine):
             return
         q = self.q
         q._check()
-        assert len(q) == len(self.ready)
+        assert len(q) == q.count() == len(self.ready)
         assert bool(q) == bool(self.ready)
         assert len(q._pend) < q.batch
         assert sorted(os.listdir(self.dir)) == sorted(os.path.basename(s.path)

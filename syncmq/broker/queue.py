@@ -34,7 +34,6 @@ from operator import attrgetter
 from typing import Any
 
 from ..queues.consumers import ConsumerRing
-from ..queues.paged import PagedReadyQueue
 from ..queues.ready import PriorityReadyQueue, ReadyQueue
 from .consumer import Consumer, DeliveryFailed, DeliveryTarget
 from .flow import QueueCredit
@@ -184,14 +183,6 @@ class Queue(QueueLimits, QueueCredit, QueueChecks, QueueConsumers, QueuePaging):
 
     def __repr__(self) -> str:
         return f"<Queue {self.vhost!r}/{self.name!r}>"
-
-    def _fifo(self) -> ReadyQueue:
-        """The ready FIFO: paged out beyond the store's window under a memory budget
-        (``queues.paged``; priority queues are never paged)."""
-        store = self.store
-        if store is None or not store.page_window:
-            return ReadyQueue()
-        return PagedReadyQueue(Message, store, store.slow.directory, store.page_window)
 
     # ---- publishing and delivery ----
 

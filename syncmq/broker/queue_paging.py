@@ -1,4 +1,5 @@
-"""A queue's side of a paged ready FIFO (``queues.paged.PagedReadyQueue``).
+"""A queue's side of a paged ready FIFO (``queues.paged.PagedReadyQueue``): which FIFO a
+queue gets, and dropping its paged-out messages.
 
 :class:`QueuePaging` is a part of :class:`~syncmq.broker.queue.Queue` (a base class with no
 state of its own; queue lock held). The paged-out messages of a queue never become
@@ -12,11 +13,23 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ..queues.paged import PagedReadyQueue
+from ..queues.ready import ReadyQueue
+from .message import Message
+
 
 class QueuePaging:
     """Dropping a queue's paged-out messages (a mixin of ``Queue``; queue lock held)."""
 
     __slots__ = ()
+
+    def _fifo(self) -> ReadyQueue:
+        """A new queue's ready FIFO: paged out beyond the store's window under a memory
+        budget (``queues.paged``; priority queues are never paged)."""
+        store = self.store
+        if store is None or not store.page_window:
+            return ReadyQueue()
+        return PagedReadyQueue(Message, store, store.slow.directory, store.page_window)
 
     def _drop_paged_locked(self, ack: Callable[[Any, list[int]], None] | None) -> int:
         """Drop every paged-out ready message: its expiry entry, its share of the

@@ -397,8 +397,11 @@ class PagedReadyQueue(ReadyQueue):
                 pos += n
         yield from list(self._pend)
 
-    def __len__(self) -> int:
+    def count(self) -> int:
+        """Ready messages, paged out or not (see ``ReadyQueue.count``).  O(1)."""
         return len(self._fresh) + len(self._requeued) + len(self._pend) + self.paged_count
+
+    __len__ = count
 
     def __bool__(self) -> bool:
         return bool(self._fresh or self._requeued or self._pend or self.paged_count)
