@@ -12,6 +12,7 @@ JSON summary (figures, not assertions: nothing here fails on time).
     python bench/backlog.py --budget 0                 # the same backlog without a budget
     python bench/backlog.py --messages 300000 --out bench/results/backlog.json
     python bench/backlog.py --persistent               # delivery-mode 2 to a durable queue
+    python bench/backlog.py --persistent --kill-recover  # kill -9 after the publish, restart
 
 With ``--persistent`` the bodies are journaled too: the summary gives the journal's segment
 bytes after the publish and the drain, and the body store's counters from the broker's "body
@@ -142,6 +143,26 @@ def perf(port: int, *args: str) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
+def _kill_and_recover(proc, sampler, data_dir: str, opts, result: dict):
+    """kill -9 the broker, restart it on ``data_dir``: seconds until it listens (recovery),
+    its CPU seconds and RSS then (issue #22: recovery of a backlog after a crash)."""
+    proc.kill()
+    proc.wait()
+    sampler.stop()
+    t0 = time.monotonic()
+    proc, port = start_broker(data_dir, opts.budget, opts.workers)
+    result["recovery_seconds"] = round(time.monotonic() - t0, 1)
+    st = _status(proc.pid)
+    result["after_recovery"] = {"rss_kib": st["VmRSS"], "hwm_kib": st["VmHWM"],
+                                "cpu_seconds": round(_cpu_seconds(proc.pid), 1),
+                                "spill": spill_usage(data_dir)}
+    old = sampler.max_rss
+    sampler = Sampler(proc.pid)
+    sampler.max_rss.update(old)
+    sampler.start()
+    return proc, port, sampler
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--messages", type=int, default=1_000_000)
@@ -150,6 +171,9 @@ def main() -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--persistent", action="store_true",
                    help="publish persistent messages (delivery-mode 2) to a durable queue")
+    p.add_argument("--kill-recover", action="store_true",
+                   help="after the publish, kill -9 the broker and restart it on the same data "
+                        "dir (recovery time, CPU and RSS), then drain the restarted one")
     p.add_argument("--data-dir", default=None, help="default: a temporary directory")
     p.add_argument("--out", default=None, help="also write the JSON summary here")
     opts = p.parse_args()
@@ -180,6 +204,8 @@ def main() -> int:
         result["after_publish"] = {"rss_kib": st["VmRSS"], "hwm_kib": st["VmHWM"],
                                    "spill": spill_usage(data_dir),
                                    "journal_bytes": journal_bytes(data_dir)}
+        if opts.kill_recover:
+            proc, port, sampler = _kill_and_recover(proc, sampler, data_dir, opts, result)
         sampler.phase = "drain"
         t0 = time.monotonic()
         c0 = _cpu_seconds(proc.pid)

@@ -10,7 +10,9 @@ set after the queue drained and blocked every publisher for good (issue #19). Th
   ``Message``, its properties and routing key, the ready entry or unacked record and the
   journal's per-message state (docs/architecture.md, "Cost per message"), plus its body while
   it is in memory: with ``--memory-budget`` the body store's in-memory bytes; without, each
-  queue's count times the mean body size of a sample of its head and tail;
+  queue's count times the mean body size of a sample of its head and tail; a message a
+  paged queue holds in its page files (``queues.paged``) costs no memory of its own, but a
+  persistent one still has its journal state: :data:`PAGED_PERSISTENT_OVERHEAD`;
 - per connection its unsent output (``pending_out``), the partial frame it holds, the reads
   handed to its worker and not handled yet (each up to ``RECV_SIZE``), plus
   :data:`CONNECTION_OVERHEAD`; per channel :data:`CHANNEL_OVERHEAD`.
@@ -39,6 +41,7 @@ from typing import Any
 log = logging.getLogger("syncmq.memory")
 
 MESSAGE_OVERHEAD = 512  # bytes a queued message costs beyond its body
+PAGED_PERSISTENT_OVERHEAD = 256  # a paged-out persistent message's journal state (#22)
 CONNECTION_OVERHEAD = 12 * 1024  # Transport, Session, codec state (README: ~8 KiB measured)
 CHANNEL_OVERHEAD = 2 * 1024
 RECV_SIZE = 256 * 1024  # reactor.RECV_SIZE: the most one read handed to a worker holds
@@ -109,11 +112,14 @@ def queued_memory(broker: Any) -> tuple[int, int]:
     their bodies where they are in memory (see the module docstring). A queue with only
     unacknowledged messages is counted at the mean body size of the other queues."""
     store = getattr(broker, "body_store", None)
-    messages = body = 0
+    messages = body = index = 0
     unsampled = 0  # messages of queues with nothing ready to sample
     for vhost in list(broker.vhosts.values()):
         for q in list(vhost.queues.values()):
-            n = len(q.ready) + q.unacked_count
+            n = q.ready.resident + q.unacked_count  # (paged-out messages cost no memory)
+            paged = q.ready.paged_count
+            if paged and q.persistent_count:  # (an estimate: which are persistent is unknown)
+                index += min(paged, q.persistent_count) * PAGED_PERSISTENT_OVERHEAD
             if not n:
                 continue
             messages += n
@@ -128,7 +134,7 @@ def queued_memory(broker: Any) -> tuple[int, int]:
         body += unsampled * (body // sampled if sampled else 0)
     if store is not None:
         body = store.memory_bytes()
-    return messages, messages * MESSAGE_OVERHEAD + body
+    return messages, messages * MESSAGE_OVERHEAD + body + index
 
 
 def connection_memory(sessions: list) -> int:

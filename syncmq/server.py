@@ -56,6 +56,7 @@ class Server:
         if config.memory_budget > 0 and broker is None:
             self.body_store = BodyStore(os.path.join(config.data_dir, SPILL_DIR),
                                         config.memory_budget)
+            self.body_store.page_window = max(0, config.queue_page_window)
             if self.journal is not None:
                 # persistent bodies already journaled are read back from it, not spilled
                 self.body_store.attach_journal(self.journal.reader)

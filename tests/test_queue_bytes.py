@@ -95,10 +95,13 @@ def test_idle_tracker_rules():
 
 
 class _NoScan:
-    """A ready queue whose messages may not be looked at (only its length)."""
+    """A ready queue whose messages may not be looked at (only its length and its paged-out
+    counters, ``queues.paged``)."""
 
     def __init__(self, inner):
         self.inner = inner
+        self.paged_count = inner.paged_count
+        self.paged_bytes = inner.paged_bytes
 
     def __len__(self):
         return len(self.inner)

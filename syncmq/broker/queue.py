@@ -42,6 +42,7 @@ from .policies import Policy, effective_definition, queue_settings
 from .queue_checks import QueueChecks
 from .queue_consumers import QueueConsumers
 from .queue_limits import QueueLimits
+from .queue_paging import QueuePaging
 
 log = logging.getLogger("syncmq.queue")
 
@@ -86,7 +87,7 @@ class _Guard:
             q._publish_letters(letters, target)
 
 
-class Queue(QueueLimits, QueueCredit, QueueChecks, QueueConsumers):
+class Queue(QueueLimits, QueueCredit, QueueChecks, QueueConsumers, QueuePaging):
     """A classic queue: FIFO of message references, consumers served round-robin (within the
     highest consumer priority that has credit)."""
 
@@ -150,7 +151,7 @@ class Queue(QueueLimits, QueueCredit, QueueChecks, QueueConsumers):
         self.lock = threading.Lock()
         self.guard = _Guard(self)  # the lock, then the dead letters (see _Guard)
         self.ready: ReadyQueue | PriorityReadyQueue = (
-            PriorityReadyQueue(self.max_priority) if self.max_priority else ReadyQueue())
+            PriorityReadyQueue(self.max_priority) if self.max_priority else self._fifo())
         # delivery order, exclusive count, priorities: O(1) consume/cancel (queues.consumers)
         self.consumers = ConsumerRing(self.single_active)
         self.unacked_count = 0
@@ -530,6 +531,7 @@ class Queue(QueueLimits, QueueCredit, QueueChecks, QueueConsumers):
     def purge(self) -> int:
         """Drop every ready message (unacked ones stay); returns how many."""
         with self.lock:
+            n = self._drop_paged_locked(self.durability.acked if self.journaled else None)
             if self.expiry:
                 for seq, _ in list(self.ready.pairs()):
                     self.expiry.pop(seq, None)
@@ -544,7 +546,7 @@ class Queue(QueueLimits, QueueCredit, QueueChecks, QueueConsumers):
                 self.durability.acked(self, [m.msg_id for m, _ in purged if m.msg_id])
             if self.store is not None:
                 self.store.release_many([m for m, _ in purged])
-            return len(purged)
+            return n + len(purged)
 
     def restore_message(self, message: Message, delivered: bool, published_ms: int = 0) -> None:
         """Recovery: append a journaled message (redelivered if it had been delivered).
@@ -575,7 +577,10 @@ class Queue(QueueLimits, QueueCredit, QueueChecks, QueueConsumers):
         with self.lock:
             self.deleted = True
             n = len(self.ready)
+            self._drop_paged_locked(self.durability.deleted_in_tx if self.journaled
+                                    and self.durability is not None else None)
             purged = self.ready.purge()
+            self.ready.close()
             self.expiry.clear()
             self.ready_bytes = 0
             if self.journaled:

@@ -63,16 +63,21 @@ def consumer_utilisation(queue: Any) -> float:
 
 def queue_bytes(queue: Any) -> dict[str, int]:
     """RabbitMQ's byte and persistence figures of a queue, from the counters the queue keeps
-    (no scan): bodies of ready and unacked messages (all held in memory or the memory
-    budget's store, so all "ram"), and the journaled (persistent) ones among them."""
+    (no scan): bodies of ready and unacked messages ("ram": in memory or the memory
+    budget's store; "paged_out": in a paged queue's page files, ``queues.paged``), and the
+    journaled (persistent) ones among them. Read without the queue's lock (an estimate)."""
     ready, unacked = queue.ready_bytes, queue.unacked_bytes
+    paged, paged_bytes = queue.ready.paged_count, queue.ready.paged_bytes
+    ram = ready + unacked - paged_bytes
+    resident = len(queue.ready) - paged
     return {"message_bytes": ready + unacked, "message_bytes_ready": ready,
-            "message_bytes_unacknowledged": unacked, "message_bytes_ram": ready + unacked,
-            "message_bytes_persistent": queue.persistent_bytes, "message_bytes_paged_out": 0,
+            "message_bytes_unacknowledged": unacked, "message_bytes_ram": ram,
+            "message_bytes_persistent": queue.persistent_bytes,
+            "message_bytes_paged_out": paged_bytes,
             "messages_persistent": queue.persistent_count,
-            "messages_ram": len(queue.ready) + queue.unacked_count,
-            "messages_ready_ram": len(queue.ready),
-            "messages_unacknowledged_ram": queue.unacked_count, "messages_paged_out": 0}
+            "messages_ram": resident + queue.unacked_count,
+            "messages_ready_ram": resident,
+            "messages_unacknowledged_ram": queue.unacked_count, "messages_paged_out": paged}
 
 
 def queue_activity(queue: Any) -> tuple:

@@ -31,7 +31,29 @@ _first = itemgetter(0)
 _second = itemgetter(1)
 
 
-class ReadyQueue:
+class _Resident:
+    """What a ready queue that pages nothing out answers to the paging calls of a queue
+    (see ``queues.paged.PagedReadyQueue``)."""
+
+    __slots__ = ()
+
+    paged_count = 0  # messages paged out to disk
+    paged_bytes = 0  # their body bytes
+
+    @property
+    def resident(self) -> int:
+        """Ready messages held in memory (all of them)."""
+        return len(self)
+
+    def purge_paged(self, visit) -> int:
+        """Drop the paged-out messages (none here): see ``PagedReadyQueue.purge_paged``."""
+        return 0
+
+    def close(self) -> None:
+        """The queue is gone (nothing to delete here)."""
+
+
+class ReadyQueue(_Resident):
     """FIFO of ready messages ordered by a per-queue sequence number.
 
     Requeued messages go back to their original position (RabbitMQ classic-queue semantics), i.e.
@@ -254,10 +276,10 @@ class ReadyQueue:
                 assert h[(i - 1) // 2][0] < seq, ("heap order", i)
             assert seq not in seen, ("seq twice", seq)
             seen.add(seq)
-        assert len(seen) == len(self), (len(seen), len(self))
+        assert len(seen) == len(self._fresh) + len(self._requeued), len(seen)
 
 
-class PriorityReadyQueue:
+class PriorityReadyQueue(_Resident):
     """Ready messages by priority: higher priority first, FIFO (by seq) within a priority.
 
     Priorities above ``max_priority`` count as ``max_priority`` and a missing priority (None)

@@ -102,7 +102,7 @@ class SpillFiles(MutableMapping):
         """Create the directory and delete whatever a previous run left in it."""
         os.makedirs(self.directory, exist_ok=True)
         for name in os.listdir(self.directory):
-            if name.endswith(".spill"):
+            if name.endswith((".spill", ".page")):  # (.page: queues.paged)
                 try:
                     os.unlink(os.path.join(self.directory, name))
                 except FileNotFoundError:
@@ -251,9 +251,20 @@ class SpillFiles(MutableMapping):
         return sum(f.size for f in self._files.values())
 
     def close(self) -> None:
-        """Close and delete every file (spilled bodies never survive a restart)."""
+        """Close and delete every file (spilled bodies never survive a restart), and the
+        paged queues' files beside them (``queues.paged``: the broker is stopping)."""
         for f in list(self._files.values()):
             self._drop(f)
+        try:
+            names = os.listdir(self.directory)
+        except OSError:
+            names = []
+        for name in names:
+            if name.endswith(".page"):
+                try:
+                    os.unlink(os.path.join(self.directory, name))
+                except OSError:
+                    pass
         self._index.clear()
         self._jfds.clear()
         self.bytes = 0
@@ -348,6 +359,10 @@ class BodyStore:
             # files of about the budget, 4..64 MiB: a drained file is deleted soon
             file_bytes = min(64 * MiB, max(4 * MiB, budget))
         self.budget = budget
+        # classic queues keep at most this many ready messages in memory and page the rest
+        # out to files beside the spill files (queues.paged; 0: off). Set before any queue
+        # exists (the server, from --queue-page-window).
+        self.page_window = 0
         self.slow = SpillFiles(directory, file_bytes)
         self.buffer: Buffer = Buffer({}, self.slow, n=budget, weight=_weight)
         self._fast = self.buffer.fast  # zict.LRU over the dict

@@ -1,0 +1,53 @@
+"""A queue's side of a paged ready FIFO (``queues.paged.PagedReadyQueue``): which FIFO a
+queue gets, and dropping its paged-out messages.
+
+:class:`QueuePaging` is a part of :class:`~syncmq.broker.queue.Queue` (a base class with no
+state of its own; queue lock held). The paged-out messages of a queue never become
+``Message`` objects again when the queue drops them all (purge, deletion): their records'
+headers are read in runs and each run is accounted for here, so purging a backlog of
+millions costs a scan of the page files, not their messages in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ..queues.paged import PagedReadyQueue
+from ..queues.ready import ReadyQueue
+from .message import Message
+
+
+class QueuePaging:
+    """Dropping a queue's paged-out messages (a mixin of ``Queue``; queue lock held)."""
+
+    __slots__ = ()
+
+    def _fifo(self) -> ReadyQueue:
+        """A new queue's ready FIFO: paged out beyond the store's window under a memory
+        budget (``queues.paged``; priority queues are never paged)."""
+        store = self.store
+        if store is None or not store.page_window:
+            return ReadyQueue()
+        return PagedReadyQueue(Message, store, store.slow.directory, store.page_window)
+
+    def _drop_paged_locked(self, ack: Callable[[Any, list[int]], None] | None) -> int:
+        """Drop every paged-out ready message: its expiry entry, its share of the
+        persistent counters (a journaled queue) and, with ``ack`` (``Durability.acked`` or
+        ``deleted_in_tx``), its journal record. Returns how many; the caller zeroes
+        ``ready_bytes`` (it drops the messages in memory too)."""
+        expiry = self.expiry
+        journaled = self.journaled
+
+        def visit(seqs: list[int], ids: list[int], sizes: list[int]) -> None:
+            if expiry:
+                for seq in seqs:
+                    expiry.pop(seq, None)
+            if journaled:
+                mine = [i for i, msg_id in enumerate(ids) if msg_id]
+                self.persistent_count -= len(mine)
+                self.persistent_bytes -= sum(sizes[i] for i in mine)
+                if ack is not None and mine:
+                    ack(self, [ids[i] for i in mine])
+
+        return self.ready.purge_paged(visit)

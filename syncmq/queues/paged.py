@@ -1,0 +1,431 @@
+"""A ready FIFO whose tail is paged out to disk (classic queues under a memory budget).
+
+:class:`PagedReadyQueue` is a :class:`~syncmq.queues.ready.ReadyQueue` (same API, same
+``(seq, (message, redelivered))`` pairs) that keeps at most ``window`` messages in memory,
+the *head*; what is pushed while the head is full goes to the *tail*:
+
+- ``_pend``: the newest tail pairs, still objects, until :data:`PAGE_BATCH` of them are
+  written with one ``write`` (their body-store references are then released);
+- the page files: append-only segments (``<spill dir>/q<id>-<n>.page``, about
+  ``seg_bytes`` each) holding one self-contained record per message: seq, redelivered, the
+  message's exchange, routing key, raw properties, CC/BCC keys, msg id, persistent flag,
+  TTL and body (:func:`_encode`). Nothing per paged message stays in memory: the records
+  sit back to back from a read position in the first segment to the end of the last one,
+  each with its length at both ends (so the newest can be taken off the end too).
+
+Paging in (``_page_in``) happens when a pop or peek leaves the head below half the window:
+records are read in one ``pread`` of up to :data:`READ_CHUNK` bytes and rebuilt as
+``Message`` objects. A paged-in body stays on its message while the head holds less than
+``loose_bytes`` (4 MiB) of such bodies, else it goes back into the body store (so the budget
+still bounds bodies, whatever their size): putting every body back in the store and
+releasing it again cost as much CPU as the rest of a page-in. ``_loose`` counts them
+(decreased when such a message leaves the head by ``pop``; one requeued later is not
+counted again: at most a prefetch more). A segment is unlinked once read through.
+
+Order: every seq in the tail is above every seq in the head (pushes go to the tail while
+it is not empty; a requeued or put-back pair was popped from the head, so its seq is below
+every tail seq and it goes to the head as in ``ReadyQueue``). ``pop_tail``/``requeue`` of
+the newest message (TTL 0 drops) work on the tail's end.
+
+Counters: ``paged_count`` and ``paged_bytes`` (body bytes) of the messages in the page
+files (``/api/queues`` ``messages_paged_out``). The queue's own counters (ready bytes,
+persistent count) include paged messages: a message is counted once when pushed.
+
+Page files are transient: recovery rebuilds a queue from the journal (recovered messages
+past the window are paged again); the spill directory is emptied at start-up. Not
+thread-safe: the owning queue's lock guards it (file I/O happens under it, as the body
+store's does under its own lock).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import struct
+from collections import deque
+from itertools import islice
+
+from .ready import ReadyQueue
+
+__all__ = ["PagedReadyQueue", "PAGE_BATCH"]
+
+PAGE_BATCH = 256  # tail pairs written per write
+READ_CHUNK = 1 << 20  # bytes read per pread when paging in
+SEG_BYTES = 64 << 20  # page segment size (a record never spans two)
+LOOSE_BYTES = 4 << 20  # paged-in bodies a queue's head may hold outside the body store
+
+# length, seq, msg_id, flags, ttl, len(exchange), len(routing key), len(properties),
+# number of CC keys, number of BCC keys, len(body); then the strings, the body, the length
+_HEAD = struct.Struct("<IqqBqBBIHHI")
+_LEN = struct.Struct("<I")
+_REDELIVERED, _PERSISTENT, _TTL = 1, 2, 4
+_ids = itertools.count(1)
+
+
+def _key(s: str) -> bytes:
+    b = s.encode("utf-8", "surrogateescape")
+    return bytes((len(b),)) + b
+
+
+def _encode(seq: int, message, redelivered: bool, body: bytes) -> bytes:
+    """One page record (see the module docstring)."""
+    ex = message.exchange.encode("utf-8", "surrogateescape")
+    rk = message.routing_key.encode("utf-8", "surrogateescape")
+    props = message.properties
+    cc, bcc = message.cc, message.bcc
+    keys = b"".join(_key(k) for k in (*cc, *bcc)) if cc or bcc else b""
+    ttl = message.ttl
+    flags = ((_REDELIVERED if redelivered else 0) | (_PERSISTENT if message.persistent else 0)
+             | (_TTL if ttl is not None else 0))
+    n = _HEAD.size + len(ex) + len(rk) + len(props) + len(keys) + len(body) + _LEN.size
+    return b"".join((_HEAD.pack(n, seq, message.msg_id, flags, ttl or 0, len(ex), len(rk),
+                                len(props), len(cc), len(bcc), len(body)),
+                     ex, rk, props, keys, body, _LEN.pack(n)))
+
+
+def _decode(buf, p: int, names: dict, cls) -> tuple:
+    """The pair of the record at ``buf[p:]``, its message a new ``cls`` (the broker's
+    ``Message``; ``names``: interned exchange names)."""
+    (n, seq, msg_id, flags, ttl, lex, lrk, lprops, ncc, nbcc, lbody) = _HEAD.unpack_from(buf, p)
+    q = p + _HEAD.size
+    m = cls.__new__(cls)
+    exb = bytes(buf[q:q + lex])
+    ex = names.get(exb)
+    if ex is None:
+        ex = names[exb] = exb.decode("utf-8", "surrogateescape")
+    m.exchange = ex
+    q += lex
+    m.routing_key = bytes(buf[q:q + lrk]).decode("utf-8", "surrogateescape")
+    q += lrk
+    m.properties = bytes(buf[q:q + lprops])
+    q += lprops
+    keys = []
+    for _ in range(ncc + nbcc):
+        k = buf[q]
+        keys.append(bytes(buf[q + 1:q + 1 + k]).decode("utf-8", "surrogateescape"))
+        q += 1 + k
+    m.cc = tuple(keys[:ncc])
+    m.bcc = tuple(keys[ncc:])
+    m.body = bytes(buf[q:q + lbody])
+    m.size = lbody
+    m.msg_id = msg_id
+    m.store_key = 0
+    m._props = None
+    m._exchange_rk = None
+    m.persistent = bool(flags & _PERSISTENT)
+    m.ttl = ttl if flags & _TTL else None
+    return seq, (m, bool(flags & _REDELIVERED))
+
+
+class _Seg:
+    __slots__ = ("fd", "path", "end")
+
+    def __init__(self, fd: int, path: str) -> None:
+        self.fd = fd
+        self.path = path
+        self.end = 0  # bytes written (the next record's offset)
+
+
+class PagedReadyQueue(ReadyQueue):
+    """A :class:`ReadyQueue` that keeps at most ``window`` messages in memory and pages the
+    rest out to files in ``directory`` (see the module docstring). ``store``: the body
+    store (``queues.spill.BodyStore``) paged-out messages leave and paged-in ones re-enter
+    (None: bodies stay on the messages).
+    """
+
+    __slots__ = ("window", "batch", "store", "directory", "seg_bytes", "paged_count", "paged_bytes",
+                 "_pend", "_segs", "_rpos", "_id", "_nseg", "_names", "written_bytes", "_tail_hi", "_cls", "loose_bytes", "_loose")
+
+    def __init__(self, message_class, store, directory: str, window: int,
+                 seg_bytes: int = SEG_BYTES, batch: int = PAGE_BATCH,
+                 loose_bytes: int = LOOSE_BYTES, first_seq: int = 0) -> None:
+        super().__init__(first_seq)
+        self.batch = max(1, batch)
+        self._cls = message_class  # the broker's Message (queues never import broker)
+        self.window = max(2, window)
+        self.store = store
+        self.directory = directory
+        self.seg_bytes = seg_bytes
+        self.paged_count = 0  # messages in the page files
+        self.paged_bytes = 0  # their body bytes
+        self.written_bytes = 0  # bytes ever written to page files
+        self._pend: deque = deque()  # newest tail pairs, not written yet
+        self._segs: deque[_Seg] = deque()  # page segments, oldest first
+        self._rpos = 0  # read position in _segs[0]
+        self._id = next(_ids)
+        self._nseg = 0
+        self._names: dict[bytes, str] = {}
+        self._tail_hi = -1  # seq of the pair pop_tail took from the tail (see requeue)
+        self.loose_bytes = loose_bytes
+        self._loose = 0  # bytes of paged-in bodies in the head outside the store
+
+    # -- adding ---------------------------------------------------------------------------
+
+    def push(self, item) -> int:
+        """Append a new item (to the head while it has room and the tail is empty); return
+        its seq. O(1), plus one write per :data:`PAGE_BATCH` tail pushes."""
+        seq = self._next_seq
+        self._next_seq = seq + 1
+        pend = self._pend
+        if not pend and not self.paged_count and \
+                len(self._fresh) + len(self._requeued) < self.window:
+            self._fresh.append((seq, item))
+            return seq
+        pend.append((seq, item))
+        if len(pend) >= self.batch:
+            self._page_out()
+        return seq
+
+    def push_many(self, items) -> None:
+        """Append new items in order, as ``push`` of each would: the head's room in one
+        ``ReadyQueue.push_many`` (in C), the rest one by one to the tail."""
+        items = iter(items)
+        room = self.window - len(self._fresh) - len(self._requeued)
+        if room > 0 and not self._pend and not self.paged_count:
+            ReadyQueue.push_many(self, islice(items, room))
+        push = self.push
+        for item in items:
+            push(item)
+
+    def requeue(self, seq: int, item) -> None:
+        """Put back a popped pair: to the head (it was popped from there, so its seq is
+        below every tail seq), or to the tail's end if :meth:`pop_tail` took it from there."""
+        if seq == self._tail_hi:
+            self._tail_hi = -1
+            if self._pend or self.paged_count:
+                self._pend.append((seq, item))
+                if len(self._pend) >= self.batch:
+                    self._page_out()
+                return
+        ReadyQueue.requeue(self, seq, item)
+
+    # -- taking ---------------------------------------------------------------------------
+
+    def pop(self):
+        """Remove and return the lowest pair; pages in when the head runs below half the
+        window. O(1) amortised, plus a read per half window of pops."""
+        if len(self._fresh) + len(self._requeued) <= self.window >> 1 and \
+                (self._pend or self.paged_count):
+            self._page_in()
+        pair = ReadyQueue.pop(self)
+        if self._loose and pair is not None:
+            m = pair[1][0]
+            if not m.store_key:
+                self._loose = max(0, self._loose - len(m.body))
+        return pair
+
+    def peek(self):
+        if not (self._fresh or self._requeued) and (self._pend or self.paged_count):
+            self._page_in()
+        return ReadyQueue.peek(self)
+
+    def pop_tail(self):
+        """Remove and return the newest pair. O(1), a read if it is in a page file."""
+        if self._pend:
+            pair = self._pend.pop()
+        elif self.paged_count:
+            seg = self._segs[-1]
+            n = _LEN.unpack(os.pread(seg.fd, _LEN.size, seg.end - _LEN.size))[0]
+            pair = _decode(os.pread(seg.fd, n, seg.end - n), 0, self._names, self._cls)
+            seg.end -= n
+            os.ftruncate(seg.fd, seg.end)
+            self._count_out(pair, -1)
+            if seg.end == (self._rpos if len(self._segs) == 1 else 0):
+                self._drop_seg(-1)
+            # (its body stays on it: it is expired at once or goes back to the tail)
+        else:
+            return ReadyQueue.pop_tail(self)
+        self._tail_hi = pair[0]
+        return pair
+
+    def purge(self) -> list:
+        """Remove and return every pair still in memory, in order; the page files must have
+        been emptied by :meth:`purge_paged` first."""
+        assert not self.paged_count
+        out = [item for _, item in ReadyQueue.pairs(self)]
+        self._fresh.clear()
+        self._requeued.clear()
+        out.extend(item for _, item in self._pend)
+        self._pend.clear()
+        self._loose = 0
+        return out
+
+    def purge_paged(self, visit) -> int:
+        """Drop every paged-out message: ``visit(seqs, msg_ids, sizes)`` is called for each
+        run of them (lists, in order) before the files are deleted; returns how many.
+        Reads the records' headers only, never builds messages. O(paged)."""
+        n = 0
+        while self._segs:
+            seg = self._segs[0]
+            pos = self._rpos
+            while pos < seg.end:
+                buf = os.pread(seg.fd, min(READ_CHUNK, seg.end - pos), pos)
+                seqs, ids, sizes = [], [], []
+                p = 0
+                while p + _HEAD.size <= len(buf):  # (a record may end past buf: skipped)
+                    h = _HEAD.unpack_from(buf, p)
+                    seqs.append(h[1])
+                    ids.append(h[2])
+                    sizes.append(h[10])
+                    p += h[0]
+                pos += p
+                n += len(seqs)
+                visit(seqs, ids, sizes)
+            self._drop_seg()
+        self.paged_count = self.paged_bytes = 0
+        return n
+
+    def remove_if(self, predicate) -> list:
+        """Not supported with a tail (no queue operation removes from the middle)."""
+        if self._pend or self.paged_count:
+            raise NotImplementedError("remove_if on a paged queue")
+        return ReadyQueue.remove_if(self, predicate)
+
+    def close(self) -> None:
+        """Delete the page files (the queue is gone)."""
+        while self._segs:
+            self._drop_seg()
+        self.paged_count = self.paged_bytes = 0
+
+    # -- paging ---------------------------------------------------------------------------
+
+    def _page_out(self) -> None:
+        """Write ``_pend`` to the page files in one write and release their bodies."""
+        pend = self._pend
+        store = self.store
+        records = []
+        size = 0
+        for seq, item in pend:
+            m = item[0]
+            body = m.body
+            if body is None:
+                body = m.load_body()
+            records.append(_encode(seq, m, item[1], body))
+            size += len(body)
+        data = b"".join(records)
+        seg = self._segs[-1] if self._segs else None
+        if seg is None or (seg.end and seg.end + len(data) > self.seg_bytes):
+            seg = self._new_seg()
+        os.pwrite(seg.fd, data, seg.end)
+        seg.end += len(data)
+        self.written_bytes += len(data)
+        self.paged_count += len(pend)
+        self.paged_bytes += size
+        if store is not None:
+            store.release_many([item[0] for _, item in pend])
+        pend.clear()
+
+    def _page_in(self) -> None:
+        """Move tail pairs to the head until it holds ``window`` (page files first, then
+        ``_pend``)."""
+        fresh = self._fresh
+        want = self.window - len(fresh) - len(self._requeued)
+        names = self._names
+        while want > 0 and self.paged_count:
+            seg = self._segs[0]
+            pos = self._rpos
+            buf = os.pread(seg.fd, min(READ_CHUNK, seg.end - pos), pos)
+            n = _LEN.unpack_from(buf, 0)[0]
+            if n > len(buf):
+                buf = os.pread(seg.fd, n, pos)
+            p = 0
+            while want > 0 and p + _LEN.size <= len(buf):
+                n = _LEN.unpack_from(buf, p)[0]
+                if p + n > len(buf):
+                    break
+                pair = _decode(buf, p, names, self._cls)
+                p += n
+                self._count_out(pair, -1)
+                self._store_put(pair[1][0])
+                fresh.append(pair)
+                want -= 1
+            self._rpos = pos + p
+            if self._rpos >= seg.end:
+                self._drop_seg()
+        pend = self._pend
+        while want > 0 and pend:
+            fresh.append(pend.popleft())
+            want -= 1
+
+    def _count_out(self, pair, sign: int) -> None:
+        self.paged_count += sign
+        self.paged_bytes += sign * len(pair[1][0].body)
+
+    def _store_put(self, message) -> None:
+        """A paged-in message: its body into the store, or kept (see ``_loose``)."""
+        n = len(message.body)
+        if self._loose + n <= self.loose_bytes or self.store is None:
+            self._loose += n
+        else:
+            self.store.put(message, 1)
+
+    def _new_seg(self) -> _Seg:
+        self._nseg += 1
+        path = os.path.join(self.directory, f"q{self._id}-{self._nseg}.page")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0),
+                     0o600)
+        seg = _Seg(fd, path)
+        if not self._segs:
+            self._rpos = 0
+        self._segs.append(seg)
+        return seg
+
+    def _drop_seg(self, end: int = 0) -> None:
+        """Close and delete the first (``end`` 0) or the last (-1) segment."""
+        if end == 0 or len(self._segs) == 1:
+            seg = self._segs.popleft()
+            self._rpos = 0
+        else:
+            seg = self._segs.pop()
+        os.close(seg.fd)
+        try:
+            os.unlink(seg.path)
+        except FileNotFoundError:
+            pass
+
+    # -- looking --------------------------------------------------------------------------
+
+    def pairs(self):
+        """Every pair in order, paged ones read back as new messages without a body-store
+        reference (tests and checks only: O(n) memory)."""
+        yield from ReadyQueue.pairs(self)
+        for i, seg in enumerate(list(self._segs)):
+            pos = self._rpos if i == 0 else 0
+            while pos < seg.end:
+                n = _LEN.unpack(os.pread(seg.fd, _LEN.size, pos))[0]
+                yield _decode(os.pread(seg.fd, n, pos), 0, self._names, self._cls)
+                pos += n
+        yield from list(self._pend)
+
+    def count(self) -> int:
+        """Ready messages, paged out or not (see ``ReadyQueue.count``).  O(1)."""
+        return len(self._fresh) + len(self._requeued) + len(self._pend) + self.paged_count
+
+    __len__ = count
+
+    def __bool__(self) -> bool:
+        return bool(self._fresh or self._requeued or self._pend or self.paged_count)
+
+    @property
+    def resident(self) -> int:
+        """Ready messages held in memory (head and unwritten tail)."""
+        return len(self._fresh) + len(self._requeued) + len(self._pend)
+
+    def __repr__(self) -> str:
+        return (f"<PagedReadyQueue {len(self._fresh) + len(self._requeued)} in memory, "
+                f"{len(self._pend)} pending, {self.paged_count} paged>")
+
+    def _check(self) -> None:
+        """The head's invariants, plus: every tail seq above every head seq, in order, and
+        the paged counters equal to the page files' records."""
+        ReadyQueue._check(self)
+        head = [seq for seq, _ in ReadyQueue.pairs(self)]
+        tail = [pair for pair in self.pairs()][len(head):]
+        seqs = [seq for seq, _ in tail]
+        assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs), seqs
+        if head and seqs:
+            assert max(head) < seqs[0], (max(head), seqs[0])
+        assert all(s < self._next_seq for s in seqs)
+        paged = tail[:len(tail) - len(self._pend)]
+        assert len(paged) == self.paged_count, (len(paged), self.paged_count)
+        assert sum(len(m.body) for _, (m, _r) in paged) == self.paged_bytes
