@@ -577,8 +577,7 @@ class Queue(QueueLimits, QueueCredit, QueueChecks, QueueConsumers, QueuePaging):
         with self.lock:
             self.deleted = True
             n = len(self.ready)
-            self._drop_paged_locked(self.durability.deleted_in_tx if self.journaled
-                                    and self.durability is not None else None)
+            self._drop_paged_locked(self.durability.deleted_in_tx if self.journaled else None)
             purged = self.ready.purge()
             self.ready.close()
             self.expiry.clear()
