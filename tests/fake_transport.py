@@ -1,6 +1,6 @@
 """Test doubles shared by the unit tests that run the protocol or a Session without sockets.
 
-- :class:`FakeTransport` implements what ``syncmq.methods.session.Transport`` declares: it
+- :class:`FakeTransport` implements what ``syncmq.methods.session_api.Transport`` declares: it
   records every chunk written, the calls that would reach the reactor (close, abort, timers,
   reading paused) and never sends anything. ``frames()`` parses what was written.
 - :func:`frames`, :func:`method_frame`, :func:`content_frames` build input for

@@ -13,8 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..broker.broker import Broker
@@ -27,6 +26,7 @@ from ..wire.errors import AMQPChannelError, AMQPConnectionError
 from .channel_state import Channel
 from .credit import Credit
 from .durable_reply import Hold
+from .session_api import SERVER_CAPABILITIES, Settings, Transport
 
 if TYPE_CHECKING:
     from ..broker.vhost import VirtualHost
@@ -34,29 +34,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("syncmq.connection")
 
-
-class Transport(Protocol):
-    """What a session needs of its connection's transport (``syncmq.reactor.Transport``,
-    which lives a layer above and is therefore not imported here). All thread-safe."""
-
-    peer: Any
-    pending_out: int  # unsent output bytes (read without a lock: see ``throttle``)
-    out_high: int  # the output high watermark
-
-    def throttle(self) -> bool: ...
-    def write(self, chunks: list) -> None: ...
-    def write1(self, data: bytes) -> None: ...
-    def close_after_flush(self) -> None: ...
-    def abort(self) -> None: ...
-    def stop_reading(self) -> None: ...
-    worker: Any  # the connection's worker (``submit``)
-
-    def pause_reading(self, reason: str = "alarm") -> None: ...
-    def resume_reading(self, reason: str = "alarm") -> None: ...
-    def set_frame_max(self, frame_max: int) -> None: ...
-    def set_heartbeat(self, seconds: int) -> None: ...
-    def mark_open(self) -> bool: ...
-    def call_later(self, delay: float, fn: Callable[..., Any], *args: Any) -> None: ...
 
 CLOSE_OK_TIMEOUT = 3.0  # seconds to wait for connection.close-ok before dropping the socket
 # Seconds between a fatal error and the hang-up when we do not wait for close-ok: after a frame
@@ -66,33 +43,6 @@ CLOSE_OK_TIMEOUT = 3.0  # seconds to wait for connection.close-ok before droppin
 # client, and a brake on clients that retry failed handshakes in a loop. We wait 1 s: it costs a
 # socket and a timer here (never a thread), and keeps the same two properties.
 SILENT_CLOSE_DELAY = 1.0
-
-
-@dataclass
-class Settings:
-    """Limits the server offers in connection.tune, and other per-connection settings."""
-
-    frame_max: int = 131072
-    channel_max: int = 2047
-    heartbeat: int = 60
-    max_message_size: int = 128 * 1024 * 1024
-    product: str = "syncmq"
-    cluster_name: str = "syncmq@localhost"
-    cert_login_from: str = "common_name"  # EXTERNAL: broker.certname.MODES
-    server_properties: dict = field(default_factory=dict)  # --server-properties overrides
-
-
-SERVER_CAPABILITIES = {
-    "publisher_confirms": True,
-    "exchange_exchange_bindings": True,
-    "basic.nack": True,
-    "consumer_cancel_notify": True,
-    "connection.blocked": True,
-    "consumer_priorities": True,
-    "authentication_failure_close": True,
-    "per_consumer_qos": True,
-    "direct_reply_to": True,
-}
 
 
 Handler = Callable[["Session", "Channel | None", Any, "bytes | None", "bytes | None"], None]

@@ -37,25 +37,9 @@ from pika.adapters.select_connection import IOLoop, SelectConnection
 
 from . import uri as urimod
 from .definition import ShovelSpec
+from .pikalog import THREAD_PREFIX
 
 log = logging.getLogger("syncmq.shovel")
-THREAD_PREFIX = "syncmq-shovel-"  # the name of every shovel worker's thread
-
-
-def _quiet_in_shovels(record: logging.LogRecord) -> bool:
-    """pika logs each failure of a connection itself, a peer's reset at ERROR with a stack
-    (which reads as a crash of the broker); the shovel logs the same failure once, as its
-    link's end reason in RabbitMQ's words. So pika's records from a shovel's thread pass only
-    when critical; an application embedding syncmq keeps every record of its own pika
-    connections (no logger's level is changed: a level would be process-wide)."""
-    return (record.levelno >= logging.CRITICAL
-            or not threading.current_thread().name.startswith(THREAD_PREFIX))
-
-
-# a logger's filter sees only the records made on that logger (not its children's): one on
-# each pika logger, all created by ``import pika`` (a module's ``getLogger(__name__)``)
-for _name in [n for n in list(logging.Logger.manager.loggerDict) if n.split(".")[0] == "pika"]:
-    logging.getLogger(_name).addFilter(_quiet_in_shovels)
 
 COMPLETED = "completed"  # src-delete-after reached: the shovel deletes itself
 CLOSE_TIMEOUT = 10.0
