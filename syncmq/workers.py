@@ -6,7 +6,9 @@ Invariants:
   the frames of one connection are handled in order and the connection's protocol state needs
   no lock of its own: only its worker touches it.
 - The reactor hands over *batches* (every frame cut from one ``recv``), never single frames,
-  so the cost of a hand-off (one ``SimpleQueue.put``) is spread over many messages.
+  so the cost of a hand-off (one ``SimpleQueue.put``) is spread over many messages. A
+  connection's batches go through its own input lane (``reactor.reading.Reader._input_turn``)
+  and take one place at a time in this FIFO, so the worker serves its connections in turn.
 - A task that raises is logged and dropped; it never kills the worker thread.
 
 Thread names are ``syncmq-worker-N``.

@@ -363,6 +363,21 @@ def _session() -> tuple[Session, FakeTransport]:
     return Session(t, Broker(), Settings(), HANDLERS), t
 
 
+def test_open_after_the_handshake_timeout_is_not_a_connection_limit(caplog):
+    """connection.open handled after the handshake timeout closed the socket (its frames
+    waited on a busy worker): nothing is answered and nothing claims the node's connection
+    limit refused it (mark_open says None: lost, not False: the limit)."""
+    s, t = _session()
+    t.mark_open = lambda: None  # the reactor counted the transport out already
+    s.connection_made()
+    s.frames_received(frames(method_frame(0, RECV[E.RECV_START_OK])))
+    s.frames_received(frames(method_frame(0, C.TuneOk(channel_max=10, frame_max=4096))))
+    s.frames_received(frames(method_frame(0, C.Open(virtual_host="/"))))
+    assert [type(m) for _, m in t.methods()] == [C.Start, C.Tune]
+    assert "connection limit" not in caplog.text
+    s.connection_lost()
+
+
 def test_handshake_and_close_through_a_session():
     s, t = _session()
     s.connection_made()

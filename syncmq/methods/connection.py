@@ -164,7 +164,12 @@ def open_(session: Session, _ch, m: C.Open, _p, _b) -> None:
             _spec.NOT_ALLOWED,
             f"NOT_ALLOWED - access to vhost '{name}' refused for user '{session.username}'",
         )
-    if not session.transport.mark_open():
+    opened = session.transport.mark_open()
+    if opened is None:
+        # lost meanwhile (the handshake timeout closed it): no limit refused it and nobody
+        # hears an answer; connection_lost follows on this worker and releases the counts
+        return
+    if not opened:
         # sockets in the handshake are bounded separately (--max-handshakes); the limit on
         # open connections is enforced here, when one would become open
         raise AMQPConnectionError(

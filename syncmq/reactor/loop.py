@@ -335,10 +335,10 @@ class Reactor(Reader, Sender):
             self.n_handshaking += 1
         return None
 
-    def _mark_open(self, t: Transport) -> bool:
+    def _mark_open(self, t: Transport) -> bool | None:
         with self._count_lock:
             if t.opened is not False:
-                return bool(t.opened)  # True: open already; None: lost
+                return t.opened  # True: open already; None: lost
             if self.max_connections and self.n_open >= self.max_connections:
                 return False
             t.opened = True
@@ -401,7 +401,8 @@ class Reactor(Reader, Sender):
                 pass
         self.pool.release(t.worker)
         if t.handler is not None:
-            t.worker.submit(t.handler.connection_lost)
+            # after the input already handed over (the lane keeps the order)
+            self._submit_input(t, t.handler.connection_lost)
 
     # ---- shutdown ----
 

@@ -130,7 +130,7 @@ class Reader:
                 self._bad_header(t)
                 return
             t.header_done = True
-            t.worker.submit(t.handler.connection_made)
+            self._submit_input(t, t.handler.connection_made)
             data = data[8:]
             if not data:
                 return
@@ -143,10 +143,43 @@ class Reader:
         with t.out_lock:
             t.inflight += 1
             pause = t.inflight >= FLOW_HIGH
-        t.worker.submit(self._handle_data, t, data)
+            t.inq.append((self._handle_data, (t, data)))
+            schedule = not t.in_scheduled
+            t.in_scheduled = True
+        if schedule:
+            t.worker.submit(self._input_turn, t)
         if pause and not t.paused_flow:
             t.paused_flow = True
             self._update_events(t)
+
+    def _submit_input(self, t: Transport, fn: Callable[..., None], *args: object) -> None:
+        """Run ``fn(*args)`` on ``t``'s worker after the input handed over before it (the
+        connection's input lane, ``t.inq``). Any thread."""
+        with t.out_lock:
+            t.inq.append((fn, args))
+            schedule = not t.in_scheduled
+            t.in_scheduled = True
+        if schedule:
+            t.worker.submit(self._input_turn, t)
+
+    def _input_turn(self, t: Transport) -> None:
+        """On the worker: run the first task of ``t``'s input lane, then queue the next turn
+        at the back of the worker's queue if more is waiting. Each connection thus holds at
+        most one place in its worker's FIFO, and the worker serves the connections pinned
+        to it round robin, one input batch (one ``recv``, <= RECV_SIZE) each: a new
+        connection's handshake waits for at most one batch of each other connection per
+        round trip, however far ahead a flooding publisher has been read (FLOW_HIGH)."""
+        with t.out_lock:
+            fn, args = t.inq.popleft()
+        try:
+            fn(*args)
+        finally:
+            with t.out_lock:
+                more = bool(t.inq)
+                if not more:
+                    t.in_scheduled = False
+            if more:
+                t.worker.submit(self._input_turn, t)
 
     def _handle_data(self, t: Transport, data: bytes) -> None:
         """On the connection's worker: cut ``data`` (after the partial frame left by the last

@@ -17,7 +17,7 @@ reactor thread         ``sock`` (a worker's direct send uses it only under ``out
 the worker             ``rest``, ``rest_len``, ``rest_need`` (a partial frame between inputs),
                        ``frame_max`` (written after tune-ok, read when cutting frames)
 ``out_lock``           ``inflight`` (input batches handed to the worker: the reactor counts
-                       up, the worker down), and the :class:`~.outbuf.OutBuffer` fields
+                       up, the worker down), ``inq`` and ``in_scheduled`` (the input lane), and the :class:`~.outbuf.OutBuffer` fields
 plain flags            ``discard_input`` (set by either thread: drop input from now on),
                        ``opened`` (the worker, read by the handshake timer), ``aborted`` (any
                        thread; read by the direct send under ``out_lock``): one-way flags whose
@@ -32,6 +32,7 @@ import selectors
 import socket
 import ssl
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -68,6 +69,7 @@ class Transport(OutBuffer):
         "heartbeat", "last_recv", "opened", "bytes_in", "created", "tls", "tls_handshaking",
         "peer_cert", "tls_retry", "inflight", "paused_flow", "paused_by",
         "registered_events", "rest", "rest_len", "rest_need", "aborted", "unread_in",
+        "inq", "in_scheduled",
     )
 
     def __init__(self, reactor: Reactor, sock: socket.socket, peer: Any, worker: Worker) -> None:
@@ -105,6 +107,13 @@ class Transport(OutBuffer):
         # Frame batches handed to the worker and not yet handled; guarded by ``out_lock``
         # (incremented by the reactor, decremented by the worker).
         self.inflight = 0
+        # The connection's input lane (under ``out_lock``): tasks (an input batch, then
+        # connection_lost) waiting for the worker, run one per worker turn, and whether a
+        # turn is queued on the worker (Reader._submit_input): at most one task of this
+        # connection is in the worker's queue, so a flooding publisher's backlog never sits
+        # in front of another connection's input (its handshake).
+        self.inq: deque = deque()
+        self.in_scheduled = False
         self.paused_flow = False  # reactor thread only
         # why reading is paused by the session ("alarm", "credit"): reactor thread only
         self.paused_by: set[str] = set()
@@ -157,10 +166,11 @@ class Transport(OutBuffer):
         """Run ``fn(*args)`` on the reactor thread after ``delay`` seconds. Thread-safe."""
         self.reactor.call_later(delay, fn, *args)
 
-    def mark_open(self) -> bool:
+    def mark_open(self) -> bool | None:
         """The handshake completed: count the connection as open (no longer against the
         pre-handshake bound; cancels the handshake timeout). False, and nothing changed, if
-        ``--max-connections`` open connections exist already. Thread-safe."""
+        ``--max-connections`` open connections exist already; None if the connection is lost
+        already (closed by the handshake timeout, or by the peer). Thread-safe."""
         return self.reactor._mark_open(self)
 
 
