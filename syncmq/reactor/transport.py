@@ -17,7 +17,8 @@ reactor thread         ``sock`` (a worker's direct send uses it only under ``out
 the worker             ``rest``, ``rest_len``, ``rest_need`` (a partial frame between inputs),
                        ``frame_max`` (written after tune-ok, read when cutting frames)
 ``out_lock``           ``inflight`` (input batches handed to the worker: the reactor counts
-                       up, the worker down), ``inq`` and ``in_scheduled`` (the input lane), and the :class:`~.outbuf.OutBuffer` fields
+                       up, the worker down), ``inq`` and ``in_scheduled`` (the input lane),
+                       and the :class:`~.outbuf.OutBuffer` fields
 plain flags            ``discard_input`` (set by either thread: drop input from now on),
                        ``opened`` (the worker, read by the handshake timer), ``aborted`` (any
                        thread; read by the direct send under ``out_lock``): one-way flags whose
