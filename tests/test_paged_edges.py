@@ -1,6 +1,7 @@
 """Paged queues (``syncmq.queues.paged``) at their edges: a page file that cannot be
 written (disk full, a short write) loses, duplicates or reorders nothing and never fails a
-publish; a policy's TTL of 0 drops a new message even when its push filled a page batch."""
+publish; a policy's TTL of 0 drops a new message even when its push filled a page batch;
+the memory accounting counts the paged-in bodies kept outside the body store."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ def paged_queue(tmp_path):
         for body in bodies:
             publish(vh, vh.default_exchange, Message("", "pq", b"\x00\x00", body))
 
+    put.broker = broker
     yield q, put
     q.mark_deleted()
     store.close()
@@ -107,3 +109,18 @@ def test_a_policy_ttl_of_0_drops_the_publish_that_filled_a_page_batch(broker_fac
         for i in range(3):
             ch.basic_publish("", "z", b"late%d" % i)
             assert ch.queue_declare("z", passive=True).method.message_count == n
+
+
+def test_memory_accounting_counts_paged_in_bodies_kept_outside_the_store(paged_queue):
+    """A paged-in body stays on its message (up to ``loose_bytes`` a queue), outside the
+    body store: the alarm's figure counts it (else each paged queue hides up to 4 MiB)."""
+    from syncmq.memory import MESSAGE_OVERHEAD, queued_memory
+
+    q, put = paged_queue
+    put([b"%04d" % i + b"x" * 996 for i in range(3 * PAGE_BATCH)])
+    for _ in range(6):  # below half the window: a page-in
+        assert q.get(True) is not None
+    assert q.ready.loose_held > 0
+    store = q.store
+    messages, size = queued_memory(put.broker)
+    assert size == messages * MESSAGE_OVERHEAD + store.memory_bytes() + q.ready.loose_held

@@ -445,6 +445,12 @@ class PagedReadyQueue(ReadyQueue):
         return bool(self._fresh or self._requeued or self._pend or self.paged_count)
 
     @property
+    def loose_held(self) -> int:
+        """Bytes of paged-in bodies the head keeps on its messages, outside the body store
+        (``_loose``: the memory accounting adds them to the store's)."""
+        return self._loose
+
+    @property
     def resident(self) -> int:
         """Ready messages held in memory (head and unwritten tail)."""
         return len(self._fresh) + len(self._requeued) + len(self._pend)
