@@ -12,7 +12,9 @@ set after the queue drained and blocked every publisher for good (issue #19). Th
   it is in memory: with ``--memory-budget`` the body store's in-memory bytes; without, each
   queue's count times the mean body size of a sample of its head and tail; a message a
   paged queue holds in its page files (``queues.paged``) costs no memory of its own, but a
-  persistent one still has its journal state: :data:`PAGED_PERSISTENT_OVERHEAD`;
+  persistent one still has its journal state: :data:`PAGED_PERSISTENT_OVERHEAD`; paged-in
+  bodies such a queue keeps on its messages outside the store (``loose_held``, up to 4 MiB
+  a queue) count with the store's;
 - per connection its unsent output (``pending_out``), the partial frame it holds, the reads
   handed to its worker and not handled yet (each up to ``RECV_SIZE``), plus
   :data:`CONNECTION_OVERHEAD`; per channel :data:`CHANNEL_OVERHEAD`.
@@ -112,11 +114,12 @@ def queued_memory(broker: Any) -> tuple[int, int]:
     their bodies where they are in memory (see the module docstring). A queue with only
     unacknowledged messages is counted at the mean body size of the other queues."""
     store = getattr(broker, "body_store", None)
-    messages = body = index = 0
+    messages = body = index = loose = 0
     unsampled = 0  # messages of queues with nothing ready to sample
     for vhost in list(broker.vhosts.values()):
         for q in list(vhost.queues.values()):
             n = q.ready.resident + q.unacked_count  # (paged-out messages cost no memory)
+            loose += q.ready.loose_held  # (paged-in bodies kept outside the body store)
             paged = q.ready.paged_count
             if paged and q.persistent_count:  # (an estimate: which are persistent is unknown)
                 index += min(paged, q.persistent_count) * PAGED_PERSISTENT_OVERHEAD
@@ -133,7 +136,7 @@ def queued_memory(broker: Any) -> tuple[int, int]:
         sampled = messages - unsampled
         body += unsampled * (body // sampled if sampled else 0)
     if store is not None:
-        body = store.memory_bytes()
+        body = store.memory_bytes() + loose
     return messages, messages * MESSAGE_OVERHEAD + body + index
 
 

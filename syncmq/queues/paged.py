@@ -4,8 +4,11 @@
 ``(seq, (message, redelivered))`` pairs) that keeps at most ``window`` messages in memory,
 the *head*; what is pushed while the head is full goes to the *tail*:
 
-- ``_pend``: the newest tail pairs, still objects, until :data:`PAGE_BATCH` of them are
-  written with one ``write`` (their body-store references are then released);
+- ``_pend``: the newest tail pairs, still objects; a push that finds :data:`PAGE_BATCH`
+  of them there writes them with one ``write`` first (their body-store references are
+  then released), so the newest pair is always an object (the TTL-0 drop's ``pop_tail``
+  returns the very message it was given). A write that fails (disk full, a short write)
+  leaves nothing in the files and ``_pend`` in memory, written again once it doubled;
 - the page files: append-only segments (``<spill dir>/q<id>-<n>.page``, about
   ``seg_bytes`` each) holding one self-contained record per message: seq, redelivered, the
   message's exchange, routing key, raw properties, CC/BCC keys, msg id, persistent flag,
@@ -40,6 +43,7 @@ store's does under its own lock).
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import struct
 from collections import deque
@@ -48,6 +52,8 @@ from itertools import islice
 from .ready import ReadyQueue
 
 __all__ = ["PagedReadyQueue", "PAGE_BATCH"]
+
+log = logging.getLogger("syncmq.paged")
 
 PAGE_BATCH = 256  # tail pairs written per write
 READ_CHUNK = 1 << 20  # bytes read per pread when paging in
@@ -134,7 +140,8 @@ class PagedReadyQueue(ReadyQueue):
     """
 
     __slots__ = ("window", "batch", "store", "directory", "seg_bytes", "paged_count", "paged_bytes",
-                 "_pend", "_segs", "_rpos", "_id", "_nseg", "_names", "written_bytes", "_tail_hi", "_cls", "loose_bytes", "_loose")
+                 "_pend", "_segs", "_rpos", "_id", "_nseg", "_names", "written_bytes", "_tail_hi", "_cls", "loose_bytes", "_loose",
+                 "_out_at", "write_errors")
 
     def __init__(self, message_class, store, directory: str, window: int,
                  seg_bytes: int = SEG_BYTES, batch: int = PAGE_BATCH,
@@ -158,6 +165,8 @@ class PagedReadyQueue(ReadyQueue):
         self._tail_hi = -1  # seq of the pair pop_tail took from the tail (see requeue)
         self.loose_bytes = loose_bytes
         self._loose = 0  # bytes of paged-in bodies in the head outside the store
+        self._out_at = self.batch  # _pend's length that writes it out (more after errors)
+        self.write_errors = 0  # page writes that failed (the tail stayed in memory)
 
     # -- adding ---------------------------------------------------------------------------
 
@@ -171,9 +180,9 @@ class PagedReadyQueue(ReadyQueue):
                 len(self._fresh) + len(self._requeued) < self.window:
             self._fresh.append((seq, item))
             return seq
-        pend.append((seq, item))
-        if len(pend) >= self.batch:
+        if len(pend) >= self._out_at:  # (before the append: the newest stays an object)
             self._page_out()
+        pend.append((seq, item))
         return seq
 
     def push_many(self, items) -> None:
@@ -193,9 +202,9 @@ class PagedReadyQueue(ReadyQueue):
         if seq == self._tail_hi:
             self._tail_hi = -1
             if self._pend or self.paged_count:
-                self._pend.append((seq, item))
-                if len(self._pend) >= self.batch:
+                if len(self._pend) >= self._out_at:
                     self._page_out()
+                self._pend.append((seq, item))
                 return
         ReadyQueue.requeue(self, seq, item)
 
@@ -303,17 +312,46 @@ class PagedReadyQueue(ReadyQueue):
             records.append(_encode(seq, m, item[1], body))
             size += len(body)
         data = b"".join(records)
-        seg = self._segs[-1] if self._segs else None
-        if seg is None or (seg.end and seg.end + len(data) > self.seg_bytes):
-            seg = self._new_seg()
-        os.pwrite(seg.fd, data, seg.end)
-        seg.end += len(data)
+        try:
+            self._write(data)
+        except OSError as e:
+            # (disk full...): the tail stays in memory, and is written once it is twice
+            # as long (amortised O(1) a push while the writes fail; nothing is lost)
+            self._out_at = 2 * len(pend)
+            self.write_errors += 1
+            if self.write_errors == 1 or self.write_errors % 1000 == 0:
+                log.error("cannot page queue messages out to disk, keeping them in memory "
+                          "(%d failures): %s", self.write_errors, e)
+            return
+        self._out_at = self.batch
         self.written_bytes += len(data)
         self.paged_count += len(pend)
         self.paged_bytes += size
         if store is not None:
             store.release_many([item[0] for _, item in pend])
         pend.clear()
+
+    def _write(self, data: bytes) -> None:
+        """Append ``data`` to the last segment (a new one when it is full);
+        on an error (a short write included) nothing of ``data`` stays in the files."""
+        seg = self._segs[-1] if self._segs else None
+        if seg is None or (seg.end and seg.end + len(data) > self.seg_bytes):
+            seg = self._new_seg()
+        view = memoryview(data)
+        done = 0
+        try:
+            while done < len(view):
+                done += os.pwrite(seg.fd, view[done:], seg.end + done)
+        except OSError:
+            if seg.end == 0:  # (a segment made for this write: a last one is never empty)
+                self._drop_seg(-1)
+            elif done:
+                try:
+                    os.ftruncate(seg.fd, seg.end)
+                except OSError:  # (records past seg.end are never read)
+                    pass
+            raise
+        seg.end += len(data)
 
     def _page_in(self) -> None:
         """Move tail pairs to the head until it holds ``window`` (page files first, then
@@ -405,6 +443,12 @@ class PagedReadyQueue(ReadyQueue):
 
     def __bool__(self) -> bool:
         return bool(self._fresh or self._requeued or self._pend or self.paged_count)
+
+    @property
+    def loose_held(self) -> int:
+        """Bytes of paged-in bodies the head keeps on its messages, outside the body store
+        (``_loose``: the memory accounting adds them to the store's)."""
+        return self._loose
 
     @property
     def resident(self) -> int:

@@ -39,6 +39,7 @@ class _Resident:
 
     paged_count = 0  # messages paged out to disk
     paged_bytes = 0  # their body bytes
+    loose_held = 0  # paged-in body bytes held outside the body store
 
     @property
     def resident(self) -> int:
