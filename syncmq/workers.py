@@ -99,18 +99,36 @@ class Worker:
         while True:
             item = get()
             if item is _STOP:
+                self._drain()
                 return
-            fn, args = item
+            self._run_one(item)
+
+    def _drain(self) -> None:
+        """After the stop: run what tasks queue behind it until none is left. A connection's
+        input lane (``reactor.reading.Reader._input_turn``) queues its next turn after the
+        current one ran, so its last tasks (``connection_lost`` of the sockets shut down
+        before the stop) can come after the stop marker; they still run, as they did when
+        every task was queued before it."""
+        while True:
             try:
-                fn(*args)
-            except Exception:  # a bug in a handler must not kill the worker
-                log.exception("unhandled error in worker task %r", fn)
-            if self.deferred:
-                deferred, self.deferred = self.deferred, []
-                try:
-                    self.on_deferred(deferred)
-                except Exception:
-                    log.exception("unhandled error handing deferred work to the reactor")
+                item = self.tasks.get_nowait()
+            except queue.Empty:
+                return
+            if item is not _STOP:
+                self._run_one(item)
+
+    def _run_one(self, item: tuple) -> None:
+        fn, args = item
+        try:
+            fn(*args)
+        except Exception:  # a bug in a handler must not kill the worker
+            log.exception("unhandled error in worker task %r", fn)
+        if self.deferred:
+            deferred, self.deferred = self.deferred, []
+            try:
+                self.on_deferred(deferred)
+            except Exception:
+                log.exception("unhandled error handing deferred work to the reactor")
 
 
 class WorkerPool:

@@ -21,7 +21,7 @@ from syncmq.wire import _spec
 
 Q = _spec.Queue
 B = _spec.Basic
-LEASE_MS = 2000
+LEASE_MS = 5000  # long enough that a loaded machine's stall (seconds) never ends a renewed lease
 ARGS = {"x-expires": LEASE_MS}
 
 # what each scenario sends, again and again, to the queue ``name``
