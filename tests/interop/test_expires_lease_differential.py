@@ -6,8 +6,10 @@ that is answered, passive or not) or used (basic.get, consumers), not for a pass
 repeats one method every LEASE/8 for three leases on its own raw connection, then a passive
 declare tells whether the queue lived: a lease that was not renewed has run out by then (the
 queue expires after one lease), one that was renewed never has more than LEASE/8 (plus
-scheduling) left unrenewed. Every scenario of both brokers runs at once (threads): the test
-lasts about three leases.
+scheduling) left unrenewed. A non-passive declare with no-wait is not compared: RabbitMQ
+3.10.8 answered "lives" in runs of this file alone and "expired" in a full run of the suite,
+so it gives no single reference (syncmq renews on it). Every scenario of both brokers runs at
+once (threads): the test lasts about three leases.
 """
 
 from __future__ import annotations
@@ -29,13 +31,12 @@ SCENARIOS = {
     "passive declare": lambda n: Q.Declare(queue=n, passive=True),
     "passive declare no-wait": lambda n: Q.Declare(queue=n, passive=True, no_wait=True),
     "declare": lambda n: Q.Declare(queue=n, arguments=ARGS),
-    "declare no-wait": lambda n: Q.Declare(queue=n, arguments=ARGS, no_wait=True),
     "basic.get": lambda n: B.Get(queue=n, no_ack=True),
     "purge": lambda n: Q.Purge(queue=n),
 }
 RABBITMQ_3_10_8 = {  # what the node answered (kept so a change of the reference shows)
     "passive declare": "lives", "passive declare no-wait": "expired", "declare": "lives",
-    "declare no-wait": "lives", "basic.get": "lives", "purge": "expired",
+    "basic.get": "lives", "purge": "expired",
 }
 
 
