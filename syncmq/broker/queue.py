@@ -35,6 +35,7 @@ from typing import Any
 
 from ..queues.consumers import ConsumerRing
 from ..queues.ready import PriorityReadyQueue, ReadyQueue
+from .args import QueueOptions
 from .consumer import Consumer, DeliveryFailed, DeliveryTarget
 from .flow import QueueCredit
 from .message import Message
@@ -63,7 +64,7 @@ class _Guard:
     under it; on an exception the letters stay for the next operation.
 
     The per-message operations (``publish_many``, ``dispatch``, ``settle``) spell the same
-    thing out instead (``with self.lock:``, take ``_letters`` as the last step under it,
+    thing out instead (``with self.lock:``, ``_take_letters_locked`` as the last step under it,
     publish them after): a context manager written in Python costs two calls per use, ~7% of
     a 1-publisher/1-consumer load's samples."""
 
@@ -78,13 +79,10 @@ class _Guard:
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         q = self.queue
-        letters = q._letters if exc_type is None else None
-        if letters:
-            q._letters = []
-            target = q.options  # the dead-letter settings, as one snapshot under the lock
+        taken = q._take_letters_locked() if exc_type is None and q._letters else None
         self.lock.release()
-        if letters:
-            q._publish_letters(letters, target)
+        if taken:
+            q._publish_letters(*taken)
 
 
 class Queue(QueueLimits, QueueCredit, QueueChecks, QueueConsumers, QueuePaging):
@@ -269,12 +267,17 @@ class Queue(QueueLimits, QueueCredit, QueueChecks, QueueConsumers, QueuePaging):
             if self.expiry:
                 self._expire_locked(time.monotonic())
                 self._arm_ttl_timer_locked()
-            letters = self._letters
-            if letters:
-                self._letters = []
-                target = self.options  # one snapshot of the DLX and its key, under the lock
-        if letters:
-            self._publish_letters(letters, target)
+            taken = self._take_letters_locked() if self._letters else None
+        if taken:
+            self._publish_letters(*taken)
+
+    def _take_letters_locked(self) -> tuple[list[tuple[Message, str]], QueueOptions]:
+        """Under ``lock``, when ``_letters`` is not empty (callers test that inline: no call
+        on the common path): the dead letters collected so far, the list emptied, with the
+        queue's ``options`` of this moment, the one snapshot their dead-letter exchange and
+        routing key come from (``_publish_letters``, after the lock)."""
+        letters, self._letters = self._letters, []
+        return letters, self.options
 
     def _push_locked(self, message: Message, ttl: int | None) -> float:
         """Push with a priority and/or an expiry; returns the time used as "now"."""
@@ -296,12 +299,9 @@ class Queue(QueueLimits, QueueCredit, QueueChecks, QueueConsumers, QueuePaging):
         with self.lock:  # (the guard inlined: see _Guard)
             if self.consumers.count and self.ready.count():
                 self._dispatch_locked()
-            letters = self._letters
-            if letters:
-                self._letters = []
-                target = self.options  # one snapshot of the DLX and its key, under the lock
-        if letters:
-            self._publish_letters(letters, target)
+            taken = self._take_letters_locked() if self._letters else None
+        if taken:
+            self._publish_letters(*taken)
 
     def _dispatch_locked(self, now: float | None = None, only: Consumer | None = None) -> None:
         """Deliver from the head while a consumer has credit.
@@ -511,12 +511,9 @@ class Queue(QueueLimits, QueueCredit, QueueChecks, QueueConsumers, QueuePaging):
                 self.store.release_many([m for _, m in entries])
             if dispatch and self.consumers.count and self.ready.count():
                 self._dispatch_locked()
-            letters = self._letters
-            if letters:
-                self._letters = []
-                target = self.options  # one snapshot of the DLX and its key, under the lock
-        if letters:
-            self._publish_letters(letters, target)
+            taken = self._take_letters_locked() if self._letters else None
+        if taken:
+            self._publish_letters(*taken)
 
     # ---- consumers ----
 
