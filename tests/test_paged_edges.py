@@ -11,24 +11,18 @@ import os
 import pytest
 from amqp_helpers import connection
 from test_management import call
-from test_paged_queues import PAGED, _bodies, _publish
+from test_paged_queues import PAGED, _bodies, _publish, paged_broker
 
-from syncmq.broker.broker import Broker
 from syncmq.broker.message import Message
 from syncmq.broker.publish import publish
 from syncmq.queues import paged
 from syncmq.queues.paged import PAGE_BATCH
-from syncmq.queues.spill import BodyStore
 
 
 @pytest.fixture
 def paged_queue(tmp_path):
-    store = BodyStore(str(tmp_path / "spill"), 64 * 1024)
-    store.page_window = 8
-    store.open()
-    broker = Broker(body_store=store)
+    store, broker, q = paged_broker(tmp_path, "pq")
     vh = broker.vhosts["/"]
-    q, _ = vh.declare_queue("pq", False, False, False, False, None, None)
 
     def put(bodies):
         for body in bodies:

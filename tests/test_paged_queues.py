@@ -27,6 +27,19 @@ PERSISTENT = pika.BasicProperties(delivery_mode=2)
 TIMEOUT = 30.0
 
 
+def paged_broker(tmp_path, name: str) -> tuple[BodyStore, object, Queue]:
+    """An in-process broker with a 64 KiB body store paging past a window of 8, and its
+    queue ``name`` on the default vhost (the caller deletes it and closes the store)."""
+    from syncmq.broker.broker import Broker
+
+    store = BodyStore(str(tmp_path / "spill"), 64 * 1024)
+    store.page_window = 8
+    store.open()
+    broker = Broker(body_store=store)
+    q, _ = broker.vhosts["/"].declare_queue(name, False, False, False, False, None, None)
+    return store, broker, q
+
+
 def _bodies(n: int, tag: str = "m") -> list[bytes]:
     return [f"{tag}{i:06d}".encode() + b"." * (200 + 37 * i % 800) for i in range(n)]
 
@@ -215,16 +228,11 @@ def test_a_paged_backlog_holds_no_memory_per_message():
 def test_memory_accounting_counts_only_the_resident_messages(tmp_path):
     """``syncmq.memory.queued_memory`` (the alarm's figure) counts the messages a paged
     queue holds in memory, not those in its page files."""
-    from syncmq.broker.broker import Broker
     from syncmq.broker.publish import publish
     from syncmq.memory import MESSAGE_OVERHEAD, queued_memory
 
-    store = BodyStore(str(tmp_path / "spill"), 64 * 1024)
-    store.page_window = 8
-    store.open()
-    broker = Broker(body_store=store)
+    store, broker, q = paged_broker(tmp_path, "acc")
     vh = broker.vhosts["/"]
-    q, _ = vh.declare_queue("acc", False, False, False, False, None, None)
     assert isinstance(q.ready, PagedReadyQueue)
     for i in range(1000):
         publish(vh, vh.default_exchange, Message("", "acc", b"\x00\x00", b"%04d" % i))
