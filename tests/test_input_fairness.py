@@ -17,27 +17,18 @@ import socket
 import threading
 
 import pika
+from test_reactor_wakeups import _expect
 
 import syncmq
 from syncmq.reactor import reading
 from syncmq.reactor.reading import FLOW_HIGH
 from syncmq.wire import _spec
-from syncmq.wire.frames import PROTOCOL_HEADER, encode_method_frame, parse_frames
+from syncmq.wire.frames import PROTOCOL_HEADER, encode_method_frame
 
 FLOODERS = 4
 ROUND_TRIPS = 5  # header, start-ok, tune-ok+open, channel.open, queue.declare
 
 
-def _expect(sock: socket.socket, buf: bytearray, index: int) -> None:
-    while True:
-        frames, used = parse_frames(bytes(buf), 131072)
-        del buf[:used]
-        for ftype, _ch, payload in frames:
-            if ftype == _spec.FRAME_METHOD and _spec.decode_method(payload).INDEX == index:
-                return
-        data = sock.recv(65536)
-        assert data, "broker closed the connection"
-        buf += data
 
 
 def _open_raw(port: int) -> socket.socket:
