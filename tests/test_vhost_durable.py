@@ -1,15 +1,13 @@
 """A vhost created through the management API or a definitions import survives a restart
 (issue #16: vhost limits, policies and parameters live on vhosts; RabbitMQ keeps every vhost):
-VHOST_ADD and VHOST_DELETE are journaled and answered after the fsync, so with or without
-``--users-file``, after a SIGTERM restart or a kill -9, the same vhosts exist (a deleted one
-stays deleted), with the same vhost limits, policies, operator policies, runtime and global
-parameters, and, with a users file, the same topic permissions and user limits; the limits
-and policies are in force on the recovered vhost (max-queues refuses with RabbitMQ's text, a
-policy trims a recovered queue).
-
-Without a users file the users store lives in memory (docs/architecture.md, "Users, topic
-permissions and user limits"): a permission granted on a new vhost is lost with it, so the
-AMQP part grants it again after the restart."""
+VHOST_ADD and VHOST_DELETE are journaled and answered after the fsync. And without
+``--users-file`` the users store lives in ``<data-dir>/users.toml`` (with one, in that file),
+so with or without a users file, after a SIGTERM restart or a kill -9, the same vhosts exist
+(a deleted one stays deleted), with the same vhost limits, policies, operator policies,
+runtime and global parameters, users, permissions, topic permissions and user limits; the
+limits, policies and topic permissions are in force on the recovered vhost (max-queues
+refuses with RabbitMQ's text, a policy trims a recovered queue, a publish outside the topic
+permission is refused)."""
 
 from __future__ import annotations
 
@@ -34,8 +32,8 @@ def _ok(b, auth, method, path, body=None):
     return answer
 
 
-def _snapshot(b, auth, users_file: bool) -> dict:
-    paths = STATE + (USER_STATE if users_file else [])
+def _snapshot(b, auth) -> dict:
+    paths = STATE + USER_STATE
     out = {p: _ok(b, auth, "GET", p) for p in paths}
     out["vhosts"] = sorted(v["name"] for v in _ok(b, auth, "GET", "/api/vhosts"))
     return out
@@ -54,6 +52,8 @@ def _setup(b, auth, user) -> None:
     _ok(b, auth, "PUT", "/api/global-parameters/dur-global", {"value": {"a": 1}})
     _ok(b, auth, "PUT", "/api/topic-permissions/dur/" + user,
         {"exchange": "amq.topic", "write": "^w", "read": "^r"})
+    _ok(b, auth, "PUT", f"/api/user-limits/{user}/max-channels", {"value": 40})
+    _ok(b, auth, "PUT", "/api/users/made", {"password": "made-pw", "tags": ""})
     # a durable queue in "dur" (held back by the policy) and one in "gone"
     with connect(b.port, virtual_host="dur", credentials=pika.PlainCredentials(*auth)) as c:
         ch = c.channel()
@@ -79,7 +79,7 @@ def test_vhosts_and_their_settings_survive_restart(brokers_on_dir, tmp_path, use
     auth = ("admin", "admin-pw") if users_file else ("guest", "guest")
     b = start(*extra)
     _setup(b, auth, auth[0])
-    before = _snapshot(b, auth, users_file)
+    before = _snapshot(b, auth)
     assert before["vhosts"] == ["/", "dur", "empty", "imported"]
     assert {"vhost": "dur", "value": {"max-queues": 2, "max-connections": 5}} in \
         before["/api/vhost-limits"]
@@ -88,19 +88,24 @@ def test_vhosts_and_their_settings_survive_restart(brokers_on_dir, tmp_path, use
     else:
         assert b.stop() == 0
     b = restart(b, *extra)
-    assert _snapshot(b, auth, users_file) == before
-    _ok(b, auth, "PUT", f"/api/permissions/dur/{auth[0]}",
-        {"configure": ".*", "write": ".*", "read": ".*"})  # (lost without a users file)
+    assert _snapshot(b, auth) == before
+    assert call(b, "GET", "/api/users/made", auth=auth)[0] == 200
     with connect(b.port, virtual_host="dur", credentials=pika.PlainCredentials(*auth)) as c:
         ch = c.channel()
         assert ch.queue_declare("q1", passive=True).method.message_count == 1
         assert ch.basic_get("q1", auto_ack=True)[2] == b"2"  # trimmed from the head
         ch.queue_declare("q2")
+        ch.basic_publish("amq.topic", "w.ok", b"x")  # write allowed by the topic permission
         with pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
             ch.queue_declare("q3")
         assert e.value.reply_code == 406
         assert e.value.reply_text == ("PRECONDITION_FAILED - cannot declare queue 'q3': "
                                       "queue limit in vhost 'dur' (2) is reached")
+        ch = c.channel()
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
+            ch.basic_publish("amq.topic", "nope", b"x")
+            ch.queue_declare("q1", passive=True)  # a round trip: the refusal arrives
+        assert e.value.reply_code == 403
     assert call(b, "GET", "/api/vhosts/gone", auth=auth)[0] == 404
     # deleted after the restart, it stays deleted after the next one
     assert call(b, "DELETE", "/api/vhosts/empty", auth=auth)[0] == 204
