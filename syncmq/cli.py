@@ -63,7 +63,12 @@ def main(argv: list[str] | None = None) -> int:
         write_pid_file(args.pid_file)
     handler = setup_logging(args.log_level, args.log_format, args.log_file)
     raise_nofile_limit()
-    server = Server(config)
+    try:
+        server = Server(config)
+    except UsersFileError as e:  # <data-dir>/users.toml (no --users-file) unreadable
+        log.error("cannot read the users store: %s", e)
+        _report_ready(ready_fd, False)
+        return 1
     server.config_files = [args.config_file] if getattr(args, "config_file", None) else []
     if users is not None:
         server.set_users(users)

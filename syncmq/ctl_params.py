@@ -64,7 +64,8 @@ def list_parameters(c: Client, args) -> None:
     _banner(args, f'Listing runtime parameters for vhost "{args.vhost}" ...')
     _call(c, "GET", f"/api/vhosts/{_vq(args.vhost)}", not_found=_no_vhost(args.vhost))
     rows = [r for r in _call(c, "GET", "/api/parameters") if r["vhost"] == args.vhost]
-    _table(args, _json_text(rows), args.columns or ["component", "name", "value"])
+    _table(args, _json_text(rows), args.columns or ["component", "name", "value"],
+           empty_line=True)
 
 
 def set_global_parameter(c: Client, args) -> None:
@@ -81,7 +82,7 @@ def clear_global_parameter(c: Client, args) -> None:
 def list_global_parameters(c: Client, args) -> None:
     _banner(args, "Listing global runtime parameters ...")
     rows = _call(c, "GET", "/api/global-parameters")
-    _table(args, _json_text(rows), args.columns or ["name", "value"])
+    _table(args, _json_text(rows), args.columns or ["name", "value"], empty_line=True)
 
 
 PARAMETER_VERBS = {

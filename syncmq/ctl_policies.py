@@ -72,7 +72,7 @@ def _lister(kind: str):
                      not_found=f"Virtual host '{args.vhost}' does not exist")
         rows = [{**r, "definition": json.dumps(r["definition"], separators=(",", ":"),
                                                ensure_ascii=False)} for r in rows]
-        _table(args, rows, args.columns or COLUMNS)
+        _table(args, rows, args.columns or COLUMNS, empty_line=True)
     return run
 
 

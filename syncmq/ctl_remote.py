@@ -121,9 +121,14 @@ def _json_out(args) -> bool:
     return args.json or args.formatter == "json"
 
 
-def _table(args, rows: list[dict], columns: list[str]) -> None:
+def _table(args, rows: list[dict], columns: list[str], empty_line: bool = False) -> None:
     """Rows as rabbitmqctl's formatters print them: ``table`` (tab-separated, a header
-    line), ``json`` (a list of objects), ``pretty_table`` (a boxed table)."""
+    line), ``json`` (a list of objects), ``pretty_table`` (a boxed table). ``empty_line``:
+    no rows print one empty line, not the header (rabbitmqctl's list_policies,
+    list_parameters, list_topic_permissions...)."""
+    if empty_line and not rows and args.formatter == "table" and not _json_out(args):
+        print()
+        return
     if _json_out(args):
         print(json.dumps([{c: _pick(r, c) for c in columns} for r in rows], indent=1))
         return

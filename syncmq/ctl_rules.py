@@ -211,7 +211,7 @@ def r_list_topic_permissions(c: Any, args: Any, table: Any) -> None:
     rows = c.call("GET", f"/api/vhosts/{_q(args.vhost)}/topic-permissions",
                   not_found=f"Virtual host '{args.vhost}' does not exist")
     rows.sort(key=lambda r: (r["user"], r["exchange"]))
-    table(args, rows, ["user", "exchange", "write", "read"])
+    table(args, rows, ["user", "exchange", "write", "read"], empty_line=True)
 
 
 def r_list_user_topic_permissions(c: Any, args: Any, table: Any) -> None:

@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 from . import __version__, memory
 from .alarms import ResourceMonitor
-from .broker.auth import UsersFileError, UserStore
+from .broker.auth import UsersFileError, UserStore, data_dir_store
 from .broker.broker import Broker
 from .broker.durability import Durability
 from .journal.writer import Journal
@@ -62,6 +62,10 @@ class Server:
                 self.body_store.attach_journal(self.journal.reader)
         self.broker = broker or Broker(durability=self.durability, body_store=self.body_store)
         self.broker.flow_limits.set(config.queue_flow_high)  # before any queue exists
+        if self.journal is not None and not config.users_file:
+            # no --users-file: the users store (users, permissions, topic permissions, user
+            # limits) is kept in the data dir, written as a users file is (auth.data_dir_store)
+            self.set_users(data_dir_store(config.data_dir))
         self.settings = Settings(
             frame_max=config.frame_max,
             channel_max=config.channel_max,

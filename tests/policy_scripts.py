@@ -62,6 +62,15 @@ class Target:
             "127.0.0.1", self.port, credentials=pika.PlainCredentials("guest", "guest"),
             blocked_connection_timeout=60))
 
+    def inspect_all(self) -> dict:
+        """{queue name: inspect(queue)} for every queue of vhost / (one read)."""
+        if self._inspect is not None:
+            return self._inspect(None)
+        st, qs = self.http("GET", "/queues/%2F")
+        assert st == 200, (st, qs)
+        return {q["name"]: {"policy": q["policy"], "operator_policy": q["operator_policy"],
+                            "effective": q["effective_policy_definition"]} for q in qs}
+
     def inspect(self, queue: str) -> dict:
         """{"policy", "operator_policy", "effective"} of a queue in vhost /."""
         if self._inspect is not None:
@@ -302,6 +311,73 @@ def live_reject_publish_and_ttl(s: Script) -> None:
     s.note("depth", s.depth(q), s.depth(t))
 
 
+def dead_letter_strategy(s: Script) -> None:
+    """``dead-letter-strategy`` (3.10: quorum queues only): on a classic queue either value
+    is shown in the effective definition and dead-lettering goes on at most once."""
+    dlx, dlq = f"{s.p}dls-x", f"{s.p}dls-q"
+    s.ch.exchange_declare(dlx, "fanout")
+    s.ch.queue_declare(dlq)
+    s.ch.queue_bind(dlq, dlx)
+    for strategy in ("at-most-once", "at-least-once"):
+        q = f"{s.p}dls-{strategy}"
+        s.note("put", s.put(f"{s.p}{strategy}", f"^{q}$", {
+            "dead-letter-strategy": strategy, "dead-letter-exchange": dlx, "max-length": 1}))
+        s.ch.queue_declare(q)
+        s.note(strategy, s.policy_of(q, f"{s.p}{strategy}"), s.publish(q, 3), s.depth(q))
+    s.note("letters", s.depth_is(dlq, 4))
+
+
+def apply_to(s: Script) -> None:
+    """``apply-to``: a queues policy never governs an exchange of a matching name, nor an
+    exchanges policy a queue, whatever their priorities; ``all`` governs both."""
+    q, x = f"{s.p}at-q", f"{s.p}at-x"
+    s.ch.exchange_declare(f"{s.p}at-ae", "fanout")
+    s.note("put", s.put(f"{s.p}at-queues", f"^{s.p}at-", {"max-length": 1}, priority=1,
+                        apply_to="queues"),
+           s.put(f"{s.p}at-exchanges", f"^{s.p}at-", {"alternate-exchange": f"{s.p}at-ae"},
+                 priority=2, apply_to="exchanges"))
+    s.ch.queue_declare(q)
+    s.ch.exchange_declare(x, "direct")
+    s.note("queue", s.policy_of(q, f"{s.p}at-queues"))
+    s.note("exchange", s.t.http("GET", f"/exchanges/%2F/{x}")[1].get("policy"))
+    s.note("put", s.put(f"{s.p}at-all", f"^{s.p}at-", {"max-length": 2}, priority=3))
+    s.note("queue", s.policy_of(q, f"{s.p}at-all"))
+    s.note("exchange", s.t.http("GET", f"/exchanges/%2F/{x}")[1].get("policy"))
+    s.note("publish", s.publish(q, 4), s.depth(q))
+
+
+# one valid value for every policy key RabbitMQ 3.10.8 accepts
+EVERY_KEY = {
+    "alternate-exchange": "ae", "dead-letter-exchange": "dlx", "dead-letter-routing-key": "rk",
+    "dead-letter-strategy": "at-most-once", "message-ttl": 60000, "expires": 3600000,
+    "max-length": 100, "max-length-bytes": 100000, "max-in-memory-length": 10,
+    "max-in-memory-bytes": 1000, "queue-mode": "lazy", "queue-version": 2,
+    "overflow": "reject-publish", "delivery-limit": 5, "max-age": "1D",
+    "queue-master-locator": "client-local", "queue-leader-locator": "random",
+    "initial-cluster-size": 1, "stream-max-segment-size-bytes": 1000, "ha-mode": "all",
+    "federation-upstream-set": "all",
+}
+
+
+def key_applicability(s: Script) -> None:
+    """Which policy keys a queue type takes (RabbitMQ 3.10's queue type ``capabilities``):
+    a policy with a key the type does not support is skipped for that queue, and the next
+    matching policy (here a fallback of priority 0) applies instead."""
+    s.put(f"{s.p}fallback", f"^{s.p}ap-", {"max-length": 7})
+    names = []
+    for i, (key, value) in enumerate(EVERY_KEY.items()):
+        s.put(f"{s.p}k{i}", f"^{s.p}ap-{i}-", {key: value}, priority=5)
+        s.ch.queue_declare(f"{s.p}ap-{i}-c")
+        s.ch.queue_declare(f"{s.p}ap-{i}-q", durable=True,
+                           arguments={"x-queue-type": "quorum"})
+        names += [(key, "classic", f"{s.p}ap-{i}-c"), (key, "quorum", f"{s.p}ap-{i}-q")]
+    got = s.t.inspect_all()
+    s.note("applies", [(key, qtype, got[q]["policy"] != f"{s.p}fallback")
+                       for key, qtype, q in names])
+    for _, _, q in names:
+        s.ch.queue_delete(q)
+
+
 BAD = [
     {"pattern": "^a$", "definition": {"max-priority": 1}},
     {"pattern": "^a$", "definition": {"foo": 1, "bar": "x"}},
@@ -316,6 +392,14 @@ BAD = [
     {"definition": {"max-length": 1}},
     {"pattern": "^a$", "definition": {"queue-mode": "lazy", "ha-mode": "all",
                                       "delivery-limit": 2, "queue-version": 2}},
+    {"pattern": "^a$", "definition": {"delivery-limit": 2}},
+    {"pattern": "^a$", "definition": {"queue-version": 3}},
+    {"pattern": "^a$", "definition": {"queue-mode": "x"}},
+    {"pattern": "^a$", "definition": {"ha-mode": "exactly"}},
+    {"pattern": "^a$", "definition": {"ha-params": 2}},
+    {"pattern": "^a$", "definition": {"dead-letter-strategy": "at-most-once"}},
+    {"pattern": "^a$", "definition": {"dead-letter-strategy": "at-least-once"}},
+    {"pattern": "^a$", "definition": {"dead-letter-strategy": "x"}},
     # Erlang's ~p of non-ASCII binaries and floats (syncmq.broker.erlterm)
     {"pattern": "^a$", "definition": {"max-length": "é"}},
     {"pattern": "^a$", "definition": {"max-length": "ā"}},
@@ -328,6 +412,9 @@ BAD_OPERATOR = [
     {"pattern": "^a$", "definition": {"overflow": "drop-head"}},
     {"pattern": "^a$", "definition": {"dead-letter-exchange": "x"}},
     {"pattern": "^a$", "definition": {"max-length": 1, "delivery-limit": 1}},
+    {"pattern": "^a$", "definition": {"message-ttl": 5, "max-in-memory-length": 1}},
+    {"pattern": "^a$", "definition": {"max-priority": 1}},
+    {"pattern": "^a$", "definition": {"alternate-exchange": "x"}},
 ]
 
 
@@ -350,7 +437,8 @@ def replies(s: Script) -> None:
 
 SCENARIOS = {f.__name__: f for f in (
     issue_example, after_queue_drop_head, priorities, argument_vs_policy, expires_lower_wins,
-    alternate_exchange, operator_vs_user, live_reject_publish_and_ttl, replies)}
+    alternate_exchange, operator_vs_user, live_reject_publish_and_ttl, dead_letter_strategy,
+    apply_to, key_applicability, replies)}
 
 
 def normalize(transcript: list) -> list:

@@ -192,6 +192,23 @@ class InternalLogin:
         return users.get(username)
 
 
+#: Without ``--users-file``, the users store of a broker with a journal lives here, in its
+#: data dir: read at start if present, written (``save``) by every API change.
+DATA_DIR_USERS = "users.toml"
+
+
+def data_dir_store(data_dir: str) -> UserStore:
+    """The store of a broker without ``--users-file``: ``<data_dir>/users.toml`` as saved by an
+    earlier run (UsersFileError if it cannot be read), else the built-in ``guest``; either way
+    with that file as ``source``, so API changes to users, permissions, topic permissions,
+    user limits and vhosts survive a restart and kill -9, as RabbitMQ keeps them. Never
+    reloaded on SIGHUP (it is the broker's own file, not configuration)."""
+    path = os.path.join(data_dir, DATA_DIR_USERS)
+    if os.path.exists(path):
+        return UserStore.load(path, allow_empty=True)  # the API may have deleted every user
+    return UserStore(source=path)
+
+
 def default_users() -> dict[str, User]:
     return {
         "guest": User("guest", hash_password("guest"), ["administrator"], {"/": Permission()})

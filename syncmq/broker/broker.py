@@ -111,13 +111,37 @@ class Broker:
             for i, n in enumerate(counts):
                 cs[i] += n
 
-    def add_vhost(self, name: str) -> VirtualHost:
+    def create_vhost(self, name: str) -> VirtualHost:
+        """A vhost created by a client (management API, definitions import): as
+        :meth:`add_vhost`, and a new one is journaled (VHOST_ADD) under :attr:`lock`, so it
+        survives a restart without a users file; the caller answers after the fsync
+        (``Durability.take_changed``). Recovery and the users store use :meth:`add_vhost`."""
         with self.lock:
-            vh = self.vhosts.get(name)
-            if vh is None:
-                vh = VirtualHost(name, self.durability, self.scheduler, self.body_store,
-                                 self.reply_consumers, self.count, self.policies,
-                                 self.flow_limits)
-                vh.limits.set(self.vhost_limits.value(name))
-                self.vhosts[name] = vh
+            if name not in self.vhosts and self.durability is not None:
+                self.durability.vhost_added(name)
+            return self._add_vhost_locked(name)
+
+    def remove_vhost(self, name: str) -> VirtualHost | None:
+        """Take the vhost out of :attr:`vhosts` and journal VHOST_DELETE (under :attr:`lock`);
+        the caller then closes its connections and deletes its objects and parameters. None
+        if it does not exist."""
+        with self.lock:
+            vh = self.vhosts.pop(name, None)
+            if vh is not None and self.durability is not None:
+                self.durability.vhost_deleted(name)
             return vh
+
+    def add_vhost(self, name: str) -> VirtualHost:
+        """The vhost ``name``, created (not journaled) if it does not exist."""
+        with self.lock:
+            return self._add_vhost_locked(name)
+
+    def _add_vhost_locked(self, name: str) -> VirtualHost:
+        vh = self.vhosts.get(name)
+        if vh is None:
+            vh = VirtualHost(name, self.durability, self.scheduler, self.body_store,
+                             self.reply_consumers, self.count, self.policies,
+                             self.flow_limits)
+            vh.limits.set(self.vhost_limits.value(name))
+            self.vhosts[name] = vh
+        return vh

@@ -226,6 +226,17 @@ class Durability:
                 log.error("journal not accepting records, durable state changes are not "
                           "recorded until restart: %s", e)
 
+    # ---- vhosts (called with ``Broker.lock`` held) ----
+
+    def vhost_added(self, name: str) -> None:
+        """VHOST_ADD: a vhost created through the management API or a definitions import
+        (RabbitMQ keeps every vhost; without a users file nothing else records it)."""
+        self._append(jf.encode_vhost_add(name))
+
+    def vhost_deleted(self, name: str) -> None:
+        """VHOST_DELETE: at recovery it removes the vhost and everything journaled in it."""
+        self._append(jf.encode_vhost_delete(name))
+
     # ---- entities (called with the vhost lock held) ----
 
     def exchange_declared(self, ex: Exchange) -> None:

@@ -20,6 +20,10 @@ Pure functions over JSON values, with RabbitMQ 3.10.8's rules and texts (``rabbi
   ``overflow``. ``alternate-exchange`` of an exchange: the argument wins
   (``rabbit_policy:get_arg``). Everything else is argument-only (``x-max-priority``,
   ``x-single-active-consumer``, ``x-queue-type``).
+- A policy holding a key the queue's type does not support (RabbitMQ 3.10.8's
+  ``unsupported_policies``: ``dead-letter-strategy`` or ``delivery-limit`` on a classic
+  queue, ``queue-mode`` or ``ha-*`` on a quorum queue...) does not match that queue at all:
+  the next matching policy applies (:data:`UNSUPPORTED`).
 
 Differences from RabbitMQ 3.10.8, on purpose: ``apply-to`` also takes ``classic_queues`` and
 ``quorum_queues`` (RabbitMQ 3.11+; the issue asks for them), and keys RabbitMQ accepts for
@@ -250,19 +254,35 @@ def not_applicable(policy: Policy) -> list[str]:
 
 # ---- matching ----
 
+# The policy keys a queue type does not take (RabbitMQ 3.10.8's queue type
+# ``capabilities()``, ``unsupported_policies``, read off the node by
+# tests/policy_scripts.py's key_applicability): a policy holding one of them is skipped for
+# a queue of that type, and the next matching policy applies (``rabbit_policy:matches``).
+_STREAM_ONLY = ("max-age", "stream-max-segment-size-bytes", "initial-cluster-size")
+UNSUPPORTED = {
+    "classic": frozenset(_STREAM_ONLY + ("queue-leader-locator", "delivery-limit",
+                                         "dead-letter-strategy")),
+    "quorum": frozenset(_STREAM_ONLY + ("queue-mode", "queue-master-locator") + _HA_KEYS),
+}
+
+
 def _applies(p: Policy, kind: str, queue_type: str) -> bool:
     a = p.apply_to
     if kind == "exchange":
         return a in ("exchanges", "all")
-    return a in ("queues", "all") or a == f"{queue_type}_queues"
+    if not (a in ("queues", "all") or a == f"{queue_type}_queues"):
+        return False
+    unsupported = UNSUPPORTED.get(queue_type)
+    return unsupported is None or unsupported.isdisjoint(p.definition)
 
 
 def match(policies: tuple[Policy, ...], name: str, kind: str,
           queue_type: str = "classic") -> Policy | None:
     """The policy that applies to the queue or exchange ``name`` (``kind`` "queue" or
-    "exchange"): the highest priority among those whose pattern matches and whose apply-to
-    covers it; ``policies`` are in name order, so a tie goes to the first by name.
-    O(len(policies))."""
+    "exchange"): the highest priority among those whose pattern matches, whose apply-to
+    covers it and (a queue) whose keys its type supports (:data:`UNSUPPORTED`);
+    ``policies`` are in name order, so a tie goes to the first by name.
+    O(len(policies) x keys)."""
     best = None
     for p in policies:
         if (best is None or p.priority > best.priority) and _applies(p, kind, queue_type) \

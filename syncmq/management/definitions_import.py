@@ -329,7 +329,7 @@ def apply(ctx: Context, p: Plan) -> dict[str, int]:
     # refuses the import (500) before anything of it exists
     users_mod.update(broker, change)
     for name in p.vhosts:
-        broker.add_vhost(name)
+        broker.create_vhost(name)
     # policies before the objects, as RabbitMQ imports them: each gets its policy at declare
     for vname, name, value in p.policies:
         policies.store_set(broker, "policy", vname, name, value, None)

@@ -30,15 +30,14 @@ EVAL = ('io:format("~s~n", [rabbit_json:encode([#{name => element(4, amqqueue:ge
 def rabbit_inspect(node):
     """A queue's policy fields read from the queue records (``rabbitmqctl eval``): the
     management API shows them only after the next stats emission."""
-    def inspect(queue: str) -> dict:
+    def inspect(queue: str | None) -> dict:
+        """One queue's fields, or (``queue`` None) {name: fields} of every queue."""
         r = subprocess.run([node.ctl, "-n", node.node, "eval", EVAL], env=node.env,
                            capture_output=True, text=True, timeout=120)
-        for row in json.loads(r.stdout.splitlines()[0]):
-            if row["name"] == queue:
-                return {k: None if row[k] == "none" else row[k]
-                        for k in ("policy", "operator_policy")} | {"effective":
-                                                                   row["effective"]}
-        raise KeyError(queue)
+        rows = {row["name"]: {k: None if row[k] == "none" else row[k]
+                              for k in ("policy", "operator_policy")}
+                | {"effective": row["effective"]} for row in json.loads(r.stdout.splitlines()[0])}
+        return rows if queue is None else rows[queue]
     return inspect
 
 

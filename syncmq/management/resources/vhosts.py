@@ -69,7 +69,7 @@ def put_vhost(api: API, req: Request, vhost: str) -> Response:
     # the users file (its vhost list) first: a file that cannot be written refuses the
     # change (500) before the vhost exists, so memory and file never differ
     users_mod.update(broker, change)
-    broker.add_vhost(vhost)
+    broker.create_vhost(vhost)
     return Response(204 if existed else 201)
 
 
@@ -90,8 +90,7 @@ def delete_vhost(api: API, req: Request, vhost: str) -> Response:
     # the users file first (the vhost, its permissions and topic permissions): a file that
     # cannot be written refuses the deletion (500) before anything of the vhost is gone
     users_mod.update(broker, change)
-    with broker.lock:  # the lock that guards adding and removing vhosts
-        vh = broker.vhosts.pop(vhost, None)
+    vh = broker.remove_vhost(vhost)  # journaled: VHOST_DELETE
     if vh is None:
         raise not_found()  # deleted meanwhile by another request
     try:
