@@ -41,11 +41,16 @@ def require(body: Any, *keys: str) -> dict[str, Any]:
 
 
 def boolean(d: dict[str, Any], key: str, default: bool) -> bool:
-    v = d.get(key, default)
-    if v in ("true", "false"):  # RabbitMQ accepts the strings too
+    """A JSON boolean or the string rabbitmqadmin sends (``"true"``/``"false"``), as
+    rabbit_mgmt_util's parse_bool; anything else (``null`` included) is its 400 with the
+    reason ``["not_boolean", value]``."""
+    if key not in d:
+        return default
+    v = d[key]
+    if v in ("true", "false"):
         return v == "true"
     if not isinstance(v, bool):
-        raise bad_request(f"not_boolean: {key} must be true or false")
+        raise HTTPError(400, "bad_request", ["not_boolean", v])
     return v
 
 

@@ -19,11 +19,12 @@ from ...broker.federation import DESCRIPTION as FEDERATION_DESCRIPTION
 from ...broker.federation import FEDERATION_UPSTREAM
 from ...broker.message import Message
 from ...broker.publish import publish as broker_publish
+from .. import access
 from ..common import (
     Request,
     Response,
 )
-from ..errors import not_found
+from ..errors import HTTPError, not_found
 from ..state import open_sessions
 
 if TYPE_CHECKING:
@@ -212,6 +213,10 @@ def node(api: API, req: Request, node: str) -> Response:
 def aliveness(api: API, req: Request, vhost: str) -> Response:
     """Declare ``aliveness-test`` in the vhost, publish a message to it and get it back."""
     vh = api.visible_vhosts(req, vhost)[0]
+    text = access.refused_text(req, vhost)
+    access.resource(req, vhost, [(what, "queue", "aliveness-test")
+                                 for what in ("configure", "write", "read")],
+                    lambda *r: HTTPError(401, "not_authorised", text(*r)))
     q, _ = vh.declare_queue("aliveness-test", False, False, False, False, None, None)
     broker_publish(vh, vh.default_exchange,  # the broker's one publish, to this queue only
                    Message("", "aliveness-test", b"\x00\x00", b"test_message"), queues=[q])
