@@ -63,10 +63,29 @@ def overview(api: API, req: Request) -> Response:
             "consumers": consumers,
         },
         "statistics_db_event_queue": 0,
+        "churn_rates": _churn_rates(api),
+        # RabbitMQ's default retention (s) of sampled statistics, which its UI reads
+        "sample_retention_policies": {"global": [600, 3600, 28800, 86400],
+                                      "basic": [600, 3600], "detailed": [600]},
         "node": ctx.node,
         "listeners": [dict(li, node=ctx.node) for li in ctx.listeners],
         "contexts": [],
     })
+
+
+# RabbitMQ's churn_rates fields and the broker's event counters (``Broker.count``) behind them
+_CHURN = (("channel_closed", "channels_closed"), ("channel_created", "channels_opened"),
+          ("connection_closed", "connections_closed"),
+          ("connection_created", "connections_opened"), ("queue_created", "queues_created"),
+          ("queue_declared", "queues_declared"), ("queue_deleted", "queues_deleted"))
+
+
+def _churn_rates(api: API) -> dict[str, Any]:
+    """RabbitMQ's ``churn_rates``: node-wide counts of connections, channels and queues
+    created and closed (deleted), with their rates."""
+    events = api.ctx.broker.events
+    counts = {field: events.get(event, 0) for field, event in _CHURN}
+    return state.with_details(counts, api.rates.rates("churn", counts))
 
 
 def _exchange_types() -> list[dict]:
