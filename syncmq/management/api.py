@@ -13,11 +13,14 @@ management user"); ``administrator`` may do everything, ``monitoring`` may read 
 ``management``/``policymaker`` may read the vhosts they have permissions on, but of the
 connections, channels and consumers only their own (``API.sessions``, ``API.may_see``: they may
 close their own connections too); reading users,
-permissions or definitions and every change need ``administrator`` (else 401 "Access
-refused.", RabbitMQ's status for it). Exceptions, RabbitMQ's, checked by their endpoints
-(routes added with ``self_checked``): a ``policymaker`` may change policies and runtime
-parameters; the shovel endpoints (``/api/shovels...``, reading, restarting and deleting)
-need ``monitoring`` or ``administrator`` (RabbitMQ's ``is_authorized_monitor``).
+permissions or definitions and every other change need ``administrator`` (else 401 "Not
+administrator user", RabbitMQ's). Exceptions, RabbitMQ's, checked by their endpoints
+(routes added with ``self_checked``): acting on a vhost's objects (declare, delete, bind,
+publish, get, purge) is done as the user, whatever its management tag (``access``); a
+``policymaker`` may change policies and runtime parameters; the shovel endpoints
+(``/api/shovels...``, reading, restarting and deleting) need ``monitoring`` or
+``administrator`` (RabbitMQ's ``is_authorized_monitor``). Before any of these, the vhost
+gate of ``access`` (a user without permissions on an existing vhost: 401).
 """
 
 from __future__ import annotations
