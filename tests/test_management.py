@@ -402,6 +402,9 @@ def test_monitoring_and_non_management_users(broker_factory):
     assert {q["vhost"] for q in get(b, "/api/queues", auth=("mgr", "pw"))} == {"staging"}
     assert call(b, "GET", "/api/queues/%2F/orders.all", auth=("mgr", "pw"))[:2] == (401, {
         "error": "not_authorised", "reason": "User not authorised to access virtual host"})
+    # it lists the policies of its vhosts (changing them needs policymaker), as RabbitMQ
+    assert call(b, "GET", "/api/policies/staging", auth=("mgr", "pw"))[:2] == (200, [])
+    assert call(b, "GET", "/api/policies", auth=("mgr", "pw"))[:2] == (200, [])
 
 
 # ---- definitions ----
