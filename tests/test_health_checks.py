@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import socket
+import time
 
 import pika
 import pytest
@@ -106,6 +107,12 @@ def test_every_name_of_this_node(broker):
 def test_alarm_fails_the_alarm_checks(broker_factory, option, value, resource):
     b = broker_factory(option, value)
     b.wait_for_log("alarm: ")  # the monitor's "... resource limit alarm: ..." line
+    # the monitor logs the line before it sets broker.alarms (syncmq/alarms.py: after every
+    # resource is sampled): a bounded poll of the other process's state
+    deadline = time.monotonic() + 30
+    while check(b, "/health/checks/alarms")[0] != 503:
+        assert time.monotonic() < deadline, "the alarm never showed"
+        time.sleep(0.05)
     node = check(b, "/overview")[1]["node"]
     alarms = [{"node": node, "resource": resource}]
     assert check(b, "/health/checks/alarms") == (503, {
