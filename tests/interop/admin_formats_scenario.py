@@ -9,7 +9,7 @@ the same run against RabbitMQ:
 - each listing with its default columns (no column arguments, as an operator types it):
   the columns of the scenario's rows (values differ between brokers: compared by the test
   with RabbitMQ's set, less the fields syncmq does not serve);
-- ``-S``/``--sort`` and ``-R``/``--sort-reverse``;
+- ``-S``/``--sort`` and ``-R``/``--sort-reverse``, ``-d``/``--depth``;
 - ``declare user`` with ``password_hash=`` and ``hashing_algorithm=`` (then an AMQP login
   with the password), ``declare vhost`` with ``tracing=``, ``declare queue`` with
   ``node=`` (the node's own name, from ``list nodes``);
@@ -184,6 +184,11 @@ def extras(port: int, vh: str, tag: str) -> dict:
     for args in (("-S", "name"), ("-S", "name", "-R"), ("--sort=name", "--sort-reverse")):
         text = ok(port, *v, "-f", "tsv", *args, "list", "queues", "name")
         out["sorted", args] = [n for n in text.split() if n.startswith("fs")]
+    # -d/--depth: nested fields as columns (of our queue's row: their names)
+    for args in (("-d", "2"), ("--depth=3",)):
+        rows = ours(parse("long", ok(port, *v, *args, "-f", "long", "list", "queues"), None),
+                    f"fs1-{tag}")
+        out["depth", args] = sorted({k for r in rows for k in r})
     node = json.loads(ok(port, "-f", "raw_json", "list", "nodes", "name"))[0]["name"]
     out["node="] = admin(port, *v, "declare", "queue", f"name=fn-{tag}", f"node={node}",
                          "durable=false").returncode
