@@ -92,6 +92,8 @@ def _cell(v) -> str:
         return ""
     if isinstance(v, bool):
         return "true" if v else "false"
+    if isinstance(v, list) and all(isinstance(x, str) for x in v):
+        return "[" + ", ".join(v) + "]"  # rabbitmqctl's table: [management, monitoring]
     if isinstance(v, (dict, list)):
         return json.dumps(v, separators=(",", ":"))
     return str(v)
@@ -284,7 +286,9 @@ def clear_permissions(c: Client, args) -> None:
 
 def list_users(c: Client, args) -> None:
     _banner(args, "Listing users ...")
-    _table(args, c.call("GET", "/api/users"), args.columns or ["name", "tags"])
+    # rabbitmqctl's columns: "user" (the API's "name") and "tags"
+    rows = [{"user": u.get("name"), "tags": u.get("tags")} for u in c.call("GET", "/api/users")]
+    _table(args, rows, args.columns or ["user", "tags"])
 
 
 def list_vhosts(c: Client, args) -> None:

@@ -21,13 +21,14 @@ from test_management import call, get
 
 def test_formatters(broker):
     table = ok(broker, "list_users")
-    assert "name\ttags" in table.splitlines()
+    # rabbitmqctl's (tests/interop/test_ctl_formatters_diff.py compares them)
+    assert "user\ttags" in table.splitlines() and "guest\t[administrator]" in table
     as_json = json.loads(ok(broker, "--formatter", "json", "list_users"))
-    assert {"name": "guest", "tags": ["administrator"]} in as_json
+    assert {"user": "guest", "tags": ["administrator"]} in as_json
     assert json.loads(ok(broker, "list_users", "--formatter", "json")) == as_json
     pretty = ok(broker, "-q", "list_users", "--formatter", "pretty_table").splitlines()
     assert pretty[0].startswith("+-") and pretty[0] == pretty[2] == pretty[-1]
-    assert [c.strip() for c in pretty[1].strip("|").split("|")] == ["name", "tags"]
+    assert [c.strip() for c in pretty[1].strip("|").split("|")] == ["user", "tags"]
     assert any("guest" in line and "administrator" in line for line in pretty[3:-1])
     r = ctl(broker, "list_users", "--formatter", "yaml")
     assert r.returncode == 2 and "invalid choice" in r.stderr

@@ -290,11 +290,12 @@ def test_monitoring_user_sees_but_cannot_purge(driver, dash_broker, unique):
     purge = d.find_element(By.CSS_SELECTOR, "#purge button[data-write]")
     assert not purge.is_enabled()
     assert not d.find_element(By.ID, "get-submit").is_enabled()
-    # a stale or tampered page that still sends the purge: the broker refuses it, the page
-    # says so, and nothing is purged
-    d.execute_script("arguments[0].disabled = false", purge)
-    purge.click()
-    d.find_element(By.CSS_SELECTOR, "#purge button[data-confirm]").click()
+    # a stale or tampered page that still sends a delete: the broker refuses it (acting as
+    # the user, as RabbitMQ: configure "" on "/"), the page says so, and nothing is deleted
+    delete = d.find_element(By.CSS_SELECTOR, "#delete-queue button[data-write]")
+    d.execute_script("arguments[0].disabled = false", delete)
+    delete.click()
+    d.find_element(By.CSS_SELECTOR, "#delete-queue button[data-confirm]").click()
     wait(d, lambda d: "Access refused" in (text_of(d, "#banner") or ""), "the refusal")
     assert "administrator" in text_of(d, "#banner")
     assert get(b, f"/api/queues/%2F/{unique}", auth=ADMIN)["messages_ready"] == 2

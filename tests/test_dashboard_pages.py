@@ -266,6 +266,7 @@ def test_publish_and_get_from_the_queue_page(driver, dash_broker, unique):
     Select(d.find_element(By.ID, "publish-delivery-mode")).select_by_value("2")
     d.find_element(By.ID, "publish-headers").send_keys('{"n": 1}')
     d.find_element(By.ID, "publish-payload").send_keys("hello <b>queue</b>")
+    shoot(d, "#publish-payload", "publish.png")
     d.find_element(By.ID, "publish-submit").click()
     wait(d, banner_has("published and routed"), "published")
     wait(d, lambda d: text_of(d, "#tile-ready .v") == "1", "ready = 1")
@@ -465,6 +466,7 @@ def test_vhost_selector_filters_list_pages(driver, dash_broker, unique):
         d.find_element(By.ID, "queues-filter").send_keys(unique)  # a new page: a new filter
         wait(d, lambda d: texts(d, rows, "name") == [f"{unique}-other"],
              "only the vhost's queue")
+        td.screenshot(d, "vhost-selector.png")
         # the add-queue form defaults to the selected vhost
         assert Select(d.find_element(By.ID, "new-queue-vhost")).first_selected_option.text == vh
         # the choice holds on the other list pages, and across a reload

@@ -283,3 +283,50 @@ def test_loopback_only_survives_tag_and_password_changes():
     definitions_import.apply(ctx, plan)
     assert broker.users.users["local"].loopback_only
     assert broker.users.users["local"].tags == ["management"]
+
+
+def test_declare_bodies_typed_as_rabbitmq(broker, unique):
+    """rabbit_mgmt_util's typing (tests/interop/test_mgmt_types_differential.py compares it
+    with RabbitMQ): a field left out is false and an exchange's type direct, a non-boolean
+    is 400 ``["not_boolean", value]``, integers in arguments are ``long``, a null is
+    ``null_not_allowed``; a bad body changes nothing and the broker serves on."""
+    q, x = f"/api/queues/%2F/{unique}", f"/api/exchanges/%2F/{unique}-x"
+    assert call(broker, "PUT", q, {})[0] == 201
+    assert call(broker, "PUT", x, {})[0] == 201
+    got_q, got_x = call(broker, "GET", q)[1], call(broker, "GET", x)[1]
+    assert (got_q["durable"], got_q["auto_delete"]) == (False, False)
+    assert (got_x["type"], got_x["durable"], got_x["internal"]) == ("direct", False, False)
+    for body, reason in (
+            ({"durable": "yes"}, ["not_boolean", "yes"]),
+            ({"auto_delete": None}, ["not_boolean", None]),
+            ({"arguments": {"x-custom": [1, None]}}, "null_not_allowed"),
+            ({"arguments": {"x-overflow": 1}},
+             f"invalid arg 'x-overflow' for queue '{unique}-2' in vhost '/': "
+             "{unacceptable_type,long}")):
+        assert call(broker, "PUT", q + "-2", body) == (
+            400, {"error": "bad_request", "reason": reason}), body
+        assert call(broker, "GET", q + "-2")[0] == 404
+    assert call(broker, "PUT", q, {"durable": "false", "auto_delete": "false"})[0] == 204
+
+
+def test_vhost_definitions_export_and_import(broker, unique):
+    """``/api/definitions/{vhost}`` (rabbitmqadmin ``-V``): RabbitMQ 3.10's shape, objects
+    imported into the path's vhost whatever they name, users ignored."""
+    vh = f"{unique}-vh"
+    assert call(broker, "PUT", f"/api/vhosts/{vh}")[0] == 201
+    assert call(broker, "PUT", f"/api/queues/{vh}/q", {"durable": True})[0] == 201
+    status, defs = call(broker, "GET", f"/api/definitions/{vh}")
+    assert status == 200 and sorted(defs) == ["bindings", "exchanges", "parameters",
+                                              "policies", "queues", "rabbit_version"]
+    assert defs["queues"] == [{"name": "q", "durable": True, "auto_delete": False,
+                               "arguments": {}}]
+    imported = {"queues": [{"name": "q2", "vhost": "elsewhere", "durable": True,
+                            "auto_delete": False, "arguments": {}}],
+                "users": [{"name": f"{unique}-u", "password_hash": "", "tags": ""}]}
+    assert call(broker, "POST", f"/api/definitions/{vh}", imported)[0] == 204
+    assert call(broker, "GET", f"/api/queues/{vh}/q2")[0] == 200
+    assert call(broker, "GET", f"/api/users/{unique}-u")[0] == 404
+    assert call(broker, "GET", "/api/definitions/nope-vh") == (
+        400, {"error": "bad_request", "reason": "vhost_not_found"})
+    assert call(broker, "POST", "/api/definitions/nope-vh", imported) == (
+        404, {"error": "not_found", "reason": "vhost_not_found"})

@@ -19,6 +19,7 @@ from typing import Any
 
 from ..wire import _spec
 from ..wire.errors import AMQPChannelError
+from ..wire.fields import Long
 from .message import MAX_EXPIRY
 
 MAX_PRIORITY = 255  # RabbitMQ's ?MAX_SUPPORTED_PRIORITY
@@ -31,6 +32,8 @@ def wire_type(v: Any) -> str:
     """RabbitMQ's name for the field-table type ``v`` was (most likely) sent as."""
     if isinstance(v, bool):
         return "bool"
+    if type(v) is Long:  # a JSON number from the management API, typed long as RabbitMQ's
+        return "long"
     if isinstance(v, int):
         return "signedint" if -2**31 <= v < 2**31 else "long"
     if isinstance(v, str):

@@ -20,7 +20,7 @@ from typing import Any
 
 from ..wire import _spec
 from ..wire.errors import AMQPChannelError, AMQPConnectionError
-from .args import check_declare_arguments, check_queue_type
+from .args import check_declare_arguments, check_queue_type, wire_type
 from .deadletter import (
     DEAD_LETTER_EVENT,
     count_by_reason,
@@ -134,9 +134,10 @@ class VirtualHost:
             if name == "":
                 raise _default_exchange_refused()
             return self.get_exchange(name), False
-        if type_ not in EXCHANGE_TYPES:
+        if type_ not in EXCHANGE_TYPES:  # RabbitMQ 3.10.8's words: '' is invalid, not unknown
+            word = "invalid" if type_ == "" else "unknown"
             raise AMQPConnectionError(
-                _spec.COMMAND_INVALID, f"COMMAND_INVALID - unknown exchange type '{type_}'"
+                _spec.COMMAND_INVALID, f"COMMAND_INVALID - {word} exchange type '{type_}'"
             )
         if name == "":
             raise _default_exchange_refused()
@@ -157,8 +158,8 @@ class VirtualHost:
             if ae is not None and not isinstance(ae, str):
                 raise AMQPChannelError(
                     _spec.PRECONDITION_FAILED,
-                    "PRECONDITION_FAILED - invalid arg 'alternate-exchange' for exchange "
-                    f"'{name}' in vhost '{self.name}'",
+                    f"PRECONDITION_FAILED - invalid type '{wire_type(ae)}' for arg "
+                    f"'alternate-exchange' in exchange '{name}' in vhost '{self.name}'",
                 )
             if type_ == FEDERATION_UPSTREAM:
                 check_federation_arguments(arguments)  # the type's validate, on creation

@@ -13,11 +13,14 @@ management user"); ``administrator`` may do everything, ``monitoring`` may read 
 ``management``/``policymaker`` may read the vhosts they have permissions on, but of the
 connections, channels and consumers only their own (``API.sessions``, ``API.may_see``: they may
 close their own connections too); reading users,
-permissions or definitions and every change need ``administrator`` (else 401 "Access
-refused.", RabbitMQ's status for it). Exceptions, RabbitMQ's, checked by their endpoints
-(routes added with ``self_checked``): a ``policymaker`` may change policies and runtime
-parameters; the shovel endpoints (``/api/shovels...``, reading, restarting and deleting)
-need ``monitoring`` or ``administrator`` (RabbitMQ's ``is_authorized_monitor``).
+permissions or definitions and every other change need ``administrator`` (else 401 "Not
+administrator user", RabbitMQ's). Exceptions, RabbitMQ's, checked by their endpoints
+(routes added with ``self_checked``): acting on a vhost's objects (declare, delete, bind,
+publish, get, purge) is done as the user, whatever its management tag (``access``); a
+``policymaker`` may change policies and runtime parameters; the shovel endpoints
+(``/api/shovels...``, reading, restarting and deleting) need ``monitoring`` or
+``administrator`` (RabbitMQ's ``is_authorized_monitor``). Before any of these, the vhost
+gate of ``access`` (a user without permissions on an existing vhost: 401).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from ..broker.auth import User
 from ..broker.queue import Queue
 from ..broker.vhost import VirtualHost
 from ..methods.session import Session
+from . import access
 from .common import (
     CONNECTION_FORCED,
     MANAGEMENT_TAGS,
@@ -47,7 +51,7 @@ from .common import (
     _submit,
     has_tag,
 )
-from .errors import HTTPError, access_refused, bad_request, not_found
+from .errors import HTTPError, bad_request, not_found
 from .idle import IdleSince
 from .resources import (
     bindings,
@@ -123,29 +127,31 @@ class API:
         """Exchanges, queues, bindings, connections, channels, consumers, definitions,
         health checks."""
         r = self._route
+        # acting on objects: any management user, as the user (access.resource, rule 2)
+        o = functools.partial(self._route, self_checked=True)
         r("GET", "exchanges", exchanges.exchanges)
         r("GET", "exchanges/{vhost}", exchanges.exchanges)
         r("GET", "exchanges/{vhost}/{name}", exchanges.exchange)
         r("GET", "exchanges/{vhost}/{name}/bindings/source", exchanges.exchange_bindings_source)
         r("GET", "exchanges/{vhost}/{name}/bindings/destination",
           exchanges.exchange_bindings_destination)
-        r("POST", "exchanges/{vhost}/{name}/publish", publish.publish)
-        r("PUT", "exchanges/{vhost}/{name}", exchanges.put_exchange)
-        r("DELETE", "exchanges/{vhost}/{name}", exchanges.delete_exchange)
+        o("POST", "exchanges/{vhost}/{name}/publish", publish.publish)
+        o("PUT", "exchanges/{vhost}/{name}", exchanges.put_exchange)
+        o("DELETE", "exchanges/{vhost}/{name}", exchanges.delete_exchange)
         r("GET", "queues", queues.queues)
         r("GET", "queues/{vhost}", queues.queues)
         r("GET", "queues/{vhost}/{name}", queues.queue)
-        r("PUT", "queues/{vhost}/{name}", queues.put_queue)
-        r("DELETE", "queues/{vhost}/{name}", queues.delete_queue)
-        r("DELETE", "queues/{vhost}/{name}/contents", queues.purge_queue)
+        o("PUT", "queues/{vhost}/{name}", queues.put_queue)
+        o("DELETE", "queues/{vhost}/{name}", queues.delete_queue)
+        o("DELETE", "queues/{vhost}/{name}/contents", queues.purge_queue)
         r("GET", "queues/{vhost}/{name}/bindings", bindings.queue_bindings)
-        r("POST", "queues/{vhost}/{name}/get", queues.get_messages)
+        o("POST", "queues/{vhost}/{name}/get", queues.get_messages)
         r("GET", "bindings", bindings.bindings)
         r("GET", "bindings/{vhost}", bindings.bindings)
         r("GET", "bindings/{vhost}/e/{source}/{dtype}/{dest}", bindings.bindings_between)
-        r("POST", "bindings/{vhost}/e/{source}/{dtype}/{dest}", bindings.post_binding)
+        o("POST", "bindings/{vhost}/e/{source}/{dtype}/{dest}", bindings.post_binding)
         r("GET", "bindings/{vhost}/e/{source}/{dtype}/{dest}/{props}", bindings.binding)
-        r("DELETE", "bindings/{vhost}/e/{source}/{dtype}/{dest}/{props}",
+        o("DELETE", "bindings/{vhost}/e/{source}/{dtype}/{dest}/{props}",
           bindings.delete_binding)
         r("GET", "connections", connections.connections)
         r("GET", "connections/{name}", connections.connection)
@@ -158,6 +164,8 @@ class API:
         r("GET", "consumers/{vhost}", connections.consumers)
         r("GET", "definitions", vhosts.get_definitions)
         r("POST", "definitions", vhosts.post_definitions)
+        r("GET", "definitions/{vhost}", vhosts.get_vhost_definitions)
+        r("POST", "definitions/{vhost}", vhosts.post_vhost_definitions)
         r("GET", "health/checks/alarms", health.alarms)
         r("GET", "health/checks/local-alarms", health.local_alarms)
         r("GET", "health/checks/virtual-hosts", health.virtual_hosts)
@@ -233,9 +241,11 @@ class API:
                 if method != req.method:
                     allowed_methods = True
                     continue
+                if "vhost" in args and access.gated(req.parts):
+                    access.vhost_gate(req, args["vhost"], args["vhost"] in self.ctx.broker.vhosts)
                 if method != "GET" and not self_checked and not has_tag(req.user,
                                                                         "administrator"):
-                    raise access_refused()
+                    raise access.not_admin()
                 resp = fn(self, req, **args)
                 if method != "GET":
                     self._wait_durable()
@@ -315,12 +325,14 @@ class API:
 
     def need_admin(self, req: Request) -> None:
         if not has_tag(req.user, "administrator"):
-            raise access_refused()
+            raise access.not_admin()
 
-    def vhost_or_404(self, name: str) -> VirtualHost:
+    def vhost_or_404(self, name: str, reason: str | None = None) -> VirtualHost:
+        """The vhost ``name``; unknown: 404, RabbitMQ's ``not_found``/``reason`` when given
+        (what its declares answer) or else its plain "Object Not Found"."""
         vh = self.ctx.broker.vhosts.get(name)
         if vh is None:
-            raise not_found()
+            raise HTTPError(404, "not_found", reason) if reason else not_found()
         return vh
 
     def message_stats(self) -> dict[str, Any]:
@@ -414,9 +426,7 @@ class API:
         if vhost is not None:
             if vhost not in self.ctx.broker.vhosts:
                 raise not_found()
-            if vhost not in req.user.permissions:
-                raise HTTPError(401, "not_authorised",
-                                "User not authorised to access virtual host")
+            access.vhost_gate(req, vhost, True)
             sessions = [s for s in sessions if s.vhost.name == vhost]
         if self.sees_all(req.user):
             return sessions

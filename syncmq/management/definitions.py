@@ -88,6 +88,41 @@ def export(ctx: Context) -> dict[str, Any]:
     }
 
 
+# A vhost's definitions (``GET``/``POST /api/definitions/{vhost}``, rabbitmqadmin's ``-V``):
+# the kinds RabbitMQ 3.10 writes there; queues, exchanges and bindings without their
+# ``vhost`` (and queues without ``type``, as 3.10), parameters and policies with it.
+VHOST_KINDS = ("parameters", "policies", "queues", "exchanges", "bindings")
+
+
+def export_vhost(ctx: Context, vname: str) -> dict[str, Any]:
+    """The definitions of one vhost, in RabbitMQ 3.10's shape (see VHOST_KINDS)."""
+    whole = export(ctx)
+    out: dict[str, Any] = {"rabbit_version": ctx.version}
+    for kind in VHOST_KINDS:
+        keep = kind in ("parameters", "policies")
+        out[kind] = [{k: v for k, v in o.items()
+                      if keep or k not in ("vhost", "type")}
+                     for o in whole[kind] if o.get("vhost") == vname]
+    return out
+
+
+def for_vhost(defs: Any, vname: str) -> Any:
+    """A vhost's definitions as a whole file would hold them: the kinds of VHOST_KINDS, each
+    object placed in ``vname`` (whatever vhost it names, as RabbitMQ); other kinds (users,
+    vhosts, permissions) are ignored, as RabbitMQ ignores them. Anything not an object is
+    returned as it is, for the importer to refuse."""
+    if not isinstance(defs, dict):
+        return defs
+    out: dict[str, Any] = {}
+    for kind in VHOST_KINDS:
+        items = defs.get(kind)
+        if isinstance(items, list):
+            items = [{**o, "vhost": vname} if isinstance(o, dict) else o for o in items]
+        if items is not None:
+            out[kind] = items
+    return out
+
+
 def _bindings_of(ex: Exchange, vname: str) -> list[dict]:
     out = []
     for dest, key, args in ex.matcher.bindings():

@@ -11,6 +11,7 @@ properties (left as it is, as RabbitMQ does) or a binding whose ends do not exis
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from dataclasses import dataclass, field
@@ -78,8 +79,9 @@ def _bool(item: dict, key: str, what: str, default: bool) -> bool:
     """``validate.boolean`` (the rule PUT uses), its error named for the import."""
     try:
         return validate.boolean(item, key, default)
-    except HTTPError as e:
-        raise DefinitionsError(f"{what}: {e.reason}") from None
+    except HTTPError:
+        raise DefinitionsError(f"{what}: not_boolean: {key} must be true or false, "
+                               f"not {json.dumps(item[key])}") from None
 
 
 def _args(item: dict, what: str) -> dict:

@@ -3,9 +3,12 @@ status and the JSON body ``{"error": ..., "reason": ...}``."""
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class HTTPError(Exception):
-    def __init__(self, status: int, error: str, reason: str) -> None:
+    def __init__(self, status: int, error: str, reason: Any) -> None:
+        """``reason`` is a string, or (as RabbitMQ's ``not_boolean``) any JSON value."""
         super().__init__(reason)
         self.status, self.error, self.reason = status, error, reason
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..wire.fields import Long
 from .errors import HTTPError, bad_request
 
 INT64 = (-(1 << 63), (1 << 63) - 1)
@@ -41,11 +42,16 @@ def require(body: Any, *keys: str) -> dict[str, Any]:
 
 
 def boolean(d: dict[str, Any], key: str, default: bool) -> bool:
-    v = d.get(key, default)
-    if v in ("true", "false"):  # RabbitMQ accepts the strings too
+    """A JSON boolean or the string rabbitmqadmin sends (``"true"``/``"false"``), as
+    rabbit_mgmt_util's parse_bool; anything else (``null`` included) is its 400 with the
+    reason ``["not_boolean", value]``."""
+    if key not in d:
+        return default
+    v = d[key]
+    if v in ("true", "false"):
         return v == "true"
     if not isinstance(v, bool):
-        raise bad_request(f"not_boolean: {key} must be true or false")
+        raise HTTPError(400, "bad_request", ["not_boolean", v])
     return v
 
 
@@ -57,27 +63,34 @@ def string(d: dict[str, Any], key: str, default: str | None = None) -> str:
 
 
 def arguments(d: dict[str, Any], key: str = "arguments") -> dict[str, Any]:
-    """An AMQP field table from JSON: an object of strings, booleans, 64-bit integers,
-    numbers, nulls, lists and objects of those (nesting is bounded by the JSON decoder)."""
+    """An AMQP field table from JSON, typed as rabbit_mgmt_util's ``args`` types it: strings,
+    booleans, integers as ``long`` (64-bit, :class:`~syncmq.wire.fields.Long`), numbers as
+    doubles, lists and objects of those (nesting is bounded by the JSON decoder); a null
+    anywhere is RabbitMQ's 400 ``null_not_allowed``."""
     v = d.get(key)
     if v is None:
         return {}
     if not isinstance(v, dict):
         raise bad_request(f"{key} must be an object")
-    stack: list[Any] = [v]
-    while stack:
-        x = stack.pop()
-        if isinstance(x, dict):
-            for k, y in x.items():
-                if len(k.encode()) > 255:
-                    raise bad_request(f"{key}: a key is longer than 255 bytes")
-                stack.append(y)
-        elif isinstance(x, list):
-            stack.extend(x)
-        elif isinstance(x, int) and not isinstance(x, bool):
-            if not INT64[0] <= x <= INT64[1]:
-                raise bad_request(f"{key}: integer out of range")
-    return v
+    return _typed(v, key)
+
+
+def _typed(x: Any, key: str) -> Any:
+    """``x`` with its integers as ``Long`` (see :func:`arguments`)."""
+    if isinstance(x, dict):
+        for k in x:
+            if len(k.encode()) > 255:
+                raise bad_request(f"{key}: a key is longer than 255 bytes")
+        return {k: _typed(y, key) for k, y in x.items()}
+    if isinstance(x, list):
+        return [_typed(y, key) for y in x]
+    if x is None:
+        raise bad_request("null_not_allowed")
+    if isinstance(x, int) and not isinstance(x, bool):
+        if not INT64[0] <= x <= INT64[1]:
+            raise bad_request(f"{key}: integer out of range")
+        return Long(x)
+    return x
 
 
 def name(value: str, what: str) -> str:

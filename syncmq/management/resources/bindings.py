@@ -19,6 +19,7 @@ import syncmq.management.validate as validate
 from ...broker.queue import Queue
 from ...broker.vhost import VirtualHost
 from ...wire.errors import AMQPChannelError, AMQPConnectionError
+from .. import access
 from ..common import (
     Request,
     Response,
@@ -128,6 +129,7 @@ def _post_target(api: API, req: Request, vhost: str, source: str, dtype: str, de
     vh = api.ctx.broker.vhosts.get(vhost)
     if vh is None or not api.visible(req.user, vhost):
         raise HTTPError(404, "not_found", "vhost_not_found")
+    access.resource(req, vhost, _bind_checks(source, dtype, dest))
     if source in ("", "amq.default") or (dtype == "e" and dest in ("", "amq.default")):
         raise access_refused()
     what, table = ("queue", vh.queues) if dtype == "q" else ("exchange", vh.exchanges)
@@ -135,6 +137,14 @@ def _post_target(api: API, req: Request, vhost: str, source: str, dtype: str, de
         if name not in tab:
             raise HTTPError(404, "not_found", f"no {kind} '{name}' in vhost '{vhost}'")
     return vh, vh.exchanges[source], table[dest]
+
+
+def _bind_checks(source: str, dtype: str, dest: str) -> list[tuple[str, str, str]]:
+    """What a bind or unbind needs, as RabbitMQ's channel checks it: write on the
+    destination, then read on the source (``access.resource``)."""
+    src = "" if source == "amq.default" else source
+    return [("write", "queue" if dtype == "q" else "exchange", dest),
+            ("read", "exchange", src)]
 
 
 def _check_topic(api: API, req: Request, vhost: str, source: str, key: str) -> None:
@@ -173,6 +183,7 @@ def post_binding(api: API, req: Request, vhost: str, source: str, dtype: str,
 def delete_binding(api: API, req: Request, vhost: str, source: str, dtype: str, dest: str,
                    props: str) -> Response:
     vh, ex, d, key, args = _find(api, req, vhost, source, dtype, dest, props)
+    access.resource(req, vhost, _bind_checks(source, dtype, dest))
     _check_topic(api, req, vhost, source, key)
     try:
         vh.unbind(ex.name, d, key, args)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import syncmq.management.validate as validate
 
 from ...wire.errors import AMQPChannelError, AMQPConnectionError
+from .. import access
 from ..common import (
     _EXCHANGE_SORTS,
     Request,
@@ -64,16 +65,18 @@ def exchange_bindings_destination(api: API, req: Request, vhost: str, name: str)
 
 
 def put_exchange(api: API, req: Request, vhost: str, name: str) -> Response:
-    vh = api.vhost_or_404(vhost)
+    """Declare as the user (``access``: configure on the exchange), as ``put_queue``."""
+    vh = api.vhost_or_404(vhost, "vhost_not_found")
     body = validate.obj(req.body)
     validate.name(name, "exchange")
-    etype = body.get("type")
+    etype = body.get("type", "direct")  # RabbitMQ 3.10's default, as durable's false
     if not isinstance(etype, str):
-        raise bad_request("'type' is required")
-    durable = validate.boolean(body, "durable", True)
+        raise bad_request("'type' must be a string")
+    durable = validate.boolean(body, "durable", False)
     auto_delete = validate.boolean(body, "auto_delete", False)
     internal = validate.boolean(body, "internal", False)
     args = validate.arguments(body)
+    access.resource(req, vhost, [("configure", "exchange", name)])
     try:
         _, created = vh.declare_exchange(name, etype, False, durable, auto_delete, internal,
                                          args)
@@ -84,6 +87,9 @@ def put_exchange(api: API, req: Request, vhost: str, name: str) -> Response:
 
 def delete_exchange(api: API, req: Request, vhost: str, name: str) -> Response:
     vh = api.vhost_or_404(vhost)
+    if name not in vh.exchanges:
+        raise not_found()
+    access.resource(req, vhost, [("configure", "exchange", name)])
     try:
         ex = vh.delete_exchange(name, req.query.get("if-unused") == "true")
     except AMQPChannelError as e:

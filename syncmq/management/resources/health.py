@@ -74,7 +74,8 @@ def protocol_listener(api: API, req: Request, protocol: str) -> Response:
     protocols = list(dict.fromkeys(li["protocol"] for li in api.ctx.listeners))
     if wanted in protocols:
         return _ok(protocol=wanted)
-    return _failed("No active listener", missing=protocol, protocols=protocols)
+    # the protocol as normalised (amqps: amqp/ssl), as RabbitMQ 3.10.8 names it
+    return _failed("No active listener", missing=wanted, protocols=protocols)
 
 
 def single_node(api: API, req: Request) -> Response:

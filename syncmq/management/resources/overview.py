@@ -19,11 +19,12 @@ from ...broker.federation import DESCRIPTION as FEDERATION_DESCRIPTION
 from ...broker.federation import FEDERATION_UPSTREAM
 from ...broker.message import Message
 from ...broker.publish import publish as broker_publish
+from .. import access
 from ..common import (
     Request,
     Response,
 )
-from ..errors import not_found
+from ..errors import HTTPError, not_found
 from ..state import open_sessions
 
 if TYPE_CHECKING:
@@ -62,10 +63,29 @@ def overview(api: API, req: Request) -> Response:
             "consumers": consumers,
         },
         "statistics_db_event_queue": 0,
+        "churn_rates": _churn_rates(api),
+        # RabbitMQ's default retention (s) of sampled statistics, which its UI reads
+        "sample_retention_policies": {"global": [600, 3600, 28800, 86400],
+                                      "basic": [600, 3600], "detailed": [600]},
         "node": ctx.node,
         "listeners": [dict(li, node=ctx.node) for li in ctx.listeners],
         "contexts": [],
     })
+
+
+# RabbitMQ's churn_rates fields and the broker's event counters (``Broker.count``) behind them
+_CHURN = (("channel_closed", "channels_closed"), ("channel_created", "channels_opened"),
+          ("connection_closed", "connections_closed"),
+          ("connection_created", "connections_opened"), ("queue_created", "queues_created"),
+          ("queue_declared", "queues_declared"), ("queue_deleted", "queues_deleted"))
+
+
+def _churn_rates(api: API) -> dict[str, Any]:
+    """RabbitMQ's ``churn_rates``: node-wide counts of connections, channels and queues
+    created and closed (deleted), with their rates."""
+    events = api.ctx.broker.events
+    counts = {field: events.get(event, 0) for field, event in _CHURN}
+    return state.with_details(counts, api.rates.rates("churn", counts))
 
 
 def _exchange_types() -> list[dict]:
@@ -212,6 +232,10 @@ def node(api: API, req: Request, node: str) -> Response:
 def aliveness(api: API, req: Request, vhost: str) -> Response:
     """Declare ``aliveness-test`` in the vhost, publish a message to it and get it back."""
     vh = api.visible_vhosts(req, vhost)[0]
+    text = access.refused_text(req, vhost)
+    access.resource(req, vhost, [(what, "queue", "aliveness-test")
+                                 for what in ("configure", "write", "read")],
+                    lambda *r: HTTPError(401, "not_authorised", text(*r)))
     q, _ = vh.declare_queue("aliveness-test", False, False, False, False, None, None)
     broker_publish(vh, vh.default_exchange,  # the broker's one publish, to this queue only
                    Message("", "aliveness-test", b"\x00\x00", b"test_message"), queues=[q])

@@ -1,7 +1,8 @@
 """``/api/policies`` and ``/api/operator-policies`` (RabbitMQ's ``rabbit_mgmt_wm_policies``,
 ``rabbit_mgmt_wm_policy`` and their operator twins).
 
-Who may: an ``administrator``; for user policies also a ``policymaker`` in the vhosts it has
+Who may: list, any management user (the policies of the vhosts it sees); read one or change,
+an ``administrator``, for user policies also a ``policymaker`` in the vhosts it has
 permissions on (RabbitMQ's ``is_authorized_policies``); anyone else 401. A PUT is stored
 through the runtime-parameter store (``broker.parameters``, components
 ``policy``/``operator_policy``: validated, journaled, then applied live by the
@@ -36,7 +37,8 @@ def _component(req: Request) -> str:
 
 
 def _listing(api: API, req: Request, vhost: str | None) -> Response:
-    _may_change(api, req, vhost)
+    """Any management user lists the policies (and operator policies) of the vhosts it
+    sees, as RabbitMQ's listings (its vhost gate is the router's: ``access``)."""
     if vhost is not None:
         api.visible_vhosts(req, vhost)
     visible = {vh.name for vh in api.visible_vhosts(req)}

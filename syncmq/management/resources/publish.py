@@ -17,6 +17,7 @@ from ...broker.message import Message
 from ...broker.publish import publish as broker_publish
 from ...broker.user_rules import topic_refusal
 from ...wire import _spec
+from .. import access
 from ..common import (
     Request,
     Response,
@@ -66,7 +67,15 @@ def publish(api: API, req: Request, vhost: str, name: str) -> Response:
     broker's one publish (``broker.publish``): persistent messages reaching durable
     queues are journaled (once) and the answer waits for their fsync; a publish a queue
     refused (``x-overflow: reject-publish``) is RabbitMQ's 400."""
-    vh, ex = api.get_exchange(req, vhost, name)
+    text = access.refused_text(req, vhost)
+    access.resource(req, vhost, [("write", "exchange", "" if name == "amq.default" else name)],
+                    lambda *r: bad_request("403 " + text(*r)))
+    vh = api.ctx.broker.vhosts.get(vhost)
+    if vh is None:  # permissions left on a vhost being deleted
+        raise access_refused()
+    ex = vh.exchanges.get("" if name == "amq.default" else name)
+    if ex is None:
+        raise bad_request(f"404 NOT_FOUND - no exchange '{name}' in vhost '{vhost}'")
     body = validate.require(req.body, "routing_key", "properties", "payload",
                             "payload_encoding")
     rk, payload = body["routing_key"], body["payload"]

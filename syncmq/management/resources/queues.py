@@ -18,6 +18,7 @@ from ...broker.message import Message
 from ...broker.queue import Queue
 from ...wire import _spec
 from ...wire.errors import AMQPChannelError, AMQPConnectionError
+from .. import access
 from ..common import (
     _QUEUE_SORTS,
     Request,
@@ -27,8 +28,9 @@ from ..common import (
     _submit,
     jsonable,
 )
-from ..errors import access_refused, bad_request, not_found
+from ..errors import HTTPError, access_refused, bad_request, not_found
 from . import connections
+from .overview import is_this_node
 
 if TYPE_CHECKING:
     from ..api import API
@@ -136,14 +138,22 @@ def queue(api: API, req: Request, vhost: str, name: str) -> Response:
 
 
 def put_queue(api: API, req: Request, vhost: str, name: str) -> Response:
-    vh = api.vhost_or_404(vhost)
+    """Declare as the user (``access``: configure on the queue), as RabbitMQ's: an unknown
+    vhost is 404 ``vhost_not_found``; the body's shape is checked before the access."""
+    vh = api.vhost_or_404(vhost, "vhost_not_found")
     body = validate.obj(req.body)
     validate.name(name, "queue")
-    if name.startswith("amq."):  # RabbitMQ's channel refuses it (403): 401 here, as there
-        raise access_refused()
-    durable = validate.boolean(body, "durable", True)
+    # a field left out is false, as RabbitMQ 3.10's API reads it (rabbitmqadmin always
+    # sends durable; the dashboard sends both)
+    durable = validate.boolean(body, "durable", False)
     auto_delete = validate.boolean(body, "auto_delete", False)
     args = validate.arguments(body)
+    node = body.get("node")
+    if node is not None and not (isinstance(node, str) and is_this_node(api.ctx, node)):
+        raise bad_request(f"Node {node} could not be contacted")
+    access.resource(req, vhost, [("configure", "queue", name)])
+    if name.startswith("amq."):  # RabbitMQ's channel refuses it (403): 401 here, as there
+        raise access_refused()
     try:
         _, created = vh.declare_queue(name, False, durable, False, auto_delete, args, None)
     except (AMQPChannelError, AMQPConnectionError) as e:
@@ -153,6 +163,7 @@ def put_queue(api: API, req: Request, vhost: str, name: str) -> Response:
 
 def delete_queue(api: API, req: Request, vhost: str, name: str) -> Response:
     vh, q = api.get_queue(req, vhost, name)
+    access.resource(req, vhost, [("configure", "queue", name)])
     try:
         # As RabbitMQ's management plugin: an exclusive queue can be deleted from here.
         result = vh.delete_queue(name, req.query.get("if-unused") == "true",
@@ -168,6 +179,7 @@ def delete_queue(api: API, req: Request, vhost: str, name: str) -> Response:
 
 def purge_queue(api: API, req: Request, vhost: str, name: str) -> Response:
     _, q = api.get_queue(req, vhost, name)
+    access.resource(req, vhost, [("read", "queue", name)])
     q.purge()
     return Response(204)
 
@@ -176,8 +188,15 @@ def get_messages(api: API, req: Request, vhost: str, name: str) -> Response:
     """RabbitMQ's ``POST /api/queues/{vh}/{q}/get``: take up to ``count`` messages from
     the head, as basic.get without no-ack, then settle them by ``ackmode`` (``*_requeue_true``
     puts them back where they were, marked redelivered, so a look changes no order).
-    Body: ``{count, ackmode, encoding: auto|base64, truncate}``."""
-    _, q = api.get_queue(req, vhost, name)
+    Body: ``{count, ackmode, encoding: auto|base64, truncate}``. As the user: read on
+    the queue (refused, or a missing queue, with RabbitMQ's channel texts)."""
+    text = access.refused_text(req, vhost)
+    access.resource(req, vhost, [("read", "queue", name)],
+                    lambda *r: HTTPError(401, "not_authorised", text(*r)))
+    vh = api.ctx.broker.vhosts.get(vhost)
+    q = vh.queues.get(name) if vh is not None else None
+    if q is None:
+        raise HTTPError(404, "not_found", f"NOT_FOUND - no queue '{name}' in vhost '{vhost}'")
     body = validate.require(req.body, "ackmode", "count")
     ackmode = body.get("ackmode")
     if ackmode not in ACK_MODES:

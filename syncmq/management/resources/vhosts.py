@@ -19,7 +19,7 @@ from ..common import (
     Request,
     Response,
 )
-from ..errors import bad_request, not_found
+from ..errors import HTTPError, bad_request, not_found
 from ..state import open_sessions
 
 if TYPE_CHECKING:
@@ -46,6 +46,8 @@ def vhosts(api: API, req: Request) -> Response:
 
 
 def vhost(api: API, req: Request, vhost: str) -> Response:
+    """One vhost: ``administrator`` only, as RabbitMQ 3.10's (others list ``/api/vhosts``)."""
+    api.need_admin(req)
     return Response(200, _vhost_json(api, api.visible_vhosts(req, vhost)[0]))
 
 
@@ -114,9 +116,28 @@ def get_definitions(api: API, req: Request) -> Response:
     return Response(200, definitions.export(api.ctx))
 
 
-def post_definitions(api: API, req: Request) -> Response:
+def get_vhost_definitions(api: API, req: Request, vhost: str) -> Response:
+    """One vhost's definitions (rabbitmqadmin ``-V vh export``); an unknown vhost is
+    RabbitMQ's 400 ``vhost_not_found``."""
+    api.need_admin(req)
+    if vhost not in api.ctx.broker.vhosts:
+        raise bad_request("vhost_not_found")
+    return Response(200, definitions.export_vhost(api.ctx, vhost))
+
+
+def post_vhost_definitions(api: API, req: Request, vhost: str) -> Response:
+    """Import into one vhost (rabbitmqadmin ``-V vh import``): every object lands in
+    ``vhost``; users, vhosts and permissions in the file are ignored, as RabbitMQ does. An
+    unknown vhost is RabbitMQ's 404 ``not_found``/``vhost_not_found``."""
+    if vhost not in api.ctx.broker.vhosts:
+        raise HTTPError(404, "not_found", "vhost_not_found")
+    return post_definitions(api, req, definitions.for_vhost(req.body, vhost))
+
+
+def post_definitions(api: API, req: Request, body: Any = None) -> Response:
+    body = req.body if body is None else body
     try:
-        definitions_import.apply(api.ctx, definitions_import.plan(api.ctx, req.body))
+        definitions_import.apply(api.ctx, definitions_import.plan(api.ctx, body))
     except definitions_import.DefinitionsError as e:
         raise bad_request(str(e)) from None
     return Response(204)
