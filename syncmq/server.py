@@ -62,6 +62,7 @@ class Server:
                 self.body_store.attach_journal(self.journal.reader)
         self.broker = broker or Broker(durability=self.durability, body_store=self.body_store)
         self.broker.flow_limits.set(config.queue_flow_high)  # before any queue exists
+        self.broker.flow_limits.set_bytes(config.queue_flow_high_bytes)
         self.settings = Settings(
             frame_max=config.frame_max,
             channel_max=config.channel_max,
