@@ -19,6 +19,7 @@ import amqp_raw
 import pika
 import pytest
 
+from syncmq.broker.flow import OFF, FlowLimits
 from syncmq.reactor.reading import FLOW_HIGH, RECV_SIZE
 from syncmq.wire import _spec
 
@@ -346,14 +347,15 @@ HIGH_BYTES = 4 * 1024 * 1024  # --queue-flow-high-bytes in these tests: 64 messa
 BIG_BOUND = (HIGH_BYTES + 2 * FLOW_HIGH * RECV_SIZE) // len(BIG) + 1  # + in-flight input
 
 
-@pytest.mark.parametrize("high_bytes", [str(HIGH_BYTES), "0"])
-def test_large_messages_pause_their_publisher_by_bytes(broker_factory, high_bytes):
+@pytest.mark.parametrize("high_bytes,count", [(str(HIGH_BYTES), "20000"), (str(HIGH_BYTES), "0"),
+                                              ("0", "20000")])
+def test_large_messages_pause_their_publisher_by_bytes(broker_factory, high_bytes, count):
     """Large messages to a queue with a slow consumer: with the bytes threshold the queue's
     depth stays under it plus a paused connection's in-flight input, the publisher shows as
     ``flow`` and resumes (it sends everything); without it (only the message count, far off)
     the backlog grows past that bound (the consumer takes 100 a second at most) and no
-    connection is ever in flow."""
-    b = broker_factory("--queue-flow-high-bytes", high_bytes)
+    connection is ever in flow. The bytes threshold works alone too (``--queue-flow-high 0``)."""
+    b = broker_factory("--queue-flow-high-bytes", high_bytes, "--queue-flow-high", count)
     n = 3 * BIG_BOUND
     deepest, saw_flow = _run_against_slow_consumer(b, n, BIG, delay=0.01)
     if high_bytes == "0":
@@ -408,3 +410,13 @@ def test_bytes_pause_leaves_other_publishers_alone_and_resumes(broker_factory):
     drain.join(10)
     cons.join(10)
     mon.close()
+
+
+def test_flow_limits_each_threshold_alone():
+    """A threshold that is off never holds a queue back, nor keeps it from catching up: its
+    low watermark is then "any" (a queue behind by bytes with the count off catches up at
+    half the bytes, not at an empty queue)."""
+    limits = FlowLimits(0, None, 4096)
+    assert (limits.high, limits.low, limits.high_bytes, limits.low_bytes) == (OFF, OFF, 4096, 2048)
+    limits = FlowLimits(100)
+    assert (limits.high, limits.low, limits.high_bytes, limits.low_bytes) == (100, 50, OFF, OFF)
