@@ -8,8 +8,9 @@ exchange with 100,000 bindings used to cost O(100,000).  These maps bound the co
 * A map of at most ``SMALL`` entries is a plain ``dict`` (copied whole on change: O(SMALL),
   and ``dict.get`` stays the fastest lookup for the common, narrow trie node).
 * A larger one is a :class:`PMap`: a hash array mapped trie.  Its branches are lists of 32
-  slots indexed by 5 bits of ``hash(key)``; its leaves are dicts of at most ``LEAF`` entries
-  ``key -> (seq, value)``.  A change copies the one leaf and the branches on its path: O(LEAF
+  slots indexed by 5 bits of ``hash(key)``; its leaves are pairs of dicts ``(key -> value,
+  key -> seq)`` of at most ``LEAF`` entries (no object per entry: the garbage collector,
+  which scans every container, sees two dicts a leaf).  A change copies the one leaf and the branches on its path: O(LEAF
   + 32 * log32 n), i.e. flat in practice (4 levels at 10**6 entries).
 
 Both kinds are only ever built by :func:`pm_set`, :func:`pm_del` and :func:`pm_from_dict`, and
@@ -36,7 +37,7 @@ class PMap:
     """An immutable map of more than ``SMALL`` entries; see the module docstring.
 
     ``_root`` is a branch (list of ``_WIDTH`` slots, each None, a leaf or a branch) or a leaf
-    (dict ``key -> (seq, value)``); ``_len`` the number of entries; ``_seq`` the next
+    (tuple ``(key -> value, key -> seq)``, both dicts with the same keys); ``_len`` the number of entries; ``_seq`` the next
     insertion sequence number.
     """
 
@@ -55,8 +56,7 @@ class PMap:
             if node is None:
                 return default
             h >>= _BITS
-        e = node.get(key)
-        return default if e is None else e[1]
+        return node[0].get(key, default)
 
     def __contains__(self, key) -> bool:
         return self.get(key, _ABSENT) is not _ABSENT
@@ -73,7 +73,8 @@ class PMap:
             if type(node) is list:
                 stack.extend(c for c in node if c is not None)
             else:
-                out.extend((e[0], k, e[1]) for k, e in node.items())
+                seqs = node[1]
+                out.extend((seqs[k], k, v) for k, v in node[0].items())
         out.sort(key=_first)
         return out
 
@@ -106,9 +107,12 @@ class PMap:
                     if c is not None:
                         stack.append((c, shift + _BITS, bits | (i << shift)))
                 continue
-            assert type(node) is dict and node, "empty leaf"
-            assert len(node) <= LEAF or shift >= _MAX_SHIFT, (len(node), shift)
-            for k, (seq, _v) in node.items():
+            assert type(node) is tuple and len(node) == 2, node
+            vals, seqs_of = node
+            assert type(vals) is dict and type(seqs_of) is dict and vals, "empty leaf"
+            assert vals.keys() == seqs_of.keys()
+            assert len(vals) <= LEAF or shift >= _MAX_SHIFT, (len(vals), shift)
+            for k, seq in seqs_of.items():
                 assert hash(k) & ((1 << shift) - 1) == bits, (k, shift)
                 assert seq < self._seq and seq not in seqs
                 seqs.add(seq)
@@ -124,10 +128,10 @@ def _first(t):
 
 
 def _place(entries: list, shift: int):
-    """A leaf or branch holding ``entries`` (``(key, hash, (seq, value))``), all of whose
+    """A leaf or branch holding ``entries`` (``(key, hash, seq, value)``), all of whose
     hashes agree on the bits below ``shift``."""
     if len(entries) <= LEAF or shift >= _MAX_SHIFT:
-        return {k: e for k, _, e in entries}
+        return ({e[0]: e[3] for e in entries}, {e[0]: e[2] for e in entries})
     slots: list = [[] for _ in range(_WIDTH)]
     for ent in entries:
         slots[(ent[1] >> shift) & _MASK].append(ent)
@@ -139,7 +143,7 @@ def pm_from_dict(d: dict, _seq0: int = 0):
     when small (the caller must not mutate it afterwards), else a ``PMap``.  O(n)."""
     if len(d) <= SMALL:
         return d
-    entries = [(k, hash(k), (_seq0 + i, v)) for i, (k, v) in enumerate(d.items())]
+    entries = [(k, hash(k), _seq0 + i, v) for i, (k, v) in enumerate(d.items())]
     return PMap(_place(entries, 0), len(entries), _seq0 + len(entries))
 
 
@@ -160,16 +164,20 @@ def pm_set(m, key, value):
         shift += _BITS
         if node is None:
             break
-    old = node.get(key) if node is not None else None
-    seq = old[0] if old is not None else m._seq
+    seq = node[1].get(key) if node is not None else None
+    added = seq is None
+    if added:
+        seq = m._seq
     if node is None:
-        new = {key: (seq, value)}
+        new = ({key: value}, {key: seq})
     else:
-        new = dict(node)
-        new[key] = (seq, value)
-        if len(new) > LEAF and shift < _MAX_SHIFT:
-            new = _place([(k, hash(k), e) for k, e in new.items()], shift)
-    return PMap(_rebuild(path, new), m._len + (old is None), m._seq + (old is None))
+        vals, seqs = dict(node[0]), dict(node[1])
+        vals[key] = value
+        seqs[key] = seq
+        new = (vals, seqs)
+        if len(vals) > LEAF and shift < _MAX_SHIFT:
+            new = _place([(k, hash(k), seqs[k], v) for k, v in vals.items()], shift)
+    return PMap(_rebuild(path, new), m._len + added, m._seq + added)
 
 
 def pm_del(m, key):
@@ -192,13 +200,13 @@ def pm_del(m, key):
         shift += _BITS
         if node is None:
             return m
-    if key not in node:
+    if key not in node[0]:
         return m
     if m._len - 1 <= SMALL:
         return {k: v for k, v in m.items() if k != key}
-    new = dict(node)
-    del new[key]
-    return PMap(_rebuild(path, new or None), m._len - 1, m._seq)
+    vals, seqs = dict(node[0]), dict(node[1])
+    del vals[key], seqs[key]
+    return PMap(_rebuild(path, (vals, seqs) if vals else None), m._len - 1, m._seq)
 
 
 def _rebuild(path: list, node):
