@@ -218,6 +218,10 @@ OPTIONS: tuple[Option, ...] = (
       "not read, state `flow`) until it is down to half of it; a connection that also "
       "consumes with acks is never paused ([docs/architecture.md](docs/architecture.md), "
       "\"Flow control\"); `0` disables", type=int, metavar="N"),
+    Opt("queue-flow-high-bytes", "256MiB", "credit flow by size: a queue with consumers and "
+      "more than this many bytes of ready message bodies also withholds credit from its "
+      "publishing connections (state `flow`) until it is down to half of both thresholds "
+      "(large messages pause a publisher before the message count does); `0` disables", type=parse_size, metavar="SIZE"),
     Opt("max-connections", "0", "refuse connections beyond this many open ones (checked at "
       "accept and at `connection.open`: 530); sockets still in the handshake do not count",
       type=int, metavar="N", shown_default="`0` (no limit)"),

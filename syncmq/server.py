@@ -62,6 +62,7 @@ class Server:
                 self.body_store.attach_journal(self.journal.reader)
         self.broker = broker or Broker(durability=self.durability, body_store=self.body_store)
         self.broker.flow_limits.set(config.queue_flow_high)  # before any queue exists
+        self.broker.flow_limits.set_bytes(config.queue_flow_high_bytes)
         if self.journal is not None and not config.users_file:
             # no --users-file: the users store (users, permissions, topic permissions, user
             # limits) is kept in the data dir, written as a users file is (auth.data_dir_store)

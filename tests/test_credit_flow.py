@@ -19,6 +19,7 @@ import amqp_raw
 import pika
 import pytest
 
+from syncmq.broker.flow import OFF, FlowLimits
 from syncmq.reactor.reading import FLOW_HIGH, RECV_SIZE
 from syncmq.wire import _spec
 
@@ -72,11 +73,11 @@ class SlowConsumer(threading.Thread):
 
 
 class Publisher(threading.Thread):
-    """Publishes ``n`` messages to ``queue`` as fast as pika goes (no confirms)."""
+    """Publishes ``n`` messages of ``body`` to ``queue`` as fast as pika goes (no confirms)."""
 
-    def __init__(self, port: int, queue: str, n: int) -> None:
+    def __init__(self, port: int, queue: str, n: int, body: bytes = BODY) -> None:
         super().__init__(daemon=True)
-        self.port, self.queue, self.n = port, queue, n
+        self.port, self.queue, self.n, self.body = port, queue, n, body
         self.sent = 0
         self.error: BaseException | None = None
         self.stop = threading.Event()
@@ -88,7 +89,7 @@ class Publisher(threading.Thread):
             for _ in range(self.n):
                 if self.stop.is_set():
                     break
-                ch.basic_publish("", self.queue, BODY)
+                ch.basic_publish("", self.queue, self.body)
                 self.sent += 1
             conn.close()
         except BaseException as e:  # reported by the test
@@ -106,16 +107,17 @@ def _connection_states(b) -> list[str]:
         return [c["state"] for c in json.load(r)]
 
 
-def _run_against_slow_consumer(b, n: int) -> tuple[int, bool]:
+def _run_against_slow_consumer(b, n: int, body: bytes = BODY,
+                               delay: float = 0.002) -> tuple[int, bool]:
     """One fast publisher, one slow consumer on queue ``q``: the deepest the queue got
     while the publisher ran, and whether a connection was seen in state ``flow``."""
     mon = pika.BlockingConnection(_params(b.port))
     mch = mon.channel()
     mch.queue_declare("q")
-    cons = SlowConsumer(b.port, "q")
+    cons = SlowConsumer(b.port, "q", delay=delay)
     cons.start()
     assert cons.ready.wait(30)
-    pub = Publisher(b.port, "q", n)
+    pub = Publisher(b.port, "q", n, body)
     pub.start()
     deepest, saw_flow = 0, False
     while pub.is_alive():
@@ -335,3 +337,86 @@ def test_error_after_a_throttled_publish_still_reads_close_ok(broker_factory):
     cons.stop.set()
     cons.join(10)
     mon.close()
+
+
+# ---- the bytes threshold (--queue-flow-high-bytes): large messages, few of them
+
+BIG = b"b" * 65536
+HIGH_BYTES = 4 * 1024 * 1024  # --queue-flow-high-bytes in these tests: 64 messages of BIG
+# the message count threshold stays at its default (20,000): never reached here
+BIG_BOUND = (HIGH_BYTES + 2 * FLOW_HIGH * RECV_SIZE) // len(BIG) + 1  # + in-flight input
+
+
+@pytest.mark.parametrize("high_bytes,count", [(str(HIGH_BYTES), "20000"), (str(HIGH_BYTES), "0"),
+                                              ("0", "20000")])
+def test_large_messages_pause_their_publisher_by_bytes(broker_factory, high_bytes, count):
+    """Large messages to a queue with a slow consumer: with the bytes threshold the queue's
+    depth stays under it plus a paused connection's in-flight input, the publisher shows as
+    ``flow`` and resumes (it sends everything); without it (only the message count, far off)
+    the backlog grows past that bound (the consumer takes 100 a second at most) and no
+    connection is ever in flow. The bytes threshold works alone too (``--queue-flow-high 0``)."""
+    b = broker_factory("--queue-flow-high-bytes", high_bytes, "--queue-flow-high", count)
+    n = 3 * BIG_BOUND
+    deepest, saw_flow = _run_against_slow_consumer(b, n, BIG, delay=0.01)
+    if high_bytes == "0":
+        assert deepest > BIG_BOUND and not saw_flow, (deepest, BIG_BOUND)
+    else:
+        assert deepest <= BIG_BOUND and saw_flow, (deepest, BIG_BOUND)
+    assert "flow" not in _connection_states(b)
+
+
+def test_bytes_pause_leaves_other_publishers_alone_and_resumes(broker_factory):
+    """A publisher of large messages behind a consumer that takes nothing more is in state
+    ``flow`` (by bytes: far fewer messages than --queue-flow-high); meanwhile another
+    connection publishes confirmed messages to another queue and gets every confirm. Once a
+    consumer drains the queue, the publisher is read again and sends all of its messages."""
+    b = broker_factory("--queue-flow-high-bytes", str(HIGH_BYTES))
+    mon = pika.BlockingConnection(_params(b.port))
+    mch = mon.channel()
+    mch.queue_declare("big")
+    mch.queue_declare("small")
+    cons = SlowConsumer(b.port, "big", stuck=True, prefetch=1)
+    cons.start()
+    assert cons.ready.wait(30)
+    n = 8 * BIG_BOUND
+    pub = Publisher(b.port, "big", n, BIG)
+    pub.start()
+    deadline = time.monotonic() + 30
+    while "flow" not in _connection_states(b):
+        assert time.monotonic() < deadline, "the publisher of large messages was never paused"
+        assert pub.error is None and pub.is_alive()
+        time.sleep(0.02)
+    assert _depth(mch, "big") < 20000
+    conn = pika.BlockingConnection(_params(b.port))
+    ch = conn.channel()
+    ch.confirm_delivery()
+    for i in range(500):
+        ch.basic_publish("", "small", b"s%d" % i)  # each one confirmed
+    conn.close()
+    assert _depth(mch, "small") == 500
+    assert pub.is_alive() and pub.sent < n  # still held back meanwhile
+    drain = SlowConsumer(b.port, "big", delay=0, prefetch=50)
+    drain.start()
+    assert drain.ready.wait(30)
+    pub.join(120)
+    assert not pub.is_alive() and pub.error is None and pub.sent == n
+    deadline = time.monotonic() + 60
+    while drain.received + cons.received < n:
+        assert time.monotonic() < deadline, (drain.received, cons.received, n)
+        time.sleep(0.05)
+    assert "flow" not in _connection_states(b)
+    drain.stop.set()
+    cons.stop.set()
+    drain.join(10)
+    cons.join(10)
+    mon.close()
+
+
+def test_flow_limits_each_threshold_alone():
+    """A threshold that is off never holds a queue back, nor keeps it from catching up: its
+    low watermark is then "any" (a queue behind by bytes with the count off catches up at
+    half the bytes, not at an empty queue)."""
+    limits = FlowLimits(0, None, 4096)
+    assert (limits.high, limits.low, limits.high_bytes, limits.low_bytes) == (OFF, OFF, 4096, 2048)
+    limits = FlowLimits(100)
+    assert (limits.high, limits.low, limits.high_bytes, limits.low_bytes) == (100, 50, OFF, OFF)

@@ -54,9 +54,6 @@ def test_cost_per_operation_is_flat_from_n_to_4n(broker_factory, unique, name):
         f"{name}: {cost_n * 1e6:.1f} us at N={n}, {cost_4n * 1e6:.1f} us at 4N")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "queue.bind path-copies the matcher's binding table and the trie node's children "
-    "(O(bindings) a bind): see docs/architecture.md, 'Costs that stay flat'"))
 def test_topic_bind_cost_is_flat_from_n_to_4n(broker_factory, unique):
     cost_n, cost_4n, tick = _ratio(broker_factory, unique, "topic-bind", 2_000, 2_000)
     assert cost_4n < BOUND * cost_n + tick, (cost_n, cost_4n)

@@ -55,6 +55,8 @@ def test_make_config_takes_cli_strings_or_values() -> None:
     assert (c.max_message_size, c.port, c.heartbeat) == (1 << 20, 0, 5)
     assert c.memory_high_watermark == 64 << 20 and c.management_port is None
     assert options.make_config({"memory_high_watermark": 1000}).memory_high_watermark == 1000
+    assert options.make_config({}).queue_flow_high_bytes == 256 << 20
+    assert options.make_config({"queue_flow_high_bytes": "4MiB"}).queue_flow_high_bytes == 4 << 20
 
 
 @pytest.mark.parametrize("values,named", [
@@ -62,6 +64,7 @@ def test_make_config_takes_cli_strings_or_values() -> None:
     ({"frame_max": 100}, "--frame-max"),
     ({"log_format": "xml"}, "--log-format"),
     ({"max_message_size": "big"}, "--max-message-size"),
+    ({"queue_flow_high_bytes": "lots"}, "--queue-flow-high-bytes"),
     ({"tls_port": 0}, "--tls-port"),
     ({"no_management": "yes"}, "--no-management"),
 ])

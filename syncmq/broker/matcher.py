@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from .pmap import PMap, pm_del, pm_from_dict, pm_set
+
 _EMPTY: frozenset = frozenset()
 _NO_ARGS: dict = {}
 _MISSING = object()
@@ -67,8 +69,11 @@ class Matcher:
     """Base of the exchange-type matchers.  Immutable; see the module docstring.
 
     ``_bindings`` is ``{destination: {routing_key: {frozen_arguments: arguments}}}``: every level
-    is a dict that is never mutated once the matcher is built, so a new matcher copies only the
-    levels on the changed path.
+    is never mutated once the matcher is built, so a new matcher copies only the levels on the
+    changed path.  The two outer levels are persistent maps (``syncmq.broker.pmap``: a dict
+    while small, a hash array mapped trie beyond), so that copy is O(log n) whatever the number
+    of destinations and of keys per destination; the innermost (the argument tables of one
+    key, almost always one) is a dict.
     """
 
     __slots__ = ("_bindings", "_count")
@@ -124,7 +129,7 @@ class Matcher:
     def with_binding(self, destination, routing_key: str, arguments: dict | None) -> Matcher:
         """A matcher with the binding added (``self`` if it is already there); self unchanged.
 
-        O(D + size of arguments) plus the index update (see the module docstring).
+        O(log N + size of arguments) plus the index update (see the module docstring).
         """
         args = dict(arguments) if arguments else {}
         self._validate(args)
@@ -135,10 +140,9 @@ class Matcher:
             return self
         new_per_key = dict(per_key) if per_key is not None else {}
         new_per_key[akey] = args
-        new_per_dest = dict(per_dest) if per_dest is not None else {}
-        new_per_dest[routing_key] = new_per_key
-        bindings = dict(self._bindings)
-        bindings[destination] = new_per_dest
+        new_per_dest = pm_set(per_dest if per_dest is not None else _NO_ARGS, routing_key,
+                              new_per_key)
+        bindings = pm_set(self._bindings, destination, new_per_dest)
         new = self._derive(bindings, self._count + 1)
         new._index_added(destination, routing_key, args, per_dest is None, per_key is None)
         return new
@@ -161,7 +165,7 @@ class Matcher:
         if count == self._count:
             return self
         new = object.__new__(type(self))
-        new._bindings = nested
+        new._bindings = pm_from_dict({d: pm_from_dict(pd) for d, pd in nested.items()})
         new._count = count
         self._copy_params_to(new)
         new._build_index()
@@ -170,7 +174,7 @@ class Matcher:
     def without_binding(self, destination, routing_key: str, arguments: dict | None) -> Matcher:
         """A matcher without that binding (``self`` if it is not there); self unchanged.
 
-        O(D + size of arguments) plus the index update.
+        O(log N + size of arguments) plus the index update.
         """
         per_dest = self._bindings.get(destination)
         if per_dest is None:
@@ -182,20 +186,18 @@ class Matcher:
         args = per_key.get(akey)
         if args is None:
             return self
-        bindings = dict(self._bindings)
         gone_key = len(per_key) == 1
         gone_dest = gone_key and len(per_dest) == 1
         if gone_dest:
-            del bindings[destination]
+            bindings = pm_del(self._bindings, destination)
         else:
-            new_per_dest = dict(per_dest)
             if gone_key:
-                del new_per_dest[routing_key]
+                new_per_dest = pm_del(per_dest, routing_key)
             else:
                 new_per_key = dict(per_key)
                 del new_per_key[akey]
-                new_per_dest[routing_key] = new_per_key
-            bindings[destination] = new_per_dest
+                new_per_dest = pm_set(per_dest, routing_key, new_per_key)
+            bindings = pm_set(self._bindings, destination, new_per_dest)
         new = self._derive(bindings, self._count - 1)
         new._index_removed(destination, routing_key, args, gone_dest, gone_key)
         return new
@@ -203,13 +205,12 @@ class Matcher:
     def without_destination(self, destination) -> Matcher:
         """A matcher without any binding to ``destination``; self unchanged.
 
-        O(D) plus the index update for each of its bindings.
+        O(log D) plus the index update for each of its bindings.
         """
         per_dest = self._bindings.get(destination)
         if per_dest is None:
             return self
-        bindings = dict(self._bindings)
-        del bindings[destination]
+        bindings = pm_del(self._bindings, destination)
         removed = sum(len(pk) for pk in per_dest.values())
         new = self._derive(bindings, self._count - removed)
         new._index_removed_dest(destination, per_dest)
@@ -235,7 +236,7 @@ class Matcher:
         return destination in self._bindings
 
     def destinations(self) -> list:
-        """Every bound destination, in first-bound order.  O(D)."""
+        """Every bound destination, in first-bound order.  O(D log D)."""
         return list(self._bindings)
 
     def bindings(self) -> list[tuple[object, str, dict]]:
@@ -271,8 +272,13 @@ class Matcher:
     def _check(self) -> None:
         """Assert the invariants, including that the index equals one rebuilt from scratch.  O(N)."""
         n = 0
+        for level in (self._bindings, *self._bindings.values()):
+            if type(level) is PMap:
+                level._check()
+            else:
+                assert type(level) is dict, level
         for _dest, per_dest in self._bindings.items():
-            assert type(per_dest) is dict and per_dest, per_dest
+            assert per_dest, per_dest
             for key, per_key in per_dest.items():
                 assert isinstance(key, str), key
                 assert type(per_key) is dict and per_key, per_key

@@ -107,7 +107,7 @@ class Queue(QueueLimits, QueueCredit, QueueChecks, QueueConsumers, QueuePaging):
         "stats_expired", "stats_dead_lettered", "stats_dropped",
         "store",  # BodyStore or None (memory budget); set once at creation
         # credit flow (syncmq.broker.flow): limits set once, the rest guarded by ``lock``
-        "behind", "flow_high", "flow_low", "flow_waiters",
+        "behind", "flow_high", "flow_low", "flow_high_bytes", "flow_low_bytes", "flow_waiters",
     )
 
     def __init__(
@@ -202,7 +202,8 @@ class Queue(QueueLimits, QueueCredit, QueueChecks, QueueConsumers, QueuePaging):
             now = self._enqueue_locked(message)
             if self.consumers.count:
                 self._dispatch_locked(now or None)
-                if self.ready.count() > self.flow_high:  # (never behind without consumers)
+                if self.ready.count() > self.flow_high or \
+                        self.ready_bytes > self.flow_high_bytes:  # (none without consumers)
                     self._check_behind_locked()
             if self.message_ttl == 0 and self.dlx is None and self.max_priority is None:
                 self._drop_undelivered_locked(message)
@@ -260,7 +261,8 @@ class Queue(QueueLimits, QueueCredit, QueueChecks, QueueConsumers, QueuePaging):
                     self._enqueue_locked(message)
             if self.consumers.count:
                 self._dispatch_locked()
-                if self.ready.count() > self.flow_high:  # (never behind without consumers)
+                if self.ready.count() > self.flow_high or \
+                        self.ready_bytes > self.flow_high_bytes:  # (none without consumers)
                     self._check_behind_locked()
             if self.limited:
                 self._drop_over_limit_locked()
@@ -399,8 +401,6 @@ class Queue(QueueLimits, QueueCredit, QueueChecks, QueueConsumers, QueuePaging):
         store's reference). A plain queue pays the bytes' sum, three additions and a test
         of ``behind``."""
         self.stats_delivered += n
-        if self.behind and self.ready.count() <= self.flow_low:
-            self._caught_up_locked()
         if n == 1:
             size = pairs[0][1][0].size
         else:
@@ -408,6 +408,8 @@ class Queue(QueueLimits, QueueCredit, QueueChecks, QueueConsumers, QueuePaging):
             for pair in (pairs if n == len(pairs) else pairs[:n]):  # (a loop: no frame)
                 size += pair[1][0].size
         self.ready_bytes -= size
+        if self.behind and self._below_low_locked():
+            self._caught_up_locked()
         if not no_ack:
             self.unacked_count += n
             self.unacked_bytes += size

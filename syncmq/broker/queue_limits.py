@@ -89,15 +89,15 @@ class QueueLimits:
         its dead letter or body reference. ``dead_letter``: it is one (RabbitMQ counts it
         even when there is no dead-letter exchange to republish it to), so it joins
         ``_letters``, counted and published (or dropped) after the lock (see ``_Guard``).
-        For credit flow (``flow.py``), a queue whose ready messages fell to ``flow_low``
-        this way (expiry, drop-head, a lower limit a policy brought) is caught up, as after
+        For credit flow (``flow.py``), a queue whose ready messages and bytes fell to
+        ``flow_low`` and ``flow_low_bytes`` this way (expiry, drop-head, a lower limit a policy brought) is caught up, as after
         a delivery: no consumer may take anything to tell its publishers otherwise."""
         if was_ready:
             self.ready_bytes -= message.size
             if message.msg_id and self.journaled:
                 self.persistent_count -= 1
                 self.persistent_bytes -= message.size
-            if self.behind and len(self.ready) <= self.flow_low:
+            if self.behind and self._below_low_locked():
                 self._caught_up_locked()
         if message.msg_id and self.journaled:
             self.durability.acked(self, [message.msg_id])  # its PUBLISH record named us
