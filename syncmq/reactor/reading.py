@@ -143,7 +143,7 @@ class Reader:
         with t.out_lock:
             t.inflight += 1
             pause = t.inflight >= FLOW_HIGH
-            t.inq.append((self._handle_data, (t, data)))
+            t.inq.append((None, data))  # (None: an input batch, see _input_turn)
             schedule = not t.in_scheduled
             t.in_scheduled = True
         if schedule:
@@ -168,65 +168,74 @@ class Reader:
         most one place in its worker's FIFO, and the worker serves the connections pinned
         to it round robin, one input batch (one ``recv``, <= RECV_SIZE) each: a new
         connection's handshake waits for at most one batch of each other connection per
-        round trip, however far ahead a flooding publisher has been read (FLOW_HIGH)."""
-        with t.out_lock:
-            fn, args = t.inq.popleft()
+        round trip, however far ahead a flooding publisher has been read (FLOW_HIGH).
+
+        Lane entries are ``(None, data)`` (an input batch: :meth:`_handle_data`, counted in
+        ``inflight``) or ``(fn, args)``. The pop needs no lock: whoever sets ``in_scheduled``
+        (under ``out_lock``) queues one turn, and only a turn that found the lane empty
+        (under ``out_lock``) clears it, so one turn at a time pops, from a lane that holds
+        what it was scheduled for (``deque.popleft`` and ``append`` are atomic). The end of
+        the turn takes ``out_lock`` once, for the batch's ``inflight`` and the lane."""
+        fn, args = t.inq.popleft()
         try:
-            fn(*args)
+            if fn is None:
+                self._handle_data(t, args)
+            else:
+                fn(*args)
         finally:
+            resume = False
             with t.out_lock:
+                if fn is None:
+                    t.inflight -= 1
+                    resume = t.inflight <= FLOW_LOW
                 more = bool(t.inq)
                 if not more:
                     t.in_scheduled = False
             if more:
                 t.worker.submit(self._input_turn, t)
+            if resume and t.paused_flow:
+                self.call_soon(self._resume_flow, t)
 
     def _handle_data(self, t: Transport, data: bytes) -> None:
         """On the connection's worker: cut ``data`` (after the partial frame left by the last
         call, ``t.rest``, which only this worker touches) into frames and hand them over; a
         framing error hands over the complete frames before it, then reports it, and every
-        later input is dropped. Then account for the batch (flow).
+        later input is dropped (the caller, :meth:`_input_turn`, then accounts for the batch:
+        ``inflight``, flow).
 
         A frame larger than one read is collected in ``t.rest`` (a list of chunks) until its
         declared size is there (``t.rest_need``), then joined once: O(frame size), however
         many reads it spans."""
-        try:
-            if t.discard_input:
-                return
-            rest = t.rest
-            if rest:
-                rest.append(data)
-                t.rest_len += len(data)
-                if t.rest_len < t.rest_need:
-                    return  # the partial frame is still incomplete
-                data = b"".join(rest)
-                t.rest = []
-                t.rest_len = 0  # (memory.connection_memory counts it while partial)
-            frames, consumed, error = split_frames(data, t.frame_max, slack=FRAME_MAX_SLACK)
-            if error is not None:
-                t.discard_input = True  # read by the reactor: drop what comes next
-                t.rest = []
-                t.rest_len = 0
-                # The complete frames before the bad one still count, in order (RabbitMQ
-                # handles every frame before the one it cannot parse).
-                if frames:
-                    t.handler.frames_received(frames)
-                t.handler.frame_error(error)
-                return
-            if consumed < len(data):
-                left = data[consumed:]
-                t.rest = [left]
-                t.rest_len = len(left)
-                # the whole frame (header, payload, end octet) once its header is there
-                t.rest_need = _FRAME_SIZE(left, 3)[0] + 8 if len(left) >= 7 else 7
+        if t.discard_input:
+            return
+        rest = t.rest
+        if rest:
+            rest.append(data)
+            t.rest_len += len(data)
+            if t.rest_len < t.rest_need:
+                return  # the partial frame is still incomplete
+            data = b"".join(rest)
+            t.rest = []
+            t.rest_len = 0  # (memory.connection_memory counts it while partial)
+        frames, consumed, error = split_frames(data, t.frame_max, slack=FRAME_MAX_SLACK)
+        if error is not None:
+            t.discard_input = True  # read by the reactor: drop what comes next
+            t.rest = []
+            t.rest_len = 0
+            # The complete frames before the bad one still count, in order (RabbitMQ
+            # handles every frame before the one it cannot parse).
             if frames:
                 t.handler.frames_received(frames)
-        finally:
-            with t.out_lock:
-                t.inflight -= 1
-                resume = t.inflight <= FLOW_LOW
-            if resume and t.paused_flow:
-                self.call_soon(self._resume_flow, t)
+            t.handler.frame_error(error)
+            return
+        if consumed < len(data):
+            left = data[consumed:]
+            t.rest = [left]
+            t.rest_len = len(left)
+            # the whole frame (header, payload, end octet) once its header is there
+            t.rest_need = _FRAME_SIZE(left, 3)[0] + 8 if len(left) >= 7 else 7
+        if frames:
+            t.handler.frames_received(frames)
 
     def _resume_flow(self, t: Transport) -> None:
         if t.paused_flow and not t.closed:
