@@ -130,69 +130,67 @@ class Reader:
                 self._bad_header(t)
                 return
             t.header_done = True
-            self._submit_input(t, t.handler.connection_made)
+            self._submit(t, t.handler.connection_made, ())
             data = data[8:]
             if not data:
                 return
-        self._submit_data(t, data)
+        self._submit(t, None, data)
 
-    def _submit_data(self, t: Transport, data: bytes) -> None:
-        """Hand what was received to the connection's worker, which cuts it into frames: the
-        reactor's turn stays short (a publisher's 256 KiB is thousands of frames), so the
-        other connections' reads and writes are not kept waiting behind it."""
+    def _submit(self, t: Transport, fn: Callable[..., None] | None, arg: object) -> None:
+        """Queue a task in ``t``'s input lane (any thread): with ``fn`` None, ``arg`` is what
+        was received, which the worker cuts into frames (:meth:`_handle_data`): the reactor's
+        turn stays short (a publisher's 256 KiB is thousands of frames), so the other
+        connections' reads and writes are not kept waiting behind it; else ``fn(*arg)``
+        runs on the worker after the input handed over before it.
+
+        The lane (under ``out_lock``): ``in_scheduled`` is set while a turn of ``t`` is
+        queued on its worker or running, and ``inq`` holds, in order, the tasks that arrived
+        meanwhile (empty whenever ``in_scheduled`` is clear). An idle lane's task goes to the
+        worker at once, as the turn's argument."""
         with t.out_lock:
-            t.inflight += 1
-            pause = t.inflight >= FLOW_HIGH
-            t.inq.append((None, data))  # (None: an input batch, see _input_turn)
-            schedule = not t.in_scheduled
-            t.in_scheduled = True
+            if fn is None:
+                t.inflight += 1
+                pause = t.inflight >= FLOW_HIGH
+            else:
+                pause = False
+            if t.in_scheduled:
+                t.inq.append((fn, arg))
+                schedule = False
+            else:
+                t.in_scheduled = schedule = True
         if schedule:
-            t.worker.submit(self._input_turn, t)
+            t.worker.submit(self._input_turn, t, fn, arg)
         if pause and not t.paused_flow:
             t.paused_flow = True
             self._update_events(t)
 
-    def _submit_input(self, t: Transport, fn: Callable[..., None], *args: object) -> None:
-        """Run ``fn(*args)`` on ``t``'s worker after the input handed over before it (the
-        connection's input lane, ``t.inq``). Any thread."""
-        with t.out_lock:
-            t.inq.append((fn, args))
-            schedule = not t.in_scheduled
-            t.in_scheduled = True
-        if schedule:
-            t.worker.submit(self._input_turn, t)
-
-    def _input_turn(self, t: Transport) -> None:
-        """On the worker: run the first task of ``t``'s input lane, then queue the next turn
-        at the back of the worker's queue if more is waiting. Each connection thus holds at
-        most one place in its worker's FIFO, and the worker serves the connections pinned
-        to it round robin, one input batch (one ``recv``, <= RECV_SIZE) each: a new
-        connection's handshake waits for at most one batch of each other connection per
-        round trip, however far ahead a flooding publisher has been read (FLOW_HIGH).
-
-        Lane entries are ``(None, data)`` (an input batch: :meth:`_handle_data`, counted in
-        ``inflight``) or ``(fn, args)``. The pop needs no lock: whoever sets ``in_scheduled``
-        (under ``out_lock``) queues one turn, and only a turn that found the lane empty
-        (under ``out_lock``) clears it, so one turn at a time pops, from a lane that holds
-        what it was scheduled for (``deque.popleft`` and ``append`` are atomic). The end of
-        the turn takes ``out_lock`` once, for the batch's ``inflight`` and the lane."""
-        fn, args = t.inq.popleft()
+    def _input_turn(self, t: Transport, fn: Callable[..., None] | None, arg: object) -> None:
+        """On the worker: run one task of ``t``'s input lane (see :meth:`_submit`), then
+        queue the lane's next task, if any, as a turn at the back of the worker's queue.
+        Each connection thus holds at most one place in its worker's FIFO, and the worker
+        serves the connections pinned to it round robin, one input batch (one ``recv``,
+        <= RECV_SIZE) each: a new connection's handshake waits for at most one batch of each
+        other connection per round trip, however far ahead a flooding publisher has been
+        read (FLOW_HIGH). The end of the turn takes ``out_lock`` once, for the batch's
+        ``inflight`` and the lane."""
         try:
             if fn is None:
-                self._handle_data(t, args)
+                self._handle_data(t, arg)
             else:
-                fn(*args)
+                fn(*arg)
         finally:
             resume = False
             with t.out_lock:
                 if fn is None:
                     t.inflight -= 1
                     resume = t.inflight <= FLOW_LOW
-                more = bool(t.inq)
-                if not more:
+                if t.inq:
+                    nxt = t.inq.popleft()
+                else:
+                    nxt = None
                     t.in_scheduled = False
-            if more:
-                t.worker.submit(self._input_turn, t)
+            if nxt is not None:
+                t.worker.submit(self._input_turn, t, *nxt)
             if resume and t.paused_flow:
                 self.call_soon(self._resume_flow, t)
 
