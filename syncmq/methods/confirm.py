@@ -146,16 +146,16 @@ class ConfirmTracker:
                 or self.proto.state is not _OPEN:
             return
         if failed > sent:
-            self._send_locked(failed, nack=True)
+            self._send_locked(failed, True)
         while nacks and nacks[0] <= upto:
             seq = nacks.pop(0)
             if seq <= self.sent:
                 continue  # nacked already (a journal failure covered it)
             if seq - 1 > self.sent:
-                self._send_locked(seq - 1, nack=False)
-            self._send_locked(seq, nack=True)
+                self._send_locked(seq - 1, False)
+            self._send_locked(seq, True)
         if upto > self.sent:
-            self._send_locked(upto, nack=False)
+            self._send_locked(upto, False)
 
     def _send_locked(self, upto: int, nack: bool) -> None:
         """The one place a confirm is written: ack or nack everything up to ``upto``."""
