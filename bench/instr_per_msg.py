@@ -45,6 +45,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -143,41 +144,45 @@ def _publish_frames(channel: int, queue: str, frame_max: int, persistent: bool =
                                                            frame_max))
 
 
-def _confirmed(c: raw.RawClient, upto: int, deadline: float) -> None:
-    """Read ``c``'s basic.acks (confirms, maybe ``multiple``) until ``upto`` is covered."""
-    done = 0
-    while done < upto:
+def _read(c: raw.RawClient, deadline: float, done: Callable[[_spec.Method], bool]) -> None:
+    """Read ``c``'s methods (content frames skipped), each passed to ``done``, until it
+    returns True for one (the rest of that read is still passed on)."""
+    finished = False
+    while not finished:
         parsed, used = parse_frames(c.buf, 0)
         del c.buf[:used]
         for ftype, _ch, payload in parsed:
-            if ftype == raw.FRAME_METHOD:
-                m = _spec.decode_method(bytes(payload))
-                if not isinstance(m, _spec.Basic.Ack):
-                    raise RuntimeError(f"unexpected {m}")
-                done = max(done, m.delivery_tag)
-        if done < upto and not c._fill(deadline):
-            raise RuntimeError(f"timed out with confirms up to {done}/{upto}")
+            if ftype == raw.FRAME_METHOD and done(_spec.decode_method(bytes(payload))):
+                finished = True
+        if not finished and not c._fill(deadline):
+            raise RuntimeError("timed out")
+
+
+def _confirmed(c: raw.RawClient, upto: int, deadline: float) -> None:
+    """Read ``c``'s basic.acks (confirms, maybe ``multiple``) until ``upto`` is covered."""
+    def done(m: _spec.Method) -> bool:
+        if not isinstance(m, _spec.Basic.Ack):
+            raise RuntimeError(f"unexpected {m}")
+        return m.delivery_tag >= upto
+    _read(c, deadline, done)
 
 
 def _take(c: raw.RawClient, want: type, n: int, deadline: float,
           tags: list[int] | None = None) -> int:
-    """Read until ``n`` methods of class ``want`` arrived (content frames skipped); their
-    delivery tags go to ``tags``. Returns the count."""
+    """Read until ``n`` methods of class ``want`` arrived (content frames skipped; confirms
+    are let through); their delivery tags go to ``tags``. Returns the count."""
     got = 0
-    while got < n:
-        parsed, used = parse_frames(c.buf, 0)
-        del c.buf[:used]
-        for ftype, _ch, payload in parsed:
-            if ftype == raw.FRAME_METHOD:
-                m = _spec.decode_method(bytes(payload))
-                if isinstance(m, want):
-                    got += 1
-                    if tags is not None:
-                        tags.append(m.delivery_tag)
-                elif not isinstance(m, (_spec.Basic.Ack,)):
-                    raise RuntimeError(f"unexpected {m}")
-        if got < n and not c._fill(deadline):
-            raise RuntimeError(f"timed out with {got}/{n}")
+
+    def done(m: _spec.Method) -> bool:
+        nonlocal got
+        if isinstance(m, want):
+            got += 1
+            if tags is not None:
+                tags.append(m.delivery_tag)
+        elif not isinstance(m, _spec.Basic.Ack):
+            raise RuntimeError(f"unexpected {m}")
+        return got >= n
+    _read(c, deadline, done)
     return got
 
 
