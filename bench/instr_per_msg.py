@@ -13,6 +13,12 @@ read with ``callgrind_control -z`` (zero after the warm-up) and ``-d`` (dump aft
 - ``S8``: S8-like, one message at a time (publish, wait for its delivery, ack it): the
   per-message path that S8's latency measures (manual ack, prefetch 100, 16 B).
 - ``S8c``: as S8 with the publisher in confirm mode (waits for the confirm too).
+- ``S3``: S3-like, 1 KiB persistent bodies to a durable queue, publisher confirms, manual
+  ack (each delivery) with prefetch 100, in windows of ``--window`` messages (the next window
+  is sent when every publish of the previous one is confirmed and delivered): the journaled
+  confirm path (the journal's fsync per batch is in the count, its wait is not).
+- ``S5``: S5-like, 4 publisher and 4 consumer connections on 4 queues, 16 B transient,
+  autoack, each pair pipelined in windows as S1 (the 4 windows are sent together).
 
 Each load runs ``--repeat`` times on the same broker after a warm-up; the figure is the median
 of instructions / delivered message. With ``--baseline REF`` the same loads run against a
@@ -39,6 +45,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -128,47 +135,72 @@ class Broker:
 # ------------------------------------------------------------------------------ the client
 
 
-def _publish_frames(channel: int, queue: str, frame_max: int) -> bytes:
+def _publish_frames(channel: int, queue: str, frame_max: int, persistent: bool = False,
+                    body: bytes = BODY) -> bytes:
     pub = encode_frame(raw.FRAME_METHOD, channel, _spec.Basic.Publish(
         exchange="", routing_key=queue).encode())
-    return pub + b"".join(bytes(x) for x in encode_content(channel, 60, b"\x00\x00", BODY,
+    props = b"\x10\x00\x02" if persistent else b"\x00\x00"  # delivery-mode 2, or none
+    return pub + b"".join(bytes(x) for x in encode_content(channel, 60, props, body,
                                                            frame_max))
+
+
+def _read(c: raw.RawClient, deadline: float, done: Callable[[_spec.Method], bool]) -> None:
+    """Read ``c``'s methods (content frames skipped), each passed to ``done``, until it
+    returns True for one (the rest of that read is still passed on)."""
+    finished = False
+    while not finished:
+        parsed, used = parse_frames(c.buf, 0)
+        del c.buf[:used]
+        for ftype, _ch, payload in parsed:
+            if ftype == raw.FRAME_METHOD and done(_spec.decode_method(bytes(payload))):
+                finished = True
+        if not finished and not c._fill(deadline):
+            raise RuntimeError("timed out")
+
+
+def _confirmed(c: raw.RawClient, upto: int, deadline: float) -> None:
+    """Read ``c``'s basic.acks (confirms, maybe ``multiple``) until ``upto`` is covered."""
+    def done(m: _spec.Method) -> bool:
+        if not isinstance(m, _spec.Basic.Ack):
+            raise RuntimeError(f"unexpected {m}")
+        return m.delivery_tag >= upto
+    _read(c, deadline, done)
 
 
 def _take(c: raw.RawClient, want: type, n: int, deadline: float,
           tags: list[int] | None = None) -> int:
-    """Read until ``n`` methods of class ``want`` arrived (content frames skipped); their
-    delivery tags go to ``tags``. Returns the count."""
+    """Read until ``n`` methods of class ``want`` arrived (content frames skipped; confirms
+    are let through); their delivery tags go to ``tags``. Returns the count."""
     got = 0
-    while got < n:
-        parsed, used = parse_frames(c.buf, 0)
-        del c.buf[:used]
-        for ftype, _ch, payload in parsed:
-            if ftype == raw.FRAME_METHOD:
-                m = _spec.decode_method(bytes(payload))
-                if isinstance(m, want):
-                    got += 1
-                    if tags is not None:
-                        tags.append(m.delivery_tag)
-                elif not isinstance(m, (_spec.Basic.Ack,)):
-                    raise RuntimeError(f"unexpected {m}")
-        if got < n and not c._fill(deadline):
-            raise RuntimeError(f"timed out with {got}/{n}")
+
+    def done(m: _spec.Method) -> bool:
+        nonlocal got
+        if isinstance(m, want):
+            got += 1
+            if tags is not None:
+                tags.append(m.delivery_tag)
+        elif not isinstance(m, _spec.Basic.Ack):
+            raise RuntimeError(f"unexpected {m}")
+        return got >= n
+    _read(c, deadline, done)
     return got
 
 
 class Load:
     """One publisher connection and one consumer connection on a fresh queue."""
 
-    def __init__(self, port: int, name: str, confirm: bool, no_ack: bool) -> None:
+    def __init__(self, port: int, name: str, confirm: bool, no_ack: bool,
+                 persistent: bool = False) -> None:
         self.pub = raw.connect(port)
         self.con = raw.connect(port)
         self.pub.open_channel()
         self.con.open_channel()
         self.queue = f"instr-{name}-{os.getpid()}"
-        self.pub.send_method(1, _spec.Queue.Declare(queue=self.queue, auto_delete=False))
+        self.pub.send_method(1, _spec.Queue.Declare(queue=self.queue, auto_delete=False,
+                                                    durable=persistent))
         self.pub.expect_method(1, _spec.Queue.DeclareOk)
         self.confirm = confirm
+        self.seq = 0  # the publisher's last publish (confirm mode)
         if confirm:
             self.pub.send_method(1, _spec.Confirm.Select())
             self.pub.expect_method(1, _spec.Confirm.SelectOk)
@@ -179,7 +211,8 @@ class Load:
         self.con.send_method(1, _spec.Basic.Consume(queue=self.queue, consumer_tag="c",
                                                     no_ack=no_ack))
         self.con.expect_method(1, _spec.Basic.ConsumeOk)
-        self.one = _publish_frames(1, self.queue, self.pub.frame_max)
+        self.one = _publish_frames(1, self.queue, self.pub.frame_max, persistent,
+                                   b"x" * 1024 if persistent else BODY)
 
     def windows(self, n: int, window: int) -> int:
         """S1-like: pipelined windows, autoack."""
@@ -203,15 +236,73 @@ class Load:
             self.con.send_method(1, _spec.Basic.Ack(delivery_tag=tags.pop()))
         return n
 
+    def confirmed_windows(self, n: int, window: int) -> int:
+        """S3-like: a window of persistent publishes, its confirms and deliveries (each
+        acked) before the next."""
+        done = 0
+        deadline = time.monotonic() + 3600
+        tags: list[int] = []
+        while done < n:
+            k = min(window, n - done)
+            self.pub.send(self.one * k)
+            self.seq += k
+            _take(self.con, _spec.Basic.Deliver, k, deadline, tags)
+            self.con.send(b"".join(encode_frame(raw.FRAME_METHOD, 1, _spec.Basic.Ack(
+                delivery_tag=t).encode()) for t in tags))
+            tags.clear()
+            _confirmed(self.pub, self.seq, deadline)
+            done += k
+        return done
+
     def run(self, kind: str, n: int, window: int) -> int:
-        return self.windows(n, window) if kind == "S1" else self.one_by_one(n)
+        if kind == "S1":
+            return self.windows(n, window)
+        if kind == "S3":
+            return self.confirmed_windows(n, window)
+        return self.one_by_one(n)
 
     def close(self) -> None:
         self.pub.close()
         self.con.close()
 
 
-LOADS = {"S1": (False, True), "S8": (False, False), "S8c": (True, False)}
+class Flood:
+    """S5-like: ``pairs`` Loads (publisher, consumer, queue) pipelined side by side."""
+
+    def __init__(self, port: int, name: str, pairs: int = 4) -> None:
+        self.loads = [Load(port, f"{name}-{i}", False, True) for i in range(pairs)]
+        self.pub = self.loads[0].pub  # (measure's sync round trip)
+        self.con = self.loads[0].con
+        self.queue = self.loads[0].queue
+
+    def run(self, kind: str, n: int, window: int) -> int:
+        """``n`` messages per pair; returns the total delivered."""
+        deadline = time.monotonic() + 3600
+        done = 0
+        while done < n:
+            k = min(window, n - done)
+            for load in self.loads:
+                load.pub.send(load.one * k)
+            for load in self.loads:
+                _take(load.con, _spec.Basic.Deliver, k, deadline)
+            done += k
+        return n * len(self.loads)
+
+    def close(self) -> None:
+        for load in self.loads:
+            load.close()
+
+
+# name -> (confirm, no_ack, persistent); S5 is a Flood of four S1 pairs
+LOADS = {"S1": (False, True, False), "S8": (False, False, False),
+         "S8c": (True, False, False), "S3": (True, False, True), "S5": (False, True, False)}
+
+
+def _load(port: int, name: str) -> Load | Flood:
+    if name == "S5":
+        return Flood(port, name)
+    confirm, no_ack, persistent = LOADS[name]
+    return Load(port, name, confirm, no_ack, persistent)
 
 
 def measure(roots: dict[str, str], loads: list[str], n: int, warmup: int, repeat: int,
@@ -224,8 +315,8 @@ def measure(roots: dict[str, str], loads: list[str], n: int, warmup: int, repeat
     out: dict[str, dict[str, list[float]]] = {label: {} for label in roots}
     try:
         for name in loads:
-            confirm, no_ack = LOADS[name]
-            runs = {label: Load(b.port, name, confirm, no_ack) for label, b in brokers.items()}
+            no_ack = LOADS[name][1]
+            runs = {label: _load(b.port, name) for label, b in brokers.items()}
             for load in runs.values():
                 load.run(name, warmup, window)
             for _ in range(repeat):
@@ -264,7 +355,7 @@ def baseline_tree(ref: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--baseline", help="git ref to compare against (e.g. 8a4aaec)")
-    ap.add_argument("--loads", default="S1,S8,S8c")
+    ap.add_argument("--loads", default="S1,S8,S8c,S3,S5")
     ap.add_argument("-n", type=int, default=3000, help="messages per measured run")
     ap.add_argument("--warmup", type=int, default=500)
     ap.add_argument("--repeat", type=int, default=3)

@@ -163,12 +163,11 @@ TestQueueChannels.settings = SETTINGS
 class _Session:
     def __init__(self) -> None:
         self.proto = type("P", (), {"state": pconn.OPEN})()
-        self.sent: list[tuple[str, int, bool]] = []
         self.transport = _Transport()
 
-    def send_method(self, ch_id: int, method) -> None:
-        self.transport.write1(b"")
-        self.sent.append((method.NAME, method.delivery_tag, method.multiple))
+    def sent(self) -> list[tuple[str, int, bool]]:
+        """The confirms written, as (method name, delivery tag, multiple)."""
+        return [(m.NAME, m.delivery_tag, m.multiple) for _ch, m in self.transport.methods()]
 
 
 class _Channel:
@@ -188,9 +187,11 @@ class ConfirmTrackerMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.session = _Session()
-        self.t = ConfirmTracker(_Channel(self.session), threading.Lock())
+        self.lock = threading.Lock()
+        self.t = ConfirmTracker(_Channel(self.session), self.lock)
         self.kind: dict[int, str] = {}
-        self.barriers: list[int] = []  # registered, not fired (each covers up to its seq)
+        # registered, not fired: (the seq each covers up to, its callback)
+        self.barriers: list[tuple[int, object]] = []
         self.synced_ok = 0  # the highest seq a successful barrier covered
         self.failed: set[int] = set()  # seqs covered by a failed barrier before their ack
 
@@ -202,42 +203,45 @@ class ConfirmTrackerMachine(RuleBasedStateMachine):
 
     @rule(fire_first=st.booleans(), fail=st.sampled_from([False, False, False, True]))
     def end_batch(self, fire_first=False, fail=False):
-        # as Session.flush_confirms: the barrier is registered before the hand-over, and
-        # the journal thread may fire it (or an earlier one) before the hand-over happens
-        upto = self.t.journaled_in_batch()
-        if upto:
-            self.barriers.append(upto)
-        if fire_first and self.barriers:
-            self.barrier_fires(fail)
-        self.t.hand_over()
+        # as Session._receive: the barrier is registered before the hand-over, and the
+        # journal thread may fire it (or an earlier one) before the hand-over happens
+        upto = self.t._durable  # what the batch's barrier covers (the worker side)
+
+        def barrier(callback):
+            self.barriers.append((upto, callback))
+            if fire_first:
+                self.barrier_fires(fail)
+
+        ConfirmTracker.hand_over({self.t}, self.lock, barrier)
 
     @precondition(lambda self: self.barriers)
     @rule(fail=st.sampled_from([False, False, False, True]))
     def barrier_fires(self, fail):
         # barriers fire in registration order (the journal's group commit keeps it)
-        upto = self.barriers.pop(0)
+        upto, callback = self.barriers.pop(0)
         if fail:
             self.failed.update(range(self.t.sent + 1, upto + 1))
         else:
             self.synced_ok = max(self.synced_ok, upto)
-        self.t.synced(upto, RuntimeError("disk") if fail else None)
+        callback(RuntimeError("disk") if fail else None)
 
     @invariant()
     def client_view(self):
         self.t._check()
         fate: dict[int, str] = {}
         last = 0
-        for name, tag, multiple in self.session.sent:
-            assert tag > last, self.session.sent  # in order, never twice
+        sent = self.session.sent()
+        for name, tag, multiple in sent:
+            assert tag > last, sent  # in order, never twice
             first = last + 1 if multiple else tag
-            assert multiple == (tag - last > 1), self.session.sent
+            assert multiple == (tag - last > 1), sent
             for seq in range(first, tag + 1):
                 fate[seq] = name
             last = tag
         for seq, name in fate.items():
             kind = self.kind[seq]
             if name == "basic.ack":
-                assert kind != "refused", (seq, self.session.sent)
+                assert kind != "refused", (seq, sent)
                 if kind == "journaled":
                     assert seq <= self.synced_ok, (seq, self.synced_ok)
             else:
@@ -247,7 +251,7 @@ class ConfirmTrackerMachine(RuleBasedStateMachine):
         # once every batch is handed over and every barrier fired, all are confirmed
         self.end_batch()
         while self.barriers:
-            self.t.synced(self.barriers.pop(0), None)
+            self.barriers.pop(0)[1](None)
         assert self.t.sent == self.t.seq, (self.t.sent, self.t.seq)
 
 

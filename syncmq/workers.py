@@ -94,41 +94,33 @@ class Worker:
         self.deferred.append(obj)
 
     def _run(self) -> None:
+        """Run tasks until the stop marker, then those queued behind it until none is left
+        (``get`` becomes ``get_nowait``): a connection's input lane
+        (``reactor.reading.Reader._input_turn``) queues its next turn after the current one
+        ran, so its last tasks (``connection_lost`` of the sockets shut down before the stop)
+        can come after the stop marker; they still run, as they did when every task was
+        queued before it. One loop for both, with no call per task besides the task's."""
         _local.worker = self
         get = self.tasks.get
         while True:
-            item = get()
+            try:
+                item = get()
+            except queue.Empty:  # (only once stopping: every task queued behind it ran)
+                return
             if item is _STOP:
-                self._drain()
-                return
-            self._run_one(item)
-
-    def _drain(self) -> None:
-        """After the stop: run what tasks queue behind it until none is left. A connection's
-        input lane (``reactor.reading.Reader._input_turn``) queues its next turn after the
-        current one ran, so its last tasks (``connection_lost`` of the sockets shut down
-        before the stop) can come after the stop marker; they still run, as they did when
-        every task was queued before it."""
-        while True:
+                get = self.tasks.get_nowait
+                continue
+            fn, args = item
             try:
-                item = self.tasks.get_nowait()
-            except queue.Empty:
-                return
-            if item is not _STOP:
-                self._run_one(item)
-
-    def _run_one(self, item: tuple) -> None:
-        fn, args = item
-        try:
-            fn(*args)
-        except Exception:  # a bug in a handler must not kill the worker
-            log.exception("unhandled error in worker task %r", fn)
-        if self.deferred:
-            deferred, self.deferred = self.deferred, []
-            try:
-                self.on_deferred(deferred)
-            except Exception:
-                log.exception("unhandled error handing deferred work to the reactor")
+                fn(*args)
+            except Exception:  # a bug in a handler must not kill the worker
+                log.exception("unhandled error in worker task %r", fn)
+            if self.deferred:
+                deferred, self.deferred = self.deferred, []
+                try:
+                    self.on_deferred(deferred)
+                except Exception:
+                    log.exception("unhandled error handing deferred work to the reactor")
 
 
 class WorkerPool:

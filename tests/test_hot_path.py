@@ -19,10 +19,10 @@ import pytest
 from amqp_raw import FRAME_BODY, FRAME_HEADER, RawClient, connect
 from fake_transport import content_frames, frames, method_frame, open_protocol
 
-from syncmq.protocol.channel import deliver_prefix, encode_deliver
+from syncmq.protocol.channel import deliver_prefix, encode_confirm, encode_deliver
 from syncmq.protocol.connection import ChannelError, ConnectionProtocol
 from syncmq.wire import _spec
-from syncmq.wire.frames import encode_delivery, encode_frame, parse_frames
+from syncmq.wire.frames import encode_delivery, encode_frame, encode_method_frame, parse_frames
 
 B = _spec.Basic
 Q = _spec.Queue
@@ -145,6 +145,17 @@ def test_encode_deliver_matches_encode_delivery(size: int, frame_max: int,
     assert used == len(got)
     assert b"".join(p for t, _, p in frames if t == FRAME_BODY) == body
     assert _spec.decode_method(frames[0][2]).delivery_tag == 12345
+
+
+@pytest.mark.parametrize("channel", [1, 65535])
+@pytest.mark.parametrize("tag", [1, 2, 1 << 40, (1 << 64) - 1])
+@pytest.mark.parametrize("multiple", [False, True])
+def test_encode_confirm_matches_encoding_the_method(channel: int, tag: int,
+                                                    multiple: bool) -> None:
+    assert encode_confirm(channel, tag, multiple, False) == encode_method_frame(
+        channel, B.Ack(delivery_tag=tag, multiple=multiple))
+    assert encode_confirm(channel, tag, multiple, True) == encode_method_frame(
+        channel, B.Nack(delivery_tag=tag, multiple=multiple, requeue=False))
 
 
 # ---------------------------------------------------------------------------- broker

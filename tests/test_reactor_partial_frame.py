@@ -7,7 +7,6 @@ leaves behind after each read, which no client can observe but the memory alarm 
 
 from __future__ import annotations
 
-import threading
 from types import SimpleNamespace
 
 from syncmq import memory
@@ -30,13 +29,11 @@ class _Handler:
 def _transport(frame_max: int) -> SimpleNamespace:
     return SimpleNamespace(
         discard_input=False, rest=[], rest_len=0, rest_need=0, frame_max=frame_max,
-        handler=_Handler(), out_lock=threading.Lock(), inflight=1, paused_flow=False,
-        pending_out=0)
+        handler=_Handler(), inflight=0, pending_out=0)
 
 
 def _feed(t: SimpleNamespace, data: bytes) -> None:
-    t.inflight += 1  # what the reactor's _submit_data counts
-    Reader._handle_data(SimpleNamespace(call_soon=lambda *a: None), t, data)
+    Reader._handle_data(SimpleNamespace(), t, data)  # (the lane's accounting is _input_turn's)
 
 
 def test_a_completed_partial_frame_is_no_longer_accounted() -> None:

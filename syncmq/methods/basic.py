@@ -167,7 +167,7 @@ def publish(session: Session, ch: Channel, m: B.Publish, props: bytes, body: byt
         if not result.routed:
             ch.n_drop += 1
     if confirms is not None:
-        confirms.published(result)  # sent at the end of the batch (Session.flush_confirms)
+        confirms.published(result)  # sent at the end of the batch (Session._receive)
         session.confirm_dirty.add(confirms)
 
 

@@ -27,7 +27,8 @@ class Channel:
     """One open channel.
 
     ``lock`` guards ``unacked``, ``next_tag``, ``consumers``, ``global_unacked``, every
-    consumer's ``unacked`` count, ``flow_active``, ``reply_consumer`` and ``closing``:
+    consumer's ``unacked`` count, ``flow_active``, ``reply_consumer`` and ``closing``
+    (set once, with the session's ``confirm_lock`` held too: the confirm tracker's guard):
     deliveries arrive from any worker (with a queue lock held), while acks, consume and cancel
     come from this connection's worker. Publisher confirms have their own owner
     (``confirms``, a :class:`~syncmq.methods.confirm.ConfirmTracker`). Everything else (tx
@@ -370,7 +371,9 @@ class Channel:
         session = self.session
         if session.pending_acks or session.pending_publish:
             session.flush_runs()  # acks the client sent before this
-        with self.lock:
+        # ``closing`` with the session's confirm_lock held too: the confirm tracker reads it
+        # under that lock alone, so no confirm follows the channel's close (or close-ok)
+        with session.confirm_lock, self.lock:
             self.closing = True
             consumers = list(self.consumers.values())
             self.consumers.clear()

@@ -10,9 +10,11 @@ publishes (their ack waits for the journal barrier, which fires on the journal t
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..protocol import connection as pconn
+from ..protocol.channel import encode_confirm
 from ..wire import _spec
 from ..wire.errors import AMQPChannelError
 
@@ -20,6 +22,8 @@ if TYPE_CHECKING:
     from ..broker.publish import PublishResult
     from .channel_state import Channel
     from .session import Session
+
+_OPEN = pconn.OPEN
 
 
 class ConfirmTracker:
@@ -33,25 +37,31 @@ class ConfirmTracker:
       reads them.
     - *Shared side* (``handed``, ``nacks``, ``durable_pending``, ``durable_done``, ``sent``,
       ``n_confirm``): read and written only inside this class with ``lock`` held (the
-      session's ``confirm_lock``, so that ``Session.close`` can keep every confirm from
-      following its connection.close). The worker hands a batch's publishes over in
-      :meth:`hand_over` (once per batch); the journal thread reports fsyncs in
-      :meth:`synced`. Neither ever reads the other's side.
-    - Frames go out in one place, :meth:`_send_locked`, with ``lock`` and the channel's lock
-      held (``Channel.release`` sets ``closing`` under the channel's lock, so no confirm
-      follows a channel.close-ok). Lock order: ``lock``, ``Channel.lock``, transport.
+      session's ``confirm_lock``, shared by the session's trackers, so that
+      ``Session.close`` can keep every confirm from following its connection.close). The
+      worker hands a batch's publishes over in :meth:`hand_over` (once per batch, every
+      tracker of the batch in one hold of ``lock``); the journal thread reports fsyncs in
+      :meth:`_synced` (the barrier's callback). Neither ever reads the other's side.
+    - Frames go out in one place, :meth:`_send_locked`, with ``lock`` held, after
+      :meth:`_flush_locked` saw the connection open and the channel not ``closing``: the
+      connection moves out of OPEN under ``lock`` (``Session.close``), and ``closing`` is
+      set with ``lock`` held too (``Channel.release``), so no confirm follows a
+      connection.close or channel.close-ok. Lock order: ``lock``, then the transport's.
 
     Invariants (:meth:`_check`): ``handed <= seq``, ``sent <= seq`` (a failed barrier that
     fires before its batch's hand-over nacks up to its publish at once), ``durable_pending <=
     handed``, ``durable_done <= seq``, ``nacks`` ascending and ``<= handed``.
     """
 
-    __slots__ = ("channel", "lock", "seq", "_nacks", "_durable", "handed", "nacks",
-                 "durable_pending", "durable_done", "sent", "n_confirm")
+    __slots__ = ("channel", "lock", "proto", "write", "seq", "_nacks", "_durable", "handed",
+                 "nacks", "durable_pending", "durable_done", "sent", "n_confirm")
 
     def __init__(self, channel: Channel, lock: threading.Lock) -> None:
         self.channel = channel
         self.lock = lock
+        session = channel.session
+        self.proto = session.proto  # (the session's for its life; ``state`` read under lock)
+        self.write = session.transport.write1  # thread-safe; the one writer of our frames
         # worker side
         self.seq = 0  # the last publish's number
         self._nacks: list[int] = []  # refused publishes of the current batch
@@ -74,82 +84,86 @@ class ConfirmTracker:
         if result.journaled:
             self._durable = seq
 
-    def journaled_in_batch(self) -> int:
-        """The last journaled publish of the current batch, or 0 (worker): the caller
-        registers a journal barrier for it (then :meth:`synced`) *before* :meth:`hand_over`,
-        so that the barrier joins the journal's group commit of the batch's records; the
-        barrier may fire before the hand-over, which is safe (see :meth:`synced`)."""
-        return self._durable
+    @staticmethod
+    def hand_over(dirty: set[ConfirmTracker], lock: threading.Lock,
+                  barrier: Callable[[Callable[[Exception | None], None]], None]) -> None:
+        """End of the worker's batch: every tracker in ``dirty`` (the session's trackers
+        with publishes in the batch, all sharing ``lock``) hands the batch's publishes over
+        and sends every confirm that is due; ``dirty`` is emptied.
 
-    def hand_over(self) -> None:
-        """End of the worker's batch: hand this batch's publishes over and send every confirm
-        that is due."""
-        durable = self._durable
-        self._durable = 0
-        with self.lock:
-            self.handed = self.seq
-            if self._nacks:
-                self.nacks.extend(self._nacks)
-                self._nacks.clear()
-            if durable:
-                self.durable_pending = durable
-            self._flush_locked()
+        The batch's journaled publishes get one journal barrier (``barrier(callback)``,
+        :meth:`_synced`), registered before the hand-over so that it joins the journal's
+        group commit of the batch's records; it may fire before the hand-over (or at once,
+        on this thread, if the journal refuses it), which is safe: see :meth:`_synced`."""
+        waits = None  # (a loop, not a comprehension: no extra frame per batch)
+        for t in dirty:
+            if t._durable:
+                if waits is None:
+                    waits = []
+                waits.append((t, t._durable))
+        if waits is not None:
+            barrier(lambda err: ConfirmTracker._synced(lock, waits, err))
+        with lock:
+            for t in dirty:
+                t.handed = t.seq
+                if t._nacks:
+                    t.nacks.extend(t._nacks)
+                    t._nacks.clear()
+                if t._durable:
+                    t.durable_pending = t._durable
+                    t._durable = 0
+                t._flush_locked(0)
+        dirty.clear()
 
     # ---- the journal thread (or the worker if the journal refused the barrier) ----
 
-    def synced(self, upto: int, err: Exception | None) -> None:
-        """The journal barrier for publishes up to ``upto`` fired: they are on disk (or, with
-        ``err``, cannot be: nack them); send what is now due. If it fires before the batch
-        that registered it was handed over, ``durable_done`` runs ahead of ``handed`` for a
-        moment: only what was handed over is sent, the rest when it is."""
-        with self.lock:
-            if err is not None and upto > self.sent:
-                with self.channel.lock:  # as _flush_locked: never after the channel closed
-                    if self._may_send():
-                        self._send_locked(upto, nack=True)
-            if upto > self.durable_done:
-                self.durable_done = upto
-            self._flush_locked()
+    @staticmethod
+    def _synced(lock: threading.Lock, waits: list, err: Exception | None) -> None:
+        """A batch's journal barrier fired: for each ``(tracker, upto)`` of ``waits``, the
+        publishes up to ``upto`` are on disk (or, with ``err``, cannot be: nack them); send
+        what is now due. If it fires before the batch that registered it was handed over,
+        ``durable_done`` runs ahead of ``handed`` for a moment: only what was handed over is
+        acked, the rest when it is."""
+        with lock:
+            for t, upto in waits:
+                if upto > t.durable_done:
+                    t.durable_done = upto
+                t._flush_locked(upto if err is not None else 0)
 
     # ---- both, ``lock`` held ----
 
-    def _may_send(self) -> bool:
-        return (self.channel.session.proto.state is pconn.OPEN
-                and not self.channel.closing)
-
-    def _flush_locked(self) -> None:
-        """Ack (and nack) every handed-over publish that is due: all of them, or only up to
-        ``durable_done`` while a journaled one waits for its fsync."""
+    def _flush_locked(self, failed: int) -> None:
+        """Nack every publish up to ``failed`` (a journal error) not yet confirmed, then ack
+        (and nack) every handed-over publish that is due: all of them, or only up to
+        ``durable_done`` while a journaled one waits for its fsync. Nothing once the
+        connection left OPEN or the channel is closing."""
         upto = self.handed
         if self.durable_pending > self.durable_done:
             upto = self.durable_done  # later confirms wait for the journal (multiple)
-        if upto <= self.sent and not self.nacks:
+        sent = self.sent
+        nacks = self.nacks
+        if (upto <= sent and not nacks and failed <= sent) or self.channel.closing \
+                or self.proto.state is not _OPEN:
             return
-        with self.channel.lock:
-            if not self._may_send():
-                return
-            nacks = self.nacks
-            while nacks and nacks[0] <= upto:
-                seq = nacks.pop(0)
-                if seq <= self.sent:
-                    continue  # nacked already (a journal failure covered it)
-                if seq - 1 > self.sent:
-                    self._send_locked(seq - 1, nack=False)
-                self._send_locked(seq, nack=True)
-            if upto > self.sent:
-                self._send_locked(upto, nack=False)
+        if failed > sent:
+            self._send_locked(failed, True)
+        while nacks and nacks[0] <= upto:
+            seq = nacks.pop(0)
+            if seq <= self.sent:
+                continue  # nacked already (a journal failure covered it)
+            if seq - 1 > self.sent:
+                self._send_locked(seq - 1, False)
+            self._send_locked(seq, True)
+        if upto > self.sent:
+            self._send_locked(upto, False)
 
     def _send_locked(self, upto: int, nack: bool) -> None:
         """The one place a confirm is written: ack or nack everything up to ``upto``."""
         n = upto - self.sent
         self.sent = upto
-        ch = self.channel
-        if nack:
-            method = _spec.Basic.Nack(delivery_tag=upto, multiple=n > 1, requeue=False)
-        else:
+        if not nack:
             self.n_confirm += n
-            method = _spec.Basic.Ack(delivery_tag=upto, multiple=n > 1)
-        ch.session.send_method(ch.id, method)
+        self.write(encode_confirm(self.channel.id, upto, n > 1, nack))
 
     def _check(self) -> None:
         """The invariants in the class docstring (tests; takes ``lock``)."""

@@ -24,13 +24,13 @@ from ..protocol.connection import ChannelError, ConnectionProtocol
 from ..wire import _spec
 from ..wire.errors import AMQPChannelError, AMQPConnectionError
 from .channel_state import Channel
+from .confirm import ConfirmTracker
 from .credit import Credit
 from .durable_reply import Hold
 from .session_api import SERVER_CAPABILITIES, Settings, Transport
 
 if TYPE_CHECKING:
     from ..broker.vhost import VirtualHost
-    from .confirm import ConfirmTracker
 
 log = logging.getLogger("syncmq.connection")
 
@@ -109,9 +109,10 @@ class Session:
         # Publisher confirms are sent by this connection's worker and, for journaled
         # publishes, straight from the journal thread once their fsync is done. This lock
         # is every ConfirmTracker's (see it for what it guards) and guards the connection's
-        # move out of OPEN in close() (so no confirm follows connection.close). Order:
-        # confirm_lock, then Channel.lock, then Transport.out_lock; never taken with a
-        # queue lock or a Channel.lock held.
+        # move out of OPEN in close() and a channel's ``closing`` (Channel.release), so no
+        # confirm follows connection.close or channel.close. Order: confirm_lock, then
+        # Channel.lock, then Transport.out_lock; never taken with a queue lock or a
+        # Channel.lock held.
         self.confirm_lock = threading.Lock()
         # Resource alarms (worker-only): ``blocked`` is the set of alarms in effect (falsy when
         # none); ``reading_paused`` once the connection published while blocked (RabbitMQ
@@ -206,29 +207,14 @@ class Session:
             self.connection_error(AMQPConnectionError(
                 _spec.INTERNAL_ERROR, "INTERNAL_ERROR - the broker failed to handle a frame"))
         if self.confirm_dirty:
-            self.flush_confirms()
+            # End of the batch: each channel with publishes in it hands them to its confirm
+            # tracker, which sends what is due (one ack per channel, ``multiple`` when it
+            # covers several); journaled publishes get one journal barrier for the batch, and
+            # their confirms go out from the journal thread once the fsync is done.
+            ConfirmTracker.hand_over(self.confirm_dirty, self.confirm_lock,
+                                     self.broker.durability.barrier)
         if self.run.stalled or self.credit.paused:  # a queue it publishes to is behind
             self.credit.after_batch(self.run.stalled)
-
-    def flush_confirms(self) -> None:
-        """End of a batch: each channel with publishes in it hands them to its confirm
-        tracker, which sends what is due (one ack per channel, ``multiple`` when it covers
-        several). Journaled publishes get one journal barrier for the batch; their confirms
-        are sent from the journal thread as soon as the fsync is done
-        (``ConfirmTracker.synced``: no hop through this worker's task queue)."""
-        dirty = self.confirm_dirty
-        waits = None  # (a loop, not a comprehension: no extra frame per batch)
-        for t in dirty:
-            upto = t.journaled_in_batch()
-            if upto:
-                if waits is None:
-                    waits = []
-                waits.append((t, upto))
-        if waits:  # first, so that the barrier joins the group commit of the batch's records
-            self.broker.durability.barrier(lambda err: _synced(waits, err))
-        for tracker in dirty:
-            tracker.hand_over()
-        dirty.clear()
 
     def defer_ack(self, ch: Channel, entries: list) -> None:
         """Settle acked ``entries`` (already taken off ``ch``'s unacked map, so a repeated tag
@@ -543,12 +529,6 @@ def _position(events: list, event: tuple) -> int:
         if e is event:
             return i
     raise ValueError("event not in events")
-
-
-def _synced(waits: list, err: Exception | None) -> None:
-    """The journal barrier of a batch fired (journal thread): tell each tracker."""
-    for tracker, upto in waits:
-        tracker.synced(upto, err)
 
 
 _CHANNEL_OPEN = _spec.Channel.Open.INDEX

@@ -25,8 +25,10 @@ source. Whether a hard error is answered with connection.close or with a silent 
 on the state (see ``syncmq.methods.session``); this module only reports it.
 
 Owned by the connection's worker thread: ``receive`` and the handler events run there.
-``send`` also runs on other threads for methods without a state change (publisher confirms
-from the journal thread, under the session's ``confirm_lock``), which read ``state`` only.
+``send`` also runs on other threads for methods without a state change (a basic.cancel when
+another connection deletes the queue), which read ``state`` only. Publisher confirms, also
+written from the journal thread, are ``channel.encode_confirm``'s frames; the tracker reads
+``state`` under the session's ``confirm_lock`` (the connection leaves OPEN under it).
 """
 
 from __future__ import annotations

@@ -402,7 +402,7 @@ class Reactor(Reader, Sender):
         self.pool.release(t.worker)
         if t.handler is not None:
             # after the input already handed over (the lane keeps the order)
-            self._submit_input(t, t.handler.connection_lost)
+            self._submit(t, t.handler.connection_lost, ())
 
     # ---- shutdown ----
 

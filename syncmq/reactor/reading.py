@@ -130,103 +130,110 @@ class Reader:
                 self._bad_header(t)
                 return
             t.header_done = True
-            self._submit_input(t, t.handler.connection_made)
+            self._submit(t, t.handler.connection_made, ())
             data = data[8:]
             if not data:
                 return
-        self._submit_data(t, data)
+        self._submit(t, None, data)
 
-    def _submit_data(self, t: Transport, data: bytes) -> None:
-        """Hand what was received to the connection's worker, which cuts it into frames: the
-        reactor's turn stays short (a publisher's 256 KiB is thousands of frames), so the
-        other connections' reads and writes are not kept waiting behind it."""
+    def _submit(self, t: Transport, fn: Callable[..., None] | None, arg: object) -> None:
+        """Queue a task in ``t``'s input lane (any thread): with ``fn`` None, ``arg`` is what
+        was received, which the worker cuts into frames (:meth:`_handle_data`): the reactor's
+        turn stays short (a publisher's 256 KiB is thousands of frames), so the other
+        connections' reads and writes are not kept waiting behind it; else ``fn(*arg)``
+        runs on the worker after the input handed over before it.
+
+        The lane (under ``out_lock``): ``in_scheduled`` is set while a turn of ``t`` is
+        queued on its worker or running, and ``inq`` holds, in order, the tasks that arrived
+        meanwhile (empty whenever ``in_scheduled`` is clear). An idle lane's task goes to the
+        worker at once, as the turn's argument."""
         with t.out_lock:
-            t.inflight += 1
-            pause = t.inflight >= FLOW_HIGH
-            t.inq.append((self._handle_data, (t, data)))
-            schedule = not t.in_scheduled
-            t.in_scheduled = True
+            if fn is None:
+                t.inflight += 1
+                pause = t.inflight >= FLOW_HIGH
+            else:
+                pause = False
+            if t.in_scheduled:
+                t.inq.append((fn, arg))
+                schedule = False
+            else:
+                t.in_scheduled = schedule = True
         if schedule:
-            t.worker.submit(self._input_turn, t)
+            t.worker.submit(self._input_turn, t, fn, arg)
         if pause and not t.paused_flow:
             t.paused_flow = True
             self._update_events(t)
 
-    def _submit_input(self, t: Transport, fn: Callable[..., None], *args: object) -> None:
-        """Run ``fn(*args)`` on ``t``'s worker after the input handed over before it (the
-        connection's input lane, ``t.inq``). Any thread."""
-        with t.out_lock:
-            t.inq.append((fn, args))
-            schedule = not t.in_scheduled
-            t.in_scheduled = True
-        if schedule:
-            t.worker.submit(self._input_turn, t)
-
-    def _input_turn(self, t: Transport) -> None:
-        """On the worker: run the first task of ``t``'s input lane, then queue the next turn
-        at the back of the worker's queue if more is waiting. Each connection thus holds at
-        most one place in its worker's FIFO, and the worker serves the connections pinned
-        to it round robin, one input batch (one ``recv``, <= RECV_SIZE) each: a new
-        connection's handshake waits for at most one batch of each other connection per
-        round trip, however far ahead a flooding publisher has been read (FLOW_HIGH)."""
-        with t.out_lock:
-            fn, args = t.inq.popleft()
+    def _input_turn(self, t: Transport, fn: Callable[..., None] | None, arg: object) -> None:
+        """On the worker: run one task of ``t``'s input lane (see :meth:`_submit`), then
+        queue the lane's next task, if any, as a turn at the back of the worker's queue.
+        Each connection thus holds at most one place in its worker's FIFO, and the worker
+        serves the connections pinned to it round robin, one input batch (one ``recv``,
+        <= RECV_SIZE) each: a new connection's handshake waits for at most one batch of each
+        other connection per round trip, however far ahead a flooding publisher has been
+        read (FLOW_HIGH). The end of the turn takes ``out_lock`` once, for the batch's
+        ``inflight`` and the lane."""
         try:
-            fn(*args)
+            if fn is None:
+                self._handle_data(t, arg)
+            else:
+                fn(*arg)
         finally:
+            resume = False
             with t.out_lock:
-                more = bool(t.inq)
-                if not more:
+                if fn is None:
+                    t.inflight -= 1
+                    resume = t.inflight <= FLOW_LOW
+                if t.inq:
+                    nxt = t.inq.popleft()
+                else:
+                    nxt = None
                     t.in_scheduled = False
-            if more:
-                t.worker.submit(self._input_turn, t)
+            if nxt is not None:
+                t.worker.submit(self._input_turn, t, *nxt)
+            if resume and t.paused_flow:
+                self.call_soon(self._resume_flow, t)
 
     def _handle_data(self, t: Transport, data: bytes) -> None:
         """On the connection's worker: cut ``data`` (after the partial frame left by the last
         call, ``t.rest``, which only this worker touches) into frames and hand them over; a
         framing error hands over the complete frames before it, then reports it, and every
-        later input is dropped. Then account for the batch (flow).
+        later input is dropped (the caller, :meth:`_input_turn`, then accounts for the batch:
+        ``inflight``, flow).
 
         A frame larger than one read is collected in ``t.rest`` (a list of chunks) until its
         declared size is there (``t.rest_need``), then joined once: O(frame size), however
         many reads it spans."""
-        try:
-            if t.discard_input:
-                return
-            rest = t.rest
-            if rest:
-                rest.append(data)
-                t.rest_len += len(data)
-                if t.rest_len < t.rest_need:
-                    return  # the partial frame is still incomplete
-                data = b"".join(rest)
-                t.rest = []
-                t.rest_len = 0  # (memory.connection_memory counts it while partial)
-            frames, consumed, error = split_frames(data, t.frame_max, slack=FRAME_MAX_SLACK)
-            if error is not None:
-                t.discard_input = True  # read by the reactor: drop what comes next
-                t.rest = []
-                t.rest_len = 0
-                # The complete frames before the bad one still count, in order (RabbitMQ
-                # handles every frame before the one it cannot parse).
-                if frames:
-                    t.handler.frames_received(frames)
-                t.handler.frame_error(error)
-                return
-            if consumed < len(data):
-                left = data[consumed:]
-                t.rest = [left]
-                t.rest_len = len(left)
-                # the whole frame (header, payload, end octet) once its header is there
-                t.rest_need = _FRAME_SIZE(left, 3)[0] + 8 if len(left) >= 7 else 7
+        if t.discard_input:
+            return
+        rest = t.rest
+        if rest:
+            rest.append(data)
+            t.rest_len += len(data)
+            if t.rest_len < t.rest_need:
+                return  # the partial frame is still incomplete
+            data = b"".join(rest)
+            t.rest = []
+            t.rest_len = 0  # (memory.connection_memory counts it while partial)
+        frames, consumed, error = split_frames(data, t.frame_max, slack=FRAME_MAX_SLACK)
+        if error is not None:
+            t.discard_input = True  # read by the reactor: drop what comes next
+            t.rest = []
+            t.rest_len = 0
+            # The complete frames before the bad one still count, in order (RabbitMQ
+            # handles every frame before the one it cannot parse).
             if frames:
                 t.handler.frames_received(frames)
-        finally:
-            with t.out_lock:
-                t.inflight -= 1
-                resume = t.inflight <= FLOW_LOW
-            if resume and t.paused_flow:
-                self.call_soon(self._resume_flow, t)
+            t.handler.frame_error(error)
+            return
+        if consumed < len(data):
+            left = data[consumed:]
+            t.rest = [left]
+            t.rest_len = len(left)
+            # the whole frame (header, payload, end octet) once its header is there
+            t.rest_need = _FRAME_SIZE(left, 3)[0] + 8 if len(left) >= 7 else 7
+        if frames:
+            t.handler.frames_received(frames)
 
     def _resume_flow(self, t: Transport) -> None:
         if t.paused_flow and not t.closed:

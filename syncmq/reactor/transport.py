@@ -17,8 +17,8 @@ reactor thread         ``sock`` (a worker's direct send uses it only under ``out
 the worker             ``rest``, ``rest_len``, ``rest_need`` (a partial frame between inputs),
                        ``frame_max`` (written after tune-ok, read when cutting frames)
 ``out_lock``           ``inflight`` (input batches handed to the worker: the reactor counts
-                       up, the worker down), ``inq`` and ``in_scheduled`` (the input lane),
-                       and the :class:`~.outbuf.OutBuffer` fields
+                       up, the worker down), ``inq`` and ``in_scheduled`` (the input lane,
+                       ``Reader._submit``), and the :class:`~.outbuf.OutBuffer` fields
 plain flags            ``discard_input`` (set by either thread: drop input from now on),
                        ``opened`` (the worker, read by the handshake timer), ``aborted`` (any
                        thread; read by the direct send under ``out_lock``): one-way flags whose
@@ -108,11 +108,11 @@ class Transport(OutBuffer):
         # Frame batches handed to the worker and not yet handled; guarded by ``out_lock``
         # (incremented by the reactor, decremented by the worker).
         self.inflight = 0
-        # The connection's input lane (under ``out_lock``): tasks (an input batch, then
-        # connection_lost) waiting for the worker, run one per worker turn, and whether a
-        # turn is queued on the worker (Reader._submit_input): at most one task of this
-        # connection is in the worker's queue, so a flooding publisher's backlog never sits
-        # in front of another connection's input (its handshake).
+        # The connection's input lane (under ``out_lock``): whether a turn is queued on the
+        # worker or running, and the tasks (input batches, then connection_lost) that wait
+        # behind it, run one per worker turn (Reader._submit, Reader._input_turn): at most
+        # one task of this connection is in the worker's queue, so a flooding publisher's
+        # backlog never sits in front of another connection's input (its handshake).
         self.inq: deque = deque()
         self.in_scheduled = False
         self.paused_flow = False  # reactor thread only
