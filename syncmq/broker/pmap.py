@@ -153,17 +153,7 @@ def pm_set(m, key, value):
         d = dict(m)
         d[key] = value
         return pm_from_dict(d)
-    h = hash(key)
-    path = []  # (branch, slot) from the root down
-    node = m._root
-    shift = 0
-    while type(node) is list:
-        slot = (h >> shift) & _MASK
-        path.append((node, slot))
-        node = node[slot]
-        shift += _BITS
-        if node is None:
-            break
+    path, node, shift = _descend(m, key)
     seq = node[1].get(key) if node is not None else None
     added = seq is None
     if added:
@@ -189,6 +179,20 @@ def pm_del(m, key):
         d = dict(m)
         del d[key]
         return d
+    path, node, _ = _descend(m, key)
+    if node is None or key not in node[0]:
+        return m
+    if m._len - 1 <= SMALL:
+        return {k: v for k, v in m.items() if k != key}
+    vals, seqs = dict(node[0]), dict(node[1])
+    del vals[key], seqs[key]
+    return PMap(_rebuild(path, (vals, seqs) if vals else None), m._len - 1, m._seq)
+
+
+def _descend(m, key):
+    """The walk from ``m``'s root towards ``key``: ``(path, node, shift)`` where ``path`` is
+    the (branch, slot) pairs from the root down, ``node`` the leaf reached (or None for an
+    empty slot) and ``shift`` the hash shift at that depth."""
     h = hash(key)
     path = []
     node = m._root
@@ -198,15 +202,7 @@ def pm_del(m, key):
         path.append((node, slot))
         node = node[slot]
         shift += _BITS
-        if node is None:
-            return m
-    if key not in node[0]:
-        return m
-    if m._len - 1 <= SMALL:
-        return {k: v for k, v in m.items() if k != key}
-    vals, seqs = dict(node[0]), dict(node[1])
-    del vals[key], seqs[key]
-    return PMap(_rebuild(path, (vals, seqs) if vals else None), m._len - 1, m._seq)
+    return path, node, shift
 
 
 def _rebuild(path: list, node):
