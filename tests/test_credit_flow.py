@@ -125,6 +125,14 @@ def _run_against_slow_consumer(b, n: int, body: bytes = BODY,
         saw_flow = saw_flow or "flow" in _connection_states(b)
         pub.join(0.05)
     assert pub.error is None and pub.sent == n
+    # the publisher can be done (its bytes in the socket) before the first sample: keep
+    # sampling until the broker has every message (queued, or at most a prefetch unacked)
+    deadline = time.monotonic() + 30
+    while (depth := _depth(mch, "q")) + cons.received + cons.prefetch < n:
+        deepest = max(deepest, depth)
+        assert time.monotonic() < deadline, (depth, cons.received, n)
+        time.sleep(0.02)
+    deepest = max(deepest, depth)
     cons.stop.set()
     cons.join(10)
     mon.close()
@@ -151,30 +159,45 @@ def test_without_flow_the_backlog_grows(broker_factory):
     assert not saw_flow
 
 
+def _paused_behind_stuck_consumer(b, queue: str, other: str, n: int, body: bytes):
+    """Declares ``queue`` and ``other``, puts a consumer that takes nothing more on ``queue``
+    and starts a publisher of ``n`` x ``body`` to it; returns once a connection is in state
+    ``flow`` (the publisher alive and without error meanwhile): (mon, mch, cons, pub)."""
+    mon = pika.BlockingConnection(_params(b.port))
+    mch = mon.channel()
+    mch.queue_declare(queue)
+    mch.queue_declare(other)
+    cons = SlowConsumer(b.port, queue, stuck=True, prefetch=1)
+    cons.start()
+    assert cons.ready.wait(30)
+    pub = Publisher(b.port, queue, n, body)
+    pub.start()
+    deadline = time.monotonic() + 30
+    while "flow" not in _connection_states(b):
+        assert time.monotonic() < deadline, "the publisher was never paused"
+        assert pub.error is None and pub.is_alive()
+        time.sleep(0.02)
+    return mon, mch, cons, pub
+
+
+def _publish_confirmed(port: int, queue: str, n: int, prefix: bytes) -> None:
+    """Publishes ``n`` messages to ``queue`` on a new connection, each one confirmed."""
+    conn = pika.BlockingConnection(_params(port))
+    ch = conn.channel()
+    ch.confirm_delivery()
+    for i in range(n):
+        ch.basic_publish("", queue, prefix + b"%d" % i)
+    conn.close()
+
+
 def test_other_publishers_are_not_slowed(broker_factory):
     """While a publisher is throttled behind a stuck consumer, a second connection publishes
     N confirmed messages to another queue and gets every confirm."""
     b = broker_factory("--queue-flow-high", str(HIGH))
-    mon = pika.BlockingConnection(_params(b.port))
-    mch = mon.channel()
-    mch.queue_declare("slow")
-    mch.queue_declare("other")
-    cons = SlowConsumer(b.port, "slow", stuck=True, prefetch=1)
-    cons.start()
-    assert cons.ready.wait(30)
-    pub = Publisher(b.port, "slow", 100 * BOUND)  # far more than it will get to send
-    pub.start()
-    deadline = time.monotonic() + 30
-    while "flow" not in _connection_states(b):
-        assert time.monotonic() < deadline, "the first publisher was never throttled"
-        time.sleep(0.02)
+    # far more than it will get to send
+    mon, mch, cons, pub = _paused_behind_stuck_consumer(b, "slow", "other", 100 * BOUND, BODY)
     n = 2000
-    conn = pika.BlockingConnection(_params(b.port))
-    ch = conn.channel()
-    ch.confirm_delivery()
-    for i in range(n):
-        ch.basic_publish("", "other", b"m%d" % i)  # each one confirmed
-    conn.close()
+    _publish_confirmed(b.port, "other", n, b"m")
     assert _depth(mch, "other") == n
     assert pub.is_alive() and pub.sent < 100 * BOUND  # still held back meanwhile
     # a stuck consumer is not waited for forever, but the backlog grows by bursts only
@@ -371,28 +394,10 @@ def test_bytes_pause_leaves_other_publishers_alone_and_resumes(broker_factory):
     connection publishes confirmed messages to another queue and gets every confirm. Once a
     consumer drains the queue, the publisher is read again and sends all of its messages."""
     b = broker_factory("--queue-flow-high-bytes", str(HIGH_BYTES))
-    mon = pika.BlockingConnection(_params(b.port))
-    mch = mon.channel()
-    mch.queue_declare("big")
-    mch.queue_declare("small")
-    cons = SlowConsumer(b.port, "big", stuck=True, prefetch=1)
-    cons.start()
-    assert cons.ready.wait(30)
     n = 8 * BIG_BOUND
-    pub = Publisher(b.port, "big", n, BIG)
-    pub.start()
-    deadline = time.monotonic() + 30
-    while "flow" not in _connection_states(b):
-        assert time.monotonic() < deadline, "the publisher of large messages was never paused"
-        assert pub.error is None and pub.is_alive()
-        time.sleep(0.02)
+    mon, mch, cons, pub = _paused_behind_stuck_consumer(b, "big", "small", n, BIG)
     assert _depth(mch, "big") < 20000
-    conn = pika.BlockingConnection(_params(b.port))
-    ch = conn.channel()
-    ch.confirm_delivery()
-    for i in range(500):
-        ch.basic_publish("", "small", b"s%d" % i)  # each one confirmed
-    conn.close()
+    _publish_confirmed(b.port, "small", 500, b"s")
     assert _depth(mch, "small") == 500
     assert pub.is_alive() and pub.sent < n  # still held back meanwhile
     drain = SlowConsumer(b.port, "big", delay=0, prefetch=50)
