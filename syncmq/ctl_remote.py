@@ -11,7 +11,7 @@ logged into with ``--username``/``--password`` (env ``SYNCMQ_MANAGEMENT_USERNAME
 Exit codes: rabbitmqctl's (``syncmq.ctl_errors``: 64 usage, 65 data, 67 no such user, 69 the
 broker refused or cannot be reached, 70 software). When the broker cannot be reached (or
 refuses the credentials), standard output stays empty, as rabbitmqctl's when its node cannot
-be: the banner is held back until the broker's first answer (:class:`_HeldOutput`).
+be: the banner is held back until the broker's first answer (``ctl_output.HeldOutput``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import base64
 import functools
-import io
 import json
 import os
 import sys
@@ -39,6 +38,7 @@ from .ctl_errors import (
     no_vhost_refused,
     report,
 )
+from .ctl_output import FORMATTERS, HeldOutput, _banner, _cell, _json_out, _table, check_columns
 
 DEFAULT_URL = "http://127.0.0.1:15672"
 TIMEOUT = 30.0
@@ -120,77 +120,6 @@ class Client:
                 return None
             return not_found if isinstance(not_found, CtlError) else RemoteError(not_found)
         return RemoteError(f"{e.code} {reason or e.reason}")
-
-
-# ---- output ----
-
-def _cell(v) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, list) and all(isinstance(x, str) for x in v):
-        return "[" + ", ".join(v) + "]"  # rabbitmqctl's table: [management, monitoring]
-    if isinstance(v, (dict, list)):
-        return json.dumps(v, separators=(",", ":"))
-    return str(v)
-
-
-def _pick(row: dict, column: str):
-    """A column of a row; dotted names reach into nested objects."""
-    v = row
-    for part in ALIASES.get(column, column).split("."):
-        v = v.get(part) if isinstance(v, dict) else None
-    return v
-
-
-# rabbitmqctl's column names -> the management API's fields
-ALIASES = {
-    "source_name": "source", "source_kind": "source_kind",
-    "destination_name": "destination", "destination_kind": "destination_type",
-    "queue_name": "queue.name", "channel_pid": "channel_details.name",
-    "peer_address": "peer_host",
-}
-
-
-FORMATTERS = ("table", "json", "pretty_table")
-
-
-def _json_out(args) -> bool:
-    return args.json or args.formatter == "json"
-
-
-def _table(args, rows: list[dict], columns: list[str], empty_line: bool = False) -> None:
-    """Rows as rabbitmqctl's formatters print them: ``table`` (tab-separated, a header
-    line), ``json`` (a list of objects), ``pretty_table`` (a boxed table). ``empty_line``:
-    no rows print one empty line, not the header (rabbitmqctl's list_policies,
-    list_parameters, list_topic_permissions...)."""
-    if empty_line and not rows and args.formatter == "table" and not _json_out(args):
-        print()
-        return
-    if _json_out(args):
-        print(json.dumps([{c: _pick(r, c) for c in columns} for r in rows], indent=1))
-        return
-    cells = [[_cell(_pick(r, c)) for c in columns] for r in rows]
-    if args.formatter == "pretty_table":
-        widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
-        rule = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
-        print(rule)
-        for i, line in enumerate([columns, *cells]):
-            print("| " + " | ".join(v.ljust(w) for v, w in zip(line, widths, strict=True))
-                  + " |")
-            if i == 0:
-                print(rule)
-        print(rule)
-        return
-    print("\t".join(columns))
-    for row in cells:
-        print("\t".join(row))
-
-
-def _banner(args, text: str) -> None:
-    if not args.quiet and not _json_out(args):
-        print(text)
 
 
 def _vq(name: str) -> str:
@@ -541,36 +470,6 @@ VERBS = {
                                "explanation"]),
     "environment": (environment, "the broker's effective settings", []),
 }
-# rabbitmqctl 3.10's info keys of its listings (``rabbitmqctl help VERB``): another column is
-# a usage error (64), as there; syncmq's aliases (ALIASES) are accepted too
-INFO_KEYS = {verb: set(keys.split()) | set(ALIASES) for verb, keys in {
-    "list_queues": "arguments auto_delete consumer_capacity consumer_utilisation consumers "
-                   "disk_reads disk_writes durable exclusive exclusive_consumer_pid "
-                   "exclusive_consumer_tag head_message_timestamp leader members memory "
-                   "message_bytes message_bytes_persistent message_bytes_ram "
-                   "message_bytes_ready message_bytes_unacknowledged messages "
-                   "messages_persistent messages_ram messages_ready messages_ready_ram "
-                   "messages_unacknowledged messages_unacknowledged_ram name online "
-                   "owner_pid pid policy slave_pids state synchronised_slave_pids type",
-    "list_exchanges": "arguments auto_delete durable internal name policy type",
-    "list_bindings": "arguments destination_kind destination_name routing_key source_kind "
-                     "source_name",
-    "list_connections": "auth_mechanism channel_max channels client_properties connected_at "
-                        "frame_max host name peer_cert_issuer peer_cert_subject "
-                        "peer_cert_validity peer_host peer_port pid port protocol recv_cnt "
-                        "recv_oct send_cnt send_oct send_pend ssl ssl_cipher ssl_hash "
-                        "ssl_key_exchange ssl_protocol state timeout user vhost",
-    "list_channels": "acks_uncommitted confirm connection consumer_count "
-                     "global_prefetch_count messages_unacknowledged messages_uncommitted "
-                     "messages_unconfirmed name number pid prefetch_count transactional user "
-                     "vhost",
-    "list_consumers": "ack_required active activity_status arguments channel_pid consumer_tag "
-                      "prefetch_count queue_name",
-    "list_vhosts": "cluster_state default_queue_type description name tags tracing",
-    # rabbitmqctl takes no columns for these three; syncmqctl picks among its own
-    "list_users": "user tags", "list_permissions": "user configure write read",
-    "list_user_permissions": "vhost configure write read",
-}.items()}
 # topic permissions and user limits (ctl_rules.py), given this module's table formatter
 VERBS.update({verb: (functools.partial(fn, table=_table), help_, spec)
               for verb, (fn, help_, spec) in ctl_rules.REMOTE.items()})
@@ -641,48 +540,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-class _HeldOutput(io.TextIOBase):
-    """Standard output held back until the broker first answers (``release``), then written
-    through; ``drop`` forgets what is held (the broker never answered: rabbitmqctl prints no
-    banner for a node it cannot reach)."""
-
-    def __init__(self, out) -> None:
-        self.out, self.held = out, io.StringIO()
-
-    def write(self, text: str) -> int:
-        return (self.held or self.out).write(text)
-
-    def flush(self) -> None:
-        (self.held or self.out).flush()
-
-    def release(self) -> None:
-        if self.held is not None:
-            self.out.write(self.held.getvalue())
-            self.held = None
-
-    def drop(self) -> None:
-        self.held = None
-
-
-def _check_columns(args: argparse.Namespace) -> None:
-    """rabbitmqctl's argument validation of a listing's columns (its info keys), before
-    anything is printed or asked."""
-    keys = INFO_KEYS.get(args.verb)
-    bad = [c for c in getattr(args, "columns", None) or [] if keys and c not in keys]
-    if bad:
-        raise RemoteError(f"Error (argument validation): Info key(s) {','.join(bad)} are not "
-                          "supported", Kind.USAGE, header=False)
-
-
 def run(args: argparse.Namespace) -> int:
     """Run one verb; every error goes through ``ctl_errors.report`` (its kind's exit code)."""
     fn = VERBS[args.verb][0]
     client = Client(args.management_url, args.api_username, args.api_password)
-    out = _HeldOutput(sys.stdout)
+    out = HeldOutput(sys.stdout)
     client.on_answer = out.release
     sys.stdout = out
     try:
-        _check_columns(args)
+        check_columns(args)
         fn(client, args)
     except CtlError as e:
         if e.kind in SILENT:
