@@ -4,7 +4,9 @@ With ``--users-file PATH`` it edits the users file offline (atomically: temp fil
 send the broker SIGHUP to apply the change. Without it, it talks to a running broker's
 management API: :func:`run_remote` hands the command line to ``syncmq.ctl_remote``.
 
-Exit codes: 0 ok, 1 error (user exists / not found, bad file ...), 2 usage.
+Exit codes: rabbitmqctl's, in both modes (``syncmq.ctl_errors``: 64 usage, 65 data (a missing
+vhost, a users file that cannot be read or written), 67 no such user, 69 refused, 70 user
+exists).
 """
 
 from __future__ import annotations
@@ -16,10 +18,7 @@ import sys
 
 from . import ctl_rules
 from .broker.auth import Permission, User, UsersFileError, UserStore, hash_password, save
-
-
-class CtlError(Exception):
-    """An error reported as ``Error: ...`` with exit code 1."""
+from .ctl_errors import CtlError, Kind, Parser, no_user, no_vhost_refused, report
 
 
 def run_remote(argv: list[str]) -> int:
@@ -54,20 +53,25 @@ _user = ctl_rules.user_named
 _vhost = ctl_rules.require_vhost
 
 
-def _password(args: argparse.Namespace) -> str:
+def _bare_user(name: str) -> CtlError:
+    return no_user(name, quoted=False)  # the permission verbs' text
+
+
+def _password(args: argparse.Namespace, kind: Kind) -> str:
+    """The argument, else a line of stdin (as rabbitmqctl); none is an error of ``kind``."""
     if args.password is not None:
         return args.password
     line = sys.stdin.readline()  # rabbitmqctl reads it from stdin when not given
     password = line.rstrip("\r\n")
     if not password:
-        raise CtlError("Password is not provided via argument or stdin")
+        raise CtlError("Password is not provided via argument or stdin", kind)
     return password
 
 
 def add_user(store: UserStore, args) -> bool:
     if args.username in store.users:
-        raise CtlError(f'User "{args.username}" already exists')
-    store.users[args.username] = User(args.username, hash_password(_password(args)))
+        raise CtlError(f'User "{args.username}" already exists', Kind.SOFTWARE)
+    store.users[args.username] = User(args.username, hash_password(_password(args, Kind.DATA)))
     return True
 
 
@@ -78,7 +82,7 @@ def delete_user(store: UserStore, args) -> bool:
 
 
 def change_password(store: UserStore, args) -> bool:
-    _user(store, args.username).password_hash = hash_password(_password(args))
+    _user(store, args.username).password_hash = hash_password(_password(args, Kind.SOFTWARE))
     return True
 
 
@@ -104,8 +108,8 @@ def delete_vhost(store: UserStore, args) -> bool:
 
 
 def set_permissions(store: UserStore, args) -> bool:
-    user = _user(store, args.username)
-    _vhost(store, args.vhost)
+    user = _user(store, args.username, _bare_user)
+    _vhost(store, args.vhost, no_vhost_refused)
     for kind in ("conf", "write", "read"):
         try:
             re.compile(getattr(args, kind) or "^$")
@@ -116,8 +120,8 @@ def set_permissions(store: UserStore, args) -> bool:
 
 
 def clear_permissions(store: UserStore, args) -> bool:
-    user = _user(store, args.username)
-    _vhost(store, args.vhost)
+    user = _user(store, args.username, _bare_user)
+    _vhost(store, args.vhost, no_vhost_refused)
     user.permissions.pop(args.vhost, None)
     return True
 
@@ -173,7 +177,7 @@ READ_ONLY |= ctl_rules.OFFLINE_READ_ONLY
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="syncmqctl",
         description="Manage syncmq users, vhosts and permissions (rabbitmqctl's verbs).",
         epilog="Edits --users-file offline; send the broker SIGHUP to apply.",
@@ -209,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     if not any(a == "--users-file" or a.startswith("--users-file=") for a in argv):
         return run_remote(argv)
     parser = build_parser()
-    args = parser.parse_args(argv)  # usage errors exit 2
+    args = parser.parse_args(argv)  # usage errors exit 64 (ctl_errors.Parser)
     fn, banner, _positionals, _v = VERBS[args.verb]
     if not args.quiet:
         fields = dict(vars(args))
@@ -223,12 +227,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(line)
         elif result:
             save(store, args.users_file)
-    except (CtlError, UsersFileError, ctl_rules.RuleError) as e:
-        print(f"Error:\n{e}", file=sys.stderr)
-        return 1
+    except CtlError as e:
+        return report(e)
+    except UsersFileError as e:  # the file cannot be used: a data error (65)
+        return report(CtlError(str(e), Kind.DATA))
     except OSError as e:
-        print(f"Error:\ncannot write {args.users_file}: {e.strerror}", file=sys.stderr)
-        return 1
+        return report(CtlError(f"cannot write {args.users_file}: {e.strerror}", Kind.DATA))
     return 0
 
 

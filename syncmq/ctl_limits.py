@@ -6,7 +6,8 @@ output (read off rabbitmqctl against RabbitMQ 3.10.8): ``set_vhost_limits [-p VH
 They go through the management API: the whole value is the runtime parameter
 ``vhost-limits``/``limits`` (``/api/parameters``, as rabbitmqctl sets it), the listing is
 ``/api/vhost-limits``. Importing this module adds them to ``ctl_remote.VERBS`` (``ctl.run_remote``
-does). Errors print RabbitMQ's reason and exit 1 (syncmqctl's code for every error).
+does). Errors print RabbitMQ's reason and exit with rabbitmqctl's code for the case
+(``syncmq.ctl_errors``).
 """
 
 from __future__ import annotations

@@ -7,24 +7,25 @@ tables (checked against rabbitmqctl 3.10): ``set_parameter [-p VHOST] COMPONENT 
 They go through the management API (``/api/parameters``, ``/api/global-parameters``) like
 every remote verb (``ctl_remote``); importing this module adds them to ``ctl_remote.VERBS``
 (``ctl.run_remote`` does). Errors print RabbitMQ's reason (``Error:`` then the text) and
-exit 1, syncmqctl's code for every error.
+exit with rabbitmqctl's code for the case (``syncmq.ctl_errors``).
 """
 
 from __future__ import annotations
 
 import json
 
+from .ctl_errors import CtlError, no_vhost
 from .ctl_remote import VERBS, Client, RemoteError, _banner, _table, _vq
 
 
 def _value(text: str):
     try:
         return json.loads(text)
-    except ValueError as e:
-        raise RemoteError(f"JSON decoding error. Reason: {e.msg}") from None
+    except ValueError:
+        raise RemoteError("JSON decoding error. Reason: badarg") from None  # rabbitmqctl's
 
 
-def _call(c: Client, method: str, path: str, body=None, not_found: str | None = None):
+def _call(c: Client, method: str, path: str, body=None, not_found=None):
     """``Client.call`` with a 400's reason printed as RabbitMQ prints it (no status)."""
     try:
         return c.call(method, path, body, not_found=not_found)
@@ -35,8 +36,8 @@ def _call(c: Client, method: str, path: str, body=None, not_found: str | None = 
         raise
 
 
-def _no_vhost(vhost: str) -> str:
-    return f"Virtual host '{vhost}' does not exist"
+def _no_vhost(vhost: str) -> CtlError:
+    return no_vhost(vhost)
 
 
 def set_parameter(c: Client, args) -> None:

@@ -7,7 +7,8 @@ DEFINITION is JSON text, as for rabbitmqctl.
 They go through the management API (``/api/policies``, ``/api/operator-policies``) like
 every remote verb (``ctl_remote``); importing this module adds them to ``ctl_remote.VERBS``
 (``ctl.run_remote`` does). Errors print RabbitMQ's reason (``Error:`` then the text, HTML
-escapes undone as rabbitmqctl never had them) and exit 1, syncmqctl's code for every error.
+escapes undone as rabbitmqctl never had them) and exit with rabbitmqctl's code for the
+case (``syncmq.ctl_errors``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import html
 import json
 
+from .ctl_errors import no_vhost
 from .ctl_remote import VERBS, Client, RemoteError, _banner, _table, _vq
 
 COLUMNS = ["vhost", "name", "pattern", "apply-to", "definition", "priority"]
@@ -23,7 +25,7 @@ KINDS = {"policy": ("policies", "policy", "policies"),
                       "operator policy overrides")}
 
 
-def _call(c: Client, method: str, path: str, body=None, not_found: str | None = None):
+def _call(c: Client, method: str, path: str, body=None, not_found=None):
     """``Client.call`` with a 400's reason printed as rabbitmqctl prints it (no status)."""
     try:
         return c.call(method, path, body, not_found=not_found)
@@ -48,7 +50,7 @@ def _setter(kind: str):
         _call(c, "PUT", f"/api/{path}/{_vq(args.vhost)}/{_vq(args.name)}",
               {"pattern": args.pattern, "definition": definition, "priority": args.priority,
                "apply-to": args.apply_to},
-              not_found=f"Virtual host '{args.vhost}' does not exist")
+              not_found=no_vhost(args.vhost))
     return run
 
 
@@ -68,8 +70,7 @@ def _lister(kind: str):
 
     def run(c: Client, args) -> None:
         _banner(args, f'Listing {what} for vhost "{args.vhost}" ...')
-        rows = _call(c, "GET", f"/api/{path}/{_vq(args.vhost)}",
-                     not_found=f"Virtual host '{args.vhost}' does not exist")
+        rows = _call(c, "GET", f"/api/{path}/{_vq(args.vhost)}", not_found=no_vhost(args.vhost))
         rows = [{**r, "definition": json.dumps(r["definition"], separators=(",", ":"),
                                                ensure_ascii=False)} for r in rows]
         _table(args, rows, args.columns or COLUMNS, empty_line=True)

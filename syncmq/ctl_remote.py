@@ -8,8 +8,10 @@ boxed table, ``-q`` drops the banner). The broker is found at
 logged into with ``--username``/``--password`` (env ``SYNCMQ_MANAGEMENT_USERNAME``/
 ``SYNCMQ_MANAGEMENT_PASSWORD``, default guest/guest).
 
-Exit codes: 0 ok, 1 error (broker unreachable, credentials refused, object not found, ...),
-2 usage.
+Exit codes: rabbitmqctl's (``syncmq.ctl_errors``: 64 usage, 65 data, 67 no such user, 69 the
+broker refused or cannot be reached, 70 software). When the broker cannot be reached (or
+refuses the credentials), standard output stays empty, as rabbitmqctl's when its node cannot
+be: the banner is held back until the broker's first answer (``ctl_output.HeldOutput``).
 """
 
 from __future__ import annotations
@@ -26,13 +28,33 @@ import urllib.request
 from urllib.parse import quote
 
 from . import ctl_migration, ctl_rules
+from .ctl_errors import (
+    CtlError,
+    Kind,
+    Parser,
+    no_such_user,
+    no_user,
+    no_vhost,
+    no_vhost_refused,
+    report,
+)
+from .ctl_output import FORMATTERS, HeldOutput, _banner, _cell, _json_out, _table, check_columns
 
 DEFAULT_URL = "http://127.0.0.1:15672"
 TIMEOUT = 30.0
 
 
-class RemoteError(Exception):
-    """Reported as ``Error: ...`` with exit code 1."""
+class RemoteError(CtlError):
+    """An error of a remote verb (a ``CtlError``: its kind gives the exit code)."""
+
+
+class NoAnswer(RemoteError):
+    """The broker could not be reached at all (``await_startup`` waits on this one only)."""
+
+
+# the kinds of error before which the broker answered nothing: what the verb printed so far
+# (its banner) is dropped, as rabbitmqctl prints nothing on standard output then
+SILENT = (Kind.UNREACHABLE,)
 
 
 class Client:
@@ -41,10 +63,14 @@ class Client:
         self.username = username
         token = base64.b64encode(f"{username}:{password}".encode()).decode()
         self.auth = "Basic " + token
+        self.on_answer = lambda: None  # called when the broker answered (``run``)
 
-    def call(self, method: str, path: str, body=None, not_found: str | None = None,
+    def call(self, method: str, path: str, body=None,
+             not_found: str | CtlError | list | None = None,
              headers: dict[str, str] | None = None):
-        """The parsed JSON answer (None for 204); raises RemoteError with a clear message."""
+        """The parsed JSON answer (None for 204); raises a ``CtlError`` with a clear message
+        and its kind. ``not_found``: what a 404 is: a ``CtlError`` (raised), a text (a
+        ``RemoteError`` of the default kind) or a list (the answer: an empty listing)."""
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(self.url + path, data=data, method=method)
         req.add_header("Authorization", self.auth)
@@ -56,116 +82,58 @@ class Client:
             with urllib.request.urlopen(req, timeout=TIMEOUT) as resp:
                 raw = resp.read()
         except urllib.error.HTTPError as e:
-            raise self._http_error(e, not_found) from None
+            err = self._http_error(e, not_found)
+            if err is None:
+                return not_found
+            if err.kind not in SILENT:
+                self.on_answer()
+            raise err from None
         except (urllib.error.URLError, OSError) as e:
             reason = getattr(e, "reason", e)
-            raise RemoteError(
-                f"cannot reach the management API at {self.url}: {reason}. Is the broker "
-                "running with its management API (--management-port)? Set --management-url "
-                "(or SYNCMQ_MANAGEMENT_URL), or pass --users-file PATH to edit the users file "
-                "offline."
-            ) from None
+            # rabbitmqctl's first line for a node it cannot reach, then syncmq's hints
+            raise NoAnswer(
+                f"Error: unable to perform an operation on node at {self.url}: cannot reach "
+                f"the management API ({reason}).\n\nIs the broker running with its "
+                "management API (--management-port)? Set --management-url (or "
+                "SYNCMQ_MANAGEMENT_URL), or pass --users-file PATH to edit the users file "
+                "offline.", Kind.UNREACHABLE, header=False) from None
+        self.on_answer()
         return json.loads(raw) if raw.strip() else None
 
-    def _http_error(self, e: urllib.error.HTTPError, not_found: str | None) -> RemoteError:
+    def _http_error(self, e: urllib.error.HTTPError, not_found) -> CtlError | None:
         try:
             body = json.loads(e.read() or b"{}")
             reason = body.get("reason") or body.get("error") or ""
         except (ValueError, AttributeError):
             reason = ""
         if e.code == 401:
-            if reason == "Login failed":
+            if reason == "Login failed":  # as rabbitmqctl's wrong Erlang cookie: unreachable
                 return RemoteError(
-                    f"the management API at {self.url} refused the credentials of user "
-                    f"'{self.username}' (401 Login failed); set --username/--password")
+                    f"Error: unable to perform an operation on node at {self.url}: the "
+                    f"management API refused the credentials of user '{self.username}' (401 "
+                    "Login failed); set --username/--password", Kind.UNREACHABLE,
+                    header=False)
             return RemoteError(f"user '{self.username}' is not allowed to do this (401 "
                                f"{reason or 'not authorised'}); it needs the administrator tag")
         if e.code == 404 and not_found is not None:
-            return RemoteError(not_found)
+            if isinstance(not_found, list):
+                return None
+            return not_found if isinstance(not_found, CtlError) else RemoteError(not_found)
         return RemoteError(f"{e.code} {reason or e.reason}")
-
-
-# ---- output ----
-
-def _cell(v) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, list) and all(isinstance(x, str) for x in v):
-        return "[" + ", ".join(v) + "]"  # rabbitmqctl's table: [management, monitoring]
-    if isinstance(v, (dict, list)):
-        return json.dumps(v, separators=(",", ":"))
-    return str(v)
-
-
-def _pick(row: dict, column: str):
-    """A column of a row; dotted names reach into nested objects."""
-    v = row
-    for part in ALIASES.get(column, column).split("."):
-        v = v.get(part) if isinstance(v, dict) else None
-    return v
-
-
-# rabbitmqctl's column names -> the management API's fields
-ALIASES = {
-    "source_name": "source", "source_kind": "source_kind",
-    "destination_name": "destination", "destination_kind": "destination_type",
-    "queue_name": "queue.name", "channel_pid": "channel_details.name",
-    "peer_address": "peer_host",
-}
-
-
-FORMATTERS = ("table", "json", "pretty_table")
-
-
-def _json_out(args) -> bool:
-    return args.json or args.formatter == "json"
-
-
-def _table(args, rows: list[dict], columns: list[str], empty_line: bool = False) -> None:
-    """Rows as rabbitmqctl's formatters print them: ``table`` (tab-separated, a header
-    line), ``json`` (a list of objects), ``pretty_table`` (a boxed table). ``empty_line``:
-    no rows print one empty line, not the header (rabbitmqctl's list_policies,
-    list_parameters, list_topic_permissions...)."""
-    if empty_line and not rows and args.formatter == "table" and not _json_out(args):
-        print()
-        return
-    if _json_out(args):
-        print(json.dumps([{c: _pick(r, c) for c in columns} for r in rows], indent=1))
-        return
-    cells = [[_cell(_pick(r, c)) for c in columns] for r in rows]
-    if args.formatter == "pretty_table":
-        widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
-        rule = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
-        print(rule)
-        for i, line in enumerate([columns, *cells]):
-            print("| " + " | ".join(v.ljust(w) for v, w in zip(line, widths, strict=True))
-                  + " |")
-            if i == 0:
-                print(rule)
-        print(rule)
-        return
-    print("\t".join(columns))
-    for row in cells:
-        print("\t".join(row))
-
-
-def _banner(args, text: str) -> None:
-    if not args.quiet and not _json_out(args):
-        print(text)
 
 
 def _vq(name: str) -> str:
     return quote(name, safe="")
 
 
-def _password(args) -> str:
+def _password(args, kind: Kind) -> str:
+    """The password argument, else a line of stdin (as rabbitmqctl); none is an error of
+    ``kind`` (rabbitmqctl 3.10: 65 for add_user, 70 for change_password)."""
     if args.new_password is not None:
         return args.new_password
-    password = sys.stdin.readline().rstrip("\r\n")  # as rabbitmqctl: from stdin if omitted
+    password = sys.stdin.readline().rstrip("\r\n")
     if not password:
-        raise RemoteError("Password is not provided via argument or stdin")
+        raise RemoteError("Password is not provided via argument or stdin", kind)
     return password
 
 
@@ -176,7 +144,7 @@ def _lister(path_all: str, what: str, default_cols: list[str], per_vhost: bool =
         if per_vhost:
             path = f"{path_all}/{_vq(args.vhost)}"
             _banner(args, f"Listing {what} for vhost {args.vhost} ...")
-            rows = c.call("GET", path, not_found=f'Virtual host "{args.vhost}" does not exist')
+            rows = c.call("GET", path, not_found=[])  # rabbitmqctl: nothing, exit 0
         else:
             _banner(args, f"Listing {what} ...")
             rows = c.call("GET", path_all)
@@ -186,8 +154,7 @@ def _lister(path_all: str, what: str, default_cols: list[str], per_vhost: bool =
 
 def _bindings(c: Client, args) -> None:
     _banner(args, f"Listing bindings for vhost {args.vhost}...")
-    rows = c.call("GET", f"/api/bindings/{_vq(args.vhost)}",
-                  not_found=f'Virtual host "{args.vhost}" does not exist')
+    rows = c.call("GET", f"/api/bindings/{_vq(args.vhost)}", not_found=[])
     for r in rows:
         r["source_kind"] = "exchange"
     _table(args, rows, args.columns or ["source_name", "source_kind", "destination_name",
@@ -208,14 +175,27 @@ def purge_queue(c: Client, args) -> None:
 
 
 def delete_queue(c: Client, args) -> None:
-    _banner(args, f"Deleting queue '{args.queue}' on vhost '{args.vhost}' ...")
-    q = c.call("GET", _queue_path(args), not_found=_no_queue(args))
+    """rabbitmqctl reports a missing queue, and a queue kept by ``--if-empty`` /
+    ``--if-unused``, as a usage error (64): ``Queue not found``, ``Queue is not empty``,
+    ``Queue is in use``."""
+    only = {(True, False): " if queue is empty", (False, True): " if queue is unused"}.get(
+        (args.if_empty, args.if_unused), "")
+    _banner(args, f"Deleting queue '{args.queue}' on vhost '{args.vhost}'{only} ...")
+    missing = RemoteError("Queue not found", Kind.USAGE)
+    q = c.call("GET", _queue_path(args), not_found=missing)
     flags = [f for f, on in (("if-unused=true", args.if_unused),
                              ("if-empty=true", args.if_empty)) if on]
-    c.call("DELETE", _queue_path(args) + ("?" + "&".join(flags) if flags else ""),
-           not_found=_no_queue(args))
+    try:
+        c.call("DELETE", _queue_path(args) + ("?" + "&".join(flags) if flags else ""),
+               not_found=missing)
+    except RemoteError as e:
+        if not str(e).startswith("400 "):
+            raise
+        kept = "Queue is in use" if str(e).endswith("in use") else "Queue is not empty"
+        raise RemoteError(kept, Kind.USAGE) from None
     if not args.quiet and not _json_out(args):
-        print(f"Queue was successfully deleted with {q.get('messages', 0)} messages")
+        print(f"Queue was successfully deleted with {q.get('messages_ready', 0)} ready "
+              "messages")
 
 
 def add_vhost(c: Client, args) -> None:
@@ -225,12 +205,11 @@ def add_vhost(c: Client, args) -> None:
 
 def delete_vhost(c: Client, args) -> None:
     _banner(args, f'Deleting vhost "{args.name}" ...')
-    c.call("DELETE", f"/api/vhosts/{_vq(args.name)}",
-           not_found=f'Virtual host "{args.name}" does not exist')
+    c.call("DELETE", f"/api/vhosts/{_vq(args.name)}", not_found=no_vhost(args.name))
 
 
-def _get_user(c: Client, name: str) -> dict:
-    return c.call("GET", f"/api/users/{_vq(name)}", not_found=f'User "{name}" does not exist')
+def _get_user(c: Client, name: str, quoted: bool = True) -> dict:
+    return c.call("GET", f"/api/users/{_vq(name)}", not_found=no_user(name, quoted))
 
 
 def add_user(c: Client, args) -> None:
@@ -241,22 +220,21 @@ def add_user(c: Client, args) -> None:
         if str(e):
             raise
     else:
-        raise RemoteError(f'User "{args.username}" already exists')
+        raise RemoteError(f'User "{args.username}" already exists', Kind.SOFTWARE)
     c.call("PUT", f"/api/users/{_vq(args.username)}",
-           {"password": _password(args), "tags": ""})
+           {"password": _password(args, Kind.DATA), "tags": ""})
 
 
 def delete_user(c: Client, args) -> None:
     _banner(args, f'Deleting user "{args.username}" ...')
-    c.call("DELETE", f"/api/users/{_vq(args.username)}",
-           not_found=f'User "{args.username}" does not exist')
+    c.call("DELETE", f"/api/users/{_vq(args.username)}", not_found=no_user(args.username))
 
 
 def change_password(c: Client, args) -> None:
     _banner(args, f'Changing password for user "{args.username}" ...')
     user = _get_user(c, args.username)
     c.call("PUT", f"/api/users/{_vq(args.username)}",
-           {"password": _password(args), "tags": user.get("tags", [])})
+           {"password": _password(args, Kind.SOFTWARE), "tags": user.get("tags", [])})
 
 
 def set_user_tags(c: Client, args) -> None:
@@ -267,21 +245,20 @@ def set_user_tags(c: Client, args) -> None:
 
 def set_permissions(c: Client, args) -> None:
     _banner(args, f'Setting permissions for user "{args.username}" in vhost "{args.vhost}" ...')
-    _get_user(c, args.username)
+    _get_user(c, args.username, quoted=False)
+    c.call("GET", f"/api/vhosts/{_vq(args.vhost)}", not_found=no_vhost_refused(args.vhost))
     c.call("PUT", f"/api/permissions/{_vq(args.vhost)}/{_vq(args.username)}",
            {"configure": args.conf, "write": args.write, "read": args.read},
-           not_found=f'Virtual host "{args.vhost}" does not exist')
+           not_found=no_vhost_refused(args.vhost))
 
 
 def clear_permissions(c: Client, args) -> None:
     _banner(args, f'Clearing permissions for user "{args.username}" in vhost "{args.vhost}" '
                   "...")
-    try:
-        c.call("DELETE", f"/api/permissions/{_vq(args.vhost)}/{_vq(args.username)}",
-               not_found="")
-    except RemoteError as e:
-        if str(e):
-            raise
+    _get_user(c, args.username, quoted=False)
+    c.call("GET", f"/api/vhosts/{_vq(args.vhost)}", not_found=no_vhost_refused(args.vhost))
+    # none set: nothing to clear (rabbitmqctl succeeds)
+    c.call("DELETE", f"/api/permissions/{_vq(args.vhost)}/{_vq(args.username)}", not_found=[])
 
 
 def list_users(c: Client, args) -> None:
@@ -299,7 +276,7 @@ def list_vhosts(c: Client, args) -> None:
 def list_permissions(c: Client, args) -> None:
     _banner(args, f'Listing permissions for vhost "{args.vhost}" ...')
     rows = c.call("GET", f"/api/vhosts/{_vq(args.vhost)}/permissions",
-                  not_found=f'Virtual host "{args.vhost}" does not exist')
+                  not_found=no_vhost(args.vhost))
     _table(args, rows, args.columns or ["user", "configure", "write", "read"])
 
 
@@ -314,7 +291,7 @@ def export_definitions(c: Client, args) -> None:
         with open(args.path, "w") as f:
             f.write(text + "\n")
     except OSError as e:
-        raise RemoteError(f"cannot write {args.path}: {e.strerror}") from None
+        raise RemoteError(f"cannot write {args.path}: {e.strerror}", Kind.DATA) from None
 
 
 def import_definitions(c: Client, args) -> None:
@@ -326,11 +303,11 @@ def import_definitions(c: Client, args) -> None:
             with open(args.path) as f:
                 text = f.read()
     except OSError as e:
-        raise RemoteError(f"cannot read {args.path}: {e.strerror}") from None
+        raise RemoteError(f"cannot read {args.path}: {e.strerror}", Kind.DATA) from None
     try:
         defs = json.loads(text)
     except ValueError as e:
-        raise RemoteError(f"{args.path} is not valid JSON: {e}") from None
+        raise RemoteError(f"{args.path} is not valid JSON: {e}", Kind.DATA) from None
     c.call("POST", "/api/definitions", defs)
     _banner(args, "Definitions imported.")
 
@@ -350,15 +327,15 @@ def migration_plan(c: Client, args) -> None:
 def await_startup(c: Client, args) -> None:
     """Wait until the broker's management API answers (rabbitmqctl's ``await_startup``;
     ``--timeout`` seconds, 300 by default). A CLI polling a port another process opens has
-    nothing to wait on but time: one try every 0.2 s."""
-    _banner(args, "Waiting for the broker to start up ...")
+    nothing to wait on but time: one try every 0.2 s. No banner: rabbitmqctl 3.10 prints
+    none."""
     deadline = time.monotonic() + args.timeout
     while True:
         try:
             c.call("GET", "/api/overview")
             return
-        except RemoteError as e:
-            if "cannot reach" not in str(e) or time.monotonic() >= deadline:
+        except NoAnswer:
+            if time.monotonic() >= deadline:
                 raise
         time.sleep(0.2)
 
@@ -366,7 +343,7 @@ def await_startup(c: Client, args) -> None:
 def list_user_permissions(c: Client, args) -> None:
     _banner(args, f'Listing permissions for user "{args.username}" ...')
     rows = c.call("GET", f"/api/users/{_vq(args.username)}/permissions",
-                  not_found=f'User "{args.username}" does not exist')
+                  not_found=no_such_user(args.username))
     _table(args, rows, args.columns or ["vhost", "configure", "write", "read"])
 
 
@@ -375,15 +352,21 @@ def authenticate_user(c: Client, args) -> None:
     refused login fails; a valid login of a user without a management tag succeeds."""
     _banner(args, f'Authenticating user "{args.username}" ...')
     as_user = Client(c.url, args.username, args.user_password)
+    as_user.on_answer = c.on_answer
     try:
         as_user.call("GET", "/api/whoami")
+    except NoAnswer:
+        raise
     except RemoteError as e:
-        # only "valid login, but no management tag" counts as success; any other answer
-        # (refused login, broker unreachable, a server error) is a failure
+        # only "valid login, but no management tag" counts as success; a refused login is
+        # rabbitmqctl's data error (65), any other answer (a server error) a failure
         if "Not management user" not in str(e):
-            raise RemoteError(f'failed to authenticate user "{args.username}"\n'
-                              f"user '{args.username}' - invalid credentials"
-                              if "Login failed" in str(e) else str(e)) from None
+            if e.kind is not Kind.UNREACHABLE:
+                raise
+            c.on_answer()  # the broker did answer: the banner stays
+            raise RemoteError(f'Error: failed to authenticate user "{args.username}"\n'
+                              f"user '{args.username}' - invalid credentials",
+                              Kind.DATA) from None
     if not args.quiet:
         print(json.dumps({"result": "ok"}) if _json_out(args) else "Success")
 
@@ -399,22 +382,19 @@ def close_connection(c: Client, args) -> None:
 def close_all_connections(c: Client, args) -> None:
     """Close the connections of a vhost (``-p``), or of every vhost with ``--global``;
     ``--limit N`` closes at most N, ``--per-connection-delay`` seconds apart."""
-    scope = "on this node" if args.global_ else f"in vhost {args.vhost}"
-    _banner(args, f"Closing all connections {scope}, reason: {args.explanation} ...")
+    scope = "on this node (across all vhosts)" if args.global_ else f"in vhost {args.vhost}"
+    _banner(args, f"Closing all connections {scope}, reason: {args.explanation}...")
     path = "/api/connections" if args.global_ else \
         f"/api/vhosts/{_vq(args.vhost)}/connections"
-    conns = c.call("GET", path, not_found=f'Virtual host "{args.vhost}" does not exist')
+    conns = c.call("GET", path, not_found=[])  # a missing vhost has none (rabbitmqctl: 0)
     if args.limit:
         conns = conns[:int(args.limit)]
     for i, conn in enumerate(conns):
         if i and args.per_connection_delay:
             time.sleep(args.per_connection_delay)
-        try:
-            c.call("DELETE", f"/api/connections/{_vq(conn['name'])}",
-                   headers={"X-Reason": args.explanation}, not_found="")
-        except RemoteError as e:
-            if str(e):  # gone already: nothing to close
-                raise
+        c.call("DELETE", f"/api/connections/{_vq(conn['name'])}",
+               headers={"X-Reason": args.explanation}, not_found=[])  # gone already
+    _banner(args, f"Closed {len(conns)} connections")
 
 
 def environment(c: Client, args) -> None:
@@ -516,7 +496,7 @@ def _common(p: argparse.ArgumentParser, top: bool) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="syncmqctl",
         description="Manage a running syncmq through its management API (rabbitmqctl's verbs).",
         epilog="With --users-file PATH, syncmqctl edits that users file offline instead.",
@@ -561,18 +541,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run one verb; every error goes through ``ctl_errors.report`` (its kind's exit code)."""
     fn = VERBS[args.verb][0]
     client = Client(args.management_url, args.api_username, args.api_password)
+    out = HeldOutput(sys.stdout)
+    client.on_answer = out.release
+    sys.stdout = out
     try:
+        check_columns(args)
         fn(client, args)
-    except (RemoteError, ctl_rules.RuleError) as e:
-        print(f"Error:\n{e}", file=sys.stderr)
-        return 1
+    except CtlError as e:
+        if e.kind in SILENT:
+            out.drop()
+        out.release()
+        return report(e)
+    finally:
+        out.release()
+        sys.stdout = out.out
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)  # usage errors exit 2
+    args = build_parser().parse_args(argv)  # usage errors exit 64 (ctl_errors.Parser)
     return run(args)
 
 

@@ -21,10 +21,12 @@ from urllib.parse import quote
 
 from .broker.auth import UserStore
 from .broker.user_rules import LimitError, TopicPermission, check_regex, validate_limits
+from .ctl_errors import CtlError, no_such_user, no_user, no_vhost, no_vhost_refused
 
 
-class RuleError(Exception):
-    """Reported as ``Error: ...`` (exit 1) by either mode."""
+class RuleError(CtlError):
+    """Reported as ``Error: ...`` by either mode (its kind gives the exit code:
+    ``syncmq.ctl_errors``)."""
 
 
 def _regexes(args: Any) -> None:
@@ -51,32 +53,38 @@ def _compact(limits: dict[str, int]) -> str:
 
 # ---- offline: the users file ----
 
-def user_named(store: UserStore, name: str):
-    """The users file's user ``name``, or rabbitmqctl's error (also used by ``syncmq.ctl``)."""
+def _bare_user(name: str) -> CtlError:
+    return no_user(name, quoted=False)
+
+
+def user_named(store: UserStore, name: str, missing=no_user):
+    """The users file's user ``name``, or ``missing(name)``: the verb's rabbitmqctl error, the
+    one its remote form raises (also used by ``syncmq.ctl``)."""
     user = store.users.get(name)
     if user is None:
-        raise RuleError(f'User "{name}" does not exist')
+        raise missing(name)
     return user
 
 
-def require_vhost(store: UserStore, vhost: str) -> None:
-    """rabbitmqctl's error unless the users file has ``vhost`` (also used by ``syncmq.ctl``)."""
+def require_vhost(store: UserStore, vhost: str, missing=no_vhost) -> None:
+    """``missing(vhost)`` (the verb's rabbitmqctl error) unless the users file has ``vhost``
+    (also used by ``syncmq.ctl``)."""
     if vhost not in store.vhosts:
-        raise RuleError(f'Virtual host "{vhost}" does not exist')
+        raise missing(vhost)
 
 
 def set_topic_permissions(store: UserStore, args: Any) -> bool:
     _regexes(args)
-    user = user_named(store, args.username)
-    require_vhost(store, args.vhost)
+    user = user_named(store, args.username, _bare_user)
+    require_vhost(store, args.vhost, no_vhost_refused)
     per = user.topic_permissions.setdefault(args.vhost, {})
     per[args.exchange] = TopicPermission(args.write, args.read, user.name, args.vhost)
     return True
 
 
 def clear_topic_permissions(store: UserStore, args: Any) -> bool:
-    user = user_named(store, args.username)
-    require_vhost(store, args.vhost)
+    user = user_named(store, args.username, _bare_user)
+    require_vhost(store, args.vhost, no_vhost_refused)
     per = user.topic_permissions.get(args.vhost, {})
     if args.exchange is None:
         per.clear()
@@ -97,7 +105,7 @@ def list_topic_permissions(store: UserStore, args: Any) -> list[str]:
 
 
 def list_user_topic_permissions(store: UserStore, args: Any) -> list[str]:
-    user = user_named(store, args.username)
+    user = user_named(store, args.username, no_such_user)
     return [f"{vh}\t{x}\t{t.write}\t{t.read}"
             for vh, per in sorted(user.topic_permissions.items())
             for x, t in sorted(per.items())]
@@ -105,13 +113,13 @@ def list_user_topic_permissions(store: UserStore, args: Any) -> list[str]:
 
 def set_user_limits(store: UserStore, args: Any) -> bool:
     limits = _limits_json(args.definition)
-    user = user_named(store, args.username)
+    user = user_named(store, args.username, no_such_user)
     user.limits = {**user.limits, **limits}
     return True
 
 
 def clear_user_limits(store: UserStore, args: Any) -> bool:
-    user = user_named(store, args.username)
+    user = user_named(store, args.username, no_such_user)
     user.limits = {} if args.limit == "all" else {
         k: v for k, v in user.limits.items() if k != args.limit}
     return True
@@ -122,7 +130,7 @@ def list_user_limits(store: UserStore, args: Any) -> list[str]:
         return ["user\tlimits"] + [f"{u.name}\t{_compact(u.limits)}"
                                    for u in sorted(store.users.values(), key=lambda u: u.name)
                                    if u.limits]
-    return [_compact(user_named(store, args.user).limits)]
+    return [_compact(user_named(store, args.user, no_such_user).limits)]
 
 
 _SET_TP = 'Setting topic permissions on "{exchange}" for user "{username}" in vhost "{vhost}" ...'
@@ -179,23 +187,25 @@ def _banner(args: Any, text: str) -> None:
         print(text)
 
 
-def _remote_user(c: Any, name: str) -> None:
+def _remote_user(c: Any, name: str, missing=no_such_user) -> None:
     if not any(u.get("name") == name for u in c.call("GET", "/api/users")):
-        raise RuleError(f"{{:no_such_user, {json.dumps(name)}}}")
+        raise missing(name)
 
 
 def r_set_topic_permissions(c: Any, args: Any, table: Any) -> None:
     _banner(args, _SET_TP.format(**vars(args)))
     _regexes(args)
-    _remote_user(c, args.username)
+    _remote_user(c, args.username, _bare_user)
+    c.call("GET", f"/api/vhosts/{_q(args.vhost)}", not_found=no_vhost_refused(args.vhost))
     c.call("PUT", f"/api/topic-permissions/{_q(args.vhost)}/{_q(args.username)}",
            {"exchange": args.exchange, "write": args.write, "read": args.read},
-           not_found=f"Virtual host {args.vhost} does not exist")
+           not_found=no_vhost_refused(args.vhost))
 
 
 def r_clear_topic_permissions(c: Any, args: Any, table: Any) -> None:
     _banner(args, OFFLINE["clear_topic_permissions"][1](args))
-    _remote_user(c, args.username)
+    _remote_user(c, args.username, _bare_user)
+    c.call("GET", f"/api/vhosts/{_q(args.vhost)}", not_found=no_vhost_refused(args.vhost))
     have = [r for r in c.call("GET", f"/api/users/{_q(args.username)}/topic-permissions")
             if r["vhost"] == args.vhost]
     if not have:
@@ -209,7 +219,7 @@ def r_clear_topic_permissions(c: Any, args: Any, table: Any) -> None:
 def r_list_topic_permissions(c: Any, args: Any, table: Any) -> None:
     _banner(args, f'Listing topic permissions for vhost "{args.vhost}" ...')
     rows = c.call("GET", f"/api/vhosts/{_q(args.vhost)}/topic-permissions",
-                  not_found=f"Virtual host '{args.vhost}' does not exist")
+                  not_found=no_vhost(args.vhost))
     rows.sort(key=lambda r: (r["user"], r["exchange"]))
     table(args, rows, ["user", "exchange", "write", "read"], empty_line=True)
 
@@ -217,7 +227,7 @@ def r_list_topic_permissions(c: Any, args: Any, table: Any) -> None:
 def r_list_user_topic_permissions(c: Any, args: Any, table: Any) -> None:
     _banner(args, f'Listing topic permissions for user "{args.username}" ...')
     rows = c.call("GET", f"/api/users/{_q(args.username)}/topic-permissions",
-                  not_found=f"{{:no_such_user, {json.dumps(args.username)}}}")
+                  not_found=no_such_user(args.username))
     rows.sort(key=lambda r: (r["vhost"], r["exchange"]))
     columns = ["vhost", "exchange", "write", "read"]
     if _json_out(args) or args.formatter != "table":
@@ -249,7 +259,7 @@ def r_list_user_limits(c: Any, args: Any, table: Any) -> None:
         table(args, rows, ["user", "limits"])
         return
     rows = c.call("GET", f"/api/user-limits/{_q(args.user)}",
-                  not_found=f"{{:no_such_user, {json.dumps(args.user)}}}")
+                  not_found=no_such_user(args.user))
     text = _compact(rows[0]["value"] if rows else {})
     print(json.dumps({"message": text}) if _json_out(args) else text)
 

@@ -34,9 +34,10 @@ def ok(*args, **kw) -> subprocess.CompletedProcess:
     return r
 
 
-def err(*args, msg: str) -> subprocess.CompletedProcess:
-    r = ctl(*args)
-    assert r.returncode == 1, (r.stdout, r.stderr)
+def err(*args, msg: str, code: int) -> subprocess.CompletedProcess:
+    """A refused command: rabbitmqctl's exit ``code`` for the case (syncmq.ctl_errors)."""
+    r = ctl(*args, stdin="")
+    assert r.returncode == code, (r.stdout, r.stderr)
     assert msg in r.stderr, r.stderr
     return r
 
@@ -50,7 +51,8 @@ def test_add_user(f):
     h = data["users"]["alice"]["password_hash"]
     assert "s3cret" not in open(f).read() and check_password("s3cret", h)
     assert stat.S_IMODE(os.stat(f).st_mode) == 0o600
-    err("add_user", "--users-file", f, "alice", "other", msg='User "alice" already exists')
+    err("add_user", "--users-file", f, "alice", "other", msg='User "alice" already exists',
+        code=70)
     assert load(f)["users"]["alice"]["password_hash"] == h
 
 
@@ -64,7 +66,7 @@ def test_delete_user(f):
     ok("add_user", "--users-file", f, "bob", "pw")
     ok("delete_user", "--users-file", f, "alice")
     assert set(load(f)["users"]) == {"bob"}
-    err("delete_user", "--users-file", f, "alice", msg='User "alice" does not exist')
+    err("delete_user", "--users-file", f, "alice", msg='User "alice" does not exist', code=67)
 
 
 def test_change_password(f):
@@ -72,7 +74,8 @@ def test_change_password(f):
     ok("change_password", "--users-file", f, "alice", "new")
     h = load(f)["users"]["alice"]["password_hash"]
     assert check_password("new", h) and not check_password("old", h)
-    err("change_password", "--users-file", f, "nobody", "x", msg='User "nobody" does not exist')
+    err("change_password", "--users-file", f, "nobody", "x", msg='User "nobody" does not exist',
+        code=67)
 
 
 def test_set_user_tags(f):
@@ -81,7 +84,7 @@ def test_set_user_tags(f):
     assert load(f)["users"]["alice"]["tags"] == ["administrator", "monitoring"]
     ok("set_user_tags", "--users-file", f, "alice")  # no tags clears them
     assert load(f)["users"]["alice"]["tags"] == []
-    err("set_user_tags", "--users-file", f, "bob", "x", msg='User "bob" does not exist')
+    err("set_user_tags", "--users-file", f, "bob", "x", msg='User "bob" does not exist', code=67)
 
 
 def test_vhosts(f):
@@ -97,7 +100,9 @@ def test_vhosts(f):
     data = load(f)
     assert data["vhosts"] == ["/", "odd \"name\"/x"]
     assert data["users"]["alice"].get("permissions", {}) == {}  # permissions on it went too
-    err("delete_vhost", "--users-file", f, "dev", msg='Virtual host "dev" does not exist')
+    r = err("delete_vhost", "--users-file", f, "dev", msg="Virtual host 'dev' does not exist",
+            code=65)
+    assert not r.stderr.startswith("Error:")  # as rabbitmqctl prints it
 
 
 def test_set_and_clear_permissions(f):
@@ -113,14 +118,18 @@ def test_set_and_clear_permissions(f):
     r = ok("list_permissions", "--users-file", f, "-p", "dev")
     assert "alice\t.*\t\t^r\\." in r.stdout.splitlines()
     err("set_permissions", "--users-file", f, "-p", "nope", "alice", ".*", ".*", ".*",
-        msg='Virtual host "nope" does not exist')
+        msg="Error:\nVirtual host nope does not exist", code=69)
     err("set_permissions", "--users-file", f, "bob", ".*", ".*", ".*",
-        msg='User "bob" does not exist')
+        msg="Error:\nUser bob does not exist", code=67)
     err("set_permissions", "--users-file", f, "alice", "(", ".*", ".*",
-        msg="invalid regular expression")
+        msg="invalid regular expression", code=69)
     ok("clear_permissions", "--users-file", f, "-p", "dev", "alice")
     assert set(load(f)["users"]["alice"]["permissions"]) == {"/"}
-    err("clear_permissions", "--users-file", f, "bob", msg='User "bob" does not exist')
+    err("clear_permissions", "--users-file", f, "bob", msg="User bob does not exist", code=67)
+    err("clear_permissions", "--users-file", f, "-p", "nope", "alice",
+        msg="Virtual host nope does not exist", code=69)
+    err("list_permissions", "--users-file", f, "-p", "nope",
+        msg="Virtual host 'nope' does not exist", code=65)
 
 
 def test_list_users(f):
@@ -134,32 +143,43 @@ def test_list_users(f):
     assert r.stdout.splitlines()[0] == "user\ttags"
 
 
-def test_usage_errors_exit_2(f):
-    assert ctl().returncode == 2
-    assert ctl("frobnicate", "--users-file", f).returncode == 2
-    assert ctl("delete_user", "--users-file", f).returncode == 2  # missing NAME
-    assert ctl("set_permissions", "--users-file", f, "alice", ".*").returncode == 2
+def test_usage_errors_exit_64(f):
+    """rabbitmqctl's EX_USAGE (64), in both modes, not argparse's 2."""
+    assert ctl().returncode == 64
+    assert ctl("frobnicate", "--users-file", f).returncode == 64
+    assert ctl("delete_user", "--users-file", f).returncode == 64  # missing NAME
+    assert ctl("delete_user", "--users-file", f, "a", "b").returncode == 64  # too many
+    assert ctl("set_permissions", "--users-file", f, "alice", ".*").returncode == 64
     assert not os.path.exists(f)
+
+
+def test_password_missing_exit_codes(f):
+    """No password argument and none on stdin: rabbitmqctl 3.10 exits 65 for add_user and
+    70 for change_password."""
+    err("add_user", "--users-file", f, "alice", msg="Password is not provided", code=65)
+    ok("add_user", "--users-file", f, "alice", "pw")
+    err("change_password", "--users-file", f, "alice", msg="Password is not provided", code=70)
 
 
 def test_without_users_file_it_uses_the_management_api(f):
     # the remote mode (syncmq.ctl_remote, tested in test_ctl_remote.py): no broker there
     r = ctl("list_users", "--management-url", "http://127.0.0.1:9")
-    assert r.returncode == 1
+    assert r.returncode == 69  # rabbitmqctl's code for a node it cannot reach
+    assert r.stdout == ""  # no banner, as rabbitmqctl
+    assert r.stderr.startswith("Error: unable to perform an operation on node")
     assert "management API" in r.stderr and "--users-file" in r.stderr
 
 
 def test_run_remote_hook_runs_the_remote_mode(capsys):
     from syncmq import ctl as ctl_module
-    assert ctl_module.run_remote(["list_users", "--management-url", "http://127.0.0.1:9"]) == 1
+    assert ctl_module.run_remote(["list_users", "--management-url", "http://127.0.0.1:9"]) == 69
     assert "cannot reach the management API" in capsys.readouterr().err
 
 
 def test_malformed_file_is_an_error_and_left_alone(f):
     with open(f, "w") as fh:
         fh.write("not = = toml")
-    r = err("add_user", "--users-file", f, "alice", "pw", msg="not valid TOML")
-    assert r.returncode == 1
+    err("add_user", "--users-file", f, "alice", "pw", msg="not valid TOML", code=65)
     assert open(f).read() == "not = = toml"
 
 

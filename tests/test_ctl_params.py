@@ -32,17 +32,18 @@ def test_vhost_parameters(fresh_broker):
     assert ok(b, "clear_parameter", "federation-upstream", "c1") == (
         'Clearing runtime parameter "c1" for component "federation-upstream" on vhost '
         '"/" ...\n')
-    fails(b, "clear_parameter", "federation-upstream", "c1", msg="Parameter does not exist")
+    fails(b, "clear_parameter", "federation-upstream", "c1", msg="Parameter does not exist",
+          code=69)
     fails(b, "set_parameter", "federation-upstream", "c3", "notjson",
-          msg="JSON decoding error")
+          msg="JSON decoding error. Reason: badarg", code=69)
     fails(b, "set_parameter", "nope", "c3", "{}",
-          msg="Error:\nValidation failed\n\ncomponent nope not found\n")
+          msg="Error:\nValidation failed\n\ncomponent nope not found\n", code=69)
     fails(b, "set_parameter", "-p", "novh", "federation-upstream", "c3", "{}",
-          msg="Virtual host 'novh' does not exist")
-    fails(b, "list_parameters", "-p", "novh", msg="Virtual host 'novh' does not exist")
+          msg="Virtual host 'novh' does not exist", code=65)
+    fails(b, "list_parameters", "-p", "novh", msg="Virtual host 'novh' does not exist", code=65)
     fails(b, "set_parameter", "policy", "c3", "{}",
-          msg="policies may not be set using this method")
-    assert ctl(b, "set_parameter", "shovel", "x").returncode == 2  # usage: VALUE missing
+          msg="policies may not be set using this method", code=69)
+    assert ctl(b, "set_parameter", "shovel", "x").returncode == 64  # usage: VALUE missing
     assert rows(ok(b, "list_parameters", "-p", "v2"))[1:] == [
         ["federation-upstream", "c2", '{"uri":"amqp://y"}'],
         ["shovel", "s", SHOVEL]]
@@ -62,7 +63,7 @@ def test_global_parameters(fresh_broker):
         'gg\t{"a":1}\n')
     assert json.loads(ok(b, "list_global_parameters", "--json"))[1] == {
         "name": "gg", "value": '{"a":1}'}
-    fails(b, "set_global_parameter", "gg", "nojson", msg="JSON decoding error")
+    fails(b, "set_global_parameter", "gg", "nojson", msg="JSON decoding error", code=69)
     assert ok(b, "clear_global_parameter", "gg") == (
         'Clearing global runtime parameter "gg" ...\n')
-    fails(b, "clear_global_parameter", "gg", msg="Parameter does not exist")
+    fails(b, "clear_global_parameter", "gg", msg="Parameter does not exist", code=69)

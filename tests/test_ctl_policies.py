@@ -20,7 +20,7 @@ def test_set_list_clear_policy(broker, unique):
     assert mine == [["/", f"{unique}-b", "^zz", "all", '{"message-ttl":5}', "0"],
                     ["/", unique, f"^{unique}", "queues", '{"max-length":1}', "2"]]
     assert ok(broker, "clear_policy", unique) == f'Clearing policy "{unique}" on vhost "/" ...\n'
-    fails(broker, "clear_policy", unique, msg="Error:\nParameter does not exist")
+    fails(broker, "clear_policy", unique, msg="Error:\nParameter does not exist", code=69)
     ok(broker, "clear_policy", f"{unique}-b")
 
 
@@ -35,14 +35,16 @@ def test_operator_policy_verbs(broker, unique):
         f'Clearing operator policy "{unique}" on vhost "/" ...\n'
     fails(broker, "set_operator_policy", unique, "^a", '{"overflow":"drop-head"}',
           msg='Error:\nValidation failed\n\n[{<<"overflow">>,<<"drop-head">>}] are not '
-              'recognised policy settings')
+              'recognised policy settings', code=69)
 
 
 def test_policy_errors(broker, unique):
     fails(broker, "set_policy", unique, "^a", '{"foo":1}',
-          msg='Error:\nValidation failed\n\n[{<<"foo">>,1}] are not recognised policy settings')
+          msg='Error:\nValidation failed\n\n[{<<"foo">>,1}] are not recognised policy settings',
+          code=69)
     fails(broker, "set_policy", unique, "^a", "notjson",
-          msg="Error:\nJSON decoding error. Reason: badarg")
+          msg="Error:\nJSON decoding error. Reason: badarg", code=69)
     fails(broker, "set_policy", "-p", "nosuch", unique, "^a", '{"max-length":1}',
-          msg="Error:\nVirtual host 'nosuch' does not exist")
-    fails(broker, "list_policies", "-p", "nosuch", msg="Virtual host 'nosuch' does not exist")
+          msg="Virtual host 'nosuch' does not exist", code=65)  # no Error: line, as rabbitmqctl
+    fails(broker, "list_policies", "-p", "nosuch", msg="Virtual host 'nosuch' does not exist",
+          code=65)

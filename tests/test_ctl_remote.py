@@ -27,10 +27,12 @@ def ok(broker, *args, **kw) -> str:
     return r.stdout
 
 
-def fails(broker, *args, msg: str, **kw) -> None:
+def fails(broker, *args, msg: str, code: int, **kw) -> subprocess.CompletedProcess:
+    """A refused command: rabbitmqctl's exit ``code`` for the case (syncmq.ctl_errors)."""
     r = ctl(broker, *args, **kw)
-    assert r.returncode == 1, (args, r.stdout, r.stderr)
+    assert r.returncode == code, (args, r.returncode, r.stdout, r.stderr)
     assert msg in r.stderr, r.stderr
+    return r
 
 
 def rows(out: str) -> list[list[str]]:
@@ -77,7 +79,9 @@ def test_list_queues(broker, traffic):
     assert [traffic["queue2"], "0", "1", "false"] in rows(out)
     data = json.loads(ok(broker, "list_queues", "--json", "name", "messages"))
     assert {"name": traffic["queue"], "messages": 2} in data
-    fails(broker, "list_queues", "-p", "nope", msg='Virtual host "nope" does not exist')
+    # a missing vhost has no queues: an empty listing, as rabbitmqctl (exit 0)
+    assert rows(ok(broker, "-q", "list_queues", "-p", "nope")) == [["name", "messages"]]
+    fails(broker, "list_queues", "badkey", msg="Info key(s) badkey are not supported", code=64)
 
 
 def test_list_exchanges_bindings_connections_consumers(broker, traffic):
@@ -105,12 +109,13 @@ def test_purge_and_delete_queue(broker, traffic):
     out = ok(broker, "purge_queue", q)
     assert f"Purging queue '{q}' in vhost '/'" in out
     assert [q, "0"] in rows(ok(broker, "list_queues"))
-    fails(broker, "delete_queue", "--if-unused", traffic["queue2"], msg="in use")
+    fails(broker, "delete_queue", "--if-unused", traffic["queue2"], msg="Error:\nQueue is in use",
+          code=64)
     out = ok(broker, "delete_queue", q)
-    assert "successfully deleted with 0 messages" in out
+    assert "successfully deleted with 0 ready messages" in out
     assert q not in {r[0] for r in rows(ok(broker, "list_queues"))}
-    fails(broker, "delete_queue", q, msg=f"Queue '{q}' in vhost '/' does not exist")
-    fails(broker, "purge_queue", q, msg="does not exist")
+    fails(broker, "delete_queue", q, msg="Error:\nQueue not found", code=64)
+    fails(broker, "purge_queue", q, msg="does not exist", code=69)
 
 
 def test_vhosts_users_permissions(broker, unique):
@@ -118,7 +123,7 @@ def test_vhosts_users_permissions(broker, unique):
     ok(broker, "add_vhost", vh)
     assert [vh] in rows(ok(broker, "list_vhosts"))
     ok(broker, "add_user", user, "pw1")
-    fails(broker, "add_user", user, "pw1", msg=f'User "{user}" already exists')
+    fails(broker, "add_user", user, "pw1", msg=f'User "{user}" already exists', code=70)
     ok(broker, "set_user_tags", user, "monitoring")
     assert [user, "[monitoring]"] in rows(ok(broker, "list_users"))
     ok(broker, "set_permissions", "-p", vh, user, "^c", ".*", ".*")
@@ -130,17 +135,19 @@ def test_vhosts_users_permissions(broker, unique):
     # the new user can use the management API with its tag; wrong password is refused
     assert "Node name:" in ok(broker, "status", creds=(user, "pw1"))
     ok(broker, "change_password", user, stdin="pw2\n")  # password from stdin
-    fails(broker, "status", creds=(user, "pw1"), msg="refused the credentials")
+    fails(broker, "status", creds=(user, "pw1"), msg="refused the credentials", code=69)
     ok(broker, "status", creds=(user, "pw2"))
-    fails(broker, "add_vhost", "x", creds=(user, "pw2"), msg="administrator")
+    fails(broker, "add_vhost", "x", creds=(user, "pw2"), msg="administrator", code=69)
     ok(broker, "clear_permissions", "-p", vh, user)
     assert [user, "^c", ".*", ".*"] not in rows(ok(broker, "list_permissions", "-p", vh))
     ok(broker, "delete_user", user)
-    fails(broker, "delete_user", user, msg=f'User "{user}" does not exist')
-    fails(broker, "change_password", user, "x", msg=f'User "{user}" does not exist')
-    fails(broker, "set_permissions", user, ".*", ".*", ".*", msg="does not exist")
+    fails(broker, "delete_user", user, msg=f'User "{user}" does not exist', code=67)
+    fails(broker, "change_password", user, "x", msg=f'User "{user}" does not exist', code=67)
+    fails(broker, "set_permissions", user, ".*", ".*", ".*", msg=f"User {user} does not exist",
+          code=67)
     ok(broker, "delete_vhost", vh)
-    fails(broker, "delete_vhost", vh, msg=f'Virtual host "{vh}" does not exist')
+    r = fails(broker, "delete_vhost", vh, msg=f"Virtual host '{vh}' does not exist", code=65)
+    assert not r.stderr.startswith("Error:")  # as rabbitmqctl prints it
 
 
 def test_export_and_import_definitions(broker_factory, tmp_path):
@@ -167,21 +174,29 @@ def test_export_and_import_definitions(broker_factory, tmp_path):
                                                                      "routing_key"))]
     ok(b, "import_definitions", "-", stdin=json.dumps({"vhosts": [{"name": "from-stdin"}]}))
     assert ["from-stdin"] in rows(ok(b, "list_vhosts"))
-    fails(b, "import_definitions", str(tmp_path / "missing.json"), msg="cannot read")
+    fails(b, "import_definitions", str(tmp_path / "missing.json"), msg="cannot read", code=65)
     (tmp_path / "bad.json").write_text("{not json")
-    fails(b, "import_definitions", str(tmp_path / "bad.json"), msg="not valid JSON")
+    fails(b, "import_definitions", str(tmp_path / "bad.json"), msg="not valid JSON", code=65)
+    fails(b, "export_definitions", str(tmp_path / "no-dir" / "x.json"), msg="cannot write",
+          code=65)
 
 
 def test_errors(broker):
+    """rabbitmqctl's codes: 69 for a node it cannot reach (or whose cookie is wrong: here the
+    credentials), with nothing on standard output; 64 for a bad command line."""
+    for kw in ({"url": "http://127.0.0.1:9"}, {"creds": ("guest", "wrong")}):
+        r = fails(broker, "list_queues", msg="Error: unable to perform an operation on node",
+                  code=69, **kw)
+        assert r.stdout == "" and r.stderr.startswith("Error: unable"), r
     fails(broker, "status", url="http://127.0.0.1:9",
-          msg="cannot reach the management API at http://127.0.0.1:9")
+          msg="cannot reach the management API", code=69)
     fails(broker, "list_queues", creds=("guest", "wrong"),
-          msg="refused the credentials of user 'guest'")
+          msg="refused the credentials of user 'guest'", code=69)
     r = subprocess.run([sys.executable, "-m", "syncmq.ctl"], capture_output=True, text=True,
                        timeout=60)
-    assert r.returncode == 2
+    assert r.returncode == 64
     r = ctl(broker, "no_such_verb")
-    assert r.returncode == 2
+    assert r.returncode == 64
 
 
 def test_url_from_environment(broker):

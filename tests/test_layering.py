@@ -20,7 +20,7 @@ RANK = {
     "cli": 7, "config": 7, "embedded": 7, "__main__": 7, "ctl": 7, "ctl_remote": 7,
     "ctl_params": 7, "ctl_migration": 7, "ctl_rules": 7, "ctl_policies": 7, "ctl_status": 7,
     "ctl_shovel": 7,
-    "ctl_limits": 7,
+    "ctl_limits": 7, "ctl_errors": 7, "ctl_output": 7,
     "perf": 7,
     "server": 6, "alarms": 5, "management": 6,
     "reactor": 5, "shovel": 5, "workers": 4,
@@ -37,7 +37,10 @@ ALLOWED_SAME = {("__main__", "cli"), ("embedded", "config"), ("cli", "config"), 
                 ("ctl_policies", "ctl_remote"),
                 ("ctl", "ctl_status"), ("ctl_status", "ctl_remote"),
                 ("ctl", "ctl_shovel"), ("ctl_shovel", "ctl_remote"),
-                ("ctl", "ctl_limits"), ("ctl_limits", "ctl_remote"), ("ctl_limits", "ctl_params")}
+                ("ctl", "ctl_limits"), ("ctl_limits", "ctl_remote"), ("ctl_limits", "ctl_params"),
+                ("ctl", "ctl_errors"), ("ctl_remote", "ctl_errors"), ("ctl_rules", "ctl_errors"),
+                ("ctl_params", "ctl_errors"), ("ctl_policies", "ctl_errors"),
+                ("ctl_remote", "ctl_output"), ("ctl_output", "ctl_errors")}
 
 
 def _layer(module: str) -> str:

@@ -365,9 +365,10 @@ def test_syncmqctl_shovel_status_and_restart(pair):
     before = a.node.shovels.workers[("/", "ctl")]
     assert "Restarting dynamic Shovel ctl in virtual host /" in ok(node, "restart_shovel", "ctl")
     assert a.node.shovels.workers[("/", "ctl")] is not before
-    fails(node, "restart_shovel", "nope", msg="Shovel with the given name was not found")
+    fails(node, "restart_shovel", "nope", msg="Shovel with the given name was not found",
+          code=69)
     fails(node, "restart_shovel", "-p", "novhost", "ctl",
-          msg="Shovel with the given name was not found")
+          msg="Shovel with the given name was not found", code=69)
 
 
 def test_internal_login_is_not_guessable(pair):

@@ -74,7 +74,7 @@ def test_shovel_parameter_survives_kill_9(brokers_on_dir):
         assert "Deleting shovel t in vhost /" in out
         assert call(a, "GET", "parameters/shovel/%2F/t")[0] == 404
         assert [r["name"] for r in call(a, "GET", "shovels")[1]] == ["s"]
-        fails(a, "delete_shovel", "t", msg="Shovel with the given name was not found")
+        fails(a, "delete_shovel", "t", msg="Shovel with the given name was not found", code=69)
         cd.close()
     finally:
         dest.stop()

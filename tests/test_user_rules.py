@@ -118,21 +118,24 @@ def test_ctl_offline_verbs(tmp_path):
         '{"max-channels":3,"max-connections":2}\n'
     assert _ctl(*F, "-q", "list_user_limits", "--global").stdout.splitlines() == [
         "user\tlimits", 'app\t{"max-channels":3,"max-connections":2}']
-    refusals = {("set_topic_permissions", "nobody", "x", "a", "b"): 'User "nobody" does not',
+    # each with rabbitmqctl's text and exit code (the remote mode's, syncmq.ctl_errors)
+    refusals = {("set_topic_permissions", "nobody", "x", "a", "b"):
+                    ("User nobody does not exist", 67),
                 ("set_topic_permissions", "-p", "nov", "app", "x", "a", "b"):
-                    'Virtual host "nov" does not exist',
-                ("set_topic_permissions", "app", "x", "(", "b"): ':invalid_regexp, "("',
-                ("set_user_limits", "app", "{bad"): "JSON decoding error",
-                ("set_user_limits", "app", '{"max-queues": 1}'): "Unrecognised terms",
-                ("set_user_limits", "nobody", "{}"): 'User "nobody" does not exist',
-                ("clear_user_limits", "nobody", "all"): 'User "nobody" does not exist',
-                ("list_user_topic_permissions", "nobody"): 'User "nobody" does not exist'}
+                    ("Virtual host nov does not exist", 69),
+                ("set_topic_permissions", "app", "x", "(", "b"): (':invalid_regexp, "("', 69),
+                ("set_user_limits", "app", "{bad"): ("JSON decoding error", 69),
+                ("set_user_limits", "app", '{"max-queues": 1}'): ("Unrecognised terms", 69),
+                ("set_user_limits", "nobody", "{}"): ('{:no_such_user, "nobody"}', 69),
+                ("clear_user_limits", "nobody", "all"): ('{:no_such_user, "nobody"}', 69),
+                ("list_user_topic_permissions", "nobody"): ('{:no_such_user, "nobody"}', 69),
+                ("list_topic_permissions", "-p", "nov"): ("Virtual host 'nov' does not", 65)}
     before = open(path).read()
-    for args, text in refusals.items():
+    for args, (text, code) in refusals.items():
         r = _ctl(*F, *args)
-        assert r.returncode == 1 and text in r.stderr, (args, r.stderr)
+        assert r.returncode == code and text in r.stderr, (args, r.returncode, r.stderr)
     assert open(path).read() == before  # a refused change writes nothing
-    assert _ctl(*F, "set_topic_permissions", "app", "amq.topic", "a").returncode == 2  # usage
+    assert _ctl(*F, "set_topic_permissions", "app", "amq.topic", "a").returncode == 64  # usage
     r = _ctl(*F, "clear_user_limits", "app", "max-channels")
     assert r.stdout == 'Clearing "max-channels" limit for user "app" ...\n'
     _ctl(*F, "clear_topic_permissions", "app", "amq.topic")
@@ -264,17 +267,21 @@ def test_ctl_remote_verbs(broker):
         assert 'rctl\t{"max-channels":4,"max-connections":1}' in \
             ctl("-q", "list_user_limits", "--global").stdout
         assert ctl("-q", "list_user_limits").stdout == "{}\n"  # guest, as rabbitmqctl
-        for args, text in {("set_user_limits", "rctl", '{"max-channels": "x"}'):
-                           'max-channels should be a number, actually was <<"x">>',
-                           ("set_user_limits", "nobody", "{}"): '{:no_such_user, "nobody"}',
-                           ("set_topic_permissions", "rctl", "x", "(", "a"): "invalid_regexp",
-                           ("set_topic_permissions", "nobody", "x", "a", "b"): "no_such_user",
-                           ("set_topic_permissions", "-p", "nov", "rctl", "x", "a", "b"):
-                               "vhost_or_user_not_found",
-                           ("list_topic_permissions", "-p", "nov"): "'nov' does not exist",
-                           ("list_user_limits", "--user", "nobody"): "no_such_user"}.items():
+        for args, (text, code) in {
+                ("set_user_limits", "rctl", '{"max-channels": "x"}'):
+                    ('max-channels should be a number, actually was <<"x">>', 69),
+                ("set_user_limits", "nobody", "{}"): ('{:no_such_user, "nobody"}', 69),
+                ("set_topic_permissions", "rctl", "x", "(", "a"): ("invalid_regexp", 69),
+                ("set_topic_permissions", "nobody", "x", "a", "b"):
+                    ("User nobody does not exist", 67),
+                ("set_topic_permissions", "-p", "nov", "rctl", "x", "a", "b"):
+                    ("Virtual host nov does not exist", 69),
+                ("clear_topic_permissions", "-p", "nov", "rctl"):
+                    ("Virtual host nov does not exist", 69),
+                ("list_topic_permissions", "-p", "nov"): ("'nov' does not exist", 65),
+                ("list_user_limits", "--user", "nobody"): ("no_such_user", 69)}.items():
             r = ctl(*args)
-            assert r.returncode == 1 and text in r.stderr, (args, r.stderr)
+            assert r.returncode == code and text in r.stderr, (args, r.returncode, r.stderr)
         assert ctl("clear_user_limits", "rctl", "all").returncode == 0
         assert ctl("-q", "list_user_limits", "--user", "rctl").stdout == "{}\n"
     finally:

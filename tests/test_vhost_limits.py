@@ -367,12 +367,13 @@ def test_syncmqctl(fresh_broker):
         'Listing limits for all vhosts ...\nvhost\tlimits\nv2\t'
         '{"max-connections":2,"max-queues":7}\n')
     fails(b, "set_vhost_limits", "-p", "v2", '{"max-queues": "x"}',
-          msg='Error:\nValidation failed\n\nmax-queues should be a number, actually was <<"x">>\n')
-    fails(b, "set_vhost_limits", "-p", "v2", "notjson", msg="JSON decoding error")
+          msg='Error:\nValidation failed\n\nmax-queues should be a number, actually was <<"x">>\n',
+          code=69)
+    fails(b, "set_vhost_limits", "-p", "v2", "notjson", msg="JSON decoding error", code=69)
     fails(b, "set_vhost_limits", "-p", "novh", '{"max-queues": 1}',
-          msg="Virtual host 'novh' does not exist")
-    fails(b, "list_vhost_limits", "-p", "novh", msg="Virtual host 'novh' does not exist")
+          msg="Virtual host 'novh' does not exist", code=65)
+    fails(b, "list_vhost_limits", "-p", "novh", msg="Virtual host 'novh' does not exist", code=65)
     assert ok(b, "clear_vhost_limits", "-p", "v2") == 'Clearing vhost "v2" limits ...\n'
-    fails(b, "clear_vhost_limits", "-p", "v2", msg="Error:\nParameter does not exist")
+    fails(b, "clear_vhost_limits", "-p", "v2", msg="Error:\nParameter does not exist", code=69)
     assert ok(b, "list_vhost_limits", "-p", "v2", "-q") == "\n"
-    assert ctl(b, "set_vhost_limits", "-p", "v2").returncode == 2  # usage: JSON missing
+    assert ctl(b, "set_vhost_limits", "-p", "v2").returncode == 64  # usage: JSON missing

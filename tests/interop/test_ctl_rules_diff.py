@@ -109,8 +109,8 @@ def _outcome(r) -> tuple:
     out = r.stdout
     if out.lstrip().startswith("["):
         out = json.loads(out)
-    # exit codes: rabbitmqctl 69 (or 64, 65, 70) for an error, syncmqctl 1 (a difference)
-    return (r.returncode != 0, _sorted_rows(out), err)
+    # the exit code itself: rabbitmqctl's sysexits codes, syncmqctl's (syncmq.ctl_errors)
+    return (r.returncode, _sorted_rows(out), err)
 
 
 def test_rule_verbs_same_as_rabbitmqctl(rabbitmq, broker):
