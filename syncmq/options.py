@@ -210,7 +210,7 @@ OPTIONS: tuple[Option, ...] = (
       "budget\")", type=parse_size, metavar="SIZE", shown_default="`0` (unlimited)"),
     Opt("allocator", "malloc", "object allocator of the broker's interpreter: `malloc` "
       "(glibc's; memory freed after a backlog drained goes back to the OS) or `pymalloc` "
-      "(CPython's default: 6 to 11 per cent fewer instructions per message, but arenas pinned "
+      "(CPython's default: 6 to 12 per cent fewer instructions per message, but arenas pinned "
       "by a few live objects keep 2-3x the idle RSS after backlogs); the `syncmq` command re-executes "
       "itself (same pid) with `PYTHONMALLOC` set when needed; an embedding program sets "
       "`PYTHONMALLOC` itself ([docs/architecture.md](docs/architecture.md), \"Memory "
