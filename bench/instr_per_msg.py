@@ -17,6 +17,9 @@ read with ``callgrind_control -z`` (zero after the warm-up) and ``-d`` (dump aft
   ack (each delivery) with prefetch 100, in windows of ``--window`` messages (the next window
   is sent when every publish of the previous one is confirmed and delivered): the journaled
   confirm path (the journal's fsync per batch is in the count, its wait is not).
+- ``S2``: S2-like, 1 KiB transient bodies, manual ack (each delivery) with prefetch 100, in
+  windows of ``--window`` messages (the next window is sent when the previous one is
+  delivered and acked).
 - ``S5``: S5-like, 4 publisher and 4 consumer connections on 4 queues, 16 B transient,
   autoack, each pair pipelined in windows as S1 (the 4 windows are sent together).
 
@@ -63,10 +66,12 @@ BODY = b"0123456789abcdef"
 class Broker:
     """A syncmq from checkout ``root`` under callgrind (instrumentation from the start)."""
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, allocator: str | None = None) -> None:
         self.root = root
         self.dir = tempfile.mkdtemp(prefix="instr-")
         env = dict(os.environ, PYTHONPATH=root)
+        if allocator:  # set for the interpreter valgrind starts: a re-exec would escape it
+            env["PYTHONMALLOC"] = allocator
         help_text = subprocess.run([sys.executable, "-m", "syncmq.cli", "--help"],
                                    capture_output=True, text=True, cwd=root, env=env).stdout
         args = ["valgrind", "--tool=callgrind", "--dump-line=no", "--compress-strings=no",
@@ -78,6 +83,9 @@ class Broker:
             args.append("--no-management")
         if "--prometheus-port" in help_text:  # its fixed default port: two brokers here
             args += ["--prometheus-port", "-1"]
+        if "--allocator" in help_text:  # the interpreter's own: no re-exec
+            args += ["--allocator", allocator or ("malloc" if not sys.getallocatedblocks()
+                                                  else "pymalloc")]
         self.proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                      text=True, cwd=root, env=env)
         self.port = None
@@ -190,7 +198,7 @@ class Load:
     """One publisher connection and one consumer connection on a fresh queue."""
 
     def __init__(self, port: int, name: str, confirm: bool, no_ack: bool,
-                 persistent: bool = False) -> None:
+                 persistent: bool = False, body: bytes = BODY) -> None:
         self.pub = raw.connect(port)
         self.con = raw.connect(port)
         self.pub.open_channel()
@@ -211,8 +219,7 @@ class Load:
         self.con.send_method(1, _spec.Basic.Consume(queue=self.queue, consumer_tag="c",
                                                     no_ack=no_ack))
         self.con.expect_method(1, _spec.Basic.ConsumeOk)
-        self.one = _publish_frames(1, self.queue, self.pub.frame_max, persistent,
-                                   b"x" * 1024 if persistent else BODY)
+        self.one = _publish_frames(1, self.queue, self.pub.frame_max, persistent, body)
 
     def windows(self, n: int, window: int) -> int:
         """S1-like: pipelined windows, autoack."""
@@ -238,7 +245,7 @@ class Load:
 
     def confirmed_windows(self, n: int, window: int) -> int:
         """S3-like: a window of persistent publishes, its confirms and deliveries (each
-        acked) before the next."""
+        acked) before the next (S2: no confirms)."""
         done = 0
         deadline = time.monotonic() + 3600
         tags: list[int] = []
@@ -250,14 +257,15 @@ class Load:
             self.con.send(b"".join(encode_frame(raw.FRAME_METHOD, 1, _spec.Basic.Ack(
                 delivery_tag=t).encode()) for t in tags))
             tags.clear()
-            _confirmed(self.pub, self.seq, deadline)
+            if self.confirm:
+                _confirmed(self.pub, self.seq, deadline)
             done += k
         return done
 
     def run(self, kind: str, n: int, window: int) -> int:
         if kind == "S1":
             return self.windows(n, window)
-        if kind == "S3":
+        if kind in ("S2", "S3"):
             return self.confirmed_windows(n, window)
         return self.one_by_one(n)
 
@@ -293,27 +301,30 @@ class Flood:
             load.close()
 
 
-# name -> (confirm, no_ack, persistent); S5 is a Flood of four S1 pairs
-LOADS = {"S1": (False, True, False), "S8": (False, False, False),
-         "S8c": (True, False, False), "S3": (True, False, True), "S5": (False, True, False)}
+# name -> (confirm, no_ack, persistent, body size); S5 is a Flood of four S1 pairs
+LOADS = {"S1": (False, True, False, 16), "S8": (False, False, False, 16),
+         "S8c": (True, False, False, 16), "S2": (False, False, False, 1024),
+         "S3": (True, False, True, 1024), "S5": (False, True, False, 16)}
 
 
 def _load(port: int, name: str) -> Load | Flood:
     if name == "S5":
         return Flood(port, name)
-    confirm, no_ack, persistent = LOADS[name]
-    return Load(port, name, confirm, no_ack, persistent)
+    confirm, no_ack, persistent, size = LOADS[name]
+    return Load(port, name, confirm, no_ack, persistent, BODY if size == 16 else b"x" * size)
 
 
-def measure(roots: dict[str, str], loads: list[str], n: int, warmup: int, repeat: int,
+def measure(roots: dict[str, tuple[str, str | None]], loads: list[str], n: int, warmup: int, repeat: int,
             window: int) -> dict[str, dict[str, list[float]]]:
     """Every tree's broker runs at once; each load's runs alternate between them (this,
     baseline, this, ...), so that both see the same machine: what the broker does per message
     depends a little on timing (how many frames one read takes, timers that fire per second
     rather than per message)."""
-    brokers = {label: Broker(root) for label, root in roots.items()}
+    brokers: dict[str, Broker] = {}
     out: dict[str, dict[str, list[float]]] = {label: {} for label in roots}
     try:
+        for label, tree in roots.items():  # (one that fails to start stops those started)
+            brokers[label] = Broker(*tree)
         for name in loads:
             no_ack = LOADS[name][1]
             runs = {label: _load(b.port, name) for label, b in brokers.items()}
@@ -355,17 +366,27 @@ def baseline_tree(ref: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--baseline", help="git ref to compare against (e.g. 8a4aaec)")
-    ap.add_argument("--loads", default="S1,S8,S8c,S3,S5")
+    ap.add_argument("--loads", default="S1,S8,S8c,S3,S5", help="of S1,S2,S3,S5,S8,S8c")
     ap.add_argument("-n", type=int, default=3000, help="messages per measured run")
     ap.add_argument("--warmup", type=int, default=500)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--window", type=int, default=100, help="S1's pipelined window")
     ap.add_argument("--json", help="write the figures here")
+    ap.add_argument("--allocator", choices=("malloc", "pymalloc"),
+                    help="this tree's broker runs with PYTHONMALLOC=this (default: as the "
+                         "environment says)")
+    ap.add_argument("--baseline-allocator", choices=("malloc", "pymalloc"),
+                    help="the baseline's allocator; without --baseline the baseline is this "
+                         "tree with this allocator (e.g. --allocator malloc "
+                         "--baseline-allocator pymalloc)")
     opts = ap.parse_args(argv)
     loads = opts.loads.split(",")
-    trees = {"this": ROOT}
+    trees = {"this": (ROOT, opts.allocator)}
     if opts.baseline:
-        trees["baseline"] = baseline_tree(opts.baseline)
+        trees["baseline"] = (baseline_tree(opts.baseline), opts.baseline_allocator)
+    elif opts.baseline_allocator:
+        trees["baseline"] = (ROOT, opts.baseline_allocator)
+        opts.baseline = opts.baseline_allocator
     results = measure(trees, loads, opts.n, opts.warmup, opts.repeat, opts.window)
     rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                          text=True, cwd=ROOT).stdout.strip()
@@ -386,6 +407,8 @@ def main(argv: list[str] | None = None) -> int:
     if opts.json:
         with open(opts.json, "w") as f:
             json.dump({"head": rev, "baseline": opts.baseline, "n": opts.n,
+                       "allocator": opts.allocator,
+                       "baseline_allocator": opts.baseline_allocator,
                        "repeat": opts.repeat, "window": opts.window, "python": sys.version,
                        "loads": summary}, f, indent=1)
     return 0

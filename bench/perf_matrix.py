@@ -153,6 +153,7 @@ class Syncmq:
                                      text=True, cwd=self.root, env=self.env,
                                      preexec_fn=_raise_nofile)
         self.port = None
+        self.allocator = None
         deadline = time.monotonic() + 30
         while self.port is None and time.monotonic() < deadline:
             line = self.proc.stderr.readline()
@@ -165,6 +166,7 @@ class Syncmq:
                 continue
             if "port" in rec:
                 self.port = int(rec["port"])
+                self.allocator = rec.get("allocator")  # (the start-up line's, since 0.7)
         if self.port is None:
             self.proc.kill()
             raise RuntimeError("syncmq did not start; log in " + self.log.name)
@@ -176,6 +178,8 @@ class Syncmq:
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                              text=True, cwd=self.root).stdout.strip()
         self.version = f"{syncmq.__version__} ({rev})" if rev else syncmq.__version__
+        if self.allocator:
+            self.version += f", allocator {self.allocator}"
 
     def _drain(self) -> None:
         for line in self.proc.stderr:

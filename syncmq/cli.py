@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 
+from . import memory
 from .broker.auth import UsersFileError, UserStore
 from .config import build_parser, server_config, setup_logging
 from .journal.writer import JournalError
@@ -52,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         config = server_config(args)
     except ValueError as e:
         parser.error(str(e))
+    # the process's entry only (not a caller's main(argv)): may re-execute the interpreter
+    said = memory.use_allocator(args.allocator) if argv is None else ("", "")
     users = None
     if args.users_file:
         try:
@@ -62,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.pid_file:
         write_pid_file(args.pid_file)
     handler = setup_logging(args.log_level, args.log_format, args.log_file)
+    if said[0]:
+        getattr(log, said[0])(said[1], extra={"allocator": memory.running_allocator()})
     raise_nofile_limit()
     try:
         server = Server(config)

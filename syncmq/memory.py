@@ -30,6 +30,14 @@ get its own arena, whose freed memory no other thread reuses) and fixes the mmap
 come from the heap and fragment it; fixed, a body above it is its own mapping, unmapped when
 freed). :func:`trim` is ``malloc_trim(0)``: it returns every whole free page of every arena.
 The monitor calls it when RSS is well above the accounted figure (after a backlog drained).
+
+**The object allocator** (``--allocator``, :func:`use_allocator`): CPython's pymalloc keeps
+small objects in 1 MiB arenas that go back to the OS only when every block in them is free;
+after a backlog drained, a few long-lived objects pin arenas that are otherwise empty and no
+trim reaches them (2-3x the idle RSS after a day's mix of loads). With ``PYTHONMALLOC=malloc``
+every object comes from glibc, whose free pages ``malloc_trim`` returns (docs/architecture.md,
+"Memory accounting and return"). The interpreter reads ``PYTHONMALLOC`` once, at start-up, so
+the ``syncmq`` command re-executes itself (same pid) with it set when it is not already in use.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ import ctypes
 import ctypes.util
 import logging
 import os
+import sys
 from typing import Any
 
 log = logging.getLogger("syncmq.memory")
@@ -86,6 +95,54 @@ def trim() -> bool:
     if _LIBC is None:
         return False
     return bool(_LIBC.malloc_trim(0))
+
+
+ALLOCATORS = ("malloc", "pymalloc")
+# Set in the environment of the re-executed interpreter: a second mismatch means PYTHONMALLOC
+# was ignored (``python -E``/``-I``) and must not start a loop of re-executions.
+REEXEC_MARK = "_SYNCMQ_ALLOCATOR_REEXEC"
+
+
+def running_allocator() -> str:
+    """``pymalloc`` or ``malloc``: the object allocator of this interpreter (pymalloc counts
+    its allocated blocks, the C allocators do not: ``sys.getallocatedblocks()`` is 0)."""
+    return "pymalloc" if sys.getallocatedblocks() else "malloc"
+
+
+def use_allocator(chosen: str, environ: Any = None, execve: Any = None) -> tuple[str, str]:
+    """Make the process run with the object allocator ``chosen`` (one of :data:`ALLOCATORS`).
+
+    If the interpreter already uses it, nothing happens. Otherwise the process re-executes
+    itself (``os.execve`` of ``sys.executable`` with ``sys.orig_argv``: same pid, same
+    arguments, so a supervisor or systemd unit still sees its process) with ``PYTHONMALLOC``
+    set, and this call does not return. Called by the command's ``main`` before anything
+    else runs (no thread, no socket, no log handler yet), so it returns what to log once
+    logging exists: ``(level, message)``, level ``""`` for nothing to say. Never loops: the
+    re-executed process carries :data:`REEXEC_MARK`, and a mismatch with the mark set (the
+    interpreter ignored ``PYTHONMALLOC``) or a failed exec is reported and the broker runs on
+    with the allocator it has."""
+    environ = os.environ if environ is None else environ
+    execve = os.execve if execve is None else execve
+    again = environ.pop(REEXEC_MARK, None) is not None
+    running = running_allocator()
+    if running == chosen:
+        return ("info", f"re-executed with PYTHONMALLOC={environ.get('PYTHONMALLOC')} "
+                        f"(--allocator {chosen})") if again else ("", "")
+    if again:
+        return ("warning", f"--allocator {chosen}: the interpreter ignored PYTHONMALLOC="
+                           f"{chosen} (python -E or -I?) and runs with {running}")
+    argv = getattr(sys, "orig_argv", None)
+    if not sys.executable or not argv:
+        return ("warning", f"--allocator {chosen}: cannot re-execute (no interpreter path); "
+                           f"running with {running}")
+    env = dict(environ, PYTHONMALLOC=chosen)
+    env[REEXEC_MARK] = "1"
+    try:
+        execve(sys.executable, list(argv), env)
+    except OSError as e:
+        return ("warning", f"--allocator {chosen}: cannot re-execute {sys.executable}: {e}; "
+                           f"running with {running}")
+    return ("", "")  # (a replaced execve that returned: tests)
 
 
 def resident_memory() -> int:

@@ -255,7 +255,8 @@ class Server:
             "syncmq %s started", __version__,
             extra={"version": __version__, "listener": f"{self.address[0]}:{self.address[1]}",
                    "port": self.address[1], "listeners": listeners, **extra,
-                   "data_dir": self.config.data_dir, "workers": self.config.workers},
+                   "data_dir": self.config.data_dir, "workers": self.config.workers,
+                   "allocator": memory.running_allocator()},
         )
         return self.address
 

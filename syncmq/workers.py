@@ -99,7 +99,9 @@ class Worker:
         (``reactor.reading.Reader._input_turn``) queues its next turn after the current one
         ran, so its last tasks (``connection_lost`` of the sockets shut down before the stop)
         can come after the stop marker; they still run, as they did when every task was
-        queued before it. One loop for both, with no call per task besides the task's."""
+        queued before it. One loop for both, with no call per task besides the task's.
+        Between tasks the loop holds no reference to the last one (issue #22: memory a
+        drained load left behind)."""
         _local.worker = self
         get = self.tasks.get
         while True:
@@ -115,12 +117,16 @@ class Worker:
                 fn(*args)
             except Exception:  # a bug in a handler must not kill the worker
                 log.exception("unhandled error in worker task %r", fn)
+            # an idle worker keeps nothing of its last task alive: a read's bytes and frames
+            # (up to a few hundred KiB), a closed connection's transport and session
+            item = fn = args = None
             if self.deferred:
                 deferred, self.deferred = self.deferred, []
                 try:
                     self.on_deferred(deferred)
                 except Exception:
                     log.exception("unhandled error handing deferred work to the reactor")
+                deferred = None
 
 
 class WorkerPool:

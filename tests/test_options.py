@@ -44,6 +44,14 @@ def test_every_row_is_a_flag_a_field_and_a_readme_line() -> None:
         assert (f"`--{o.name}" in table) != o.hidden, o.name
 
 
+def test_help_renders_every_option() -> None:
+    """argparse expands ``%`` in help texts: a ``%`` in a row's doc broke ``--help`` (and
+    every tool that reads it, e.g. bench/instr_per_msg.py) with a TypeError."""
+    text = build_parser().format_help()
+    for o in options.OPTIONS:
+        assert o.hidden or f"--{o.name}" in text or o.name == "config", o.name
+
+
 def test_parser_defaults_equal_config_defaults() -> None:
     """The CLI with no flags and ServerConfig() with no arguments are the same broker."""
     assert server_config(build_parser().parse_args([])) == options.make_config({})
