@@ -300,7 +300,7 @@ def _replay(state: JournalState, data: mmap.mmap, seg: Segment, path: str,
                 if rtype == T_PUBLISH or rtype == T_PUBLISH_AT:
                     seg.size += end - pos
                     mid, vhost, queues = head(data, pos + hsize, end)
-                    publish(mid, vhost, queues, seg, pos, end - pos, None)
+                    publish(mid, vhost, queues, seg, pos, end - pos)
                 else:
                     apply(rtype, data, pos, length, seg)
             except (fmt.FormatError, UnicodeDecodeError) as exc:
@@ -329,35 +329,40 @@ def _build(state: JournalState, stats: RecoveryStats, images: dict[int, mmap.mma
            load_bodies: bool = True) -> RecoveredState:
     queues: list[RecoveredQueue] = []
     msgs = state.msgs
+    by_queue = msgs.by_queue()
     hsize = fmt.RECORD_HEADER.size
-    lens: dict[int, int] = {}
-    for mid, m in msgs.items():
-        if m.rec is None:
-            img = images[m.seg]
-            if load_bodies:
-                m.rec = fmt.decode_publish(img, m.off + hsize, m.off + m.size, img[m.off + 8])
-            else:
-                m.rec, lens[mid] = fmt.decode_publish_meta(img, m.off + hsize, m.off + m.size,
-                                                           img[m.off + 8])
-        elif not load_bodies:
-            lens[mid] = len(m.rec.body)
+    # a message on several queues is decoded once: msg_id -> [message, copies still to hand]
+    shared: dict[int, list] = {}
     for qk, ent in state.queues.items():
         rec = ent.rec
         rq = RecoveredQueue(rec.vhost, rec.name, rec.flags, rec.arguments)
-        qm = state.queue_msgs.get(qk)
-        if qm:
-            out = rq.messages
-            for mid in qm:
-                m = msgs[mid]
-                p = m.rec
+        out = rq.messages
+        for mid in by_queue.pop(qk, ()):
+            entry = shared.get(mid)
+            if entry is not None:
+                p = entry[0]
+                entry[1] -= 1
+                if not entry[1]:
+                    del shared[mid]
                 out.append(RecoveredMessage(mid, p.exchange, p.routing_key, p.properties,
-                                            p.body if load_bodies else None,
-                                            m.delivered is not None and qk in m.delivered,
-                                            p.published_ms, lens.get(mid, len(p.body)),
-                                            len(m.queues)))
+                                            p.body, msgs.is_delivered(mid, qk),
+                                            p.published_ms, p.body_len, p.copies))
+                continue
+            seg, off, size = msgs.loc(mid)
+            img = images[seg]
+            if load_bodies:
+                r = fmt.decode_publish(img, off + hsize, off + size, img[off + 8])
+                body, n = r.body, len(r.body)
+            else:
+                r, n = fmt.decode_publish_meta(img, off + hsize, off + size, img[off + 8])
+                body = None
+            copies = msgs.copies(mid)
+            p = RecoveredMessage(mid, r.exchange, r.routing_key, r.properties, body,
+                                 msgs.is_delivered(mid, qk), r.published_ms, n, copies)
+            if copies > 1:
+                shared[mid] = [p, copies - 1]
+            out.append(p)
         queues.append(rq)
-    for m in msgs.values():
-        m.rec = None  # the broker owns the bodies now
     stats.live_messages = len(msgs)
     return RecoveredState(
         vhosts=list(state.vhosts),
