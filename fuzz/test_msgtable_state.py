@@ -154,6 +154,8 @@ class TableMachine(RuleBasedStateMachine):
             v = t.get(mid)
             assert list(v.queues) == queues and v.delivered == frozenset(dl)
             assert t.copies(mid) == len(queues)
+            for q in queues:
+                assert t.place(mid, q) == (seg, off, size, len(queues), q in dl)
             for q in QS[:5]:
                 assert t.is_delivered(mid, q) == (q in dl)
             for q in queues:

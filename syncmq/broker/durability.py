@@ -51,6 +51,7 @@ import itertools
 import logging
 import threading
 import time
+from array import array
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -422,7 +423,16 @@ class Durability:
         # with a backlog larger than RAM costs the per-message index, not the backlog.
         store = broker.body_store
         lazy = store is not None and getattr(store.slow, "locator", None) is self.journal.reader
-        state = self.journal.recover(load_bodies=not lazy)
+        # streamed: each message is decoded as it is restored (a paged queue writes it out
+        # beyond its window), so memory never holds the whole recovered backlog at once
+        state = self.journal.recover(load_bodies=not lazy, stream=True)
+        try:
+            return self._restore(broker, state, store)
+        finally:
+            state.release()
+
+    def _restore(self, broker: Broker, state: Any, store: Any) -> dict[str, int]:
+        """:meth:`recover_into` once the journal is replayed."""
         self._ids = itertools.count(max(state.next_msg_id, 1))
         for name in state.vhosts:
             broker.add_vhost(name)
@@ -449,14 +459,15 @@ class Durability:
         for rq in state.queues:
             vh = broker.add_vhost(rq.vhost)
             q = vh.restore_queue(rq.name, bool(rq.flags & Q_AUTO_DELETE), _untable(rq.arguments))
-            if unclean:
-                ids = [m.msg_id for m in rq.messages if not m.delivered]
-                if ids:
-                    marks.append((q, ids))
-            for m in rq.messages:
+            ids = array("Q")  # packed: one id a message of the backlog until the journal runs
+            for m in rq.iter_messages():
+                if unclean and not m.delivered:
+                    ids.append(m.msg_id)
                 self._restore_message(q, m, store, shared, unclean)
+            if ids:
+                marks.append((q, ids))
             counts["queues"] += 1
-            counts["messages"] += len(rq.messages)
+            counts["messages"] += rq.count
         for b in state.bindings:
             vh = broker.vhosts.get(b.vhost)
             if vh is None:

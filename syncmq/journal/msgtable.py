@@ -219,6 +219,21 @@ class MessageTable:
         b = self._big.get(mid) if self._big else None
         return len(b.queues) if b is not None else 0
 
+    def place(self, mid: int, qk: QKey) -> tuple[int, int, int, int, bool]:
+        """``(segment, offset, size, copies, delivered on qk)`` of live message ``mid`` in one
+        lookup (recovery hands each message over with all of these)."""
+        s = self._slot(mid)
+        if s is not None:
+            c, a, i = s
+            m = a[3][i]
+            if m & _M32:
+                loc, info = a[1][i], a[2][i]
+                bit = self._route_bits[info & _M32].get(qk)
+                return (loc >> 32, loc & _M32, info >> 32, (m & _M32).bit_count(),
+                        bit is not None and (m >> (32 + bit)) & 1 == 1)
+        b = self._big[mid]  # KeyError: not live
+        return b.seg, b.off, b.size, len(b.queues), qk in b.delivered
+
     def is_delivered(self, mid: int, qk: QKey) -> bool:
         """Whether live message ``mid`` is on ``qk`` and was delivered there."""
         s = self._slot(mid)
@@ -497,43 +512,39 @@ class MessageTable:
         self.queue_counts.pop(qk, None)
         return dead
 
-    def by_queue(self) -> dict[QKey, list[int]]:
-        """Per queue, the ids of its live messages in log order of their records (segment,
-        then offset): publish order (recovery)."""
-        keys: dict[QKey, array] = {}
+    def by_queue(self) -> dict[QKey, array]:
+        """Per queue, the ids of its live messages (``array('Q')``) in log order of their
+        records (segment, then offset): publish order (recovery). Ids mostly come in log
+        order already; a queue where they do not is sorted by location afterwards."""
         out: dict[QKey, array] = {}
+        last: dict[QKey, int] = {}  # per queue, the location of its last id so far
+        unsorted: set[QKey] = set()
         routes = self._routes
         for c in sorted(self._chunks.items()):
-            c = c[1]
-            ids, loc, info, masks = c.a[0], c.a[1], c.a[2], c.a[3]
+            ids, loc, info, masks = c[1].a
             for i in range(len(ids)):
                 m = masks[i] & _M32
                 if not m:
                     continue
                 route = routes[info[i] & _M32]
+                here = loc[i]
                 for b in _bits(m):
                     qk = route[b]
                     a = out.get(qk)
                     if a is None:
                         a = out[qk] = array("Q")
-                        keys[qk] = array("Q")
+                    elif last[qk] > here:
+                        unsorted.add(qk)
+                    last[qk] = here
                     a.append(ids[i])
-                    keys[qk].append(loc[i])
-        result: dict[QKey, list[int]] = {}
-        for qk, a in out.items():
-            k = keys[qk]
-            if all(k[j] <= k[j + 1] for j in range(len(k) - 1)):
-                result[qk] = a.tolist()
-            else:
-                order = sorted(range(len(a)), key=k.__getitem__)
-                result[qk] = [a[j] for j in order]
         if self._big:
             for mid, b in self._big.items():
                 for qk in b.queues:
-                    result.setdefault(qk, []).append(mid)
-            for mids in result.values():
-                mids.sort(key=self._sort_key)
-        return result
+                    out.setdefault(qk, array("Q")).append(mid)
+                    unsorted.add(qk)
+        for qk in unsorted:
+            out[qk] = array("Q", sorted(out[qk], key=self._sort_key))
+        return out
 
     def _sort_key(self, mid: int) -> tuple[int, int]:
         seg, off, _size = self.loc(mid)
