@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import os
 
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from syncmq.journal.msgtable import CHUNK_BITS, MAX_ROUTE, MessageTable
+from syncmq.journal.msgtable import CHUNK_BITS, MAX_ROUTE, IdRuns, MessageTable
 
 QS = [("/", f"q{i}") for i in range(MAX_ROUTE + 3)]
 SMALL = st.lists(st.sampled_from(QS[:4]), min_size=1, max_size=4, unique=True)
@@ -175,8 +175,8 @@ TableMachine.TestCase.settings = settings(
 test_msgtable = TableMachine.TestCase
 
 
-def test_a_thousand_queued_messages_cost_about_32_bytes_each():
-    """The packed layout: a backlog of consecutive ids costs its slots (32 bytes) plus a
+def test_a_thousand_queued_messages_cost_about_26_bytes_each():
+    """The packed layout: a backlog of consecutive ids costs its slots (26 bytes) plus a
     chunk's fixed cost spread over 1,024 ids, not an object per message."""
     import tracemalloc
 
@@ -188,4 +188,19 @@ def test_a_thousand_queued_messages_cost_about_32_bytes_each():
         t.add(mid, 7, mid * 1100, 1100, (("/", "q"),))
     used = tracemalloc.get_traced_memory()[0] - base
     tracemalloc.stop()
-    assert used / n < 40, used / n
+    assert used / n < 32, used / n
+
+
+@given(st.lists(st.one_of(st.integers(0, 40), st.integers(2**63 - 3, 2**63 - 1)), max_size=60))
+def test_id_runs_give_back_the_ids_appended(ids):
+    runs = IdRuns()
+    for mid in ids:
+        runs.append(mid)
+    assert list(runs) == ids and len(runs) == len(ids)
+    assert list(IdRuns(ids)) == ids
+
+
+def test_id_runs_of_consecutive_ids_cost_per_run():
+    runs = IdRuns(range(5, 100_005))
+    runs.append(7)
+    assert runs.nbytes() == 24 and len(runs) == 100_001

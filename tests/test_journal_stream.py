@@ -91,3 +91,34 @@ def test_streamed_recovery_peak_heap_is_the_live_state_not_the_messages(tmp_path
     big = _stream_peak(tmp_path / "4n", 4 * n)
     per_message = (big - small) / (3 * n)
     assert per_message < 100, per_message
+
+
+def test_unclean_restart_journals_delivered_for_every_message_in_pieces(tmp_path, monkeypatch):
+    """After an unclean stop every recovered message is redelivered, and ``journal_started``
+    makes that durable with DELIVERED records of ``MARK_PIECE`` ids each (a backlog of
+    millions is never one list of ids): the next recovery finds every message delivered."""
+    import os
+
+    from syncmq.broker import durability as dmod
+    from syncmq.broker.broker import Broker
+    from syncmq.journal.recovery import CLEAN_MARKER
+
+    n = 200
+    _fill(tmp_path, n, fanout=False)
+    os.unlink(tmp_path / CLEAN_MARKER)  # as after kill -9
+    monkeypatch.setattr(dmod, "MARK_PIECE", 7)
+    j = Journal(tmp_path)
+    j.open()
+    d = dmod.Durability(j)
+    b = Broker(durability=d)
+    counts = d.recover_into(b)
+    assert counts["messages"] > 0.9 * n
+    j.start()
+    d.journal_started()
+    assert d.wait_durable() is None
+    j.close()
+    j2, rec = _recover(tmp_path, False)
+    got = _view(rec)
+    j2.close()
+    assert sum(len(v) for v in got.values()) == counts["messages"]
+    assert all(m[5] for v in got.values() for m in v), "a message not marked delivered"

@@ -51,12 +51,12 @@ import itertools
 import logging
 import threading
 import time
-from array import array
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from ..journal import format as jf
+from ..journal.msgtable import IdRuns
 from ..journal.writer import Journal, JournalError
 from ..wire.fields import decode_table, encode_table
 from .message import Message
@@ -73,6 +73,7 @@ EX_AUTO_DELETE = 2
 EX_INTERNAL = 4
 Q_DURABLE = 1
 Q_AUTO_DELETE = 2
+MARK_PIECE = 65536  # ids of one DELIVERED record journal_started appends (then waits)
 
 
 class NotDurable(Exception):
@@ -213,7 +214,19 @@ class Durability:
         once these are on disk, ``Journal.close``)."""
         marks, self._unclean_marks = self._unclean_marks, []
         for q, ids in marks:
-            self._append_ids(jf.T_DELIVERED, q, ids)
+            # in pieces, each durable before the next is appended: the ids of a backlog of
+            # millions are packed runs (``IdRuns``); one list of them all would be ~40 bytes
+            # an id, and one record of them all a copy of that again (#22)
+            piece: list[int] = []
+            for mid in ids:
+                piece.append(mid)
+                if len(piece) == MARK_PIECE:
+                    self._append_ids(jf.T_DELIVERED, q, piece)
+                    piece = []
+                    if self.wait_durable() is not None:
+                        return  # the journal failed (logged): nothing more is recorded
+            if piece:
+                self._append_ids(jf.T_DELIVERED, q, piece)
 
     def _append(self, record: bytes) -> None:
         """Append a durable-state record (marks the thread, see :meth:`take_changed`);
@@ -459,7 +472,7 @@ class Durability:
         for rq in state.queues:
             vh = broker.add_vhost(rq.vhost)
             q = vh.restore_queue(rq.name, bool(rq.flags & Q_AUTO_DELETE), _untable(rq.arguments))
-            ids = array("Q")  # packed: one id a message of the backlog until the journal runs
+            ids = IdRuns()  # packed: a few bytes a run of ids until the journal runs
             for m in rq.iter_messages():
                 if unclean and not m.delivered:
                     ids.append(m.msg_id)

@@ -1,4 +1,4 @@
-"""The journal's live messages, packed: about 32 bytes a message instead of a Python object.
+"""The journal's live messages, packed: about 26 bytes a message instead of a Python object.
 
 A backlog of N persistent messages keeps N entries here for as long as they are queued, so
 this is the part of the journal whose size is per message (issue #22: 10,000,000 queued
@@ -10,11 +10,12 @@ Layout
 ======
 
 Ids are grouped in *chunks* of ``2**CHUNK_BITS`` consecutive ids (``mid >> CHUNK_BITS``); a
-chunk holds four parallel ``array('Q')``, sorted by id, one slot per message it has seen
-since its last tidy:
+chunk holds four parallel arrays, sorted by id, one slot per message it has seen since its
+last tidy:
 
-* ``ids``: the message id;
-* ``loc``: ``seg << 32 | off``, the record's segment and offset;
+* ``ids`` (``array('H')``): the message id's low ``CHUNK_BITS`` bits (the chunk's key is
+  the rest), 2 bytes;
+* ``loc`` (this and the next two are ``array('Q')``, 8 bytes each): ``seg << 32 | off``, the record's segment and offset;
 * ``info``: ``size << 32 | route``, the record's size (header included) and its *route id*;
 * ``masks``: ``delivered << 32 | remaining``, two bit sets over the route's queues.
 
@@ -24,7 +25,7 @@ message is still on ``route[i]``, bit ``i`` of ``delivered`` that a DELIVERED re
 for it on that queue. A message dies when ``remaining`` becomes 0: its slot stays (dead) until
 the chunk is tidied (rebuilt with live slots only, once dead slots outnumber live ones 3 to 1)
 or deleted (no live slot left). Ids are handed out by a counter, so a backlog fills whole
-chunks: 32 bytes a slot, plus a chunk's fixed cost (~600 bytes) spread over up to 1,024
+chunks: 26 bytes a slot, plus a chunk's fixed cost (~600 bytes) spread over up to 1,024
 messages.
 
 Whatever does not fit a slot (a route of more than :data:`MAX_ROUTE` queues, a segment number
@@ -49,11 +50,12 @@ from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
-__all__ = ["MessageTable", "MsgView", "CHUNK_BITS", "MAX_ROUTE"]
+__all__ = ["MessageTable", "MsgView", "IdRuns", "CHUNK_BITS", "MAX_ROUTE"]
 
-CHUNK_BITS = 10
+CHUNK_BITS = 10  # at most 16: a slot's id is an array('H') item
 MAX_ROUTE = 32
 _M32 = 0xFFFF_FFFF
+_LOW = (1 << CHUNK_BITS) - 1  # an id's place in its chunk (what a chunk's ``ids`` store)
 
 QKey = tuple[str, str]
 Route = tuple[QKey, ...]
@@ -69,12 +71,62 @@ class MsgView(NamedTuple):
     delivered: frozenset  # of the queues where it was delivered
 
 
+_RUN = 1 << 63  # IdRuns: an item with this bit is a run length, not an id
+
+
+class IdRuns:
+    """A list of message ids that stores a run of consecutive ids as two items (its first
+    id, then ``_RUN | how many more``) in one ``array('Q')``: a queue's recovered backlog
+    (ids from one counter) costs a few bytes in all instead of 8 a message; a lone id still
+    costs 8. Append-only; iteration gives the ids in the order appended. Ids are below
+    ``2**63`` (the journal's ids are)."""
+
+    __slots__ = ("_a", "_last", "_n")
+
+    def __init__(self, ids: Iterable[int] = ()) -> None:
+        self._a = array("Q")
+        self._last = -2
+        self._n = 0
+        for mid in ids:
+            self.append(mid)
+
+    def append(self, mid: int) -> None:
+        a = self._a
+        if mid == self._last + 1:
+            if a[-1] & _RUN:
+                a[-1] += 1
+            else:
+                a.append(_RUN | 1)
+        else:
+            a.append(mid)
+        self._last = mid
+        self._n += 1
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __iter__(self) -> Iterator[int]:
+        prev = 0
+        for v in self._a:
+            if v & _RUN:
+                yield from range(prev + 1, prev + 1 + (v ^ _RUN))
+                prev += v ^ _RUN
+            else:
+                yield v
+                prev = v
+
+    def nbytes(self) -> int:
+        """Bytes of the packed items (tests: the size is per run, not per id)."""
+        return self._a.itemsize * len(self._a)
+
+
 class _Chunk:
     __slots__ = ("a", "live", "routes")
 
     def __init__(self) -> None:
-        #: (ids, loc, info, masks): replaced as one tuple when slots move (insert, tidy)
-        self.a = (array("Q"), array("Q"), array("Q"), array("Q"))
+        #: (ids, loc, info, masks): replaced as one tuple when slots move (insert, tidy);
+        #: ``ids`` holds each id's low :data:`CHUNK_BITS` bits (the chunk's key is the rest)
+        self.a = (array("H"), array("Q"), array("Q"), array("Q"))
         self.live = 0  # slots with a non-zero ``remaining``
         self.routes: set[int] = set()  # route ids of its slots (a superset of the live ones)
 
@@ -153,8 +205,9 @@ class MessageTable:
             return None
         a = c.a
         ids = a[0]
-        i = bisect_left(ids, mid)
-        if i < len(ids) and ids[i] == mid:
+        lo = mid & _LOW
+        i = bisect_left(ids, lo)
+        if i < len(ids) and ids[i] == lo:
             return c, a, i
         return None
 
@@ -198,11 +251,12 @@ class MessageTable:
 
     def ids(self) -> Iterator[int]:
         """Live message ids (chunk by chunk, then the big ones)."""
-        for c in list(self._chunks.values()):
+        for key, c in list(self._chunks.items()):
             masks = c.a[3]
-            for i, mid in enumerate(c.a[0]):
+            base = key << CHUNK_BITS
+            for i, lo in enumerate(c.a[0]):
                 if masks[i] & _M32:
-                    yield mid
+                    yield base | lo
         yield from list(self._big)
 
     def items(self) -> Iterator[tuple[int, MsgView]]:
@@ -252,16 +306,17 @@ class MessageTable:
         """Make ``mid`` live on every queue of ``route`` (non-empty, no repeats), its record at
         ``(seg, off, size)``; False (and nothing changes) if it is live already."""
         key = mid >> CHUNK_BITS
+        lo = mid & _LOW
         c = self._chunks.get(key)
         i = -1
         if c is not None:
             ids = c.a[0]
             n = len(ids)
-            if n and ids[n - 1] < mid:
+            if n and ids[n - 1] < lo:
                 i = n
             else:
-                i = bisect_left(ids, mid)
-                if i < n and ids[i] == mid and c.a[3][i] & _M32:
+                i = bisect_left(ids, lo)
+                if i < n and ids[i] == lo and c.a[3][i] & _M32:
                     return False
         if self._big and mid in self._big:
             return False
@@ -285,13 +340,13 @@ class MessageTable:
             a[1].append(loc)
             a[2].append(info)
             a[3].append(masks)
-            ids.append(mid)
-        elif ids[i] == mid:  # the dead slot of an earlier PUBLISH with this id
+            ids.append(lo)
+        elif ids[i] == lo:  # the dead slot of an earlier PUBLISH with this id
             a[1][i], a[2][i] = loc, info
             a[3][i] = masks
         else:
-            new = tuple(array("Q", x) for x in a)
-            for x, v in zip(new, (mid, loc, info, masks), strict=True):
+            new = tuple(array(x.typecode, x) for x in a)
+            for x, v in zip(new, (lo, loc, info, masks), strict=True):
                 x.insert(i, v)
             c.a = new
         c.live += 1
@@ -325,7 +380,7 @@ class MessageTable:
         a = c.a
         masks, info = a[3], a[2]
         keep = [i for i, m in enumerate(masks) if m & _M32]
-        c.a = tuple(array("Q", [x[i] for i in keep]) for x in a)
+        c.a = tuple(array(x.typecode, [x[i] for i in keep]) for x in a)
         routes = {info[i] & _M32 for i in keep}
         for r in c.routes - routes:
             self._route_unref(r)
@@ -339,8 +394,9 @@ class MessageTable:
         c = self._chunks.get(key)
         if c is not None:
             ids = c.a[0]
-            i = bisect_left(ids, mid)
-            if i < len(ids) and ids[i] == mid:
+            lo = mid & _LOW
+            i = bisect_left(ids, lo)
+            if i < len(ids) and ids[i] == lo:
                 m = c.a[3][i]
                 if m & _M32:
                     info = c.a[2][i]
@@ -397,10 +453,11 @@ class MessageTable:
                 a = c.a
                 ids_ = a[0]
                 n = len(ids_)
-                i = mid - ids_[0] if n else -1
-                if not (0 <= i < n and ids_[i] == mid):
-                    i = bisect_left(ids_, mid)
-                if i < n and ids_[i] == mid:
+                lo = mid & _LOW
+                i = lo - ids_[0] if n else -1
+                if not (0 <= i < n and ids_[i] == lo):
+                    i = bisect_left(ids_, lo)
+                if i < n and ids_[i] == lo:
                     masks = a[3]
                     m = masks[i]
                     if m & _M32:  # else: dead, or moved to _big
@@ -435,10 +492,11 @@ class MessageTable:
                 a = c.a
                 ids_ = a[0]
                 n = len(ids_)
-                i = mid - ids_[0] if n else -1
-                if not (0 <= i < n and ids_[i] == mid):
-                    i = bisect_left(ids_, mid)
-                if i < n and ids_[i] == mid:
+                lo = mid & _LOW
+                i = lo - ids_[0] if n else -1
+                if not (0 <= i < n and ids_[i] == lo):
+                    i = bisect_left(ids_, lo)
+                if i < n and ids_[i] == lo:
                     masks = a[3]
                     m = masks[i]
                     if m & _M32:
@@ -501,7 +559,8 @@ class MessageTable:
                 m &= ~((1 << bit) | (1 << (32 + bit)))
                 masks[i] = m
                 if not m & _M32:
-                    dead.append((c.a[0][i], c.a[1][i] >> 32, info[i] >> 32))
+                    dead.append(((key << CHUNK_BITS) | c.a[0][i], c.a[1][i] >> 32,
+                                 info[i] >> 32))
                     self._die(key, c, i, rid, tidy=False)
             if self._chunks.get(key) is c and len(c.a[0]) >= 64 and len(c.a[0]) > 4 * c.live:
                 self._tidy(c)
@@ -512,16 +571,18 @@ class MessageTable:
         self.queue_counts.pop(qk, None)
         return dead
 
-    def by_queue(self) -> dict[QKey, array]:
-        """Per queue, the ids of its live messages (``array('Q')``) in log order of their
-        records (segment, then offset): publish order (recovery). Ids mostly come in log
-        order already; a queue where they do not is sorted by location afterwards."""
-        out: dict[QKey, array] = {}
+    def by_queue(self) -> dict[QKey, IdRuns]:
+        """Per queue, the ids of its live messages (:class:`IdRuns`: a backlog of consecutive
+        ids costs a few bytes) in log order of their records (segment, then offset): publish
+        order (recovery). Ids mostly come in log order already; a queue where they do not is
+        sorted by location afterwards."""
+        out: dict[QKey, IdRuns] = {}
         last: dict[QKey, int] = {}  # per queue, the location of its last id so far
         unsorted: set[QKey] = set()
         routes = self._routes
-        for c in sorted(self._chunks.items()):
-            ids, loc, info, masks = c[1].a
+        for key, c in sorted(self._chunks.items()):
+            ids, loc, info, masks = c.a
+            base = key << CHUNK_BITS
             for i in range(len(ids)):
                 m = masks[i] & _M32
                 if not m:
@@ -532,18 +593,18 @@ class MessageTable:
                     qk = route[b]
                     a = out.get(qk)
                     if a is None:
-                        a = out[qk] = array("Q")
+                        a = out[qk] = IdRuns()
                     elif last[qk] > here:
                         unsorted.add(qk)
                     last[qk] = here
-                    a.append(ids[i])
+                    a.append(base | ids[i])
         if self._big:
             for mid, b in self._big.items():
                 for qk in b.queues:
-                    out.setdefault(qk, array("Q")).append(mid)
+                    out.setdefault(qk, IdRuns()).append(mid)
                     unsorted.add(qk)
         for qk in unsorted:
-            out[qk] = array("Q", sorted(out[qk], key=self._sort_key))
+            out[qk] = IdRuns(sorted(out[qk], key=self._sort_key))
         return out
 
     def _sort_key(self, mid: int) -> tuple[int, int]:
@@ -562,8 +623,9 @@ class MessageTable:
             assert all(c.a[0][j] < c.a[0][j + 1] for j in range(len(c.a[0]) - 1)), key
             live = 0
             routes: set[int] = set()
-            for i, mid in enumerate(c.a[0]):
-                assert mid >> CHUNK_BITS == key
+            assert c.a[0].typecode == "H" and all(lo <= _LOW for lo in c.a[0]), key
+            for i, lo in enumerate(c.a[0]):
+                mid = (key << CHUNK_BITS) | lo
                 m = c.a[3][i]
                 if not m & _M32:
                     continue

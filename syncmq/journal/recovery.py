@@ -41,8 +41,7 @@ import mmap
 import os
 import time
 import zlib
-from array import array
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from . import format as fmt
@@ -400,7 +399,7 @@ def _build(state: JournalState, stats: RecoveryStats, images: dict[int, mmap.mma
 
 
 def _messages(state: JournalState, images: dict[int, mmap.mmap], qk: tuple[str, str],
-              mids: array, shared: dict[int, list],
+              mids: Iterable[int], shared: dict[int, list],
               load_bodies: bool) -> Iterator[RecoveredMessage]:
     """Queue ``qk``'s messages ``mids`` (in log order), decoded one by one; a segment's pages
     are dropped from RSS once the queue has moved past it."""
