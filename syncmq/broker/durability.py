@@ -414,6 +414,12 @@ class Durability:
         msg = Message(m.exchange, m.routing_key, m.properties,
                       m.body if m.body is not None else b"")
         msg.msg_id = m.msg_id
+        if m.body is None and m.copies == 1:
+            # bound for a paged tail: by reference, no store entry made and dropped again
+            msg.body, msg.size = None, m.body_len
+            if q.restore_by_reference(msg, m.delivered or unclean):
+                return
+            msg.body, msg.size = b"", 0
         if store is not None:
             # every queue holding it is named in its PUBLISH record
             if m.body is None:

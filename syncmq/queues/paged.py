@@ -199,6 +199,24 @@ class PagedReadyQueue(ReadyQueue):
         pend.append((seq, item))
         return seq
 
+    def push_journaled(self, item) -> int | None:
+        """Recovery: :meth:`push` of a pair whose message has ``body`` None and no store
+        reference, its body being only in the journal (its PUBLISH replayed from disk); it
+        is paged out by reference, no store entry made for it. None, and nothing done, if
+        it would go to the head (which has room and an empty tail): push it stored then.
+        Until written it waits in ``_pend`` like any pair; paged in from there, it gets its
+        store reference as one read from a page file does."""
+        pend = self._pend
+        if not pend and not self.paged_count and \
+                len(self._fresh) + len(self._requeued) < self.window:
+            return None
+        seq = self._next_seq
+        self._next_seq = seq + 1
+        if len(pend) >= self._out_at:
+            self._page_out()
+        pend.append((seq, item))
+        return seq
+
     def push_many(self, items) -> None:
         """Append new items in order, as ``push`` of each would: the head's room in one
         ``ReadyQueue.push_many`` (in C), the rest one by one to the tail."""
@@ -245,7 +263,11 @@ class PagedReadyQueue(ReadyQueue):
     def pop_tail(self):
         """Remove and return the newest pair. O(1), a read if it is in a page file."""
         if self._pend:
-            pair = self._pend.pop()
+            pair = self._pend[-1]
+            m = pair[1][0]
+            if m.body is None and not m.store_key:  # (push_journaled)
+                self.store.adopt_journaled(m, m.size)
+            self._pend.pop()
         elif self.paged_count:
             seg = self._segs[-1]
             n = _LEN.unpack(os.pread(seg.fd, _LEN.size, seg.end - _LEN.size))[0]
@@ -323,11 +345,12 @@ class PagedReadyQueue(ReadyQueue):
         size = 0
         # a body the journal holds (persistent, on a durable queue) is not written again: the
         # record keeps its length, page-in indexes it as the journal's again
+        # (one pushed by push_journaled has no store reference: its record is on disk)
         in_journal = store.in_journal if store is not None else None
         for seq, item in pend:
             m = item[0]
             body = m.body
-            if body is None and (in_journal is None or not in_journal(m)):
+            if body is None and m.store_key and (in_journal is None or not in_journal(m)):
                 body = m.load_body()
             records.append(_encode(seq, m, item[1], body))
             size += m.size if body is None else len(body)
@@ -408,6 +431,14 @@ class PagedReadyQueue(ReadyQueue):
                 self._drop_seg()
         pend = self._pend
         while want > 0 and pend:
+            pair = pend[0]
+            m = pair[1][0]
+            if m.body is None and not m.store_key:  # (push_journaled: see _store_put)
+                try:
+                    self.store.adopt_journaled(m, m.size)
+                except OSError as e:
+                    log.error("cannot page a message in: %s", e)
+                    return
             fresh.append(pend.popleft())
             want -= 1
 
