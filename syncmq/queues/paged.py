@@ -350,8 +350,11 @@ class PagedReadyQueue(ReadyQueue):
         for seq, item in pend:
             m = item[0]
             body = m.body
-            if body is None and m.store_key and (in_journal is None or not in_journal(m)):
-                body = m.load_body()
+            if body is None and m.store_key:
+                if in_journal is not None and not in_journal(m):
+                    in_journal = None  # (the newer ones are most likely not fsynced either)
+                if in_journal is None:
+                    body = m.load_body()
             records.append(_encode(seq, m, item[1], body))
             size += m.size if body is None else len(body)
         data = b"".join(records)
