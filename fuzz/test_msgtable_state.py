@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from syncmq.journal.msgtable import CHUNK_BITS, MAX_ROUTE, IdRuns, MessageTable
+from syncmq.journal.idruns import IdRuns
+from syncmq.journal.msgtable import CHUNK_BITS, MAX_ROUTE, MessageTable
 
 QS = [("/", f"q{i}") for i in range(MAX_ROUTE + 3)]
 SMALL = st.lists(st.sampled_from(QS[:4]), min_size=1, max_size=4, unique=True)

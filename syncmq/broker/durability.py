@@ -56,7 +56,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from ..journal import format as jf
-from ..journal.msgtable import IdRuns
+from ..journal.idruns import IdRuns
 from ..journal.writer import Journal, JournalError
 from ..wire.fields import decode_table, encode_table
 from .message import Message

@@ -15,7 +15,8 @@ last tidy:
 
 * ``ids`` (``array('H')``): the message id's low ``CHUNK_BITS`` bits (the chunk's key is
   the rest), 2 bytes;
-* ``loc`` (this and the next two are ``array('Q')``, 8 bytes each): ``seg << 32 | off``, the record's segment and offset;
+* ``loc`` (this and the next two are ``array('Q')``, 8 bytes each): ``seg << 32 | off``,
+  the record's segment and offset;
 * ``info``: ``size << 32 | route``, the record's size (header included) and its *route id*;
 * ``masks``: ``delivered << 32 | remaining``, two bit sets over the route's queues.
 
@@ -50,7 +51,9 @@ from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
-__all__ = ["MessageTable", "MsgView", "IdRuns", "CHUNK_BITS", "MAX_ROUTE"]
+from .idruns import IdRuns
+
+__all__ = ["MessageTable", "MsgView", "CHUNK_BITS", "MAX_ROUTE"]
 
 CHUNK_BITS = 10  # at most 16: a slot's id is an array('H') item
 MAX_ROUTE = 32
@@ -69,55 +72,6 @@ class MsgView(NamedTuple):
     size: int
     queues: Route  # the queues still holding it, in route order
     delivered: frozenset  # of the queues where it was delivered
-
-
-_RUN = 1 << 63  # IdRuns: an item with this bit is a run length, not an id
-
-
-class IdRuns:
-    """A list of message ids that stores a run of consecutive ids as two items (its first
-    id, then ``_RUN | how many more``) in one ``array('Q')``: a queue's recovered backlog
-    (ids from one counter) costs a few bytes in all instead of 8 a message; a lone id still
-    costs 8. Append-only; iteration gives the ids in the order appended. Ids are below
-    ``2**63`` (the journal's ids are)."""
-
-    __slots__ = ("_a", "_last", "_n")
-
-    def __init__(self, ids: Iterable[int] = ()) -> None:
-        self._a = array("Q")
-        self._last = -2
-        self._n = 0
-        for mid in ids:
-            self.append(mid)
-
-    def append(self, mid: int) -> None:
-        a = self._a
-        if mid == self._last + 1:
-            if a[-1] & _RUN:
-                a[-1] += 1
-            else:
-                a.append(_RUN | 1)
-        else:
-            a.append(mid)
-        self._last = mid
-        self._n += 1
-
-    def __len__(self) -> int:
-        return self._n
-
-    def __iter__(self) -> Iterator[int]:
-        prev = 0
-        for v in self._a:
-            if v & _RUN:
-                yield from range(prev + 1, prev + 1 + (v ^ _RUN))
-                prev += v ^ _RUN
-            else:
-                yield v
-                prev = v
-
-    def nbytes(self) -> int:
-        """Bytes of the packed items (tests: the size is per run, not per id)."""
-        return self._a.itemsize * len(self._a)
 
 
 class _Chunk:
