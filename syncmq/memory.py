@@ -52,7 +52,7 @@ from typing import Any
 log = logging.getLogger("syncmq.memory")
 
 MESSAGE_OVERHEAD = 512  # bytes a queued message costs beyond its body
-PAGED_PERSISTENT_OVERHEAD = 256  # a paged-out persistent message's journal state (#22)
+PAGED_PERSISTENT_OVERHEAD = 48  # a paged-out persistent message: its packed journal state (#22)
 CONNECTION_OVERHEAD = 12 * 1024  # Transport, Session, codec state (README: ~8 KiB measured)
 CHANNEL_OVERHEAD = 2 * 1024
 RECV_SIZE = 256 * 1024  # reactor.RECV_SIZE: the most one read handed to a worker holds

@@ -217,8 +217,9 @@ OPTIONS: tuple[Option, ...] = (
       "accounting and return\")", metavar="A", choices=("malloc", "pymalloc"), cli_only=True),
     Opt("queue-page-window", "4096", "with `--memory-budget`: a classic (non-priority) queue "
       "keeps at most this many ready messages in memory and pages the rest out, whole, to "
-      "files in `DATA_DIR/spill`, read back in batches as the head drains: a paged transient "
-      "message costs no memory, a persistent one its journal entry (~250 B) "
+      "files in `DATA_DIR/spill` (a persistent body the journal holds: by reference), read "
+      "back in batches as the head drains: a paged transient message costs no memory, a "
+      "persistent one its packed journal entry (~30 B) "
       "([docs/architecture.md](docs/architecture.md), \"Paged queues\"); `0` disables", type=int, metavar="N"),
     Opt("queue-flow-high", "20000", "credit flow: a queue with consumers and more than this "
       "many ready messages withholds credit from the connections publishing to it (they are "

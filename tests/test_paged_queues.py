@@ -243,3 +243,126 @@ def test_memory_accounting_counts_only_the_resident_messages(tmp_path):
     q.mark_deleted()
     store.close()
     assert not [f for f in os.listdir(tmp_path / "spill") if f.endswith(".page")]
+
+
+def test_persistent_messages_page_out_by_reference_to_the_journal(tmp_path):
+    """A persistent message on a durable paged queue whose PUBLISH is fsynced is paged out
+    by reference (its page record holds no body): the page files hold ~100 bytes a message,
+    not the bodies; compaction moves the journal records meanwhile (the messages of another
+    queue, purged, leave their segments mostly dead); every body comes back, in order, acked
+    with the journal's records dying, and a restart finds nothing left."""
+    from syncmq.broker.broker import Broker
+    from syncmq.broker.durability import Durability
+    from syncmq.broker.publish import publish
+    from syncmq.journal import Journal
+
+    def open_broker():
+        journal = Journal(str(tmp_path / "j"), segment_bytes=256 * 1024, auto_compact=False)
+        store = BodyStore(str(tmp_path / "spill"), 64 * 1024)
+        store.page_window = 8
+        store.attach_journal(journal.reader)
+        broker = Broker(durability=Durability(journal), body_store=store)
+        journal.open()
+        store.open()
+        broker.durability.recover_into(broker)
+        journal.start()
+        broker.durability.journal_started()
+        return journal, store, broker
+
+    journal, store, broker = open_broker()
+    vh = broker.vhosts["/"]
+    q, _ = vh.declare_queue("dur", False, True, False, False, None, None)
+    junk, _ = vh.declare_queue("junk", False, True, False, False, None, None)
+    from syncmq.wire import _spec
+
+    props = _spec.BasicProperties(delivery_mode=2).encode()
+    bodies = _bodies(3000, "r")
+    for i, body in enumerate(bodies):
+        publish(vh, vh.default_exchange, Message("", "junk", props, b"j" * 900))
+        publish(vh, vh.default_exchange, Message("", "dur", props, body))
+        if i % 100 == 99:  # fsynced now and then, so that most page-outs find them durable
+            assert broker.durability.wait_durable() is None
+    assert broker.durability.wait_durable() is None
+    assert q.ready.paged_count > 2000
+    # by reference: far less than the bodies' ~1.1 MB went to the page files
+    assert q.ready.written_bytes < sum(map(len, bodies)) / 3, q.ready.written_bytes
+    assert junk.ready.paged_count > 2000
+    junk.purge()
+    assert broker.durability.wait_durable() is None
+    assert journal.compact(timeout=TIMEOUT) > 0
+    assert journal.compaction_stats.segments_deleted > 0
+    got = []
+    while True:
+        r = q.get(no_ack=False)
+        if r is None:
+            break
+        seq, m, _redelivered, _left = r
+        got.append(m.body if m.body is not None else m.load_body())
+        q.settle([(seq, m)])
+    assert got == bodies
+    assert not q.ready.paged_count and not _page_files_in(tmp_path / "spill")
+    assert broker.durability.wait_durable() is None
+    assert len(journal._state.msgs) == 0
+    journal.close()
+    store.close()
+    journal, store, broker = open_broker()
+    assert len(broker.vhosts["/"].queues["dur"].ready) == 0
+    journal.close()
+    store.close()
+
+
+def test_recovery_pages_a_backlog_straight_out_by_reference(tmp_path):
+    """A restart recovers a persistent backlog past the window straight into the page files
+    by reference (``restore_by_reference``): no store entry per message, no bodies in the
+    page files; the queue drains every body in order, the last ones from the unwritten tail
+    (3001 is not a multiple of the page batch), and its counters end at zero."""
+    from syncmq.broker.broker import Broker
+    from syncmq.broker.durability import Durability
+    from syncmq.broker.publish import publish
+    from syncmq.journal import Journal
+    from syncmq.wire import _spec
+
+    def open_broker():
+        journal = Journal(str(tmp_path / "j"))
+        store = BodyStore(str(tmp_path / "spill"), 64 * 1024)
+        store.page_window = 8
+        store.attach_journal(journal.reader)
+        broker = Broker(durability=Durability(journal), body_store=store)
+        journal.open()
+        store.open()
+        broker.durability.recover_into(broker)
+        journal.start()
+        broker.durability.journal_started()
+        return journal, store, broker
+
+    journal, store, broker = open_broker()
+    vh = broker.vhosts["/"]
+    vh.declare_queue("dur", False, True, False, False, None, None)
+    props = _spec.BasicProperties(delivery_mode=2).encode()
+    bodies = _bodies(3001, "b")
+    for body in bodies:
+        publish(vh, vh.default_exchange, Message("", "dur", props, body))
+    assert broker.durability.wait_durable() is None
+    journal.close()
+    store.close()
+    journal, store, broker = open_broker()
+    q = broker.vhosts["/"].queues["dur"]
+    assert len(q.ready) == 3001 and q.ready.paged_count >= 3001 - 8 - 256
+    assert store.stats()["messages"] <= 8, store.stats()  # the head's only
+    assert q.ready.written_bytes < 150 * 3001, q.ready.written_bytes  # no bodies
+    assert q.ready_bytes == q.persistent_bytes == sum(map(len, bodies))
+    got = []
+    while (r := q.get(no_ack=False)) is not None:
+        seq, m, redelivered, _left = r
+        assert not redelivered  # a clean stop
+        got.append(m.body if m.body is not None else m.load_body())
+        q.settle([(seq, m)])
+    assert got == bodies
+    assert q.ready_bytes == q.persistent_bytes == q.persistent_count == 0
+    assert store.stats()["messages"] == 0
+    journal.close()
+    store.close()
+
+
+def _page_files_in(d) -> list[str]:
+    return [f for f in os.listdir(d) if f.endswith(".page")]

@@ -56,6 +56,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from ..journal import format as jf
+from ..journal.idruns import IdRuns
 from ..journal.writer import Journal, JournalError
 from ..wire.fields import decode_table, encode_table
 from .message import Message
@@ -72,6 +73,7 @@ EX_AUTO_DELETE = 2
 EX_INTERNAL = 4
 Q_DURABLE = 1
 Q_AUTO_DELETE = 2
+MARK_PIECE = 65536  # ids of one DELIVERED record journal_started appends (then waits)
 
 
 class NotDurable(Exception):
@@ -212,7 +214,19 @@ class Durability:
         once these are on disk, ``Journal.close``)."""
         marks, self._unclean_marks = self._unclean_marks, []
         for q, ids in marks:
-            self._append_ids(jf.T_DELIVERED, q, ids)
+            # in pieces, each durable before the next is appended: the ids of a backlog of
+            # millions are packed runs (``IdRuns``); one list of them all would be ~40 bytes
+            # an id, and one record of them all a copy of that again (#22)
+            piece: list[int] = []
+            for mid in ids:
+                piece.append(mid)
+                if len(piece) == MARK_PIECE:
+                    self._append_ids(jf.T_DELIVERED, q, piece)
+                    piece = []
+                    if self.wait_durable() is not None:
+                        return  # the journal failed (logged): nothing more is recorded
+            if piece:
+                self._append_ids(jf.T_DELIVERED, q, piece)
 
     def _append(self, record: bytes) -> None:
         """Append a durable-state record (marks the thread, see :meth:`take_changed`);
@@ -400,6 +414,12 @@ class Durability:
         msg = Message(m.exchange, m.routing_key, m.properties,
                       m.body if m.body is not None else b"")
         msg.msg_id = m.msg_id
+        if m.body is None and m.copies == 1:
+            # bound for a paged tail: by reference, no store entry made and dropped again
+            msg.body, msg.size = None, m.body_len
+            if q.restore_by_reference(msg, m.delivered or unclean):
+                return
+            msg.body, msg.size = b"", 0
         if store is not None:
             # every queue holding it is named in its PUBLISH record
             if m.body is None:
@@ -422,7 +442,16 @@ class Durability:
         # with a backlog larger than RAM costs the per-message index, not the backlog.
         store = broker.body_store
         lazy = store is not None and getattr(store.slow, "locator", None) is self.journal.reader
-        state = self.journal.recover(load_bodies=not lazy)
+        # streamed: each message is decoded as it is restored (a paged queue writes it out
+        # beyond its window), so memory never holds the whole recovered backlog at once
+        state = self.journal.recover(load_bodies=not lazy, stream=True)
+        try:
+            return self._restore(broker, state, store)
+        finally:
+            state.release()
+
+    def _restore(self, broker: Broker, state: Any, store: Any) -> dict[str, int]:
+        """:meth:`recover_into` once the journal is replayed."""
         self._ids = itertools.count(max(state.next_msg_id, 1))
         for name in state.vhosts:
             broker.add_vhost(name)
@@ -449,14 +478,15 @@ class Durability:
         for rq in state.queues:
             vh = broker.add_vhost(rq.vhost)
             q = vh.restore_queue(rq.name, bool(rq.flags & Q_AUTO_DELETE), _untable(rq.arguments))
-            if unclean:
-                ids = [m.msg_id for m in rq.messages if not m.delivered]
-                if ids:
-                    marks.append((q, ids))
-            for m in rq.messages:
+            ids = IdRuns()  # packed: a few bytes a run of ids until the journal runs
+            for m in rq.iter_messages():
+                if unclean and not m.delivered:
+                    ids.append(m.msg_id)
                 self._restore_message(q, m, store, shared, unclean)
+            if ids:
+                marks.append((q, ids))
             counts["queues"] += 1
-            counts["messages"] += len(rq.messages)
+            counts["messages"] += rq.count
         for b in state.bindings:
             vh = broker.vhosts.get(b.vhost)
             if vh is None:

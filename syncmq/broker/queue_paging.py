@@ -1,5 +1,6 @@
 """A queue's side of a paged ready FIFO (``queues.paged.PagedReadyQueue``): which FIFO a
-queue gets, and dropping its paged-out messages.
+queue gets, recovering messages straight into its page files, and dropping its paged-out
+messages.
 
 :class:`QueuePaging` is a part of :class:`~syncmq.broker.queue.Queue` (a base class with no
 state of its own; queue lock held). The paged-out messages of a queue never become
@@ -30,6 +31,26 @@ class QueuePaging:
         if store is None or not store.page_window:
             return ReadyQueue()
         return PagedReadyQueue(Message, store, store.slow.directory, store.page_window)
+
+    def restore_by_reference(self, message: Message, delivered: bool) -> bool:
+        """Recovery: :meth:`Queue.restore_message` of a message on this queue only whose
+        body only the journal holds (``body`` None, no store reference), pushed to the paged
+        tail as a reference into the journal, with no store entry made and dropped again at
+        its page-out. False, and nothing done, unless it goes to the tail of a paged FIFO (the
+        head is full) and has no TTL (whose expiry entry ``restore_message`` makes): then
+        restore it with ``restore_message``."""
+        if message.ttl is not None or self.message_ttl is not None:
+            return False
+        with self.lock:
+            ready = self.ready
+            if self.max_priority is not None or not isinstance(ready, PagedReadyQueue):
+                return False
+            if ready.push_journaled((message, delivered)) is None:
+                return False
+            self.ready_bytes += message.size
+            if self.journaled:
+                self._persistent_locked((message,), 1)
+        return True
 
     def _drop_paged_locked(self, ack: Callable[[Any, list[int]], None] | None) -> int:
         """Drop every paged-out ready message: its expiry entry, its share of the

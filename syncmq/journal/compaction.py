@@ -418,10 +418,7 @@ class Compactor:
         dead_kept: list[int] = []
         for kind, ident, old_seg, old_off, new_off, rsize in kept:
             if kind == "m":
-                m = msgs.get(ident)
-                if m is not None and m.seg == old_seg and m.off == old_off:
-                    m.seg = b
-                    m.off = new_off
+                if msgs.move(ident, old_seg, old_off, b, new_off):
                     new.live += rsize
                     moves.append((ident, old_seg, old_off, new_off))
                 else:
@@ -511,8 +508,8 @@ class _JobOutput:
     def _publish(self, no: int, mm, off: int, rend: int, size: int) -> None:
         hsize = fmt.RECORD_HEADER.size
         mid = _U64.unpack_from(mm, off + hsize)[0]
-        m = self.msgs.get(mid)
-        if m is not None and m.seg == no and m.off == off:
+        m = self.msgs.loc(mid)
+        if m is not None and m[0] == no and m[1] == off:
             _mid, vh, queues = fmt.decode_publish_head(mm, off + hsize, rend)
             run_keys = self.run_keys
             run_keys.add(("v", vh))
@@ -538,14 +535,13 @@ class _JobOutput:
                 if x in self.kept_ids:
                     need.append(x)
                     continue
-                m = msgs.get(x)
-                s = m.seg if m is not None else self.dead_seg.get(x)
+                m = msgs.loc(x)
+                s = m[0] if m is not None else self.dead_seg.get(x)
                 if s is not None and s < self.a:
                     need.append(x)
         else:
             qk = (vh, q)
-            need = [x for x in ids if (m := msgs.get(x)) is not None
-                    and m.delivered is not None and qk in m.delivered]
+            need = [x for x in ids if msgs.is_delivered(x, qk)]
         if len(need) == len(ids):
             self.keep(mm[off:rend])
         elif need:

@@ -154,7 +154,7 @@ class GroupCommit:
                     if head is not None:
                         apply_publish(head, len(rec), seg, off)
                     else:
-                        apply(rec[8], rec, 0, len(rec) - hsize, seg, False, off)
+                        apply(rec[8], rec, 0, len(rec) - hsize, seg, off)
                 except (fmt.FormatError, UnicodeDecodeError) as exc:
                     self.metrics.apply_errors += 1
                     log.warning("journal: written record at %016x:%d does not decode (%s)",

@@ -60,7 +60,6 @@ __all__ = ["SegmentFd", "SegmentReader", "Move"]
 
 _serials = itertools.count(1)
 FD_CACHE = 32  # segment fds kept open with no reference (LRU)
-_MASK40 = (1 << 40) - 1
 
 #: ``(msg_id, segment before, record offset before, record offset after)`` of one message
 #: moved by compaction (after: in the job's output segment).
@@ -147,12 +146,11 @@ class SegmentReader:
         journal = self.journal
         with self.lock:
             state = journal._state
-            m = state.msgs.get(msg_id) if state is not None else None
-            if m is None:
+            loc = state.msgs.loc(msg_id) if state is not None else None
+            if loc is None:
                 return None
             cur, durable = journal.durable_mark
-            loc = m.loc  # (seg << 80) | (off << 40) | size, see state.Message
-            seg, off, size = loc >> 80, (loc >> 40) & _MASK40, loc & _MASK40
+            seg, off, size = loc
             if size < body_len or seg > cur or (seg == cur and off + size > durable):
                 return None
             try:

@@ -27,7 +27,11 @@ record was seen for that queue (the broker should then set ``redelivered``). One
 to several queues appears once per queue, sharing the same ``properties`` and ``body`` objects.
 
 Cost: one sequential read of each segment; O(records) time, memory O(live messages + entities
-+ dead PUBLISH records still on disk).
++ dead PUBLISH records still on disk) for the journal state (``msgtable.py``: ~32 bytes a
+live message). With ``stream=True`` (the broker's start-up) each queue's messages are decoded
+one at a time as the broker takes them, and a segment map's pages leave RSS once it is
+replayed and once a queue has read past it, so the peak is the live state plus one message,
+not every recovered message (``bench/journal_recovery.py``).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import mmap
 import os
 import time
 import zlib
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from . import format as fmt
@@ -68,13 +73,24 @@ class RecoveredMessage:
 
 @dataclass(slots=True)
 class RecoveredQueue:
-    """A durable queue as last declared, with its live messages in publish order."""
+    """A durable queue as last declared, with its live messages in publish order: in
+    ``messages``, or (``recover_dir(stream=True)``) produced one at a time by
+    :meth:`iter_messages`, ``count`` of them."""
 
     vhost: str
     name: str
     flags: int
     arguments: bytes
     messages: list[RecoveredMessage] = field(default_factory=list)
+    count: int = 0
+    _stream: Callable[[], Iterator[RecoveredMessage]] | None = None
+
+    def iter_messages(self) -> Iterator[RecoveredMessage]:
+        """The queue's messages in publish order (streamed: once, before the journal starts)."""
+        if self._stream is None:
+            return iter(self.messages)
+        stream, self._stream = self._stream, None
+        return stream()
 
 
 @dataclass(slots=True)
@@ -109,6 +125,14 @@ class RecoveredState:
     #: runtime parameters (PARAM_SET records, the current value of each) and global ones
     parameters: list[fmt.ParamSet] = field(default_factory=list)
     global_parameters: list[fmt.GlobalSet] = field(default_factory=list)
+    #: the segment maps the streamed queues read from (closed by :meth:`release`)
+    images: dict[int, mmap.mmap] = field(default_factory=dict)
+
+    def release(self) -> None:
+        """Close the segment maps of a streamed recovery (its queues are read)."""
+        images, self.images = self.images, {}
+        for image in images.values():
+            image.close()
 
     def queue(self, vhost: str, name: str) -> RecoveredQueue | None:
         """The recovered queue ``vhost``/``name``, or None (O(queues))."""
@@ -177,9 +201,16 @@ def _read_header(path: str) -> tuple[int, int] | str:
         return str(exc)
 
 
-def recover_dir(data_dir: str, load_bodies: bool = True) -> tuple[RecoveredState, JournalState]:
+def recover_dir(data_dir: str, load_bodies: bool = True,
+                stream: bool = False) -> tuple[RecoveredState, JournalState]:
     """Recover ``data_dir`` (which must exist and be locked by the caller); see the module
-    docstring. Returns the broker-facing state and the journal's liveness state."""
+    docstring. Returns the broker-facing state and the journal's liveness state.
+
+    ``stream``: the queues' messages are decoded one at a time by
+    :meth:`RecoveredQueue.iter_messages` (from the journal state and the segment maps, which
+    the result keeps until :meth:`RecoveredState.release`), so memory holds the live state and
+    the message being handed over, not every recovered message at once; they must be read
+    before the journal state changes (before ``Journal.start``)."""
     t0 = time.perf_counter()
     stats = RecoveryStats()
     state = JournalState()
@@ -222,6 +253,7 @@ def recover_dir(data_dir: str, load_bodies: bool = True) -> tuple[RecoveredState
             data = images[no] = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         stats.segments += 1
         n_records, good_end, problem = _replay(state, data, seg, path, stats)
+        _drop_pages(data)  # its pages are read again (live records only) by the build
         stats.records += n_records
         stats.bytes += good_end
         if problem is not None:
@@ -248,11 +280,14 @@ def recover_dir(data_dir: str, load_bodies: bool = True) -> tuple[RecoveredState
 
     stats.orphaned_messages = state.kill_orphans()
     stats.duplicate_publishes = state.duplicate_publishes
+    ok = False
     try:
-        result = _build(state, stats, images, load_bodies)
+        result = _build(state, stats, images, load_bodies, stream)
+        ok = True
     finally:
-        for image in images.values():
-            image.close()
+        if not (ok and stream):
+            for image in images.values():
+                image.close()
     stats.seconds = time.perf_counter() - t0
     return result, state
 
@@ -300,7 +335,7 @@ def _replay(state: JournalState, data: mmap.mmap, seg: Segment, path: str,
                 if rtype == T_PUBLISH or rtype == T_PUBLISH_AT:
                     seg.size += end - pos
                     mid, vhost, queues = head(data, pos + hsize, end)
-                    publish(mid, vhost, queues, seg, pos, end - pos, None)
+                    publish(mid, vhost, queues, seg, pos, end - pos)
                 else:
                     apply(rtype, data, pos, length, seg)
             except (fmt.FormatError, UnicodeDecodeError) as exc:
@@ -325,40 +360,31 @@ def _drop_from(nos: list[int], segs: dict[int, str], stats: RecoveryStats, why: 
             "journal recovery: %s: dropped %d segment(s) (%d bytes)", why, len(nos), total)
 
 
+def _drop_pages(image: mmap.mmap) -> None:
+    """Take a segment map's pages out of this process's RSS (they stay in the page cache)."""
+    if len(image) and hasattr(mmap, "MADV_DONTNEED"):
+        image.madvise(mmap.MADV_DONTNEED)
+
+
 def _build(state: JournalState, stats: RecoveryStats, images: dict[int, mmap.mmap],
-           load_bodies: bool = True) -> RecoveredState:
+           load_bodies: bool = True, stream: bool = False) -> RecoveredState:
     queues: list[RecoveredQueue] = []
-    msgs = state.msgs
-    hsize = fmt.RECORD_HEADER.size
-    lens: dict[int, int] = {}
-    for mid, m in msgs.items():
-        if m.rec is None:
-            img = images[m.seg]
-            if load_bodies:
-                m.rec = fmt.decode_publish(img, m.off + hsize, m.off + m.size, img[m.off + 8])
-            else:
-                m.rec, lens[mid] = fmt.decode_publish_meta(img, m.off + hsize, m.off + m.size,
-                                                           img[m.off + 8])
-        elif not load_bodies:
-            lens[mid] = len(m.rec.body)
+    by_queue = state.msgs.by_queue()
+    # a message on several queues is decoded once: msg_id -> [message, copies still to hand]
+    shared: dict[int, list] = {}
     for qk, ent in state.queues.items():
         rec = ent.rec
         rq = RecoveredQueue(rec.vhost, rec.name, rec.flags, rec.arguments)
-        qm = state.queue_msgs.get(qk)
-        if qm:
-            out = rq.messages
-            for mid in qm:
-                m = msgs[mid]
-                p = m.rec
-                out.append(RecoveredMessage(mid, p.exchange, p.routing_key, p.properties,
-                                            p.body if load_bodies else None,
-                                            m.delivered is not None and qk in m.delivered,
-                                            p.published_ms, lens.get(mid, len(p.body)),
-                                            len(m.queues)))
+        mids = by_queue.pop(qk, None)
+        if mids is not None:
+            rq.count = len(mids)
+            gen = _messages(state, images, qk, mids, shared, load_bodies)
+            if stream:
+                rq._stream = lambda gen=gen: gen
+            else:
+                rq.messages.extend(gen)
         queues.append(rq)
-    for m in msgs.values():
-        m.rec = None  # the broker owns the bodies now
-    stats.live_messages = len(msgs)
+    stats.live_messages = len(state.msgs)
     return RecoveredState(
         vhosts=list(state.vhosts),
         exchanges=[e.rec for e in state.exchanges.values()],
@@ -368,7 +394,49 @@ def _build(state: JournalState, stats: RecoveryStats, images: dict[int, mmap.mma
         stats=stats,
         parameters=[e.rec for e in state.params.values()],
         global_parameters=[e.rec for e in state.globals.values()],
+        images=images if stream else {},
     )
+
+
+def _messages(state: JournalState, images: dict[int, mmap.mmap], qk: tuple[str, str],
+              mids: Iterable[int], shared: dict[int, list],
+              load_bodies: bool) -> Iterator[RecoveredMessage]:
+    """Queue ``qk``'s messages ``mids`` (in log order), decoded one by one; a segment's pages
+    are dropped from RSS once the queue has moved past it."""
+    msgs = state.msgs
+    place = msgs.place
+    hsize = fmt.RECORD_HEADER.size
+    decode = fmt.decode_publish if load_bodies else fmt.decode_publish_meta
+    cur = -1
+    img = None
+    for mid in mids:
+        entry = shared.get(mid)
+        if entry is not None:
+            p = entry[0]
+            entry[1] -= 1
+            if not entry[1]:
+                del shared[mid]
+            yield RecoveredMessage(mid, p.exchange, p.routing_key, p.properties, p.body,
+                                   msgs.is_delivered(mid, qk), p.published_ms, p.body_len,
+                                   p.copies)
+            continue
+        seg, off, size, copies, delivered = place(mid, qk)
+        if seg != cur:
+            if img is not None:
+                _drop_pages(img)
+            cur, img = seg, images[seg]
+        r = decode(img, off + hsize, off + size, img[off + 8])
+        if load_bodies:
+            body, n = r.body, len(r.body)
+        else:
+            (r, n), body = r, None
+        p = RecoveredMessage(mid, r.exchange, r.routing_key, r.properties, body, delivered,
+                             r.published_ms, n, copies)
+        if copies > 1:
+            shared[mid] = [p, copies - 1]
+        yield p
+    if img is not None:
+        _drop_pages(img)
 
 
 def segment_file_size(seg: Segment) -> int:

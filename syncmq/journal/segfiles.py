@@ -111,7 +111,7 @@ class SegmentFiles:
         if mark:
             assert self._state is not None
             self._state.apply(fmt.T_ID_MARK, mark, 0, len(mark) - fmt.RECORD_HEADER.size, seg,
-                              False, off)
+                              off)
 
     def _roll(self) -> None:
         """Close the current segment (fsynced unless "never") and start the next one."""

@@ -23,7 +23,10 @@ Liveness (what compaction keeps):
 Invariants (checked by :meth:`check`):
 
 * ``seg.live`` is the byte size of the live records located in ``seg``;
-* every live message is in ``queue_msgs[q]`` for each ``q`` in its ``queues`` and nowhere else;
+* :attr:`msgs` (a packed :class:`~syncmq.journal.msgtable.MessageTable`) holds every live
+  message: its record's place, the queues still holding it, where it was delivered; its
+  ``queue_counts`` are the live messages per queue; the record of a live message is counted
+  in its segment's ``live``;
 * ``dead_seg[m] == s`` only if ``m`` is not live and ``m`` is listed in ``segments[s].dead_ids``;
 * ``key_segs[k]`` is the set of segments whose ``keys`` contain ``k``.
 """
@@ -34,8 +37,9 @@ import struct
 from collections.abc import Iterable
 
 from . import format as fmt
+from .msgtable import MessageTable
 
-__all__ = ["JournalState", "Segment", "Entity", "Message", "vhost_key", "exchange_key",
+__all__ = ["JournalState", "Segment", "Entity", "vhost_key", "exchange_key",
            "queue_key", "binding_key"]
 
 _U16 = struct.Struct(">H")
@@ -90,52 +94,6 @@ class Entity:
         self.locs: list[tuple[int, int, int]] = [loc]  # (segment, offset, size), log order
 
 
-_LOC_BITS = 40
-_LOC_MASK = (1 << _LOC_BITS) - 1
-
-
-class Message:
-    """A live message: where its PUBLISH is, which queues still hold it.
-
-    Memory layout (one of these per message of a backlog): the record's segment, offset and
-    size are packed into one int (``loc``; read through the ``seg``/``off``/``size``
-    properties), and ``queues`` is a tuple shared by every message published with the same
-    route (replaced, never mutated, when the message leaves a queue)."""
-
-    __slots__ = ("loc", "queues", "delivered", "rec")
-
-    def __init__(self, seg: int, off: int, size: int, queues: tuple[QKey, ...],
-                 rec: fmt.Publish | None) -> None:
-        self.loc = (seg << (2 * _LOC_BITS)) | (off << _LOC_BITS) | size
-        self.queues = queues  # queues it is still on (each at most once)
-        self.delivered: set[QKey] | None = None  # queues where it was delivered
-        self.rec = rec  # the decoded PUBLISH, kept only during recovery
-
-    @property
-    def seg(self) -> int:
-        return self.loc >> (2 * _LOC_BITS)
-
-    @seg.setter
-    def seg(self, seg: int) -> None:
-        self.loc = (seg << (2 * _LOC_BITS)) | (self.loc & ((1 << (2 * _LOC_BITS)) - 1))
-
-    @property
-    def off(self) -> int:
-        return (self.loc >> _LOC_BITS) & _LOC_MASK
-
-    @off.setter
-    def off(self, off: int) -> None:
-        loc = self.loc
-        self.loc = (loc & ~(_LOC_MASK << _LOC_BITS)) | (off << _LOC_BITS)
-
-    @property
-    def size(self) -> int:
-        return self.loc & _LOC_MASK
-
-    def remove_queue(self, qk: QKey) -> None:
-        self.queues = tuple(q for q in self.queues if q != qk)
-
-
 class JournalState:
     """Live entities and messages, and per-segment liveness; see the module docstring."""
 
@@ -147,9 +105,8 @@ class JournalState:
         #: runtime parameters: (vhost, component, name) -> Entity; global: name -> Entity
         self.params: dict[tuple[str, str, str], Entity] = {}
         self.globals: dict[str, Entity] = {}
-        self.msgs: dict[int, Message] = {}
-        #: per queue key, the ids of its live messages in publish order (dict as ordered set)
-        self.queue_msgs: dict[QKey, dict[int, None]] = {}
+        #: live messages, packed (see ``msgtable.py``)
+        self.msgs = MessageTable()
         #: id -> segment of a dead PUBLISH record still on disk
         self.dead_seg: dict[int, int] = {}
         self.segments: dict[int, Segment] = {}
@@ -201,11 +158,11 @@ class JournalState:
         return self._qkeys.setdefault(k, k)
 
     def apply(self, rtype: int, buf: bytes | memoryview, pos: int, length: int, seg: Segment,
-              keep_rec: bool = False, off: int | None = None) -> None:
+              off: int | None = None) -> None:
         """Apply the record whose header is at ``buf[pos]`` (payload ``length`` bytes), which
-        lives at offset ``off`` (default ``pos``) of ``seg``'s file. ``keep_rec`` keeps decoded
-        PUBLISH records (recovery). Raises :class:`format.FormatError` if the payload does not
-        decode (the record's bytes still count in ``seg.size``)."""
+        lives at offset ``off`` (default ``pos``) of ``seg``'s file. Raises
+        :class:`format.FormatError` if the payload does not decode (the record's bytes still
+        count in ``seg.size``)."""
         start = pos + fmt.RECORD_HEADER.size
         end = start + length
         size = end - pos
@@ -213,12 +170,8 @@ class JournalState:
             off = pos
         seg.size += size
         if rtype == fmt.T_PUBLISH or rtype == fmt.T_PUBLISH_AT:
-            if keep_rec:
-                rec = fmt.decode_publish(buf, start, end, rtype)
-                self.publish(rec.msg_id, rec.vhost, rec.queues, seg, off, size, rec)
-            else:
-                mid, vhost, queues = fmt.decode_publish_head(buf, start, end)
-                self.publish(mid, vhost, queues, seg, off, size, None)
+            mid, vhost, queues = fmt.decode_publish_head(buf, start, end)
+            self.publish(mid, vhost, queues, seg, off, size)
         elif rtype == fmt.T_ACK:
             vhost, queue, ids = fmt.decode_ids_record(buf, start, end)
             self.ack(vhost, queue, ids)
@@ -239,7 +192,7 @@ class JournalState:
         """:meth:`apply` of a PUBLISH record of ``size`` bytes (header included) whose
         ``(msg_id, vhost, queues)`` the writer already knows (no decoding)."""
         seg.size += size
-        self.publish(head[0], head[1], head[2], seg, off, size, None)
+        self.publish(head[0], head[1], head[2], seg, off, size)
 
     def _route(self, seg: Segment, vhost: str, queues: tuple[str, ...]) -> tuple[QKey, ...]:
         """Deduplicated queue keys of a PUBLISH, its keys mentioned in ``seg`` (cached: most
@@ -260,80 +213,53 @@ class JournalState:
         return route
 
     def publish(self, mid: int, vhost: str, queues: tuple[str, ...], seg: Segment, off: int,
-                size: int, rec: fmt.Publish | None) -> None:
+                size: int) -> None:
         if mid > self.max_id:
             self.max_id = mid
         route = self._route(seg, vhost, queues)
-        if mid in self.msgs or not route:
+        if not route or not self.msgs.add(mid, seg.no, off, size, route):
             if route:  # broken contract (ids must be unique): keep the first
                 self.duplicate_publishes += 1
             else:
                 self.dead_seg[mid] = seg.no
             seg.dead_ids.append(mid)
             return
-        qm_all = self.queue_msgs
-        for qk in route:
-            qm = qm_all.get(qk)
-            if qm is None:
-                qm_all[qk] = {mid: None}
-            else:
-                qm[mid] = None
         if self.dead_seg:
             self.dead_seg.pop(mid, None)
-        self.msgs[mid] = Message(seg.no, off, size, route, rec)
         seg.live += size
 
-    def _kill(self, mid: int, msg: Message) -> None:
-        del self.msgs[mid]
-        seg = self.segments.get(msg.seg)
+    def _killed(self, mid: int, seg_no: int, size: int) -> None:
+        """Message ``mid`` (record of ``size`` bytes in segment ``seg_no``) just died."""
+        seg = self.segments.get(seg_no)
         if seg is not None:
-            seg.live -= msg.size
+            seg.live -= size
             seg.dead_ids.append(mid)
-            self.dead_seg[mid] = msg.seg
+            self.dead_seg[mid] = seg_no
 
     def ack(self, vhost: str, queue: str, ids: Iterable[int]) -> None:
-        qk = self._qkey(vhost, queue)
-        qm = self.queue_msgs.get(qk)
-        msgs = self.msgs
-        for mid in ids:
-            if mid > self.max_id:
-                self.max_id = mid
-            msg = msgs.get(mid)
-            if msg is None or qm is None or mid not in qm:
-                continue
-            del qm[mid]
-            msg.remove_queue(qk)
-            if msg.delivered is not None:
-                msg.delivered.discard(qk)
-            if not msg.queues:
-                self._kill(mid, msg)
+        if not isinstance(ids, (tuple, list, range)):
+            ids = tuple(ids)
+        if not ids:
+            return
+        mx = max(ids)
+        if mx > self.max_id:
+            self.max_id = mx
+        for mid, seg_no, size in self.msgs.remove_ids(self._qkey(vhost, queue), ids):
+            self._killed(mid, seg_no, size)
 
     def delivered(self, vhost: str, queue: str, ids: Iterable[int]) -> None:
-        qk = self._qkey(vhost, queue)
-        qm = self.queue_msgs.get(qk)
-        for mid in ids:
-            if mid > self.max_id:
-                self.max_id = mid
-            if qm is None or mid not in qm:
-                continue
-            msg = self.msgs[mid]
-            if msg.delivered is None:
-                msg.delivered = {qk}
-            else:
-                msg.delivered.add(qk)
+        if not isinstance(ids, (tuple, list, range)):
+            ids = tuple(ids)
+        if not ids:
+            return
+        mx = max(ids)
+        if mx > self.max_id:
+            self.max_id = mx
+        self.msgs.mark_delivered_ids(self._qkey(vhost, queue), ids)
 
     def _kill_queue_msgs(self, qk: QKey) -> None:
-        qm = self.queue_msgs.pop(qk, None)
-        if not qm:
-            return
-        msgs = self.msgs
-        for mid in qm:
-            msg = msgs[mid]
-            msg.remove_queue(qk)
-            if msg.delivered is not None:
-                msg.delivered.discard(qk)
-            if not msg.queues:
-                self._kill(mid, msg)
+        for mid, seg_no, size in self.msgs.kill_queue(qk):
+            self._killed(mid, seg_no, size)
 
     def _dead_entity(self, ent: Entity) -> None:
         segs = self.segments
@@ -441,7 +367,7 @@ class JournalState:
                 for k in [k for k in table if k[0] == vh]:
                     self._dead_entity(table.pop(k))
             self._remove_bindings(lambda b: b.vhost == vh)
-            for qk in [qk for qk in self.queue_msgs if qk[0] == vh]:
+            for qk in [qk for qk in self.msgs.queue_counts if qk[0] == vh]:
                 self._kill_queue_msgs(qk)
         else:  # pragma: no cover - apply() routes the other types
             raise fmt.FormatError(f"not an entity record type {t}")
@@ -450,8 +376,9 @@ class JournalState:
         """Kill messages on queues that do not exist (end of recovery); return how many
         (message, queue) pairs were dropped."""
         n = 0
-        for qk in [qk for qk in self.queue_msgs if qk not in self.queues]:
-            n += len(self.queue_msgs[qk])
+        counts = self.msgs.queue_counts
+        for qk in [qk for qk in counts if qk not in self.queues]:
+            n += counts[qk]
             self._kill_queue_msgs(qk)
         return n
 
@@ -460,18 +387,13 @@ class JournalState:
     def check(self) -> None:
         """Assert the invariants of the module docstring (tests; O(state))."""
         live: dict[int, int] = {}
+        self.msgs.check()
         for mid, msg in self.msgs.items():
             assert msg.queues, mid
             assert len(set(msg.queues)) == len(msg.queues)
-            for qk in msg.queues:
-                assert mid in self.queue_msgs[qk], (mid, qk)
-            if msg.delivered:
-                assert msg.delivered <= set(msg.queues)
+            assert msg.delivered <= set(msg.queues)
             live[msg.seg] = live.get(msg.seg, 0) + msg.size
             assert mid not in self.dead_seg
-        for qk, qm in self.queue_msgs.items():
-            for mid in qm:
-                assert qk in self.msgs[mid].queues
         for table in (self.vhosts, self.exchanges, self.queues, self.bindings, self.params,
                       self.globals):
             for ent in table.values():

@@ -218,7 +218,7 @@ class Journal(SegmentFiles, GroupCommit, JournalControl):
             raise JournalError(f"journal directory {self.data_dir} is in use") from None
         self._lock_fd = fd
 
-    def recover(self, load_bodies: bool = True) -> RecoveredState:
+    def recover(self, load_bodies: bool = True, stream: bool = False) -> RecoveredState:
         """Replay the segments (truncating a torn tail) and return what they hold; see
         ``recovery.py``. Must be called after :meth:`open` and before :meth:`start`.
         ``load_bodies=False`` leaves message bodies in the segments (``body`` None): read
@@ -227,7 +227,7 @@ class Journal(SegmentFiles, GroupCommit, JournalControl):
             raise JournalError("open() the journal before recover()")
         if self._thread is not None:
             raise JournalError("recover() must be called before start()")
-        result, state = recover_dir(self.data_dir, load_bodies)
+        result, state = recover_dir(self.data_dir, load_bodies, stream)
         result.clean = _recovery.take_clean_marker(self.data_dir)
         self._state = state
         self._compactor = Compactor(self.data_dir, state, self.segment_bytes,

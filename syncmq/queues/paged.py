@@ -15,6 +15,13 @@ the *head*; what is pushed while the head is full goes to the *tail*:
   TTL and body (:func:`_encode`). Nothing per paged message stays in memory: the records
   sit back to back from a read position in the first segment to the end of the last one,
   each with its length at both ends (so the newest can be taken off the end too).
+  A message whose body the journal holds (persistent, on a durable queue, its PUBLISH
+  fsynced: ``BodyStore.in_journal``) is written *by reference*: flag ``_JOURNAL``, its body
+  length and no body bytes (~100 bytes a message instead of ~1.1 KB for 1 KiB; a recovered
+  backlog is not written a second time). Paging it in indexes the body as the journal's
+  record again (``BodyStore.adopt_journaled``, looked up by message id, so compaction may
+  have moved it); the record stays live while the message is on the queue. A page-in the
+  journal cannot serve (a bug) stops at that record, which stays first in the tail.
 
 Paging in (``_page_in``) happens when a pop or peek leaves the head below half the window:
 records are read in one ``pread`` of up to :data:`READ_CHUNK` bytes and rebuilt as
@@ -64,7 +71,7 @@ LOOSE_BYTES = 4 << 20  # paged-in bodies a queue's head may hold outside the bod
 # number of CC keys, number of BCC keys, len(body); then the strings, the body, the length
 _HEAD = struct.Struct("<IqqBqBBIHHI")
 _LEN = struct.Struct("<I")
-_REDELIVERED, _PERSISTENT, _TTL = 1, 2, 4
+_REDELIVERED, _PERSISTENT, _TTL, _JOURNAL = 1, 2, 4, 8
 _ids = itertools.count(1)
 
 
@@ -73,8 +80,9 @@ def _key(s: str) -> bytes:
     return bytes((len(b),)) + b
 
 
-def _encode(seq: int, message, redelivered: bool, body: bytes) -> bytes:
-    """One page record (see the module docstring)."""
+def _encode(seq: int, message, redelivered: bool, body: bytes | None) -> bytes:
+    """One page record (see the module docstring); ``body`` None: the body is the journal's
+    (``_JOURNAL``: the record holds its length, not its bytes)."""
     ex = message.exchange.encode("utf-8", "surrogateescape")
     rk = message.routing_key.encode("utf-8", "surrogateescape")
     props = message.properties
@@ -82,16 +90,22 @@ def _encode(seq: int, message, redelivered: bool, body: bytes) -> bytes:
     keys = b"".join(_key(k) for k in (*cc, *bcc)) if cc or bcc else b""
     ttl = message.ttl
     flags = ((_REDELIVERED if redelivered else 0) | (_PERSISTENT if message.persistent else 0)
-             | (_TTL if ttl is not None else 0))
+             | (_TTL if ttl is not None else 0) | (_JOURNAL if body is None else 0))
+    if body is None:
+        blen, body = message.size, b""
+    else:
+        blen = len(body)
     n = _HEAD.size + len(ex) + len(rk) + len(props) + len(keys) + len(body) + _LEN.size
     return b"".join((_HEAD.pack(n, seq, message.msg_id, flags, ttl or 0, len(ex), len(rk),
-                                len(props), len(cc), len(bcc), len(body)),
+                                len(props), len(cc), len(bcc), blen),
                      ex, rk, props, keys, body, _LEN.pack(n)))
 
 
 def _decode(buf, p: int, names: dict, cls) -> tuple:
     """The pair of the record at ``buf[p:]``, its message a new ``cls`` (the broker's
-    ``Message``; ``names``: interned exchange names)."""
+    ``Message``; ``names``: interned exchange names). A ``_JOURNAL`` record's message has
+    ``body`` None and no store reference yet: :meth:`PagedReadyQueue._store_put` gives it
+    one."""
     (n, seq, msg_id, flags, ttl, lex, lrk, lprops, ncc, nbcc, lbody) = _HEAD.unpack_from(buf, p)
     q = p + _HEAD.size
     m = cls.__new__(cls)
@@ -112,7 +126,7 @@ def _decode(buf, p: int, names: dict, cls) -> tuple:
         q += 1 + k
     m.cc = tuple(keys[:ncc])
     m.bcc = tuple(keys[ncc:])
-    m.body = bytes(buf[q:q + lbody])
+    m.body = None if flags & _JOURNAL else bytes(buf[q:q + lbody])
     m.size = lbody
     m.msg_id = msg_id
     m.store_key = 0
@@ -185,6 +199,24 @@ class PagedReadyQueue(ReadyQueue):
         pend.append((seq, item))
         return seq
 
+    def push_journaled(self, item) -> int | None:
+        """Recovery: :meth:`push` of a pair whose message has ``body`` None and no store
+        reference, its body being only in the journal (its PUBLISH replayed from disk); it
+        is paged out by reference, no store entry made for it. None, and nothing done, if
+        it would go to the head (which has room and an empty tail): push it stored then.
+        Until written it waits in ``_pend`` like any pair; paged in from there, it gets its
+        store reference as one read from a page file does."""
+        pend = self._pend
+        if not pend and not self.paged_count and \
+                len(self._fresh) + len(self._requeued) < self.window:
+            return None
+        seq = self._next_seq
+        self._next_seq = seq + 1
+        if len(pend) >= self._out_at:
+            self._page_out()
+        pend.append((seq, item))
+        return seq
+
     def push_many(self, items) -> None:
         """Append new items in order, as ``push`` of each would: the head's room in one
         ``ReadyQueue.push_many`` (in C), the rest one by one to the tail."""
@@ -231,17 +263,24 @@ class PagedReadyQueue(ReadyQueue):
     def pop_tail(self):
         """Remove and return the newest pair. O(1), a read if it is in a page file."""
         if self._pend:
-            pair = self._pend.pop()
+            pair = self._pend[-1]
+            m = pair[1][0]
+            if m.body is None and not m.store_key:  # (push_journaled)
+                self.store.adopt_journaled(m, m.size)
+            self._pend.pop()
         elif self.paged_count:
             seg = self._segs[-1]
             n = _LEN.unpack(os.pread(seg.fd, _LEN.size, seg.end - _LEN.size))[0]
             pair = _decode(os.pread(seg.fd, n, seg.end - n), 0, self._names, self._cls)
+            # (its body stays on it: it is expired at once or goes back to the tail; one
+            # paged out by reference is indexed in the store again, before anything changes)
+            if pair[1][0].body is None:
+                self.store.adopt_journaled(pair[1][0], pair[1][0].size)
             seg.end -= n
             os.ftruncate(seg.fd, seg.end)
             self._count_out(pair, -1)
             if seg.end == (self._rpos if len(self._segs) == 1 else 0):
                 self._drop_seg(-1)
-            # (its body stays on it: it is expired at once or goes back to the tail)
         else:
             return ReadyQueue.pop_tail(self)
         self._tail_hi = pair[0]
@@ -304,13 +343,20 @@ class PagedReadyQueue(ReadyQueue):
         store = self.store
         records = []
         size = 0
+        # a body the journal holds (persistent, on a durable queue) is not written again: the
+        # record keeps its length, page-in indexes it as the journal's again
+        # (one pushed by push_journaled has no store reference: its record is on disk)
+        in_journal = store.in_journal if store is not None else None
         for seq, item in pend:
             m = item[0]
             body = m.body
-            if body is None:
-                body = m.load_body()
+            if body is None and m.store_key:
+                if in_journal is not None and not in_journal(m):
+                    in_journal = None  # (the newer ones are most likely not fsynced either)
+                if in_journal is None:
+                    body = m.load_body()
             records.append(_encode(seq, m, item[1], body))
-            size += len(body)
+            size += m.size if body is None else len(body)
         data = b"".join(records)
         try:
             self._write(data)
@@ -372,9 +418,15 @@ class PagedReadyQueue(ReadyQueue):
                 if p + n > len(buf):
                     break
                 pair = _decode(buf, p, names, self._cls)
+                try:
+                    self._store_put(pair[1][0])
+                except OSError as e:  # (a body paged out by reference the journal lost: a
+                    # bug) the record stays first in the tail, nothing is lost or reordered
+                    log.error("cannot page a message in: %s", e)
+                    self._rpos = pos + p
+                    return
                 p += n
                 self._count_out(pair, -1)
-                self._store_put(pair[1][0])
                 fresh.append(pair)
                 want -= 1
             self._rpos = pos + p
@@ -382,15 +434,27 @@ class PagedReadyQueue(ReadyQueue):
                 self._drop_seg()
         pend = self._pend
         while want > 0 and pend:
+            pair = pend[0]
+            m = pair[1][0]
+            if m.body is None and not m.store_key:  # (push_journaled: see _store_put)
+                try:
+                    self.store.adopt_journaled(m, m.size)
+                except OSError as e:
+                    log.error("cannot page a message in: %s", e)
+                    return
             fresh.append(pend.popleft())
             want -= 1
 
     def _count_out(self, pair, sign: int) -> None:
         self.paged_count += sign
-        self.paged_bytes += sign * len(pair[1][0].body)
+        self.paged_bytes += sign * pair[1][0].size
 
     def _store_put(self, message) -> None:
-        """A paged-in message: its body into the store, or kept (see ``_loose``)."""
+        """A paged-in message: its body into the store, or kept (see ``_loose``); one paged
+        out by reference is indexed as the journal's record again."""
+        if message.body is None:
+            self.store.adopt_journaled(message, message.size)
+            return
         n = len(message.body)
         if self._loose + n <= self.loose_bytes or self.store is None:
             self._loose += n
@@ -424,14 +488,18 @@ class PagedReadyQueue(ReadyQueue):
     # -- looking --------------------------------------------------------------------------
 
     def pairs(self):
-        """Every pair in order, paged ones read back as new messages without a body-store
-        reference (tests and checks only: O(n) memory)."""
+        """Every pair in order, paged ones read back as new messages with their bodies and
+        without a body-store reference (tests and checks only: O(n) memory)."""
         yield from ReadyQueue.pairs(self)
         for i, seg in enumerate(list(self._segs)):
             pos = self._rpos if i == 0 else 0
             while pos < seg.end:
                 n = _LEN.unpack(os.pread(seg.fd, _LEN.size, pos))[0]
-                yield _decode(os.pread(seg.fd, n, pos), 0, self._names, self._cls)
+                pair = _decode(os.pread(seg.fd, n, pos), 0, self._names, self._cls)
+                m = pair[1][0]
+                if m.body is None:
+                    m.body = self.store.slow.locator.read(m.msg_id, m.size)
+                yield pair
                 pos += n
         yield from list(self._pend)
 

@@ -445,6 +445,29 @@ class BodyStore:
             self._adopt_locked(message, key, refs, body_len)
         return True
 
+    def in_journal(self, message: Any) -> bool:
+        """Whether the body of stored ``message`` can be read back from the journal now (its
+        PUBLISH record is live, written and fsynced): a paged queue then writes a page record
+        without the body (``queues/paged.py``) and :meth:`adopt_journaled` indexes it again
+        at page-in. Its journal record stays live while the message is on any queue, and
+        compaction moves are looked up by id, so a later lookup finds it too (any thread)."""
+        locator = self.slow.locator
+        return (locator is not None and message.msg_id > 0 and message.store_key > 0
+                and locator.locate(message.msg_id, message.size) is not None)
+
+    def adopt_journaled(self, message: Any, body_len: int) -> None:
+        """Page-in of a message paged out by reference (:meth:`in_journal`): index its body
+        as the journal's record (:meth:`put_journaled`), or, if its id is in the store already
+        (another queue's copy of the message), read it back and :meth:`put` it under its own
+        key. Raises ``OSError`` if the journal cannot give it back (not live: a bug)."""
+        if self.put_journaled(message, body_len):
+            return
+        body = self.slow.locator.read(message.msg_id, body_len)
+        if body is None:
+            raise OSError(f"journaled message {message.msg_id} is not in the journal")
+        message.body = body
+        self.put(message, 1)
+
     def _adopt_locked(self, message: Any, key: int, refs: int, size: int) -> None:
         """The message's body is now in the store under ``key`` (lock held)."""
         message.store_key = key
