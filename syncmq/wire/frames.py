@@ -73,6 +73,7 @@ _S_END_BODY = struct.Struct(">BBHI")  # previous frame's end octet + a body fram
 _S_END_HEADER_FRAME = struct.Struct(">BBHIHHQ")  # end octet + header frame + content header
 _S_CONTENT_HEADER = struct.Struct(">HHQ")
 _unpack_frame = _S_FRAME.unpack_from
+_CONTENT_TYPES = (_FRAME_METHOD, _FRAME_HEADER, _FRAME_BODY)  # (a constant tuple: one test)
 
 
 def _frame_error(text: str) -> AMQPConnectionError:
@@ -120,16 +121,15 @@ def split_frames(
                 f"type {ftype}, channel {channel}: frame of {size + FRAME_OVERHEAD} octets "
                 f"is larger than frame_max {frame_max}"
             )
-        start = pos + 7
-        end = start + size
+        end = pos + 7 + size
         if end >= n:
             break
         if src[end] != _FRAME_END:
             return frames, pos, _frame_error(
                 f"type {ftype}, channel {channel}: invalid frame end octet {src[end]:#04x}"
             )
-        if 0 < ftype < 4:  # method, header or body (1, 2, 3)
-            append((ftype, channel, src[start:end]))
+        if ftype in _CONTENT_TYPES:  # method, header or body
+            append((ftype, channel, src[pos + 7:end]))
         elif ftype == _FRAME_HEARTBEAT:
             if size:
                 return frames, pos, _frame_error(
