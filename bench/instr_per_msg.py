@@ -13,6 +13,9 @@ read with ``callgrind_control -z`` (zero after the warm-up) and ``-d`` (dump aft
 - ``S8``: S8-like, one message at a time (publish, wait for its delivery, ack it): the
   per-message path that S8's latency measures (manual ack, prefetch 100, 16 B).
 - ``S8c``: as S8 with the publisher in confirm mode (waits for the confirm too).
+- ``S2``: S2-like, 1 KiB transient bodies, manual ack (each delivery) with prefetch 100, in
+  windows of ``--window`` messages (the next window is sent when the previous one is
+  delivered and its acks sent): the publish, deliver and ack path without the journal.
 - ``S3``: S3-like, 1 KiB persistent bodies to a durable queue, publisher confirms, manual
   ack (each delivery) with prefetch 100, in windows of ``--window`` messages (the next window
   is sent when every publish of the previous one is confirmed and delivered): the journaled
@@ -190,7 +193,7 @@ class Load:
     """One publisher connection and one consumer connection on a fresh queue."""
 
     def __init__(self, port: int, name: str, confirm: bool, no_ack: bool,
-                 persistent: bool = False) -> None:
+                 persistent: bool = False, size: int = 0) -> None:
         self.pub = raw.connect(port)
         self.con = raw.connect(port)
         self.pub.open_channel()
@@ -212,7 +215,7 @@ class Load:
                                                     no_ack=no_ack))
         self.con.expect_method(1, _spec.Basic.ConsumeOk)
         self.one = _publish_frames(1, self.queue, self.pub.frame_max, persistent,
-                                   b"x" * 1024 if persistent else BODY)
+                                   b"x" * size if size else BODY)
 
     def windows(self, n: int, window: int) -> int:
         """S1-like: pipelined windows, autoack."""
@@ -237,8 +240,8 @@ class Load:
         return n
 
     def confirmed_windows(self, n: int, window: int) -> int:
-        """S3-like: a window of persistent publishes, its confirms and deliveries (each
-        acked) before the next."""
+        """S2/S3-like: a window of publishes, its deliveries (each acked) and, in confirm
+        mode, its confirms before the next."""
         done = 0
         deadline = time.monotonic() + 3600
         tags: list[int] = []
@@ -250,14 +253,15 @@ class Load:
             self.con.send(b"".join(encode_frame(raw.FRAME_METHOD, 1, _spec.Basic.Ack(
                 delivery_tag=t).encode()) for t in tags))
             tags.clear()
-            _confirmed(self.pub, self.seq, deadline)
+            if self.confirm:
+                _confirmed(self.pub, self.seq, deadline)
             done += k
         return done
 
     def run(self, kind: str, n: int, window: int) -> int:
         if kind == "S1":
             return self.windows(n, window)
-        if kind == "S3":
+        if kind in ("S2", "S3"):
             return self.confirmed_windows(n, window)
         return self.one_by_one(n)
 
@@ -293,16 +297,18 @@ class Flood:
             load.close()
 
 
-# name -> (confirm, no_ack, persistent); S5 is a Flood of four S1 pairs
-LOADS = {"S1": (False, True, False), "S8": (False, False, False),
-         "S8c": (True, False, False), "S3": (True, False, True), "S5": (False, True, False)}
+# name -> (confirm, no_ack, persistent, body size or 0 for 16 B); S5 is a Flood of four S1
+# pairs
+LOADS = {"S1": (False, True, False, 0), "S2": (False, False, False, 1024),
+         "S8": (False, False, False, 0), "S8c": (True, False, False, 0),
+         "S3": (True, False, True, 1024), "S5": (False, True, False, 0)}
 
 
 def _load(port: int, name: str) -> Load | Flood:
     if name == "S5":
         return Flood(port, name)
-    confirm, no_ack, persistent = LOADS[name]
-    return Load(port, name, confirm, no_ack, persistent)
+    confirm, no_ack, persistent, size = LOADS[name]
+    return Load(port, name, confirm, no_ack, persistent, size)
 
 
 def measure(roots: dict[str, str], loads: list[str], n: int, warmup: int, repeat: int,
@@ -355,7 +361,7 @@ def baseline_tree(ref: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--baseline", help="git ref to compare against (e.g. 8a4aaec)")
-    ap.add_argument("--loads", default="S1,S8,S8c,S3,S5")
+    ap.add_argument("--loads", default="S1,S2,S8,S8c,S3,S5")
     ap.add_argument("-n", type=int, default=3000, help="messages per measured run")
     ap.add_argument("--warmup", type=int, default=500)
     ap.add_argument("--repeat", type=int, default=3)
