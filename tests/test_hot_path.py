@@ -204,6 +204,39 @@ def test_publish_run_is_enqueued_before_a_get_behind_it(broker, unique) -> None:
         assert _ready(c, unique) == 49
 
 
+def test_publishes_after_a_delete_and_declare_in_the_same_write_route_again(
+        broker, unique) -> None:
+    # A run of publishes of one method reuses its first publish's route (methods.basic.
+    # publish); any other method in between, here the queue's deletion and a new declare,
+    # must make the next publish route afresh (to the new queue, not the deleted one).
+    with connect(broker.port) as c:
+        c.open_channel(1)
+        _declare(c, unique)
+        c.send(b"".join(_publish_bytes(1, unique, b"a%d" % i) for i in range(3))
+               + _method(1, Q.Delete(queue=unique)) + _method(1, Q.Declare(queue=unique))
+               + b"".join(_publish_bytes(1, unique, b"b%d" % i) for i in range(2)))
+        assert c.expect_method(1, Q.DeleteOk).message_count == 3
+        c.expect_method(1, Q.DeclareOk)
+        assert _ready(c, unique) == 2
+
+
+def test_publishes_after_a_bind_in_the_same_write_reach_the_new_queue(broker, unique) -> None:
+    with connect(broker.port) as c:
+        c.open_channel(1)
+        a, b = unique + "-a", unique + "-b"
+        _declare(c, a)
+        _declare(c, b)
+        c.send_method(1, Q.Bind(queue=a, exchange="amq.direct", routing_key=unique))
+        c.expect_method(1, Q.BindOk)
+        pub = _method(1, B.Publish(exchange="amq.direct", routing_key=unique))
+        content = _content(1, b"x", props=b"\x00\x00", frame_max=131072)
+        c.send(pub + content + pub + content
+               + _method(1, Q.Bind(queue=b, exchange="amq.direct", routing_key=unique))
+               + pub + content + pub + content + pub + content)
+        c.expect_method(1, Q.BindOk)
+        assert (_ready(c, a), _ready(c, b)) == (5, 3)
+
+
 def test_acks_in_one_write_with_close_are_applied_first(broker, unique) -> None:
     with connect(broker.port) as c:
         c.open_channel(1)

@@ -18,6 +18,7 @@ from ..wire import _spec
 from ..wire.errors import AMQPChannelError
 
 if TYPE_CHECKING:
+    from ..broker.exchange import Exchange
     from ..broker.message import Message
     from .confirm import ConfirmTracker
     from .session import Session
@@ -46,7 +47,8 @@ class Channel:
         "write_ok", "read_ok", "n_publish", "n_return", "n_deliver", "n_get",
         "n_redeliver", "n_ack", "n_deliver_no_ack", "n_get_no_ack", "n_get_empty", "n_drop",
         "stats_folded", "reply_consumer",
-        "last_publish", "last_exchange_rk", "publish_result",
+        "last_publish", "last_exchange_rk", "publish_result", "route_gen", "route_ex",
+        "route_queues",
     )
 
     def __init__(self, session: Session, channel_id: int) -> None:
@@ -91,6 +93,12 @@ class Channel:
         self.last_exchange_rk = b""
         # The result of this channel's last basic.publish, reused for the next one (worker)
         self.publish_result = PublishResult([], False)
+        # The route of ``last_publish`` (its exchange and queues), valid while the session's
+        # ``gen`` equals ``route_gen``: within one batch with no other method in between
+        # (worker-only; see methods.basic.publish)
+        self.route_gen = -1
+        self.route_ex: Exchange | None = None
+        self.route_queues: list = []
 
     @property
     def confirm(self) -> bool:
