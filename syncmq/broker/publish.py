@@ -90,6 +90,9 @@ class PublishRun:
     queue: no cost per message) or when a publish goes to them one by one; the owner asks
     them for credit and empties it.
 
+    :func:`publish` adds to ``pending`` itself (no call per message) and flushes the run
+    when a queue's list reaches ``RUN_MAX``.
+
     Owned by one thread (a connection's worker); not thread-safe.
     """
 
@@ -99,15 +102,6 @@ class PublishRun:
         # queue -> messages to enqueue, in order; the same dict object for the run's life
         self.pending: dict[Queue, list[Message]] = {}
         self.stalled: set[Queue] = set()
-
-    def add(self, queue: Queue, message: Message) -> None:
-        pending = self.pending.get(queue)
-        if pending is None:
-            self.pending[queue] = [message]
-        else:
-            pending.append(message)
-            if len(pending) >= RUN_MAX:
-                self.flush()
 
     def flush(self) -> None:
         """Enqueue every held-back publish. Every queue's run is enqueued even if one raises
@@ -174,10 +168,16 @@ def publish(vhost: VirtualHost, ex: Exchange, message: Message, mandatory: bool 
     if store is not None:
         store.put(message, len(queues), in_journal and all(q.journaled for q in queues))
     if hold:  # its outcome does not depend on a batchable queue's answer: routed
-        add = run.add
+        pending = run.pending
         for q in queues:
-            if q.batchable:
-                add(q, message)
+            if q.batchable:  # (PublishRun.add, inlined: one call less per message)
+                held = pending.get(q)
+                if held is None:
+                    pending[q] = [message]
+                else:
+                    held.append(message)
+                    if len(held) >= RUN_MAX:
+                        run.flush()
             else:
                 if q.publish(message) == REFUSED:
                     rejected = True

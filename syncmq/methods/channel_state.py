@@ -273,11 +273,15 @@ class Channel:
                 entries = self.unacked.pop_all() if tag == 0 else self.unacked.pop_upto(tag)
                 if not entries and tag != 0:
                     raise _unknown_tag(tag)
-            else:
+            else:  # (one entry: _forget_locked inlined)
                 e = self.unacked.pop(tag)
                 if e is None:
                     raise _unknown_tag(tag)
-                entries = [e]
+                c = e[3]
+                if c is not None and not c.no_ack:
+                    c.unacked -= 1
+                    self.global_unacked -= 1
+                return [e]
             self._forget_locked(entries)
         return entries
 

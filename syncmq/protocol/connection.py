@@ -69,6 +69,9 @@ _CHANNEL_CLOSE_OK = _spec.Channel.CloseOk.INDEX
 _PUBLISH_IDS = b"\x00\x3c\x00\x28"  # class 60 (basic), method 40 (publish)
 _ACK_IDS = b"\x00\x3c\x00\x50"  # class 60 (basic), method 80 (ack)
 _ACK_DECODE = _spec.Basic.Ack.decode
+_ACK = _spec.Basic.Ack
+_NEW = object.__new__
+_QB_FROM = struct.Struct(">QB").unpack_from
 _PUBLISH_DECODE = _spec.Basic.Publish.decode
 _HHQ_FROM = struct.Struct(">HHQ").unpack_from  # content header: class-id, weight, body-size
 _DECODE = _spec.decode_method
@@ -276,7 +279,13 @@ class ConnectionProtocol:
                 append((ch, method, header[12:], body))
                 i = j + 1
             elif ids == _ACK_IDS:
-                append((ch, _ACK_DECODE(payload, 4), None, None))
+                if len(payload) == 13:  # (Basic.Ack.decode's work, without its checks' calls)
+                    ack = _NEW(_ACK)
+                    ack.delivery_tag, bits = _QB_FROM(payload, 4)
+                    ack.multiple = (bits & 1) != 0
+                else:  # the decoder's error
+                    ack = _ACK_DECODE(payload, 4)
+                append((ch, ack, None, None))
                 i += 1
             else:
                 return i
