@@ -19,7 +19,12 @@ import pytest
 from amqp_raw import FRAME_BODY, FRAME_HEADER, RawClient, connect
 from fake_transport import content_frames, frames, method_frame, open_protocol
 
-from syncmq.protocol.channel import deliver_prefix, encode_confirm, encode_deliver
+from syncmq.protocol.channel import (
+    deliver_encoder,
+    deliver_prefix,
+    encode_confirm,
+    encode_deliver,
+)
 from syncmq.protocol.connection import ChannelError, ConnectionProtocol
 from syncmq.wire import _spec
 from syncmq.wire.frames import encode_delivery, encode_frame, encode_method_frame, parse_frames
@@ -145,6 +150,27 @@ def test_encode_deliver_matches_encode_delivery(size: int, frame_max: int,
     assert used == len(got)
     assert b"".join(p for t, _, p in frames if t == FRAME_BODY) == body
     assert _spec.decode_method(frames[0][2]).delivery_tag == 12345
+
+
+@pytest.mark.parametrize("frame_max", [0, 4096])
+def test_one_encoder_for_a_run_of_different_deliveries(frame_max: int) -> None:
+    # deliver_encoder keeps the parts that depend on the exchange_rk and the sizes from one
+    # delivery to the next: any change of them (or of the body's path) must show
+    prefix = deliver_prefix("ctag")
+    rk1, rk2 = b"\x02ex\x03key", b"\x00\x01q"
+    items = [(rk1, b"\x00\x00", b"a" * 16), (rk1, b"\x00\x00", b"b" * 16),
+             (bytes(rk1), b"\x00\x00", b"c" * 16), (rk2, b"\x00\x00", b"d" * 16),
+             (rk2, b"\x10\x00\x02", b"e" * 16), (rk2, b"\x10\x00\x01", b"f" * 17),
+             (rk2, b"\x10\x00\x01", b""), (rk2, b"\x10\x00\x01", b"g" * 5000),
+             (rk2, b"\x10\x00\x01", b"h" * 17), (rk1, b"\x00\x00", b"i" * 16)]
+    out: list = []
+    encode = deliver_encoder(9, prefix, frame_max, out)
+    want = b""
+    for tag, (rk, props, body) in enumerate(items, 1):
+        encode(tag, tag % 2 == 0, rk, props, body)
+        payload = prefix + tag.to_bytes(8, "big") + bytes([tag % 2 == 0]) + rk
+        want += b"".join(bytes(c) for c in encode_delivery(9, payload, props, body, frame_max))
+    assert b"".join(bytes(c) for c in out) == want
 
 
 @pytest.mark.parametrize("channel", [1, 65535])

@@ -216,28 +216,36 @@ def deliver_encoder(channel_id: int, prefix: bytes, frame_max: int,
     as memoryview slices, no copy).
     """
     small = COPY_MAX if frame_max <= 0 else min(COPY_MAX, frame_max - FRAME_OVERHEAD)
-    head = len(prefix) + 9  # + the exchange_rk: the method payload's size
+    head_size = len(prefix) + 9  # + the exchange_rk: the method payload's size
     pack_method = _S_METHOD_HEAD.pack
     pack_tag = _QB.pack
     pack_header = _S_HEADER_HEAD.pack
     pack_body = _S_BODY_HEAD.pack
     join = b"".join
     append = out.append
+    # The parts that depend only on the exchange_rk object and the props' and body's sizes,
+    # kept from the last delivery (a run's messages share them): one pack a delivery, not 3
+    last_rk = None
+    last_props = last_n = -1
+    head = mid = tail = b""
 
     def encode(delivery_tag: int, redelivered: bool, exchange_rk: bytes, props: bytes,
                body: bytes) -> None:
+        nonlocal last_rk, last_props, last_n, head, mid, tail
         n = len(body)
-        if 0 < n <= small:
-            append(join((
-                pack_method(1, channel_id, head + len(exchange_rk)), prefix,
-                pack_tag(delivery_tag, redelivered), exchange_rk,
-                pack_header(206, 2, channel_id, 12 + len(props), 60, 0, n), props,
-                pack_body(206, 3, channel_id, n), body, _END,
-            )))
-        else:
-            out.extend(encode_delivery(
-                channel_id, prefix + pack_tag(delivery_tag, redelivered) + exchange_rk,
-                props, body, frame_max))
+        if exchange_rk is not last_rk or n != last_n or len(props) != last_props:
+            if not 0 < n <= small:
+                out.extend(encode_delivery(
+                    channel_id, prefix + pack_tag(delivery_tag, redelivered) + exchange_rk,
+                    props, body, frame_max))
+                return
+            last_rk = exchange_rk
+            last_n = n
+            last_props = len(props)
+            head = pack_method(1, channel_id, head_size + len(exchange_rk)) + prefix
+            mid = exchange_rk + pack_header(206, 2, channel_id, 12 + last_props, 60, 0, n)
+            tail = pack_body(206, 3, channel_id, n)
+        append(join((head, pack_tag(delivery_tag, redelivered), mid, props, tail, body, _END)))
 
     return encode
 
