@@ -87,6 +87,13 @@ CASES = {
     "body over the declared size": [PUB, encode_frame(2, 1, b"\x00\x3c\x00\x00" + (2).to_bytes(
         8, "big") + b"\0\0"), encode_frame(3, 1, b"abc")],
     "body over max size": [PUB, _content(1, b"q" * 300), PUB, _content(1, b"ok")],
+    "same headers, then another": [PUB, _content(1, b"aa"), PUB, _content(1, b"bb"), PUB,
+                                   _content(1, b"c" * 3), PUB, _content(1, b"dd"),
+                                   _method(2, B.Publish()), _content(2, b"ee"), PUB,
+                                   _content(1, b"q" * 300)],
+    "same header, body of another size": [PUB, _content(1, b"aa"), PUB,
+                                          encode_frame(2, 1, b"\x00\x3c\x00\x00" + (2).to_bytes(
+                                              8, "big") + b"\0\0"), encode_frame(3, 1, b"abc")],
     "truncated publish": [encode_frame(1, 1, b"\x00\x3c\x00\x28\x00\x00\x05ab"),
                           _content(1, b"x")],
     "publish with trailing octets": [encode_frame(1, 1, B.Publish().encode() + b"!"),

@@ -239,6 +239,9 @@ class ConnectionProtocol:
         append = events.append
         ok = 0  # the channel last checked open and between contents (0: none)
         cp = None
+        last_header = None  # the last header frame taken on channel ``ok``: its size, props
+        size = 0
+        props = b""
         while i < n:
             ftype, ch, payload = frames[i]
             if ftype != FRAME_METHOD:
@@ -250,17 +253,23 @@ class ConnectionProtocol:
                 if cp is None or cp.state is not CH_OPEN or cp._expect:
                     return i
                 ok = ch
+                last_header = None
             ids = payload[:4]
             if ids == _PUBLISH_IDS:
                 j = i + 1
                 if j >= n:
                     return i
                 htype, hch, header = frames[j]
-                if htype != FRAME_HEADER or hch != ch or len(header) < 14:
+                if htype != FRAME_HEADER or hch != ch:
                     return i
-                class_id, weight, size = _HHQ_FROM(header)
-                if class_id != 60 or weight or size > cp.max_body_size:
-                    return i
+                if header != last_header:  # (else the same size and props as the last one)
+                    if len(header) < 14:
+                        return i
+                    class_id, weight, size = _HHQ_FROM(header)
+                    if class_id != 60 or weight or size > cp.max_body_size:
+                        return i
+                    last_header = header
+                    props = header[12:]
                 if size:
                     j += 1
                     if j >= n:
@@ -276,7 +285,7 @@ class ConnectionProtocol:
                     method = _PUBLISH_DECODE(payload, 4)
                     cp._last_publish = payload
                     cp._last_method = method
-                append((ch, method, header[12:], body))
+                append((ch, method, props, body))
                 i = j + 1
             elif ids == _ACK_IDS:
                 if len(payload) == 13:  # (Basic.Ack.decode's work, without its checks' calls)
