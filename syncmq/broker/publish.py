@@ -149,7 +149,7 @@ def publish(vhost: VirtualHost, ex: Exchange, message: Message, mandatory: bool 
         if not ex.name and message.routing_key.startswith(REPLY_PREFIX):
             target = vhost.reply_consumers.get(message.routing_key[len(REPLY_PREFIX):])
             routed = target is not None and target.deliver_reply(message)
-            return _result(result, _NO_QUEUES, routed, False, False, False)
+            return _result(result, NO_QUEUES, routed, False, False, False)
         queues = vhost.route(ex, message)
     hold = run is not None and not mandatory and message.ttl is None
     if run is not None and not hold and run.pending:
@@ -215,6 +215,7 @@ def _result(result: PublishResult | None, queues: list, routed: bool, rejected: 
     return result
 
 
-_NO_QUEUES: list = []
+# the queues of a direct reply-to publish's result (none: it went to a channel)
+NO_QUEUES: list = []
 
-__all__ = ["ENQUEUED", "REFUSED", "PublishResult", "PublishRun", "publish"]
+__all__ = ["ENQUEUED", "NO_QUEUES", "REFUSED", "PublishResult", "PublishRun", "publish"]

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from ..broker.args import REPLY_TO, check_consume_arguments, wire_type
 from ..broker.broker import generate_consumer_tag
 from ..broker.message import Message, parse_expiration
-from ..broker.publish import REPLY_PREFIX, PublishResult, PublishRun
+from ..broker.publish import NO_QUEUES, PublishResult, PublishRun
 from ..broker.publish import publish as broker_publish
 from ..broker.queue import Consumer
 from ..protocol.channel import deliver_prefix
@@ -190,8 +190,8 @@ def publish(session: Session, ch: Channel, m: B.Publish, props: bytes, body: byt
                                 None, ch.publish_result)
         if not result.routed:
             ch.n_drop += 1
-        if not rare and not ex.needs_headers and (
-                name or not m.routing_key.startswith(REPLY_PREFIX)):
+        if not rare and not ex.needs_headers and result.queues is not NO_QUEUES:
+            # (NO_QUEUES: a direct reply-to, not routed through queues)
             # the next publishes of this method in the batch route the same (see above)
             ch.route_gen = session.gen
             ch.route_ex = ex

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from ..broker.publish import PublishResult
 from ..broker.queue import Consumer, DeliveryFailed, Queue
-from ..protocol.channel import deliver_encoder, encode_get_ok
+from ..protocol.channel import deliver_encoder, encode_deliver, encode_get_ok
 from ..queues.unacked import UnackedMap
 from ..wire import _spec
 from ..wire.errors import AMQPChannelError
@@ -127,7 +127,9 @@ class Channel:
         extend = chunks.extend
         redelivered_n = 0
         failed = None
-        encode = deliver_encoder(ch_id, prefix, frame_max, chunks) if remaining < 0 else None
+        # (a batch of one, e.g. a message at a time: no encoder to build)
+        encode = deliver_encoder(ch_id, prefix, frame_max, chunks) if remaining < 0 and \
+            k > 1 else None
         try:
             for i in range(k):
                 seq, (message, redelivered) = pairs[i]
@@ -138,6 +140,10 @@ class Channel:
                     # (the cached slot first: the property is entered from C, ~10x the cost)
                     encode(tag, redelivered, message._exchange_rk or message.exchange_rk,
                            message.properties, body)
+                elif remaining < 0:
+                    extend(encode_deliver(ch_id, prefix, tag, redelivered,
+                                          message._exchange_rk or message.exchange_rk,
+                                          message.properties, body, frame_max))
                 else:
                     extend(encode_get_ok(ch_id, tag, redelivered, message.exchange_rk,
                                          remaining, message.properties, body, frame_max))

@@ -145,7 +145,7 @@ def split_frames(
             )
         if ftype in _CONTENT_TYPES:  # method, header or body
             append((ftype, channel, src[pos + 7:end]))
-            if ftype == _FRAME_BODY and learn and len(frames) > 2:
+            if ftype == _FRAME_BODY and learn and end + 24 < n and len(frames) > 2:
                 learn -= 1
                 got = _trio_for(frames)
                 if got is not None:
