@@ -107,12 +107,11 @@ def cancel(session: Session, ch: Channel, m: B.Cancel, _p, _b) -> None:
 
 
 def publish(session: Session, ch: Channel, m: B.Publish, props: bytes, body: bytes) -> None:
-    """basic.publish. The common publish of a run (the same decoded method as the channel's
-    previous publish in this batch, no property that needs a check) reuses that publish's
-    checks and route (``Channel.route_*``, see ``Session.gen``): nothing that changes them
-    can run on this connection in between, and a change made by another connection during
-    the batch is concurrent with all of the batch's publishes (every one was received before
-    the batch was handled, so none was sent in answer to it)."""
+    """basic.publish. A publish of a run (the channel's previous decoded method in this
+    batch, no property that needs a check) reuses that publish's checks and route
+    (``Channel.route_*``, ``Session.gen``): nothing on this connection can change them in
+    between, and another connection's change during the batch is concurrent with all of
+    its publishes (each was received before the batch was handled)."""
     if (m is ch.last_publish and ch.route_gen == session.gen
             and not (props[0] & _RARE_HIGH or props[1] & _RARE_LOW)):
         if session.blocked:
@@ -165,19 +164,7 @@ def publish(session: Session, ch: Channel, m: B.Publish, props: bytes, body: byt
     # reply-to and CC/BCC headers (a publisher that sets none of them pays only this).
     rare = len(props) >= 2 and (props[0] << 8 | props[1]) & _FLAGS_RARE
     if rare:
-        # rabbit_channel's order: direct reply-to (maybe_set_fast_reply_to), user-id,
-        # expiration; CC/BCC are checked when routing
-        if message.has_reply_to() and message.props.reply_to == REPLY_TO and \
-                ch.reply_consumer is None:
-            raise AMQPChannelError(_spec.PRECONDITION_FAILED,
-                                   "PRECONDITION_FAILED - fast reply consumer does not exist")
-        if props[1] & _FLAG_USER_ID:
-            _check_user_id(session, props)
-        if message.ttl is not None and message.ttl < 0:
-            _invalid_expiration(message)
-        if message.has_reply_to() or (b"CC" in props and message.headers and (
-                "CC" in message.headers or "BCC" in message.headers)):
-            message = _rewrite(session, ch, message)
+        message = _rare_checks(session, ch, message, props)
     ch.n_publish += 1
     if ch.tx:
         ch.tx_publishes.append((ex, message, m.mandatory))
@@ -199,6 +186,24 @@ def publish(session: Session, ch: Channel, m: B.Publish, props: bytes, body: byt
     if confirms is not None:
         confirms.published(result)  # sent at the end of the batch (Session._receive)
         session.confirm_dirty.add(confirms)
+
+
+def _rare_checks(session: Session, ch: Channel, message: Message, props: bytes) -> Message:
+    """The checks of a publish with a rare property (reply-to, user-id, expiration, CC/BCC
+    headers) in rabbit_channel's order: direct reply-to (maybe_set_fast_reply_to), user-id,
+    expiration; CC/BCC are checked when routing. Returns the message to publish."""
+    if message.has_reply_to() and message.props.reply_to == REPLY_TO and \
+            ch.reply_consumer is None:
+        raise AMQPChannelError(_spec.PRECONDITION_FAILED,
+                               "PRECONDITION_FAILED - fast reply consumer does not exist")
+    if props[1] & _FLAG_USER_ID:
+        _check_user_id(session, props)
+    if message.ttl is not None and message.ttl < 0:
+        _invalid_expiration(message)
+    if message.has_reply_to() or (b"CC" in props and message.headers and (
+            "CC" in message.headers or "BCC" in message.headers)):
+        message = _rewrite(session, ch, message)
+    return message
 
 
 def _invalid_expiration(message: Message) -> None:

@@ -222,18 +222,15 @@ class ConnectionProtocol:
         for the general path. Takes a frame only where the general path would give the same
         event.
 
-        A publish is taken when its content is the common case: the header frame follows on
-        the same channel, a class-60 header of 14+ octets with weight 0, a body within the
-        channel's ``max_body_size`` that arrives in exactly one body frame (or is empty).
-        Otherwise the frames are left, unchanged, to the general path, which raises exactly
-        the errors it always did (the method payload is decoded only once the content
-        qualifies, so a bad one fails the same way on either path). The decoded method of the
-        channel's previous fast publish is reused when the payload is the same bytes (a
-        publisher sending to one exchange and routing key): handlers never mutate methods.
+        A publish is taken in the common case: the header frame next on the channel, class 60,
+        14+ octets, weight 0, a body within ``max_body_size`` in exactly one body frame (or
+        empty). Else the frames are left to the general path, which raises the errors it
+        always did (the method is decoded only once the content qualifies). The decoded
+        method of the channel's previous fast publish is reused for the same payload bytes
+        (one exchange and routing key): handlers never mutate methods.
 
-        Nothing here changes a channel's state, so a channel found open and between contents
-        stays so for the rest of the call: it is looked up and checked once per run of its
-        frames, not per frame (one call per batch, no call or tuple per publish).
+        Nothing here changes a channel's state: a channel is checked once per run of its
+        frames (one call per batch, no call or tuple per publish).
         """
         channels = self.channels
         append = events.append
