@@ -366,7 +366,7 @@ def baseline_tree(ref: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--baseline", help="git ref to compare against (e.g. 8a4aaec)")
-    ap.add_argument("--loads", default="S1,S8,S8c,S3,S5", help="of S1,S2,S3,S5,S8,S8c")
+    ap.add_argument("--loads", default="S1,S2,S8,S8c,S3,S5", help="of S1,S2,S3,S5,S8,S8c")
     ap.add_argument("-n", type=int, default=3000, help="messages per measured run")
     ap.add_argument("--warmup", type=int, default=500)
     ap.add_argument("--repeat", type=int, default=3)

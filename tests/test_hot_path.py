@@ -19,7 +19,12 @@ import pytest
 from amqp_raw import FRAME_BODY, FRAME_HEADER, RawClient, connect
 from fake_transport import content_frames, frames, method_frame, open_protocol
 
-from syncmq.protocol.channel import deliver_prefix, encode_confirm, encode_deliver
+from syncmq.protocol.channel import (
+    deliver_encoder,
+    deliver_prefix,
+    encode_confirm,
+    encode_deliver,
+)
 from syncmq.protocol.connection import ChannelError, ConnectionProtocol
 from syncmq.wire import _spec
 from syncmq.wire.frames import encode_delivery, encode_frame, encode_method_frame, parse_frames
@@ -82,6 +87,13 @@ CASES = {
     "body over the declared size": [PUB, encode_frame(2, 1, b"\x00\x3c\x00\x00" + (2).to_bytes(
         8, "big") + b"\0\0"), encode_frame(3, 1, b"abc")],
     "body over max size": [PUB, _content(1, b"q" * 300), PUB, _content(1, b"ok")],
+    "same headers, then another": [PUB, _content(1, b"aa"), PUB, _content(1, b"bb"), PUB,
+                                   _content(1, b"c" * 3), PUB, _content(1, b"dd"),
+                                   _method(2, B.Publish()), _content(2, b"ee"), PUB,
+                                   _content(1, b"q" * 300)],
+    "same header, body of another size": [PUB, _content(1, b"aa"), PUB,
+                                          encode_frame(2, 1, b"\x00\x3c\x00\x00" + (2).to_bytes(
+                                              8, "big") + b"\0\0"), encode_frame(3, 1, b"abc")],
     "truncated publish": [encode_frame(1, 1, b"\x00\x3c\x00\x28\x00\x00\x05ab"),
                           _content(1, b"x")],
     "publish with trailing octets": [encode_frame(1, 1, B.Publish().encode() + b"!"),
@@ -147,6 +159,27 @@ def test_encode_deliver_matches_encode_delivery(size: int, frame_max: int,
     assert _spec.decode_method(frames[0][2]).delivery_tag == 12345
 
 
+@pytest.mark.parametrize("frame_max", [0, 4096])
+def test_one_encoder_for_a_run_of_different_deliveries(frame_max: int) -> None:
+    # deliver_encoder keeps the parts that depend on the exchange_rk and the sizes from one
+    # delivery to the next: any change of them (or of the body's path) must show
+    prefix = deliver_prefix("ctag")
+    rk1, rk2 = b"\x02ex\x03key", b"\x00\x01q"
+    items = [(rk1, b"\x00\x00", b"a" * 16), (rk1, b"\x00\x00", b"b" * 16),
+             (bytes(rk1), b"\x00\x00", b"c" * 16), (rk2, b"\x00\x00", b"d" * 16),
+             (rk2, b"\x10\x00\x02", b"e" * 16), (rk2, b"\x10\x00\x01", b"f" * 17),
+             (rk2, b"\x10\x00\x01", b""), (rk2, b"\x10\x00\x01", b"g" * 5000),
+             (rk2, b"\x10\x00\x01", b"h" * 17), (rk1, b"\x00\x00", b"i" * 16)]
+    out: list = []
+    encode = deliver_encoder(9, prefix, frame_max, out)
+    want = b""
+    for tag, (rk, props, body) in enumerate(items, 1):
+        encode(tag, tag % 2 == 0, rk, props, body)
+        payload = prefix + tag.to_bytes(8, "big") + bytes([tag % 2 == 0]) + rk
+        want += b"".join(bytes(c) for c in encode_delivery(9, payload, props, body, frame_max))
+    assert b"".join(bytes(c) for c in out) == want
+
+
 @pytest.mark.parametrize("channel", [1, 65535])
 @pytest.mark.parametrize("tag", [1, 2, 1 << 40, (1 << 64) - 1])
 @pytest.mark.parametrize("multiple", [False, True])
@@ -202,6 +235,39 @@ def test_publish_run_is_enqueued_before_a_get_behind_it(broker, unique) -> None:
         assert ok.message_count == 49
         assert c.read_frame().type == FRAME_HEADER and c.read_frame().payload == b"m0"
         assert _ready(c, unique) == 49
+
+
+def test_publishes_after_a_delete_and_declare_in_the_same_write_route_again(
+        broker, unique) -> None:
+    # A run of publishes of one method reuses its first publish's route (methods.basic.
+    # publish); any other method in between, here the queue's deletion and a new declare,
+    # must make the next publish route afresh (to the new queue, not the deleted one).
+    with connect(broker.port) as c:
+        c.open_channel(1)
+        _declare(c, unique)
+        c.send(b"".join(_publish_bytes(1, unique, b"a%d" % i) for i in range(3))
+               + _method(1, Q.Delete(queue=unique)) + _method(1, Q.Declare(queue=unique))
+               + b"".join(_publish_bytes(1, unique, b"b%d" % i) for i in range(2)))
+        assert c.expect_method(1, Q.DeleteOk).message_count == 3
+        c.expect_method(1, Q.DeclareOk)
+        assert _ready(c, unique) == 2
+
+
+def test_publishes_after_a_bind_in_the_same_write_reach_the_new_queue(broker, unique) -> None:
+    with connect(broker.port) as c:
+        c.open_channel(1)
+        a, b = unique + "-a", unique + "-b"
+        _declare(c, a)
+        _declare(c, b)
+        c.send_method(1, Q.Bind(queue=a, exchange="amq.direct", routing_key=unique))
+        c.expect_method(1, Q.BindOk)
+        pub = _method(1, B.Publish(exchange="amq.direct", routing_key=unique))
+        content = _content(1, b"x", props=b"\x00\x00", frame_max=131072)
+        c.send(pub + content + pub + content
+               + _method(1, Q.Bind(queue=b, exchange="amq.direct", routing_key=unique))
+               + pub + content + pub + content + pub + content)
+        c.expect_method(1, Q.BindOk)
+        assert (_ready(c, a), _ready(c, b)) == (5, 3)
 
 
 def test_acks_in_one_write_with_close_are_applied_first(broker, unique) -> None:

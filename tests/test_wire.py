@@ -473,6 +473,76 @@ def test_bad_frame_end_unknown_type_and_heartbeat_payload() -> None:
     expect_error(501, parse_frames, encode_frame(8, 0, b"x"), 0)
 
 
+def _split_one_by_one(buf: bytes, frame_max: int) -> tuple:
+    """split_frames' contract, one frame at a time (the reference for its trio path)."""
+    limit = frame_max - 8 if frame_max > 0 else 0xFFFFFFFF
+    frames, pos = [], 0
+    while pos + 7 <= len(buf):
+        ftype, channel, size = struct.unpack_from(">BHI", buf, pos)
+        if size > limit:
+            return frames, pos, "large"
+        end = pos + 7 + size
+        if end >= len(buf):
+            break
+        if buf[end] != 206:
+            return frames, pos, "end"
+        if ftype in (1, 2, 3):
+            frames.append((ftype, channel, buf[pos + 7:end]))
+        elif ftype == 8 and not size:
+            frames.append((8, channel, b""))
+        else:
+            return frames, pos, "type"
+        pos = end + 1
+    return frames, pos, None
+
+
+def _trio(channel: int, sizes: tuple[int, int, int]) -> bytes:
+    return b"".join(encode_frame(t, channel, bytes([t]) * n) for t, n in zip((1, 2, 3), sizes, strict=True))
+
+
+def test_split_frames_takes_runs_of_same_sized_trios_as_frame_by_frame() -> None:
+    # split_frames takes a run of (method, header, body) frames of the sizes of the last
+    # three in one unpack: the same frames, octets consumed and error as frame by frame,
+    # whatever breaks the run (another size, type or channel, a bad end octet, an oversize
+    # frame, a heartbeat, a cut anywhere)
+    import random
+    rnd = random.Random(22)
+    shapes = [(9, 14, 16), (9, 14, 17), (12, 14, 16), (9, 15, 16), (20, 14, 1)]
+    for case in range(1500):
+        parts = []
+        for _ in range(rnd.randint(1, 12)):
+            r = rnd.random()
+            if r < 0.8:
+                parts.append(_trio(rnd.choice((1, 1, 2)), rnd.choice(shapes[:2] if
+                                                                    case % 2 else shapes)))
+            elif r < 0.9:
+                parts.append(HEARTBEAT_FRAME)
+            else:
+                parts.append(encode_frame(1, 1, b"m" * rnd.randint(0, 30)))
+        buf = bytearray(b"".join(parts))
+        if case % 3 == 0:  # a mutation anywhere: an end octet, a type, a size, a payload
+            buf[rnd.randrange(len(buf))] = rnd.choice((0, 1, 2, 3, 8, 206, 255))
+        if case % 4 == 0:
+            del buf[rnd.randrange(len(buf)):]
+        buf = bytes(buf)
+        frame_max = rnd.choice((0, 0, 30, 4096))
+        frames, consumed, error = split_frames(buf, frame_max)
+        want = _split_one_by_one(buf, frame_max)
+        assert (frames, consumed) == want[:2], case
+        assert (error is None) == (want[2] is None), case
+        if error is not None:
+            assert {"large": "larger", "end": "frame end", "type": "frame"}[want[2]] in (
+                error.reply_text), case
+    # every octet of a run's later trios changed, one at a time
+    run = _trio(1, shapes[0]) * 4
+    for i in range(len(run) // 4, len(run)):
+        for value in (0, 2, 206, 255):
+            buf = run[:i] + bytes([value]) + run[i + 1:]
+            frames, consumed, error = split_frames(buf, 0)
+            want = _split_one_by_one(buf, 0)
+            assert ((frames, consumed), error is None) == (want[:2], want[2] is None), (i, value)
+
+
 def test_parse_content_header() -> None:
     payload = struct.pack(">HHQ", 60, 0, 12345) + b"\x80\x00\x01a"
     assert parse_content_header(payload) == (60, 12345, b"\x80\x00\x01a")

@@ -32,6 +32,7 @@ _FLAG_PRIORITY = 1 << 11
 _FLAG_REPLY_TO = 1 << 9
 _FLAG_EXPIRATION = 1 << 8
 _DECODE_FLAGS = _FLAG_DELIVERY_MODE | _FLAG_EXPIRATION
+_DECODE_HIGH = _DECODE_FLAGS >> 8  # both are in the flags' high octet: one octet test
 _DM_ONLY = _FLAG_DELIVERY_MODE >> 8  # the flags' high octet when delivery-mode is all there is
 
 
@@ -76,7 +77,7 @@ class Message:
         self.persistent = False
         # per-message TTL in ms (the ``expiration`` property), None when there is none
         self.ttl: int | None = None
-        if len(properties) >= 2 and _H.unpack_from(properties)[0] & _DECODE_FLAGS:
+        if len(properties) > 1 and properties[0] & _DECODE_HIGH:
             if properties[0] == _DM_ONLY and len(properties) == 3 and not properties[1]:
                 # delivery-mode is the only property (what most load tools send): the
                 # decoding is that octet

@@ -90,6 +90,9 @@ class PublishRun:
     queue: no cost per message) or when a publish goes to them one by one; the owner asks
     them for credit and empties it.
 
+    :func:`publish` adds to ``pending`` itself (no call per message) and flushes the run
+    when a queue's list reaches ``RUN_MAX``.
+
     Owned by one thread (a connection's worker); not thread-safe.
     """
 
@@ -99,15 +102,6 @@ class PublishRun:
         # queue -> messages to enqueue, in order; the same dict object for the run's life
         self.pending: dict[Queue, list[Message]] = {}
         self.stalled: set[Queue] = set()
-
-    def add(self, queue: Queue, message: Message) -> None:
-        pending = self.pending.get(queue)
-        if pending is None:
-            self.pending[queue] = [message]
-        else:
-            pending.append(message)
-            if len(pending) >= RUN_MAX:
-                self.flush()
 
     def flush(self) -> None:
         """Enqueue every held-back publish. Every queue's run is enqueued even if one raises
@@ -155,7 +149,7 @@ def publish(vhost: VirtualHost, ex: Exchange, message: Message, mandatory: bool 
         if not ex.name and message.routing_key.startswith(REPLY_PREFIX):
             target = vhost.reply_consumers.get(message.routing_key[len(REPLY_PREFIX):])
             routed = target is not None and target.deliver_reply(message)
-            return _result(result, _NO_QUEUES, routed, False, False, False)
+            return _result(result, NO_QUEUES, routed, False, False, False)
         queues = vhost.route(ex, message)
     hold = run is not None and not mandatory and message.ttl is None
     if run is not None and not hold and run.pending:
@@ -174,10 +168,16 @@ def publish(vhost: VirtualHost, ex: Exchange, message: Message, mandatory: bool 
     if store is not None:
         store.put(message, len(queues), in_journal and all(q.journaled for q in queues))
     if hold:  # its outcome does not depend on a batchable queue's answer: routed
-        add = run.add
+        pending = run.pending
         for q in queues:
-            if q.batchable:
-                add(q, message)
+            if q.batchable:  # (PublishRun.add, inlined: one call less per message)
+                held = pending.get(q)
+                if held is None:
+                    pending[q] = [message]
+                else:
+                    held.append(message)
+                    if len(held) >= RUN_MAX:
+                        run.flush()
             else:
                 if q.publish(message) == REFUSED:
                     rejected = True
@@ -215,6 +215,7 @@ def _result(result: PublishResult | None, queues: list, routed: bool, rejected: 
     return result
 
 
-_NO_QUEUES: list = []
+# the queues of a direct reply-to publish's result (none: it went to a channel)
+NO_QUEUES: list = []
 
-__all__ = ["ENQUEUED", "REFUSED", "PublishResult", "PublishRun", "publish"]
+__all__ = ["ENQUEUED", "NO_QUEUES", "REFUSED", "PublishResult", "PublishRun", "publish"]

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from ..broker.args import REPLY_TO, check_consume_arguments, wire_type
 from ..broker.broker import generate_consumer_tag
 from ..broker.message import Message, parse_expiration
-from ..broker.publish import PublishResult, PublishRun
+from ..broker.publish import NO_QUEUES, PublishResult, PublishRun
 from ..broker.publish import publish as broker_publish
 from ..broker.queue import Consumer
 from ..protocol.channel import deliver_prefix
@@ -107,6 +107,28 @@ def cancel(session: Session, ch: Channel, m: B.Cancel, _p, _b) -> None:
 
 
 def publish(session: Session, ch: Channel, m: B.Publish, props: bytes, body: bytes) -> None:
+    """basic.publish. A publish of a run (the channel's previous decoded method in this
+    batch, no property that needs a check) reuses that publish's checks and route
+    (``Channel.route_*``, ``Session.gen``): nothing on this connection can change them in
+    between, and another connection's change during the batch is concurrent with all of
+    its publishes (each was received before the batch was handled)."""
+    if (m is ch.last_publish and ch.route_gen == session.gen
+            and not (props[0] & _RARE_HIGH or props[1] & _RARE_LOW)):
+        if session.blocked:
+            session.block_publisher()
+        message = Message(m.exchange, m.routing_key, props, body)
+        message._exchange_rk = ch.last_exchange_rk
+        ch.n_publish += 1
+        confirms = ch.confirms
+        result = broker_publish(session.vhost, ch.route_ex, message, False,
+                                confirms is not None, session.run, ch.route_queues,
+                                ch.publish_result)
+        if not result.routed:
+            ch.n_drop += 1
+        if confirms is not None:
+            confirms.published(result)
+            session.confirm_dirty.add(confirms)
+        return
     if m.immediate:  # RabbitMQ rejects this before any other check
         raise AMQPConnectionError(_spec.NOT_IMPLEMENTED, "NOT_IMPLEMENTED - immediate=true")
     vhost = session.vhost
@@ -140,20 +162,9 @@ def publish(session: Session, ch: Channel, m: B.Publish, props: bytes, body: byt
         ch.last_exchange_rk = message.exchange_rk
     # One test of the property flags for the rare features: user-id check, expiration,
     # reply-to and CC/BCC headers (a publisher that sets none of them pays only this).
-    if len(props) >= 2 and (props[0] << 8 | props[1]) & _FLAGS_RARE:
-        # rabbit_channel's order: direct reply-to (maybe_set_fast_reply_to), user-id,
-        # expiration; CC/BCC are checked when routing
-        if message.has_reply_to() and message.props.reply_to == REPLY_TO and \
-                ch.reply_consumer is None:
-            raise AMQPChannelError(_spec.PRECONDITION_FAILED,
-                                   "PRECONDITION_FAILED - fast reply consumer does not exist")
-        if props[1] & _FLAG_USER_ID:
-            _check_user_id(session, props)
-        if message.ttl is not None and message.ttl < 0:
-            _invalid_expiration(message)
-        if message.has_reply_to() or (b"CC" in props and message.headers and (
-                "CC" in message.headers or "BCC" in message.headers)):
-            message = _rewrite(session, ch, message)
+    rare = len(props) >= 2 and (props[0] << 8 | props[1]) & _FLAGS_RARE
+    if rare:
+        message = _rare_checks(session, ch, message, props)
     ch.n_publish += 1
     if ch.tx:
         ch.tx_publishes.append((ex, message, m.mandatory))
@@ -166,9 +177,33 @@ def publish(session: Session, ch: Channel, m: B.Publish, props: bytes, body: byt
                                 None, ch.publish_result)
         if not result.routed:
             ch.n_drop += 1
+        if not rare and not ex.needs_headers and result.queues is not NO_QUEUES:
+            # (NO_QUEUES: a direct reply-to, not routed through queues)
+            # the next publishes of this method in the batch route the same (see above)
+            ch.route_gen = session.gen
+            ch.route_ex = ex
+            ch.route_queues = result.queues
     if confirms is not None:
         confirms.published(result)  # sent at the end of the batch (Session._receive)
         session.confirm_dirty.add(confirms)
+
+
+def _rare_checks(session: Session, ch: Channel, message: Message, props: bytes) -> Message:
+    """The checks of a publish with a rare property (reply-to, user-id, expiration, CC/BCC
+    headers) in rabbit_channel's order: direct reply-to (maybe_set_fast_reply_to), user-id,
+    expiration; CC/BCC are checked when routing. Returns the message to publish."""
+    if message.has_reply_to() and message.props.reply_to == REPLY_TO and \
+            ch.reply_consumer is None:
+        raise AMQPChannelError(_spec.PRECONDITION_FAILED,
+                               "PRECONDITION_FAILED - fast reply consumer does not exist")
+    if props[1] & _FLAG_USER_ID:
+        _check_user_id(session, props)
+    if message.ttl is not None and message.ttl < 0:
+        _invalid_expiration(message)
+    if message.has_reply_to() or (b"CC" in props and message.headers and (
+            "CC" in message.headers or "BCC" in message.headers)):
+        message = _rewrite(session, ch, message)
+    return message
 
 
 def _invalid_expiration(message: Message) -> None:
@@ -233,6 +268,8 @@ _FLAG_USER_ID = 0x10  # user-id in the low byte of the basic property flags (0x0
 # basic property flags that send a publish down the slow path: headers (CC/BCC), reply-to,
 # expiration (its validity), user-id
 _FLAGS_RARE = (1 << 13) | (1 << 9) | (1 << 8) | _FLAG_USER_ID
+_RARE_HIGH = _FLAGS_RARE >> 8  # (the same bits, octet by octet)
+_RARE_LOW = _FLAGS_RARE & 0xFF
 
 
 def _check_user_id(session: Session, props: bytes) -> None:

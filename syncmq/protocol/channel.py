@@ -16,6 +16,7 @@ Owned by the connection's worker thread; no locks.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 
 from ..wire import _spec
 from ..wire.errors import AMQPChannelError, AMQPConnectionError
@@ -39,7 +40,6 @@ _EXPECT_BODY = 2
 _HH = struct.Struct(">HH")
 _QB = struct.Struct(">QB")
 _B = struct.Struct(">B")
-_HHQ = struct.Struct(">HHQ")  # content header: class-id, weight, body-size
 # basic.deliver's three frame heads: the method frame's (type 1), the content header frame's
 # after the method frame's end octet (type 2; class 60, weight 0, body size) and the body
 # frame's after the header frame's end octet (type 3)
@@ -47,8 +47,6 @@ _S_METHOD_HEAD = struct.Struct(">BHI")
 _S_HEADER_HEAD = struct.Struct(">BBHIHHQ")
 _S_BODY_HEAD = struct.Struct(">BBHI")
 _END = FRAME_END_BYTE
-_FRAME_BODY = _spec.FRAME_BODY
-_PUBLISH_DECODE = _spec.Basic.Publish.decode
 
 
 class ChannelProtocol:
@@ -69,7 +67,7 @@ class ChannelProtocol:
         self._body_size = 0
         self._parts: list[bytes] = []
         self._received = 0
-        self._last_publish = b""  # method payload of the last fast-path publish
+        self._last_publish = b""  # method payload of the last fast-path publish (connection._fast)
         self._last_method: _spec.Method | None = None  # and its decoded method
 
     @property
@@ -102,45 +100,6 @@ class ChannelProtocol:
             self._expect = _EXPECT_HEADER
             return None
         return (method, None, None)
-
-    def publish_run(self, payload: bytes, header: bytes, body_frame: tuple | None
-                    ) -> tuple | None:
-        """The publish fast path: a ``basic.publish`` method payload, the header frame payload
-        that follows it on this channel and the frame after that (or None).
-
-        Precondition (checked by the caller): the channel is open and expects a method.
-        Returns ``(method, properties_raw, body, frames_used)`` (``frames_used`` counts the
-        frames taken after the method frame: 1 for an empty body, else 2) when the content is
-        the common case: a well-formed class-60 header with weight 0, a body within
-        ``max_body_size`` that arrives in exactly one body frame. Otherwise returns None
-        without changing any state, and the caller feeds the frames one by one through
-        :meth:`method_frame`, :meth:`header_frame` and :meth:`body_frame`, which raise exactly
-        the errors they always did (the method payload is decoded here only once the content
-        qualifies, so a bad one fails the same way on either path). The decoded method of the
-        previous publish is reused when the payload is the same bytes (a publisher sending
-        to one exchange and routing key): methods are never mutated by their handlers.
-        """
-        if len(header) < 14:
-            return None
-        class_id, weight, size = _HHQ.unpack_from(header)
-        if class_id != 60 or weight or size > self.max_body_size:
-            return None
-        if size:
-            if (body_frame is None or body_frame[0] != _FRAME_BODY
-                    or body_frame[1] != self.channel_id or len(body_frame[2]) != size):
-                return None
-            body = body_frame[2]
-            used = 2
-        else:
-            body = b""
-            used = 1
-        if payload == self._last_publish:
-            method = self._last_method
-        else:
-            method = _PUBLISH_DECODE(payload, 4)
-            self._last_publish = payload
-            self._last_method = method
-        return method, header[12:], body, used
 
     def header_frame(self, payload: bytes) -> tuple | None:
         """Take a content header payload; returns the content event if the body is empty."""
@@ -243,38 +202,70 @@ def deliver_prefix(consumer_tag: str) -> bytes:
     return _DELIVER_IDS + shortstr(consumer_tag)
 
 
-def encode_deliver(
-    channel_id: int,
-    prefix: bytes,
-    delivery_tag: int,
-    redelivered: bool,
-    exchange_rk: bytes,
-    props: bytes,
-    body: bytes,
-    frame_max: int,
-) -> list:
-    """Chunks for one ``basic.deliver`` with its content (the hot path of every consumer).
+def deliver_encoder(channel_id: int, prefix: bytes, frame_max: int,
+                    out: list) -> Callable[[int, bool, bytes, bytes, bytes], None]:
+    """The encoder of one run of ``basic.deliver`` methods with their contents (the hot path of
+    every consumer): ``encode(delivery_tag, redelivered, exchange_rk, props, body)`` appends
+    one delivery's chunks to ``out``.
 
-    A body of 1 .. ``COPY_MAX`` octets that fits one frame (the common case) comes back as a
-    single bytes object: the three frames built by one join of the constant parts (the
-    consumer's ``prefix``, the message's ``exchange_rk``, ``props`` and ``body``) and three
-    precompiled struct packs. Anything else goes through ``encode_delivery``.
+    What is the same for every delivery of the run (channel, the consumer's ``prefix``,
+    frame_max) is bound once. A body of 1 .. ``COPY_MAX`` octets that fits one frame (the
+    common case) is a single bytes object: the three frames built by one join of the constant
+    parts (``prefix``, the message's ``exchange_rk``, ``props`` and ``body``) and three
+    precompiled struct packs. Anything else goes through ``encode_delivery`` (larger bodies
+    as memoryview slices, no copy).
     """
+    small = COPY_MAX if frame_max <= 0 else min(COPY_MAX, frame_max - FRAME_OVERHEAD)
+    head_size = len(prefix) + 9  # + the exchange_rk: the method payload's size
+    pack_method = _S_METHOD_HEAD.pack
+    pack_tag = _QB.pack
+    pack_header = _S_HEADER_HEAD.pack
+    pack_body = _S_BODY_HEAD.pack
+    join = b"".join
+    append = out.append
+    # The parts that depend only on the exchange_rk object and the props' and body's sizes,
+    # kept from the last delivery (a run's messages share them): one pack a delivery, not 3
+    last_rk = None
+    last_props = last_n = -1
+    head = mid = tail = b""
+
+    def encode(delivery_tag: int, redelivered: bool, exchange_rk: bytes, props: bytes,
+               body: bytes) -> None:
+        nonlocal last_rk, last_props, last_n, head, mid, tail
+        n = len(body)
+        if exchange_rk is not last_rk or n != last_n or len(props) != last_props:
+            if not 0 < n <= small:
+                out.extend(encode_delivery(
+                    channel_id, prefix + pack_tag(delivery_tag, redelivered) + exchange_rk,
+                    props, body, frame_max))
+                return
+            last_rk = exchange_rk
+            last_n = n
+            last_props = len(props)
+            head = pack_method(1, channel_id, head_size + len(exchange_rk)) + prefix
+            mid = exchange_rk + pack_header(206, 2, channel_id, 12 + last_props, 60, 0, n)
+            tail = pack_body(206, 3, channel_id, n)
+        append(join((head, pack_tag(delivery_tag, redelivered), mid, props, tail, body, _END)))
+
+    return encode
+
+
+def encode_deliver(channel_id: int, prefix: bytes, delivery_tag: int, redelivered: bool,
+                   exchange_rk: bytes, props: bytes, body: bytes, frame_max: int) -> list:
+    """Chunks for one ``basic.deliver`` with its content: :func:`deliver_encoder`'s octets
+    for a single delivery (``Channel._record_locked`` for a batch of one), without building
+    an encoder (three packs and one join for a body of 1 .. ``COPY_MAX`` octets in one
+    frame; ``encode_delivery`` for anything else)."""
     n = len(body)
     if 0 < n <= COPY_MAX and (frame_max <= 0 or n <= frame_max - FRAME_OVERHEAD):
         return [b"".join((
-            _S_METHOD_HEAD.pack(1, channel_id, len(prefix) + 9 + len(exchange_rk)),
-            prefix,
-            _QB.pack(delivery_tag, 1 if redelivered else 0),
-            exchange_rk,
-            _S_HEADER_HEAD.pack(206, 2, channel_id, 12 + len(props), 60, 0, n),
-            props,
-            _S_BODY_HEAD.pack(206, 3, channel_id, n),
-            body,
-            _END,
+            _S_METHOD_HEAD.pack(1, channel_id, len(prefix) + 9 + len(exchange_rk)), prefix,
+            _QB.pack(delivery_tag, redelivered), exchange_rk,
+            _S_HEADER_HEAD.pack(206, 2, channel_id, 12 + len(props), 60, 0, n), props,
+            _S_BODY_HEAD.pack(206, 3, channel_id, n), body, _END,
         ))]
-    payload = prefix + _QB.pack(delivery_tag, 1 if redelivered else 0) + exchange_rk
-    return encode_delivery(channel_id, payload, props, body, frame_max)
+    return encode_delivery(channel_id, prefix + _QB.pack(delivery_tag, redelivered)
+                           + exchange_rk, props, body, frame_max)
 
 
 _S_CONFIRM = struct.Struct(">BHIHHQBB")  # a whole basic.ack/nack frame (payload: 13 octets)

@@ -73,6 +73,7 @@ _S_END_BODY = struct.Struct(">BBHI")  # previous frame's end octet + a body fram
 _S_END_HEADER_FRAME = struct.Struct(">BBHIHHQ")  # end octet + header frame + content header
 _S_CONTENT_HEADER = struct.Struct(">HHQ")
 _unpack_frame = _S_FRAME.unpack_from
+_CONTENT_TYPES = (_FRAME_METHOD, _FRAME_HEADER, _FRAME_BODY)  # (a constant tuple: one test)
 
 
 def _frame_error(text: str) -> AMQPConnectionError:
@@ -99,6 +100,7 @@ def split_frames(
     Malformed input is not raised: ``error`` is the :class:`AMQPConnectionError` (501, see the
     module docstring) of the first bad frame, ``frames`` the complete frames before it and
     ``consumed`` the octets they took, so the caller acts on them first. Else ``error`` is None.
+    Runs of same-sized (method, header, body) trios take one unpack a trio: :func:`_trio_for`.
     """
     n = len(buf)
     if n < 7:
@@ -113,23 +115,41 @@ def split_frames(
         with memoryview(buf) as view:
             src = view.cast("B").tobytes() if view.format != "B" else view.tobytes()
     last = n - 7  # a frame header starting after this is incomplete
+    trio = None  # a run's (method, header, body) sizes: see _trio_for
+    trio_len = size1 = size2 = size3 = 0
+    learn = 2  # how many more times this call may look for one
     while pos <= last:
+        if trio is not None:
+            if pos + trio_len <= n:
+                (t1, c1, s1, p1, e1, t2, c2, s2, p2, e2, t3, c3, s3, p3, e3) = trio(src, pos)
+                if (s1 == size1 and s2 == size2 and s3 == size3 and t1 == 1 and t2 == 2
+                        and t3 == 3 and e1 == 206 and e2 == 206 and e3 == 206):
+                    append((1, c1, p1))
+                    append((2, c2, p2))
+                    append((3, c3, p3))
+                    pos += trio_len
+                    continue
+            trio = None  # not the same shape: frame by frame again (and perhaps learn anew)
         ftype, channel, size = _unpack_frame(src, pos)
         if size > limit:
             return frames, pos, _frame_error(
                 f"type {ftype}, channel {channel}: frame of {size + FRAME_OVERHEAD} octets "
                 f"is larger than frame_max {frame_max}"
             )
-        start = pos + 7
-        end = start + size
+        end = pos + 7 + size
         if end >= n:
             break
         if src[end] != _FRAME_END:
             return frames, pos, _frame_error(
                 f"type {ftype}, channel {channel}: invalid frame end octet {src[end]:#04x}"
             )
-        if 0 < ftype < 4:  # method, header or body (1, 2, 3)
-            append((ftype, channel, src[start:end]))
+        if ftype in _CONTENT_TYPES:  # method, header or body
+            append((ftype, channel, src[pos + 7:end]))
+            if ftype == _FRAME_BODY and learn and end + 24 < n and len(frames) > 2:
+                learn -= 1
+                got = _trio_for(frames)
+                if got is not None:
+                    trio, trio_len, size1, size2, size3 = got
         elif ftype == _FRAME_HEARTBEAT:
             if size:
                 return frames, pos, _frame_error(
@@ -139,6 +159,34 @@ def split_frames(
             return frames, pos, _frame_error(f"unknown frame type {ftype} on channel {channel}")
         pos = end + 1
     return frames, pos, None
+
+
+_TRIOS: dict[tuple[int, int, int], object] = {}  # sizes -> unpack_from of a whole trio
+
+
+def _trio_for(frames: list) -> tuple | None:
+    """``frames`` ends with a method, a content header and a body frame (a publish or a
+    delivery of one body frame): ``(unpack, length, size1, size2, size3)`` to take the next
+    three frames in one precompiled unpack when they have the same sizes (a publisher's run
+    of same-sized messages), else None. One unpack a message instead of three unpacks and
+    three slices: half of split_frames' instructions at S1.
+
+    The unpack gives each frame's type, channel, size, payload and end octet; ``split_frames``
+    takes the trio only if the types are 1, 2, 3, the sizes these (already checked against
+    frame_max by this call) and the end octets 206, so it cuts the same frames as frame by
+    frame. Shared by every thread: the cache is only added to (a racing insert stores an
+    equal Struct), and cleared past 64 shapes."""
+    (t1, _, p1), (t2, _, p2), (_, _, p3) = frames[-3:]
+    if t1 != 1 or t2 != 2:
+        return None
+    key = (len(p1), len(p2), len(p3))
+    unpack = _TRIOS.get(key)
+    if unpack is None:
+        if len(_TRIOS) >= 64:
+            _TRIOS.clear()
+        unpack = _TRIOS[key] = struct.Struct(
+            f">BHI{key[0]}sBBHI{key[1]}sBBHI{key[2]}sB").unpack_from
+    return unpack, sum(key) + 3 * FRAME_OVERHEAD, *key
 
 
 def parse_frames(
