@@ -2,8 +2,10 @@
 the protocol header, handing input to the connection's worker (which cuts it into frames,
 :meth:`Reader._handle_data`) and the input flow control (``FLOW_HIGH``/``FLOW_LOW``).
 
-Everything here runs on the reactor thread except :meth:`Reader._handle_data`, which runs on
-the connection's worker and owns ``Transport.rest``/``rest_len``/``rest_need``.
+Everything here runs on the reactor thread except :meth:`Reader._input_turn` and
+:meth:`Reader._handle_data`, which run as a task of the connection's worker and own
+``Transport.rest``/``rest_len``/``rest_need`` (on the worker's thread, or on the reactor's
+standing in for the idle worker: :meth:`Reader._submit`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from .transport import Transport, _fmt_peer, log
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from ..workers import WorkerPool
+
 RECV_SIZE = 256 * 1024
 # Protocol headers we speak: 0-9-1, and the 0-9 header, which rabbit_reader
 # version_negotiation({1, 1, 0, 9}) "can safely treat as though it were 0-9-1". Any other
@@ -34,7 +38,43 @@ FRAME_MAX_SLACK = 8
 # (RabbitMQ's credit flow between reader and channel plays the same part).
 FLOW_HIGH = 8
 FLOW_LOW = 2
+# A read of at most this many bytes that holds only light frames (_light), for a connection
+# with nothing waiting in its lane, is handled on the reactor thread when every worker is
+# idle (Reader._submit): a few dozen small messages at most, so the reactor's turn stays
+# short.
+INLINE_MAX = 4096
 _FRAME_SIZE = struct.Struct(">I").unpack_from  # a frame header's payload size, at offset 3
+_FRAME_HEAD = struct.Struct(">BHI").unpack_from  # type, channel, payload size
+_METHOD_ID = struct.Struct(">I").unpack_from  # class id << 16 | method id
+# basic.publish, basic.ack, basic.reject, basic.nack: the per-message methods, whose cost is
+# one message's (a connection's other methods can purge, requeue or delete without bound)
+_LIGHT_METHODS = frozenset((60 << 16) | m for m in (40, 80, 90, 120))
+# ... except an ack or nack with ``multiple`` set (it settles any number of messages): the bit
+# is the first of the octet after the 8-octet delivery tag
+_MULTIPLE_AT = {(60 << 16) | 80: 19, (60 << 16) | 120: 19}  # offset from the frame's start
+
+
+def _light(data: bytes) -> bool:
+    """True if every frame that starts in ``data`` is a light method (``_LIGHT_METHODS``,
+    without ``multiple``), a content header or body, or a heartbeat. O(frames); reads only
+    frame headers and method ids."""
+    pos = 0
+    n = len(data)
+    while pos + 7 <= n:
+        ftype, _, size = _FRAME_HEAD(data, pos)
+        if ftype == 1:
+            if pos + 11 > n:
+                return False
+            method = _METHOD_ID(data, pos + 7)[0]
+            if method not in _LIGHT_METHODS:
+                return False
+            at = _MULTIPLE_AT.get(method)
+            if at is not None and (pos + at >= n or data[pos + at] & 1):
+                return False
+        elif ftype != 2 and ftype != 3 and ftype != 8:
+            return False
+        pos += size + 8
+    return pos >= n  # (a frame header cut short: not known to be light)
 
 
 class Reader:
@@ -43,6 +83,7 @@ class Reader:
     __slots__ = ()
 
     call_soon: Callable[..., None]
+    pool: WorkerPool
     _lost: Callable[[Transport], None]
     _update_events: Callable[[Transport], None]
     _bad_header: Callable[[Transport], None]
@@ -146,7 +187,14 @@ class Reader:
         The lane (under ``out_lock``): ``in_scheduled`` is set while a turn of ``t`` is
         queued on its worker or running, and ``inq`` holds, in order, the tasks that arrived
         meanwhile (empty whenever ``in_scheduled`` is clear). An idle lane's task goes to the
-        worker at once, as the turn's argument."""
+        worker at once, as the turn's argument.
+
+        Except a small read (<= INLINE_MAX) of light frames (``_light``: publishes, acks,
+        content) into an idle lane while every worker is idle (``WorkerPool.idle``; the
+        connection's own is checked again by ``Worker.stand_in``): the reactor then holds the
+        lane's turn and runs it here, in the worker's place. A lone message at a low rate
+        (S8) skips the wake-up of the worker and the GIL's hand-over to it. If the worker
+        turns out busy, the turn goes to it as usual, still first in the lane."""
         with t.out_lock:
             if fn is None:
                 t.inflight += 1
@@ -158,14 +206,17 @@ class Reader:
                 schedule = False
             else:
                 t.in_scheduled = schedule = True
-        if schedule:
+        if schedule and not (
+            fn is None and len(arg) <= INLINE_MAX and self.pool.idle() and _light(arg)
+            and t.worker.stand_in(self._input_turn, t, None, arg)
+        ):
             t.worker.submit(self._input_turn, t, fn, arg)
         if pause and not t.paused_flow:
             t.paused_flow = True
             self._update_events(t)
 
     def _input_turn(self, t: Transport, fn: Callable[..., None] | None, arg: object) -> None:
-        """On the worker: run one task of ``t``'s input lane (see :meth:`_submit`), then
+        """On the worker (or the reactor standing in for it): run one task of ``t``'s input lane (see :meth:`_submit`), then
         queue the lane's next task, if any, as a turn at the back of the worker's queue.
         Each connection thus holds at most one place in its worker's FIFO, and the worker
         serves the connections pinned to it round robin, one input batch (one ``recv``,

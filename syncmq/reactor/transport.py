@@ -15,7 +15,9 @@ reactor thread         ``sock`` (a worker's direct send uses it only under ``out
                        ``heartbeat``, ``last_recv``, ``bytes_in``, ``tls_handshaking``,
                        ``tls_retry``, ``close_when_flushed``
 the worker             ``rest``, ``rest_len``, ``rest_need`` (a partial frame between inputs),
-                       ``frame_max`` (written after tune-ok, read when cutting frames)
+                       ``frame_max`` (written after tune-ok, read when cutting frames); the
+                       worker's tasks (``Worker.busy``), which the reactor thread may run in
+                       an idle worker's place (``Worker.stand_in``)
 ``out_lock``           ``inflight`` (input batches handed to the worker: the reactor counts
                        up, the worker down), ``inq`` and ``in_scheduled`` (the input lane,
                        ``Reader._submit``), and the :class:`~.outbuf.OutBuffer` fields
