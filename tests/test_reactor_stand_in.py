@@ -7,15 +7,22 @@ and a worker's tasks never run on two threads at once (``Worker.busy``)."""
 from __future__ import annotations
 
 import socket
+import struct
 import threading
 
 from syncmq.reactor import Reactor
-from syncmq.reactor.reading import INLINE_MAX, _light
+from syncmq.reactor.reading import INLINE_MAX
+from syncmq.reactor.reading import _light as _scan
 from syncmq.wire import _spec
 from syncmq.wire.frames import PROTOCOL_HEADER, encode_content, encode_method_frame
 from syncmq.workers import WorkerPool, current_worker
 
 TIMEOUT = 30
+
+
+def _light(data: bytes, need: int = 0) -> bool:
+    """Whole and light, ending at a content's end."""
+    return _scan(data, need) == 0
 
 
 def _publish(n: int, size: int = 16) -> bytes:
@@ -31,22 +38,52 @@ def _channel_open() -> bytes:
 
 
 def test_light_frames():
-    """Per-message methods and content are light; anything that can touch any number of
-    messages (other methods, an ack or nack with ``multiple``) or is cut short is not."""
+    """Per-message methods and whole small contents are light; anything that can touch any
+    number of messages (other methods, an ack with ``multiple``, a reject or nack, which may
+    dead-letter to a wide route) or is cut short is not."""
     def m(method) -> bytes:
         return encode_method_frame(1, method)
 
     ack = m(_spec.Basic.Ack(delivery_tag=1))
     assert _light(_publish(1)) and _light(ack) and _light(_publish(1) + ack + _publish(2))
-    assert _light(m(_spec.Basic.Nack(delivery_tag=1, requeue=True)))
-    assert _light(m(_spec.Basic.Reject(delivery_tag=1, requeue=True)))
     assert _light(b"\x08\x00\x00\x00\x00\x00\x00\xce")  # a heartbeat
+    assert not _light(m(_spec.Basic.Nack(delivery_tag=1, requeue=False)))
+    assert not _light(m(_spec.Basic.Reject(delivery_tag=1, requeue=False)))
     assert not _light(m(_spec.Basic.Ack(delivery_tag=9, multiple=True)))
-    assert not _light(m(_spec.Basic.Nack(delivery_tag=9, multiple=True)))
     assert not _light(ack + _channel_open())
     assert not _light(m(_spec.Queue.Purge(queue="q")))
     assert not _light(m(_spec.Basic.Recover(requeue=True)))
     assert not _light(ack[:10]) and not _light(ack[:19])  # not known yet
+    assert not _light(ack[:-1]) and not _light(ack + ack[:3])  # a frame cut short
+
+
+def _frame(ftype: int, payload: bytes) -> bytes:
+    return struct.pack(">BHI", ftype, 1, len(payload)) + payload + b"\xce"
+
+
+def _header(body_size: int) -> bytes:
+    return _frame(2, struct.pack(">HHQH", 60, 0, body_size, 0))
+
+
+def test_only_a_small_content_may_span_reads():
+    """The read that completes a large body would join it on the reactor thread: a content
+    header is light only if it declares at most INLINE_MAX octets, and a body frame only if
+    the reactor saw its content's header (in this read or the one before, ``need``)."""
+    method = encode_method_frame(1, _spec.Basic.Publish(exchange="", routing_key="q"))
+    ack = encode_method_frame(1, _spec.Basic.Ack(delivery_tag=1))
+    part = _frame(3, bytes(2000))
+    assert _scan(method + _header(100 * 2**20)) == -1  # 100 MiB declared
+    assert _scan(part) == -1 and _scan(part, -1) == -1  # a body whose header it did not see
+    assert _scan(part, 100 * 2**20) == 2**20 * 100 - 2000  # (need is the caller's promise)
+    assert _light(method + _header(3000) + part + _frame(3, bytes(1000)) + ack)
+    assert _scan(method + _header(3000) + part) == 1000  # the rest in the next read:
+    assert _scan(_frame(3, bytes(1000)) + ack, 1000) == 0
+    assert _scan(_frame(3, bytes(1000)), 999) == -1  # more than declared
+    assert _scan(method + _header(3000) + part + ack) == -1  # a method inside a content
+    assert _scan(method, -1) == 0  # a method starts afresh after a read not looked at
+    assert _scan(method + _header(INLINE_MAX + 1)) == -1
+    # pika writes method, header and body apart: three light reads
+    assert _scan(method) == 0 and _scan(_header(16)) == 16 and _scan(_frame(3, bytes(16)), 16) == 0
 
 
 # ---- Worker.stand_in alone

@@ -19,6 +19,7 @@ from ..protocol.channel import deliver_prefix
 from ..wire import _spec
 from ..wire.errors import AMQPChannelError, AMQPConnectionError
 from . import access
+from .hand_over import HandOver, publish_heavy
 from .queue import _queue_name
 
 if TYPE_CHECKING:
@@ -154,6 +155,8 @@ def publish(session: Session, ch: Channel, m: B.Publish, props: bytes, body: byt
         if message.has_reply_to() or (b"CC" in props and message.headers and (
                 "CC" in message.headers or "BCC" in message.headers)):
             message = _rewrite(session, ch, message)
+    if session.standing_in and publish_heavy(vhost, ex, message):
+        raise HandOver  # (nothing changed yet: the worker handles it from the start)
     ch.n_publish += 1
     if ch.tx:
         ch.tx_publishes.append((ex, message, m.mandatory))

@@ -46,35 +46,61 @@ INLINE_MAX = 4096
 _FRAME_SIZE = struct.Struct(">I").unpack_from  # a frame header's payload size, at offset 3
 _FRAME_HEAD = struct.Struct(">BHI").unpack_from  # type, channel, payload size
 _METHOD_ID = struct.Struct(">I").unpack_from  # class id << 16 | method id
-# basic.publish, basic.ack, basic.reject, basic.nack: the per-message methods, whose cost is
-# one message's (a connection's other methods can purge, requeue or delete without bound)
-_LIGHT_METHODS = frozenset((60 << 16) | m for m in (40, 80, 90, 120))
-# ... except an ack or nack with ``multiple`` set (it settles any number of messages): the bit
-# is the first of the octet after the 8-octet delivery tag
-_MULTIPLE_AT = {(60 << 16) | 80: 19, (60 << 16) | 120: 19}  # offset from the frame's start
+_BODY_SIZE = struct.Struct(">Q").unpack_from  # a content header's body size (payload + 4)
+# basic.publish and basic.ack: the per-message methods, whose cost is one message's. Not
+# basic.reject or basic.nack (their requeue=false dead-letters: one more publish, to as many
+# queues as the dead-letter exchange routes to), nor any other method (a purge, requeue,
+# delete or settle of unbounded size)
+_LIGHT_METHODS = frozenset(((60 << 16) | 40, (60 << 16) | 80))
+_ACK = (60 << 16) | 80
+# ... and an ack only without ``multiple`` (it settles any number of messages): the bit is the
+# first of the octet after the 8-octet delivery tag, 19 octets from the frame's start
+_MULTIPLE_AT = 19
 
 
-def _light(data: bytes) -> bool:
-    """True if every frame that starts in ``data`` is a light method (``_LIGHT_METHODS``,
-    without ``multiple``), a content header or body, or a heartbeat. O(frames); reads only
-    frame headers and method ids."""
+def _light(data: bytes, need: int = 0) -> int:
+    """Whether ``data`` may be handled by the reactor standing in: -1 if not, else the body
+    octets of a small content still to come after it (0: ``data`` ends at a content's end).
+
+    ``need``: what the previous read left of a small content (-1: not known, that read was
+    not looked at here). ``data`` is light if it is whole frames (none cut short), each a
+    light method (``_LIGHT_METHODS``, an ack without ``multiple``), a content header that
+    declares at most ``INLINE_MAX`` body octets, a body frame of such a content (begun in
+    this read, or in the previous one as ``need`` says), or a heartbeat. So the reactor never
+    collects a large body (the read that completes a 100 MiB body would join it on the
+    reactor thread), nor handles a frame whose start it has not seen. O(frames); reads only
+    frame headers, method ids and declared body sizes."""
     pos = 0
     n = len(data)
     while pos + 7 <= n:
         ftype, _, size = _FRAME_HEAD(data, pos)
-        if ftype == 1:
-            if pos + 11 > n:
-                return False
+        end = pos + size + 8
+        if end > n:
+            return -1
+        if ftype == 3:
+            if size > need:  # (need -1: a body whose header this side did not see)
+                return -1
+            need -= size
+        elif need > 0:
+            return -1  # (a frame between a header and the end of its body)
+        elif ftype == 1:
+            if size < 4:
+                return -1
             method = _METHOD_ID(data, pos + 7)[0]
-            if method not in _LIGHT_METHODS:
-                return False
-            at = _MULTIPLE_AT.get(method)
-            if at is not None and (pos + at >= n or data[pos + at] & 1):
-                return False
-        elif ftype != 2 and ftype != 3 and ftype != 8:
-            return False
-        pos += size + 8
-    return pos >= n  # (a frame header cut short: not known to be light)
+            if method not in _LIGHT_METHODS or (
+                    method == _ACK and (size < 13 or data[pos + _MULTIPLE_AT] & 1)):
+                return -1
+            need = 0
+        elif ftype == 2:
+            if size < 12:
+                return -1
+            need = _BODY_SIZE(data, pos + 11)[0]
+            if need > INLINE_MAX:
+                return -1
+        elif ftype != 8:
+            return -1
+        pos = end
+    return need if pos == n else -1
 
 
 class Reader:
@@ -206,14 +232,37 @@ class Reader:
                 schedule = False
             else:
                 t.in_scheduled = schedule = True
-        if schedule and not (
-            fn is None and len(arg) <= INLINE_MAX and self.pool.idle() and _light(arg)
-            and t.worker.stand_in(self._input_turn, t, None, arg)
-        ):
-            t.worker.submit(self._input_turn, t, fn, arg)
+        if schedule:
+            if fn is not None or not self._stand_in(t, arg):
+                t.worker.submit(self._input_turn, t, fn, arg)
+        elif fn is None:
+            t.light_need = -1  # (behind a busy lane: read by the worker, not looked at here)
         if pause and not t.paused_flow:
             t.paused_flow = True
             self._update_events(t)
+
+    def _stand_in(self, t: Transport, data: bytes) -> bool:
+        """Run the lane's turn for ``data`` (the lane is ours: ``in_scheduled`` set) here if
+        it is small and light (``_light``; at a frame boundary: no partial frame left in
+        ``t.rest``, read while the lane is idle), every worker is idle and ``t``'s for sure
+        (``Worker.stand_in``); False if not, for the worker to run it. ``t.standing_in`` says
+        so to the connection's handler meanwhile, which hands what may cost more than a
+        message's worth (a wide route, a limited or paging queue, a body store near its
+        budget) back to the worker (``methods.hand_over``). ``t.light_need`` carries a small
+        content's body from one read to the next (-1 once a read went to the worker)."""
+        need = -1
+        if len(data) <= INLINE_MAX and not t.rest and self.pool.idle():
+            need = _light(data, t.light_need)
+        if need < 0:
+            t.light_need = -1
+            return False
+        t.standing_in = True
+        try:
+            done = t.worker.stand_in(self._input_turn, t, None, data)
+        finally:
+            t.standing_in = False
+        t.light_need = need if done else -1
+        return done
 
     def _input_turn(self, t: Transport, fn: Callable[..., None] | None, arg: object) -> None:
         """On the worker (or the reactor standing in for it): run one task of ``t``'s input lane (see :meth:`_submit`), then

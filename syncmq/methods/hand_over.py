@@ -1,0 +1,83 @@
+"""What the reactor thread, standing in for a connection's idle worker, hands back to it.
+
+The reactor runs a small read of publishes and acks in the idle worker's place
+(``reactor.reading.Reader._submit``; the transport's ``standing_in`` is set meanwhile, and
+:class:`~.session.Session` copies it to ``Session.standing_in`` per batch). Its frame-level
+checks (``reading._light``) bound the frames, not what handling them costs: that depends on
+the broker's state. While the reactor runs a task, every other connection's reads, writes,
+heartbeats and handshakes wait, so what may cost more than a message's worth goes back to
+the worker, decided before it has any effect:
+
+- the whole input (:func:`input_heavy`), while a resource alarm is on (the publisher is
+  blocked, a ``connection.blocked`` sent) or the memory budget's store may touch the disk (it
+  holds spilled bodies, queues have paged messages out, or its bodies in memory are past half
+  the budget: a put may evict, an ack's next delivery may read a body back);
+- one publish and everything after it (:func:`publish_heavy`, raising :class:`HandOver` in
+  ``basic.publish``): a route walk (exchange-to-exchange bindings, an alternate exchange,
+  CC/BCC, a headers exchange's matching), more than ``STAND_IN_QUEUES`` queues (a fanout to
+  10,000), or a queue whose publish may do more than append (a length limit: overflow,
+  reject-publish nacks, drop-head dead-lettering; a TTL; priorities; a paged FIFO past half
+  its window).
+
+The hand-over parks the input on a :class:`~.durable_reply.Hold` without a reply and queues
+:func:`~.durable_reply.resume` on the worker: input read meanwhile is parked behind it (on the
+reactor standing in or on the worker), so the connection's order holds.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .durable_reply import Hold, resume
+
+if TYPE_CHECKING:
+    from ..broker.exchange import Exchange
+    from ..broker.message import Message
+    from ..broker.vhost import VirtualHost
+    from .session import Session
+
+# Most queues a publish handled on the reactor thread may reach (each is a queue lock, an
+# append and perhaps a delivery)
+STAND_IN_QUEUES = 4
+
+
+class HandOver(Exception):  # noqa: N818 (not an error: a signal to Session._handle)
+    """Raised by a handler running on the reactor standing in, before it changed anything:
+    the event and the rest of the input go to the worker."""
+
+
+def to_worker(session: Session) -> Hold:
+    """Park the rest of this input (the caller fills the hold) and queue its handling on
+    the connection's worker. The session's worker task is running (on the reactor standing
+    in), so the worker runs ``resume`` only after it."""
+    session.standing_in = False
+    hold = session.hold = Hold(0, None, None, None)
+    session.transport.worker.submit(resume, session, None)
+    return hold
+
+
+def input_heavy(session: Session) -> bool:
+    """The broker's state may make any publish or ack costly (see the module docstring)."""
+    if session.blocked:
+        return True
+    store = session.vhost.body_store if session.vhost is not None else None
+    return store is not None and store.may_touch_disk()
+
+
+def publish_heavy(vhost: VirtualHost, ex: Exchange, message: Message) -> bool:
+    """Publishing ``message`` to ``ex`` may cost more than one message's worth. O(1) for a
+    direct, fanout or topic exchange: one route, at most ``STAND_IN_QUEUES`` queues looked at
+    (the route is computed again by the publish, on the reactor a dict lookup or a trie
+    walk)."""
+    if ex.e2e or ex.alternate is not None or ex.needs_headers or message.cc or message.bcc:
+        return True
+    queues = vhost.route(ex, message)
+    if len(queues) > STAND_IN_QUEUES:
+        return True
+    for q in queues:
+        if not q.batchable:
+            return True
+        window = getattr(q.ready, "window", None)
+        if window is not None and q.ready.count() >= window // 2:
+            return True
+    return False
