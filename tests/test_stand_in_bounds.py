@@ -17,7 +17,8 @@ import pytest
 
 from syncmq import Server
 from syncmq.methods import basic
-from syncmq.methods.hand_over import STAND_IN_QUEUES
+from syncmq.methods.hand_over import STAND_IN_CONSUMERS, STAND_IN_QUEUES
+from syncmq.methods.session import Session
 
 N = 20  # publishes per case
 
@@ -146,3 +147,77 @@ def test_a_store_past_half_its_budget_takes_the_stand_in_off(threads):
         _publish(ch, "", "other", server=server)
         assert "syncmq-reactor" in threads
         conn.close()
+
+
+def test_a_queue_with_many_consumers_goes_to_the_worker(threads, monkeypatch):
+    """A message is offered to each consumer in turn until one has credit: a publish to (or
+    an ack on) a queue with many consumers is the worker's; with one consumer, both are the
+    reactor's (the control)."""
+    acks: list[str] = []
+    real_defer = Session.defer_ack
+
+    def probe(self, ch, entries):
+        acks.append(threading.current_thread().name)
+        return real_defer(self, ch, entries)
+
+    monkeypatch.setattr(Session, "defer_ack", probe)
+    with Server() as server:
+        conn, ch = _channel(server)
+        sub_conn = pika.BlockingConnection(pika.URLParameters(server.url))
+        sub = sub_conn.channel()
+        sub.basic_qos(prefetch_count=1)
+        tags: list[int] = []
+        for name, n in (("few", 1), ("many", STAND_IN_CONSUMERS + 1)):
+            ch.queue_declare(name)
+            for _ in range(n):
+                sub.basic_consume(name, lambda _c, m, _p, _b: tags.append(m.delivery_tag))
+        for name, where in (("few", "syncmq-reactor"), ("many", "syncmq-worker")):
+            del threads[:], acks[:]
+            _publish(ch, "", name, n=4, server=server)
+            for _ in range(4):  # ack each delivery once the workers are idle
+                while not tags:
+                    sub_conn.process_data_events(time_limit=0.01)
+                _idle(server)
+                sub.basic_ack(tags.pop(0))
+            while len(acks) < 4:
+                sub_conn.process_data_events(time_limit=0.01)
+            if where == "syncmq-reactor":
+                assert where in threads and where in acks
+            else:
+                assert not [t for t in threads + acks if not t.startswith(where)]
+        sub_conn.close()
+        conn.close()
+
+
+def test_other_connections_are_served_while_a_wide_publish_is_handled(monkeypatch):
+    """A wide publish read while every worker is idle is held (by the probe) until another
+    connection has completed its handshake: that can happen only if the reactor handed the
+    publish to the worker (standing in, the reactor would read nothing until the publish
+    ends, and the probe gives up after TIMEOUT)."""
+    timeout = 20
+    released = threading.Event()
+    waited: list[tuple[str, bool]] = []
+    real = basic.broker_publish
+
+    def holding(*args, **kwargs):
+        waited.append((threading.current_thread().name, released.wait(timeout)))
+        return real(*args, **kwargs)
+
+    with Server(workers=2) as server:
+        conn, ch = _channel(server)
+        ch.exchange_declare("wide", "fanout")
+        for i in range(STAND_IN_QUEUES + 1):
+            ch.queue_declare(f"w{i}")
+            ch.queue_bind(f"w{i}", "wide")
+        monkeypatch.setattr(basic, "broker_publish", holding)
+        _idle(server)
+        publisher = threading.Thread(target=ch.basic_publish, args=("wide", "", b"x"))
+        publisher.start()  # (the connection is used by that thread alone until it ends)
+        other = pika.BlockingConnection(pika.URLParameters(server.url))  # the handshake
+        other.channel().queue_declare("", exclusive=True)
+        released.set()
+        publisher.join(timeout)
+        other.close()
+        conn.close()
+    assert len(waited) == 1 and waited[0][1], waited
+    assert waited[0][0].startswith("syncmq-worker")

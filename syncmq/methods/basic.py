@@ -19,7 +19,7 @@ from ..protocol.channel import deliver_prefix
 from ..wire import _spec
 from ..wire.errors import AMQPChannelError, AMQPConnectionError
 from . import access
-from .hand_over import HandOver, publish_heavy
+from .hand_over import HandOver, ack_heavy, publish_heavy
 from .queue import _queue_name
 
 if TYPE_CHECKING:
@@ -288,6 +288,8 @@ def ack(session: Session, ch: Channel, m: B.Ack, _p, _b) -> None:
     if ch.tx:
         _tx_collect(ch, m.delivery_tag, m.multiple, False)
         return
+    if session.standing_in and not m.multiple and ack_heavy(ch, m.delivery_tag):
+        raise HandOver  # (nothing changed yet: the worker handles it from the start)
     entries = ch.take_unacked(m.delivery_tag, m.multiple)
     ch.n_ack += len(entries)
     session.defer_ack(ch, entries)  # settled with the rest of this run of acks

@@ -17,7 +17,11 @@ the worker, decided before it has any effect:
   CC/BCC, a headers exchange's matching), more than ``STAND_IN_QUEUES`` queues (a fanout to
   10,000), or a queue whose publish may do more than append (a length limit: overflow,
   reject-publish nacks, drop-head dead-lettering; a TTL; priorities; a paged FIFO past half
-  its window).
+  its window) or with more than ``STAND_IN_CONSUMERS`` consumers;
+- one ack and everything after it (:func:`ack_heavy`, in ``basic.ack``) if its queue is such
+  a queue (the ack's settle delivers the next messages: an offer to each consumer, expiry and
+  its dead-lettering). basic.reject and basic.nack never reach the reactor
+  (``reading._light``: they may dead-letter).
 
 The hand-over parks the input on a :class:`~.durable_reply.Hold` without a reply and queues
 :func:`~.durable_reply.resume` on the worker: input read meanwhile is parked behind it (on the
@@ -33,12 +37,18 @@ from .durable_reply import Hold, resume
 if TYPE_CHECKING:
     from ..broker.exchange import Exchange
     from ..broker.message import Message
+    from ..broker.queue import Queue
     from ..broker.vhost import VirtualHost
+    from .channel_state import Channel
     from .session import Session
 
 # Most queues a publish handled on the reactor thread may reach (each is a queue lock, an
 # append and perhaps a delivery)
 STAND_IN_QUEUES = 4
+# Most consumers a queue may have for its publishes and acks to be handled there (a message
+# is offered to each consumer in turn until one has credit: O(consumers) when most have
+# none)
+STAND_IN_CONSUMERS = 8
 
 
 class HandOver(Exception):  # noqa: N818 (not an error: a signal to Session._handle)
@@ -75,9 +85,25 @@ def publish_heavy(vhost: VirtualHost, ex: Exchange, message: Message) -> bool:
     if len(queues) > STAND_IN_QUEUES:
         return True
     for q in queues:
-        if not q.batchable:
-            return True
-        window = getattr(q.ready, "window", None)
-        if window is not None and q.ready.count() >= window // 2:
+        if _queue_heavy(q):
             return True
     return False
+
+
+def ack_heavy(ch: Channel, tag: int) -> bool:
+    """Settling delivery ``tag`` of ``ch`` (no ``multiple``) may cost more than a message's
+    worth: its queue is heavy (see :func:`_queue_heavy`). An unknown tag is not (its 406 is
+    cheap). The entry is read without ``ch.lock``: only this connection's task removes
+    entries, and it is the caller."""
+    entry = ch.unacked.get(tag)
+    return entry is not None and _queue_heavy(entry[0])
+
+
+def _queue_heavy(q: Queue) -> bool:
+    """A publish to ``q`` or a settle on it may do more than an append or a removal and one
+    delivery: a limit, TTL or priorities (not ``batchable``), many consumers, or a paged FIFO
+    past half its window (racy reads: a hint)."""
+    if not q.batchable or q.consumers.count > STAND_IN_CONSUMERS:
+        return True
+    window = getattr(q.ready, "window", None)
+    return window is not None and q.ready.count() >= window // 2
