@@ -76,12 +76,15 @@ def input_heavy(session: Session) -> bool:
 
 def publish_heavy(vhost: VirtualHost, ex: Exchange, message: Message) -> bool:
     """Publishing ``message`` to ``ex`` may cost more than one message's worth. O(1) for a
-    direct, fanout or topic exchange: one route, at most ``STAND_IN_QUEUES`` queues looked at
-    (the route is computed again by the publish, on the reactor a dict lookup or a trie
-    walk)."""
+    direct, fanout or topic exchange: the matcher's set of queues is counted, not copied
+    (``VirtualHost.route`` copies it: O(queues) for a fanout to 10,000), and at most
+    ``STAND_IN_QUEUES`` queues are looked at."""
     if ex.e2e or ex.alternate is not None or ex.needs_headers or message.cc or message.bcc:
         return True
-    queues = vhost.route(ex, message)
+    if ex is vhost.default_exchange:
+        q = vhost.queues.get(message.routing_key)
+        return q is not None and _queue_heavy(q)
+    queues = ex.matcher.route(message.routing_key, None)
     if len(queues) > STAND_IN_QUEUES:
         return True
     for q in queues:
