@@ -180,9 +180,15 @@ class Session:
         if self.hold is not None:  # a reply waits for the journal: see durable_reply.py
             self.hold.frames.extend(frames)
             return
-        self.standing_in = standing_in = getattr(self.transport, "standing_in", False)
-        if standing_in and input_heavy(self):  # (the reactor's turn: see hand_over.py)
-            to_worker(self).frames.extend(frames)
+        if getattr(self.transport, "standing_in", False):  # the reactor's turn: hand_over.py
+            if input_heavy(self):
+                to_worker(self).frames.extend(frames)
+                return
+            self.standing_in = True
+            try:
+                self._receive(frames, (), None)
+            finally:
+                self.standing_in = False
             return
         self._receive(frames, (), None)
 
