@@ -221,3 +221,19 @@ def test_other_connections_are_served_while_a_wide_publish_is_handled(monkeypatc
         conn.close()
     assert len(waited) == 1 and waited[0][1], waited
     assert waited[0][0].startswith("syncmq-worker")
+
+
+def test_a_publish_under_a_resource_alarm_goes_to_the_worker(threads):
+    """While an alarm is on, a publish blocks its connection (connection.blocked, reading
+    paused): the whole input is the worker's."""
+    with Server(disk_free_limit="1000000GB") as server:
+        broker = server.node.broker
+        done = threading.Event()
+        while "disk" not in broker.alarms:  # (the monitor samples every 0.5 s)
+            done.wait(0.01)
+        conn, ch = _channel(server)
+        ch.queue_declare("blocked")
+        _publish(ch, "", "blocked", n=1, server=server)
+        assert threads == ["syncmq-worker-0"] or threads == ["syncmq-worker-1"], threads
+        # (no close: the blocked connection is not read until the alarm clears, as in
+        # RabbitMQ; the server's stop closes it)
