@@ -10,6 +10,13 @@ Invariants:
   connection's batches go through its own input lane (``reactor.reading.Reader._input_turn``)
   and take one place at a time in this FIFO, so the worker serves its connections in turn.
 - A task that raises is logged and dropped; it never kills the worker thread.
+- A worker's tasks run one at a time: each holds ``Worker.busy``. The reactor thread may take
+  an idle worker's place for one task (:meth:`Worker.stand_in`: ``busy`` taken without
+  waiting, nothing queued): a lone publish or ack is then handled where it was read, without
+  the hand-off's wake-up and GIL round trip (issue #22, S8 latency). While it stands in,
+  ``current_worker()`` on the reactor thread is that worker, so the task's deferred output
+  goes the same way as on the worker (``on_deferred``), and the worker thread waits for
+  ``busy`` before its next task.
 
 Thread names are ``syncmq-worker-N``.
 """
@@ -64,7 +71,7 @@ def current_worker() -> Worker | None:
 class Worker:
     """One worker thread with its own task queue (a ``queue.SimpleQueue``, lock-free for us)."""
 
-    __slots__ = ("index", "tasks", "thread", "load", "deferred", "on_deferred")
+    __slots__ = ("index", "tasks", "thread", "load", "deferred", "on_deferred", "busy")
 
     def __init__(self, index: int) -> None:
         self.index = index
@@ -74,6 +81,10 @@ class Worker:
         # touches the list, so it needs no lock.
         self.deferred: list = []
         self.on_deferred: Callable[[list], None] | None = None
+        # Held while one of this worker's tasks runs (by its thread, or by the reactor
+        # standing in for it, ``stand_in``): the worker's tasks, ``deferred`` included, are
+        # one thread's at a time.
+        self.busy = threading.Lock()
         self.thread = threading.Thread(
             target=self._run, name=f"syncmq-worker-{index}", daemon=True
         )
@@ -93,6 +104,29 @@ class Worker:
         """
         self.deferred.append(obj)
 
+    def stand_in(self, fn: Callable[..., Any], *args: Any) -> bool:
+        """Run ``fn(*args)`` on the calling thread in this worker's place, as one of its
+        tasks, if the worker is idle (nothing running, nothing queued); False, without
+        running it, if not. Never waits. The reactor's use: a connection's small input
+        handled where it was read (``reactor.reading.Reader._submit``).
+
+        A task the worker took off its queue just before (and now waits for ``busy`` to run)
+        runs after ``fn``: both were queued from different threads at about the same time."""
+        if not self.busy.acquire(False):
+            return False
+        try:
+            if not self.tasks.empty():
+                return False
+            prev = getattr(_local, "worker", None)
+            _local.worker = self
+            try:
+                self._run_one(fn, args)
+            finally:
+                _local.worker = prev
+            return True
+        finally:
+            self.busy.release()
+
     def _run(self) -> None:
         """Run tasks until the stop marker, then those queued behind it until none is left
         (``get`` becomes ``get_nowait``): a connection's input lane
@@ -100,10 +134,13 @@ class Worker:
         ran, so its last tasks (``connection_lost`` of the sockets shut down before the stop)
         can come after the stop marker; they still run, as they did when every task was
         queued before it. One loop for both, with no call per task besides the task's.
-        Between tasks the loop holds no reference to the last one (issue #22: memory a
-        drained load left behind)."""
+        Each task holds ``busy`` (the reactor may stand in meanwhile). Between tasks the
+        loop holds no reference to the last one (issue #22: memory a drained load left
+        behind; ``_run_one``'s locals are gone when it returns)."""
         _local.worker = self
         get = self.tasks.get
+        busy = self.busy
+        run_one = self._run_one
         while True:
             try:
                 item = get()
@@ -112,21 +149,22 @@ class Worker:
             if item is _STOP:
                 get = self.tasks.get_nowait
                 continue
-            fn, args = item
+            with busy:
+                run_one(*item)
+            item = None  # a read's bytes, a closed connection's transport: not kept
+
+    def _run_one(self, fn: Callable[..., Any], args: tuple) -> None:
+        """One task, then its deferred output (``busy`` held by the caller)."""
+        try:
+            fn(*args)
+        except Exception:  # a bug in a handler must not kill the worker
+            log.exception("unhandled error in worker task %r", fn)
+        if self.deferred:
+            deferred, self.deferred = self.deferred, []
             try:
-                fn(*args)
-            except Exception:  # a bug in a handler must not kill the worker
-                log.exception("unhandled error in worker task %r", fn)
-            # an idle worker keeps nothing of its last task alive: a read's bytes and frames
-            # (up to a few hundred KiB), a closed connection's transport and session
-            item = fn = args = None
-            if self.deferred:
-                deferred, self.deferred = self.deferred, []
-                try:
-                    self.on_deferred(deferred)
-                except Exception:
-                    log.exception("unhandled error handing deferred work to the reactor")
-                deferred = None
+                self.on_deferred(deferred)
+            except Exception:
+                log.exception("unhandled error handing deferred work to the reactor")
 
 
 class WorkerPool:
@@ -149,6 +187,17 @@ class WorkerPool:
         self._holding = True
         for w in self.workers:
             w.thread.start()
+
+    def idle(self) -> bool:
+        """No worker runs or has a task (a racy read: a hint). The reactor stands in for a
+        worker only then (``reactor.reading.Reader._submit``): with a worker busy, work
+        on the reactor thread would compete with it for the GIL and hold up the I/O of that
+        worker's connections (a consumer's acks handled on the reactor while a publisher's
+        worker routes: the publisher's reads and confirms would wait behind them)."""
+        for w in self.workers:
+            if w.busy.locked() or not w.tasks.empty():
+                return False
+        return True
 
     def assign(self) -> Worker:
         """Pick the least loaded worker for a new connection (reactor thread only). O(workers)."""

@@ -19,6 +19,7 @@ from ..protocol.channel import deliver_prefix
 from ..wire import _spec
 from ..wire.errors import AMQPChannelError, AMQPConnectionError
 from . import access
+from .hand_over import HandOver, ack_heavy, publish_heavy
 from .queue import _queue_name
 
 if TYPE_CHECKING:
@@ -165,6 +166,8 @@ def publish(session: Session, ch: Channel, m: B.Publish, props: bytes, body: byt
     rare = len(props) >= 2 and (props[0] << 8 | props[1]) & _FLAGS_RARE
     if rare:
         message = _rare_checks(session, ch, message, props)
+    if session.standing_in and publish_heavy(vhost, ex, message):
+        raise HandOver  # (nothing changed yet: the worker handles it from the start)
     ch.n_publish += 1
     if ch.tx:
         ch.tx_publishes.append((ex, message, m.mandatory))
@@ -322,6 +325,8 @@ def ack(session: Session, ch: Channel, m: B.Ack, _p, _b) -> None:
     if ch.tx:
         _tx_collect(ch, m.delivery_tag, m.multiple, False)
         return
+    if session.standing_in and not m.multiple and ack_heavy(ch, m.delivery_tag):
+        raise HandOver  # (nothing changed yet: the worker handles it from the start)
     entries = ch.take_unacked(m.delivery_tag, m.multiple)
     ch.n_ack += len(entries)
     session.defer_ack(ch, entries)  # settled with the rest of this run of acks

@@ -36,8 +36,10 @@ class Hold:
 
     __slots__ = ("ch_id", "request", "method", "then", "events", "error", "frames")
 
-    def __init__(self, ch_id: int, request: _spec.Method, method: _spec.Method,
-                 then: Callable[[], None] | None):
+    def __init__(self, ch_id: int, request: _spec.Method | None,
+                 method: _spec.Method | None, then: Callable[[], None] | None):
+        """``method`` None: no reply, only the parked input to handle on the worker (the
+        reactor standing in handed it over: ``methods.hand_over``)."""
         self.ch_id = ch_id
         self.request = request
         self.method = method
@@ -75,13 +77,15 @@ def reply_after_barrier(session: Session, ch_id: int, request: _spec.Method,
 
 
 def resume(session: Session, err: Exception | None) -> None:
-    """On the connection's worker, after the barrier: reply, then handle what was parked."""
+    """On the connection's worker, after the barrier: reply, then handle what was parked
+    (without a reply for a hold of ``hand_over``)."""
     h = session.hold
     session.hold = None
     if h is None or session.proto.state == pconn.CLOSED:
         return
+    session.standing_in = False  # (on the worker)
     try:
-        if session.proto.state == pconn.OPEN:
+        if h.method is not None and session.proto.state == pconn.OPEN:
             if err is not None:
                 session.channel_error(h.ch_id, AMQPChannelError(
                     _spec.INTERNAL_ERROR, f"INTERNAL_ERROR - journal write failed: {err}",

@@ -27,6 +27,7 @@ from .channel_state import Channel
 from .confirm import ConfirmTracker
 from .credit import Credit
 from .durable_reply import Hold
+from .hand_over import HandOver, input_heavy, to_worker
 from .session_api import SERVER_CAPABILITIES, Settings, Transport
 
 if TYPE_CHECKING:
@@ -61,6 +62,7 @@ class Session:
         "frame_max", "channel_max", "heartbeat", "user", "username", "auth_mechanism",
         "vhost", "counted_in", "client_properties", "capabilities", "exclusive_queues",
         "confirm_dirty", "run", "pending_publish", "pending_acks", "hold", "confirm_lock",
+        "standing_in",
         "blocked", "reading_paused", "credit", "released", "topic_store", "topic_perms",
         "counted", "counted_channels", "connected_at", "peer", "gen",
     )
@@ -97,6 +99,9 @@ class Session:
         self.exclusive_queues: list[Queue] = []
         # Confirm trackers with publishes in the current batch (handed over at its end).
         self.confirm_dirty: set[ConfirmTracker] = set()
+        # This batch runs on the reactor thread standing in for the idle worker (copied from
+        # the transport per batch): handlers hand heavy work back (methods.hand_over)
+        self.standing_in = False
         # Runs of publishes and acks: the run of held-back publishes (``broker.publish``),
         # and channel -> acked entries to settle (defer_ack); both emptied by flush_runs
         # before any other kind of method is handled and at the end of every batch.
@@ -179,6 +184,16 @@ class Session:
             return
         if self.hold is not None:  # a reply waits for the journal: see durable_reply.py
             self.hold.frames.extend(frames)
+            return
+        if getattr(self.transport, "standing_in", False):  # the reactor's turn: hand_over.py
+            if input_heavy(self):
+                to_worker(self).frames.extend(frames)
+                return
+            self.standing_in = True
+            try:
+                self._receive(frames, (), None)
+            finally:
+                self.standing_in = False
             return
         self._receive(frames, (), None)
 
@@ -314,6 +329,9 @@ class Session:
                     if not e.class_id and not e.no_method:
                         e.class_id, e.method_id = method.CLASS_ID, method.METHOD_ID
                     raise
+                except HandOver:  # (on the reactor standing in: nothing done yet)
+                    to_worker(self).events = events[_position(events, event):]
+                    return
                 if self.hold is not None:  # the reply waits for the journal (durable_reply.py)
                     self.hold.events = events[_position(events, event) + 1 :]
                     return

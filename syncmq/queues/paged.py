@@ -321,6 +321,7 @@ class PagedReadyQueue(ReadyQueue):
                 visit(seqs, ids, sizes)
             self._drop_seg()
         self.paged_count = self.paged_bytes = 0
+        self._unpaged()
         return n
 
     def remove_if(self, predicate) -> list:
@@ -334,6 +335,12 @@ class PagedReadyQueue(ReadyQueue):
         while self._segs:
             self._drop_seg()
         self.paged_count = self.paged_bytes = 0
+        self._unpaged()
+
+    def _unpaged(self) -> None:
+        """No message of this queue is in the page files any more (BodyStore.paging)."""
+        if self.store is not None:
+            self.store.paging.discard(self._id)
 
     # -- paging ---------------------------------------------------------------------------
 
@@ -373,6 +380,8 @@ class PagedReadyQueue(ReadyQueue):
         self.written_bytes += len(data)
         self.paged_count += len(pend)
         self.paged_bytes += size
+        if store is not None:
+            store.paging.add(self._id)  # (see BodyStore.may_touch_disk)
         if store is not None:
             store.release_many([item[0] for _, item in pend])
         pend.clear()
@@ -448,6 +457,8 @@ class PagedReadyQueue(ReadyQueue):
     def _count_out(self, pair, sign: int) -> None:
         self.paged_count += sign
         self.paged_bytes += sign * pair[1][0].size
+        if not self.paged_count:
+            self._unpaged()
 
     def _store_put(self, message) -> None:
         """A paged-in message: its body into the store, or kept (see ``_loose``); one paged

@@ -363,6 +363,10 @@ class BodyStore:
         # out to files beside the spill files (queues.paged; 0: off). Set before any queue
         # exists (the server, from --queue-page-window).
         self.page_window = 0
+        # ids of the paged queues (queues.paged) with messages in their page files: added
+        # and discarded by each queue under its own lock (set.add/discard are atomic), read
+        # by may_touch_disk without a lock
+        self.paging: set[int] = set()
         self.slow = SpillFiles(directory, file_bytes)
         self.buffer: Buffer = Buffer({}, self.slow, n=budget, weight=_weight)
         self._fast = self.buffer.fast  # zict.LRU over the dict
@@ -544,6 +548,14 @@ class BodyStore:
         finally:
             self.lock.release()
         return done
+
+    def may_touch_disk(self) -> bool:
+        """A put may evict to disk or a delivery read a body or page back: bodies are
+        spilled, a queue has paged messages out, or the bodies in memory are past half the
+        budget. Racy reads without the lock (a hint for the reactor thread, which must not do
+        disk I/O: ``methods.hand_over``)."""
+        return bool(len(self.slow) or self.paging
+                    or self._fast.total_weight > self.budget // 2)
 
     def memory_bytes(self) -> int:
         """Bytes of bodies in memory, read without the lock (one attribute read: an estimate

@@ -2,8 +2,10 @@
 the protocol header, handing input to the connection's worker (which cuts it into frames,
 :meth:`Reader._handle_data`) and the input flow control (``FLOW_HIGH``/``FLOW_LOW``).
 
-Everything here runs on the reactor thread except :meth:`Reader._handle_data`, which runs on
-the connection's worker and owns ``Transport.rest``/``rest_len``/``rest_need``.
+Everything here runs on the reactor thread except :meth:`Reader._input_turn` and
+:meth:`Reader._handle_data`, which run as a task of the connection's worker and own
+``Transport.rest``/``rest_len``/``rest_need`` (on the worker's thread, or on the reactor's
+standing in for the idle worker: :meth:`Reader._submit`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from .transport import Transport, _fmt_peer, log
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from ..workers import WorkerPool
+
 RECV_SIZE = 256 * 1024
 # Protocol headers we speak: 0-9-1, and the 0-9 header, which rabbit_reader
 # version_negotiation({1, 1, 0, 9}) "can safely treat as though it were 0-9-1". Any other
@@ -34,7 +38,69 @@ FRAME_MAX_SLACK = 8
 # (RabbitMQ's credit flow between reader and channel plays the same part).
 FLOW_HIGH = 8
 FLOW_LOW = 2
+# A read of at most this many bytes that holds only light frames (_light), for a connection
+# with nothing waiting in its lane, is handled on the reactor thread when every worker is
+# idle (Reader._submit): a few dozen small messages at most, so the reactor's turn stays
+# short.
+INLINE_MAX = 4096
 _FRAME_SIZE = struct.Struct(">I").unpack_from  # a frame header's payload size, at offset 3
+_FRAME_HEAD = struct.Struct(">BHI").unpack_from  # type, channel, payload size
+_METHOD_ID = struct.Struct(">I").unpack_from  # class id << 16 | method id
+_BODY_SIZE = struct.Struct(">Q").unpack_from  # a content header's body size (payload + 4)
+# basic.publish and basic.ack: the per-message methods, whose cost is one message's. Not
+# basic.reject or basic.nack (their requeue=false dead-letters: one more publish, to as many
+# queues as the dead-letter exchange routes to), nor any other method (a purge, requeue,
+# delete or settle of unbounded size)
+_LIGHT_METHODS = frozenset(((60 << 16) | 40, (60 << 16) | 80))
+_ACK = (60 << 16) | 80
+# ... and an ack only without ``multiple`` (it settles any number of messages): the bit is the
+# first of the octet after the 8-octet delivery tag, 19 octets from the frame's start
+_MULTIPLE_AT = 19
+
+
+def _light(data: bytes, need: int = 0) -> int:
+    """Whether ``data`` may be handled by the reactor standing in: -1 if not, else the body
+    octets of a small content still to come after it (0: ``data`` ends at a content's end).
+
+    ``need``: what the previous read left of a small content (-1: not known, that read was
+    not looked at here). ``data`` is light if it is whole frames (none cut short), each a
+    light method (``_LIGHT_METHODS``, an ack without ``multiple``), a content header that
+    declares at most ``INLINE_MAX`` body octets, a body frame of such a content (begun in
+    this read, or in the previous one as ``need`` says), or a heartbeat. So the reactor never
+    collects a large body (the read that completes a 100 MiB body would join it on the
+    reactor thread), nor handles a frame whose start it has not seen. O(frames); reads only
+    frame headers, method ids and declared body sizes."""
+    pos = 0
+    n = len(data)
+    while pos + 7 <= n:
+        ftype, _, size = _FRAME_HEAD(data, pos)
+        end = pos + size + 8
+        if end > n:
+            return -1
+        if ftype == 3:
+            if size > need:  # (need -1: a body whose header this side did not see)
+                return -1
+            need -= size
+        elif need > 0:
+            return -1  # (a frame between a header and the end of its body)
+        elif ftype == 1:
+            if size < 4:
+                return -1
+            method = _METHOD_ID(data, pos + 7)[0]
+            if method not in _LIGHT_METHODS or (
+                    method == _ACK and (size < 13 or data[pos + _MULTIPLE_AT] & 1)):
+                return -1
+            need = 0
+        elif ftype == 2:
+            if size < 12:
+                return -1
+            need = _BODY_SIZE(data, pos + 11)[0]
+            if need > INLINE_MAX:
+                return -1
+        elif ftype != 8:
+            return -1
+        pos = end
+    return need if pos == n else -1
 
 
 class Reader:
@@ -43,6 +109,7 @@ class Reader:
     __slots__ = ()
 
     call_soon: Callable[..., None]
+    pool: WorkerPool
     _lost: Callable[[Transport], None]
     _update_events: Callable[[Transport], None]
     _bad_header: Callable[[Transport], None]
@@ -146,7 +213,14 @@ class Reader:
         The lane (under ``out_lock``): ``in_scheduled`` is set while a turn of ``t`` is
         queued on its worker or running, and ``inq`` holds, in order, the tasks that arrived
         meanwhile (empty whenever ``in_scheduled`` is clear). An idle lane's task goes to the
-        worker at once, as the turn's argument."""
+        worker at once, as the turn's argument.
+
+        Except a small read (<= INLINE_MAX) of light frames (``_light``: publishes, acks,
+        content) into an idle lane while every worker is idle (``WorkerPool.idle``; the
+        connection's own is checked again by ``Worker.stand_in``): the reactor then holds the
+        lane's turn and runs it here, in the worker's place. A lone message at a low rate
+        (S8) skips the wake-up of the worker and the GIL's hand-over to it. If the worker
+        turns out busy, the turn goes to it as usual, still first in the lane."""
         with t.out_lock:
             if fn is None:
                 t.inflight += 1
@@ -159,13 +233,39 @@ class Reader:
             else:
                 t.in_scheduled = schedule = True
         if schedule:
-            t.worker.submit(self._input_turn, t, fn, arg)
+            if fn is not None or not self._stand_in(t, arg):
+                t.worker.submit(self._input_turn, t, fn, arg)
+        elif fn is None:
+            t.light_need = -1  # (behind a busy lane: read by the worker, not looked at here)
         if pause and not t.paused_flow:
             t.paused_flow = True
             self._update_events(t)
 
+    def _stand_in(self, t: Transport, data: bytes) -> bool:
+        """Run the lane's turn for ``data`` (the lane is ours: ``in_scheduled`` set) here if
+        it is small and light (``_light``; at a frame boundary: no partial frame left in
+        ``t.rest``, read while the lane is idle), every worker is idle and ``t``'s for sure
+        (``Worker.stand_in``); False if not, for the worker to run it. ``t.standing_in`` says
+        so to the connection's handler meanwhile, which hands what may cost more than a
+        message's worth (a wide route, a limited or paging queue, a body store near its
+        budget) back to the worker (``methods.hand_over``). ``t.light_need`` carries a small
+        content's body from one read to the next (-1 once a read went to the worker)."""
+        need = -1
+        if len(data) <= INLINE_MAX and not t.rest and self.pool.idle():
+            need = _light(data, t.light_need)
+        if need < 0:
+            t.light_need = -1
+            return False
+        t.standing_in = True
+        try:
+            done = t.worker.stand_in(self._input_turn, t, None, data)
+        finally:
+            t.standing_in = False
+        t.light_need = need if done else -1
+        return done
+
     def _input_turn(self, t: Transport, fn: Callable[..., None] | None, arg: object) -> None:
-        """On the worker: run one task of ``t``'s input lane (see :meth:`_submit`), then
+        """On the worker (or the reactor standing in for it): run one task of ``t``'s input lane (see :meth:`_submit`), then
         queue the lane's next task, if any, as a turn at the back of the worker's queue.
         Each connection thus holds at most one place in its worker's FIFO, and the worker
         serves the connections pinned to it round robin, one input batch (one ``recv``,

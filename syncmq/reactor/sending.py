@@ -6,8 +6,9 @@ send loop: partial sends, "try again") and ``_account`` (the one accounting: byt
 bytes, the throttle's drain) under ``out_lock``. Who may send when: a worker only under
 ``out_lock`` with ``flushing`` clear and ``sending`` empty (:meth:`Sender._send_direct`); the
 reactor with ``flushing`` set, which it sets and clears under the lock (:meth:`Sender._flush`).
-Everything here but ``_flush_later``/``_send_direct`` (the worker's) runs on the reactor
-thread.
+Everything here but ``_flush_later``/``_send_direct`` (the end of a worker's task: on its thread,
+or on the reactor's when it stands in for the idle worker, ``Worker.stand_in``) runs on the
+reactor thread.
 """
 
 from __future__ import annotations

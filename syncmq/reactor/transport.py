@@ -13,9 +13,14 @@ reactor thread         ``sock`` (a worker's direct send uses it only under ``out
                        reactor closes it under the lock), ``inbuf``, ``header_done``,
                        ``writing``, ``registered_events``, ``paused_flow``, ``paused_by``,
                        ``heartbeat``, ``last_recv``, ``bytes_in``, ``tls_handshaking``,
-                       ``tls_retry``, ``close_when_flushed``
+                       ``tls_retry``, ``close_when_flushed``, ``light_need``, ``standing_in`` (set only while
+                       it runs the connection's input in the idle worker's place; read then
+                       by that input's handler, and ``rest`` read by the reactor only while the
+                       lane is idle, to stand in only at a frame boundary)
 the worker             ``rest``, ``rest_len``, ``rest_need`` (a partial frame between inputs),
-                       ``frame_max`` (written after tune-ok, read when cutting frames)
+                       ``frame_max`` (written after tune-ok, read when cutting frames); the
+                       worker's tasks (``Worker.busy``), which the reactor thread may run in
+                       an idle worker's place (``Worker.stand_in``)
 ``out_lock``           ``inflight`` (input batches handed to the worker: the reactor counts
                        up, the worker down), ``inq`` and ``in_scheduled`` (the input lane,
                        ``Reader._submit``), and the :class:`~.outbuf.OutBuffer` fields
@@ -70,7 +75,7 @@ class Transport(OutBuffer):
         "heartbeat", "last_recv", "opened", "bytes_in", "created", "tls", "tls_handshaking",
         "peer_cert", "tls_retry", "inflight", "paused_flow", "paused_by",
         "registered_events", "rest", "rest_len", "rest_need", "aborted", "unread_in",
-        "inq", "in_scheduled",
+        "inq", "in_scheduled", "standing_in", "light_need",
     )
 
     def __init__(self, reactor: Reactor, sock: socket.socket, peer: Any, worker: Worker) -> None:
@@ -116,6 +121,11 @@ class Transport(OutBuffer):
         self.inq: deque = deque()
         self.in_scheduled = False
         self.paused_flow = False  # reactor thread only
+        # Set by the reactor thread while it runs this connection's input in the idle
+        # worker's place (Reader._stand_in), read by the handler's task meanwhile: what may
+        # cost more than a message's worth is handed back to the worker (methods.hand_over).
+        self.standing_in = False
+        self.light_need = 0  # reactor thread only (Reader._stand_in)
         # why reading is paused by the session ("alarm", "credit"): reactor thread only
         self.paused_by: set[str] = set()
         self.registered_events = selectors.EVENT_READ  # what the selector watches for us

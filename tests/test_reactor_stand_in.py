@@ -1,0 +1,270 @@
+"""The reactor stands in for an idle worker (``Worker.stand_in``): a small read of light
+frames (publishes, acks, content) of a connection with nothing in its input lane is handled on
+the reactor thread, saving the worker's wake-up and the GIL hand-over per message (issue #22,
+S8 latency). Everything else still goes to the worker, a connection's input stays in order,
+and a worker's tasks never run on two threads at once (``Worker.busy``)."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+
+from syncmq.reactor import Reactor
+from syncmq.reactor.reading import INLINE_MAX
+from syncmq.reactor.reading import _light as _scan
+from syncmq.wire import _spec
+from syncmq.wire.frames import PROTOCOL_HEADER, encode_content, encode_method_frame
+from syncmq.workers import WorkerPool, current_worker
+
+TIMEOUT = 30
+
+
+def _light(data: bytes, need: int = 0) -> bool:
+    """Whole and light, ending at a content's end."""
+    return _scan(data, need) == 0
+
+
+def _publish(n: int, size: int = 16) -> bytes:
+    method = encode_method_frame(1, _spec.Basic.Publish(exchange="", routing_key=f"q{n}"))
+    return method + b"".join(encode_content(1, 60, b"\x00\x00", bytes(size), 131072))
+
+
+def _channel_open() -> bytes:
+    return encode_method_frame(1, _spec.Channel.Open())
+
+
+# ---- what the reactor may handle
+
+
+def test_light_frames():
+    """Per-message methods and whole small contents are light; anything that can touch any
+    number of messages (other methods, an ack with ``multiple``, a reject or nack, which may
+    dead-letter to a wide route) or is cut short is not."""
+    def m(method) -> bytes:
+        return encode_method_frame(1, method)
+
+    ack = m(_spec.Basic.Ack(delivery_tag=1))
+    assert _light(_publish(1)) and _light(ack) and _light(_publish(1) + ack + _publish(2))
+    assert _light(b"\x08\x00\x00\x00\x00\x00\x00\xce")  # a heartbeat
+    assert not _light(m(_spec.Basic.Nack(delivery_tag=1, requeue=False)))
+    assert not _light(m(_spec.Basic.Reject(delivery_tag=1, requeue=False)))
+    assert not _light(m(_spec.Basic.Ack(delivery_tag=9, multiple=True)))
+    assert not _light(ack + _channel_open())
+    assert not _light(m(_spec.Queue.Purge(queue="q")))
+    assert not _light(m(_spec.Basic.Recover(requeue=True)))
+    assert not _light(ack[:10]) and not _light(ack[:19])  # not known yet
+    assert not _light(ack[:-1]) and not _light(ack + ack[:3])  # a frame cut short
+
+
+def _frame(ftype: int, payload: bytes) -> bytes:
+    return struct.pack(">BHI", ftype, 1, len(payload)) + payload + b"\xce"
+
+
+def _header(body_size: int) -> bytes:
+    return _frame(2, struct.pack(">HHQH", 60, 0, body_size, 0))
+
+
+def test_only_a_small_content_may_span_reads():
+    """The read that completes a large body would join it on the reactor thread: a content
+    header is light only if it declares at most INLINE_MAX octets, and a body frame only if
+    the reactor saw its content's header (in this read or the one before, ``need``)."""
+    method = encode_method_frame(1, _spec.Basic.Publish(exchange="", routing_key="q"))
+    ack = encode_method_frame(1, _spec.Basic.Ack(delivery_tag=1))
+    part = _frame(3, bytes(2000))
+    assert _scan(method + _header(100 * 2**20)) == -1  # 100 MiB declared
+    assert _scan(part) == -1 and _scan(part, -1) == -1  # a body whose header it did not see
+    assert _scan(part, 100 * 2**20) == 2**20 * 100 - 2000  # (need is the caller's promise)
+    assert _light(method + _header(3000) + part + _frame(3, bytes(1000)) + ack)
+    assert _scan(method + _header(3000) + part) == 1000  # the rest in the next read:
+    assert _scan(_frame(3, bytes(1000)) + ack, 1000) == 0
+    assert _scan(_frame(3, bytes(1000)), 999) == -1  # more than declared
+    assert _scan(method + _header(3000) + part + ack) == -1  # a method inside a content
+    assert _scan(method, -1) == 0  # a method starts afresh after a read not looked at
+    assert _scan(method + _header(INLINE_MAX + 1)) == -1
+    # pika writes method, header and body apart: three light reads
+    assert _scan(method) == 0 and _scan(_header(16)) == 16 and _scan(_frame(3, bytes(16)), 16) == 0
+
+
+# ---- Worker.stand_in alone
+
+
+def test_stand_in_runs_here_as_the_worker_when_it_is_idle():
+    pool = WorkerPool(1)  # not started: nothing runs, nothing is queued
+    worker = pool.workers[0]
+    seen: list = []
+    assert worker.stand_in(lambda: seen.append((threading.current_thread(),
+                                                 current_worker())))
+    assert seen == [(threading.current_thread(), worker)]
+    assert current_worker() is None  # only while the task runs
+    worker.submit(lambda: None)
+    assert not worker.stand_in(seen.append, "queued")  # the queued task goes first
+    assert seen[1:] == []
+
+
+def test_stand_in_refuses_while_the_worker_runs_a_task():
+    pool = WorkerPool(1)
+    pool.start()
+    worker = pool.workers[0]
+    running, gate = threading.Event(), threading.Event()
+    ran: list[str] = []
+    try:
+        def long_task() -> None:
+            running.set()
+            gate.wait(TIMEOUT)
+            ran.append("long")
+
+        worker.submit(long_task)
+        assert running.wait(TIMEOUT)
+        assert worker.tasks.empty()  # only busy says the worker is not idle
+        assert not worker.stand_in(ran.append, "stand-in")
+        gate.set()
+        done = threading.Event()
+        worker.submit(done.set)
+        assert done.wait(TIMEOUT)
+        assert worker.stand_in(ran.append, "stand-in")
+        assert ran == ["long", "stand-in"]
+    finally:
+        gate.set()
+        pool.stop()
+
+
+# ---- through the reactor
+
+
+class _Handler:
+    def __init__(self, record: list, made: threading.Event, block: threading.Event) -> None:
+        self.record = record
+        self.made = made
+        self.block = block
+
+    def connection_made(self) -> None:
+        self.made.set()
+
+    def frames_received(self, frames) -> None:
+        name = threading.current_thread().name
+        for ftype, _ch, payload in frames:
+            if ftype == _spec.FRAME_METHOD:
+                method = _spec.decode_method(payload)
+                if isinstance(method, _spec.Channel.Open):
+                    self.block.wait(TIMEOUT)  # keeps the worker busy until set
+                self.record.append((name, getattr(method, "routing_key", "open")))
+
+    def frame_error(self, exc) -> None:
+        self.record.append(("error", str(exc)))
+
+    def connection_lost(self) -> None:
+        pass
+
+
+def _start(workers: int = 1):
+    pool = WorkerPool(workers)
+    record: list = []
+    made = threading.Event()
+    block = threading.Event()
+    reactor = Reactor(pool, lambda t: _Handler(record, made, block), handshake_timeout=0)
+    host, port = reactor.listen("127.0.0.1", 0)
+    pool.start()
+    reactor.start()
+    client = socket.create_connection((host, port), timeout=TIMEOUT)
+    client.sendall(PROTOCOL_HEADER)
+    assert made.wait(TIMEOUT)
+    return pool, reactor, client, record, block
+
+
+def _wait_for(record: list, n: int) -> None:
+    done = threading.Event()
+    for _ in range(TIMEOUT * 1000):
+        if len(record) >= n:
+            return
+        done.wait(0.001)
+    raise AssertionError(f"{record} has fewer than {n} entries")
+
+
+def test_where_input_is_handled():
+    pool, reactor, client, record, block = _start()
+    try:
+        block.set()
+        client.sendall(_publish(0))  # small and light, worker idle: on the reactor
+        _wait_for(record, 1)
+        client.sendall(_channel_open())  # not light: the worker
+        _wait_for(record, 2)
+        big = b"".join(_publish(i) for i in range(1, INLINE_MAX // 60))
+        assert len(big) > INLINE_MAX
+        client.sendall(big)  # too large for the reactor's turn: the worker
+        _wait_for(record, 1 + len(big) // 72)
+        assert record[0] == ("syncmq-reactor", "q0")
+        assert record[1] == ("syncmq-worker-0", "open")
+        assert {name for name, _ in record[2:]} == {"syncmq-worker-0"}
+        assert [key for _, key in record[2:]] == [f"q{i}" for i in range(1, INLINE_MAX // 60)]
+    finally:
+        block.set()
+        client.close()
+        reactor.stop()
+        pool.stop()
+
+
+def test_a_busy_worker_gets_the_input_in_order():
+    """While the worker runs another task, a small publish waits in the lane for it, and
+    what follows it stays behind it (never handled on the reactor before it)."""
+    pool, reactor, client, record, block = _start()
+    try:
+        client.sendall(_channel_open())  # the worker blocks in it
+        client.sendall(_publish(1))
+        client.sendall(_publish(2))
+        (t,) = reactor.transports.values()
+        waiting = len(_publish(1)) + len(_publish(2))
+        for _ in range(TIMEOUT * 1000):  # until both publishes wait in the lane
+            with t.out_lock:
+                if sum(len(arg) for fn, arg in t.inq if fn is None) == waiting:
+                    break
+            threading.Event().wait(0.001)
+        block.set()
+        _wait_for(record, 3)
+        assert [key for _, key in record] == ["open", "q1", "q2"]
+        assert record[1][0] == "syncmq-worker-0"  # queued behind the busy worker
+        for i in range(3, 200):  # then a mix of reactor and worker turns, in order
+            client.sendall(_publish(i) if i % 7 else _channel_open())
+        _wait_for(record, 200)
+        assert [key for _, key in record[3:]] == [
+            f"q{i}" if i % 7 else "open" for i in range(3, 200)]
+    finally:
+        block.set()
+        client.close()
+        reactor.stop()
+        pool.stop()
+
+
+def test_no_stand_in_while_another_worker_is_busy():
+    """The reactor takes a worker's place only while the whole pool is idle: with another
+    worker busy, its work would compete with that worker for the GIL."""
+    pool, reactor, client, record, block = _start(workers=2)
+    other = pool.workers[1]
+    assert pool.workers[0].load == 1 and other.load == 0  # the connection's is worker 0
+    running, gate = threading.Event(), threading.Event()
+
+    def busy_elsewhere() -> None:
+        running.set()
+        gate.wait(TIMEOUT)
+
+    try:
+        block.set()
+        other.submit(busy_elsewhere)
+        assert running.wait(TIMEOUT)
+        client.sendall(_publish(1))
+        _wait_for(record, 1)
+        gate.set()
+        done = threading.Event()
+        other.submit(done.set)
+        assert done.wait(TIMEOUT)
+        while not pool.idle():
+            done.wait(0.001)
+        client.sendall(_publish(2))
+        _wait_for(record, 2)
+        assert record == [("syncmq-worker-0", "q1"), ("syncmq-reactor", "q2")]
+    finally:
+        gate.set()
+        block.set()
+        client.close()
+        reactor.stop()
+        pool.stop()
