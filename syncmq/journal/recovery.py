@@ -201,24 +201,13 @@ def _read_header(path: str) -> tuple[int, int] | str:
         return str(exc)
 
 
-def recover_dir(data_dir: str, load_bodies: bool = True,
-                stream: bool = False) -> tuple[RecoveredState, JournalState]:
-    """Recover ``data_dir`` (which must exist and be locked by the caller); see the module
-    docstring. Returns the broker-facing state and the journal's liveness state.
 
-    ``stream``: the queues' messages are decoded one at a time by
-    :meth:`RecoveredQueue.iter_messages` (from the journal state and the segment maps, which
-    the result keeps until :meth:`RecoveredState.release`), so memory holds the live state and
-    the message being handed over, not every recovered message at once; they must be read
-    before the journal state changes (before ``Journal.start``)."""
-    t0 = time.perf_counter()
-    stats = RecoveryStats()
-    state = JournalState()
-    segs, tmps = list_segments(data_dir)
+def _remove_leftovers(segs: dict[int, str], tmps: list[str],
+                      stats: RecoveryStats) -> tuple[dict, bool]:
+    """Delete unfinished compaction outputs and the segments a finished compaction
+    superseded (removed from ``segs``); returns every remaining segment's header (or why it
+    is unreadable) and whether the directory changed (the caller fsyncs it)."""
     changed_dir = False
-    # Pass 1 replays every segment decoding only PUBLISH heads; pass 2 (_build) decodes the
-    # live messages' records from these read-only maps, so dead bodies are never copied.
-    images: dict[int, mmap.mmap] = {}
     for path in tmps:
         os.unlink(path)
         stats.tmp_files += 1
@@ -237,6 +226,27 @@ def recover_dir(data_dir: str, load_bodies: bool = True,
         changed_dir = True
     if stale:
         log.info("journal recovery: deleted %d segment(s) superseded by compaction", len(stale))
+    return headers, changed_dir
+
+
+def recover_dir(data_dir: str, load_bodies: bool = True,
+                stream: bool = False) -> tuple[RecoveredState, JournalState]:
+    """Recover ``data_dir`` (which must exist and be locked by the caller); see the module
+    docstring. Returns the broker-facing state and the journal's liveness state.
+
+    ``stream``: the queues' messages are decoded one at a time by
+    :meth:`RecoveredQueue.iter_messages` (from the journal state and the segment maps, which
+    the result keeps until :meth:`RecoveredState.release`), so memory holds the live state and
+    the message being handed over, not every recovered message at once; they must be read
+    before the journal state changes (before ``Journal.start``)."""
+    t0 = time.perf_counter()
+    stats = RecoveryStats()
+    state = JournalState()
+    segs, tmps = list_segments(data_dir)
+    # Pass 1 replays every segment decoding only PUBLISH heads; pass 2 (_build) decodes the
+    # live messages' records from these read-only maps, so dead bodies are never copied.
+    images: dict[int, mmap.mmap] = {}
+    headers, changed_dir = _remove_leftovers(segs, tmps, stats)
 
     order = sorted(segs)
     for i, no in enumerate(order):

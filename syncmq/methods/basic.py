@@ -107,6 +107,31 @@ def cancel(session: Session, ch: Channel, m: B.Cancel, _p, _b) -> None:
         session.send_method(ch.id, B.CancelOk(consumer_tag=m.consumer_tag))
 
 
+def _exchange_to_publish_to(session: Session, ch: Channel, m: B.Publish):
+    """The exchange ``m`` publishes to, after RabbitMQ's checks in its order: write
+    permission (cached per channel), existence, internal, topic permission."""
+    vhost = session.vhost
+    name = m.exchange
+    if name not in ch.write_ok:  # RabbitMQ: the write check comes before the lookup
+        access.write(session, "exchange", name)
+        ch.write_ok.add(name)
+    ex = vhost.exchanges.get(name)
+    if ex is None:
+        raise AMQPChannelError(
+            _spec.NOT_FOUND, f"NOT_FOUND - no exchange '{name}' in vhost '{vhost.name}'"
+        )
+    if ex.internal:
+        raise AMQPChannelError(
+            _spec.ACCESS_REFUSED,
+            f"ACCESS_REFUSED - cannot publish to internal exchange '{name}' in vhost "
+            f"'{vhost.name}'",
+        )
+    if ex.type == "topic" and (session.topic_perms is not None
+                               or session.broker.users is not session.topic_store):
+        access.topic(session, name, m.routing_key, "write")  # (no topic permissions: no call)
+    return ex
+
+
 def publish(session: Session, ch: Channel, m: B.Publish, props: bytes, body: bytes) -> None:
     """basic.publish. A publish of a run (the channel's previous decoded method in this
     batch, no property that needs a check) reuses that publish's checks and route
@@ -134,23 +159,7 @@ def publish(session: Session, ch: Channel, m: B.Publish, props: bytes, body: byt
         raise AMQPConnectionError(_spec.NOT_IMPLEMENTED, "NOT_IMPLEMENTED - immediate=true")
     vhost = session.vhost
     name = m.exchange
-    if name not in ch.write_ok:  # RabbitMQ: the write check comes before the lookup
-        access.write(session, "exchange", name)
-        ch.write_ok.add(name)
-    ex = vhost.exchanges.get(name)
-    if ex is None:
-        raise AMQPChannelError(
-            _spec.NOT_FOUND, f"NOT_FOUND - no exchange '{name}' in vhost '{vhost.name}'"
-        )
-    if ex.internal:
-        raise AMQPChannelError(
-            _spec.ACCESS_REFUSED,
-            f"ACCESS_REFUSED - cannot publish to internal exchange '{name}' in vhost "
-            f"'{vhost.name}'",
-        )
-    if ex.type == "topic" and (session.topic_perms is not None
-                               or session.broker.users is not session.topic_store):
-        access.topic(session, name, m.routing_key, "write")  # (no topic permissions: no call)
+    ex = _exchange_to_publish_to(session, ch, m)
     if session.blocked:
         session.block_publisher()  # a resource alarm is on: this is the last read for now
     message = Message(name, m.routing_key, props, body)
