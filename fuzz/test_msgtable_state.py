@@ -145,7 +145,7 @@ class TableMachine(RuleBasedStateMachine):
     @invariant()
     def agrees(self) -> None:
         t = self.t
-        t.check()
+        t._check()
         assert len(t) == len(self.m)
         assert set(t.ids()) == set(self.m)
         counts: dict = {}

@@ -567,7 +567,7 @@ class MessageTable:
 
     # -- checks -------------------------------------------------------------------------------
 
-    def check(self) -> None:
+    def _check(self) -> None:
         """Assert the table's own invariants (tests; O(messages))."""
         counts: dict[QKey, int] = {}
         refs: dict[int, int] = {}

@@ -387,7 +387,7 @@ class JournalState:
     def check(self) -> None:
         """Assert the invariants of the module docstring (tests; O(state))."""
         live: dict[int, int] = {}
-        self.msgs.check()
+        self.msgs._check()
         for mid, msg in self.msgs.items():
             assert msg.queues, mid
             assert len(set(msg.queues)) == len(msg.queues)
