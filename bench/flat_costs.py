@@ -4,13 +4,15 @@
 One syncmq per scenario; the scenarios (tests/flat_cost.py) are consume + cancel with N
 consumers on a queue, declare + delete with N queues, topic bind and topic route with N
 bindings, connection open/close with N connections open, channel open/close with N channels
-open on the connection, and publish to a fanout with N queues bound (cost per copy). Each
-size's figure is the lowest of 3 batches of broker CPU seconds (/proc utime + stime) per
-operation; the ratios to the first size say whether the cost grows (flat: ~1; a scan per
-operation: ~4 per step). tests/test_flat_costs.py asserts the same at N and 4N.
+open on the connection, publish to a fanout with N queues bound (cost per copy), and bind
+(or unbind) with N bindings on a direct exchange (N keys, or one key and N queues), a fanout
+or a headers exchange (N queues). Each size's figure is the lowest of 3 batches of broker CPU
+seconds (/proc utime + stime) per operation; the ratios to the first size say whether the
+cost grows (flat: ~1; a scan per operation: ~4 per step). tests/test_flat_costs.py asserts the same at N and 4N.
 
     python bench/flat_costs.py
     python bench/flat_costs.py --scenarios topic-route --sizes 25000,100000 --json out.json
+    python bench/flat_costs.py --scenarios direct-bind,fanout-bind --sizes 2000,8000,32000
 """
 
 from __future__ import annotations
@@ -38,6 +40,11 @@ DEFAULTS = {
     "connection-open-close": ("100,400,1600", 400),
     "channel-open": ("120,480,1920", 3_000),
     "fanout-copy": ("250,1000,4000", 0),
+    "direct-bind": ("2500,10000,40000", 20_000),
+    "direct-bind-queues": ("2500,10000,40000", 20_000),
+    "fanout-bind": ("2500,10000,40000", 20_000),
+    "headers-bind": ("2500,10000,40000", 20_000),
+    "direct-unbind": ("2500,10000,40000", 20_000),
 }
 
 

@@ -95,6 +95,15 @@ class PMapMachine(_TinySizes, RuleBasedStateMachine):
         self.m = pm_from_dict(dict(self.m.items()))
 
     @rule()
+    def views(self):
+        """The cached views (built once, kept with the map) equal the model; later versions
+        derived from this one must not inherit them (``_check`` compares every cache)."""
+        if isinstance(self.m, PMap):
+            assert self.m.as_dict() == self.model and self.m.as_dict() is self.m.as_dict()
+            assert self.m.key_set() == frozenset(self.model)
+            assert self.m.hot_dict() is self.m.as_dict()
+
+    @rule()
     def keep(self):
         self.versions.append((self.m, dict(self.model)))
 
@@ -141,20 +150,32 @@ TestTinyPMapMatcher = TinyPMapMatcherMachine.TestCase
 TestTinyPMapMatcher.settings = SETTINGS
 
 
+_ORACLES = {
+    "topic": topic_oracle,
+    "direct": lambda binding, key: binding == key,
+    "fanout": lambda binding, key: True,
+    "headers": lambda binding, key: True,  # no arguments: x-match all of nothing
+}
+
+
+@pytest.mark.parametrize("kind", list(_ORACLES))
 @pytest.mark.parametrize("small", [0, 128])
-def test_routing_while_another_thread_binds(small):
+def test_routing_while_another_thread_binds(small, kind):
     """One thread binds and unbinds at random and publishes each new matcher (with the set
     of bindings it holds) by one store; another routes on the last published one, without a
     lock (the latest, or an older one), and must get exactly what a naive matcher over that
     version's bindings gets. Both run until the writer made 3,000 changes; then a sample of
-    the versions is checked again (none changed after it was published)."""
-    saved = pmap.SMALL
-    pmap.SMALL = small
+    the versions is checked again (none changed after it was published). The reader's routes
+    also fill the versions' caches (``PMap.hot_dict``/``key_set``, ``DirectMatcher._flat``;
+    ``pmap.HOT`` = 1 builds them early) while the writer derives new versions from them."""
+    saved = pmap.SMALL, pmap.HOT
+    pmap.SMALL, pmap.HOT = small, 1
+    oracle = _ORACLES[kind]
     try:
         words = ["a", "b", "c", "*", "#", ""]
         pool = [".".join(random.Random(i).choices(words, k=i % 4 + 1)) for i in range(40)]
         pool += [f"w.{i}" for i in range(300)]  # a wide node
-        current = [(matcher_for("topic"), frozenset())]
+        current = [(matcher_for(kind), frozenset())]
         history = list(current)  # every version published, in order
         done = threading.Event()
         errors: list = []
@@ -180,7 +201,7 @@ def test_routing_while_another_thread_binds(small):
                     # the latest version, or one a slow publisher may still hold
                     m, model = current[0] if rnd.random() < 0.5 else rnd.choice(history)
                     key = rnd.choice(keys_)
-                    want = {d for d, b in model if topic_oracle(b, key)}
+                    want = {d for d, b in model if oracle(b, key)}
                     assert set(m.route(key)) == want, (key, sorted(model))
             except BaseException as e:
                 errors.append(e)
@@ -195,9 +216,9 @@ def test_routing_while_another_thread_binds(small):
         for m, model in history[::50]:  # no version changed after it was published
             assert {(d, k) for d, k, _ in m.bindings()} == model
             for key in ("a.b", "w.7", "c", "w.150"):
-                assert set(m.route(key)) == {d for d, b in model if topic_oracle(b, key)}
+                assert set(m.route(key)) == {d for d, b in model if oracle(b, key)}
     finally:
-        pmap.SMALL = saved
+        pmap.SMALL, pmap.HOT = saved
 
 
 @SETTINGS

@@ -1,7 +1,8 @@
 """Costs that stay flat (issue #22): the broker's CPU per operation with N things present.
 
 Each :class:`Scenario` grows a background of N objects (consumers on a queue, queues,
-topic bindings, open connections, open channels, queues bound to a fanout) and runs a batch of
+topic bindings, open connections, open channels, queues bound to a fanout, bindings to a
+direct, fanout or headers exchange) and runs a batch of
 operations against it, pipelined over raw sockets (``amqp_raw``) and closed by one round trip,
 so that the broker's work dominates. :func:`cost_per_op` reads the broker's CPU seconds
 (utime + stime from /proc, all threads) around a batch: never wall-clock time, which a loaded
@@ -85,6 +86,9 @@ class Scenario:
     def ops(self, k: int) -> int:
         """Run ``k`` operations; returns the divisor for the cost (operations or copies)."""
         raise NotImplementedError
+
+    def before(self, k: int) -> None:
+        """Set-up for a batch of ``k`` operations (not measured)."""
 
     def after(self) -> None:
         """Clean-up after a measured batch (not measured)."""
@@ -287,8 +291,123 @@ class FanoutCopies(Scenario):
         sync(self.c, self.queue)
 
 
+class Bind(Scenario):
+    """queue.bind of a new binding to an exchange of ``TYPE`` with N bindings, of the shape
+    a subclass says: N keys on one queue (``keys``) or N queues (``queues``), each measured
+    bind a new key on that queue or a new queue (declared before the batch, not measured).
+    ``after`` takes the new bindings away (not measured), so N stays N."""
+
+    TYPE = "direct"
+    SHAPE = "keys"
+
+    def __init__(self, port: int, tag: str) -> None:
+        super().__init__(port, tag)
+        self.exchange = f"{tag}-{self.name}-x"
+        self.c.send_method(1, E.Declare(exchange=self.exchange, type=self.TYPE))
+        self.c.expect_method(1, E.DeclareOk)
+        self.new: list[tuple[str, str, dict]] = []  # the batch's bindings
+
+    def binding(self, i: int, new: bool) -> tuple[str, str, dict]:
+        """``(queue, routing key, arguments)`` of background (or new) binding ``i``."""
+        word = "op" if new else "bg"
+        if self.SHAPE == "keys":
+            return self.queue, f"{word}.{i}", {}
+        args = {"x-match": "all", "n": i} if self.TYPE == "headers" else {}
+        return f"{self.tag}-{word}{i}", "k", args
+
+    def _bind(self, b, unbind: bool = False) -> bytes:
+        cls = Q.Unbind if unbind else Q.Bind
+        extra = {} if unbind else {"no_wait": True}
+        return _m(1, cls(queue=b[0], exchange=self.exchange, routing_key=b[1], arguments=b[2],
+                         **extra))
+
+    def _declares(self, bs) -> bytes:
+        if self.SHAPE == "keys":
+            return b""
+        return b"".join(_m(1, Q.Declare(queue=b[0], no_wait=True)) for b in bs)
+
+    def grow(self, n: int) -> None:
+        for lo in range(self.n, n, 10_000):
+            bs = [self.binding(i, False) for i in range(lo, min(n, lo + 10_000))]
+            self.c.send(self._declares(bs) + b"".join(self._bind(b) for b in bs))
+            sync(self.c, self.queue)
+        self.n = n
+
+    def before(self, k: int) -> None:
+        self.new = [self.binding(self.done + i, True) for i in range(k)]
+        self.done += k
+        if self.SHAPE == "queues":
+            self.c.send(self._declares(self.new))
+            sync(self.c, self.queue)
+
+    def ops(self, k: int) -> int:
+        self.c.send(b"".join(self._bind(b) for b in self.new))
+        sync(self.c, self.queue)
+        return k
+
+    def after(self) -> None:
+        if self.SHAPE == "queues":
+            self.c.send(b"".join(_m(1, Q.Delete(queue=b[0], no_wait=True)) for b in self.new))
+            sync(self.c, self.queue)
+        else:
+            self.c.send(b"".join(self._bind(b, unbind=True) for b in self.new))
+            _read_until(self.c, 1, Q.UnbindOk, len(self.new), 300)
+
+
+class DirectBind(Bind):
+    """queue.bind of a new key, N distinct keys bound (one queue) to a direct exchange."""
+
+    name = "direct-bind"
+
+
+class DirectBindQueues(Bind):
+    """queue.bind of a new queue with key ``k``, N queues bound with ``k`` to a direct
+    exchange (one key, N destinations)."""
+
+    name = "direct-bind-queues"
+    SHAPE = "queues"
+
+
+class FanoutBind(Bind):
+    """queue.bind of a new queue, N queues bound to a fanout exchange."""
+
+    name = "fanout-bind"
+    TYPE = "fanout"
+    SHAPE = "queues"
+
+
+class HeadersBind(Bind):
+    """queue.bind of a new queue, N queues bound to a headers exchange, each with its own
+    arguments (``x-match: all``, ``n: i``)."""
+
+    name = "headers-bind"
+    TYPE = "headers"
+    SHAPE = "queues"
+
+
+class DirectUnbind(Bind):
+    """queue.unbind of a key, N other distinct keys bound (one queue) to a direct exchange:
+    the batch's keys are bound before it (not measured) and unbound in it."""
+
+    name = "direct-unbind"
+
+    def before(self, k: int) -> None:
+        super().before(k)
+        self.c.send(b"".join(self._bind(b) for b in self.new))
+        sync(self.c, self.queue)
+
+    def ops(self, k: int) -> int:
+        self.c.send(b"".join(self._bind(b, unbind=True) for b in self.new))
+        _read_until(self.c, 1, Q.UnbindOk, k, 300)
+        return k
+
+    def after(self) -> None:
+        pass
+
+
 SCENARIOS = {s.name: s for s in (ConsumeCancel, DeclareDelete, TopicBind, TopicRoute,
-                                 ConnectionOpenClose, ChannelOpen, FanoutCopies)}
+                                 ConnectionOpenClose, ChannelOpen, FanoutCopies, DirectBind,
+                                 DirectBindQueues, FanoutBind, HeadersBind, DirectUnbind)}
 
 
 def cost_per_op(pid: int, scenario: Scenario, k: int, repeat: int = 3) -> float:
@@ -296,6 +415,7 @@ def cost_per_op(pid: int, scenario: Scenario, k: int, repeat: int = 3) -> float:
     lowest, as other processes only ever add to it."""
     best = float("inf")
     for _ in range(repeat):
+        scenario.before(k)
         t0 = cpu_seconds(pid)
         per = scenario.ops(k)
         best = min(best, (cpu_seconds(pid) - t0) / per)

@@ -29,6 +29,13 @@ CASES = {
     "connection-open-close": (250, 400),
     "channel-open": (400, 3_000),
     "fanout-copy": (250, 0),
+    # binds and unbinds with N bindings (docs/architecture.md, "Costs that stay flat"); the
+    # copies they replaced are C-level, so N is large enough for a copy to show
+    "direct-bind": (4_000, 20_000),
+    "direct-bind-queues": (4_000, 20_000),
+    "fanout-bind": (4_000, 20_000),
+    "headers-bind": (4_000, 20_000),
+    "direct-unbind": (4_000, 20_000),
 }
 
 

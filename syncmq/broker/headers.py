@@ -10,7 +10,8 @@ from datetime import datetime
 from decimal import Decimal
 
 from .erlterm import term
-from .matcher import _EMPTY, _MISSING, _NO_ARGS, Matcher, _freeze
+from .matcher import _EMPTY, _MISSING, _NO_ARGS, Matcher, _freeze, _freeze_table
+from .pmap import pm_del, pm_from_dict, pm_set
 
 # ---------------------------------------------------------------------------------------------
 # headers
@@ -160,8 +161,12 @@ class HeadersMatcher(Matcher):
     * ``all`` with nothing left to compare matches every message (even one without headers);
       ``any`` with nothing left to compare matches none.
 
-    Index: ``{destination: (compiled binding, ...)}``; routing tries each destination's bindings
-    until one matches.  O(sum of binding sizes) per publish, as in RabbitMQ.
+    Index: ``_specs``, a persistent map ``{(destination, routing_key, frozen arguments):
+    (destination, match_all, items)}``, one entry per binding that can match (see
+    ``_compile_headers_binding``), in binding order; a bind or unbind sets or deletes one
+    entry: O(log N + size of the arguments).  Routing tries every entry, skipping a
+    destination already matched: O(sum of binding sizes) per publish, as in RabbitMQ (past
+    ``pmap.SMALL`` entries, over the map's ``as_dict``, built on a version's first route).
     """
 
     __slots__ = ("_specs",)
@@ -173,56 +178,37 @@ class HeadersMatcher(Matcher):
         if error is not None:
             raise ValueError(error)
 
-    @staticmethod
-    def _compile_dest(per_dest: dict) -> tuple:
-        seen = set()
-        specs = []
-        for per_key in per_dest.values():
-            for akey, args in per_key.items():
-                if akey in seen:
-                    continue
-                seen.add(akey)
-                spec = _compile_headers_binding(args)
-                if spec is not None:
-                    specs.append(spec)
-        return tuple(specs)
-
     def _build_index(self) -> None:
         specs = {}
         for dest, per_dest in self._bindings.items():
-            compiled = self._compile_dest(per_dest)
-            if compiled:
-                specs[dest] = compiled
-        self._specs = specs
+            for key, per_key in per_dest.items():
+                for akey, args in per_key.items():
+                    spec = _compile_headers_binding(args)
+                    if spec is not None:
+                        specs[(dest, key, akey)] = (dest, *spec)
+        self._specs = pm_from_dict(specs)
 
     def _copy_index_to(self, other) -> None:
         other._specs = self._specs
 
-    def _recompile(self, dest) -> None:
-        specs = dict(self._specs)
-        per_dest = self._bindings.get(dest)
-        compiled = self._compile_dest(per_dest) if per_dest else ()
-        if compiled:
-            specs[dest] = compiled
-        else:
-            specs.pop(dest, None)
-        self._specs = specs
-
     def _index_added(self, dest, key, args, new_dest, new_key) -> None:
-        self._recompile(dest)
+        spec = _compile_headers_binding(args)
+        if spec is not None:
+            self._specs = pm_set(self._specs, (dest, key, _freeze_table(args)), (dest, *spec))
 
     def _index_removed(self, dest, key, args, gone_dest, gone_key) -> None:
-        self._recompile(dest)
+        self._specs = pm_del(self._specs, (dest, key, _freeze_table(args)))
 
     def _index_removed_dest(self, dest, per_dest) -> None:
-        if dest in self._specs:
-            specs = dict(self._specs)
-            del specs[dest]
-            self._specs = specs
+        specs = self._specs
+        for key, per_key in per_dest.items():
+            for akey in per_key:
+                specs = pm_del(specs, (dest, key, akey))
+        self._specs = specs
 
     def _index_state(self):
-        return {d: [(a, [(k, _freeze(v), t is None) for k, v, t in items]) for a, items in s]
-                for d, s in self._specs.items()}
+        return {b: (d, a, [(k, _freeze(v), t is None) for k, v, t in items])
+                for b, (d, a, items) in self._specs.items()}
 
     def route(self, routing_key: str = "", headers: dict | None = None) -> set | frozenset:
         """Destinations with a binding matching ``headers`` (None: no headers).
@@ -232,41 +218,40 @@ class HeadersMatcher(Matcher):
         specs = self._specs
         if not specs:
             return _EMPTY
+        entries = specs.values() if type(specs) is dict else specs.as_dict().values()
         h = headers if headers else _NO_ARGS
         missing = _MISSING
         res = None
-        for dest, dest_specs in specs.items():
-            for match_all, items in dest_specs:
-                if match_all:
-                    for key, value, kind in items:
-                        hv = h.get(key, missing)
-                        if hv is missing:
-                            break
-                        if kind is None:
-                            continue
-                        if type(hv) is kind:
-                            if hv != value:
-                                break
-                        elif not _values_equal(value, hv):
-                            break
-                    else:
-                        break  # every item matched
-                else:
-                    matched = False
-                    for key, value, kind in items:
-                        hv = h.get(key, missing)
-                        if hv is missing:
-                            continue
-                        if kind is None or (hv == value if type(hv) is kind
-                                            else _values_equal(value, hv)):
-                            matched = True
-                            break
-                    if matched:
+        for dest, match_all, items in entries:
+            if res is not None and dest in res:
+                continue
+            if match_all:
+                for key, value, kind in items:
+                    hv = h.get(key, missing)
+                    if hv is missing:
                         break
+                    if kind is None:
+                        continue
+                    if type(hv) is kind:
+                        if hv != value:
+                            break
+                    elif not _values_equal(value, hv):
+                        break
+                else:  # every item matched
+                    if res is None:
+                        res = {dest}
+                    else:
+                        res.add(dest)
             else:
-                continue  # no binding of dest matched
-            if res is None:
-                res = {dest}
-            else:
-                res.add(dest)
+                for key, value, kind in items:
+                    hv = h.get(key, missing)
+                    if hv is missing:
+                        continue
+                    if kind is None or (hv == value if type(hv) is kind
+                                        else _values_equal(value, hv)):
+                        if res is None:
+                            res = {dest}
+                        else:
+                            res.add(dest)
+                        break
         return _EMPTY if res is None else res

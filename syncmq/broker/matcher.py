@@ -70,10 +70,10 @@ class Matcher:
 
     ``_bindings`` is ``{destination: {routing_key: {frozen_arguments: arguments}}}``: every level
     is never mutated once the matcher is built, so a new matcher copies only the levels on the
-    changed path.  The two outer levels are persistent maps (``syncmq.broker.pmap``: a dict
-    while small, a hash array mapped trie beyond), so that copy is O(log n) whatever the number
-    of destinations and of keys per destination; the innermost (the argument tables of one
-    key, almost always one) is a dict.
+    changed path.  All three levels are persistent maps (``syncmq.broker.pmap``: a dict while
+    small, a hash array mapped trie beyond), so that copy is O(log n) whatever the number of
+    destinations, of keys per destination and of argument tables per key (headers bindings
+    of one queue differ by their arguments only).
     """
 
     __slots__ = ("_bindings", "_count")
@@ -138,8 +138,7 @@ class Matcher:
         per_key = per_dest.get(routing_key) if per_dest is not None else None
         if per_key is not None and akey in per_key:
             return self
-        new_per_key = dict(per_key) if per_key is not None else {}
-        new_per_key[akey] = args
+        new_per_key = pm_set(per_key if per_key is not None else _NO_ARGS, akey, args)
         new_per_dest = pm_set(per_dest if per_dest is not None else _NO_ARGS, routing_key,
                               new_per_key)
         bindings = pm_set(self._bindings, destination, new_per_dest)
@@ -152,7 +151,8 @@ class Matcher:
 
         For recovery and bulk changes: O(N + k) for k new bindings, instead of k * O(D).
         """
-        nested = {d: {k: dict(pk) for k, pk in pd.items()} for d, pd in self._bindings.items()}
+        nested = {d: {k: dict(pk.items()) for k, pk in pd.items()}
+                  for d, pd in self._bindings.items()}
         count = self._count
         for destination, routing_key, arguments in bindings:
             args = dict(arguments) if arguments else {}
@@ -165,7 +165,8 @@ class Matcher:
         if count == self._count:
             return self
         new = object.__new__(type(self))
-        new._bindings = pm_from_dict({d: pm_from_dict(pd) for d, pd in nested.items()})
+        new._bindings = pm_from_dict({d: pm_from_dict({k: pm_from_dict(pk) for k, pk in pd.items()})
+                                      for d, pd in nested.items()})
         new._count = count
         self._copy_params_to(new)
         new._build_index()
@@ -194,9 +195,7 @@ class Matcher:
             if gone_key:
                 new_per_dest = pm_del(per_dest, routing_key)
             else:
-                new_per_key = dict(per_key)
-                del new_per_key[akey]
-                new_per_dest = pm_set(per_dest, routing_key, new_per_key)
+                new_per_dest = pm_set(per_dest, routing_key, pm_del(per_key, akey))
             bindings = pm_set(self._bindings, destination, new_per_dest)
         new = self._derive(bindings, self._count - 1)
         new._index_removed(destination, routing_key, args, gone_dest, gone_key)
@@ -272,7 +271,9 @@ class Matcher:
     def _check(self) -> None:
         """Assert the invariants, including that the index equals one rebuilt from scratch.  O(N)."""
         n = 0
-        for level in (self._bindings, *self._bindings.values()):
+        levels = [self._bindings, *self._bindings.values()]
+        levels += [pk for pd in self._bindings.values() for pk in pd.values()]
+        for level in levels:
             if type(level) is PMap:
                 level._check()
             else:
@@ -281,7 +282,7 @@ class Matcher:
             assert per_dest, per_dest
             for key, per_key in per_dest.items():
                 assert isinstance(key, str), key
-                assert type(per_key) is dict and per_key, per_key
+                assert per_key, per_key
                 for akey, args in per_key.items():
                     assert type(args) is dict, args
                     assert akey == _freeze_table(args), (akey, args)

@@ -15,12 +15,23 @@ exchange with 100,000 bindings used to cost O(100,000).  These maps bound the co
 
 Both kinds are only ever built by :func:`pm_set`, :func:`pm_del` and :func:`pm_from_dict`, and
 never mutated once returned (every list and dict of a ``PMap`` is a fresh copy or shared
-unchanged), so a reader holding a map sees one consistent version whatever other threads do.
+unchanged; only the caches below are filled in later), so a reader holding a map sees one consistent version whatever other threads do.
 
 Both kinds answer ``get``, ``in``, ``len``, iteration (keys), ``keys``, ``values`` and
 ``items``; iteration is in insertion order (a ``dict``'s own order; a ``PMap`` sorts its
 entries by the insertion sequence number it keeps, O(n log n), for listings only).  A
 re-set key keeps its place.
+
+For the routing hot paths a ``PMap`` also hands out plain, unordered views of its entries,
+each built on first use and kept with the map: :meth:`PMap.as_dict` (O(n) once, then a C-level
+``dict.get``), :meth:`PMap.key_set` (a frozenset of the keys) and :meth:`PMap.hot_dict`
+(``as_dict`` only once the map has been read through it about ``len / HOT`` times: a map
+replaced after a few reads never pays the O(n) build, one read far more often than it changes
+gets ``dict.get`` speed; ski rental).  These caches are the only attributes ever set on a
+``PMap`` after construction; each is a pure function of its immutable entries, built whole
+and then stored by one attribute store, so a reader sees None or the finished object, and
+two threads building it at once build the same thing (one store wins).  The read counter is
+a racy ``+= 1``: a lost increment only delays the build.
 """
 
 from __future__ import annotations
@@ -31,6 +42,7 @@ _BITS = 5
 _WIDTH = 1 << _BITS
 _MASK = _WIDTH - 1
 _MAX_SHIFT = 64  # hashes are 64-bit: deeper, equal hash bits; a leaf then just grows
+HOT = 8  # hot_dict builds the dict after len // HOT reads (a walk costs ~HOT entries' copy)
 
 
 class PMap:
@@ -38,15 +50,19 @@ class PMap:
 
     ``_root`` is a branch (list of ``_WIDTH`` slots, each None, a leaf or a branch) or a leaf
     (tuple ``(key -> value, key -> seq)``, both dicts with the same keys); ``_len`` the number of entries; ``_seq`` the next
-    insertion sequence number.
+    insertion sequence number.  ``_dict``, ``_keys`` and ``_reads`` are the caches of the
+    module docstring (None, None, 0 until used).
     """
 
-    __slots__ = ("_root", "_len", "_seq")
+    __slots__ = ("_root", "_len", "_seq", "_dict", "_keys", "_reads")
 
     def __init__(self, root, length: int, seq: int) -> None:
         self._root = root
         self._len = length
         self._seq = seq
+        self._dict = None
+        self._keys = None
+        self._reads = 0
 
     def get(self, key, default=None):
         node = self._root
@@ -57,6 +73,40 @@ class PMap:
                 return default
             h >>= _BITS
         return node[0].get(key, default)
+
+    def as_dict(self) -> dict:
+        """The entries as a plain dict, in no particular order; built on the first call and
+        kept (see the module docstring).  O(n) once, then O(1).  Must not be mutated."""
+        d = self._dict
+        if d is None:
+            d = {}
+            stack = [self._root]
+            while stack:
+                node = stack.pop()
+                if type(node) is list:
+                    stack.extend(c for c in node if c is not None)
+                else:
+                    d.update(node[0])
+            self._dict = d
+        return d
+
+    def key_set(self) -> frozenset:
+        """The keys as a frozenset; built on the first call and kept.  O(n) once."""
+        ks = self._keys
+        if ks is None:
+            ks = self._keys = frozenset(self.as_dict())
+        return ks
+
+    def hot_dict(self):
+        """``as_dict()`` once this map has been read through here more than ``len // HOT``
+        times (so the O(n) build costs about what as many walks would), else None."""
+        d = self._dict
+        if d is None:
+            self._reads = reads = self._reads + 1
+            if reads <= self._len // HOT:
+                return None
+            d = self.as_dict()
+        return d
 
     def __contains__(self, key) -> bool:
         return self.get(key, _ABSENT) is not _ABSENT
@@ -118,6 +168,10 @@ class PMap:
                 seqs.add(seq)
                 n += 1
         assert n == self._len > SMALL, (n, self._len)
+        if self._dict is not None:
+            assert self._dict == dict(self.items()), "stale as_dict cache"
+        if self._keys is not None:
+            assert self._keys == frozenset(self.keys()), "stale key_set cache"
 
 
 _ABSENT = object()
@@ -215,4 +269,4 @@ def _rebuild(path: list, node):
     return node
 
 
-__all__ = ["LEAF", "SMALL", "PMap", "pm_del", "pm_from_dict", "pm_set"]
+__all__ = ["HOT", "LEAF", "SMALL", "PMap", "pm_del", "pm_from_dict", "pm_set"]
