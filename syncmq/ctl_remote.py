@@ -317,8 +317,8 @@ def migration_plan(c: Client, args) -> None:
     try:
         plan = ctl_migration.plan(c.call("GET", "/api/definitions"),
                                   c.call("GET", "/api/queues"), args.source_uri)
-    except ctl_migration.PlanError as e:
-        raise RemoteError(str(e)) from None
+    except ctl_migration.PlanError as e:  # a bad argument: rabbitmqctl's argument validation
+        raise CtlError(str(e), Kind.USAGE) from None
     print(json.dumps(plan, indent=2))
 
 
