@@ -129,6 +129,10 @@ class HeldOutput(io.TextIOBase):
     def flush(self) -> None:
         (self.held or self.out).flush()
 
+    def isatty(self) -> bool:
+        """The real output's (``ctl_status`` prints bold titles on a terminal only)."""
+        return self.out.isatty()
+
     def release(self) -> None:
         if self.held is not None:
             self.out.write(self.held.getvalue())

@@ -135,3 +135,40 @@ def test_node_api_memory_only_when_asked(broker):
     mem = get(broker, f"/api/nodes/{name}?memory=true")["memory"]
     assert set(mem) >= {"baseline", "message_metadata", "message_bodies", "connections",
                         "unaccounted", "strategy", "total"}
+
+
+def test_status_titles_are_bold_on_a_terminal_only(broker_factory):
+    """As rabbitmqctl: the section titles are bold (ANSI) when standard output is a terminal
+    (seen through the output held back until the broker answers, ``ctl_output.HeldOutput``),
+    plain when it is a pipe."""
+    import pty
+    import subprocess
+    import sys
+
+    b = broker_factory()
+    assert "\x1b[" not in ok(b, "status")  # a pipe
+    main, sub = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "syncmq.ctl", "status", "--management-url",
+             f"http://127.0.0.1:{b.management_port}", "--username", "guest",
+             "--password", "guest"], stdout=sub, stderr=subprocess.PIPE)
+        os.close(sub)
+        sub = -1
+        chunks = []
+        while True:
+            try:
+                data = os.read(main, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        assert proc.wait(timeout=60) == 0, proc.stderr.read()
+        proc.stderr.close()
+    finally:
+        os.close(main)
+        if sub >= 0:
+            os.close(sub)
+    out = b"".join(chunks).decode()
+    assert "\x1b[1mRuntime\x1b[0m" in out, out[:500]

@@ -13,6 +13,7 @@ import time
 import tracemalloc
 
 import pika
+import pytest
 from amqp_helpers import connection
 from test_management import get
 
@@ -366,3 +367,59 @@ def test_recovery_pages_a_backlog_straight_out_by_reference(tmp_path):
 
 def _page_files_in(d) -> list[str]:
     return [f for f in os.listdir(d) if f.endswith(".page")]
+
+
+@pytest.mark.parametrize("second_durable", [False, True])
+def test_a_queue_pages_in_every_body_after_another_queue_acked_its_copies(tmp_path,
+                                                                      second_durable):
+    """Persistent messages routed to a durable queue and to a second paged queue, durable or
+    not. Not durable: the journal record names the durable queue only and dies when that copy
+    is acked, so the second copy must not be paged out by reference to it. Durable: both
+    copies are paged out by reference, and the record stays live for the second. Either way,
+    after the first queue is drained (acked) and the journal compacted, every body comes back
+    from the second queue, in order."""
+    from syncmq.broker.broker import Broker
+    from syncmq.broker.durability import Durability
+    from syncmq.broker.publish import publish
+    from syncmq.journal import Journal
+    from syncmq.wire import _spec
+
+    journal = Journal(str(tmp_path / "j"), segment_bytes=256 * 1024, auto_compact=False)
+    store = BodyStore(str(tmp_path / "spill"), 64 * 1024)
+    store.page_window = 8
+    store.attach_journal(journal.reader)
+    broker = Broker(durability=Durability(journal), body_store=store)
+    journal.open()
+    store.open()
+    broker.durability.recover_into(broker)
+    journal.start()
+    broker.durability.journal_started()
+    vh = broker.vhosts["/"]
+    dur, _ = vh.declare_queue("dur", False, True, False, False, None, None)
+    tq, _ = vh.declare_queue("tq", False, second_durable, False, False, None, None)
+    vh.declare_queue("junk", False, True, False, False, None, None)
+    vh.bind("amq.fanout", dur, "", None)
+    vh.bind("amq.fanout", tq, "", None)
+    props = _spec.BasicProperties(delivery_mode=2).encode()
+    bodies = _bodies(2000, "t")
+    fanout = vh.get_exchange("amq.fanout")
+    for i, body in enumerate(bodies):
+        publish(vh, vh.default_exchange, Message("", "junk", props, b"j" * 900))
+        publish(vh, fanout, Message("amq.fanout", "", props, body))
+        if i % 100 == 99:  # fsynced now and then: page-outs find the records durable
+            assert broker.durability.wait_durable() is None
+    assert broker.durability.wait_durable() is None
+    assert tq.ready.paged_count > 1500
+    if second_durable:  # both copies named by the record: paged out by reference
+        assert tq.ready.written_bytes < sum(map(len, bodies)) / 3, tq.ready.written_bytes
+    while (r := dur.get(no_ack=False)) is not None:  # the durable copies: acked, records die
+        dur.settle([(r[0], r[1])])
+    assert broker.durability.wait_durable() is None
+    journal.compact(timeout=TIMEOUT)
+    got = []
+    while (r := tq.get(no_ack=True)) is not None:
+        m = r[1]
+        got.append(m.body if m.body is not None else m.load_body())
+    assert len(got) == len(bodies) and got == bodies
+    journal.close()
+    store.close()
