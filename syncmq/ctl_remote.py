@@ -97,8 +97,15 @@ class Client:
                 "management API (--management-port)? Set --management-url (or "
                 "SYNCMQ_MANAGEMENT_URL), or pass --users-file PATH to edit the users file "
                 "offline.", Kind.UNREACHABLE, header=False) from None
+        try:
+            answer = json.loads(raw) if raw.strip() else None
+        except ValueError:  # something else answers there (a web page, a proxy)
+            raise NoAnswer(
+                f"Error: unable to perform an operation on node at {self.url}: its answer to "
+                f"{method} {path} is not the management API's JSON. Check --management-url.",
+                Kind.UNREACHABLE, header=False) from None
         self.on_answer()
-        return json.loads(raw) if raw.strip() else None
+        return answer
 
     def _http_error(self, e: urllib.error.HTTPError, not_found) -> CtlError | None:
         try:

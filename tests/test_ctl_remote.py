@@ -206,3 +206,33 @@ def test_url_from_environment(broker):
                        capture_output=True, text=True, timeout=60, env=env)
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == ["name", "/"] or "/" in r.stdout.splitlines()
+
+
+def test_an_answer_that_is_not_the_apis_json_is_unreachable(broker):
+    """A URL where something else answers 200 with a web page: rabbitmqctl's code for a node
+    it cannot talk to (69), one error, no traceback, nothing on standard output."""
+    import http.server
+    import threading
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's hook)
+            page = b"<html><body>not an API</body></html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        r = ctl(broker, "list_queues", url=f"http://127.0.0.1:{server.server_address[1]}")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert r.returncode == 69, (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr and "not the management API's JSON" in r.stderr
+    assert r.stdout == ""
