@@ -131,10 +131,16 @@ def use_allocator(chosen: str, environ: Any = None, execve: Any = None) -> tuple
     if again:
         return ("warning", f"--allocator {chosen}: the interpreter ignored PYTHONMALLOC="
                            f"{chosen} (python -E or -I?) and runs with {running}")
+    if environ.get("PYTHONMALLOC", "").endswith("debug"):
+        return ("info", f"--allocator {chosen}: PYTHONMALLOC={environ['PYTHONMALLOC']} set by "
+                        "the environment is kept")
+    if sys.flags.ignore_environment:
+        return ("warning", f"--allocator {chosen}: the interpreter ignores PYTHONMALLOC "
+                           f"(python -E or -I); running with {running}")
     argv = getattr(sys, "orig_argv", None)
-    if not sys.executable or not argv:
-        return ("warning", f"--allocator {chosen}: cannot re-execute (no interpreter path); "
-                           f"running with {running}")
+    if not sys.executable or not argv or sys.argv[:1] == ["-"]:
+        return ("warning", f"--allocator {chosen}: cannot re-execute (no interpreter path, or "
+                           f"a program read from standard input); running with {running}")
     env = dict(environ, PYTHONMALLOC=chosen)
     env[REEXEC_MARK] = "1"
     try:

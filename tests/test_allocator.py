@@ -109,10 +109,10 @@ def test_allocator_from_the_ini_file_or_the_environment(start, tmp_path, source)
 
 def test_an_interpreter_that_ignores_pythonmalloc_warns_once_and_serves(start):
     """``python -E`` ignores PYTHONMALLOC (and PYTHONPATH: the tree is found from the working
-    directory, as pytest runs from the repository root): the re-executed process sees the
-    mark, warns, and does not execute again."""
+    directory, as pytest runs from the repository root): the broker sees it, warns once and
+    does not execute itself for nothing (the mark stops a loop in any other case)."""
     b = start(python=("-E",))
-    warned = [line for line in b.lines if "ignored PYTHONMALLOC" in line]
+    warned = [line for line in b.lines if "ignores PYTHONMALLOC" in line]
     assert len(warned) == 1, b.log_tail()
     assert json.loads(warned[0])["level"] == "WARNING"
     assert _started(b)["allocator"] == "pymalloc"
@@ -167,3 +167,16 @@ def test_use_allocator_never_loops_and_reports_once_logging_exists():
     failing = _Exec(PermissionError(13, "Permission denied"))
     level, text = memory.use_allocator(other, {}, failing)
     assert level == "warning" and "cannot re-execute" in text and len(failing.calls) == 1
+
+
+def test_use_allocator_keeps_a_debug_allocator_and_a_program_from_stdin(monkeypatch):
+    """PYTHONMALLOC=debug (or malloc_debug, pymalloc_debug) chosen by whoever started the
+    broker is kept; a program read from standard input cannot be executed again."""
+    other = "malloc" if memory.running_allocator() == "pymalloc" else "pymalloc"
+    execve = _Exec()
+    level, text = memory.use_allocator(other, {"PYTHONMALLOC": "pymalloc_debug"}, execve)
+    assert level == "info" and "kept" in text
+    monkeypatch.setattr(sys, "argv", ["-"])
+    level, text = memory.use_allocator(other, {}, execve)
+    assert level == "warning" and "cannot re-execute" in text
+    assert execve.calls == []
