@@ -86,3 +86,45 @@ def test_a_run_split_by_a_hand_over_is_applied_once_in_order(monkeypatch):
             c.read_frame()
             got.append(c.read_frame().payload)
         assert got[-5:] == [b"a", b"b", b"c", b"d", b"e"] and len(got) % 5 == 0
+
+
+def _get_all(c, queue: str) -> list[bytes]:
+    got = []
+    while True:
+        c.send_method(1, B.Get(queue=queue, no_ack=True))
+        f = c.read_method()
+        if isinstance(f.method, B.GetEmpty):
+            return got
+        h = c.read_frame()
+        size = int.from_bytes(h.payload[4:12], "big")
+        body = b""
+        while len(body) < size:
+            body += c.read_frame().payload
+        got.append(body)
+
+
+def test_mixed_small_reads_with_heartbeats_empty_bodies_and_two_channels():
+    """Small reads (the reactor's, when the workers are idle) cut anywhere, of publishes on
+    two channels with heartbeats between frames and empty bodies: each queue gets its
+    messages once, in order."""
+    hb = b"\x08\x00\x00\x00\x00\x00\x00\xce"
+
+    def pub(ch: int, rk: str, body: bytes) -> bytes:
+        return method_frame(ch, B.Publish(routing_key=rk)) + content_frames(ch, body, b"\x00\x00")
+
+    stream = b"".join(
+        pub(1, "q1", b"a%d" % i) + hb + pub(2, "q2", b"") + pub(1, "q1", b"") + hb
+        + pub(2, "q2", b"b%d" % i) for i in range(6))
+    with Server() as server, connect(server.port) as c:
+        c.open_channel(1)
+        c.open_channel(2)
+        for q in ("q1", "q2"):
+            c.send_method(1, Q.Declare(queue=q))
+            c.expect_method(1, Q.DeclareOk)
+        for cut in (1, 7, 13, 50, 97, len(stream)):
+            for i in range(0, len(stream), cut):
+                _idle(server)
+                c.send(stream[i:i + cut])
+            want = [x for i in range(6) for x in (b"a%d" % i, b"")]
+            assert _get_all(c, "q1") == want
+            assert _get_all(c, "q2") == [x for i in range(6) for x in (b"", b"b%d" % i)]
