@@ -128,3 +128,40 @@ def test_mixed_small_reads_with_heartbeats_empty_bodies_and_two_channels():
             want = [x for i in range(6) for x in (b"a%d" % i, b"")]
             assert _get_all(c, "q1") == want
             assert _get_all(c, "q2") == [x for i in range(6) for x in (b"", b"b%d" % i)]
+
+
+def test_a_channel_error_on_the_reactor_closes_the_channel_on_the_worker(monkeypatch):
+    """An ack of an unknown tag is a light frame (``reading._light``) but its 406 closes the
+    channel, which requeues every unacked message of it (and may delete an auto-delete
+    queue): O(unacked), the worker's, not the reactor's (review1)."""
+    from syncmq.methods import channel_state
+
+    where: list[str] = []
+    real = channel_state.Channel.release
+
+    def probe(self):
+        where.append(threading.current_thread().name)
+        return real(self)
+
+    monkeypatch.setattr(channel_state.Channel, "release", probe)
+    with Server() as server, connect(server.port) as c:
+        c.open_channel(1)
+        c.send_method(1, Q.Declare(queue="q"))
+        c.expect_method(1, Q.DeclareOk)
+        c.send(b"".join(_pub("q", b"m%d" % i) for i in range(20)))
+        c.send_method(1, B.Consume(queue="q", consumer_tag="c"))
+        c.expect_method(1, B.ConsumeOk)
+        for _ in range(20):
+            assert isinstance(c.read_method().method, B.Deliver)
+            c.read_frame()
+            c.read_frame()
+        _idle(server)
+        c.send_method(1, B.Ack(delivery_tag=999))
+        f = c.read_method()
+        assert isinstance(f.method, _spec.Channel.Close) and f.method.reply_code == 406
+        c.send_method(1, _spec.Channel.CloseOk())
+        assert where and all(t.startswith("syncmq-worker") for t in where), where
+        c.send_method(1, _spec.Channel.Open())
+        c.expect_method(1, _spec.Channel.OpenOk)
+        c.send_method(1, Q.Declare(queue="q", passive=True))
+        assert c.expect_method(1, Q.DeclareOk).message_count == 20
