@@ -444,3 +444,30 @@ def test_mandatory_or_ttl_publish_after_a_run_keeps_the_channel_order(broker, un
             assert c.read_frame().type == FRAME_HEADER
             got.append(c.read_frame().payload)
         assert got == [b"a", b"b", b"c", b"d", b"e"]
+
+
+def test_a_publish_the_route_cache_skipped_does_not_reuse_an_older_route(
+        broker, unique) -> None:
+    """The route cache is the last *cached* publish's, but ``last_publish`` is the last
+    publish's: a publish that is not cached (mandatory, a rare property, a headers exchange)
+    must not leave the older route valid for the next publish of its own method (review1)."""
+    a, b, c_, d = (unique + s for s in ("-a", "-b", "-c", "-d"))
+    ttl = _spec.BasicProperties(expiration="60000").encode()
+    hdr = _spec.BasicProperties(headers={"k": "v"}).encode()
+    with connect(broker.port) as c:
+        c.open_channel(1)
+        for q in (a, b, c_, d):
+            _declare(c, q)
+        c.send_method(1, Q.Bind(queue=d, exchange="amq.headers",
+                                arguments={"x-match": "all", "k": "v"}))
+        c.expect_method(1, Q.BindOk)
+        mand = _method(1, B.Publish(routing_key=b, mandatory=True))
+        plain_c = _method(1, B.Publish(routing_key=c_))
+        to_headers = _method(1, B.Publish(exchange="amq.headers"))
+        c.send(_publish_bytes(1, a, b"a1")
+               + mand + _content(1, b"b1") + mand + _content(1, b"b2")
+               + _publish_bytes(1, a, b"a2")
+               + plain_c + _content(1, b"c1", ttl) + plain_c + _content(1, b"c2")
+               + _publish_bytes(1, a, b"a3")
+               + to_headers + _content(1, b"d1", hdr) + to_headers + _content(1, b"d2", hdr))
+        assert (_ready(c, a), _ready(c, b), _ready(c, c_), _ready(c, d)) == (3, 2, 2, 2)

@@ -170,6 +170,7 @@ def publish(session: Session, ch: Channel, m: B.Publish, props: bytes, body: byt
     else:
         ch.last_publish = m
         ch.last_exchange_rk = message.exchange_rk
+        ch.route_gen = -1  # (the cached route is the previous method's: not m's)
     # One test of the property flags for the rare features: user-id check, expiration,
     # reply-to and CC/BCC headers (a publisher that sets none of them pays only this).
     rare = len(props) >= 2 and (props[0] << 8 | props[1]) & _FLAGS_RARE

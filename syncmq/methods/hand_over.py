@@ -22,6 +22,10 @@ the worker, decided before it has any effect:
   a queue (the ack's settle delivers the next messages: an offer to each consumer, expiry and
   its dead-lettering). basic.reject and basic.nack never reach the reactor
   (``reading._light``: they may dead-letter).
+- a publish or ack that fails with a channel error (an unknown delivery tag, a missing
+  exchange): the handlers raise it before any effect, and closing the channel requeues its
+  unacked messages and may delete an auto-delete queue (``Session._handle`` hands the event
+  and the rest over; the worker runs it again and closes the channel there).
 
 The hand-over parks the input on a :class:`~.durable_reply.Hold` without a reply and queues
 :func:`~.durable_reply.resume` on the worker: input read meanwhile is parked behind it (on the

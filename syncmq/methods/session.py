@@ -321,6 +321,9 @@ class Session:
                 try:
                     handler(self, channel, method, props, body)
                 except AMQPChannelError as e:
+                    if self.standing_in:  # (the reactor's: the close, O(unacked), is not)
+                        to_worker(self).events = events[_position(events, event):]
+                        return
                     if not e.class_id:
                         e.class_id, e.method_id = method.CLASS_ID, method.METHOD_ID
                     self.gen += 1  # (closing a channel may delete an auto-delete queue)
