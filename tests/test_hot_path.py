@@ -99,6 +99,9 @@ CASES = {
     "publish with trailing octets": [encode_frame(1, 1, B.Publish().encode() + b"!"),
                                      _content(1, b"x")],
     "publish on a closed channel": [_method(3, B.Publish()), _content(3, b"x")],
+    # found by fuzz/test_live_fuzz.py: the fast path's "no channel checked yet" was channel 0
+    "publish on channel 0": [_method(0, B.Publish()), _content(0, b"x")],
+    "ack on channel 0": [_method(0, B.Ack(delivery_tag=1))],
     "ack with trailing octets": [encode_frame(1, 1, B.Ack(delivery_tag=1).encode() + b"?")],
     "method inside content": [PUB, encode_frame(2, 1, b"\x00\x3c\x00\x00" + (5).to_bytes(
         8, "big") + b"\0\0"), _method(1, B.Ack(delivery_tag=1)), encode_frame(3, 1, b"12345")],

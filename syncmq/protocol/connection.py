@@ -234,7 +234,7 @@ class ConnectionProtocol:
         """
         channels = self.channels
         append = events.append
-        ok = 0  # the channel last checked open and between contents (0: none)
+        ok = -1  # the channel last checked open and between contents (-1: none; 0 never is)
         cp = None
         last_header = None  # the last header frame taken on channel ``ok``: its size, props
         size = 0
