@@ -80,13 +80,8 @@ class PMap:
         d = self._dict
         if d is None:
             d = {}
-            stack = [self._root]
-            while stack:
-                node = stack.pop()
-                if type(node) is list:
-                    stack.extend(c for c in node if c is not None)
-                else:
-                    d.update(node[0])
+            for leaf in self._leaves():
+                d.update(leaf[0])
             self._dict = d
         return d
 
@@ -114,17 +109,21 @@ class PMap:
     def __len__(self) -> int:
         return self._len
 
-    def _entries(self) -> list:
-        """``(seq, key, value)`` of every entry, in insertion order.  O(n log n)."""
-        out: list = []
+    def _leaves(self):
+        """Every leaf ``(values, insertion numbers)`` of the trie, in no particular order."""
         stack = [self._root]
         while stack:
             node = stack.pop()
             if type(node) is list:
                 stack.extend(c for c in node if c is not None)
             else:
-                seqs = node[1]
-                out.extend((seqs[k], k, v) for k, v in node[0].items())
+                yield node
+
+    def _entries(self) -> list:
+        """``(seq, key, value)`` of every entry, in insertion order.  O(n log n)."""
+        out: list = []
+        for values, seqs in self._leaves():
+            out.extend((seqs[k], k, v) for k, v in values.items())
         out.sort(key=_first)
         return out
 

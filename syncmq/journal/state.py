@@ -236,25 +236,27 @@ class JournalState:
             seg.dead_ids.append(mid)
             self.dead_seg[mid] = seg_no
 
-    def ack(self, vhost: str, queue: str, ids: Iterable[int]) -> None:
+    def _seen(self, ids: Iterable[int]) -> tuple | list | range:
+        """``ids`` as a sequence, with ``max_id`` raised to the largest of them."""
         if not isinstance(ids, (tuple, list, range)):
             ids = tuple(ids)
+        if ids:
+            mx = max(ids)
+            if mx > self.max_id:
+                self.max_id = mx
+        return ids
+
+    def ack(self, vhost: str, queue: str, ids: Iterable[int]) -> None:
+        ids = self._seen(ids)
         if not ids:
             return
-        mx = max(ids)
-        if mx > self.max_id:
-            self.max_id = mx
         for mid, seg_no, size in self.msgs.remove_ids(self._qkey(vhost, queue), ids):
             self._killed(mid, seg_no, size)
 
     def delivered(self, vhost: str, queue: str, ids: Iterable[int]) -> None:
-        if not isinstance(ids, (tuple, list, range)):
-            ids = tuple(ids)
+        ids = self._seen(ids)
         if not ids:
             return
-        mx = max(ids)
-        if mx > self.max_id:
-            self.max_id = mx
         self.msgs.mark_delivered_ids(self._qkey(vhost, queue), ids)
 
     def _kill_queue_msgs(self, qk: QKey) -> None:
