@@ -15,6 +15,7 @@ import threading
 from fake_transport import FakeTransport
 
 from syncmq.broker.broker import Broker
+from syncmq.broker.message import Message
 from syncmq.broker.publish import PublishResult
 from syncmq.methods.channel_state import Channel
 from syncmq.methods.confirm import ConfirmTracker
@@ -51,7 +52,7 @@ def test_a_failed_barrier_never_nacks_after_the_channel_closed() -> None:
     t = ConfirmTracker(ch, session.confirm_lock)
     proto = t.proto = _Proto(ch)
     barriers: list = []
-    t.published(PublishResult([], True, journaled=True))
+    t.published(PublishResult([], True, journaled=True), Message("", "", b"\x00\x00", b""))
     ConfirmTracker.hand_over({t}, session.confirm_lock, barriers.append)
     assert sent == [] and len(barriers) == 1  # waits for the journal (durable_pending 1)
     proto.arm = True
