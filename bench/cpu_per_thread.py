@@ -54,8 +54,11 @@ def thread_names(pid: int) -> dict[str, str]:
 
 def fsync_metrics(port: int) -> dict[str, float]:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-    return {m.group(1): float(m.group(2)) for m in
-            re.finditer(r"^syncmq_journal_fsync_seconds_(sum|count) (\S+)$", text, re.M)}
+    out = {m.group(1): float(m.group(2)) for m in
+           re.finditer(r"^syncmq_journal_fsync_seconds_(sum|count) (\S+)$", text, re.M)}
+    m = re.search(r"^syncmq_journal_cancelled_publishes_total (\S+)$", text, re.M)
+    out["cancelled"] = float(m.group(1)) if m else 0.0
+    return out
 
 
 def main() -> int:
@@ -116,6 +119,9 @@ def main() -> int:
                 "msgs_per_fsync": round(res["sent"] / fsyncs, 1) if fsyncs else None,
                 "fsync_ms_mean": round((m1.get("sum", 0) - m0.get("sum", 0)) * 1e3 / fsyncs, 3)
                 if fsyncs else None,
+                # publishes whose PUBLISH record was never written (write cancel)
+                "cancelled_share": round((m1["cancelled"] - m0["cancelled"])
+                                         / max(res["sent"], 1), 3),
                 "errors": res.get("errors")}), flush=True)
     finally:
         p.terminate()

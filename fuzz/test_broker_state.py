@@ -22,7 +22,7 @@ from hypothesis.stateful import (
 
 from fuzz.test_structures_state import SETTINGS
 from syncmq.broker.broker import Broker
-from syncmq.broker.message import Message
+from syncmq.broker.message import Message, settle_copies
 from syncmq.broker.publish import PublishResult
 from syncmq.broker.queue import Consumer, Queue
 from syncmq.methods.confirm import ConfirmTracker
@@ -170,6 +170,10 @@ class _Session:
         return [(m.NAME, m.delivery_tag, m.multiple) for _ch, m in self.transport.methods()]
 
 
+class _JQueue:
+    journaled = True
+
+
 class _Channel:
     def __init__(self, session: _Session) -> None:
         self.session = session
@@ -182,7 +186,8 @@ class ConfirmTrackerMachine(RuleBasedStateMachine):
     """Publishes (plain, refused, journaled), batch ends and journal barriers firing in any
     order, as the worker and the journal thread can interleave them. The client's view must
     be: every publish confirmed exactly once and in order, a refused one nacked, a journaled
-    one acked only after a barrier covering it fired without error."""
+    one acked only after a barrier covering it fired without error or after every queue copy
+    of it was settled (early confirms: consumers' acks interleave with all of the above)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -194,12 +199,40 @@ class ConfirmTrackerMachine(RuleBasedStateMachine):
         self.barriers: list[tuple[int, object]] = []
         self.synced_ok = 0  # the highest seq a successful barrier covered
         self.failed: set[int] = set()  # seqs covered by a failed barrier before their ack
+        self.next_id = 0
+        self.copies: dict[Message, int] = {}  # journaled message -> queue copies unsettled
+        self.seq_of: dict[Message, int] = {}
+        self.all_settled: set[int] = set()  # journaled publishes settled on every queue
 
-    @rule(kind=st.sampled_from(["plain", "plain", "refused", "journaled"]))
+    @rule(kind=st.sampled_from(["plain", "plain", "refused", "journaled", "journaled2"]))
     def publish(self, kind):
-        r = PublishResult([], True, rejected=kind == "refused", journaled=kind == "journaled")
-        self.t.published(r)
+        # journaled2: a persistent message on two durable queues (two copies to settle)
+        copies = 2 if kind == "journaled2" else 1
+        kind = kind.rstrip("2")
+        r = PublishResult([_JQueue()] * copies if kind == "journaled" else [], True,
+                          rejected=kind == "refused", journaled=kind == "journaled")
+        m = Message("", "", b"\x00\x00", b"")
+        if kind == "journaled":
+            self.next_id += 1
+            m.msg_id = self.next_id
+            self.copies[m] = copies
+        self.t.published(r, m)
         self.kind[self.t.seq] = kind
+        self.seq_of[m] = self.t.seq
+
+    @precondition(lambda self: any(self.copies.values()))
+    @rule(data=st.data(), n=st.integers(1, 3))
+    def consumer_settles(self, data, n):
+        # a consumer acks (or rejects without requeue) queue copies of journaled messages,
+        # any number at once (basic.ack multiple), possibly before their batch is handed over
+        live = [m for m, c in self.copies.items() if c]
+        picked = data.draw(st.lists(st.sampled_from(live), min_size=1, max_size=n,
+                                    unique=True))
+        for m in picked:
+            self.copies[m] -= 1
+            if not self.copies[m]:
+                self.all_settled.add(self.seq_of[m])
+        settle_copies(picked)
 
     @rule(fire_first=st.booleans(), fail=st.sampled_from([False, False, False, True]))
     def end_batch(self, fire_first=False, fail=False):
@@ -242,8 +275,9 @@ class ConfirmTrackerMachine(RuleBasedStateMachine):
             kind = self.kind[seq]
             if name == "basic.ack":
                 assert kind != "refused", (seq, sent)
-                if kind == "journaled":
-                    assert seq <= self.synced_ok, (seq, self.synced_ok)
+                if kind == "journaled":  # fsynced, or acked on every queue
+                    assert seq <= self.synced_ok or seq in self.all_settled, (
+                        seq, self.synced_ok)
             else:
                 assert kind == "refused" or seq in self.failed, (seq, kind)
 

@@ -10,8 +10,9 @@ cut builds the image the disk would hold (unsynced data dropped, at random some 
 torn page by page), runs recovery on it and checks it against the model as of that instant:
 
 * every declared-ok queue is there, every deleted-ok one is not, no queue never declared;
-* every confirmed message whose ack was not appended is there; no ack-confirmed one is; no
-  message that was never appended (phantom);
+* every confirmed message whose ack was not appended is there (also when others of its
+  batch were acked before their PUBLISH was durable, and the journal cancelled those
+  writes); no ack-confirmed one is; no message that was never appended (phantom);
 * a transaction is all there or absent (its publishes, and the acks it carried), and all
   there once its callback fired.
 
@@ -210,6 +211,43 @@ class PowerLoss(RuleBasedStateMachine):
                 m = self.msgs.get(i)
                 if m is not None and m.pub == "pending":
                     m.pub = "ok"
+        self._wait(wait, ok)
+
+    @rule(q=st.sampled_from(QNAMES), n=st.integers(1, 8), k=st.integers(0, 8),
+          wait=st.booleans())
+    def publish_acked(self, q: str, n: int, k: int, wait: bool) -> None:
+        """Publishes acked at once, before their PUBLISH can be durable (a consumer acking
+        ahead of the fsync: early confirms), often in the same journal batch (write
+        cancel); ``k`` of them stay unacked. Confirmed-and-unacked ones must survive,
+        acked-ok ones must not come back."""
+        ids = []
+        with self.fs.lock:
+            if self.queues.get(q) != "ok":
+                return
+            for _ in range(n):
+                i = self.next_id
+                self.next_id += 1
+                self.msgs[i] = Msg(q)
+                self.ever.add(i)
+                ids.append(i)
+            acked = ids[k:]
+            for i in acked:
+                self.msgs[i].ack = "pending"
+        for i in ids:
+            rec = fmt.encode_publish(i, VH, (q,), "", q, b"", b"%d:" % i)
+            self.j.append_publish(rec, i, VH, (q,))
+        if acked:
+            self.j.append_ids(fmt.T_DELIVERED, VH, q, acked)
+            self.j.append_ids(fmt.T_ACK, VH, q, acked)
+
+        def ok() -> None:
+            for i in ids:
+                m = self.msgs.get(i)
+                if m is not None:
+                    if m.pub == "pending":
+                        m.pub = "ok"
+                    if m.ack == "pending":
+                        m.ack = "ok"
         self._wait(wait, ok)
 
     def _ackable(self, k: int) -> list[int]:

@@ -1,4 +1,5 @@
-"""``ConfirmTracker``'s lock discipline against a channel closing on the worker.
+"""``ConfirmTracker``'s lock discipline against a channel closing on the worker (journal
+thread confirms, and early confirms from a consumer's worker).
 
 The journal thread sends confirms; the worker closes a channel by setting ``closing`` in
 ``Channel.release`` (with the session's ``confirm_lock``, the tracker's lock, held) and then
@@ -15,6 +16,7 @@ import threading
 from fake_transport import FakeTransport
 
 from syncmq.broker.broker import Broker
+from syncmq.broker.message import Message, settle_copies
 from syncmq.broker.publish import PublishResult
 from syncmq.methods.channel_state import Channel
 from syncmq.methods.confirm import ConfirmTracker
@@ -51,7 +53,7 @@ def test_a_failed_barrier_never_nacks_after_the_channel_closed() -> None:
     t = ConfirmTracker(ch, session.confirm_lock)
     proto = t.proto = _Proto(ch)
     barriers: list = []
-    t.published(PublishResult([], True, journaled=True))
+    t.published(PublishResult([], True, journaled=True), Message("", "", b"\x00\x00", b""))
     ConfirmTracker.hand_over({t}, session.confirm_lock, barriers.append)
     assert sent == [] and len(barriers) == 1  # waits for the journal (durable_pending 1)
     proto.arm = True
@@ -61,3 +63,36 @@ def test_a_failed_barrier_never_nacks_after_the_channel_closed() -> None:
     assert ch.closing
     # either the nack went out before the channel closed, or not at all
     assert sent and all(not closing for _frame, closing in sent), sent
+
+
+def _journaled(t: ConfirmTracker, mid: int) -> Message:
+    m = Message("", "", b"\x00\x00", b"")
+    m.msg_id = mid
+    t.published(PublishResult([object()], True, journaled=True), m)
+    return m
+
+
+def test_an_early_confirm_is_decided_under_the_lock_that_closes_the_channel() -> None:
+    """Early confirms (a consumer's ack settled the last copy before the fsync) go through
+    the same lock and checks: the race above, with the consumer's worker in the journal
+    thread's place, and nothing at all once the channel is released (its link is cut)."""
+    session = Session(FakeTransport(), Broker(), Settings(), {})
+    ch = Channel(session, 1)
+    sent: list[tuple[bytes, bool]] = []
+    session.transport.write1 = lambda data: sent.append((data, ch.closing))
+    t = ch.confirms = ConfirmTracker(ch, session.confirm_lock)
+    proto = t.proto = _Proto(ch)
+    m1, m2 = _journaled(t, 7), _journaled(t, 8)
+    ConfirmTracker.hand_over({t}, session.confirm_lock, lambda cb: None)
+    assert sent == []
+    proto.arm = True
+    settle_copies([m1])  # the consumer's worker
+    assert proto.closer is not None
+    proto.closer.join()
+    assert ch.closing and m1.confirm.tracker is None
+    assert sent and all(not closing for _frame, closing in sent), sent
+    n = len(sent)
+    settle_copies([m2])  # after the release: not even looked at
+    t.settled([m2])  # (and the tracker itself refuses: the channel is closing)
+    assert len(sent) == n
+    t._check()

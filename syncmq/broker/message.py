@@ -56,6 +56,9 @@ class Message:
         "persistent", "ttl", "cc", "bcc", "size",
         # memory budget (set by BodyStore.put; the last two only when store_key != 0)
         "store_key", "store", "store_refs",
+        # a journaled publish of a confirm channel: its tracker's ``ConfirmLink`` (early
+        # confirms, ``methods.confirm``), else None
+        "confirm",
     )
 
     def __init__(self, exchange: str, routing_key: str, properties: bytes, body: bytes,
@@ -67,6 +70,7 @@ class Message:
         self.size = len(body)  # body bytes, also while the body is in the body store
         self.msg_id = 0
         self.store_key = 0
+        self.confirm = None
         self._props: _spec.BasicProperties | None = None
         self._exchange_rk: bytes | None = None
         # Sender-selected distribution: routing keys from the CC and BCC headers (the BCC
@@ -177,3 +181,24 @@ def _ttl(expiration: str) -> int:
         return parse_expiration(expiration)
     except ValueError:
         return -1  # invalid: basic.publish refuses the message (406)
+
+
+def settle_copies(messages: list[Message]) -> None:
+    """Queue copies of ``messages`` (each with a ``confirm`` link, ``methods.confirm``) were
+    acked or rejected without requeue (``Queue.settle``, after its lock is released): tell
+    their confirm trackers (``ConfirmTracker.settled``), one call per tracker."""
+    t = messages[0].confirm.tracker
+    for m in messages:  # (a loop, not all() of a generator: no frame per ack)
+        if m.confirm.tracker is not t:
+            break
+    else:
+        if t is not None:
+            t.settled(messages)
+        return
+    by: dict = {}
+    for m in messages:
+        tr = m.confirm.tracker
+        if tr is not None:
+            by.setdefault(tr, []).append(m)
+    for tr, ms in by.items():
+        tr.settled(ms)

@@ -38,7 +38,7 @@ from ..queues.ready import PriorityReadyQueue, ReadyQueue
 from .args import QueueOptions
 from .consumer import Consumer, DeliveryFailed, DeliveryTarget
 from .flow import QueueCredit
-from .message import Message
+from .message import Message, settle_copies
 from .policies import Policy, effective_definition, queue_settings
 from .queue_checks import QueueChecks
 from .queue_consumers import QueueConsumers
@@ -505,8 +505,10 @@ class Queue(QueueLimits, QueueCredit, QueueChecks, QueueConsumers, QueuePaging):
             if self.expiry:
                 for seq, _ in entries:
                     self.expiry.pop(seq, None)
+            confirming = None
             if self.journaled and not self.deleted:
                 self.durability.acked(self, [m.msg_id for _, m in entries if m.msg_id])
+                confirming = [m for _, m in entries if m.confirm is not None]
             if rejected and not self.deleted:  # dead letters, with or without a DLX
                 self._letters.extend([(m, "rejected") for _, m in entries])
             elif self.store is not None:
@@ -514,6 +516,8 @@ class Queue(QueueLimits, QueueCredit, QueueChecks, QueueConsumers, QueuePaging):
             if dispatch and self.consumers.count and self.ready.count():
                 self._dispatch_locked()
             taken = self._take_letters_locked() if self._letters else None
+        if confirming:  # early publisher confirms (no queue lock held: see settle_copies)
+            settle_copies(confirming)
         if taken:
             self._publish_letters(*taken)
 

@@ -42,6 +42,8 @@ class JournalMetrics:
     errors: int = 0
     apply_errors: int = 0  # written records the liveness state could not decode
     internal_errors: int = 0  # bugs caught on the journal thread (logged); should stay 0
+    # PUBLISH records not written: acked on every queue in the batch that held them
+    cancelled: int = 0
     # fsync latency histogram: counts per upper bound in FSYNC_BUCKETS (cumulative on export)
     fsync_seconds_sum: float = 0.0
     fsync_buckets: list = field(default_factory=lambda: [0] * (len(FSYNC_BUCKETS) + 1))
@@ -82,3 +84,57 @@ def _encode_ids(ids: dict[tuple[int, str, str], list[int]]) -> list[bytes]:
         for i in range(0, len(lst), _IDS_PER_RECORD):  # records of bounded size
             out.append(enc(vhost, queue, lst[i : i + _IDS_PER_RECORD]))
     return out
+
+
+def cancel_acked(items: list[_Item], ids: dict[tuple[int, str, str], list[int]]) -> set[int]:
+    """Write cancel: the msg ids of the PUBLISH items (``append_publish``) of a batch whose
+    every queue's ACK ids in ``ids`` (the batch's coalesced ids) hold them. Such a message
+    was acked (or rejected) on every queue of its route before anything of it was written,
+    so neither its PUBLISH nor its ACK/DELIVERED ids need be: the caller drops them all
+    (:meth:`Journal._loop`) and the liveness state never hears of it. Transactions are not
+    touched: their records are in a unit item, never a ``head`` item, and their ids never
+    in ``ids``. Empty set (the usual answer) when no publish qualifies."""
+    acks = None
+    top = 0
+    for (rtype, vhost, queue), lst in ids.items():
+        if rtype == fmt.T_ACK:
+            if acks is None:
+                acks = {}
+            acks[vhost, queue] = lst
+            m = max(lst)
+            if m > top:
+                top = m
+    gone: set[int] = set()
+    if acks is None:
+        return gone
+    sets: dict = {}
+    for it in items:
+        head = it.head
+        if head is None or head[0] > top:  # (acks name older messages, as a rule)
+            continue
+        mid, vhost, queues = head
+        for q in queues:
+            s = sets.get((vhost, q))
+            if s is None:
+                lst = acks.get((vhost, q))
+                if lst is None:
+                    break
+                s = sets[vhost, q] = set(lst)
+            if mid not in s:
+                break
+        else:
+            gone.add(mid)
+    return gone
+
+
+def drop_cancelled(items: list[_Item], ids: dict[tuple[int, str, str], list[int]],
+                   gone: set[int]) -> list[_Item]:
+    """``items`` without the PUBLISH items of ``gone``; ``gone`` is removed from ``ids``
+    (ACK and DELIVERED lists, in place; a list left empty is deleted)."""
+    for key in list(ids):
+        lst = [i for i in ids[key] if i not in gone]
+        if lst:
+            ids[key] = lst
+        else:
+            del ids[key]
+    return [it for it in items if it.head is None or it.head[0] not in gone]

@@ -109,6 +109,8 @@ from .items import (
     JournalMetrics,
     _encode_ids,
     _Item,
+    cancel_acked,
+    drop_cancelled,
 )
 from .reader import SegmentReader
 from .recovery import RecoveredState, recover_dir
@@ -442,7 +444,13 @@ class Journal(SegmentFiles, GroupCommit, JournalControl):
             if items or ids:
                 try:
                     if ids:
-                        items.append(_Item(_encode_ids(ids), None))
+                        if items:
+                            gone = cancel_acked(items, ids)
+                            if gone:
+                                items = drop_cancelled(items, ids, gone)
+                                self.metrics.cancelled += len(gone)
+                        if ids:
+                            items.append(_Item(_encode_ids(ids), None))
                     self._process(items)
                 except BaseException:  # pragma: no cover - a bug; keep the thread honest
                     self.metrics.internal_errors += 1

@@ -317,6 +317,10 @@ def syncmq_families(reading: Reading, per_object: bool) -> list[Metric]:
     durability = getattr(ctx.broker, "durability", None)
     if durability is not None:
         out.append(_fsync_histogram(durability.journal.metrics))
+        out.append(CounterMetricFamily(
+            "syncmq_journal_cancelled_publishes",
+            "Persistent publishes never written: acked on every queue in their own batch.",
+            value=durability.journal.metrics.cancelled))
     store = getattr(ctx.broker, "body_store", None)
     if store is not None:
         st = store.stats()

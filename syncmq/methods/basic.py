@@ -152,7 +152,7 @@ def publish(session: Session, ch: Channel, m: B.Publish, props: bytes, body: byt
         if not result.routed:
             ch.n_drop += 1
         if confirms is not None:
-            confirms.published(result)
+            confirms.published(result, message)
             session.confirm_dirty.add(confirms)
         return
     if m.immediate:  # RabbitMQ rejects this before any other check
@@ -197,7 +197,7 @@ def publish(session: Session, ch: Channel, m: B.Publish, props: bytes, body: byt
             ch.route_ex = ex
             ch.route_queues = result.queues
     if confirms is not None:
-        confirms.published(result)  # sent at the end of the batch (Session._receive)
+        confirms.published(result, message)  # sent at the end of the batch (Session._receive)
         session.confirm_dirty.add(confirms)
 
 

@@ -395,6 +395,8 @@ class Channel:
         # under that lock alone, so no confirm follows the channel's close (or close-ok)
         with session.confirm_lock, self.lock:
             self.closing = True
+            if self.confirms is not None:  # queued messages let go of the tracker
+                self.confirms.link.tracker = None
             consumers = list(self.consumers.values())
             self.consumers.clear()
             entries = self.unacked.pop_all()

@@ -130,6 +130,7 @@ def _decode(buf, p: int, names: dict, cls) -> tuple:
     m.size = lbody
     m.msg_id = msg_id
     m.store_key = 0
+    m.confirm = None  # (paged out and back: an early confirm falls back to the fsync)
     m._props = None
     m._exchange_rk = None
     m.persistent = bool(flags & _PERSISTENT)
