@@ -217,7 +217,10 @@ class Server:
         if self.journal is not None:
             self.journal.close()
         if self.body_store is not None:
+            self.broker.close_pages()  # (recovery may have paged a backlog out)
             self.body_store.close()
+        if self.journal is not None:
+            self.journal.reader.close()
 
     def _start(self) -> tuple[str, int]:
         recovered = self.recover()
@@ -378,8 +381,11 @@ class Server:
             log.info("journal flushed and closed", extra={"data_dir": self.config.data_dir})
         if self.body_store is not None:
             stats = self.body_store.stats()
+            self.broker.close_pages()  # each queue closes its page files
             self.body_store.close()  # spilled bodies are transient: their files go
             log.info("body store closed", extra={"body_store": stats})
+        if self.journal is not None:
+            self.journal.reader.close()  # the segment fds the body store referenced
         log.info("stopped")
 
     def _close_sessions(self) -> None:
