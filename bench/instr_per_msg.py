@@ -46,7 +46,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 
@@ -56,6 +55,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 sys.path.insert(0, ROOT)
 
 import amqp_raw as raw  # noqa: E402
+from brokerproc import BrokerProcess, cli_args, cli_help  # noqa: E402
 
 from syncmq.wire import _spec  # noqa: E402
 from syncmq.wire.frames import encode_content, encode_frame, parse_frames  # noqa: E402
@@ -72,42 +72,21 @@ class Broker:
         env = dict(os.environ, PYTHONPATH=root)
         if allocator:  # set for the interpreter valgrind starts: a re-exec would escape it
             env["PYTHONMALLOC"] = allocator
-        help_text = subprocess.run([sys.executable, "-m", "syncmq.cli", "--help"],
-                                   capture_output=True, text=True, cwd=root, env=env).stdout
+        help_text = cli_help(env, root)
         args = ["valgrind", "--tool=callgrind", "--dump-line=no", "--compress-strings=no",
                 f"--callgrind-out-file={self.dir}/cg.%p", f"--log-file={self.dir}/vg.log",
-                sys.executable, "-m", "syncmq.cli", "--port", "0",
-                "--data-dir", os.path.join(self.dir, "data"),
-                "--log-format", "json", "--log-level", "info"]
-        if "--no-management" in help_text:
-            args.append("--no-management")
-        if "--prometheus-port" in help_text:  # its fixed default port: two brokers here
-            args += ["--prometheus-port", "-1"]
+                sys.executable, *cli_args(os.path.join(self.dir, "data"), help_text)]
         if "--allocator" in help_text:  # the interpreter's own: no re-exec
             args += ["--allocator", allocator or ("malloc" if not sys.getallocatedblocks()
                                                   else "pymalloc")]
-        self.proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                     text=True, cwd=root, env=env)
-        self.port = None
-        deadline = time.monotonic() + 600
-        while self.port is None and time.monotonic() < deadline:
-            line = self.proc.stderr.readline()
-            if not line:
-                break
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            if "port" in rec:
-                self.port = int(rec["port"])
-        if self.port is None:
-            self.proc.kill()
-            raise RuntimeError(f"syncmq did not start under valgrind; see {self.dir}")
-        threading.Thread(target=self._drain, daemon=True).start()
-
-    def _drain(self) -> None:
-        for _ in self.proc.stderr:
-            pass
+        self.broker = BrokerProcess(os.path.join(self.dir, "data"), env=env, command=args,
+                                    cwd=root)
+        try:
+            self.broker.start(timeout=600)
+        except RuntimeError as e:
+            raise RuntimeError(f"syncmq did not start under valgrind; see {self.dir}") from e
+        self.proc = self.broker.proc
+        self.port = self.broker.port
 
     def _control(self, *args: str) -> None:
         subprocess.run(["callgrind_control", *args, str(self.proc.pid)], check=True,
@@ -132,11 +111,10 @@ class Broker:
         return total
 
     def stop(self) -> None:
-        self.proc.terminate()
         try:
-            self.proc.wait(120)
+            self.broker.stop(timeout=120)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
+            pass  # (killed)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
