@@ -25,7 +25,7 @@ read with ``callgrind_control -z`` (zero after the warm-up) and ``-d`` (dump aft
 
 Each load runs ``--repeat`` times on the same broker after a warm-up; the figure is the median
 of instructions / delivered message. With ``--baseline REF`` the same loads run against a
-broker from ``git worktree add --detach`` of REF (kept under /tmp for the next run), started
+broker from ``git worktree add --detach`` of REF (under /tmp, removed at exit), started
 alongside, runs alternating with this tree's, and the ratio this/baseline is printed. The
 client is this tree's code in both cases. Run-to-run spread: ~1% for S1, up to ~3% for S8
 (how many frames one read takes depends on timing; timers fire per second, not per message).
@@ -332,13 +332,26 @@ def measure(roots: dict[str, tuple[str, str | None]], loads: list[str], n: int, 
 
 
 def baseline_tree(ref: str) -> str:
+    """A new detached worktree of ``ref`` under /tmp (its own directory: a concurrent run's
+    is never reused nor removed); :func:`remove_tree` removes it."""
     sha = subprocess.run(["git", "rev-parse", "--short", ref], capture_output=True, text=True,
                          cwd=ROOT, check=True).stdout.strip()
-    path = os.path.join(tempfile.gettempdir(), f"syncmq-baseline-{sha}")
-    if not os.path.isdir(path):
-        subprocess.run(["git", "worktree", "add", "--detach", path, sha], cwd=ROOT, check=True,
-                       capture_output=True)
+    path = tempfile.mkdtemp(prefix=f"syncmq-baseline-{sha}-")
+    try:
+        subprocess.run(["git", "worktree", "add", "--detach", path, sha], cwd=ROOT,
+                       check=True, capture_output=True)
+    except BaseException:
+        remove_tree(path)
+        raise
     return path
+
+
+def remove_tree(path: str) -> None:
+    """Remove the worktree :func:`baseline_tree` made (and git's record of it)."""
+    subprocess.run(["git", "worktree", "remove", "--force", path], cwd=ROOT,
+                   capture_output=True)
+    shutil.rmtree(path, ignore_errors=True)  # (when the add failed half-way)
+    subprocess.run(["git", "worktree", "prune"], cwd=ROOT, capture_output=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -365,7 +378,11 @@ def main(argv: list[str] | None = None) -> int:
     elif opts.baseline_allocator:
         trees["baseline"] = (ROOT, opts.baseline_allocator)
         opts.baseline = opts.baseline_allocator
-    results = measure(trees, loads, opts.n, opts.warmup, opts.repeat, opts.window)
+    try:
+        results = measure(trees, loads, opts.n, opts.warmup, opts.repeat, opts.window)
+    finally:
+        if trees.get("baseline", (ROOT,))[0] != ROOT:
+            remove_tree(trees["baseline"][0])
     rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                          text=True, cwd=ROOT).stdout.strip()
     print(f"\ninstructions per delivered message (median of {opts.repeat} x {opts.n})")
