@@ -33,6 +33,7 @@ from .methods.session import Session, Settings
 from .options import ServerConfig
 from .queues.spill import SPILL_DIR, BodyStore
 from .reactor import Reactor, Transport
+from .shovel import upstreams
 from .shovel.manager import Shovels
 from .shovel.worker import LocalNode
 from .wire import _spec
@@ -105,6 +106,11 @@ class Server:
         self.broker.parameters.register("shovel", validate=self.shovels.validate,
                                         apply=self.shovels.apply,
                                         validate_user=self.shovels.validate_user)
+        # the federation plugin's parameters: validated as RabbitMQ does, stored, not run
+        self.broker.parameters.register("federation-upstream",
+                                        validate=upstreams.validate_upstream)
+        self.broker.parameters.register("federation-upstream-set",
+                                        validate=upstreams.validate_set)
 
     def _make_session(self, transport: Transport) -> Session:
         s = Session(transport, self.broker, self.settings, HANDLERS, self._session_closed)
