@@ -8,6 +8,7 @@ other way): :func:`cli_args` for a checkout's broker with the options that tree 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -131,3 +132,15 @@ def cli_args(data_dir: str, help_text: str) -> list[str]:
     if "--prometheus-port" in help_text:
         args += ["--prometheus-port", "-1"]
     return args
+
+
+def fd_targets(pid: int | str = "self") -> list[str]:
+    """What the open fds of process ``pid`` (this one by default) point at (/proc readlink;
+    a deleted file ends with `` (deleted)``)."""
+    out = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            out.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except OSError:  # (closed meanwhile)
+            continue
+    return out

@@ -15,6 +15,7 @@ import tracemalloc
 import pika
 import pytest
 from amqp_helpers import connection
+from brokerproc import fd_targets
 from test_management import get
 
 from syncmq.broker.message import Message
@@ -425,20 +426,9 @@ def test_a_queue_pages_in_every_body_after_another_queue_acked_its_copies(tmp_pa
     store.close()
 
 
-def _broker_fds(b) -> dict[str, str]:
-    """The broker process's open fds: number -> what it points at."""
-    out = {}
-    for fd in os.listdir(f"/proc/{b.proc.pid}/fd"):
-        try:
-            out[fd] = os.readlink(f"/proc/{b.proc.pid}/fd/{fd}")
-        except FileNotFoundError:  # (closed meanwhile)
-            pass
-    return out
-
-
 def _data_fds(b) -> list[str]:
     """Those pointing into the data dir, or at a deleted file (sockets, pipes aside)."""
-    return sorted(t for t in _broker_fds(b).values()
+    return sorted(t for t in fd_targets(b.proc.pid)
                   if t.startswith(b.data_dir) or t.endswith(" (deleted)"))
 
 
@@ -470,15 +460,7 @@ def test_deleted_paged_queues_leave_no_fd_open(broker_factory):
 
 def _deleted_files_open() -> list[str]:
     """This process's fds on a deleted file."""
-    out = []
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            continue
-        if target.endswith(" (deleted)"):
-            out.append(target)
-    return out
+    return [t for t in fd_targets() if t.endswith(" (deleted)")]
 
 
 def test_a_stopped_broker_leaves_no_page_file_open():
