@@ -25,7 +25,7 @@ read with ``callgrind_control -z`` (zero after the warm-up) and ``-d`` (dump aft
 
 Each load runs ``--repeat`` times on the same broker after a warm-up; the figure is the median
 of instructions / delivered message. With ``--baseline REF`` the same loads run against a
-broker from ``git worktree add --detach`` of REF (kept under /tmp for the next run), started
+broker from ``git worktree add --detach`` of REF (under /tmp, removed at exit), started
 alongside, runs alternating with this tree's, and the ratio this/baseline is printed. The
 client is this tree's code in both cases. Run-to-run spread: ~1% for S1, up to ~3% for S8
 (how many frames one read takes depends on timing; timers fire per second, not per message).
@@ -46,7 +46,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 
@@ -56,6 +55,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 sys.path.insert(0, ROOT)
 
 import amqp_raw as raw  # noqa: E402
+from brokerproc import BrokerProcess, cli_args, cli_help  # noqa: E402
 
 from syncmq.wire import _spec  # noqa: E402
 from syncmq.wire.frames import encode_content, encode_frame, parse_frames  # noqa: E402
@@ -72,42 +72,21 @@ class Broker:
         env = dict(os.environ, PYTHONPATH=root)
         if allocator:  # set for the interpreter valgrind starts: a re-exec would escape it
             env["PYTHONMALLOC"] = allocator
-        help_text = subprocess.run([sys.executable, "-m", "syncmq.cli", "--help"],
-                                   capture_output=True, text=True, cwd=root, env=env).stdout
+        help_text = cli_help(env, root)
         args = ["valgrind", "--tool=callgrind", "--dump-line=no", "--compress-strings=no",
                 f"--callgrind-out-file={self.dir}/cg.%p", f"--log-file={self.dir}/vg.log",
-                sys.executable, "-m", "syncmq.cli", "--port", "0",
-                "--data-dir", os.path.join(self.dir, "data"),
-                "--log-format", "json", "--log-level", "info"]
-        if "--no-management" in help_text:
-            args.append("--no-management")
-        if "--prometheus-port" in help_text:  # its fixed default port: two brokers here
-            args += ["--prometheus-port", "-1"]
+                sys.executable, *cli_args(os.path.join(self.dir, "data"), help_text)]
         if "--allocator" in help_text:  # the interpreter's own: no re-exec
             args += ["--allocator", allocator or ("malloc" if not sys.getallocatedblocks()
                                                   else "pymalloc")]
-        self.proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                     text=True, cwd=root, env=env)
-        self.port = None
-        deadline = time.monotonic() + 600
-        while self.port is None and time.monotonic() < deadline:
-            line = self.proc.stderr.readline()
-            if not line:
-                break
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            if "port" in rec:
-                self.port = int(rec["port"])
-        if self.port is None:
-            self.proc.kill()
-            raise RuntimeError(f"syncmq did not start under valgrind; see {self.dir}")
-        threading.Thread(target=self._drain, daemon=True).start()
-
-    def _drain(self) -> None:
-        for _ in self.proc.stderr:
-            pass
+        self.broker = BrokerProcess(os.path.join(self.dir, "data"), env=env, command=args,
+                                    cwd=root)
+        try:
+            self.broker.start(timeout=600)
+        except RuntimeError as e:
+            raise RuntimeError(f"syncmq did not start under valgrind; see {self.dir}") from e
+        self.proc = self.broker.proc
+        self.port = self.broker.port
 
     def _control(self, *args: str) -> None:
         subprocess.run(["callgrind_control", *args, str(self.proc.pid)], check=True,
@@ -132,11 +111,10 @@ class Broker:
         return total
 
     def stop(self) -> None:
-        self.proc.terminate()
         try:
-            self.proc.wait(120)
+            self.broker.stop(timeout=120)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
+            pass  # (killed)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -354,13 +332,26 @@ def measure(roots: dict[str, tuple[str, str | None]], loads: list[str], n: int, 
 
 
 def baseline_tree(ref: str) -> str:
+    """A new detached worktree of ``ref`` under /tmp (its own directory: a concurrent run's
+    is never reused nor removed); :func:`remove_tree` removes it."""
     sha = subprocess.run(["git", "rev-parse", "--short", ref], capture_output=True, text=True,
                          cwd=ROOT, check=True).stdout.strip()
-    path = os.path.join(tempfile.gettempdir(), f"syncmq-baseline-{sha}")
-    if not os.path.isdir(path):
-        subprocess.run(["git", "worktree", "add", "--detach", path, sha], cwd=ROOT, check=True,
-                       capture_output=True)
+    path = tempfile.mkdtemp(prefix=f"syncmq-baseline-{sha}-")
+    try:
+        subprocess.run(["git", "worktree", "add", "--detach", path, sha], cwd=ROOT,
+                       check=True, capture_output=True)
+    except BaseException:
+        remove_tree(path)
+        raise
     return path
+
+
+def remove_tree(path: str) -> None:
+    """Remove the worktree :func:`baseline_tree` made (and git's record of it)."""
+    subprocess.run(["git", "worktree", "remove", "--force", path], cwd=ROOT,
+                   capture_output=True)
+    shutil.rmtree(path, ignore_errors=True)  # (when the add failed half-way)
+    subprocess.run(["git", "worktree", "prune"], cwd=ROOT, capture_output=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -387,7 +378,11 @@ def main(argv: list[str] | None = None) -> int:
     elif opts.baseline_allocator:
         trees["baseline"] = (ROOT, opts.baseline_allocator)
         opts.baseline = opts.baseline_allocator
-    results = measure(trees, loads, opts.n, opts.warmup, opts.repeat, opts.window)
+    try:
+        results = measure(trees, loads, opts.n, opts.warmup, opts.repeat, opts.window)
+    finally:
+        if trees.get("baseline", (ROOT,))[0] != ROOT:
+            remove_tree(trees["baseline"][0])
     rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                          text=True, cwd=ROOT).stdout.strip()
     print(f"\ninstructions per delivered message (median of {opts.repeat} x {opts.n})")

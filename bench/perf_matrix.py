@@ -70,7 +70,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -82,6 +81,9 @@ os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, os.environ.get("PYT
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 sys.path.insert(0, HERE)
 import perf_longrun  # noqa: E402  (bench/, next to this script)
+
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+from brokerproc import BrokerProcess, cli_args, cli_help  # noqa: E402
 
 # ------------------------------------------------------------------------------ /proc probes
 
@@ -138,39 +140,18 @@ class Syncmq:
 
     def start(self, extra: list[str] | None = None) -> None:
         self.dir = tempfile.mkdtemp(prefix="perf-syncmq-")
-        args = [sys.executable, "-m", "syncmq.cli", "--port", "0", "--data-dir",
-                os.path.join(self.dir, "data"), "--log-format", "json", "--log-level", "info",
-                *(extra or [])]
-        help_text = subprocess.run([sys.executable, "-m", "syncmq.cli", "--help"],
-                                   capture_output=True, text=True, cwd=self.root,
-                                   env=self.env).stdout
-        if "--no-management" in help_text:
-            args.append("--no-management")
-        if "--prometheus-port" in help_text:  # no fixed port 15692 (another broker may hold it)
-            args += ["--prometheus-port", "-1"]
-        self.log = open(os.path.join(self.dir, "syncmq.log"), "w+")
-        self.proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                     text=True, cwd=self.root, env=self.env,
-                                     preexec_fn=_raise_nofile)
-        self.port = None
-        self.allocator = None
-        deadline = time.monotonic() + 30
-        while self.port is None and time.monotonic() < deadline:
-            line = self.proc.stderr.readline()
-            if not line:
-                break
-            self.log.write(line)
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            if "port" in rec:
-                self.port = int(rec["port"])
-                self.allocator = rec.get("allocator")  # (the start-up line's, since 0.7)
-        if self.port is None:
-            self.proc.kill()
-            raise RuntimeError("syncmq did not start; log in " + self.log.name)
-        threading.Thread(target=self._drain, daemon=True).start()
+        data = os.path.join(self.dir, "data")
+        args = [sys.executable, *cli_args(data, cli_help(self.env, self.root)), *(extra or [])]
+        self.broker = BrokerProcess(data, env=self.env, command=args, cwd=self.root)
+        self.broker.preexec_fn = _raise_nofile
+        self.log = self.broker.log_file = open(os.path.join(self.dir, "syncmq.log"), "w+")
+        try:
+            self.broker.start()
+        except RuntimeError as e:
+            raise RuntimeError("syncmq did not start; log in " + self.log.name) from e
+        self.proc = self.broker.proc
+        self.port = self.broker.port
+        self.allocator = self.broker.record.get("allocator")  # (the start-up line's, since 0.7)
         self.pid = self.proc.pid
         self.uri = f"amqp://guest:guest@127.0.0.1:{self.port}/%2f"
         import syncmq
@@ -181,16 +162,12 @@ class Syncmq:
         if self.allocator:
             self.version += f", allocator {self.allocator}"
 
-    def _drain(self) -> None:
-        for line in self.proc.stderr:
-            self.log.write(line)
-
     def stop(self) -> None:
-        self.proc.terminate()
         try:
-            self.proc.wait(30)
+            self.broker.stop(timeout=30)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
+            pass  # (killed)
+        self.log.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

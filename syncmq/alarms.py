@@ -13,7 +13,8 @@ When RSS is well above the accounted figure (a backlog drained) the monitor give
 off while it releases little (up to 60 s; a drop by half of the accounted figure since the
 last attempt, a backlog drained, ends the back-off); before each trim the body store rebuilds the index tables a
 drained backlog left oversized (``BodyStore.shrink``: dicts never shrink on deletion). When a limit is crossed the alarm is *set*: ``broker.alarms`` gains
-``"memory"`` or ``"disk"``, one log line says so, and every session is told on its own worker
+``"memory"`` or ``"disk"``, then one log line says so (after: whoever reads it finds the
+alarm in effect), and every session is told on its own worker
 (``Session.alarms_changed``). A session then sends ``connection.blocked`` (to clients with that
 capability) and stops reading from its socket as soon as it publishes, as RabbitMQ's reader
 does; consumers keep being served, so queues can drain. When the resource is back under the
@@ -111,6 +112,7 @@ class ResourceMonitor:
     def check(self) -> frozenset:
         """Sample once and set/clear alarms; returns the alarms now in effect."""
         alarms = set(self.broker.alarms)
+        lines: list[tuple[int, str, str]] = []  # logged once the state says so
         mem, rss = self.sample_memory()
         wm = self.memory_high_watermark
         if wm:
@@ -118,13 +120,13 @@ class ResourceMonitor:
                 over = mem >= wm * CLEAR_BELOW or rss > wm * RSS_FACTOR
             else:
                 over = mem > wm or rss > wm * RSS_FACTOR
-            self._update(alarms, "memory", over,
+            self._update(alarms, lines, "memory", over,
                          f"memory resource limit alarm: {mem} bytes used (accounted), RSS "
                          f"{rss}, high watermark {wm}")
         if self.disk_free_limit:
             self.disk_free = free = disk_free(self.data_dir)
             if free >= 0:
-                self._update(alarms, "disk", free < self.disk_free_limit,
+                self._update(alarms, lines, "disk", free < self.disk_free_limit,
                              f"disk resource limit alarm: {free} bytes free in "
                              f"{self.data_dir}, limit {self.disk_free_limit}")
         alarms = frozenset(alarms)
@@ -132,6 +134,8 @@ class ResourceMonitor:
             self.broker.alarms = alarms
             for s in self.sessions():
                 s.transport.worker.submit(s.alarms_changed, alarms)
+        for level, text, name in lines:
+            log.log(level, text, extra={"alarm": name})
         return alarms
 
     def sample_memory(self) -> tuple[int, int]:
@@ -172,10 +176,13 @@ class ResourceMonitor:
         return mem, rss
 
     @staticmethod
-    def _update(alarms: set, name: str, over: bool, text: str) -> None:
+    def _update(alarms: set, lines: list, name: str, over: bool, text: str) -> None:
+        """Set or clear ``name`` in ``alarms``; its log line goes to ``lines``, written by
+        :meth:`check` after ``broker.alarms`` changed (a reader of the log never sees an
+        alarm the broker does not act on yet)."""
         if over and name not in alarms:
             alarms.add(name)
-            log.warning("%s set; publishers are blocked", text, extra={"alarm": name})
+            lines.append((logging.WARNING, f"{text} set; publishers are blocked", name))
         elif not over and name in alarms:
             alarms.discard(name)
-            log.info("%s cleared; publishers resume", text, extra={"alarm": name})
+            lines.append((logging.INFO, f"{text} cleared; publishers resume", name))

@@ -33,6 +33,7 @@ from .methods.session import Session, Settings
 from .options import ServerConfig
 from .queues.spill import SPILL_DIR, BodyStore
 from .reactor import Reactor, Transport
+from .shovel import upstreams
 from .shovel.manager import Shovels
 from .shovel.worker import LocalNode
 from .wire import _spec
@@ -105,6 +106,11 @@ class Server:
         self.broker.parameters.register("shovel", validate=self.shovels.validate,
                                         apply=self.shovels.apply,
                                         validate_user=self.shovels.validate_user)
+        # the federation plugin's parameters: validated as RabbitMQ does, stored, not run
+        self.broker.parameters.register("federation-upstream",
+                                        validate=upstreams.validate_upstream)
+        self.broker.parameters.register("federation-upstream-set",
+                                        validate=upstreams.validate_set)
 
     def _make_session(self, transport: Transport) -> Session:
         s = Session(transport, self.broker, self.settings, HANDLERS, self._session_closed)
@@ -217,7 +223,10 @@ class Server:
         if self.journal is not None:
             self.journal.close()
         if self.body_store is not None:
+            self.broker.close_pages()  # (recovery may have paged a backlog out)
             self.body_store.close()
+        if self.journal is not None:
+            self.journal.reader.close()
 
     def _start(self) -> tuple[str, int]:
         recovered = self.recover()
@@ -378,8 +387,11 @@ class Server:
             log.info("journal flushed and closed", extra={"data_dir": self.config.data_dir})
         if self.body_store is not None:
             stats = self.body_store.stats()
+            self.broker.close_pages()  # each queue closes its page files
             self.body_store.close()  # spilled bodies are transient: their files go
             log.info("body store closed", extra={"body_store": stats})
+        if self.journal is not None:
+            self.journal.reader.close()  # the segment fds the body store referenced
         log.info("stopped")
 
     def _close_sessions(self) -> None:

@@ -131,3 +131,34 @@ def test_max_connections(broker_factory):
     again = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", b.port))
     again.close()
     kept[1].close()
+
+
+def test_the_alarm_is_in_effect_when_its_log_line_is_written(tmp_path):
+    """State first, then the log line: whoever reads the line (a test's wait_for_log, an
+    operator) finds the broker already acting on it, for setting and for clearing."""
+    import logging
+    import types
+
+    from syncmq.alarms import ResourceMonitor
+
+    broker = types.SimpleNamespace(alarms=frozenset())
+    seen: list[tuple[str, frozenset]] = []
+
+    class Probe(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append((record.getMessage().split(" resource")[0], broker.alarms))
+
+    mon = ResourceMonitor(broker, list, lambda *a: None, 0, 1 << 62, str(tmp_path))
+    mon.sample_memory = lambda: (0, 0)  # (no memory watermark: the disk alarm only)
+    logger = logging.getLogger("syncmq.alarms")
+    probe, level = Probe(), logger.level
+    logger.addHandler(probe)
+    logger.setLevel(logging.INFO)
+    try:
+        assert mon.check() == {"disk"}
+        mon.disk_free_limit = 1
+        assert mon.check() == frozenset()
+    finally:
+        logger.removeHandler(probe)
+        logger.setLevel(level)
+    assert seen == [("disk", frozenset({"disk"})), ("disk", frozenset())]

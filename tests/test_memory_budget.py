@@ -15,6 +15,7 @@ import threading
 import pika
 import pytest
 from amqp_helpers import connection
+from brokerproc import fd_targets
 from journal_helpers import open_journal
 
 from syncmq.queues.spill import BodyStore, SpillFiles
@@ -415,15 +416,8 @@ def _ack(j, queue: str, ids: list[int]) -> None:
 
 def _deleted_segment_fds(under) -> list[str]:
     """Our open fds on journal segment files under ``under`` that were deleted or replaced."""
-    out = []
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith(str(under)) and ".seg" in target and target.endswith("(deleted)"):
-            out.append(target)
-    return out
+    return [t for t in fd_targets()
+            if t.startswith(str(under)) and ".seg" in t and t.endswith("(deleted)")]
 
 
 def test_journaled_bodies_are_referenced_not_spilled_and_survive_compaction(tmp_path):

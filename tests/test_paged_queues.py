@@ -15,6 +15,7 @@ import tracemalloc
 import pika
 import pytest
 from amqp_helpers import connection
+from brokerproc import fd_targets
 from test_management import get
 
 from syncmq.broker.message import Message
@@ -423,3 +424,60 @@ def test_a_queue_pages_in_every_body_after_another_queue_acked_its_copies(tmp_pa
     assert len(got) == len(bodies) and got == bodies
     journal.close()
     store.close()
+
+
+def _data_fds(b) -> list[str]:
+    """Those pointing into the data dir, or at a deleted file (sockets, pipes aside)."""
+    return sorted(t for t in fd_targets(b.proc.pid)
+                  if t.startswith(b.data_dir) or t.endswith(" (deleted)"))
+
+
+def test_deleted_paged_queues_leave_no_fd_open(broker_factory):
+    """A queue paged to several segments, then deleted, with the broker running: no fd of
+    the broker is left on a deleted page or spill file, and N create/delete cycles of
+    transient and persistent (paged by reference) backlogs, delivered in part, hold no more
+    fds than one."""
+    b = broker_factory(*PAGED)
+    baseline: list[str] | None = None
+    with connection(b.port) as conn:
+        for cycle in range(3):
+            for name, props in (("fd-t", None), ("fd-p", PERSISTENT)):
+                ch = conn.channel()
+                ch.queue_declare(name, durable=True)
+                _publish(ch, name, _bodies(1500, name), props)
+            assert len(_page_files(b)) >= 2
+            got = ch.basic_get("fd-t")  # one delivered and unacked at deletion
+            assert got[0] is not None
+            for name in ("fd-t", "fd-p"):
+                ch.queue_delete(name)
+            assert not _page_files(b)
+            fds = _data_fds(b)
+            assert not [t for t in fds if t.endswith(" (deleted)")], fds
+            if baseline is None:
+                baseline = fds
+            assert fds == baseline, (cycle, fds, baseline)
+
+
+def _deleted_files_open() -> list[str]:
+    """This process's fds on a deleted file."""
+    return [t for t in fd_targets() if t.endswith(" (deleted)")]
+
+
+def test_a_stopped_broker_leaves_no_page_file_open():
+    """An in-process broker stopped with paged queues (transient and by reference) closes
+    their page files: nothing of it stays open in the process, over N start/stop cycles."""
+    import syncmq
+
+    before = _deleted_files_open()
+    for _ in range(3):
+        server = syncmq.Server(memory_budget=256 * 1024, queue_page_window=64).start()
+        try:
+            with connection(server.port) as conn:
+                for name, props in (("st-t", None), ("st-p", PERSISTENT)):
+                    ch = conn.channel()
+                    ch.queue_declare(name, durable=True)
+                    _publish(ch, name, _bodies(1000, name), props)
+                    assert ch.queue_declare(name, passive=True).method.message_count == 1000
+        finally:
+            server.stop()
+        assert _deleted_files_open() == before

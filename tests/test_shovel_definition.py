@@ -28,6 +28,9 @@ CASES = [
     ({**OK, "ack-mode": "bad"},
      ['ack-mode should be one of [<<"no-ack">>,<<"on-publish">>,<<"on-confirm">>], '
       'actually was <<"bad">>']),
+    ({**OK, "ack-mode": 1}, ["ack-mode should be binary, actually was 1"]),
+    ({**OK, "src-uri": "no scheme"},
+     ['"no scheme" not a valid URI: {{unable_to_parse_uri,no_scheme},"no scheme"}']),
     ({**OK, "ack-mode": "no-ack", "src-delete-after": 5},
      ["Cannot specify 'no-ack' and numerical 'delete-after'"]),
     ({**OK, "src-delete-after": "x"},

@@ -80,3 +80,53 @@ def test_a_shovel_deleting_itself_while_the_broker_stops(tmp_path):
     finally:
         logger.removeHandler(handler)
         logger.setLevel(saved)
+
+
+def test_a_shovel_connecting_to_a_silent_destination_stops_at_once(monkeypatch):
+    """A destination that accepts the TCP connection and never answers (the AMQP handshake
+    hangs): deleting the shovel, and stopping the broker, end its thread without waiting
+    for the handshake. The close grace and the handshake timeout are made longer than the
+    stop's join bound, so a link that waited for its opening connection would outlive
+    ``stop_all``."""
+    import socket
+
+    from syncmq.shovel import worker
+
+    monkeypatch.setattr(worker, "CLOSE_TIMEOUT", 600.0)
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                held.append(silent.accept()[0])  # accepted, never answered
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    # (pika's own handshake timeout, connection_timeout, as long: only a stop ends it)
+    dest = f"amqp://guest:guest@127.0.0.1:{silent.getsockname()[1]}?connection_timeout=600000"
+    a = syncmq.Server().start()
+    try:
+        def connecting(name: str) -> threading.Thread:
+            n = len(held)
+            set_shovel(a, name, {"src-uri": "amqp://", "src-queue": "src",
+                                 "dest-uri": dest, "dest-queue": "dst"})
+            wait_for(lambda: len(held) > n, what="the shovel connecting")
+            assert status(a, name)["state"] == "starting"
+            return next(t for t in threading.enumerate()
+                        if t.name == f"syncmq-shovel-//{name}")
+
+        t = connecting("deleted")
+        a.node.broker.parameters.clear("shovel", "/", "deleted")
+        t.join(30)  # (a hang guard: the link waited 600 s)
+        assert not t.is_alive()
+        t = connecting("stopped")
+    finally:
+        a.stop()
+        silent.close()
+        for c in held:
+            c.close()
+    assert not t.is_alive()  # joined by the stop

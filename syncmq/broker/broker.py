@@ -111,6 +111,13 @@ class Broker:
             for i, n in enumerate(counts):
                 cs[i] += n
 
+    def close_pages(self) -> None:
+        """The broker stops (nothing serves clients any more): every queue closes and
+        deletes its page files (``QueuePaging.close_pages``) before the body store closes."""
+        for vh in list(self.vhosts.values()):
+            for q in list(vh.queues.values()):
+                q.close_pages()
+
     def create_vhost(self, name: str) -> VirtualHost:
         """A vhost created by a client (management API, definitions import): as
         :meth:`add_vhost`, and a new one is journaled (VHOST_ADD) under :attr:`lock`, so it

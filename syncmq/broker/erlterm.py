@@ -54,9 +54,9 @@ def binary(value: str | bytes) -> str:
 
 def charlist(value: str | bytes) -> str:
     """``~p`` of an Erlang string made of a binary's bytes (``binary_to_list``):
-    ``"foo"``, or ``[196,129]`` when a byte is not printable."""
+    ``"foo"``, or ``[196,129]`` when a byte is not printable; ``[]`` when empty."""
     b = value.encode() if isinstance(value, str) else bytes(value)
-    if _printable(b):
+    if b and _printable(b):
         return _quoted(b)
     return "[" + ",".join(str(c) for c in b) + "]"
 

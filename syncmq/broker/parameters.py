@@ -6,9 +6,9 @@ RabbitMQ keeps every piece of configuration that is neither a user nor an AMQP e
 (policies, operator policies, vhost limits, shovels) is a *component*: it registers a
 ``validate`` callback (refuses a value with :class:`ParameterError`, whose text is RabbitMQ's
 reason) and an ``apply`` callback (puts a value in force; ``None`` when it is cleared), and
-never keeps a copy of the values of its own. Components RabbitMQ knows but syncmq does not run
-(:data:`KNOWN_COMPONENTS` nobody registered: federation upstreams) are stored and listed
-unvalidated, so that definitions round-trip; any other component name is refused as RabbitMQ
+never keeps a copy of the values of its own. Components RabbitMQ knows that nobody registered
+(:data:`KNOWN_COMPONENTS`; the server registers them all, federation upstreams with a
+``validate`` only) are stored and listed unvalidated, so that definitions round-trip; any other component name is refused as RabbitMQ
 refuses it ("component X not found").
 
 Durability: every change is journaled (PARAM_SET/PARAM_CLEAR, GLOBAL_SET/GLOBAL_CLEAR, see
@@ -51,7 +51,7 @@ from typing import Any
 log = logging.getLogger("syncmq.parameters")
 
 __all__ = ["Parameters", "ParameterError", "NotFound", "KNOWN_COMPONENTS", "HIDDEN_COMPONENTS",
-           "validation_failed"]
+           "validation_failed", "require_object_or_list"]
 
 #: Components RabbitMQ's core and plugins define that syncmq accepts even when nothing in
 #: syncmq registered them (stored and listed unvalidated; definitions round-trip).
@@ -79,6 +79,12 @@ def validation_failed(*errors: str) -> ParameterError:
     """RabbitMQ's text for refused values: ``Validation failed\n\n`` then one line per
     error (what ``rabbit_runtime_parameters`` answers, e.g. for an unknown component)."""
     return ParameterError("Validation failed\n\n" + "".join(e + "\n" for e in errors))
+
+
+def require_object_or_list(name: str, value: Any) -> None:
+    """A value RabbitMQ's validators would crash on (500) is refused with this 400."""
+    if not isinstance(value, (dict, list)):
+        raise validation_failed(f"value of {name} must be a JSON object or list")
 
 
 class NotFound(KeyError):
@@ -176,8 +182,7 @@ class Parameters:
             raise validation_failed(f"value of {name} must not be null")
         text = encode_value(value)
         if comp is None:
-            if not isinstance(value, (dict, list)):  # RabbitMQ's validators crash (500)
-                raise validation_failed(f"value of {name} must be a JSON object or list")
+            require_object_or_list(name, value)
         else:
             if comp.validate is not None:
                 comp.validate(vhost, name, value)

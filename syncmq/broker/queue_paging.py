@@ -32,6 +32,13 @@ class QueuePaging:
             return ReadyQueue()
         return PagedReadyQueue(Message, store, store.slow.directory, store.page_window)
 
+    def close_pages(self) -> None:
+        """The broker stops: close and delete this queue's page files (the queue owns them;
+        they never outlive the process: recovery pages a backlog from the journal again).
+        Takes the queue lock; the queue is not used afterwards."""
+        with self.lock:
+            self.ready.close()
+
     def restore_by_reference(self, message: Message, delivered: bool) -> bool:
         """Recovery: :meth:`Queue.restore_message` of a message on this queue only whose
         body only the journal holds (``body`` None, no store reference), pushed to the paged

@@ -86,6 +86,10 @@ class SegmentFd:
                           f"({len(data)} of {n})")
         return data
 
+    def close(self) -> None:
+        """Close the fd now (idempotent; ``__del__`` does it otherwise)."""
+        self.__del__()
+
     def __del__(self) -> None:
         fd = getattr(self, "fd", -1)
         if fd >= 0:
@@ -197,6 +201,17 @@ class SegmentReader:
         with self.lock:
             self._fds.clear()
             self._alive = weakref.WeakValueDictionary()
+
+    def close(self) -> None:
+        """The broker stopped (journal and body store closed, nothing reads): close every
+        segment fd now, cached or still held by a reference (a reference used afterwards
+        reads EBADF), rather than when a reference cycle is collected."""
+        with self.lock:
+            fds = list(self._fds.values()) + list(self._alive.values())
+            self._fds.clear()
+            self._alive = weakref.WeakValueDictionary()
+        for f in fds:
+            f.close()
 
     def cached_fds(self) -> int:
         """Fds open for segments: cached or held by references."""

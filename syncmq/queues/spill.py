@@ -251,20 +251,11 @@ class SpillFiles(MutableMapping):
         return sum(f.size for f in self._files.values())
 
     def close(self) -> None:
-        """Close and delete every file (spilled bodies never survive a restart), and the
-        paged queues' files beside them (``queues.paged``: the broker is stopping)."""
+        """Close and delete every file (spilled bodies never survive a restart). The paged
+        queues' files beside them are their queues' (``Broker.close_pages`` closes them
+        first); :meth:`open` deletes whatever a previous run left."""
         for f in list(self._files.values()):
             self._drop(f)
-        try:
-            names = os.listdir(self.directory)
-        except OSError:
-            names = []
-        for name in names:
-            if name.endswith(".page"):
-                try:
-                    os.unlink(os.path.join(self.directory, name))
-                except OSError:
-                    pass
         self._index.clear()
         self._jfds.clear()
         self.bytes = 0

@@ -16,9 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..broker.erlterm import proplist, term
+from ..broker.erlterm import term
 from ..broker.parameters import validation_failed
 from . import uri as urimod
+from .validation import binary, boolean, enum, number, proplist, uris
 
 DEFAULT_PREFETCH = 1000
 DEFAULT_RECONNECT_DELAY = 5
@@ -34,48 +35,6 @@ PUBLISH_PROPERTIES = {
 }
 
 
-def _binary(key, v):
-    return None if isinstance(v, str) else f"{key} should be binary, actually was {term(v)}"
-
-
-def _number(key, v):
-    ok = isinstance(v, (int, float)) and not isinstance(v, bool)
-    return None if ok else f"{key} should be a number, actually was {term(v)}"
-
-
-def _boolean(key, v):
-    return None if isinstance(v, bool) else f"{key} should be boolean, actually was {term(v)}"
-
-
-def _enum(options):
-    def check(key, v):
-        if v in options:
-            return None
-        opts = "[" + ",".join(term(o) for o in options) + "]"
-        return f"{key} should be one of {opts}, actually was {term(v)}"
-    return check
-
-
-def _uri(key, v):
-    if isinstance(v, str):
-        try:
-            urimod.parse(v)
-        except urimod.URIError as e:
-            return f"{fmt_string_plain(v)} not a valid URI: {e}"
-        return None
-    if not isinstance(v, list):
-        return f"{key} should be list, actually was {term(v)}"
-    for item in v:
-        err = _uri(key, item)
-        if err is not None:
-            return err
-    return None
-
-
-def fmt_string_plain(s: str) -> str:
-    return '"' + s + '"'
-
-
 def _delete_after(key, v):
     if v in ("never", "queue-length") or (
             isinstance(v, int) and not isinstance(v, bool) and v >= 0):
@@ -85,7 +44,7 @@ def _delete_after(key, v):
 
 
 def _queue_name(key, v):
-    err = _binary(key, v)
+    err = binary(key, v)
     if err is None and len(v.encode()) > 255:
         return f"{key} should be less than 255 bytes, actually was {len(v.encode())}"
     return err
@@ -94,55 +53,36 @@ def _queue_name(key, v):
 def _properties(key, v):
     if not isinstance(v, dict):
         return [f"{key} not a list {term(v)}"]
-    checks = {k: (_binary if kind == "str" else _number) for k, kind in
+    checks = {k: (binary if kind == "str" else number) for k, kind in
               PUBLISH_PROPERTIES.items()}
-    return _proplist(key, [(k, c, False) for k, c in checks.items()], v)
+    return proplist(key, [(k, c, False) for k, c in checks.items()], v)
 
 
 # (key, check, mandatory), in RabbitMQ's order: the shovel's, the source's, the destination's
 VALIDATION = [
-    ("reconnect-delay", _number, False),
-    ("ack-mode", _enum(ACK_MODES), False),
-    ("src-protocol", _enum(PROTOCOLS), False),
-    ("dest-protocol", _enum(PROTOCOLS), False),
-    ("src-uri", _uri, True),
-    ("src-exchange", _binary, False),
-    ("src-exchange-key", _binary, False),
-    ("src-queue", _binary, False),
-    ("prefetch-count", _number, False),
-    ("src-prefetch-count", _number, False),
+    ("reconnect-delay", number, False),
+    ("ack-mode", enum(ACK_MODES), False),
+    ("src-protocol", enum(PROTOCOLS), False),
+    ("dest-protocol", enum(PROTOCOLS), False),
+    ("src-uri", uris, True),
+    ("src-exchange", binary, False),
+    ("src-exchange-key", binary, False),
+    ("src-queue", binary, False),
+    ("prefetch-count", number, False),
+    ("src-prefetch-count", number, False),
     ("delete-after", _delete_after, False),
     ("src-delete-after", _delete_after, False),
-    ("dest-uri", _uri, True),
-    ("dest-exchange", _binary, False),
-    ("dest-exchange-key", _binary, False),
+    ("dest-uri", uris, True),
+    ("dest-exchange", binary, False),
+    ("dest-exchange-key", binary, False),
     ("dest-queue", _queue_name, False),
-    ("add-forward-headers", _boolean, False),
-    ("add-timestamp-header", _boolean, False),
-    ("dest-add-forward-headers", _boolean, False),
-    ("dest-add-timestamp-header", _boolean, False),
+    ("add-forward-headers", boolean, False),
+    ("add-timestamp-header", boolean, False),
+    ("dest-add-forward-headers", boolean, False),
+    ("dest-add-timestamp-header", boolean, False),
     ("publish-properties", _properties, False),
     ("dest-publish-properties", _properties, False),
 ]
-
-
-def _proplist(name: str, constraints, value: dict) -> list[str]:
-    """``rabbit_parameter_validation:proplist``: results come out in reverse order of the
-    constraints, unrecognised keys first."""
-    errors: list[str] = []
-    rest = dict(value)
-    for key, check, mandatory in constraints:
-        if key in rest:
-            err = check(key, rest.pop(key))
-            if isinstance(err, list):
-                errors[:0] = list(reversed(err))
-            elif err is not None:
-                errors.insert(0, err)
-        elif mandatory:
-            errors.insert(0, f'Key "{key}" not found in {name}')
-    if rest:
-        errors.insert(0, f"Unrecognised terms {proplist(rest)} in {name}")
-    return errors
 
 
 def _one_of(value: dict, a: str, b: str) -> str:
@@ -166,7 +106,7 @@ def problems(name: str, value: Any) -> list[str]:
         out.append("Cannot specify 'no-ack' and numerical 'delete-after'")
     if _one_of(value, "dest-exchange", "dest-queue") == "both":
         out.append("Cannot specify 'dest-exchange' and 'dest-queue'")
-    return out + _proplist(name, VALIDATION, value)
+    return out + proplist(name, VALIDATION, value)
 
 
 def validate(vhost: str, name: str, value: Any) -> None:

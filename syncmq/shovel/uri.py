@@ -89,9 +89,11 @@ def parse(uri: str) -> Endpoint:
         u = urllib.parse.urlsplit(uri)
     except ValueError:
         raise _err("malformed_uri", uri) from None
+    if ":" not in uri:  # (Erlang's uri_parser: the scheme is what comes before the ':')
+        raise _err("{unable_to_parse_uri,no_scheme}", uri)
     scheme = u.scheme.lower()
     if scheme not in ("amqp", "amqps"):
-        raise _err("{unexpected_uri_scheme," + charlist(u.scheme) + "}", uri)
+        raise _err("{unexpected_uri_scheme," + charlist(uri.split(":", 1)[0]) + "}", uri)
     try:
         port = u.port
     except ValueError:

@@ -174,6 +174,7 @@ class _Link:
         self.spec = worker.spec
         self.ioloop = IOLoop()
         self.reason: str | None = None  # set once: the link is ending
+        self.stopping = False  # the shovel stops: connections still opening are dropped
         self.conns: dict[str, SelectConnection] = {}
         self.chans: dict[str, pika.channel.Channel] = {}
         self.src_uri = self.dest_uri = None
@@ -213,9 +214,19 @@ class _Link:
     def request_stop(self) -> None:
         """Any thread: end the link (the thread's stop flag is already set)."""
         try:
-            self.ioloop.add_callback_threadsafe(lambda: self.fail("stopped"))
+            self.ioloop.add_callback_threadsafe(self._stop)
         except Exception:  # the loop is closed: the link is over anyway
             pass
+
+    def _stop(self) -> None:
+        """The shovel stops (deleted, replaced, the broker stopping): open connections close
+        (within CLOSE_TIMEOUT); one still opening is not waited for, as it is after a
+        failure: its peer may never answer (silent, unreachable), and the thread must end
+        within :meth:`ShovelWorker.stop`'s join. (Closing it would trip pika's connection
+        workflow: the loop stops instead, and :meth:`run` drops it as after CLOSE_TIMEOUT.)"""
+        self.stopping = True
+        self.fail("stopped")
+        self._maybe_stop()
 
     def fail(self, reason: str) -> None:
         """End the link: close what is open, stop the loop once all is closed."""
@@ -234,7 +245,10 @@ class _Link:
         self._maybe_stop()
 
     def _maybe_stop(self) -> None:
-        if self.reason is not None and all(c.is_closed for c in self.conns.values()):
+        if self.reason is None:
+            return
+        if all(c.is_closed or (self.stopping and not (c.is_open or c.is_closing))
+               for c in self.conns.values()):
             self.ioloop.stop()
 
     # ---- connections ----

@@ -9,9 +9,8 @@ an atom, and an atom that exists changes other texts of that node (an exchange t
 is "invalid", not "unknown", once the atom ``nope`` exists), so a common word would leak
 into tests/interop/test_differential.py on the shared node.
 
-Only what RabbitMQ validates the same way is compared: syncmq runs no federation or shovel
-(yet), so a federation-upstream value RabbitMQ's plugin would refuse is stored by syncmq
-(known component, nobody registered: tested in tests/test_parameters_api.py)."""
+Federation upstream values RabbitMQ's plugin refuses are compared in
+tests/interop/test_federation_params_diff.py."""
 
 from __future__ import annotations
 
