@@ -12,12 +12,17 @@ import threading
 
 from syncmq.reactor import Reactor
 from syncmq.reactor.reading import INLINE_MAX
-from syncmq.reactor.reading import _light as _scan
+from syncmq.reactor.reading import _light as _cut
 from syncmq.wire import _spec
 from syncmq.wire.frames import PROTOCOL_HEADER, encode_content, encode_method_frame
 from syncmq.workers import WorkerPool, current_worker
 
 TIMEOUT = 30
+
+
+def _scan(data: bytes, need: int = 0) -> int:
+    """What the next read must bring of a small content (-1: not light)."""
+    return _cut(data, need)[0]
 
 
 def _light(data: bytes, need: int = 0) -> bool:
@@ -84,6 +89,48 @@ def test_only_a_small_content_may_span_reads():
     assert _scan(method + _header(INLINE_MAX + 1)) == -1
     # pika writes method, header and body apart: three light reads
     assert _scan(method) == 0 and _scan(_header(16)) == 16 and _scan(_frame(3, bytes(16)), 16) == 0
+
+
+def test_the_light_scan_cuts_what_split_frames_cuts():
+    """The stand-in hands the handler the frames ``_light`` cut (no second cut by
+    ``split_frames``): wherever ``_light`` takes a read, ``split_frames`` (the worker's cut,
+    with the connection's frame_max and slack) takes all of it with no error and gives the
+    same frames; every read split_frames calls an error (a bad end octet, a heartbeat with a
+    payload, an unknown type) or leaves partly unconsumed, ``_light`` refuses. Random reads
+    of publishes, acks, heartbeats and other frames, mutated and cut anywhere."""
+    import random
+
+    from syncmq.reactor.reading import FRAME_MAX_SLACK
+    from syncmq.wire.frames import split_frames
+
+    rnd = random.Random(2222)
+    pieces = [
+        lambda: _publish(rnd.randrange(100), rnd.choice((0, 1, 16, 200, 3000))),
+        lambda: encode_method_frame(rnd.choice((1, 2)), _spec.Basic.Ack(
+            delivery_tag=rnd.randrange(1, 1 << 40), multiple=rnd.random() < 0.2)),
+        lambda: b"\x08\x00\x00\x00\x00\x00\x00\xce",
+        lambda: _frame(rnd.choice((1, 2, 3, 4, 8)), bytes(rnd.randrange(0, 30))),
+        lambda: _channel_open(),
+    ]
+    taken = 0
+    for case in range(3000):
+        buf = bytearray(b"".join(rnd.choice(pieces)() for _ in range(rnd.randint(1, 5))))
+        for _ in range(rnd.choice((0, 0, 1, 2))):  # a type, a size, an end octet, a payload
+            buf[rnd.randrange(len(buf))] = rnd.choice((0, 1, 2, 3, 8, 13, 80, 206, 255))
+        if case % 4 == 0:
+            del buf[rnd.randrange(1, len(buf) + 1):]
+        data = bytes(buf)
+        for need in (0, -1, rnd.randrange(0, 5000)):
+            got, frames = _cut(data, need)
+            if frames is None:
+                assert got == -1
+                continue
+            taken += 1
+            for frame_max in (4096, 131072):
+                want = split_frames(data, frame_max, slack=FRAME_MAX_SLACK)
+                assert want == (frames, len(data), None), (case, need)
+                assert all(type(p) is bytes for _t, _c, p in frames)
+    assert taken > 500  # (the random reads are light often enough to compare)
 
 
 # ---- Worker.stand_in alone
