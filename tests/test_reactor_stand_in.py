@@ -131,6 +131,16 @@ def test_the_light_scan_cuts_what_split_frames_cuts():
                 assert want == (frames, len(data), None), (case, need)
                 assert all(type(p) is bytes for _t, _c, p in frames)
     assert taken > 500  # (the random reads are light often enough to compare)
+    # a lone publish (taken in one straight run, without the loop): every octet changed
+    for data in (_publish(1, 1), _publish(2, 16), _publish(3, 200)):
+        assert _cut(data, 0) == (0, split_frames(data, 4096, slack=FRAME_MAX_SLACK)[0])
+        for i in range(len(data)):
+            for value in (0, 1, 2, 3, 8, 13, 206, 255):
+                buf = data[:i] + bytes([value]) + data[i + 1:]
+                got, frames = _cut(buf, 0)
+                if frames is not None:
+                    want = split_frames(buf, 4096, slack=FRAME_MAX_SLACK)
+                    assert want == (frames, len(buf), None), (i, value)
 
 
 # ---- Worker.stand_in alone

@@ -49,6 +49,11 @@ _FRAME_SIZE = struct.Struct(">I").unpack_from  # a frame header's payload size, 
 _FRAME_HEAD = struct.Struct(">BHI").unpack_from  # type, channel, payload size
 _METHOD_ID = struct.Struct(">I").unpack_from  # class id << 16 | method id
 _BODY_SIZE = struct.Struct(">Q").unpack_from  # a content header's body size (payload + 4)
+_METHOD_HEAD = struct.Struct(">BHII").unpack_from  # a method frame's head and method id
+_HEADER_HEAD = struct.Struct(">BHIHHQ").unpack_from  # a header frame's head, class, weight, size
+_PUBLISH = (60 << 16) | 40
+# the shortest read of one publish with a body: method (9-octet payload), header, 1 octet
+_TRIO_MIN = 17 + 22 + 9
 # basic.publish and basic.ack: the per-message methods, whose cost is one message's. Not
 # basic.reject or basic.nack (their requeue=false dead-letters: one more publish, to as many
 # queues as the dead-letter exchange routes to), nor any other method (a purge, requeue,
@@ -79,9 +84,25 @@ def _light(data: bytes, need: int = 0) -> tuple[int, list | None]:
     octet, a heartbeat with a payload, an unknown type) is not light: the worker cuts that
     read and reports the error. No frame of a read of at most ``INLINE_MAX`` octets can
     exceed ``frame_max`` (at least ``FRAME_MIN_SIZE``), so its bound needs no check here.
-    O(frames); reads only frame headers, method ids, declared body sizes and end octets."""
-    pos = 0
+    O(frames); reads only frame headers, method ids, declared body sizes and end octets.
+
+    A read that is exactly one publish (method, header, one body frame: a lone message, S8)
+    is checked in one straight run first, with three unpacks and no loop."""
     n = len(data)
+    if n >= _TRIO_MIN and need <= 0:  # (a method frame starts afresh: need 0 or unknown)
+        t1, c1, s1, method = _METHOD_HEAD(data, 0)
+        p2 = s1 + 8  # the header frame's start
+        if t1 == 1 and method == _PUBLISH and s1 >= 4 and p2 + 19 <= n and \
+                data[p2 - 1] == 206:
+            t2, c2, s2, _, _, size = _HEADER_HEAD(data, p2)
+            p3 = p2 + s2 + 8  # the body frame's start
+            if t2 == 2 and s2 >= 12 and 0 < size <= INLINE_MAX and p3 + size + 8 == n and \
+                    data[p3 - 1] == 206:
+                t3, c3, s3 = _FRAME_HEAD(data, p3)
+                if t3 == 3 and s3 == size and data[n - 1] == 206:
+                    return 0, [(1, c1, data[7:p2 - 1]), (2, c2, data[p2 + 7:p3 - 1]),
+                               (3, c3, data[p3 + 7:n - 1])]
+    pos = 0
     frames: list = []
     append = frames.append
     while pos + 7 <= n:
