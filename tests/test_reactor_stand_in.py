@@ -131,9 +131,14 @@ def test_the_light_scan_cuts_what_split_frames_cuts():
                 assert want == (frames, len(data), None), (case, need)
                 assert all(type(p) is bytes for _t, _c, p in frames)
     assert taken > 500  # (the random reads are light often enough to compare)
-    # a lone publish (taken in one straight run, without the loop): every octet changed
-    for data in (_publish(1, 1), _publish(2, 16), _publish(3, 200)):
-        assert _cut(data, 0) == (0, split_frames(data, 4096, slack=FRAME_MAX_SLACK)[0])
+    # a lone publish or ack (taken in one straight run, without the loop): every octet
+    # changed
+    acks = [encode_method_frame(ch, _spec.Basic.Ack(delivery_tag=tag, multiple=multiple))
+            for ch, tag, multiple in ((1, 1, False), (7, 1 << 40, False), (1, 2, True))]
+    for data in (_publish(1, 1), _publish(2, 16), _publish(3, 200), *acks):
+        light = _cut(data, 0)
+        assert light == ((-1, None) if data is acks[-1] else
+                         (0, split_frames(data, 4096, slack=FRAME_MAX_SLACK)[0]))
         for i in range(len(data)):
             for value in (0, 1, 2, 3, 8, 13, 206, 255):
                 buf = data[:i] + bytes([value]) + data[i + 1:]
