@@ -297,6 +297,42 @@ def test_a_busy_worker_gets_the_input_in_order():
         pool.stop()
 
 
+def test_no_stand_in_for_a_lane_with_a_turn_while_the_pool_looks_idle():
+    """A worker takes a turn off its queue before it takes ``busy``: between the two the
+    pool looks idle (nothing queued, nothing running) and ``Worker.stand_in`` would get
+    ``busy``. The lane still holds that turn (``in_scheduled``), so a read then waits
+    behind it in the lane instead of being handled on the reactor first."""
+    pool, reactor, client, record, block = _start()
+    try:
+        block.set()
+        client.sendall(_publish(0))  # (on the reactor: the transport exists and is idle)
+        _wait_for(record, 1)
+        (t,) = reactor.transports.values()
+        with t.out_lock:  # a turn the worker has just dequeued, not yet running
+            t.in_scheduled = True
+        assert pool.idle()
+        client.sendall(_publish(1))
+        for _ in range(TIMEOUT * 1000):
+            with t.out_lock:
+                if t.inq:
+                    break
+            threading.Event().wait(0.001)
+        assert record == [("syncmq-reactor", "q0")]  # not handled: it waits in the lane
+        with t.out_lock:
+            fn, arg = t.inq.popleft()
+        t.worker.submit(reactor._input_turn, t, fn, arg)  # the turn runs: the read follows
+        _wait_for(record, 2)
+        assert record[1] == ("syncmq-worker-0", "q1")
+        client.sendall(_publish(2))  # the lane is idle again: the reactor's
+        _wait_for(record, 3)
+        assert record[2] == ("syncmq-reactor", "q2")
+    finally:
+        block.set()
+        client.close()
+        reactor.stop()
+        pool.stop()
+
+
 def test_no_stand_in_while_another_worker_is_busy():
     """The reactor takes a worker's place only while the whole pool is idle: with another
     worker busy, its work would compete with that worker for the GIL."""
