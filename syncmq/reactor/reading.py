@@ -3,9 +3,10 @@ the protocol header, handing input to the connection's worker (which cuts it int
 :meth:`Reader._handle_data`) and the input flow control (``FLOW_HIGH``/``FLOW_LOW``).
 
 Everything here runs on the reactor thread except :meth:`Reader._input_turn` and
-:meth:`Reader._handle_data`, which run as a task of the connection's worker and own
-``Transport.rest``/``rest_len``/``rest_need`` (on the worker's thread, or on the reactor's
-standing in for the idle worker: :meth:`Reader._submit`).
+:meth:`Reader._handle_data`, which run as a task of the connection's worker (on its thread)
+and own ``Transport.rest``/``rest_len``/``rest_need``. A small light read into an idle lane
+skips them: the reactor cuts it itself (``_light``) and hands the frames to the handler in
+the idle worker's place (:meth:`Reader._submit`, :meth:`Reader._stand_in`).
 """
 
 from __future__ import annotations
