@@ -12,12 +12,17 @@ import threading
 
 from syncmq.reactor import Reactor
 from syncmq.reactor.reading import INLINE_MAX
-from syncmq.reactor.reading import _light as _scan
+from syncmq.reactor.reading import _light as _cut
 from syncmq.wire import _spec
 from syncmq.wire.frames import PROTOCOL_HEADER, encode_content, encode_method_frame
 from syncmq.workers import WorkerPool, current_worker
 
 TIMEOUT = 30
+
+
+def _scan(data: bytes, need: int = 0) -> int:
+    """What the next read must bring of a small content (-1: not light)."""
+    return _cut(data, need)[0]
 
 
 def _light(data: bytes, need: int = 0) -> bool:
@@ -84,6 +89,63 @@ def test_only_a_small_content_may_span_reads():
     assert _scan(method + _header(INLINE_MAX + 1)) == -1
     # pika writes method, header and body apart: three light reads
     assert _scan(method) == 0 and _scan(_header(16)) == 16 and _scan(_frame(3, bytes(16)), 16) == 0
+
+
+def test_the_light_scan_cuts_what_split_frames_cuts():
+    """The stand-in hands the handler the frames ``_light`` cut (no second cut by
+    ``split_frames``): wherever ``_light`` takes a read, ``split_frames`` (the worker's cut,
+    with the connection's frame_max and slack) takes all of it with no error and gives the
+    same frames; every read split_frames calls an error (a bad end octet, a heartbeat with a
+    payload, an unknown type) or leaves partly unconsumed, ``_light`` refuses. Random reads
+    of publishes, acks, heartbeats and other frames, mutated and cut anywhere."""
+    import random
+
+    from syncmq.reactor.reading import FRAME_MAX_SLACK
+    from syncmq.wire.frames import split_frames
+
+    rnd = random.Random(2222)
+    pieces = [
+        lambda: _publish(rnd.randrange(100), rnd.choice((0, 1, 16, 200, 3000))),
+        lambda: encode_method_frame(rnd.choice((1, 2)), _spec.Basic.Ack(
+            delivery_tag=rnd.randrange(1, 1 << 40), multiple=rnd.random() < 0.2)),
+        lambda: b"\x08\x00\x00\x00\x00\x00\x00\xce",
+        lambda: _frame(rnd.choice((1, 2, 3, 4, 8)), bytes(rnd.randrange(0, 30))),
+        lambda: _channel_open(),
+    ]
+    taken = 0
+    for case in range(3000):
+        buf = bytearray(b"".join(rnd.choice(pieces)() for _ in range(rnd.randint(1, 5))))
+        for _ in range(rnd.choice((0, 0, 1, 2))):  # a type, a size, an end octet, a payload
+            buf[rnd.randrange(len(buf))] = rnd.choice((0, 1, 2, 3, 8, 13, 80, 206, 255))
+        if case % 4 == 0:
+            del buf[rnd.randrange(1, len(buf) + 1):]
+        data = bytes(buf)
+        for need in (0, -1, rnd.randrange(0, 5000)):
+            got, frames = _cut(data, need)
+            if frames is None:
+                assert got == -1
+                continue
+            taken += 1
+            for frame_max in (4096, 131072):
+                want = split_frames(data, frame_max, slack=FRAME_MAX_SLACK)
+                assert want == (frames, len(data), None), (case, need)
+                assert all(type(p) is bytes for _t, _c, p in frames)
+    assert taken > 500  # (the random reads are light often enough to compare)
+    # a lone publish or ack (taken in one straight run, without the loop): every octet
+    # changed
+    acks = [encode_method_frame(ch, _spec.Basic.Ack(delivery_tag=tag, multiple=multiple))
+            for ch, tag, multiple in ((1, 1, False), (7, 1 << 40, False), (1, 2, True))]
+    for data in (_publish(1, 1), _publish(2, 16), _publish(3, 200), *acks):
+        light = _cut(data, 0)
+        assert light == ((-1, None) if data is acks[-1] else
+                         (0, split_frames(data, 4096, slack=FRAME_MAX_SLACK)[0]))
+        for i in range(len(data)):
+            for value in (0, 1, 2, 3, 8, 13, 206, 255):
+                buf = data[:i] + bytes([value]) + data[i + 1:]
+                got, frames = _cut(buf, 0)
+                if frames is not None:
+                    want = split_frames(buf, 4096, slack=FRAME_MAX_SLACK)
+                    assert want == (frames, len(buf), None), (i, value)
 
 
 # ---- Worker.stand_in alone
@@ -228,6 +290,42 @@ def test_a_busy_worker_gets_the_input_in_order():
         _wait_for(record, 200)
         assert [key for _, key in record[3:]] == [
             f"q{i}" if i % 7 else "open" for i in range(3, 200)]
+    finally:
+        block.set()
+        client.close()
+        reactor.stop()
+        pool.stop()
+
+
+def test_no_stand_in_for_a_lane_with_a_turn_while_the_pool_looks_idle():
+    """A worker takes a turn off its queue before it takes ``busy``: between the two the
+    pool looks idle (nothing queued, nothing running) and ``Worker.stand_in`` would get
+    ``busy``. The lane still holds that turn (``in_scheduled``), so a read then waits
+    behind it in the lane instead of being handled on the reactor first."""
+    pool, reactor, client, record, block = _start()
+    try:
+        block.set()
+        client.sendall(_publish(0))  # (on the reactor: the transport exists and is idle)
+        _wait_for(record, 1)
+        (t,) = reactor.transports.values()
+        with t.out_lock:  # a turn the worker has just dequeued, not yet running
+            t.in_scheduled = True
+        assert pool.idle()
+        client.sendall(_publish(1))
+        for _ in range(TIMEOUT * 1000):
+            with t.out_lock:
+                if t.inq:
+                    break
+            threading.Event().wait(0.001)
+        assert record == [("syncmq-reactor", "q0")]  # not handled: it waits in the lane
+        with t.out_lock:
+            fn, arg = t.inq.popleft()
+        t.worker.submit(reactor._input_turn, t, fn, arg)  # the turn runs: the read follows
+        _wait_for(record, 2)
+        assert record[1] == ("syncmq-worker-0", "q1")
+        client.sendall(_publish(2))  # the lane is idle again: the reactor's
+        _wait_for(record, 3)
+        assert record[2] == ("syncmq-reactor", "q2")
     finally:
         block.set()
         client.close()

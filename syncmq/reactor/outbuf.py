@@ -104,13 +104,18 @@ class OutBuffer:
 
     # ---- for the senders (the right to send held: see the module docstring) ----
 
-    def _send_chunks(self, send: Callable[[list], int]) -> tuple[int, OSError | None, bool]:
+    def _send_chunks(self, send: Callable[[list], int],
+                     whole: int = -1) -> tuple[int, OSError | None, bool]:
         """Send ``sending`` front first with ``send(batch) -> bytes sent`` (``sendmsg``, or
         the TLS sender) until it is empty or the kernel takes less than offered; drop what was
         sent (a partly sent chunk becomes a view of its rest). Returns ``(bytes sent, error,
         would block)``: ``error`` is an ``OSError`` other than "try again" (the connection is
         broken), ``would block`` True when the kernel buffer is full. Does not account: the
-        caller calls :meth:`_account` with the bytes sent, under the lock."""
+        caller calls :meth:`_account` with the bytes sent, under the lock.
+
+        ``whole``: the total length of ``sending`` if the caller knows it (a worker's direct
+        send, which took every pending byte under the lock); a first send that takes it all
+        then empties the list without looking at the chunks one by one."""
         chunks = self.sending
         sent = 0
         while chunks:
@@ -124,6 +129,9 @@ class OutBuffer:
                 return sent, None, True
             except OSError as e:
                 return sent, e, False
+            if n == whole:  # (everything: the usual direct send)
+                chunks.clear()
+                return n, None, False
             sent += n
             i = 0
             while i < nb:

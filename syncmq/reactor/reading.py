@@ -3,9 +3,10 @@ the protocol header, handing input to the connection's worker (which cuts it int
 :meth:`Reader._handle_data`) and the input flow control (``FLOW_HIGH``/``FLOW_LOW``).
 
 Everything here runs on the reactor thread except :meth:`Reader._input_turn` and
-:meth:`Reader._handle_data`, which run as a task of the connection's worker and own
-``Transport.rest``/``rest_len``/``rest_need`` (on the worker's thread, or on the reactor's
-standing in for the idle worker: :meth:`Reader._submit`).
+:meth:`Reader._handle_data`, which run as a task of the connection's worker (on its thread)
+and own ``Transport.rest``/``rest_len``/``rest_need``. A small light read into an idle lane
+skips them: the reactor cuts it itself (``_light``) and hands the frames to the handler in
+the idle worker's place (:meth:`Reader._submit`, :meth:`Reader._stand_in`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import struct
 import time
 from typing import TYPE_CHECKING
 
+from ..wire._spec import FRAME_MIN_SIZE
 from ..wire.frames import PROTOCOL_HEADER, split_frames
 from .transport import Transport, _fmt_peer, log
 
@@ -43,10 +45,17 @@ FLOW_LOW = 2
 # idle (Reader._submit): a few dozen small messages at most, so the reactor's turn stays
 # short.
 INLINE_MAX = 4096
+assert INLINE_MAX <= FRAME_MIN_SIZE  # (_light: no frame of such a read exceeds frame_max)
 _FRAME_SIZE = struct.Struct(">I").unpack_from  # a frame header's payload size, at offset 3
 _FRAME_HEAD = struct.Struct(">BHI").unpack_from  # type, channel, payload size
 _METHOD_ID = struct.Struct(">I").unpack_from  # class id << 16 | method id
 _BODY_SIZE = struct.Struct(">Q").unpack_from  # a content header's body size (payload + 4)
+_METHOD_HEAD = struct.Struct(">BHII").unpack_from  # a method frame's head and method id
+_HEADER_HEAD = struct.Struct(">BHIHHQ").unpack_from  # a header frame's head, class, weight, size
+_PUBLISH = (60 << 16) | 40
+# the shortest read of one publish with a body: method (9-octet payload), header, 1 octet
+_TRIO_MIN = 17 + 22 + 9
+_ACK_LEN = 21  # a basic.ack frame: header, class and method ids, tag, bits, end octet
 # basic.publish and basic.ack: the per-message methods, whose cost is one message's. Not
 # basic.reject or basic.nack (their requeue=false dead-letters: one more publish, to as many
 # queues as the dead-letter exchange routes to), nor any other method (a purge, requeue,
@@ -58,49 +67,83 @@ _ACK = (60 << 16) | 80
 _MULTIPLE_AT = 19
 
 
-def _light(data: bytes, need: int = 0) -> int:
-    """Whether ``data`` may be handled by the reactor standing in: -1 if not, else the body
-    octets of a small content still to come after it (0: ``data`` ends at a content's end).
+def _light(data: bytes, need: int = 0) -> tuple[int, list | None]:
+    """Whether ``data`` may be handled by the reactor standing in, and its frames:
+    ``(need, frames)``, ``(-1, None)`` if not. ``need`` is then the body octets of a small
+    content still to come after ``data`` (0: it ends at a content's end), ``frames`` what
+    :func:`~syncmq.wire.frames.split_frames` cuts from ``data``: ``[(type, channel,
+    payload), ...]``, the payloads ``bytes`` slices (the stand-in hands them to the handler
+    without cutting the read a second time).
 
-    ``need``: what the previous read left of a small content (-1: not known, that read was
-    not looked at here). ``data`` is light if it is whole frames (none cut short), each a
-    light method (``_LIGHT_METHODS``, an ack without ``multiple``), a content header that
-    declares at most ``INLINE_MAX`` body octets, a body frame of such a content (begun in
-    this read, or in the previous one as ``need`` says), or a heartbeat. So the reactor never
-    collects a large body (the read that completes a 100 MiB body would join it on the
-    reactor thread), nor handles a frame whose start it has not seen. O(frames); reads only
-    frame headers, method ids and declared body sizes."""
-    pos = 0
+    The ``need`` argument: what the previous read left of a small content (-1: not known,
+    that read was not looked at here). ``data`` is light if it is whole frames (none cut
+    short, each with its end octet), each a light method (``_LIGHT_METHODS``, an ack without
+    ``multiple``), a content header that declares at most ``INLINE_MAX`` body octets, a body
+    frame of such a content (begun in this read, or in the previous one as ``need`` says),
+    or a heartbeat without payload. So the reactor never collects a large body (the read
+    that completes a 100 MiB body would join it on the reactor thread), nor handles a frame
+    whose start it has not seen. Whatever ``split_frames`` would call an error (a bad end
+    octet, a heartbeat with a payload, an unknown type) is not light: the worker cuts that
+    read and reports the error. No frame of a read of at most ``INLINE_MAX`` octets can
+    exceed ``frame_max`` (at least ``FRAME_MIN_SIZE``), so its bound needs no check here.
+    O(frames); reads only frame headers, method ids, declared body sizes and end octets.
+
+    A read that is exactly one publish (method, header, one body frame: a lone message, S8)
+    or one ack is checked in one straight run first, without the loop."""
     n = len(data)
+    if n == _ACK_LEN and need <= 0:  # (a method frame starts afresh: need 0 or unknown)
+        t1, c1, s1, method = _METHOD_HEAD(data, 0)
+        if t1 == 1 and s1 == 13 and method == _ACK and not data[_MULTIPLE_AT] & 1 and \
+                data[20] == 206:
+            return 0, [(1, c1, data[7:20])]
+    elif n >= _TRIO_MIN and need <= 0:
+        t1, c1, s1, method = _METHOD_HEAD(data, 0)
+        p2 = s1 + 8  # the header frame's start
+        if t1 == 1 and method == _PUBLISH and s1 >= 4 and p2 + 19 <= n and \
+                data[p2 - 1] == 206:
+            t2, c2, s2, _, _, size = _HEADER_HEAD(data, p2)
+            p3 = p2 + s2 + 8  # the body frame's start
+            if t2 == 2 and s2 >= 12 and 0 < size <= INLINE_MAX and p3 + size + 8 == n and \
+                    data[p3 - 1] == 206:
+                t3, c3, s3 = _FRAME_HEAD(data, p3)
+                if t3 == 3 and s3 == size and data[n - 1] == 206:
+                    return 0, [(1, c1, data[7:p2 - 1]), (2, c2, data[p2 + 7:p3 - 1]),
+                               (3, c3, data[p3 + 7:n - 1])]
+    pos = 0
+    frames: list = []
+    append = frames.append
     while pos + 7 <= n:
-        ftype, _, size = _FRAME_HEAD(data, pos)
-        end = pos + size + 8
-        if end > n:
-            return -1
+        ftype, channel, size = _FRAME_HEAD(data, pos)
+        end = pos + size + 7  # (the end octet's position)
+        if end >= n or data[end] != 206:
+            return -1, None
         if ftype == 3:
             if size > need:  # (need -1: a body whose header this side did not see)
-                return -1
+                return -1, None
             need -= size
         elif need > 0:
-            return -1  # (a frame between a header and the end of its body)
+            return -1, None  # (a frame between a header and the end of its body)
         elif ftype == 1:
             if size < 4:
-                return -1
+                return -1, None
             method = _METHOD_ID(data, pos + 7)[0]
             if method not in _LIGHT_METHODS or (
                     method == _ACK and (size < 13 or data[pos + _MULTIPLE_AT] & 1)):
-                return -1
+                return -1, None
             need = 0
         elif ftype == 2:
             if size < 12:
-                return -1
+                return -1, None
             need = _BODY_SIZE(data, pos + 11)[0]
             if need > INLINE_MAX:
-                return -1
-        elif ftype != 8:
-            return -1
-        pos = end
-    return need if pos == n else -1
+                return -1, None
+        elif ftype != 8 or size:
+            return -1, None
+        append((ftype, channel, data[pos + 7:end]))
+        pos = end + 1
+    if pos != n:
+        return -1, None
+    return need, frames
 
 
 class Reader:
@@ -204,11 +247,11 @@ class Reader:
         self._submit(t, None, data)
 
     def _submit(self, t: Transport, fn: Callable[..., None] | None, arg: object) -> None:
-        """Queue a task in ``t``'s input lane (any thread): with ``fn`` None, ``arg`` is what
-        was received, which the worker cuts into frames (:meth:`_handle_data`): the reactor's
-        turn stays short (a publisher's 256 KiB is thousands of frames), so the other
-        connections' reads and writes are not kept waiting behind it; else ``fn(*arg)``
-        runs on the worker after the input handed over before it.
+        """Queue a task in ``t``'s input lane (reactor thread): with ``fn`` None, ``arg`` is
+        what was received, which the worker cuts into frames (:meth:`_handle_data`): the
+        reactor's turn stays short (a publisher's 256 KiB is thousands of frames), so the
+        other connections' reads and writes are not kept waiting behind it; else
+        ``fn(*arg)`` runs on the worker after the input handed over before it.
 
         The lane (under ``out_lock``): ``in_scheduled`` is set while a turn of ``t`` is
         queued on its worker or running, and ``inq`` holds, in order, the tasks that arrived
@@ -217,10 +260,22 @@ class Reader:
 
         Except a small read (<= INLINE_MAX) of light frames (``_light``: publishes, acks,
         content) into an idle lane while every worker is idle (``WorkerPool.idle``; the
-        connection's own is checked again by ``Worker.stand_in``): the reactor then holds the
-        lane's turn and runs it here, in the worker's place. A lone message at a low rate
-        (S8) skips the wake-up of the worker and the GIL's hand-over to it. If the worker
-        turns out busy, the turn goes to it as usual, still first in the lane."""
+        connection's own is checked again by ``Worker.stand_in``): the reactor handles it
+        here, in the worker's place (:meth:`_stand_in`). A lone message at a low rate (S8)
+        skips the wake-up of the worker and the GIL's hand-over to it. If the worker turns
+        out busy, the read goes to it as usual, first in the lane. Only this thread (the
+        reactor's) submits and sets ``in_scheduled``; a worker clears it at the end of a
+        turn. So a clear ``in_scheduled`` read here without the lock stays clear until this
+        thread sets it: the lane is idle (no turn queued or running, ``inq`` empty) for the
+        whole stand-in, which therefore needs neither the lane nor ``inflight``."""
+        if fn is None:
+            if not t.in_scheduled and len(arg) <= INLINE_MAX and not t.rest and \
+                    self.pool.idle():
+                need, frames = _light(arg, t.light_need)
+                if frames is not None and self._stand_in(t, frames):
+                    t.light_need = need
+                    return
+            t.light_need = -1  # (read by the worker, not here: what it leaves is unknown)
         with t.out_lock:
             if fn is None:
                 t.inflight += 1
@@ -233,36 +288,27 @@ class Reader:
             else:
                 t.in_scheduled = schedule = True
         if schedule:
-            if fn is not None or not self._stand_in(t, arg):
-                t.worker.submit(self._input_turn, t, fn, arg)
-        elif fn is None:
-            t.light_need = -1  # (behind a busy lane: read by the worker, not looked at here)
+            t.worker.submit(self._input_turn, t, fn, arg)
         if pause and not t.paused_flow:
             t.paused_flow = True
             self._update_events(t)
 
-    def _stand_in(self, t: Transport, data: bytes) -> bool:
-        """Run the lane's turn for ``data`` (the lane is ours: ``in_scheduled`` set) here if
-        it is small and light (``_light``; at a frame boundary: no partial frame left in
-        ``t.rest``, read while the lane is idle), every worker is idle and ``t``'s for sure
-        (``Worker.stand_in``); False if not, for the worker to run it. ``t.standing_in`` says
-        so to the connection's handler meanwhile, which hands what may cost more than a
-        message's worth (a wide route, a limited or paging queue, a body store near its
-        budget) back to the worker (``methods.hand_over``). ``t.light_need`` carries a small
-        content's body from one read to the next (-1 once a read went to the worker)."""
-        need = -1
-        if len(data) <= INLINE_MAX and not t.rest and self.pool.idle():
-            need = _light(data, t.light_need)
-        if need < 0:
-            t.light_need = -1
-            return False
+    def _stand_in(self, t: Transport, frames: list) -> bool:
+        """Hand ``frames`` (a whole small read, cut by ``_light``, at a frame boundary: no
+        partial frame left in ``t.rest``, into an idle lane) to the connection's handler
+        here, as a task of its worker if that worker is idle for sure (``Worker.stand_in``);
+        False if not, for the worker to handle the read. ``t.standing_in`` says so to the
+        handler meanwhile, which hands what may cost more than a message's worth (a wide
+        route, a limited or paging queue, a body store near its budget) back to the worker
+        (``methods.hand_over``). What ``_handle_data`` does besides cutting frames has
+        nothing to do here: ``discard_input`` is clear (``_read`` checked it, and only this
+        thread sets it while the lane is idle), nothing is left over and there is no error
+        (``_light``)."""
         t.standing_in = True
         try:
-            done = t.worker.stand_in(self._input_turn, t, None, data)
+            return t.worker.stand_in(t.handler.frames_received, frames)
         finally:
             t.standing_in = False
-        t.light_need = need if done else -1
-        return done
 
     def _input_turn(self, t: Transport, fn: Callable[..., None] | None, arg: object) -> None:
         """On the worker (or the reactor standing in for it): run one task of ``t``'s input lane (see :meth:`_submit`), then

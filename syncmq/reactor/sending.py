@@ -80,7 +80,8 @@ class Sender:
             if t.flushing or t.sending or t.paused_output or t.close_when_flushed or t.aborted:
                 return False
             t.out, t.sending = t.sending, t.out  # take the queued chunks (sending is empty)
-            sent, error, _ = t._send_chunks(t.sock.sendmsg)
+            # (all of pending_out is in them: out and sending are all there is)
+            sent, error, _ = t._send_chunks(t.sock.sendmsg, t.pending_out)
             drained = t._account(sent)
             left = bool(t.sending)  # the reactor sends the rest (or meets the error)
         if drained:

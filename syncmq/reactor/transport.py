@@ -23,7 +23,9 @@ the worker             ``rest``, ``rest_len``, ``rest_need`` (a partial frame be
                        an idle worker's place (``Worker.stand_in``)
 ``out_lock``           ``inflight`` (input batches handed to the worker: the reactor counts
                        up, the worker down), ``inq`` and ``in_scheduled`` (the input lane,
-                       ``Reader._submit``), and the :class:`~.outbuf.OutBuffer` fields
+                       ``Reader._submit``; the reactor, which alone submits and sets
+                       ``in_scheduled``, reads it without the lock: clear, it stays clear
+                       until the reactor sets it), and the :class:`~.outbuf.OutBuffer` fields
 plain flags            ``discard_input`` (set by either thread: drop input from now on),
                        ``opened`` (the worker, read by the handshake timer), ``aborted`` (any
                        thread; read by the direct send under ``out_lock``): one-way flags whose
