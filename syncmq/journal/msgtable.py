@@ -525,6 +525,15 @@ class MessageTable:
         self.queue_counts.pop(qk, None)
         return dead
 
+    def alone_on(self, qk: QKey) -> bool:
+        """Whether no live message of queue ``qk`` is also on another queue (every route
+        through ``qk`` that may still be live is ``(qk,)``; conservative: a route is freed
+        only when no chunk lists it). O(routes + big)."""
+        for route in self._routes:
+            if route is not None and len(route) > 1 and qk in route:
+                return False
+        return not any(qk in b.queues and len(b.queues) > 1 for b in self._big.values())
+
     def by_queue(self) -> dict[QKey, IdRuns]:
         """Per queue, the ids of its live messages (:class:`IdRuns`: a backlog of consecutive
         ids costs a few bytes) in log order of their records (segment, then offset): publish

@@ -45,6 +45,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from . import format as fmt
+from .idruns import IdRuns
 from .state import JournalState, Segment
 
 __all__ = ["RecoveredMessage", "RecoveredQueue", "RecoveredState", "RecoveryStats",
@@ -83,6 +84,11 @@ class RecoveredQueue:
     arguments: bytes
     messages: list[RecoveredMessage] = field(default_factory=list)
     count: int = 0
+    #: streamed: the ids of ``count`` messages in publish order (``IdRuns``); the broker may
+    #: take the first few through :meth:`iter_messages` and hand the rest over as id runs
+    ids: IdRuns | None = None
+    #: streamed: no message of this queue is also on another queue (``MessageTable.alone_on``)
+    alone: bool = False
     _stream: Callable[[], Iterator[RecoveredMessage]] | None = None
 
     def iter_messages(self) -> Iterator[RecoveredMessage]:
@@ -391,6 +397,7 @@ def _build(state: JournalState, stats: RecoveryStats, images: dict[int, mmap.mma
             gen = _messages(state, images, qk, mids, shared, load_bodies)
             if stream:
                 rq._stream = lambda gen=gen: gen
+                rq.ids, rq.alone = mids, state.msgs.alone_on(qk)
             else:
                 rq.messages.extend(gen)
         queues.append(rq)
