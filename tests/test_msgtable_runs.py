@@ -1,0 +1,79 @@
+"""``MessageTable.by_queue``'s whole-chunk runs and ``alone_on``, against a plain model
+(``fuzz/test_msgtable_state.py`` rarely fills a chunk; these do: a backlog's shape)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from syncmq.journal.idruns import IdRuns
+from syncmq.journal.msgtable import CHUNK_BITS, MessageTable
+
+A, B = ("/", "a"), ("/", "b")
+N = 1 << CHUNK_BITS
+
+
+def _expect(t: MessageTable, live: dict[int, tuple]) -> dict:
+    out: dict = {}
+    for mid, (seg, off, route) in sorted(live.items(), key=lambda kv: kv[1][:2]):
+        for qk in route:
+            out.setdefault(qk, []).append(mid)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_by_queue_is_log_order_with_whole_chunks_as_runs(seed):
+    rnd = random.Random(seed)
+    t = MessageTable()
+    live: dict[int, tuple] = {}
+    off = 0
+    mid = rnd.choice([1, N - 3, N])
+    for _ in range(rnd.randint(3, 6)):
+        shape = rnd.choice(["run", "two", "shuffled", "gap"])
+        n = rnd.choice([N, 2 * N, N // 2 + 7])
+        mids = list(range(mid, mid + n))
+        if shape == "gap":
+            mids = mids[::2]
+        order = mids[:]
+        if shape == "shuffled":  # ids in another order than the log
+            rnd.shuffle(order)
+        for m in order:
+            route = (A, B) if shape == "two" else (A,)
+            t.add(m, 1, off, 100, route)
+            live[m] = (1, off, route)
+            off += 100
+        mid += n
+    for m in rnd.sample(sorted(live), k=len(live) // 10):  # some acked
+        for qk in live[m][2]:
+            t.remove(m, qk)
+        del live[m]
+    for m in rnd.sample(sorted(live), k=len(live) // 10):
+        t.mark_delivered(m, A)
+    got = {qk: list(ids) for qk, ids in t.by_queue().items()}
+    assert got == _expect(t, live)
+    assert t.alone_on(A) == all(len(r) == 1 for *_x, r in live.values())
+
+
+def test_a_full_chunk_of_one_queue_costs_one_run():
+    t = MessageTable()
+    for m in range(N, 5 * N):
+        t.add(m, 1, m * 10, 10, (A,))
+    t.mark_delivered(N + 5, A)
+    ids = t.by_queue()[A]
+    assert list(ids) == list(range(N, 5 * N))
+    assert ids.nbytes() == 16 and t.alone_on(A)
+
+
+def test_idruns_runs_and_append_run():
+    r = IdRuns()
+    r.append(5)
+    r.append_run(6, 10)
+    r.append_run(20, 1)
+    r.append_run(30, 4)
+    r.append(34)
+    want = [5, *range(6, 16), 20, *range(30, 35)]
+    assert list(r) == want and len(r) == len(want)
+    for skip in range(len(want) + 1):
+        flat = [a + i for a, n in r.runs(skip) for i in range(n)]
+        assert flat == want[skip:], skip
