@@ -14,9 +14,9 @@ A, B = ("/", "a"), ("/", "b")
 N = 1 << CHUNK_BITS
 
 
-def _expect(t: MessageTable, live: dict[int, tuple]) -> dict:
+def _expect(_t: MessageTable, live: dict[int, tuple]) -> dict:
     out: dict = {}
-    for mid, (seg, off, route) in sorted(live.items(), key=lambda kv: kv[1][:2]):
+    for mid, (_seg, _off, route) in sorted(live.items(), key=lambda kv: kv[1][:2]):
         for qk in route:
             out.setdefault(qk, []).append(mid)
     return out
@@ -77,3 +77,23 @@ def test_idruns_runs_and_append_run():
     for skip in range(len(want) + 1):
         flat = [a + i for a, n in r.runs(skip) for i in range(n)]
         assert flat == want[skip:], skip
+
+
+@pytest.mark.parametrize("case", ["shuffled", "earlier"])
+def test_a_full_chunk_out_of_log_order_is_not_taken_as_a_run(case):
+    """A chunk whose ids are not in log order, or that was logged before the previous one:
+    the queue still comes out in log order."""
+    t = MessageTable()
+    live = {}
+    tail = list(range(2 * N, 3 * N))
+    if case == "shuffled":
+        random.Random(1).shuffle(tail)
+    for off, m in enumerate([*range(N, 2 * N), *tail]):
+        t.add(m, 1, off, 10, (A,))
+        live[m] = (1, off, (A,))
+    if case == "earlier":
+        for m in range(3 * N, 4 * N):  # a full chunk logged before the others (segment 0)
+            t.add(m, 0, m, 10, (A,))
+            live[m] = (0, m, (A,))
+    got = {qk: list(ids) for qk, ids in t.by_queue().items()}
+    assert got == _expect(t, live)
