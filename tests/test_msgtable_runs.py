@@ -97,3 +97,30 @@ def test_a_full_chunk_out_of_log_order_is_not_taken_as_a_run(case):
             live[m] = (0, m, (A,))
     got = {qk: list(ids) for qk, ids in t.by_queue().items()}
     assert got == _expect(t, live)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_mark_delivered_ids_marks_whole_chunks_as_one_by_one(seed):
+    """DELIVERED ids (a list from the journal thread, a tuple at replay) covering whole
+    one-queue chunks are marked a chunk at a time: the same table as marking each id."""
+    rnd = random.Random(seed)
+    fast, slow = MessageTable(), MessageTable()
+    mids = list(range(N - 5, 6 * N))
+    for t in (fast, slow):
+        for m in mids:
+            t.add(m, 1, m, 10, (B, A) if N * 3 <= m < N * 3 + 10 else (A,))
+    for m in rnd.sample(mids, 20):
+        for t in (fast, slow):
+            t.remove(m, A)
+    lo, hi = sorted(rnd.sample(range(len(mids)), 2))
+    ids = mids[lo:hi]
+    if seed % 2:
+        ids = ids[:N] + ids[N + 1:]  # a hole
+    if seed % 3 == 0:
+        ids.insert(len(ids) // 2, ids[len(ids) // 2])  # a repeat
+    q = rnd.choice([A, B])
+    fast.mark_delivered_ids(q, tuple(ids) if seed % 4 == 1 else ids)
+    for m in ids:
+        slow.mark_delivered(m, q)
+    assert list(fast.items()) == list(slow.items())
+    fast._check()

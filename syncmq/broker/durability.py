@@ -218,16 +218,11 @@ class Durability:
             # in pieces, each durable before the next is appended: the ids of a backlog of
             # millions are packed runs (``IdRuns``); one list of them all would be ~40 bytes
             # an id, and one record of them all a copy of that again (#22)
-            piece: list[int] = []
-            for mid in ids:
-                piece.append(mid)
-                if len(piece) == MARK_PIECE:
-                    self._append_ids(jf.T_DELIVERED, q, piece)
-                    piece = []
-                    if self.wait_durable() is not None:
-                        return  # the journal failed (logged): nothing more is recorded
-            if piece:
+            it = iter(ids)
+            while piece := list(islice(it, MARK_PIECE)):  # (no Python step per id)
                 self._append_ids(jf.T_DELIVERED, q, piece)
+                if len(piece) == MARK_PIECE and self.wait_durable() is not None:
+                    return  # the journal failed (logged): nothing more is recorded
 
     def _append(self, record: bytes) -> None:
         """Append a durable-state record (marks the thread, see :meth:`take_changed`);

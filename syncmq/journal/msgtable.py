@@ -440,13 +440,22 @@ class MessageTable:
         """:meth:`mark_delivered` of each of ``ids`` (a DELIVERED record)."""
         chunks = self._chunks
         route_bits = self._route_bits
-        for mid in ids:
+        j = 0
+        for k, mid in enumerate(ids):
+            if j:  # (the rest of a chunk marked whole by _mark_chunk)
+                j -= 1
+                continue
             c = chunks.get(mid >> CHUNK_BITS)
             if c is not None:
                 a = c.a
                 ids_ = a[0]
                 n = len(ids_)
                 lo = mid & _LOW
+                if lo == ids_[0] and n >= 64 and isinstance(ids, (list, tuple)):
+                    j = self._mark_chunk(c, qk, ids, k)
+                    if j:
+                        j -= 1
+                        continue
                 i = lo - ids_[0] if n else -1
                 if not (0 <= i < n and ids_[i] == lo):
                     i = bisect_left(ids_, lo)
@@ -460,6 +469,27 @@ class MessageTable:
                         continue
             if self._big:
                 self.mark_delivered(mid, qk)
+
+    def _mark_chunk(self, c: _Chunk, qk: QKey, ids: list[int] | tuple[int, ...],
+                    k: int) -> int:
+        """:meth:`mark_delivered_ids`' step for a chunk that is one run (consecutive live
+        slots of one route ``(qk,)``) whose ids all follow ``ids[k]`` (its first) in ``ids``:
+        every mask set delivered in one slice assignment (same length, in place: readers
+        see each slot whole). Returns how many ids of ``ids`` it covered (0: nothing done,
+        take them one by one)."""
+        if len(c.routes) != 1:
+            return 0
+        route = self._routes[next(iter(c.routes))]
+        ids_, _loc, _info, masks = c.a
+        n = len(ids_)
+        if route != (qk,) or ids_[n - 1] - ids_[0] != n - 1 or \
+                masks.count(1) + masks.count(_M32 + 2) != n:
+            return 0
+        mid = ids[k]
+        if ids[k:k + n] != type(ids)(range(mid, mid + n)):
+            return 0
+        masks[:] = array("Q", (_M32 + 2,)) * n
+        return n
 
     def move(self, mid: int, old_seg: int, old_off: int, seg: int, off: int) -> bool:
         """Compaction copied ``mid``'s record from ``(old_seg, old_off)`` to ``(seg, off)``:
