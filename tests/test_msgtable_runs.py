@@ -109,15 +109,14 @@ def test_mark_delivered_ids_marks_whole_chunks_as_one_by_one(seed):
     for t in (fast, slow):
         for m in mids:
             t.add(m, 1, m, 10, (B, A) if N * 3 <= m < N * 3 + 10 else (A,))
-    for m in rnd.sample(mids, 20):
+    for m in rnd.sample(range(5 * N, 6 * N), 20):  # dead slots in the last chunk only
         for t in (fast, slow):
             t.remove(m, A)
-    lo, hi = sorted(rnd.sample(range(len(mids)), 2))
-    ids = mids[lo:hi]
+    ids = list(range(rnd.randint(N - 5, 2 * N), rnd.randint(4 * N + 100, 6 * N)))
     if seed % 2:
-        ids = ids[:N] + ids[N + 1:]  # a hole
+        ids.remove(2 * N + 7)  # a hole in a whole chunk
     if seed % 3 == 0:
-        ids.insert(len(ids) // 2, ids[len(ids) // 2])  # a repeat
+        ids.insert(ids.index(4 * N + 3), 4 * N + 3)  # a repeat
     q = rnd.choice([A, B])
     fast.mark_delivered_ids(q, tuple(ids) if seed % 4 == 1 else ids)
     for m in ids:
