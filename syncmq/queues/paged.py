@@ -23,6 +23,12 @@ the *head*; what is pushed while the head is full goes to the *tail*:
   have moved it); the record stays live while the message is on the queue. A page-in the
   journal cannot serve (a bug) stops at that record, which stays first in the tail.
 
+- the recovered runs (``push_run``, recovery after an unclean stop only): the tail's front
+  can be runs of consecutive journal message ids (``_runs``, ``_run_n`` messages with seqs
+  from ``_run_seq``), nothing per message; page-in takes them first and decodes each from
+  its PUBLISH record (``store.slow.locator.publish_meta``); the queue counts their bytes
+  then (``counted``). Allowed only while the tail holds nothing else, so they stay first.
+
 Paging in (``_page_in``) happens when a pop or peek leaves the head below half the window:
 records are read in one ``pread`` of up to :data:`READ_CHUNK` bytes and rebuilt as
 ``Message`` objects. A paged-in body stays on its message while the head holds less than
