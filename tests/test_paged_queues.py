@@ -481,3 +481,100 @@ def test_a_stopped_broker_leaves_no_page_file_open():
         finally:
             server.stop()
         assert _deleted_files_open() == before
+
+
+def test_recovery_after_an_unclean_stop_hands_the_tail_over_as_id_runs(tmp_path):
+    """After an unclean stop a recovered backlog past the window becomes runs of journal
+    ids on the paged tail (``Queue.restore_run``: no object, no page record per message),
+    decoded from the journal at page-in: every message comes back once, in order, after
+    the head's, redelivered, its body intact; messages published after the restart follow
+    it; the bytes are counted as they are paged in and end at zero; a second unclean
+    restart after half was acked brings back exactly the other half, and a purge acks the
+    runs (nothing comes back after a third restart)."""
+    from syncmq.broker.broker import Broker
+    from syncmq.broker.durability import Durability
+    from syncmq.broker.publish import publish
+    from syncmq.journal import Journal
+    from syncmq.journal.recovery import CLEAN_MARKER
+    from syncmq.wire import _spec
+
+    def open_broker():
+        journal = Journal(str(tmp_path / "j"))
+        store = BodyStore(str(tmp_path / "spill"), 64 * 1024)
+        store.page_window = 8
+        store.attach_journal(journal.reader)
+        broker = Broker(durability=Durability(journal), body_store=store)
+        journal.open()
+        store.open()
+        broker.durability.recover_into(broker)
+        journal.start()
+        broker.durability.journal_started()
+        return journal, store, broker
+
+    def crash(journal, store):
+        journal.close()
+        store.close()
+        os.unlink(tmp_path / "j" / CLEAN_MARKER)  # as after kill -9
+
+    def drain(q, n=None):
+        got = []
+        while (n is None or len(got) < n) and (r := q.get(no_ack=False)) is not None:
+            seq, m, redelivered, _left = r
+            got.append((m.body if m.body is not None else m.load_body(), redelivered))
+            q.settle([(seq, m)])
+        return got
+
+    journal, store, broker = open_broker()
+    vh = broker.vhosts["/"]
+    vh.declare_queue("dur", False, True, False, False, None, None)
+    props = _spec.BasicProperties(delivery_mode=2).encode()
+    bodies = _bodies(3001, "r")
+    for body in bodies:
+        publish(vh, vh.default_exchange, Message("", "dur", props, body))
+    assert broker.durability.wait_durable() is None
+    crash(journal, store)
+
+    journal, store, broker = open_broker()
+    vh = broker.vhosts["/"]
+    q = vh.queues["dur"]
+    assert q.ready._run_n == 3001 - 8 and q.ready.written_bytes == 0  # runs, no page records
+    assert len(q.ready) == q.persistent_count == 3001
+    assert q.ready_bytes == sum(map(len, bodies[:8]))  # the runs' bytes: at page-in
+    q._check([])
+    later = _bodies(5, "later")
+    for body in later:
+        publish(vh, vh.default_exchange, Message("", "dur", props, body))
+    assert broker.durability.wait_durable() is None
+    got = drain(q, 1500)
+    assert got == [(b, True) for b in bodies[:1500]]
+    q._check([])
+    crash(journal, store)
+
+    journal, store, broker = open_broker()
+    q = broker.vhosts["/"].queues["dur"]
+    assert q.ready._run_n > 0
+    q._check([])
+    got = drain(q, 1000)
+    q._check([])  # (seqs: none ready twice, the paged-in ones and the runs in order)
+    got += drain(q)
+    q.ready._check()
+    assert [b for b, _ in got] == bodies[1500:] + later
+    assert all(r for _, r in got)
+    assert q.ready_bytes == q.persistent_bytes == q.persistent_count == 0
+    assert store.stats()["messages"] == 0
+    for body in bodies:
+        publish(vh := broker.vhosts["/"], vh.default_exchange, Message("", "dur", props, body))
+    assert broker.durability.wait_durable() is None
+    crash(journal, store)
+
+    journal, store, broker = open_broker()
+    q = broker.vhosts["/"].queues["dur"]
+    assert q.ready._run_n == 3001 - 8
+    assert q.purge() == 3001
+    assert q.ready_bytes == q.persistent_bytes == q.persistent_count == 0
+    assert broker.durability.wait_durable() is None
+    crash(journal, store)
+    journal, store, broker = open_broker()
+    assert len(broker.vhosts["/"].queues["dur"].ready) == 0
+    journal.close()
+    store.close()

@@ -11,6 +11,7 @@ millions costs a scan of the page files, not their messages in memory.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -58,6 +59,39 @@ class QueuePaging:
             if self.journaled:
                 self._persistent_locked((message,), 1)
         return True
+
+    def restore_run(self, first: int, count: int, redelivered: bool) -> bool:
+        """Recovery: ``count`` journaled messages with ids ``first ..``, on this queue only,
+        their PUBLISH records just replayed, appended to the paged tail as one run of ids
+        (``PagedReadyQueue.push_run``): nothing per message until page-in. False, and
+        nothing done, unless this is a paged FIFO with a full head whose tail holds only
+        runs, no ``x-message-ttl`` and no length limit (which read ``ready_bytes``: a run's
+        bytes are counted when it is paged in, see :meth:`_run_counted`)."""
+        if self.message_ttl is not None or self.limited:
+            return False
+        with self.lock:
+            ready = self.ready
+            if self.max_priority is not None or not isinstance(ready, PagedReadyQueue):
+                return False
+            if not ready.push_run(first, count, redelivered):
+                return False
+            ready.counted = self._run_counted
+            if self.journaled:
+                self.persistent_count += count
+        return True
+
+    def _run_counted(self, message: Message, seq: int, published_ms: int) -> None:
+        """A message of a recovered run becomes a pair (page-in, queue lock held): its bytes
+        join the ready and persistent figures now, and its own TTL (``expiration``) starts,
+        counted from the original publish as :meth:`Queue.restore_message` does."""
+        self.ready_bytes += message.size
+        if self.journaled:
+            self.persistent_bytes += message.size
+        ttl = message.ttl
+        if ttl is not None:
+            left = ttl if not published_ms else published_ms + ttl - time.time() * 1000.0
+            self.expiry[seq] = time.monotonic() + left / 1000.0
+            self._arm_ttl_timer_locked()
 
     def _drop_paged_locked(self, ack: Callable[[Any, list[int]], None] | None) -> int:
         """Drop every paged-out ready message: its expiry entry, its share of the

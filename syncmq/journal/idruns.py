@@ -58,6 +58,35 @@ class IdRuns:
                 yield v
                 prev = v
 
+    def append_run(self, first: int, count: int) -> None:
+        """:meth:`append` of ``first .. first + count - 1`` in O(1) (``count`` > 0)."""
+        self.append(first)
+        if count > 1:
+            a = self._a
+            if a[-1] & _RUN:
+                a[-1] += count - 1
+            else:
+                a.append(_RUN | (count - 1))
+            self._last = first + count - 1
+            self._n += count - 1
+
+    def runs(self, skip: int = 0) -> Iterator[tuple[int, int]]:
+        """The ids as ``(first, count)`` runs of consecutive ids, in order, after the first
+        ``skip`` ids (recovery hands a queue's paged tail over as runs, ``Durability``)."""
+        a = self._a
+        i, n = 0, len(a)
+        while i < n:
+            first, count = a[i], 1
+            i += 1
+            if i < n and a[i] & _RUN:
+                count += a[i] ^ _RUN
+                i += 1
+            if skip >= count:
+                skip -= count
+                continue
+            yield first + skip, count - skip
+            skip = 0
+
     def nbytes(self) -> int:
         """Bytes of the packed items (tests: the size is per run, not per id)."""
         return self._a.itemsize * len(self._a)

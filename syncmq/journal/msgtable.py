@@ -440,13 +440,22 @@ class MessageTable:
         """:meth:`mark_delivered` of each of ``ids`` (a DELIVERED record)."""
         chunks = self._chunks
         route_bits = self._route_bits
-        for mid in ids:
+        j = 0
+        for k, mid in enumerate(ids):
+            if j:  # (the rest of a chunk marked whole by _mark_chunk)
+                j -= 1
+                continue
             c = chunks.get(mid >> CHUNK_BITS)
             if c is not None:
                 a = c.a
                 ids_ = a[0]
                 n = len(ids_)
                 lo = mid & _LOW
+                if lo == ids_[0] and n >= 64 and isinstance(ids, (list, tuple)):
+                    j = self._mark_chunk(c, qk, ids, k)
+                    if j:
+                        j -= 1
+                        continue
                 i = lo - ids_[0] if n else -1
                 if not (0 <= i < n and ids_[i] == lo):
                     i = bisect_left(ids_, lo)
@@ -460,6 +469,27 @@ class MessageTable:
                         continue
             if self._big:
                 self.mark_delivered(mid, qk)
+
+    def _mark_chunk(self, c: _Chunk, qk: QKey, ids: list[int] | tuple[int, ...],
+                    k: int) -> int:
+        """:meth:`mark_delivered_ids`' step for a chunk that is one run (consecutive live
+        slots of one route ``(qk,)``) whose ids all follow ``ids[k]`` (its first) in ``ids``:
+        every mask set delivered in one slice assignment (same length, in place: readers
+        see each slot whole). Returns how many ids of ``ids`` it covered (0: nothing done,
+        take them one by one)."""
+        if len(c.routes) != 1:
+            return 0
+        route = self._routes[next(iter(c.routes))]
+        ids_, _loc, _info, masks = c.a
+        n = len(ids_)
+        if route != (qk,) or ids_[n - 1] - ids_[0] != n - 1 or \
+                masks.count(1) + masks.count(_M32 + 2) != n:
+            return 0
+        mid = ids[k]
+        if ids[k:k + n] != type(ids)(range(mid, mid + n)):
+            return 0
+        masks[:] = array("Q", (_M32 + 2,)) * n
+        return n
 
     def move(self, mid: int, old_seg: int, old_off: int, seg: int, off: int) -> bool:
         """Compaction copied ``mid``'s record from ``(old_seg, old_off)`` to ``(seg, off)``:
@@ -525,6 +555,15 @@ class MessageTable:
         self.queue_counts.pop(qk, None)
         return dead
 
+    def alone_on(self, qk: QKey) -> bool:
+        """Whether no live message of queue ``qk`` is also on another queue (every route
+        through ``qk`` that may still be live is ``(qk,)``; conservative: a route is freed
+        only when no chunk lists it). O(routes + big)."""
+        for route in self._routes:
+            if route is not None and len(route) > 1 and qk in route:
+                return False
+        return not any(qk in b.queues and len(b.queues) > 1 for b in self._big.values())
+
     def by_queue(self) -> dict[QKey, IdRuns]:
         """Per queue, the ids of its live messages (:class:`IdRuns`: a backlog of consecutive
         ids costs a few bytes) in log order of their records (segment, then offset): publish
@@ -537,6 +576,8 @@ class MessageTable:
         for key, c in sorted(self._chunks.items()):
             ids, loc, info, masks = c.a
             base = key << CHUNK_BITS
+            if self._run_of(c, base, out, last):  # (a backlog's whole chunk as one run)
+                continue
             for i in range(len(ids)):
                 m = masks[i] & _M32
                 if not m:
@@ -560,6 +601,30 @@ class MessageTable:
         for qk in unsorted:
             out[qk] = IdRuns(sorted(out[qk], key=self._sort_key))
         return out
+
+    def _run_of(self, c: _Chunk, base: int, out: dict[QKey, IdRuns],
+                last: dict[QKey, int]) -> bool:
+        """:meth:`by_queue`'s step for a chunk that is one run: every slot live, consecutive
+        ids, one route of one queue, locations ascending after that queue's last: its ids
+        appended as one run (C-speed checks, no per-slot Python). False, nothing done,
+        otherwise."""
+        if len(c.routes) != 1:
+            return False
+        route = self._routes[next(iter(c.routes))]
+        ids, loc, _info, masks = c.a
+        n = len(ids)
+        if route is None or len(route) != 1 or not n or ids[n - 1] - ids[0] != n - 1 or \
+                masks.count(1) + masks.count(_M32 + 2) != n:
+            return False
+        qk = route[0]
+        a = out.get(qk)
+        if (a is not None and last[qk] > loc[0]) or list(loc) != sorted(loc):
+            return False
+        if a is None:
+            a = out[qk] = IdRuns()
+        a.append_run(base | ids[0], n)
+        last[qk] = loc[n - 1]
+        return True
 
     def _sort_key(self, mid: int) -> tuple[int, int]:
         seg, off, _size = self.loc(mid)

@@ -163,6 +163,36 @@ class SegmentReader:
                 return None
         return f, off + size - body_len
 
+    def record(self, msg_id: int) -> bytes | None:
+        """The whole PUBLISH record (header included) of live message ``msg_id``, read now,
+        or None as :meth:`locate` (any thread: a paged queue's recovered tail is a run of
+        message ids decoded from their records at page-in, ``queues/paged.py``)."""
+        journal = self.journal
+        with self.lock:
+            state = journal._state
+            loc = state.msgs.loc(msg_id) if state is not None else None
+            if loc is None:
+                return None
+            cur, durable = journal.durable_mark
+            seg, off, size = loc
+            if seg > cur or (seg == cur and off + size > durable):
+                return None
+            try:
+                f = self._fd_locked(seg)
+            except OSError:
+                return None
+        data = f.pread(size, off)
+        return data if len(data) == size else None
+
+    def publish_meta(self, msg_id: int) -> tuple[str, str, bytes, int, int] | None:
+        """``(exchange, routing_key, properties, body_len, published_ms)`` of live message
+        ``msg_id`` from its PUBLISH record (:meth:`record`), or None."""
+        data = self.record(msg_id)
+        if data is None:
+            return None
+        r, n = fmt.decode_publish_meta(data, fmt.RECORD_HEADER.size, len(data), data[8])
+        return r.exchange, r.routing_key, r.properties, n, r.published_ms
+
     def read(self, msg_id: int, body_len: int) -> bytes | None:
         """The body of live message ``msg_id`` read now, or None (tests, diagnostics)."""
         loc = self.locate(msg_id, body_len)

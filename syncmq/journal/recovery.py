@@ -39,12 +39,14 @@ from __future__ import annotations
 import logging
 import mmap
 import os
+import struct
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from . import format as fmt
+from .idruns import IdRuns
 from .state import JournalState, Segment
 
 __all__ = ["RecoveredMessage", "RecoveredQueue", "RecoveredState", "RecoveryStats",
@@ -52,6 +54,8 @@ __all__ = ["RecoveredMessage", "RecoveredQueue", "RecoveredState", "RecoveryStat
            "write_clean_marker"]
 
 log = logging.getLogger("syncmq.journal")
+
+_U64 = struct.Struct(">Q")  # a PUBLISH payload's first field, the message id
 
 
 @dataclass(slots=True)
@@ -83,6 +87,11 @@ class RecoveredQueue:
     arguments: bytes
     messages: list[RecoveredMessage] = field(default_factory=list)
     count: int = 0
+    #: streamed: the ids of ``count`` messages in publish order (``IdRuns``); the broker may
+    #: take the first few through :meth:`iter_messages` and hand the rest over as id runs
+    ids: IdRuns | None = None
+    #: streamed: no message of this queue is also on another queue (``MessageTable.alone_on``)
+    alone: bool = False
     _stream: Callable[[], Iterator[RecoveredMessage]] | None = None
 
     def iter_messages(self) -> Iterator[RecoveredMessage]:
@@ -317,6 +326,8 @@ def _replay(state: JournalState, data: mmap.mmap, seg: Segment, path: str,
     publish = state.publish
     head = fmt.decode_publish_head
     T_PUBLISH, T_PUBLISH_AT = fmt.T_PUBLISH, fmt.T_PUBLISH_AT
+    u64 = _U64.unpack_from
+    hlen, hbytes, vhost, queues = 0, None, "", ()  # the last PUBLISH's (vhost, queues)
     n = 0
     problem = None
     unit_end = 0  # end of the TX unit being replayed (checked whole before its first record)
@@ -344,7 +355,15 @@ def _replay(state: JournalState, data: mmap.mmap, seg: Segment, path: str,
             try:
                 if rtype == T_PUBLISH or rtype == T_PUBLISH_AT:
                     seg.size += end - pos
-                    mid, vhost, queues = head(data, pos + hsize, end)
+                    # a backlog repeats one (vhost, queues): the same bytes after the id
+                    # decode the same (length-prefixed fields), so only the id is unpacked
+                    p = pos + hsize + 8
+                    if p + hlen <= end and data[p : p + hlen] == hbytes:
+                        mid = u64(data, pos + hsize)[0]
+                    else:
+                        mid, vhost, queues = head(data, pos + hsize, end)
+                        hlen = 2 + sum(2 + len(x.encode()) for x in (vhost, *queues))
+                        hbytes = data[p : p + hlen]
                     publish(mid, vhost, queues, seg, pos, end - pos)
                 else:
                     apply(rtype, data, pos, length, seg)
@@ -391,6 +410,7 @@ def _build(state: JournalState, stats: RecoveryStats, images: dict[int, mmap.mma
             gen = _messages(state, images, qk, mids, shared, load_bodies)
             if stream:
                 rq._stream = lambda gen=gen: gen
+                rq.ids, rq.alone = mids, state.msgs.alone_on(qk)
             else:
                 rq.messages.extend(gen)
         queues.append(rq)

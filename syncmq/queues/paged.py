@@ -23,6 +23,12 @@ the *head*; what is pushed while the head is full goes to the *tail*:
   have moved it); the record stays live while the message is on the queue. A page-in the
   journal cannot serve (a bug) stops at that record, which stays first in the tail.
 
+- the recovered runs (``push_run``, recovery after an unclean stop only): the tail's front
+  can be runs of consecutive journal message ids (``_runs``, ``_run_n`` messages with seqs
+  from ``_run_seq``), nothing per message; page-in takes them first and decodes each from
+  its PUBLISH record (``store.slow.locator.publish_meta``); the queue counts their bytes
+  then (``counted``). Allowed only while the tail holds nothing else, so they stay first.
+
 Paging in (``_page_in``) happens when a pop or peek leaves the head below half the window:
 records are read in one ``pread`` of up to :data:`READ_CHUNK` bytes and rebuilt as
 ``Message`` objects. A paged-in body stays on its message while the head holds less than
@@ -156,7 +162,8 @@ class PagedReadyQueue(ReadyQueue):
 
     __slots__ = ("window", "batch", "store", "directory", "seg_bytes", "paged_count", "paged_bytes",
                  "_pend", "_segs", "_rpos", "_id", "_nseg", "_names", "written_bytes", "_tail_hi", "_cls", "loose_bytes", "_loose",
-                 "_out_at", "write_errors")
+                 "_out_at", "write_errors", "_runs", "_run_n", "_run_seq", "_run_red",
+                 "counted")
 
     def __init__(self, message_class, store, directory: str, window: int,
                  seg_bytes: int = SEG_BYTES, batch: int = PAGE_BATCH,
@@ -182,6 +189,15 @@ class PagedReadyQueue(ReadyQueue):
         self._loose = 0  # bytes of paged-in bodies in the head outside the store
         self._out_at = self.batch  # _pend's length that writes it out (more after errors)
         self.write_errors = 0  # page writes that failed (the tail stayed in memory)
+        # the recovered tail as runs of journal ids (push_run): [first id, count] each, the
+        # front of the tail; _run_n messages with seqs _run_seq.., all redelivered or not
+        self._runs: deque[list[int]] = deque()
+        self._run_n = 0
+        self._run_seq = 0
+        self._run_red = False
+        #: ``counted(message, seq, published_ms)``: a run message becomes a pair (page-in,
+        #: pop_tail); the queue counts its bytes (and TTL) then (its lock held)
+        self.counted = None
 
     # -- adding ---------------------------------------------------------------------------
 
@@ -217,6 +233,81 @@ class PagedReadyQueue(ReadyQueue):
             self._page_out()
         pend.append((seq, item))
         return seq
+
+    def push_run(self, first: int, count: int, redelivered: bool) -> bool:
+        """Recovery: append ``count`` messages whose PUBLISH records (ids ``first ..``, one
+        queue, no other copy, bodies only in the journal) were just replayed, as a run of
+        ids: no object, no page record, nothing per message until page-in decodes them
+        from the journal (``store.slow.locator.publish_meta``). False, and nothing done,
+        unless the head is full and the tail holds nothing but runs (so runs stay the
+        tail's front) with the same ``redelivered``. Their bytes are counted by the queue
+        when they become pairs (``counted``); ``paged_count`` counts them at once. O(1)."""
+        if self._pend or self._segs or \
+                len(self._fresh) + len(self._requeued) < self.window or \
+                (self._run_n and redelivered != self._run_red):
+            return False
+        if not self._run_n:
+            self._run_seq, self._run_red = self._next_seq, redelivered
+        runs = self._runs
+        if runs and runs[-1][0] + runs[-1][1] == first:
+            runs[-1][1] += count
+        else:
+            runs.append([first, count])
+        self._run_n += count
+        self.paged_count += count
+        self._next_seq += count
+        if self.store is not None:
+            self.store.paging.add(self._id)
+        return True
+
+    def _run_pair(self, mid: int, seq: int, adopt: bool = True):
+        """The pair of run message ``mid`` (seq ``seq``) decoded from its journal record,
+        its body indexed as the journal's (``adopt``; else read onto it, no store
+        reference: checks); raises OSError if the journal cannot give it back (not live:
+        a bug)."""
+        locator = self.store.slow.locator
+        meta = locator.publish_meta(mid)
+        if meta is None:
+            raise OSError(f"journaled message {mid} is not in the journal")
+        ex, rk, props, n, published_ms = meta
+        names = self._names
+        exb = ex.encode("utf-8", "surrogateescape")
+        ex = names.setdefault(exb, ex)
+        m = self._cls(ex, rk, props, b"")
+        m.msg_id = mid
+        m.body, m.size = None, n
+        if not adopt:
+            m.body = locator.read(mid, n)
+            return seq, (m, self._run_red)
+        self.store.adopt_journaled(m, n)
+        if self.counted is not None:
+            self.counted(m, seq, published_ms)
+        return seq, (m, self._run_red)
+
+    def _runs_in(self, want: int, out) -> int:
+        """Move up to ``want`` run messages, the tail's front, to ``out`` (a deque), in
+        order; returns how many. Stops (logged) at one the journal cannot serve, which
+        stays first."""
+        runs = self._runs
+        done = 0
+        while done < want and runs:
+            run = runs[0]
+            try:
+                out.append(self._run_pair(run[0], self._run_seq))
+            except OSError as e:
+                log.error("cannot page a message in: %s", e)
+                break
+            run[0] += 1
+            run[1] -= 1
+            if not run[1]:
+                runs.popleft()
+            self._run_seq += 1
+            self._run_n -= 1
+            self.paged_count -= 1
+            done += 1
+        if not self.paged_count:
+            self._unpaged()
+        return done
 
     def push_many(self, items) -> None:
         """Append new items in order, as ``push`` of each would: the head's room in one
@@ -269,6 +360,17 @@ class PagedReadyQueue(ReadyQueue):
             if m.body is None and not m.store_key:  # (push_journaled)
                 self.store.adopt_journaled(m, m.size)
             self._pend.pop()
+        elif self._run_n and not self._segs:
+            run = self._runs[-1]
+            mid = run[0] + run[1] - 1
+            pair = self._run_pair(mid, self._run_seq + self._run_n - 1)
+            run[1] -= 1
+            if not run[1]:
+                self._runs.pop()
+            self._run_n -= 1
+            self.paged_count -= 1
+            if not self.paged_count:
+                self._unpaged()
         elif self.paged_count:
             seg = self._segs[-1]
             n = _LEN.unpack(os.pread(seg.fd, _LEN.size, seg.end - _LEN.size))[0]
@@ -304,6 +406,15 @@ class PagedReadyQueue(ReadyQueue):
         run of them (lists, in order) before the files are deleted; returns how many.
         Reads the records' headers only, never builds messages. O(paged)."""
         n = 0
+        seq = self._run_seq
+        while self._runs:  # (their bytes were never counted: sizes 0)
+            first, count = self._runs.popleft()
+            for lo in range(first, first + count, 65536):
+                k = min(65536, first + count - lo)
+                visit(list(range(seq, seq + k)), list(range(lo, lo + k)), [0] * k)
+                seq += k
+                n += k
+        self._run_n = 0
         while self._segs:
             seg = self._segs[0]
             pos = self._rpos
@@ -335,6 +446,8 @@ class PagedReadyQueue(ReadyQueue):
         """Delete the page files (the queue is gone)."""
         while self._segs:
             self._drop_seg()
+        self._runs.clear()
+        self._run_n = 0
         self.paged_count = self.paged_bytes = 0
         self._unpaged()
 
@@ -415,7 +528,11 @@ class PagedReadyQueue(ReadyQueue):
         fresh = self._fresh
         want = self.window - len(fresh) - len(self._requeued)
         names = self._names
-        while want > 0 and self.paged_count:
+        if self._run_n and want > 0:
+            want -= self._runs_in(want, fresh)
+            if self._run_n:
+                return  # (the head is full, or a message the journal cannot serve)
+        while want > 0 and self._segs:
             seg = self._segs[0]
             pos = self._rpos
             buf = os.pread(seg.fd, min(READ_CHUNK, seg.end - pos), pos)
@@ -503,6 +620,11 @@ class PagedReadyQueue(ReadyQueue):
         """Every pair in order, paged ones read back as new messages with their bodies and
         without a body-store reference (tests and checks only: O(n) memory)."""
         yield from ReadyQueue.pairs(self)
+        seq = self._run_seq
+        for first, count in list(self._runs):
+            for mid in range(first, first + count):
+                yield self._run_pair(mid, seq, False)
+                seq += 1
         for i, seg in enumerate(list(self._segs)):
             pos = self._rpos if i == 0 else 0
             while pos < seg.end:
@@ -552,4 +674,5 @@ class PagedReadyQueue(ReadyQueue):
         assert all(s < self._next_seq for s in seqs)
         paged = tail[:len(tail) - len(self._pend)]
         assert len(paged) == self.paged_count, (len(paged), self.paged_count)
-        assert sum(len(m.body) for _, (m, _r) in paged) == self.paged_bytes
+        assert sum(run[1] for run in self._runs) == self._run_n
+        assert sum(len(m.body) for _, (m, _r) in paged[self._run_n:]) == self.paged_bytes
