@@ -55,15 +55,21 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from . import format as fmt
+from .items import JournalError
 
 __all__ = ["SegmentFd", "SegmentReader", "Move"]
 
 _serials = itertools.count(1)
 FD_CACHE = 32  # segment fds kept open with no reference (LRU)
+SPAN_MAX = 1 << 20  # bytes read_many reads with one pread
 
 #: ``(msg_id, segment before, record offset before, record offset after)`` of one message
 #: moved by compaction (after: in the job's output segment).
 Move = tuple[int, int, int, int]
+
+
+def _ignore(_error: Exception | None) -> None:
+    """A sync barrier's callback when nobody waits for it (:meth:`SegmentReader.request_sync`)."""
 
 
 class SegmentFd:
@@ -158,6 +164,73 @@ class SegmentReader:
             except OSError:
                 return None
         return f, off + size - body_len
+
+    def request_sync(self) -> bool:
+        """Ask the journal for an fsync of everything appended so far, without waiting (a
+        paged queue whose newest messages wait for their PUBLISH records to be durable before
+        it pages them out by reference: a publisher without confirms asks for no fsync, so
+        otherwise only a segment's end would make them durable). Nothing in ``never`` mode,
+        where a written record counts as durable. False if nothing was asked (any thread)."""
+        journal = self.journal
+        if getattr(journal, "fsync_mode", None) == "never":
+            return False
+        try:
+            journal.sync_barrier(_ignore)
+        except JournalError:  # (failed or closed: nothing will become durable)
+            return False
+        return True
+
+    def read_many(self, wanted: list[tuple[int, int]]) -> list[bytes | None]:
+        """The bodies of live messages ``(msg_id, body_len)``, read now, in order; None for
+        one :meth:`locate` would not hand out. Bodies that lie close together in one segment
+        (a paged queue's backlog: its PUBLISH records back to back) are read with one
+        ``pread`` of their span (at most :data:`SPAN_MAX` bytes, and never more than twice
+        the bodies' bytes plus a page), so a page-in costs a read per span, not one per
+        message. Locations are taken under :attr:`lock`, the reads done after it with the
+        fds they were taken on (which pin those bytes: see the module docstring)."""
+        journal = self.journal
+        locs: list[tuple[SegmentFd, int, int] | None] = []
+        with self.lock:
+            state = journal._state
+            cur, durable = journal.durable_mark
+            msgs = state.msgs if state is not None else None
+            for msg_id, n in wanted:
+                loc = msgs.loc(msg_id) if msgs is not None else None
+                if loc is None:
+                    locs.append(None)
+                    continue
+                seg, off, size = loc
+                if size < n or seg > cur or (seg == cur and off + size > durable):
+                    locs.append(None)
+                    continue
+                try:
+                    locs.append((self._fd_locked(seg), off + size - n, n))
+                except OSError:
+                    locs.append(None)
+        out: list[bytes | None] = []
+        i = 0
+        while i < len(locs):
+            loc = locs[i]
+            if loc is None:
+                out.append(None)
+                i += 1
+                continue
+            f, start, n = loc
+            end, useful, j = start + n, n, i + 1
+            while j < len(locs):
+                nxt = locs[j]
+                if nxt is None or nxt[0] is not f or nxt[1] < end:
+                    break
+                span = nxt[1] + nxt[2] - start
+                if span > SPAN_MAX or span > 2 * (useful + nxt[2]) + 4096:
+                    break
+                end, useful, j = nxt[1] + nxt[2], useful + nxt[2], j + 1
+            buf = f.pread(end - start, start)
+            for k in range(i, j):
+                _f, o, n = locs[k]  # type: ignore[misc]
+                out.append(buf[o - start:o - start + n])
+            i = j
+        return out
 
     def read(self, msg_id: int, body_len: int) -> bytes | None:
         """The body of live message ``msg_id`` read now, or None (tests, diagnostics)."""

@@ -459,6 +459,23 @@ class BodyStore:
         return (locator is not None and message.msg_id > 0 and message.store_key > 0
                 and locator.locate(message.msg_id, message.size) is not None)
 
+    def sync_journal(self) -> bool:
+        """Ask the journal for an fsync of what it was given so far, not waiting for it
+        (``SegmentReader.request_sync``): a paged queue's tail then becomes :meth:`in_journal`
+        without a confirm or a segment's end. False if no journal or nothing asked."""
+        locator = self.slow.locator
+        return locator is not None and locator.request_sync()
+
+    def read_journaled(self, wanted: list[tuple[int, int]]) -> list[bytes | None]:
+        """Bodies ``(msg_id, body_len)`` read from the journal now (``SegmentReader.
+        read_many``: a span of neighbouring records at a time), None for one it does not
+        hold (live, durable); a paged queue's page-in keeps them on its messages. Does not
+        touch the store (no lock). Raises ``OSError`` on a read error."""
+        locator = self.slow.locator
+        if locator is None:
+            return [None] * len(wanted)
+        return locator.read_many(wanted)
+
     def adopt_journaled(self, message: Any, body_len: int) -> None:
         """Page-in of a message paged out by reference (:meth:`in_journal`): index its body
         as the journal's record (:meth:`put_journaled`), or, if its id is in the store already
