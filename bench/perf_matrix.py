@@ -263,7 +263,11 @@ class RabbitMQ:
 
 def perf(uri: str, args: list[str], timeout: float) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "syncmq.perf.cli", "--uri", uri, *args]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    except subprocess.TimeoutExpired as e:  # (a broker that stopped delivering: a result)
+        out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+        return {"errors": [f"syncmq-perf timed out after {timeout} s: {out[-500:]}"]}
     lines = [x for x in p.stdout.splitlines() if x.startswith("{")]
     if not lines:
         return {"errors": [f"syncmq-perf exit {p.returncode}: {p.stderr[-2000:]}"]}
@@ -340,7 +344,7 @@ def scenarios(opts: argparse.Namespace) -> dict[str, dict[str, Any]]:
                 "steps": [["-x", "1", "-y", "0", "-s", "1024", "-C", n, "--keep-queues",
                            "--persistent", "--durable"],
                           ["-x", "0", "-y", "1", "-D", n, "--predeclared", "-q", "1000",
-                           "-A", "100", "--drain-timeout", "600"]],
+                           "-A", "100", "--drain-timeout", "300"]],
                 "fresh": True},
         "S7": {"desc": f"{m} connections x 1 msg/s, 1 consumer",
                "steps": [["-x", str(m), "-y", "1", "-r", "1", "-s", "16", "-a", "-z", t,

@@ -41,7 +41,8 @@ kept for the life of the process).
 Locks: :attr:`lock` guards the fd cache and the state's message locations (``seg``/``off``)
 against compaction; it is taken by worker threads (inside the body store's lock) and by the
 journal thread (compaction). Nothing else is taken while it is held, and it is held for a
-dict lookup and at most an ``open`` (locate) or a ``rename`` and a state update (swap).
+dict lookup and at most an ``open`` (locate; read_many: up to :data:`LOOKUPS_HELD` of them)
+or a ``rename`` and a state update (swap).
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ __all__ = ["SegmentFd", "SegmentReader", "Move"]
 _serials = itertools.count(1)
 FD_CACHE = 32  # segment fds kept open with no reference (LRU)
 SPAN_MAX = 1 << 20  # bytes read_many reads with one pread
+LOOKUPS_HELD = 256  # locations read_many looks up per hold of the lock
 
 #: ``(msg_id, segment before, record offset before, record offset after)`` of one message
 #: moved by compaction (after: in the job's output segment).
@@ -190,23 +192,24 @@ class SegmentReader:
         fds they were taken on (which pin those bytes: see the module docstring)."""
         journal = self.journal
         locs: list[tuple[SegmentFd, int, int] | None] = []
-        with self.lock:
-            state = journal._state
-            cur, durable = journal.durable_mark
-            msgs = state.msgs if state is not None else None
-            for msg_id, n in wanted:
-                loc = msgs.loc(msg_id) if msgs is not None else None
-                if loc is None:
-                    locs.append(None)
-                    continue
-                seg, off, size = loc
-                if size < n or seg > cur or (seg == cur and off + size > durable):
-                    locs.append(None)
-                    continue
-                try:
-                    locs.append((self._fd_locked(seg), off + size - n, n))
-                except OSError:
-                    locs.append(None)
+        for i in range(0, len(wanted), LOOKUPS_HELD):  # (the lock for at most that many)
+            with self.lock:
+                state = journal._state
+                cur, durable = journal.durable_mark
+                msgs = state.msgs if state is not None else None
+                for msg_id, n in wanted[i:i + LOOKUPS_HELD]:
+                    loc = msgs.loc(msg_id) if msgs is not None else None
+                    if loc is None:
+                        locs.append(None)
+                        continue
+                    seg, off, size = loc
+                    if size < n or seg > cur or (seg == cur and off + size > durable):
+                        locs.append(None)
+                        continue
+                    try:
+                        locs.append((self._fd_locked(seg), off + size - n, n))
+                    except OSError:
+                        locs.append(None)
         out: list[bytes | None] = []
         i = 0
         while i < len(locs):

@@ -106,7 +106,7 @@ def _encode(seq: int, message, redelivered: bool, body: bytes | None) -> bytes:
                      ex, rk, props, keys, body, _LEN.pack(n)))
 
 
-def _decode(buf, p: int, names: dict, cls) -> tuple:
+def _decode(buf: bytes, p: int, names: dict, cls) -> tuple:
     """The pair of the record at ``buf[p:]``, its message a new ``cls`` (the broker's
     ``Message``; ``names``: interned exchange names). A ``_JOURNAL`` record's message has
     ``body`` None and no store reference yet: :meth:`PagedReadyQueue._adopt_run` gives
@@ -114,24 +114,27 @@ def _decode(buf, p: int, names: dict, cls) -> tuple:
     (n, seq, msg_id, flags, ttl, lex, lrk, lprops, ncc, nbcc, lbody) = _HEAD.unpack_from(buf, p)
     q = p + _HEAD.size
     m = cls.__new__(cls)
-    exb = bytes(buf[q:q + lex])
+    exb = buf[q:q + lex]  # (buf is bytes: a slice is a new bytes object)
     ex = names.get(exb)
     if ex is None:
         ex = names[exb] = exb.decode("utf-8", "surrogateescape")
     m.exchange = ex
     q += lex
-    m.routing_key = bytes(buf[q:q + lrk]).decode("utf-8", "surrogateescape")
+    m.routing_key = buf[q:q + lrk].decode("utf-8", "surrogateescape")
     q += lrk
-    m.properties = bytes(buf[q:q + lprops])
+    m.properties = buf[q:q + lprops]
     q += lprops
-    keys = []
-    for _ in range(ncc + nbcc):
-        k = buf[q]
-        keys.append(bytes(buf[q + 1:q + 1 + k]).decode("utf-8", "surrogateescape"))
-        q += 1 + k
-    m.cc = tuple(keys[:ncc])
-    m.bcc = tuple(keys[ncc:])
-    m.body = None if flags & _JOURNAL else bytes(buf[q:q + lbody])
+    if ncc or nbcc:
+        keys = []
+        for _ in range(ncc + nbcc):
+            k = buf[q]
+            keys.append(buf[q + 1:q + 1 + k].decode("utf-8", "surrogateescape"))
+            q += 1 + k
+        m.cc = tuple(keys[:ncc])
+        m.bcc = tuple(keys[ncc:])
+    else:
+        m.cc = m.bcc = ()
+    m.body = None if flags & _JOURNAL else buf[q:q + lbody]
     m.size = lbody
     m.msg_id = msg_id
     m.store_key = 0
