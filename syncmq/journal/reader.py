@@ -167,6 +167,30 @@ class SegmentReader:
                 return None
         return f, off + size - body_len
 
+    def durable_prefix(self, wanted: list[tuple[int, int]]) -> int:
+        """How many of the leading ``(msg_id, body_len)`` :meth:`locate` would hand out now
+        (live, written and fsynced), stopping at the first it would not: one hold of
+        :attr:`lock` for at most :data:`LOOKUPS_HELD` lookups and no fd (a paged queue's
+        page-out: which of its newest messages may go by reference). Any thread."""
+        journal = self.journal
+        done = 0
+        for i in range(0, len(wanted), LOOKUPS_HELD):
+            with self.lock:
+                state = journal._state
+                if state is None:
+                    return done
+                loc_of = state.msgs.loc
+                cur, durable = journal.durable_mark
+                for msg_id, n in wanted[i:i + LOOKUPS_HELD]:
+                    loc = loc_of(msg_id)
+                    if loc is None:
+                        return done
+                    seg, off, size = loc
+                    if size < n or seg > cur or (seg == cur and off + size > durable):
+                        return done
+                    done += 1
+        return done
+
     def request_sync(self) -> bool:
         """Ask the journal for an fsync of everything appended so far, without waiting (a
         paged queue whose newest messages wait for their PUBLISH records to be durable before

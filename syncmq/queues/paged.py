@@ -409,28 +409,37 @@ class PagedReadyQueue(ReadyQueue):
 
         A message whose body the journal holds (store key > 0: persistent on durable queues,
         ``BodyStore.put(journaled=True)``) goes by reference once its PUBLISH record is
-        written and fsynced (``BodyStore.in_journal``); one that is not yet (a live
+        written and fsynced (``BodyStore.journal_prefix``, a run of :attr:`batch` pairs at
+        a time, stopping at the first that is not); one that is not yet (a live
         publisher runs ahead of group commit by up to its confirm window) ends the list, so
         it waits in ``_pend`` for its fsync rather than being written whole. Only when
         ``_pend`` reached ``pend_max`` (the journal far behind, or failing) does it and
         everything after it go whole. A pair pushed by :meth:`push_journaled` (no store
         reference, body only in the journal) always goes by reference; other bodies whole."""
         store = self.store
-        in_journal = store.in_journal if store is not None else None
         force = len(self._pend) >= self.pend_max
-        bodies = []
-        for _seq, item in self._pend:
-            m = item[0]
-            body = m.body
-            if body is None and m.store_key:
-                if m.store_key < 0 or in_journal is None:
-                    body = m.load_body()
-                elif not in_journal(m):
-                    if not force:
-                        break
-                    in_journal = None  # (the newer ones are most likely not fsynced either)
-                    body = m.load_body()
-            bodies.append(body)
+        whole = False  # (forced, past the first not durable: the rest go whole)
+        bodies: list = []
+        pairs = iter(self._pend)
+        while run := list(islice(pairs, self.batch)):
+            # the journal's messages of the run (store key > 0), looked up in one call
+            cands = [] if whole else [m for _s, (m, _r) in run
+                                      if m.body is None and m.store_key > 0]
+            durable = store.journal_prefix(cands) if cands else 0
+            seen = 0
+            for _seq, (m, _r) in run:
+                body = m.body
+                if body is None and m.store_key:
+                    if m.store_key < 0 or whole:
+                        body = m.load_body()
+                    else:
+                        if seen >= durable:
+                            if not force:
+                                return bodies
+                            whole = True
+                            body = m.load_body()
+                        seen += 1
+                bodies.append(body)
         return bodies
 
     def _write(self, data: bytes) -> None:

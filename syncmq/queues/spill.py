@@ -459,6 +459,15 @@ class BodyStore:
         return (locator is not None and message.msg_id > 0 and message.store_key > 0
                 and locator.locate(message.msg_id, message.size) is not None)
 
+    def journal_prefix(self, messages: list[Any]) -> int:
+        """How many of the leading stored ``messages`` (each keyed by its msg id: ``put(...,
+        journaled=True)``) are :meth:`in_journal` now, stopping at the first that is not
+        (``SegmentReader.durable_prefix``: one lock hold for a run, no fd)."""
+        locator = self.slow.locator
+        if locator is None:
+            return 0
+        return locator.durable_prefix([(m.msg_id, m.size) for m in messages])
+
     def sync_journal(self) -> bool:
         """Ask the journal for an fsync of what it was given so far, not waiting for it
         (``SegmentReader.request_sync``): a paged queue's tail then becomes :meth:`in_journal`
