@@ -28,8 +28,8 @@ S6 backlog: N x 1 KiB published with no consumer, then drained (prefetch 1000, a
    N = --backlog (200,000; 1,000,000 with --full). syncmq runs with ``--memory-budget``
    (``--s6-memory-budget``, default 64MiB; ``0`` for none): S6 shows the budget at work, bodies
    beyond it spill to disk and RSS is the budget plus a per-message index
-S6p S6 with persistent messages (delivery-mode 2) on a durable queue, same budget and no
-   confirms: a persistent backlog is paged out by reference to the journal
+S6p (only when asked for: ``--scenarios S6,S6p``) S6 with persistent messages (delivery-mode
+   2) on a durable queue, same budget and no confirms: paged out by reference to the journal
 S7 M connections each publishing 1 msg/s (M = --connections, 500; 5,000 with --full), one
    consumer; RSS per connection = (peak RSS - RSS before) / M
 S8 latency at 1,000 msg/s (1/1, 16 B, manual ack, prefetch 100)
