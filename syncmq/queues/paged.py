@@ -21,8 +21,8 @@ the *head*; what is pushed while the head is full goes to the *tail*:
   sit back to back from a read position in the first segment to the end of the last one,
   each with its length at both ends (so the newest can be taken off the end too).
   A message whose body the journal holds (persistent, on a durable queue, its PUBLISH
-  fsynced: ``BodyStore.in_journal``) is written *by reference*: flag ``_JOURNAL``, its body
-  length and no body bytes (~100 bytes a message instead of ~1.1 KB for 1 KiB; a recovered
+  fsynced: ``BodyStore.journal_prefix``) is written *by reference*: flag ``_JOURNAL``, its
+  body length and no body bytes (~100 bytes a message instead of ~1.1 KB for 1 KiB; a recovered
   backlog is not written a second time). Paging it in indexes the body as the journal's
   record again (``BodyStore.adopt_journaled``, looked up by message id, so compaction may
   have moved it); the record stays live while the message is on the queue. A page-in the
