@@ -144,4 +144,4 @@ def table(result: dict[str, Any]) -> str:
 
 def refused(names: list[str], all_sc: dict[str, dict[str, Any]]) -> list[str]:
     """Scenarios that need a broker option of their own (cannot share one process)."""
-    return [n for n in names if all_sc[n].get("syncmq_args") and n != "S6"]
+    return [n for n in names if all_sc[n].get("syncmq_args") and n not in ("S6", "S6p")]

@@ -41,7 +41,8 @@ kept for the life of the process).
 Locks: :attr:`lock` guards the fd cache and the state's message locations (``seg``/``off``)
 against compaction; it is taken by worker threads (inside the body store's lock) and by the
 journal thread (compaction). Nothing else is taken while it is held, and it is held for a
-dict lookup and at most an ``open`` (locate) or a ``rename`` and a state update (swap).
+dict lookup and at most an ``open`` (locate; read_many: up to :data:`LOOKUPS_HELD` of them)
+or a ``rename`` and a state update (swap).
 """
 
 from __future__ import annotations
@@ -55,15 +56,22 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from . import format as fmt
+from .items import JournalError
 
 __all__ = ["SegmentFd", "SegmentReader", "Move"]
 
 _serials = itertools.count(1)
 FD_CACHE = 32  # segment fds kept open with no reference (LRU)
+SPAN_MAX = 1 << 20  # bytes read_many reads with one pread
+LOOKUPS_HELD = 256  # locations read_many looks up per hold of the lock
 
 #: ``(msg_id, segment before, record offset before, record offset after)`` of one message
 #: moved by compaction (after: in the job's output segment).
 Move = tuple[int, int, int, int]
+
+
+def _ignore(_error: Exception | None) -> None:
+    """A sync barrier's callback when nobody waits for it (:meth:`SegmentReader.request_sync`)."""
 
 
 class SegmentFd:
@@ -192,6 +200,98 @@ class SegmentReader:
             return None
         r, n = fmt.decode_publish_meta(data, fmt.RECORD_HEADER.size, len(data), data[8])
         return r.exchange, r.routing_key, r.properties, n, r.published_ms
+
+    def durable_prefix(self, wanted: list[tuple[int, int]]) -> int:
+        """How many of the leading ``(msg_id, body_len)`` :meth:`locate` would hand out now
+        (live, written and fsynced), stopping at the first it would not: one hold of
+        :attr:`lock` for at most :data:`LOOKUPS_HELD` lookups and no fd (a paged queue's
+        page-out: which of its newest messages may go by reference). Any thread."""
+        journal = self.journal
+        done = 0
+        for i in range(0, len(wanted), LOOKUPS_HELD):
+            with self.lock:
+                state = journal._state
+                if state is None:
+                    return done
+                loc_of = state.msgs.loc
+                cur, durable = journal.durable_mark
+                for msg_id, n in wanted[i:i + LOOKUPS_HELD]:
+                    loc = loc_of(msg_id)
+                    if loc is None:
+                        return done
+                    seg, off, size = loc
+                    if size < n or seg > cur or (seg == cur and off + size > durable):
+                        return done
+                    done += 1
+        return done
+
+    def request_sync(self) -> bool:
+        """Ask the journal for an fsync of everything appended so far, without waiting (a
+        paged queue whose newest messages wait for their PUBLISH records to be durable before
+        it pages them out by reference: a publisher without confirms asks for no fsync, so
+        otherwise only a segment's end would make them durable). Nothing in ``never`` mode,
+        where a written record counts as durable. False if nothing was asked (any thread)."""
+        journal = self.journal
+        if getattr(journal, "fsync_mode", None) == "never":
+            return False
+        try:
+            journal.sync_barrier(_ignore)
+        except JournalError:  # (failed or closed: nothing will become durable)
+            return False
+        return True
+
+    def read_many(self, wanted: list[tuple[int, int]]) -> list[bytes | None]:
+        """The bodies of live messages ``(msg_id, body_len)``, read now, in order; None for
+        one :meth:`locate` would not hand out. Bodies that lie close together in one segment
+        (a paged queue's backlog: its PUBLISH records back to back) are read with one
+        ``pread`` of their span (at most :data:`SPAN_MAX` bytes, and never more than twice
+        the bodies' bytes plus a page), so a page-in costs a read per span, not one per
+        message. Locations are taken under :attr:`lock`, the reads done after it with the
+        fds they were taken on (which pin those bytes: see the module docstring)."""
+        journal = self.journal
+        locs: list[tuple[SegmentFd, int, int] | None] = []
+        for i in range(0, len(wanted), LOOKUPS_HELD):  # (the lock for at most that many)
+            with self.lock:
+                state = journal._state
+                cur, durable = journal.durable_mark
+                msgs = state.msgs if state is not None else None
+                for msg_id, n in wanted[i:i + LOOKUPS_HELD]:
+                    loc = msgs.loc(msg_id) if msgs is not None else None
+                    if loc is None:
+                        locs.append(None)
+                        continue
+                    seg, off, size = loc
+                    if size < n or seg > cur or (seg == cur and off + size > durable):
+                        locs.append(None)
+                        continue
+                    try:
+                        locs.append((self._fd_locked(seg), off + size - n, n))
+                    except OSError:
+                        locs.append(None)
+        out: list[bytes | None] = []
+        i = 0
+        while i < len(locs):
+            loc = locs[i]
+            if loc is None:
+                out.append(None)
+                i += 1
+                continue
+            f, start, n = loc
+            end, useful, j = start + n, n, i + 1
+            while j < len(locs):
+                nxt = locs[j]
+                if nxt is None or nxt[0] is not f or nxt[1] < end:
+                    break
+                span = nxt[1] + nxt[2] - start
+                if span > SPAN_MAX or span > 2 * (useful + nxt[2]) + 4096:
+                    break
+                end, useful, j = nxt[1] + nxt[2], useful + nxt[2], j + 1
+            buf = f.pread(end - start, start)
+            for k in range(i, j):
+                _f, o, n = locs[k]  # type: ignore[misc]
+                out.append(buf[o - start:o - start + n])
+            i = j
+        return out
 
     def read(self, msg_id: int, body_len: int) -> bytes | None:
         """The body of live message ``msg_id`` read now, or None (tests, diagnostics)."""

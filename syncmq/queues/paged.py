@@ -8,7 +8,12 @@ the *head*; what is pushed while the head is full goes to the *tail*:
   of them there writes them with one ``write`` first (their body-store references are
   then released), so the newest pair is always an object (the TTL-0 drop's ``pop_tail``
   returns the very message it was given). A write that fails (disk full, a short write)
-  leaves nothing in the files and ``_pend`` in memory, written again once it doubled;
+  leaves nothing in the files and ``_pend`` in memory, written again once it doubled.
+  Persistent messages whose PUBLISH record is not fsynced yet (a live publisher runs ahead
+  of group commit) end the write: they wait in ``_pend`` until it is, to be paged out by
+  reference (below), and the queue asks the journal for that fsync once
+  (``BodyStore.sync_journal``: a publisher without confirms asks for none); only past
+  ``pend_max`` (``max(window, 16 * batch)``) are they written whole (:meth:`_writable`);
 - the page files: append-only segments (``<spill dir>/q<id>-<n>.page``, about
   ``seg_bytes`` each) holding one self-contained record per message: seq, redelivered, the
   message's exchange, routing key, raw properties, CC/BCC keys, msg id, persistent flag,
@@ -16,8 +21,8 @@ the *head*; what is pushed while the head is full goes to the *tail*:
   sit back to back from a read position in the first segment to the end of the last one,
   each with its length at both ends (so the newest can be taken off the end too).
   A message whose body the journal holds (persistent, on a durable queue, its PUBLISH
-  fsynced: ``BodyStore.in_journal``) is written *by reference*: flag ``_JOURNAL``, its body
-  length and no body bytes (~100 bytes a message instead of ~1.1 KB for 1 KiB; a recovered
+  fsynced: ``BodyStore.journal_prefix``) is written *by reference*: flag ``_JOURNAL``, its
+  body length and no body bytes (~100 bytes a message instead of ~1.1 KB for 1 KiB; a recovered
   backlog is not written a second time). Paging it in indexes the body as the journal's
   record again (``BodyStore.adopt_journaled``, looked up by message id, so compaction may
   have moved it); the record stays live while the message is on the queue. A page-in the
@@ -107,32 +112,35 @@ def _encode(seq: int, message, redelivered: bool, body: bytes | None) -> bytes:
                      ex, rk, props, keys, body, _LEN.pack(n)))
 
 
-def _decode(buf, p: int, names: dict, cls) -> tuple:
+def _decode(buf: bytes, p: int, names: dict, cls) -> tuple:
     """The pair of the record at ``buf[p:]``, its message a new ``cls`` (the broker's
     ``Message``; ``names``: interned exchange names). A ``_JOURNAL`` record's message has
-    ``body`` None and no store reference yet: :meth:`PagedReadyQueue._store_put` gives it
-    one."""
+    ``body`` None and no store reference yet: :meth:`PagedReadyQueue._adopt_run` gives
+    it its body (or a store reference)."""
     (n, seq, msg_id, flags, ttl, lex, lrk, lprops, ncc, nbcc, lbody) = _HEAD.unpack_from(buf, p)
     q = p + _HEAD.size
     m = cls.__new__(cls)
-    exb = bytes(buf[q:q + lex])
+    exb = buf[q:q + lex]  # (buf is bytes: a slice is a new bytes object)
     ex = names.get(exb)
     if ex is None:
         ex = names[exb] = exb.decode("utf-8", "surrogateescape")
     m.exchange = ex
     q += lex
-    m.routing_key = bytes(buf[q:q + lrk]).decode("utf-8", "surrogateescape")
+    m.routing_key = buf[q:q + lrk].decode("utf-8", "surrogateescape")
     q += lrk
-    m.properties = bytes(buf[q:q + lprops])
+    m.properties = buf[q:q + lprops]
     q += lprops
-    keys = []
-    for _ in range(ncc + nbcc):
-        k = buf[q]
-        keys.append(bytes(buf[q + 1:q + 1 + k]).decode("utf-8", "surrogateescape"))
-        q += 1 + k
-    m.cc = tuple(keys[:ncc])
-    m.bcc = tuple(keys[ncc:])
-    m.body = None if flags & _JOURNAL else bytes(buf[q:q + lbody])
+    if ncc or nbcc:
+        keys = []
+        for _ in range(ncc + nbcc):
+            k = buf[q]
+            keys.append(buf[q + 1:q + 1 + k].decode("utf-8", "surrogateescape"))
+            q += 1 + k
+        m.cc = tuple(keys[:ncc])
+        m.bcc = tuple(keys[ncc:])
+    else:
+        m.cc = m.bcc = ()
+    m.body = None if flags & _JOURNAL else buf[q:q + lbody]
     m.size = lbody
     m.msg_id = msg_id
     m.store_key = 0
@@ -163,7 +171,7 @@ class PagedReadyQueue(ReadyQueue):
     __slots__ = ("window", "batch", "store", "directory", "seg_bytes", "paged_count", "paged_bytes",
                  "_pend", "_segs", "_rpos", "_id", "_nseg", "_names", "written_bytes", "_tail_hi", "_cls", "loose_bytes", "_loose",
                  "_out_at", "write_errors", "_runs", "_run_n", "_run_seq", "_run_red",
-                 "counted")
+                 "counted", "pend_max", "_sync_asked")
 
     def __init__(self, message_class, store, directory: str, window: int,
                  seg_bytes: int = SEG_BYTES, batch: int = PAGE_BATCH,
@@ -188,6 +196,10 @@ class PagedReadyQueue(ReadyQueue):
         self.loose_bytes = loose_bytes
         self._loose = 0  # bytes of paged-in bodies in the head outside the store
         self._out_at = self.batch  # _pend's length that writes it out (more after errors)
+        # _pend's length past which bodies whose journal record is not fsynced yet are
+        # written whole instead of waiting in memory (see _writable)
+        self.pend_max = max(self.window, 16 * self.batch)
+        self._sync_asked = False  # a journal fsync was asked for since the last write
         self.write_errors = 0  # page writes that failed (the tail stayed in memory)
         # the recovered tail as runs of journal ids (push_run): [first id, count] each, the
         # front of the tail; _run_n messages with seqs _run_seq.., all redelivered or not
@@ -459,23 +471,23 @@ class PagedReadyQueue(ReadyQueue):
     # -- paging ---------------------------------------------------------------------------
 
     def _page_out(self) -> None:
-        """Write ``_pend`` to the page files in one write and release their bodies."""
+        """Write the oldest pairs of ``_pend`` to the page files in one write and release
+        their bodies: every pair, or the oldest ones up to the first whose PUBLISH record is
+        not fsynced yet (see :meth:`_writable`); nothing yet (looked at again after
+        ``batch // 8`` more pushes) if fewer than half a batch can go."""
         pend = self._pend
-        store = self.store
+        bodies = self._writable()
+        n = len(bodies)
+        if n < len(pend) and (not n or n < self.batch >> 1):
+            self._out_at = len(pend) + max(1, self.batch >> 3)
+            if not self._sync_asked:  # (once until the next write: see _writable)
+                self._sync_asked = True
+                self.store.sync_journal()
+            return
         records = []
         size = 0
-        # a body the journal holds (persistent, on a durable queue) is not written again: the
-        # record keeps its length, page-in indexes it as the journal's again
-        # (one pushed by push_journaled has no store reference: its record is on disk)
-        in_journal = store.in_journal if store is not None else None
-        for seq, item in pend:
+        for (seq, item), body in zip(islice(pend, n), bodies, strict=True):
             m = item[0]
-            body = m.body
-            if body is None and m.store_key:
-                if in_journal is not None and not in_journal(m):
-                    in_journal = None  # (the newer ones are most likely not fsynced either)
-                if in_journal is None:
-                    body = m.load_body()
             records.append(_encode(seq, m, item[1], body))
             size += m.size if body is None else len(body)
         data = b"".join(records)
@@ -490,15 +502,59 @@ class PagedReadyQueue(ReadyQueue):
                 log.error("cannot page queue messages out to disk, keeping them in memory "
                           "(%d failures): %s", self.write_errors, e)
             return
-        self._out_at = self.batch
         self.written_bytes += len(data)
-        self.paged_count += len(pend)
+        self.paged_count += n
         self.paged_bytes += size
+        store = self.store
+        if n == len(pend):
+            out = [item[0] for _, item in pend]
+            pend.clear()
+        else:
+            out = [pend.popleft()[1][0] for _ in range(n)]
+        self._out_at = len(pend) + self.batch
+        self._sync_asked = False
         if store is not None:
             store.paging.add(self._id)  # (see BodyStore.may_touch_disk)
-        if store is not None:
-            store.release_many([item[0] for _, item in pend])
-        pend.clear()
+            store.release_many(out)
+
+    def _writable(self) -> list:
+        """The bodies to write for the oldest pairs of ``_pend`` that can be paged out now,
+        in order (None: by reference to the journal, no body bytes).
+
+        A message whose body the journal holds (store key > 0: persistent on durable queues,
+        ``BodyStore.put(journaled=True)``) goes by reference once its PUBLISH record is
+        written and fsynced (``BodyStore.journal_prefix``, a run of :attr:`batch` pairs at
+        a time, stopping at the first that is not); one that is not yet (a live
+        publisher runs ahead of group commit by up to its confirm window) ends the list, so
+        it waits in ``_pend`` for its fsync rather than being written whole. Only when
+        ``_pend`` reached ``pend_max`` (the journal far behind, or failing) does it and
+        everything after it go whole. A pair pushed by :meth:`push_journaled` (no store
+        reference, body only in the journal) always goes by reference; other bodies whole."""
+        store = self.store
+        force = len(self._pend) >= self.pend_max
+        whole = False  # (forced, past the first not durable: the rest go whole)
+        bodies: list = []
+        pairs = iter(self._pend)
+        while run := list(islice(pairs, self.batch)):
+            # the journal's messages of the run (store key > 0), looked up in one call
+            cands = [] if whole else [m for _s, (m, _r) in run
+                                      if m.body is None and m.store_key > 0]
+            durable = store.journal_prefix(cands) if cands else 0
+            seen = 0
+            for _seq, (m, _r) in run:
+                body = m.body
+                if body is None and m.store_key:
+                    if m.store_key < 0 or whole:
+                        body = m.load_body()
+                    else:
+                        if seen >= durable:
+                            if not force:
+                                return bodies
+                            whole = True
+                            body = m.load_body()
+                        seen += 1
+                bodies.append(body)
+        return bodies
 
     def _write(self, data: bytes) -> None:
         """Append ``data`` to the last segment (a new one when it is full);
@@ -532,6 +588,7 @@ class PagedReadyQueue(ReadyQueue):
             want -= self._runs_in(want, fresh)
             if self._run_n:
                 return  # (the head is full, or a message the journal cannot serve)
+        cls = self._cls
         while want > 0 and self._segs:
             seg = self._segs[0]
             pos = self._rpos
@@ -539,31 +596,30 @@ class PagedReadyQueue(ReadyQueue):
             n = _LEN.unpack_from(buf, 0)[0]
             if n > len(buf):
                 buf = os.pread(seg.fd, n, pos)
+            pairs, ends = [], []
             p = 0
-            while want > 0 and p + _LEN.size <= len(buf):
+            while len(pairs) < want and p + _LEN.size <= len(buf):
                 n = _LEN.unpack_from(buf, p)[0]
                 if p + n > len(buf):
                     break
-                pair = _decode(buf, p, names, self._cls)
-                try:
-                    self._store_put(pair[1][0])
-                except OSError as e:  # (a body paged out by reference the journal lost: a
-                    # bug) the record stays first in the tail, nothing is lost or reordered
-                    log.error("cannot page a message in: %s", e)
-                    self._rpos = pos + p
-                    return
+                pairs.append(_decode(buf, p, names, cls))
                 p += n
+                ends.append(p)
+            done = self._adopt_run(pairs)
+            for pair in pairs[:done]:
                 self._count_out(pair, -1)
                 fresh.append(pair)
-                want -= 1
-            self._rpos = pos + p
+            want -= done
+            self._rpos = pos + (ends[done - 1] if done else 0)
+            if done < len(pairs):  # (the record it stopped at stays first in the tail)
+                return
             if self._rpos >= seg.end:
                 self._drop_seg()
         pend = self._pend
         while want > 0 and pend:
             pair = pend[0]
             m = pair[1][0]
-            if m.body is None and not m.store_key:  # (push_journaled: see _store_put)
+            if m.body is None and not m.store_key:  # (push_journaled: see _adopt_run)
                 try:
                     self.store.adopt_journaled(m, m.size)
                 except OSError as e:
@@ -572,23 +628,63 @@ class PagedReadyQueue(ReadyQueue):
             fresh.append(pend.popleft())
             want -= 1
 
+    def _adopt_run(self, pairs: list) -> int:
+        """Give the messages of paged-in ``pairs`` their bodies, in order; returns how many
+        got theirs (fewer only if the journal could not serve one paged out by reference:
+        a bug, logged; the caller leaves it and the rest in the tail, nothing is lost or
+        reordered).
+
+        A body stays on its message while the head's paged-in bodies (``_loose``) stay under
+        ``loose_bytes``; beyond, it goes into the body store. For a record by reference the
+        first means reading it from the journal now: those of the run are read together
+        (``BodyStore.read_journaled``: one ``pread`` per span of neighbouring records instead
+        of a store entry and a ``pread`` per delivery); the second indexes it as the
+        journal's record again (``BodyStore.adopt_journaled``)."""
+        store = self.store
+        loose, room = self._loose, self.loose_bytes
+        keep = []  # per pair: the body stays on the message
+        wanted = []  # (msg_id, size) of the by-reference ones kept: read now
+        for _seq, (m, _r) in pairs:
+            n = m.size
+            k = loose + n <= room or store is None
+            if k:
+                loose += n
+                if m.body is None:
+                    wanted.append((m.msg_id, n))
+            keep.append(k)
+        bodies: list = []
+        if wanted:
+            try:
+                bodies = store.read_journaled(wanted)
+            except OSError as e:
+                log.warning("cannot read paged messages back from the journal: %s", e)
+                bodies = [None] * len(wanted)
+        w = 0
+        for i, (_seq, (m, _r)) in enumerate(pairs):
+            try:
+                if keep[i]:
+                    if m.body is None:
+                        body = bodies[w]
+                        w += 1
+                        if body is None:  # (not served: the store tries, and raises)
+                            store.adopt_journaled(m, m.size)
+                            continue
+                        m.body = body
+                    self._loose += m.size
+                elif m.body is None:
+                    store.adopt_journaled(m, m.size)
+                else:
+                    store.put(m, 1)
+            except OSError as e:
+                log.error("cannot page a message in: %s", e)
+                return i
+        return len(pairs)
+
     def _count_out(self, pair, sign: int) -> None:
         self.paged_count += sign
         self.paged_bytes += sign * pair[1][0].size
         if not self.paged_count:
             self._unpaged()
-
-    def _store_put(self, message) -> None:
-        """A paged-in message: its body into the store, or kept (see ``_loose``); one paged
-        out by reference is indexed as the journal's record again."""
-        if message.body is None:
-            self.store.adopt_journaled(message, message.size)
-            return
-        n = len(message.body)
-        if self._loose + n <= self.loose_bytes or self.store is None:
-            self._loose += n
-        else:
-            self.store.put(message, 1)
 
     def _new_seg(self) -> _Seg:
         self._nseg += 1

@@ -450,6 +450,32 @@ class BodyStore:
         return (locator is not None and message.msg_id > 0 and message.store_key > 0
                 and locator.locate(message.msg_id, message.size) is not None)
 
+    def journal_prefix(self, messages: list[Any]) -> int:
+        """How many of the leading stored ``messages`` (each keyed by its msg id: ``put(...,
+        journaled=True)``) are :meth:`in_journal` now, stopping at the first that is not
+        (``SegmentReader.durable_prefix``: one lock hold for a run, no fd)."""
+        locator = self.slow.locator
+        if locator is None:
+            return 0
+        return locator.durable_prefix([(m.msg_id, m.size) for m in messages])
+
+    def sync_journal(self) -> bool:
+        """Ask the journal for an fsync of what it was given so far, not waiting for it
+        (``SegmentReader.request_sync``): a paged queue's tail then becomes :meth:`in_journal`
+        without a confirm or a segment's end. False if no journal or nothing asked."""
+        locator = self.slow.locator
+        return locator is not None and locator.request_sync()
+
+    def read_journaled(self, wanted: list[tuple[int, int]]) -> list[bytes | None]:
+        """Bodies ``(msg_id, body_len)`` read from the journal now (``SegmentReader.
+        read_many``: a span of neighbouring records at a time), None for one it does not
+        hold (live, durable); a paged queue's page-in keeps them on its messages. Does not
+        touch the store (no lock). Raises ``OSError`` on a read error."""
+        locator = self.slow.locator
+        if locator is None:
+            return [None] * len(wanted)
+        return locator.read_many(wanted)
+
     def adopt_journaled(self, message: Any, body_len: int) -> None:
         """Page-in of a message paged out by reference (:meth:`in_journal`): index its body
         as the journal's record (:meth:`put_journaled`), or, if its id is in the store already
