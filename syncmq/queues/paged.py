@@ -63,10 +63,11 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import struct
 from collections import deque
 from itertools import islice
 
+from .page_records import _HEAD, _LEN, _decode, _encode, _Seg
+from .paged_runs import IdRunTail
 from .ready import ReadyQueue
 
 __all__ = ["PagedReadyQueue", "PAGE_BATCH"]
@@ -78,90 +79,10 @@ READ_CHUNK = 1 << 20  # bytes read per pread when paging in
 SEG_BYTES = 64 << 20  # page segment size (a record never spans two)
 LOOSE_BYTES = 4 << 20  # paged-in bodies a queue's head may hold outside the body store
 
-# length, seq, msg_id, flags, ttl, len(exchange), len(routing key), len(properties),
-# number of CC keys, number of BCC keys, len(body); then the strings, the body, the length
-_HEAD = struct.Struct("<IqqBqBBIHHI")
-_LEN = struct.Struct("<I")
-_REDELIVERED, _PERSISTENT, _TTL, _JOURNAL = 1, 2, 4, 8
 _ids = itertools.count(1)
 
 
-def _key(s: str) -> bytes:
-    b = s.encode("utf-8", "surrogateescape")
-    return bytes((len(b),)) + b
-
-
-def _encode(seq: int, message, redelivered: bool, body: bytes | None) -> bytes:
-    """One page record (see the module docstring); ``body`` None: the body is the journal's
-    (``_JOURNAL``: the record holds its length, not its bytes)."""
-    ex = message.exchange.encode("utf-8", "surrogateescape")
-    rk = message.routing_key.encode("utf-8", "surrogateescape")
-    props = message.properties
-    cc, bcc = message.cc, message.bcc
-    keys = b"".join(_key(k) for k in (*cc, *bcc)) if cc or bcc else b""
-    ttl = message.ttl
-    flags = ((_REDELIVERED if redelivered else 0) | (_PERSISTENT if message.persistent else 0)
-             | (_TTL if ttl is not None else 0) | (_JOURNAL if body is None else 0))
-    if body is None:
-        blen, body = message.size, b""
-    else:
-        blen = len(body)
-    n = _HEAD.size + len(ex) + len(rk) + len(props) + len(keys) + len(body) + _LEN.size
-    return b"".join((_HEAD.pack(n, seq, message.msg_id, flags, ttl or 0, len(ex), len(rk),
-                                len(props), len(cc), len(bcc), blen),
-                     ex, rk, props, keys, body, _LEN.pack(n)))
-
-
-def _decode(buf: bytes, p: int, names: dict, cls) -> tuple:
-    """The pair of the record at ``buf[p:]``, its message a new ``cls`` (the broker's
-    ``Message``; ``names``: interned exchange names). A ``_JOURNAL`` record's message has
-    ``body`` None and no store reference yet: :meth:`PagedReadyQueue._adopt_run` gives
-    it its body (or a store reference)."""
-    (n, seq, msg_id, flags, ttl, lex, lrk, lprops, ncc, nbcc, lbody) = _HEAD.unpack_from(buf, p)
-    q = p + _HEAD.size
-    m = cls.__new__(cls)
-    exb = buf[q:q + lex]  # (buf is bytes: a slice is a new bytes object)
-    ex = names.get(exb)
-    if ex is None:
-        ex = names[exb] = exb.decode("utf-8", "surrogateescape")
-    m.exchange = ex
-    q += lex
-    m.routing_key = buf[q:q + lrk].decode("utf-8", "surrogateescape")
-    q += lrk
-    m.properties = buf[q:q + lprops]
-    q += lprops
-    if ncc or nbcc:
-        keys = []
-        for _ in range(ncc + nbcc):
-            k = buf[q]
-            keys.append(buf[q + 1:q + 1 + k].decode("utf-8", "surrogateescape"))
-            q += 1 + k
-        m.cc = tuple(keys[:ncc])
-        m.bcc = tuple(keys[ncc:])
-    else:
-        m.cc = m.bcc = ()
-    m.body = None if flags & _JOURNAL else buf[q:q + lbody]
-    m.size = lbody
-    m.msg_id = msg_id
-    m.store_key = 0
-    m.confirm = None  # (paged out and back: an early confirm falls back to the fsync)
-    m._props = None
-    m._exchange_rk = None
-    m.persistent = bool(flags & _PERSISTENT)
-    m.ttl = ttl if flags & _TTL else None
-    return seq, (m, bool(flags & _REDELIVERED))
-
-
-class _Seg:
-    __slots__ = ("fd", "path", "end")
-
-    def __init__(self, fd: int, path: str) -> None:
-        self.fd = fd
-        self.path = path
-        self.end = 0  # bytes written (the next record's offset)
-
-
-class PagedReadyQueue(ReadyQueue):
+class PagedReadyQueue(IdRunTail, ReadyQueue):
     """A :class:`ReadyQueue` that keeps at most ``window`` messages in memory and pages the
     rest out to files in ``directory`` (see the module docstring). ``store``: the body
     store (``queues.spill.BodyStore``) paged-out messages leave and paged-in ones re-enter
@@ -245,81 +166,6 @@ class PagedReadyQueue(ReadyQueue):
             self._page_out()
         pend.append((seq, item))
         return seq
-
-    def push_run(self, first: int, count: int, redelivered: bool) -> bool:
-        """Recovery: append ``count`` messages whose PUBLISH records (ids ``first ..``, one
-        queue, no other copy, bodies only in the journal) were just replayed, as a run of
-        ids: no object, no page record, nothing per message until page-in decodes them
-        from the journal (``store.slow.locator.publish_meta``). False, and nothing done,
-        unless the head is full and the tail holds nothing but runs (so runs stay the
-        tail's front) with the same ``redelivered``. Their bytes are counted by the queue
-        when they become pairs (``counted``); ``paged_count`` counts them at once. O(1)."""
-        if self._pend or self._segs or \
-                len(self._fresh) + len(self._requeued) < self.window or \
-                (self._run_n and redelivered != self._run_red):
-            return False
-        if not self._run_n:
-            self._run_seq, self._run_red = self._next_seq, redelivered
-        runs = self._runs
-        if runs and runs[-1][0] + runs[-1][1] == first:
-            runs[-1][1] += count
-        else:
-            runs.append([first, count])
-        self._run_n += count
-        self.paged_count += count
-        self._next_seq += count
-        if self.store is not None:
-            self.store.paging.add(self._id)
-        return True
-
-    def _run_pair(self, mid: int, seq: int, adopt: bool = True):
-        """The pair of run message ``mid`` (seq ``seq``) decoded from its journal record,
-        its body indexed as the journal's (``adopt``; else read onto it, no store
-        reference: checks); raises OSError if the journal cannot give it back (not live:
-        a bug)."""
-        locator = self.store.slow.locator
-        meta = locator.publish_meta(mid)
-        if meta is None:
-            raise OSError(f"journaled message {mid} is not in the journal")
-        ex, rk, props, n, published_ms = meta
-        names = self._names
-        exb = ex.encode("utf-8", "surrogateescape")
-        ex = names.setdefault(exb, ex)
-        m = self._cls(ex, rk, props, b"")
-        m.msg_id = mid
-        m.body, m.size = None, n
-        if not adopt:
-            m.body = locator.read(mid, n)
-            return seq, (m, self._run_red)
-        self.store.adopt_journaled(m, n)
-        if self.counted is not None:
-            self.counted(m, seq, published_ms)
-        return seq, (m, self._run_red)
-
-    def _runs_in(self, want: int, out) -> int:
-        """Move up to ``want`` run messages, the tail's front, to ``out`` (a deque), in
-        order; returns how many. Stops (logged) at one the journal cannot serve, which
-        stays first."""
-        runs = self._runs
-        done = 0
-        while done < want and runs:
-            run = runs[0]
-            try:
-                out.append(self._run_pair(run[0], self._run_seq))
-            except OSError as e:
-                log.error("cannot page a message in: %s", e)
-                break
-            run[0] += 1
-            run[1] -= 1
-            if not run[1]:
-                runs.popleft()
-            self._run_seq += 1
-            self._run_n -= 1
-            self.paged_count -= 1
-            done += 1
-        if not self.paged_count:
-            self._unpaged()
-        return done
 
     def push_many(self, items) -> None:
         """Append new items in order, as ``push`` of each would: the head's room in one

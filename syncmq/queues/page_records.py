@@ -1,0 +1,90 @@
+"""The page record of a paged queue's tail (``queues/paged.py``): one self-contained,
+length-framed record per message (seq, redelivered, exchange, routing key, raw properties,
+CC/BCC keys, msg id, persistent flag, TTL and body, or with ``_JOURNAL`` only the body's
+length: the journal holds it), and the page segment a queue appends them to. Pure functions
+of their arguments; the queue owns the files."""
+
+from __future__ import annotations
+
+import struct
+
+# length, seq, msg_id, flags, ttl, len(exchange), len(routing key), len(properties),
+# number of CC keys, number of BCC keys, len(body); then the strings, the body, the length
+_HEAD = struct.Struct("<IqqBqBBIHHI")
+_LEN = struct.Struct("<I")
+_REDELIVERED, _PERSISTENT, _TTL, _JOURNAL = 1, 2, 4, 8
+
+
+def _key(s: str) -> bytes:
+    b = s.encode("utf-8", "surrogateescape")
+    return bytes((len(b),)) + b
+
+
+def _encode(seq: int, message, redelivered: bool, body: bytes | None) -> bytes:
+    """One page record (see the module docstring); ``body`` None: the body is the journal's
+    (``_JOURNAL``: the record holds its length, not its bytes)."""
+    ex = message.exchange.encode("utf-8", "surrogateescape")
+    rk = message.routing_key.encode("utf-8", "surrogateescape")
+    props = message.properties
+    cc, bcc = message.cc, message.bcc
+    keys = b"".join(_key(k) for k in (*cc, *bcc)) if cc or bcc else b""
+    ttl = message.ttl
+    flags = ((_REDELIVERED if redelivered else 0) | (_PERSISTENT if message.persistent else 0)
+             | (_TTL if ttl is not None else 0) | (_JOURNAL if body is None else 0))
+    if body is None:
+        blen, body = message.size, b""
+    else:
+        blen = len(body)
+    n = _HEAD.size + len(ex) + len(rk) + len(props) + len(keys) + len(body) + _LEN.size
+    return b"".join((_HEAD.pack(n, seq, message.msg_id, flags, ttl or 0, len(ex), len(rk),
+                                len(props), len(cc), len(bcc), blen),
+                     ex, rk, props, keys, body, _LEN.pack(n)))
+
+
+def _decode(buf: bytes, p: int, names: dict, cls) -> tuple:
+    """The pair of the record at ``buf[p:]``, its message a new ``cls`` (the broker's
+    ``Message``; ``names``: interned exchange names). A ``_JOURNAL`` record's message has
+    ``body`` None and no store reference yet: :meth:`PagedReadyQueue._adopt_run` gives
+    it its body (or a store reference)."""
+    (n, seq, msg_id, flags, ttl, lex, lrk, lprops, ncc, nbcc, lbody) = _HEAD.unpack_from(buf, p)
+    q = p + _HEAD.size
+    m = cls.__new__(cls)
+    exb = buf[q:q + lex]  # (buf is bytes: a slice is a new bytes object)
+    ex = names.get(exb)
+    if ex is None:
+        ex = names[exb] = exb.decode("utf-8", "surrogateescape")
+    m.exchange = ex
+    q += lex
+    m.routing_key = buf[q:q + lrk].decode("utf-8", "surrogateescape")
+    q += lrk
+    m.properties = buf[q:q + lprops]
+    q += lprops
+    if ncc or nbcc:
+        keys = []
+        for _ in range(ncc + nbcc):
+            k = buf[q]
+            keys.append(buf[q + 1:q + 1 + k].decode("utf-8", "surrogateescape"))
+            q += 1 + k
+        m.cc = tuple(keys[:ncc])
+        m.bcc = tuple(keys[ncc:])
+    else:
+        m.cc = m.bcc = ()
+    m.body = None if flags & _JOURNAL else buf[q:q + lbody]
+    m.size = lbody
+    m.msg_id = msg_id
+    m.store_key = 0
+    m.confirm = None  # (paged out and back: an early confirm falls back to the fsync)
+    m._props = None
+    m._exchange_rk = None
+    m.persistent = bool(flags & _PERSISTENT)
+    m.ttl = ttl if flags & _TTL else None
+    return seq, (m, bool(flags & _REDELIVERED))
+
+
+class _Seg:
+    __slots__ = ("fd", "path", "end")
+
+    def __init__(self, fd: int, path: str) -> None:
+        self.fd = fd
+        self.path = path
+        self.end = 0  # bytes written (the next record's offset)
