@@ -152,19 +152,29 @@ class SegmentReader:
         alive = self._alive.pop(no, None)
         return f if f is not None else alive
 
+    def _durable_loc_locked(self, msg_id: int, body_len: int) -> tuple[int, int, int] | None:
+        """``(segment, offset, size)`` of the PUBLISH record of live message ``msg_id`` if it
+        holds at least ``body_len`` body bytes and is written and fsynced, else None: the one
+        rule for what this reader hands out (:attr:`lock` held)."""
+        journal = self.journal
+        state = journal._state
+        loc = state.msgs.loc(msg_id) if state is not None else None
+        if loc is None:
+            return None
+        cur, durable = journal.durable_mark
+        seg, off, size = loc
+        if size < body_len or seg > cur or (seg == cur and off + size > durable):
+            return None
+        return loc
+
     def locate(self, msg_id: int, body_len: int) -> tuple[SegmentFd, int] | None:
         """``(fd, offset)`` of the body of live message ``msg_id`` (``body_len`` bytes), or
         None if its PUBLISH is not written and fsynced yet, or not live (any thread)."""
-        journal = self.journal
         with self.lock:
-            state = journal._state
-            loc = state.msgs.loc(msg_id) if state is not None else None
+            loc = self._durable_loc_locked(msg_id, body_len)
             if loc is None:
                 return None
-            cur, durable = journal.durable_mark
             seg, off, size = loc
-            if size < body_len or seg > cur or (seg == cur and off + size > durable):
-                return None
             try:
                 f = self._fd_locked(seg)
             except OSError:
@@ -175,16 +185,11 @@ class SegmentReader:
         """The whole PUBLISH record (header included) of live message ``msg_id``, read now,
         or None as :meth:`locate` (any thread: a paged queue's recovered tail is a run of
         message ids decoded from their records at page-in, ``queues/paged.py``)."""
-        journal = self.journal
         with self.lock:
-            state = journal._state
-            loc = state.msgs.loc(msg_id) if state is not None else None
+            loc = self._durable_loc_locked(msg_id, 0)
             if loc is None:
                 return None
-            cur, durable = journal.durable_mark
             seg, off, size = loc
-            if seg > cur or (seg == cur and off + size > durable):
-                return None
             try:
                 f = self._fd_locked(seg)
             except OSError:
@@ -206,21 +211,12 @@ class SegmentReader:
         (live, written and fsynced), stopping at the first it would not: one hold of
         :attr:`lock` for at most :data:`LOOKUPS_HELD` lookups and no fd (a paged queue's
         page-out: which of its newest messages may go by reference). Any thread."""
-        journal = self.journal
         done = 0
+        where = self._durable_loc_locked
         for i in range(0, len(wanted), LOOKUPS_HELD):
             with self.lock:
-                state = journal._state
-                if state is None:
-                    return done
-                loc_of = state.msgs.loc
-                cur, durable = journal.durable_mark
                 for msg_id, n in wanted[i:i + LOOKUPS_HELD]:
-                    loc = loc_of(msg_id)
-                    if loc is None:
-                        return done
-                    seg, off, size = loc
-                    if size < n or seg > cur or (seg == cur and off + size > durable):
+                    if where(msg_id, n) is None:
                         return done
                     done += 1
         return done
@@ -248,22 +244,16 @@ class SegmentReader:
         the bodies' bytes plus a page), so a page-in costs a read per span, not one per
         message. Locations are taken under :attr:`lock`, the reads done after it with the
         fds they were taken on (which pin those bytes: see the module docstring)."""
-        journal = self.journal
         locs: list[tuple[SegmentFd, int, int] | None] = []
+        where = self._durable_loc_locked
         for i in range(0, len(wanted), LOOKUPS_HELD):  # (the lock for at most that many)
             with self.lock:
-                state = journal._state
-                cur, durable = journal.durable_mark
-                msgs = state.msgs if state is not None else None
                 for msg_id, n in wanted[i:i + LOOKUPS_HELD]:
-                    loc = msgs.loc(msg_id) if msgs is not None else None
+                    loc = where(msg_id, n)
                     if loc is None:
                         locs.append(None)
                         continue
                     seg, off, size = loc
-                    if size < n or seg > cur or (seg == cur and off + size > durable):
-                        locs.append(None)
-                        continue
                     try:
                         locs.append((self._fd_locked(seg), off + size - n, n))
                     except OSError:
