@@ -167,33 +167,36 @@ class SegmentReader:
             return None
         return loc
 
-    def locate(self, msg_id: int, body_len: int) -> tuple[SegmentFd, int] | None:
-        """``(fd, offset)`` of the body of live message ``msg_id`` (``body_len`` bytes), or
-        None if its PUBLISH is not written and fsynced yet, or not live (any thread)."""
+    def _durable_fd(self, msg_id: int, body_len: int) -> tuple[SegmentFd, int, int] | None:
+        """``(fd, offset, size)`` of the PUBLISH record :meth:`_durable_loc_locked` allows,
+        the fd taken under :attr:`lock` (it pins the bytes), or None (any thread)."""
         with self.lock:
             loc = self._durable_loc_locked(msg_id, body_len)
             if loc is None:
                 return None
             seg, off, size = loc
             try:
-                f = self._fd_locked(seg)
+                return self._fd_locked(seg), off, size
             except OSError:
                 return None
+
+    def locate(self, msg_id: int, body_len: int) -> tuple[SegmentFd, int] | None:
+        """``(fd, offset)`` of the body of live message ``msg_id`` (``body_len`` bytes), or
+        None if its PUBLISH is not written and fsynced yet, or not live (any thread)."""
+        found = self._durable_fd(msg_id, body_len)
+        if found is None:
+            return None
+        f, off, size = found
         return f, off + size - body_len
 
     def record(self, msg_id: int) -> bytes | None:
         """The whole PUBLISH record (header included) of live message ``msg_id``, read now,
         or None as :meth:`locate` (any thread: a paged queue's recovered tail is a run of
         message ids decoded from their records at page-in, ``queues/paged.py``)."""
-        with self.lock:
-            loc = self._durable_loc_locked(msg_id, 0)
-            if loc is None:
-                return None
-            seg, off, size = loc
-            try:
-                f = self._fd_locked(seg)
-            except OSError:
-                return None
+        found = self._durable_fd(msg_id, 0)
+        if found is None:
+            return None
+        f, off, size = found
         data = f.pread(size, off)
         return data if len(data) == size else None
 
