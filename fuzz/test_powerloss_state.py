@@ -441,6 +441,7 @@ def test_the_harness_catches_a_confirm_before_its_fsync(monkeypatch) -> None:
     fsyncing them (the bug a kill -9 cannot show), it finds a lost confirmed record."""
     import pytest
     from hypothesis import Phase
+    from hypothesis.errors import Flaky
     from hypothesis.stateful import run_state_machine_as_test
 
     def no_fsync(self: Journal) -> None:  # Journal._sync minus the fdatasync
@@ -449,6 +450,21 @@ def test_the_harness_catches_a_confirm_before_its_fsync(monkeypatch) -> None:
         self.durable_mark = (self._seg_no, self._durable_end)
 
     monkeypatch.setattr(Journal, "_sync", no_fsync)
-    with pytest.raises(AssertionError, match="lost"):
+    found: list[str] = []
+    check = CleanClose._check
+
+    def recording_check(self, rec, snap: dict, strict: bool) -> None:
+        try:
+            check(self, rec, snap, strict)
+        except AssertionError as exc:
+            found.append(str(exc))
+            raise
+
+    monkeypatch.setattr(CleanClose, "_check", recording_check)
+    # Hypothesis replays a failure to report it; the machine's threads can draw a different
+    # path on that replay and Hypothesis then reports Flaky* instead of the AssertionError.
+    # What this test asserts is that the harness found the loss, so it reads the record.
+    with pytest.raises((AssertionError, Flaky)):
         run_state_machine_as_test(CleanClose, settings=settings(
             SETTINGS, max_examples=300, phases=(Phase.generate,), database=None))
+    assert any("lost" in f for f in found), found
