@@ -97,6 +97,10 @@ class Server:
         # Configuration files read before the server was made (``--config``; cli.main sets
         # it): the management API lists them with ``--users-file`` (``config_files``).
         self.config_files: list[str] = []
+        # Set by the ``syncmq`` command (its own process): freeze the start-up heap before
+        # the reactor runs (``memory.freeze_heap``); an embedded broker leaves its host's
+        # heap alone.
+        self.freeze_heap = False
         self.started_at = time.time()
         self.management: ManagementServer | None = None
         self.prometheus: ManagementServer | None = None  # --prometheus-port's listener
@@ -258,6 +262,8 @@ class Server:
             self.config.data_dir,
         )
         self.monitor.start()  # also accounts memory (mem_used) and gives it back after bursts
+        if self.freeze_heap:  # (no client served yet: the collection delays nobody)
+            extra["gc"] = memory.freeze_heap()
         self.reactor.start()
         self.shovels.set_local(self._local_node())
         log.info(
