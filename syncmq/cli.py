@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         _report_ready(ready_fd, False)
         return 1
     server.config_files = [args.config_file] if getattr(args, "config_file", None) else []
+    server.freeze_heap = True  # this process is the broker's own (memory.freeze_heap)
     if users is not None:
         server.set_users(users)
         log.info("users file loaded", extra={"users_file": args.users_file, **users.summary()})

@@ -97,6 +97,9 @@ class Server:
         # Configuration files read before the server was made (``--config``; cli.main sets
         # it): the management API lists them with ``--users-file`` (``config_files``).
         self.config_files: list[str] = []
+        # Set by the ``syncmq`` command (its own process): freeze the start-up heap before
+        # recovery (``memory.freeze_heap``); an embedded broker leaves its host's heap alone.
+        self.freeze_heap = False
         self.started_at = time.time()
         self.management: ManagementServer | None = None
         self.prometheus: ManagementServer | None = None  # --prometheus-port's listener
@@ -229,6 +232,8 @@ class Server:
             self.journal.reader.close()
 
     def _start(self) -> tuple[str, int]:
+        # (before recovery: what it builds stays collectable; no client is served yet)
+        frozen = memory.freeze_heap() if self.freeze_heap else None
         recovered = self.recover()
         self.address = self.reactor.listen(self.config.bind, self.config.port)
         listeners = [{"protocol": "amqp", "ip_address": self.address[0],
@@ -258,6 +263,8 @@ class Server:
             self.config.data_dir,
         )
         self.monitor.start()  # also accounts memory (mem_used) and gives it back after bursts
+        if frozen is not None:
+            extra["gc"] = memory.gc_census()
         self.reactor.start()
         self.shovels.set_local(self._local_node())
         log.info(
