@@ -146,13 +146,15 @@ class GroupCommit:
         state = self._state
         assert state is not None
         apply = state.apply
-        apply_publish = state.apply_publish
+        publish = state.publish  # a PUBLISH whose (msg_id, vhost, queues) the item carries
         hsize = fmt.RECORD_HEADER.size
         for bufs, offs, heads, seg in chunks:
             for rec, off, head in zip(bufs, offs, heads, strict=True):
                 try:
                     if head is not None:
-                        apply_publish(head, len(rec), seg, off)
+                        n = len(rec)
+                        seg.size += n
+                        publish(head[0], head[1], head[2], seg, off, n)
                     else:
                         apply(rec[8], rec, 0, len(rec) - hsize, seg, off)
                 except (fmt.FormatError, UnicodeDecodeError) as exc:

@@ -281,7 +281,9 @@ class MessageTable:
         if seg > _M32 or off > _M32 or size > _M32 or len(route) > MAX_ROUTE:
             self._big[mid] = _Big(seg, off, size, route)
             return True
-        rid = self._route_id(route)
+        rid = self._route_ids.get(route)
+        if rid is None:
+            rid = self._route_id(route)
         if c is None:
             c = self._chunks[key] = _Chunk()
             i = 0

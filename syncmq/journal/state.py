@@ -187,13 +187,6 @@ class JournalState:
         else:
             self.apply_entity(fmt.decode_payload(rtype, buf, start, end), seg, off, size)
 
-    def apply_publish(self, head: tuple[int, str, tuple[str, ...]], size: int, seg: Segment,
-                      off: int) -> None:
-        """:meth:`apply` of a PUBLISH record of ``size`` bytes (header included) whose
-        ``(msg_id, vhost, queues)`` the writer already knows (no decoding)."""
-        seg.size += size
-        self.publish(head[0], head[1], head[2], seg, off, size)
-
     def _route(self, seg: Segment, vhost: str, queues: tuple[str, ...]) -> tuple[QKey, ...]:
         """Deduplicated queue keys of a PUBLISH, its keys mentioned in ``seg`` (cached: most
         publishes repeat a few routes)."""
@@ -216,7 +209,9 @@ class JournalState:
                 size: int) -> None:
         if mid > self.max_id:
             self.max_id = mid
-        route = self._route(seg, vhost, queues)
+        route = self._routes.get((seg.no, vhost, queues))  # (_route's cache, no call)
+        if route is None:
+            route = self._route(seg, vhost, queues)
         if not route or not self.msgs.add(mid, seg.no, off, size, route):
             if route:  # broken contract (ids must be unique): keep the first
                 self.duplicate_publishes += 1
