@@ -223,6 +223,26 @@ class JournalState:
             self.dead_seg.pop(mid, None)
         seg.live += size
 
+    def publish_run(self, mids: list[int], vhost: str, queues: tuple[str, ...], seg: Segment,
+                    offs: list[int], sizes: list[int]) -> None:
+        """:meth:`publish` of consecutive PUBLISH records of one route in ``seg`` (log
+        order); ``MessageTable.add_run`` in one step when it can, else one by one."""
+        route = self._routes.get((seg.no, vhost, queues))
+        if route is None:
+            route = self._route(seg, vhost, queues)
+        if len(mids) > 1 and route and self.msgs.add_run(mids, seg.no, offs, sizes, route):
+            if mids[-1] > self.max_id:  # (add_run took them: ascending)
+                self.max_id = mids[-1]
+            if self.dead_seg:
+                pop = self.dead_seg.pop
+                for mid in mids:
+                    pop(mid, None)
+            seg.live += sum(sizes)
+            return
+        publish = self.publish
+        for mid, off, size in zip(mids, offs, sizes, strict=True):
+            publish(mid, vhost, queues, seg, off, size)
+
     def _killed(self, mid: int, seg_no: int, size: int) -> None:
         """Message ``mid`` (record of ``size`` bytes in segment ``seg_no``) just died."""
         seg = self.segments.get(seg_no)
