@@ -63,6 +63,34 @@ class TableMachine(RuleBasedStateMachine):
             assert self.t.add(mid, 3, mid * 10 % 2**32, 100, tuple(route))
             self.m[mid] = [3, mid * 10 % 2**32, 100, list(route), set()]
 
+    @rule(data=st.data(), route=st.one_of(SMALL, SMALL, WIDE),
+          seg=st.one_of(st.integers(1, 50), st.just(2**32 + 1)),
+          n=st.integers(1, 40), start=st.one_of(st.none(), IDS))
+    def add_run(self, data, route, seg, n, start) -> None:
+        """A journal batch's run of PUBLISH records (``add_run``): in one step when it
+        qualifies, else (nothing changed) one by one, as the journal thread does."""
+        base = self.next if start is None else start
+        mids = sorted(set(base + data.draw(st.integers(0, 3)) * i for i in range(n)))
+        if data.draw(st.booleans()):  # out of order too, now and then
+            mids = data.draw(st.permutations(mids))
+        self.next = max(self.next, max(mids) + 1)
+        offs = [data.draw(st.one_of(st.integers(0, 10**6), st.just(2**32 + 7)))
+                if data.draw(st.integers(0, 9)) == 0 else 100 * i for i in range(len(mids))]
+        sizes = [data.draw(st.integers(9, 5000)) for _ in mids]
+        before = {m: list(v) for m, v in self.m.items()}
+        if self.t.add_run(list(mids), seg, offs, sizes, tuple(route)):
+            assert all(m not in before for m in mids)
+            assert list(mids) == sorted(mids)
+            for mid, off, size in zip(mids, offs, sizes, strict=True):
+                self.m[mid] = [seg, off, size, list(route), set()]
+        else:
+            self.agrees()  # nothing changed
+            for mid, off, size in zip(mids, offs, sizes, strict=True):
+                ok = self.t.add(mid, seg, off, size, tuple(route))
+                assert ok == (mid not in self.m)
+                if ok:
+                    self.m[mid] = [seg, off, size, list(route), set()]
+
     @rule(data=st.data(), q=st.sampled_from(QS))
     def remove(self, data, q) -> None:
         mid = self._pick(data)

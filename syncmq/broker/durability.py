@@ -326,13 +326,21 @@ class Durability:
         Must be called before the message is put on any queue. Raises :class:`NotDurable` if
         the journal refuses it (``message.msg_id`` stays 0: it is a transient message then).
         """
-        names = tuple([q.name for q in queues if q.journaled])
-        if not names:
-            return False
+        if len(queues) == 1:  # (the usual case: no list, no generator)
+            q = queues[0]
+            if not q.journaled:
+                return False
+            names: tuple[str, ...] = (q.name,)
+            ttl = message.ttl is not None or q.message_ttl is not None
+        else:
+            js = [q for q in queues if q.journaled]
+            if not js:
+                return False
+            names = tuple([q.name for q in js])
+            ttl = message.ttl is not None or any(q.message_ttl is not None for q in js)
         msg_id = next(self._ids)
         try:
-            if message.ttl is not None or any(
-                    q.message_ttl is not None for q in queues if q.journaled):
+            if ttl:
                 # a TTL applies: record the publish time, so that after a restart the TTL
                 # still counts from it (as RabbitMQ persists a message's expiry)
                 record = jf.encode_publish_at(int(time.time() * 1000), msg_id, vhost, names,
@@ -361,9 +369,10 @@ class Durability:
         if msg_ids:
             self._append_ids(jf.T_ACK, q, msg_ids)
 
-    def delivered(self, q: Queue, msg_id: int) -> None:
-        """First delivery of ``msg_id`` from ``q`` (coalesced like :meth:`acked`)."""
-        self._append_ids(jf.T_DELIVERED, q, (msg_id,))
+    def delivered(self, q: Queue, msg_ids: list[int]) -> None:
+        """First delivery of ``msg_ids`` (non-zero) from ``q``: one call per delivery batch
+        (``Queue._handed_out_locked``), coalesced like :meth:`acked`."""
+        self._append_ids(jf.T_DELIVERED, q, msg_ids)
 
     def _append_ids(self, rtype: int, q: Queue, ids: list[int] | tuple[int, ...]) -> None:
         if self._txs:

@@ -418,21 +418,27 @@ class Queue(QueueLimits, QueueCredit, QueueChecks, QueueConsumers, QueuePaging):
         elif not (self.journaled or self.expiry or self.store is not None):
             return
         durability = self.durability
+        if not no_ack:  # a journaled queue's first deliveries: one DELIVERED append a batch
+            if durability is not None:
+                ids = [m.msg_id for _, (m, redelivered) in
+                       (pairs if n == len(pairs) else pairs[:n]) if m.msg_id and not redelivered]
+                if ids:
+                    durability.delivered(self, ids)
+            return
+        acked = []
         for i in range(n):
-            seq, (message, redelivered) = pairs[i]
-            if no_ack and message.msg_id and self.journaled:
-                self.persistent_count -= 1
-                self.persistent_bytes -= message.size
-            if message.msg_id and durability is not None:
-                if no_ack:
-                    durability.acked(self, [message.msg_id])
-                elif not redelivered:
-                    durability.delivered(self, message.msg_id)
-            if no_ack:
-                if self.expiry:
-                    self.expiry.pop(seq, None)
-                if self.store is not None:
-                    self.store.release(message)
+            seq, (message, _) = pairs[i]
+            if message.msg_id:
+                acked.append(message.msg_id)
+                if self.journaled:
+                    self.persistent_count -= 1
+                    self.persistent_bytes -= message.size
+            if self.expiry:
+                self.expiry.pop(seq, None)
+            if self.store is not None:
+                self.store.release(message)
+        if acked and durability is not None:
+            durability.acked(self, acked)
 
     def get(self, no_ack: bool) -> tuple[int, Message, bool, int] | None:
         """Pop the head for basic.get: ``(seq, message, redelivered, remaining)`` or None."""

@@ -221,7 +221,7 @@ def encode_binding_remove(
 
 
 _PUBLISH_TYPE_CRC = zlib.crc32(_TYPE_BYTE[T_PUBLISH])
-#: (vhost, exchange, routing_key, *queues) -> the encoded fields between msg_id and properties
+#: (vhost, exchange, routing_key, queues) -> the encoded fields between msg_id and properties
 _publish_routes: dict[tuple, bytes] = {}
 
 
@@ -234,6 +234,13 @@ def _publish_route(vhost: str, queues: Sequence[str], exchange: str, routing_key
     return b"".join(parts)
 
 
+#: (vhost, exchange, routing_key, queues, properties) -> the encoded fields between msg_id and
+#: the body's length (route, properties' length, properties), for properties of at most
+#: ``_MID_PROPS_MAX`` octets (bounds the cache: 4,096 entries of a few hundred octets)
+_publish_mids: dict[tuple, bytes] = {}
+_MID_PROPS_MAX = 512
+
+
 def encode_publish(
     msg_id: int, vhost: str, queues: Sequence[str], exchange: str, routing_key: str,
     properties: bytes, body: bytes,
@@ -241,20 +248,31 @@ def encode_publish(
     """PUBLISH of one message routed to ``queues`` (all durable, at least one).
 
     Hot path (one call per persistent publish): the fields that repeat from one publish to the
-    next (vhost, queues, exchange, routing key) are encoded once per distinct route and cached
-    (bounded); the CRC runs over the parts, and the record is joined once."""
-    key = (vhost, exchange, routing_key, *queues)
-    route = _publish_routes.get(key)
-    if route is None:
-        route = _publish_route(vhost, queues, exchange, routing_key)
-        if len(_publish_routes) >= 4096:
-            _publish_routes.clear()
-        _publish_routes[key] = route
-    head = (_U64.pack(msg_id) + route + _U32.pack(len(properties)) + properties
-            + _U32.pack(len(body)))
-    n = len(head) + len(body)
+    next (vhost, queues, exchange, routing key and, when short, the properties) are encoded
+    once per distinct value and cached (bounded); the CRC runs over the parts, and the record
+    is joined once."""
+    if queues.__class__ is not tuple:
+        queues = tuple(queues)
+    key = (vhost, exchange, routing_key, queues, properties)
+    mid = _publish_mids.get(key)
+    if mid is None:
+        rkey = key[:4]
+        route = _publish_routes.get(rkey)
+        if route is None:
+            route = _publish_route(vhost, queues, exchange, routing_key)
+            if len(_publish_routes) >= 4096:
+                _publish_routes.clear()
+            _publish_routes[rkey] = route
+        mid = route + _U32.pack(len(properties)) + properties
+        if len(properties) <= _MID_PROPS_MAX:
+            if len(_publish_mids) >= 4096:
+                _publish_mids.clear()
+            _publish_mids[key] = mid
+    nb = len(body)
+    n = len(mid) + nb + 12
     if n > MAX_PAYLOAD:
         raise FormatError("record payload too large")
+    head = _U64.pack(msg_id) + mid + _U32.pack(nb)
     crc = zlib.crc32(body, zlib.crc32(head, _PUBLISH_TYPE_CRC))
     return b"".join((RECORD_HEADER.pack(n, crc, T_PUBLISH), head, body))
 

@@ -281,7 +281,9 @@ class MessageTable:
         if seg > _M32 or off > _M32 or size > _M32 or len(route) > MAX_ROUTE:
             self._big[mid] = _Big(seg, off, size, route)
             return True
-        rid = self._route_id(route)
+        rid = self._route_ids.get(route)
+        if rid is None:
+            rid = self._route_id(route)
         if c is None:
             c = self._chunks[key] = _Chunk()
             i = 0
@@ -304,6 +306,49 @@ class MessageTable:
                 x.insert(i, v)
             c.a = new
         c.live += 1
+        if rid not in c.routes:
+            c.routes.add(rid)
+            self._route_refs[rid] += 1
+        return True
+
+    def add_run(self, mids: list[int], seg: int, offs: list[int], sizes: list[int],
+                route: Route) -> bool:
+        """:meth:`add` of each of ``mids`` (records ``(seg, offs[i], sizes[i])``, one route)
+        in one step when they go at the end of one chunk: ascending, all above the chunk's
+        last slot, nothing in ``_big``, every field fits a slot. False (and nothing changes)
+        otherwise: the caller adds them one by one. The journal thread's run of a batch's
+        PUBLISH records (``JournalState.publish_run``): four ``extend`` calls instead of four
+        ``append`` calls a message, the ids last (readers, see :meth:`add`)."""
+        key = mids[0] >> CHUNK_BITS
+        if (mids[-1] >> CHUNK_BITS != key or self._big or seg > _M32 or len(route) > MAX_ROUTE
+                or max(offs) > _M32 or max(sizes) > _M32):
+            return False
+        lows = [m & _LOW for m in mids]
+        c = self._chunks.get(key)
+        if c is not None and c.a[0] and c.a[0][-1] >= lows[0]:
+            return False
+        prev = -1
+        for lo in lows:  # strictly ascending (one publisher's ids are; several may interleave)
+            if lo <= prev:
+                return False
+            prev = lo
+        rid = self._route_ids.get(route)
+        if rid is None:
+            rid = self._route_id(route)
+        if c is None:
+            c = self._chunks[key] = _Chunk()
+        n = len(mids)
+        qc = self.queue_counts
+        for qk in route:
+            qc[qk] = qc.get(qk, 0) + n
+        self._n += n
+        a = c.a
+        hi = seg << 32
+        a[1].extend([hi | off for off in offs])
+        a[2].extend([(size << 32) | rid for size in sizes])
+        a[3].extend([(1 << len(route)) - 1] * n)
+        a[0].extend(lows)
+        c.live += n
         if rid not in c.routes:
             c.routes.add(rid)
             self._route_refs[rid] += 1

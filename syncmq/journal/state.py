@@ -187,13 +187,6 @@ class JournalState:
         else:
             self.apply_entity(fmt.decode_payload(rtype, buf, start, end), seg, off, size)
 
-    def apply_publish(self, head: tuple[int, str, tuple[str, ...]], size: int, seg: Segment,
-                      off: int) -> None:
-        """:meth:`apply` of a PUBLISH record of ``size`` bytes (header included) whose
-        ``(msg_id, vhost, queues)`` the writer already knows (no decoding)."""
-        seg.size += size
-        self.publish(head[0], head[1], head[2], seg, off, size)
-
     def _route(self, seg: Segment, vhost: str, queues: tuple[str, ...]) -> tuple[QKey, ...]:
         """Deduplicated queue keys of a PUBLISH, its keys mentioned in ``seg`` (cached: most
         publishes repeat a few routes)."""
@@ -216,7 +209,9 @@ class JournalState:
                 size: int) -> None:
         if mid > self.max_id:
             self.max_id = mid
-        route = self._route(seg, vhost, queues)
+        route = self._routes.get((seg.no, vhost, queues))  # (_route's cache, no call)
+        if route is None:
+            route = self._route(seg, vhost, queues)
         if not route or not self.msgs.add(mid, seg.no, off, size, route):
             if route:  # broken contract (ids must be unique): keep the first
                 self.duplicate_publishes += 1
@@ -227,6 +222,26 @@ class JournalState:
         if self.dead_seg:
             self.dead_seg.pop(mid, None)
         seg.live += size
+
+    def publish_run(self, mids: list[int], vhost: str, queues: tuple[str, ...], seg: Segment,
+                    offs: list[int], sizes: list[int]) -> None:
+        """:meth:`publish` of consecutive PUBLISH records of one route in ``seg`` (log
+        order); ``MessageTable.add_run`` in one step when it can, else one by one."""
+        route = self._routes.get((seg.no, vhost, queues))
+        if route is None:
+            route = self._route(seg, vhost, queues)
+        if len(mids) > 1 and route and self.msgs.add_run(mids, seg.no, offs, sizes, route):
+            if mids[-1] > self.max_id:  # (add_run took them: ascending)
+                self.max_id = mids[-1]
+            if self.dead_seg:
+                pop = self.dead_seg.pop
+                for mid in mids:
+                    pop(mid, None)
+            seg.live += sum(sizes)
+            return
+        publish = self.publish
+        for mid, off, size in zip(mids, offs, sizes, strict=True):
+            publish(mid, vhost, queues, seg, off, size)
 
     def _killed(self, mid: int, seg_no: int, size: int) -> None:
         """Message ``mid`` (record of ``size`` bytes in segment ``seg_no``) just died."""
