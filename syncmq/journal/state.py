@@ -69,7 +69,7 @@ def binding_key(rec: fmt.BindingAdd | fmt.BindingRemove) -> Key:
 class Segment:
     """In-memory facts about one segment file (record bytes exclude the file header)."""
 
-    __slots__ = ("no", "covers_from", "size", "live", "floor", "keys", "dead_ids")
+    __slots__ = ("no", "covers_from", "size", "live", "floor", "keys", "dead_ids", "drain")
 
     def __init__(self, no: int, covers_from: int | None = None) -> None:
         self.no = no
@@ -79,6 +79,9 @@ class Segment:
         self.floor = 0  # bytes kept by the last compaction although not live (needed tombstones)
         self.keys: set[Key] = set()  # entity keys mentioned by non-tombstone records here
         self.dead_ids: list[int] = []  # ids of dead PUBLISH records still in this file
+        # compaction's measure of how fast ``live`` falls: None, or [since, live then,
+        # draining] (see compaction.py, "A segment being drained"; journal thread only)
+        self.drain: list | None = None
 
     def __repr__(self) -> str:
         return f"<Segment {self.no} size={self.size} live={self.live} floor={self.floor}>"
