@@ -64,6 +64,10 @@ whatever of ``a..b-1`` is still there without reading it, so no record is replay
 When nothing is kept, deleting oldest first is safe at every point: a file is deleted only when
 all files before it in the run are gone, and a record never kills a record after it.
 
+A run of segments with nothing live that hold only PUBLISH records (``Segment.plain``: no
+ACK, DELIVERED, entity or tombstone record was ever applied to them, as for a drained
+backlog's segments) is deleted without being read: the job would keep nothing of it.
+
 Cost: a job reads each input byte once (mmap) and writes the kept bytes once; it runs on the
 journal thread in steps of about ``step_bytes`` of input between write batches, or all at once
 through :meth:`Journal.compact`. The state is owned by that thread (see ``state.py``), so no
@@ -262,7 +266,13 @@ class Compactor(RunPlanner):
         place (or just delete them when nothing in them is live)."""
         job = _JobOutput(self, run)
         self._tmp_path = self._path(run[-1]) + ".tmp"
-        yield from self._copy_live(job)
+        segs = self.state.segments
+        if all(segs[no].plain and not segs[no].live for no in run):
+            # only dead PUBLISH records (and ID_MARK, TX): nothing to keep, nothing to read
+            # (a drained backlog's segments)
+            self.stats.segments_in += len(run)
+        else:
+            yield from self._copy_live(job)
         job.flush()
         self._hook("written")
         run_segs = [self.state.segments[no] for no in run]
@@ -389,6 +399,7 @@ class Compactor(RunPlanner):
                   fmt.T_PARAM_SET: st.params, fmt.T_GLOBAL_SET: st.globals}
         new = Segment(b, covers_from)
         new.size = size
+        new.plain = False  # (kept ACKs, tombstones: not looked at)
         dead_kept: list[int] = []
         for kind, ident, old_seg, old_off, new_off, rsize in kept:
             if kind == "m":
