@@ -27,11 +27,15 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cpu_per_thread import thread_cpu, thread_names  # noqa: E402
 
 KiB = 1024
 
@@ -163,6 +167,23 @@ def _kill_and_recover(proc, sampler, data_dir: str, opts, result: dict):
     return proc, port, sampler
 
 
+def _start_pyspy(pid: int, out: str) -> subprocess.Popen:
+    return subprocess.Popen(["py-spy", "record", "-r", "100", "-f", "raw", "-p", str(pid),
+                             "-o", out], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _per_thread(pid: int, before: dict, messages: int) -> dict[str, float]:
+    """User + system CPU microseconds per message of each broker thread since ``before``."""
+    names = thread_names(pid)
+    out = {}
+    for tid, (u, s) in thread_cpu(pid).items():
+        u0, s0 = before.get(tid, (0.0, 0.0))
+        us = (u + s - u0 - s0) * 1e6 / messages
+        if us >= 0.05:
+            out[names.get(tid, tid)] = round(us, 1)
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--messages", type=int, default=1_000_000)
@@ -176,6 +197,9 @@ def main() -> int:
                         "dir (recovery time, CPU and RSS), then drain the restarted one")
     p.add_argument("--data-dir", default=None, help="default: a temporary directory")
     p.add_argument("--out", default=None, help="also write the JSON summary here")
+    p.add_argument("--pyspy", default=None, metavar="RAW",
+                   help="record a py-spy profile of the drain (-f raw) into RAW "
+                        "(summarise it with bench/pyspy_summary.py)")
     opts = p.parse_args()
 
     data_dir = opts.data_dir or tempfile.mkdtemp(prefix="syncmq-backlog-")
@@ -209,9 +233,16 @@ def main() -> int:
         sampler.phase = "drain"
         t0 = time.monotonic()
         c0 = _cpu_seconds(proc.pid)
+        threads0 = thread_cpu(proc.pid)
+        spy = _start_pyspy(proc.pid, opts.pyspy) if opts.pyspy else None
         con = perf(port, "-x", "0", "-y", "1", "-D", str(opts.messages), "--predeclared",
                    "-q", "1000", "-A", "100", "--drain-timeout", "3600")
         cpu["drain"] = round(_cpu_seconds(proc.pid) - c0, 1)
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(60)
+        result["drain_cpu_us_per_message_by_thread"] = _per_thread(proc.pid, threads0,
+                                                                   opts.messages)
         result["broker_cpu_seconds"] = cpu
         result["drain_seconds"] = round(time.monotonic() - t0, 1)
         result["drain_rate"] = round(opts.messages / result["drain_seconds"])

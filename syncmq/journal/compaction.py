@@ -17,6 +17,9 @@ copies the records that must be kept, **in their original order**, into
 deletes ``a..b-1`` (oldest first) and fsyncs the directory again. If nothing must be kept, it
 writes no file and deletes ``a..b`` oldest first.
 
+Which segments, and when: ``runplan.py`` (dirty and small segments, and the head of a drain,
+which the journal thread leaves alone while it is being drained).
+
 Which records are kept
 ======================
 
@@ -61,6 +64,10 @@ whatever of ``a..b-1`` is still there without reading it, so no record is replay
 When nothing is kept, deleting oldest first is safe at every point: a file is deleted only when
 all files before it in the run are gone, and a record never kills a record after it.
 
+A run of segments with nothing live that hold only PUBLISH records (``Segment.plain``: no
+ACK, DELIVERED, entity or tombstone record was ever applied to them, as for a drained
+backlog's segments) is deleted without being read: the job would keep nothing of it.
+
 Cost: a job reads each input byte once (mmap) and writes the kept bytes once; it runs on the
 journal thread in steps of about ``step_bytes`` of input between write batches, or all at once
 through :meth:`Journal.compact`. The state is owned by that thread (see ``state.py``), so no
@@ -74,12 +81,14 @@ import logging
 import mmap
 import os
 import struct
+import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 
 from . import format as fmt
 from .reader import Move, SegmentReader
 from .recovery import fsync_dir
+from .runplan import DRAIN_HORIZON, DRAIN_WINDOW, RunPlanner
 from .state import JournalState, Segment, binding_key
 
 __all__ = ["Compactor", "CompactionStats", "CompactionAborted"]
@@ -87,6 +96,7 @@ __all__ = ["Compactor", "CompactionStats", "CompactionAborted"]
 log = logging.getLogger("syncmq.journal")
 
 _U64 = struct.Struct(">Q")
+
 _TOMBSTONES = {fmt.T_VHOST_DELETE, fmt.T_EXCHANGE_DELETE, fmt.T_QUEUE_DELETE, fmt.T_QUEUE_PURGE,
                fmt.T_BINDING_REMOVE, fmt.T_PARAM_CLEAR, fmt.T_GLOBAL_CLEAR}
 
@@ -140,7 +150,7 @@ def _entity_keys(rec: fmt.Record) -> list[tuple]:
             binding_key(rec)]
 
 
-class Compactor:
+class Compactor(RunPlanner):
     """Picks runs and runs jobs against one data directory and its state.
 
     Used only from the thread that owns ``state`` (see ``state.py``). ``crash_hook`` (tests)
@@ -166,42 +176,10 @@ class Compactor:
         self._job: Generator[None, None, None] | None = None
         self._tmp_path: str | None = None
         self._tmp_fd: int | None = None
-
-    # -- choosing work ------------------------------------------------------------------------
-
-    def _dirty(self, seg: Segment) -> bool:
-        if seg.size == 0:
-            return True
-        kept = seg.live + seg.floor
-        return kept < seg.size and kept < self.threshold * seg.size
-
-    def _small(self, seg: Segment) -> bool:
-        return fmt.FILE_HEADER.size + seg.size < self.segment_bytes // 8
-
-    def find_run(self, current: int) -> list[int] | None:
-        """The next run to compact (segment numbers, ascending), or None. O(segments)."""
-        segs = self.state.segments
-        closed = sorted(no for no in segs if no < current)
-        for i, no in enumerate(closed):
-            seg = segs[no]
-            dirty = self._dirty(seg)
-            nxt = segs[closed[i + 1]] if i + 1 < len(closed) else None
-            if not dirty and not (self._small(seg) and nxt is not None and self._small(nxt)):
-                continue
-            run = [no]
-            est = seg.live + seg.floor if dirty else seg.size
-            for n in closed[i + 1 :]:
-                s = segs[n]
-                d = self._dirty(s)
-                if not (d or self._small(s)):
-                    break
-                e = s.live + s.floor if d else s.size
-                if est + e > self.segment_bytes:
-                    break
-                run.append(n)
-                est += e
-            return run
-        return None
+        self.clock: Callable[[], float] = time.monotonic
+        self.drain_window = DRAIN_WINDOW
+        self.drain_horizon = DRAIN_HORIZON
+        self.deferred = False  # the last find_run left a draining segment alone
 
     @property
     def busy(self) -> bool:
@@ -288,7 +266,13 @@ class Compactor:
         place (or just delete them when nothing in them is live)."""
         job = _JobOutput(self, run)
         self._tmp_path = self._path(run[-1]) + ".tmp"
-        yield from self._copy_live(job)
+        segs = self.state.segments
+        if all(segs[no].plain and not segs[no].live for no in run):
+            # only dead PUBLISH records (and ID_MARK, TX): nothing to keep, nothing to read
+            # (a drained backlog's segments)
+            self.stats.segments_in += len(run)
+        else:
+            yield from self._copy_live(job)
         job.flush()
         self._hook("written")
         run_segs = [self.state.segments[no] for no in run]
@@ -415,6 +399,7 @@ class Compactor:
                   fmt.T_PARAM_SET: st.params, fmt.T_GLOBAL_SET: st.globals}
         new = Segment(b, covers_from)
         new.size = size
+        new.plain = False  # (kept ACKs, tombstones: not looked at)
         dead_kept: list[int] = []
         for kind, ident, old_seg, old_off, new_off, rsize in kept:
             if kind == "m":

@@ -251,16 +251,22 @@ class SegmentReader:
         where = self._durable_loc_locked
         for i in range(0, len(wanted), LOOKUPS_HELD):  # (the lock for at most that many)
             with self.lock:
+                last, f = -1, None  # (one fd lookup per segment of the hold, not per record)
                 for msg_id, n in wanted[i:i + LOOKUPS_HELD]:
                     loc = where(msg_id, n)
                     if loc is None:
                         locs.append(None)
                         continue
                     seg, off, size = loc
-                    try:
-                        locs.append((self._fd_locked(seg), off + size - n, n))
-                    except OSError:
-                        locs.append(None)
+                    if seg != last:
+                        try:
+                            f = self._fd_locked(seg)
+                        except OSError:
+                            locs.append(None)
+                            last = -1
+                            continue
+                        last = seg
+                    locs.append((f, off + size - n, n))
         out: list[bytes | None] = []
         i = 0
         while i < len(locs):

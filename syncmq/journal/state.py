@@ -69,7 +69,8 @@ def binding_key(rec: fmt.BindingAdd | fmt.BindingRemove) -> Key:
 class Segment:
     """In-memory facts about one segment file (record bytes exclude the file header)."""
 
-    __slots__ = ("no", "covers_from", "size", "live", "floor", "keys", "dead_ids")
+    __slots__ = ("no", "covers_from", "size", "live", "floor", "keys", "dead_ids", "drain",
+                 "plain")
 
     def __init__(self, no: int, covers_from: int | None = None) -> None:
         self.no = no
@@ -79,6 +80,12 @@ class Segment:
         self.floor = 0  # bytes kept by the last compaction although not live (needed tombstones)
         self.keys: set[Key] = set()  # entity keys mentioned by non-tombstone records here
         self.dead_ids: list[int] = []  # ids of dead PUBLISH records still in this file
+        # compaction's measure of how fast ``live`` falls: None, or [since, live then,
+        # draining] (see compaction.py, "A segment being drained"; journal thread only)
+        self.drain: list | None = None
+        # no record here but PUBLISH, ID_MARK and TX (set False by ``apply`` for any other,
+        # and for a compaction's output): dead, such a segment holds nothing to keep
+        self.plain = True
 
     def __repr__(self) -> str:
         return f"<Segment {self.no} size={self.size} live={self.live} floor={self.floor}>"
@@ -172,18 +179,25 @@ class JournalState:
         if rtype == fmt.T_PUBLISH or rtype == fmt.T_PUBLISH_AT:
             mid, vhost, queues = fmt.decode_publish_head(buf, start, end)
             self.publish(mid, vhost, queues, seg, off, size)
-        elif rtype == fmt.T_ACK:
+        elif rtype == fmt.T_ID_MARK:
+            mid = fmt.decode_payload(rtype, buf, start, end).max_id
+            if mid > self.max_id:
+                self.max_id = mid
+        elif rtype == fmt.T_TX:
+            pass  # a transaction's marker: its records follow and are applied on their own
+        else:
+            seg.plain = False
+            self._apply_other(rtype, buf, start, end, seg, off, size)
+
+    def _apply_other(self, rtype: int, buf: bytes | memoryview, start: int, end: int,
+                     seg: Segment, off: int, size: int) -> None:
+        """:meth:`apply` of an ACK, DELIVERED or entity record."""
+        if rtype == fmt.T_ACK:
             vhost, queue, ids = fmt.decode_ids_record(buf, start, end)
             self.ack(vhost, queue, ids)
         elif rtype == fmt.T_DELIVERED:
             vhost, queue, ids = fmt.decode_ids_record(buf, start, end)
             self.delivered(vhost, queue, ids)
-        elif rtype == fmt.T_TX:
-            pass  # a transaction's marker: its records follow and are applied on their own
-        elif rtype == fmt.T_ID_MARK:
-            mid = fmt.decode_payload(rtype, buf, start, end).max_id
-            if mid > self.max_id:
-                self.max_id = mid
         else:
             self.apply_entity(fmt.decode_payload(rtype, buf, start, end), seg, off, size)
 

@@ -426,7 +426,7 @@ class Journal(SegmentFiles, GroupCommit, JournalControl):
             return True
         if self._compact_failed_at == self._seg_no:
             return False
-        run = c.find_run(self._seg_no)
+        run = c.find_run(self._seg_no, defer_draining=True)
         if run is None:
             return False
         c.start(run)
@@ -445,6 +445,11 @@ class Journal(SegmentFiles, GroupCommit, JournalControl):
             with self._lock:
                 while not self._pending and not self._ids and not self._closing and \
                         not want_compact:
+                    if self._compactor is not None and self._compactor.deferred:
+                        # a draining segment was left alone: look at it again even if
+                        # nothing is written (its drain may have stopped)
+                        self._wakeup.wait(self._compactor.drain_window)
+                        break
                     self._wakeup.wait()
                 items = self._pending
                 self._pending = []

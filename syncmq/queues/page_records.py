@@ -41,44 +41,74 @@ def _encode(seq: int, message, redelivered: bool, body: bytes | None) -> bytes:
                      ex, rk, props, keys, body, _LEN.pack(n)))
 
 
-def _decode(buf: bytes, p: int, names: dict, cls) -> tuple:
-    """The pair of the record at ``buf[p:]``, its message a new ``cls`` (the broker's
-    ``Message``; ``names``: interned exchange names). A ``_JOURNAL`` record's message has
-    ``body`` None and no store reference yet: :meth:`PagedReadyQueue._adopt_run` gives
-    it its body (or a store reference)."""
-    (n, seq, msg_id, flags, ttl, lex, lrk, lprops, ncc, nbcc, lbody) = _HEAD.unpack_from(buf, p)
-    q = p + _HEAD.size
-    m = cls.__new__(cls)
-    exb = buf[q:q + lex]  # (buf is bytes: a slice is a new bytes object)
-    ex = names.get(exb)
-    if ex is None:
-        ex = names[exb] = exb.decode("utf-8", "surrogateescape")
-    m.exchange = ex
-    q += lex
-    m.routing_key = buf[q:q + lrk].decode("utf-8", "surrogateescape")
-    q += lrk
-    m.properties = buf[q:q + lprops]
-    q += lprops
-    if ncc or nbcc:
-        keys = []
-        for _ in range(ncc + nbcc):
-            k = buf[q]
-            keys.append(buf[q + 1:q + 1 + k].decode("utf-8", "surrogateescape"))
-            q += 1 + k
-        m.cc = tuple(keys[:ncc])
-        m.bcc = tuple(keys[ncc:])
-    else:
-        m.cc = m.bcc = ()
-    m.body = None if flags & _JOURNAL else buf[q:q + lbody]
-    m.size = lbody
-    m.msg_id = msg_id
-    m.store_key = 0
-    m.confirm = None  # (paged out and back: an early confirm falls back to the fsync)
-    m._props = None
-    m._exchange_rk = None
-    m.persistent = bool(flags & _PERSISTENT)
-    m.ttl = ttl if flags & _TTL else None
-    return seq, (m, bool(flags & _REDELIVERED))
+def _decode(buf: bytes, names: dict, cls) -> tuple:
+    """The pair of the one record ``buf`` holds, its message a new ``cls`` (the broker's
+    ``Message``; ``names``: interned exchange names and routing keys). A ``_JOURNAL``
+    record's message has ``body`` None and no store reference yet:
+    :meth:`PagedReadyQueue._adopt_run` gives it its body (or a store reference)."""
+    return _decode_many(buf, 1, names, cls)[0][0]
+
+
+#: most distinct names (exchanges, routing keys) a queue keeps decoded (``_decode_many``)
+NAMES_MAX = 1024
+
+
+def _decode_many(buf: bytes, want: int, names: dict, cls) -> tuple[list, int]:
+    """The pairs of up to ``want`` whole records at the start of ``buf`` (a page-in's
+    chunk: one loop, no call per record), and the offset after the last one. Exchange
+    names and routing keys are decoded once per distinct name (kept in ``names``, at most
+    :data:`NAMES_MAX` of them)."""
+    pairs = []
+    append = pairs.append
+    p, end = 0, len(buf)
+    unpack, hsize = _HEAD.unpack_from, _HEAD.size
+    new = cls.__new__
+    while len(pairs) < want and p + hsize <= end:
+        (n, seq, msg_id, flags, ttl, lex, lrk, lprops, ncc, nbcc, lbody) = unpack(buf, p)
+        if p + n > end:
+            break
+        q = p + hsize
+        m = new(cls)
+        exb = buf[q:q + lex]
+        ex = names.get(exb)
+        if ex is None:
+            ex = exb.decode("utf-8", "surrogateescape")
+            if len(names) < NAMES_MAX:
+                names[exb] = ex
+        m.exchange = ex
+        q += lex
+        rkb = buf[q:q + lrk]
+        rk = names.get(rkb)
+        if rk is None:
+            rk = rkb.decode("utf-8", "surrogateescape")
+            if len(names) < NAMES_MAX:
+                names[rkb] = rk
+        m.routing_key = rk
+        q += lrk
+        m.properties = buf[q:q + lprops]
+        q += lprops
+        if ncc or nbcc:
+            keys = []
+            for _ in range(ncc + nbcc):
+                k = buf[q]
+                keys.append(buf[q + 1:q + 1 + k].decode("utf-8", "surrogateescape"))
+                q += 1 + k
+            m.cc = tuple(keys[:ncc])
+            m.bcc = tuple(keys[ncc:])
+        else:
+            m.cc = m.bcc = ()
+        m.body = None if flags & _JOURNAL else buf[q:q + lbody]
+        m.size = lbody
+        m.msg_id = msg_id
+        m.store_key = 0
+        m.confirm = None  # (paged out and back: an early confirm falls back to the fsync)
+        m._props = None
+        m._exchange_rk = None
+        m.persistent = bool(flags & _PERSISTENT)
+        m.ttl = ttl if flags & _TTL else None
+        append((seq, (m, bool(flags & _REDELIVERED))))
+        p += n
+    return pairs, p
 
 
 class _Seg:

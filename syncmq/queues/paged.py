@@ -66,7 +66,7 @@ import os
 from collections import deque
 from itertools import islice
 
-from .page_records import _HEAD, _LEN, _decode, _encode, _Seg
+from .page_records import _HEAD, _LEN, _decode, _decode_many, _encode, _Seg
 from .paged_runs import IdRunTail
 from .ready import ReadyQueue
 
@@ -232,7 +232,7 @@ class PagedReadyQueue(IdRunTail, ReadyQueue):
         elif self.paged_count:
             seg = self._segs[-1]
             n = _LEN.unpack(os.pread(seg.fd, _LEN.size, seg.end - _LEN.size))[0]
-            pair = _decode(os.pread(seg.fd, n, seg.end - n), 0, self._names, self._cls)
+            pair = _decode(os.pread(seg.fd, n, seg.end - n), self._names, self._cls)
             # (its body stays on it: it is expired at once or goes back to the tail; one
             # paged out by reference is indexed in the store again, before anything changes)
             if pair[1][0].body is None:
@@ -442,22 +442,23 @@ class PagedReadyQueue(IdRunTail, ReadyQueue):
             n = _LEN.unpack_from(buf, 0)[0]
             if n > len(buf):
                 buf = os.pread(seg.fd, n, pos)
-            pairs, ends = [], []
-            p = 0
-            while len(pairs) < want and p + _LEN.size <= len(buf):
-                n = _LEN.unpack_from(buf, p)[0]
-                if p + n > len(buf):
-                    break
-                pairs.append(_decode(buf, p, names, cls))
-                p += n
-                ends.append(p)
+            pairs, p = _decode_many(buf, want, names, cls)
             done = self._adopt_run(pairs)
-            for pair in pairs[:done]:
-                self._count_out(pair, -1)
-                fresh.append(pair)
+            stop = done < len(pairs)
+            if stop:  # (the record it stopped at stays first in the tail)
+                del pairs[done:]
+                p = 0
+                for _ in range(done):
+                    p += _LEN.unpack_from(buf, p)[0]
+            if done:
+                self.paged_count -= done
+                self.paged_bytes -= sum([pair[1][0].size for pair in pairs])
+                fresh.extend(pairs)
+                if not self.paged_count:
+                    self._unpaged()
             want -= done
-            self._rpos = pos + (ends[done - 1] if done else 0)
-            if done < len(pairs):  # (the record it stopped at stays first in the tail)
+            self._rpos = pos + p
+            if stop:
                 return
             if self._rpos >= seg.end:
                 self._drop_seg()
@@ -571,7 +572,7 @@ class PagedReadyQueue(IdRunTail, ReadyQueue):
             pos = self._rpos if i == 0 else 0
             while pos < seg.end:
                 n = _LEN.unpack(os.pread(seg.fd, _LEN.size, pos))[0]
-                pair = _decode(os.pread(seg.fd, n, pos), 0, self._names, self._cls)
+                pair = _decode(os.pread(seg.fd, n, pos), self._names, self._cls)
                 m = pair[1][0]
                 if m.body is None:
                     m.body = self.store.slow.locator.read(m.msg_id, m.size)
