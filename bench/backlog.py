@@ -12,8 +12,8 @@ After the drain (issue #22: RSS back within 1.5x of idle) the summary's ``settle
 1, 5, 15 and 30 s after the last delivery (``--settle``), the broker's RSS, its ratio to the
 idle level (``rss_idle_kib``, taken after a warm-up of 1,000 messages published and drained),
 and the broker's own accounting (``/api/nodes/{node}?memory=true``: ``memory.total.accounted``
-and the parts); ``monitor_log`` lists the memory monitor's lines (trims, index rebuilds) with
-their time from the last delivery.
+and the parts); ``monitor_log`` lists the memory monitor's and the journal's lines (trims, index
+rebuilds, the journal's dead-id table) with their time from the last delivery.
 
     python bench/backlog.py                            # 1M x 1 KiB, --memory-budget 64MiB
     python bench/backlog.py --budget 0                 # the same backlog without a budget
@@ -109,7 +109,7 @@ def journal_bytes(data_dir: str) -> int:
 _STORE_LINES: list[str] = []
 #: (monotonic time, line) of the memory monitor's lines (trims, index rebuilds)
 _MONITOR_LINES: list[tuple[float, str]] = []
-_MONITOR_MARKS = ("memory returned to the OS", "index tables rebuilt", "tables shrunk")
+_MONITOR_MARKS = ("memory returned to the OS", "index tables rebuilt", "dead-id table rebuilt")
 #: the checkout whose syncmq is benchmarked (broker and syncmq-perf): this script's, or
 #: $SYNCMQ_ROOT (e.g. to measure another branch with the same script)
 ROOT = os.environ.get("SYNCMQ_ROOT") or os.path.dirname(os.path.dirname(os.path.abspath(
@@ -187,6 +187,15 @@ def node_memory() -> dict | None:
         elif isinstance(v, dict):
             out[k] = {kk: vv // KiB for kk, vv in v.items() if isinstance(vv, int)}
     return out
+
+
+def _brief(line: str) -> dict:
+    """A monitor log line's message and figures."""
+    try:
+        rec = json.loads(line)
+    except ValueError:
+        return {"message": line.strip()}
+    return {k: v for k, v in rec.items() if k == "message" or isinstance(v, int)}
 
 
 def settle(pid: int, idle_kib: int, t_end: float, points: list[float]) -> list[dict]:
@@ -321,7 +330,7 @@ def main() -> int:
         sampler.phase = "settle"
         points = [float(x) for x in opts.settle.split(",") if x]
         result["settle"] = settle(proc.pid, result["rss_idle_kib"], t_end, points)
-        result["monitor_log"] = [[round(t - t_end, 1), json.loads(x).get("message", x)]
+        result["monitor_log"] = [[round(t - t_end, 1), _brief(x)]
                                  for t, x in list(_MONITOR_LINES) if t >= t_end - 60]
         st = _status(proc.pid)
         result["after_drain"] = {"rss_kib": st["VmRSS"], "hwm_kib": st["VmHWM"],

@@ -42,6 +42,7 @@ id instead of a list slot and an int object (~40), for as long as the segment is
 
 from __future__ import annotations
 
+import logging
 import struct
 import sys
 from array import array
@@ -52,6 +53,8 @@ from .msgtable import MessageTable
 
 __all__ = ["JournalState", "Segment", "Entity", "vhost_key", "exchange_key",
            "queue_key", "binding_key"]
+
+log = logging.getLogger("syncmq.journal")
 
 _U16 = struct.Struct(">H")
 _U64 = struct.Struct(">Q")
@@ -188,7 +191,11 @@ class JournalState:
         for mid in seg.dead_ids:
             if dead.get(mid) == no:
                 del dead[mid]
-        fit(dead)  # (a drained backlog's dead ids are gone: give their table back)
+        before = sys.getsizeof(dead)
+        if fit(dead):  # (a drained backlog's dead ids are gone: give their table back)
+            log.info("journal dead-id table rebuilt at its size", extra={
+                "bytes_before": before, "bytes_after": sys.getsizeof(dead),
+                "entries": len(dead)})
 
     # -- applying records ---------------------------------------------------------------------
 
