@@ -63,7 +63,7 @@ Key = tuple  # ('v', vh) | ('x', vh, name) | ('q', vh, name) | ('b', vh, src, ds
 #             | ('p', vh, component, name) | ('g', name)
 QKey = tuple[str, str]
 
-FIT_MIN = 256 * 1024  # a table under this many bytes is never rebuilt
+FIT_MIN = 64 * 1024  # a table under this many bytes is never rebuilt (~1,500 entries)
 FIT_ENTRY = 48  # table bytes an entry costs at most in a table sized for its dict (42 measured)
 FIT_FACTOR = 8  # rebuilt when its table is this many times what its entries need
 
