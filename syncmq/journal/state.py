@@ -66,6 +66,7 @@ QKey = tuple[str, str]
 FIT_MIN = 64 * 1024  # a table under this many bytes is never rebuilt (~1,500 entries)
 FIT_ENTRY = 48  # table bytes an entry costs at most in a table sized for its dict (42 measured)
 FIT_FACTOR = 8  # rebuilt when its table is this many times what its entries need
+FIT_LOG = 4 << 20  # a rebuild of a table this large is logged at info (~100,000 entries)
 
 
 def fit(d: dict) -> bool:
@@ -193,7 +194,10 @@ class JournalState:
                 del dead[mid]
         before = sys.getsizeof(dead)
         if fit(dead):  # (a drained backlog's dead ids are gone: give their table back)
-            log.info("journal dead-id table rebuilt at its size", extra={
+            # (a FIFO drain empties a segment's worth, ~1-3 MiB, every few seconds: said
+            # only for a large backlog's table)
+            log.log(logging.INFO if before >= FIT_LOG else logging.DEBUG,
+                    "journal dead-id table rebuilt at its size", extra={
                 "bytes_before": before, "bytes_after": sys.getsizeof(dead),
                 "entries": len(dead)})
 
