@@ -8,6 +8,13 @@ A sampler reads ``VmRSS`` and ``VmHWM`` from ``/proc/<broker pid>/status`` every
 spill directory is measured after the publish and after the drain. The last line printed is a
 JSON summary (figures, not assertions: nothing here fails on time).
 
+After the drain (issue #22: RSS back within 1.5x of idle) the summary's ``settle`` gives, at
+1, 5, 15 and 30 s after the last delivery (``--settle``), the broker's RSS, its ratio to the
+idle level (``rss_idle_kib``, taken after a warm-up of 1,000 messages published and drained),
+and the broker's own accounting (``/api/nodes/{node}?memory=true``: ``memory.total.accounted``
+and the parts); ``monitor_log`` lists the memory monitor's and the journal's lines (trims, index
+rebuilds, the journal's dead-id table) with their time from the last delivery.
+
     python bench/backlog.py                            # 1M x 1 KiB, --memory-budget 64MiB
     python bench/backlog.py --budget 0                 # the same backlog without a budget
     python bench/backlog.py --messages 300000 --out bench/results/backlog.json
@@ -24,6 +31,7 @@ from ``/proc/<pid>/stat``) per phase is the load-robust figure on a shared machi
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import shutil
@@ -33,6 +41,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cpu_per_thread import thread_cpu, thread_names  # noqa: E402
@@ -98,6 +107,9 @@ def journal_bytes(data_dir: str) -> int:
 
 
 _STORE_LINES: list[str] = []
+#: (monotonic time, line) of the memory monitor's lines (trims, index rebuilds)
+_MONITOR_LINES: list[tuple[float, str]] = []
+_MONITOR_MARKS = ("memory returned to the OS", "index tables rebuilt", "dead-id table rebuilt")
 #: the checkout whose syncmq is benchmarked (broker and syncmq-perf): this script's, or
 #: $SYNCMQ_ROOT (e.g. to measure another branch with the same script)
 ROOT = os.environ.get("SYNCMQ_ROOT") or os.path.dirname(os.path.dirname(os.path.abspath(
@@ -110,9 +122,21 @@ def _env() -> dict[str, str]:
     return env
 
 
+def _drain_stderr(proc: subprocess.Popen) -> None:
+    for x in proc.stderr:
+        if "body store closed" in x:
+            _STORE_LINES.append(x)
+        elif any(m in x for m in _MONITOR_MARKS):
+            _MONITOR_LINES.append((time.monotonic(), x))
+
+
+#: the management port of the broker last started (its memory breakdown; None: not known)
+MGMT: dict[str, int] = {}
+
+
 def start_broker(data_dir: str, budget: str, workers: int) -> tuple[subprocess.Popen, int]:
     args = [sys.executable, "-m", "syncmq.cli", "--port", "0", "--data-dir", data_dir,
-            "--log-format", "json", "--log-level", "info", "--management-port", "-1",
+            "--log-format", "json", "--log-level", "info", "--management-port", "0",
             "--prometheus-port", "-1",
             "--workers", str(workers), "--memory-budget", budget,
             "--memory-high-watermark", "0"]
@@ -125,9 +149,9 @@ def start_broker(data_dir: str, budget: str, workers: int) -> tuple[subprocess.P
             except ValueError:
                 continue
             if "port" in rec:
-                threading.Thread(target=lambda: [_STORE_LINES.append(x) for x in proc.stderr
-                                                 if "body store closed" in x],
-                                 daemon=True).start()
+                if rec.get("management_port"):
+                    MGMT["port"] = int(rec["management_port"])
+                threading.Thread(target=_drain_stderr, args=(proc,), daemon=True).start()
                 return proc, int(rec["port"])
     raise RuntimeError("syncmq did not start")
 
@@ -139,6 +163,53 @@ def spill_usage(data_dir: str) -> dict[str, int]:
     names = os.listdir(d)
     return {"files": len(names), "bytes": sum(os.path.getsize(os.path.join(d, n))
                                               for n in names)}
+
+
+def node_memory() -> dict | None:
+    """The broker's own breakdown (``/api/nodes/{node}?memory=true``), in KiB; None if the
+    management API does not answer."""
+    if "port" not in MGMT:
+        return None
+    auth = {"Authorization": "Basic " + base64.b64encode(b"guest:guest").decode()}
+    base = f"http://127.0.0.1:{MGMT['port']}/api/nodes"
+    try:
+        with urllib.request.urlopen(urllib.request.Request(base, headers=auth), timeout=30) as r:
+            name = json.loads(r.read())[0]["name"]
+        url = f"{base}/{urllib.request.quote(name)}?memory=true"
+        with urllib.request.urlopen(urllib.request.Request(url, headers=auth), timeout=30) as r:
+            mem = json.loads(r.read())["memory"]
+    except (OSError, ValueError, KeyError, IndexError):
+        return None
+    out = {}
+    for k, v in mem.items():
+        if isinstance(v, int):
+            out[k] = v // KiB
+        elif isinstance(v, dict):
+            out[k] = {kk: vv // KiB for kk, vv in v.items() if isinstance(vv, int)}
+    return out
+
+
+def _brief(line: str) -> dict:
+    """A monitor log line's message and figures."""
+    try:
+        rec = json.loads(line)
+    except ValueError:
+        return {"message": line.strip()}
+    return {k: v for k, v in rec.items() if k == "message" or isinstance(v, int)}
+
+
+def settle(pid: int, idle_kib: int, t_end: float, points: list[float]) -> list[dict]:
+    """RSS and the broker's accounting at ``points`` seconds after ``t_end`` (the last
+    delivery)."""
+    out = []
+    for p in points:
+        delay = t_end + p - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        rss = _status(pid)["VmRSS"]
+        out.append({"after_s": p, "rss_kib": rss, "rss_over_idle": round(rss / idle_kib, 2),
+                    "node_memory_kib": node_memory()})
+    return out
 
 
 def perf(port: int, *args: str) -> dict:
@@ -200,6 +271,9 @@ def main() -> int:
     p.add_argument("--pyspy", default=None, metavar="RAW",
                    help="record a py-spy profile of the drain (-f raw) into RAW "
                         "(summarise it with bench/pyspy_summary.py)")
+    p.add_argument("--settle", default="1,5,15,30",
+                   help="seconds after the last delivery at which RSS and the broker's "
+                        "accounting are read")
     opts = p.parse_args()
 
     data_dir = opts.data_dir or tempfile.mkdtemp(prefix="syncmq-backlog-")
@@ -211,8 +285,12 @@ def main() -> int:
     persist = ["--persistent", "--durable"] if opts.persistent else []
     cpu: dict[str, float] = {}
     try:
-        time.sleep(0.5)
+        # warm up (threads, codec, first buffers), then the idle level
+        perf(port, "-x", "1", "-y", "1", "-C", "1000", "-D", "1000", "-s", str(opts.size),
+             *persist)
+        time.sleep(1.0)
         result["rss_idle_kib"] = _status(proc.pid)["VmRSS"]
+        result["idle_node_memory_kib"] = node_memory()
         sampler.phase = "publish"
         t0 = time.monotonic()
         c0 = _cpu_seconds(proc.pid)
@@ -237,6 +315,7 @@ def main() -> int:
         spy = _start_pyspy(proc.pid, opts.pyspy) if opts.pyspy else None
         con = perf(port, "-x", "0", "-y", "1", "-D", str(opts.messages), "--predeclared",
                    "-q", "1000", "-A", "100", "--drain-timeout", "3600")
+        t_end = time.monotonic()  # (the last delivery: the settle points count from here)
         cpu["drain"] = round(_cpu_seconds(proc.pid) - c0, 1)
         if spy is not None:
             spy.send_signal(signal.SIGINT)
@@ -248,7 +327,11 @@ def main() -> int:
         result["drain_rate"] = round(opts.messages / result["drain_seconds"])
         result["drain_perf"] = {k: con.get(k) for k in ("received", "receive_rate")
                                 if k in con}
-        time.sleep(1.0)
+        sampler.phase = "settle"
+        points = [float(x) for x in opts.settle.split(",") if x]
+        result["settle"] = settle(proc.pid, result["rss_idle_kib"], t_end, points)
+        result["monitor_log"] = [[round(t - t_end, 1), _brief(x)]
+                                 for t, x in list(_MONITOR_LINES) if t >= t_end - 60]
         st = _status(proc.pid)
         result["after_drain"] = {"rss_kib": st["VmRSS"], "hwm_kib": st["VmHWM"],
                                  "spill": spill_usage(data_dir),

@@ -91,6 +91,7 @@ class ResourceMonitor:
         self._next_trim = 0.0
         self._trim_every = TRIM_EVERY
         self._trim_mem = 0  # the accounted figure at the last trim attempt
+        self._trim_held = 0  # messages queued (in memory or paged out) at that attempt
         self.trims = 0  # malloc_trim calls that released memory (tests, logs)
         self.disk_free = 0
         self.stopped = False
@@ -150,13 +151,17 @@ class ResourceMonitor:
             self.memory_used = parts["total"]
             self.broker.memory_used = parts["total"]
         mem = self.memory_used
+        held = self.memory_parts.get("messages", 0) + self.memory_parts.get("paged", 0)
         rss = resident_memory()
-        if mem < self._trim_mem // 2:
-            # what the broker holds halved since the last trim (a backlog drained): trim now,
-            # not after the back-off that the failed trims during the backlog built up
+        if mem < self._trim_mem // 2 or held < self._trim_held // 2:
+            # what the broker holds, or the messages it queues, halved since the last trim
+            # (a backlog drained): trim now, not after the back-off that the failed trims
+            # during the backlog built up. (A paged backlog is mostly not in the accounted
+            # figure: 1,000,000 paged persistent 16 B messages drained left RSS at 4.5x
+            # idle for 26 s, until the back-off ran out.)
             self._next_trim = now
         if rss > mem + max(TRIM_SLACK, mem // TRIM_SHARE) and now >= self._next_trim:
-            self._trim_mem = mem
+            self._trim_mem, self._trim_held = mem, held
             store = getattr(self.broker, "body_store", None)
             if store is not None and store.shrink():  # a drained backlog's index tables
                 log.info("body store index tables rebuilt at their size",

@@ -205,18 +205,20 @@ def _mean_body(ready: Any) -> int | None:
     return sum(item[0].size for item in sample) // len(sample)
 
 
-def queued_memory(broker: Any) -> tuple[int, int]:
-    """(messages, bytes) of the broker's queues: ready and unacknowledged messages, with
-    their bodies where they are in memory (see the module docstring). A queue with only
-    unacknowledged messages is counted at the mean body size of the other queues."""
+def queued_memory(broker: Any) -> tuple[int, int, int]:
+    """(messages, bytes, paged) of the broker's queues: ready and unacknowledged messages in
+    memory, with their bodies where they are in memory (see the module docstring), and the
+    messages paged out. A queue with only unacknowledged messages is counted at the mean
+    body size of the other queues."""
     store = getattr(broker, "body_store", None)
-    messages = body = index = loose = 0
+    messages = body = index = loose = paged_out = 0
     unsampled = 0  # messages of queues with nothing ready to sample
     for vhost in list(broker.vhosts.values()):
         for q in list(vhost.queues.values()):
             n = q.ready.resident + q.unacked_count  # (paged-out messages cost no memory)
             loose += q.ready.loose_held  # (paged-in bodies kept outside the body store)
             paged = q.ready.paged_count
+            paged_out += paged
             if paged and q.persistent_count:  # (an estimate: which are persistent is unknown)
                 index += min(paged, q.persistent_count) * PAGED_PERSISTENT_OVERHEAD
             if not n:
@@ -233,7 +235,7 @@ def queued_memory(broker: Any) -> tuple[int, int]:
         body += unsampled * (body // sampled if sampled else 0)
     if store is not None:
         body = store.memory_bytes() + loose
-    return messages, messages * MESSAGE_OVERHEAD + body + index
+    return messages, messages * MESSAGE_OVERHEAD + body + index, paged_out
 
 
 def connection_memory(sessions: list) -> int:
@@ -248,10 +250,12 @@ def connection_memory(sessions: list) -> int:
 def accounted_memory(broker: Any, sessions: list, baseline: int) -> dict[str, int]:
     """What the broker holds, in bytes, by part; ``total`` is what the alarm compares.
     ``queues`` (every queued message) is ``message_metadata`` (:data:`MESSAGE_OVERHEAD`
-    each) plus ``message_bodies`` (the bodies in memory)."""
-    messages, queued = queued_memory(broker)
+    each) plus ``message_bodies`` (the bodies in memory); ``paged`` is how many messages
+    the queues hold in their page files (no memory of their own: a backlog's size the
+    monitor's trim back-off watches)."""
+    messages, queued, paged = queued_memory(broker)
     conns = connection_memory(sessions)
     metadata = messages * MESSAGE_OVERHEAD
     return {"total": baseline + queued + conns, "baseline": baseline, "queues": queued,
             "messages": messages, "message_metadata": metadata,
-            "message_bodies": queued - metadata, "connections": conns}
+            "message_bodies": queued - metadata, "connections": conns, "paged": paged}

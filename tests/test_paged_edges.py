@@ -116,7 +116,7 @@ def test_memory_accounting_counts_paged_in_bodies_kept_outside_the_store(paged_q
         assert q.get(True) is not None
     assert q.ready.loose_held > 0
     store = q.store
-    messages, size = queued_memory(put.broker)
+    messages, size, _paged = queued_memory(put.broker)
     assert size == messages * MESSAGE_OVERHEAD + store.memory_bytes() + q.ready.loose_held
 
 

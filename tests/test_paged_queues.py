@@ -239,7 +239,7 @@ def test_memory_accounting_counts_only_the_resident_messages(tmp_path):
     for i in range(1000):
         publish(vh, vh.default_exchange, Message("", "acc", b"\x00\x00", b"%04d" % i))
     assert len(q.ready) == 1000 and q.ready.paged_count >= 3 * PAGE_BATCH
-    messages, size = queued_memory(broker)
+    messages, size, _paged = queued_memory(broker)
     assert messages == q.ready.resident < 8 + PAGE_BATCH
     assert size == messages * MESSAGE_OVERHEAD + store.memory_bytes()
     q.mark_deleted()

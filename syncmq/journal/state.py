@@ -29,11 +29,23 @@ Invariants (checked by :meth:`check`):
   in its segment's ``live``;
 * ``dead_seg[m] == s`` only if ``m`` is not live and ``m`` is listed in ``segments[s].dead_ids``;
 * ``key_segs[k]`` is the set of segments whose ``keys`` contain ``k``.
+
+Memory after a drained backlog (issue #22): every message a drain acks is a dead PUBLISH
+until compaction drops its segment, so :attr:`dead_seg` grows to the dead messages of every
+segment compaction has not reached yet (millions when a large backlog drains faster than
+compaction rewrites it) and, a dict, keeps that table when its keys are deleted.
+:meth:`drop_segment` therefore rebuilds it in place once its table is :data:`FIT_FACTOR`
+times larger than its entries need (:func:`fit`; amortized O(1) a deletion, on the journal
+thread, never per message). A segment's ``dead_ids`` is an ``array('Q')``: 8 bytes a dead
+id instead of a list slot and an int object (~40), for as long as the segment is on disk.
 """
 
 from __future__ import annotations
 
+import logging
 import struct
+import sys
+from array import array
 from collections.abc import Iterable
 
 from . import format as fmt
@@ -42,12 +54,35 @@ from .msgtable import MessageTable
 __all__ = ["JournalState", "Segment", "Entity", "vhost_key", "exchange_key",
            "queue_key", "binding_key"]
 
+log = logging.getLogger("syncmq.journal")
+
 _U16 = struct.Struct(">H")
 _U64 = struct.Struct(">Q")
 
 Key = tuple  # ('v', vh) | ('x', vh, name) | ('q', vh, name) | ('b', vh, src, dst, kind, rk, args)
 #             | ('p', vh, component, name) | ('g', name)
 QKey = tuple[str, str]
+
+FIT_MIN = 64 * 1024  # a table under this many bytes is never rebuilt (~1,500 entries)
+FIT_ENTRY = 48  # table bytes an entry costs at most in a table sized for its dict (42 measured)
+FIT_FACTOR = 8  # rebuilt when its table is this many times what its entries need
+FIT_LOG = 4 << 20  # a rebuild of a table this large is logged at info (~100,000 entries)
+
+
+def fit(d: dict) -> bool:
+    """Rebuild ``d`` in place (same object: holders keep their reference) when its table is
+    mostly empty: CPython never shrinks a dict on deletion, so a dict that once held N
+    entries keeps ~40-80 bytes times N for the life of the process. True if it was rebuilt.
+    O(1) unless rebuilt; the rebuild is O(len(d)) and happens only after ``len(d)`` fell
+    :data:`FIT_FACTOR`-fold below what the table was sized for, so it is amortized over
+    those deletions."""
+    size = sys.getsizeof(d)
+    if size <= FIT_MIN or size <= FIT_FACTOR * FIT_ENTRY * len(d):
+        return False
+    items = list(d.items())  # (an insert-driven refill sizes the table for these alone)
+    d.clear()
+    d.update(items)
+    return True
 
 
 def vhost_key(vhost: str) -> Key:
@@ -79,7 +114,7 @@ class Segment:
         self.live = 0  # bytes of live records (see module docstring)
         self.floor = 0  # bytes kept by the last compaction although not live (needed tombstones)
         self.keys: set[Key] = set()  # entity keys mentioned by non-tombstone records here
-        self.dead_ids: list[int] = []  # ids of dead PUBLISH records still in this file
+        self.dead_ids = array("Q")  # ids of dead PUBLISH records still in this file
         # compaction's measure of how fast ``live`` falls: None, or [since, live then,
         # draining] (see compaction.py, "A segment being drained"; journal thread only)
         self.drain: list | None = None
@@ -157,6 +192,14 @@ class JournalState:
         for mid in seg.dead_ids:
             if dead.get(mid) == no:
                 del dead[mid]
+        before = sys.getsizeof(dead)
+        if fit(dead):  # (a drained backlog's dead ids are gone: give their table back)
+            # (a FIFO drain empties a segment's worth, ~1-3 MiB, every few seconds: said
+            # only for a large backlog's table)
+            log.log(logging.INFO if before >= FIT_LOG else logging.DEBUG,
+                    "journal dead-id table rebuilt at its size", extra={
+                "bytes_before": before, "bytes_after": sys.getsizeof(dead),
+                "entries": len(dead)})
 
     # -- applying records ---------------------------------------------------------------------
 

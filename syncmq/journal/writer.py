@@ -473,6 +473,11 @@ class Journal(SegmentFiles, GroupCommit, JournalControl):
                     self.metrics.internal_errors += 1
                     log.exception("journal thread: unexpected error")
                     self._fail(OSError(errno.EIO, "internal journal error"), [])
+                if self._error is None:
+                    try:
+                        self._roll_if_dead()  # (a drained backlog's dead records: issue #22)
+                    except OSError as exc:
+                        self._fail(exc, [])
             if closing and not items:
                 break
             compactor = self._compactor
