@@ -125,3 +125,38 @@ def test_input_discarded_during_a_slice_drops_the_rest_of_the_read() -> None:
     _feed(t, data)
     assert len(t.handler.calls) == 1
     assert t.rest == [] and t.handler.errors == []
+
+
+def test_a_flood_of_small_publishes_in_one_write_arrives_whole_and_in_order(broker, unique):
+    """Against a real broker: 6,000 publishes in one write (reads of up to 256 KiB, cut in
+    slices), then a bad frame in the same write: every publish before it is queued in
+    order, the connection is closed with 501, and another connection is served."""
+    import pika
+    from amqp_raw import connect
+
+    params = pika.ConnectionParameters("127.0.0.1", broker.port)
+    with pika.BlockingConnection(params) as conn:
+        ch = conn.channel()
+        ch.queue_declare(unique)
+        c = connect(broker.port)
+        try:
+            c.open_channel(1)
+            n = 6000
+            data = b"".join(
+                encode_frame(_spec.FRAME_METHOD, 1, _spec.Basic.Publish(
+                    exchange="", routing_key=unique).encode())
+                + b"".join(bytes(f) for f in encode_content(
+                    1, 60, b"\x00\x00", b"%016d" % i, FRAME_MAX))
+                for i in range(n))
+            c.send(data + b"\x01\x00\x01\x00\x00\x00\x00\x00")  # bad end octet
+            assert c.expect_close()[0] == 501
+        finally:
+            c.close()
+        assert ch.queue_declare(unique, passive=True).method.message_count == n
+        got = []
+        for _, _, body in ch.consume(unique, auto_ack=True, inactivity_timeout=10):
+            assert body is not None
+            got.append(int(body))
+            if len(got) == n:
+                break
+        assert got == list(range(n))
