@@ -24,6 +24,7 @@ S2 1/1, 1 KiB, manual ack (each message), prefetch 100
 S3 1/1, 1 KiB, persistent, confirms (window 100), durable queue, manual ack, prefetch 100
 S4 fanout exchange to 10 queues, 10 consumers (one a queue), 16 B, autoack
 S5 4 producers / 4 consumers / 4 queues, 16 B, autoack
+S5w1 (only when asked for: ``--scenarios S5,S5w1``) S5 with syncmq ``--workers 1``
 S6 backlog: N x 1 KiB published with no consumer, then drained (prefetch 1000, ack every 100);
    N = --backlog (200,000; 1,000,000 with --full). syncmq runs with ``--memory-budget``
    (``--s6-memory-budget``, default 64MiB; ``0`` for none): S6 shows the budget at work, bodies
@@ -303,6 +304,12 @@ def scenarios(opts: argparse.Namespace) -> dict[str, dict[str, Any]]:
                "steps": [["-x", "1", "--fanout", "10", "-y", "10", "-s", "16", "-a", "-z", t]]},
         "S5": {"desc": "4p/4c/4 queues 16 B autoack",
                "steps": [["-x", "4", "-y", "4", "--queues", "4", "-s", "16", "-a", "-z", t]]},
+        # S5 with one syncmq worker (not in the default set: --scenarios S5,S5w1 shows what
+        # two workers busy at once cost under the GIL; RabbitMQ runs plain S5)
+        "S5w1": {"desc": "S5 with syncmq --workers 1",
+                 "syncmq_args": ["--workers", "1"],
+                 "steps": [["-x", "4", "-y", "4", "--queues", "4", "-s", "16", "-a", "-z", t]],
+                 "fresh": True},
         "S6": {"desc": f"backlog {opts.backlog} x 1 KiB: publish, then drain"
                        + (f" (syncmq --memory-budget {opts.s6_memory_budget})"
                           if opts.s6_memory_budget not in ("", "0") else ""),
