@@ -44,6 +44,10 @@ _STRATEGIES = {
     "ack_many": st.tuples(st.just("ack_many"), VHOSTS, QUEUES, st.integers(0, 10_000),
                           st.integers(1, 40)),
     "delivered": st.tuples(st.just("delivered"), VHOSTS, QUEUES, PICKS),
+    # DELIVERED_RUNS: runs (first pick, length) over the ids published so far (and past them)
+    "delivered_runs": st.tuples(st.just("delivered_runs"), VHOSTS, QUEUES,
+                                st.lists(st.tuples(st.integers(0, 10_000), st.integers(1, 60)),
+                                         min_size=1, max_size=3)),
     "param_set": st.tuples(st.just("param_set"), VHOSTS, st.sampled_from(["policy", "shovel"]),
                            st.sampled_from(["p0", "p1"]), st.integers(0, 300)),
     "param_clear": st.tuples(st.just("param_clear"), VHOSTS, st.sampled_from(["policy", "shovel"]),
@@ -56,8 +60,9 @@ _STRATEGIES = {
 }
 # publishes and acks dominate, as in a broker; the rest keep the entity rules busy
 _KINDS = ["publish"] * 12 + ["ack"] * 6 + ["ack_many"] * 3 + ["declare_q"] * 3 + [
-    "delivered"] * 2 + [k for k in _STRATEGIES
-                        if k not in ("publish", "ack", "ack_many", "declare_q", "delivered")]
+    "delivered"] * 2 + ["delivered_runs"] * 2 + [
+    k for k in _STRATEGIES
+    if k not in ("publish", "ack", "ack_many", "declare_q", "delivered", "delivered_runs")]
 OPS = st.sampled_from(_KINDS).flatmap(_STRATEGIES.__getitem__)
 
 
@@ -101,6 +106,10 @@ def to_record(op: tuple, ids: list[int]) -> fmt.Record | None:
             return None
         first = op[3] % len(ids)
         return fmt.Ack(op[1], op[2], tuple(ids[first : first + op[4]]))
+    if kind == "delivered_runs":
+        if not ids:
+            return None
+        return fmt.DeliveredRuns(op[1], op[2], tuple((ids[a % len(ids)], n) for a, n in op[3]))
     if kind in ("ack", "delivered"):
         if not ids:
             return None

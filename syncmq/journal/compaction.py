@@ -32,7 +32,8 @@ Which records are kept
   the records this job has already kept;
 * the ids of an ACK whose PUBLISH is still on disk before it: live, kept by this job, or dead
   but in a segment older than ``a`` (``state.dead_seg``); the ACK is re-encoded with just those;
-* the ids of a DELIVERED whose message is still live and delivered on that queue.
+* the ids of a DELIVERED whose message is still live and delivered on that queue (of a
+  DELIVERED_RUNS, those parts of its runs, still as runs).
 
 Everything else (dead publishes and declares, acks and deletes whose targets are gone) is
 dropped, and so is every TX record (a closed segment only holds whole transactions: once their
@@ -92,6 +93,8 @@ from .runplan import DRAIN_HORIZON, DRAIN_WINDOW, RunPlanner
 from .state import JournalState, Segment, binding_key
 
 __all__ = ["Compactor", "CompactionStats", "CompactionAborted"]
+
+_RUNS_PER_RECORD = 1 << 16  # a trimmed DELIVERED_RUNS record's runs at most (1 MiB)
 
 log = logging.getLogger("syncmq.journal")
 
@@ -483,6 +486,8 @@ class _JobOutput:
             self._publish(no, mm, off, rend, size)
         elif rtype == fmt.T_ACK or rtype == fmt.T_DELIVERED:
             self._ids(mm, off, rend, rtype)
+        elif rtype == fmt.T_DELIVERED_RUNS:
+            self._runs(mm, off, rend)
         elif rtype == fmt.T_TX or rtype == fmt.T_ID_MARK:
             # a closed segment holds whole units: the kept records stand alone; an ID_MARK
             # of a closed segment is covered by the current segment's (see format.py)
@@ -532,6 +537,26 @@ class _JobOutput:
         elif need:
             self.keep((fmt.encode_ack if rtype == fmt.T_ACK else fmt.encode_delivered)(
                 vh, q, need))
+        else:
+            self.stats.records_dropped += 1
+
+    def _runs(self, mm, off: int, rend: int) -> None:
+        """A DELIVERED_RUNS record keeps the parts of its runs still live and delivered on
+        its queue (as runs, in records of at most ``_RUNS_PER_RECORD``)."""
+        try:
+            rec = fmt.decode_payload(fmt.T_DELIVERED_RUNS, mm, off + fmt.RECORD_HEADER.size,
+                                     rend)
+        except fmt.FormatError:
+            self.stats.records_dropped += 1
+            return
+        qk = (rec.vhost, rec.queue)
+        need = [r for a, n in rec.runs for r in self.msgs.delivered_runs(qk, a, n)]
+        if need == list(rec.runs):
+            self.keep(mm[off:rend])
+        elif need:
+            for i in range(0, len(need), _RUNS_PER_RECORD):
+                self.keep(fmt.encode_delivered_runs(rec.vhost, rec.queue,
+                                                    need[i:i + _RUNS_PER_RECORD]))
         else:
             self.stats.records_dropped += 1
 

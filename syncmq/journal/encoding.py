@@ -45,6 +45,8 @@ T_PARAM_SET = 16
 T_PARAM_CLEAR = 17
 T_GLOBAL_SET = 18
 T_GLOBAL_CLEAR = 19
+#: DELIVERED of runs of consecutive ids (see format.py, "Delivered runs")
+T_DELIVERED_RUNS = 20
 #: the record types of a message's publish
 PUBLISH_TYPES = (T_PUBLISH, T_PUBLISH_AT)
 
@@ -150,6 +152,13 @@ def _b(value: bytes) -> bytes:
 def _ids(ids: Sequence[int]) -> bytes:
     n = len(ids)
     return struct.pack(f">I{n}Q", n, *ids)
+
+
+def _runs(runs: Sequence[tuple[int, int]]) -> bytes:
+    flat = [v for run in runs for v in run]
+    if len(flat) != 2 * len(runs) or any(c < 1 for _f, c in runs):
+        raise FormatError("a run is (first id, count >= 1)")
+    return struct.pack(f">I{len(flat)}Q", len(runs), *flat)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -300,6 +309,12 @@ def encode_delivered(vhost: str, queue: str, msg_ids: Sequence[int]) -> bytes:
     return frame(T_DELIVERED, _s(vhost) + _s(queue) + _ids(msg_ids))
 
 
+def encode_delivered_runs(vhost: str, queue: str, runs: Sequence[tuple[int, int]]) -> bytes:
+    """DELIVERED_RUNS: a DELIVERED of every id of the ``(first, count)`` runs (``count`` >=
+    1): 16 bytes a run instead of 8 an id (the marks of a recovered backlog, issue #22)."""
+    return frame(T_DELIVERED_RUNS, _s(vhost) + _s(queue) + _runs(runs))
+
+
 _TX = struct.Struct(">IQ")
 
 
@@ -346,4 +361,5 @@ TYPE_NAMES: dict[int, str] = {
     T_DELIVERED: "DELIVERED", T_PUBLISH_AT: "PUBLISH_AT", T_TX: "TX",
     T_ID_MARK: "ID_MARK", T_PARAM_SET: "PARAM_SET", T_PARAM_CLEAR: "PARAM_CLEAR",
     T_GLOBAL_SET: "GLOBAL_SET", T_GLOBAL_CLEAR: "GLOBAL_CLEAR",
+    T_DELIVERED_RUNS: "DELIVERED_RUNS",
 }

@@ -88,10 +88,12 @@ class Model:
             self.max_id = max(self.max_id, rec.msg_id)
             for q in dict.fromkeys(rec.queues):
                 self.messages.setdefault((rec.vhost, q), {})[rec.msg_id] = [rec, False]
-        elif t in (fmt.T_ACK, fmt.T_DELIVERED):
-            self.max_id = max([self.max_id, *rec.msg_ids])
+        elif t in (fmt.T_ACK, fmt.T_DELIVERED, fmt.T_DELIVERED_RUNS):
+            ids = rec.msg_ids if t != fmt.T_DELIVERED_RUNS else [
+                mid for a, n in rec.runs for mid in range(a, a + n)]
+            self.max_id = max([self.max_id, *ids])
             qm = self.messages.get((rec.vhost, rec.queue), {})
-            for mid in rec.msg_ids:
+            for mid in ids:
                 if mid in qm:
                     if t == fmt.T_ACK:
                         del qm[mid]

@@ -48,17 +48,13 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import NamedTuple
 
 from .idruns import IdRuns
+from .msgruns import _LOW, _M32, CHUNK_BITS, MAX_ROUTE, RunMarks
 
 __all__ = ["MessageTable", "MsgView", "CHUNK_BITS", "MAX_ROUTE"]
-
-CHUNK_BITS = 10  # at most 16: a slot's id is an array('H') item
-MAX_ROUTE = 32
-_M32 = 0xFFFF_FFFF
-_LOW = (1 << CHUNK_BITS) - 1  # an id's place in its chunk (what a chunk's ``ids`` store)
 
 QKey = tuple[str, str]
 Route = tuple[QKey, ...]
@@ -105,8 +101,10 @@ def _bits(mask: int) -> Iterator[int]:
         i += 1
 
 
-class MessageTable:
-    """Live messages by id; see the module docstring."""
+class MessageTable(RunMarks):
+    """Live messages by id; see the module docstring (runs of ids: ``msgruns.py``)."""
+
+    _chunk_type = _Chunk
 
     def __init__(self) -> None:
         self._chunks: dict[int, _Chunk] = {}
@@ -311,47 +309,58 @@ class MessageTable:
             self._route_refs[rid] += 1
         return True
 
-    def add_run(self, mids: list[int], seg: int, offs: list[int], sizes: list[int],
-                route: Route) -> bool:
+    def add_run(self, mids: Sequence[int], seg: int, offs: Sequence[int],
+                sizes: Sequence[int], route: Route) -> bool:
         """:meth:`add` of each of ``mids`` (records ``(seg, offs[i], sizes[i])``, one route)
-        in one step when they go at the end of one chunk: ascending, all above the chunk's
-        last slot, nothing in ``_big``, every field fits a slot. False (and nothing changes)
-        otherwise: the caller adds them one by one. The journal thread's run of a batch's
-        PUBLISH records (``JournalState.publish_run``): four ``extend`` calls instead of four
-        ``append`` calls a message, the ids last (readers, see :meth:`add`)."""
-        key = mids[0] >> CHUNK_BITS
-        if (mids[-1] >> CHUNK_BITS != key or self._big or seg > _M32 or len(route) > MAX_ROUTE
-                or max(offs) > _M32 or max(sizes) > _M32):
+        in bulk when each goes at the end of its chunk: strictly ascending, every chunk's part
+        above that chunk's last slot, nothing in ``_big``, every field fits a slot. False (and
+        nothing changes) otherwise: the caller adds them one by one. Used for the journal
+        thread's run of a batch's PUBLISH records and recovery's replay of a backlog
+        (``JournalState.publish_run``; ``mids`` is a ``range`` there, over many chunks): four
+        ``extend`` calls a chunk instead of four ``append`` calls a message, the ids last
+        (readers, see :meth:`add`)."""
+        if (self._big or seg > _M32 or len(route) > MAX_ROUTE or max(offs) > _M32
+                or max(sizes) > _M32):
             return False
-        lows = [m & _LOW for m in mids]
-        c = self._chunks.get(key)
-        if c is not None and c.a[0] and c.a[0][-1] >= lows[0]:
-            return False
-        prev = -1
-        for lo in lows:  # strictly ascending (one publisher's ids are; several may interleave)
-            if lo <= prev:
+        if not (isinstance(mids, range) and mids.step == 1):
+            prev = -1
+            for mid in mids:  # strictly ascending (one publisher's are; several interleave)
+                if mid <= prev:
+                    return False
+                prev = mid
+        chunks = self._chunks
+        parts = []  # (key, i, j): mids[i:j] go to chunk key
+        i, n = 0, len(mids)
+        while i < n:
+            key = mids[i] >> CHUNK_BITS
+            j = bisect_left(mids, (key + 1) << CHUNK_BITS, i)
+            c = chunks.get(key)
+            if c is not None and c.a[0] and c.a[0][-1] >= mids[i] & _LOW:
                 return False
-            prev = lo
+            parts.append((key, i, j))
+            i = j
         rid = self._route_ids.get(route)
         if rid is None:
             rid = self._route_id(route)
-        if c is None:
-            c = self._chunks[key] = _Chunk()
-        n = len(mids)
         qc = self.queue_counts
         for qk in route:
             qc[qk] = qc.get(qk, 0) + n
         self._n += n
-        a = c.a
         hi = seg << 32
-        a[1].extend([hi | off for off in offs])
-        a[2].extend([(size << 32) | rid for size in sizes])
-        a[3].extend([(1 << len(route)) - 1] * n)
-        a[0].extend(lows)
-        c.live += n
-        if rid not in c.routes:
-            c.routes.add(rid)
-            self._route_refs[rid] += 1
+        mask = array("Q", ((1 << len(route)) - 1,))
+        for key, i, j in parts:
+            c = chunks.get(key)
+            if c is None:
+                c = chunks[key] = _Chunk()
+            a = c.a
+            a[1].extend([hi | off for off in offs[i:j]])
+            a[2].extend([(size << 32) | rid for size in sizes[i:j]])
+            a[3].extend(mask * (j - i))
+            a[0].extend([m & _LOW for m in mids[i:j]])
+            c.live += j - i
+            if rid not in c.routes:
+                c.routes.add(rid)
+                self._route_refs[rid] += 1
         return True
 
     def _count_down(self, qk: QKey) -> None:

@@ -22,6 +22,7 @@ from .encoding import (
     T_BINDING_ADD,
     T_BINDING_REMOVE,
     T_DELIVERED,
+    T_DELIVERED_RUNS,
     T_EXCHANGE_DECLARE,
     T_EXCHANGE_DELETE,
     T_GLOBAL_CLEAR,
@@ -42,6 +43,7 @@ from .encoding import (
     encode_binding_add,
     encode_binding_remove,
     encode_delivered,
+    encode_delivered_runs,
     encode_exchange_declare,
     encode_exchange_delete,
     encode_global_clear,
@@ -191,6 +193,16 @@ class Delivered(NamedTuple):
         return encode_delivered(*self)
 
 
+class DeliveredRuns(NamedTuple):
+    vhost: str
+    queue: str
+    runs: tuple[tuple[int, int], ...]  # (first id, count >= 1): ids first .. first+count-1
+    TYPE = T_DELIVERED_RUNS
+
+    def encode(self) -> bytes:
+        return encode_delivered_runs(*self)
+
+
 class ParamSet(NamedTuple):
     vhost: str
     component: str
@@ -232,7 +244,7 @@ class GlobalClear(NamedTuple):
 Record = (
     VhostAdd | VhostDelete | ExchangeDeclare | ExchangeDelete | QueueDeclare | QueueDelete
     | QueuePurge | BindingAdd | BindingRemove | Publish | Ack | Delivered | ParamSet
-    | ParamClear | GlobalSet | GlobalClear
+    | ParamClear | GlobalSet | GlobalClear | DeliveredRuns
 )
 
 
@@ -288,6 +300,14 @@ class _Reader:
         p = self._need(8 * n)
         return struct.unpack_from(f">{n}Q", self.buf, p)
 
+    def runs(self) -> tuple[tuple[int, int], ...]:
+        """A run-list: u32 count, then count x (first:u64, count:u64), every count >= 1."""
+        n = _U32.unpack_from(self.buf, self._need(4))[0]
+        flat = struct.unpack_from(f">{2 * n}Q", self.buf, self._need(16 * n))
+        if 0 in flat[1::2]:
+            raise FormatError("empty run")
+        return tuple(zip(flat[::2], flat[1::2], strict=True))
+
     def done(self) -> None:
         if self.pos != self.end:
             raise FormatError("trailing bytes in payload")
@@ -326,6 +346,8 @@ def _decode(rtype: int, r: _Reader) -> Record:
         return Ack(r.s(), r.s(), r.ids())
     if rtype == T_DELIVERED:
         return Delivered(r.s(), r.s(), r.ids())
+    if rtype == T_DELIVERED_RUNS:
+        return DeliveredRuns(r.s(), r.s(), r.runs())
     if rtype == T_QUEUE_DECLARE:
         return QueueDeclare(r.s(), r.s(), r.u16(), r.b())
     if rtype == T_EXCHANGE_DECLARE:

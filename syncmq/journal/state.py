@@ -46,7 +46,7 @@ import logging
 import struct
 import sys
 from array import array
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from . import format as fmt
 from .msgtable import MessageTable
@@ -241,6 +241,9 @@ class JournalState:
         elif rtype == fmt.T_DELIVERED:
             vhost, queue, ids = fmt.decode_ids_record(buf, start, end)
             self.delivered(vhost, queue, ids)
+        elif rtype == fmt.T_DELIVERED_RUNS:
+            rec = fmt.decode_payload(rtype, buf, start, end)
+            self.delivered_runs(rec.vhost, rec.queue, rec.runs)
         else:
             self.apply_entity(fmt.decode_payload(rtype, buf, start, end), seg, off, size)
 
@@ -280,10 +283,11 @@ class JournalState:
             self.dead_seg.pop(mid, None)
         seg.live += size
 
-    def publish_run(self, mids: list[int], vhost: str, queues: tuple[str, ...], seg: Segment,
-                    offs: list[int], sizes: list[int]) -> None:
+    def publish_run(self, mids: Sequence[int], vhost: str, queues: tuple[str, ...],
+                    seg: Segment, offs: Sequence[int], sizes: Sequence[int]) -> None:
         """:meth:`publish` of consecutive PUBLISH records of one route in ``seg`` (log
-        order); ``MessageTable.add_run`` in one step when it can, else one by one."""
+        order); ``MessageTable.add_run`` in one step when it can, else one by one (the
+        journal thread's batches; recovery's replay, ``mids`` a ``range``)."""
         route = self._routes.get((seg.no, vhost, queues))
         if route is None:
             route = self._route(seg, vhost, queues)
@@ -330,6 +334,15 @@ class JournalState:
         if not ids:
             return
         self.msgs.mark_delivered_ids(self._qkey(vhost, queue), ids)
+
+    def delivered_runs(self, vhost: str, queue: str, runs: Iterable[tuple[int, int]]) -> None:
+        """A DELIVERED_RUNS record: :meth:`delivered` of every id of ``runs``, chunk by chunk
+        of the table (``MessageTable.mark_delivered_run``), not id by id."""
+        qk = self._qkey(vhost, queue)
+        for first, count in runs:
+            if first + count - 1 > self.max_id:
+                self.max_id = first + count - 1
+            self.msgs.mark_delivered_run(qk, first, count)
 
     def _kill_queue_msgs(self, qk: QKey) -> None:
         for mid, seg_no, size in self.msgs.kill_queue(qk):
