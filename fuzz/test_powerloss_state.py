@@ -467,4 +467,8 @@ def test_the_harness_catches_a_confirm_before_its_fsync(monkeypatch) -> None:
     with pytest.raises((AssertionError, Flaky)):
         run_state_machine_as_test(CleanClose, settings=settings(
             SETTINGS, max_examples=300, phases=(Phase.generate,), database=None))
-    assert any("lost" in f for f in found), found
+    # Any answer given before its fsync shows: a confirmed message or declared queue lost, a
+    # deleted queue resurrected, an acked message come back. A phantom or a partial tx would
+    # be another bug, not this one.
+    answered = ("lost", "resurrected", "came back")
+    assert any(word in f for f in found for word in answered), found
