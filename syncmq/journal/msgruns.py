@@ -1,23 +1,31 @@
 """The message table's operations on runs of consecutive ids (issue #22): the DELIVERED_RUNS
 record's marks (``format.py``, "Delivered runs") applied and, for compaction, read back
-(``MessageTable.add_run`` adds a run of PUBLISH records).
+(:meth:`RunMarks.add_run` adds a run of PUBLISH records, :meth:`RunMarks.by_queue` lists each
+queue's live ids as runs in log order for recovery).
 
 A recovered backlog's ids come from one counter, so after an unclean stop the broker journals
 its redelivered flags as a few runs (``Durability.journal_started``) and replay marks them here
 chunk by chunk: a chunk that is all one queue's live messages is marked in one slice
 assignment, any other slot by slot (the same rule as :meth:`MessageTable.mark_delivered`).
 
-:class:`RunMarks` is a mixin of :class:`~syncmq.journal.msgtable.MessageTable` (the layout,
-the constants and the ownership rules are that module's: one thread at a time; a mask is
-replaced whole, in place, so a reader of ``loc`` never sees a slot half written).
+:class:`RunMarks` is a mixin of :class:`~syncmq.journal.msgtable.MessageTable` (the layout and
+the ownership rules are that module's: one thread at a time; a mask is replaced whole, in
+place, so a reader of ``loc`` never sees a slot half written). The chunk type and the layout
+constants live here so that both modules share them without an import cycle.
 """
 
 from __future__ import annotations
 
 from array import array
 from bisect import bisect_left
+from collections.abc import Iterator, Sequence
+
+from .idruns import IdRuns
 
 __all__ = ["RunMarks", "CHUNK_BITS", "MAX_ROUTE"]
+
+QKey = tuple[str, str]
+Route = tuple[QKey, ...]
 
 CHUNK_BITS = 10  # at most 16: a slot's id is an array('H') item
 MAX_ROUTE = 32
@@ -25,6 +33,26 @@ _M32 = 0xFFFF_FFFF
 _LOW = (1 << CHUNK_BITS) - 1  # an id's place in its chunk (what a chunk's ``ids`` store)
 _LIVE1 = 1  # mask of a live, undelivered message on route bit 0
 _DELIVERED1 = _M32 + 2  # ... and delivered there (1 << 32 | 1)
+
+
+class _Chunk:
+    __slots__ = ("a", "live", "routes")
+
+    def __init__(self) -> None:
+        #: (ids, loc, info, masks): replaced as one tuple when slots move (insert, tidy);
+        #: ``ids`` holds each id's low :data:`CHUNK_BITS` bits (the chunk's key is the rest)
+        self.a = (array("H"), array("Q"), array("Q"), array("Q"))
+        self.live = 0  # slots with a non-zero ``remaining``
+        self.routes: set[int] = set()  # route ids of its slots (a superset of the live ones)
+
+
+def _bits(mask: int) -> Iterator[int]:
+    i = 0
+    while mask:
+        if mask & 1:
+            yield i
+        mask >>= 1
+        i += 1
 
 
 class RunMarks:
@@ -112,3 +140,123 @@ class RunMarks:
                               if first <= m < end and qk in b.delivered):
                 add(mid, 1)
         return out
+
+    def add_run(self, mids: Sequence[int], seg: int, offs: Sequence[int],
+                sizes: Sequence[int], route: Route) -> bool:
+        """:meth:`add` of each of ``mids`` (records ``(seg, offs[i], sizes[i])``, one route)
+        in bulk when each goes at the end of its chunk: strictly ascending, every chunk's part
+        above that chunk's last slot, nothing in ``_big``, every field fits a slot. False (and
+        nothing changes) otherwise: the caller adds them one by one. Used for the journal
+        thread's run of a batch's PUBLISH records and recovery's replay of a backlog
+        (``JournalState.publish_run``; ``mids`` is a ``range`` there, over many chunks): four
+        ``extend`` calls a chunk instead of four ``append`` calls a message, the ids last
+        (readers, see :meth:`add`)."""
+        if (self._big or seg > _M32 or len(route) > MAX_ROUTE or max(offs) > _M32
+                or max(sizes) > _M32):
+            return False
+        if not (isinstance(mids, range) and mids.step == 1):
+            prev = -1
+            for mid in mids:  # strictly ascending (one publisher's are; several interleave)
+                if mid <= prev:
+                    return False
+                prev = mid
+        chunks = self._chunks
+        parts = []  # (key, i, j): mids[i:j] go to chunk key
+        i, n = 0, len(mids)
+        while i < n:
+            key = mids[i] >> CHUNK_BITS
+            j = bisect_left(mids, (key + 1) << CHUNK_BITS, i)
+            c = chunks.get(key)
+            if c is not None and c.a[0] and c.a[0][-1] >= mids[i] & _LOW:
+                return False
+            parts.append((key, i, j))
+            i = j
+        rid = self._route_ids.get(route)
+        if rid is None:
+            rid = self._route_id(route)
+        qc = self.queue_counts
+        for qk in route:
+            qc[qk] = qc.get(qk, 0) + n
+        self._n += n
+        hi = seg << 32
+        mask = array("Q", ((1 << len(route)) - 1,))
+        for key, i, j in parts:
+            c = chunks.get(key)
+            if c is None:
+                c = chunks[key] = _Chunk()
+            a = c.a
+            a[1].extend([hi | off for off in offs[i:j]])
+            a[2].extend([(size << 32) | rid for size in sizes[i:j]])
+            a[3].extend(mask * (j - i))
+            a[0].extend([m & _LOW for m in mids[i:j]])
+            c.live += j - i
+            if rid not in c.routes:
+                c.routes.add(rid)
+                self._route_refs[rid] += 1
+        return True
+
+    def by_queue(self) -> dict[QKey, IdRuns]:
+        """Per queue, the ids of its live messages (:class:`IdRuns`: a backlog of consecutive
+        ids costs a few bytes) in log order of their records (segment, then offset): publish
+        order (recovery). Ids mostly come in log order already; a queue where they do not is
+        sorted by location afterwards."""
+        out: dict[QKey, IdRuns] = {}
+        last: dict[QKey, int] = {}  # per queue, the location of its last id so far
+        unsorted: set[QKey] = set()
+        routes = self._routes
+        for key, c in sorted(self._chunks.items()):
+            ids, loc, info, masks = c.a
+            base = key << CHUNK_BITS
+            if self._run_of(c, base, out, last):  # (a backlog's whole chunk as one run)
+                continue
+            for i in range(len(ids)):
+                m = masks[i] & _M32
+                if not m:
+                    continue
+                route = routes[info[i] & _M32]
+                here = loc[i]
+                for b in _bits(m):
+                    qk = route[b]
+                    a = out.get(qk)
+                    if a is None:
+                        a = out[qk] = IdRuns()
+                    elif last[qk] > here:
+                        unsorted.add(qk)
+                    last[qk] = here
+                    a.append(base | ids[i])
+        if self._big:
+            for mid, b in self._big.items():
+                for qk in b.queues:
+                    out.setdefault(qk, IdRuns()).append(mid)
+                    unsorted.add(qk)
+        for qk in unsorted:
+            out[qk] = IdRuns(sorted(out[qk], key=self._sort_key))
+        return out
+
+    def _run_of(self, c: _Chunk, base: int, out: dict[QKey, IdRuns],
+                last: dict[QKey, int]) -> bool:
+        """:meth:`by_queue`'s step for a chunk that is one run: every slot live, consecutive
+        ids, one route of one queue, locations ascending after that queue's last: its ids
+        appended as one run (C-speed checks, no per-slot Python). False, nothing done,
+        otherwise."""
+        if len(c.routes) != 1:
+            return False
+        route = self._routes[next(iter(c.routes))]
+        ids, loc, _info, masks = c.a
+        n = len(ids)
+        if route is None or len(route) != 1 or not n or ids[n - 1] - ids[0] != n - 1 or \
+                masks.count(1) + masks.count(_M32 + 2) != n:
+            return False
+        qk = route[0]
+        a = out.get(qk)
+        if (a is not None and last[qk] > loc[0]) or list(loc) != sorted(loc):
+            return False
+        if a is None:
+            a = out[qk] = IdRuns()
+        a.append_run(base | ids[0], n)
+        last[qk] = loc[n - 1]
+        return True
+
+    def _sort_key(self, mid: int) -> tuple[int, int]:
+        seg, off, _size = self.loc(mid)
+        return seg, off
