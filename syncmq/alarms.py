@@ -45,6 +45,10 @@ TRIM_EVERY = 2.0  # seconds between two malloc_trim calls at most (doubled while
 # 8 MiB and 1/4 (the figures before) left every long-running scenario at 1.15-1.31x.
 TRIM_SLACK = 4 * 1024 * 1024
 TRIM_SHARE = 8
+#: queued messages (in memory or paged out) that must go, and halve what was held at the last
+#: trim, for a drained backlog to end the trim back-off: a queue depth swinging between a few
+#: dozen and none must not (each failed trim holds the reactor for milliseconds)
+TRIM_HELD_DROP = 10_000
 WALK_SHARE = 0.05  # the accounting walk may take this share of a core
 
 
@@ -153,7 +157,8 @@ class ResourceMonitor:
         mem = self.memory_used
         held = self.memory_parts.get("messages", 0) + self.memory_parts.get("paged", 0)
         rss = resident_memory()
-        if mem < self._trim_mem // 2 or held < self._trim_held // 2:
+        if mem < self._trim_mem // 2 or (
+                held < self._trim_held // 2 and self._trim_held - held >= TRIM_HELD_DROP):
             # what the broker holds, or the messages it queues, halved since the last trim
             # (a backlog drained): trim now, not after the back-off that the failed trims
             # during the backlog built up. (A paged backlog is mostly not in the accounted

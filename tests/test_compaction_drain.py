@@ -98,6 +98,23 @@ def test_a_run_stops_at_a_draining_segment(tmp_path):
     assert c.find_run(cur, defer_draining=True) == [3]
 
 
+def test_a_clean_small_segment_is_not_copied_alone_while_its_neighbour_drains(tmp_path):
+    """A small clean segment starts a run only to merge with its small neighbour: with the
+    neighbour deferred it would be rewritten unchanged on every call (found in review)."""
+    small = SEG // 16
+    c, clock, segs = _compactor(tmp_path, [small, small // 4])
+    for no in (1, 2):
+        segs[no].size = small
+    cur = 3
+    assert c.find_run(cur) == [1, 2]  # without the rule: merged
+    c.find_run(cur, defer_draining=True)  # first sight
+    clock.now += 1.0
+    segs[2].live -= 200  # 2 drains fast
+    assert c.find_run(cur, defer_draining=True) is None and c.deferred
+    clock.now += 1.0  # 2's drain stopped: the pair is merged again
+    assert c.find_run(cur, defer_draining=True) == [1, 2]
+
+
 def _backlog(j, n: int, body: int = 900) -> Driver:
     d = Driver(j)
     d.add(fmt.QueueDeclare("/", "q", 0, b""))

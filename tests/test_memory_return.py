@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import random
 import select
 import sys
 import time
@@ -467,3 +468,39 @@ def test_a_paged_backlog_drained_ends_the_trim_back_off(monkeypatch):
     before = len(trims)
     mon.sample_memory()
     assert len(trims) == before + 1, "the paged backlog's drain did not end the back-off"
+
+
+def test_a_small_swinging_depth_does_not_end_the_trim_back_off(monkeypatch):
+    """Only a drained backlog ends the back-off: a depth that swings between a few dozen
+    messages and none (often halving from one tick to the next) must not make the ticks
+    failed trims, each of which holds the reactor for milliseconds (found in review). Fake
+    clock and figures."""
+    from syncmq import alarms
+
+    clock = _Clock()
+    figures = {"held": 0}
+    trims = []
+
+    def trim() -> bool:
+        trims.append(clock.now)
+        return False
+
+    monkeypatch.setattr(alarms, "time", clock)
+    monkeypatch.setattr(alarms, "resident_memory", lambda: 300 * MiB)
+    monkeypatch.setattr(alarms.memory, "trim", trim)
+    monkeypatch.setattr(alarms.memory, "accounted_memory", lambda *_: {
+        "total": 60 * MiB, "messages": figures["held"], "paged": 0})
+
+    class _Broker:
+        alarms = frozenset()
+        body_store = None
+        memory_used = 0
+
+    mon = alarms.ResourceMonitor(_Broker(), lambda: [], lambda *_: None, 0, 0, "/")
+    depth = random.Random(7)
+    for _tick in range(1200):  # 10 minutes of ticks, 0 to 50 messages queued
+        figures["held"] = depth.randint(0, 50)
+        mon.sample_memory()
+        clock.now += 0.5
+    # the back-off alone (2, 4 ... 60 s between failed trims): 14 in 10 minutes
+    assert len(trims) <= 14, f"{len(trims)} failed trims in 10 minutes: the back-off was reset"

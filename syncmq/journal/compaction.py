@@ -341,6 +341,7 @@ class Compactor(RunPlanner):
             self.reader.swap(drop_all, run, None)
         else:
             drop_all()
+        st.fit_dead()
         stats.jobs += 1
         log.info("journal compaction: deleted %d dead segment(s) (%d bytes)", len(run),
                  sum(fmt.FILE_HEADER.size + s.size for s in run_segs))
@@ -371,6 +372,7 @@ class Compactor(RunPlanner):
             old_fds, new_fd = self.reader.swap(replace, run, b)
         else:
             replace()
+        self.state.fit_dead()
         if self.do_fsync:
             fsync_dir(self.data_dir)
         self._hook("renamed")

@@ -245,9 +245,25 @@ def _publish_route(vhost: str, queues: Sequence[str], exchange: str, routing_key
 
 #: (vhost, exchange, routing_key, queues, properties) -> the encoded fields between msg_id and
 #: the body's length (route, properties' length, properties), for properties of at most
-#: ``_MID_PROPS_MAX`` octets (bounds the cache: 4,096 entries of a few hundred octets)
+#: ``_MID_PROPS_MAX`` octets. Both caches are bounded by entries (4,096) and by the octets
+#: they hold (``_CACHE_OCTETS``: a wide fanout's route is kilobytes, and per-message
+#: properties miss every time), cleared whole when either is reached (a miss only).
 _publish_mids: dict[tuple, bytes] = {}
 _MID_PROPS_MAX = 512
+_CACHE_OCTETS = 1 << 20
+_cached_octets = [0, 0]  # held by _publish_routes, by _publish_mids
+
+
+def _cache(cache: dict, which: int, key: tuple, value: bytes) -> None:
+    """Keep ``value`` in ``cache`` (one of encode_publish's two), clearing it first when it
+    holds 4,096 entries or ``_CACHE_OCTETS`` octets of values (their keys hold the same
+    strings again, at most as many octets)."""
+    held = _cached_octets[which] + len(value)
+    if len(cache) >= 4096 or held > _CACHE_OCTETS:
+        cache.clear()
+        held = len(value)
+    _cached_octets[which] = held
+    cache[key] = value
 
 
 def encode_publish(
@@ -269,14 +285,10 @@ def encode_publish(
         route = _publish_routes.get(rkey)
         if route is None:
             route = _publish_route(vhost, queues, exchange, routing_key)
-            if len(_publish_routes) >= 4096:
-                _publish_routes.clear()
-            _publish_routes[rkey] = route
+            _cache(_publish_routes, 0, rkey, route)
         mid = route + _U32.pack(len(properties)) + properties
         if len(properties) <= _MID_PROPS_MAX:
-            if len(_publish_mids) >= 4096:
-                _publish_mids.clear()
-            _publish_mids[key] = mid
+            _cache(_publish_mids, 1, key, mid)
     nb = len(body)
     n = len(mid) + nb + 12
     if n > MAX_PAYLOAD:

@@ -123,6 +123,8 @@ class RunPlanner:
                     break
                 run.append(n)
                 est += e
+            if len(run) == 1 and not dirty:
+                continue  # a clean segment alone (its small neighbour deferred): a copy of itself
             return run
         return None
 

@@ -34,9 +34,9 @@ Memory after a drained backlog (issue #22): every message a drain acks is a dead
 until compaction drops its segment, so :attr:`dead_seg` grows to the dead messages of every
 segment compaction has not reached yet (millions when a large backlog drains faster than
 compaction rewrites it) and, a dict, keeps that table when its keys are deleted.
-:meth:`drop_segment` therefore rebuilds it in place once its table is :data:`FIT_FACTOR`
+:meth:`fit_dead` therefore rebuilds it in place once its table is :data:`FIT_FACTOR`
 times larger than its entries need (:func:`fit`; amortized O(1) a deletion, on the journal
-thread, never per message). A segment's ``dead_ids`` is an ``array('Q')``: 8 bytes a dead
+thread after a compaction job, outside the reader's lock, never per message). A segment's ``dead_ids`` is an ``array('Q')``: 8 bytes a dead
 id instead of a list slot and an int object (~40), for as long as the segment is on disk.
 """
 
@@ -192,8 +192,14 @@ class JournalState:
         for mid in seg.dead_ids:
             if dead.get(mid) == no:
                 del dead[mid]
+
+    def fit_dead(self) -> None:
+        """Give a drained backlog's dead-id table back (:func:`fit`), once a compaction job
+        dropped its segments: called by the compactor after the reader's swap, never under
+        the reader's lock (a rebuild is O(entries left), one C call holding the GIL)."""
+        dead = self.dead_seg
         before = sys.getsizeof(dead)
-        if fit(dead):  # (a drained backlog's dead ids are gone: give their table back)
+        if fit(dead):
             # (a FIFO drain empties a segment's worth, ~1-3 MiB, every few seconds: said
             # only for a large backlog's table)
             log.log(logging.INFO if before >= FIT_LOG else logging.DEBUG,

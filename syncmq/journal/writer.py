@@ -425,6 +425,7 @@ class Journal(SegmentFiles, GroupCommit, JournalControl):
         if c.busy:
             return True
         if self._compact_failed_at == self._seg_no:
+            c.deferred = False  # (nothing looked at: no timed look again until the next roll)
             return False
         run = c.find_run(self._seg_no, defer_draining=True)
         if run is None:
