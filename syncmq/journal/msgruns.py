@@ -64,35 +64,40 @@ class RunMarks:
         """Whether every slot of chunk ``c`` that may be live is on the route ``(qk,)``."""
         return len(c.routes) == 1 and self._routes[next(iter(c.routes))] == (qk,)
 
-    def mark_delivered_run(self, qk, first: int, count: int) -> None:
-        """:meth:`mark_delivered` of ids ``first .. first + count - 1`` on queue ``qk`` (a
-        DELIVERED_RUNS record's run). Cost per chunk of 2**CHUNK_BITS ids: a chunk whose
-        slots all lie in the run, all live on ``(qk,)`` alone, is marked in one slice
-        assignment; others slot by slot."""
-        end = first + count
+    def _chunks_in(self, first: int, end: int) -> Iterator[tuple[int, _Chunk, int, int]]:
+        """``(key, chunk, start, stop)`` for each chunk that exists over ids ``first ..
+        end - 1``, in id order: the ids ``start .. stop - 1`` are its part of the range."""
         chunks = self._chunks
-        route_bits = self._route_bits
         mid = first
         while mid < end:
             key = mid >> CHUNK_BITS
             stop = min(end, (key + 1) << CHUNK_BITS)
             c = chunks.get(key)
             if c is not None:
-                a = c.a
-                ids_, _loc, info, masks = a
-                lo, hi = mid & _LOW, ((stop - 1) & _LOW) + 1
-                n = len(ids_)
-                if n and ids_[0] >= lo and ids_[n - 1] < hi and self._one_queue_chunk(c, qk) \
-                        and masks.count(_LIVE1) + masks.count(_DELIVERED1) == n:
-                    masks[:] = array("Q", (_DELIVERED1,)) * n
-                else:
-                    for k in range(bisect_left(ids_, lo), bisect_left(ids_, hi)):
-                        m = masks[k]
-                        if m & _M32:
-                            bit = route_bits[info[k] & _M32].get(qk)
-                            if bit is not None and (m >> bit) & 1:
-                                masks[k] = m | (1 << (32 + bit))
+                yield key, c, mid, stop
             mid = stop
+
+    def mark_delivered_run(self, qk, first: int, count: int) -> None:
+        """:meth:`mark_delivered` of ids ``first .. first + count - 1`` on queue ``qk`` (a
+        DELIVERED_RUNS record's run). Cost per chunk of 2**CHUNK_BITS ids: a chunk whose
+        slots all lie in the run, all live on ``(qk,)`` alone, is marked in one slice
+        assignment; others slot by slot."""
+        end = first + count
+        route_bits = self._route_bits
+        for _key, c, mid, stop in self._chunks_in(first, end):
+            ids_, _loc, info, masks = c.a
+            lo, hi = mid & _LOW, ((stop - 1) & _LOW) + 1
+            n = len(ids_)
+            if n and ids_[0] >= lo and ids_[n - 1] < hi and self._one_queue_chunk(c, qk) \
+                    and masks.count(_LIVE1) + masks.count(_DELIVERED1) == n:
+                masks[:] = array("Q", (_DELIVERED1,)) * n
+            else:
+                for k in range(bisect_left(ids_, lo), bisect_left(ids_, hi)):
+                    m = masks[k]
+                    if m & _M32:
+                        bit = route_bits[info[k] & _M32].get(qk)
+                        if bit is not None and (m >> bit) & 1:
+                            masks[k] = m | (1 << (32 + bit))
         if self._big:
             for mid in [m for m in self._big if first <= m < end]:
                 self.mark_delivered(mid, qk)
@@ -110,31 +115,24 @@ class RunMarks:
                 out.append((a, n))
 
         end = first + count
-        chunks = self._chunks
         route_bits = self._route_bits
-        mid = first
-        while mid < end:
-            key = mid >> CHUNK_BITS
-            stop = min(end, (key + 1) << CHUNK_BITS)
-            c = chunks.get(key)
-            if c is not None:
-                ids_, _loc, info, masks = c.a
-                base = key << CHUNK_BITS
-                n = len(ids_)
-                if n and ids_[n - 1] - ids_[0] == n - 1 and masks.count(_DELIVERED1) == n \
-                        and self._one_queue_chunk(c, qk):
-                    a, b = max(mid, base + ids_[0]), min(stop, base + ids_[n - 1] + 1)
-                    if a < b:
-                        add(a, b - a)
-                else:
-                    lo, hi = mid & _LOW, ((stop - 1) & _LOW) + 1
-                    for k in range(bisect_left(ids_, lo), bisect_left(ids_, hi)):
-                        m = masks[k]
-                        if m & _M32:
-                            bit = route_bits[info[k] & _M32].get(qk)
-                            if bit is not None and (m >> (32 + bit)) & 1:
-                                add(base | ids_[k], 1)
-            mid = stop
+        for key, c, mid, stop in self._chunks_in(first, end):
+            ids_, _loc, info, masks = c.a
+            base = key << CHUNK_BITS
+            n = len(ids_)
+            if n and ids_[n - 1] - ids_[0] == n - 1 and masks.count(_DELIVERED1) == n \
+                    and self._one_queue_chunk(c, qk):
+                a, b = max(mid, base + ids_[0]), min(stop, base + ids_[n - 1] + 1)
+                if a < b:
+                    add(a, b - a)
+            else:
+                lo, hi = mid & _LOW, ((stop - 1) & _LOW) + 1
+                for k in range(bisect_left(ids_, lo), bisect_left(ids_, hi)):
+                    m = masks[k]
+                    if m & _M32:
+                        bit = route_bits[info[k] & _M32].get(qk)
+                        if bit is not None and (m >> (32 + bit)) & 1:
+                            add(base | ids_[k], 1)
         if self._big:
             for mid in sorted(m for m, b in self._big.items()
                               if first <= m < end and qk in b.delivered):

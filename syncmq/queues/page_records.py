@@ -53,6 +53,15 @@ def _decode(buf: bytes, names: dict, cls) -> tuple:
 NAMES_MAX = 1024
 
 
+def _name(raw: bytes, names: dict) -> str:
+    """``raw`` decoded, and kept in ``names`` while it holds fewer than :data:`NAMES_MAX`
+    (``_decode_many``'s miss; a hit is looked up inline)."""
+    name = raw.decode("utf-8", "surrogateescape")
+    if len(names) < NAMES_MAX:
+        names[raw] = name
+    return name
+
+
 def _decode_many(buf: bytes, want: int, names: dict, cls) -> tuple[list, int]:
     """The pairs of up to ``want`` whole records at the start of ``buf`` (a page-in's
     chunk: one loop, no call per record), and the offset after the last one. Exchange
@@ -71,19 +80,11 @@ def _decode_many(buf: bytes, want: int, names: dict, cls) -> tuple[list, int]:
         m = new(cls)
         exb = buf[q:q + lex]
         ex = names.get(exb)
-        if ex is None:
-            ex = exb.decode("utf-8", "surrogateescape")
-            if len(names) < NAMES_MAX:
-                names[exb] = ex
-        m.exchange = ex
+        m.exchange = _name(exb, names) if ex is None else ex
         q += lex
         rkb = buf[q:q + lrk]
         rk = names.get(rkb)
-        if rk is None:
-            rk = rkb.decode("utf-8", "surrogateescape")
-            if len(names) < NAMES_MAX:
-                names[rkb] = rk
-        m.routing_key = rk
+        m.routing_key = _name(rkb, names) if rk is None else rk
         q += lrk
         m.properties = buf[q:q + lprops]
         q += lprops
