@@ -88,6 +88,50 @@ def test_ids_of_one_batch_are_one_record_after_the_batch(tmp_path):
     assert [m[0] for m in st["queues"][("/", "r")][2]] == [1, 3, 5, 7, 8, 9, 10]
 
 
+def test_ids_appended_while_the_journal_thread_takes_a_batch_go_in_the_next(
+        tmp_path, monkeypatch):
+    """The journal thread reads the ids it took after releasing ``_lock``: they must be a
+    dict of its own even when none were queued. Once it kept the live (empty) dict, an
+    ``append_ids`` landing between the take and the encode went into the batch it was
+    encoding while a worker grew it ("dictionary changed size during iteration": the journal
+    failed, every persistent publish refused until restart, seen in S3 at 0.10.0-dev), and
+    the same ids were written again by the next batch. Here the append is made to land in
+    exactly that window, from another thread."""
+    j, _ = open_journal(tmp_path)
+    j.append(fmt.encode_queue_declare("/", "q", 1))
+    publish(j, 1)
+    publish(j, 2)
+    barrier(j)
+    appended = threading.Event()
+    take = Journal._take_batch_locked
+    armed = [True]
+
+    class Items(list):
+        def __bool__(self) -> bool:  # (read by the journal thread once the lock is free)
+            appended.wait(30)
+            return len(self) > 0
+
+    def append_now() -> None:
+        j.append_ids(fmt.T_DELIVERED, "/", "q", [1, 2])
+        appended.set()
+
+    def take_and_race(self):
+        items, ids = take(self)
+        if armed[0] and items and not ids:
+            armed[0] = False
+            threading.Thread(target=append_now).start()  # (blocks until the lock is free)
+            return Items(items), ids
+        return items, ids
+
+    monkeypatch.setattr(Journal, "_take_batch_locked", take_and_race)
+    j.append(fmt.encode_vhost_add("v"))
+    assert appended.wait(30)
+    barrier(j)
+    j.close()
+    delivered = [r for r in records_on_disk(tmp_path) if isinstance(r, fmt.Delivered)]
+    assert delivered == [fmt.Delivered("/", "q", (1, 2))]
+
+
 def test_ids_are_covered_by_a_later_barrier(tmp_path):
     """A barrier appended after ids fires only once they are written (and fsynced)."""
     j, _ = open_journal(tmp_path)

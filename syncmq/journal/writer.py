@@ -439,6 +439,22 @@ class Journal(SegmentFiles, GroupCommit, JournalControl):
         finally:
             self._finish()
 
+    def _take_batch_locked(self) -> tuple[list[_Item], dict]:
+        """The queued items and coalesced ids, detached (``_lock`` held; journal thread). The
+        ids returned are never the dict :meth:`append_ids` writes to: when none are queued
+        the caller gets an empty dict of its own, since it reads them after releasing the
+        lock (once the live dict was kept when empty, an append landed in it meanwhile and
+        the journal thread encoded it while a worker grew it: "dictionary changed size
+        during iteration", the journal failed)."""
+        items = self._pending
+        self._pending = []
+        self._waiting = False
+        ids = self._ids
+        if not ids:
+            return items, {}
+        self._ids = {}
+        return items, ids
+
     def _loop(self) -> None:
         want_compact = self._compaction_wanted()
         last_step = 0.0
@@ -452,12 +468,7 @@ class Journal(SegmentFiles, GroupCommit, JournalControl):
                         self._wakeup.wait(self._compactor.drain_window)
                         break
                     self._wakeup.wait()
-                items = self._pending
-                self._pending = []
-                self._waiting = False
-                ids = self._ids
-                if ids:
-                    self._ids = {}
+                items, ids = self._take_batch_locked()
                 closing = self._closing
             if items or ids:
                 try:
