@@ -316,6 +316,36 @@ def recover_dir(data_dir: str, load_bodies: bool = True,
     return result, state
 
 
+def _publish_run(state: JournalState, run0: int, vhost: str, queues: tuple, seg: Segment,
+                 offs: array, sizes: array) -> None:
+    """Apply a run :func:`_replay` gathered: ids ``run0..``, records at ``offs``/``sizes``."""
+    seg.size += sum(sizes)
+    state.publish_run(range(run0, run0 + len(offs)), vhost, queues, seg, offs, sizes)
+
+
+def _apply_record(apply: Callable, data: mmap.mmap, pos: int, end: int, rtype: int,
+                  seg: Segment, path: str, stats: RecoveryStats) -> tuple | None:
+    """:func:`_replay`'s step for a record that does not extend the pending run (not on a
+    backlog's per-message path): a PUBLISH is decoded and returned as the head of a new run,
+    ``(id, vhost, queues, head length, head bytes)``; any other record is applied; an
+    undecodable one is counted and logged (None)."""
+    hsize = fmt.RECORD_HEADER.size
+    try:
+        if rtype == fmt.T_PUBLISH or rtype == fmt.T_PUBLISH_AT:
+            mid, vhost, queues = fmt.decode_publish_head(data, pos + hsize, end)
+            hlen = 2 + sum(2 + len(x.encode()) for x in (vhost, *queues))
+            p = pos + hsize + 8
+            return mid, vhost, queues, hlen, data[p : p + hlen]
+        apply(rtype, data, pos, end - pos - hsize, seg)
+    except (fmt.FormatError, UnicodeDecodeError) as exc:
+        if rtype == fmt.T_PUBLISH or rtype == fmt.T_PUBLISH_AT:
+            seg.size += end - pos  # (apply counts the others' before decoding)
+        stats.skipped_records += 1
+        log.warning("journal recovery: skipped undecodable %s record at %s:%d (%s)",
+                    fmt.TYPE_NAMES.get(rtype, f"type-{rtype}"), path, pos, exc)
+    return None
+
+
 def _replay(state: JournalState, data: mmap.mmap, seg: Segment, path: str,
             stats: RecoveryStats) -> tuple[int, int, str | None]:
     """Apply every whole record of one segment image; the loop of ``format.iter_records``
@@ -333,14 +363,7 @@ def _replay(state: JournalState, data: mmap.mmap, seg: Segment, path: str,
     crc32 = zlib.crc32
     mv = memoryview(data)
     apply = state.apply
-    publish_run = state.publish_run
-
-    def flush(run0: int, vhost: str, queues: tuple, seg: Segment, offs: array,
-              sizes: array) -> None:
-        seg.size += sum(sizes)
-        publish_run(range(run0, run0 + len(offs)), vhost, queues, seg, offs, sizes)
-
-    head = fmt.decode_publish_head
+    flush = partial(_publish_run, state)
     T_PUBLISH, T_PUBLISH_AT = fmt.T_PUBLISH, fmt.T_PUBLISH_AT
     unpack_id = _HEADER_ID.unpack_from
     hlen, hbytes, vhost, queues = 0, None, "", ()  # the last PUBLISH's (vhost, queues)
@@ -390,20 +413,10 @@ def _replay(state: JournalState, data: mmap.mmap, seg: Segment, path: str,
             if offs:
                 flush(run0, vhost, queues, seg, offs, sizes)
                 offs, sizes = array("Q"), array("Q")
-            try:
-                if rtype == T_PUBLISH or rtype == T_PUBLISH_AT:
-                    run0, vhost, queues = head(data, pos + hsize, end)
-                    hlen = 2 + sum(2 + len(x.encode()) for x in (vhost, *queues))
-                    hbytes = data[p : p + hlen]
-                    offs, sizes = array("Q", (pos,)), array("Q", (end - pos,))
-                else:
-                    apply(rtype, data, pos, length, seg)
-            except (fmt.FormatError, UnicodeDecodeError) as exc:
-                if rtype == T_PUBLISH or rtype == T_PUBLISH_AT:
-                    seg.size += end - pos  # (apply counts the others' before decoding)
-                stats.skipped_records += 1
-                log.warning("journal recovery: skipped undecodable %s record at %s:%d (%s)",
-                            fmt.TYPE_NAMES.get(rtype, f"type-{rtype}"), path, pos, exc)
+            started = _apply_record(apply, data, pos, end, rtype, seg, path, stats)
+            if started is not None:  # a PUBLISH that starts a new run
+                run0, vhost, queues, hlen, hbytes = started
+                offs, sizes = array("Q", (pos,)), array("Q", (end - pos,))
             pos = end
         if offs:
             flush(run0, vhost, queues, seg, offs, sizes)
