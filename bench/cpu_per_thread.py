@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -151,6 +152,7 @@ def main() -> int:
                                         opts.time, "-p", str(p.pid), "-o", opts.pyspy],
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             t_go = time.monotonic()
+            ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
             proc = subprocess.Popen([sys.executable, "-m", "syncmq.perf.cli", "--uri", uri,
                                      *opts.perf.split(), "-z", opts.time],
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -160,6 +162,7 @@ def main() -> int:
                 a, b = (float(x) for x in opts.steady.split(","))
                 window = steady(p.pid, mport, a, b, t_go)
             stdout, _ = proc.communicate()
+            ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
             if spy is not None:
                 spy.wait()
             t1, m1, c1 = thread_cpu(p.pid), fsync_metrics(mport), thread_switches(p.pid)
@@ -181,6 +184,9 @@ def main() -> int:
             print(json.dumps({
                 "sent_rate": round(res["sent_rate"]), "received_rate": round(res["received_rate"]),
                 "cpu_us_per_msg": round(sum(sum(v) for v in per_thread.values()), 1),
+                # syncmq-perf's own CPU (all its processes, user + system) a received message
+                "client_us_per_msg": round((ru1.ru_utime + ru1.ru_stime - ru0.ru_utime
+                                            - ru0.ru_stime) * 1e6 / n, 1),
                 "thread_us_per_msg_user_sys": per_thread,
                 # context switches per 1,000 received messages: [voluntary, involuntary]
                 "thread_switches_per_1k_vol_invol": switches,

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -33,34 +32,7 @@ from typing import Any
 log = logging.getLogger("syncmq.workers")
 
 _STOP = object()
-# The interpreter's GIL switch interval while the pool runs (CPython's default is 5 ms). A
-# thread that becomes runnable (a worker handed a batch of acks, the reactor woken to send
-# deliveries) waits for the GIL until the running thread drops it, up to this long: with a
-# publisher keeping another thread busy, every hand-off of a consumer's ack/deliver round
-# trip cost up to 5 ms, which capped a prefetch-100 consumer at a few thousand msg/s. At
-# 0.2 ms: S2 (1 KiB, manual ack, prefetch 100) 7,855 -> 36,153 delivered/s, S1 and S3 unchanged.
-# The interval is process-wide: the first running pool sets it, the last one to stop puts the
-# interpreter's back (several embedded brokers in one test process; see syncmq.embedded).
-SWITCH_INTERVAL = 0.0002
-_switch_lock = threading.Lock()
-_switch_users = 0
-_switch_saved = 0.0
 _local = threading.local()
-
-
-def _hold_switch_interval(hold: bool) -> None:
-    global _switch_users, _switch_saved
-    with _switch_lock:
-        if hold:
-            if _switch_users == 0:
-                _switch_saved = sys.getswitchinterval()
-                if _switch_saved > SWITCH_INTERVAL:
-                    sys.setswitchinterval(SWITCH_INTERVAL)
-            _switch_users += 1
-        else:
-            _switch_users -= 1
-            if _switch_users == 0:
-                sys.setswitchinterval(_switch_saved)
 
 
 def current_worker() -> Worker | None:
@@ -174,7 +146,6 @@ class WorkerPool:
         if size < 1:
             raise ValueError("worker pool size must be >= 1")
         self.workers = [Worker(i) for i in range(size)]
-        self._holding = False  # this pool counts in _switch_users
 
     def set_on_deferred(self, fn: Callable[[list], None]) -> None:
         """Install the reactor's hand-back (before ``start``); called on the worker's thread
@@ -183,8 +154,6 @@ class WorkerPool:
             w.on_deferred = fn
 
     def start(self) -> None:
-        _hold_switch_interval(True)
-        self._holding = True
         for w in self.workers:
             w.thread.start()
 
@@ -216,6 +185,3 @@ class WorkerPool:
         for w in self.workers:
             if w.thread.is_alive():
                 w.thread.join(timeout)
-        if self._holding:
-            self._holding = False
-            _hold_switch_interval(False)
