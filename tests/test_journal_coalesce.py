@@ -78,9 +78,11 @@ def test_ids_of_one_batch_are_one_record_after_the_batch(tmp_path):
     j.close()
     recs = records_on_disk(tmp_path)
     tail = recs[-3:]
-    assert tail == [fmt.Delivered("/", "q", tuple(range(1, 11))),
-                    fmt.Ack("/", "q", (1, 3, 5, 7, 9)),
-                    fmt.Ack("/", "r", (2, 4, 6))]
+    # the DELIVERED ids wait a batch (items.hold_delivered): those acked on q meanwhile are
+    # never written, the rest come with the close
+    assert tail == [fmt.Ack("/", "q", (1, 3, 5, 7, 9)),
+                    fmt.Ack("/", "r", (2, 4, 6)),
+                    fmt.Delivered("/", "q", (2, 4, 6, 8, 10))]
     assert [r.msg_id for r in recs if isinstance(r, fmt.Publish)] == list(range(1, 12))
     st = snapshot(recover(tmp_path))
     assert [(m[0], m[5]) for m in st["queues"][("/", "q")][2]] == \

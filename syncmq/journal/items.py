@@ -138,3 +138,48 @@ def drop_cancelled(items: list[_Item], ids: dict[tuple[int, str, str], list[int]
         else:
             del ids[key]
     return [it for it in items if it.head is None or it.head[0] not in gone]
+
+
+IdLists = dict[tuple[int, str, str], list[int]]
+
+
+def hold_delivered(held: IdLists, ids: IdLists, flush: bool) -> tuple[IdLists, IdLists]:
+    """DELIVERED ids wait one batch before they are written: ``(to_write, to_hold)``.
+
+    ``held`` is what the previous batch held back, ``ids`` this batch's coalesced ids (after
+    write cancel). A DELIVERED id matters only if its message is still on the queue at a
+    clean stop (it makes recovery flag the message ``redelivered``; after an unclean stop
+    every recovered message is flagged anyway), so an id whose ACK on the same queue came
+    in the same or the next batch need never be written: S3's consumer acks most messages
+    within a batch or two. ``to_write`` holds this batch's ACK ids and the held DELIVERED
+    ids not acked since; ``to_hold`` this batch's DELIVERED ids not acked in it. ``flush``
+    (the journal is closing) writes everything: nothing is held past a clean close, which
+    is when the ids must be on disk. Moving a DELIVERED later is safe (``append_ids``: only
+    later, and replay ignores ids it does not know). Cost: one set of a queue's ACK ids per
+    batch and a list comprehension per held list; nothing when no DELIVERED is queued."""
+    acks: dict[tuple[str, str], set[int]] = {}
+    out: IdLists = {}
+    keep: IdLists = {}
+    for key, lst in ids.items():
+        if key[0] == fmt.T_DELIVERED and not flush:
+            keep[key] = lst
+        else:
+            out[key] = lst
+            if key[0] == fmt.T_ACK:
+                acks[key[1], key[2]] = set(lst)
+    for key, lst in held.items():
+        acked = acks.get((key[1], key[2]))
+        if acked is not None:
+            lst = [i for i in lst if i not in acked]
+        if lst:
+            mine = out.get(key)
+            out[key] = lst if mine is None else lst + mine
+    for key in list(keep):
+        acked = acks.get((key[1], key[2]))
+        if acked is not None:
+            lst = [i for i in keep[key] if i not in acked]
+            if lst:
+                keep[key] = lst
+            else:
+                del keep[key]
+    return out, keep

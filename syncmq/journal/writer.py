@@ -112,6 +112,7 @@ from .items import (
     _Item,
     cancel_acked,
     drop_cancelled,
+    hold_delivered,
 )
 from .reader import SegmentReader
 from .recovery import RecoveredState, recover_dir
@@ -146,7 +147,7 @@ class Journal(SegmentFiles, GroupCommit, JournalControl):
     __slots__ = (
         "data_dir", "fsync_mode", "segment_bytes", "on_error", "compact_threshold",
         "auto_compact", "compact_step_bytes", "metrics", "_lock", "_wakeup", "_pending",
-        "_ids", "_waiting", "_error", "_closing", "_thread", "_lock_fd", "_state",
+        "_ids", "_held", "_waiting", "_error", "_closing", "_thread", "_lock_fd", "_state",
         "_compactor", "_fd", "_seg_no", "_seg_size", "_durable_end", "_dirty", "_mark_due",
         "_unsynced", "_compact_failed_at", "_closed", "_clean_end", "durable_mark", "reader",
         "_unapplied",
@@ -177,6 +178,9 @@ class Journal(SegmentFiles, GroupCommit, JournalControl):
         # Coalesced ACK/DELIVERED ids (append_ids): (type, vhost, queue) -> ids, in first-append
         # order; written as one record per key at the end of the next batch.
         self._ids: dict[tuple[int, str, str], list[int]] = {}
+        # DELIVERED ids held back one batch by the journal thread (``items.hold_delivered``;
+        # journal thread only): written with the next batch unless acked by then
+        self._held: dict[tuple[int, str, str], list[int]] = {}
         self._waiting = False  # an item in _pending has a callback (or is a barrier)
         self._error: Exception | None = None
         self._closing = False
@@ -300,7 +304,7 @@ class Journal(SegmentFiles, GroupCommit, JournalControl):
                     self._sync_all()
                     # everything appended is on disk: the next recovery may trust the
                     # DELIVERED records (close() writes the CLEAN marker)
-                    self._clean_end = not self._pending and not self._ids
+                    self._clean_end = not self._pending and not self._ids and not self._held
             except OSError as exc:
                 log.error("journal: final fsync of %s failed: %s", self.data_dir, exc)
             os.close(self._fd)
@@ -363,7 +367,9 @@ class Journal(SegmentFiles, GroupCommit, JournalControl):
         Ids queued for the same ``(rtype, vhost, queue)`` between two batches are coalesced
         into one record, written at the end of the next batch: after every item appended
         before them (so never before the PUBLISH they refer to) and before that batch's fsync
-        (so a later :meth:`sync_barrier` covers them). They can only move *later* in the log,
+        (so a later :meth:`sync_barrier` covers them). DELIVERED ids wait one batch more and
+        are dropped if acked meanwhile (``items.hold_delivered``): a barrier does not cover
+        them, a clean :meth:`close` does. They can only move *later* in the log,
         which is safe for these two types (ids unknown at that point are ignored by replay).
         In ``"always"`` mode they are appended at once as their own record instead (each item
         is synced on its own there, and a barrier must not fire before them).
@@ -470,14 +476,15 @@ class Journal(SegmentFiles, GroupCommit, JournalControl):
                     self._wakeup.wait()
                 items, ids = self._take_batch_locked()
                 closing = self._closing
-            if items or ids:
+            if items or ids or (closing and self._held):
                 try:
-                    if ids:
-                        if items:
-                            gone = cancel_acked(items, ids)
-                            if gone:
-                                items = drop_cancelled(items, ids, gone)
-                                self.metrics.cancelled += len(gone)
+                    if ids and items:
+                        gone = cancel_acked(items, ids)
+                        if gone:
+                            items = drop_cancelled(items, ids, gone)
+                            self.metrics.cancelled += len(gone)
+                    if ids or self._held:
+                        ids, self._held = hold_delivered(self._held, ids, closing)
                         if ids:
                             items.append(_Item(_encode_ids(ids), None))
                     self._process(items)
