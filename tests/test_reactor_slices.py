@@ -102,12 +102,23 @@ def test_a_bad_frame_in_a_sliced_read_is_reported_after_the_frames_before_it() -
     assert t.handler.frames == want
 
 
-def test_large_messages_and_large_frames_are_cut_whole_as_before() -> None:
+def test_large_messages_and_large_frames_are_cut_whole_as_before(monkeypatch) -> None:
     rng = random.Random(7)
-    # 1 KiB bodies: a slice holds too few frames to be worth a batch of its own
+    # 1 KiB bodies: a slice holds too few frames to be worth a batch of its own, and the
+    # first frames' headers say so before any slice is cut: the read is cut once (S3's reads
+    # were cut twice, a first slice and then the whole)
     data = _publishes(rng, 300, sizes=(1024,))
+    cuts: list[int] = []
+    real_split = reading.split_frames
+
+    def counting_split(buf, *a, **kw):
+        cuts.append(len(buf))
+        return real_split(buf, *a, **kw)
+
+    monkeypatch.setattr(reading, "split_frames", counting_split)
     t = _transport()
     _feed(t, data)
+    assert cuts == [len(data)]
     assert len(t.handler.calls) == 1
     assert t.handler.frames == split_frames(data, FRAME_MAX)[0]
     # small frames around a body frame larger than a slice: the same frames, in order
