@@ -90,7 +90,7 @@ from . import format as fmt
 from .reader import Move, SegmentReader
 from .recovery import fsync_dir
 from .runplan import DRAIN_HORIZON, DRAIN_WINDOW, RunPlanner
-from .state import JournalState, Segment, binding_key
+from .state import NO_REF, JournalState, Segment, binding_key
 
 __all__ = ["Compactor", "CompactionStats", "CompactionAborted"]
 
@@ -116,6 +116,7 @@ class CompactionStats:
     segments_in: int = 0
     segments_deleted: int = 0  # files removed (inputs not replaced by an output)
     bytes_read: int = 0
+    segments_unread: int = 0  # of segments_in: deleted without being read (a dead run)
     bytes_written: int = 0
     records_kept: int = 0
     records_dropped: int = 0
@@ -269,11 +270,10 @@ class Compactor(RunPlanner):
         place (or just delete them when nothing in them is live)."""
         job = _JobOutput(self, run)
         self._tmp_path = self._path(run[-1]) + ".tmp"
-        segs = self.state.segments
-        if all(segs[no].plain and not segs[no].live for no in run):
-            # only dead PUBLISH records (and ID_MARK, TX): nothing to keep, nothing to read
-            # (a drained backlog's segments)
+        if self.dead_run(run):
+            # nothing of it would be kept: nothing to read (module docstring, "A dead run")
             self.stats.segments_in += len(run)
+            self.stats.segments_unread += len(run)
         else:
             yield from self._copy_live(job)
         job.flush()
@@ -283,6 +283,22 @@ class Compactor(RunPlanner):
             self._delete_dead_run(run, run_segs)
         else:
             self._replace_run(job, run_segs)
+
+    def dead_run(self, run: list[int]) -> bool:
+        """True if a job over ``run`` would keep nothing, known without reading it (module
+        docstring, "A dead run"): nothing live, no entity/parameter/tombstone record, and no
+        id its ACK/DELIVERED/DELIVERED_RUNS records name can be a PUBLISH of a segment before
+        it. O(segments), per job."""
+        segs = self.state.segments
+        min_ref = NO_REF
+        for no in run:
+            seg = segs[no]
+            if seg.live or not seg.msgs_only:
+                return False
+            if seg.min_ref < min_ref:
+                min_ref = seg.min_ref
+        a = run[0]
+        return all(seg.max_pub < min_ref for no, seg in segs.items() if no < a)
 
     def _copy_live(self, job: _JobOutput) -> Generator[None, None, None]:
         """Read the run's segments record by record; ``job`` keeps what is live."""
@@ -365,8 +381,8 @@ class Compactor(RunPlanner):
             self._tmp_path = None
             # The output is now the truth for a..b: update the state before deleting the
             # inputs (under the reader's lock, with the rename: see reader.py).
-            self._install(run, b, job.covers_from, job.off - len(job.header), job.kept,
-                          job.run_keys, moves)
+            self._install(run, b, job.covers_from, job.off - len(job.header),
+                          job, moves)
 
         if self.reader is not None:
             old_fds, new_fd = self.reader.swap(replace, run, b)
@@ -392,22 +408,28 @@ class Compactor(RunPlanner):
         log.info("journal compaction: %d segment(s) %016x..%016x, %d -> %d bytes", len(run),
                  a, b, in_bytes, job.off)
 
-    def _install(self, run: list[int], b: int, covers_from: int, size: int, kept: list[tuple],
-                 run_keys: set[tuple], moves: list[Move]) -> None:
+    def _install(self, run: list[int], b: int, covers_from: int, size: int, job: _JobOutput,
+                 moves: list[Move]) -> None:
         """Replace the state of segments ``run`` by the job's output ``b`` (``size`` record
-        bytes holding ``kept``); append ``(mid, old_seg, old_off, new_off)`` to ``moves`` for
-        every live message it kept."""
+        bytes holding ``job.kept``); append ``(mid, old_seg, old_off, new_off)`` to ``moves``
+        for every live message it kept. The output's ``msgs_only``, ``min_ref`` and
+        ``max_pub`` are those of the records it holds, as replaying it would find them."""
         st = self.state
+        kept = job.kept
         msgs, dead_seg = st.msgs, st.dead_seg
         tables = {fmt.T_VHOST_ADD: st.vhosts, fmt.T_EXCHANGE_DECLARE: st.exchanges,
                   fmt.T_QUEUE_DECLARE: st.queues, fmt.T_BINDING_ADD: st.bindings,
                   fmt.T_PARAM_SET: st.params, fmt.T_GLOBAL_SET: st.globals}
         new = Segment(b, covers_from)
         new.size = size
-        new.plain = False  # (kept ACKs, tombstones: not looked at)
+        new.msgs_only = job.msgs_only
+        new.min_ref = job.min_ref
         dead_kept: list[int] = []
+        max_pub = -1
         for kind, ident, old_seg, old_off, new_off, rsize in kept:
             if kind == "m":
+                if ident > max_pub:
+                    max_pub = ident
                 if msgs.move(ident, old_seg, old_off, b, new_off):
                     new.live += rsize
                     moves.append((ident, old_seg, old_off, new_off))
@@ -429,7 +451,8 @@ class Compactor(RunPlanner):
             if mid not in msgs:
                 dead_seg[mid] = b
                 new.dead_ids.append(mid)
-        for key in run_keys:
+        new.max_pub = max_pub
+        for key in job.run_keys:
             st.mention(new, key)
         new.floor = new.size - new.live
 
@@ -459,6 +482,10 @@ class _JobOutput:
         self.kept: list[tuple] = []
         self.kept_ids: set[int] = set()
         self.run_keys: set[tuple] = set()
+        # the output's Segment fields (see state.py): no entity/tombstone kept yet, the
+        # smallest id a kept ACK/DELIVERED/DELIVERED_RUNS names
+        self.msgs_only = True
+        self.min_ref = NO_REF
 
     def keep(self, data: bytes) -> None:
         self.out.append(data)
@@ -534,6 +561,10 @@ class _JobOutput:
         else:
             qk = (vh, q)
             need = [x for x in ids if msgs.is_delivered(x, qk)]
+        if need:
+            mn = min(need)  # (kept records only)
+            if mn < self.min_ref:
+                self.min_ref = mn
         if len(need) == len(ids):
             self.keep(mm[off:rend])
         elif need:
@@ -553,6 +584,9 @@ class _JobOutput:
             return
         qk = (rec.vhost, rec.queue)
         need = [r for a, n in rec.runs for r in self.msgs.delivered_runs(qk, a, n)]
+        for a, _n in need:
+            if a < self.min_ref:
+                self.min_ref = a
         if need == list(rec.runs):
             self.keep(mm[off:rend])
         elif need:
@@ -571,6 +605,7 @@ class _JobOutput:
         if rtype in _TOMBSTONES:
             key = _target_key(rtype, rec)
             if key in self.run_keys or any(s < self.a for s in self.key_segs.get(key, ())):
+                self.msgs_only = False
                 self.keep(mm[off:rend])
             else:
                 self.stats.records_dropped += 1
@@ -579,6 +614,7 @@ class _JobOutput:
         ent = self.tables[rtype].get(tkey)
         if ent is not None and (no, off, size) in ent.locs:
             self.run_keys.update(_entity_keys(rec))
+            self.msgs_only = False
             new_off = self.off
             self.keep(mm[off:rend])
             self.kept.append((rtype, tkey, no, off, new_off, size))
