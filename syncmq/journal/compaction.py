@@ -65,9 +65,30 @@ whatever of ``a..b-1`` is still there without reading it, so no record is replay
 When nothing is kept, deleting oldest first is safe at every point: a file is deleted only when
 all files before it in the run are gone, and a record never kills a record after it.
 
-A run of segments with nothing live that hold only PUBLISH records (``Segment.plain``: no
-ACK, DELIVERED, entity or tombstone record was ever applied to them, as for a drained
-backlog's segments) is deleted without being read: the job would keep nothing of it.
+A dead run
+==========
+
+A run the job would keep nothing of is deleted without being read, oldest first as above
+(``RunPlanner.dead_run``; ``CompactionStats.segments_unread``). In S3 (issue #22) every
+message is acked within milliseconds: a closed segment holds PUBLISH, DELIVERED and ACK
+records and soon nothing live, and reading it only to keep nothing cost ~6% of the GIL. Per
+segment the state keeps, per record or per batch (never per id), ``msgs_only`` (no entity,
+parameter or tombstone record), ``min_ref`` (the smallest id its ACK/DELIVERED/DELIVERED_RUNS
+records name) and ``max_pub`` (its largest PUBLISH id). A run qualifies when every segment of
+it has ``live == 0`` and ``msgs_only``, and every segment on disk older than its first has
+``max_pub`` below the run's smallest ``min_ref``. Then every record of it is one the rules
+above drop: no live record or tombstone; dead PUBLISH records (their killers are in the run or
+after it); TX and ID_MARK; ACK ids with no PUBLISH on disk before the run (live or
+``dead_seg``); DELIVERED ids with no live message before it (one naming a message published
+*after* it never applied: a read job may keep it, dropping it is right too). Ids are compared,
+not log positions (workers' ids are not in log order). Still read: recovery's DELIVERED_RUNS
+after an unclean stop (old ids), an ACK of a message still on disk before the run (dead, or
+live on another queue), any declare, delete, purge or parameter record, a transaction unit
+naming older messages (a write-cancelled pair, ``items.cancel_acked``, wrote neither record).
+Deleting oldest first stays safe: what is left of the run names nothing before it. The fields
+come out of replay the same (``apply``/``publish_run`` set them, live and at recovery; a job's
+output gets those of what it kept), and segments never appear before a run later, so the
+decision holds.
 
 Cost: a job reads each input byte once (mmap) and writes the kept bytes once; it runs on the
 journal thread in steps of about ``step_bytes`` of input between write batches, or all at once
@@ -283,22 +304,6 @@ class Compactor(RunPlanner):
             self._delete_dead_run(run, run_segs)
         else:
             self._replace_run(job, run_segs)
-
-    def dead_run(self, run: list[int]) -> bool:
-        """True if a job over ``run`` would keep nothing, known without reading it (module
-        docstring, "A dead run"): nothing live, no entity/parameter/tombstone record, and no
-        id its ACK/DELIVERED/DELIVERED_RUNS records name can be a PUBLISH of a segment before
-        it. O(segments), per job."""
-        segs = self.state.segments
-        min_ref = NO_REF
-        for no in run:
-            seg = segs[no]
-            if seg.live or not seg.msgs_only:
-                return False
-            if seg.min_ref < min_ref:
-                min_ref = seg.min_ref
-        a = run[0]
-        return all(seg.max_pub < min_ref for no, seg in segs.items() if no < a)
 
     def _copy_live(self, job: _JobOutput) -> Generator[None, None, None]:
         """Read the run's segments record by record; ``job`` keeps what is live."""
