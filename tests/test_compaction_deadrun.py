@@ -13,12 +13,15 @@ a PUBLISH still on disk before it (``max_pub`` of every older segment below the 
 - the shortcut is NOT taken (and a restart recovers the model's state) when a record of the
   run names a PUBLISH of an older segment still on disk (ACK of a dead one, DELIVERED and
   DELIVERED_RUNS of live ones), when the run holds a declare/delete or a parameter record,
-  and when a segment of the run still holds a live message.
+  and when a segment of the run still holds a live message;
+- a real broker driven by pika (S3-like, small segments) deletes its closed segments unread.
 """
 
 from __future__ import annotations
 
+import pika
 import pytest
+from amqp_helpers import connection
 from journal_helpers import barrier, open_journal
 from test_journal import Driver, publish, recover_snapshot
 
@@ -210,3 +213,34 @@ def test_a_batched_backlog_counts_in_max_pub(tmp_path):
     unread, read = h.compact()
     assert unread == 0 and read > 0 and first in h.j.segment_numbers()
     h.restart_matches()
+
+
+def test_a_real_broker_deletes_s3_segments_unread(brokers_on_dir):
+    """pika, S3-like (publish confirmed, get, ack, one at a time) on small segments: the
+    journal thread deletes the closed segments unread, while a message of another queue
+    stays live in the oldest segment; a restart gives that message back and nothing else."""
+    start, restart = brokers_on_dir
+    b = start("--journal-segment-bytes", str(64 * 1024))
+    body = b"s" * 1000
+    persistent = pika.BasicProperties(delivery_mode=2)
+    with connection(b.port) as conn:
+        ch = conn.channel()
+        ch.confirm_delivery()
+        ch.queue_declare("keeper", durable=True)
+        ch.queue_declare("s3", durable=True)
+        ch.basic_publish("", "keeper", b"kept", persistent)
+        for _ in range(400):  # ~6 segments
+            ch.basic_publish("", "s3", body, persistent)
+            method, _props, data = ch.basic_get("s3")
+            assert data == body
+            ch.basic_ack(method.delivery_tag)
+        b.wait_for_log("dead segment(s) unread")
+        assert ch.queue_declare("s3", passive=True).method.message_count == 0
+    assert b.stop() == 0
+    b2 = restart(b)
+    with connection(b2.port) as conn:
+        ch = conn.channel()
+        assert ch.queue_declare("s3", passive=True).method.message_count == 0
+        method, _props, data = ch.basic_get("keeper", auto_ack=True)
+        assert data == b"kept"
+        assert ch.queue_declare("keeper", passive=True).method.message_count == 0

@@ -291,7 +291,8 @@ class Compactor(RunPlanner):
         place (or just delete them when nothing in them is live)."""
         job = _JobOutput(self, run)
         self._tmp_path = self._path(run[-1]) + ".tmp"
-        if self.dead_run(run):
+        unread = self.dead_run(run)
+        if unread:
             # nothing of it would be kept: nothing to read (module docstring, "A dead run")
             self.stats.segments_in += len(run)
             self.stats.segments_unread += len(run)
@@ -301,7 +302,7 @@ class Compactor(RunPlanner):
         self._hook("written")
         run_segs = [self.state.segments[no] for no in run]
         if job.fd is None:
-            self._delete_dead_run(run, run_segs)
+            self._delete_dead_run(run, run_segs, unread)
         else:
             self._replace_run(job, run_segs)
 
@@ -341,7 +342,7 @@ class Compactor(RunPlanner):
                 if isinstance(mm, mmap.mmap):
                     mm.close()
 
-    def _delete_dead_run(self, run: list[int], run_segs: list[Segment]) -> None:
+    def _delete_dead_run(self, run: list[int], run_segs: list[Segment], unread: bool) -> None:
         """Nothing to keep: delete the segments, oldest first (see the module docstring)."""
         st = self.state
         stats = self.stats
@@ -364,8 +365,8 @@ class Compactor(RunPlanner):
             drop_all()
         st.fit_dead()
         stats.jobs += 1
-        log.info("journal compaction: deleted %d dead segment(s) (%d bytes)", len(run),
-                 sum(fmt.FILE_HEADER.size + s.size for s in run_segs))
+        log.info("journal compaction: deleted %d dead segment(s)%s (%d bytes)", len(run),
+                 " unread" if unread else "", sum(fmt.FILE_HEADER.size + s.size for s in run_segs))
 
     def _replace_run(self, job: _JobOutput, run_segs: list[Segment]) -> None:
         """Make the job's output durable, rename it over the run's last segment, install it
