@@ -32,6 +32,8 @@ client is this tree's code in both cases. Run-to-run spread: ~1% for S1, up to ~
 
     python bench/instr_per_msg.py --baseline 8a4aaec
     python bench/instr_per_msg.py --loads S1 -n 2000 --json out.json
+    python bench/instr_per_msg.py --baseline main --loads S3 --broker-args \
+        '--journal-segment-bytes 1MiB'   # (S3's messages close segments: compaction counts)
 """
 
 from __future__ import annotations
@@ -66,7 +68,8 @@ BODY = b"0123456789abcdef"
 class Broker:
     """A syncmq from checkout ``root`` under callgrind (instrumentation from the start)."""
 
-    def __init__(self, root: str, allocator: str | None = None) -> None:
+    def __init__(self, root: str, allocator: str | None = None,
+                 extra: tuple[str, ...] = ()) -> None:
         self.root = root
         self.dir = tempfile.mkdtemp(prefix="instr-")
         env = dict(os.environ, PYTHONPATH=root)
@@ -79,6 +82,7 @@ class Broker:
         if "--allocator" in help_text:  # the interpreter's own: no re-exec
             args += ["--allocator", allocator or ("malloc" if not sys.getallocatedblocks()
                                                   else "pymalloc")]
+        args += extra
         self.broker = BrokerProcess(os.path.join(self.dir, "data"), env=env, command=args,
                                     cwd=root)
         try:
@@ -293,7 +297,7 @@ def _load(port: int, name: str) -> Load | Flood:
 
 
 def measure(roots: dict[str, tuple[str, str | None]], loads: list[str], n: int, warmup: int, repeat: int,
-            window: int) -> dict[str, dict[str, list[float]]]:
+            window: int, extra: tuple[str, ...] = ()) -> dict[str, dict[str, list[float]]]:
     """Every tree's broker runs at once; each load's runs alternate between them (this,
     baseline, this, ...), so that both see the same machine: what the broker does per message
     depends a little on timing (how many frames one read takes, timers that fire per second
@@ -302,7 +306,7 @@ def measure(roots: dict[str, tuple[str, str | None]], loads: list[str], n: int, 
     out: dict[str, dict[str, list[float]]] = {label: {} for label in roots}
     try:
         for label, tree in roots.items():  # (one that fails to start stops those started)
-            brokers[label] = Broker(*tree)
+            brokers[label] = Broker(*tree, extra)
         for name in loads:
             no_ack = LOADS[name][1]
             runs = {label: _load(b.port, name) for label, b in brokers.items()}
@@ -370,6 +374,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="the baseline's allocator; without --baseline the baseline is this "
                          "tree with this allocator (e.g. --allocator malloc "
                          "--baseline-allocator pymalloc)")
+    ap.add_argument("--broker-args", default="",
+                    help="more arguments for BOTH brokers, one string (e.g. "
+                         "'--journal-segment-bytes 1MiB', so that S3's few thousand "
+                         "messages close segments and compaction runs)")
     opts = ap.parse_args(argv)
     loads = opts.loads.split(",")
     trees = {"this": (ROOT, opts.allocator)}
@@ -379,7 +387,8 @@ def main(argv: list[str] | None = None) -> int:
         trees["baseline"] = (ROOT, opts.baseline_allocator)
         opts.baseline = opts.baseline_allocator
     try:
-        results = measure(trees, loads, opts.n, opts.warmup, opts.repeat, opts.window)
+        results = measure(trees, loads, opts.n, opts.warmup, opts.repeat, opts.window,
+                          tuple(opts.broker_args.split()))
     finally:
         if trees.get("baseline", (ROOT,))[0] != ROOT:
             remove_tree(trees["baseline"][0])

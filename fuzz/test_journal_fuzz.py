@@ -44,6 +44,9 @@ _STRATEGIES = {
     "ack_many": st.tuples(st.just("ack_many"), VHOSTS, QUEUES, st.integers(0, 10_000),
                           st.integers(1, 40)),
     "delivered": st.tuples(st.just("delivered"), VHOSTS, QUEUES, PICKS),
+    # the last few ids published (an S3-like consumer acking at once): the segments of such
+    # a history hold ACKs of their own messages only, compaction's dead runs (deleted unread)
+    "ack_recent": st.tuples(st.just("ack_recent"), VHOSTS, QUEUES, st.integers(1, 8)),
     # DELIVERED_RUNS: runs (first pick, length) over the ids published so far (and past them)
     "delivered_runs": st.tuples(st.just("delivered_runs"), VHOSTS, QUEUES,
                                 st.lists(st.tuples(st.integers(0, 10_000), st.integers(1, 60)),
@@ -59,10 +62,11 @@ _STRATEGIES = {
     "restart": st.tuples(st.just("restart")),
 }
 # publishes and acks dominate, as in a broker; the rest keep the entity rules busy
-_KINDS = ["publish"] * 12 + ["ack"] * 6 + ["ack_many"] * 3 + ["declare_q"] * 3 + [
-    "delivered"] * 2 + ["delivered_runs"] * 2 + [
+_KINDS = ["publish"] * 12 + ["ack"] * 6 + ["ack_many"] * 3 + ["ack_recent"] * 4 + [
+    "declare_q"] * 3 + ["delivered"] * 2 + ["delivered_runs"] * 2 + [
     k for k in _STRATEGIES
-    if k not in ("publish", "ack", "ack_many", "declare_q", "delivered", "delivered_runs")]
+    if k not in ("publish", "ack", "ack_many", "ack_recent", "declare_q", "delivered",
+                 "delivered_runs")]
 OPS = st.sampled_from(_KINDS).flatmap(_STRATEGIES.__getitem__)
 
 
@@ -106,6 +110,8 @@ def to_record(op: tuple, ids: list[int]) -> fmt.Record | None:
             return None
         first = op[3] % len(ids)
         return fmt.Ack(op[1], op[2], tuple(ids[first : first + op[4]]))
+    if kind == "ack_recent":
+        return fmt.Ack(op[1], op[2], tuple(ids[-op[3]:])) if ids else None
     if kind == "delivered_runs":
         if not ids:
             return None

@@ -165,7 +165,7 @@ def test_after_a_full_fifo_drain_the_disk_comes_back_without_copying(tmp_path):
     # declare, in the first segment, is the one record kept)
     assert j.compaction_stats.records_kept <= 1, j.compaction_stats
     assert j.compaction_stats.segments_deleted >= nseg - 3
-    # and deleted without being read (PUBLISH records only: Segment.plain), but the first
+    # and deleted without being read (a dead run: compaction.py, "A dead run"), but the first
     # (the queue's declare) and the last ones (the ACKs)
     assert j.compaction_stats.bytes_read < 4 * SEG, j.compaction_stats
     assert j.disk_usage() < full // 5

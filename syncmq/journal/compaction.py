@@ -65,9 +65,30 @@ whatever of ``a..b-1`` is still there without reading it, so no record is replay
 When nothing is kept, deleting oldest first is safe at every point: a file is deleted only when
 all files before it in the run are gone, and a record never kills a record after it.
 
-A run of segments with nothing live that hold only PUBLISH records (``Segment.plain``: no
-ACK, DELIVERED, entity or tombstone record was ever applied to them, as for a drained
-backlog's segments) is deleted without being read: the job would keep nothing of it.
+A dead run
+==========
+
+A run the job would keep nothing of is deleted without being read, oldest first as above
+(``RunPlanner.dead_run``; ``CompactionStats.segments_unread``). In S3 (issue #22) every
+message is acked within milliseconds: a closed segment holds PUBLISH, DELIVERED and ACK
+records and soon nothing live, and reading it only to keep nothing cost ~6% of the GIL. Per
+segment the state keeps, per record or per batch (never per id), ``msgs_only`` (no entity,
+parameter or tombstone record), ``min_ref`` (the smallest id its ACK/DELIVERED/DELIVERED_RUNS
+records name) and ``max_pub`` (its largest PUBLISH id). A run qualifies when every segment of
+it has ``live == 0`` and ``msgs_only``, and every segment on disk older than its first has
+``max_pub`` below the run's smallest ``min_ref``. Then every record of it is one the rules
+above drop: no live record or tombstone; dead PUBLISH records (their killers are in the run or
+after it); TX and ID_MARK; ACK ids with no PUBLISH on disk before the run (live or
+``dead_seg``); DELIVERED ids with no live message before it (one naming a message published
+*after* it never applied: a read job may keep it, dropping it is right too). Ids are compared,
+not log positions (workers' ids are not in log order). Still read: recovery's DELIVERED_RUNS
+after an unclean stop (old ids), an ACK of a message still on disk before the run (dead, or
+live on another queue), any declare, delete, purge or parameter record, a transaction unit
+naming older messages (a write-cancelled pair, ``items.cancel_acked``, wrote neither record).
+Deleting oldest first stays safe: what is left of the run names nothing before it. The fields
+come out of replay the same (``apply``/``publish_run`` set them, live and at recovery; a job's
+output gets those of what it kept), and segments never appear before a run later, so the
+decision holds.
 
 Cost: a job reads each input byte once (mmap) and writes the kept bytes once; it runs on the
 journal thread in steps of about ``step_bytes`` of input between write batches, or all at once
@@ -90,7 +111,7 @@ from . import format as fmt
 from .reader import Move, SegmentReader
 from .recovery import fsync_dir
 from .runplan import DRAIN_HORIZON, DRAIN_WINDOW, RunPlanner
-from .state import JournalState, Segment, binding_key
+from .state import NO_REF, JournalState, Segment, binding_key
 
 __all__ = ["Compactor", "CompactionStats", "CompactionAborted"]
 
@@ -116,6 +137,7 @@ class CompactionStats:
     segments_in: int = 0
     segments_deleted: int = 0  # files removed (inputs not replaced by an output)
     bytes_read: int = 0
+    segments_unread: int = 0  # of segments_in: deleted without being read (a dead run)
     bytes_written: int = 0
     records_kept: int = 0
     records_dropped: int = 0
@@ -269,18 +291,18 @@ class Compactor(RunPlanner):
         place (or just delete them when nothing in them is live)."""
         job = _JobOutput(self, run)
         self._tmp_path = self._path(run[-1]) + ".tmp"
-        segs = self.state.segments
-        if all(segs[no].plain and not segs[no].live for no in run):
-            # only dead PUBLISH records (and ID_MARK, TX): nothing to keep, nothing to read
-            # (a drained backlog's segments)
+        unread = self.dead_run(run)
+        if unread:
+            # nothing of it would be kept: nothing to read (module docstring, "A dead run")
             self.stats.segments_in += len(run)
+            self.stats.segments_unread += len(run)
         else:
             yield from self._copy_live(job)
         job.flush()
         self._hook("written")
         run_segs = [self.state.segments[no] for no in run]
         if job.fd is None:
-            self._delete_dead_run(run, run_segs)
+            self._delete_dead_run(run, run_segs, unread)
         else:
             self._replace_run(job, run_segs)
 
@@ -320,7 +342,7 @@ class Compactor(RunPlanner):
                 if isinstance(mm, mmap.mmap):
                     mm.close()
 
-    def _delete_dead_run(self, run: list[int], run_segs: list[Segment]) -> None:
+    def _delete_dead_run(self, run: list[int], run_segs: list[Segment], unread: bool) -> None:
         """Nothing to keep: delete the segments, oldest first (see the module docstring)."""
         st = self.state
         stats = self.stats
@@ -343,8 +365,8 @@ class Compactor(RunPlanner):
             drop_all()
         st.fit_dead()
         stats.jobs += 1
-        log.info("journal compaction: deleted %d dead segment(s) (%d bytes)", len(run),
-                 sum(fmt.FILE_HEADER.size + s.size for s in run_segs))
+        log.info("journal compaction: deleted %d dead segment(s)%s (%d bytes)", len(run),
+                 " unread" if unread else "", sum(fmt.FILE_HEADER.size + s.size for s in run_segs))
 
     def _replace_run(self, job: _JobOutput, run_segs: list[Segment]) -> None:
         """Make the job's output durable, rename it over the run's last segment, install it
@@ -365,8 +387,8 @@ class Compactor(RunPlanner):
             self._tmp_path = None
             # The output is now the truth for a..b: update the state before deleting the
             # inputs (under the reader's lock, with the rename: see reader.py).
-            self._install(run, b, job.covers_from, job.off - len(job.header), job.kept,
-                          job.run_keys, moves)
+            self._install(run, b, job.covers_from, job.off - len(job.header),
+                          job, moves)
 
         if self.reader is not None:
             old_fds, new_fd = self.reader.swap(replace, run, b)
@@ -392,22 +414,28 @@ class Compactor(RunPlanner):
         log.info("journal compaction: %d segment(s) %016x..%016x, %d -> %d bytes", len(run),
                  a, b, in_bytes, job.off)
 
-    def _install(self, run: list[int], b: int, covers_from: int, size: int, kept: list[tuple],
-                 run_keys: set[tuple], moves: list[Move]) -> None:
+    def _install(self, run: list[int], b: int, covers_from: int, size: int, job: _JobOutput,
+                 moves: list[Move]) -> None:
         """Replace the state of segments ``run`` by the job's output ``b`` (``size`` record
-        bytes holding ``kept``); append ``(mid, old_seg, old_off, new_off)`` to ``moves`` for
-        every live message it kept."""
+        bytes holding ``job.kept``); append ``(mid, old_seg, old_off, new_off)`` to ``moves``
+        for every live message it kept. The output's ``msgs_only``, ``min_ref`` and
+        ``max_pub`` are those of the records it holds, as replaying it would find them."""
         st = self.state
+        kept = job.kept
         msgs, dead_seg = st.msgs, st.dead_seg
         tables = {fmt.T_VHOST_ADD: st.vhosts, fmt.T_EXCHANGE_DECLARE: st.exchanges,
                   fmt.T_QUEUE_DECLARE: st.queues, fmt.T_BINDING_ADD: st.bindings,
                   fmt.T_PARAM_SET: st.params, fmt.T_GLOBAL_SET: st.globals}
         new = Segment(b, covers_from)
         new.size = size
-        new.plain = False  # (kept ACKs, tombstones: not looked at)
+        new.msgs_only = job.msgs_only
+        new.min_ref = job.min_ref
         dead_kept: list[int] = []
+        max_pub = -1
         for kind, ident, old_seg, old_off, new_off, rsize in kept:
             if kind == "m":
+                if ident > max_pub:
+                    max_pub = ident
                 if msgs.move(ident, old_seg, old_off, b, new_off):
                     new.live += rsize
                     moves.append((ident, old_seg, old_off, new_off))
@@ -429,7 +457,8 @@ class Compactor(RunPlanner):
             if mid not in msgs:
                 dead_seg[mid] = b
                 new.dead_ids.append(mid)
-        for key in run_keys:
+        new.max_pub = max_pub
+        for key in job.run_keys:
             st.mention(new, key)
         new.floor = new.size - new.live
 
@@ -459,6 +488,10 @@ class _JobOutput:
         self.kept: list[tuple] = []
         self.kept_ids: set[int] = set()
         self.run_keys: set[tuple] = set()
+        # the output's Segment fields (see state.py): no entity/tombstone kept yet, the
+        # smallest id a kept ACK/DELIVERED/DELIVERED_RUNS names
+        self.msgs_only = True
+        self.min_ref = NO_REF
 
     def keep(self, data: bytes) -> None:
         self.out.append(data)
@@ -534,6 +567,10 @@ class _JobOutput:
         else:
             qk = (vh, q)
             need = [x for x in ids if msgs.is_delivered(x, qk)]
+        if need:
+            mn = min(need)  # (kept records only)
+            if mn < self.min_ref:
+                self.min_ref = mn
         if len(need) == len(ids):
             self.keep(mm[off:rend])
         elif need:
@@ -553,6 +590,9 @@ class _JobOutput:
             return
         qk = (rec.vhost, rec.queue)
         need = [r for a, n in rec.runs for r in self.msgs.delivered_runs(qk, a, n)]
+        for a, _n in need:
+            if a < self.min_ref:
+                self.min_ref = a
         if need == list(rec.runs):
             self.keep(mm[off:rend])
         elif need:
@@ -571,6 +611,7 @@ class _JobOutput:
         if rtype in _TOMBSTONES:
             key = _target_key(rtype, rec)
             if key in self.run_keys or any(s < self.a for s in self.key_segs.get(key, ())):
+                self.msgs_only = False
                 self.keep(mm[off:rend])
             else:
                 self.stats.records_dropped += 1
@@ -579,6 +620,7 @@ class _JobOutput:
         ent = self.tables[rtype].get(tkey)
         if ent is not None and (no, off, size) in ent.locs:
             self.run_keys.update(_entity_keys(rec))
+            self.msgs_only = False
             new_off = self.off
             self.keep(mm[off:rend])
             self.kept.append((rtype, tkey, no, off, new_off, size))

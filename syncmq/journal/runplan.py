@@ -24,6 +24,10 @@ its disk space back. This is only a choice of *when*: which records a job keeps 
 and an acked record that is not compacted yet is just dead bytes on disk (recovery replays its
 ACK). :meth:`Journal.compact` (``run_all``) compacts everything at once, draining or not.
 
+A dead run (a run a job would keep nothing of, deleted without being read) is decided here
+too (:meth:`RunPlanner.dead_run`); the rule and why it is safe: ``compaction.py``, "A dead
+run".
+
 Used only from the thread that owns the journal state (see ``state.py``): no lock.
 """
 
@@ -32,7 +36,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from . import format as fmt
-from .state import JournalState, Segment
+from .state import NO_REF, JournalState, Segment
 
 __all__ = ["RunPlanner", "DRAIN_WINDOW", "DRAIN_HORIZON"]
 
@@ -128,3 +132,18 @@ class RunPlanner:
             return run
         return None
 
+    def dead_run(self, run: list[int]) -> bool:
+        """True if a job over ``run`` would keep nothing, known without reading it
+        (``compaction.py``, "A dead run"): nothing live, no entity/parameter/tombstone record, and no
+        id its ACK/DELIVERED/DELIVERED_RUNS records name can be a PUBLISH of a segment before
+        it. O(segments), per job."""
+        segs = self.state.segments
+        min_ref = NO_REF
+        for no in run:
+            seg = segs[no]
+            if seg.live or not seg.msgs_only:
+                return False
+            if seg.min_ref < min_ref:
+                min_ref = seg.min_ref
+        a = run[0]
+        return all(seg.max_pub < min_ref for no, seg in segs.items() if no < a)

@@ -28,7 +28,12 @@ Invariants (checked by :meth:`check`):
   ``queue_counts`` are the live messages per queue; the record of a live message is counted
   in its segment's ``live``;
 * ``dead_seg[m] == s`` only if ``m`` is not live and ``m`` is listed in ``segments[s].dead_ids``;
-* ``key_segs[k]`` is the set of segments whose ``keys`` contain ``k``.
+* ``key_segs[k]`` is the set of segments whose ``keys`` contain ``k``;
+* ``seg.max_pub`` is at least the id of every PUBLISH record in ``seg`` (live ones and its
+  ``dead_ids``), ``seg.min_ref`` at most every id an ACK/DELIVERED/DELIVERED_RUNS record in
+  ``seg`` names, and ``seg.msgs_only`` is False if ``seg`` holds an entity, parameter or
+  tombstone record (one located there is checked; the others are not kept in memory). Both
+  are exact for what ``apply`` saw, so replay after a restart gives the same values.
 
 Memory after a drained backlog (issue #22): every message a drain acks is a dead PUBLISH
 until compaction drops its segment, so :attr:`dead_seg` grows to the dead messages of every
@@ -51,13 +56,15 @@ from collections.abc import Iterable, Sequence
 from . import format as fmt
 from .msgtable import MessageTable
 
-__all__ = ["JournalState", "Segment", "Entity", "vhost_key", "exchange_key",
+__all__ = ["JournalState", "Segment", "Entity", "NO_REF", "vhost_key", "exchange_key",
            "queue_key", "binding_key"]
 
 log = logging.getLogger("syncmq.journal")
 
 _U16 = struct.Struct(">H")
 _U64 = struct.Struct(">Q")
+
+NO_REF = 1 << 64  # Segment.min_ref of a segment naming no id (above every u64 id)
 
 Key = tuple  # ('v', vh) | ('x', vh, name) | ('q', vh, name) | ('b', vh, src, dst, kind, rk, args)
 #             | ('p', vh, component, name) | ('g', name)
@@ -105,7 +112,7 @@ class Segment:
     """In-memory facts about one segment file (record bytes exclude the file header)."""
 
     __slots__ = ("no", "covers_from", "size", "live", "floor", "keys", "dead_ids", "drain",
-                 "plain")
+                 "msgs_only", "min_ref", "max_pub")
 
     def __init__(self, no: int, covers_from: int | None = None) -> None:
         self.no = no
@@ -118,9 +125,14 @@ class Segment:
         # compaction's measure of how fast ``live`` falls: None, or [since, live then,
         # draining] (see compaction.py, "A segment being drained"; journal thread only)
         self.drain: list | None = None
-        # no record here but PUBLISH, ID_MARK and TX (set False by ``apply`` for any other,
-        # and for a compaction's output): dead, such a segment holds nothing to keep
-        self.plain = True
+        # what compaction needs to delete a dead run unread (compaction.py, "A dead run"):
+        # no entity, parameter or tombstone record here (only PUBLISH/PUBLISH_AT, ACK,
+        # DELIVERED, DELIVERED_RUNS, TX, ID_MARK; set False by ``apply`` for any other)
+        self.msgs_only = True
+        # the smallest id named by an ACK/DELIVERED/DELIVERED_RUNS record here (NO_REF: none)
+        self.min_ref = NO_REF
+        # the largest id of a PUBLISH record here (-1: none)
+        self.max_pub = -1
 
     def __repr__(self) -> str:
         return f"<Segment {self.no} size={self.size} live={self.live} floor={self.floor}>"
@@ -235,20 +247,25 @@ class JournalState:
         elif rtype == fmt.T_TX:
             pass  # a transaction's marker: its records follow and are applied on their own
         else:
-            seg.plain = False
+            if rtype != fmt.T_ACK and rtype != fmt.T_DELIVERED and rtype != fmt.T_DELIVERED_RUNS:
+                seg.msgs_only = False  # (before decoding: an undecodable one counts too)
             self._apply_other(rtype, buf, start, end, seg, off, size)
 
     def _apply_other(self, rtype: int, buf: bytes | memoryview, start: int, end: int,
                      seg: Segment, off: int, size: int) -> None:
         """:meth:`apply` of an ACK, DELIVERED or entity record."""
-        if rtype == fmt.T_ACK:
+        if rtype == fmt.T_ACK or rtype == fmt.T_DELIVERED:
             vhost, queue, ids = fmt.decode_ids_record(buf, start, end)
-            self.ack(vhost, queue, ids)
-        elif rtype == fmt.T_DELIVERED:
-            vhost, queue, ids = fmt.decode_ids_record(buf, start, end)
-            self.delivered(vhost, queue, ids)
+            if ids:
+                mn = min(ids)  # (one C pass a record: ids are in no particular order)
+                if mn < seg.min_ref:
+                    seg.min_ref = mn
+            (self.ack if rtype == fmt.T_ACK else self.delivered)(vhost, queue, ids)
         elif rtype == fmt.T_DELIVERED_RUNS:
             rec = fmt.decode_payload(rtype, buf, start, end)
+            for first, _count in rec.runs:  # (a run, not an id)
+                if first < seg.min_ref:
+                    seg.min_ref = first
             self.delivered_runs(rec.vhost, rec.queue, rec.runs)
         else:
             self.apply_entity(fmt.decode_payload(rtype, buf, start, end), seg, off, size)
@@ -275,6 +292,8 @@ class JournalState:
                 size: int) -> None:
         if mid > self.max_id:
             self.max_id = mid
+        if mid > seg.max_pub:
+            seg.max_pub = mid
         route = self._routes.get((seg.no, vhost, queues))  # (_route's cache, no call)
         if route is None:
             route = self._route(seg, vhost, queues)
@@ -300,6 +319,8 @@ class JournalState:
         if len(mids) > 1 and route and self.msgs.add_run(mids, seg.no, offs, sizes, route):
             if mids[-1] > self.max_id:  # (add_run took them: ascending)
                 self.max_id = mids[-1]
+            if mids[-1] > seg.max_pub:
+                seg.max_pub = mids[-1]
             if self.dead_seg:
                 pop = self.dead_seg.pop
                 for mid in mids:
@@ -487,14 +508,18 @@ class JournalState:
             assert msg.delivered <= set(msg.queues)
             live[msg.seg] = live.get(msg.seg, 0) + msg.size
             assert mid not in self.dead_seg
+            assert mid <= self.segments[msg.seg].max_pub, (mid, self.segments[msg.seg])
         for table in (self.vhosts, self.exchanges, self.queues, self.bindings, self.params,
                       self.globals):
             for ent in table.values():
                 for seg_no, _off, size in ent.locs:
                     live[seg_no] = live.get(seg_no, 0) + size
+                    assert not self.segments[seg_no].msgs_only, (ent.rec, seg_no)
         for no, seg in self.segments.items():
             assert seg.live == live.get(no, 0), (seg, live.get(no, 0))
             assert 0 <= seg.live <= seg.size, seg
+            assert not seg.dead_ids or max(seg.dead_ids) <= seg.max_pub, seg
+            assert 0 <= seg.min_ref <= NO_REF, seg
             for key in seg.keys:
                 assert no in self.key_segs[key]
         for mid, s in self.dead_seg.items():
