@@ -25,7 +25,9 @@ The journal (``syncmq.journal``) knows nothing of AMQP; this module is the trans
   their records. None of these waits for an fsync of its own: the journal's group commit
   makes them durable with the next batch that has a waiter. ACK and DELIVERED ids are coalesced per queue
   until the journal's next batch (``Journal.append_ids``: one record per queue per batch, not
-  one per message), written after everything appended before them.
+  one per message), written after everything appended before them; DELIVERED ids wait one
+  batch more and are dropped when acked meanwhile (``journal.items.hold_delivered``: they
+  matter only at a clean stop, and the journal's close writes them).
 - Publisher confirms and tx.commit-ok wait for :meth:`Durability.barrier`, which fires once
   every record appended before it is on disk.
 - ``tx.commit`` runs inside :meth:`Durability.transaction`: its publishes and acks (and what
@@ -394,7 +396,8 @@ class Durability:
 
     def delivered(self, q: Queue, msg_ids: list[int]) -> None:
         """First delivery of ``msg_ids`` (non-zero) from ``q``: one call per delivery batch
-        (``Queue._handed_out_locked``), coalesced like :meth:`acked`."""
+        (``Queue._handed_out_locked``), coalesced like :meth:`acked` but held one batch more
+        (``Journal.append_ids``): a later barrier does not cover it, a clean close does."""
         self._append_ids(jf.T_DELIVERED, q, msg_ids)
 
     def _append_ids(self, rtype: int, q: Queue, ids: list[int] | tuple[int, ...]) -> None:

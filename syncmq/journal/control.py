@@ -73,6 +73,7 @@ class JournalControl:
             queued = self._pending
             self._pending = []
             self._ids = {}  # nobody waits for these (see append_ids)
+            self._held = {}  # (nor for these; a failed journal's stop is unclean anyway)
             self._waiting = False
         self.metrics.errors += 1
         if self._compactor is not None:

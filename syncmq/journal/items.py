@@ -155,9 +155,9 @@ def hold_delivered(held: IdLists, ids: IdLists, flush: bool) -> tuple[IdLists, I
     ids not acked since; ``to_hold`` this batch's DELIVERED ids not acked in it. ``flush``
     (the journal is closing) writes everything: nothing is held past a clean close, which
     is when the ids must be on disk. Moving a DELIVERED later is safe (``append_ids``: only
-    later, and replay ignores ids it does not know). Cost: one set of a queue's ACK ids per
-    batch and a list comprehension per held list; nothing when no DELIVERED is queued."""
-    acks: dict[tuple[str, str], set[int]] = {}
+    later, and replay ignores ids it does not know). Cost: a pass over the batch's keys; when
+    something is held or queued, one set of each queue's ACK ids and a list comprehension
+    per DELIVERED list."""
     out: IdLists = {}
     keep: IdLists = {}
     for key, lst in ids.items():
@@ -165,8 +165,9 @@ def hold_delivered(held: IdLists, ids: IdLists, flush: bool) -> tuple[IdLists, I
             keep[key] = lst
         else:
             out[key] = lst
-            if key[0] == fmt.T_ACK:
-                acks[key[1], key[2]] = set(lst)
+    if not held and not keep:
+        return out, keep
+    acks = {(k[1], k[2]): set(lst) for k, lst in out.items() if k[0] == fmt.T_ACK}
     for key, lst in held.items():
         acked = acks.get((key[1], key[2]))
         if acked is not None:

@@ -145,5 +145,7 @@ class RunPlanner:
                 return False
             if seg.min_ref < min_ref:
                 min_ref = seg.min_ref
+        if min_ref == NO_REF:
+            return True  # (no ids named: only PUBLISH records, as a drained backlog's: O(run))
         a = run[0]
         return all(seg.max_pub < min_ref for no, seg in segs.items() if no < a)

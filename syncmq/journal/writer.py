@@ -139,7 +139,7 @@ class Journal(SegmentFiles, GroupCommit, JournalControl):
     :param auto_compact: compact on the journal thread between batches (bounded steps).
     :param compact_step_bytes: input bytes per compaction step.
 
-    Slots (its mixins have none of their own): 32 attributes are past the 29 keys up to
+    Slots (its mixins have none of their own): 33 attributes are past the 29 keys up to
     which CPython 3.11 shares an instance dict's keys and specialises loads from it, and
     ``append`` runs for every persistent publish.
     """

@@ -430,7 +430,10 @@ def _handle_slices(t: Transport, data: bytes) -> bytes | None:
     The slicing stops, leaving the rest to the whole cut, at a slice with an error (the
     whole cut finds it again, with the frames before it, and reports it as before), with
     no complete frame (one larger than a slice) or with fewer than SLICE_MIN_FRAMES
-    frames (large messages: their objects are few, and a batch ends per call)."""
+    frames (large messages: their objects are few, and a batch ends per call). Before any
+    slice, :func:`_dense` looks at the first frames' headers: a read whose first frames are
+    large is cut whole at once (a heuristic: a read that starts with one larger message and
+    goes on with tiny frames is then cut whole too, as before slicing existed)."""
     if not _dense(data):
         return data
     pos = 0
