@@ -452,7 +452,6 @@ def _handle_slices(t: Transport, data: bytes) -> bytes | None:
     return data[pos:] if pos else data
 
 
-
 def _dense(data: bytes) -> bool:
     """Whether the first :data:`DENSITY_PROBE` frames of ``data`` (a frame boundary first;
     ``len(data) > 2 * SLICE``) average at most ``SLICE // SLICE_MIN_FRAMES`` octets, i.e.
