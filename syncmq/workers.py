@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -32,7 +33,37 @@ from typing import Any
 log = logging.getLogger("syncmq.workers")
 
 _STOP = object()
+# The interpreter's GIL switch interval while the pool runs (CPython's default is 5 ms). A
+# thread that becomes runnable (the reactor with a new connection's bytes, a worker handed a
+# batch of acks) waits for the GIL until the running thread drops it, up to this long. 0.2 ms
+# (until 0.11.0) kept that wait short but forced a hand-over every 0.2 ms between threads
+# that were all runnable, each moving a thread to the other core away from its cached
+# objects (S3: 33.6 against 29.8 us of broker CPU a message at 2 ms). 5 ms cost the reactor
+# up to 5 ms a batch behind a worker routing a flood: a new connection's handshake saw 38-53
+# flooder batches instead of 20 (tests/test_input_fairness.py, bound 44). 2 ms: 29-31.
+# docs/architecture.md, "The interpreter's switch interval".
+# The interval is process-wide: the first running pool sets it, the last one to stop puts the
+# interpreter's back (several embedded brokers in one test process; see syncmq.embedded).
+SWITCH_INTERVAL = 0.002
+_switch_lock = threading.Lock()
+_switch_users = 0
+_switch_saved = 0.0
 _local = threading.local()
+
+
+def _hold_switch_interval(hold: bool) -> None:
+    global _switch_users, _switch_saved
+    with _switch_lock:
+        if hold:
+            if _switch_users == 0:
+                _switch_saved = sys.getswitchinterval()
+                if _switch_saved > SWITCH_INTERVAL:
+                    sys.setswitchinterval(SWITCH_INTERVAL)
+            _switch_users += 1
+        else:
+            _switch_users -= 1
+            if _switch_users == 0:
+                sys.setswitchinterval(_switch_saved)
 
 
 def current_worker() -> Worker | None:
@@ -146,6 +177,7 @@ class WorkerPool:
         if size < 1:
             raise ValueError("worker pool size must be >= 1")
         self.workers = [Worker(i) for i in range(size)]
+        self._holding = False  # this pool counts in _switch_users
 
     def set_on_deferred(self, fn: Callable[[list], None]) -> None:
         """Install the reactor's hand-back (before ``start``); called on the worker's thread
@@ -154,6 +186,8 @@ class WorkerPool:
             w.on_deferred = fn
 
     def start(self) -> None:
+        _hold_switch_interval(True)
+        self._holding = True
         for w in self.workers:
             w.thread.start()
 
@@ -185,3 +219,6 @@ class WorkerPool:
         for w in self.workers:
             if w.thread.is_alive():
                 w.thread.join(timeout)
+        if self._holding:
+            self._holding = False
+            _hold_switch_interval(False)

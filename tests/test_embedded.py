@@ -64,7 +64,7 @@ def test_two_servers_in_one_process_and_nothing_left_after_stop() -> None:
     assert not _syncmq_threads()
     assert not a.threads() and not b.threads()
     assert not any(os.path.exists(d) for d in dirs)  # temporary data dirs go at stop
-    assert sys.getswitchinterval() == interval  # the interpreter's own: the broker leaves it
+    assert sys.getswitchinterval() == interval  # the pools put the interpreter's back
 
 
 def test_start_returns_once_the_listener_accepts() -> None:
