@@ -168,19 +168,20 @@ def hold_delivered(held: IdLists, ids: IdLists, flush: bool) -> tuple[IdLists, I
     if not held and not keep:
         return out, keep
     acks = {(k[1], k[2]): set(lst) for k, lst in out.items() if k[0] == fmt.T_ACK}
-    for key, lst in held.items():
+    for key, lst in _not_acked(held, acks).items():
+        mine = out.get(key)
+        out[key] = lst if mine is None else lst + mine
+    return out, _not_acked(keep, acks)
+
+
+def _not_acked(lists: IdLists, acks: dict[tuple[str, str], set[int]]) -> IdLists:
+    """``lists`` (DELIVERED ids per key) without the ids ``acks`` holds for the key's queue;
+    a list left empty is dropped."""
+    out: IdLists = {}
+    for key, lst in lists.items():
         acked = acks.get((key[1], key[2]))
         if acked is not None:
             lst = [i for i in lst if i not in acked]
         if lst:
-            mine = out.get(key)
-            out[key] = lst if mine is None else lst + mine
-    for key in list(keep):
-        acked = acks.get((key[1], key[2]))
-        if acked is not None:
-            lst = [i for i in keep[key] if i not in acked]
-            if lst:
-                keep[key] = lst
-            else:
-                del keep[key]
-    return out, keep
+            out[key] = lst
+    return out
