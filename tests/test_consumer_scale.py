@@ -216,3 +216,43 @@ class ConsumerRingMachine(RuleBasedStateMachine):
 
 
 TestConsumerRing = ConsumerRingMachine.TestCase
+
+
+@settings(max_examples=40, stateful_step_count=30, deadline=None)
+class SingleActiveRingMachine(RuleBasedStateMachine):
+    """With single active consumer: insertion order whatever the priorities, and ``sole``
+    (what the batch dispatch serves) is always the first, the active one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ring = ConsumerRing(single_active=True)
+        self.model: list[_C] = []
+        self.next = 0
+
+    @rule(priority=st.sampled_from([0, 1, 5]), exclusive=st.booleans())
+    def add(self, priority: int, exclusive: bool) -> None:
+        c = _C(self.next, priority, exclusive)
+        self.next += 1
+        self.ring.add(c)
+        self.model.append(c)
+
+    @precondition(lambda self: self.model)
+    @rule(data=st.data())
+    def remove(self, data) -> None:
+        c = data.draw(st.sampled_from(self.model))
+        assert self.ring.remove(c)
+        self.model.remove(c)
+
+    @rule()
+    def clear(self) -> None:
+        assert [c.name for c in self.ring.clear()] == [c.name for c in self.model]
+        self.model.clear()
+
+    @invariant()
+    def sole_is_the_active_one(self) -> None:
+        self.ring._check()
+        assert [c.name for c in self.ring] == [c.name for c in self.model]
+        assert self.ring.sole is (self.model[0] if self.model else None)
+
+
+TestSingleActiveRing = SingleActiveRingMachine.TestCase

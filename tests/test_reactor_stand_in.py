@@ -366,3 +366,64 @@ def test_no_stand_in_while_another_worker_is_busy():
         client.close()
         reactor.stop()
         pool.stop()
+
+
+# ---- where a write is sent
+
+
+class _Writer(_Handler):
+    """Answers each publish with its routing key, and records on which thread the write was
+    made and whether it was still queued right after it (``pending_out``)."""
+
+    def __init__(self, record: list, made: threading.Event, block: threading.Event) -> None:
+        super().__init__(record, made, block)
+        self.t = None
+
+    def frames_received(self, frames) -> None:
+        for ftype, _ch, payload in frames:
+            if ftype == _spec.FRAME_METHOD:
+                method = _spec.decode_method(payload)
+                key = getattr(method, "routing_key", "open").encode()
+                self.t.write([struct.pack(">B", len(key)), key])
+                self.record.append((threading.current_thread().name, self.t.pending_out))
+
+
+def test_a_write_on_the_reactor_is_sent_at_once_and_a_workers_at_its_tasks_end():
+    """Standing in, the reactor sends a write there and then (a lone delivery leaves at its
+    write, not after the rest of the task: ``Transport._wake``); a worker's write waits for
+    the end of its task (one send per task, however many writes). Either way the peer gets
+    everything in write order."""
+    pool = WorkerPool(1)
+    record: list = []
+    made, block = threading.Event(), threading.Event()
+    block.set()
+    handlers: list = []
+
+    def factory(t):
+        h = _Writer(record, made, block)
+        h.t = t
+        handlers.append(h)
+        return h
+
+    reactor = Reactor(pool, factory, handshake_timeout=0)
+    host, port = reactor.listen("127.0.0.1", 0)
+    pool.start()
+    reactor.start()
+    client = socket.create_connection((host, port), timeout=TIMEOUT)
+    try:
+        client.sendall(PROTOCOL_HEADER)
+        assert made.wait(TIMEOUT)
+        client.sendall(_publish(1))  # light, the worker idle: the reactor's
+        _wait_for(record, 1)
+        client.sendall(_channel_open())  # the worker's
+        _wait_for(record, 2)
+        assert record == [("syncmq-reactor", 0), ("syncmq-worker-0", 5)]
+        want = b"\x02q1\x04open"
+        got = b""
+        while len(got) < len(want):
+            got += client.recv(64)
+        assert got == want
+    finally:
+        client.close()
+        reactor.stop()
+        pool.stop()

@@ -200,11 +200,10 @@ class Queue(QueueLimits, QueueCredit, QueueChecks, QueueConsumers, QueuePaging):
                 self._refuse_locked(message)
                 return REFUSED
             now = self._enqueue_locked(message)
-            if self.consumers.count:
-                self._dispatch_locked(now or None)
-                if self.ready.count() > self.flow_high or \
-                        self.ready_bytes > self.flow_high_bytes:  # (none without consumers)
-                    self._check_behind_locked()
+            if self.consumers.count and not self._dispatch_locked(now or None) and (
+                    self.ready.count() > self.flow_high
+                    or self.ready_bytes > self.flow_high_bytes):  # (none without consumers)
+                self._check_behind_locked()
             if self.message_ttl == 0 and self.dlx is None and self.max_priority is None:
                 self._drop_undelivered_locked(message)
             if self.limited:
@@ -259,11 +258,10 @@ class Queue(QueueLimits, QueueCredit, QueueChecks, QueueConsumers, QueuePaging):
             else:
                 for message in messages:
                     self._enqueue_locked(message)
-            if self.consumers.count:
-                self._dispatch_locked()
-                if self.ready.count() > self.flow_high or \
-                        self.ready_bytes > self.flow_high_bytes:  # (none without consumers)
-                    self._check_behind_locked()
+            if self.consumers.count and not self._dispatch_locked() and (
+                    self.ready.count() > self.flow_high
+                    or self.ready_bytes > self.flow_high_bytes):  # (none without consumers)
+                self._check_behind_locked()
             if self.limited:
                 self._drop_over_limit_locked()
             if self.expiry:
@@ -305,8 +303,10 @@ class Queue(QueueLimits, QueueCredit, QueueChecks, QueueConsumers, QueuePaging):
         if taken:
             self._publish_letters(*taken)
 
-    def _dispatch_locked(self, now: float | None = None, only: Consumer | None = None) -> None:
-        """Deliver from the head while a consumer has credit.
+    def _dispatch_locked(self, now: float | None = None, only: Consumer | None = None) -> bool:
+        """Deliver from the head while a consumer has credit. True when that left the ready
+        queue empty (a publish then skips the flow check: nothing is behind), False when it
+        may not be.
 
         ``now`` is the time expiry is judged by (a message whose deadline is not *before* it
         is deliverable): the publish passes its enqueue time so that a message with a TTL of
@@ -314,15 +314,14 @@ class Queue(QueueLimits, QueueCredit, QueueChecks, QueueConsumers, QueuePaging):
         """
         consumers = self.consumers
         expiry = self.expiry
-        n = consumers.count
-        if not expiry and self.max_priority is None and n and (self.single_active or n == 1):
-            self._dispatch_batch_locked(consumers.first())
-            return
+        sole = consumers.sole  # (the one consumer, or the single active one)
+        if sole is not None and not expiry and self.max_priority is None:
+            return self._dispatch_batch_locked(sole)
         ready = self.ready
         while consumers:
             head = ready.peek()
             if head is None:
-                return
+                return True
             seq, (message, redelivered) = head
             if expiry:
                 deadline = expiry.get(seq)
@@ -335,7 +334,7 @@ class Queue(QueueLimits, QueueCredit, QueueChecks, QueueConsumers, QueuePaging):
                         self._expired_locked(message)
                         continue
             # ``only``: offer messages to that consumer alone (a newcomer: see add_consumer)
-            for c in ((consumers.first(),) if self.single_active
+            for c in ((consumers.sole,) if self.single_active
                       else consumers if only is None else (only,)):
                 if c.channel.deliver(c, self, seq, message, redelivered):
                     ready.pop()
@@ -344,35 +343,34 @@ class Queue(QueueLimits, QueueCredit, QueueChecks, QueueConsumers, QueuePaging):
                         consumers.rotate(c)
                     break
             else:
-                return
+                return False
+        return False
 
-    def _dispatch_batch_locked(self, c: Consumer) -> None:
+    def _dispatch_batch_locked(self, c: Consumer) -> bool:
         """One consumer to serve and nothing that can expire: hand it up to
         :data:`DISPATCH_BATCH` messages per ``deliver_many`` call (one channel lock hold and
-        one transport write per batch instead of per message).
+        one transport write per batch instead of per message), taken with one
+        ``ReadyQueue.take`` each. True when the ready queue was left empty (see
+        :meth:`_dispatch_locked`).
 
         The consumer's credit is estimated from its counters without the channel lock; a
         stale "full" is safe (credit is freed under the channel lock and the queue is then
         dispatched again), and what the channel does not take goes back to its place.
         """
-        ready = self.ready
+        take = self.ready.take
         deliver_many = c.channel.deliver_many
         no_ack = c.no_ack
-        while ready.count():  # (not ``while ready``: see ReadyQueue.count)
+        while True:
             want = DISPATCH_BATCH
             if not no_ack and c.prefetch:
                 want = c.prefetch - c.unacked
                 if want <= 0:
-                    return
+                    return False
                 if want > DISPATCH_BATCH:
                     want = DISPATCH_BATCH
-            pairs = []
-            pop = ready.pop
-            while len(pairs) < want:
-                pair = pop()
-                if pair is None:
-                    break
-                pairs.append(pair)
+            pairs = take(want)
+            if not pairs:
+                return True
             try:
                 taken = deliver_many(c, self, pairs)
             except DeliveryFailed as e:
@@ -383,16 +381,16 @@ class Queue(QueueLimits, QueueCredit, QueueChecks, QueueConsumers, QueuePaging):
             else:
                 failed = None
             if taken < len(pairs):
-                ready.requeue_many(pairs[taken:])
+                self.ready.requeue_many(pairs[taken:])
             if not taken:
                 if failed is not None:
                     raise failed.__cause__ or failed
-                return
+                return False
             self._handed_out_locked(pairs, taken, no_ack)
             if failed is not None:
                 raise failed.__cause__ or failed
-            if taken < want:
-                return
+            if taken < want:  # the channel refused the rest, or the queue ran out (take)
+                return taken == len(pairs)
 
     def _handed_out_locked(self, pairs: list | tuple, n: int, no_ack: bool) -> None:
         """The first ``n`` of ``pairs`` (``(seq, (message, redelivered))``) left the ready

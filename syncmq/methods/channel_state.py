@@ -156,21 +156,26 @@ class Channel:
             failed = e
             k = tag - tag0
         if k:
-            if consumer is not None and not no_ack:
-                consumer.unacked += k
-                self.global_unacked += k
-            self.next_tag = tag
-            if remaining < 0:
-                self.n_deliver += k
-                if no_ack:
-                    self.n_deliver_no_ack += k
-            else:
-                self.n_get += k
-                if no_ack:
-                    self.n_get_no_ack += k
-            if redelivered_n:
-                self.n_redeliver += redelivered_n
-            session.transport.write(chunks)
+            # The write first: on the reactor thread it sends at once (``Transport._wake``),
+            # so the counters come after the send; they are updated whatever the write does,
+            # under the same hold of ``lock`` (no one reads them meanwhile).
+            try:
+                session.transport.write(chunks)
+            finally:
+                if consumer is not None and not no_ack:
+                    consumer.unacked += k
+                    self.global_unacked += k
+                self.next_tag = tag
+                if remaining < 0:
+                    self.n_deliver += k
+                    if no_ack:
+                        self.n_deliver_no_ack += k
+                else:
+                    self.n_get += k
+                    if no_ack:
+                        self.n_get_no_ack += k
+                if redelivered_n:
+                    self.n_redeliver += redelivered_n
         if failed is not None:
             raise DeliveryFailed(k) from failed
         return k

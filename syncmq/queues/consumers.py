@@ -35,7 +35,8 @@ class ConsumerRing:
     """Consumers ordered by priority, then by round-robin turn. Items need ``.priority`` and
     ``.exclusive``."""
 
-    __slots__ = ("_groups", "_prios", "count", "n_exclusive", "by_priority", "single_active")
+    __slots__ = ("_groups", "_prios", "count", "n_exclusive", "by_priority", "single_active",
+                 "sole")
 
     def __init__(self, single_active: bool = False) -> None:
         self._groups: dict[int, OrderedDict] = {}
@@ -46,6 +47,11 @@ class ConsumerRing:
         self.n_exclusive = 0
         self.by_priority = False
         self.single_active = single_active
+        # The one consumer every message goes to, or None: the only consumer, or with single
+        # active consumer the active one (the first); a slot read for the queue's batch
+        # dispatch. Set by add, remove and clear (rotate never changes it: with one consumer
+        # it moves nothing, and single active consumer never rotates).
+        self.sole: Any = None
 
     def __len__(self) -> int:
         return self.count
@@ -81,6 +87,7 @@ class ConsumerRing:
         self.count += 1
         if consumer.exclusive:
             self.n_exclusive += 1
+        self._set_sole()
 
     def remove(self, consumer: Any) -> bool:
         """Detach ``consumer``; False if it was not here."""
@@ -94,7 +101,11 @@ class ConsumerRing:
         self.count -= 1
         if consumer.exclusive:
             self.n_exclusive -= 1
+        self._set_sole()
         return True
+
+    def _set_sole(self) -> None:
+        self.sole = self.first() if self.single_active or self.count == 1 else None
 
     def first(self) -> Any:
         """The consumer served first (the active one with single active consumer); None if
@@ -114,6 +125,7 @@ class ConsumerRing:
         self._prios.clear()
         self.count = 0
         self.n_exclusive = 0
+        self.sole = None
         return out
 
     def _check(self) -> None:
@@ -128,3 +140,4 @@ class ConsumerRing:
             assert all(self._key(c) == p for c in group)
         if not self.by_priority:
             assert len(self._prios) <= 1
+        assert self.sole is (self.first() if self.single_active or self.count == 1 else None)

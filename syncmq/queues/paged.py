@@ -205,6 +205,13 @@ class PagedReadyQueue(IdRunTail, ReadyQueue):
                 self._loose = max(0, self._loose - len(m.body))
         return pair
 
+    def take(self, k: int) -> list:
+        """``ReadyQueue.take``: by ``pop`` calls while a tail waits (they page in) or the
+        head holds paged-in bodies (they are counted out), else in C as there."""
+        if self._pend or self.paged_count or self._loose:
+            return self._take_popping(k)
+        return ReadyQueue.take(self, k)
+
     def peek(self):
         if not (self._fresh or self._requeued) and (self._pend or self.paged_count):
             self._page_in()

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections import deque
 from heapq import heapify, heappop, heappush, merge
-from itertools import count
+from itertools import count, repeat, starmap
 from operator import itemgetter
 
 __all__ = ["ReadyQueue", "PriorityReadyQueue"]
@@ -136,6 +136,31 @@ class ReadyQueue(_Resident):
         if fresh:
             return fresh.popleft()
         return None
+
+    def take(self, k: int) -> list:
+        """Remove and return up to ``k`` (>= 1) ``(seq, item)`` pairs from the front, in order:
+        what ``k`` calls of ``pop`` would return, fewer only when that leaves the queue empty
+        (the batch dispatch's one call per batch).  O(k), in C while nothing requeued waits
+        behind the front: a lone message is pushed and taken without a Python loop."""
+        fresh = self._fresh
+        if self._requeued:
+            return self._take_popping(k)
+        if len(fresh) <= k:
+            out = list(fresh)
+            fresh.clear()
+            return out
+        return list(starmap(fresh.popleft, repeat((), k)))
+
+    def _take_popping(self, k: int) -> list:
+        """``take`` by ``pop`` calls (requeued pairs waiting, a paged tail, priorities)."""
+        out: list = []
+        pop = self.pop
+        while len(out) < k:
+            pair = pop()
+            if pair is None:
+                break
+            out.append(pair)
+        return out
 
     def peek(self) -> tuple[int, object] | None:
         """``(seq, item)`` that ``pop`` would return, without removing it; None when empty.  O(1)."""
@@ -370,6 +395,8 @@ class PriorityReadyQueue(_Resident):
             return None
         self._len -= 1
         return lvl.pop()
+
+    take = ReadyQueue._take_popping  # (see ReadyQueue.take)
 
     def peek(self) -> tuple[int, object] | None:
         """What ``pop`` would return, without removing it.  O(1) amortised."""

@@ -104,6 +104,9 @@ class Reactor(Reader, Sender):
         self._running = False
         self._accepting = True
         self.thread: threading.Thread | None = None
+        # The reactor thread's ident once it runs (None before): a write on this thread is
+        # sent at once (Transport._wake)
+        self.ident: int | None = None
         pool.set_on_deferred(self._flush_later)
 
     # ---- set-up ----
@@ -137,7 +140,7 @@ class Reactor(Reader, Sender):
     def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run ``fn(*args)`` on the reactor thread, in call order. Thread-safe."""
         self._calls.put((fn, args))
-        if threading.get_ident() == self._ident():
+        if threading.get_ident() == self.ident:
             return  # the loop drains _calls before it sleeps again
         with self._wake_lock:
             if self._woken:
@@ -161,13 +164,10 @@ class Reactor(Reader, Sender):
         if self.thread is not None and self.thread is not threading.current_thread():
             self.thread.join(10)
 
-    def _ident(self) -> int | None:
-        t = self.thread
-        return t.ident if t is not None else None
-
     # ---- the loop ----
 
     def run(self) -> None:
+        self.ident = threading.get_ident()
         poll = self.selector.poll
         registered = self.selector.data
         calls = self._calls
@@ -205,6 +205,7 @@ class Reactor(Reader, Sender):
             if timers and timers[0][0] <= monotonic():
                 self._run_timers()
         self._shutdown_sockets()
+        self.ident = None  # (a later thread may get the same ident)
 
     def _drain_wake(self) -> None:
         # Drain and clear the flag in one critical section (writers write under the same lock):

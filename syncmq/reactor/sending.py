@@ -6,9 +6,9 @@ send loop: partial sends, "try again") and ``_account`` (the one accounting: byt
 bytes, the throttle's drain) under ``out_lock``. Who may send when: a worker only under
 ``out_lock`` with ``flushing`` clear and ``sending`` empty (:meth:`Sender._send_direct`); the
 reactor with ``flushing`` set, which it sets and clears under the lock (:meth:`Sender._flush`).
-Everything here but ``_flush_later``/``_send_direct`` (the end of a worker's task: on its thread,
-or on the reactor's when it stands in for the idle worker, ``Worker.stand_in``) runs on the
-reactor thread.
+Everything here but ``_flush_later``/``_send_direct`` (the end of a worker's task, on its
+thread; ``_send_direct`` also at a write on the reactor thread, ``Transport._wake``, e.g. while
+it stands in for the idle worker, ``Worker.stand_in``) runs on the reactor thread.
 """
 
 from __future__ import annotations
@@ -61,8 +61,9 @@ class Sender:
             self.call_soon(self._flush_many, left)
 
     def _send_direct(self, t: Transport) -> bool:
-        """On a worker, at the end of its task: send ``t``'s output with non-blocking
-        ``sendmsg`` calls from this thread, saving the reactor's wake-up and thread hand-off.
+        """On a worker, at the end of its task (or on the reactor thread, at a write:
+        ``Transport._wake``): send ``t``'s output with non-blocking ``sendmsg`` calls from
+        this thread, saving the reactor's wake-up and thread hand-off.
         True when the reactor has nothing to do for it; False when it must flush ``t`` (as
         before this existed): TLS (an SSLSocket is the reactor's alone), the reactor is
         flushing it or has chunks of it pending (they go first), reading is paused for output

@@ -42,6 +42,7 @@ import ssl
 import time
 from collections import deque
 from collections.abc import Callable
+from threading import get_ident
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..wire.errors import AMQPConnectionError
@@ -135,13 +136,22 @@ class Transport(OutBuffer):
     # ---- called from any thread ----
 
     def _wake(self) -> None:
-        """Get the reactor to flush us: at the end of the current worker task if called on a
-        worker (one wake-up per batch), else now."""
+        """Get a sender for what was just queued (``out`` was empty). On the reactor thread
+        (standing in for an idle worker, ``Worker.stand_in``, or on its own): send it now,
+        with the direct send, and leave what the kernel does not take to the reactor's
+        flush (as ``Reactor._flush_later`` does); a lone delivery leaves at its write, not
+        after the rest of the task. On a worker: at the end of its task (``Worker.defer``:
+        one send per batch, however many writes). On any other thread: the reactor's flush."""
+        reactor = self.reactor
+        if get_ident() == reactor.ident:
+            if not reactor._send_direct(self):
+                reactor.call_soon(reactor._flush, self)
+            return
         w = current_worker()
         if w is not None:
             w.defer(self)
         else:
-            self.reactor.call_soon(self.reactor._flush, self)
+            reactor.call_soon(reactor._flush, self)
 
     def close_after_flush(self) -> None:
         """Close the socket once everything written so far has been sent. Thread-safe."""
