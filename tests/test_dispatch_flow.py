@@ -49,3 +49,34 @@ def test_a_publish_whose_messages_all_went_out_is_not_behind():
     _publish(q, 6)
     assert ch.n_deliver == 6 and q.ready.count() == 0
     assert not q.behind
+
+
+def test_a_paged_queue_whose_page_in_stops_still_counts_for_the_flow_check(tmp_path,
+                                                                         monkeypatch):
+    """A paged queue whose page-in cannot bring messages back (the journal could not serve
+    one: ``PagedReadyQueue._adopt_run`` takes none) comes back short from ``take`` with
+    messages still queued: the dispatch must not call that empty, and the publish is behind
+    (review of the batch dispatch's "left empty")."""
+    from test_paged_queues import paged_broker
+
+    from syncmq.broker.publish import publish
+    from syncmq.queues.paged import PagedReadyQueue
+
+    store, broker, q = paged_broker(tmp_path, "pq")
+    try:
+        vh = broker.vhosts["/"]
+        for i in range(800):
+            publish(vh, vh.default_exchange, Message("", "pq", b"\x00\x00", b"%04d" % i))
+        assert isinstance(q.ready, PagedReadyQueue) and q.ready.paged_count
+        monkeypatch.setattr(PagedReadyQueue, "_adopt_run", lambda self, pairs: 0)
+        q.flow_high = 2
+        ch = Channel(Session(FakeTransport(), broker, Settings(), {}), 1)
+        assert q.add_consumer(Consumer("c", q, ch, False, False, 10, None))
+        delivered = ch.n_deliver
+        publish(vh, vh.default_exchange, Message("", "pq", b"\x00\x00", b"one more"))
+        assert ch.n_deliver == delivered  # (nothing more could be paged in)
+        assert q.ready.count() > q.flow_high
+        assert q.behind
+    finally:
+        q.mark_deleted()
+        store.close()

@@ -321,7 +321,7 @@ class Queue(QueueLimits, QueueCredit, QueueChecks, QueueConsumers, QueuePaging):
         while consumers:
             head = ready.peek()
             if head is None:
-                return True
+                return self._ran_dry_locked()
             seq, (message, redelivered) = head
             if expiry:
                 deadline = expiry.get(seq)
@@ -370,7 +370,7 @@ class Queue(QueueLimits, QueueCredit, QueueChecks, QueueConsumers, QueuePaging):
                     want = DISPATCH_BATCH
             pairs = take(want)
             if not pairs:
-                return True
+                return self._ran_dry_locked()
             try:
                 taken = deliver_many(c, self, pairs)
             except DeliveryFailed as e:
@@ -390,7 +390,15 @@ class Queue(QueueLimits, QueueCredit, QueueChecks, QueueConsumers, QueuePaging):
             if failed is not None:
                 raise failed.__cause__ or failed
             if taken < want:  # the channel refused the rest, or the queue ran out (take)
-                return taken == len(pairs)
+                return taken == len(pairs) and self._ran_dry_locked()
+
+    def _ran_dry_locked(self) -> bool:
+        """The ready queue is empty, now that a ``take`` came back short or a ``peek`` with
+        nothing: always so for a plain ``ReadyQueue``; a paged one may still hold messages
+        its page-in could not bring back (the journal could not serve one, an I/O error:
+        ``queues.paged``), which must still count for the flow check, so it is counted."""
+        ready = self.ready
+        return ready.__class__ is ReadyQueue or not ready.count()
 
     def _handed_out_locked(self, pairs: list | tuple, n: int, no_ack: bool) -> None:
         """The first ``n`` of ``pairs`` (``(seq, (message, redelivered))``) left the ready
