@@ -14,9 +14,10 @@ Invariants:
   an idle worker's place for one task (:meth:`Worker.stand_in`: ``busy`` taken without
   waiting, nothing queued): a lone publish or ack is then handled where it was read, without
   the hand-off's wake-up and GIL round trip (issue #22, S8 latency). While it stands in,
-  ``current_worker()`` on the reactor thread is that worker, so the task's deferred output
-  goes the same way as on the worker (``on_deferred``), and the worker thread waits for
-  ``busy`` before its next task.
+  ``current_worker()`` on the reactor thread is that worker, so the task's output is
+  deferred as on the worker (``on_deferred`` at the end of the task), except that the
+  task's first write is also sent at once (``Transport._wake``: a lone delivery leaves at
+  its write); the worker thread waits for ``busy`` before its next task.
 
 Thread names are ``syncmq-worker-N``.
 """
@@ -102,7 +103,8 @@ class Worker:
 
         Used for outbound buffers that went from empty to non-empty: a task that delivers a
         thousand messages to one connection sends them (or wakes the reactor) once, not a
-        thousand times. The reactor's ``on_deferred`` sends what it can from this thread and
+        thousand times (on the reactor standing in, the task's first write is also sent at
+        once: ``Transport._wake``). The reactor's ``on_deferred`` sends what it can from this thread and
         wakes the reactor only for the rest (``Reactor._flush_later``).
         """
         self.deferred.append(obj)

@@ -427,3 +427,40 @@ def test_a_write_on_the_reactor_is_sent_at_once_and_a_workers_at_its_tasks_end()
         client.close()
         reactor.stop()
         pool.stop()
+
+
+def test_standing_in_only_the_tasks_first_write_is_sent_at_once():
+    """A stand-in read whose handling writes several times (here three publishes, one write
+    each, as a read of publishes to a queue with two consumers, or mandatory ones) sends the
+    first write at once and the rest together at the end of the task, not one ``sendmsg``
+    a write (review of the send at the write); the peer gets it all, in order."""
+    pool = WorkerPool(1)
+    record: list = []
+    made, block = threading.Event(), threading.Event()
+    block.set()
+
+    def factory(t):
+        h = _Writer(record, made, block)
+        h.t = t
+        return h
+
+    reactor = Reactor(pool, factory, handshake_timeout=0)
+    host, port = reactor.listen("127.0.0.1", 0)
+    pool.start()
+    reactor.start()
+    client = socket.create_connection((host, port), timeout=TIMEOUT)
+    try:
+        client.sendall(PROTOCOL_HEADER)
+        assert made.wait(TIMEOUT)
+        client.sendall(_publish(1) + _publish(2) + _publish(3))  # one light read
+        _wait_for(record, 3)
+        assert record == [("syncmq-reactor", 0), ("syncmq-reactor", 3), ("syncmq-reactor", 6)]
+        want = b"\x02q1\x02q2\x02q3"
+        got = b""
+        while len(got) < len(want):
+            got += client.recv(64)
+        assert got == want
+    finally:
+        client.close()
+        reactor.stop()
+        pool.stop()

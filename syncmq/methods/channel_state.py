@@ -156,9 +156,11 @@ class Channel:
             failed = e
             k = tag - tag0
         if k:
-            # The write first: on the reactor thread it sends at once (``Transport._wake``),
-            # so the counters come after the send; they are updated whatever the write does,
-            # under the same hold of ``lock`` (no one reads them meanwhile).
+            # The write first: on the reactor standing in it may send at once
+            # (``Transport._wake``), so the counters come after the send; they are updated
+            # whatever the write does, under the same hold of ``lock``. (Readers without the
+            # lock, the dispatch's credit estimate and the management view, may see them a
+            # moment late: the estimate is checked again here, under the lock.)
             try:
                 session.transport.write(chunks)
             finally:

@@ -20,8 +20,11 @@ task; then the worker sends it itself (``Reactor._send_direct``: plain TCP, only
 reactor has nothing of it to send and is not flushing it, non-blocking ``sendmsg`` under
 ``out_lock``) and wakes the reactor through the one wake-up pipe only for what is left (a
 partial send, EAGAIN, TLS, a paused or closing connection). This saves the wake-up and the
-hand-off to the reactor thread on every delivery at low rates. The reactor never runs broker
-logic: handler callbacks are always submitted to the connection's worker.
+hand-off to the reactor thread on every delivery at low rates. The reactor runs broker logic
+only in a worker's place: a small light read while every worker is idle is handled on the
+reactor thread as that worker's task (``Worker.stand_in``, ``reading.Reader._submit``; its
+first write is sent at once, the rest at the end of the task); every other handler callback
+is submitted to the connection's worker.
 
 Modules: ``outbuf`` (:class:`OutBuffer`: chunks, byte count, throttle, lock; the one send loop
 and accounting), ``transport`` (:class:`Transport`, who owns which field), ``reading`` (the

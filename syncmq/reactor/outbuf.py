@@ -9,8 +9,9 @@ while it is held):
 - ``sending``: chunks a sender took from ``out``, in order, the first maybe partly sent (a
   ``memoryview`` of its rest). They and the socket belong to the reactor while ``flushing`` is
   set (it sets and clears the flag under the lock and sends without holding it); otherwise to
-  whoever holds the lock: a worker sends directly only under the lock, with ``flushing`` clear
-  and ``sending`` empty, so two senders never send at once and never out of order.
+  whoever holds the lock: the direct send (a worker, or the reactor standing in for one) sends
+  only under the lock, with ``flushing`` clear and ``sending`` empty, so two senders never
+  send at once and never out of order.
 - ``pending_out``: bytes in ``out`` and ``sending`` (added by ``write``, subtracted by
   :meth:`_account`); also read without the lock by the deliveries' throttle check, where a
   stale read is settled by :meth:`throttle` under the lock.

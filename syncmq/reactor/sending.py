@@ -3,12 +3,13 @@ worker's direct send, closing after a flush, heartbeats and the bad-header reply
 
 Both send paths use the transport's :class:`~.outbuf.OutBuffer`: ``_send_chunks`` (the one
 send loop: partial sends, "try again") and ``_account`` (the one accounting: bytes out, pending
-bytes, the throttle's drain) under ``out_lock``. Who may send when: a worker only under
-``out_lock`` with ``flushing`` clear and ``sending`` empty (:meth:`Sender._send_direct`); the
-reactor with ``flushing`` set, which it sets and clears under the lock (:meth:`Sender._flush`).
-Everything here but ``_flush_later``/``_send_direct`` (the end of a worker's task, on its
-thread; ``_send_direct`` also at a write on the reactor thread, ``Transport._wake``, e.g. while
-it stands in for the idle worker, ``Worker.stand_in``) runs on the reactor thread.
+bytes, the throttle's drain) under ``out_lock``. Who may send when: the direct send
+(:meth:`Sender._send_direct`) only under ``out_lock`` with ``flushing`` clear and ``sending``
+empty, from a worker at the end of its task or from the reactor thread standing in for an
+idle worker (``Worker.stand_in``: at the end of the task, and at the task's first write,
+``Transport._wake``); the reactor's flush with ``flushing`` set, which it sets and clears
+under the lock (:meth:`Sender._flush`). Everything here but ``_flush_later`` and
+``_send_direct`` runs on the reactor thread.
 """
 
 from __future__ import annotations

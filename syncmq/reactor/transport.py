@@ -136,22 +136,24 @@ class Transport(OutBuffer):
     # ---- called from any thread ----
 
     def _wake(self) -> None:
-        """Get a sender for what was just queued (``out`` was empty). On the reactor thread
-        (standing in for an idle worker, ``Worker.stand_in``, or on its own): send it now,
-        with the direct send, and leave what the kernel does not take to the reactor's
-        flush (as ``Reactor._flush_later`` does); a lone delivery leaves at its write, not
-        after the rest of the task. On a worker: at the end of its task (``Worker.defer``:
-        one send per batch, however many writes). On any other thread: the reactor's flush."""
-        reactor = self.reactor
-        if get_ident() == reactor.ident:
-            if not reactor._send_direct(self):
-                reactor.call_soon(reactor._flush, self)
-            return
+        """Get a sender for what was just queued (``out`` was empty). On a worker: at the end
+        of its task (``Worker.defer``: one send per task, however many writes). On the
+        reactor thread standing in for an idle worker (``Worker.stand_in``): the task's first
+        write is sent now, with the direct send (a lone delivery leaves at its write, not
+        after the rest of the task), and deferred all the same, so that the end of the task
+        sends whatever the kernel did not take and every later write of the task waits for
+        that end, as on a worker (a read of 40 publishes to a queue with two consumers is one
+        or two ``sendmsg`` calls, not 40). On any other thread (the reactor's own tasks
+        included): the reactor's flush."""
         w = current_worker()
-        if w is not None:
-            w.defer(self)
-        else:
-            reactor.call_soon(reactor._flush, self)
+        if w is None:
+            self.reactor.call_soon(self.reactor._flush, self)
+            return
+        deferred = w.deferred
+        first = not deferred
+        deferred.append(self)  # (``Worker.defer``, inlined)
+        if first and get_ident() == self.reactor.ident:
+            self.reactor._send_direct(self)
 
     def close_after_flush(self) -> None:
         """Close the socket once everything written so far has been sent. Thread-safe."""
