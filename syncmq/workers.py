@@ -116,18 +116,19 @@ class Worker:
         handled where it was read (``reactor.reading.Reader._submit``).
 
         A task the worker took off its queue just before (and now waits for ``busy`` to run)
-        runs after ``fn``: both were queued from different threads at about the same time."""
+        runs after ``fn``: both were queued from different threads at about the same time.
+        The calling thread is no worker's (``current_worker()`` is None there but while it
+        stands in): a worker's task standing in for another worker would lose its own."""
         if not self.busy.acquire(False):
             return False
         try:
             if not self.tasks.empty():
                 return False
-            prev = getattr(_local, "worker", None)
             _local.worker = self
             try:
                 self._run_one(fn, args)
             finally:
-                _local.worker = prev
+                _local.worker = None  # (the caller is no worker's thread: see above)
             return True
         finally:
             self.busy.release()

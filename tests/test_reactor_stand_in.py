@@ -333,6 +333,36 @@ def test_no_stand_in_for_a_lane_with_a_turn_while_the_pool_looks_idle():
         pool.stop()
 
 
+def test_a_read_the_worker_took_busy_for_goes_to_it():
+    """The pool looks idle (``WorkerPool.idle``, a racy hint) but the connection's worker
+    takes ``busy`` before the reactor does (``Worker.stand_in`` refuses): the read is not
+    handled on the reactor, nor lost; it goes to the worker through the lane, in order."""
+    pool, reactor, client, record, block = _start()
+    worker = pool.workers[0]
+    try:
+        block.set()
+        client.sendall(_publish(0))  # (on the reactor: the transport exists and is idle)
+        _wait_for(record, 1)
+        (t,) = reactor.transports.values()
+        pool.idle = lambda: True  # the hint as read just before the worker took busy
+        with worker.busy:  # the worker is between its dequeue and its task
+            client.sendall(_publish(1))
+            for _ in range(TIMEOUT * 1000):  # the read went to the lane, not the reactor
+                with t.out_lock:
+                    if t.in_scheduled:
+                        break
+                threading.Event().wait(0.001)
+            assert t.in_scheduled  # (the worker cannot run the turn while busy is held)
+            assert record == [("syncmq-reactor", "q0")]
+        _wait_for(record, 2)
+        assert record[1] == ("syncmq-worker-0", "q1")
+    finally:
+        block.set()
+        client.close()
+        reactor.stop()
+        pool.stop()
+
+
 def test_no_stand_in_while_another_worker_is_busy():
     """The reactor takes a worker's place only while the whole pool is idle: with another
     worker busy, its work would compete with that worker for the GIL."""

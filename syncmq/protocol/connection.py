@@ -235,10 +235,9 @@ class ConnectionProtocol:
         channels = self.channels
         append = events.append
         ok = -1  # the channel last checked open and between contents (-1: none; 0 never is)
-        cp = None
-        last_header = None  # the last header frame taken on channel ``ok``: its size, props
-        size = 0
-        props = b""
+        # ``cp`` (channel ``ok``'s state), ``last_header`` (the last header frame taken on
+        # channel ``ok``) and its ``size`` and ``props`` are set at the first frame: its
+        # channel is never ``ok`` (-1), so no initial value is needed (none is loaded)
         while i < n:
             ftype, ch, payload = frames[i]
             if ftype != FRAME_METHOD:

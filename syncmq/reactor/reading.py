@@ -6,7 +6,7 @@ Everything here runs on the reactor thread except :meth:`Reader._input_turn` and
 :meth:`Reader._handle_data`, which run as a task of the connection's worker (on its thread)
 and own ``Transport.rest``/``rest_len``/``rest_need``. A small light read into an idle lane
 skips them: the reactor cuts it itself (``_light``) and hands the frames to the handler in
-the idle worker's place (:meth:`Reader._submit`, :meth:`Reader._stand_in`).
+the idle worker's place (:meth:`Reader._submit`).
 """
 
 from __future__ import annotations
@@ -275,7 +275,7 @@ class Reader:
         Except a small read (<= INLINE_MAX) of light frames (``_light``: publishes, acks,
         content) into an idle lane while every worker is idle (``WorkerPool.idle``; the
         connection's own is checked again by ``Worker.stand_in``): the reactor handles it
-        here, in the worker's place (:meth:`_stand_in`). A lone message at a low rate (S8)
+        here, in the worker's place (the stand-in, below). A lone message at a low rate (S8)
         skips the wake-up of the worker and the GIL's hand-over to it. If the worker turns
         out busy, the read goes to it as usual, first in the lane. Only this thread (the
         reactor's) submits and sets ``in_scheduled``; a worker clears it at the end of a
@@ -286,9 +286,26 @@ class Reader:
             if not t.in_scheduled and len(arg) <= INLINE_MAX and not t.rest and \
                     self.pool.idle():
                 need, frames = _light(arg, t.light_need)
-                if frames is not None and self._stand_in(t, frames):
-                    t.light_need = need
-                    return
+                if frames is not None:
+                    # the stand-in (inlined: one call less on the lone message's path):
+                    # ``frames``, a whole small read at a frame boundary (nothing left in
+                    # ``t.rest``) into an idle lane, go to the connection's handler here,
+                    # as a task of its worker if that worker is idle for sure
+                    # (``Worker.stand_in``); if not, the worker handles the read.
+                    # ``t.standing_in`` says so to the handler meanwhile, which hands what
+                    # may cost more than a message's worth back to the worker
+                    # (``methods.hand_over``). What ``_handle_data`` does besides cutting
+                    # frames has nothing to do here: ``discard_input`` is clear (``_read``
+                    # checked it, and only this thread sets it while the lane is idle),
+                    # nothing is left over and there is no error (``_light``).
+                    t.standing_in = True
+                    try:
+                        done = t.worker.stand_in(t.handler.frames_received, frames)
+                    finally:
+                        t.standing_in = False
+                    if done:
+                        t.light_need = need
+                        return
             t.light_need = -1  # (read by the worker, not here: what it leaves is unknown)
         with t.out_lock:
             if fn is None:
@@ -306,23 +323,6 @@ class Reader:
         if pause and not t.paused_flow:
             t.paused_flow = True
             self._update_events(t)
-
-    def _stand_in(self, t: Transport, frames: list) -> bool:
-        """Hand ``frames`` (a whole small read, cut by ``_light``, at a frame boundary: no
-        partial frame left in ``t.rest``, into an idle lane) to the connection's handler
-        here, as a task of its worker if that worker is idle for sure (``Worker.stand_in``);
-        False if not, for the worker to handle the read. ``t.standing_in`` says so to the
-        handler meanwhile, which hands what may cost more than a message's worth (a wide
-        route, a limited or paging queue, a body store near its budget) back to the worker
-        (``methods.hand_over``). What ``_handle_data`` does besides cutting frames has
-        nothing to do here: ``discard_input`` is clear (``_read`` checked it, and only this
-        thread sets it while the lane is idle), nothing is left over and there is no error
-        (``_light``)."""
-        t.standing_in = True
-        try:
-            return t.worker.stand_in(t.handler.frames_received, frames)
-        finally:
-            t.standing_in = False
 
     def _input_turn(self, t: Transport, fn: Callable[..., None] | None, arg: object) -> None:
         """On the worker (or the reactor standing in for it): run one task of ``t``'s input lane (see :meth:`_submit`), then
