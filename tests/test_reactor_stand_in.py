@@ -6,6 +6,7 @@ and a worker's tasks never run on two threads at once (``Worker.busy``)."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 import threading
@@ -418,21 +419,19 @@ class _Writer(_Handler):
                 self.record.append((threading.current_thread().name, self.t.pending_out))
 
 
-def test_a_write_on_the_reactor_is_sent_at_once_and_a_workers_at_its_tasks_end():
-    """Standing in, the reactor sends a write there and then (a lone delivery leaves at its
-    write, not after the rest of the task: ``Transport._wake``); a worker's write waits for
-    the end of its task (one send per task, however many writes). Either way the peer gets
-    everything in write order."""
+@contextlib.contextmanager
+def _writer_connection():
+    """A reactor with one worker whose handler answers each publish with its routing key
+    (``_Writer``): yields the connected client socket (protocol header sent and handled)
+    and the handler's record of ``(thread name, pending_out after the write)``."""
     pool = WorkerPool(1)
     record: list = []
     made, block = threading.Event(), threading.Event()
     block.set()
-    handlers: list = []
 
     def factory(t):
         h = _Writer(record, made, block)
         h.t = t
-        handlers.append(h)
         return h
 
     reactor = Reactor(pool, factory, handshake_timeout=0)
@@ -443,20 +442,33 @@ def test_a_write_on_the_reactor_is_sent_at_once_and_a_workers_at_its_tasks_end()
     try:
         client.sendall(PROTOCOL_HEADER)
         assert made.wait(TIMEOUT)
+        yield client, record
+    finally:
+        client.close()
+        reactor.stop()
+        pool.stop()
+
+
+def _recv_exactly(client: socket.socket, n: int) -> bytes:
+    got = b""
+    while len(got) < n:
+        got += client.recv(64)
+    return got
+
+
+def test_a_write_on_the_reactor_is_sent_at_once_and_a_workers_at_its_tasks_end():
+    """Standing in, the reactor sends its task's first write there and then (a lone delivery leaves at its
+    write, not after the rest of the task: ``Transport._wake``); a worker's write waits for
+    the end of its task (one send per task, however many writes). Either way the peer gets
+    everything in write order."""
+    with _writer_connection() as (client, record):
         client.sendall(_publish(1))  # light, the worker idle: the reactor's
         _wait_for(record, 1)
         client.sendall(_channel_open())  # the worker's
         _wait_for(record, 2)
         assert record == [("syncmq-reactor", 0), ("syncmq-worker-0", 5)]
         want = b"\x02q1\x04open"
-        got = b""
-        while len(got) < len(want):
-            got += client.recv(64)
-        assert got == want
-    finally:
-        client.close()
-        reactor.stop()
-        pool.stop()
+        assert _recv_exactly(client, len(want)) == want
 
 
 def test_standing_in_only_the_tasks_first_write_is_sent_at_once():
@@ -464,33 +476,9 @@ def test_standing_in_only_the_tasks_first_write_is_sent_at_once():
     each, as a read of publishes to a queue with two consumers, or mandatory ones) sends the
     first write at once and the rest together at the end of the task, not one ``sendmsg``
     a write (review of the send at the write); the peer gets it all, in order."""
-    pool = WorkerPool(1)
-    record: list = []
-    made, block = threading.Event(), threading.Event()
-    block.set()
-
-    def factory(t):
-        h = _Writer(record, made, block)
-        h.t = t
-        return h
-
-    reactor = Reactor(pool, factory, handshake_timeout=0)
-    host, port = reactor.listen("127.0.0.1", 0)
-    pool.start()
-    reactor.start()
-    client = socket.create_connection((host, port), timeout=TIMEOUT)
-    try:
-        client.sendall(PROTOCOL_HEADER)
-        assert made.wait(TIMEOUT)
+    with _writer_connection() as (client, record):
         client.sendall(_publish(1) + _publish(2) + _publish(3))  # one light read
         _wait_for(record, 3)
         assert record == [("syncmq-reactor", 0), ("syncmq-reactor", 3), ("syncmq-reactor", 6)]
         want = b"\x02q1\x02q2\x02q3"
-        got = b""
-        while len(got) < len(want):
-            got += client.recv(64)
-        assert got == want
-    finally:
-        client.close()
-        reactor.stop()
-        pool.stop()
+        assert _recv_exactly(client, len(want)) == want
