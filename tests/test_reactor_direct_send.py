@@ -162,3 +162,19 @@ def test_order_kept_across_partial_direct_sends_and_reactor_flushes():
             assert drained.wait(TIMEOUT)
     finally:
         _stop(pool, reactor, client)
+
+
+def test_a_stand_ins_first_write_the_kernel_takes_part_of_is_flushed_by_the_reactor():
+    """The reactor standing in sends a task's first write at once (``Transport._wake``);
+    what the kernel does not take (32 MiB on loopback: a partial send) is the reactor's to
+    flush, at once, not at the connection's next write or heartbeat (review: it was left
+    in ``sending`` with no one to send it; this reactor has no heartbeat)."""
+    pool, reactor, client, t, _ = _start(64 << 20)
+    try:
+        size = 32 << 20
+        reactor.call_soon(lambda: t.worker.stand_in(t.write, _record(0, 0, size)))
+        data = _recv_exactly(client, _REC.size + size)
+        assert _REC.unpack_from(data) == (size, 0, 0)
+        assert data[_REC.size:] == bytes([0]) * size
+    finally:
+        _stop(pool, reactor, client)

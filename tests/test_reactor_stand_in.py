@@ -306,7 +306,7 @@ def test_no_stand_in_for_a_lane_with_a_turn_while_the_pool_looks_idle():
     pool, reactor, client, record, block = _start()
     try:
         block.set()
-        client.sendall(_publish(0))  # (on the reactor: the transport exists and is idle)
+        client.sendall(_publish(0))  # (the transport exists; its lane idle once q0 is done)
         _wait_for(record, 1)
         (t,) = reactor.transports.values()
         with t.out_lock:  # a turn the worker has just dequeued, not yet running
@@ -354,7 +354,7 @@ def test_a_read_the_worker_took_busy_for_goes_to_it():
                         break
                 threading.Event().wait(0.001)
             assert t.in_scheduled  # (the worker cannot run the turn while busy is held)
-            assert record == [("syncmq-reactor", "q0")]
+            assert [key for _, key in record] == ["q0"]  # (q0's thread: either, by timing)
         _wait_for(record, 2)
         assert record[1] == ("syncmq-worker-0", "q1")
     finally:

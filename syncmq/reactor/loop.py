@@ -104,8 +104,8 @@ class Reactor(Reader, Sender):
         self._running = False
         self._accepting = True
         self.thread: threading.Thread | None = None
-        # The reactor thread's ident once it runs (None before): a write on this thread is
-        # sent at once (Transport._wake)
+        # The reactor thread's ident once it runs (None before): call_soon from this thread
+        # needs no wake-up, and a stand-in's first write is sent at once (Transport._wake)
         self.ident: int | None = None
         pool.set_on_deferred(self._flush_later)
 

@@ -325,7 +325,7 @@ class Reader:
             self._update_events(t)
 
     def _input_turn(self, t: Transport, fn: Callable[..., None] | None, arg: object) -> None:
-        """On the worker (or the reactor standing in for it): run one task of ``t``'s input lane (see :meth:`_submit`), then
+        """On the worker: run one task of ``t``'s input lane (see :meth:`_submit`), then
         queue the lane's next task, if any, as a turn at the back of the worker's queue.
         Each connection thus holds at most one place in its worker's FIFO, and the worker
         serves the connections pinned to it round robin, one input batch (one ``recv``,

@@ -50,8 +50,9 @@ class Sender:
     _add_timer: Callable[[float, Any, tuple], None]
 
     def _flush_later(self, transports: list) -> None:
-        """A worker's batch left output for ``transports`` (called on that worker): send what
-        can be sent now from this thread, and wake the reactor for the rest."""
+        """A worker's task left output for ``transports`` (called on that worker, or on the
+        reactor thread after it stood in for the worker): send what can be sent now from this
+        thread, and have the reactor flush the rest."""
         left = None  # (a loop, not a comprehension: no extra frame for the usual one)
         for t in transports:
             if not self._send_direct(t):
@@ -62,8 +63,8 @@ class Sender:
             self.call_soon(self._flush_many, left)
 
     def _send_direct(self, t: Transport) -> bool:
-        """On a worker, at the end of its task (or on the reactor thread, at a write:
-        ``Transport._wake``): send ``t``'s output with non-blocking ``sendmsg`` calls from
+        """On a worker, at the end of its task (or on the reactor thread standing in for one:
+        at the task's first wake-up, ``Transport._wake``, and at its end): send ``t``'s output with non-blocking ``sendmsg`` calls from
         this thread, saving the reactor's wake-up and thread hand-off.
         True when the reactor has nothing to do for it; False when it must flush ``t`` (as
         before this existed): TLS (an SSLSocket is the reactor's alone), the reactor is

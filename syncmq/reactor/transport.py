@@ -139,12 +139,14 @@ class Transport(OutBuffer):
         """Get a sender for what was just queued (``out`` was empty). On a worker: at the end
         of its task (``Worker.defer``: one send per task, however many writes). On the
         reactor thread standing in for an idle worker (``Worker.stand_in``): the task's first
-        write is sent now, with the direct send (a lone delivery leaves at its write, not
-        after the rest of the task), and deferred all the same, so that the end of the task
-        sends whatever the kernel did not take and every later write of the task waits for
-        that end, as on a worker (a read of 40 publishes to a queue with two consumers is one
-        or two ``sendmsg`` calls, not 40). On any other thread (the reactor's own tasks
-        included): the reactor's flush."""
+        wake-up is sent now, with the direct send (a lone delivery leaves at its write, not
+        after the rest of the task); what that send leaves (a partial send, EAGAIN, an error,
+        TLS, paused output: it then returns False with chunks left in ``sending`` or ``out``)
+        goes to the reactor's flush, as ``Reactor._flush_later`` does. The transport is
+        deferred all the same, so every later write of the task waits for the end of the task,
+        as on a worker (a read of 40 publishes to a queue with two consumers is one or two
+        ``sendmsg`` calls, not 40). On any other thread (the reactor's own tasks included):
+        the reactor's flush."""
         w = current_worker()
         if w is None:
             self.reactor.call_soon(self.reactor._flush, self)
@@ -153,7 +155,9 @@ class Transport(OutBuffer):
         first = not deferred
         deferred.append(self)  # (``Worker.defer``, inlined)
         if first and get_ident() == self.reactor.ident:
-            self.reactor._send_direct(self)
+            reactor = self.reactor
+            if not reactor._send_direct(self):  # (the rest: see Sender._send_direct)
+                reactor.call_soon(reactor._flush, self)
 
     def close_after_flush(self) -> None:
         """Close the socket once everything written so far has been sent. Thread-safe."""
