@@ -64,8 +64,9 @@ class Sender:
 
     def _send_direct(self, t: Transport) -> bool:
         """On a worker, at the end of its task (or on the reactor thread standing in for one:
-        at the task's first wake-up, ``Transport._wake``, and at its end): send ``t``'s output with non-blocking ``sendmsg`` calls from
-        this thread, saving the reactor's wake-up and thread hand-off.
+        at the task's first wake-up, ``Transport._wake``, and at its end): send ``t``'s
+        output with non-blocking ``sendmsg`` calls from this thread, saving the reactor's
+        wake-up and thread hand-off.
         True when the reactor has nothing to do for it; False when it must flush ``t`` (as
         before this existed): TLS (an SSLSocket is the reactor's alone), the reactor is
         flushing it or has chunks of it pending (they go first), reading is paused for output
