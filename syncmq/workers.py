@@ -104,8 +104,8 @@ class Worker:
         Used for outbound buffers that went from empty to non-empty: a task that delivers a
         thousand messages to one connection sends them (or wakes the reactor) once, not a
         thousand times (on the reactor standing in, the task's first write is also sent at
-        once: ``Transport._wake``). The reactor's ``on_deferred`` sends what it can from this thread and
-        wakes the reactor only for the rest (``Reactor._flush_later``).
+        once: ``Transport._wake``). The reactor's ``on_deferred`` sends what it can from this
+        thread and wakes the reactor only for the rest (``Reactor._flush_later``).
         """
         self.deferred.append(obj)
 

@@ -165,15 +165,28 @@ class _C:
         self.name, self.priority, self.exclusive = name, priority, exclusive
 
 
-@settings(max_examples=60, stateful_step_count=40, deadline=None)
-class ConsumerRingMachine(RuleBasedStateMachine):
-    """ConsumerRing against a list kept in delivery order the slow way."""
+class _RingMachine(RuleBasedStateMachine):
+    """What both ring machines share: the ring, its model list (in delivery order) and the
+    removal of a consumer from both."""
 
-    def __init__(self) -> None:
+    def __init__(self, single_active: bool = False) -> None:
         super().__init__()
-        self.ring = ConsumerRing()
+        self.ring = ConsumerRing(single_active=single_active)
         self.model: list[_C] = []
         self.next = 0
+
+    @precondition(lambda self: self.model)
+    @rule(data=st.data())
+    def remove(self, data) -> None:
+        c = data.draw(st.sampled_from(self.model))
+        assert self.ring.remove(c)
+        self.model.remove(c)
+        assert not self.ring.remove(c)
+
+
+@settings(max_examples=60, stateful_step_count=40, deadline=None)
+class ConsumerRingMachine(_RingMachine):
+    """ConsumerRing against a list kept in delivery order the slow way."""
 
     @rule(priority=st.sampled_from([0, 0, 0, 1, 5, -2]), exclusive=st.booleans())
     def add(self, priority: int, exclusive: bool) -> None:
@@ -184,14 +197,6 @@ class ConsumerRingMachine(RuleBasedStateMachine):
         while i > 0 and self.model[i - 1].priority < priority:
             i -= 1
         self.model.insert(i, c)
-
-    @precondition(lambda self: self.model)
-    @rule(data=st.data())
-    def remove(self, data) -> None:
-        c = data.draw(st.sampled_from(self.model))
-        assert self.ring.remove(c)
-        self.model.remove(c)
-        assert not self.ring.remove(c)
 
     @precondition(lambda self: self.model)
     @rule(data=st.data())
@@ -219,15 +224,12 @@ TestConsumerRing = ConsumerRingMachine.TestCase
 
 
 @settings(max_examples=40, stateful_step_count=30, deadline=None)
-class SingleActiveRingMachine(RuleBasedStateMachine):
+class SingleActiveRingMachine(_RingMachine):
     """With single active consumer: insertion order whatever the priorities, and ``sole``
     (what the batch dispatch serves) is always the first, the active one."""
 
     def __init__(self) -> None:
-        super().__init__()
-        self.ring = ConsumerRing(single_active=True)
-        self.model: list[_C] = []
-        self.next = 0
+        super().__init__(single_active=True)
 
     @rule(priority=st.sampled_from([0, 1, 5]), exclusive=st.booleans())
     def add(self, priority: int, exclusive: bool) -> None:
@@ -235,13 +237,6 @@ class SingleActiveRingMachine(RuleBasedStateMachine):
         self.next += 1
         self.ring.add(c)
         self.model.append(c)
-
-    @precondition(lambda self: self.model)
-    @rule(data=st.data())
-    def remove(self, data) -> None:
-        c = data.draw(st.sampled_from(self.model))
-        assert self.ring.remove(c)
-        self.model.remove(c)
 
     @rule()
     def clear(self) -> None:

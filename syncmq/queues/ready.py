@@ -139,10 +139,10 @@ class ReadyQueue(_Resident):
 
     def take(self, k: int) -> list:
         """Remove and return up to ``k`` (>= 1) ``(seq, item)`` pairs from the front, in order:
-        what ``k`` calls of ``pop`` would return, fewer only when that leaves the queue empty (or
-        a paged queue whose page-in stopped: ``Queue._ran_dry_locked``)
-        (the batch dispatch's one call per batch).  O(k), in C while nothing requeued waits
-        behind the front: a lone message is pushed and taken without a Python loop."""
+        what ``k`` calls of ``pop`` would return, fewer only when that leaves the queue empty
+        (or, paged, when its page-in stopped: ``Queue._ran_dry_locked``). The batch
+        dispatch's one call per batch. O(k), in C while nothing requeued waits behind the
+        front: a lone message is pushed and taken without a Python loop."""
         fresh = self._fresh
         if self._requeued:
             return self._take_popping(k)
