@@ -133,19 +133,29 @@ def test_the_light_scan_cuts_what_split_frames_cuts():
                 assert all(type(p) is bytes for _t, _c, p in frames)
     assert taken > 500  # (the random reads are light often enough to compare)
     # a lone publish or ack (taken in one straight run, without the loop): every octet
-    # changed
+    # changed; the straight run answers as the loop does (a heartbeat first makes the read
+    # the loop's)
+    heartbeat = b"\x08\x00\x00\x00\x00\x00\x00\xce"
     acks = [encode_method_frame(ch, _spec.Basic.Ack(delivery_tag=tag, multiple=multiple))
             for ch, tag, multiple in ((1, 1, False), (7, 1 << 40, False), (1, 2, True))]
-    for data in (_publish(1, 1), _publish(2, 16), _publish(3, 200), *acks):
+    # a multiple ack, a large body, a header frame too short to declare its body's size
+    # (11 octets: what would be read as the size's last octet is its end octet, 206)
+    short_header = encode_method_frame(1, _spec.Basic.Publish(routing_key="q")) + \
+        _frame(2, struct.pack(">HH", 60, 0) + bytes(7)) + _frame(3, bytes(206))
+    heavy = (acks[-1], _publish(5, INLINE_MAX + 1), short_header)
+    for data in (_publish(1, 1), _publish(2, 16), _publish(3, 200), _publish(4, INLINE_MAX),
+                 *heavy, *acks[:-1]):
         light = _cut(data, 0)
-        assert light == ((-1, None) if data is acks[-1] else
-                         (0, split_frames(data, 4096, slack=FRAME_MAX_SLACK)[0]))
+        assert light == ((-1, None) if data in heavy else
+                         (0, split_frames(data, 8192, slack=FRAME_MAX_SLACK)[0]))
         for i in range(len(data)):
             for value in (0, 1, 2, 3, 8, 13, 206, 255):
                 buf = data[:i] + bytes([value]) + data[i + 1:]
                 got, frames = _cut(buf, 0)
+                assert _cut(heartbeat + buf, 0) == (
+                    (-1, None) if frames is None else (got, [(8, 0, b"")] + frames)), (i, value)
                 if frames is not None:
-                    want = split_frames(buf, 4096, slack=FRAME_MAX_SLACK)
+                    want = split_frames(buf, 8192, slack=FRAME_MAX_SLACK)
                     assert want == (frames, len(buf), None), (i, value)
 
 
