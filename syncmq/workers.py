@@ -114,7 +114,7 @@ class Worker:
         """Run ``fn(*args)`` on the calling thread in this worker's place, as one of its
         tasks, if the worker is idle (nothing running, nothing queued); False, without
         running it, if not. Never waits. The reactor's use: a connection's small input
-        handled where it was read (``reactor.reading.Reader._submit``).
+        handled where it was read (``reactor.reading.Reader._read``).
 
         A task the worker took off its queue just before (and now waits for ``busy`` to run)
         runs after ``fn``: both were queued from different threads at about the same time.
@@ -200,7 +200,7 @@ class WorkerPool:
 
     def idle(self) -> bool:
         """No worker runs or has a task (a racy read: a hint). The reactor stands in for a
-        worker only then (``reactor.reading.Reader._submit``): with a worker busy, work
+        worker only then (``reactor.reading.Reader._read``): with a worker busy, work
         on the reactor thread would compete with it for the GIL and hold up the I/O of that
         worker's connections (a consumer's acks handled on the reactor while a publisher's
         worker routes: the publisher's reads and confirms would wait behind them).

@@ -304,17 +304,19 @@ class Session:
                     if self.pending_publish or self.pending_acks:
                         self.flush_runs()
                 channel = channels.get(ch_id) if ch_id else None
-                if index == _CHANNEL_OPEN and channel is None:
-                    channel = self.open_channel(ch_id)
-                if channel is not None and channel.closing and index not in _CLOSE_METHODS:
+                if channel is None:
+                    if index == _CHANNEL_OPEN:
+                        channel = self.open_channel(ch_id)  # (not closing)
+                elif channel.closing and index not in _CLOSE_METHODS:
                     continue
-                handler = handlers.get(index)
-                if handler is None:
+                try:
+                    handler = handlers[index]
+                except KeyError:
                     raise AMQPConnectionError(
                         _spec.COMMAND_INVALID,
                         f"COMMAND_INVALID - method {method.NAME} is not accepted from a client",
                         method.CLASS_ID, method.METHOD_ID,
-                    )
+                    ) from None
                 try:
                     handler(self, channel, method, props, body)
                 except AMQPChannelError as e:

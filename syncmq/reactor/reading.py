@@ -56,7 +56,7 @@ FLOW_HIGH = 8
 FLOW_LOW = 2
 # A read of at most this many bytes that holds only light frames (_light), for a connection
 # with nothing waiting in its lane, is handled on the reactor thread when every worker is
-# idle (Reader._submit): a few dozen small messages at most, so the reactor's turn stays
+# idle (Reader._read): a few dozen small messages at most, so the reactor's turn stays
 # short.
 INLINE_MAX = 4096
 assert INLINE_MAX <= FRAME_MIN_SIZE  # (_light: no frame of such a read exceeds frame_max)
