@@ -227,15 +227,20 @@ class Reader:
         the rest to the connection's worker through its input lane (:meth:`_submit`).
 
         Except a small read (<= INLINE_MAX) of light frames (``_light``: publishes, acks,
-        content) into an idle lane while every worker is idle (``WorkerPool.idle``; the
-        connection's own is checked again by ``Worker.stand_in``): the reactor handles it
-        here, in the worker's place (the stand-in, below). A lone message at a low rate (S8)
-        skips the wake-up of the worker and the GIL's hand-over to it. If the worker turns
-        out busy, the read goes to it as usual, first in the lane. Only this thread sets
-        ``in_scheduled`` (:meth:`_submit`) and a worker clears it at the end of a turn, so a
-        clear ``in_scheduled`` read here without the lock stays clear until this thread
+        content) at a frame boundary (nothing left in ``t.rest``) into an idle lane while
+        every worker is idle (``WorkerPool.idle``; the connection's own is checked again by
+        ``Worker.stand_in``): the reactor hands its frames to the connection's handler here,
+        as a task of the worker, in its place (the stand-in, here rather than in a function
+        of its own: one call less on the lone message's path). A lone message at a low rate
+        (S8) skips the wake-up of the worker and the GIL's hand-over to it. If the worker
+        turns out busy, the read goes to it as usual, first in the lane. Only this thread
+        sets ``in_scheduled`` (:meth:`_submit`) and a worker clears it at the end of a turn,
+        so a clear ``in_scheduled`` read here without the lock stays clear until this thread
         sets it: the lane is idle (no turn queued or running, ``inq`` empty) for the whole
-        stand-in, which therefore needs neither the lane nor ``inflight``."""
+        stand-in, which therefore needs neither the lane nor ``inflight``. What
+        :meth:`_handle_data` does besides cutting frames has nothing to do then:
+        ``discard_input`` is clear (checked here, and only this thread sets it while the lane
+        is idle), nothing is left over and there is no error (``_light``)."""
         try:
             if t.tls:
                 data = self._recv_tls(t)
@@ -277,18 +282,9 @@ class Reader:
                 return
         if not t.in_scheduled and len(data) <= INLINE_MAX and not t.rest and self.pool.idle():
             need, frames = _light(data, t.light_need)
-            if frames is not None:
-                # the stand-in (here, not in a function of its own: one call less on the
-                # lone message's path): ``frames``, a whole small read at a frame boundary
-                # (nothing left in ``t.rest``) into an idle lane, go to the connection's
-                # handler here, as a task of its worker if that worker is idle for sure
-                # (``Worker.stand_in``); if not, the worker handles the read.
-                # ``t.standing_in`` says so to the handler meanwhile, which hands what may
-                # cost more than a message's worth back to the worker
-                # (``methods.hand_over``). What ``_handle_data`` does besides cutting frames
-                # has nothing to do here: ``discard_input`` is clear (checked above, and only
-                # this thread sets it while the lane is idle), nothing is left over and there
-                # is no error (``_light``).
+            if frames is not None:  # the stand-in: ``t.standing_in`` tells the handler,
+                # which hands what may cost more than a message's worth back to the worker
+                # (``methods.hand_over``)
                 t.standing_in = True
                 try:
                     done = t.worker.stand_in(t.handler.frames_received, frames)
