@@ -29,6 +29,7 @@ import queue
 import sys
 import threading
 from collections.abc import Callable
+from operator import call as _call
 from typing import Any
 
 log = logging.getLogger("syncmq.workers")
@@ -113,7 +114,7 @@ class Worker:
         """Run ``fn(*args)`` on the calling thread in this worker's place, as one of its
         tasks, if the worker is idle (nothing running, nothing queued); False, without
         running it, if not. Never waits. The reactor's use: a connection's small input
-        handled where it was read (``reactor.reading.Reader._submit``).
+        handled where it was read (``reactor.reading.Reader._read``).
 
         A task the worker took off its queue just before (and now waits for ``busy`` to run)
         runs after ``fn``: both were queued from different threads at about the same time.
@@ -181,6 +182,9 @@ class WorkerPool:
             raise ValueError("worker pool size must be >= 1")
         self.workers = [Worker(i) for i in range(size)]
         self._holding = False  # this pool counts in _switch_users
+        # What ``idle`` asks, in order: each worker's ``busy.locked`` and ``tasks.qsize``
+        # (bound methods in C, called in C by ``idle``: no bytecode per worker)
+        self._probes = tuple(p for w in self.workers for p in (w.busy.locked, w.tasks.qsize))
 
     def set_on_deferred(self, fn: Callable[[list], None]) -> None:
         """Install the reactor's hand-back (before ``start``); called on the worker's thread
@@ -196,14 +200,15 @@ class WorkerPool:
 
     def idle(self) -> bool:
         """No worker runs or has a task (a racy read: a hint). The reactor stands in for a
-        worker only then (``reactor.reading.Reader._submit``): with a worker busy, work
+        worker only then (``reactor.reading.Reader._read``): with a worker busy, work
         on the reactor thread would compete with it for the GIL and hold up the I/O of that
         worker's connections (a consumer's acks handled on the reactor while a publisher's
-        worker routes: the publisher's reads and confirms would wait behind them)."""
-        for w in self.workers:
-            if w.busy.locked() or not w.tasks.empty():
-                return False
-        return True
+        worker routes: the publisher's reads and confirms would wait behind them).
+
+        Asked per read on the reactor thread, so it runs in C (``_probes``: the same reads, in
+        the same order, as a loop over the workers asking ``busy.locked()`` and
+        ``tasks.empty()``); the workers' state is theirs, none is kept here to go stale."""
+        return not any(map(_call, self._probes))
 
     def assign(self) -> Worker:
         """Pick the least loaded worker for a new connection (reactor thread only). O(workers)."""

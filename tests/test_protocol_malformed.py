@@ -322,6 +322,17 @@ def test_connection_method_on_channel_1(broker, unique):
     assert_healthy(broker, unique)
 
 
+def test_a_servers_method_from_the_client(broker, unique):
+    # rabbit_channel handle_method catch-all: command_invalid (503) for a method only the
+    # server sends (Session._handle: no handler for it)
+    with connect(broker.port) as c:
+        c.open_channel(1)
+        c.send_method(1, B.QosOk())
+        close_and_finish(c, (503, B.QosOk.CLASS_ID, B.QosOk.METHOD_ID))
+        assert "not accepted from a client" in c.last_close.reply_text
+    assert_healthy(broker, unique)
+
+
 def test_connection_method_out_of_state(broker, unique):
     # a second tune-ok once running: handle_method0 catch-all (504)
     with connect(broker.port) as c:

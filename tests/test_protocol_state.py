@@ -414,6 +414,27 @@ def test_an_open_pipelined_behind_a_close_is_a_504_through_a_session():
     assert (sent[0][1].reply_code, sent[0][1].class_id, sent[0][1].method_id) == (504, 20, 10)
 
 
+def test_the_methods_after_a_channel_error_in_the_same_batch_are_dropped():
+    """A handler's channel error (a publish to a missing exchange) closes the channel; the
+    events of the same batch after it on that channel are not handled (the channel is
+    closing: ``Session._handle``), those on other channels are."""
+    from fake_transport import content_frames
+
+    s, t = _session()
+    s.connection_made()
+    s.frames_received(frames(method_frame(0, RECV[E.RECV_START_OK])))
+    s.frames_received(frames(method_frame(0, C.TuneOk(channel_max=10, frame_max=4096))))
+    s.frames_received(frames(method_frame(0, C.Open(virtual_host="/")), CH_OPEN1,
+                             method_frame(2, Ch.Open())))
+    n = len(t.methods())
+    s.frames_received(frames(method_frame(1, B.Publish(exchange="missing", routing_key="q")),
+                             content_frames(1, b"m"), method_frame(1, B.Qos(prefetch_count=7)),
+                             method_frame(2, B.Qos(prefetch_count=7))))
+    sent = t.methods()[n:]
+    assert [(ch, type(m)) for ch, m in sent] == [(1, Ch.Close), (2, B.QosOk)]
+    assert sent[0][1].reply_code == 404
+
+
 def test_a_login_failure_without_the_capability_is_a_silent_hang_up():
     s, t = _session()
     s.connection_made()

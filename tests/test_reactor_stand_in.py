@@ -133,19 +133,29 @@ def test_the_light_scan_cuts_what_split_frames_cuts():
                 assert all(type(p) is bytes for _t, _c, p in frames)
     assert taken > 500  # (the random reads are light often enough to compare)
     # a lone publish or ack (taken in one straight run, without the loop): every octet
-    # changed
+    # changed; the straight run answers as the loop does (a heartbeat first makes the read
+    # the loop's)
+    heartbeat = b"\x08\x00\x00\x00\x00\x00\x00\xce"
     acks = [encode_method_frame(ch, _spec.Basic.Ack(delivery_tag=tag, multiple=multiple))
             for ch, tag, multiple in ((1, 1, False), (7, 1 << 40, False), (1, 2, True))]
-    for data in (_publish(1, 1), _publish(2, 16), _publish(3, 200), *acks):
+    # a multiple ack, a large body, a header frame too short to declare its body's size
+    # (11 octets: what would be read as the size's last octet is its end octet, 206)
+    short_header = encode_method_frame(1, _spec.Basic.Publish(routing_key="q")) + \
+        _frame(2, struct.pack(">HH", 60, 0) + bytes(7)) + _frame(3, bytes(206))
+    heavy = (acks[-1], _publish(5, INLINE_MAX + 1), short_header)
+    for data in (_publish(1, 1), _publish(2, 16), _publish(3, 200), _publish(4, INLINE_MAX),
+                 *heavy, *acks[:-1]):
         light = _cut(data, 0)
-        assert light == ((-1, None) if data is acks[-1] else
-                         (0, split_frames(data, 4096, slack=FRAME_MAX_SLACK)[0]))
+        assert light == ((-1, None) if data in heavy else
+                         (0, split_frames(data, 8192, slack=FRAME_MAX_SLACK)[0]))
         for i in range(len(data)):
             for value in (0, 1, 2, 3, 8, 13, 206, 255):
                 buf = data[:i] + bytes([value]) + data[i + 1:]
                 got, frames = _cut(buf, 0)
+                assert _cut(heartbeat + buf, 0) == (
+                    (-1, None) if frames is None else (got, [(8, 0, b"")] + frames)), (i, value)
                 if frames is not None:
-                    want = split_frames(buf, 4096, slack=FRAME_MAX_SLACK)
+                    want = split_frames(buf, 8192, slack=FRAME_MAX_SLACK)
                     assert want == (frames, len(buf), None), (i, value)
 
 
@@ -220,12 +230,22 @@ class _Handler:
         pass
 
 
-def _start(workers: int = 1):
+class _AllFrames(_Handler):
+    """Records every frame: ``(thread name, method name or frame type)``."""
+
+    def frames_received(self, frames) -> None:
+        name = threading.current_thread().name
+        for ftype, _ch, payload in frames:
+            self.record.append((name, _spec.decode_method(payload).NAME
+                                if ftype == _spec.FRAME_METHOD else ftype))
+
+
+def _start(workers: int = 1, handler: type = _Handler):
     pool = WorkerPool(workers)
     record: list = []
     made = threading.Event()
     block = threading.Event()
-    reactor = Reactor(pool, lambda t: _Handler(record, made, block), handshake_timeout=0)
+    reactor = Reactor(pool, lambda t: handler(record, made, block), handshake_timeout=0)
     host, port = reactor.listen("127.0.0.1", 0)
     pool.start()
     reactor.start()
@@ -262,6 +282,59 @@ def test_where_input_is_handled():
         assert [key for _, key in record[2:]] == [f"q{i}" for i in range(1, INLINE_MAX // 60)]
     finally:
         block.set()
+        client.close()
+        reactor.stop()
+        pool.stop()
+
+
+def _settled(pool: WorkerPool, t) -> None:
+    """Wait until ``t``'s lane and every worker are idle (the reactor may stand in)."""
+    for _ in range(TIMEOUT * 1000):
+        if not t.in_scheduled and pool.idle():
+            return
+        threading.Event().wait(0.001)
+    raise AssertionError("the worker did not go idle")
+
+
+def test_no_stand_in_for_a_read_that_goes_on_with_a_partial_frame():
+    """A read that goes on with a frame the worker holds the start of (``Transport.rest``)
+    is the worker's, even if it reads as whole light frames: the reactor stands in only at a
+    frame boundary."""
+    pool, reactor, client, record, block = _start(handler=_AllFrames)
+    try:
+        ack = encode_method_frame(1, _spec.Basic.Ack(delivery_tag=1))
+        # the head of a body frame whose payload is an ack and an ack without its end octet:
+        # the rest of the frame (payload and end octet) reads as two whole acks
+        head = struct.pack(">BHI", 3, 1, 2 * len(ack) - 1)
+        client.sendall(_channel_open() + head)  # not light: the worker, which keeps the head
+        _wait_for(record, 1)
+        (t,) = reactor.transports.values()
+        _settled(pool, t)
+        client.sendall(ack + ack)
+        client.sendall(_publish(9))
+        _wait_for(record, 5)
+        assert record[:2] == [("syncmq-worker-0", "channel.open"), ("syncmq-worker-0", 3)]
+        assert [key for _, key in record[2:]] == ["basic.publish", 2, 3]
+    finally:
+        client.close()
+        reactor.stop()
+        pool.stop()
+
+
+def test_a_body_after_a_read_the_worker_cut_is_the_workers():
+    """After a read the worker cut (``light_need`` -1: not known on the reactor), a body
+    frame is not light, even an empty one: the reactor did not see its content's header."""
+    pool, reactor, client, record, block = _start(handler=_AllFrames)
+    try:
+        publish = encode_method_frame(1, _spec.Basic.Publish(exchange="", routing_key="q"))
+        client.sendall(_channel_open() + publish + _header(16))  # not light: the worker
+        _wait_for(record, 3)
+        (t,) = reactor.transports.values()
+        _settled(pool, t)
+        client.sendall(_frame(3, b""))
+        _wait_for(record, 4)
+        assert record[3] == ("syncmq-worker-0", 3)
+    finally:
         client.close()
         reactor.stop()
         pool.stop()

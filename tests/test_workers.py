@@ -1,7 +1,8 @@
 """The worker pool's stop: every task queued before it runs, and so does every task those
 tasks queue (a connection's input lane queues its next turn after the current one ran, so a
 shut-down connection's ``connection_lost`` can come after the stop marker). An idle worker
-keeps nothing of its last task alive."""
+keeps nothing of its last task alive. The pool's idle hint sees every worker's running and
+queued task."""
 
 from __future__ import annotations
 
@@ -59,3 +60,18 @@ def test_an_idle_worker_keeps_nothing_of_its_last_task():
         threading.Event().wait(0.01)
     assert ref() is None, gc.get_referrers(ref())
     pool.stop(timeout=30)
+
+
+def test_the_pool_is_idle_only_while_no_worker_runs_or_has_a_task():
+    """``WorkerPool.idle`` (the reactor's hint to stand in) sees each worker's ``busy`` and
+    each worker's queue, the last worker's as well as the first's."""
+    pool = WorkerPool(3)  # (not started: nothing takes the tasks off the queues)
+    assert pool.idle()
+    for w in pool.workers:
+        with w.busy:
+            assert not pool.idle()
+        assert pool.idle()
+        w.submit(print)
+        assert not pool.idle()
+        w.tasks.get_nowait()
+        assert pool.idle()

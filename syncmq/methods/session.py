@@ -180,7 +180,7 @@ class Session:
         )
 
     def frames_received(self, frames: list) -> None:
-        if self.proto.state is pconn.CLOSED:
+        if self.proto.state is _CLOSED:
             return
         if self.hold is not None:  # a reply waits for the journal: see durable_reply.py
             self.hold.frames.extend(frames)
@@ -208,7 +208,7 @@ class Session:
                     self.hold.error = error
                     self.hold.frames[:0] = frames
                     break
-                if error is not None and self.proto.state is pconn.OPEN:
+                if error is not None and self.proto.state is _OPEN:
                     # (a parked channel error after our connection.close: nothing more to say)
                     self.channel_error(error.channel_id, error.error)
                 if not frames:
@@ -284,18 +284,15 @@ class Session:
         ``connection_lost`` is a task of its own)."""
         handlers = self.handlers
         channels = self.channels
-        proto = self.proto
-        closed = pconn.CLOSED
-        open_ = pconn.OPEN
         try:
-            state = proto.state
-            if state is closed:
+            state = self.proto.state
+            if state is _CLOSED:
                 return
             # closing (our connection.close is sent, Session.release has run): methods
             # parked behind a held reply (durable_reply) are dropped but channel 0's, as
             # rabbit_reader drops all but channel 0 when ?IS_STOPPING; handled, a
             # channel.open would take a user count nothing gives back
-            closing = state is not open_
+            closing = state is not _OPEN
             self.gen += 1  # (a new batch: routes are looked up afresh)
             for event in events:  # (no enumerate: its position is wanted only for a hold)
                 ch_id, method, props, body = event
@@ -307,17 +304,19 @@ class Session:
                     if self.pending_publish or self.pending_acks:
                         self.flush_runs()
                 channel = channels.get(ch_id) if ch_id else None
-                if index == _CHANNEL_OPEN and channel is None:
-                    channel = self.open_channel(ch_id)
-                if channel is not None and channel.closing and index not in _CLOSE_METHODS:
+                if channel is None:
+                    if index == _CHANNEL_OPEN:
+                        channel = self.open_channel(ch_id)  # (not closing)
+                elif channel.closing and index not in _CLOSE_METHODS:
                     continue
-                handler = handlers.get(index)
-                if handler is None:
+                try:
+                    handler = handlers[index]
+                except KeyError:
                     raise AMQPConnectionError(
                         _spec.COMMAND_INVALID,
                         f"COMMAND_INVALID - method {method.NAME} is not accepted from a client",
                         method.CLASS_ID, method.METHOD_ID,
-                    )
+                    ) from None
                 try:
                     handler(self, channel, method, props, body)
                 except AMQPChannelError as e:
@@ -339,10 +338,10 @@ class Session:
                     self.hold.events = events[_position(events, event) + 1 :]
                     return
                 if not ch_id:
-                    state = proto.state
-                    if state is closed:
+                    state = self.proto.state
+                    if state is _CLOSED:
                         return
-                    closing = state is not open_
+                    closing = state is not _OPEN
         finally:
             if self.pending_publish or self.pending_acks:
                 self.flush_runs()
@@ -562,6 +561,8 @@ def _position(events: list, event: tuple) -> int:
 
 
 _CHANNEL_OPEN = _spec.Channel.Open.INDEX
+_CLOSED = pconn.CLOSED
+_OPEN = pconn.OPEN
 # methods whose effects may be applied at the end of a run of them (Session.flush_runs)
 _RUN_METHODS = frozenset({_spec.Basic.Publish.INDEX, _spec.Basic.Ack.INDEX})
 _CLOSE_METHODS = frozenset({_spec.Channel.Close.INDEX, _spec.Channel.CloseOk.INDEX})

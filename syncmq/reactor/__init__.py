@@ -22,7 +22,7 @@ reactor has nothing of it to send and is not flushing it, non-blocking ``sendmsg
 partial send, EAGAIN, TLS, a paused or closing connection). This saves the wake-up and the
 hand-off to the reactor thread on every delivery at low rates. The reactor runs broker logic
 only in a worker's place: a small light read while every worker is idle is handled on the
-reactor thread as that worker's task (``Worker.stand_in``, ``reading.Reader._submit``; its
+reactor thread as that worker's task (``Worker.stand_in``, ``reading.Reader._read``; its
 first write is sent at once, the rest at the end of the task); every other handler callback
 is submitted to the connection's worker.
 

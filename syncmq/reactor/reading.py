@@ -6,7 +6,7 @@ Everything here runs on the reactor thread except :meth:`Reader._input_turn` and
 :meth:`Reader._handle_data`, which run as a task of the connection's worker (on its thread)
 and own ``Transport.rest``/``rest_len``/``rest_need``. A small light read into an idle lane
 skips them: the reactor cuts it itself (``_light``) and hands the frames to the handler in
-the idle worker's place (:meth:`Reader._submit`).
+the idle worker's place (:meth:`Reader._read`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import selectors
 import ssl
 import struct
-import time
+from time import monotonic as _monotonic
 from typing import TYPE_CHECKING
 
 from ..wire._spec import FRAME_MIN_SIZE
@@ -56,7 +56,7 @@ FLOW_HIGH = 8
 FLOW_LOW = 2
 # A read of at most this many bytes that holds only light frames (_light), for a connection
 # with nothing waiting in its lane, is handled on the reactor thread when every worker is
-# idle (Reader._submit): a few dozen small messages at most, so the reactor's turn stays
+# idle (Reader._read): a few dozen small messages at most, so the reactor's turn stays
 # short.
 INLINE_MAX = 4096
 assert INLINE_MAX <= FRAME_MIN_SIZE  # (_light: no frame of such a read exceeds frame_max)
@@ -65,11 +65,15 @@ _FRAME_HEAD = struct.Struct(">BHI").unpack_from  # type, channel, payload size
 _METHOD_ID = struct.Struct(">I").unpack_from  # class id << 16 | method id
 _BODY_SIZE = struct.Struct(">Q").unpack_from  # a content header's body size (payload + 4)
 _METHOD_HEAD = struct.Struct(">BHII").unpack_from  # a method frame's head and method id
-_HEADER_HEAD = struct.Struct(">BHIHHQ").unpack_from  # a header frame's head, class, weight, size
+# from a frame's end octet: that octet, the next frame's head and (a header frame's) body size
+_END_HEADER = struct.Struct(">BBHI4xQ").unpack_from
+_END_HEAD = struct.Struct(">BBHI").unpack_from  # from a frame's end octet: it, the next head
 _PUBLISH = (60 << 16) | 40
 # the shortest read of one publish with a body: method (9-octet payload), header, 1 octet
 _TRIO_MIN = 17 + 22 + 9
 _ACK_LEN = 21  # a basic.ack frame: header, class and method ids, tag, bits, end octet
+# a whole basic.ack frame: type, channel, size, class and method ids, the bits, the end octet
+_ACK_FRAME = struct.Struct(">BHII8xBB").unpack
 # basic.publish and basic.ack: the per-message methods, whose cost is one message's. Not
 # basic.reject or basic.nack (their requeue=false dead-letters: one more publish, to as many
 # queues as the dead-letter exchange routes to), nor any other method (a purge, requeue,
@@ -106,23 +110,23 @@ def _light(data: bytes, need: int = 0) -> tuple[int, list | None]:
     or one ack is checked in one straight run first, without the loop."""
     n = len(data)
     if n == _ACK_LEN and need <= 0:  # (a method frame starts afresh: need 0 or unknown)
-        t1, c1, s1, method = _METHOD_HEAD(data, 0)
-        if t1 == 1 and s1 == 13 and method == _ACK and not data[_MULTIPLE_AT] & 1 and \
-                data[20] == 206:
+        t1, c1, s1, method, bits, end = _ACK_FRAME(data)
+        if t1 == 1 and s1 == 13 and method == _ACK and not bits & 1 and end == 206:
             return 0, [(1, c1, data[7:20])]
     elif n >= _TRIO_MIN and need <= 0:
         t1, c1, s1, method = _METHOD_HEAD(data, 0)
-        p2 = s1 + 8  # the header frame's start
-        if t1 == 1 and method == _PUBLISH and s1 >= 4 and p2 + 19 <= n and \
-                data[p2 - 1] == 206:
-            t2, c2, s2, _, _, size = _HEADER_HEAD(data, p2)
-            p3 = p2 + s2 + 8  # the body frame's start
-            if t2 == 2 and s2 >= 12 and 0 < size <= INLINE_MAX and p3 + size + 8 == n and \
-                    data[p3 - 1] == 206:
-                t3, c3, s3 = _FRAME_HEAD(data, p3)
-                if t3 == 3 and s3 == size and data[n - 1] == 206:
-                    return 0, [(1, c1, data[7:p2 - 1]), (2, c2, data[p2 + 7:p3 - 1]),
-                               (3, c3, data[p3 + 7:n - 1])]
+        e1 = s1 + 7  # the method frame's end octet
+        # (a method frame shorter than its id would end inside it: ``end1`` would be one of
+        # the publish id's octets, none of which is 206)
+        if t1 == 1 and method == _PUBLISH and e1 + 20 <= n:
+            end1, t2, c2, s2, size = _END_HEADER(data, e1)
+            e2 = e1 + s2 + 8  # the header frame's end octet
+            if end1 == 206 and t2 == 2 and s2 >= 12 and 0 < size <= INLINE_MAX and \
+                    e2 + size + 9 == n:
+                end2, t3, c3, s3 = _END_HEAD(data, e2)
+                if end2 == 206 and t3 == 3 and s3 == size and data[-1] == 206:
+                    return 0, [(1, c1, data[7:e1]), (2, c2, data[e1 + 8:e2]),
+                               (3, c3, data[e2 + 8:-1])]
     pos = 0
     frames: list = []
     append = frames.append
@@ -219,6 +223,24 @@ class Reader:
         return b"".join(parts) if len(parts) > 1 else parts[0]
 
     def _read(self, t: Transport) -> None:
+        """Read what ``t``'s socket has (reactor thread), check the protocol header, and hand
+        the rest to the connection's worker through its input lane (:meth:`_submit`).
+
+        Except a small read (<= INLINE_MAX) of light frames (``_light``: publishes, acks,
+        content) at a frame boundary (nothing left in ``t.rest``) into an idle lane while
+        every worker is idle (``WorkerPool.idle``; the connection's own is checked again by
+        ``Worker.stand_in``): the reactor hands its frames to the connection's handler here,
+        as a task of the worker, in its place (the stand-in, here rather than in a function
+        of its own: one call less on the lone message's path). A lone message at a low rate
+        (S8) skips the wake-up of the worker and the GIL's hand-over to it. If the worker
+        turns out busy, the read goes to it as usual, first in the lane. Only this thread
+        sets ``in_scheduled`` (:meth:`_submit`) and a worker clears it at the end of a turn,
+        so a clear ``in_scheduled`` read here without the lock stays clear until this thread
+        sets it: the lane is idle (no turn queued or running, ``inq`` empty) for the whole
+        stand-in, which therefore needs neither the lane nor ``inflight``. What
+        :meth:`_handle_data` does besides cutting frames has nothing to do then:
+        ``discard_input`` is clear (checked here, and only this thread sets it while the lane
+        is idle), nothing is left over and there is no error (``_light``)."""
         try:
             if t.tls:
                 data = self._recv_tls(t)
@@ -234,7 +256,7 @@ class Reader:
         if not data:
             self._lost(t)
             return
-        t.last_recv = time.monotonic()
+        t.last_recv = _monotonic()
         t.bytes_in += len(data)
         if t.discard_input:
             return
@@ -258,6 +280,20 @@ class Reader:
             data = data[8:]
             if not data:
                 return
+        if not t.in_scheduled and len(data) <= INLINE_MAX and not t.rest and self.pool.idle():
+            need, frames = _light(data, t.light_need)
+            if frames is not None:  # the stand-in: ``t.standing_in`` tells the handler,
+                # which hands what may cost more than a message's worth back to the worker
+                # (``methods.hand_over``)
+                t.standing_in = True
+                try:
+                    done = t.worker.stand_in(t.handler.frames_received, frames)
+                finally:
+                    t.standing_in = False
+                if done:
+                    t.light_need = need
+                    return
+        t.light_need = -1  # (read by the worker, not here: what it leaves is unknown)
         self._submit(t, None, data)
 
     def _submit(self, t: Transport, fn: Callable[..., None] | None, arg: object) -> None:
@@ -272,41 +308,9 @@ class Reader:
         meanwhile (empty whenever ``in_scheduled`` is clear). An idle lane's task goes to the
         worker at once, as the turn's argument.
 
-        Except a small read (<= INLINE_MAX) of light frames (``_light``: publishes, acks,
-        content) into an idle lane while every worker is idle (``WorkerPool.idle``; the
-        connection's own is checked again by ``Worker.stand_in``): the reactor handles it
-        here, in the worker's place (the stand-in, below). A lone message at a low rate (S8)
-        skips the wake-up of the worker and the GIL's hand-over to it. If the worker turns
-        out busy, the read goes to it as usual, first in the lane. Only this thread (the
-        reactor's) submits and sets ``in_scheduled``; a worker clears it at the end of a
-        turn. So a clear ``in_scheduled`` read here without the lock stays clear until this
-        thread sets it: the lane is idle (no turn queued or running, ``inq`` empty) for the
-        whole stand-in, which therefore needs neither the lane nor ``inflight``."""
-        if fn is None:
-            if not t.in_scheduled and len(arg) <= INLINE_MAX and not t.rest and \
-                    self.pool.idle():
-                need, frames = _light(arg, t.light_need)
-                if frames is not None:
-                    # the stand-in (inlined: one call less on the lone message's path):
-                    # ``frames``, a whole small read at a frame boundary (nothing left in
-                    # ``t.rest``) into an idle lane, go to the connection's handler here,
-                    # as a task of its worker if that worker is idle for sure
-                    # (``Worker.stand_in``); if not, the worker handles the read.
-                    # ``t.standing_in`` says so to the handler meanwhile, which hands what
-                    # may cost more than a message's worth back to the worker
-                    # (``methods.hand_over``). What ``_handle_data`` does besides cutting
-                    # frames has nothing to do here: ``discard_input`` is clear (``_read``
-                    # checked it, and only this thread sets it while the lane is idle),
-                    # nothing is left over and there is no error (``_light``).
-                    t.standing_in = True
-                    try:
-                        done = t.worker.stand_in(t.handler.frames_received, frames)
-                    finally:
-                        t.standing_in = False
-                    if done:
-                        t.light_need = need
-                        return
-            t.light_need = -1  # (read by the worker, not here: what it leaves is unknown)
+        What was received comes here unless the reactor stood in for the worker
+        (:meth:`_read`). Only this thread (the reactor's) submits and sets
+        ``in_scheduled``; a worker clears it at the end of a turn."""
         with t.out_lock:
             if fn is None:
                 t.inflight += 1
