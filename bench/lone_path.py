@@ -32,7 +32,6 @@ import time
 # the path's steps, in order: (class's module, class, method, label)
 STEPS = (
     ("syncmq.reactor.reading", "Reader", "_read", "_read"),
-    ("syncmq.reactor.reading", "Reader", "_submit", "_submit"),
     ("syncmq.workers", "Worker", "stand_in", "stand_in"),
     ("syncmq.methods.session", "Session", "frames_received", "frames_received"),
     ("syncmq.protocol.connection", "ConnectionProtocol", "receive", "receive"),
