@@ -21,7 +21,9 @@ PLUGINS = ("rabbitmq_shovel", "rabbitmq_shovel_management", "rabbitmq_federation
 
 @pytest.fixture(scope="session")
 def rabbitmq() -> Iterator[RabbitNode]:
-    """A private RabbitMQ node for the whole session (differential suite), with its
+    """A private RabbitMQ node for the whole session (differential suite; with pytest-xdist,
+    one per worker: the node name carries the worker's pid, its ports are ephemeral and its
+    dirs its own temp dir, so two workers' nodes share nothing but epmd), with its
     management plugin (the rabbitmqadmin comparisons) and the shovel and federation plugins
     (their runtime-parameter components: shovel, federation-upstream(-set); and their
     management parts: ``/api/shovels``, ``/api/federation-links``). Enabled at boot, which
