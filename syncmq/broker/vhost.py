@@ -234,7 +234,6 @@ class VirtualHost:
             ex.matcher = m
             if isinstance(dest, Exchange):
                 ex.e2e -= removed
-            self.routes_changed()
             if ex.auto_delete and len(m) == 0 and ex.name in self.exchanges:
                 self._delete_exchange_locked(ex)
 

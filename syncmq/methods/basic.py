@@ -19,7 +19,7 @@ from ..protocol.channel import deliver_prefix
 from ..wire import _spec
 from ..wire.errors import AMQPChannelError, AMQPConnectionError
 from . import access
-from .hand_over import HandOver, ack_heavy, publish_heavy, queues_heavy, route_light
+from .hand_over import HandOver, ack_heavy, publish_heavy, queues_heavy
 from .queue import _queue_name
 
 if TYPE_CHECKING:
@@ -147,7 +147,8 @@ def publish(session: Session, ch: Channel, m: B.Publish, props: bytes, body: byt
     delete, bind, unbind or policy since could have changed them), in this batch or a later
     one (a lone publisher's messages). What can change without a new generation is checked
     on every publish: tx mode, the topic permission, a resource alarm and, on the reactor
-    standing in, the hand-over test of the route's queues."""
+    standing in, the hand-over test of the route's queues (the route itself, a walk or not,
+    costs nothing then)."""
     vhost = session.vhost
     if (m is ch.last_publish and ch.route_gen == vhost.routes_gen and not ch.tx
             and not (props[0] & _RARE_HIGH or props[1] & _RARE_LOW)):
@@ -156,7 +157,7 @@ def publish(session: Session, ch: Channel, m: B.Publish, props: bytes, body: byt
         if session.blocked:
             session.block_publisher()
         queues = ch.route_queues
-        if session.standing_in and (not ch.route_light or queues_heavy(queues)):
+        if session.standing_in and queues_heavy(queues):
             raise HandOver  # (nothing changed yet: the worker handles it from the start)
         message = Message(m.exchange, m.routing_key, props, body)
         message._exchange_rk = ch.last_exchange_rk
@@ -213,7 +214,6 @@ def publish(session: Session, ch: Channel, m: B.Publish, props: bytes, body: byt
             ch.route_ex = ex
             ch.route_queues = queues
             ch.route_topic = ex.type == "topic"
-            ch.route_light = route_light(ex, queues)
     if confirms is not None:
         confirms.published(result, message)  # sent at the end of the batch (Session._receive)
         session.confirm_dirty.add(confirms)

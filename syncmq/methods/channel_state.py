@@ -48,7 +48,7 @@ class Channel:
         "n_redeliver", "n_ack", "n_deliver_no_ack", "n_get_no_ack", "n_get_empty", "n_drop",
         "stats_folded", "reply_consumer",
         "last_publish", "last_exchange_rk", "publish_result", "route_gen", "route_ex",
-        "route_queues", "route_topic", "route_light",
+        "route_queues", "route_topic",
     )
 
     def __init__(self, session: Session, channel_id: int) -> None:
@@ -93,15 +93,13 @@ class Channel:
         self.last_exchange_rk = b""
         # The result of this channel's last basic.publish, reused for the next one (worker)
         self.publish_result = PublishResult([], False)
-        # The route of ``last_publish`` (its exchange and queues, whether the exchange is a
-        # topic one and whether the route is light for the reactor standing in, see
-        # methods.hand_over.route_light), valid while the vhost's ``routes_gen`` equals
-        # ``route_gen`` (-1: none) (worker-only; see methods.basic.publish)
+        # The route of ``last_publish`` (its exchange and queues, and whether the exchange
+        # is a topic one), valid while the vhost's ``routes_gen`` equals ``route_gen`` (-1:
+        # none) (worker-only; see methods.basic.publish)
         self.route_gen = -1
         self.route_ex: Exchange | None = None
         self.route_queues: list = []
         self.route_topic = False
-        self.route_light = False
 
     @property
     def confirm(self) -> bool:

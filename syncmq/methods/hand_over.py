@@ -83,32 +83,21 @@ def publish_heavy(vhost: VirtualHost, ex: Exchange, message: Message) -> bool:
     direct, fanout or topic exchange: the matcher's set of queues is counted, not copied
     (``VirtualHost.route`` copies it: O(queues) for a fanout to 10,000), and at most
     ``STAND_IN_QUEUES`` queues are looked at."""
-    if _walks(ex) or message.cc or message.bcc:
+    if ex.e2e or ex.alternate is not None or ex.needs_headers or message.cc or message.bcc:
         return True
     if ex is vhost.default_exchange:
         q = vhost.queues.get(message.routing_key)
         return q is not None and _queue_heavy(q)
-    queues = ex.matcher.route(message.routing_key, None)
-    return len(queues) > STAND_IN_QUEUES or queues_heavy(queues)
-
-
-def route_light(ex: Exchange, queues: list) -> bool:
-    """A publish to ``ex`` that was routed to ``queues`` (no CC/BCC) passes the exchange
-    half of :func:`publish_heavy`: no walk, at most ``STAND_IN_QUEUES`` queues. Kept with a
-    cached route (``Channel.route_light``; both hold while the vhost's route generation
-    does), whose publishes test only :func:`queues_heavy` on the reactor standing in."""
-    return not _walks(ex) and len(queues) <= STAND_IN_QUEUES
-
-
-def _walks(ex: Exchange) -> bool:
-    """Routing through ``ex`` walks other exchanges (exchange-to-exchange bindings, an
-    alternate exchange) or reads the headers (a headers exchange)."""
-    return bool(ex.e2e) or ex.alternate is not None or ex.needs_headers
+    return queues_heavy(ex.matcher.route(message.routing_key, None))
 
 
 def queues_heavy(queues) -> bool:
-    """A publish to ``queues`` may do more than an append and one delivery on one of them
-    (see :func:`_queue_heavy`)."""
+    """A publish to ``queues`` (a route; a channel's cached one costs no walk, so this is all
+    its publishes test, ``methods.basic.publish``) may cost more than one message's worth:
+    more than ``STAND_IN_QUEUES`` queues, or one that may do more than an append and one
+    delivery (:func:`_queue_heavy`)."""
+    if len(queues) > STAND_IN_QUEUES:
+        return True
     for q in queues:
         if _queue_heavy(q):
             return True
