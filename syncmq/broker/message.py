@@ -35,7 +35,8 @@ _DECODE_FLAGS = _FLAG_DELIVERY_MODE | _FLAG_EXPIRATION
 _DECODE_HIGH = _DECODE_FLAGS >> 8  # both are in the flags' high octet: one octet test
 # The property lists most publishers send (none, or delivery-mode alone: what load tools
 # and most clients send) -> ``persistent``: one dict lookup instead of the flags' tests
-_PLAIN = {b"\x00\x00": False, b"\x10\x00\x01": False, b"\x10\x00\x02": True}
+# (``methods.basic.publish`` tests membership: none of them needs a check there either)
+PLAIN_PROPERTIES = {b"\x00\x00": False, b"\x10\x00\x01": False, b"\x10\x00\x02": True}
 
 
 def _shortstr(s: str) -> bytes:
@@ -83,7 +84,7 @@ class Message:
         self.ttl: int | None = None
         # delivery-mode and expiration cost one lookup for the usual property lists, else
         # one flags test unless the publisher set them
-        persistent = _PLAIN.get(properties)
+        persistent = PLAIN_PROPERTIES.get(properties)
         if persistent is not None:
             self.persistent = persistent
         else:

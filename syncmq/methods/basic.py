@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from ..broker.args import REPLY_TO, check_consume_arguments, wire_type
 from ..broker.broker import generate_consumer_tag
-from ..broker.message import Message, parse_expiration
+from ..broker.message import PLAIN_PROPERTIES, Message, parse_expiration
 from ..broker.publish import NO_QUEUES, PublishResult, PublishRun
 from ..broker.publish import publish as broker_publish
 from ..broker.queue import Consumer
@@ -151,7 +151,7 @@ def publish(session: Session, ch: Channel, m: B.Publish, props: bytes, body: byt
     costs nothing then)."""
     vhost = session.vhost
     if (m is ch.last_publish and ch.route_gen == vhost.routes_gen and not ch.tx
-            and not (props[0] & _RARE_HIGH or props[1] & _RARE_LOW)):
+            and (props in PLAIN_PROPERTIES or not (props[0] & _RARE_HIGH or props[1] & _RARE_LOW))):
         if ch.route_topic:
             _check_topic(session, m)
         if session.blocked:

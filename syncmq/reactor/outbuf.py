@@ -118,9 +118,7 @@ class OutBuffer:
         chunks = self.sending
         sent = 0
         while chunks:
-            nb = len(chunks)
-            batch = chunks if nb <= IOV_MAX else chunks[:IOV_MAX]
-            nb = len(batch)
+            batch = chunks if len(chunks) <= IOV_MAX else chunks[:IOV_MAX]
             try:
                 n = send(batch)
             except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError,
@@ -132,6 +130,7 @@ class OutBuffer:
                 chunks.clear()
                 return n, None, False
             sent += n
+            nb = len(batch)
             i = 0
             while i < nb:
                 size = len(batch[i])
