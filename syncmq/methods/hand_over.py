@@ -17,7 +17,9 @@ the worker, decided before it has any effect:
   CC/BCC, a headers exchange's matching), more than ``STAND_IN_QUEUES`` queues (a fanout to
   10,000), or a queue whose publish may do more than append (a length limit: overflow,
   reject-publish nacks, drop-head dead-lettering; a TTL; priorities; a paged FIFO past half
-  its window) or with more than ``STAND_IN_CONSUMERS`` consumers;
+  its window) or with more than ``STAND_IN_CONSUMERS`` consumers; a publish on a channel's
+  cached route (``methods.basic.publish``: no walk to pay) is tested on its queues alone
+  (:func:`queues_heavy`);
 - one ack and everything after it (:func:`ack_heavy`, in ``basic.ack``) if its queue is such
   a queue (the ack's settle delivers the next messages: an offer to each consumer, expiry and
   its dead-lettering). basic.reject and basic.nack never reach the reactor
