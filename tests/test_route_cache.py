@@ -17,13 +17,12 @@ from __future__ import annotations
 import base64
 import json
 import struct
-import time
 import urllib.error
 import urllib.request
 
 import pika
 import pytest
-from amqp_helpers import connection
+from amqp_helpers import connection, wait_until
 from amqp_raw import FRAME_BODY, FRAME_HEADER, FRAME_METHOD, connect
 
 from syncmq.wire import _spec
@@ -146,19 +145,15 @@ def test_an_exclusive_queue_deleted_with_its_connection_no_longer_takes_the_next
         p.publish()
         assert _count(och, unique) == 1
         owner.close()
-        deadline = time.monotonic() + 30
-        while True:  # the queue goes once the broker has seen the connection close
-            probe = connection(broker.port)
-            c = probe.__enter__()
+
+        def gone() -> bool:  # (the queue goes once the broker has seen the close)
             try:
-                c.channel().queue_declare(unique, passive=True)
+                other.connection.channel().queue_declare(unique, passive=True)
             except pika.exceptions.ChannelClosedByBroker as e:
                 assert e.reply_code == 404
-                break
-            finally:
-                probe.__exit__(None, None, None)
-            assert time.monotonic() < deadline, "the exclusive queue outlived its connection"
-            time.sleep(0.05)
+                return True
+            return False
+        wait_until(other.connection, gone, what="the exclusive queue's deletion")
         p.publish()
         assert _count(other, alt) == 1
     finally:
