@@ -321,18 +321,6 @@ class UnackedMapMachine(RuleBasedStateMachine):
             self.m.add(tag, tag)
             self.model[tag] = tag
 
-    @rule(offset=st.integers(-3, 3))
-    def add_out_of_order_is_refused(self, offset):
-        tag = self.next_tag - 1 - abs(offset)
-        if self.next_tag == 1:
-            return
-        try:
-            self.m.add(tag, None)
-        except ValueError:
-            pass
-        else:
-            raise AssertionError("a tag not above the last one was accepted")
-
     @rule(delta=st.integers(-70, 5))
     def pop(self, delta):
         tag = self.next_tag + delta

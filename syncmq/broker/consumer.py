@@ -48,12 +48,12 @@ class DeliveryTarget(Protocol):
 
 
 class Consumer:
-    """One basic.consume subscription. Immutable after creation except ``unacked``, which is
-    guarded by the owning channel's lock."""
+    """One basic.consume subscription. Immutable after creation except ``unacked``,
+    ``encode`` and ``encoded``, which are guarded by the owning channel's lock."""
 
     __slots__ = (
         "tag", "queue", "channel", "no_ack", "exclusive", "prefetch", "unacked", "arguments",
-        "prefix", "priority",
+        "prefix", "priority", "encode", "encoded",
     )
 
     def __init__(
@@ -78,3 +78,7 @@ class Consumer:
         self.arguments = arguments or {}
         self.prefix = prefix  # encoded start of this consumer's basic.deliver payloads
         self.priority = priority  # x-priority: higher-priority consumers are served first
+        # The channel's encoder of this consumer's deliveries and the list it appends to
+        # (made at the first delivery and kept: methods.channel_state.Channel._record_locked)
+        self.encode = None
+        self.encoded: list | None = None

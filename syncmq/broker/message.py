@@ -33,7 +33,10 @@ _FLAG_REPLY_TO = 1 << 9
 _FLAG_EXPIRATION = 1 << 8
 _DECODE_FLAGS = _FLAG_DELIVERY_MODE | _FLAG_EXPIRATION
 _DECODE_HIGH = _DECODE_FLAGS >> 8  # both are in the flags' high octet: one octet test
-_DM_ONLY = _FLAG_DELIVERY_MODE >> 8  # the flags' high octet when delivery-mode is all there is
+# The property lists most publishers send (none, or delivery-mode alone: what load tools
+# and most clients send) -> ``persistent``: one dict lookup instead of the flags' tests
+# (``methods.basic.publish`` tests membership: none of them needs a check there either)
+PLAIN_PROPERTIES = {b"\x00\x00": False, b"\x10\x00\x01": False, b"\x10\x00\x02": True}
 
 
 def _shortstr(s: str) -> bytes:
@@ -77,16 +80,16 @@ class Message:
         # header itself is already gone from ``properties``).
         self.cc = cc
         self.bcc = bcc
-        # delivery-mode and expiration cost one flags test unless the publisher set them
-        self.persistent = False
         # per-message TTL in ms (the ``expiration`` property), None when there is none
         self.ttl: int | None = None
-        if len(properties) > 1 and properties[0] & _DECODE_HIGH:
-            if properties[0] == _DM_ONLY and len(properties) == 3 and not properties[1]:
-                # delivery-mode is the only property (what most load tools send): the
-                # decoding is that octet
-                self.persistent = properties[2] == 2
-            else:
+        # delivery-mode and expiration cost one lookup for the usual property lists, else
+        # one flags test unless the publisher set them
+        persistent = PLAIN_PROPERTIES.get(properties)
+        if persistent is not None:
+            self.persistent = persistent
+        else:
+            self.persistent = False
+            if len(properties) > 1 and properties[0] & _DECODE_HIGH:
                 p = self.props
                 self.persistent = p.delivery_mode == 2
                 if p.expiration is not None:

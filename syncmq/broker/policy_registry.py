@@ -162,11 +162,15 @@ class PolicyRegistry:
             if p is not q.policy or op is not q.op_policy:
                 q.set_policy(p, op)
                 changed += 1
+        moved = False
         for ex in exchanges:
             p, op = self.for_exchange(vh.name, ex.name)
             if p is not ex.policy or op is not ex.op_policy:
-                ex.set_policy(p, op)
+                ex.set_policy(p, op)  # (its alternate exchange may change)
                 changed += 1
+                moved = True
+        if moved:
+            vh.routes_changed()
         return changed
 
 

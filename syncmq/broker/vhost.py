@@ -13,6 +13,7 @@ lock (vhost lock first), never the other way round.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 from collections.abc import Callable
@@ -83,6 +84,11 @@ class VirtualHost:
         self._cycles_logged: set = set()  # dead-letter cycles already warned about
         # Guards changes to ``exchanges``, ``queues`` and every exchange's matcher.
         self.lock = threading.Lock()
+        # The route generation: a new value (unique, from ``_gens``) stored after every change
+        # that can alter where a publish goes (``routes_changed``); publishers keep a route
+        # while it is unchanged (``methods.basic.publish``).
+        self._gens = itertools.count(1)
+        self.routes_gen = 0
         self.exchanges: dict[str, Exchange] = {}
         self.queues: dict[str, Queue] = {}
         # max-connections/max-queues in force and the open-connection count (vhost_limits)
@@ -104,6 +110,20 @@ class VirtualHost:
         return AMQPChannelError(
             _spec.NOT_FOUND, f"NOT_FOUND - no queue '{name}' in vhost '{self.name}'"
         )
+
+    def routes_changed(self) -> None:
+        """Something a route depends on just changed (an exchange or queue declared or
+        deleted, a binding added or removed, an alternate exchange set by a policy): a
+        route cached before is stale from now on.
+
+        The one invalidation of every cached route (``Channel.route_*``, see
+        ``methods.basic.publish``). The caller calls it *after* the change is visible, and a
+        publisher reads ``routes_gen`` *before* it routes, so a route cached with the
+        current value saw every change made before that value was stored. Each value is
+        stored once (``next`` of a counter is atomic), so calls from threads that do not
+        hold ``lock`` (the policy registry's) are safe too: a late store of an older value
+        only makes a cached route look stale."""
+        self.routes_gen = next(self._gens)
 
     # ---- exchanges ----
 
@@ -166,6 +186,7 @@ class VirtualHost:
             ex = Exchange(self.name, name, type_, durable, auto_delete, internal, arguments,
                           self._exchange_policies(name))
             self.exchanges[name] = ex
+            self.routes_changed()
             if self.durability is not None:
                 self.durability.exchange_declared(ex)
             return ex, True
@@ -201,6 +222,7 @@ class VirtualHost:
         for other in list(self.exchanges.values()):
             if other.e2e:
                 self._drop_destination_locked(other, ex)
+        self.routes_changed()
 
     def _drop_destination_locked(self, ex: Exchange, dest: Any) -> None:
         before = len(ex.matcher)
@@ -287,6 +309,7 @@ class VirtualHost:
             q = Queue(self.name, name, durable, owner if exclusive else None, auto_delete,
                       arguments, self.durability, self, self._queue_policies(name, args))
             self.queues[name] = q
+            self.routes_changed()
             if q.journaled:
                 self.durability.queue_declared(q)
         self.broker_count("queues_created")
@@ -353,6 +376,7 @@ class VirtualHost:
             self.durability.queue_deleted(q)
         for ex in list(self.exchanges.values()):
             self._drop_destination_locked(ex, q)
+        self.routes_changed()
         return q.mark_deleted()
 
     # ---- bindings ----
@@ -391,6 +415,7 @@ class VirtualHost:
             ex.matcher = ex.matcher.with_binding(destination, routing_key, args)
             if isinstance(destination, Exchange):
                 ex.e2e += 1
+            self.routes_changed()
             if self.durability is not None:
                 self.durability.binding_added(ex, destination, routing_key, args)
 
@@ -417,6 +442,7 @@ class VirtualHost:
             ex.matcher = ex.matcher.without_binding(destination, routing_key, args)
             if isinstance(destination, Exchange):
                 ex.e2e -= 1
+            self.routes_changed()
             if self.durability is not None:
                 self.durability.binding_removed(ex, destination, routing_key, args)
             if ex.auto_delete and len(ex.matcher) == 0 and ex.name in self.exchanges:
@@ -430,6 +456,7 @@ class VirtualHost:
             ex = Exchange(self.name, name, type_, True, auto_delete, internal, arguments,
                           self._exchange_policies(name))
             self.exchanges[name] = ex
+            self.routes_changed()
             return ex
 
     def restore_queue(self, name: str, auto_delete: bool, arguments: dict) -> Queue:
@@ -437,6 +464,7 @@ class VirtualHost:
             q = Queue(self.name, name, True, None, auto_delete, arguments, self.durability,
                       self, self._queue_policies(name, arguments))
             self.queues[name] = q
+            self.routes_changed()
             return q
 
     def restore_binding(self, source: str, destination: str, to_exchange: bool,
@@ -449,6 +477,7 @@ class VirtualHost:
             ex.matcher = ex.matcher.with_binding(dest, routing_key, arguments)
             if to_exchange:
                 ex.e2e += 1
+            self.routes_changed()
             return True
 
     # ---- policies (called with ``lock`` held: see policy_registry) ----

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from ..broker.args import REPLY_TO, check_consume_arguments, wire_type
 from ..broker.broker import generate_consumer_tag
-from ..broker.message import Message, parse_expiration
+from ..broker.message import PLAIN_PROPERTIES, Message, parse_expiration
 from ..broker.publish import NO_QUEUES, PublishResult, PublishRun
 from ..broker.publish import publish as broker_publish
 from ..broker.queue import Consumer
@@ -19,7 +19,7 @@ from ..protocol.channel import deliver_prefix
 from ..wire import _spec
 from ..wire.errors import AMQPChannelError, AMQPConnectionError
 from . import access
-from .hand_over import HandOver, ack_heavy, publish_heavy
+from .hand_over import HandOver, ack_heavy, publish_heavy, queues_heavy
 from .queue import _queue_name
 
 if TYPE_CHECKING:
@@ -126,29 +126,45 @@ def _exchange_to_publish_to(session: Session, ch: Channel, m: B.Publish):
             f"ACCESS_REFUSED - cannot publish to internal exchange '{name}' in vhost "
             f"'{vhost.name}'",
         )
-    if ex.type == "topic" and (session.topic_perms is not None
-                               or session.broker.users is not session.topic_store):
-        access.topic(session, name, m.routing_key, "write")  # (no topic permissions: no call)
+    if ex.type == "topic":
+        _check_topic(session, m)
     return ex
 
 
+def _check_topic(session: Session, m: B.Publish) -> None:
+    """The topic permission check of a publish to a topic exchange (each publish: the
+    permissions may change), with no call when the user has no topic permissions."""
+    if session.topic_perms is not None or session.broker.users is not session.topic_store:
+        access.topic(session, m.exchange, m.routing_key, "write")
+
+
 def publish(session: Session, ch: Channel, m: B.Publish, props: bytes, body: bytes) -> None:
-    """basic.publish. A publish of a run (the channel's previous decoded method in this
-    batch, no property that needs a check) reuses that publish's checks and route
-    (``Channel.route_*``, ``Session.gen``): nothing on this connection can change them in
-    between, and another connection's change during the batch is concurrent with all of
-    its publishes (each was received before the batch was handled)."""
-    if (m is ch.last_publish and ch.route_gen == session.gen
-            and not (props[0] & _RARE_HIGH or props[1] & _RARE_LOW)):
+    """basic.publish. A publish of the channel's previous decoded method (the protocol's
+    pre-pass reuses it for the same payload: the same exchange, routing key and flags) with
+    no property that needs a check reuses that publish's checks (write permission, the
+    exchange's existence, internal) and its route (``Channel.route_*``) while the vhost's
+    route generation is the one it was routed at (``VirtualHost.routes_gen``: no declare,
+    delete, bind, unbind or policy since could have changed them), in this batch or a later
+    one (a lone publisher's messages). What can change without a new generation is checked
+    on every publish: tx mode, the topic permission, a resource alarm and, on the reactor
+    standing in, the hand-over test of the route's queues (the route itself, a walk or not,
+    costs nothing then)."""
+    vhost = session.vhost
+    if (m is ch.last_publish and ch.route_gen == vhost.routes_gen and not ch.tx
+            and (props in PLAIN_PROPERTIES or not (props[0] & _RARE_HIGH or props[1] & _RARE_LOW))):
+        if ch.route_topic:
+            _check_topic(session, m)
         if session.blocked:
             session.block_publisher()
+        queues = ch.route_queues
+        if session.standing_in and queues_heavy(queues):
+            raise HandOver  # (nothing changed yet: the worker handles it from the start)
         message = Message(m.exchange, m.routing_key, props, body)
         message._exchange_rk = ch.last_exchange_rk
         ch.n_publish += 1
         confirms = ch.confirms
-        result = broker_publish(session.vhost, ch.route_ex, message, False,
-                                confirms is not None, session.run, ch.route_queues,
-                                ch.publish_result)
+        result = broker_publish(vhost, ch.route_ex, message, False, confirms is not None,
+                                session.run, queues, ch.publish_result)
         if not result.routed:
             ch.n_drop += 1
         if confirms is not None:
@@ -157,7 +173,7 @@ def publish(session: Session, ch: Channel, m: B.Publish, props: bytes, body: byt
         return
     if m.immediate:  # RabbitMQ rejects this before any other check
         raise AMQPConnectionError(_spec.NOT_IMPLEMENTED, "NOT_IMPLEMENTED - immediate=true")
-    vhost = session.vhost
+    gen = vhost.routes_gen  # (read before the route: see VirtualHost.routes_changed)
     name = m.exchange
     ex = _exchange_to_publish_to(session, ch, m)
     if session.blocked:
@@ -192,10 +208,12 @@ def publish(session: Session, ch: Channel, m: B.Publish, props: bytes, body: byt
             ch.n_drop += 1
         if not rare and not ex.needs_headers and result.queues is not NO_QUEUES:
             # (NO_QUEUES: a direct reply-to, not routed through queues)
-            # the next publishes of this method in the batch route the same (see above)
-            ch.route_gen = session.gen
+            # the next publishes of this method route the same (see above)
+            queues = result.queues
+            ch.route_gen = gen
             ch.route_ex = ex
-            ch.route_queues = result.queues
+            ch.route_queues = queues
+            ch.route_topic = ex.type == "topic"
     if confirms is not None:
         confirms.published(result, message)  # sent at the end of the batch (Session._receive)
         session.confirm_dirty.add(confirms)

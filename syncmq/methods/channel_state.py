@@ -8,7 +8,7 @@ class docstring), always taken after a queue lock, never before one.
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..broker.publish import PublishResult
 from ..broker.queue import Consumer, DeliveryFailed, Queue
@@ -48,7 +48,7 @@ class Channel:
         "n_redeliver", "n_ack", "n_deliver_no_ack", "n_get_no_ack", "n_get_empty", "n_drop",
         "stats_folded", "reply_consumer",
         "last_publish", "last_exchange_rk", "publish_result", "route_gen", "route_ex",
-        "route_queues",
+        "route_queues", "route_topic",
     )
 
     def __init__(self, session: Session, channel_id: int) -> None:
@@ -93,12 +93,13 @@ class Channel:
         self.last_exchange_rk = b""
         # The result of this channel's last basic.publish, reused for the next one (worker)
         self.publish_result = PublishResult([], False)
-        # The route of ``last_publish`` (its exchange and queues), valid while the session's
-        # ``gen`` equals ``route_gen``: within one batch with no other method in between
-        # (worker-only; see methods.basic.publish)
+        # The route of ``last_publish`` (its exchange and queues, and whether the exchange
+        # is a topic one), valid while the vhost's ``routes_gen`` equals ``route_gen`` (-1:
+        # none) (worker-only; see methods.basic.publish)
         self.route_gen = -1
         self.route_ex: Exchange | None = None
         self.route_queues: list = []
+        self.route_topic = False
 
     @property
     def confirm(self) -> bool:
@@ -120,16 +121,22 @@ class Channel:
         """
         tag0 = tag = self.next_tag
         session = self.session
-        frame_max = session.frame_max
-        ch_id = self.id
         add = self.unacked.add
-        chunks: list = []
-        extend = chunks.extend
         redelivered_n = 0
         failed = None
-        # (a batch of one, e.g. a message at a time: no encoder to build)
-        encode = deliver_encoder(ch_id, prefix, frame_max, chunks) if remaining < 0 and \
-            k > 1 else None
+        if consumer is not None and remaining < 0:
+            # a consumer's deliveries: its encoder, kept from one delivery to the next (what
+            # depends only on the exchange_rk and the sizes is packed once, also for a lone
+            # message at a time); it appends to ``consumer.encoded``, emptied after the write
+            encode = consumer.encode
+            if encode is None:
+                encode = self._encoder_locked(consumer)
+            chunks = consumer.encoded
+        else:
+            # (a direct reply-to delivery or a basic.get-ok: one message, the branches below
+            # that encode one message run once: no locals for what they read)
+            encode = None
+            chunks = []
         try:
             for i in range(k):
                 seq, (message, redelivered) = pairs[i]
@@ -140,13 +147,14 @@ class Channel:
                     # (the cached slot first: the property is entered from C, ~10x the cost)
                     encode(tag, redelivered, message._exchange_rk or message.exchange_rk,
                            message.properties, body)
-                elif remaining < 0:
-                    extend(encode_deliver(ch_id, prefix, tag, redelivered,
-                                          message._exchange_rk or message.exchange_rk,
-                                          message.properties, body, frame_max))
-                else:
-                    extend(encode_get_ok(ch_id, tag, redelivered, message.exchange_rk,
-                                         remaining, message.properties, body, frame_max))
+                elif remaining < 0:  # (direct reply-to: k == 1)
+                    chunks += encode_deliver(self.id, prefix, tag, redelivered,
+                                             message._exchange_rk or message.exchange_rk,
+                                             message.properties, body, session.frame_max)
+                else:  # (basic.get-ok: k == 1)
+                    chunks += encode_get_ok(self.id, tag, redelivered, message.exchange_rk,
+                                            remaining, message.properties, body,
+                                            session.frame_max)
                 if not no_ack:
                     add(tag, (queue, seq, message, consumer))
                 if redelivered:
@@ -164,6 +172,8 @@ class Channel:
             try:
                 session.transport.write(chunks)
             finally:
+                if encode is not None:
+                    chunks.clear()  # (the consumer's list: the transport holds its chunks)
                 if consumer is not None and not no_ack:
                     consumer.unacked += k
                     self.global_unacked += k
@@ -181,6 +191,15 @@ class Channel:
         if failed is not None:
             raise DeliveryFailed(k) from failed
         return k
+
+    def _encoder_locked(self, consumer: Consumer):
+        """``consumer``'s encoder (``lock`` held), made at its first delivery: consumers
+        exist only on open channels, after the connection's tune, so ``frame_max`` is
+        final."""
+        out = consumer.encoded = []
+        encode = consumer.encode = deliver_encoder(self.id, consumer.prefix,
+                                                   self.session.frame_max, out)
+        return encode
 
     def deliver(
         self, consumer: Consumer, queue: Queue, seq: int, message: Message, redelivered: bool
@@ -316,15 +335,20 @@ class Channel:
     def settle(self, entries: list, requeue: bool, reject: bool = False) -> None:
         """Apply acks (requeue=False), rejections (``reject``: dead-lettered where the queue
         has a dead-letter exchange) or requeues to the queues, then refill consumers."""
-        by_queue: dict[int, tuple[Queue, list]] = {}
-        for q, seq, msg, _c in entries:
-            slot = by_queue.get(id(q))
-            if slot is None:
-                by_queue[id(q)] = (q, [(seq, msg)])
-            else:
-                slot[1].append((seq, msg))
+        if len(entries) == 1:  # (one ack: its queue, without grouping)
+            q, seq, msg, _c = entries[0]
+            by_queue: Any = ((q, [(seq, msg)]),)
+        else:
+            groups: dict[int, tuple[Queue, list]] = {}
+            for q, seq, msg, _c in entries:
+                slot = groups.get(id(q))
+                if slot is None:
+                    groups[id(q)] = (q, [(seq, msg)])
+                else:
+                    slot[1].append((seq, msg))
+            by_queue = groups.values()
         if requeue:
-            for q, items in by_queue.values():
+            for q, items in by_queue:
                 q.requeue(items)
             self.refill()
             return
@@ -332,7 +356,7 @@ class Channel:
         # under one hold of its lock. Without a global prefetch the credit freed is only that
         # of these queues' consumers, so no refill (and no channel lock) is needed for the
         # others; this connection's worker is the only writer of ``global_prefetch``.
-        for q, items in by_queue.values():
+        for q, items in by_queue:
             q.settle(items, reject, dispatch=True)
         if self.global_prefetch:
             self.refill()

@@ -17,7 +17,9 @@ the worker, decided before it has any effect:
   CC/BCC, a headers exchange's matching), more than ``STAND_IN_QUEUES`` queues (a fanout to
   10,000), or a queue whose publish may do more than append (a length limit: overflow,
   reject-publish nacks, drop-head dead-lettering; a TTL; priorities; a paged FIFO past half
-  its window) or with more than ``STAND_IN_CONSUMERS`` consumers;
+  its window) or with more than ``STAND_IN_CONSUMERS`` consumers; a publish on a channel's
+  cached route (``methods.basic.publish``: no walk to pay) is tested on its queues alone
+  (:func:`queues_heavy`);
 - one ack and everything after it (:func:`ack_heavy`, in ``basic.ack``) if its queue is such
   a queue (the ack's settle delivers the next messages: an offer to each consumer, expiry and
   its dead-lettering). basic.reject and basic.nack never reach the reactor
@@ -88,7 +90,14 @@ def publish_heavy(vhost: VirtualHost, ex: Exchange, message: Message) -> bool:
     if ex is vhost.default_exchange:
         q = vhost.queues.get(message.routing_key)
         return q is not None and _queue_heavy(q)
-    queues = ex.matcher.route(message.routing_key, None)
+    return queues_heavy(ex.matcher.route(message.routing_key, None))
+
+
+def queues_heavy(queues) -> bool:
+    """A publish to ``queues`` (a route; a channel's cached one costs no walk, so this is all
+    its publishes test, ``methods.basic.publish``) may cost more than one message's worth:
+    more than ``STAND_IN_QUEUES`` queues, or one that may do more than an append and one
+    delivery (:func:`_queue_heavy`)."""
     if len(queues) > STAND_IN_QUEUES:
         return True
     for q in queues:
@@ -112,5 +121,5 @@ def _queue_heavy(q: Queue) -> bool:
     past half its window (racy reads: a hint)."""
     if not q.batchable or q.consumers.count > STAND_IN_CONSUMERS:
         return True
-    window = getattr(q.ready, "window", None)
+    window = q.ready.window  # (None: not a paged FIFO)
     return window is not None and q.ready.count() >= window // 2

@@ -40,6 +40,7 @@ class _Resident:
     paged_count = 0  # messages paged out to disk
     paged_bytes = 0  # their body bytes
     loose_held = 0  # paged-in body bytes held outside the body store
+    window = None  # messages kept in memory (a paged queue's bound; None: every one)
 
     @property
     def resident(self) -> int:

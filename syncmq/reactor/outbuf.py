@@ -65,9 +65,7 @@ class OutBuffer:
         """Queue ``chunks`` (bytes or memoryviews) for sending, in order. Thread-safe."""
         if self.closed:
             return
-        n = 0
-        for c in chunks:
-            n += len(c)
+        n = sum(map(len, chunks))  # (in C: no bytecode per chunk)
         with self.out_lock:
             was_empty = not self.out
             self.out.extend(chunks)
@@ -120,9 +118,7 @@ class OutBuffer:
         chunks = self.sending
         sent = 0
         while chunks:
-            nb = len(chunks)
-            batch = chunks if nb <= IOV_MAX else chunks[:IOV_MAX]
-            nb = len(batch)
+            batch = chunks if len(chunks) <= IOV_MAX else chunks[:IOV_MAX]
             try:
                 n = send(batch)
             except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError,
@@ -134,6 +130,7 @@ class OutBuffer:
                 chunks.clear()
                 return n, None, False
             sent += n
+            nb = len(batch)
             i = 0
             while i < nb:
                 size = len(batch[i])

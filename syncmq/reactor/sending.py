@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..protocol.connection import HEARTBEAT
 from ..wire.frames import PROTOCOL_HEADER
-from .transport import Transport, _fmt_peer, log
+from .transport import SENT_AT_ONCE, Transport, _fmt_peer, log
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -52,9 +52,12 @@ class Sender:
     def _flush_later(self, transports: list) -> None:
         """A worker's task left output for ``transports`` (called on that worker, or on the
         reactor thread after it stood in for the worker): send what can be sent now from this
-        thread, and have the reactor flush the rest."""
+        thread, and have the reactor flush the rest. ``SENT_AT_ONCE`` (the reactor standing
+        in sent the task's first write at once: ``Transport._wake``) is skipped."""
         left = None  # (a loop, not a comprehension: no extra frame for the usual one)
         for t in transports:
+            if t is SENT_AT_ONCE:
+                continue
             if not self._send_direct(t):
                 if left is None:
                     left = []

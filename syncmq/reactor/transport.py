@@ -56,6 +56,11 @@ log = logging.getLogger("syncmq.reactor")
 
 HANDSHAKE_FRAME_MAX = 4096  # frame_max before tune-ok (spec: FRAME_MIN_SIZE)
 TLS_SEND_MAX = 256 * 1024  # bytes joined per SSLSocket.send (TLS cannot scatter/gather)
+# Deferred (``Worker.defer``) by the reactor standing in when it sent a task's first write at
+# once (``Transport._wake``): the task's later writes see a deferred list that is not empty
+# and wait for the end of the task, and the end has nothing to send for it
+# (``Sender._flush_later`` skips it; what that send left is the reactor's flush's already)
+SENT_AT_ONCE = object()
 
 
 class Handler(Protocol):
@@ -142,22 +147,24 @@ class Transport(OutBuffer):
         wake-up is sent now, with the direct send (a lone delivery leaves at its write, not
         after the rest of the task); what that send leaves (a partial send, EAGAIN, an error,
         TLS, paused output: it then returns False with chunks left in ``sending`` or ``out``)
-        goes to the reactor's flush, as ``Reactor._flush_later`` does. The transport is
-        deferred all the same, so every later write of the task waits for the end of the task,
-        as on a worker (a read of 40 publishes to a queue with two consumers is one or two
-        ``sendmsg`` calls, not 40). On any other thread (the reactor's own tasks included):
-        the reactor's flush."""
+        goes to the reactor's flush, as ``Reactor._flush_later`` does. ``SENT_AT_ONCE`` is
+        deferred in the transport's place, so every later write of the task waits for the end
+        of the task, as on a worker (a read of 40 publishes to a queue with two consumers is
+        one or two ``sendmsg`` calls, not 40), and the end of the task has nothing to send
+        for it. On any other thread (the reactor's own tasks included): the reactor's
+        flush."""
         w = current_worker()
         if w is None:
             self.reactor.call_soon(self.reactor._flush, self)
             return
         deferred = w.deferred
-        first = not deferred
-        deferred.append(self)  # (``Worker.defer``, inlined)
-        if first and get_ident() == self.reactor.ident:
-            reactor = self.reactor
-            if not reactor._send_direct(self):  # (the rest: see Sender._send_direct)
-                reactor.call_soon(reactor._flush, self)
+        if deferred or get_ident() != self.reactor.ident:
+            deferred.append(self)  # (``Worker.defer``, inlined)
+            return
+        deferred.append(SENT_AT_ONCE)
+        reactor = self.reactor
+        if not reactor._send_direct(self):  # (the rest: see Sender._send_direct)
+            reactor.call_soon(reactor._flush, self)
 
     def close_after_flush(self) -> None:
         """Close the socket once everything written so far has been sent. Thread-safe."""
