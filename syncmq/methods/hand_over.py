@@ -1,7 +1,7 @@
 """What the reactor thread, standing in for a connection's idle worker, hands back to it.
 
 The reactor runs a small read of publishes and acks in the idle worker's place
-(``reactor.reading.Reader._submit``; the transport's ``standing_in`` is set meanwhile, and
+(``reactor.reading.Reader._read``; the transport's ``standing_in`` is set meanwhile, and
 :class:`~.session.Session` copies it to ``Session.standing_in`` per batch). Its frame-level
 checks (``reading._light``) bound the frames, not what handling them costs: that depends on
 the broker's state. While the reactor runs a task, every other connection's reads, writes,

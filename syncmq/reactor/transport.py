@@ -130,10 +130,10 @@ class Transport(OutBuffer):
         self.in_scheduled = False
         self.paused_flow = False  # reactor thread only
         # Set by the reactor thread while it runs this connection's input in the idle
-        # worker's place (Reader._submit), read by the handler's task meanwhile: what may
+        # worker's place (Reader._read), read by the handler's task meanwhile: what may
         # cost more than a message's worth is handed back to the worker (methods.hand_over).
         self.standing_in = False
-        self.light_need = 0  # reactor thread only (Reader._submit)
+        self.light_need = 0  # reactor thread only (Reader._read)
         # why reading is paused by the session ("alarm", "credit"): reactor thread only
         self.paused_by: set[str] = set()
         self.registered_events = selectors.EVENT_READ  # what the selector watches for us
