@@ -25,6 +25,7 @@ import pytest
 from amqp_helpers import connection, wait_until
 from amqp_raw import FRAME_BODY, FRAME_HEADER, FRAME_METHOD, connect
 
+import syncmq
 from syncmq.wire import _spec
 from syncmq.wire.frames import encode_frame
 
@@ -286,3 +287,52 @@ def test_a_topic_permission_set_under_a_cached_route_refuses_the_next(
     finally:
         p.close()
         _http(broker, "DELETE", f"/users/{user}")
+
+
+def test_write_permission_revoked_by_a_users_file_reload_refuses_the_next(tmp_path) -> None:
+    """A reload empties each channel's permission caches (``access.clear_caches``); a cached
+    route skips the write check its first publish made, so the reload drops it too."""
+    from syncmq.broker.auth import hash_password
+
+    users = tmp_path / "users.toml"
+    text = (f'vhosts = ["/"]\nloopback_users = []\n[users.app]\n'
+            f'password_hash = "{hash_password("pw")}"\ntags = []\n'
+            f'[users.app.permissions."/"]\nconfigure = ".*"\nwrite = ".*"\nread = ".*"\n')
+    users.write_text(text)
+    with syncmq.Server(users_file=str(users)) as s:
+        creds = pika.PlainCredentials("app", "pw")
+        c = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", s.port,
+                                                              credentials=creds))
+        ch = c.channel()
+        ch.queue_declare("q")
+        p = _Publisher(s.port, "", "q", user="app", password="pw")
+        try:
+            p.publish()
+            p.publish()
+            users.write_text(text.replace('write = ".*"', 'write = "^$"'))
+            assert s.reload_users()
+            p.c.send(p.frames)
+            assert p.c.expect_close()[0] == 403
+            assert _count(ch, "q") == 2
+        finally:
+            p.close()
+            c.close()
+
+
+def test_an_alternate_exchange_declared_under_a_cached_route_takes_the_next(
+        broker, other, unique) -> None:
+    """An exchange's alternate that did not exist when the route was cached: declaring it
+    (no binding of its own, but an alternate of its own that routes) changes the route."""
+    ae1, ae2, qalt = unique + "-ae1", unique + "-ae2", unique + "-alt"
+    other.exchange_declare(ae2, "fanout")
+    other.queue_declare(qalt)
+    other.queue_bind(qalt, ae2)
+    other.exchange_declare(unique, "direct", arguments={"alternate-exchange": ae1})
+    p = _Publisher(broker.port, unique, "k")
+    try:
+        p.publish()  # (its alternate does not exist: unroutable, and that route is cached)
+        other.exchange_declare(ae1, "fanout", arguments={"alternate-exchange": ae2})
+        p.publish()
+        assert _count(other, qalt) == 1
+    finally:
+        p.close()

@@ -12,7 +12,9 @@
 - ``basic.publish`` caches granted write checks per channel (``Channel.write_ok``), as
   RabbitMQ's channel caches its last permission checks. A new channel starts with an empty
   cache; on reload :func:`clear_caches` empties the caches of every open channel (run on the
-  connection's own worker), so an existing channel is re-checked on its next publish.
+  connection's own worker), so an existing channel is re-checked on its next publish; it
+  also drops the channel's cached route (``methods.basic.publish``), whose publishes skip
+  the write check.
 - Topic permissions (``broker.user_rules``) are checked by :func:`topic` for exchanges of type
   ``topic`` only: write on basic.publish's routing key (after the write permission, the
   exchange lookup and the internal check, as ``rabbit_channel``), read on a binding's key
@@ -78,10 +80,13 @@ def vhost_allowed(store, username: str, vhost: str) -> bool:
 
 
 def clear_caches(session: Session) -> None:
-    """Forget the per-channel permission caches (call on the connection's worker)."""
+    """Forget the per-channel permission caches (call on the connection's worker), and each
+    channel's cached route (``Channel.route_gen``): its publishes skip the write check the
+    route's first publish made, so the next one must route (and check) afresh."""
     for ch in list(session.channels.values()):
         ch.write_ok.clear()
         ch.read_ok.clear()
+        ch.route_gen = -1
 
 
 def topic_perms(session: Session) -> dict | None:

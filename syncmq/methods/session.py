@@ -64,7 +64,7 @@ class Session:
         "confirm_dirty", "run", "pending_publish", "pending_acks", "hold", "confirm_lock",
         "standing_in",
         "blocked", "reading_paused", "credit", "released", "topic_store", "topic_perms",
-        "counted", "counted_channels", "connected_at", "peer", "gen",
+        "counted", "counted_channels", "connected_at", "peer",
     )
 
     def __init__(
@@ -108,11 +108,6 @@ class Session:
         # ``pending_publish`` is the run's dict (the same object for the session's life).
         self.run = PublishRun()
         self.pending_publish = self.run.pending
-        # The routing generation: bumped at the start of every batch of events and before
-        # every method other than basic.publish/basic.ack, the only ones that may change
-        # what a publish routes to. A channel's route cache (``methods.basic.publish``) is
-        # valid while it is unchanged: for a run of publishes of one batch.
-        self.gen = 0
         self.pending_acks: dict[Channel, list] = {}
         # a reply waiting for the journal, and what the connection parked behind it
         self.hold: Hold | None = None
@@ -293,14 +288,12 @@ class Session:
             # rabbit_reader drops all but channel 0 when ?IS_STOPPING; handled, a
             # channel.open would take a user count nothing gives back
             closing = state is not _OPEN
-            self.gen += 1  # (a new batch: routes are looked up afresh)
             for event in events:  # (no enumerate: its position is wanted only for a hold)
                 ch_id, method, props, body = event
                 if closing and ch_id:
                     continue
                 index = method.INDEX
                 if index not in _RUN_METHODS:
-                    self.gen += 1  # it may change routing: the publishes after it route again
                     if self.pending_publish or self.pending_acks:
                         self.flush_runs()
                 channel = channels.get(ch_id) if ch_id else None
@@ -325,7 +318,6 @@ class Session:
                         return
                     if not e.class_id:
                         e.class_id, e.method_id = method.CLASS_ID, method.METHOD_ID
-                    self.gen += 1  # (closing a channel may delete an auto-delete queue)
                     self.channel_error(ch_id, e)
                 except AMQPConnectionError as e:
                     if not e.class_id and not e.no_method:
