@@ -69,6 +69,12 @@ class _Publisher:
     def close(self) -> None:
         self.c.close()
 
+    def __enter__(self) -> _Publisher:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
 
 @pytest.fixture
 def other(broker):
@@ -106,32 +112,33 @@ def _exchange_with_alternate(ch, name: str) -> str:
     return alt
 
 
+def _bound_with_alternate(ch, name: str) -> str:
+    """:func:`_exchange_with_alternate` with the queue ``name`` bound to it by the key "k";
+    returns the alternate's queue."""
+    alt = _exchange_with_alternate(ch, name)
+    ch.queue_declare(name)
+    ch.queue_bind(name, name, "k")
+    return alt
+
+
 def test_a_queue_declared_after_a_cached_unroutable_publish_gets_the_next(
         broker, other, unique) -> None:
-    p = _Publisher(broker.port, "", unique)
-    try:
+    with _Publisher(broker.port, "", unique) as p:
         p.publish()  # (no such queue: unroutable, and that route is cached)
         other.queue_declare(unique)
         p.publish()
         assert _count(other, unique) == 1
-    finally:
-        p.close()
 
 
 def test_a_queue_deleted_under_a_cached_route_no_longer_takes_the_next(
         broker, other, unique) -> None:
-    alt = _exchange_with_alternate(other, unique)
-    other.queue_declare(unique)
-    other.queue_bind(unique, unique, "k")
-    p = _Publisher(broker.port, unique, "k")
-    try:
+    alt = _bound_with_alternate(other, unique)
+    with _Publisher(broker.port, unique, "k") as p:
         p.publish()
         assert (_count(other, unique), _count(other, alt)) == (1, 0)
         other.queue_delete(unique)  # (its binding goes with it: the exchange routes nowhere)
         p.publish()
         assert _count(other, alt) == 1
-    finally:
-        p.close()
 
 
 def test_an_exclusive_queue_deleted_with_its_connection_no_longer_takes_the_next(
@@ -165,29 +172,21 @@ def test_an_exclusive_queue_deleted_with_its_connection_no_longer_takes_the_next
 
 def test_a_binding_added_under_a_cached_route_takes_the_next(broker, other, unique) -> None:
     other.queue_declare(unique)
-    p = _Publisher(broker.port, "amq.direct", unique)
-    try:
+    with _Publisher(broker.port, "amq.direct", unique) as p:
         p.publish()  # (unbound key: unroutable)
         other.queue_bind(unique, "amq.direct", unique)
         p.publish()
         assert _count(other, unique) == 1
-    finally:
-        p.close()
 
 
 def test_a_binding_removed_under_a_cached_route_no_longer_takes_the_next(
         broker, other, unique) -> None:
-    alt = _exchange_with_alternate(other, unique)
-    other.queue_declare(unique)
-    other.queue_bind(unique, unique, "k")
-    p = _Publisher(broker.port, unique, "k")
-    try:
+    alt = _bound_with_alternate(other, unique)
+    with _Publisher(broker.port, unique, "k") as p:
         p.publish()
         other.queue_unbind(unique, unique, "k")
         p.publish()
         assert (_count(other, unique), _count(other, alt)) == (1, 1)
-    finally:
-        p.close()
 
 
 def test_a_binding_downstream_of_an_exchange_to_exchange_binding_takes_the_next(
@@ -198,8 +197,7 @@ def test_a_binding_downstream_of_an_exchange_to_exchange_binding_takes_the_next(
     other.exchange_declare(down, "direct")
     other.exchange_bind(down, unique, "k")
     other.queue_declare(unique)
-    p = _Publisher(broker.port, unique, "k")
-    try:
+    with _Publisher(broker.port, unique, "k") as p:
         p.publish()  # (the downstream exchange routes nowhere yet)
         other.queue_bind(unique, down, "k")
         p.publish()
@@ -207,8 +205,6 @@ def test_a_binding_downstream_of_an_exchange_to_exchange_binding_takes_the_next(
         other.exchange_unbind(down, unique, "k")
         p.publish()
         assert _count(other, unique) == 1
-    finally:
-        p.close()
 
 
 def test_an_exchange_deleted_under_a_cached_route_refuses_the_next(
@@ -216,15 +212,12 @@ def test_an_exchange_deleted_under_a_cached_route_refuses_the_next(
     other.exchange_declare(unique, "fanout")
     other.queue_declare(unique)
     other.queue_bind(unique, unique)
-    p = _Publisher(broker.port, unique, "")
-    try:
+    with _Publisher(broker.port, unique, "") as p:
         p.publish()
         other.exchange_delete(unique)
         p.c.send(p.frames)
         assert p.c.expect_close()[0] == 404
         assert _count(other, unique) == 1
-    finally:
-        p.close()
 
 
 def test_an_alternate_exchange_set_and_removed_by_a_policy_applies_to_the_next(
@@ -254,8 +247,7 @@ def test_an_alternate_exchange_set_and_removed_by_a_policy_applies_to_the_next(
 def test_a_channel_that_turned_transactional_holds_the_next_until_commit(
         broker, other, unique) -> None:
     other.queue_declare(unique)
-    p = _Publisher(broker.port, "", unique, confirm=False)
-    try:
+    with _Publisher(broker.port, "", unique, confirm=False) as p:
         p.publish()
         p.c.send_method(1, TX.Select())
         p.c.expect_method(1, TX.SelectOk)
@@ -264,8 +256,6 @@ def test_a_channel_that_turned_transactional_holds_the_next_until_commit(
         p.c.send_method(1, TX.Commit())
         p.c.expect_method(1, TX.CommitOk)
         assert _count(other, unique) == 2
-    finally:
-        p.close()
 
 
 def test_a_topic_permission_set_under_a_cached_route_refuses_the_next(
@@ -328,11 +318,8 @@ def test_an_alternate_exchange_declared_under_a_cached_route_takes_the_next(
     other.queue_declare(qalt)
     other.queue_bind(qalt, ae2)
     other.exchange_declare(unique, "direct", arguments={"alternate-exchange": ae1})
-    p = _Publisher(broker.port, unique, "k")
-    try:
+    with _Publisher(broker.port, unique, "k") as p:
         p.publish()  # (its alternate does not exist: unroutable, and that route is cached)
         other.exchange_declare(ae1, "fanout", arguments={"alternate-exchange": ae2})
         p.publish()
         assert _count(other, qalt) == 1
-    finally:
-        p.close()
