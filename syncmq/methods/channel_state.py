@@ -174,23 +174,30 @@ class Channel:
             finally:
                 if encode is not None:
                     chunks.clear()  # (the consumer's list: the transport holds its chunks)
-                if consumer is not None and not no_ack:
-                    consumer.unacked += k
-                    self.global_unacked += k
-                self.next_tag = tag
-                if remaining < 0:
-                    self.n_deliver += k
-                    if no_ack:
-                        self.n_deliver_no_ack += k
-                else:
-                    self.n_get += k
-                    if no_ack:
-                        self.n_get_no_ack += k
-                if redelivered_n:
-                    self.n_redeliver += redelivered_n
+                self._count_locked(k, tag, consumer, no_ack, remaining >= 0, redelivered_n)
         if failed is not None:
             raise DeliveryFailed(k) from failed
         return k
+
+    def _count_locked(self, k: int, next_tag: int, consumer: Consumer | None, no_ack: bool,
+                      get: bool, redelivered_n: int) -> None:
+        """The counters of ``k`` deliveries just recorded (:meth:`_record_locked`, ``lock``
+        held): the next delivery tag, the unacked counts (manual ack to a consumer), the
+        deliver or basic.get counts and the redeliveries."""
+        if consumer is not None and not no_ack:
+            consumer.unacked += k
+            self.global_unacked += k
+        self.next_tag = next_tag
+        if not get:
+            self.n_deliver += k
+            if no_ack:
+                self.n_deliver_no_ack += k
+        else:
+            self.n_get += k
+            if no_ack:
+                self.n_get_no_ack += k
+        if redelivered_n:
+            self.n_redeliver += redelivered_n
 
     def _encoder_locked(self, consumer: Consumer):
         """``consumer``'s encoder (``lock`` held), made at its first delivery: consumers
