@@ -4,8 +4,13 @@ sys.path under pytest's default import mode)."""
 from __future__ import annotations
 
 import base64
+import functools
+import glob
+import itertools
 import json
 import os
+import random
+import re
 import resource
 import shutil
 import socket
@@ -17,9 +22,44 @@ from collections.abc import Callable
 from typing import Any
 
 RABBITMQ_LIB = "/usr/lib/rabbitmq/bin"
+PORTS_FROM = 10000  # free_port's ports: from here to the kernel's ephemeral range
+
+
+def _port_range() -> range:
+    """This process's ports for free_port: its pytest-xdist worker's share of [PORTS_FROM, the
+    first ephemeral port)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            ephemeral = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral = 32768
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    size = (ephemeral - PORTS_FROM) // max(count, 1)
+    return range(PORTS_FROM + worker * size, PORTS_FROM + (worker + 1) * size)
+
+
+_PORTS = _port_range()
+_TURN = itertools.count(random.randrange(len(_PORTS))) if len(_PORTS) >= 100 else None
 
 
 def free_port() -> int:
+    """A port no one listens on, for a server a test starts on a port of its choosing (a
+    RabbitMQ node, a broker restarted on the same port). The server binds it seconds later
+    (RabbitMQ boots first), so the port is not one the kernel hands out meanwhile: it comes
+    from below the ephemeral range, where no bind to port 0 and no outgoing connection of
+    this or any other process gets a port, and from this pytest-xdist worker's own share of
+    it, so the other worker's nodes never draw it; each call takes the next port of the
+    share (from a random start: two test sessions at once rarely meet) that binds now. With
+    no such range (an odd ip_local_port_range), a port the kernel picks."""
+    for _ in range(len(_PORTS) if _TURN is not None else 0):
+        port = _PORTS[next(_TURN) % len(_PORTS)]
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -133,6 +173,28 @@ class RabbitNode:
 def rabbitmq_available() -> bool:
     return bool(shutil.which("rabbitmq-server")
                 or os.path.exists(os.path.join(RABBITMQ_LIB, "rabbitmq-server")))
+
+
+@functools.cache
+def rabbitmq_version() -> str | None:
+    """The installed RabbitMQ's version, read off its files (no Erlang VM started): the
+    ``vsn`` of the ``rabbit`` application under RABBITMQ_HOME (the directory above the
+    ``sbin`` that ``rabbitmq-server`` resolves to: Debian's /usr/lib/rabbitmq/lib/
+    rabbitmq_server-3.10.8, or a generic-unix tarball's). None when RabbitMQ is not
+    installed; "unknown" when it is but no version is found there."""
+    if not rabbitmq_available():
+        return None
+    for server in (os.path.join(RABBITMQ_LIB, "rabbitmq-server"),
+                   shutil.which("rabbitmq-server")):
+        if not server or not os.path.exists(server):
+            continue
+        home = os.path.dirname(os.path.dirname(os.path.realpath(server)))
+        for app in glob.glob(os.path.join(home, "plugins", "rabbit-*", "ebin", "rabbit.app")):
+            with open(app) as f:
+                m = re.search(r'\{vsn,\s*"([^"]+)"\}', f.read())
+            if m:
+                return m.group(1)
+    return "unknown"
 
 
 def api(port: int, method: str, path: str, body: Any = None,

@@ -1,27 +1,34 @@
 """Differential: ``syncmqctl``'s exit codes against ``rabbitmqctl`` 3.10.8's (sysexits: 64
-usage, 65 data, 67 no such user, 69 unavailable/refused, 70 software) on the private node,
-for the user, vhost, queue, permission, connection, parameter, policy and shovel error cases,
-with the same arguments: the same exit code, the same standard output (banners) and the same
+usage, 65 data, 67 no such user, 69 unavailable/refused, 70 software), for the user, vhost,
+queue, permission, connection, parameter, policy and shovel error cases, with the same
+arguments: the same exit code, the same standard output (banners) and the same
 error line, except where a case says why not.
 
 And the unreachable node: rabbitmqctl exits 69 with nothing on standard output and
 ``Error: unable to perform an operation on node ...`` first on standard error; syncmqctl
-the same (its management API URL in place of the node name, then its own hints)."""
+the same (its management API URL in place of the node name, then its own hints).
+
+rabbitmqctl's answers (what is compared of them) are the ones recorded in
+tests/fixtures/ctl_transcripts.json, run on the private RabbitMQ node; ctl_transcripts.py says
+when they are read live instead and how to re-record. The cases run on a vhost, a user and
+queues of fixed names (``ctlx-rec``, ...), which only this test makes, on a node and a broker
+no other run shares."""
 
 from __future__ import annotations
 
 import contextlib
-import os
 import subprocess
 import sys
 
 import pika
 import pytest
+from ctl_transcripts import as_recorded, rabbitmq_answers
 from test_ctl_remote import ctl as syncmqctl
 
 from syncmq import ctl as ctl_module
 
 NOV, NOU, NOQ = "ctlx-novh", "ctlx-nouser", "ctlx-noq"
+VH, USER, QFULL, QUSED = "ctlx-rec", "ctlxu-rec", "ctlx-full-rec", "ctlx-used-rec"
 
 # why a case's error text (the exit code and standard output are still compared) or standard
 # output differs: the third item of a case names what is not compared
@@ -128,45 +135,48 @@ def _queues(port: int, qfull: str, qused: str):
         conn.close()
 
 
-def _run(run, port: int, tag: str) -> list:
-    vh, user = f"ctlx-{tag}", f"ctlxu-{tag}"
-    qfull, qused = f"ctlx-full-{tag}", f"ctlx-used-{tag}"
-    for s in (("add_vhost", vh), ("add_user", user, "pw")):
+CASES = _cases(VH, USER, QFULL, QUSED)
+
+
+def _answer(r: subprocess.CompletedProcess | None, skip: dict) -> list | None:
+    """What is compared of an outcome: [exit code, error line, standard output], None for a
+    part the case does not compare; None for no outcome (not a verb of the mode)."""
+    if r is None:
+        return None
+    return [r.returncode, None if "text" in skip else _reason(r.stderr),
+            None if "stdout" in skip else r.stdout]
+
+
+def _run(run, port: int) -> list:
+    for s in (("add_vhost", VH), ("add_user", USER, "pw")):
         assert run(*s).returncode == 0, s
     try:
-        with _queues(port, qfull, qused):
-            return [(args, code, skip, run(*args))
-                    for args, code, skip in _cases(vh, user, qfull, qused)]
+        with _queues(port, QFULL, QUSED):
+            return as_recorded([_answer(run(*args), skip) for args, _code, skip in CASES])
     finally:
-        run("delete_vhost", vh)
-        run("delete_user", user)
+        run("delete_vhost", VH)
+        run("delete_user", USER)
 
 
 def _compare(theirs: list, ours: list, mode: str) -> list[str]:
     diffs = []
-    for (args, code, skip, t), (*_, o) in zip(theirs, ours, strict=True):
+    for (args, code, _skip), t, o in zip(CASES, theirs, ours, strict=True):
         if o is None:  # not a verb of this mode
             continue
-        if t.returncode != code:  # what the cases say is what rabbitmqctl does
-            diffs.append(f"{args}: rabbitmqctl exited {t.returncode}, the case says {code}")
-        seen, want = [o.returncode], [t.returncode]
-        if "text" not in skip:
-            seen.append(_reason(o.stderr))
-            want.append(_reason(t.stderr))
-        if "stdout" not in skip:
-            seen.append(o.stdout)
-            want.append(t.stdout)
-        if seen != want:
-            diffs.append(f"{args} ({mode})\n  syncmqctl:   {seen}\n  rabbitmqctl: {want}")
+        if t[0] != code:  # what the cases say is what rabbitmqctl does
+            diffs.append(f"{args}: rabbitmqctl exited {t[0]}, the case says {code}")
+        if o != t:
+            diffs.append(f"{args} ({mode})\n  syncmqctl:   {o}\n  rabbitmqctl: {t}")
     return diffs
 
 
-def test_exit_codes_same_as_rabbitmqctl(rabbitmq, broker, tmp_path):
+def test_exit_codes_same_as_rabbitmqctl(request, broker, tmp_path):
     """Both modes: the management API's, and ``--users-file`` for the verbs it has (the same
     cases on a users file holding the same user and vhost)."""
-    def rabbit(*args):
-        return subprocess.run([rabbitmq.ctl, "-n", rabbitmq.node, *args], env=rabbitmq.env,
-                              input="", capture_output=True, text=True, timeout=120)
+    def rabbit(node):
+        return lambda *args: subprocess.run(
+            [node.ctl, "-n", node.node, *args], env=node.env, input="", capture_output=True,
+            text=True, timeout=120)
 
     users_file = str(tmp_path / "users.toml")
 
@@ -177,25 +187,36 @@ def test_exit_codes_same_as_rabbitmqctl(rabbitmq, broker, tmp_path):
                                users_file], input="", capture_output=True, text=True,
                               timeout=60)
 
-    tag = os.urandom(3).hex()
-    theirs = _run(rabbit, rabbitmq.port, tag)
-    ours = _run(lambda *a: syncmqctl(broker, *a, stdin=""), broker.port, tag)
-    in_file = _run(offline, broker.port, tag)
+    steps = [[list(args), sorted(skip)] for args, _code, skip in CASES]
+    theirs = rabbitmq_answers(request, steps, lambda node: _run(rabbit(node), node.port))
+    ours = _run(lambda *a: syncmqctl(broker, *a, stdin=""), broker.port)
+    in_file = _run(offline, broker.port)
     diffs = _compare(theirs, ours, "remote") + _compare(theirs, in_file, "--users-file")
     assert not diffs, "\n".join(diffs)
     # every kind is covered (a mapping that gives one code to all cannot pass), in both modes
-    assert {c for _a, c, _s, _r in theirs} == {0, 64, 65, 67, 69, 70}
-    assert {r.returncode for *_, r in in_file if r} == {0, 64, 65, 67, 69, 70}
+    assert {code for _a, code, _s in CASES} == {0, 64, 65, 67, 69, 70}
+    assert {a[0] for a in in_file if a} == {0, 64, 65, 67, 69, 70}
 
 
-@pytest.mark.parametrize("args", [("list_queues",), ("-q", "delete_user", "x"), ("status",)])
-def test_unreachable_node_same_as_rabbitmqctl(rabbitmq, args):
+HEAD = "Error: unable to perform an operation on node "
+
+
+def _unreachable(r: subprocess.CompletedProcess) -> list:
+    """What is compared: the exit code, standard output, the start of standard error."""
+    return [r.returncode, r.stdout, r.stderr[:len(HEAD)]]
+
+
+@pytest.mark.parametrize("args", [("list_queues",), ("-q", "delete_user", "x"), ("status",)],
+                         ids=["list_queues", "quiet_delete_user", "status"])
+def test_unreachable_node_same_as_rabbitmqctl(request, args):
     """A node that is not there: 69, nothing on standard output (no banner), the same first
     words on standard error."""
-    theirs = subprocess.run([rabbitmq.ctl, "-n", "ctlx-nonexistent@localhost", *args],
-                            env=rabbitmq.env, input="", capture_output=True, text=True,
-                            timeout=120)
-    ours = syncmqctl(None, *args, url="http://127.0.0.1:9", stdin="")
-    head = "Error: unable to perform an operation on node "
-    for r in (theirs, ours):
-        assert (r.returncode, r.stdout, r.stderr[:len(head)]) == (69, "", head), r
+    def rabbit(node):
+        return [_unreachable(subprocess.run(
+            [node.ctl, "-n", "ctlx-nonexistent@localhost", *args], env=node.env, input="",
+            capture_output=True, text=True, timeout=120))]
+
+    [theirs] = rabbitmq_answers(request, [list(args)], rabbit)
+    ours = as_recorded(_unreachable(syncmqctl(None, *args, url="http://127.0.0.1:9",
+                                              stdin="")))
+    assert theirs == ours == [69, "", HEAD]

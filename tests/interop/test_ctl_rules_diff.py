@@ -1,6 +1,6 @@
 """Differential (issue #16): ``syncmqctl``'s policy, operator policy, vhost limit, user limit,
-topic permission and runtime parameter verbs against ``rabbitmqctl`` 3.10.8 run on the
-private node, with the same arguments in rabbitmqctl's forms (``-p``, ``--priority``,
+topic permission and runtime parameter verbs against ``rabbitmqctl`` 3.10.8's answers, with
+the same arguments in rabbitmqctl's forms (``-p``, ``--priority``,
 ``--apply-to`` before or after the positionals, ``--user``, ``--global``, ``-q``,
 ``--formatter json``): the same exit codes, the same standard output (banners, tables,
 values) and the same error line for a refused value.
@@ -8,14 +8,21 @@ values) and the same error line for a refused value.
 Normalised: nothing in standard output. On failure the first line of RabbitMQ's error
 (``Error:`` and the reason on the next line) is compared, rabbitmqctl's usage hints after it
 are not printed by syncmqctl. Listings are filtered to this run's objects (the node is
-shared with other interop tests)."""
+shared with other interop tests).
+
+rabbitmqctl's answers are the ones recorded in tests/fixtures/ctl_transcripts.json (run on
+the private node, ctl_transcripts.py says when they are read live instead and how to
+re-record): the steps run on a vhost and a user of fixed names (``ctlr-rec``, ``ctlu-rec``),
+which only this test makes, on a node and a broker no other run shares."""
 
 from __future__ import annotations
 
 import json
-import os
 
+from ctl_transcripts import as_recorded, rabbitmq_answers
 from test_ctl_remote import ctl as syncmqctl
+
+VH, USER = "ctlr-rec", "ctlu-rec"
 
 
 def _steps(vh: str, user: str) -> list[tuple]:
@@ -98,7 +105,7 @@ def _sorted_rows(out):
     return head + sorted(ln for ln in lines if ln not in head)
 
 
-def _outcome(r) -> tuple:
+def _outcome(r) -> list:
     err = [line for line in r.stderr.splitlines() if line.strip()]
     if r.returncode != 0 and err and err[0] == "Error:":
         err = err[:2]
@@ -110,16 +117,17 @@ def _outcome(r) -> tuple:
     if out.lstrip().startswith("["):
         out = json.loads(out)
     # the exit code itself: rabbitmqctl's sysexits codes, syncmqctl's (syncmq.ctl_errors)
-    return (r.returncode, _sorted_rows(out), err)
+    return [r.returncode, _sorted_rows(out), err]
 
 
-def test_rule_verbs_same_as_rabbitmqctl(rabbitmq, broker):
-    tag = os.urandom(3).hex()
-    vh, user = f"ctlr-{tag}", f"ctlu-{tag}"
-    theirs = _run(lambda *a: rabbitmq.rabbitmqctl(*a, check=False), vh, user)
-    ours = _run(lambda *a: syncmqctl(broker, *a), vh, user)
+def test_rule_verbs_same_as_rabbitmqctl(request, broker):
+    steps = _steps(VH, USER)
+    theirs = rabbitmq_answers(
+        request, steps, lambda node: _run(lambda *a: node.rabbitmqctl(*a, check=False), VH,
+                                          USER))
+    ours = as_recorded(_run(lambda *a: syncmqctl(broker, *a), VH, USER))
     diffs = [f"{step}\n  syncmqctl:   {o}\n  rabbitmqctl: {t}"
-             for step, t, o in zip(_steps(vh, user), theirs, ours, strict=True) if o != t]
+             for step, t, o in zip(steps, theirs, ours, strict=True) if o != t]
     assert not diffs, "\n".join(diffs)
     # what the comparison covers (both failing alike cannot pass)
     assert [o[0] for o in ours].count(0) >= 30

@@ -1,14 +1,19 @@
-"""Differential: ``syncmqctl status`` against ``rabbitmqctl status`` (3.10.8) run on the
-private RabbitMQ node (its node name and cookie: interop_helpers.RabbitNode), in text and with
+"""Differential: ``syncmqctl status`` against ``rabbitmqctl status`` (3.10.8), in text and with
 ``--formatter json``: the same section titles in the same order, the same line names within
 each section and the same JSON keys, except the ones listed here with the reason (RabbitMQ
-facts syncmq has no counterpart for, and syncmq's own additions)."""
+facts syncmq has no counterpart for, and syncmq's own additions).
+
+rabbitmqctl's titles, line names and keys (``_text_view``, ``_json_view``: no values) are the
+ones recorded in tests/fixtures/ctl_transcripts.json, run on the private RabbitMQ node (its
+node name and cookie: interop_helpers.RabbitNode); ctl_transcripts.py says when they are read
+live instead and how to re-record."""
 
 from __future__ import annotations
 
 import json
 import re
 
+from ctl_transcripts import as_recorded, rabbitmq_answers
 from test_ctl_remote import ok
 
 TITLE = re.compile(r"^\x1b\[1m(.*)\x1b\[0m$")  # rabbitmqctl prints titles bold
@@ -58,25 +63,47 @@ def _memory_category(name: str) -> bool:  # the breakdown lines differ by design
                         "Accounted memory (what the memory alarm compares)")
 
 
-def test_status_sections_and_keys_match_rabbitmqctl(rabbitmq, broker):
-    theirs = _structure(rabbitmq.rabbitmqctl("status").stdout)
-    ours = _structure(ok(broker, "status"))
+def _text_view(text: str) -> list:
+    """[[title, [line names]]] of a status in text: the Memory breakdown's categories left out
+    (they differ by design; rabbitmqctl orders them by size), a Listeners section's names
+    deduplicated and sorted (a line per listener, and the nodes have other listeners)."""
+    out = []
+    for title, names in _structure(text):
+        if title == "Memory":
+            names = [n for n in names if not _memory_category(n)]
+        elif title == "Listeners":
+            names = sorted(set(names))
+        out.append([title, names])
+    return out
+
+
+def _json_view(text: str) -> dict:
+    """The keys of a status in JSON that are compared: the top level's, some objects', the
+    first listener's."""
+    j = json.loads(text)
+    objects = ("file_descriptors", "totals", "processes", "memory",
+               "vm_memory_high_watermark_setting")
+    return {"keys": sorted(j), "listener": sorted(j["listeners"][0])} | {
+        k: sorted(j[k]) for k in objects}
+
+
+STEPS = [["status"], ["status", "--formatter", "json"]]
+
+
+def test_status_sections_and_keys_match_rabbitmqctl(request, broker):
+    theirs, r_json = rabbitmq_answers(request, STEPS, lambda node: [
+        _text_view(node.rabbitmqctl(*STEPS[0]).stdout),
+        _json_view(node.rabbitmqctl(*STEPS[1]).stdout)])
+    ours, s_json = as_recorded([_text_view(ok(broker, *STEPS[0])),
+                                _json_view(ok(broker, *STEPS[1]))])
     assert [t for t, _ in ours] == [t for t, _ in theirs]
     for (title, r_names), (_t, s_names) in zip(theirs, ours, strict=True):
-        if title == "Memory":
-            r_names = [n for n in r_names if not _memory_category(n)]
-            s_names = [n for n in s_names if not _memory_category(n)]
         want = [n for n in r_names if (title, n) not in NOT_SHOWN]
         got = [n for n in s_names if (title, n) not in SYNCMQ_ONLY]
-        if title == "Listeners":  # a line per listener, and the nodes have other listeners
-            want, got = sorted(set(want)), sorted(set(got))
         assert got == want, (title, got, want)
-    r_json = json.loads(rabbitmq.rabbitmqctl("status", "--formatter", "json").stdout)
-    s_json = json.loads(ok(broker, "status", "--formatter", "json"))
-    assert set(s_json) - JSON_SYNCMQ_ONLY == set(r_json) - set(JSON_NOT_SHOWN)
-    for key in ("file_descriptors", "totals", "processes"):
-        assert set(s_json[key]) == set(r_json[key]), key
-    assert set(s_json["listeners"][0]) == set(r_json["listeners"][0])
+    assert set(s_json["keys"]) - JSON_SYNCMQ_ONLY == set(r_json["keys"]) - set(JSON_NOT_SHOWN)
+    for key in ("file_descriptors", "totals", "processes", "listener"):
+        assert s_json[key] == r_json[key], key
     assert {"total", "strategy"} <= set(s_json["memory"]) and \
         {"total", "strategy"} <= set(r_json["memory"])
     assert set(s_json["vm_memory_high_watermark_setting"]) <= {"absolute", "relative"}
