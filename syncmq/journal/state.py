@@ -53,7 +53,6 @@ import sys
 from array import array
 from collections.abc import Iterable, Sequence
 from itertools import repeat
-from operator import itemgetter
 
 from . import format as fmt
 from .msgtable import MessageTable
@@ -65,7 +64,6 @@ log = logging.getLogger("syncmq.journal")
 
 _U16 = struct.Struct(">H")
 _U64 = struct.Struct(">Q")
-_MID, _SEG, _SIZE = itemgetter(0), itemgetter(1), itemgetter(2)  # of remove_ids' dead
 
 NO_REF = 1 << 64  # Segment.min_ref of a segment naming no id (above every u64 id)
 
@@ -357,16 +355,15 @@ class JournalState:
         if not ids:
             return
         dead = self.msgs.remove_ids(self._qkey(vhost, queue), ids)
-        if len(dead) > 1 and dead[0][1] == dead[-1][1]:
-            seg_no = dead[0][1]
-            if all(map(seg_no.__eq__, map(_SEG, dead))):  # (one segment: _killed in C)
-                seg = self.segments.get(seg_no)
-                if seg is not None:
-                    mids = list(map(_MID, dead))
-                    seg.live -= sum(map(_SIZE, dead))
-                    seg.dead_ids.extend(mids)
-                    self.dead_seg.update(zip(mids, repeat(seg_no)))
-                return
+        if len(dead) > 1 and dead[0][1] == dead[-1][1] and len({d[1] for d in dead}) == 1:
+            seg_no = dead[0][1]  # (one segment: _killed of them all, without a call each)
+            seg = self.segments.get(seg_no)
+            if seg is not None:
+                mids = [d[0] for d in dead]
+                seg.live -= sum([d[2] for d in dead])
+                seg.dead_ids.extend(mids)
+                self.dead_seg.update(zip(mids, repeat(seg_no)))
+            return
         for mid, seg_no, size in dead:
             self._killed(mid, seg_no, size)
 
