@@ -206,3 +206,28 @@ def test_append_publish_state_matches_a_decoded_publish(tmp_path):
             for mid, m in j2._state.msgs.items()} == live
     assert {no: (s.size, s.live) for no, s in j2._state.segments.items()} == sizes
     j2.close()
+
+
+def test_a_run_of_publishes_that_rolls_segments_matches_recovery(tmp_path):
+    """One publisher's run of PUBLISH records in one batch (one run item of
+    ``append_publish``) crossing several segment rolls: every record is applied with its own
+    segment and offset, as recovery finds them."""
+    j, _ = open_journal(tmp_path, segment_bytes=4096, auto_compact=False)
+    j.append(fmt.encode_queue_declare("/", "q", 1))
+    barrier(j)
+    gate = Gate(j)
+    for mid in range(1, 41):  # ~13 records a segment: the run rolls three times
+        publish(j, mid, ("q",), body=bytes(300))
+    assert len(j._pending) == 1 and len(j._pending[0].records) == 40  # one run item
+    gate.release.set()
+    barrier(j)
+    live = {mid: (m.seg, m.off, m.size, sorted(m.queues)) for mid, m in j._state.msgs.items()}
+    assert len(live) == 40 and len({v[0] for v in live.values()}) >= 3
+    sizes = {no: (s.size, s.live) for no, s in j._state.segments.items()}
+    j._state.check()
+    j.close()
+    j2, _ = open_journal(tmp_path, start=False)
+    assert {mid: (m.seg, m.off, m.size, sorted(m.queues))
+            for mid, m in j2._state.msgs.items()} == live
+    assert {no: (s.size, s.live) for no, s in j2._state.segments.items()} == sizes
+    j2.close()

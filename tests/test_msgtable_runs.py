@@ -123,3 +123,57 @@ def test_mark_delivered_ids_marks_whole_chunks_as_one_by_one(seed):
         slow.mark_delivered(m, q)
     assert list(fast.items()) == list(slow.items())
     fast._check()
+
+
+def _twin_tables(rnd: random.Random) -> tuple[MessageTable, MessageTable, list[int]]:
+    """Two equal tables holding runs of a queue's and of two queues' messages, with gaps
+    (write-cancelled ids), some delivered, over several chunks."""
+    tables = (MessageTable(), MessageTable())
+    mids: list[int] = []
+    mid, off = rnd.choice([1, N - 40, N]), 0
+    for _ in range(rnd.randint(3, 7)):
+        n = rnd.choice([20, 60, N // 2, N + 5])
+        route = rnd.choice([(A,), (A,), (A, B)])
+        run = list(range(mid, mid + n))
+        seg = rnd.randint(1, 3)
+        for t in tables:
+            t.add_run(run, seg, [off + 100 * i for i in range(n)],
+                      [50 + m % 101 for m in run], route)
+        mids += run
+        off += 100 * n
+        mid += n + rnd.choice([0, 0, 3])  # (a gap: ids that were never written)
+    for m in rnd.sample(mids, k=len(mids) // 5):
+        for t in tables:
+            t.mark_delivered(m, A)
+    return tables[0], tables[1], mids
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_remove_ids_of_consecutive_runs_matches_removing_them_one_by_one(seed):
+    """``remove_ids``' fast path (``RunMarks._remove_span``: a run of consecutive ids in a
+    chunk of one queue dies in one step) leaves the table as ``remove`` of each id does,
+    and reports the same dead ``(mid, seg, size)`` in the same order."""
+    rnd = random.Random(seed)
+    fast, slow, mids = _twin_tables(rnd)
+    for _ in range(4):
+        a = rnd.randrange(len(mids))
+        ids = mids[a:a + rnd.choice([5, 16, 40, 300, N + 50])]
+        if rnd.random() < 0.3:
+            ids = ids + [max(mids) + 1000]  # an unknown id after the run
+        shape = rnd.choice([list, tuple])
+        dead = fast.remove_ids(A, shape(ids))
+        expect = []
+        for m in ids:
+            r = slow.remove(m, A)
+            if r:
+                expect.append((m, r[0], r[1]))
+        assert dead == expect
+        assert len(fast) == len(slow) and fast.queue_counts == slow.queue_counts
+        assert {m: (fast.loc(m), fast.copies(m), fast.is_delivered(m, B)) for m in mids} == \
+            {m: (slow.loc(m), slow.copies(m), slow.is_delivered(m, B)) for m in mids}
+        fast._check()
+    assert fast.remove_ids(A, mids) == [(m, s, z) for m in mids
+                                        if (r := slow.remove(m, A)) and (s := r[0], z := r[1])]
+    assert {qk: list(v) for qk, v in fast.by_queue().items()} == \
+        {qk: list(v) for qk, v in slow.by_queue().items()}
+    fast._check()

@@ -11,6 +11,7 @@ import fcntl
 import logging
 import os
 import time
+from itertools import accumulate
 
 from . import format as fmt
 from .items import FSYNC_BUCKETS, _Item
@@ -32,6 +33,34 @@ def _pass_fsync_gate(path: str) -> None:
         fcntl.flock(fd, fcntl.LOCK_SH)  # blocks while a test holds LOCK_EX
     finally:
         os.close(fd)
+
+
+def _add_run(runs: list[list], a: int, b: int, mids: list[int], vhost: str,
+             queues: tuple[str, ...]) -> None:
+    """Note records ``a:b`` of a chunk as a PUBLISH run; joined to the previous run when it
+    ends at ``a`` with the same route (a new list then: ``mids`` may be an item's)."""
+    if runs:
+        last = runs[-1]
+        if last[1] == a and last[4] == queues and last[3] == vhost:
+            last[1] = b
+            last[2] = last[2] + mids
+            return
+    runs.append([a, b, mids, vhost, queues])
+
+
+class _Chunk:
+    """What :meth:`GroupCommit._write_group` collects for one ``writev``: the records, their
+    offsets in the current segment, their PUBLISH runs, the segment's end after them
+    (``pos``) and the bytes of the whole group so far (``nbytes``)."""
+
+    __slots__ = ("bufs", "offs", "runs", "pos", "nbytes")
+
+    def __init__(self, pos: int) -> None:
+        self.bufs: list[bytes] = []
+        self.offs: list[int] = []
+        self.runs: list[list] = []
+        self.pos = pos
+        self.nbytes = 0
 
 
 class GroupCommit:
@@ -76,9 +105,12 @@ class GroupCommit:
     def _write_group(self, items: list[_Item]) -> None:
         """Write ``items`` (one ``writev`` per segment touched) and fsync if one waits.
 
-        The written chunks are queued in ``_unapplied``: the caller applies them to the state
-        after the callbacks (:meth:`_apply_written`), so a confirm never waits for that
-        bookkeeping. Nothing between the write and the fsync takes the GIL for long."""
+        The written chunks are queued in ``_unapplied`` with their PUBLISH runs (``[first,
+        end, msg_ids, vhost, queues]``, indexes into the chunk's records): the caller applies
+        them to the state after the callbacks (:meth:`_apply_written`), so a confirm never
+        waits for that bookkeeping. A run item (``append_publish``) that fits in the current
+        segment is added in a few C calls (``extend``, ``accumulate``), not record by record.
+        Nothing between the write and the fsync takes the GIL for long."""
         if not items:
             return
         m = self.metrics
@@ -86,99 +118,120 @@ class GroupCommit:
         n_appends = 0
         n_records = 0
         never = self.fsync_mode == "never"
-        bufs: list[bytes] = []
-        offs: list[int] = []
-        heads: list[tuple | None] = []
-        pos = self._seg_size
+        ch = _Chunk(self._seg_size)
         limit = self.segment_bytes
-        hsize = fmt.FILE_HEADER.size
-        nbytes = 0
         for it in items:
             if it.sync or (it.callback is not None and not never):
                 need_sync = True
             recs = it.records
             if not recs:
                 continue
+            head = it.head
+            if head is not None:  # a run of PUBLISH records (append_publish)
+                k = len(recs)
+                n_appends += k
+                n_records += k
+                sizes = list(map(len, recs))
+                total = sum(sizes)
+                pos = ch.pos
+                if pos + total <= limit:
+                    bufs, offs = ch.bufs, ch.offs
+                    a = len(bufs)
+                    bufs += recs
+                    offs += accumulate(sizes, initial=pos)
+                    ch.pos = offs.pop()
+                    ch.nbytes += total
+                    _add_run(ch.runs, a, len(bufs), head[0], head[1], head[2])
+                else:  # the segment rolls inside the run
+                    ch = self._put(ch, recs, limit, head)
+                continue
             n_appends += 1
             n_records += len(recs)
-            head = it.head
             if it.unit:  # a transaction goes whole into one segment (roll before it)
-                n = sum(len(r) for r in recs)
-                if pos + n > limit and pos > hsize:
-                    self._write_chunk(bufs, offs, heads, pos - self._seg_size)
-                    bufs, offs, heads = [], [], []
-                    self._roll()
-                    pos = self._seg_size
-                limit_now, limit = limit, 1 << 62
-            for rec in recs:
-                n = len(rec)
-                if pos + n > limit and pos > hsize:
-                    self._write_chunk(bufs, offs, heads, pos - self._seg_size)
-                    bufs, offs, heads = [], [], []
-                    self._roll()
-                    pos = self._seg_size
-                bufs.append(rec)
-                offs.append(pos)
-                heads.append(head)
-                pos += n
-                nbytes += n
-            if it.unit:
-                limit = limit_now
-        self._write_chunk(bufs, offs, heads, pos - self._seg_size)
+                if ch.pos + sum(len(r) for r in recs) > limit and \
+                        ch.pos > fmt.FILE_HEADER.size:
+                    ch = self._roll_chunk(ch)
+                ch = self._put(ch, recs, 1 << 62)
+            else:
+                ch = self._put(ch, recs, limit)
+        self._write_chunk(ch.bufs, ch.offs, ch.runs, ch.pos - self._seg_size)
         if need_sync:
             self._sync_all()
         if never:
             self._durable_end = self._seg_size
             self.durable_mark = (self._seg_no, self._durable_end)
         m.records += n_records
-        m.bytes += nbytes
+        m.bytes += ch.nbytes
         m.appends += n_appends
         m.batches += 1
         if n_appends > m.max_batch:
             m.max_batch = n_appends
 
+    def _put(self, ch: _Chunk, recs: list[bytes] | tuple[bytes, ...], limit: int,
+             head: tuple | None = None) -> _Chunk:
+        """Add ``recs`` to ``ch`` one by one, rolling the segment before a record that would
+        take it past ``limit`` (unless the segment is empty); ``head``: they are a PUBLISH
+        run. Returns the chunk now being filled."""
+        hsize = fmt.FILE_HEADER.size
+        mids = head[0] if head is not None else None
+        for k, rec in enumerate(recs):
+            n = len(rec)
+            if ch.pos + n > limit and ch.pos > hsize:
+                ch = self._roll_chunk(ch)
+            if mids is not None:
+                _add_run(ch.runs, len(ch.bufs), len(ch.bufs) + 1, [mids[k]], head[1], head[2])
+            ch.bufs.append(rec)
+            ch.offs.append(ch.pos)
+            ch.pos += n
+            ch.nbytes += n
+        return ch
+
+    def _roll_chunk(self, ch: _Chunk) -> _Chunk:
+        """Write ``ch`` to the current segment, roll to a new one; its empty chunk."""
+        self._write_chunk(ch.bufs, ch.offs, ch.runs, ch.pos - self._seg_size)
+        self._roll()
+        nxt = _Chunk(self._seg_size)
+        nxt.nbytes = ch.nbytes
+        return nxt
+
     def _apply_written(self) -> None:
         """Apply the written but not yet applied records to the state, in log order.
 
-        A run of consecutive PUBLISH records of one route (``append_publish`` items: their
+        A run of consecutive PUBLISH records of one route (``append_publish`` runs: their
         ``(msg_id, vhost, queues)`` is known, nothing to decode) is applied in one step
         (``JournalState.publish_run``): a batch of one publisher's messages costs a few calls,
-        not four a message."""
+        not four a message; other records are decoded and applied one by one."""
         chunks = self._unapplied
         if not chunks:
             return
         self._unapplied = []
         state = self._state
         assert state is not None
-        apply = state.apply
-        hsize = fmt.RECORD_HEADER.size
-        for bufs, offs, heads, seg in chunks:
-            n = len(bufs)
+        for bufs, offs, runs, seg in chunks:
             i = 0
-            while i < n:
-                head = heads[i]
-                if head is None:
-                    rec = bufs[i]
-                    try:
-                        apply(rec[8], rec, 0, len(rec) - hsize, seg, offs[i])
-                    except (fmt.FormatError, UnicodeDecodeError) as exc:
-                        self.metrics.apply_errors += 1
-                        log.warning("journal: written record at %016x:%d does not decode "
-                                    "(%s)", seg.no, offs[i], exc)
-                    i += 1
-                    continue
-                vhost, queues = head[1], head[2]
-                j = i + 1
-                while j < n:
-                    h = heads[j]
-                    if h is None or h[2] != queues or h[1] != vhost:
-                        break
-                    j += 1
-                sizes = [len(b) for b in bufs[i:j]]
+            for a, b, mids, vhost, queues in runs:
+                if i < a:
+                    self._apply_records(bufs, offs, seg, i, a)
+                sizes = list(map(len, bufs[a:b]))
                 seg.size += sum(sizes)
-                state.publish_run([h[0] for h in heads[i:j]], vhost, queues, seg, offs[i:j],
-                                  sizes)
-                i = j
+                state.publish_run(mids, vhost, queues, seg, offs[a:b], sizes)
+                i = b
+            if i < len(bufs):
+                self._apply_records(bufs, offs, seg, i, len(bufs))
+
+    def _apply_records(self, bufs: list[bytes], offs: list[int], seg: object, i: int,
+                       j: int) -> None:
+        """Decode and apply the records ``bufs[i:j]`` of ``seg`` (not PUBLISH runs)."""
+        apply = self._state.apply
+        hsize = fmt.RECORD_HEADER.size
+        for k in range(i, j):
+            rec = bufs[k]
+            try:
+                apply(rec[8], rec, 0, len(rec) - hsize, seg, offs[k])
+            except (fmt.FormatError, UnicodeDecodeError) as exc:
+                self.metrics.apply_errors += 1
+                log.warning("journal: written record at %016x:%d does not decode "
+                            "(%s)", seg.no, offs[k], exc)
 
     def _sync(self) -> None:
         assert self._fd is not None

@@ -30,10 +30,11 @@ class SegmentFiles:
 
     __slots__ = ()
 
-    def _write_chunk(self, bufs: list[bytes], offs: list[int], heads: list[tuple | None],
+    def _write_chunk(self, bufs: list[bytes], offs: list[int], runs: list[list],
                      want: int) -> None:
         """Write ``bufs`` (``want`` bytes in all) at the end of the current segment; queue
-        them for :meth:`_apply_written`."""
+        them (with their PUBLISH ``runs``, see ``GroupCommit._write_group``) for
+        :meth:`_apply_written`."""
         if not bufs:
             return
         fd = self._fd
@@ -51,7 +52,7 @@ class SegmentFiles:
         self._seg_size += want
         self._dirty = True
         assert self._state is not None
-        self._unapplied.append((bufs, offs, heads, self._state.segments[self._seg_no]))
+        self._unapplied.append((bufs, offs, runs, self._state.segments[self._seg_no]))
 
     @staticmethod
     def _write_rest(fd: int, bufs: list[bytes], done: int) -> None:

@@ -52,6 +52,7 @@ import struct
 import sys
 from array import array
 from collections.abc import Iterable, Sequence
+from itertools import repeat
 
 from . import format as fmt
 from .msgtable import MessageTable
@@ -353,7 +354,17 @@ class JournalState:
         ids = self._seen(ids)
         if not ids:
             return
-        for mid, seg_no, size in self.msgs.remove_ids(self._qkey(vhost, queue), ids):
+        dead = self.msgs.remove_ids(self._qkey(vhost, queue), ids)
+        if len(dead) > 1 and dead[0][1] == dead[-1][1] and len({d[1] for d in dead}) == 1:
+            seg_no = dead[0][1]  # (one segment: _killed of them all, without a call each)
+            seg = self.segments.get(seg_no)
+            if seg is not None:
+                mids = [d[0] for d in dead]
+                seg.live -= sum([d[2] for d in dead])
+                seg.dead_ids.extend(mids)
+                self.dead_seg.update(zip(mids, repeat(seg_no)))
+            return
+        for mid, seg_no, size in dead:
             self._killed(mid, seg_no, size)
 
     def delivered(self, vhost: str, queue: str, ids: Iterable[int]) -> None:

@@ -205,7 +205,8 @@ class Journal(SegmentFiles, GroupCommit, JournalControl):
         self.durable_mark: tuple[int, int] = (0, 0)
         #: body references into the segments for the memory budget (``reader.py``)
         self.reader = SegmentReader(self.data_dir, self)
-        # Written chunks not yet applied to the state: (records, offsets, segment). Applied
+        # Written chunks not yet applied to the state: (records, offsets, PUBLISH runs,
+        # segment; see GroupCommit._write_group). Applied
         # after the batch's fsync and callbacks, so confirms do not wait for the bookkeeping.
         self._unapplied: list[tuple[list[bytes], list[int], list, object]] = []
 
@@ -334,13 +335,24 @@ class Journal(SegmentFiles, GroupCommit, JournalControl):
         ...)`` with these very values (the caller's promise: the record is not checked, and
         the journal thread applies ``(msg_id, vhost, queues)`` to its state instead of
         decoding the record). No callback: confirms wait for :meth:`sync_barrier`.
-        (:meth:`_enqueue` spelled out: one call less per persistent publish.)"""
-        item = _Item((record,), None, False, None, (msg_id, vhost, queues))
+
+        Consecutive calls for one route go into one *run* item (``items._Item``): the last
+        pending item is extended when it is a run of the same ``vhost`` and ``queues``, so a
+        publisher's batch costs one item, not one a message; the log order is the order in
+        which the calls took ``_lock``, as for any append. Refused (raises) exactly as
+        :meth:`append`: each call checks the journal's state under the lock."""
         with self._lock:
             if self._error is not None or self._closing or self._thread is None:
                 self._refused()
-            self._pending.append(item)
-            if len(self._pending) == 1 and not self._ids:
+            pending = self._pending
+            if pending:
+                head = pending[-1].head
+                if head is not None and head[2] == queues and head[1] == vhost:
+                    pending[-1].records.append(record)
+                    head[0].append(msg_id)
+                    return
+            pending.append(_Item([record], None, False, None, ([msg_id], vhost, queues)))
+            if len(pending) == 1 and not self._ids:
                 self._wakeup.notify()
 
     def append_many(self, records: Iterable[bytes], callback: Callback | None = None) -> None:
