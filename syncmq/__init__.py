@@ -4,7 +4,7 @@
 first use, so ``import syncmq`` stays cheap and imports nothing else.
 """
 
-__version__ = "0.13.0"
+__version__ = "0.14.0"
 __all__ = ["Server", "__version__"]
 
 
