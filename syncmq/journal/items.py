@@ -123,7 +123,8 @@ def cancel_acked(items: list[_Item], ids: dict[tuple[int, str, str], list[int]])
         if head is None:
             continue
         mids, vhost, queues = head
-        if mids[0] > top:  # (acks name older messages, as a rule)
+        if min(mids) > top:  # (acks name older messages, as a rule; ids taken outside
+            # the journal's lock may come out of order in a run)
             continue
         both = None
         for q in queues:

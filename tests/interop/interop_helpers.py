@@ -33,9 +33,16 @@ def _port_range() -> range:
             ephemeral = int(f.read().split()[0])
     except (OSError, ValueError, IndexError):
         ephemeral = 32768
-    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
-    size = (ephemeral - PORTS_FROM) // max(count, 1)
+    ephemeral = min(ephemeral, 65536)
+    try:
+        count = max(int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")), 1)
+        worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    except ValueError:  # a worker id of another form (--tx id=...): the whole range
+        count, worker = 1, 0
+    # a worker xdist restarted after a crash gets the next id (gw2, gw3, ... of 2): it takes
+    # the share of the worker it replaces
+    worker %= count
+    size = max(ephemeral - PORTS_FROM, 0) // count
     return range(PORTS_FROM + worker * size, PORTS_FROM + (worker + 1) * size)
 
 

@@ -1,4 +1,5 @@
-"""Differential: ``syncmqctl`` and ``rabbitmqctl`` (3.10.8) list the same users, vhosts, permissions and topic permissions with each ``--formatter`` (issue 17):
+"""Differential: ``syncmqctl`` and ``rabbitmqctl`` (3.10.8) list the same users, vhosts,
+permissions and topic permissions with each ``--formatter`` (issue 17):
 ``table`` (the header and the rows), ``json`` (the objects and their keys) and
 ``pretty_table`` (the columns and cells; rabbitmqctl draws its boxes with the terminal's
 line-drawing characters and syncmq with ASCII, so the cells are compared, not the frame).
