@@ -60,6 +60,27 @@ class Gate:
         self.release.wait(30)
 
 
+def _messages(j) -> dict:
+    """Each live message's (segment, offset, size, queues) in ``j``'s state."""
+    return {mid: (m.seg, m.off, m.size, sorted(m.queues)) for mid, m in j._state.msgs.items()}
+
+
+def _segments(j) -> dict:
+    return {no: (s.size, s.live) for no, s in j._state.segments.items()}
+
+
+def _close_and_match_recovery(j, path) -> None:
+    """``j``'s state passes its check, and recovery of ``path`` after a close rebuilds the
+    same messages and segments."""
+    live, sizes = _messages(j), _segments(j)
+    j._state.check()
+    j.close()
+    j2, _ = open_journal(path, start=False)
+    assert _messages(j2) == live
+    assert _segments(j2) == sizes
+    j2.close()
+
+
 def test_ids_of_one_batch_are_one_record_after_the_batch(tmp_path):
     j, _ = open_journal(tmp_path)
     j.append(fmt.encode_queue_declare("/", "q", 1))
@@ -197,15 +218,7 @@ def test_append_publish_state_matches_a_decoded_publish(tmp_path):
         if mid % 4 == 0:
             j.append_ids(fmt.T_ACK, "/", "q", [mid - 1])
     barrier(j)
-    live = {mid: (m.seg, m.off, m.size, sorted(m.queues)) for mid, m in j._state.msgs.items()}
-    sizes = {no: (s.size, s.live) for no, s in j._state.segments.items()}
-    j._state.check()
-    j.close()
-    j2, _ = open_journal(tmp_path, start=False)
-    assert {mid: (m.seg, m.off, m.size, sorted(m.queues))
-            for mid, m in j2._state.msgs.items()} == live
-    assert {no: (s.size, s.live) for no, s in j2._state.segments.items()} == sizes
-    j2.close()
+    _close_and_match_recovery(j, tmp_path)
 
 
 def test_a_run_of_publishes_that_rolls_segments_matches_recovery(tmp_path):
@@ -221,13 +234,6 @@ def test_a_run_of_publishes_that_rolls_segments_matches_recovery(tmp_path):
     assert len(j._pending) == 1 and len(j._pending[0].records) == 40  # one run item
     gate.release.set()
     barrier(j)
-    live = {mid: (m.seg, m.off, m.size, sorted(m.queues)) for mid, m in j._state.msgs.items()}
+    live = _messages(j)
     assert len(live) == 40 and len({v[0] for v in live.values()}) >= 3
-    sizes = {no: (s.size, s.live) for no, s in j._state.segments.items()}
-    j._state.check()
-    j.close()
-    j2, _ = open_journal(tmp_path, start=False)
-    assert {mid: (m.seg, m.off, m.size, sorted(m.queues))
-            for mid, m in j2._state.msgs.items()} == live
-    assert {no: (s.size, s.live) for no, s in j2._state.segments.items()} == sizes
-    j2.close()
+    _close_and_match_recovery(j, tmp_path)
